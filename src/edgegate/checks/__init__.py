@@ -1,0 +1,1 @@
+"""Checks: each module exposes ``run(ctx: CheckContext) -> CheckResult``."""
