@@ -148,3 +148,21 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
         return _jsonable(obj.item())
     return obj
+
+
+@dataclass
+class CheckContext:
+    """Everything a check may use. Built by the runner from the CLI flags and the policy.
+
+    ``section`` is this check's block of the validated policy (``policy.checks.<name>``);
+    ``claims`` merges CLI ``--claim`` > policy ``claims:`` > checkpoint metadata;
+    ``shared`` lets checks reuse work (e.g. the sparsity scan feeds the size check).
+    """
+
+    compressed_path: Path
+    dense_path: Path | None = None
+    section: Mapping[str, Any] = field(default_factory=dict)
+    claims: Mapping[str, float] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
+    progress: Any = None  # edgegate.progress.Progress or None (quiet)

@@ -1,0 +1,81 @@
+"""One protocol for every runtime (llama.cpp, MLX, ONNX Runtime, OpenAI-compatible servers).
+
+Checks (perplexity, speed, BBQ) talk only to this protocol. A backend is created by
+``edgegate.backends.open_backend(runtime, path, **options)``; a runtime that is not installed
+raises ``BackendUnavailable`` (the check is then skipped, or failed under --strict), and a
+runtime that crashes, hangs or returns NaN raises ``BackendError`` (exit 3 / inconclusive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LoglikResult:
+    """Log-likelihood of a continuation given a context (natural log, summed over tokens)."""
+
+    logprob: float
+    n_tokens: int
+    is_greedy: bool  # every continuation token was the argmax
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One timed run: prefill of ``prompt_tokens`` then ``gen_tokens`` decoded greedily."""
+
+    prompt_tokens: int
+    gen_tokens: int
+    prefill_s: float
+    decode_s: float
+    ttft_s: float  # time to first generated token (prefill + first decode step)
+    peak_rss_bytes: int | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    runtime: str  # "llamacpp" | "mlx" | "onnx" | "openai"
+    model_path: Path  # what was actually loaded (e.g. the cached GGUF an HF dir was converted to)
+    n_ctx: int
+    load_s: float  # seconds to load the model
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
+
+    def detokenize(self, ids: Sequence[int]) -> str: ...
+
+    def chat_prompt(self, system: str | None, user: str) -> str | None:
+        """The model's chat template applied to one turn (generation prompt added), or None
+        when the model has no chat template."""
+        ...
+
+    def token_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
+        """log p(tokens[i] | tokens[:i]) for i = 1..len-1 (float64, length len-1): one
+        forward pass; used for perplexity."""
+        ...
+
+    def next_token_logprobs(
+        self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
+    ) -> np.ndarray:
+        """For each prompt, the log-probabilities (full-vocab softmax) of each candidate token
+        at the next position: shape [len(prompts), len(candidates)]. Letter-mode BBQ."""
+        ...
+
+    def loglikelihood(
+        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> list[LoglikResult]:
+        """(context tokens, continuation tokens) pairs; requests sharing a context may reuse
+        its KV cache. Log-likelihood-mode BBQ."""
+        ...
+
+    def generate(
+        self, prompt: Sequence[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0
+    ) -> list[int]: ...
+
+    def time_run(self, prompt: Sequence[int], gen_tokens: int) -> Timing: ...
+
+    def close(self) -> None: ...
