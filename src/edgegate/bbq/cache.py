@@ -1,0 +1,117 @@
+"""SQLite cache of scored BBQ answers, so a killed run resumes and a re-run is instant.
+
+Key: (model file hash, backend, prompt/template hash, item uid, seed, rotation). The database
+runs in WAL mode and the scorer commits after every small batch, so a SIGKILL loses at most
+the batch in flight and never leaves a half-written row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from edgegate.bbq.metrics import Answer
+from edgegate.errors import InputError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+  model TEXT NOT NULL, backend TEXT NOT NULL, prompt TEXT NOT NULL,
+  uid TEXT NOT NULL, seed INTEGER NOT NULL, rotation INTEGER NOT NULL,
+  choice INTEGER, detail TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (model, backend, prompt, uid, seed, rotation)
+);
+CREATE TABLE IF NOT EXISTS file_hashes (
+  path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
+);
+"""
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgegate"
+
+
+class ResultCache:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=30.0)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise InputError(f"cannot open the result cache: {e}", path=self.path, hint="pass another --cache-dir") from e
+
+    @classmethod
+    def in_dir(cls, cache_dir: str | Path | None) -> ResultCache:
+        return cls(Path(cache_dir or default_cache_dir()) / "bbq.sqlite")
+
+    def model_hash(self, path: str | Path) -> str:
+        """sha256 of a model file (or of every file in a model folder), memoised by size and
+        mtime so re-runs do not re-read gigabytes."""
+        p = Path(path).resolve()
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        if not files:
+            raise InputError("no model files found", path=p)
+        h = hashlib.sha256()
+        for f in files:
+            if p.is_dir():  # a renamed file inside a model folder is a different model
+                h.update(str(f.relative_to(p)).encode())
+            h.update(self._file_hash(f).encode())
+        return h.hexdigest()
+
+    def _file_hash(self, f: Path) -> str:
+        st = f.stat()
+        row = self.db.execute(
+            "SELECT sha256 FROM file_hashes WHERE path=? AND size=? AND mtime_ns=?",
+            (str(f), st.st_size, st.st_mtime_ns),
+        ).fetchone()
+        if row:
+            return str(row[0])
+        h = hashlib.sha256()
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
+                (str(f), st.st_size, st.st_mtime_ns, digest),
+            )
+        return digest
+
+    def get(
+        self, model: str, backend: str, prompt: str, keys: Iterable[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], Answer]:
+        wanted = set(keys)
+        out: dict[tuple[str, int, int], Answer] = {}
+        rows = self.db.execute(
+            "SELECT uid, seed, rotation, choice, detail FROM answers WHERE model=? AND backend=? AND prompt=?",
+            (model, backend, prompt),
+        )
+        for uid, seed, rot, choice, detail in rows:
+            k = (uid, seed, rot)
+            if k in wanted:
+                out[k] = Answer(uid, seed, rot, choice, detail)
+        return out
+
+    def put(self, model: str, backend: str, prompt: str, answers: Sequence[Answer]) -> None:
+        """Store one batch in one transaction (committed before returning)."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(model, backend, prompt, a.uid, a.seed, a.rotation, a.choice, a.detail) for a in answers],
+            )
+
+    def count(self, model: str, backend: str, prompt: str) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM answers WHERE model=? AND backend=? AND prompt=?", (model, backend, prompt)
+        ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,237 @@
+"""Ask a model every BBQ item through the ``Backend`` protocol and record its answers.
+
+Modes:
+- ``letter`` (temperature 0): multiple-choice prompt, answer = the most probable of the
+  candidate letter tokens at the next position (deterministic). A unit is a parse failure when
+  the letters' total probability is below ``min_letter_mass``.
+- ``letter`` with temperature > 0: sampled; ``seeds`` generations per item, each parsed for a
+  leading A/B/C; an output without one is a parse failure.
+- ``loglik``: each answer text scored as a continuation of the context (lm-eval style, summed
+  log-probability); answer = the most likely one.
+
+Work is sorted by prompt tokens (neighbours share long prefixes, which backends can reuse),
+sent in batches, and every batch is committed to the cache before the next starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgegate.backends.base import Backend
+from edgegate.bbq import prompts
+from edgegate.bbq.cache import ResultCache
+from edgegate.bbq.dataset import BBQItem
+from edgegate.bbq.metrics import Answer
+from edgegate.errors import BackendError, InputError
+from edgegate.progress import NullProgress, Progress
+
+MODES = ("letter", "loglik")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    mode: str = "letter"
+    seeds: int = 1
+    temperature: float = 0.0
+    permute: bool = False
+    batch_size: int = 16
+    min_letter_mass: float = 0.0
+    max_new_tokens: int = 4  # sampled letter mode
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"unknown BBQ mode {self.mode!r}", field="mode", hint="use letter or loglik")
+        if self.seeds < 1 or self.batch_size < 1:
+            raise InputError("seeds and batch size must be >= 1", field="seeds")
+        if self.temperature < 0:
+            raise InputError("temperature must be >= 0", field="temperature")
+        if self.mode == "loglik" and self.temperature > 0:
+            raise InputError("loglik mode is deterministic; temperature must be 0", field="temperature")
+
+    @property
+    def sampled(self) -> bool:
+        return self.mode == "letter" and self.temperature > 0
+
+    def seed_list(self) -> list[int]:
+        # deterministic scoring gives the same answer for every seed: ask once
+        return list(range(self.seeds)) if self.sampled else [0]
+
+    def rotations(self) -> list[int]:
+        # positions only exist in letter mode
+        return [0, 1, 2] if self.permute and self.mode == "letter" else [0]
+
+
+def encode(backend: Backend, text: str, chat: bool) -> list[int]:
+    """Tokens of a prompt; a chat template that already writes the BOS text must not get a
+    second BOS from the tokenizer."""
+    with_special = backend.tokenize(text, add_special=True)
+    if not chat:
+        return with_special
+    without = backend.tokenize(text, add_special=False)
+    if len(with_special) == len(without) + 1 and without and with_special[1:] == without and with_special[0] == without[0]:
+        return without
+    return with_special
+
+
+def letter_candidates(backend: Backend) -> list[list[int]]:
+    """For each letter, the single tokens that spell it ("A" and " A" variants)."""
+    out: list[list[int]] = []
+    owner: dict[int, str] = {}
+    for letter in prompts.LETTERS:
+        toks: list[int] = []
+        for variant in (letter, " " + letter):
+            ids = backend.tokenize(variant, add_special=False)
+            if len(ids) == 1 and ids[0] not in toks:
+                if ids[0] in owner:
+                    raise BackendError(f"letters {owner[ids[0]]} and {letter} share token {ids[0]}")
+                owner[ids[0]] = letter
+                toks.append(ids[0])
+        if not toks:
+            raise BackendError(
+                f"the tokenizer has no single token for the letter {letter}",
+                hint="use --mode loglik for this model",
+            )
+        out.append(toks)
+    return out
+
+
+def _logsumexp(xs: np.ndarray) -> float:
+    m = float(np.max(xs))
+    if not math.isfinite(m):
+        return m
+    return m + math.log(float(np.sum(np.exp(xs - m))))
+
+
+class Scorer:
+    def __init__(
+        self,
+        backend: Backend,
+        config: ScoreConfig,
+        *,
+        cache: ResultCache | None = None,
+        model_key: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.backend = backend
+        self.cfg = config
+        self.cache = cache
+        self.progress: Progress = progress or NullProgress()
+        self.chat = backend.chat_prompt(prompts.SYSTEM, "test") is not None
+        self.prompt_key = prompts.template_hash(config.mode, temperature=config.temperature, chat=self.chat)
+        self.backend_key = backend.runtime
+        if cache is not None and model_key is None:
+            model_key = cache.model_hash(backend.model_path)
+        self.model_key = model_key or str(backend.model_path)
+        self._cands: list[list[int]] | None = None
+        self.n_scored = 0  # units sent to the backend in this process (not from the cache)
+
+    # -- prompts -----------------------------------------------------------------------
+    def letter_tokens(self, item: BBQItem, rotation: int) -> list[int]:
+        user = prompts.letter_user(item, rotation)
+        text = self.backend.chat_prompt(prompts.SYSTEM, user) if self.chat else None
+        if text is None:
+            return encode(self.backend, prompts.letter_plain(item, rotation), chat=False)
+        return encode(self.backend, text, chat=True)
+
+    # -- scoring -------------------------------------------------------------------------
+    def score(self, items: Sequence[BBQItem], label: str = "model") -> list[Answer]:
+        """Answers for every (item, seed, rotation): cached ones are reused, the rest are
+        scored and committed batch by batch. Returned in (item order, seed, rotation) order."""
+        keys = [(it.uid, s, r) for it in items for s in self.cfg.seed_list() for r in self.cfg.rotations()]
+        done: dict[tuple[str, int, int], Answer] = {}
+        if self.cache is not None:
+            done = self.cache.get(self.model_key, self.backend_key, self.prompt_key, keys)
+        by_uid = {it.uid: it for it in items}
+        todo = [k for k in keys if k not in done]
+        if todo:
+            with self.progress.task(f"BBQ {self.cfg.mode} scoring ({label})", total=len(todo)) as advance:
+                for batch in self._batches(todo, by_uid):
+                    answers = self._score_batch(batch, by_uid)
+                    self.n_scored += len(answers)
+                    if self.cache is not None:
+                        self.cache.put(self.model_key, self.backend_key, self.prompt_key, answers)
+                    for a in answers:
+                        done[a.key] = a
+                    advance(len(answers))
+        return [done[k] for k in keys]
+
+    def _batches(
+        self, todo: list[tuple[str, int, int]], by_uid: dict[str, BBQItem]
+    ) -> list[list[tuple[tuple[str, int, int], list[int]]]]:
+        if self.cfg.mode == "loglik":
+            enc = [(k, self.backend.tokenize(prompts.loglik_context(by_uid[k[0]]), add_special=True)) for k in todo]
+        else:
+            enc = [(k, self.letter_tokens(by_uid[k[0]], k[2])) for k in todo]
+        enc.sort(key=lambda kt: (kt[1], kt[0]))  # adjacent prompts share prefixes
+        bs = self.cfg.batch_size
+        return [enc[i : i + bs] for i in range(0, len(enc), bs)]
+
+    def _score_batch(
+        self, batch: list[tuple[tuple[str, int, int], list[int]]], by_uid: dict[str, BBQItem]
+    ) -> list[Answer]:
+        if self.cfg.mode == "loglik":
+            return self._loglik(batch, by_uid)
+        if self.cfg.sampled:
+            return [self._sample(k, toks) for k, toks in batch]
+        return self._letters(batch)
+
+    def _letters(self, batch: list[tuple[tuple[str, int, int], list[int]]]) -> list[Answer]:
+        if self._cands is None:
+            self._cands = letter_candidates(self.backend)
+        cands = self._cands
+        flat = [t for toks in cands for t in toks]
+        lp = np.asarray(self.backend.next_token_logprobs([t for _, t in batch], flat), dtype=np.float64)
+        if lp.shape != (len(batch), len(flat)) or np.isnan(lp).any():
+            raise BackendError(f"next_token_logprobs returned shape {lp.shape} or NaN for {len(batch)} prompts")
+        out = []
+        for row, ((uid, seed, rot), _) in zip(lp, batch, strict=True):
+            per_letter = []
+            j = 0
+            for toks in cands:
+                per_letter.append(_logsumexp(row[j : j + len(toks)]))
+                j += len(toks)
+            mass = float(sum(math.exp(x) for x in per_letter))
+            pos = int(np.argmax(per_letter))
+            ok = math.isfinite(max(per_letter)) and mass >= self.cfg.min_letter_mass
+            choice = prompts.order(rot)[pos] if ok else None
+            detail = json.dumps({"lp": [round(x, 4) for x in per_letter], "mass": round(mass, 4)})
+            out.append(Answer(uid, seed, rot, choice, detail))
+        return out
+
+    def _sample(self, key: tuple[str, int, int], toks: list[int]) -> Answer:
+        uid, seed, rot = key
+        ids = self.backend.generate(toks, self.cfg.max_new_tokens, temperature=self.cfg.temperature, seed=seed)
+        text = self.backend.detokenize(ids)
+        pos = prompts.parse_letter(text)
+        choice = prompts.order(rot)[pos] if pos is not None else None
+        return Answer(uid, seed, rot, choice, json.dumps({"text": text}))
+
+    def _loglik(self, batch: list[tuple[tuple[str, int, int], list[int]]], by_uid: dict[str, BBQItem]) -> list[Answer]:
+        reqs: list[tuple[list[int], list[int]]] = []
+        for (uid, _, _), ctx in batch:
+            item = by_uid[uid]
+            ctx_text = prompts.loglik_context(item)
+            for i in range(3):
+                whole = self.backend.tokenize(ctx_text + prompts.loglik_continuation(item, i), add_special=True)
+                if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+                    cont = whole[len(ctx) :]
+                else:  # tokenizer merged across the boundary: encode the answer on its own
+                    cont = self.backend.tokenize(prompts.loglik_continuation(item, i), add_special=False)
+                reqs.append((ctx, cont))
+        res = self.backend.loglikelihood(reqs)
+        if len(res) != len(reqs):
+            raise BackendError(f"loglikelihood returned {len(res)} results for {len(reqs)} requests")
+        out = []
+        for n, ((uid, seed, rot), _) in enumerate(batch):
+            lps = [res[3 * n + i].logprob for i in range(3)]
+            if any(math.isnan(x) for x in lps):
+                raise BackendError(f"loglikelihood returned NaN for item {uid}")
+            ok = math.isfinite(max(lps))
+            choice = int(np.argmax(lps)) if ok else None
+            out.append(Answer(uid, seed, rot, choice, json.dumps({"lp": [round(x, 4) for x in lps]})))
+        return out
