@@ -156,7 +156,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]:
     try:
-        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+        doc = yaml.load(text, Loader=_StrictLoader)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -1,9 +1,90 @@
-"""`edgegate policy` (placeholder until its issue lands)."""
+"""`edgegate policy validate|init|show|schema`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 
+from edgegate.errors import EdgegateError, ExitCode, InputError
 
-@click.command(name="policy")
+
+@click.group(name="policy")
 def command() -> None:
-    """Not available yet."""
-    raise click.UsageError("'edgegate policy' is not available in this build yet")
+    """Validate, create and inspect gate policies."""
+
+
+@command.command(name="validate")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+def validate(files: tuple[str, ...]) -> None:
+    """Check policy files against the schema; print every problem, exit 2 if any."""
+    from edgegate.policy import iter_policy_files, load_policy, validation_errors
+
+    bad = 0
+    for path in iter_policy_files(list(files)):
+        try:
+            policy = load_policy(path)
+        except EdgegateError as exc:
+            bad += 1
+            # Show every problem, not only the first, when the YAML itself parsed.
+            problems = _all_problems(path, validation_errors)
+            for line in problems or [exc.one_line()]:
+                click.echo(f"{path}: {line}" if problems else f"edgegate: error: {line}", err=True)
+            continue
+        checks = ", ".join(f"{c.name}{'' if c.required else ' (optional)'}" for c in policy.enabled_checks())
+        click.echo(f"{path}: ok (policy '{policy.name}'; checks: {checks or 'none'})")
+    if bad:
+        sys.exit(int(ExitCode.INPUT_ERROR))
+
+
+def _all_problems(path: Path, validation_errors: Callable[..., list[str]]) -> list[str]:
+    from edgegate.policy import _load_yaml
+
+    try:
+        doc, lines = _load_yaml(path.read_text("utf-8"), str(path))
+    except (EdgegateError, OSError, UnicodeDecodeError):
+        return []
+    return validation_errors(doc, lines)
+
+
+@command.command(name="init")
+@click.option("--preset", type=click.Choice(["strict", "default", "edge-iot"]), default="default", show_default=True)
+@click.option("-o", "--output", default="edgegate-policy.yaml", show_default=True, metavar="FILE",
+              help="Where to write ('-' for stdout).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(preset: str, output: str, force: bool) -> None:
+    """Write a commented policy to start from."""
+    from edgegate.policy import preset_text
+
+    text = preset_text(preset)
+    if output == "-":
+        sys.stdout.write(text)
+        return
+    out = Path(output)
+    if out.exists() and not force:
+        raise InputError("file exists; refusing to overwrite", path=out, hint="pass --force or choose another -o")
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write policy: {exc.strerror}", path=out) from exc
+    click.echo(f"wrote {out} (preset '{preset}'); edit it, then: edgegate policy validate {out}", err=True)
+
+
+@command.command(name="show")
+@click.argument("file")
+def show(file: str) -> None:
+    """Print the policy with every default filled in (JSON)."""
+    from edgegate.policy import load_policy
+
+    sys.stdout.write(json.dumps(load_policy(file).to_dict(), indent=2) + "\n")
+
+
+@command.command(name="schema")
+def schema() -> None:
+    """Print the policy JSON Schema."""
+    from edgegate.policy import policy_schema
+
+    sys.stdout.write(json.dumps(policy_schema(), indent=2) + "\n")

@@ -1,0 +1,64 @@
+"""Formatting shared by the human-readable reports."""
+
+from __future__ import annotations
+
+from edgegate.checks.base import Verdict
+
+STATUS_ICON = {
+    "pass": "✅",
+    "fail": "❌",
+    "error": "💥",
+    "inconclusive": "❔",
+    "skipped": "⏭️",
+    "incomplete": "⚠️",
+}
+
+STATUS_TITLE = {
+    "pass": "PASS",
+    "fail": "FAIL",
+    "error": "ERROR",
+    "incomplete": "INCOMPLETE (not a pass: a required check could not be verified)",
+}
+
+
+def num(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "—"
+    text = f"{x:.4g}"
+    if not unit:
+        return text
+    return f"{text}{unit}" if unit in ("x", "%") else f"{text} {unit}"
+
+
+def threshold(v: Verdict) -> str:
+    if v.threshold is None:
+        return "—"
+    return f"{v.comparator or ''} {num(v.threshold, v.unit)}".strip()
+
+
+def ci(v: Verdict) -> str:
+    if v.ci is None:
+        return "—"
+    level = f"{v.ci.level:.0%}"
+    return f"[{num(v.ci.low, v.unit)}, {num(v.ci.high, v.unit)}] {level}"
+
+
+def extras(v: Verdict) -> str:
+    parts = []
+    if v.effect_size is not None:
+        parts.append(f"{v.effect_size_name or 'effect'}={v.effect_size:.3g}")
+    if v.p_value is not None:
+        parts.append(f"p={v.p_value:.3g}")
+    if v.test:
+        parts.append(v.test)
+    return ", ".join(parts) or "—"
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000.0
+    return f"{n:.2f} TB"

@@ -1,0 +1,57 @@
+"""JUnit XML: one testcase per verdict (a check without verdicts is one testcase), so CI
+systems show each threshold as a test. fail/inconclusive/error -> failure, skipped -> skipped."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from edgegate.checks.base import Status, Verdict
+from edgegate.report.common import ci, num, threshold
+from edgegate.runner import GateResult
+
+
+def render(gate: GateResult) -> str:
+    suites = ET.Element(
+        "testsuites", name=f"edgegate ({gate.policy.name}): {gate.status}", time=f"{gate.duration_s:.3f}"
+    )
+    for o in gate.outcomes:
+        r = o.result
+        suite = ET.SubElement(suites, "testsuite", name=f"edgegate.{o.name}", time=f"{r.duration_s:.3f}")
+        cases = 0
+        counts = {"failures": 0, "errors": 0, "skipped": 0}
+        items: list[tuple[str, Status, str, Verdict | None]] = [
+            (v.name + (f"[{v.scope}]" if v.scope else ""), v.status, v.message, v) for v in r.verdicts]
+        if not items:
+            items = [(o.name, r.status, r.summary, None)]
+        for name, status, message, v in items:
+            cases += 1
+            case = ET.SubElement(suite, "testcase", classname=f"edgegate.{o.name}", name=name, time="0")
+            detail = message
+            if v is not None:
+                detail = (
+                    f"{message}\nobserved={num(v.observed, v.unit)} threshold={threshold(v)} "
+                    f"n={v.n if v.n is not None else '-'} ci={ci(v)}"
+                )
+            if not o.selected:
+                ET.SubElement(case, "skipped", message="deselected with --only/--skip")
+                counts["skipped"] += 1
+            elif status is Status.SKIPPED:
+                ET.SubElement(case, "skipped", message=message)
+                counts["skipped"] += 1
+            elif status is Status.ERROR:
+                el = ET.SubElement(case, "error", message=message, type="error")
+                el.text = str((r.error or {}).get("hint") or detail)
+                counts["errors"] += 1
+            elif status in (Status.FAIL, Status.INCONCLUSIVE):
+                tag = "advisory " if not o.required else ""
+                el = ET.SubElement(case, "failure", message=f"{tag}{status.value}: {message}", type=status.value)
+                el.text = detail
+                counts["failures"] += 1
+            else:
+                out = ET.SubElement(case, "system-out")
+                out.text = detail
+        suite.set("tests", str(cases))
+        for k, n in counts.items():
+            suite.set(k, str(n))
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

@@ -1,0 +1,72 @@
+"""Markdown summary (also what GitHub shows in the job summary)."""
+
+from __future__ import annotations
+
+from edgegate.report.common import (
+    STATUS_ICON,
+    STATUS_TITLE,
+    ci,
+    extras,
+    human_bytes,
+    num,
+    threshold,
+)
+from edgegate.runner import GateResult
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render(gate: GateResult) -> str:
+    icon = STATUS_ICON.get(gate.status, "")
+    lines = [
+        f"## {icon} edgegate: {STATUS_TITLE.get(gate.status, gate.status.upper())}",
+        "",
+        f"Policy **{_cell(gate.policy.name)}**{' (--strict)' if gate.strict else ''} · exit code {gate.exit_code}",
+        "",
+    ]
+    if gate.status != "pass":
+        lines += [f"- {_cell(r)}" for r in gate.reasons] + [""]
+    for note in gate.notes:
+        lines += [f"> **Note:** {_cell(note)}", ""]
+    lines += ["| Check | Required | Status | Summary |", "|---|---|---|---|"]
+    for o in gate.outcomes:
+        st = o.result.status.value
+        shown = "deselected" if not o.selected else st
+        lines.append(
+            f"| {o.name} | {'yes' if o.required else 'no'} | {STATUS_ICON.get(st, '')} {shown} | {_cell(o.result.summary)} |"
+        )
+    verdicts = [(o.name, v) for o in gate.outcomes for v in o.result.verdicts]
+    if verdicts:
+        lines += [
+            "",
+            "### Verdicts",
+            "",
+            "| Check | Verdict | Scope | Status | Observed | Threshold | n | CI | Test |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, v in verdicts:
+            lines.append(
+                f"| {name} | {_cell(v.name)} | {_cell(v.scope or '')} | {STATUS_ICON.get(v.status.value, '')} {v.status.value} "
+                f"| {num(v.observed, v.unit)} | {_cell(threshold(v))} | {v.n if v.n is not None else '—'} "
+                f"| {ci(v)} | {_cell(extras(v))} |"
+            )
+    if gate.claims:
+        lines += ["", "### Claims", ""]
+        lines += [f"- `{k}` = {v:g} (from {gate.claim_sources.get(k, '?')})" for k, v in sorted(gate.claims.items())]
+    lines += ["", "<details><summary>Inputs and environment</summary>", ""]
+    for inp in gate.inputs:
+        first = inp["files"][0]["sha256"] if len(inp["files"]) == 1 and inp["files"][0]["sha256"] else None
+        digest = f" sha256 `{first[:16]}…`" if first else f" {len(inp['files'])} files"
+        lines.append(f"- **{inp['role']}**: `{inp['path']}` ({inp['format'] or inp['kind']}, {human_bytes(inp['total_bytes'])};{digest})")
+    env = gate.environment
+    lines += [
+        f"- edgegate {env.get('edgegate')}, Python {env.get('python')}, {env.get('platform')}",
+        f"- CPU: {env.get('cpu_model')} ({env.get('cpu_available')}/{env.get('cpu_count')} cores available)",
+        f"- duration {gate.duration_s:.1f}s, started {gate.started_at}",
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(lines)

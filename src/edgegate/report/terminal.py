@@ -1,0 +1,48 @@
+"""The rich summary printed to stderr (stdout stays for machine output)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgegate.report.common import STATUS_TITLE, ci, num, threshold
+from edgegate.runner import GateResult
+
+_STYLE = {"pass": "green", "fail": "red", "error": "magenta", "inconclusive": "yellow", "skipped": "dim", "incomplete": "yellow"}
+
+
+def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = console or Console(stderr=True)
+    table = Table(title=f"edgegate · policy {gate.policy.name}{' (--strict)' if gate.strict else ''}", show_lines=False)
+    for col in ("check", "req", "status", "summary"):
+        table.add_column(col, overflow="fold")
+    for o in gate.outcomes:
+        st = o.result.status.value if o.selected else "deselected"
+        table.add_row(o.name, "yes" if o.required else "no", f"[{_STYLE.get(st, 'dim')}]{st}[/]", o.result.summary)
+    con.print(table)
+    verdicts = [(o.name, v) for o in gate.outcomes for v in o.result.verdicts]
+    if verbose and verdicts:
+        vt = Table(title="verdicts", show_lines=False)
+        for col in ("check", "verdict", "status", "observed", "threshold", "n", "CI"):
+            vt.add_column(col, overflow="fold")
+        for name, v in verdicts:
+            label = v.name + (f" [{v.scope}]" if v.scope else "")
+            vt.add_row(
+                name,
+                label,
+                f"[{_STYLE.get(v.status.value, 'dim')}]{v.status.value}[/]",
+                num(v.observed, v.unit),
+                threshold(v),
+                str(v.n) if v.n is not None else "—",
+                ci(v),
+            )
+        con.print(vt)
+    for note in gate.notes:
+        con.print(f"[bold yellow]note:[/] {note}", highlight=False)
+    style = _STYLE.get(gate.status, "bold")
+    con.print(f"[bold {style}]{STATUS_TITLE.get(gate.status, gate.status)}[/] (exit {gate.exit_code})", highlight=False)
+    if gate.status != "pass":
+        for r in gate.reasons:
+            con.print(f"  - {r}", highlight=False, markup=False)

@@ -1,0 +1,378 @@
+"""Run the checks a policy enables and turn their results into one gate decision.
+
+Checks are looked up by name: first in an in-process registry (tests and plugins), then as
+``edgegate.checks.<name>``. A check that this build does not have is SKIPPED, a runtime that
+is not installed (``BackendUnavailable``) is SKIPPED with the pip extra to install, and any
+other error inside a check makes that check ERROR with its cause while the others still run.
+
+Gate rules (the report explains each one in ``reasons``):
+- a required check that fails, or errors, fails the run (exit 1, or 2/3 for errors);
+- a required check that is inconclusive fails when ``fail_on_inconclusive`` (or --strict);
+- a required check that was skipped fails when ``fail_on_skipped`` (or --strict), otherwise
+  the run is "incomplete": exit 0, but never reported as a pass;
+- checks deselected with --only/--skip are listed as such and do not count either way;
+- optional checks are advisory: reported, never gating.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgegate.checks.base import CheckContext, CheckResult, Status
+from edgegate.environment import describe_input, environment_info
+from edgegate.errors import BackendUnavailable, EdgegateError, ExitCode, InputError
+from edgegate.policy import CHECK_NAMES, Policy, policy_schema
+from edgegate.progress import NullProgress, Progress
+
+CheckFn = Callable[[CheckContext], CheckResult]
+
+_REGISTRY: dict[str, CheckFn] = {}
+
+# Optional third-party modules a check may import, and the pip extra that provides them.
+_OPTIONAL_MODULES = {"llama_cpp": "llamacpp", "mlx": "mlx", "mlx_lm": "mlx", "onnxruntime": "onnx", "onnx": "onnx"}
+
+
+def register_check(name: str, fn: CheckFn) -> None:
+    """Make ``fn`` the implementation of check ``name`` (wins over edgegate.checks.<name>)."""
+    _REGISTRY[name] = fn
+
+
+def unregister_check(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+@contextmanager
+def registered(name: str, fn: CheckFn) -> Iterator[None]:
+    previous = _REGISTRY.get(name)
+    register_check(name, fn)
+    try:
+        yield
+    finally:
+        if previous is None:
+            unregister_check(name)
+        else:
+            register_check(name, previous)
+
+
+def resolve_check(name: str) -> CheckFn | None:
+    """The check's ``run`` function, or None when this build does not have the check."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    module_name = f"edgegate.checks.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+    fn = getattr(module, "run", None)
+    return fn if callable(fn) else None
+
+
+# ---------------------------------------------------------------- claims
+
+
+def claim_keys() -> list[str]:
+    return sorted(policy_schema()["properties"]["claims"]["properties"])
+
+
+def parse_claim(text: str) -> tuple[str, float]:
+    """``size_saving=0.5`` or ``sparsity=50%`` -> (key, fraction)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not value.strip():
+        raise InputError(f"expected KEY=VALUE, got '{text}'", field="--claim", hint=f"keys: {', '.join(claim_keys())}")
+    if key not in claim_keys():
+        close = difflib.get_close_matches(key, claim_keys(), n=1)
+        tip = f"did you mean '{close[0]}'? " if close else ""
+        raise InputError(f"unknown claim '{key}'", field="--claim", hint=f"{tip}keys: {', '.join(claim_keys())}")
+    raw = value.strip()
+    try:
+        number = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError as exc:
+        raise InputError(f"claim '{key}' needs a number, got '{raw}'", field="--claim") from exc
+    if key in ("sparsity", "size_saving") and not (number < 1.0 and (number >= 0.0 or key == "size_saving")):
+        raise InputError(f"claim '{key}' must be a fraction below 1 (e.g. 0.5 or 50%), got {raw}", field="--claim")
+    if key == "speedup" and number <= 0:
+        raise InputError(f"claim 'speedup' must be > 0, got {raw}", field="--claim")
+    return key, number
+
+
+def metadata_claims(compressed: Path) -> dict[str, float]:
+    """Claims the checkpoint makes about itself (pruning metadata, model card), when the
+    checkpoint readers in this build can read them; {} otherwise."""
+    try:
+        claims_mod = importlib.import_module("edgegate.checkpoint.claims")
+    except ImportError:
+        return {}
+    reader = getattr(claims_mod, "read_claims", None) or getattr(claims_mod, "claims_from_checkpoint", None)
+    if reader is None:
+        return {}
+    try:
+        found = reader(compressed)
+    except EdgegateError:
+        raise
+    except Exception:  # metadata is a hint; a reader bug must not block the gate
+        return {}
+    as_map = found.to_dict() if hasattr(found, "to_dict") else found
+    if not isinstance(as_map, Mapping):
+        return {}
+    return {k: float(v) for k, v in as_map.items() if k in claim_keys() and isinstance(v, (int, float))}
+
+
+def merge_claims(
+    cli: Mapping[str, float], policy: Mapping[str, float], meta: Mapping[str, float]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """CLI --claim > policy claims: > checkpoint metadata; also where each value came from."""
+    values: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    for source, claims in (("checkpoint metadata", meta), ("policy", policy), ("--claim", cli)):
+        for k, v in claims.items():
+            values[k] = float(v)
+            sources[k] = source
+    return values, sources
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    compressed: Path
+    policy: Policy
+    dense: Path | None = None
+    only: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    strict: bool = False
+    cli_claims: Mapping[str, float] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)  # runtimes, threads, bbq_data, seed...
+    hash_inputs: bool = True
+    argv: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    required: bool
+    selected: bool
+    result: CheckResult
+    gate: str  # pass | fail | error | not-verified | advisory | skipped | deselected
+    reason: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    status: str  # pass | fail | incomplete | error
+    exit_code: int
+    reasons: tuple[str, ...]
+    notes: tuple[str, ...]
+    outcomes: tuple[CheckOutcome, ...]
+    policy: Policy
+    strict: bool
+    claims: Mapping[str, float]
+    claim_sources: Mapping[str, str]
+    inputs: tuple[Mapping[str, Any], ...]
+    environment: Mapping[str, Any]
+    started_at: str
+    finished_at: str
+    duration_s: float
+    argv: tuple[str, ...] = ()
+
+    def result(self, name: str) -> CheckResult | None:
+        return next((o.result for o in self.outcomes if o.name == name), None)
+
+
+def select_checks(policy: Policy, only: tuple[str, ...], skip: tuple[str, ...]) -> list[str]:
+    enabled = [c.name for c in policy.enabled_checks()]
+    for flag, names in (("--only", only), ("--skip", skip)):
+        for n in names:
+            if n not in CHECK_NAMES:
+                close = difflib.get_close_matches(n, CHECK_NAMES, n=1)
+                tip = f"did you mean '{close[0]}'? " if close else ""
+                raise InputError(f"unknown check '{n}'", field=flag, hint=f"{tip}checks: {', '.join(CHECK_NAMES)}")
+            if n not in enabled and flag == "--only":
+                raise InputError(
+                    f"check '{n}' is not enabled in policy '{policy.name}'",
+                    field=flag,
+                    hint=f"enabled: {', '.join(enabled) or 'none'}; add a checks.{n} block to the policy",
+                )
+    return [n for n in enabled if (not only or n in only) and n not in skip]
+
+
+def run_one(name: str, ctx: CheckContext) -> CheckResult:
+    """Run one check, turning every way it can go wrong into a result; never raises
+    (except KeyboardInterrupt)."""
+    t0 = time.perf_counter()
+    try:
+        fn = resolve_check(name)
+        if fn is None:
+            result = CheckResult.skipped(name, f"check '{name}' is not available in this build")
+        else:
+            result = fn(ctx)
+            if not isinstance(result, CheckResult):
+                raise TypeError(f"check returned {type(result).__name__}, expected CheckResult")
+    except BackendUnavailable as exc:
+        result = CheckResult(name, Status.SKIPPED, exc.one_line(), error=exc.to_dict())
+    except ModuleNotFoundError as exc:
+        extra = _OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
+        if extra is None:
+            result = _error_result(name, exc)
+        else:
+            missing = BackendUnavailable(extra, extra)
+            msg = f"Python module '{exc.name}' is not installed (install it with: pip install 'edgegate[{extra}]')"
+            result = CheckResult(name, Status.SKIPPED, msg, error=missing.to_dict())
+    except EdgegateError as exc:
+        result = CheckResult(name, Status.ERROR, exc.one_line(), error=exc.to_dict())
+    except Exception as exc:  # a bug in a check: report it, keep the other checks running
+        result = _error_result(name, exc)
+    return replace(result, check=name, duration_s=round(time.perf_counter() - t0, 6))
+
+
+def _error_result(name: str, exc: BaseException) -> CheckResult:
+    err = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "path": None,
+        "field": None,
+        "hint": "this is a bug in edgegate; set EDGEGATE_DEBUG=1 for a traceback and please report it",
+        "exit_code": int(ExitCode.RUNTIME_ERROR),
+    }
+    import os
+
+    if os.environ.get("EDGEGATE_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    return CheckResult(name, Status.ERROR, f"internal error: {type(exc).__name__}: {exc}", error=err)
+
+
+def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
+    progress = progress or NullProgress()
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    policy = opts.policy.strict() if opts.strict else opts.policy
+    selected = select_checks(policy, opts.only, opts.skip)
+
+    inputs = [describe_input("compressed", opts.compressed, hash_files=opts.hash_inputs, progress=progress)]
+    if opts.dense is not None:
+        inputs.insert(0, describe_input("dense", opts.dense, hash_files=opts.hash_inputs, progress=progress))
+    if policy.source and Path(policy.source).is_file():
+        inputs.append(describe_input("policy", Path(policy.source), hash_files=opts.hash_inputs))
+    for role, key in (("bbq_data", "bbq_data"), ("perplexity_text", "ppl_text")):
+        extra = opts.options.get(key)
+        if extra:
+            inputs.append(describe_input(role, Path(extra), hash_files=opts.hash_inputs))
+
+    claims, sources = merge_claims(opts.cli_claims, policy.claims, metadata_claims(opts.compressed))
+    shared: dict[str, Any] = {}
+    outcomes: list[CheckOutcome] = []
+    for cp in policy.enabled_checks():
+        if cp.name not in selected:
+            flag = "--only" if opts.only else "--skip"
+            res = CheckResult.skipped(cp.name, f"deselected with {flag}")
+            outcomes.append(CheckOutcome(cp.name, cp.required, False, res, "deselected", f"not run: deselected with {flag}"))
+            continue
+        progress.log(f"edgegate: running check {cp.name}")
+        ctx = CheckContext(
+            compressed_path=opts.compressed,
+            dense_path=opts.dense,
+            section=cp.section,
+            claims=dict(claims),
+            options=dict(opts.options),
+            shared=shared,
+            progress=progress,
+        )
+        res = run_one(cp.name, ctx)
+        progress.log(f"edgegate: {cp.name}: {res.status.value} ({res.duration_s:.2f}s) {res.summary}")
+        outcomes.append(_judge(cp.name, cp.required, res, policy, opts.strict))
+
+    status, code, reasons = _overall(outcomes, policy)
+    return GateResult(
+        status=status,
+        exit_code=code,
+        reasons=tuple(reasons),
+        notes=tuple(_notes(outcomes)),
+        outcomes=tuple(outcomes),
+        policy=policy,
+        strict=opts.strict,
+        claims=claims,
+        claim_sources=sources,
+        inputs=tuple(inputs),
+        environment=environment_info(),
+        started_at=started.isoformat(timespec="seconds"),
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        duration_s=round(time.perf_counter() - t0, 6),
+        argv=opts.argv,
+    )
+
+
+def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: bool) -> CheckOutcome:
+    s = res.status
+    if not required:
+        gate = "pass" if s is Status.PASS else "skipped" if s is Status.SKIPPED else "advisory"
+        why = "optional check: reported, does not gate" if gate != "pass" else "passed"
+        return CheckOutcome(name, False, True, res, gate, why)
+    if s is Status.PASS:
+        return CheckOutcome(name, True, True, res, "pass", "passed")
+    if s is Status.FAIL:
+        return CheckOutcome(name, True, True, res, "fail", res.summary)
+    if s is Status.ERROR:
+        return CheckOutcome(name, True, True, res, "error", res.summary)
+    if s is Status.INCONCLUSIVE:
+        if policy.fail_on_inconclusive:
+            rule = "--strict" if strict else "fail_on_inconclusive"
+            return CheckOutcome(name, True, True, res, "fail", f"inconclusive ({res.summary}); {rule} makes that a failure")
+        return CheckOutcome(name, True, True, res, "not-verified", f"inconclusive: {res.summary}")
+    if policy.fail_on_skipped:
+        rule = "--strict" if strict else "fail_on_skipped"
+        return CheckOutcome(name, True, True, res, "fail", f"required check did not run ({res.summary}); {rule} makes that a failure")
+    return CheckOutcome(name, True, True, res, "not-verified", f"required check did not run: {res.summary}")
+
+
+def _overall(outcomes: list[CheckOutcome], policy: Policy) -> tuple[str, int, list[str]]:
+    errors = [o for o in outcomes if o.gate == "error"]
+    fails = [o for o in outcomes if o.gate == "fail"]
+    unverified = [o for o in outcomes if o.gate == "not-verified"]
+    passed = [o for o in outcomes if o.result.status is Status.PASS and o.selected]
+    reasons = [f"{o.name}: {o.reason}" for o in (*errors, *fails, *unverified)]
+    if errors:
+        codes = [int((o.result.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) for o in errors]
+        code = ExitCode.INPUT_ERROR if ExitCode.INPUT_ERROR in codes else ExitCode.RUNTIME_ERROR
+        return "error", int(code), reasons
+    if fails:
+        return "fail", int(ExitCode.POLICY_FAILED), reasons
+    if not passed:
+        why = "no check passed: nothing was verified"
+        if policy.fail_on_skipped:
+            return "fail", int(ExitCode.POLICY_FAILED), [*reasons, why]
+        return "incomplete", int(ExitCode.PASS), [*reasons, why]
+    if unverified:
+        return "incomplete", int(ExitCode.PASS), reasons
+    return "pass", int(ExitCode.PASS), [f"{len(passed)} check(s) passed"]
+
+
+def _notes(outcomes: list[CheckOutcome]) -> list[str]:
+    by = {o.name: o for o in outcomes}
+    notes: list[str] = []
+    ppl, bbq = by.get("perplexity"), by.get("bbq")
+    if ppl and bbq and ppl.result.status is Status.PASS and bbq.result.status is Status.FAIL:
+        notes.append(
+            "smart pruning paradox: perplexity passed while BBQ failed; perplexity gave false "
+            f"assurance about bias ({ppl.result.summary} / {bbq.result.summary})"
+        )
+    deselected = [o.name for o in outcomes if not o.selected]
+    if deselected:
+        notes.append(f"not run (deselected): {', '.join(deselected)}; this run verifies only the others")
+    unavailable = [o.name for o in outcomes if o.selected and o.result.status is Status.SKIPPED]
+    if unavailable:
+        notes.append(f"could not run: {', '.join(unavailable)} (see each check's reason)")
+    return notes
