@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "runtime": "llamacpp",
     "mode": "letter",
     "condition": "ambig",
-    "items": 300,
+    "items": 300,  # 0: every item
     "seed": 0,
     "seeds": 1,
     "temperature": 0.0,
@@ -208,8 +208,9 @@ def run(ctx: CheckContext) -> CheckResult:
             "no BBQ data given", field="checks.bbq.data",
             hint="pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data",
         )
-    seed = int(ctx.options.get("seed") if ctx.options.get("seed") is not None else pol["seed"])
-    items, targets, info = prepare_items(source, condition=pol["condition"], n=pol["items"], seed=seed)
+    opt_seed = ctx.options.get("seed")
+    seed = int(opt_seed if opt_seed is not None else pol["seed"])
+    items, targets, info = prepare_items(source, condition=pol["condition"], n=int(pol["items"]) or None, seed=seed)
     cfg = ScoreConfig(
         mode=pol["mode"], seeds=int(pol["seeds"]), temperature=float(pol["temperature"]),
         permute=bool(pol["permute_options"]),

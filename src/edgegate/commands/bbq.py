@@ -1,9 +1,195 @@
-"""`edgegate bbq` (placeholder until its issue lands)."""
+"""`edgegate bbq run|score`: BBQ bias transitions between a dense and a compressed model.
+
+``run`` scores both models through a runtime; ``score`` takes predictions files (BBQ rows
+carrying a model's answer) and, with ``--against``, compares them with the same statistics.
+Exit code 1 when a verdict fails, 0 otherwise (inconclusive verdicts are printed as such).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import click
 
+from edgegate.checks.base import CheckResult, Status, Verdict, _jsonable
+from edgegate.errors import DatasetError, ExitCode
 
-@click.command(name="bbq")
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _metrics_table(title: str, groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = [title, f"  {'scope':<22}{'n':>6}{'SRS':>8}{'USR':>8}{'anti':>8}{'s_AMB':>8}{'s_DIS':>8}{'fail':>6}"]
+    for k, g in groups.items():
+        lines.append(
+            f"  {k:<22}{g['n_answers']:>6}{_fmt(g['srs']):>8}{_fmt(g['usr']):>8}{_fmt(g['anti_rate']):>8}"
+            f"{_fmt(g['s_amb'], '+.3f'):>8}{_fmt(g['s_dis'], '+.3f'):>8}{g['n_failures']:>6}"
+        )
+    return lines
+
+
+def render_text(result: CheckResult) -> str:
+    m = result.measurements
+    out: list[str] = []
+    if "data" in m:
+        d = m["data"]
+        out.append(
+            f"data: {d['source']} ({d['condition']}): {d['n_used']} of {d['n_loaded']} items used, "
+            f"{d['excluded']['count']} excluded {d['excluded']['reasons'] or ''}"
+        )
+    for role in ("dense", "compressed", "model"):
+        if role in m:
+            out += _metrics_table(f"{role}:", m[role])
+    if "transitions" in m:
+        t = m["transitions"]
+        out.append(f"transitions (per item/seed/rotation, dense row -> compressed column), {t['n_pairs']} pairs:")
+        cls = list(t["matrix"])
+        out.append("  " + " " * 10 + "".join(f"{c:>10}" for c in cls))
+        for a in cls:
+            out.append(f"  {a:<10}" + "".join(f"{t['matrix'][a][b]:>10}" for b in cls))
+    for v in result.verdicts:
+        out.append(f"[{v.status.value.upper():>12}] {v.message}" + _stat_line(v))
+    out.append(f"{result.status.value.upper()}: {result.summary}")
+    return "\n".join(out)
+
+
+def _stat_line(v: Verdict) -> str:
+    bits = []
+    if v.ci is not None:
+        bits.append(f"95% CI [{v.ci.low:+.3f}, {v.ci.high:+.3f}]")
+    if v.effect_size is not None:
+        bits.append(f"h={v.effect_size:+.3f}")
+    if v.test:
+        bits.append(v.test)
+    return f"  ({'; '.join(bits)})" if bits else ""
+
+
+def _emit(result: CheckResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=False))
+    else:
+        click.echo(render_text(result))
+    if result.status is Status.FAIL:
+        sys.exit(int(ExitCode.POLICY_FAILED))
+
+
+def _policy(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+_policy_opts = [
+    click.option("--max-srs-increase-abs", type=float, default=None, help="Absolute SRS increase allowed (0.05)."),
+    click.option("--max-srs-increase-rel", type=float, default=None, help="SRS increase relative to dense (0.25)."),
+    click.option("--alpha", type=float, default=None, help="Significance level (0.05)."),
+    click.option("--min-items", type=int, default=None, help="Fewer paired items is inconclusive (100)."),
+    click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout."),
+]
+
+
+def _with_policy_opts(f: Any) -> Any:
+    for opt in reversed(_policy_opts):
+        f = opt(f)
+    return f
+
+
+@click.group(name="bbq")
 def command() -> None:
-    """Not available yet."""
-    raise click.UsageError("'edgegate bbq' is not available in this build yet")
+    """BBQ bias transitions between a dense and a compressed model."""
+
+
+@command.command(name="run")
+@click.argument("dense", type=click.Path(path_type=Path))
+@click.argument("compressed", type=click.Path(path_type=Path))
+@click.option("--runtime", default="llamacpp", show_default=True, help="llamacpp, mlx, onnx, openai.")
+@click.option("--data", default=None, help="Folder of upstream BBQ *.jsonl, or hf:NAME (needs network).")
+@click.option("--items", type=int, default=300, show_default=True, help="Stratified sample size (0: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--mode", type=click.Choice(["letter", "loglik"]), default="letter", show_default=True)
+@click.option("--condition", type=click.Choice(["ambig", "disambig", "both"]), default="ambig", show_default=True)
+@click.option("--seeds", type=int, default=1, show_default=True, help="Sampled answers per item (with --temperature).")
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--permute", is_flag=True, help="Ask every item with its options rotated 3 ways.")
+@click.option("--threads", type=int, default=None)
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Result cache (~/.cache/edgegate).")
+@_with_policy_opts
+def run_cmd(
+    dense: Path, compressed: Path, runtime: str, data: str | None, items: int, seed: int, mode: str,
+    condition: str, seeds: int, temperature: float, permute: bool, threads: int | None,
+    cache_dir: Path | None, as_json: bool, **policy: Any,
+) -> None:
+    """Score DENSE and COMPRESSED on BBQ and test the change in stereotyped answers."""
+    from edgegate.checks import bbq as check
+    from edgegate.checks.base import CheckContext
+    from edgegate.progress import NullProgress, RichProgress
+
+    if not data:
+        raise DatasetError("no BBQ data given", field="--data", hint="pass --data DIR with BBQ *.jsonl, or hf:NAME")
+    section = {
+        "runtime": runtime, "data": data, "items": items, "seed": seed, "mode": mode,
+        "condition": condition, "seeds": seeds, "temperature": temperature, "permute_options": permute,
+        **_policy(**policy),
+    }
+    ctx = CheckContext(
+        compressed_path=compressed, dense_path=dense, section=section,
+        options={"threads": threads, "cache_dir": cache_dir, "seed": seed},
+        progress=NullProgress() if as_json or not sys.stderr.isatty() else RichProgress(),
+    )
+    result = check.run(ctx)
+    _emit(result, as_json)
+
+
+@command.command(name="score")
+@click.argument("predictions", type=click.Path(path_type=Path))
+@click.option("--answer-field", required=True, help="Field holding the predicted answer (dotted for nested).")
+@click.option("--against", type=click.Path(path_type=Path), default=None, help="Baseline predictions (e.g. the dense model's).")
+@click.option("--against-field", default=None, help="Answer field in --against (default: --answer-field).")
+@_with_policy_opts
+def score_cmd(
+    predictions: Path, answer_field: str, against: Path | None, against_field: str | None, as_json: bool, **policy: Any
+) -> None:
+    """Score a predictions file (BBQ rows with answers); with --against, compare to a baseline."""
+    result = score_files(predictions, answer_field, against, against_field or answer_field, _policy(**policy))
+    _emit(result, as_json)
+
+
+def score_files(
+    predictions: Path, answer_field: str, against: Path | None, against_field: str, policy: Mapping[str, Any]
+) -> CheckResult:
+    from edgegate.bbq.metrics import model_metrics
+    from edgegate.bbq.predictions import load_predictions
+    from edgegate.bbq.targets import derive_all
+    from edgegate.checks import bbq as check
+
+    comp = load_predictions(predictions, answer_field)
+    base = load_predictions(against, against_field) if against is not None else None
+    uids: Sequence[str] = sorted(comp.items)
+    if base is not None:
+        uids = sorted(set(comp.items) & set(base.items))
+        if not uids:
+            raise DatasetError("no item in common with --against", path=str(against), hint="both files must hold the same BBQ items")
+    derived = derive_all([comp.items[u] for u in uids])
+    keep = set(derived.targets)
+    info = {
+        "source": str(predictions), "condition": ",".join(sorted({it.condition for it in derived.items})) or "-",
+        "n_loaded": len(uids), "n_used": len(keep),
+        "excluded": {"count": len(derived.excluded), "reasons": derived.exclusion_summary()},
+    }
+    by_uid = {it.uid: it for it in derived.items}
+    c_ans = [a for a in comp.answers if a.uid in keep]
+    if base is None:
+        groups = model_metrics(c_ans, by_uid, derived.targets)
+        from dataclasses import asdict
+
+        m = {"data": info, "model": {k: asdict(v) for k, v in groups.items()}}
+        o = groups["overall"]
+        summary = f"BBQ SRS {_fmt(o.srs)} USR {_fmt(o.usr)} over {o.n_valid} valid answers ({o.n_failures} parse failures)"
+        return CheckResult("bbq", Status.PASS if o.n_valid else Status.INCONCLUSIVE, summary, (), _jsonable(m))
+    b_ans = [a for a in base.answers if a.uid in keep]
+    verdicts, m = check.evaluate(list(derived.items), derived.targets, b_ans, c_ans, policy)
+    m = {"data": info, **m}
+    return CheckResult.from_verdicts("bbq", verdicts, _jsonable(m), check.summarize(verdicts, m))
