@@ -1,0 +1,317 @@
+"""Scan orchestration: one pass over a checkpoint's tensors, aggregated into a ``ScanResult``.
+
+Tensors are scanned largest first on a small thread pool (numpy releases the GIL in the
+counting kernel), each read as a memory map of its native bytes and released right after,
+so memory stays at about one tensor per worker. Structure statistics are computed only for
+prunable linears; ``compare`` adds the dense-vs-compressed forensics (mask fingerprint,
+super weights, weights changed beyond pruning).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgegate.checkpoint.base import Checkpoint, ModuleKind, TensorInfo
+from edgegate.forensics.fingerprint import Comparison, compare_checkpoints
+from edgegate.forensics.size import SizeReport, TensorSize, elem_bytes, size_report
+from edgegate.forensics.sparsity import (
+    Aggregate,
+    ClaimComparison,
+    TensorCount,
+    aggregate,
+    by_kind,
+    by_layer,
+    compare_claim,
+)
+from edgegate.forensics.structure import TensorStructure, structure_of
+from edgegate.forensics.zeros import TensorStats, tensor_stats
+from edgegate.progress import NullProgress
+
+
+@dataclass(frozen=True)
+class TensorReport:
+    name: str
+    canonical: str
+    kind: ModuleKind
+    layer: int | None
+    shape: tuple[int, ...]
+    dtype: str
+    numel: int
+    zeros: int
+    nan: int
+    inf: int
+    nbytes: int
+    structure: TensorStructure | None = None
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.numel if self.numel else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "canonical": self.canonical,
+            "kind": self.kind.value,
+            "layer": self.layer,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "numel": self.numel,
+            "zeros": self.zeros,
+            "sparsity": self.sparsity,
+            "nan": self.nan,
+            "inf": self.inf,
+            "nbytes": self.nbytes,
+            "structure": self.structure.to_dict() if self.structure else None,
+        }
+
+
+@dataclass(frozen=True)
+class StructureSummary:
+    """Over prunable linears: how the zeros are laid out."""
+
+    nm_conformance: Mapping[str, float]  # weighted by groups
+    zero_rows: int
+    zero_cols: int
+    zero_heads: int
+    row_uniform_tensors: int
+    pruned_tensors: int  # prunable tensors with any zeros
+    pattern: str  # "2:4", "4:8", "unstructured (row-uniform)", "unstructured", "dense"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nm_conformance": dict(self.nm_conformance),
+            "zero_rows": self.zero_rows,
+            "zero_cols": self.zero_cols,
+            "zero_heads": self.zero_heads,
+            "row_uniform_tensors": self.row_uniform_tensors,
+            "pruned_tensors": self.pruned_tensors,
+            "pattern": self.pattern,
+        }
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    path: str
+    format: str
+    tensors: tuple[TensorReport, ...]
+    overall: Aggregate
+    prunable: Aggregate
+    kinds: Mapping[str, Aggregate]
+    layers: Mapping[int, Aggregate]
+    nan: int
+    inf: int
+    structure: StructureSummary
+    size: SizeReport
+    claims: Mapping[str, float] = field(default_factory=dict)
+    claim_sources: Mapping[str, str] = field(default_factory=dict)
+    sparsity_claim: ClaimComparison | None = None
+    comparison: Comparison | None = None
+    seconds: float = 0.0
+    bytes_scanned: int = 0
+
+    def to_dict(self, per_tensor: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema": "edgegate.scan/1",
+            "path": self.path,
+            "format": self.format,
+            "sparsity": {
+                "overall": self.overall.to_dict(),
+                "prunable": self.prunable.to_dict(),
+                "by_kind": {k: a.to_dict() for k, a in self.kinds.items()},
+                "by_layer": {str(k): a.to_dict() for k, a in self.layers.items()},
+            },
+            "nonfinite": {"nan": self.nan, "inf": self.inf},
+            "claims": dict(self.claims),
+            "claim_sources": dict(self.claim_sources),
+            "sparsity_claim": self.sparsity_claim.to_dict() if self.sparsity_claim else None,
+            "structure": self.structure.to_dict(),
+            "size": self.size.to_dict(),
+            "comparison": self.comparison.to_dict(self.size.disk_bytes) if self.comparison else None,
+            "timing": {"seconds": self.seconds, "bytes_scanned": self.bytes_scanned},
+        }
+        if per_tensor:
+            out["tensors"] = [t.to_dict() for t in self.tensors]
+        return out
+
+
+def _stats_for(ckpt: Checkpoint, info: TensorInfo) -> TensorStats:
+    arr = ckpt.read_native(info)
+    try:
+        return tensor_stats(arr, info.dtype, structure=info.kind.prunable and len(info.shape) >= 2)
+    finally:
+        del arr  # drop the memory map now, not at the next GC
+
+
+def scan_checkpoint(
+    ckpt: Checkpoint,
+    *,
+    claims: Mapping[str, float] | None = None,
+    claim_sources: Mapping[str, str] | None = None,
+    claim_tolerance: float = 0.02,
+    threads: int = 2,
+    progress: Any = None,
+) -> ScanResult:
+    """Measure every tensor of ``ckpt``. ``claims`` (e.g. {"sparsity": 0.5}) are merged by
+    the caller; without them the checkpoint's own metadata claims are used."""
+    prog = progress or NullProgress()
+    t0 = time.perf_counter()
+    infos = list(ckpt.tensors())
+    order = sorted(range(len(infos)), key=lambda i: -infos[i].nbytes)
+    stats: list[TensorStats | None] = [None] * len(infos)
+    total = sum(i.nbytes for i in infos)
+    with prog.task(f"scanning {len(infos)} tensors", total=total) as advance:
+        if threads <= 1:
+            for i in order:
+                stats[i] = _stats_for(ckpt, infos[i])
+                advance(infos[i].nbytes)
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                futs = {i: pool.submit(_stats_for, ckpt, infos[i]) for i in order}
+                for i in order:
+                    stats[i] = futs[i].result()
+                    advance(infos[i].nbytes)
+    config = ckpt.config
+    reports = []
+    for info, st in zip(infos, stats, strict=True):
+        assert st is not None
+        reports.append(
+            TensorReport(
+                info.name, info.canonical, info.kind, info.layer, tuple(info.shape), info.dtype,
+                st.numel, st.zeros, st.nan, st.inf, info.nbytes, structure_of(st, info.kind, config),
+            )
+        )  # fmt: skip
+    counts = [TensorCount(r.kind, r.layer, r.zeros, r.numel) for r in reports]
+    prunable = aggregate(c for c in counts if c.kind.prunable)
+    kinds = by_kind(counts)
+    layers = by_layer(counts)
+    merged_claims, sources = merged(claims, claim_sources, ckpt)
+    claim = None
+    if "sparsity" in merged_claims:
+        claim = compare_claim(
+            merged_claims["sparsity"], sources.get("sparsity", "unknown"), prunable, kinds, layers, claim_tolerance
+        )
+    sizes = [_tensor_size(r, st) for r, st in zip(reports, stats, strict=True) if st is not None]
+    return ScanResult(
+        path=str(ckpt.path),
+        format=ckpt.format.value,
+        tensors=tuple(reports),
+        overall=aggregate(counts),
+        prunable=prunable,
+        kinds=kinds,
+        layers=layers,
+        nan=sum(r.nan for r in reports),
+        inf=sum(r.inf for r in reports),
+        structure=summarize_structure(reports),
+        size=size_report(ckpt.format.value, ckpt.files, sizes, prunable.sparsity),
+        claims=merged_claims,
+        claim_sources=sources,
+        sparsity_claim=claim,
+        seconds=time.perf_counter() - t0,
+        bytes_scanned=total,
+    )
+
+
+def _tensor_size(r: TensorReport, st: TensorStats) -> TensorSize:
+    two_four = bool(st.nm_groups.get("2:4")) and st.nm_ok.get("2:4") == st.nm_groups.get("2:4")
+    return TensorSize(
+        rows=st.rows if len(r.shape) >= 2 else 0,
+        cols=st.cols,
+        numel=r.numel,
+        nnz=r.numel - r.zeros,
+        stored_nbytes=r.nbytes,
+        elem_bytes=elem_bytes(r.dtype, r.nbytes, r.numel),
+        prunable=r.kind.prunable and len(r.shape) >= 2,
+        two_four=two_four,
+    )
+
+
+def summarize_structure(reports: list[TensorReport] | tuple[TensorReport, ...]) -> StructureSummary:
+    pr = [r for r in reports if r.kind.prunable and r.structure is not None]
+    pruned = [r for r in pr if r.zeros > 0]
+    conf: dict[str, float] = {}
+    for nm in ("2:4", "4:8"):
+        m = int(nm[2])
+        groups = [(r.numel // m, r.structure.nm_conformance[nm]) for r in pr if r.structure and nm in r.structure.nm_conformance]
+        total = sum(g for g, _ in groups)
+        if total:
+            conf[nm] = sum(g * c for g, c in groups) / total
+    s = [r.structure for r in pr if r.structure is not None]
+    uniform = sum(1 for r in pruned if r.structure and r.structure.row_uniform)
+    if not pruned:
+        pattern = "dense"
+    elif conf.get("2:4", 0.0) == 1.0:
+        pattern = "2:4"
+    elif conf.get("4:8", 0.0) == 1.0:
+        pattern = "4:8"
+    elif uniform == len(pruned):
+        pattern = "unstructured (row-uniform)"
+    else:
+        pattern = "unstructured"
+    return StructureSummary(
+        nm_conformance=conf,
+        zero_rows=sum(x.zero_rows for x in s),
+        zero_cols=sum(x.zero_cols for x in s),
+        zero_heads=sum(x.zero_heads or 0 for x in s),
+        row_uniform_tensors=uniform,
+        pruned_tensors=len(pruned),
+        pattern=pattern,
+    )
+
+
+def metadata_claims(ckpt: Checkpoint) -> tuple[dict[str, float], dict[str, str]]:
+    """Claims a checkpoint makes about itself, as its reader recorded them in metadata."""
+    md = ckpt.metadata or {}
+    raw = md.get("claims")
+    out: dict[str, float] = {}
+    src: dict[str, str] = {}
+    if isinstance(raw, Mapping):
+        for k, v in raw.items():
+            val = getattr(v, "value", v)
+            if isinstance(val, (int, float)) and not isinstance(val, bool):
+                out[str(k)] = float(val)
+                src[str(k)] = str(getattr(v, "source", None) or md.get("claims_source") or "checkpoint metadata")
+    return out, src
+
+
+def merged(
+    claims: Mapping[str, float] | None, sources: Mapping[str, str] | None, ckpt: Checkpoint
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Caller's claims (CLI/policy) win over what the checkpoint says about itself."""
+    out, src = metadata_claims(ckpt)
+    for k, v in (claims or {}).items():
+        out[k] = float(v)
+        src[k] = (sources or {}).get(k, "cli")
+    return out, src
+
+
+def scan_paths(
+    path: str | Path,
+    against: str | Path | None = None,
+    *,
+    claims: Mapping[str, float] | None = None,
+    claim_sources: Mapping[str, str] | None = None,
+    claim_tolerance: float = 0.02,
+    threads: int = 2,
+    progress: Any = None,
+) -> tuple[ScanResult, ScanResult | None]:
+    """Scan ``path`` (and ``against``, the dense original, with the comparison attached to
+    the first result). Returns (compressed scan, dense scan or None)."""
+    from edgegate.checkpoint import open_checkpoint
+
+    with open_checkpoint(path) as ck:
+        res = scan_checkpoint(
+            ck, claims=claims, claim_sources=claim_sources, claim_tolerance=claim_tolerance,
+            threads=threads, progress=progress,
+        )  # fmt: skip
+        if against is None:
+            return res, None
+        with open_checkpoint(against) as dk:
+            dres = scan_checkpoint(dk, threads=threads, progress=progress)
+            uniform = {t.canonical: bool(t.structure and t.structure.row_uniform) for t in res.tensors}
+            comp = compare_checkpoints(dk, ck, dres.size, uniform, progress)
+    return replace(res, comparison=comp), dres

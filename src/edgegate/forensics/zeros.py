@@ -1,0 +1,158 @@
+"""The counting kernel: every per-tensor statistic in one blocked pass over native bytes.
+
+Floats are never converted. A float is zero iff all its bits but the sign are zero, so
+``(bits & ~sign) == 0`` counts ``-0.0`` as zero, and it is NaN/Inf iff the magnitude bits
+are >= the all-ones exponent pattern. Work happens in row blocks of about
+``BLOCK_ELEMS`` elements so every temporary stays in L2; numpy releases the GIL inside
+ufuncs, so a thread pool scans two tensors at once.
+
+Structure statistics come from the byte-wise zero mask viewed as uint64 (8 flags per
+word): multiplying by 0x0101010101010101 leaves in byte k the number of zeros among
+flags 0..k, so byte 7 is the zero count of the 8-group (for 4:8) and byte 3 that of the
+first 4-group (for 2:4). That is 8x fewer elements than the mask itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BLOCK_ELEMS = 1 << 17  # 128K elements: u16 input + masks + temporaries stay well inside 1 MiB L2
+
+# (unsigned view dtype, magnitude mask, first non-finite magnitude, +Inf magnitude)
+_FLOAT_BITS: dict[str, tuple[type[np.unsignedinteger], int, int]] = {
+    "bf16": (np.uint16, 0x7FFF, 0x7F80),
+    "f16": (np.uint16, 0x7FFF, 0x7C00),
+    "f32": (np.uint32, 0x7FFFFFFF, 0x7F800000),
+    "f64": (np.uint64, 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000),
+}
+_BYTE_SUM = np.uint64(0x0101010101010101)
+
+
+@dataclass
+class TensorStats:
+    """Raw counts for one tensor viewed as ``rows x cols`` (cols = last dim = input dim)."""
+
+    numel: int
+    rows: int
+    cols: int
+    zeros: int = 0
+    nan: int = 0
+    inf: int = 0
+    row_zeros: np.ndarray | None = None  # int64 [rows], zeros per output row
+    col_all_zero: np.ndarray | None = None  # bool [cols], True where a whole input column is 0
+    nm_groups: dict[str, int] = field(default_factory=dict)  # "2:4" -> groups examined
+    nm_ok: dict[str, int] = field(default_factory=dict)  # "2:4" -> groups with >= N zeros
+
+
+def element_kind(arr: np.ndarray, dtype_name: str = "") -> str:
+    """Which bit layout ``arr`` holds: bf16/f16/f32/f64 or 'int' (quantised codes)."""
+    name = dtype_name.upper()
+    if arr.dtype == np.uint16 and name in ("BF16", "BFLOAT16", ""):
+        return "bf16"  # read_native hands bf16 over as a uint16 view
+    if arr.dtype == np.float16 or (arr.dtype == np.uint16 and name in ("F16", "FLOAT16")):
+        return "f16"
+    if arr.dtype == np.float32:
+        return "f32"
+    if arr.dtype == np.float64:
+        return "f64"
+    if arr.dtype.kind in "iub":
+        return "int"
+    raise TypeError(f"cannot count zeros of dtype {arr.dtype}")
+
+
+def tensor_stats(
+    arr: np.ndarray, dtype_name: str = "", *, structure: bool = True, block_elems: int = BLOCK_ELEMS
+) -> TensorStats:
+    """Count zeros/NaN/Inf of ``arr`` and, with ``structure``, per-row zeros, all-zero
+    columns and 2:4 / 4:8 group conformance along the last axis."""
+    kind = element_kind(arr, dtype_name)
+    if kind != "int" and arr.dtype.kind == "f":
+        arr = arr.view(_FLOAT_BITS[kind][0])
+    numel = int(arr.size)
+    cols = int(arr.shape[-1]) if arr.ndim >= 1 else 1
+    rows = numel // cols if cols else 0
+    st = TensorStats(numel=numel, rows=rows, cols=cols)
+    if numel == 0:
+        return st
+    mat = arr.reshape(rows, cols)
+    do_struct = structure and arr.ndim >= 2
+    if do_struct:
+        st.row_zeros = np.zeros(rows, dtype=np.int64)
+        st.col_all_zero = np.ones(cols, dtype=bool)
+        for nm in ("2:4", "4:8"):
+            m = int(nm[2])
+            if cols % m == 0:
+                st.nm_groups[nm] = rows * (cols // m)
+                st.nm_ok[nm] = 0
+    fast = do_struct and cols % 8 == 0
+    step = max(1, block_elems // cols)
+    bufs = _Buffers(min(rows, step) * cols, arr.dtype)
+    for r0 in range(0, rows, step):
+        blk = mat[r0 : r0 + step]
+        z = _zero_mask(blk, kind, st, bufs)
+        if not do_struct:
+            st.zeros += int(np.count_nonzero(z))
+        elif fast:
+            _structure_fast(z, r0, st)
+        else:
+            _structure_slow(z, r0, st)
+    if do_struct:
+        assert st.row_zeros is not None
+        st.zeros = int(st.row_zeros.sum())
+    return st
+
+
+class _Buffers:
+    """Reusable per-call scratch so the block loop allocates nothing."""
+
+    def __init__(self, n: int, dtype: np.dtype) -> None:
+        self.mag = np.empty(n, dtype=dtype)
+        self.mask = np.empty(n, dtype=bool)
+
+
+def _zero_mask(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> np.ndarray:
+    """Boolean zero mask of one block (shape kept); also accumulates NaN/Inf counts."""
+    n = blk.size
+    z = bufs.mask[:n].reshape(blk.shape)
+    if kind == "int":
+        np.equal(blk, 0, out=z)
+        return z
+    _, mag_mask, inf_bits = _FLOAT_BITS[kind]
+    mag = bufs.mag[:n].reshape(blk.shape)
+    np.bitwise_and(blk, mag_mask, out=mag)
+    np.equal(mag, 0, out=z)
+    if int(mag.max()) >= inf_bits:  # rare: split non-finite into Inf and NaN only then
+        n_inf = int(np.count_nonzero(mag == inf_bits))
+        st.inf += n_inf
+        st.nan += int(np.count_nonzero(mag > inf_bits))
+    return z
+
+
+def _structure_fast(z: np.ndarray, r0: int, st: TensorStats) -> None:
+    rows = z.shape[0]
+    w = z.view(np.uint64)  # (rows, cols/8): 8 zero flags (bytes 0/1) per word
+    pref = np.multiply(w, _BYTE_SUM)  # byte k = zeros among flags 0..k
+    c8 = pref >> np.uint64(56)  # zeros per 8-group
+    assert st.row_zeros is not None and st.col_all_zero is not None
+    st.row_zeros[r0 : r0 + rows] = c8.sum(axis=1, dtype=np.uint64)
+    if "4:8" in st.nm_ok:
+        st.nm_ok["4:8"] += int(np.count_nonzero(c8 >= 4))
+    if "2:4" in st.nm_ok:
+        first = (pref >> np.uint64(24)) & np.uint64(0xFF)  # zeros in flags 0..3
+        st.nm_ok["2:4"] += int(np.count_nonzero(first >= 2)) + int(np.count_nonzero((c8 - first) >= 2))
+    colw = np.bitwise_and.reduce(w, axis=0)  # a flag survives only if zero in every row
+    st.col_all_zero &= colw.view(np.uint8).astype(bool)
+
+
+def _structure_slow(z: np.ndarray, r0: int, st: TensorStats) -> None:
+    """Same results for widths not divisible by 8 (rare: odd vocab-sized dims)."""
+    rows, cols = z.shape
+    assert st.row_zeros is not None and st.col_all_zero is not None
+    st.row_zeros[r0 : r0 + rows] = np.count_nonzero(z, axis=1)
+    st.col_all_zero &= np.logical_and.reduce(z, axis=0)
+    for nm in list(st.nm_ok):
+        n, m = int(nm[0]), int(nm[2])
+        g = z.reshape(rows, cols // m, m).sum(axis=2)
+        st.nm_ok[nm] += int(np.count_nonzero(g >= n))
