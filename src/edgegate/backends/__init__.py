@@ -1,1 +1,124 @@
-"""backends."""
+"""Runtime registry and ``open_backend``.
+
+``open_backend("llamacpp", path, threads=2, n_ctx=512)`` returns a ``Backend``. Runtimes are
+imported only when opened, so a missing one raises ``BackendUnavailable`` (checks then report
+SKIPPED with the install hint) and never breaks unrelated commands. With ``timeout`` set, the
+runtime runs in a child process (``_subprocess``): a crash or hang becomes ``BackendError``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgegate.backends.base import Backend, LoglikResult, Timing
+from edgegate.errors import BackendError, BackendUnavailable, InputError
+
+__all__ = [
+    "RUNTIMES",
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "LoglikResult",
+    "RuntimeSpec",
+    "Timing",
+    "available",
+    "open_backend",
+    "register_runtime",
+]
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    name: str
+    factory: str  # "module:Class", imported lazily (also inside a child process)
+    modules: tuple[str, ...]  # importable when the runtime is installed
+    extra: str  # pip extra that installs it: edgegate[<extra>]
+    local: bool = True  # False: ``path`` is a URL (a server), never isolated in a child
+
+
+RUNTIMES: dict[str, RuntimeSpec] = {}
+
+
+def register_runtime(spec: RuntimeSpec) -> None:
+    RUNTIMES[spec.name] = spec
+
+
+register_runtime(RuntimeSpec("llamacpp", "edgegate.backends.llamacpp:LlamaCppBackend", ("llama_cpp",), "llamacpp"))
+register_runtime(RuntimeSpec("mlx", "edgegate.backends.mlx_backend:MLXBackend", ("mlx.core", "mlx_lm"), "mlx"))
+register_runtime(RuntimeSpec("onnx", "edgegate.backends.onnx_backend:ONNXBackend", ("onnxruntime",), "onnx"))
+register_runtime(
+    RuntimeSpec("openai", "edgegate.backends.openai_backend:OpenAIBackend", (), "all", local=False)
+)
+
+
+def _spec(runtime: str) -> RuntimeSpec:
+    try:
+        return RUNTIMES[runtime]
+    except KeyError:
+        raise InputError(
+            f"unknown runtime '{runtime}'",
+            field="runtime",
+            hint=f"choose from {', '.join(sorted(RUNTIMES))}",
+        ) from None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package is missing
+        return False
+
+
+def available(runtime: str) -> bool:
+    """True when the runtime's Python packages are importable (without importing them)."""
+    return all(_installed(m) for m in _spec(runtime).modules)
+
+
+def open_backend(
+    runtime: str,
+    path: str | Path,
+    *,
+    threads: int | None = None,
+    n_ctx: int = 2048,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    timeout: float | None = None,
+    isolate: bool | None = None,
+    cpus: Sequence[int] | None = None,
+) -> Any:
+    """Open ``path`` on ``runtime``.
+
+    ``timeout`` (seconds per call, model load included) implies ``isolate``: the runtime then
+    lives in a child process that is killed when it overruns. ``cpus`` pins that process.
+    """
+    spec = _spec(runtime)
+    if not spec.local:  # a server: its client has its own HTTP timeout and retries
+        from edgegate.backends._subprocess import _load_factory
+
+        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        return _load_factory(spec.factory)(str(path), n_ctx=n_ctx, seed=seed, threads=threads, **extra)
+    p = Path(path)
+    if not p.exists():
+        raise InputError("model path does not exist", path=p)
+    if not available(runtime):
+        raise BackendUnavailable(runtime, spec.extra)
+    if n_ctx < 2:
+        raise InputError(f"n_ctx must be at least 2, got {n_ctx}", field="n_ctx")
+    options: dict[str, Any] = {
+        "threads": threads,
+        "n_ctx": int(n_ctx),
+        "seed": int(seed),
+        "cache_dir": str(cache_dir) if cache_dir else None,
+    }
+    if isolate or timeout is not None or cpus:
+        from edgegate.backends._subprocess import IsolatedBackend
+
+        return IsolatedBackend(runtime, spec.factory, p, options, timeout=timeout, cpus=cpus)
+    from edgegate.backends._subprocess import _load_factory
+
+    options["cache_dir"] = Path(cache_dir) if cache_dir else None
+    return _load_factory(spec.factory)(p, **options)

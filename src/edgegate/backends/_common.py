@@ -1,0 +1,145 @@
+"""Runtime-independent pieces every backend shares: log-softmax, sampling, sanity checks,
+chat-template rendering and the process peak-RSS reading.
+
+Keeping these in one place means llama.cpp, MLX and ONNX Runtime differ only in how they
+produce logits, so their results are comparable by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgegate.errors import BackendError, InputError
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float64 (logits may be float16/32 from the runtime)."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = np.max(x, axis=-1, keepdims=True)
+    z = x - m
+    return z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+
+
+def check_finite(logits: np.ndarray, runtime: str, what: str) -> None:
+    """NaN/inf logits mean a broken model or runtime: never let them become a number."""
+    if not np.all(np.isfinite(logits)):
+        bad = int(np.size(logits) - np.count_nonzero(np.isfinite(logits)))
+        raise BackendError(
+            f"{runtime} returned {bad} non-finite logits during {what}",
+            hint="the checkpoint or its conversion is broken (NaN/inf weights?)",
+        )
+
+
+def picked_logprobs(logits: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+    """log p(targets[i]) under row i of ``logits`` (rows = positions)."""
+    lp = log_softmax(logits)
+    return lp[np.arange(len(targets)), np.asarray(targets, dtype=np.int64)]
+
+
+def pick_token(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """Greedy at temperature 0, else softmax sampling with our own seeded RNG so every
+    runtime samples identically from identical logits."""
+    x = np.asarray(logits, dtype=np.float64)
+    if temperature <= 0.0:
+        return int(np.argmax(x))
+    p = np.exp(log_softmax(x / temperature))
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
+def check_context(n_tokens: int, n_ctx: int, runtime: str, what: str) -> None:
+    if n_tokens > n_ctx:
+        raise InputError(
+            f"{what} needs {n_tokens} tokens but the {runtime} context holds {n_ctx}",
+            field="n_ctx",
+            hint="raise --n-ctx (up to the model's trained context) or shorten the input",
+        )
+
+
+def check_tokens(tokens: Sequence[int], n_vocab: int, runtime: str) -> None:
+    if len(tokens) and (min(tokens) < 0 or max(tokens) >= n_vocab):
+        raise InputError(
+            f"token id out of range for the {runtime} model (vocabulary {n_vocab})",
+            field="tokens",
+            hint="tokens must come from this model's tokenizer",
+        )
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def render_chat(
+    template: str | None,
+    system: str | None,
+    user: str,
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+) -> str | None:
+    """Apply a Jinja chat template in a sandbox (templates come from checkpoints: never let
+    them reach Python objects). Returns None without a template."""
+    if not template:
+        return None
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    messages: list[dict[str, str]] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": user})
+    try:
+        return env.from_string(template).render(
+            messages=messages,
+            add_generation_prompt=True,
+            bos_token=bos_token,
+            eos_token=eos_token,
+        )
+    except TemplateError as exc:
+        if system:  # some templates (Gemma) refuse a system role: fold it into the user turn
+            return render_chat(template, None, f"{system}\n\n{user}", bos_token=bos_token, eos_token=eos_token)
+        raise BackendError(f"chat template failed: {exc}") from exc
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read JSON: {exc}", path=path) from exc
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object", path=path)
+    return data
+
+
+def hf_chat_template(model_dir: Path) -> tuple[str | None, str, str]:
+    """(chat_template, bos_token, eos_token) from an HF directory's tokenizer_config.json
+    (or chat_template.jinja beside it)."""
+    cfg_path = model_dir / "tokenizer_config.json"
+    cfg = read_json(cfg_path) if cfg_path.is_file() else {}
+    tmpl = cfg.get("chat_template")
+    jinja = model_dir / "chat_template.jinja"
+    if not tmpl and jinja.is_file():
+        tmpl = jinja.read_text(encoding="utf-8")
+    if isinstance(tmpl, list):  # named templates: take the default one
+        tmpl = next((t.get("template") for t in tmpl if t.get("name") == "default"), None)
+
+    def tok(key: str) -> str:
+        v = cfg.get(key)
+        if isinstance(v, dict):
+            v = v.get("content")
+        return v if isinstance(v, str) else ""
+
+    return (tmpl if isinstance(tmpl, str) else None), tok("bos_token"), tok("eos_token")

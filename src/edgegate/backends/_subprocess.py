@@ -1,0 +1,304 @@
+"""Run a backend in its own process, so a runtime that crashes (segfault in native code) or
+hangs becomes a ``BackendError`` instead of taking edgegate down, and so each model's peak RSS
+is its own process's.
+
+Parent and child talk over two pipes with length-prefixed JSON (arrays as base64 raw bytes);
+no pickle crosses the boundary. Every call has a deadline: past it the child is killed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgegate import errors
+from edgegate.backends.base import LoglikResult, Timing
+from edgegate.errors import BackendError, EdgegateError
+
+
+# -- wire format ---------------------------------------------------------------------------
+def _enc(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj)
+        return {"__nd__": base64.b64encode(a.tobytes()).decode(), "dtype": a.dtype.str, "shape": list(a.shape)}
+    if isinstance(obj, (LoglikResult, Timing)):
+        return {"__dc__": type(obj).__name__, **obj.__dict__}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (list, tuple)):
+        return [_enc(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _enc(v) for k, v in obj.items()}
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, set):
+        return sorted(obj)
+    return obj
+
+
+def _dec(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if "__nd__" in obj:
+            raw = base64.b64decode(obj["__nd__"])
+            return np.frombuffer(raw, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
+        if "__dc__" in obj:
+            cls = {"LoglikResult": LoglikResult, "Timing": Timing}[obj["__dc__"]]
+            return cls(**{k: v for k, v in obj.items() if k != "__dc__"})
+        return {k: _dec(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_dec(x) for x in obj]
+    return obj
+
+
+def _send(fd: int, msg: Any) -> None:
+    data = json.dumps(_enc(msg)).encode()
+    os.write(fd, struct.pack("<Q", len(data)))
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            return None  # EOF: the other side died
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv(fd: int, deadline: float | None) -> Any:
+    head = _read_exact(fd, 8, deadline)
+    if head is None:
+        return None
+    body = _read_exact(fd, struct.unpack("<Q", head)[0], deadline)
+    return None if body is None else _dec(json.loads(body))
+
+
+# -- parent side -----------------------------------------------------------------------------
+class IsolatedBackend:
+    """A Backend whose runtime lives in a child process; same methods, same results."""
+
+    def __init__(
+        self,
+        runtime: str,
+        factory: str,
+        path: Path,
+        options: dict[str, Any],
+        *,
+        timeout: float | None,
+        cpus: Sequence[int] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.timeout = timeout
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the child)
+        p2c_r, p2c_w = os.pipe()
+        c2p_r, c2p_w = os.pipe()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "edgegate.backends._subprocess", str(p2c_r), str(c2p_w)],
+            pass_fds=(p2c_r, c2p_w),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+        )
+        os.close(p2c_r)
+        os.close(c2p_w)
+        self._w, self._r = p2c_w, c2p_r
+        meta = self._call(
+            "open",
+            factory=factory,
+            path=str(path),
+            options=options,
+            cpus=list(cpus) if cpus else None,
+            sys_path=sys.path,
+        )
+        self.model_path = Path(meta["model_path"])
+        conv = meta.get("converted_from")
+        self.converted_from = Path(conv) if conv else None
+        self.n_ctx = int(meta["n_ctx"])
+        self.n_vocab = int(meta["n_vocab"])
+        self.load_s = float(meta["load_s"])
+        self.threads = meta.get("threads")
+        self._info = meta
+
+    def _stderr_tail(self) -> str:
+        self._log.seek(0)
+        lines = self._log.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1][-300:] if lines else ""
+
+    def _call(self, op: str, **kwargs: Any) -> Any:
+        if self._proc.poll() is not None and op != "open":
+            raise BackendError(f"{self.runtime} runtime process is gone (exit {self._proc.returncode})")
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        try:
+            _send(self._w, {"op": op, **kwargs})
+            reply = _recv(self._r, deadline)
+        except TimeoutError:
+            self._kill()
+            raise BackendError(
+                f"{self.runtime} did not answer '{op}' within {self.timeout:g}s (hung); killed it",
+                hint="raise --timeout or check the model/runtime",
+            ) from None
+        except BrokenPipeError:
+            reply = None
+        if reply is None:
+            code = self._proc.wait(timeout=10)
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
+            tail = self._stderr_tail()
+            raise BackendError(
+                f"{self.runtime} runtime crashed during '{op}' ({how})" + (f": {tail}" if tail else "")
+            )
+        if "error" in reply:
+            e = reply["error"]
+            cls = getattr(errors, e["type"], BackendError)
+            if cls is errors.BackendUnavailable:
+                raise errors.BackendUnavailable(self.runtime, e.get("extra") or self.runtime)
+            if not (isinstance(cls, type) and issubclass(cls, EdgegateError)):
+                cls = BackendError
+            raise cls(e["message"], path=e.get("path"), field=e.get("field"), hint=e.get("hint"))
+        return reply["ok"]
+
+    def _kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    # -- Backend protocol ---------------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return list(self._call("tokenize", text=text, add_special=add_special))
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return str(self._call("detokenize", ids=[int(i) for i in ids]))
+
+    def chat_prompt(self, system: str | None, user: str) -> str | None:
+        out = self._call("chat_prompt", system=system, user=user)
+        return None if out is None else str(out)
+
+    def token_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
+        return np.asarray(self._call("token_logprobs", tokens=[int(t) for t in tokens]))
+
+    def score_tokens(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
+        return np.asarray(self._call("score_tokens", tokens=[int(t) for t in tokens], first=first))
+
+    def next_token_logprobs(self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]) -> np.ndarray:
+        return np.asarray(
+            self._call(
+                "next_token_logprobs",
+                prompts=[[int(t) for t in p] for p in prompts],
+                candidates=[int(c) for c in candidates],
+            )
+        )
+
+    def loglikelihood(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LoglikResult]:
+        reqs = [[[int(t) for t in c], [int(t) for t in d]] for c, d in requests]
+        return list(self._call("loglikelihood", requests=reqs))
+
+    def generate(self, prompt: Sequence[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0) -> list[int]:
+        out = self._call(
+            "generate", prompt=[int(t) for t in prompt], max_tokens=max_tokens, temperature=temperature, seed=seed
+        )
+        return [int(t) for t in out]
+
+    def time_run(self, prompt: Sequence[int], gen_tokens: int) -> Timing:
+        out: Timing = self._call("time_run", prompt=[int(t) for t in prompt], gen_tokens=gen_tokens)
+        return out
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info, isolated=True)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                _send(self._w, {"op": "close"})
+                self._proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self._kill()
+        for fd in (self._w, self._r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._log.close()
+
+    def __del__(self) -> None:
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+# -- child side ------------------------------------------------------------------------------
+_METHODS = {
+    "tokenize", "detokenize", "chat_prompt", "token_logprobs", "score_tokens",
+    "next_token_logprobs", "loglikelihood", "generate", "time_run",
+}
+
+
+def _load_factory(spec: str) -> Any:
+    mod, _, name = spec.partition(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+def _child(fd_in: int, fd_out: int) -> None:
+    backend: Any = None
+    while True:
+        msg = _recv(fd_in, None)
+        if msg is None or msg["op"] == "close":
+            if backend is not None:
+                backend.close()
+            return
+        op = msg.pop("op")
+        try:
+            if op == "open":
+                for p in msg["sys_path"]:
+                    if p not in sys.path:
+                        sys.path.append(p)
+                if msg.get("cpus") and hasattr(os, "sched_setaffinity"):
+                    os.sched_setaffinity(0, msg["cpus"])
+                opts = dict(msg["options"])
+                if opts.get("cache_dir"):
+                    opts["cache_dir"] = Path(opts["cache_dir"])
+                backend = _load_factory(msg["factory"])(Path(msg["path"]), **opts)
+                info = backend.info() if hasattr(backend, "info") else {}
+                result: Any = {
+                    "model_path": str(backend.model_path),
+                    "n_ctx": backend.n_ctx,
+                    "n_vocab": backend.n_vocab,
+                    "load_s": backend.load_s,
+                    **info,
+                }
+            elif op in _METHODS:
+                result = getattr(backend, op)(**msg)
+            else:
+                raise BackendError(f"internal: unknown operation {op}")
+            _send(fd_out, {"ok": result})
+        except EdgegateError as exc:
+            err = exc.to_dict()
+            err["extra"] = getattr(exc, "extra", None)
+            _send(fd_out, {"error": err})
+        except Exception as exc:  # a runtime's own exception: report it, keep serving
+            traceback.print_exc()
+            _send(fd_out, {"error": {"type": "BackendError", "message": f"{type(exc).__name__}: {exc}"}})
+
+
+if __name__ == "__main__":
+    _child(int(sys.argv[1]), int(sys.argv[2]))
