@@ -1,0 +1,553 @@
+"""The ``openai`` backend: any OpenAI-compatible ``/v1/completions`` server with logprobs.
+
+Tested for real against llama-cpp-python's server; written to the documented APIs of vLLM
+(tensor/pipeline parallel deployments) and llama.cpp's ``llama-server``. Servers differ in
+what they accept, so the backend picks a *dialect* when it connects:
+
+==================  ==============  ==========================  =======================
+dialect             prompt sent as  prompt logprobs (echo)      top-logprob keys
+==================  ==============  ==========================  =======================
+vllm                token ids       yes                         token ids (token_id:N)
+llama-server        token ids       no -> forced-token scoring  token ids
+llama-cpp-python    text            yes (first token: none)     token strings
+generic             text            probed on first use         token strings
+==================  ==============  ==========================  =======================
+
+Text prompts are checked to re-tokenize to exactly the requested ids, so a score is never
+computed for a prompt other than the one asked for. *Forced-token* scoring asks for one
+token with a +100 ``logit_bias`` on the wanted token at temperature 0: the server then
+samples it and reports its raw (unbiased) log-probability, which is exact whatever the
+top-k. Missing candidates, ambiguities and fallbacks are counted in ``coverage`` and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from edgegate.backends._http import HttpClient, HttpError, public_url
+from edgegate.backends.base import LoglikResult, Timing
+from edgegate.errors import BackendError, InputError
+
+log = logging.getLogger("edgegate.backends.openai")
+
+DIALECTS = ("vllm", "llama-server", "llama-cpp-python", "generic")
+FORCE_BIAS = 100.0
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+class FeatureUnsupported(BackendError):
+    """The server lacks a feature (echo, logit_bias, tokenize...); ``feature`` names it."""
+
+    def __init__(self, message: str, *, feature: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.feature = feature
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How letter scores were obtained; anything but ``topk_hits``/``forced`` is a caveat."""
+
+    prompts: int = 0
+    topk_hits: int = 0  # candidate found in the top-k list
+    forced: int = 0  # exact value via a forced-token request
+    below_kth: int = 0  # not in top-k and no logit_bias: set just below the k-th value
+
+
+@dataclass(frozen=True)
+class _Pos:
+    """One position of a completions ``logprobs`` block."""
+
+    token_id: int | None
+    token: str | None
+    logprob: float | None
+    top: tuple[tuple[int | None, str | None, float], ...]
+
+
+def _finite(x: Any, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise BackendError(f"server returned a non-number {what}: {x!r:.60}")
+    v = float(x)
+    if math.isnan(v) or v == math.inf or v > 1e-3:  # a log-probability is <= 0
+        raise BackendError(f"server returned an invalid log-probability {what}: {v}")
+    return v
+
+
+def _key(k: str) -> tuple[int | None, str]:
+    if k.startswith("token_id:") and k[9:].lstrip("-").isdigit():
+        return int(k[9:]), k
+    return None, k
+
+
+def parse_logprobs(choice: Any) -> list[_Pos]:
+    """Both shapes in the wild: legacy OpenAI (tokens/token_logprobs/top_logprobs) and the
+    chat-style ``content`` list that llama-server returns."""
+    if not isinstance(choice, dict) or not isinstance(choice.get("logprobs"), dict):
+        raise BackendError("server response has no 'logprobs' in choices[0]",
+                           hint="the server must support logprobs on /v1/completions")
+    lp = choice["logprobs"]
+    out: list[_Pos] = []
+    if isinstance(lp.get("content"), list):
+        for i, e in enumerate(lp["content"]):
+            if not isinstance(e, dict) or "logprob" not in e:
+                raise BackendError(f"malformed logprobs.content[{i}]: {e!r:.80}")
+            tops = tuple((t.get("id"), t.get("token"), _finite(t.get("logprob"), "top_logprob"))
+                         for t in e.get("top_logprobs") or [] if isinstance(t, dict))
+            out.append(_Pos(e.get("id"), e.get("token"), _finite(e["logprob"], "logprob"), tops))
+        return out
+    toks, lps, tops_l = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
+    if not isinstance(toks, list) or not isinstance(lps, list) or len(toks) != len(lps):
+        raise BackendError("malformed logprobs block: 'tokens'/'token_logprobs' missing or of "
+                           "different lengths")
+    if tops_l is not None and (not isinstance(tops_l, list) or len(tops_l) != len(toks)):
+        raise BackendError("malformed logprobs block: 'top_logprobs' length differs")
+    for i, (tok, val) in enumerate(zip(toks, lps, strict=True)):
+        tid, text = _key(tok) if isinstance(tok, str) else (None, None)
+        top_d = tops_l[i] if tops_l is not None else None
+        tops: tuple[tuple[int | None, str | None, float], ...] = ()
+        if isinstance(top_d, dict):
+            tops = tuple((*_key(k), _finite(v, "top_logprob")) for k, v in top_d.items())
+        out.append(_Pos(tid, text, None if val is None else _finite(val, "logprob"), tops))
+    return out
+
+
+class OpenAIBackend:
+    runtime = "openai"
+
+    def __init__(
+        self,
+        base_url: str | Path,
+        model: str | None = None,
+        *,
+        api_key_env: str = "EDGEGATE_API_KEY",
+        concurrency: int = 4,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        tokenizer_path: str | Path | None = None,
+        top_logprobs: int = 20,
+        dialect: str | None = None,
+        letter_mode: str = "auto",
+        loglik_mode: str = "auto",
+        n_ctx: int | None = None,
+        **_unused: Any,  # threads/seed/cache_dir from open_backend mean nothing remotely
+    ) -> None:
+        t0 = time.perf_counter()
+        # Path("http://h:1") collapses the "//"; undo that so the registry may pass a Path.
+        url = re.sub(r"^(https?):/(?!/)", r"\1://", str(base_url)).rstrip("/")
+        url = re.sub(r"/v1$", "", url)
+        if not re.match(r"^https?://[^/]+", url):
+            raise InputError(f"not an http(s) URL: {public_url(url)!r}", field="base_url",
+                             hint="e.g. http://127.0.0.1:8000")
+        for name, val, ok in (("letter_mode", letter_mode, ("auto", "topk", "forced")),
+                              ("loglik_mode", loglik_mode, ("auto", "echo", "forced")),
+                              ("dialect", dialect, (None, *DIALECTS))):
+            if val not in ok:
+                raise InputError(f"{name} must be one of {ok}, got {val!r}", field=name)
+        key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or None
+        self._http = HttpClient(url, api_key=key, concurrency=concurrency, timeout=timeout,
+                                max_retries=max_retries)
+        self.base_url = public_url(url)
+        self.concurrency = max(1, int(concurrency))
+        self.top_k = max(1, int(top_logprobs))
+        self.letter_mode, self.loglik_mode = letter_mode, loglik_mode
+        self._cov = {"prompts": 0, "topk_hits": 0, "forced": 0, "below_kth": 0}
+        self._echo_ok: bool | None = None
+        self._warned_first = False
+        self._piece_cache: dict[int, str] = {}
+        self._local_tok: Any = None
+        if tokenizer_path is not None:
+            from tokenizers import Tokenizer
+
+            try:
+                self._local_tok = Tokenizer.from_file(str(tokenizer_path))
+            except Exception as e:  # the tokenizers error types are not public
+                raise InputError(f"cannot load tokenizer: {e}", path=tokenizer_path,
+                                 hint="pass a HF tokenizer.json") from None
+
+        models = self._get("/v1/models", "listing models")
+        data = models.get("data") if isinstance(models, dict) else None
+        if not isinstance(data, list) or not data or not all(isinstance(m, dict) for m in data):
+            raise BackendError(f"{self.base_url}/v1/models returned no models",
+                               hint="is this an OpenAI-compatible server?")
+        ids = [str(m.get("id")) for m in data]
+        if model is None:
+            entry = data[0]
+        elif model in ids:
+            entry = data[ids.index(model)]
+        else:
+            raise InputError(f"model {model!r} is not served at {self.base_url}", field="model",
+                             hint=f"served: {', '.join(ids[:10])}")
+        self.model = str(entry.get("id"))
+        self.model_path = Path(self.model)
+        self.dialect = dialect or self._detect(entry)
+        self.n_ctx = self._context_size(entry, n_ctx)
+        self._bos: int | None = None
+        if self.dialect == "llama-cpp-python" and self._local_tok is None:
+            empty = self._post("/extras/tokenize", {"input": "", "model": self.model}, "tokenize")
+            toks = empty.get("tokens") if isinstance(empty, dict) else None
+            self._bos = toks[0] if isinstance(toks, list) and len(toks) == 1 else None
+        self.load_s = time.perf_counter() - t0
+        log.info("openai backend: %s model=%s dialect=%s n_ctx=%d", self.base_url, self.model,
+                 self.dialect, self.n_ctx)
+
+    # ----------------------------------------------------------------- plumbing
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, dialect={self.dialect!r})"
+
+    def _get(self, path: str, what: str) -> Any:
+        return self._http.get_json(path)
+
+    def _post(self, path: str, body: dict[str, Any], what: str) -> Any:
+        try:
+            return self._http.post_json(path, body)
+        except HttpError as e:
+            if e.status in (400, 404, 405, 422, 500, 501) and what in _FEATURES:
+                raise FeatureUnsupported(
+                    f"{self.base_url} ({self.dialect}) does not support {_FEATURES[what]}: "
+                    f"HTTP {e.status} {e.body[:160]}",
+                    feature=what, hint=_FEATURE_HINTS.get(what)) from None
+            raise
+
+    def _detect(self, entry: dict[str, Any]) -> str:
+        owner = str(entry.get("owned_by", "")).lower()
+        if owner == "vllm" or "max_model_len" in entry:
+            return "vllm"
+        if owner == "llamacpp":
+            return "llama-server"
+        try:
+            self._http.post_json("/extras/tokenize", {"input": "a"})
+            return "llama-cpp-python"
+        except HttpError:
+            return "generic"
+
+    def _context_size(self, entry: dict[str, Any], fallback: int | None) -> int:
+        if isinstance(entry.get("max_model_len"), int):
+            return int(entry["max_model_len"])
+        if self.dialect == "llama-server":
+            props = self._get("/props", "props")
+            n = (props.get("default_generation_settings") or {}).get("n_ctx")
+            if isinstance(n, int) and n > 0:
+                return n
+        if fallback is None:
+            log.warning("%s does not report its context size; assuming 2048 (pass n_ctx)",
+                        self.base_url)
+            return 2048
+        return int(fallback)
+
+    def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        if len(items) <= 1 or self.concurrency == 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(fn, items))
+
+    # --------------------------------------------------------------- tokenizer
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        if self._local_tok is not None:
+            return list(self._local_tok.encode(text, add_special_tokens=add_special).ids)
+        if self.dialect == "vllm":
+            r = self._post("/tokenize", {"model": self.model, "prompt": text,
+                                         "add_special_tokens": add_special}, "tokenize")
+        elif self.dialect == "llama-server":
+            r = self._post("/tokenize", {"content": text, "add_special": add_special}, "tokenize")
+        else:
+            r = self._post("/extras/tokenize", {"input": text, "model": self.model}, "tokenize")
+        toks = r.get("tokens") if isinstance(r, dict) else None
+        if not isinstance(toks, list) or not all(isinstance(t, int) for t in toks):
+            raise BackendError(f"{self.base_url}: tokenize returned no integer 'tokens' list")
+        # /extras/tokenize always adds BOS: drop it when the caller asked for none.
+        extras = self.dialect in ("llama-cpp-python", "generic")
+        if extras and not add_special and self._bos is not None and toks[:1] == [self._bos]:
+            toks = toks[1:]
+        return list(toks)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        ids = [int(i) for i in ids]
+        if self._local_tok is not None:
+            return str(self._local_tok.decode(ids, skip_special_tokens=False))
+        if self.dialect == "vllm":
+            r = self._post("/detokenize", {"model": self.model, "tokens": ids}, "detokenize")
+            text = r.get("prompt") if isinstance(r, dict) else None
+        elif self.dialect == "llama-server":
+            r = self._post("/detokenize", {"tokens": ids}, "detokenize")
+            text = r.get("content") if isinstance(r, dict) else None
+        else:
+            r = self._post("/extras/detokenize", {"tokens": ids, "model": self.model},
+                           "detokenize")
+            text = r.get("text") if isinstance(r, dict) else None
+        if not isinstance(text, str):
+            raise BackendError(f"{self.base_url}: detokenize returned no text")
+        return text
+
+    def _piece(self, tok: int) -> str:
+        if tok not in self._piece_cache:
+            self._piece_cache[tok] = self.detokenize([tok])
+        return self._piece_cache[tok]
+
+    @property
+    def _ids_keyed(self) -> bool:
+        return self.dialect in ("vllm", "llama-server")
+
+    def _prompt(self, ids: Sequence[int]) -> list[int] | str:
+        """What goes in "prompt": the ids themselves, or text proven to re-tokenize to them."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            raise InputError("empty prompt", field="prompt")
+        if self._ids_keyed:
+            return ids
+        text = self.detokenize(ids)
+        back = self.tokenize(text, add_special=True)
+        if back != ids:
+            raise BackendError(
+                f"{self.base_url} ({self.dialect}) only accepts text prompts and these token ids "
+                f"do not survive detokenize->tokenize ({len(ids)} ids -> {len(back)})",
+                hint="start prompts with BOS as the server does, or use a server that accepts "
+                "token-id prompts (vLLM, llama-server)")
+        return text
+
+    def _complete(self, ids: Sequence[int], what: str, **fields: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "prompt": self._prompt(ids),
+                                "max_tokens": 1, "temperature": 0.0, **fields}
+        if self.dialect == "vllm":
+            body["return_tokens_as_token_ids"] = True
+        r = self._post("/v1/completions", body, what)
+        choices = r.get("choices") if isinstance(r, dict) else None
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise BackendError(f"{self.base_url}/v1/completions returned no choices")
+        usage = r.get("usage")
+        n_prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        if isinstance(n_prompt, int) and n_prompt != len(ids):
+            raise BackendError(f"{self.base_url} evaluated {n_prompt} prompt tokens, expected "
+                               f"{len(ids)}", hint="the server re-tokenized the prompt differently")
+        return dict(choices[0], _usage=usage if isinstance(usage, dict) else {})
+
+    # ----------------------------------------------------------------- scoring
+    def chat_prompt(self, system: str | None, user: str) -> str | None:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}]
+        if self.dialect == "llama-server":
+            r = self._post("/apply-template", {"messages": msgs}, "apply-template")
+            return r.get("prompt") if isinstance(r, dict) and isinstance(r.get("prompt"), str) else None
+        if self.dialect == "vllm":
+            r = self._post("/tokenize", {"model": self.model, "messages": msgs,
+                                         "add_generation_prompt": True}, "tokenize")
+            toks = r.get("tokens") if isinstance(r, dict) else None
+            return self.detokenize(toks) if isinstance(toks, list) else None
+        log.warning("%s (%s) exposes no chat template; using the raw prompt", self.base_url,
+                    self.dialect)
+        return None
+
+    def _forced(self, ids: Sequence[int], tok: int) -> tuple[float, bool]:
+        """Exact raw log p(tok | ids) and whether tok is the argmax, via logit_bias."""
+        c = self._complete(ids, "logit_bias", logprobs=1, logit_bias={str(tok): FORCE_BIAS})
+        pos = parse_logprobs(c)
+        lp = pos[0].logprob if pos else None
+        if lp is None:
+            raise BackendError(f"{self.base_url}: forced-token request returned no logprob")
+        p = pos[0]
+        got = p.token_id
+        if got is None and p.token is not None and p.token != self._piece(tok):
+            got = -1
+        if got is not None and got != tok:
+            raise FeatureUnsupported(f"{self.base_url} ignored logit_bias (sampled {p.token!r}, "
+                                     f"not token {tok})", feature="logit_bias",
+                                     hint="use letter_mode='topk'")
+        best = max((t[2] for t in p.top), default=lp)
+        return lp, lp >= best - 1e-6
+
+    def next_token_logprobs(
+        self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
+    ) -> np.ndarray:
+        cands = [int(c) for c in candidates]
+        mode = self.letter_mode
+        if mode == "auto":  # string keys can collide (byte tokens): go exact by id there
+            mode = "topk" if self._ids_keyed else "forced"
+        if mode == "topk" and not self._ids_keyed:
+            pieces = [self._piece(c) for c in cands]
+            if len(set(pieces)) != len(pieces) or "" in pieces:
+                raise BackendError(f"candidate tokens {cands} are not distinguishable by their "
+                                   f"text {pieces}", hint="use letter_mode='forced'")
+        rows = self._map(lambda p: self._letter_row(p, cands, mode), list(prompts))
+        return np.array(rows, dtype=np.float64).reshape(len(prompts), len(cands))
+
+    def _letter_row(self, prompt: Sequence[int], cands: list[int], mode: str) -> list[float]:
+        self._bump("prompts")
+        if mode == "forced":
+            self._bump("forced", len(cands))
+            return [self._forced(prompt, c)[0] for c in cands]
+        pos = parse_logprobs(self._complete(prompt, "logprobs", logprobs=self.top_k))
+        if not pos:
+            raise BackendError(f"{self.base_url}: no logprobs for the next token")
+        top = pos[0].top
+        kth = min((t[2] for t in top), default=-math.inf)
+        row: list[float] = []
+        for c in cands:
+            hit = [t[2] for t in top if (t[0] == c if t[0] is not None else t[1] == self._piece(c))]
+            if hit:
+                self._bump("topk_hits")
+                row.append(hit[0])
+                continue
+            try:
+                row.append(self._forced(prompt, c)[0])
+                self._bump("forced")
+            except FeatureUnsupported as e:
+                self._bump("below_kth")
+                log.warning("candidate %d not in top-%d and %s; scoring it just below the k-th "
+                            "(%.3f)", c, self.top_k, e.message, kth)
+                row.append(float(np.nextafter(kth, -np.inf)))
+        return row
+
+    def _bump(self, key: str, n: int = 1) -> None:
+        self._cov[key] += n  # CPython dict item += under the GIL is fine for counters here
+
+    @property
+    def coverage(self) -> Coverage:
+        return Coverage(**self._cov)
+
+    def _echo(self, ids: Sequence[int], k: int) -> tuple[list[_Pos], int]:
+        """Prompt positions of an echo request and the offset (ids dropped from the front)."""
+        try:
+            c = self._complete(ids, "echo", echo=True, logprobs=k)
+        except FeatureUnsupported:
+            self._echo_ok = False
+            raise
+        self._echo_ok = True
+        pos = parse_logprobs(c)
+        n_gen = c["_usage"].get("completion_tokens")
+        n_gen = n_gen if isinstance(n_gen, int) else 1
+        prompt_pos = pos[: max(0, len(pos) - n_gen)]
+        offset = len(ids) - len(prompt_pos)
+        if offset not in (0, 1):
+            raise BackendError(f"{self.base_url} echoed {len(prompt_pos)} prompt positions for "
+                               f"{len(ids)} tokens")
+        return prompt_pos, offset
+
+    def token_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
+        ids = [int(t) for t in tokens]
+        if len(ids) < 2:
+            return np.zeros(0, dtype=np.float64)
+        pos, off = self._echo(ids, 0 if self.dialect != "llama-server" else 1)
+        out = np.full(len(ids) - 1, np.nan, dtype=np.float64)
+        for i in range(1, len(ids)):
+            v = pos[i - off].logprob if i - off >= 0 else None
+            if v is None:
+                if i == 1 and off == 1:  # llama-cpp-python nulls the first token after BOS
+                    if not self._warned_first:
+                        self._warned_first = True
+                        log.warning("%s gives no log-probability for the first token after "
+                                    "BOS; token_logprobs()[0] is NaN", self.base_url)
+                    continue
+                raise BackendError(f"{self.base_url}: no prompt log-probability at position {i}")
+            out[i - 1] = v
+        return out
+
+    def loglikelihood(
+        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> list[LoglikResult]:
+        reqs = [([int(t) for t in c], [int(t) for t in x]) for c, x in requests]
+        for c, x in reqs:
+            if not c or not x:
+                raise InputError("loglikelihood needs a non-empty context and continuation",
+                                 field="requests")
+        mode = self.loglik_mode
+        if mode == "auto":
+            mode = "forced" if self.dialect == "llama-server" or self._echo_ok is False else "echo"
+        if mode == "echo":
+            try:
+                return self._map(self._loglik_echo, reqs)
+            except FeatureUnsupported as e:
+                if self.loglik_mode != "auto":
+                    raise
+                log.warning("%s; falling back to forced-token scoring", e.message)
+        return self._map(self._loglik_forced, reqs)
+
+    def _loglik_echo(self, req: tuple[list[int], list[int]]) -> LoglikResult:
+        ctx, cont = req
+        ids = ctx + cont
+        pos, off = self._echo(ids, 1)
+        total, greedy = 0.0, True
+        for j in range(len(ctx), len(ids)):
+            p = pos[j - off] if j - off >= 0 else None
+            if p is None or p.logprob is None:
+                raise BackendError(f"{self.base_url}: no log-probability for continuation token "
+                                   f"{j - len(ctx)}", hint="give a context beyond BOS")
+            total += p.logprob
+            best = max((t[2] for t in p.top), default=p.logprob)
+            greedy = greedy and p.logprob >= best - 1e-6
+        return LoglikResult(logprob=total, n_tokens=len(cont), is_greedy=greedy)
+
+    def _loglik_forced(self, req: tuple[list[int], list[int]]) -> LoglikResult:
+        ctx, cont = req
+        total, greedy = 0.0, True
+        for j, tok in enumerate(cont):
+            lp, g = self._forced(ctx + cont[:j], tok)
+            total += lp
+            greedy = greedy and g
+        return LoglikResult(logprob=total, n_tokens=len(cont), is_greedy=greedy)
+
+    # -------------------------------------------------------------- generation
+    def generate(
+        self, prompt: Sequence[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0
+    ) -> list[int]:
+        c = self._complete(prompt, "generate", max_tokens=int(max_tokens),
+                           temperature=float(temperature), seed=int(seed), logprobs=0)
+        try:
+            pos = parse_logprobs(c)
+        except BackendError:
+            pos = []
+        if pos and all(p.token_id is not None for p in pos):
+            return [int(p.token_id) for p in pos if p.token_id is not None]
+        text = c.get("text")
+        if not isinstance(text, str):
+            raise BackendError(f"{self.base_url}: completion has no 'text'")
+        # Text-only servers: re-tokenize the continuation (may differ at merge boundaries).
+        return self.tokenize(text, add_special=False) if text else []
+
+    def time_run(self, prompt: Sequence[int], gen_tokens: int) -> Timing:
+        body = {"model": self.model, "prompt": self._prompt(prompt), "max_tokens": gen_tokens,
+                "temperature": 0.0, "stream": True, "min_tokens": gen_tokens, "ignore_eos": True}
+        t0 = time.perf_counter()
+        first: float | None = None
+        last = t0
+        n = 0
+        for t, chunk in self._http.post_sse("/v1/completions", body):
+            ch = (chunk.get("choices") or [{}])[0] if isinstance(chunk, dict) else {}
+            if not isinstance(ch, dict):
+                raise BackendError(f"{self.base_url}: malformed stream chunk")
+            if ch.get("text") or ch.get("finish_reason") is None:
+                n += 1
+                first = t if first is None else first
+                last = t
+        if first is None:
+            raise BackendError(f"{self.base_url}: the stream produced no tokens")
+        return Timing(prompt_tokens=len(prompt), gen_tokens=n, prefill_s=first - t0,
+                      decode_s=last - first, ttft_s=first - t0)
+
+    def close(self) -> None:
+        """Nothing to free: the server owns the model."""
+
+
+_FEATURES = {
+    "echo": "echo=True with logprobs (prompt log-probabilities)",
+    "logprobs": "logprobs on /v1/completions",
+    "logit_bias": "logit_bias on /v1/completions",
+    "tokenize": "a tokenize endpoint",
+    "detokenize": "a detokenize endpoint",
+    "apply-template": "/apply-template (chat templates)",
+}
+_FEATURE_HINTS = {
+    "echo": "perplexity needs prompt logprobs: use vLLM or llama-cpp-python's server",
+    "tokenize": "pass tokenizer_path=<tokenizer.json>",
+    "detokenize": "pass tokenizer_path=<tokenizer.json>",
+    "logit_bias": "use letter_mode='topk'",
+}
