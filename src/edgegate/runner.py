@@ -35,14 +35,15 @@ from edgegate.progress import NullProgress, Progress
 
 CheckFn = Callable[[CheckContext], CheckResult]
 
-_REGISTRY: dict[str, CheckFn] = {}
+_REGISTRY: dict[str, CheckFn | None] = {}  # None: treat the check as absent from this build
 
 # Optional third-party modules a check may import, and the pip extra that provides them.
 _OPTIONAL_MODULES = {"llama_cpp": "llamacpp", "mlx": "mlx", "mlx_lm": "mlx", "onnxruntime": "onnx", "onnx": "onnx"}
 
 
-def register_check(name: str, fn: CheckFn) -> None:
-    """Make ``fn`` the implementation of check ``name`` (wins over edgegate.checks.<name>)."""
+def register_check(name: str, fn: CheckFn | None) -> None:
+    """Make ``fn`` the implementation of check ``name`` (wins over edgegate.checks.<name>);
+    ``None`` makes the check unavailable, as in a build without it."""
     _REGISTRY[name] = fn
 
 
@@ -51,16 +52,16 @@ def unregister_check(name: str) -> None:
 
 
 @contextmanager
-def registered(name: str, fn: CheckFn) -> Iterator[None]:
-    previous = _REGISTRY.get(name)
+def registered(name: str, fn: CheckFn | None) -> Iterator[None]:
+    had, previous = name in _REGISTRY, _REGISTRY.get(name)
     register_check(name, fn)
     try:
         yield
     finally:
-        if previous is None:
-            unregister_check(name)
-        else:
+        if had:
             register_check(name, previous)
+        else:
+            unregister_check(name)
 
 
 def resolve_check(name: str) -> CheckFn | None:

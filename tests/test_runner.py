@@ -1,0 +1,243 @@
+"""The gate runner: check resolution, error handling, gate rules, claims, --only/--skip.
+
+The checks here are small functions registered for the test (the real checks have their
+own tests); they exercise the runner's decisions, which do not depend on what a check measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgegate.checks.base import CheckContext, CheckResult, Interval, Status, Verdict, compare
+from edgegate.errors import BackendError, BackendUnavailable, CheckpointError, InputError
+from edgegate.policy import CHECK_NAMES, parse_policy
+from edgegate.runner import GateOptions, GateResult, merge_claims, parse_claim, registered, run_gate, run_one
+
+ALL = "version: 1\nchecks:\n" + "".join(f"  {n}: {{}}\n" for n in CHECK_NAMES)
+
+
+def result(status: Status, name: str = "x") -> Callable[[CheckContext], CheckResult]:
+    def run(ctx: CheckContext) -> CheckResult:
+        v = Verdict("v", status, f"{name} {status.value}", 1.0, 2.0, "<=", n=10, ci=Interval(0.5, 1.5))
+        return CheckResult.from_verdicts(name, [v], {"seen": True}, f"{name}: {status.value}")
+
+    return run
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> tuple[Path, Path]:
+    dense = tmp_path / "dense"
+    dense.mkdir()
+    (dense / "model.safetensors").write_bytes(b"dense-bytes")
+    comp = tmp_path / "comp.gguf"
+    comp.write_bytes(b"compressed")
+    return dense, comp
+
+
+def gate(
+    inputs: tuple[Path, Path], checks: dict[str, Any], policy: str = ALL, **kw: Any
+) -> GateResult:
+    """Run the gate with ``checks`` registered and every other check made unavailable."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        for name in CHECK_NAMES:
+            stack.enter_context(registered(name, checks.get(name)))
+        return run_gate(GateOptions(compressed=inputs[1], dense=inputs[0], policy=parse_policy(policy), **kw))
+
+
+def only(*names: str) -> str:
+    return "version: 1\nchecks:\n" + "".join(f"  {n}: {{}}\n" for n in names)
+
+
+def test_all_required_pass(inputs: tuple[Path, Path]) -> None:
+    g = gate(inputs, {"sparsity": result(Status.PASS), "size": result(Status.PASS)}, only("sparsity", "size"))
+    assert (g.status, g.exit_code) == ("pass", 0)
+    assert [o.gate for o in g.outcomes] == ["pass", "pass"]
+
+
+def test_required_fail_fails_the_gate(inputs: tuple[Path, Path]) -> None:
+    g = gate(inputs, {"sparsity": result(Status.FAIL), "size": result(Status.PASS)}, only("sparsity", "size"))
+    assert (g.status, g.exit_code) == ("fail", 1)
+    assert g.reasons == ("sparsity: x: fail",)
+
+
+def test_optional_fail_is_advisory(inputs: tuple[Path, Path]) -> None:
+    pol = "version: 1\nchecks:\n  size: {}\n  speed: {required: false}\n"
+    g = gate(inputs, {"size": result(Status.PASS), "speed": result(Status.FAIL)}, pol)
+    assert (g.status, g.exit_code) == ("pass", 0)
+    assert g.outcomes[1].gate == "advisory"
+
+
+def test_unavailable_required_check_is_incomplete_never_pass(inputs: tuple[Path, Path]) -> None:
+    g = gate(inputs, {"size": result(Status.PASS)}, only("size", "bbq"))
+    assert (g.status, g.exit_code) == ("incomplete", 0)
+    bbq = g.outcomes[1]
+    assert bbq.result.status is Status.SKIPPED and "not available in this build" in bbq.result.summary
+    assert bbq.gate == "not-verified"
+
+
+def test_strict_and_fail_on_skipped_turn_skips_into_failures(inputs: tuple[Path, Path]) -> None:
+    g = gate(inputs, {"size": result(Status.PASS)}, only("size", "bbq"), strict=True)
+    assert (g.status, g.exit_code) == ("fail", 1)
+    assert "--strict makes that a failure" in g.reasons[0]
+    pol = only("size", "bbq").replace("checks:", "fail_on_skipped: true\nchecks:")
+    g = gate(inputs, {"size": result(Status.PASS)}, pol)
+    assert (g.status, g.exit_code) == ("fail", 1)
+    assert "fail_on_skipped makes that a failure" in g.reasons[0]
+
+
+def test_inconclusive_follows_fail_on_inconclusive(inputs: tuple[Path, Path]) -> None:
+    checks = {"size": result(Status.PASS), "bbq": result(Status.INCONCLUSIVE)}
+    assert gate(inputs, checks, only("size", "bbq")).exit_code == 1  # default: fail_on_inconclusive true
+    lenient = only("size", "bbq").replace("checks:", "fail_on_inconclusive: false\nchecks:")
+    g = gate(inputs, checks, lenient)
+    assert (g.status, g.exit_code) == ("incomplete", 0)
+    assert gate(inputs, checks, lenient, strict=True).status == "fail"
+
+
+def test_nothing_verified_is_not_a_pass(inputs: tuple[Path, Path]) -> None:
+    g = gate(inputs, {}, only("speed").replace("{}", "{required: false}"))
+    assert g.status == "incomplete"
+    assert any("nothing was verified" in r for r in g.reasons)
+
+
+def test_backend_unavailable_is_skipped_with_install_hint(inputs: tuple[Path, Path]) -> None:
+    def run(ctx: CheckContext) -> CheckResult:
+        raise BackendUnavailable("llamacpp", "llamacpp")
+
+    g = gate(inputs, {"perplexity": run}, only("perplexity"))
+    r = g.outcomes[0].result
+    assert r.status is Status.SKIPPED
+    assert "pip install 'edgegate[llamacpp]'" in r.summary
+
+
+def test_missing_optional_module_is_skipped_with_install_hint(inputs: tuple[Path, Path]) -> None:
+    def run(ctx: CheckContext) -> CheckResult:
+        raise ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime")
+
+    r = gate(inputs, {"speed": run}, only("speed")).outcomes[0].result
+    assert r.status is Status.SKIPPED and "edgegate[onnx]" in r.summary
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (CheckpointError("tensor shape mismatch", path="m.safetensors", field="q_proj"), 2),
+        (BackendError("llama.cpp crashed", hint="see log"), 3),
+        (ZeroDivisionError("division by zero"), 3),
+    ],
+)
+def test_errors_inside_a_check_become_error_results(inputs: tuple[Path, Path], exc: Exception, code: int) -> None:
+    def boom(ctx: CheckContext) -> CheckResult:
+        raise exc
+
+    g = gate(inputs, {"sparsity": boom, "size": result(Status.FAIL)}, only("sparsity", "size"))
+    assert (g.status, g.exit_code) == ("error", code)
+    r = g.outcomes[0].result
+    assert r.status is Status.ERROR and r.error is not None
+    assert str(exc) in r.summary or exc.args[0] in r.summary
+    assert g.outcomes[1].result.status is Status.FAIL  # the other check still ran
+
+
+def test_a_check_returning_garbage_is_an_error(inputs: tuple[Path, Path]) -> None:
+    r = gate(inputs, {"size": lambda ctx: {"status": "pass"}}, only("size")).outcomes[0].result
+    assert r.status is Status.ERROR and "expected CheckResult" in r.summary
+
+
+def test_context_gets_section_claims_options_and_shared_state(inputs: tuple[Path, Path]) -> None:
+    seen: dict[str, Any] = {}
+
+    def sparsity(ctx: CheckContext) -> CheckResult:
+        ctx.shared["scan.compressed"] = "scan-object"
+        seen["section"] = dict(ctx.section)
+        seen["claims"] = dict(ctx.claims)
+        seen["options"] = dict(ctx.options)
+        seen["paths"] = (ctx.dense_path, ctx.compressed_path)
+        return CheckResult.from_verdicts("sparsity", [compare("s", 0.5, ">=", 0.4)], {}, "ok")
+
+    def size(ctx: CheckContext) -> CheckResult:
+        seen["shared"] = ctx.shared.get("scan.compressed")
+        return CheckResult.from_verdicts("size", [compare("b", 1.0, "<=", 2.0)], {}, "ok")
+
+    pol = "version: 1\nclaims: {sparsity: 0.4, speedup: 2}\nchecks:\n  sparsity: {claim_tolerance: 0.03}\n  size: {}\n"
+    g = gate(inputs, {"sparsity": sparsity, "size": size}, pol, cli_claims={"sparsity": 0.5}, options={"seed": 7})
+    assert g.status == "pass"
+    assert seen["section"]["claim_tolerance"] == 0.03 and seen["section"]["require_claim"] is False
+    assert seen["claims"] == {"sparsity": 0.5, "speedup": 2.0}
+    assert g.claim_sources == {"sparsity": "--claim", "speedup": "policy"}
+    assert seen["options"] == {"seed": 7}
+    assert seen["paths"] == (inputs[0], inputs[1])
+    assert seen["shared"] == "scan-object"
+
+
+def test_only_and_skip(inputs: tuple[Path, Path]) -> None:
+    checks = {n: result(Status.PASS) for n in CHECK_NAMES}
+    g = gate(inputs, checks, only=("sparsity", "size"))
+    assert [o.name for o in g.outcomes if o.selected] == ["sparsity", "size"]
+    assert all(o.gate == "deselected" for o in g.outcomes if not o.selected)
+    assert any("not run (deselected): speed, perplexity, bbq" in n for n in g.notes)
+    g = gate(inputs, checks, skip=("bbq",))
+    assert [o.name for o in g.outcomes if not o.selected] == ["bbq"]
+    with pytest.raises(InputError, match="unknown check 'sparsty'.*did you mean 'sparsity'"):
+        gate(inputs, checks, only=("sparsty",))
+    with pytest.raises(InputError, match="not enabled in policy"):
+        gate(inputs, checks, only("size"), only=("bbq",))
+
+
+def test_smart_pruning_paradox_is_called_out(inputs: tuple[Path, Path]) -> None:
+    g = gate(inputs, {"perplexity": result(Status.PASS, "ppl"), "bbq": result(Status.FAIL, "bbq")}, only("perplexity", "bbq"))
+    assert g.status == "fail"
+    assert any("smart pruning paradox" in n and "false assurance" in n for n in g.notes)
+    g = gate(inputs, {"perplexity": result(Status.FAIL), "bbq": result(Status.FAIL)}, only("perplexity", "bbq"))
+    assert not any("paradox" in n for n in g.notes)
+
+
+def test_inputs_are_hashed_independently_of_the_runner(inputs: tuple[Path, Path]) -> None:
+    import hashlib
+
+    g = gate(inputs, {"size": result(Status.PASS)}, only("size"))
+    dense, comp = g.inputs[0], g.inputs[1]
+    assert dense["role"] == "dense" and dense["files"][0]["path"] == "model.safetensors"
+    assert dense["files"][0]["sha256"] == hashlib.sha256(b"dense-bytes").hexdigest()
+    assert comp["files"][0]["sha256"] == hashlib.sha256(b"compressed").hexdigest()
+    assert comp["format"] == "gguf" and comp["total_bytes"] == len(b"compressed")
+
+
+def test_run_one_records_duration() -> None:
+    import time
+
+    def slow(ctx: CheckContext) -> CheckResult:
+        time.sleep(0.05)
+        return CheckResult.skipped("size", "nothing")
+
+    with registered("size", slow):
+        r = run_one("size", CheckContext(compressed_path=Path(".")))
+    assert r.duration_s >= 0.05
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("sparsity=0.5", ("sparsity", 0.5)), ("size_saving=50%", ("size_saving", 0.5)), ("speedup = 1.5", ("speedup", 1.5))],
+)
+def test_parse_claim(text: str, expected: tuple[str, float]) -> None:
+    assert parse_claim(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [("sparsity", "expected KEY=VALUE"), ("sparsty=0.5", "did you mean 'sparsity'"), ("sparsity=half", "needs a number"), ("sparsity=1.5", "fraction below 1"), ("speedup=0", "> 0")],
+)
+def test_parse_claim_errors(text: str, fragment: str) -> None:
+    with pytest.raises(InputError, match=fragment):
+        parse_claim(text)
+
+
+def test_claim_precedence() -> None:
+    values, sources = merge_claims({"sparsity": 0.5}, {"sparsity": 0.4, "speedup": 2.0}, {"sparsity": 0.3, "size_saving": 0.1})
+    assert values == {"sparsity": 0.5, "speedup": 2.0, "size_saving": 0.1}
+    assert sources == {"sparsity": "--claim", "speedup": "policy", "size_saving": "checkpoint metadata"}
