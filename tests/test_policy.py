@@ -9,7 +9,14 @@ from click.testing import CliRunner
 
 from edgegate.cli import cli
 from edgegate.errors import PolicyError
-from edgegate.policy import PRESETS, load_policy, load_preset, parse_policy, policy_schema, preset_text
+from edgegate.policy import (
+    PRESETS,
+    load_policy,
+    load_preset,
+    parse_policy,
+    policy_schema,
+    preset_text,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,15 @@ import pytest
 from edgegate.checks.base import CheckContext, CheckResult, Interval, Status, Verdict, compare
 from edgegate.errors import BackendError, BackendUnavailable, CheckpointError, InputError
 from edgegate.policy import CHECK_NAMES, parse_policy
-from edgegate.runner import GateOptions, GateResult, merge_claims, parse_claim, registered, run_gate, run_one
+from edgegate.runner import (
+    GateOptions,
+    GateResult,
+    merge_claims,
+    parse_claim,
+    registered,
+    run_gate,
+    run_one,
+)
 
 ALL = "version: 1\nchecks:\n" + "".join(f"  {n}: {{}}\n" for n in CHECK_NAMES)
 
@@ -183,7 +191,7 @@ def test_only_and_skip(inputs: tuple[Path, Path]) -> None:
     assert any("not run (deselected): speed, perplexity, bbq" in n for n in g.notes)
     g = gate(inputs, checks, skip=("bbq",))
     assert [o.name for o in g.outcomes if not o.selected] == ["bbq"]
-    with pytest.raises(InputError, match="unknown check 'sparsty'.*did you mean 'sparsity'"):
+    with pytest.raises(InputError, match=r"unknown check 'sparsty'.*did you mean 'sparsity'"):
         gate(inputs, checks, only=("sparsty",))
     with pytest.raises(InputError, match="not enabled in policy"):
         gate(inputs, checks, only("size"), only=("bbq",))
