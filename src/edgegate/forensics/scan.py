@@ -315,3 +315,21 @@ def scan_paths(
             uniform = {t.canonical: bool(t.structure and t.structure.row_uniform) for t in res.tensors}
             comp = compare_checkpoints(dk, ck, dres.size, uniform, progress)
     return replace(res, comparison=comp), dres
+
+
+def shared_scans(ctx: Any) -> tuple[ScanResult, ScanResult | None]:
+    """The scans of a ``CheckContext``'s checkpoints, computed once and kept in
+    ``ctx.shared["scan.compressed"]`` / ``["scan.dense"]`` for every check that needs them."""
+    comp = ctx.shared.get("scan.compressed")
+    dense = ctx.shared.get("scan.dense")
+    if comp is None or (ctx.dense_path is not None and dense is None):
+        claims = dict(ctx.claims or {})
+        tol = float((ctx.section or {}).get("claim_tolerance", 0.02))
+        comp, dense = scan_paths(
+            ctx.compressed_path, ctx.dense_path, claims=claims,
+            claim_sources=dict.fromkeys(claims, "policy/cli"), claim_tolerance=tol,
+            threads=int((ctx.options or {}).get("scan_threads", 2)), progress=ctx.progress,
+        )  # fmt: skip
+        ctx.shared["scan.compressed"] = comp
+        ctx.shared["scan.dense"] = dense
+    return comp, dense

@@ -1,0 +1,91 @@
+"""Size check: does the claimed/required saving exist in the bytes actually shipped?
+
+Policy section: ``min_saving`` (a fraction, or {format: fraction}) and ``claim_tolerance``.
+The saving is measured on disk against ``--against DENSE`` when given, else as the stored
+tensor bytes against the same tensors stored dense at the same dtype (a dense-format pruned
+model saves nothing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from edgegate.checks.base import CheckContext, CheckResult, Status, Verdict, compare
+from edgegate.forensics.scan import shared_scans
+from edgegate.forensics.size import human
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    t0 = time.perf_counter()
+    res, dense = shared_scans(ctx)
+    sz = res.size
+    fmt = sz.format
+    if dense is not None and dense.size.disk_bytes:
+        saving = 1 - sz.disk_bytes / dense.size.disk_bytes
+        basis = f"{human(sz.disk_bytes)} on disk vs {human(dense.size.disk_bytes)} dense original"
+    else:
+        saving = sz.saving_as_shipped
+        basis = f"{human(sz.tensor_bytes)} of tensors vs {human(sz.projected.get('dense') or 0)} dense at the same dtype"
+    n = res.overall.numel
+    raw_min = ctx.section.get("min_saving", 0.0)
+    min_saving = raw_min.get(fmt) if isinstance(raw_min, Mapping) else raw_min
+    verdicts: list[Verdict] = []
+    if min_saving is None:
+        verdicts.append(
+            Verdict(
+                "min_saving",
+                Status.SKIPPED,
+                f"no min_saving set for format '{fmt}'",
+                saving,
+                scope=fmt,
+                n=n,
+            )
+        )
+    else:
+        verdicts.append(
+            compare(
+                "min_saving",
+                saving,
+                ">=",
+                float(min_saving),
+                what=f"saving as shipped ({fmt}; {basis})",
+                n=n,
+                scope=fmt,
+                test="file sizes",
+            )
+        )
+    claimed = ctx.claims.get("size_saving", res.claims.get("size_saving"))
+    tol = float(ctx.section.get("claim_tolerance", 0.05))
+    if claimed is None:
+        verdicts.append(
+            Verdict(
+                "size_claim",
+                Status.SKIPPED,
+                f"no size_saving claim to verify; measured saving {saving:.1%}",
+                saving,
+                n=n,
+                scope=fmt,
+            )
+        )
+    else:
+        v = compare(
+            "size_claim",
+            saving,
+            ">=",
+            float(claimed) - tol,
+            what=f"saving vs claimed {float(claimed):.1%} - tolerance {tol:.1%} ({basis})",
+            n=n,
+            scope=fmt,
+            test="file sizes",
+            effect_size=saving - float(claimed),
+            effect_size_name="actual - claimed saving",
+        )
+        verdicts.append(v)
+    measurements = {"size": sz.to_dict(), "saving": saving, "saving_basis": basis}
+    if dense is not None:
+        measurements["dense_size"] = dense.size.to_dict()
+    summary = f"{fmt}: {saving:.1%} saved ({basis}); {sz.verdict}"
+    return CheckResult.from_verdicts(
+        "size", verdicts, measurements, summary, time.perf_counter() - t0
+    )

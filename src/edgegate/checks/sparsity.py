@@ -1,0 +1,82 @@
+"""Sparsity check: is the checkpoint as sparse as claimed, and are its weights finite?
+
+Policy section: ``claim_tolerance`` (absolute, on the prunable-linear fraction) and
+``require_claim`` (no claim at all is then a failure, not a skip).
+"""
+
+from __future__ import annotations
+
+import time
+
+from edgegate.checks.base import CheckContext, CheckResult, Status, Verdict
+from edgegate.forensics.scan import shared_scans
+from edgegate.forensics.sparsity import compare_claim, pct
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    t0 = time.perf_counter()
+    res, _ = shared_scans(ctx)
+    tol = float(ctx.section.get("claim_tolerance", 0.02))
+    require = bool(ctx.section.get("require_claim", False))
+    claimed = ctx.claims.get("sparsity", res.claims.get("sparsity"))
+    source = (
+        "policy/cli"
+        if "sparsity" in ctx.claims
+        else res.claim_sources.get("sparsity", "checkpoint metadata")
+    )
+    n = res.prunable.numel
+    verdicts: list[Verdict] = []
+    if claimed is None:
+        status = Status.FAIL if require else Status.SKIPPED
+        verdicts.append(
+            Verdict(
+                "sparsity_claim", status,
+                "no sparsity claim to verify (none in the policy, --claim or checkpoint metadata)"
+                + (" and require_claim is true" if require else f"; measured {pct(res.prunable.sparsity)}"),
+                observed=res.prunable.sparsity, n=n, scope="prunable linears",
+            )
+        )  # fmt: skip
+    else:
+        cmp_ = compare_claim(float(claimed), source, res.prunable, res.kinds, res.layers, tol)
+        ok = abs(cmp_.delta) <= tol
+        verdicts.append(
+            Verdict(
+                "sparsity_claim", Status.PASS if ok else Status.FAIL,
+                f"actual {pct(cmp_.actual)} vs claimed {pct(cmp_.claimed)} ({source}), tolerance "
+                f"{pct(tol)}: {cmp_.reason}",
+                observed=cmp_.actual, threshold=tol, comparator="|actual - claimed| <=", n=n,
+                effect_size=cmp_.delta, effect_size_name="actual - claimed (fraction)",
+                test="exact zero count (every weight read)", scope="prunable linears",
+            )
+        )  # fmt: skip
+    bad = res.nan + res.inf
+    verdicts.append(
+        Verdict(
+            "finite_weights", Status.PASS if bad == 0 else Status.FAIL,
+            f"{res.nan} NaN and {res.inf} Inf among {res.overall.numel:,} weights",
+            observed=float(bad), threshold=0.0, comparator="<=", n=res.overall.numel,
+            test="exact count",
+        )
+    )  # fmt: skip
+    meas = res.to_dict()
+    measurements = {
+        k: meas[k]
+        for k in (
+            "path",
+            "format",
+            "sparsity",
+            "nonfinite",
+            "structure",
+            "sparsity_claim",
+            "claims",
+        )
+    }
+    if res.comparison is not None:
+        measurements["fingerprint"] = res.comparison.fingerprint.to_dict()
+        measurements["super_weights"] = res.comparison.super_weights.to_dict()
+    summary = f"prunable-linear sparsity {pct(res.prunable.sparsity)} ({res.structure.pattern})"
+    if claimed is not None:
+        summary += f", claimed {pct(float(claimed))}"
+    return CheckResult.from_verdicts(
+        "sparsity", verdicts, measurements, summary, time.perf_counter() - t0
+    )
