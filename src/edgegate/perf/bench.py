@@ -1,0 +1,210 @@
+"""Latency/throughput of a dense vs a compressed model on one runtime.
+
+Method (llama-bench's pp/tg tests and mlx_lm.benchmark, tightened for a comparison):
+- the prompt is ``prompt_tokens`` random token ids from a fixed seed, identical for both
+  models (no tokenizer or text effects); decode is ``gen_tokens`` greedy steps ignoring EOS;
+- each model runs in its own process (its peak RSS is its own), pinned to the same CPUs with
+  the same thread count; load time is the runtime's model load (GGUF conversion excluded);
+- ``warmup`` unmeasured runs each, then ``repetitions`` measured runs INTERLEAVED in ABBA
+  order (dense, compressed, compressed, dense, ...) so drift and order effects hit both;
+- per metric: medians, and the speedup as a ratio of medians with a paired percentile
+  bootstrap 95% CI over repetitions (pairs = the two runs of one repetition).
+Raw samples are kept in the result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgegate.backends import open_backend
+from edgegate.errors import InputError
+from edgegate.perf.stats import ratio_of_medians
+from edgegate.progress import NullProgress, Progress
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    prompt_tokens: int = 512
+    gen_tokens: int = 128
+    repetitions: int = 5
+    warmup: int = 1
+    threads: int | None = None
+    seed: int = 0
+    pin: bool = True  # pin both model processes to CPUs 0..threads-1
+    timeout: float = 1800.0  # seconds per runtime call before the child is killed
+    cache_dir: str | None = None
+    level: float = 0.95
+
+    def validate(self) -> None:
+        for name in ("prompt_tokens", "gen_tokens", "repetitions"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}", field=name)
+        if self.warmup < 0:
+            raise InputError("warmup must be >= 0", field="warmup")
+        if self.threads is not None and self.threads < 1:
+            raise InputError("threads must be >= 1", field="threads")
+
+
+@dataclass(frozen=True)
+class Sample:
+    model: str  # "dense" | "compressed"
+    repetition: int
+    order: int  # position in the interleaved sequence
+    prefill_s: float
+    decode_s: float
+    ttft_s: float
+    prefill_tps: float
+    decode_tps: float
+    peak_rss_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Speedup:
+    metric: str  # "decode_tps" | "prefill_tps" | "ttft"
+    point: float  # compressed over dense (for ttft: dense over compressed): > 1 is faster
+    ci_low: float
+    ci_high: float
+    n: int
+    level: float
+    method: str = "ratio of medians, paired percentile bootstrap over repetitions (10000 resamples)"
+
+
+@dataclass(frozen=True)
+class RuntimeBench:
+    runtime: str
+    config: BenchConfig
+    dense: dict[str, Any]  # what was loaded (path, converted_from, threads, load_s, ...)
+    compressed: dict[str, Any]
+    samples: tuple[Sample, ...]
+    medians: dict[str, dict[str, float]]  # model -> metric -> median
+    speedups: dict[str, Speedup]
+    peak_rss_bytes: dict[str, int | None]
+    cpus: tuple[int, ...] | None
+    wall_s: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def decode(self) -> Speedup:
+        return self.speedups["decode_tps"]
+
+
+def random_prompt(n: int, n_vocab: int, seed: int) -> list[int]:
+    """Uniform random ids like llama-bench; the same seed gives both models the same prompt."""
+    return [int(t) for t in np.random.default_rng(seed).integers(0, n_vocab, size=n)]
+
+
+def _cpus(threads: int | None, pin: bool) -> tuple[int, ...] | None:
+    if not pin or not threads or not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return tuple(allowed[:threads]) if threads <= len(allowed) else None
+
+
+def abba_order(repetitions: int) -> list[tuple[int, str]]:
+    """(repetition, model) in ABBA order: D C, C D, D C, ..."""
+    out: list[tuple[int, str]] = []
+    for r in range(repetitions):
+        pair = ["dense", "compressed"] if r % 2 == 0 else ["compressed", "dense"]
+        out.extend((r, m) for m in pair)
+    return out
+
+
+def bench_runtime(
+    runtime: str,
+    dense_path: str | Path,
+    compressed_path: str | Path,
+    cfg: BenchConfig,
+    *,
+    progress: Progress | None = None,
+) -> RuntimeBench:
+    cfg.validate()
+    prog = progress or NullProgress()
+    cpus = _cpus(cfg.threads, cfg.pin)
+    n_ctx = cfg.prompt_tokens + cfg.gen_tokens + 1
+    t_start = time.perf_counter()
+    opened: dict[str, Any] = {}
+    try:
+        for name, path in (("dense", dense_path), ("compressed", compressed_path)):
+            opened[name] = open_backend(
+                runtime,
+                path,
+                threads=cfg.threads,
+                n_ctx=n_ctx,
+                seed=cfg.seed,
+                cache_dir=cfg.cache_dir,
+                timeout=cfg.timeout,
+                isolate=True,
+                cpus=cpus,
+            )
+        vocab = min(int(b.n_vocab) for b in opened.values())
+        prompt = random_prompt(cfg.prompt_tokens, vocab, cfg.seed)
+        order = abba_order(cfg.repetitions)
+        samples: list[Sample] = []
+        with prog.task(f"bench {runtime}", total=2 * cfg.warmup + len(order)) as advance:
+            for _ in range(cfg.warmup):
+                for name in ("dense", "compressed"):
+                    opened[name].time_run(prompt, cfg.gen_tokens)
+                    advance(1)
+            for k, (rep, name) in enumerate(order):
+                t = opened[name].time_run(prompt, cfg.gen_tokens)
+                samples.append(
+                    Sample(
+                        name,
+                        rep,
+                        k,
+                        t.prefill_s,
+                        t.decode_s,
+                        t.ttft_s,
+                        t.prompt_tokens / t.prefill_s,
+                        t.gen_tokens / t.decode_s,
+                        t.peak_rss_bytes,
+                    )
+                )
+                advance(1)
+        infos = {name: b.info() for name, b in opened.items()}
+    finally:
+        for b in opened.values():
+            b.close()
+    return summarize(runtime, cfg, samples, infos, cpus, time.perf_counter() - t_start)
+
+
+def _series(samples: Sequence[Sample], model: str, metric: str) -> np.ndarray:
+    rows = sorted((s for s in samples if s.model == model), key=lambda s: s.repetition)
+    return np.asarray([getattr(s, metric) for s in rows], dtype=np.float64)
+
+
+def summarize(
+    runtime: str,
+    cfg: BenchConfig,
+    samples: Sequence[Sample],
+    infos: dict[str, dict[str, Any]],
+    cpus: tuple[int, ...] | None,
+    wall_s: float,
+) -> RuntimeBench:
+    medians = {
+        m: {k: float(np.median(_series(samples, m, k))) for k in ("prefill_tps", "decode_tps", "ttft_s")}
+        for m in ("dense", "compressed")
+    }
+    speedups: dict[str, Speedup] = {}
+    for metric, attr, invert in (("decode_tps", "decode_tps", False), ("prefill_tps", "prefill_tps", False), ("ttft", "ttft_s", True)):
+        d, c = _series(samples, "dense", attr), _series(samples, "compressed", attr)
+        num, den = (d, c) if invert else (c, d)
+        point, lo, hi = ratio_of_medians(num, den, level=cfg.level, seed=cfg.seed)
+        speedups[metric] = Speedup(metric, point, lo, hi, int(d.size), cfg.level)
+    rss = {
+        m: max((s.peak_rss_bytes for s in samples if s.model == m and s.peak_rss_bytes), default=None)
+        for m in ("dense", "compressed")
+    }
+    notes = []
+    if runtime == "mlx":
+        notes.append("MLX has no thread-count setting; CPU pinning (if any) still applies")
+    if cfg.repetitions < 3:
+        notes.append(f"only {cfg.repetitions} repetitions: the bootstrap CI is unreliable")
+    return RuntimeBench(runtime, cfg, infos["dense"], infos["compressed"], tuple(samples), medians, speedups, rss, cpus, wall_s, tuple(notes))
