@@ -147,7 +147,9 @@ class HttpClient:
                 text = self._redact(e.read(4096).decode("utf-8", "replace"))
                 e.close()
                 last = f"HTTP {e.code}: {text[:_SNIPPET]}"
-                if e.code not in RETRY_STATUSES:
+                # "X is not supported" answered with a 500 (llama-server does) will not change
+                refusal = e.code == 500 and "support" in text.lower()
+                if e.code not in RETRY_STATUSES or refusal:
                     raise HttpError(
                         f"{method} {where} failed with {last}",
                         status=e.code,

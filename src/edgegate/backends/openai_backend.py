@@ -102,9 +102,9 @@ def parse_logprobs(choice: Any) -> list[_Pos]:
         for i, e in enumerate(lp["content"]):
             if not isinstance(e, dict) or "logprob" not in e:
                 raise BackendError(f"malformed logprobs.content[{i}]: {e!r:.80}")
-            tops = tuple((t.get("id"), t.get("token"), _finite(t.get("logprob"), "top_logprob"))
+            ctops = tuple((t.get("id"), t.get("token"), _finite(t.get("logprob"), "top_logprob"))
                          for t in e.get("top_logprobs") or [] if isinstance(t, dict))
-            out.append(_Pos(e.get("id"), e.get("token"), _finite(e["logprob"], "logprob"), tops))
+            out.append(_Pos(e.get("id"), e.get("token"), _finite(e["logprob"], "logprob"), ctops))
         return out
     toks, lps, tops_l = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
     if not isinstance(toks, list) or not isinstance(lps, list) or len(toks) != len(lps):
@@ -212,7 +212,9 @@ class OpenAIBackend:
         try:
             return self._http.post_json(path, body)
         except HttpError as e:
-            if e.status in (400, 404, 405, 422, 500, 501) and what in _FEATURES:
+            refused = e.status in (400, 404, 405, 422, 501) or (
+                e.status == 500 and "support" in e.body.lower())
+            if refused and what in _FEATURES:
                 raise FeatureUnsupported(
                     f"{self.base_url} ({self.dialect}) does not support {_FEATURES[what]}: "
                     f"HTTP {e.status} {e.body[:160]}",
