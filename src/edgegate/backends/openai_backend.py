@@ -27,6 +27,7 @@ import math
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -144,8 +145,11 @@ class OpenAIBackend:
     ) -> None:
         t0 = time.perf_counter()
         # Path("http://h:1") collapses the "//"; undo that so the registry may pass a Path.
-        url = re.sub(r"^(https?):/(?!/)", r"\1://", str(base_url)).rstrip("/")
-        url = re.sub(r"/v1$", "", url)
+        url = re.sub(r"^(https?):/(?!/)", r"\1://", str(base_url))
+        # "http://host:8000?model=NAME": lets a CLI that takes one path per model pick one.
+        url, _, query = url.partition("?")
+        model = model or urllib.parse.parse_qs(query).get("model", [None])[0]
+        url = re.sub(r"/v1$", "", url.rstrip("/"))
         if not re.match(r"^https?://[^/]+", url):
             raise InputError(f"not an http(s) URL: {public_url(url)!r}", field="base_url",
                              hint="e.g. http://127.0.0.1:8000")
