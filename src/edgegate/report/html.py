@@ -1,0 +1,306 @@
+"""A single self-contained HTML file: inline CSS and inline SVG, nothing fetched, no script.
+
+Charts appear when their data is in the report: sparsity per layer and module kind (against
+the claimed sparsity), bytes on disk per format (against the claimed size), and Δperplexity
+vs ΔSRS per BBQ category (the "perplexity says fine, bias got worse" quadrant).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from html import escape
+from typing import Any
+
+from edgegate.checks.base import _jsonable
+from edgegate.report.common import STATUS_TITLE, ci, extras, human_bytes, num, threshold
+from edgegate.report.svg import RefLine, bar_chart, quadrant_scatter
+from edgegate.runner import GateResult
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#f6f7f9}
+main{max-width:1100px;margin:0 auto;padding:24px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.banner{padding:16px 20px;border-radius:8px;color:#fff;margin-bottom:16px}
+.banner.pass{background:#2e7d32}.banner.fail{background:#c62828}.banner.error{background:#6a1b9a}.banner.incomplete{background:#b26a00}
+.banner p{margin:6px 0 0}.banner ul{margin:6px 0 0 18px;padding:0}
+.note{background:#fff4e5;border-left:4px solid #f28e2b;padding:10px 14px;margin:10px 0;border-radius:4px}
+.note.paradox{background:#fdecea;border-color:#c62828;font-weight:600}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
+th,td{border:1px solid #e2e2e2;padding:5px 8px;text-align:left;vertical-align:top}
+th{background:#f0f1f4} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+code{overflow-wrap:anywhere}
+.pill{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
+.pill.pass{background:#2e7d32}.pill.fail{background:#c62828}.pill.error{background:#6a1b9a}
+.pill.inconclusive{background:#b26a00}.pill.skipped,.pill.deselected{background:#8a8a8a}
+.chart{background:#fff;border:1px solid #e2e2e2;border-radius:6px;padding:8px;margin:10px 0}
+.chart .title{font-weight:600;font-size:14px}.chart .tick{font-size:11px;fill:#444}
+.chart .ref{font-size:12px;font-weight:600}.chart .zero{font-size:11px;font-weight:700;fill:#c0392b}.chart .axis{font-size:12px;fill:#222}
+code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
+pre{background:#fff;border:1px solid #e2e2e2;padding:8px;overflow:auto;max-height:420px}
+.muted{color:#666}.wide{overflow-x:auto}
+"""
+
+_MAX_RAW = 60_000  # characters of raw measurements shown per check
+
+
+def render(gate: GateResult) -> str:
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<title>edgegate: {escape(gate.status)} · {escape(gate.policy.name)}</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        _banner(gate),
+        *(_note(n) for n in gate.notes),
+        "<h2>Checks</h2>",
+        _checks_table(gate),
+    ]
+    charts = list(_charts(gate))
+    if charts:
+        parts += ["<h2>Charts</h2>", *(f"<div class='chart'>{c}</div>" for c in charts)]
+    parts += ["<h2>Verdicts</h2>", _verdicts_table(gate)]
+    if gate.claims:
+        rows = "".join(
+            f"<tr><td><code>{escape(k)}</code></td><td class='num'>{v:g}</td><td>{escape(gate.claim_sources.get(k, ''))}</td></tr>"
+            for k, v in sorted(gate.claims.items())
+        )
+        parts += ["<h2>Claims</h2>", f"<table><tr><th>claim</th><th>value</th><th>source</th></tr>{rows}</table>"]
+    parts += ["<h2>Inputs</h2>", _inputs_table(gate), "<h2>Environment</h2>", _environment(gate)]
+    parts += ["<h2>Raw measurements</h2>", *(_raw(o.name, o.result.measurements) for o in gate.outcomes if o.result.measurements)]
+    parts.append("</main></body></html>\n")
+    return "".join(parts)
+
+
+def _pill(status: str) -> str:
+    return f"<span class='pill {escape(status)}'>{escape(status)}</span>"
+
+
+def _banner(gate: GateResult) -> str:
+    reasons = "" if gate.status == "pass" else "<ul>" + "".join(f"<li>{escape(r)}</li>" for r in gate.reasons) + "</ul>"
+    return (
+        f"<div class='banner {escape(gate.status)}'><h1>edgegate: {escape(STATUS_TITLE.get(gate.status, gate.status))}</h1>"
+        f"<p>policy <b>{escape(gate.policy.name)}</b>{' (--strict)' if gate.strict else ''} · exit code {gate.exit_code}"
+        f" · {escape(gate.started_at)} · {gate.duration_s:.1f}s</p>{reasons}</div>"
+    )
+
+
+def _note(text: str) -> str:
+    cls = "note paradox" if "paradox" in text else "note"
+    return f"<div class='{cls}'>{escape(text)}</div>"
+
+
+def _checks_table(gate: GateResult) -> str:
+    rows = []
+    for o in gate.outcomes:
+        st = o.result.status.value if o.selected else "deselected"
+        rows.append(
+            f"<tr><td><b>{escape(o.name)}</b></td><td>{'yes' if o.required else 'no'}</td><td>{_pill(st)}</td>"
+            f"<td>{escape(o.result.summary)}{_reason(o.reason, o.result.summary)}</td>"
+            f"<td class='num'>{o.result.duration_s:.2f}s</td></tr>"
+        )
+    head = "<tr><th>check</th><th>required</th><th>status</th><th>summary / effect on the gate</th><th>time</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _reason(reason: str, summary: str) -> str:
+    if reason in ("passed", summary):
+        return ""
+    return f"<div class='muted'>{escape(reason)}</div>"
+
+
+def _verdicts_table(gate: GateResult) -> str:
+    rows = []
+    for o in gate.outcomes:
+        for v in o.result.verdicts:
+            rows.append(
+                f"<tr><td>{escape(o.name)}</td><td>{escape(v.name)}</td><td>{escape(v.scope or '')}</td><td>{_pill(v.status.value)}</td>"
+                f"<td class='num'>{escape(num(v.observed, v.unit))}</td><td class='num'>{escape(threshold(v))}</td>"
+                f"<td class='num'>{v.n if v.n is not None else '—'}</td><td class='num'>{escape(ci(v))}</td>"
+                f"<td>{escape(extras(v))}</td><td>{escape(v.message)}</td></tr>"
+            )
+    if not rows:
+        return "<p class='muted'>No verdicts: no check produced a measurement.</p>"
+    head = "<tr><th>check</th><th>verdict</th><th>scope</th><th>status</th><th>observed</th><th>threshold</th><th>n</th><th>CI</th><th>effect / test</th><th>message</th></tr>"
+    return f"<div class='wide'><table>{head}{''.join(rows)}</table></div>"
+
+
+def _inputs_table(gate: GateResult) -> str:
+    rows = []
+    for inp in gate.inputs:
+        files = inp["files"]
+        listing = "<br>".join(
+            f"<code>{escape(f['path'])}</code> {human_bytes(f['bytes'])} <code class='muted'>{escape(f['sha256'] or 'not hashed')}</code>"
+            for f in files[:50]
+        )
+        if len(files) > 50:
+            listing += f"<br>… and {len(files) - 50} more files (see the JSON report)"
+        rows.append(
+            f"<tr><td>{escape(inp['role'])}</td><td><code>{escape(inp['path'])}</code><br>{escape(str(inp['format'] or inp['kind']))}, "
+            f"{human_bytes(inp['total_bytes'])}</td><td>{listing}</td></tr>"
+        )
+    return f"<table><tr><th>role</th><th>path</th><th>files (sha256)</th></tr>{''.join(rows)}</table>"
+
+
+def _environment(gate: GateResult) -> str:
+    env = gate.environment
+    libs = ", ".join(f"{k} {v}" for k, v in (env.get("libraries") or {}).items() if v)
+    return (
+        f"<p>edgegate {escape(str(env.get('edgegate')))} · Python {escape(str(env.get('python')))} · "
+        f"{escape(str(env.get('platform')))}<br>CPU: {escape(str(env.get('cpu_model')))} "
+        f"({env.get('cpu_available')}/{env.get('cpu_count')} cores available)<br><span class='muted'>{escape(libs)}</span></p>"
+    )
+
+
+def _raw(name: str, measurements: Mapping[str, Any]) -> str:
+    text = json.dumps(_jsonable(measurements), indent=1)
+    if len(text) > _MAX_RAW:
+        text = text[:_MAX_RAW] + "\n… (truncated; the JSON report has everything)"
+    return f"<details><summary>{escape(name)}</summary><pre>{escape(text)}</pre></details>"
+
+
+# ---------------------------------------------------------------- charts
+
+
+def _find(obj: Any, key: str, depth: int = 0) -> Any:
+    """The first value stored under ``key`` in nested mappings (breadth before depth)."""
+    if depth > 4 or not isinstance(obj, Mapping):
+        return None
+    if key in obj:
+        return obj[key]
+    for v in obj.values():
+        found = _find(v, key, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _charts(gate: GateResult) -> Iterator[str]:
+    sp = gate.result("sparsity")
+    if sp is not None and sp.measurements:
+        yield from _sparsity_charts(sp.measurements, gate.claims.get("sparsity"))
+    size = gate.result("size")
+    if size is not None and size.measurements:
+        chart = _size_chart(size.measurements, gate.claims.get("size_saving"))
+        if chart:
+            yield chart
+    chart = _ppl_vs_bias(gate)
+    if chart:
+        yield chart
+
+
+_KIND_ORDER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _pct(v: float) -> str:
+    return f"{v * 100:.0f}%"
+
+
+def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]:
+    refs = [RefLine(claim, f"claimed {claim:.0%}")] if claim is not None else []
+    tensors = _find(m, "tensors")
+    if isinstance(tensors, list) and tensors and isinstance(tensors[0], Mapping) and "layer" in tensors[0]:
+        grid: dict[int, dict[str, list[float]]] = {}
+        for t in tensors:
+            if t.get("layer") is None or t.get("kind") not in _KIND_ORDER or not t.get("numel"):
+                continue
+            cell = grid.setdefault(int(t["layer"]), {}).setdefault(t["kind"], [0.0, 0.0])
+            cell[0] += float(t.get("zeros", 0))
+            cell[1] += float(t["numel"])
+        if grid:
+            layers = sorted(grid)
+            kinds = [k for k in _KIND_ORDER if any(k in grid[layer] for layer in layers)]
+            series = [
+                (k, [grid[layer][k][0] / grid[layer][k][1] if k in grid[layer] else None for layer in layers]) for k in kinds
+            ]
+            yield bar_chart(
+                "Sparsity per layer, by module kind", [f"layer {layer}" for layer in layers], series, fmt=_pct, ymax=1.0, refs=refs
+            )
+            return
+    by_kind = _find(m, "by_kind")
+    if isinstance(by_kind, Mapping) and by_kind:
+        kinds = [k for k in _KIND_ORDER if k in by_kind] + [k for k in by_kind if k not in _KIND_ORDER]
+        vals = [_sparsity_of(by_kind[k]) for k in kinds]
+        yield bar_chart("Sparsity by module kind", kinds, [("sparsity", vals)], fmt=_pct, ymax=1.0, refs=refs)
+    by_layer = _find(m, "by_layer")
+    if isinstance(by_layer, Mapping) and by_layer:
+        keys = sorted(by_layer, key=lambda k: int(k) if str(k).lstrip("-").isdigit() else 1 << 30)
+        yield bar_chart(
+            "Sparsity of prunable weights per layer",
+            [f"layer {k}" for k in keys],
+            [("sparsity", [_sparsity_of(by_layer[k]) for k in keys])],
+            fmt=_pct,
+            ymax=1.0,
+            refs=refs,
+        )
+
+
+def _sparsity_of(v: Any) -> float | None:
+    if isinstance(v, Mapping):
+        if v.get("sparsity") is not None:
+            return float(v["sparsity"])
+        if v.get("numel"):
+            return float(v.get("zeros", 0)) / float(v["numel"])
+        return None
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _size_chart(m: Mapping[str, Any], claim: float | None) -> str | None:
+    """Bytes on disk: dense, compressed as shipped, and what the same tensors would take in
+    other layouts; the claimed size is a reference line."""
+    cats: list[str] = []
+    vals: list[float | None] = []
+    dense_disk = _find(m, "dense_bytes") or _find(_find(m, "dense") or {}, "disk_bytes") or _find(_find(m, "dense_size") or {}, "disk_bytes")
+    comp_disk = _find(m, "compressed_bytes") or _find(_find(m, "compressed") or {}, "disk_bytes") or _find(m, "disk_bytes")
+    if isinstance(dense_disk, (int, float)):
+        cats.append("dense (disk)")
+        vals.append(float(dense_disk))
+    if isinstance(comp_disk, (int, float)):
+        fmt = _find(m, "format")
+        cats.append(f"compressed (disk{', ' + str(fmt) if isinstance(fmt, str) else ''})")
+        vals.append(float(comp_disk))
+    projected = _find(m, "projected")
+    if isinstance(projected, Mapping):
+        for layout, b in projected.items():
+            cats.append(f"as {layout}")
+            vals.append(float(b) if isinstance(b, (int, float)) else None)
+    per_format = _find(m, "per_format")
+    if isinstance(per_format, Mapping):
+        for fmt_name, b in per_format.items():
+            b = b.get("disk_bytes") if isinstance(b, Mapping) else b
+            cats.append(str(fmt_name))
+            vals.append(float(b) if isinstance(b, (int, float)) else None)
+    if len(cats) < 2:
+        return None
+    refs = []
+    if claim is not None and isinstance(dense_disk, (int, float)):
+        refs.append(RefLine(float(dense_disk) * (1 - claim), f"claimed size ({claim:.0%} saving)"))
+    return bar_chart("Bytes on disk vs claimed size", cats, [("bytes", vals)], fmt=human_bytes, refs=refs)
+
+
+def _ppl_vs_bias(gate: GateResult) -> str | None:
+    ppl, bbq = gate.result("perplexity"), gate.result("bbq")
+    if ppl is None or bbq is None or not bbq.measurements:
+        return None
+    rel = next((v for v in ppl.verdicts if v.observed is not None and v.threshold is not None), None)
+    if rel is None or rel.observed is None:
+        return None
+    deltas = _find(bbq.measurements, "delta_srs_by_category")
+    points = []
+    if isinstance(deltas, Mapping):
+        points = [(str(c), float(rel.observed), float(d)) for c, d in deltas.items() if isinstance(d, (int, float))]
+    overall = _find(bbq.measurements, "overall")
+    if isinstance(overall, Mapping) and isinstance(overall.get("delta_srs"), (int, float)):
+        points.append(("overall", float(rel.observed), float(overall["delta_srs"])))
+    if not points:
+        return None
+    y_limit = gate.policy.checks["bbq"].section.get("max_srs_increase_abs") if "bbq" in gate.policy.checks else None
+    return quadrant_scatter(
+        "Δperplexity vs ΔSRS per BBQ category",
+        points,
+        x_label="relative perplexity increase (compressed vs dense)",
+        y_label="ΔSRS (stereotype reliance, compressed - dense)",
+        x_limit=rel.threshold,
+        y_limit=float(y_limit) if y_limit is not None else None,
+        bad_label="perplexity passes, bias fails: false assurance",
+        fmt=lambda v: f"{v * 100:+.1f}%",
+    )
