@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -211,3 +212,45 @@ def load_dataset_text(name: str, *, split: str = "test", config: str | None = No
         raise InputError(f"cannot load dataset '{name}': {exc}", field="dataset") from exc
     column = "text" if "text" in ds.column_names else ds.column_names[0]
     return "\n\n".join(str(t) for t in ds[column])
+
+
+def run_ppl(
+    dense_path: str | Path,
+    compressed_path: str | Path,
+    *,
+    runtime: str = "llamacpp",
+    text: str | None = None,
+    n_ctx: int = 512,
+    mode: Mode = "chunked",
+    threads: int | None = None,
+    cache_dir: str | Path | None = None,
+    timeout: float | None = 1800.0,
+    progress: Progress | None = None,
+) -> PPLComparison:
+    """Open both models on ``runtime`` (each in its own process when ``timeout`` is set), refuse
+    differing tokenizers (InputError, exit 2), and compare them on ``text`` (default: the
+    embedded evaluation text)."""
+    from edgegate.backends import open_backend
+    from edgegate.backends.tokenizer import require_same_tokenizer
+
+    body = default_text() if text is None else text
+    if not body.strip():
+        raise InputError("the evaluation text is empty", field="text")
+    opened: list[Any] = []
+    try:
+        for p in (dense_path, compressed_path):
+            opened.append(
+                open_backend(runtime, p, threads=threads, n_ctx=n_ctx, cache_dir=cache_dir, timeout=timeout)
+            )
+        dense, comp = opened
+        tok = require_same_tokenizer(dense, comp, (body[:2000],))
+        result = compare_models(dense, comp, body, n_ctx=n_ctx, mode=mode, progress=progress)
+        result.extra.update(
+            tokenizer_probes=tok.probes,
+            dense_model=dense.info() if hasattr(dense, "info") else {},
+            compressed_model=comp.info() if hasattr(comp, "info") else {},
+        )
+        return result
+    finally:
+        for b in opened:
+            b.close()

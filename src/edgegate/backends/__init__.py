@@ -122,3 +122,19 @@ def open_backend(
 
     options["cache_dir"] = Path(cache_dir) if cache_dir else None
     return _load_factory(spec.factory)(p, **options)
+
+
+def supports(runtime: str, path: str | Path) -> str | None:
+    """None when ``runtime`` can load ``path``'s format, else why not (a check then skips that
+    runtime instead of failing: an ONNX export is not a GGUF)."""
+    p = Path(path)
+    is_hf = p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors"))
+    if runtime == "llamacpp":
+        ok = (p.is_file() and p.suffix == ".gguf") or is_hf or (p.is_dir() and len(list(p.glob("*.gguf"))) == 1)
+        return None if ok else "llama.cpp loads .gguf files or HF safetensors directories"
+    if runtime == "mlx":
+        return None if is_hf else "MLX loads HF or mlx-lm safetensors directories"
+    if runtime == "onnx":
+        ok = (p.is_file() and p.suffix == ".onnx") or (p.is_dir() and any(p.glob("*.onnx")))
+        return None if ok else "ONNX Runtime loads .onnx exports"
+    return None

@@ -1,9 +1,94 @@
-"""`edgegate ppl` (placeholder until its issue lands)."""
+"""`edgegate ppl DENSE COMPRESSED`: perplexity of both models on the same token stream.
+
+stdout: a one-screen text summary, or the full result with --json. Progress on stderr.
+Exit 2 when the tokenizers differ or the text is too short; 3 when the runtime fails.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 import click
 
+from edgegate.errors import InputError
+
+
+def comparison_dict(cmp: Any) -> dict[str, Any]:
+    from edgegate.checks.base import _jsonable
+
+    out: dict[str, Any] = _jsonable(asdict(cmp))
+    return out
+
 
 @click.command(name="ppl")
-def command() -> None:
-    """Not available yet."""
-    raise click.UsageError("'edgegate ppl' is not available in this build yet")
+@click.argument("dense", type=click.Path(path_type=Path))
+@click.argument("compressed", type=click.Path(path_type=Path))
+@click.option("--runtime", default="llamacpp", show_default=True,
+              type=click.Choice(["llamacpp", "mlx", "onnx"]), help="Runtime that scores the tokens.")
+@click.option("--text", "text_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="UTF-8 text to score (default: edgegate's embedded evaluation text).")
+@click.option("--dataset", metavar="NAME", help="A hub dataset's test split instead (needs edgegate[hub]), e.g. wikitext.")
+@click.option("--dataset-config", metavar="NAME", help="The dataset's config, e.g. wikitext-2-raw-v1.")
+@click.option("--n-ctx", type=click.IntRange(min=4), default=512, show_default=True, help="Chunk size in tokens.")
+@click.option("--mode", type=click.Choice(["chunked", "full"]), default="chunked", show_default=True,
+              help="chunked: llama-perplexity's method (score the second half of each chunk); full: score every token.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtime.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Where converted GGUF files are cached.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
+              help="Seconds one runtime call may take before it is treated as hung.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def command(
+    dense: Path,
+    compressed: Path,
+    runtime: str,
+    text_file: Path | None,
+    dataset: str | None,
+    dataset_config: str | None,
+    n_ctx: int,
+    mode: str,
+    threads: int | None,
+    cache_dir: Path | None,
+    timeout: float,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Perplexity of DENSE and COMPRESSED, and the relative change with a paired CI."""
+    from edgegate.ppl import load_dataset_text, run_ppl
+    from edgegate.progress import NullProgress, RichProgress
+
+    for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):
+        if not p.exists():
+            raise InputError(f"{role} not found", path=p)
+    if text_file and dataset:
+        raise InputError("give either --text or --dataset, not both", field="--text/--dataset")
+    text: str | None = None
+    if text_file:
+        try:
+            text = text_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the text: {exc}", path=text_file, field="--text",
+                             hint="pass a UTF-8 text file") from exc
+    elif dataset:
+        text = load_dataset_text(dataset, config=dataset_config)
+    cmp = run_ppl(
+        dense, compressed, runtime=runtime, text=text, n_ctx=n_ctx, mode=mode,  # type: ignore[arg-type]
+        threads=threads, cache_dir=cache_dir, timeout=timeout,
+        progress=NullProgress() if quiet else RichProgress(),
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(comparison_dict(cmp), indent=2) + "\n")
+        return
+    d, c = cmp.dense, cmp.compressed
+    lines = [
+        f"runtime {runtime}, mode {d.mode}, n_ctx {d.n_ctx}: {d.n_chunks} chunks, {d.n_scored} scored tokens",
+        f"dense       PPL {d.ppl:.4f} ± {d.se_ppl:.4f}   ({d.tokens_per_s:.0f} tok/s)",
+        f"compressed  PPL {c.ppl:.4f} ± {c.se_ppl:.4f}   ({c.tokens_per_s:.0f} tok/s)",
+        f"relative change {cmp.relative_change:+.2%}  95% CI [{cmp.ci_low:+.2%}, {cmp.ci_high:+.2%}]  "
+        f"(n={cmp.n} chunks; {cmp.test})",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
