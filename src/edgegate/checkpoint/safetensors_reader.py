@@ -171,14 +171,14 @@ def read_header(path: Path) -> tuple[list[Entry], dict[str, str]]:
         entries.append((begin, end, Entry(name, dtype, tuple(shape), data_start + begin, end - begin, path)))
     entries.sort(key=lambda t: (t[0], t[1]))
     pos, prev = 0, None
-    for begin, end, e in entries:
+    for begin, end, ent in entries:
         if begin < pos:
             raise _err(path, f"data overlaps tensor '{prev}' (starts at {begin}, previous ends at {pos})",
-                       tensor=e.name, hint="lying header")
+                       tensor=ent.name, hint="lying header")
         if begin > pos:
-            raise _err(path, f"gap of {begin - pos} unreferenced bytes before this tensor", tensor=e.name,
+            raise _err(path, f"gap of {begin - pos} unreferenced bytes before this tensor", tensor=ent.name,
                        hint="tensors must cover the data section contiguously")
-        pos, prev = end, e.name
+        pos, prev = end, ent.name
     if pos != data_len:
         raise _err(path, f"data section is {data_len} bytes but tensors cover {pos}",
                    hint="trailing bytes or truncation: re-export the file")
@@ -239,12 +239,12 @@ def _validate_index(root: Path, entries: dict[str, Entry]) -> None:
         return
     wm: dict[str, str] = load_json(index)["weight_map"]
     for tensor, fname in wm.items():
-        e = entries.get(tensor)
-        if e is None:
+        stored = entries.get(tensor)
+        if stored is None:
             raise CheckpointError(f"index maps it to '{fname}' but no shard contains it", path=index,
                                   field=f"tensor '{tensor}'")
-        if e.file.name != fname:
-            raise CheckpointError(f"index maps it to '{fname}' but it is stored in '{e.file.name}'",
+        if stored.file.name != fname:
+            raise CheckpointError(f"index maps it to '{fname}' but it is stored in '{stored.file.name}'",
                                   path=index, field=f"tensor '{tensor}'")
     extra = [n for n in entries if n not in wm]
     if extra:

@@ -1,0 +1,159 @@
+"""What a compressed checkpoint claims about itself, and where each claim came from.
+
+Sources, lowest to highest precedence: ``pruning_meta.json`` beside the weights,
+compressed-tensors ``sparsity_config`` in config.json, the policy file's ``claims`` block,
+CLI ``--claim key=value``. ``merge`` keeps the last source that gives each value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgegate.checkpoint.detect import sparsity_config
+from edgegate.errors import CheckpointError, InputError
+
+META_FILE = "pruning_meta.json"
+NUMERIC = ("sparsity", "size_saving", "speedup")
+TEXT = ("method", "structure")
+KEYS = NUMERIC + TEXT
+_ALIASES = {
+    "target_sparsity": "sparsity", "sparsity_ratio": "sparsity", "global_sparsity": "sparsity",
+    "pruning_method": "method", "sparsity_structure": "structure", "pattern": "structure",
+    "size_reduction": "size_saving",
+}
+
+
+@dataclass(frozen=True)
+class Claims:
+    sparsity: float | None = None  # fraction of prunable weights that are zero
+    size_saving: float | None = None  # fraction of bytes saved vs dense
+    speedup: float | None = None  # dense time / compressed time
+    method: str | None = None  # e.g. "wanda", "sparsegpt", "magnitude"
+    structure: str | None = None  # "unstructured", "2:4", ...
+    source: Mapping[str, str] = field(default_factory=dict)  # claim key -> where it came from
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, k) is None for k in KEYS)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in KEYS}
+        out["source"] = dict(self.source)
+        return out
+
+
+def _number(key: str, value: Any, where: str, path: str | Path | None) -> float:
+    text = str(value).strip()
+    percent = text.endswith("%")
+    if key == "speedup" and text.lower().endswith("x"):
+        text = text[:-1]
+    try:
+        num = float(text.rstrip("%")) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"claim '{key}' must be a number, got {value!r}", path=path, field=where,
+                         hint="e.g. sparsity=0.5, size_saving=30%, speedup=1.5") from None
+    if isinstance(value, bool) or not math.isfinite(num):
+        raise InputError(f"claim '{key}' must be a finite number, got {value!r}", path=path, field=where)
+    if percent:
+        num /= 100.0
+    if key == "speedup":
+        if num <= 0:
+            raise InputError(f"claim 'speedup' must be > 0, got {value!r}", path=path, field=where)
+    elif not 0.0 <= num <= 1.0:
+        raise InputError(f"claim '{key}' must be a fraction in [0, 1], got {value!r}", path=path, field=where,
+                         hint=f"write {key}=0.5 or {key}=50%")
+    return num
+
+
+def from_mapping(data: Mapping[str, Any], source: str, *, path: str | Path | None = None,
+                 strict: bool = True) -> Claims:
+    """Claims from a dict (policy block, metadata file); unknown keys are errors when strict."""
+    vals: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = _ALIASES.get(raw_key, raw_key)
+        if key not in KEYS:
+            if strict:
+                raise InputError(f"unknown claim '{raw_key}'", path=path, field=f"claims.{raw_key}",
+                                 hint=f"known claims: {', '.join(KEYS)}")
+            continue
+        if value is None:
+            continue
+        vals[key] = _number(key, value, f"claims.{raw_key}", path) if key in NUMERIC else str(value)
+    return Claims(**vals, source={k: source for k in vals})
+
+
+def parse_cli(items: Iterable[str]) -> Claims:
+    """``--claim key=value`` strings -> Claims (source "cli")."""
+    data: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise InputError(f"--claim '{item}' is not key=value", field="--claim",
+                             hint=f"e.g. --claim sparsity=0.5; keys: {', '.join(KEYS)}")
+        data[key] = value
+    try:
+        return from_mapping(data, "cli")
+    except InputError as e:
+        raise InputError(e.message, field="--claim", hint=e.hint) from None
+
+
+def merge(*claims: Claims) -> Claims:
+    """Later arguments win, per key; sources follow the winning value."""
+    out = Claims()
+    for c in claims:
+        upd = {k: getattr(c, k) for k in KEYS if getattr(c, k) is not None}
+        src = {**out.source, **{k: c.source.get(k, "unknown") for k in upd}}
+        out = replace(out, **upd, source=src)
+    return out
+
+
+def _structure_sparsity(structure: str) -> float | None:
+    # "N:M" keeps N of every M weights, so the sparsity it implies is 1 - N/M.
+    n, sep, m = structure.partition(":")
+    if sep and n.isdigit() and m.isdigit() and int(m) > 0 and int(n) <= int(m):
+        return 1.0 - int(n) / int(m)
+    return None
+
+
+def from_checkpoint_dir(path: str | Path, config: Mapping[str, Any] | None = None) -> Claims:
+    """Claims a checkpoint makes: pruning_meta.json, then compressed-tensors sparsity_config."""
+    p = Path(path)
+    root = p if p.is_dir() else p.parent
+    found: list[Claims] = []
+    meta = root / META_FILE
+    if meta.is_file():
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"not valid JSON ({e})", path=meta, hint="fix or remove the file") from None
+        if not isinstance(data, dict):
+            raise CheckpointError("expected a JSON object", path=meta)
+        found.append(from_mapping(data, META_FILE, path=meta, strict=False))
+    if config is None and (root / "config.json").is_file():
+        try:
+            config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            config = None  # the reader reports a broken config.json; claims just skip it
+    sc = sparsity_config(dict(config) if isinstance(config, Mapping) else None)
+    if sc:
+        src = "config.json sparsity_config"
+        vals: dict[str, Any] = {}
+        gs = sc.get("global_sparsity")
+        if isinstance(gs, (int, float)) and not isinstance(gs, bool) and gs > 0:
+            vals["sparsity"] = _number("sparsity", gs, "sparsity_config.global_sparsity", root / "config.json")
+        struct = sc.get("sparsity_structure")
+        if isinstance(struct, str):
+            vals["structure"] = struct
+            implied = _structure_sparsity(struct)
+            if "sparsity" not in vals and implied is not None:
+                vals["sparsity"] = implied
+        found.append(Claims(**vals, source={k: src for k in vals}))
+    return merge(*found)
+
+
+__all__ = ["KEYS", "Claims", "from_checkpoint_dir", "from_mapping", "merge", "parse_cli"]
