@@ -8,8 +8,10 @@ Formulas (b = bytes per element of the stored dtype, nnz = non-zeros, r x c = ro
                   int64[2] shape)
 - 2:4:            numel / 2 * b + r * ceil(c / 8) + 16
                   (compressed-tensors sparse-24-bitmask: half the values + packed bitmask + shape;
-                  cuSPARSELt's 2-bit index per kept value is the same numel / 8 bytes). Only for
-                  tensors whose every 4-group along the input dim has >= 2 zeros.
+                  cuSPARSELt's 2-bit index per kept value is the same numel / 8 bytes). Applied to
+                  tensors whose every 4-group along the input dim has >= 2 zeros; the others
+                  stay dense (as compressed-tensors leaves non-conforming layers); n/a when no
+                  tensor conforms.
 - CSR:            nnz * (b + i) + (r + 1) * p, i = 4 (int32 column index, 8 if c >= 2^31),
                   p = 4 (int32 row pointer, 8 if nnz >= 2^31)
 
@@ -68,7 +70,7 @@ class TensorSize:
     prunable: bool
     two_four: bool  # every 4-group along the input dim has >= 2 zeros
 
-    def projected(self) -> dict[str, int | None]:
+    def projected(self) -> dict[str, int]:
         dense = math.ceil(self.numel * self.elem_bytes)
         if not self.prunable or self.rows == 0:
             return dict.fromkeys(LAYOUTS, dense)
@@ -76,7 +78,7 @@ class TensorSize:
         return {
             "dense": dense,
             "sparse-bitmask": bitmask_bytes(r, c, self.nnz, b),
-            "2:4": two_four_bytes(r, c, b) if self.two_four and c % 4 == 0 else None,
+            "2:4": two_four_bytes(r, c, b) if self.two_four and c % 4 == 0 else dense,
             "csr": csr_bytes(r, c, self.nnz, b),
         }
 
@@ -112,8 +114,9 @@ def size_report(fmt: str, files: Sequence[Path], tensors: Iterable[TensorSize], 
     tl = list(tensors)
     projected: dict[str, int | None] = {}
     for layout in LAYOUTS:
-        vals = [t.projected()[layout] for t in tl]
-        projected[layout] = None if any(v is None for v in vals) else sum(v for v in vals if v is not None)
+        projected[layout] = sum(t.projected()[layout] or 0 for t in tl)
+    if not any(t.prunable and t.two_four for t in tl):
+        projected["2:4"] = None
     file_sizes = tuple((str(f), f.stat().st_size) for f in files if f.is_file())
     stored = sum(t.stored_nbytes for t in tl)
     rep = SizeReport(fmt, file_sizes, sum(s for _, s in file_sizes), stored, projected, "")

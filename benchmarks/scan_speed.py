@@ -1,0 +1,172 @@
+"""Scan throughput vs the naive path, measured in the same run.
+
+Generates a >= 1 GB bf16 safetensors file (TinyLlama-like shapes: embed/head 32000x2048,
+q/o 2048x2048, k/v 256x2048, gate/up 5632x2048, down 2048x5632; prunable linears ~50%
+zeros) with the safetensors library in a temp dir, warms the page cache, then runs each
+path in a fresh subprocess so its peak RSS is its own:
+
+- edgegate: ``scan_checkpoint`` (memory-mapped native bytes, blocked kernel, 2 threads),
+  with all structure statistics of the real scan;
+- naive: safetensors ``safe_open(framework="numpy")``, ``get_tensor`` -> float32,
+  ``(w == 0).sum()``.
+
+Goal: edgegate >= 5 GB/s, >= 6x naive, peak RSS delta about one tensor.
+Usage: python benchmarks/scan_speed.py [--gb 1.0] [--threads 2] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+H, INTER, VOCAB, KV = 2048, 5632, 32000, 256
+
+
+def _bf16_bits(rng: np.random.Generator, shape: tuple[int, ...], zero_frac: float) -> np.ndarray:
+    """Random normal-ish bf16 bit patterns (|x| in [2^-8, 2)), ``zero_frac`` of them zero,
+    half of those as -0.0."""
+    n = int(np.prod(shape))
+    bits = rng.integers(0x3B80, 0x4000, size=n, dtype=np.uint16)
+    bits |= (rng.integers(0, 2, size=n, dtype=np.uint16) << 15).astype(np.uint16)
+    if zero_frac:
+        u = np.frombuffer(rng.bytes(n), dtype=np.uint8)
+        zero = u < int(256 * zero_frac)
+        bits[zero] = np.where(u[zero] & 1, 0x8000, 0).astype(np.uint16)
+    return bits.reshape(shape)
+
+
+def generate(path: Path, gb: float) -> int:
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    tensors: dict[str, np.ndarray] = {}
+    total = 0
+
+    def add(name: str, shape: tuple[int, ...], zf: float) -> None:
+        nonlocal total
+        tensors[name] = _bf16_bits(rng, shape, zf).view(ml_dtypes.bfloat16)
+        total += tensors[name].nbytes
+
+    add("model.embed_tokens.weight", (VOCAB, H), 0.0)
+    add("lm_head.weight", (VOCAB, H), 0.0)
+    layer = 0
+    while total < gb * 1e9:
+        p = f"model.layers.{layer}."
+        for n, s in (
+            ("self_attn.q_proj", (H, H)), ("self_attn.k_proj", (KV, H)), ("self_attn.v_proj", (KV, H)),
+            ("self_attn.o_proj", (H, H)), ("mlp.gate_proj", (INTER, H)), ("mlp.up_proj", (INTER, H)),
+            ("mlp.down_proj", (H, INTER)),
+        ):  # fmt: skip
+            add(p + n + ".weight", s, 0.5)
+        add(p + "input_layernorm.weight", (H,), 0.0)
+        add(p + "post_attention_layernorm.weight", (H,), 0.0)
+        layer += 1
+    add("model.norm.weight", (H,), 0.0)
+    save_file(tensors, str(path))
+    cfg = {"model_type": "llama", "hidden_size": H, "intermediate_size": INTER, "num_hidden_layers": layer,
+           "num_attention_heads": 16, "num_key_value_heads": 2, "vocab_size": VOCAB}  # fmt: skip
+    (path.parent / "config.json").write_text(json.dumps(cfg))
+    return total
+
+
+def _rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def worker(mode: str, path: Path, threads: int) -> None:
+    """Runs in its own process; prints one JSON line."""
+    if mode == "edgegate":
+        from edgegate.checkpoint import open_checkpoint
+        from edgegate.forensics.scan import scan_checkpoint
+
+        base = _rss_kib()
+        t0 = time.perf_counter()
+        with open_checkpoint(path.parent) as ck:
+            res = scan_checkpoint(ck, threads=threads)
+        dt = time.perf_counter() - t0
+        out = {"seconds": dt, "bytes": res.bytes_scanned, "zeros": res.overall.zeros,
+               "two_four": res.structure.nm_conformance.get("2:4")}  # fmt: skip
+    else:
+        import ml_dtypes  # noqa: F401 - lets safetensors' numpy backend load bf16
+        from safetensors import safe_open
+
+        base = _rss_kib()
+        t0 = time.perf_counter()
+        zeros = nbytes = 0
+        with safe_open(str(path), framework="numpy") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                w = f.get_tensor(name)
+                nbytes += w.nbytes
+                w32 = w.astype(np.float32)
+                zeros += int((w32 == 0).sum())
+                del w, w32
+        dt = time.perf_counter() - t0
+        out = {"seconds": dt, "bytes": nbytes, "zeros": zeros}
+    out["peak_rss_delta_mib"] = (_rss_kib() - base) / 1024
+    print(json.dumps(out))
+
+
+def _run(mode: str, path: Path, threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    cmd = [sys.executable, __file__, "--worker", mode, "--file", str(path), "--threads", str(threads)]
+    r = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gb", type=float, default=1.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--keep", type=Path, default=None, help="reuse/keep the file in this dir")
+    ap.add_argument("--worker", choices=["edgegate", "naive"])
+    ap.add_argument("--file", type=Path)
+    a = ap.parse_args()
+    if a.worker:
+        worker(a.worker, a.file, a.threads)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="edgegate-bench-")) if a.keep is None else a.keep
+    tmp.mkdir(parents=True, exist_ok=True)
+    f = tmp / "model.safetensors"
+    try:
+        if not f.exists():
+            t0 = time.perf_counter()
+            total = generate(f, a.gb)
+            print(f"generated {total / 1e9:.2f} GB of bf16 tensors in {time.perf_counter() - t0:.1f} s: {f}")
+        with open(f, "rb") as fh:  # warm the page cache
+            while fh.read(1 << 24):
+                pass
+        largest = 2 * VOCAB * H  # bytes of the largest tensor (embed / lm_head, bf16)
+        best: dict[str, dict] = {}
+        for _ in range(a.repeats):
+            for mode in ("edgegate", "naive"):
+                r = _run(mode, f, a.threads)
+                if mode not in best or r["seconds"] < best[mode]["seconds"]:
+                    best[mode] = r
+        e, n = best["edgegate"], best["naive"]
+        assert e["zeros"] == n["zeros"], (e["zeros"], n["zeros"])
+        ge, gn = e["bytes"] / e["seconds"] / 1e9, n["bytes"] / n["seconds"] / 1e9
+        print(f"file: {f.stat().st_size / 1e9:.3f} GB, {os.cpu_count()} cpus visible, threads={a.threads}, "
+              f"best of {a.repeats}, zeros agree: {e['zeros']:,}")  # fmt: skip
+        print(f"edgegate scan : {ge:6.2f} GB/s  ({e['seconds']:.3f} s)  peak RSS delta {e['peak_rss_delta_mib']:.0f} MiB")
+        print(f"naive         : {gn:6.2f} GB/s  ({n['seconds']:.3f} s)  peak RSS delta {n['peak_rss_delta_mib']:.0f} MiB")
+        print(f"speedup       : {ge / gn:.1f}x   (goal >= 6x; throughput goal >= 5 GB/s)")
+        print(f"largest tensor: {largest / 2**20:.0f} MiB (RSS goal: about one tensor per thread)")
+    finally:
+        if a.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
