@@ -19,6 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from edgegate.errors import BackendError
@@ -255,3 +256,61 @@ def _status_hint(status: int) -> str | None:
     if status == 404:
         return "the endpoint does not exist on this server; check --base-url (it usually ends in the host:port, without /v1)"
     return None
+
+
+# ---------------------------------------------------------------- completions wire format
+@dataclass(frozen=True)
+class Pos:
+    """One position of a completions ``logprobs`` block."""
+
+    token_id: int | None
+    token: str | None
+    logprob: float | None
+    top: tuple[tuple[int | None, str | None, float], ...]
+
+
+def _finite(x: Any, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise BackendError(f"server returned a non-number {what}: {x!r:.60}")
+    v = float(x)
+    if math.isnan(v) or v == math.inf or v > 1e-3:  # a log-probability is <= 0
+        raise BackendError(f"server returned an invalid log-probability {what}: {v}")
+    return v
+
+
+def _key(k: str) -> tuple[int | None, str]:
+    if k.startswith("token_id:") and k[9:].lstrip("-").isdigit():
+        return int(k[9:]), k
+    return None, k
+
+
+def parse_logprobs(choice: Any) -> list[Pos]:
+    """Both shapes in the wild: legacy OpenAI (tokens/token_logprobs/top_logprobs) and the
+    chat-style ``content`` list that llama-server returns."""
+    if not isinstance(choice, dict) or not isinstance(choice.get("logprobs"), dict):
+        raise BackendError("server response has no 'logprobs' in choices[0]",
+                           hint="the server must support logprobs on /v1/completions")
+    lp = choice["logprobs"]
+    out: list[Pos] = []
+    if isinstance(lp.get("content"), list):
+        for i, e in enumerate(lp["content"]):
+            if not isinstance(e, dict) or "logprob" not in e:
+                raise BackendError(f"malformed logprobs.content[{i}]: {e!r:.80}")
+            ctops = tuple((t.get("id"), t.get("token"), _finite(t.get("logprob"), "top_logprob"))
+                         for t in e.get("top_logprobs") or [] if isinstance(t, dict))
+            out.append(Pos(e.get("id"), e.get("token"), _finite(e["logprob"], "logprob"), ctops))
+        return out
+    toks, lps, tops_l = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
+    if not isinstance(toks, list) or not isinstance(lps, list) or len(toks) != len(lps):
+        raise BackendError("malformed logprobs block: 'tokens'/'token_logprobs' missing or of "
+                           "different lengths")
+    if tops_l is not None and (not isinstance(tops_l, list) or len(tops_l) != len(toks)):
+        raise BackendError("malformed logprobs block: 'top_logprobs' length differs")
+    for i, (tok, val) in enumerate(zip(toks, lps, strict=True)):
+        tid, text = _key(tok) if isinstance(tok, str) else (None, None)
+        top_d = tops_l[i] if tops_l is not None else None
+        tops: tuple[tuple[int | None, str | None, float], ...] = ()
+        if isinstance(top_d, dict):
+            tops = tuple((*_key(k), _finite(v, "top_logprob")) for k, v in top_d.items())
+        out.append(Pos(tid, text, None if val is None else _finite(val, "logprob"), tops))
+    return out

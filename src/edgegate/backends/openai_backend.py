@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from edgegate.backends._http import HttpClient, HttpError, public_url
+from edgegate.backends._http import HttpClient, HttpError, Pos, parse_logprobs, public_url
 from edgegate.backends.base import LoglikResult, Timing
 from edgegate.errors import BackendError, InputError
 
@@ -64,63 +64,6 @@ class Coverage:
     topk_hits: int = 0  # candidate found in the top-k list
     forced: int = 0  # exact value via a forced-token request
     below_kth: int = 0  # not in top-k and no logit_bias: set just below the k-th value
-
-
-@dataclass(frozen=True)
-class _Pos:
-    """One position of a completions ``logprobs`` block."""
-
-    token_id: int | None
-    token: str | None
-    logprob: float | None
-    top: tuple[tuple[int | None, str | None, float], ...]
-
-
-def _finite(x: Any, what: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise BackendError(f"server returned a non-number {what}: {x!r:.60}")
-    v = float(x)
-    if math.isnan(v) or v == math.inf or v > 1e-3:  # a log-probability is <= 0
-        raise BackendError(f"server returned an invalid log-probability {what}: {v}")
-    return v
-
-
-def _key(k: str) -> tuple[int | None, str]:
-    if k.startswith("token_id:") and k[9:].lstrip("-").isdigit():
-        return int(k[9:]), k
-    return None, k
-
-
-def parse_logprobs(choice: Any) -> list[_Pos]:
-    """Both shapes in the wild: legacy OpenAI (tokens/token_logprobs/top_logprobs) and the
-    chat-style ``content`` list that llama-server returns."""
-    if not isinstance(choice, dict) or not isinstance(choice.get("logprobs"), dict):
-        raise BackendError("server response has no 'logprobs' in choices[0]",
-                           hint="the server must support logprobs on /v1/completions")
-    lp = choice["logprobs"]
-    out: list[_Pos] = []
-    if isinstance(lp.get("content"), list):
-        for i, e in enumerate(lp["content"]):
-            if not isinstance(e, dict) or "logprob" not in e:
-                raise BackendError(f"malformed logprobs.content[{i}]: {e!r:.80}")
-            ctops = tuple((t.get("id"), t.get("token"), _finite(t.get("logprob"), "top_logprob"))
-                         for t in e.get("top_logprobs") or [] if isinstance(t, dict))
-            out.append(_Pos(e.get("id"), e.get("token"), _finite(e["logprob"], "logprob"), ctops))
-        return out
-    toks, lps, tops_l = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
-    if not isinstance(toks, list) or not isinstance(lps, list) or len(toks) != len(lps):
-        raise BackendError("malformed logprobs block: 'tokens'/'token_logprobs' missing or of "
-                           "different lengths")
-    if tops_l is not None and (not isinstance(tops_l, list) or len(tops_l) != len(toks)):
-        raise BackendError("malformed logprobs block: 'top_logprobs' length differs")
-    for i, (tok, val) in enumerate(zip(toks, lps, strict=True)):
-        tid, text = _key(tok) if isinstance(tok, str) else (None, None)
-        top_d = tops_l[i] if tops_l is not None else None
-        tops: tuple[tuple[int | None, str | None, float], ...] = ()
-        if isinstance(top_d, dict):
-            tops = tuple((*_key(k), _finite(v, "top_logprob")) for k, v in top_d.items())
-        out.append(_Pos(tid, text, None if val is None else _finite(val, "logprob"), tops))
-    return out
 
 
 class OpenAIBackend:
@@ -420,7 +363,7 @@ class OpenAIBackend:
     def coverage(self) -> Coverage:
         return Coverage(**self._cov)
 
-    def _echo(self, ids: Sequence[int], k: int) -> tuple[list[_Pos], int]:
+    def _echo(self, ids: Sequence[int], k: int) -> tuple[list[Pos], int]:
         """Prompt positions of an echo request and the offset (ids dropped from the front)."""
         try:
             c = self._complete(ids, "echo", echo=True, logprobs=k)
