@@ -1,0 +1,398 @@
+"""Convert a Hugging Face Llama-family directory (safetensors) to GGUF for llama.cpp.
+
+Pure numpy + the ``gguf`` package: no torch, no model code, nothing from the checkpoint is
+executed. bf16 is handled as raw ``uint16`` bit patterns (a bf16 value is the top half of
+the float32 with the same value), so ``outtype="bf16"`` copies bf16 weights bit-exactly.
+
+Q/K row permutation
+-------------------
+HF Llama applies RoPE with ``rotate_half``: inside each head the first ``d/2`` rows of the
+query/key projection pair with the last ``d/2`` rows. llama.cpp's LLAMA architecture rotates
+*adjacent* pairs (rows ``2j`` and ``2j+1``). To make the GGUF compute the same function the
+rows of ``q_proj`` (with ``n_head``) and ``k_proj`` (with ``n_head_kv``) are reordered per head:
+
+    W.reshape(n_head, 2, d // 2, in).swapaxes(1, 2).reshape(n_head * d, in)
+
+i.e. GGUF row ``h*d + 2j + s`` is HF row ``h*d + s*d/2 + j`` (``s`` in {0, 1}). This is the
+same reordering llama.cpp's own converter applies for LlamaForCausalLM. It is a pure row
+shuffle, so it commutes with row-wise quantisation (Q8_0 blocks lie along rows) and keeps
+every zero count. ``unpermute_qk`` is its exact inverse: a GGUF reader applies it to
+``attn_q`` / ``attn_k`` (after dequantising) to get tensors equal to the HF ones.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgegate.errors import CheckpointError, InputError
+from edgegate.progress import NullProgress, Progress
+
+OUTTYPES = ("f32", "f16", "bf16", "q8_0")
+Q8_0_BLOCK = 32
+
+
+def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF (rotate_half) row order -> llama.cpp (adjacent pairs) row order, per head."""
+    rows = w.shape[0]
+    if rows % (2 * n_head):
+        raise ValueError(f"{rows} rows cannot be split into {n_head} heads of even size")
+    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Inverse of ``permute_qk``: llama.cpp row order -> HF row order."""
+    rows = w.shape[0]
+    if rows % (2 * n_head):
+        raise ValueError(f"{rows} rows cannot be split into {n_head} heads of even size")
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+# --------------------------------------------------------------------------- safetensors
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
+
+
+@dataclass(frozen=True)
+class _StTensor:
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in file
+    end: int
+
+
+def _scan_safetensors(hf_dir: Path) -> dict[str, _StTensor]:
+    index = hf_dir / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        files = sorted({hf_dir / f for f in weight_map.values()})
+    else:
+        files = sorted(hf_dir.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError("no *.safetensors weights found", path=hf_dir,
+                              hint="pass a Hugging Face directory saved with safe_serialization=True")
+    out: dict[str, _StTensor] = {}
+    for f in files:
+        with f.open("rb") as fh:
+            raw = fh.read(8)
+            if len(raw) != 8:
+                raise CheckpointError("truncated safetensors header", path=f)
+            (n,) = struct.unpack("<Q", raw)
+            try:
+                header = json.loads(fh.read(n))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise CheckpointError(f"unreadable safetensors header ({e})", path=f) from None
+        base = 8 + n
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            if meta["dtype"] not in _ST_DTYPES:
+                raise CheckpointError(f"dtype {meta['dtype']} is not supported", path=f, field=name,
+                                      hint="supported: " + ", ".join(_ST_DTYPES))
+            start, end = meta["data_offsets"]
+            out[name] = _StTensor(f, meta["dtype"], tuple(meta["shape"]), base + start, base + end)
+    return out
+
+
+def _load(t: _StTensor) -> np.ndarray:
+    """The tensor in its stored type (bf16 as uint16 bits)."""
+    dt = np.dtype(_ST_DTYPES[t.dtype]).newbyteorder("<")
+    count = (t.end - t.start) // dt.itemsize
+    arr = np.fromfile(t.file, dtype=dt, count=count, offset=t.start)
+    return arr.reshape(t.shape)
+
+
+def _to_f32(arr: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        return (arr.astype(np.uint32) << 16).view(np.float32)
+    return arr.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- architectures
+@dataclass(frozen=True)
+class ArchSpec:
+    """How one HF architecture maps onto a llama.cpp architecture.
+
+    ``layer_map`` maps the suffix after ``model.layers.{i}.`` to the GGUF name after
+    ``blk.{i}.``; ``global_map`` maps whole names. ``permute_qk`` says whether q/k rows are
+    reordered (see the module docstring). Add an entry to ``ARCHITECTURES`` to extend.
+    """
+
+    gguf_arch: str
+    global_map: dict[str, str]
+    layer_map: dict[str, str]
+    permute_qk: bool
+    skip_suffixes: tuple[str, ...] = ("rotary_emb.inv_freq",)
+
+
+_LLAMA = ArchSpec(
+    gguf_arch="llama",
+    global_map={
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    },
+    layer_map={
+        "input_layernorm.weight": "attn_norm.weight",
+        "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.o_proj.weight": "attn_output.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight",
+        "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight",
+    },
+    permute_qk=True,
+)
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "LlamaForCausalLM": _LLAMA,
+    "MistralForCausalLM": _LLAMA,  # same tensors and RoPE layout as Llama
+}
+
+
+def gguf_tensor_name(spec: ArchSpec, hf_name: str) -> str | None:
+    """The GGUF name for an HF tensor name, or None for tensors that are not written."""
+    if any(hf_name.endswith(s) for s in spec.skip_suffixes):
+        return None
+    if hf_name in spec.global_map:
+        return spec.global_map[hf_name]
+    parts = hf_name.split(".", 3)
+    if len(parts) == 4 and parts[0] == "model" and parts[1] == "layers" and parts[2].isdigit():
+        gname = spec.layer_map.get(parts[3])
+        if gname is not None:
+            return f"blk.{parts[2]}.{gname}"
+    raise CheckpointError(f"tensor '{hf_name}' has no GGUF mapping for {spec.gguf_arch}",
+                          hint="this checkpoint has tensors the writer does not know; extend ArchSpec")
+
+
+# --------------------------------------------------------------------------- config
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise CheckpointError("file not found", path=path,
+                              hint="the GGUF writer needs a Hugging Face model directory")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"invalid JSON ({e})", path=path) from None
+    if not isinstance(data, dict):
+        raise CheckpointError("expected a JSON object", path=path)
+    return data
+
+
+def _cfg_int(cfg: dict[str, Any], key: str, path: Path) -> int:
+    v = cfg.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise CheckpointError(f"expected a positive integer, got {v!r}", path=path, field=key)
+    return v
+
+
+def _rope_theta(cfg: dict[str, Any], path: Path) -> float:
+    # transformers >= 5 nests RoPE settings under rope_parameters
+    params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    rtype = params.get("rope_type", params.get("type", "default")) if isinstance(params, dict) else "default"
+    if rtype not in ("default", None):
+        raise CheckpointError(f"RoPE type '{rtype}' is not supported by the GGUF writer", path=path,
+                              field="rope_parameters", hint="supported: default")
+    theta = cfg.get("rope_theta", params.get("rope_theta") if isinstance(params, dict) else None)
+    return float(theta) if theta is not None else 10000.0
+
+
+# --------------------------------------------------------------------------- writer
+def write_gguf(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", *,
+               progress: Progress | None = None) -> Path:
+    """Write ``hf_dir`` (config.json, tokenizer.json, *.safetensors) as a GGUF file.
+
+    ``outtype``: f32, f16, bf16 or q8_0 for 2-D weights (q8_0 falls back to f16 for rows not
+    a multiple of 32); 1-D norm weights are always f32 as llama.cpp expects.
+    """
+    import gguf
+
+    progress = progress or NullProgress()
+    hf_dir, out_path = Path(hf_dir), Path(out_path)
+    if outtype not in OUTTYPES:
+        raise InputError(f"unknown GGUF outtype '{outtype}'", field="outtype",
+                         hint="use one of: " + ", ".join(OUTTYPES))
+    cfg_path = hf_dir / "config.json"
+    cfg = _read_json(cfg_path)
+    archs = cfg.get("architectures") or []
+    arch = archs[0] if isinstance(archs, list) and archs else None
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"architecture {arch!r} is not supported by the GGUF writer",
+                              path=cfg_path, field="architectures",
+                              hint="supported: " + ", ".join(ARCHITECTURES))
+    spec = ARCHITECTURES[arch]
+    n_embd = _cfg_int(cfg, "hidden_size", cfg_path)
+    n_head = _cfg_int(cfg, "num_attention_heads", cfg_path)
+    n_head_kv = cfg.get("num_key_value_heads") or n_head
+    head_dim = cfg.get("head_dim") or n_embd // n_head
+    n_layer = _cfg_int(cfg, "num_hidden_layers", cfg_path)
+    n_vocab = _cfg_int(cfg, "vocab_size", cfg_path)
+    tensors = _scan_safetensors(hf_dir)
+
+    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+             "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(str(out_path), spec.gguf_arch)
+    w.add_name(hf_dir.name)
+    w.add_context_length(_cfg_int(cfg, "max_position_embeddings", cfg_path))
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(_cfg_int(cfg, "intermediate_size", cfg_path))
+    w.add_head_count(n_head)
+    w.add_head_count_kv(int(n_head_kv))
+    w.add_rope_dimension_count(int(head_dim))
+    if head_dim != n_embd // n_head:
+        w.add_key_length(int(head_dim))
+        w.add_value_length(int(head_dim))
+    w.add_rope_freq_base(_rope_theta(cfg, cfg_path))
+    w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
+    w.add_vocab_size(n_vocab)
+    w.add_file_type(int(ftype))
+    if outtype == "q8_0":
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    _add_tokenizer(w, hf_dir, cfg, n_vocab)
+
+    with progress.task(f"writing {out_path.name}", total=len(tensors)) as advance:
+        for name, data, qtype in _convert(spec, tensors, outtype, int(n_head), int(n_head_kv)):
+            w.add_tensor(name, data, raw_dtype=qtype)
+            advance(1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out_path
+
+
+def _convert(spec: ArchSpec, tensors: dict[str, _StTensor], outtype: str, n_head: int,
+             n_head_kv: int) -> Iterator[tuple[str, np.ndarray, Any]]:
+    import gguf
+    from gguf import GGMLQuantizationType as Q
+
+    for hf_name in sorted(tensors, key=_order_key):
+        gname = gguf_tensor_name(spec, hf_name)
+        if gname is None:
+            continue
+        t = tensors[hf_name]
+        arr = _load(t)
+        if spec.permute_qk and hf_name.endswith("self_attn.q_proj.weight"):
+            arr = permute_qk(arr, n_head)
+        elif spec.permute_qk and hf_name.endswith("self_attn.k_proj.weight"):
+            arr = permute_qk(arr, n_head_kv)
+        arr = np.ascontiguousarray(arr)
+        if arr.ndim == 1 or outtype == "f32":
+            yield gname, _to_f32(arr, t.dtype), None
+        elif outtype == "bf16":
+            if t.dtype == "BF16":  # bit-exact copy
+                yield gname, arr.view(np.uint8).reshape(*arr.shape[:-1], -1), Q.BF16
+            else:
+                yield gname, gguf.quants.quantize(_to_f32(arr, t.dtype), Q.BF16), Q.BF16
+        elif outtype == "q8_0" and arr.shape[-1] % Q8_0_BLOCK == 0:
+            yield gname, gguf.quants.quantize(_to_f32(arr, t.dtype), Q.Q8_0), Q.Q8_0
+        else:
+            f32 = _to_f32(arr, t.dtype)
+            f16 = f32.astype(np.float16)
+            if not np.isfinite(f16).all() and np.isfinite(f32).all():
+                raise CheckpointError("values overflow float16", field=hf_name,
+                                      hint="write with outtype bf16 or f32")
+            yield gname, f16, None
+
+
+def _order_key(name: str) -> tuple[int, int, str]:
+    """Embedding first, then layers in numeric order, then final norm / head."""
+    parts = name.split(".")
+    if len(parts) > 2 and parts[1] == "layers" and parts[2].isdigit():
+        return (1, int(parts[2]), name)
+    return (0 if "embed" in name else 2, 0, name)
+
+
+
+# --------------------------------------------------------------------------- tokenizer
+_TOKEN_NORMAL, _TOKEN_CONTROL, _TOKEN_USER, _TOKEN_UNUSED = 1, 3, 4, 5
+
+
+def _pre_tokenizer_name(pre: Any, path: Path) -> str:
+    """llama.cpp's name for the pre-tokenizer: only GPT-2's regex byte-level split for now."""
+    if isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    kind = pre.get("type") if isinstance(pre, dict) else pre
+    raise CheckpointError(f"pre-tokenizer {kind!r} is not supported by the GGUF writer", path=path,
+                          field="pre_tokenizer", hint="supported: ByteLevel with GPT-2 regex")
+
+
+def _token_id(tok: Any, vocab: dict[str, int]) -> int | None:
+    if isinstance(tok, dict):
+        tok = tok.get("content")
+    return vocab.get(tok) if isinstance(tok, str) else None
+
+
+def _add_tokenizer(w: Any, hf_dir: Path, cfg: dict[str, Any], n_vocab: int) -> None:
+    tj_path = hf_dir / "tokenizer.json"
+    tj = _read_json(tj_path)
+    model = tj.get("model") or {}
+    if model.get("type") != "BPE":
+        raise CheckpointError(f"tokenizer model {model.get('type')!r} is not supported", path=tj_path,
+                              field="model.type", hint="supported: BPE (byte-level, GPT-2 style)")
+    pre = _pre_tokenizer_name(tj.get("pre_tokenizer"), tj_path)
+    vocab: dict[str, int] = dict(model.get("vocab") or {})
+    special: set[int] = set()
+    added: set[int] = set()
+    for a in tj.get("added_tokens") or []:
+        vocab[a["content"]] = a["id"]
+        (special if a.get("special") else added).add(a["id"])
+    if max(vocab.values(), default=-1) >= n_vocab:
+        raise CheckpointError(f"tokenizer has ids up to {max(vocab.values())} but vocab_size is {n_vocab}",
+                              path=tj_path, hint="config.json vocab_size must cover every token id")
+    tokens = [f"[PAD{i}]" for i in range(n_vocab)]
+    types = [_TOKEN_UNUSED] * n_vocab
+    for text, i in vocab.items():
+        tokens[i] = text
+        types[i] = _TOKEN_CONTROL if i in special else _TOKEN_USER if i in added else _TOKEN_NORMAL
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+
+    tc_path = hf_dir / "tokenizer_config.json"
+    tc = _read_json(tc_path) if tc_path.exists() else {}
+    bos = _token_id(tc.get("bos_token"), vocab)
+    bos = bos if bos is not None else cfg.get("bos_token_id")
+    eos = _token_id(tc.get("eos_token"), vocab)
+    eos = eos if eos is not None else cfg.get("eos_token_id")
+    if isinstance(eos, list):
+        eos = eos[0]
+    pad = _token_id(tc.get("pad_token"), vocab)
+    if isinstance(bos, int):
+        w.add_bos_token_id(bos)
+    if isinstance(eos, int):
+        w.add_eos_token_id(eos)
+    if isinstance(pad, int):
+        w.add_pad_token_id(pad)
+    im_end = vocab.get("<|im_end|>")
+    if im_end is not None and im_end != eos:
+        w.add_eot_token_id(im_end)  # ChatML turns end here; llama.cpp stops generation on it
+    w.add_add_bos_token(bool(tc.get("add_bos_token", _post_processor_adds_bos(tj, bos))))
+    w.add_add_eos_token(bool(tc.get("add_eos_token", False)))
+    template = tc.get("chat_template")
+    jinja = hf_dir / "chat_template.jinja"  # transformers >= 4.43 may save it on its own
+    if template is None and jinja.exists():
+        template = jinja.read_text(encoding="utf-8")
+    if template:
+        w.add_chat_template(template)
+
+
+def _post_processor_adds_bos(tj: dict[str, Any], bos: Any) -> bool:
+    post = tj.get("post_processor") or {}
+    single = post.get("single") if isinstance(post, dict) else None
+    if not isinstance(single, list) or not isinstance(bos, int):
+        return False
+    return any(isinstance(p, dict) and "SpecialToken" in p for p in single)
