@@ -249,3 +249,14 @@ def test_claim_precedence() -> None:
     values, sources = merge_claims({"sparsity": 0.5}, {"sparsity": 0.4, "speedup": 2.0}, {"sparsity": 0.3, "size_saving": 0.1})
     assert values == {"sparsity": 0.5, "speedup": 2.0, "size_saving": 0.1}
     assert sources == {"sparsity": "--claim", "speedup": "policy", "size_saving": "checkpoint metadata"}
+
+
+def test_skipped_verdicts_do_not_decide_a_check() -> None:
+    # e.g. the size check: min_saving passed, no size claim to verify (skipped verdict).
+    ok = Verdict("min_saving", Status.PASS, "ok", 0.0, 0.0, ">=")
+    bad = Verdict("min_saving", Status.FAIL, "bad", -0.1, 0.0, ">=")
+    none = Verdict("size_claim", Status.SKIPPED, "no claim")
+    assert CheckResult.from_verdicts("size", [ok, none], {}, "").status is Status.PASS
+    assert CheckResult.from_verdicts("size", [bad, none], {}, "").status is Status.FAIL
+    assert CheckResult.from_verdicts("size", [none], {}, "").status is Status.SKIPPED
+    assert CheckResult.from_verdicts("size", [], {}, "").status is Status.SKIPPED

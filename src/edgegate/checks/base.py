@@ -85,7 +85,10 @@ class CheckResult:
         duration_s: float = 0.0,
     ) -> CheckResult:
         vs = tuple(verdicts)
-        status = Status.worst(v.status for v in vs) if vs else Status.SKIPPED
+        # A skipped verdict (no threshold or claim to compare) says nothing about the
+        # others; the check is skipped only when every verdict is.
+        decided = [v.status for v in vs if v.status is not Status.SKIPPED]
+        status = Status.worst(decided) if decided else Status.SKIPPED
         return CheckResult(check, status, summary, vs, measurements, duration_s)
 
     @staticmethod
