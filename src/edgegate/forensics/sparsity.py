@@ -132,7 +132,8 @@ def explain(
     direction = "below" if actual < claimed else "above"
     off = [k for k, a in prunable_kinds.items() if abs(a.sparsity - claimed) > tolerance]
     if off:
-        parts.append(f"kinds {direction} claim: " + ", ".join(f"{k} {pct(prunable_kinds[k].sparsity)}" for k in off))
+        lead = "every kind is" if len(off) == len(prunable_kinds) else "kinds"
+        parts.append(f"{lead} {direction} the claim: " + ", ".join(f"{k} {pct(prunable_kinds[k].sparsity)}" for k in off))
     else:
         parts.append(f"every kind is {direction} the claim by more than {pct(tolerance)}")
     return f"{head} ({'; '.join(parts)})"
