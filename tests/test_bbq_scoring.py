@@ -193,3 +193,14 @@ def test_kill_and_resume(items: list[BBQItem], model: Path, tmp_path: Path) -> N
     d = derive_all(items)
     by = {it.uid: it for it in items}
     assert model_metrics(resumed, by, d.targets) == model_metrics(clean, by, d.targets)
+
+
+def test_prompt_longer_than_context_is_a_counted_failure(items: list[BBQItem], model: Path) -> None:
+    fake = FakeBackend(model)
+    n_chars = [len(fake.tokenize(prompts.letter_plain(it))) for it in items]
+    fake.n_ctx = sorted(n_chars)[len(items) // 2]  # about half the prompts fit
+    answers = Scorer(fake, ScoreConfig()).score(items)
+    failed = [a for a in answers if a.choice is None]
+    assert len(failed) == sum(n > fake.n_ctx for n in n_chars) > 0
+    assert all("tokens >" in a.detail for a in failed)
+    assert fake.calls == len(items) - len(failed)

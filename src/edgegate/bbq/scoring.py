@@ -174,11 +174,26 @@ class Scorer:
     def _score_batch(
         self, batch: list[tuple[tuple[str, int, int], list[int]]], by_uid: dict[str, BBQItem]
     ) -> list[Answer]:
+        # a prompt the context window cannot hold is a counted failure, not a crash
+        limit = int(getattr(self.backend, "n_ctx", 0) or 0) - self._room()
+        too_long = [kt for kt in batch if limit > 0 and len(kt[1]) > limit]
+        fits = [kt for kt in batch if not (limit > 0 and len(kt[1]) > limit)]
+        out = [Answer(k[0], k[1], k[2], None, json.dumps({"error": f"prompt of {len(t)} tokens > {limit}"})) for k, t in too_long]
+        if not fits:
+            return out
         if self.cfg.mode == "loglik":
-            return self._loglik(batch, by_uid)
-        if self.cfg.sampled:
-            return [self._sample(k, toks) for k, toks in batch]
-        return self._letters(batch)
+            out += self._loglik(fits, by_uid)
+        elif self.cfg.sampled:
+            out += [self._sample(k, toks) for k, toks in fits]
+        else:
+            out += self._letters(fits)
+        return out
+
+    def _room(self) -> int:
+        """Tokens needed after the prompt: the answer continuation or the generated letters."""
+        if self.cfg.mode == "loglik":
+            return 64
+        return self.cfg.max_new_tokens if self.cfg.sampled else 0
 
     def _letters(self, batch: list[tuple[tuple[str, int, int], list[int]]]) -> list[Answer]:
         if self._cands is None:

@@ -193,8 +193,24 @@ def prepare_items(
     return sample, {it.uid: derived.targets[it.uid] for it in sample}, info
 
 
-def run(ctx: CheckContext) -> CheckResult:
+def open_for_bbq(runtime: str, path: Path, options: Mapping[str, Any], seed: int) -> Any:
+    """Open a model with a context long enough for BBQ prompts; small models trained on a
+    shorter context get the largest window they support (longer prompts become counted
+    failures)."""
     from edgegate.backends import open_backend
+    from edgegate.errors import InputError
+
+    sizes = [int(options["n_ctx"])] if options.get("n_ctx") else [1024, 512, 256]
+    for i, n_ctx in enumerate(sizes):
+        try:
+            return open_backend(runtime, path, threads=options.get("threads"), n_ctx=n_ctx, seed=seed)
+        except InputError as e:
+            if e.field != "n_ctx" or i == len(sizes) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def run(ctx: CheckContext) -> CheckResult:
     from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.scoring import ScoreConfig, Scorer
 
@@ -219,7 +235,7 @@ def run(ctx: CheckContext) -> CheckResult:
     answers: dict[str, list[Answer]] = {}
     try:
         for role, path in (("dense", ctx.dense_path), ("compressed", ctx.compressed_path)):
-            backend = open_backend(pol["runtime"], path, threads=ctx.options.get("threads"), seed=seed)
+            backend = open_for_bbq(pol["runtime"], path, ctx.options, seed)
             try:
                 answers[role] = Scorer(backend, cfg, cache=cache, progress=ctx.progress).score(items, role)
             finally:
