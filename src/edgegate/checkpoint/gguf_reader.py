@@ -134,13 +134,25 @@ class GGUFCheckpoint(Checkpoint):
     def __init__(self, path: Path) -> None:
         import gguf
 
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+        if len(head) < 8 or size < 24:
+            raise CheckpointError(f"truncated: {size} bytes is shorter than a GGUF header", path=path,
+                                  hint="re-convert or re-download it")
+        if head[:4] != b"GGUF":
+            raise CheckpointError(f"bad magic {head[:4]!r}, expected b'GGUF'", path=path,
+                                  hint="not a GGUF file (or a big-endian/corrupt one)")
+        version = int.from_bytes(head[4:8], "little")
+        if version not in (2, 3):
+            raise CheckpointError(f"unsupported GGUF version {version} (expected 2 or 3)", path=path,
+                                  hint="re-convert with a current llama.cpp")
         try:
             reader = gguf.GGUFReader(path, "r")
-        except Exception as e:  # gguf raises ValueError/struct/numpy errors for bad files
-            raise CheckpointError(f"not a readable GGUF file: {type(e).__name__}: {e}", path=path,
-                                  hint="bad magic, unsupported version, truncation or out-of-range offsets; "
+        except Exception as e:  # gguf raises ValueError/IndexError/numpy errors for short or lying files
+            raise CheckpointError(f"truncated or corrupt GGUF ({type(e).__name__}: {e})", path=path,
+                                  hint="metadata or tensor offsets run past the end of the file; "
                                        "re-convert or re-download it") from None
-        size = path.stat().st_size
         fields = dict(reader.fields)
         cfg = gguf_config(fields)
         arch = str(cfg["architecture"])
