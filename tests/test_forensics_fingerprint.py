@@ -1,0 +1,115 @@
+"""Mask fingerprinting on constructed masks: magnitude per tensor / per row, random,
+activation-aware (Wanda-like), plus super-weight survival and weights changed beyond pruning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_forensics_sparsity import ArrayCheckpoint, model
+
+from edgegate.forensics.fingerprint import classify, compare_checkpoints, mask_agreement, super_weights
+from edgegate.forensics.scan import scan_checkpoint
+
+
+def dense_matrix(seed: int = 0, rows: int = 192, cols: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # rows of different scale, as in trained layers; keeps per-row and per-tensor ranks apart
+    return (rng.standard_normal((rows, cols)) * rng.lognormal(0, 0.7, (rows, 1))).astype(np.float32)
+
+
+def zero_where(w: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = w.copy()
+    out[mask] = 0.0
+    return out
+
+
+def tensor_magnitude_mask(w: np.ndarray, frac: float) -> np.ndarray:
+    k = int(w.size * frac)
+    m = np.zeros(w.size, bool)
+    m[np.argsort(np.abs(w).ravel())[:k]] = True
+    return m.reshape(w.shape)
+
+
+def row_mask_by_score(score: np.ndarray, frac: float) -> np.ndarray:
+    k = int(score.shape[1] * frac)
+    m = np.zeros(score.shape, bool)
+    np.put_along_axis(m, np.argsort(score, axis=1)[:, :k], True, axis=1)
+    return m
+
+
+def test_agreement_counts_by_hand() -> None:
+    d = np.array([[1.0, -2.0, 3.0, 4.0], [8.0, 7.0, -0.5, 6.0]], dtype=np.float32)
+    c = np.array([[0.0, -2.0, 3.0, 4.0], [8.0, 0.0, 0.0, 6.0]], dtype=np.float32)
+    a = mask_agreement(d, c)
+    # k = 3 zeros; 3 smallest |d| = 0.5, 1, 2 -> zeros sit on 0.5 and 1: overlap 2
+    assert (a.pruned, a.tensor_overlap) == (3, 2)
+    # per row: row 0 k=1 smallest is 1.0 (hit); row 1 k=2 smallest are 0.5, 6 -> one hit
+    assert a.row_overlap == 2
+    assert a.random_tensor_agreement == pytest.approx(3 / 8)
+    assert a.row_random == pytest.approx((1 + 4) / 4)
+    assert a.changed == 0 and a.kept == 5
+
+
+def test_magnitude_per_tensor() -> None:
+    d = dense_matrix()
+    fp = classify(mask_agreement(d, zero_where(d, tensor_magnitude_mask(d, 0.5))))
+    assert fp.method == "magnitude (per-tensor)"
+    assert fp.totals.tensor_agreement == 1.0 and fp.totals.row_agreement == 1.0
+    assert "per-tensor 100.0% (random 50.0%)" in fp.evidence
+
+
+def test_magnitude_per_row() -> None:
+    d = dense_matrix(1)
+    agr = mask_agreement(d, zero_where(d, row_mask_by_score(np.abs(d), 0.5)), row_uniform=True)
+    fp = classify(agr)
+    assert fp.method == "magnitude (per-row)"
+    assert agr.row_agreement == 1.0 and agr.tensor_agreement < 0.9
+
+
+def test_random() -> None:
+    d = dense_matrix(2)
+    rng = np.random.default_rng(3)
+    fp = classify(mask_agreement(d, zero_where(d, rng.random(d.shape) < 0.5)))
+    assert fp.method == "random"
+    assert abs(fp.totals.tensor_agreement - fp.totals.random_tensor_agreement) < 0.03
+
+
+def test_activation_aware_like() -> None:
+    total = None
+    for seed in range(3):
+        d = dense_matrix(10 + seed)
+        act = np.random.default_rng(seed).lognormal(0, 1.0, d.shape[1])  # input-channel norms
+        agr = mask_agreement(d, zero_where(d, row_mask_by_score(np.abs(d) * act, 0.5)), row_uniform=True)
+        total = agr if total is None else total + agr
+    assert total is not None
+    fp = classify(total)
+    assert fp.method == "activation-aware-like (row-uniform, not magnitude-ranked)"
+    assert total.random_row_agreement + 0.05 < total.row_agreement < 0.9
+    assert total.tensors == 3 and total.row_uniform_tensors == 3
+
+
+def test_super_weight_zeroed_and_changed_weights() -> None:
+    d = np.random.default_rng(4).standard_normal((64, 192)).astype(np.float32)  # max ~4 std
+    d[5, 17] = 60.0
+    c = zero_where(d, tensor_magnitude_mask(d, 0.5))
+    c[5, 17] = 0.0
+    sw = super_weights("down", d, c)
+    assert [(s.row, s.col, s.zeroed) for s in sw] == [(5, 17, True)]
+    c[0, c[0] != 0] += 0.25  # an update of every kept weight in row 0
+    a = mask_agreement(d, c)
+    assert a.changed == int(np.count_nonzero(c[0])) and a.max_abs_change == pytest.approx(0.25)
+
+
+def test_compare_checkpoints_end_to_end() -> None:
+    dense = model(skip=tuple(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    comp = {k: v.copy() for k, v in dense.items()}
+    for name, w in comp.items():
+        if "proj" in name:
+            comp[name] = zero_where(w, tensor_magnitude_mask(w, 0.5))
+    dck, cck = ArrayCheckpoint(dense), ArrayCheckpoint(comp)
+    res = scan_checkpoint(cck)
+    cmp_ = compare_checkpoints(dck, cck, scan_checkpoint(dck).size, {})
+    assert cmp_.paired == 14 and cmp_.fingerprint.method == "magnitude (per-tensor)"
+    assert cmp_.fingerprint.totals.changed == 0
+    assert cmp_.super_weights.tensors_examined == 2
+    assert cmp_.to_dict(res.size.disk_bytes)["fingerprint"]["pruned"] == res.prunable.zeros
