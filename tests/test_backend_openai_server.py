@@ -230,3 +230,23 @@ def test_wrong_key_is_clear_and_not_leaked(server: str, monkeypatch: pytest.Monk
         OpenAIBackend(server, max_retries=0)
     assert "sk-wrong-key-do-not-print" not in str(ei.value)
     assert KEY not in str(ei.value)
+
+
+def test_local_tokenizer_and_chat_template(server: str, be: OpenAIBackend,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """tokenizer_path= (the checkpoint's tokenizer.json) tokenizes like the server and brings
+    the checkpoint's chat template; without it this server has no template to offer."""
+    from edgegate.backends._common import hf_chat_template, render_chat
+
+    hf_dir = ROOT / "fixtures" / "models" / "dense"
+    monkeypatch.setenv("EDGEGATE_API_KEY", KEY)
+    local = OpenAIBackend(server, tokenizer_path=hf_dir / "tokenizer.json", n_ctx=N_CTX)
+    for text in PROMPTS:
+        assert local.tokenize(text) == be.tokenize(text)
+    tmpl, bos, eos = hf_chat_template(hf_dir)
+    want = render_chat(tmpl, "Be brief.", "Hi", bos_token=bos, eos_token=eos)
+    assert want and local.chat_prompt("Be brief.", "Hi") == want
+    assert be.chat_prompt("Be brief.", "Hi") is None
+    ids = local.tokenize(PROMPTS[1])
+    np.testing.assert_allclose(local.next_token_logprobs([ids], ids[1:3]),
+                               be.next_token_logprobs([ids], ids[1:3]), atol=1e-9)

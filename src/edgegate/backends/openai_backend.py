@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from edgegate.backends._common import hf_chat_template, render_chat
 from edgegate.backends._http import HttpClient, HttpError, Pos, parse_logprobs, public_url
 from edgegate.backends.base import LoglikResult, Timing
 from edgegate.errors import BackendError, InputError
@@ -113,6 +114,7 @@ class OpenAIBackend:
         self._warned_first = False
         self._piece_cache: dict[int, str] = {}
         self._local_tok: Any = None
+        self._tok_dir = Path(tokenizer_path).parent if tokenizer_path is not None else None
         if tokenizer_path is not None:
             from tokenizers import Tokenizer
 
@@ -185,7 +187,8 @@ class OpenAIBackend:
             return int(entry["max_model_len"])
         if self.dialect == "llama-server":
             props = self._get("/props", "props")
-            n = (props.get("default_generation_settings") or {}).get("n_ctx")
+            gen = props.get("default_generation_settings") if isinstance(props, dict) else None
+            n = gen.get("n_ctx") if isinstance(gen, dict) else None
             if isinstance(n, int) and n > 0:
                 return n
         if fallback is None:
@@ -282,6 +285,10 @@ class OpenAIBackend:
 
     # ----------------------------------------------------------------- scoring
     def chat_prompt(self, system: str | None, user: str) -> str | None:
+        if self._tok_dir is not None:  # the checkpoint's own template wins when we have it
+            tmpl, bos, eos = hf_chat_template(self._tok_dir)
+            if tmpl:
+                return render_chat(tmpl, system, user, bos_token=bos, eos_token=eos)
         msgs = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": user}]
         if self.dialect == "llama-server":
@@ -292,7 +299,8 @@ class OpenAIBackend:
                                          "add_generation_prompt": True}, "tokenize")
             toks = r.get("tokens") if isinstance(r, dict) else None
             return self.detokenize(toks) if isinstance(toks, list) else None
-        log.warning("%s (%s) exposes no chat template; using the raw prompt", self.base_url,
+        log.warning("%s (%s) exposes no chat template; using the raw prompt (pass "
+                    "tokenizer_path= from the checkpoint to use its template)", self.base_url,
                     self.dialect)
         return None
 
