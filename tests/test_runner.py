@@ -178,7 +178,7 @@ def test_context_gets_section_claims_options_and_shared_state(inputs: tuple[Path
     assert seen["section"]["claim_tolerance"] == 0.03 and seen["section"]["require_claim"] is False
     assert seen["claims"] == {"sparsity": 0.5, "speedup": 2.0}
     assert g.claim_sources == {"sparsity": "--claim", "speedup": "policy"}
-    assert seen["options"] == {"seed": 7}
+    assert seen["options"] == {"seed": 7, "claim_sources": {"sparsity": "--claim", "speedup": "policy"}}
     assert seen["paths"] == (inputs[0], inputs[1])
     assert seen["shared"] == "scan-object"
 

@@ -108,30 +108,31 @@ def parse_claim(text: str) -> tuple[str, float]:
     return key, number
 
 
-def metadata_claims(compressed: Path) -> dict[str, float]:
-    """Claims the checkpoint makes about itself (pruning metadata, model card), when the
-    checkpoint readers in this build can read them; {} otherwise."""
+def metadata_claims(compressed: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """Claims the checkpoint makes about itself (pruning metadata, quantisation config) as
+    the readers in this build record them, with where each came from; ({}, {}) when none.
+    Metadata is a hint: a checkpoint the readers cannot open is left to the checks to report."""
     try:
-        claims_mod = importlib.import_module("edgegate.checkpoint.claims")
+        from edgegate.checkpoint import open_checkpoint
+        from edgegate.forensics.scan import metadata_claims as read_claims
     except ImportError:
-        return {}
-    reader = getattr(claims_mod, "read_claims", None) or getattr(claims_mod, "claims_from_checkpoint", None)
-    if reader is None:
-        return {}
+        return {}, {}
     try:
-        found = reader(compressed)
-    except EdgegateError:
-        raise
-    except Exception:  # metadata is a hint; a reader bug must not block the gate
-        return {}
-    as_map = found.to_dict() if hasattr(found, "to_dict") else found
-    if not isinstance(as_map, Mapping):
-        return {}
-    return {k: float(v) for k, v in as_map.items() if k in claim_keys() and isinstance(v, (int, float))}
+        with open_checkpoint(compressed) as ckpt:
+            values, sources = read_claims(ckpt)
+    except Exception:
+        return {}, {}
+    keys = claim_keys()
+    out = {k: float(v) for k, v in values.items() if k in keys}
+    where = {k: sources.get(k) for k in out}
+    return out, {k: "checkpoint metadata" + (f" ({w})" if w and w != "checkpoint metadata" else "") for k, w in where.items()}
 
 
 def merge_claims(
-    cli: Mapping[str, float], policy: Mapping[str, float], meta: Mapping[str, float]
+    cli: Mapping[str, float],
+    policy: Mapping[str, float],
+    meta: Mapping[str, float],
+    meta_sources: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """CLI --claim > policy claims: > checkpoint metadata; also where each value came from."""
     values: dict[str, float] = {}
@@ -139,7 +140,7 @@ def merge_claims(
     for source, claims in (("checkpoint metadata", meta), ("policy", policy), ("--claim", cli)):
         for k, v in claims.items():
             values[k] = float(v)
-            sources[k] = source
+            sources[k] = (meta_sources or {}).get(k, source) if source == "checkpoint metadata" else source
     return values, sources
 
 
@@ -273,7 +274,9 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
         if extra:
             inputs.append(describe_input(role, Path(extra), hash_files=opts.hash_inputs))
 
-    claims, sources = merge_claims(opts.cli_claims, policy.claims, metadata_claims(opts.compressed))
+    claims, sources = merge_claims(opts.cli_claims, policy.claims, *metadata_claims(opts.compressed))
+    # Checks see where each claim came from (e.g. to name pruning_meta.json in a message).
+    options = {**opts.options, "claim_sources": dict(sources)}
     shared: dict[str, Any] = {}
     outcomes: list[CheckOutcome] = []
     for cp in policy.enabled_checks():
@@ -288,7 +291,7 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
             dense_path=opts.dense,
             section=cp.section,
             claims=dict(claims),
-            options=dict(opts.options),
+            options=options,
             shared=shared,
             progress=progress,
         )
