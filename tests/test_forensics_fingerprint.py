@@ -113,3 +113,18 @@ def test_compare_checkpoints_end_to_end() -> None:
     assert cmp_.fingerprint.totals.changed == 0
     assert cmp_.super_weights.tensors_examined == 2
     assert cmp_.to_dict(res.size.disk_bytes)["fingerprint"]["pruned"] == res.prunable.zeros
+
+
+def test_nm_magnitude_only_for_nm_masks() -> None:
+    d = dense_matrix(5)
+    g = np.abs(d).reshape(-1, 4)
+    m = np.zeros(g.shape, bool)
+    np.put_along_axis(m, np.argsort(g, axis=1)[:, :2], True, axis=1)
+    agr = mask_agreement(d, zero_where(d, m.reshape(d.shape)), row_uniform=True)
+    assert agr.group_agreement == 1.0 and agr.random_group_agreement == 0.5 and agr.nm_tensors == 1
+    assert classify(agr).method == "magnitude (per 4-group, N:M)"
+    # a Wanda-like unstructured mask also ranks well inside 4-groups, but is not N:M
+    act = np.random.default_rng(6).lognormal(0, 1.0, d.shape[1])
+    agr2 = mask_agreement(d, zero_where(d, row_mask_by_score(np.abs(d) * act, 0.5)), row_uniform=True)
+    assert agr2.nm_tensors == 0
+    assert classify(agr2).method.startswith("activation-aware-like")

@@ -9,35 +9,13 @@ from typing import Any
 
 import click
 
-from edgegate.errors import InputError
-
-_CLAIM_KEYS = ("sparsity", "size_saving", "speedup")
-
 
 def parse_claims(items: Sequence[str]) -> dict[str, float]:
-    """``--claim sparsity=0.5`` / ``sparsity=50%`` -> {"sparsity": 0.5}."""
-    try:  # the shared parser (checkpoint/claims.py) when present
-        from edgegate.checkpoint.claims import parse_claim  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        parse_claim = _parse_claim
-    out: dict[str, float] = {}
-    for item in items:
-        k, v = parse_claim(item)
-        out[k] = float(v)
-    return out
+    """``--claim sparsity=0.5`` / ``sparsity=50%`` -> {"sparsity": 0.5} (numeric claims)."""
+    from edgegate.checkpoint.claims import NUMERIC, parse_cli
 
-
-def _parse_claim(text: str) -> tuple[str, float]:
-    key, sep, raw = (s.strip() for s in text.partition("="))
-    if not sep or key not in _CLAIM_KEYS:
-        raise InputError(f"expected KEY=VALUE with KEY one of {', '.join(_CLAIM_KEYS)}, got '{text}'", field="--claim")
-    try:
-        val = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError as exc:
-        raise InputError(f"claim '{key}' needs a number (0.5 or 50%), got '{raw}'", field="--claim") from exc
-    if key in ("sparsity", "size_saving") and not 0 <= val < 1:
-        raise InputError(f"claim '{key}' must be a fraction in [0, 1), got {raw}", field="--claim")
-    return key, val
+    parsed = parse_cli(items)
+    return {k: float(getattr(parsed, k)) for k in NUMERIC if getattr(parsed, k) is not None}
 
 
 @click.command(name="scan")

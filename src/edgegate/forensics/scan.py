@@ -264,11 +264,21 @@ def summarize_structure(reports: list[TensorReport] | tuple[TensorReport, ...]) 
 
 
 def metadata_claims(ckpt: Checkpoint) -> tuple[dict[str, float], dict[str, str]]:
-    """Claims a checkpoint makes about itself, as its reader recorded them in metadata."""
-    md = ckpt.metadata or {}
-    raw = md.get("claims")
+    """Claims a checkpoint makes about itself: pruning_meta.json / compressed-tensors
+    sparsity_config beside the weights, or a ``claims`` mapping its reader put in metadata."""
+    from edgegate.checkpoint.claims import NUMERIC, from_checkpoint_dir
+
     out: dict[str, float] = {}
     src: dict[str, str] = {}
+    if ckpt.path.exists():
+        found = from_checkpoint_dir(ckpt.path, ckpt.config)
+        for k in NUMERIC:
+            v = getattr(found, k)
+            if v is not None:
+                out[k] = float(v)
+                src[k] = found.source.get(k, "checkpoint")
+    md = ckpt.metadata or {}
+    raw = md.get("claims")
     if isinstance(raw, Mapping):
         for k, v in raw.items():
             val = getattr(v, "value", v)
