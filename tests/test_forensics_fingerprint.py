@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from test_forensics_sparsity import ArrayCheckpoint, model
 
-from edgegate.forensics.fingerprint import classify, compare_checkpoints, mask_agreement, super_weights
+from edgegate.forensics.fingerprint import (
+    classify,
+    compare_checkpoints,
+    mask_agreement,
+    super_weights,
+)
 from edgegate.forensics.scan import scan_checkpoint
 
 

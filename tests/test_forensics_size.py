@@ -11,7 +11,14 @@ from safetensors.numpy import save_file
 
 from edgegate.checkpoint import open_checkpoint
 from edgegate.forensics.scan import scan_checkpoint
-from edgegate.forensics.size import TensorSize, bitmask_bytes, csr_bytes, elem_bytes, size_report, two_four_bytes
+from edgegate.forensics.size import (
+    TensorSize,
+    bitmask_bytes,
+    csr_bytes,
+    elem_bytes,
+    size_report,
+    two_four_bytes,
+)
 
 
 def test_formulas_by_hand() -> None:

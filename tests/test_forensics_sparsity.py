@@ -48,7 +48,7 @@ class ArrayCheckpoint(Checkpoint):
 def prune_rows(w: np.ndarray, frac: float) -> np.ndarray:
     """Zero the ``frac`` smallest-|w| entries of every row (row-uniform)."""
     w = w.copy()
-    k = int(round(w.shape[1] * frac))
+    k = round(w.shape[1] * frac)
     idx = np.argsort(np.abs(w), axis=1)[:, :k]
     np.put_along_axis(w, idx, 0.0, axis=1)
     return w
