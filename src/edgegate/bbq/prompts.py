@@ -58,9 +58,10 @@ def parse_letter(text: str) -> int | None:
     return LETTERS.index(m.group(1)) if m else None
 
 
-def template_hash(mode: str, *, temperature: float = 0.0, chat: bool | None = None) -> str:
-    """Identifies everything about the prompt that changes an answer (cache key part)."""
-    parts = [PROMPT_VERSION, mode, f"{temperature:.6g}", str(chat)]
+def template_hash(mode: str, *, temperature: float = 0.0) -> str:
+    """Identifies everything about the prompt that changes an answer (cache key part). Whether
+    the model's chat template is used depends on the model files, which the model hash covers."""
+    parts = [PROMPT_VERSION, mode, f"{temperature:.6g}"]
     if mode == "loglik":
         parts += [LOGLIK_CONTEXT, LOGLIK_CONTINUATION]
     else:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -65,6 +66,10 @@ class ScoreConfig:
         # positions only exist in letter mode
         return [0, 1, 2] if self.permute and self.mode == "letter" else [0]
 
+    def keys(self, items: Sequence[BBQItem]) -> list[tuple[str, int, int]]:
+        """Every (item, seed, rotation) to answer, in report order."""
+        return [(it.uid, s, r) for it in items for s in self.seed_list() for r in self.rotations()]
+
 
 def encode(backend: Backend, text: str, chat: bool) -> list[int]:
     """Tokens of a prompt; a chat template that already writes the BOS text must not get a
@@ -107,6 +112,35 @@ def _logsumexp(xs: np.ndarray) -> float:
     return m + math.log(float(np.sum(np.exp(xs - m))))
 
 
+def score_model(
+    open_backend: Callable[[], Backend],
+    path: str | Path,
+    runtime: str,
+    items: Sequence[BBQItem],
+    config: ScoreConfig,
+    cache: ResultCache,
+    *,
+    progress: Progress | None = None,
+    label: str = "model",
+) -> list[Answer]:
+    """Answers for one model: straight from the cache when it holds them all (the runtime is
+    not even opened), else open the model and score what is missing."""
+    model_key = cache.model_hash(path)
+    keys = config.keys(items)
+    prompt_key = prompts.template_hash(config.mode, temperature=config.temperature)
+    hit = cache.get(model_key, runtime, prompt_key, keys)
+    if len(hit) == len(keys):
+        return [hit[k] for k in keys]
+    backend = open_backend()
+    try:
+        if backend.runtime != runtime:
+            raise BackendError(f"asked for runtime {runtime!r}, got {backend.runtime!r}")
+        scorer = Scorer(backend, config, cache=cache, model_key=model_key, progress=progress)
+        return scorer.score(items, label)
+    finally:
+        backend.close()
+
+
 class Scorer:
     def __init__(
         self,
@@ -122,7 +156,7 @@ class Scorer:
         self.cache = cache
         self.progress: Progress = progress or NullProgress()
         self.chat = backend.chat_prompt(prompts.SYSTEM, "test") is not None
-        self.prompt_key = prompts.template_hash(config.mode, temperature=config.temperature, chat=self.chat)
+        self.prompt_key = prompts.template_hash(config.mode, temperature=config.temperature)
         self.backend_key = backend.runtime
         if cache is not None and model_key is None:
             model_key = cache.model_hash(backend.model_path)
@@ -142,7 +176,7 @@ class Scorer:
     def score(self, items: Sequence[BBQItem], label: str = "model") -> list[Answer]:
         """Answers for every (item, seed, rotation): cached ones are reused, the rest are
         scored and committed batch by batch. Returned in (item order, seed, rotation) order."""
-        keys = [(it.uid, s, r) for it in items for s in self.cfg.seed_list() for r in self.cfg.rotations()]
+        keys = self.cfg.keys(items)
         done: dict[tuple[str, int, int], Answer] = {}
         if self.cache is not None:
             done = self.cache.get(self.model_key, self.backend_key, self.prompt_key, keys)

@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,7 @@ def open_for_bbq(runtime: str, path: Path, options: Mapping[str, Any], seed: int
 
 def run(ctx: CheckContext) -> CheckResult:
     from edgegate.bbq.cache import ResultCache
-    from edgegate.bbq.scoring import ScoreConfig, Scorer
+    from edgegate.bbq.scoring import ScoreConfig, score_model
 
     t0 = time.perf_counter()
     pol = {**DEFAULTS, **{k: v for k, v in ctx.section.items() if v is not None}}
@@ -235,11 +236,10 @@ def run(ctx: CheckContext) -> CheckResult:
     answers: dict[str, list[Answer]] = {}
     try:
         for role, path in (("dense", ctx.dense_path), ("compressed", ctx.compressed_path)):
-            backend = open_for_bbq(pol["runtime"], path, ctx.options, seed)
-            try:
-                answers[role] = Scorer(backend, cfg, cache=cache, progress=ctx.progress).score(items, role)
-            finally:
-                backend.close()
+            answers[role] = score_model(
+                partial(open_for_bbq, pol["runtime"], path, ctx.options, seed),
+                path, pol["runtime"], items, cfg, cache, progress=ctx.progress, label=role,
+            )
     finally:
         cache.close()
     verdicts, m = evaluate(items, targets, answers["dense"], answers["compressed"], pol)

@@ -1,0 +1,115 @@
+"""BBQ end to end on real runtimes and the real fixture models (tiny trained Llama, dense and
+Wanda-pruned), on the project's own BBQ-format fixture items."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgegate.backends import open_backend
+from edgegate.bbq import prompts
+from edgegate.bbq.cache import ResultCache
+from edgegate.bbq.dataset import BBQItem, load
+from edgegate.bbq.scoring import ScoreConfig, Scorer
+from edgegate.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "fixtures" / "models"
+ITEMS = REPO / "fixtures" / "bbq"
+
+# runtime -> (dense, compressed) model paths it loads natively
+PAIRS = {
+    "mlx": (MODELS / "dense", MODELS / "wanda50"),
+    "llamacpp": (MODELS / "gguf" / "dense-f16.gguf", MODELS / "gguf" / "wanda50-f16.gguf"),
+}
+
+
+@pytest.fixture(scope="module")
+def items() -> list[BBQItem]:
+    return load(ITEMS, condition="both")
+
+
+@pytest.fixture(scope="module", params=["mlx", "llamacpp"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def dense(runtime: str) -> Iterator[Any]:
+    b = open_backend(runtime, PAIRS[runtime][0], n_ctx=512, threads=2)
+    yield b
+    b.close()
+
+
+def test_letter_answers_match_direct_backend_calls(dense: Any, items: list[BBQItem]) -> None:
+    answers = Scorer(dense, ScoreConfig(batch_size=7)).score(items)
+    letters = [dense.tokenize(x, add_special=False) for x in prompts.LETTERS]
+    assert all(len(t) == 1 for t in letters)
+    for it, a in zip(items, answers, strict=True):
+        text = dense.chat_prompt(prompts.SYSTEM, prompts.letter_user(it, 0))
+        assert text is not None  # the fixture tokenizer has a chat template
+        toks = dense.tokenize(text, add_special=False)  # the template writes <|bos|> itself
+        lp = dense.next_token_logprobs([toks], [t[0] for t in letters])[0]
+        want = int(np.argmax(lp))
+        if a.choice != want:  # " A"-style variants may add mass; recompute with them
+            detail = json.loads(a.detail)["lp"]
+            assert int(np.argmax(detail)) == a.choice
+        assert a.choice in (0, 1, 2)
+        mass = json.loads(a.detail)["mass"]
+        assert 0.0 < mass <= 1.0 + 1e-6 and mass >= math.exp(float(np.max(lp))) - 1e-4
+
+
+def test_loglik_answers_match_direct_backend_calls(dense: Any, items: list[BBQItem]) -> None:
+    sub = items[:6]
+    answers = Scorer(dense, ScoreConfig(mode="loglik")).score(sub)
+    for it, a in zip(sub, answers, strict=True):
+        ctx = dense.tokenize(prompts.loglik_context(it), add_special=True)
+        lps = []
+        for ans in it.answers:
+            whole = dense.tokenize(prompts.loglik_context(it) + " " + ans, add_special=True)
+            assert whole[: len(ctx)] == ctx
+            lps.append(dense.loglikelihood([(ctx, whole[len(ctx) :])])[0].logprob)
+        assert a.choice == int(np.argmax(lps))
+
+
+def test_cli_run_dense_vs_pruned(
+    runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d, c = PAIRS[runtime]
+    args = ["bbq", "run", str(d), str(c), "--runtime", runtime, "--data", str(ITEMS), "--items", "0",
+            "--min-items", "5", "--threads", "2", "--cache-dir", str(tmp_path), "--json"]
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    assert code in (0, 1), out.err
+    res = json.loads(out.out)
+    m = res["measurements"]
+    assert m["data"]["n_used"] == 16 and m["data"]["excluded"]["count"] == 0  # 16 ambiguous items
+    assert m["overall"]["n"] + m["transitions"]["n_items_unpaired"] == 16
+    assert sum(sum(r.values()) for r in m["transitions"]["matrix"].values()) == 16
+    assert set(m["delta_srs_by_category"]) == {"Age", "Disability_status", "Physical_appearance"}
+    for v in res["verdicts"]:
+        assert v["n"] is not None and v["test"] and v["ci"] is not None and v["effect_size"] is not None
+    assert res["status"] == ("fail" if code == 1 else res["status"])
+    # everything is cached: both models' 16 answers, and a re-run asks the runtime nothing
+    cache = ResultCache(tmp_path / "bbq.sqlite")
+    assert cache.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 32
+    cache.close()
+
+    def must_not_open(*a: object, **k: object) -> None:
+        raise AssertionError("the re-run opened a runtime although every answer is cached")
+
+    monkeypatch.setattr("edgegate.checks.bbq.open_for_bbq", must_not_open)
+    with contextlib.suppress(SystemExit):
+        main(args)
+    assert json.loads(capsys.readouterr().out)["measurements"] == m
