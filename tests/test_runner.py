@@ -71,7 +71,7 @@ def test_all_required_pass(inputs: tuple[Path, Path]) -> None:
 def test_required_fail_fails_the_gate(inputs: tuple[Path, Path]) -> None:
     g = gate(inputs, {"sparsity": result(Status.FAIL), "size": result(Status.PASS)}, only("sparsity", "size"))
     assert (g.status, g.exit_code) == ("fail", 1)
-    assert g.reasons == ("sparsity: x: fail",)
+    assert g.reasons == ("sparsity: x: fail: x fail",)  # summary, then the failing verdicts
 
 
 def test_optional_fail_is_advisory(inputs: tuple[Path, Path]) -> None:

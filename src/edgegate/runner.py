@@ -109,23 +109,20 @@ def parse_claim(text: str) -> tuple[str, float]:
 
 
 def metadata_claims(compressed: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """Claims the checkpoint makes about itself (pruning metadata, quantisation config) as
-    the readers in this build record them, with where each came from; ({}, {}) when none.
-    Metadata is a hint: a checkpoint the readers cannot open is left to the checks to report."""
+    """Claims the checkpoint makes about itself (pruning_meta.json, compressed-tensors
+    sparsity_config), with where each came from; ({}, {}) when it makes none.
+
+    A claims file that exists but cannot be read is an input error: going on without the
+    claim would verify nothing and could pass a checkpoint on missing data."""
     try:
-        from edgegate.checkpoint import open_checkpoint
-        from edgegate.forensics.scan import metadata_claims as read_claims
-    except ImportError:
+        from edgegate.checkpoint import claims as claims_mod
+    except ImportError:  # a build without the readers: CLI/policy claims only
         return {}, {}
-    try:
-        with open_checkpoint(compressed) as ckpt:
-            values, sources = read_claims(ckpt)
-    except Exception:
-        return {}, {}
+    found = claims_mod.from_checkpoint_dir(compressed)
     keys = claim_keys()
-    out = {k: float(v) for k, v in values.items() if k in keys}
-    where = {k: sources.get(k) for k in out}
-    return out, {k: "checkpoint metadata" + (f" ({w})" if w and w != "checkpoint metadata" else "") for k, w in where.items()}
+    values = {k: float(getattr(found, k)) for k in keys if getattr(found, k, None) is not None}
+    where = dict(getattr(found, "source", {}) or {})
+    return values, {k: f"checkpoint metadata ({where[k]})" if where.get(k) else "checkpoint metadata" for k in values}
 
 
 def merge_claims(
@@ -328,7 +325,7 @@ def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: 
     if s is Status.PASS:
         return CheckOutcome(name, True, True, res, "pass", "passed")
     if s is Status.FAIL:
-        return CheckOutcome(name, True, True, res, "fail", res.summary)
+        return CheckOutcome(name, True, True, res, "fail", _why(res))
     if s is Status.ERROR:
         return CheckOutcome(name, True, True, res, "error", res.summary)
     if s is Status.INCONCLUSIVE:
@@ -340,6 +337,13 @@ def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: 
         rule = "--strict" if strict else "fail_on_skipped"
         return CheckOutcome(name, True, True, res, "fail", f"required check did not run ({res.summary}); {rule} makes that a failure")
     return CheckOutcome(name, True, True, res, "not-verified", f"required check did not run: {res.summary}")
+
+
+def _why(res: CheckResult) -> str:
+    """The summary plus the messages of the verdicts that failed (what to look at first)."""
+    failed = [v.message for v in res.verdicts if v.status in (Status.FAIL, Status.INCONCLUSIVE)]
+    more = f" (+{len(failed) - 3} more)" if len(failed) > 3 else ""
+    return res.summary + (": " + "; ".join(failed[:3]) + more if failed else "")
 
 
 def _overall(outcomes: list[CheckOutcome], policy: Policy) -> tuple[str, int, list[str]]:
@@ -373,6 +377,9 @@ def _notes(outcomes: list[CheckOutcome]) -> list[str]:
             "smart pruning paradox: perplexity passed while BBQ failed; perplexity gave false "
             f"assurance about bias ({ppl.result.summary} / {bbq.result.summary})"
         )
+    for o in outcomes:
+        if o.gate == "advisory":
+            notes.append(f"advisory: {o.name} is {o.result.status.value} ({o.result.summary}); optional check: reported, does not gate")
     deselected = [o.name for o in outcomes if not o.selected]
     if deselected:
         notes.append(f"not run (deselected): {', '.join(deselected)}; this run verifies only the others")
