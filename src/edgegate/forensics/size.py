@@ -132,7 +132,7 @@ def _verdict(rep: SizeReport, sparsity: float) -> str:
     )
     dense = rep.projected.get("dense") or 0
     hint = ""
-    if best is not None and dense:
+    if best is not None and dense and best[1] < dense:
         hint = f"; as {best[0]} the same tensors would take {human(best[1])} ({1 - best[1] / dense:.1%} saved)"
     if abs(saving) < 0.005:
         return (
