@@ -55,7 +55,7 @@ def _model(tmp_path: Path, external: bool) -> tuple[Path, dict[str, np.ndarray]]
 
 @pytest.mark.parametrize("external", [False, True])
 def test_names_transpose_values(tmp_path: Path, external: bool) -> None:
-    path, ref = _model(tmp_path, external)
+    _path, ref = _model(tmp_path, external)
     with open_checkpoint(tmp_path) as ck:
         assert ck.format is Format.ONNX
         infos = {t.canonical: t for t in ck.tensors()}
@@ -76,7 +76,7 @@ def test_names_transpose_values(tmp_path: Path, external: bool) -> None:
 
 def test_transposed_weight_reproduces_onnxruntime(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
-    path, ref = _model(tmp_path, external=True)
+    path, _ref = _model(tmp_path, external=True)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (y,) = sess.run(None, {"ids": np.array([3], np.int64)})
     ck = open_checkpoint(path)
