@@ -79,7 +79,9 @@ def run_case(root: Path, case: Case, checks: list[str], out_dir: Path) -> tuple[
     shown = " ".join(["edgegate", *cmd[3:10]]) + f" --json-out/--md-out/--html-out/--junit-out {dest}/..."
     print(f"\n=== {case.name}: {case.story}\n$ {shown}", flush=True)
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
-    proc = subprocess.run(cmd, cwd=root, env=env, check=False)
+    sys.stdout.flush()
+    # The gate's stderr (its summary table) joins the demo's stdout so the story reads in order.
+    proc = subprocess.run(cmd, cwd=root, env=env, check=False, stderr=sys.stdout)
     report_path = dest / "edgegate.json"
     if not report_path.exists():
         return False, f"{case.name}: no report written (exit {proc.returncode})"

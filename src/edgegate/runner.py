@@ -280,7 +280,7 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
         if cp.name not in selected:
             flag = "--only" if opts.only else "--skip"
             res = CheckResult.skipped(cp.name, f"deselected with {flag}")
-            outcomes.append(CheckOutcome(cp.name, cp.required, False, res, "deselected", f"not run: deselected with {flag}"))
+            outcomes.append(CheckOutcome(cp.name, cp.required, False, res, "deselected", res.summary))
             continue
         progress.log(f"edgegate: running check {cp.name}")
         ctx = CheckContext(

@@ -103,7 +103,9 @@ def _checks_table(gate: GateResult) -> str:
 
 
 def _reason(reason: str, summary: str) -> str:
-    if reason in ("passed", summary):
+    if reason.startswith(summary):  # the summary is already in the cell
+        reason = reason[len(summary) :].lstrip(": ")
+    if reason in ("", "passed"):
         return ""
     return f"<div class='muted'>{escape(reason)}</div>"
 
