@@ -1,0 +1,81 @@
+"""The sparsity and size checks (policy verdicts) on the fixture models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgegate.checks import size as size_check
+from edgegate.checks import sparsity as sparsity_check
+from edgegate.checks.base import CheckContext, Status
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "fixtures" / "models"
+pytestmark = pytest.mark.skipif(not (MODELS / "claimed50").exists(), reason="fixtures not built")
+
+
+def ctx(name: str, section: dict | None = None, claims: dict | None = None, dense: bool = False) -> CheckContext:
+    return CheckContext(
+        compressed_path=MODELS / name,
+        dense_path=MODELS / "dense" if dense else None,
+        section=section or {},
+        claims=claims or {},
+    )
+
+
+def verdict(res, name):  # type: ignore[no-untyped-def]
+    return next(v for v in res.verdicts if v.name == name)
+
+
+def test_claimed50_fails_with_reason_from_metadata_claim() -> None:
+    c = ctx("claimed50", {"claim_tolerance": 0.02, "require_claim": False})
+    res = sparsity_check.run(c)
+    assert res.status is Status.FAIL
+    v = verdict(res, "sparsity_claim")
+    assert v.status is Status.FAIL and v.n == 98304
+    assert v.observed == pytest.approx(1 / 3) and v.effect_size == pytest.approx(1 / 3 - 0.5)
+    assert "pruning_meta.json" in v.message and "kinds left dense: o_proj, down_proj" in v.message
+    assert verdict(res, "finite_weights").status is Status.PASS
+    assert c.shared["scan.compressed"].prunable.zeros == 32768
+    # the size check reuses the scan instead of reading the checkpoint again
+    first = c.shared["scan.compressed"]
+    size_check.run(c)
+    assert c.shared["scan.compressed"] is first
+
+
+def test_policy_claim_wins_and_can_pass() -> None:
+    res = sparsity_check.run(ctx("claimed50", {"claim_tolerance": 0.02}, claims={"sparsity": 1 / 3}))
+    assert res.status is Status.PASS
+    assert verdict(res, "sparsity_claim").message.startswith("actual 33.3% vs claimed 33.3% (policy/cli)")
+
+
+def test_no_claim_is_skipped_not_passed_unless_required() -> None:
+    res = sparsity_check.run(ctx("dense", {"claim_tolerance": 0.02, "require_claim": False}))
+    v = verdict(res, "sparsity_claim")
+    assert v.status is Status.SKIPPED and "measured 0.0%" in v.message and v.n == 98304
+    # skipped verdicts do not count towards a check's status; the finite-weights verdict does
+    assert verdict(res, "finite_weights").status is Status.PASS and res.status is Status.PASS
+    assert res.measurements["sparsity"]["overall"]["zeros"] == 64
+    res2 = sparsity_check.run(ctx("dense", {"require_claim": True}))
+    assert res2.status is Status.FAIL and "require_claim" in verdict(res2, "sparsity_claim").message
+
+
+def test_size_dense_format_saves_nothing() -> None:
+    res = size_check.run(ctx("magnitude50", {"min_saving": 0.1, "claim_tolerance": 0.05}, claims={"size_saving": 0.5}))
+    assert res.status is Status.FAIL
+    ms = verdict(res, "min_saving")
+    assert ms.status is Status.FAIL and ms.observed == 0.0 and ms.n == 164160 and ms.scope == "safetensors"
+    assert verdict(res, "size_claim").status is Status.FAIL
+    ok = size_check.run(ctx("magnitude50", {"min_saving": 0.0}))
+    assert verdict(ok, "min_saving").status is Status.PASS
+    assert verdict(ok, "size_claim").status is Status.SKIPPED
+
+
+def test_size_per_format_threshold_and_against_dense() -> None:
+    res = size_check.run(ctx("nm24", {"min_saving": {"gguf": 0.3}}, dense=True))
+    assert verdict(res, "min_saving").status is Status.SKIPPED
+    dense_bytes = (MODELS / "dense" / "model.safetensors").stat().st_size
+    comp_bytes = (MODELS / "nm24" / "model.safetensors").stat().st_size
+    assert res.measurements["saving"] == pytest.approx(1 - comp_bytes / dense_bytes)
+    assert "dense original" in res.measurements["saving_basis"]
