@@ -24,6 +24,10 @@ def validate(files: tuple[str, ...]) -> None:
     from edgegate.policy import iter_policy_files, load_policy, validation_errors
 
     bad = 0
+    for arg in files:  # a directory without policies must not validate as "nothing wrong"
+        if Path(arg).is_dir() and not any(iter_policy_files([arg])):
+            bad += 1
+            click.echo(f"edgegate: error: {arg}: no *.yaml or *.yml policy files in this directory", err=True)
     for path in iter_policy_files(list(files)):
         try:
             policy = load_policy(path)
