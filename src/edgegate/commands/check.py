@@ -130,5 +130,7 @@ def command(
         from edgegate.report.terminal import print_summary
 
         print_summary(gate)
+    elif gate.status == "error":  # -q hides the table, but an error still needs its one line
+        click.echo(f"edgegate: error: {'; '.join(gate.reasons)}", err=True)
     sys.stdout.flush()
     sys.exit(gate.exit_code)
