@@ -28,6 +28,9 @@ def _model(tmp_path: Path, external: bool) -> tuple[Path, dict[str, np.ndarray]]
         numpy_helper.from_array(norm, "onnx::Mul_5"),
         numpy_helper.from_array(bias, "model.layers.0.self_attn.q_proj.bias"),
         numpy_helper.from_array(np.array([1, 4], np.int64), "shape_const"),
+        # folded constants a Mul outside any norm consumes: not weights, must not be listed
+        numpy_helper.from_array(np.full(4, 0.5, np.float32), "/model/layers.0/self_attn/Constant_output_0"),
+        numpy_helper.from_array(np.ones(4, np.float32), "onnx::Mul_77"),
     ]
     nodes = [
         helper.make_node("Gather", ["model.embed_tokens.weight", "ids"], ["h0"], name="/model/embed_tokens/Gather"),
@@ -37,6 +40,9 @@ def _model(tmp_path: Path, external: bool) -> tuple[Path, dict[str, np.ndarray]]
         helper.make_node("Reshape", ["h1", "shape_const"], ["h2"], name="/model/Reshape"),
         helper.make_node("MatMul", ["h2", "onnx::MatMul_10"], ["h3"], name="/model/layers.0/self_attn/q_proj/MatMul"),
         helper.make_node("Add", ["h3", "model.layers.0.self_attn.q_proj.bias"], ["y"], name="/model/layers.0/self_attn/q_proj/Add"),
+        helper.make_node("Mul", ["h2", "/model/layers.0/self_attn/Constant_output_0"], ["u1"],
+                         name="/model/layers.0/self_attn/Mul"),
+        helper.make_node("Mul", ["u1", "onnx::Mul_77"], ["u2"], name="/model/rotary_emb/Mul"),
     ]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])],
@@ -61,6 +67,8 @@ def test_names_transpose_values(tmp_path: Path, external: bool) -> None:
         infos = {t.canonical: t for t in ck.tensors()}
         assert set(infos) == {QW, "model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
                               "model.layers.0.self_attn.q_proj.bias"}  # int shape constant skipped
+        assert set(ck.metadata["onnx_skipped_initializers"]) == {"/model/layers.0/self_attn/Constant_output_0",
+                                                                  "onnx::Mul_77"}
         q = infos[QW]
         assert q.name == "onnx::MatMul_10" and q.shape == (6, 4) and q.kind is ModuleKind.Q
         np.testing.assert_array_equal(ck.read(q), ref["b"].T)

@@ -105,7 +105,7 @@ def layer_of(canonical: str) -> int | None:
 
 def is_artifact(canonical: str) -> bool:
     """True for stored tensors that are not HF parameters (rotary caches, rope factors)."""
-    return _strip_param(canonical) in ARTIFACT_NAMES or canonical.endswith("rotary_emb.inv_freq")
+    return _strip_param(canonical) in ARTIFACT_NAMES or "rotary_emb" in canonical
 
 
 def make_info(

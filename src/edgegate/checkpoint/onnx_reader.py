@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edgegate.checkpoint.base import Checkpoint, Format, TensorInfo
-from edgegate.checkpoint.names import make_info
+from edgegate.checkpoint.base import Checkpoint, Format, ModuleKind, TensorInfo
+from edgegate.checkpoint.names import kind_of, make_info
 from edgegate.checkpoint.safetensors_reader import to_float32
 from edgegate.errors import CheckpointError
 
@@ -29,6 +29,13 @@ _TYPES: dict[int, tuple[str, str]] = {
 _PARAM_RE = re.compile(r"^[A-Za-z_][\w.]*\.(weight|bias)$")
 _WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Gather": 0, "Mul": 1, "SimplifiedLayerNormalization": 1,
                  "LayerNormalization": 1, "SkipSimplifiedLayerNormalization": 2}
+# A consumer's scope names a parameter only if its role fits the op (a Mul inside a norm
+# scales by the norm weight; a Mul elsewhere multiplies by a folded constant).
+_ANY = lambda k: True  # noqa: E731
+_NORM = lambda k: k is ModuleKind.NORM  # noqa: E731
+_ROLE_OK = {"MatMul": _ANY, "Gemm": _ANY, "Gather": lambda k: k is ModuleKind.EMBED, "Mul": _NORM,
+            "SimplifiedLayerNormalization": _NORM, "LayerNormalization": _NORM,
+            "SkipSimplifiedLayerNormalization": _NORM}
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class ONNXCheckpoint(Checkpoint):
         self._inits: dict[str, _Init] = {}
         infos: list[TensorInfo] = []
         used: set[str] = set()
+        skipped: list[str] = []
         extra_files: set[Path] = set()
         for init in graph.initializer:
             kind = _TYPES.get(init.data_type)
@@ -73,10 +81,13 @@ class ONNXCheckpoint(Checkpoint):
                 continue  # int shape constants, scalars: not weights
             dims = tuple(int(d) for d in init.dims)
             canonical, transpose = self._canonical(init.name, consumers.get(init.name, []))
+            if not _PARAM_RE.match(canonical):
+                skipped.append(init.name)  # folded constants (rotary tables, masks): not weights
+                continue
             if len(dims) != 2:
                 transpose = False
-            if canonical in used:
-                canonical = init.name
+            if canonical in used:  # two initializers resolved to one module: keep them apart
+                canonical = f"{canonical}#{init.name}"
             used.add(canonical)
             external = self._external(path, init) if init.data_location == onnx.TensorProto.EXTERNAL else None
             if external:
@@ -91,7 +102,7 @@ class ONNXCheckpoint(Checkpoint):
         meta = {p.key: p.value for p in model.metadata_props}
         config = {"producer_name": model.producer_name, "opset": [o.version for o in model.opset_import]}
         super().__init__(path=path, format=Format.ONNX, files=[path, *sorted(extra_files)], config=config,
-                         metadata={"onnx_metadata": meta})
+                         metadata={"onnx_metadata": meta, "onnx_skipped_initializers": skipped})
 
     @staticmethod
     def _canonical(name: str, uses: list[tuple[Any, int]]) -> tuple[str, bool]:
@@ -103,14 +114,14 @@ class ONNXCheckpoint(Checkpoint):
             elif node.op_type == "Gemm" and idx == 1:
                 trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
                 transpose = trans_b == 0
-            if derived is None and _WEIGHT_INPUT.get(node.op_type) == idx:
-                scope = _scope(node.name)
-                if scope:
-                    derived = f"{scope}.weight"
-            if derived is None and node.op_type in ("Add", "Gemm") and idx in (1, 2):
-                scope = _scope(node.name)
-                if scope and (node.op_type == "Add" or idx == 2):
-                    derived = f"{scope}.bias"
+            scope = _scope(node.name)
+            if derived is not None or not scope:
+                continue
+            leaf_kind = kind_of(scope + ".weight")
+            if _WEIGHT_INPUT.get(node.op_type) == idx and _ROLE_OK[node.op_type](leaf_kind):
+                derived = f"{scope}.weight"
+            elif (node.op_type == "Add" and idx == 1 and leaf_kind.prunable) or (node.op_type == "Gemm" and idx == 2):
+                derived = f"{scope}.bias"
         if _PARAM_RE.match(name):
             return name, transpose
         return derived or name, transpose
