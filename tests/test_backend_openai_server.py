@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "fixtures" / "models" / "gguf" / "dense-f16.gguf"
 KEY = "sk-edgegate-live-test-key-42"
 N_CTX = 512
-ATOL = 2e-3  # same library and weights; only thread/batch scheduling differs
+ATOL = 1e-4  # same library and weights (observed: ~1e-6); only batching differs
 
 PROMPTS = [
     "Question: The doctor and the nurse were late. Who was careless?\nA. the doctor\n"
@@ -146,6 +146,23 @@ def test_letter_scores_match_direct_eval(be: OpenAIBackend, ref: Any, mode: str)
         assert after.forced - before.forced == 9
     else:  # top-20 of a 512-token vocab: hits, plus exact forcing for any that missed
         assert (after.topk_hits - before.topk_hits) + (after.forced - before.forced) == 9
+
+
+def test_topk_hits_match_direct_eval(be: OpenAIBackend, ref: Any) -> None:
+    """Candidates taken from the reference's top-5 must be read straight off the top-k list."""
+    prompts = [be.tokenize(p) for p in PROMPTS]
+    rows = [_ref_logprobs(ref, p)[-1] for p in prompts]
+    before = be.coverage
+    be.letter_mode = "topk"
+    try:
+        for ids, row in zip(prompts, rows, strict=True):
+            top5 = [int(t) for t in np.argsort(row)[::-1][:5]]
+            got = be.next_token_logprobs([ids], top5)
+            np.testing.assert_allclose(got[0], row[top5], atol=ATOL)
+    finally:
+        be.letter_mode = "auto"
+    assert be.coverage.topk_hits - before.topk_hits == 15
+    assert be.coverage.forced == before.forced
 
 
 def test_topk_miss_is_forced_exactly(be: OpenAIBackend, ref: Any) -> None:

@@ -142,10 +142,9 @@ class OpenAIBackend:
         self.dialect = dialect or self._detect(entry)
         self.n_ctx = self._context_size(entry, n_ctx)
         self._bos: int | None = None
-        if self.dialect == "llama-cpp-python" and self._local_tok is None:
-            empty = self._post("/extras/tokenize", {"input": "", "model": self.model}, "tokenize")
-            toks = empty.get("tokens") if isinstance(empty, dict) else None
-            self._bos = toks[0] if isinstance(toks, list) and len(toks) == 1 else None
+        if not self._ids_keyed:  # text prompts: learn the BOS the server adds on its own
+            toks = self.tokenize("", add_special=True)
+            self._bos = toks[0] if len(toks) == 1 else None
         self.load_s = time.perf_counter() - t0
         log.info("openai backend: %s model=%s dialect=%s n_ctx=%d", self.base_url, self.model,
                  self.dialect, self.n_ctx)
@@ -257,7 +256,11 @@ class OpenAIBackend:
             raise InputError("empty prompt", field="prompt")
         if self._ids_keyed:
             return ids
-        text = self.detokenize(ids)
+        if self._local_tok is None:  # server detokenizers drop BOS (and its space) themselves
+            text = self.detokenize(ids)
+        else:
+            body = ids[1:] if self._bos is not None and ids[:1] == [self._bos] else ids
+            text = str(self._local_tok.decode(body, skip_special_tokens=False))
         back = self.tokenize(text, add_special=True)
         if back != ids:
             raise BackendError(
