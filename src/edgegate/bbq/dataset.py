@@ -137,17 +137,23 @@ def read_jsonl(path: Path) -> list[tuple[dict[str, Any], str]]:
     except OSError as e:
         raise DatasetError(f"cannot read: {e.strerror}", path=path) from e
     with fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{i}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(
-                    f"bad JSON ({e.msg} at column {e.colno})", path=where, hint="one JSON object per line"
-                ) from e
-            out.append((row, where))
+        try:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{i}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DatasetError(
+                        f"bad JSON ({e.msg} at column {e.colno})", path=where, hint="one JSON object per line"
+                    ) from e
+                out.append((row, where))
+        except UnicodeDecodeError as e:  # a binary or non-UTF-8 file is bad input, not a crash
+            raise DatasetError(
+                f"not UTF-8 text ({e.reason})", path=path,
+                hint="BBQ files are UTF-8 JSON lines",
+            ) from None
     return out
 
 
