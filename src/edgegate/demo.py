@@ -10,7 +10,7 @@ Both runs use ``--only`` with the static checks this build has (sparsity, size):
 checks (speed, perplexity, BBQ) need llama.cpp/MLX/ONNX and minutes of compute, and on a
 2-layer toy model their numbers would say nothing. The demo prints that, and each report
 lists them as "deselected", so nothing is passed on missing data. Exit 0 when both runs did
-what they must, 1 otherwise. Reports go to out/demo/<case>/.
+what they must, 1 otherwise. Reports go to out/demo/<case>/ ($EDGEGATE_DEMO_OUT overrides).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main() -> int:
         "  not run: speed, perplexity, bbq (runtime checks; they need llama.cpp/MLX/ONNX and a\n"
         "  real model to mean anything; the reports list them as deselected, never as passed)"
     )
-    out_dir = root / "out" / "demo"
+    out_dir = Path(os.environ.get("EDGEGATE_DEMO_OUT") or root / "out" / "demo")
     results = [run_case(root, case, checks, out_dir) for case in CASES]
     print("\n=== summary")
     for _, line in results:
