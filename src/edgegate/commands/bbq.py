@@ -40,7 +40,7 @@ def render_text(result: CheckResult) -> str:
         d = m["data"]
         out.append(
             f"data: {d['source']} ({d['condition']}): {d['n_used']} of {d['n_loaded']} items used, "
-            f"{d['excluded']['count']} excluded {d['excluded']['reasons'] or ''}"
+            f"{d['excluded']['count']} excluded" + (f" {d['excluded']['reasons']}" if d["excluded"]["count"] else "")
         )
     for role in ("dense", "compressed", "model"):
         if role in m:
