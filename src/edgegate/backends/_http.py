@@ -40,6 +40,34 @@ class HttpError(BackendError):
         self.body = body
 
 
+class FeatureUnsupported(BackendError):
+    """The server lacks a feature (echo, logit_bias, tokenize...); ``feature`` names it."""
+
+    def __init__(self, message: str, *, feature: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.feature = feature
+
+
+def refused(e: HttpError) -> bool:
+    """A deterministic "no" to a feature (not an outage): 4xx, 501, or a 500 that says so."""
+    return e.status in (400, 404, 405, 422, 501) or (e.status == 500 and "support" in e.body.lower())
+
+FEATURES = {
+    "echo": "echo=True with logprobs (prompt log-probabilities)",
+    "logprobs": "logprobs on /v1/completions",
+    "logit_bias": "logit_bias on /v1/completions",
+    "tokenize": "a tokenize endpoint",
+    "detokenize": "a detokenize endpoint",
+    "apply-template": "/apply-template (chat templates)",
+}
+FEATURE_HINTS = {
+    "echo": "perplexity needs prompt logprobs: use vLLM or llama-cpp-python's server",
+    "tokenize": "pass tokenizer_path=<tokenizer.json>",
+    "detokenize": "pass tokenizer_path=<tokenizer.json>",
+    "logit_bias": "use letter_mode='topk'",
+}
+
+
 def public_url(url: str) -> str:
     """The URL without user:password@ so that it is safe to print."""
     parts = urllib.parse.urlsplit(url)

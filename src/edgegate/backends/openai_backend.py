@@ -37,7 +37,17 @@ from typing import Any, TypeVar
 import numpy as np
 
 from edgegate.backends._common import hf_chat_template, render_chat
-from edgegate.backends._http import HttpClient, HttpError, Pos, parse_logprobs, public_url
+from edgegate.backends._http import (
+    FEATURE_HINTS,
+    FEATURES,
+    FeatureUnsupported,
+    HttpClient,
+    HttpError,
+    Pos,
+    parse_logprobs,
+    public_url,
+    refused,
+)
 from edgegate.backends.base import LoglikResult, Timing
 from edgegate.errors import BackendError, InputError
 
@@ -47,14 +57,6 @@ DIALECTS = ("vllm", "llama-server", "llama-cpp-python", "generic")
 FORCE_BIAS = 100.0
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-
-
-class FeatureUnsupported(BackendError):
-    """The server lacks a feature (echo, logit_bias, tokenize...); ``feature`` names it."""
-
-    def __init__(self, message: str, *, feature: str, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.feature = feature
 
 
 @dataclass(frozen=True)
@@ -160,13 +162,11 @@ class OpenAIBackend:
         try:
             return self._http.post_json(path, body)
         except HttpError as e:
-            refused = e.status in (400, 404, 405, 422, 501) or (
-                e.status == 500 and "support" in e.body.lower())
-            if refused and what in _FEATURES:
+            if refused(e) and what in FEATURES:
                 raise FeatureUnsupported(
-                    f"{self.base_url} ({self.dialect}) does not support {_FEATURES[what]}: "
+                    f"{self.base_url} ({self.dialect}) does not support {FEATURES[what]}: "
                     f"HTTP {e.status} {e.body[:160]}",
-                    feature=what, hint=_FEATURE_HINTS.get(what)) from None
+                    feature=what, hint=FEATURE_HINTS.get(what)) from None
             raise
 
     def _detect(self, entry: dict[str, Any]) -> str:
@@ -206,19 +206,13 @@ class OpenAIBackend:
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         if self._local_tok is not None:
             return list(self._local_tok.encode(text, add_special_tokens=add_special).ids)
-        if self.dialect == "vllm":
-            r = self._post("/tokenize", {"model": self.model, "prompt": text,
-                                         "add_special_tokens": add_special}, "tokenize")
-        elif self.dialect == "llama-server":
-            r = self._post("/tokenize", {"content": text, "add_special": add_special}, "tokenize")
-        else:
-            r = self._post("/extras/tokenize", {"input": text, "model": self.model}, "tokenize")
-        toks = r.get("tokens") if isinstance(r, dict) else None
+        path, make, field = _TOKENIZE.get(self.dialect, _TOKENIZE["*"])
+        r = self._post(path, make(self.model, text, add_special), "tokenize")
+        toks = r.get(field) if isinstance(r, dict) else None
         if not isinstance(toks, list) or not all(isinstance(t, int) for t in toks):
-            raise BackendError(f"{self.base_url}: tokenize returned no integer 'tokens' list")
+            raise BackendError(f"{self.base_url}: tokenize returned no integer '{field}' list")
         # /extras/tokenize always adds BOS: drop it when the caller asked for none.
-        extras = self.dialect in ("llama-cpp-python", "generic")
-        if extras and not add_special and self._bos is not None and toks[:1] == [self._bos]:
+        if path == "/extras/tokenize" and not add_special and toks[:1] == [self._bos]:
             toks = toks[1:]
         return list(toks)
 
@@ -226,18 +220,11 @@ class OpenAIBackend:
         ids = [int(i) for i in ids]
         if self._local_tok is not None:
             return str(self._local_tok.decode(ids, skip_special_tokens=False))
-        if self.dialect == "vllm":
-            r = self._post("/detokenize", {"model": self.model, "tokens": ids}, "detokenize")
-            text = r.get("prompt") if isinstance(r, dict) else None
-        elif self.dialect == "llama-server":
-            r = self._post("/detokenize", {"tokens": ids}, "detokenize")
-            text = r.get("content") if isinstance(r, dict) else None
-        else:
-            r = self._post("/extras/detokenize", {"tokens": ids, "model": self.model},
-                           "detokenize")
-            text = r.get("text") if isinstance(r, dict) else None
+        path, make, field = _DETOKENIZE.get(self.dialect, _DETOKENIZE["*"])
+        r = self._post(path, make(self.model, ids), "detokenize")
+        text = r.get(field) if isinstance(r, dict) else None
         if not isinstance(text, str):
-            raise BackendError(f"{self.base_url}: detokenize returned no text")
+            raise BackendError(f"{self.base_url}: detokenize returned no '{field}' text")
         return text
 
     def _piece(self, tok: int) -> str:
@@ -309,7 +296,7 @@ class OpenAIBackend:
 
     def _forced(self, ids: Sequence[int], tok: int) -> tuple[float, bool]:
         """Exact raw log p(tok | ids) and whether tok is the argmax, via logit_bias."""
-        c = self._complete(ids, "logit_bias", logprobs=1, logit_bias={str(tok): FORCE_BIAS})
+        c = self._complete(ids, "logit_bias", logprobs=2, logit_bias={str(tok): FORCE_BIAS})
         pos = parse_logprobs(c)
         lp = pos[0].logprob if pos else None
         if lp is None:
@@ -322,8 +309,13 @@ class OpenAIBackend:
             raise FeatureUnsupported(f"{self.base_url} ignored logit_bias (sampled {p.token!r}, "
                                      f"not token {tok})", feature="logit_bias",
                                      hint="use letter_mode='topk'")
-        best = max((t[2] for t in p.top), default=lp)
-        return lp, lp >= best - 1e-6
+        tops = sorted((t[2] for t in p.top), reverse=True)
+        if len(tops) > 1 and tops[0] > -1e-4 and tops[1] < -FORCE_BIAS / 2:
+            # the +100 shows in the numbers: these are post-bias, not the model's, logprobs
+            raise FeatureUnsupported(f"{self.base_url} reports log-probabilities after "
+                                     "logit_bias", feature="logit_bias",
+                                     hint="use letter_mode='topk' with a larger top_logprobs")
+        return lp, lp >= (tops[0] if tops else lp) - 1e-6
 
     def next_token_logprobs(
         self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
@@ -497,17 +489,15 @@ class OpenAIBackend:
         """Nothing to free: the server owns the model."""
 
 
-_FEATURES = {
-    "echo": "echo=True with logprobs (prompt log-probabilities)",
-    "logprobs": "logprobs on /v1/completions",
-    "logit_bias": "logit_bias on /v1/completions",
-    "tokenize": "a tokenize endpoint",
-    "detokenize": "a detokenize endpoint",
-    "apply-template": "/apply-template (chat templates)",
+# (path, request body, answer field) per dialect; "*": llama-cpp-python's /extras/* endpoints
+_TOKENIZE: dict[str, tuple[str, Callable[[str, str, bool], dict[str, Any]], str]] = {
+    "vllm": ("/tokenize", lambda m, t, s: {"model": m, "prompt": t, "add_special_tokens": s},
+             "tokens"),
+    "llama-server": ("/tokenize", lambda m, t, s: {"content": t, "add_special": s}, "tokens"),
+    "*": ("/extras/tokenize", lambda m, t, s: {"input": t, "model": m}, "tokens"),
 }
-_FEATURE_HINTS = {
-    "echo": "perplexity needs prompt logprobs: use vLLM or llama-cpp-python's server",
-    "tokenize": "pass tokenizer_path=<tokenizer.json>",
-    "detokenize": "pass tokenizer_path=<tokenizer.json>",
-    "logit_bias": "use letter_mode='topk'",
+_DETOKENIZE: dict[str, tuple[str, Callable[[str, list[int]], dict[str, Any]], str]] = {
+    "vllm": ("/detokenize", lambda m, ids: {"model": m, "tokens": ids}, "prompt"),
+    "llama-server": ("/detokenize", lambda m, ids: {"tokens": ids}, "content"),
+    "*": ("/extras/detokenize", lambda m, ids: {"tokens": ids, "model": m}, "text"),
 }
