@@ -53,11 +53,32 @@ def unpack_codes(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     return stream.reshape(rows, count, bits).astype(np.uint32) @ weights
 
 
-def dequantize(packed: np.ndarray, scales: np.ndarray, biases: np.ndarray, group_size: int, bits: int) -> np.ndarray:
-    """numpy twin of mx.dequantize (affine mode) for 2-D ``packed``."""
+def _round_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> nearest bf16 (ties to even), kept as float32."""
+    u = x.astype(np.float32).view(np.uint32)
+    u = (u + np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return u.view(np.float32)
+
+
+def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        return _round_bf16(x)
+    if dtype == "F16":
+        return x.astype(np.float16).astype(np.float32)
+    return x
+
+
+def dequantize(packed: np.ndarray, scales: np.ndarray, biases: np.ndarray, group_size: int, bits: int,
+               dtype: str = "F32") -> np.ndarray:
+    """numpy twin of mx.dequantize (affine mode) for 2-D ``packed``.
+
+    MLX computes ``code * scale`` and ``+ bias`` in the scales' dtype, rounding after each
+    step; doing the same makes the result (and so its zero count) bit-exact with MLX.
+    """
     rows, n_groups = scales.shape
     codes = unpack_codes(packed, bits, n_groups * group_size).reshape(rows, n_groups, group_size)
-    out = codes.astype(np.float32) * scales[..., None] + biases[..., None]
+    out = _round_to(codes.astype(np.float32) * scales[..., None], dtype)
+    out = _round_to(out + biases[..., None], dtype)
     return out.reshape(rows, n_groups * group_size)
 
 
@@ -117,7 +138,7 @@ class MLXCheckpoint(SafetensorsCheckpoint):
             return super().read(info)
         scales = to_float32(read_native_entry(q.scales), q.scales.dtype)
         biases = to_float32(read_native_entry(q.biases), q.biases.dtype)
-        return dequantize(read_native_entry(q.weight), scales, biases, q.group_size, q.bits)
+        return dequantize(read_native_entry(q.weight), scales, biases, q.group_size, q.bits, q.scales.dtype)
 
     def read_native(self, info: TensorInfo) -> np.ndarray:
         if info.name in self.quant:
