@@ -260,6 +260,24 @@ def test_missing_candidate_forced_then_bounded(serve: Any, caplog: pytest.LogCap
     assert "not in top-3" in caplog.text
 
 
+def test_post_bias_logprobs_are_refused(serve: Any) -> None:
+    """A server that reports log-probabilities *after* logit_bias (forced token ~0, the rest
+    ~-100) must not have those numbers taken as the model's."""
+
+    def h(path: str, body: Any, k: int) -> Reply:
+        if "logit_bias" in body:
+            return _completion(body["prompt"], {11: -1e-6, 5: -99.5}, sampled=11)
+        return _completion(body["prompt"], TOP)
+
+    srv = serve(h)
+    be = OpenAIBackend(srv.url, letter_mode="forced")
+    with pytest.raises(FeatureUnsupported, match="after logit_bias"):
+        be.next_token_logprobs([[1, 2]], [11])
+    be.letter_mode = "topk"
+    out = be.next_token_logprobs([[1, 2]], [11])
+    assert -2.5001 < out[0, 0] < -2.5 and be.coverage.below_kth == 1
+
+
 def test_echo_unsupported_is_named(serve: Any) -> None:
     # llama-server's actual reply to echo=True on /v1/completions.
     def h(path: str, body: Any, k: int) -> Reply:
