@@ -27,7 +27,8 @@ ITEMS = REPO / "fixtures" / "bbq"
 # runtime -> (dense, compressed) model paths it loads natively
 PAIRS = {
     "mlx": (MODELS / "dense", MODELS / "wanda50"),
-    "llamacpp": (MODELS / "gguf" / "dense-f16.gguf", MODELS / "gguf" / "wanda50-f16.gguf"),
+    # llama.cpp converts the pruned HF folder to GGUF itself (into --cache-dir)
+    "llamacpp": (MODELS / "gguf" / "dense-f16.gguf", MODELS / "wanda50"),
 }
 
 

@@ -232,7 +232,7 @@ def run(ctx: CheckContext) -> CheckResult:
     pol = {**DEFAULTS, **{k: v for k, v in ctx.section.items() if v is not None}}
     if ctx.dense_path is None:
         return CheckResult.skipped("bbq", "BBQ transitions need a dense baseline model")
-    source = pol["data"] or ctx.options.get("bbq_data")
+    source = ctx.options.get("bbq_data") or pol["data"]  # the command line wins over the policy
     if not source:
         raise DatasetError(
             "no BBQ data given", field="checks.bbq.data",
@@ -240,7 +240,9 @@ def run(ctx: CheckContext) -> CheckResult:
         )
     opt_seed = ctx.options.get("seed")
     seed = int(opt_seed if opt_seed is not None else pol["seed"])
-    items, targets, info = prepare_items(source, condition=pol["condition"], n=int(pol["items"]) or None, seed=seed)
+    opt_items = ctx.options.get("bbq_items")  # `edgegate check --bbq-items N`
+    n_items = int(opt_items if opt_items is not None else pol["items"]) or None
+    items, targets, info = prepare_items(source, condition=pol["condition"], n=n_items, seed=seed)
     cfg = ScoreConfig(
         mode=pol["mode"], seeds=int(pol["seeds"]), temperature=float(pol["temperature"]),
         permute=bool(pol["permute_options"]),
