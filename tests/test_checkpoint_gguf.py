@@ -186,3 +186,17 @@ def test_nan_weights_read(tmp_path: Path) -> None:
     ck = open_checkpoint(f)
     out = ck.read(next(ck.tensors()))
     assert np.isnan(out[0, 0]) and np.isinf(out[0, 1])
+
+
+def test_llama_without_head_count(tmp_path: Path) -> None:
+    f = tmp_path / "h.gguf"
+    w = gguf.GGUFWriter(str(f), "llama")
+    w.add_block_count(1)
+    w.add_tensor("blk.0.attn_q.weight", np.ones((8, 4), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    ck = open_checkpoint(f)
+    with pytest.raises(CheckpointError, match=r"tensor 'blk.0.attn_q.weight': metadata lacks a positive llama.attention.head_count"):
+        ck.read(next(ck.tensors()))

@@ -195,6 +195,7 @@ def test_duplicate_names(tmp_path: Path) -> None:
         ({"dtype": "F32", "shape": [2], "data_offsets": [0, 80]}, r"tensor 'w': data_offsets \[0, 80\] fall outside"),
         ({"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}, r"tensor 'w': shape \[-2\]"),
         ({"dtype": "F32", "shape": [2], "data_offsets": [0]}, r"tensor 'w': data_offsets \[0\] is not a pair"),
+        ({"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}, r"tensor 'w': data_offsets \[8, 0\] are reversed"),
     ],
 )
 def test_lying_records(tmp_path: Path, rec: dict, message: str) -> None:

@@ -175,6 +175,7 @@ class GGUFCheckpoint(Checkpoint):
                 if not k.startswith(("tokenizer.ggml.", "GGUF.")) and k != "tokenizer.chat_template"}
         super().__init__(path=path, format=Format.GGUF, files=[path], config=cfg, metadata={"gguf": meta})
         self._permute = arch in PERMUTED_QK_ARCHS
+        self._arch = arch
         self._n_head = int(cfg.get("num_attention_heads") or 0)
         self._n_head_kv = int(cfg.get("num_key_value_heads") or self._n_head)
 
@@ -191,6 +192,11 @@ class GGUFCheckpoint(Checkpoint):
         arr = arr.reshape(info.shape)
         if self._permute and info.name.endswith((".attn_q.weight", ".attn_q.bias", ".attn_k.weight", ".attn_k.bias")):
             heads = self._n_head if ".attn_q." in info.name else self._n_head_kv
+            if heads <= 0:
+                key = "head_count" if ".attn_q." in info.name else "head_count_kv"
+                raise CheckpointError(f"metadata lacks a positive {self._arch}.attention.{key}, needed to undo "
+                                      "llama.cpp's Q/K row permutation", path=self.path, field=f"tensor '{info.name}'",
+                                      hint="re-convert with llama.cpp's convert_hf_to_gguf.py")
             try:
                 arr = unpermute_qk(arr, heads)
             except ValueError as e:

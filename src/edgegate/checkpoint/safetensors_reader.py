@@ -158,6 +158,9 @@ def read_header(path: Path) -> tuple[list[Entry], dict[str, str]]:
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
             raise _err(path, f"data_offsets {offs!r} is not a pair of integers", tensor=name)
         begin, end = offs
+        if begin > end:
+            raise _err(path, f"data_offsets [{begin}, {end}] are reversed (begin > end)", tensor=name,
+                       hint="lying header")
         if not 0 <= begin <= end <= data_len:
             raise _err(path, f"data_offsets [{begin}, {end}] fall outside the data section (0..{data_len} bytes)",
                        tensor=name, hint="truncated or lying header")
