@@ -66,6 +66,8 @@ def tensor_stats(
     """Count zeros/NaN/Inf of ``arr`` and, with ``structure``, per-row zeros, all-zero
     columns and 2:4 / 4:8 group conformance along the last axis."""
     kind = element_kind(arr, dtype_name)
+    if isinstance(arr, np.memmap):
+        arr = arr.view(np.ndarray)  # same pages; skips memmap's per-slice bookkeeping
     if kind != "int" and arr.dtype.kind == "f":
         arr = arr.view(_FLOAT_BITS[kind][0])
     numel = int(arr.size)
@@ -89,11 +91,12 @@ def tensor_stats(
     bufs = _Buffers(min(rows, step) * cols, arr.dtype)
     for r0 in range(0, rows, step):
         blk = mat[r0 : r0 + step]
-        z = _zero_mask(blk, kind, st, bufs)
         if not do_struct:
-            st.zeros += int(np.count_nonzero(z))
-        elif fast:
-            _structure_fast(z, r0, st)
+            st.zeros += _count_only(blk, kind, st, bufs)
+            continue
+        z = _zero_mask(blk, kind, st, bufs)
+        if fast:
+            _structure_fast(z, r0, st, bufs)
         else:
             _structure_slow(z, r0, st)
     if do_struct:
@@ -108,6 +111,25 @@ class _Buffers:
     def __init__(self, n: int, dtype: np.dtype) -> None:
         self.mag = np.empty(n, dtype=dtype)
         self.mask = np.empty(n, dtype=bool)
+        self.c8 = np.empty(n // 8 + 1, dtype=np.uint8)
+        self.w4 = np.empty(n // 4 + 1, dtype=np.uint32)
+
+
+def _count_only(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> int:
+    """Zeros of one block without building a mask: numel - count_nonzero(magnitude bits)."""
+    if kind == "int":
+        return int(blk.size - np.count_nonzero(blk))
+    _, mag_mask, inf_bits = _FLOAT_BITS[kind]
+    mag = bufs.mag[: blk.size].reshape(blk.shape)
+    np.bitwise_and(blk, mag_mask, out=mag)
+    _nonfinite(mag, inf_bits, st)
+    return int(blk.size - np.count_nonzero(mag))
+
+
+def _nonfinite(mag: np.ndarray, inf_bits: int, st: TensorStats) -> None:
+    if int(mag.max()) >= inf_bits:  # rare: split non-finite into Inf and NaN only then
+        st.inf += int(np.count_nonzero(mag == inf_bits))
+        st.nan += int(np.count_nonzero(mag > inf_bits))
 
 
 def _zero_mask(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> np.ndarray:
@@ -121,27 +143,30 @@ def _zero_mask(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> n
     mag = bufs.mag[:n].reshape(blk.shape)
     np.bitwise_and(blk, mag_mask, out=mag)
     np.equal(mag, 0, out=z)
-    if int(mag.max()) >= inf_bits:  # rare: split non-finite into Inf and NaN only then
-        n_inf = int(np.count_nonzero(mag == inf_bits))
-        st.inf += n_inf
-        st.nan += int(np.count_nonzero(mag > inf_bits))
+    _nonfinite(mag, inf_bits, st)
     return z
 
 
-def _structure_fast(z: np.ndarray, r0: int, st: TensorStats) -> None:
-    rows = z.shape[0]
+def _structure_fast(z: np.ndarray, r0: int, st: TensorStats, bufs: _Buffers) -> None:
+    rows, cols = z.shape
     w = z.view(np.uint64)  # (rows, cols/8): 8 zero flags (bit 0 of each byte) per word
-    c8 = np.bitwise_count(w)  # zeros per 8-group (uint8)
+    c8 = bufs.c8[: w.size].reshape(w.shape)
+    np.bitwise_count(w, out=c8)  # zeros per 8-group
     assert st.row_zeros is not None and st.col_all_zero is not None
-    st.row_zeros[r0 : r0 + rows] = c8.sum(axis=1, dtype=np.int64)
+    # a row has <= cols zeros: uint16 accumulation is exact below 65536 and much faster
+    st.row_zeros[r0 : r0 + rows] = c8.sum(axis=1, dtype=np.uint16 if cols < 65536 else np.int64)
     if "4:8" in st.nm_ok:
         st.nm_ok["4:8"] += int(np.count_nonzero(c8 >= 4))
     if "2:4" in st.nm_ok:
         # 4 flags in a uint32: w & (w - 1) clears the lowest set flag, non-zero iff >= 2 zeros
         w4 = z.view(np.uint32)
-        st.nm_ok["2:4"] += int(np.count_nonzero(w4 & (w4 - np.uint32(1))))
-    colw = np.bitwise_and.reduce(w, axis=0)  # a flag survives only if zero in every row
-    st.col_all_zero &= colw.view(np.uint8).astype(bool)
+        t = bufs.w4[: w4.size].reshape(w4.shape)
+        np.subtract(w4, np.uint32(1), out=t)
+        np.bitwise_and(t, w4, out=t)
+        st.nm_ok["2:4"] += int(np.count_nonzero(t))
+    if st.col_all_zero.any():  # once every column has a non-zero, stop looking
+        colw = np.bitwise_and.reduce(w, axis=0)  # a flag survives only if zero in every row
+        st.col_all_zero &= colw.view(np.uint8).astype(bool)
 
 
 def _structure_slow(z: np.ndarray, r0: int, st: TensorStats) -> None:
