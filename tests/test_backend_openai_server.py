@@ -267,3 +267,26 @@ def test_local_tokenizer_and_chat_template(server: str, be: OpenAIBackend,
     ids = local.tokenize(PROMPTS[1])
     np.testing.assert_allclose(local.next_token_logprobs([ids], ids[1:3]),
                                be.next_token_logprobs([ids], ids[1:3]), atol=1e-9)
+
+
+def test_prompt_longer_than_context_is_not_a_feature_gap(be: OpenAIBackend) -> None:
+    from edgegate.backends.openai_backend import FeatureUnsupported
+
+    ids = be.tokenize(" ".join(PROMPTS * 30))
+    assert len(ids) > N_CTX
+    with pytest.raises(BackendError, match="context") as ei:
+        be.token_logprobs(ids)
+    assert not isinstance(ei.value, FeatureUnsupported)
+    assert "HTTP 400" in str(ei.value)
+
+
+def test_open_backend_registry(server: str, be: OpenAIBackend,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime registry opens it by URL (a click Path collapses "//": that must work)."""
+    from edgegate.backends import open_backend
+
+    monkeypatch.setenv("EDGEGATE_API_KEY", KEY)
+    ob = open_backend("openai", Path(f"{server}?model={be.model}"), n_ctx=N_CTX)
+    assert isinstance(ob, OpenAIBackend) and ob.model == be.model and ob.n_ctx == N_CTX
+    ids = be.tokenize(PROMPTS[2])
+    np.testing.assert_allclose(ob.token_logprobs(ids)[1:], be.token_logprobs(ids)[1:], atol=1e-9)

@@ -48,9 +48,13 @@ class FeatureUnsupported(BackendError):
         self.feature = feature
 
 
-def refused(e: HttpError) -> bool:
-    """A deterministic "no" to a feature (not an outage): 4xx, 501, or a 500 that says so."""
-    return e.status in (400, 404, 405, 422, 501) or (e.status == 500 and "support" in e.body.lower())
+def refused(e: HttpError, feature: str) -> bool:
+    """A deterministic "no" to ``feature``: a missing endpoint, or a 400/422/500 whose body
+    names it (a 400 about, say, context length is the caller's problem, not a feature gap)."""
+    if e.status in (404, 405, 501):
+        return True
+    body = e.body.lower()
+    return e.status in (400, 422, 500) and any(w in body for w in FEATURE_WORDS.get(feature, ()))
 
 FEATURES = {
     "echo": "echo=True with logprobs (prompt log-probabilities)",
@@ -59,6 +63,14 @@ FEATURES = {
     "tokenize": "a tokenize endpoint",
     "detokenize": "a detokenize endpoint",
     "apply-template": "/apply-template (chat templates)",
+}
+FEATURE_WORDS = {
+    "echo": ("echo", "prompt_logprobs"),
+    "logprobs": ("logprob",),
+    "logit_bias": ("logit_bias", "logit bias"),
+    "tokenize": ("tokeniz",),
+    "detokenize": ("tokeniz",),
+    "apply-template": ("template",),
 }
 FEATURE_HINTS = {
     "echo": "perplexity needs prompt logprobs: use vLLM or llama-cpp-python's server",

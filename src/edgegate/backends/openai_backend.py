@@ -162,7 +162,7 @@ class OpenAIBackend:
         try:
             return self._http.post_json(path, body)
         except HttpError as e:
-            if refused(e) and what in FEATURES:
+            if what in FEATURES and refused(e, what):
                 raise FeatureUnsupported(
                     f"{self.base_url} ({self.dialect}) does not support {FEATURES[what]}: "
                     f"HTTP {e.status} {e.body[:160]}",
