@@ -114,15 +114,17 @@ def _verdicts_table(gate: GateResult) -> str:
     rows = []
     for o in gate.outcomes:
         for v in o.result.verdicts:
+            scope = f" <span class='muted'>[{escape(v.scope)}]</span>" if v.scope and v.scope not in v.name else ""
+            how = f"<br><i>{escape(extras(v))}</i>" if extras(v) != "—" else ""
             rows.append(
-                f"<tr><td>{escape(o.name)}</td><td>{escape(v.name)}</td><td>{escape(v.scope or '')}</td><td>{_pill(v.status.value)}</td>"
-                f"<td class='num'>{escape(num(v.observed, v.unit))}</td><td class='num'>{escape(threshold(v))}</td>"
-                f"<td class='num'>{v.n if v.n is not None else '—'}</td><td class='num'>{escape(ci(v))}</td>"
-                f"<td>{escape(extras(v))}</td><td>{escape(v.message)}</td></tr>"
+                f"<tr><td>{escape(o.name)}</td><td><b>{escape(v.name)}</b>{scope}<div class='muted'>{escape(v.message)}{how}</div></td>"
+                f"<td>{_pill(v.status.value)}</td><td class='num'>{escape(num(v.observed, v.unit))}</td>"
+                f"<td class='num'>{escape(threshold(v))}</td><td class='num'>{v.n if v.n is not None else '—'}</td>"
+                f"<td class='num'>{escape(ci(v))}</td></tr>"
             )
     if not rows:
         return "<p class='muted'>No verdicts: no check produced a measurement.</p>"
-    head = "<tr><th>check</th><th>verdict</th><th>scope</th><th>status</th><th>observed</th><th>threshold</th><th>n</th><th>CI</th><th>effect / test</th><th>message</th></tr>"
+    head = "<tr><th>check</th><th>verdict</th><th>status</th><th>observed</th><th>threshold</th><th>n</th><th>CI</th></tr>"
     return f"<div class='wide'><table>{head}{''.join(rows)}</table></div>"
 
 
@@ -283,7 +285,8 @@ def _ppl_vs_bias(gate: GateResult) -> str | None:
     ppl, bbq = gate.result("perplexity"), gate.result("bbq")
     if ppl is None or bbq is None or not bbq.measurements:
         return None
-    rel = next((v for v in ppl.verdicts if v.observed is not None and v.threshold is not None), None)
+    usable = [v for v in ppl.verdicts if v.observed is not None and v.threshold is not None]
+    rel = next((v for v in usable if v.name == "max_relative_increase"), usable[0] if usable else None)
     if rel is None or rel.observed is None:
         return None
     deltas = _find(bbq.measurements, "delta_srs_by_category")

@@ -137,12 +137,19 @@ def quadrant_scatter(
         out.append(f'<line x1="{sx(x_limit):.1f}" x2="{sx(x_limit):.1f}" y1="{top}" y2="{top + ph}" stroke="#c0392b" stroke-dasharray="6 4"/>')
     if y_limit is not None:
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(y_limit):.1f}" y2="{sy(y_limit):.1f}" stroke="#c0392b" stroke-dasharray="6 4"/>')
+    placed: list[tuple[float, float]] = []  # label positions so far; stack labels that would collide
     for i, (label, px, py) in enumerate(points):
         color = PALETTE[i % len(PALETTE)]
+        cx, cy = sx(px), sy(py)
+        offsets = [0.0] + [d * k for k in range(1, 12) for d in (13.0, -13.0)]
+        fits = [cy + 4 + o for o in offsets if top + 12 <= cy + 4 + o <= top + ph - 3]
+        free = [y_ for y_ in fits if not any(abs(y_ - py_) < 12 and abs(cx - px_) < 120 for px_, py_ in placed)]
+        ly = free[0] if free else cy + 4
+        placed.append((cx, ly))
         out.append(
-            f'<circle cx="{sx(px):.1f}" cy="{sy(py):.1f}" r="6" fill="{color}" stroke="#333">'
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{color}" stroke="#333" fill-opacity="0.8">'
             f"<title>{escape(f'{label}: x={fmt(px)}, y={fmt(py)}')}</title></circle>"
-            f'<text x="{sx(px) + 9:.1f}" y="{sy(py) + 4 + (i % 3 - 1) * 11:.1f}" class="tick">{escape(label)}</text>'
+            f'<text x="{cx + 10:.1f}" y="{ly:.1f}" class="tick" fill="{color}">{escape(label)}</text>'
         )
     for t in _ticks(1.0):
         xv, yv = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t

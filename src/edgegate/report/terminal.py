@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from edgegate.report.common import STATUS_TITLE, ci, num, threshold
@@ -14,7 +15,8 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
     from rich.console import Console
     from rich.table import Table
 
-    con = console or Console(stderr=True)
+    # CI logs are not terminals; rich would wrap at 80 columns there.
+    con = console or Console(stderr=True, width=None if sys.stderr.isatty() else 140)
     table = Table(title=f"edgegate · policy {gate.policy.name}{' (--strict)' if gate.strict else ''}", show_lines=False)
     for col in ("check", "req", "status", "summary"):
         table.add_column(col, overflow="fold")
@@ -28,7 +30,7 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
         for col in ("check", "verdict", "status", "observed", "threshold", "n", "CI"):
             vt.add_column(col, overflow="fold")
         for name, v in verdicts:
-            label = v.name + (f" [{v.scope}]" if v.scope else "")
+            label = v.name + (f" [{v.scope}]" if v.scope and v.scope not in v.name else "")
             vt.add_row(
                 name,
                 label,
