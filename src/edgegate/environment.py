@@ -112,9 +112,10 @@ def input_files(path: Path) -> list[Path]:
 def guess_format(path: Path) -> str | None:
     """A cheap format guess from file names; the readers decide for real when checks run."""
     try:
-        from edgegate.checkpoint import detect_format  # type: ignore[attr-defined]
+        from edgegate.checkpoint import detect_format
 
-        return str(getattr(detect_format(path), "value", detect_format(path)))
+        fmt = detect_format(path)
+        return str(getattr(fmt, "value", fmt))
     except Exception:  # readers not in this build, or not a checkpoint they know
         pass
     if path.is_file():
