@@ -93,3 +93,32 @@ def test_one_d_and_empty() -> None:
     st = tensor_stats(np.array([0.0, 1.0, -0.0], dtype=np.float32))
     assert st.zeros == 2 and st.row_zeros is None
     assert tensor_stats(np.zeros((0, 8), dtype=np.float32)).zeros == 0
+
+
+def test_memmap_pages_released_without_changing_results(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from edgegate.forensics import zeros as Z
+
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((512, 1024)).astype(np.float32)
+    w[rng.random(w.shape) < 0.5] = -0.0
+    bits = _bf16_bits(w)
+    f = tmp_path / "t.bin"
+    f.write_bytes(b"\0" * 100 + bits.tobytes())  # an unaligned offset, as in safetensors
+    mm = np.memmap(f, dtype=np.uint16, mode="r", offset=100, shape=bits.shape)
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(Z._Releaser, "CHUNK", 64 << 10)
+    real = Z._Releaser.after
+
+    def spy(self, blk):  # type: ignore[no-untyped-def]
+        before = getattr(self, "done", None)
+        real(self, blk)
+        if before is not None and self.done != before:
+            calls.append((before, self.done))
+
+    monkeypatch.setattr(Z._Releaser, "after", spy)
+    got = Z.tensor_stats(mm, "BF16", block_elems=1 << 14)
+    ref = Z.tensor_stats(bits.copy(), "BF16", block_elems=1 << 14)
+    assert got.zeros == ref.zeros == int((w == 0).sum())
+    assert got.row_zeros is not None and ref.row_zeros is not None
+    assert (got.row_zeros == ref.row_zeros).all() and got.nm_ok == ref.nm_ok
+    assert len(calls) >= 10 and all(b > a for a, b in calls)  # pages were handed back as it went

@@ -13,6 +13,7 @@ word, for 2:4): 8x / 4x fewer elements than the mask itself.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,7 @@ def tensor_stats(
     """Count zeros/NaN/Inf of ``arr`` and, with ``structure``, per-row zeros, all-zero
     columns and 2:4 / 4:8 group conformance along the last axis."""
     kind = element_kind(arr, dtype_name)
+    release = _Releaser(arr)
     if isinstance(arr, np.memmap):
         arr = arr.view(np.ndarray)  # same pages; skips memmap's per-slice bookkeeping
     if kind != "int" and arr.dtype.kind == "f":
@@ -93,16 +95,49 @@ def tensor_stats(
         blk = mat[r0 : r0 + step]
         if not do_struct:
             st.zeros += _count_only(blk, kind, st, bufs)
+            release.after(blk)
             continue
         z = _zero_mask(blk, kind, st, bufs)
         if fast:
             _structure_fast(z, r0, st, bufs)
         else:
             _structure_slow(z, r0, st)
+        release.after(blk)
     if do_struct:
         assert st.row_zeros is not None
         st.zeros = int(st.row_zeros.sum())
     return st
+
+
+class _Releaser:
+    """Drops already-scanned pages of a memory-mapped tensor from this process every
+    ``CHUNK`` bytes (the page cache keeps them), so a 1 GB embedding costs a few MB of RSS
+    instead of 1 GB. A no-op for arrays that are not ``np.memmap``s."""
+
+    CHUNK = 16 << 20
+
+    def __init__(self, arr: np.ndarray) -> None:
+        mm = getattr(arr, "_mmap", None) if isinstance(arr, np.memmap) else None
+        self.mm: mmap.mmap | None = None
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or arr.size == 0:
+            return
+        probe = np.frombuffer(mm, dtype=np.uint8, count=1)
+        self.base = int(probe.ctypes.data)
+        del probe  # release the buffer export at once so the map can be closed later
+        self.mm = mm
+        self.done = (int(arr.ctypes.data) - self.base) // mmap.PAGESIZE * mmap.PAGESIZE
+
+    def after(self, blk: np.ndarray) -> None:
+        if self.mm is None:
+            return
+        end = (int(blk.ctypes.data) + blk.nbytes - self.base) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end - self.done >= self.CHUNK:
+            try:
+                self.mm.madvise(mmap.MADV_DONTNEED, self.done, end - self.done)
+            except (OSError, ValueError):
+                self.mm = None  # advisory only: keep scanning without it
+                return
+            self.done = end
 
 
 class _Buffers:
