@@ -48,8 +48,9 @@ def _completion(ids: list[int], top: dict[int, float], sampled: int | None = Non
 
 
 class FakeServer:
-    def __init__(self, handler: Callable[[str, Any, int], Reply]) -> None:
+    def __init__(self, handler: Callable[[str, Any, int], Reply], models: Reply | None = None) -> None:
         self.handler = handler
+        self.models = models or _models()
         self.calls: dict[str, int] = {}
         self.auth: list[str | None] = []
         self.in_flight = 0
@@ -70,7 +71,7 @@ class FakeServer:
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 try:
                     status, headers, data = (
-                        _models() if self.path == "/v1/models" else outer.handler(self.path, body, k)
+                        outer.models if self.path == "/v1/models" else outer.handler(self.path, body, k)
                     )
                 finally:
                     with outer.lock:
@@ -102,11 +103,11 @@ class FakeServer:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[str, Any, int], Reply]], FakeServer]]:
+def serve() -> Iterator[Callable[..., FakeServer]]:
     servers: list[FakeServer] = []
 
-    def start(handler: Callable[[str, Any, int], Reply]) -> FakeServer:
-        servers.append(FakeServer(handler))
+    def start(handler: Callable[[str, Any, int], Reply], models: Reply | None = None) -> FakeServer:
+        servers.append(FakeServer(handler, models))
         return servers[-1]
 
     yield start
@@ -312,3 +313,43 @@ def test_parse_llama_server_content_shape() -> None:
     (p,) = parse_logprobs(choice)
     assert (p.token_id, p.logprob) == (42, -0.25)
     assert [(t[0], t[2]) for t in p.top] == [(42, -0.25), (43, -1.75)]
+
+
+def test_llama_server_wire_contract(serve: Any) -> None:
+    """No llama-server binary here, so this pins the requests we send it and our reading of
+    its answers, in the shapes its source (tools/server) defines: /v1/models with owned_by
+    "llamacpp" and meta.n_ctx, token-id prompts, /tokenize {"content", "add_special"},
+    "Only no echo is supported", and logprobs as a ``content`` list keyed by token id.
+    Log-likelihood must then fall back to forced-token requests."""
+    lp = {(1, 2): {3: -0.75, 4: -2.0}, (1, 2, 3): {4: -1.25, 3: -0.5}}  # prefix -> next-token lps
+    seen: list[dict[str, Any]] = []
+
+    def h(path: str, body: Any, k: int) -> Reply:
+        seen.append({"path": path, **(body or {})})
+        if path == "/tokenize":
+            return _json({"tokens": [1, 2] if body["add_special"] else [2]})
+        if body.get("echo"):
+            return _json({"error": {"code": 500, "message": "Only no echo is supported"}}, 500)
+        table = lp[tuple(body["prompt"])]
+        forced = int(next(iter(body["logit_bias"])))
+        top = sorted(table.items(), key=lambda kv: -kv[1])[: body["logprobs"]]
+        return _json({"choices": [{"text": "?", "index": 0, "finish_reason": "length", "logprobs": {
+            "content": [{"id": forced, "token": "?", "bytes": [63], "logprob": table[forced],
+                         "top_logprobs": [{"id": t, "token": "?", "bytes": [63], "logprob": v}
+                                          for t, v in top]}]}}],
+            "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": 1}})
+
+    srv = serve(h, _json({"object": "list", "data": [{
+        "id": "m.gguf", "object": "model", "owned_by": "llamacpp", "meta": {"n_ctx": 128}}]}))
+    be = OpenAIBackend(srv.url, max_retries=0)
+    assert (be.dialect, be.n_ctx) == ("llama-server", 128)
+    assert be.tokenize("x") == [1, 2] and be.tokenize("x", add_special=False) == [2]
+    (r,) = be.loglikelihood([([1, 2], [3, 4])])
+    assert r.logprob == pytest.approx(-0.75 + -1.25) and r.n_tokens == 2
+    assert r.is_greedy is False  # 3 was the argmax after [1, 2]; 4 was not after [1, 2, 3]
+    forced = [s for s in seen if s["path"] == "/v1/completions" and "logit_bias" in s]
+    assert [(s["prompt"], s["logit_bias"]) for s in forced] == [
+        ([1, 2], {"3": 100.0}), ([1, 2, 3], {"4": 100.0})]
+    assert all(s["temperature"] == 0.0 and s["max_tokens"] == 1 for s in forced)
+    with pytest.raises(FeatureUnsupported, match="echo"):
+        be.token_logprobs([1, 2, 3])

@@ -182,8 +182,11 @@ class OpenAIBackend:
             return "generic"
 
     def _context_size(self, entry: dict[str, Any], fallback: int | None) -> int:
-        if isinstance(entry.get("max_model_len"), int):
+        if isinstance(entry.get("max_model_len"), int):  # vLLM
             return int(entry["max_model_len"])
+        meta = entry.get("meta")  # llama-server: the per-slot context
+        if isinstance(meta, dict) and isinstance(meta.get("n_ctx"), int) and meta["n_ctx"] > 0:
+            return int(meta["n_ctx"])
         if self.dialect == "llama-server":
             props = self._get("/props", "props")
             gen = props.get("default_generation_settings") if isinstance(props, dict) else None
