@@ -260,3 +260,23 @@ def test_skipped_verdicts_do_not_decide_a_check() -> None:
     assert CheckResult.from_verdicts("size", [bad, none], {}, "").status is Status.FAIL
     assert CheckResult.from_verdicts("size", [none], {}, "").status is Status.SKIPPED
     assert CheckResult.from_verdicts("size", [], {}, "").status is Status.SKIPPED
+
+
+def test_data_files_the_checks_read_are_hashed(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    import hashlib
+
+    data = tmp_path / "bbqdata"
+    data.mkdir()
+    (data / "Age.jsonl").write_text('{"x": 1}\n')
+    text = tmp_path / "eval.txt"
+    text.write_text("some text")
+    pol = f"version: 1\nchecks:\n  perplexity: {{text: '{text}'}}\n  bbq: {{}}\n"
+    checks = {"perplexity": result(Status.PASS), "bbq": result(Status.PASS)}
+    g = gate(inputs, checks, pol, options={"bbq_data": str(data)})
+    by_role = {i["role"]: i for i in g.inputs}
+    assert by_role["bbq_data"]["files"] == [
+        {"path": "Age.jsonl", "bytes": 9, "sha256": hashlib.sha256(b'{"x": 1}\n').hexdigest()}
+    ]
+    assert by_role["perplexity_text"]["files"][0]["sha256"] == hashlib.sha256(b"some text").hexdigest()
+    g = gate(inputs, checks, pol, options={"bbq_data": "hf:heegyu/bbq"}, skip=("perplexity",))
+    assert {i["role"] for i in g.inputs} == {"dense", "compressed"}  # nothing local to hash

@@ -266,10 +266,9 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
         inputs.insert(0, describe_input("dense", opts.dense, hash_files=opts.hash_inputs, progress=progress))
     if policy.source and Path(policy.source).is_file():
         inputs.append(describe_input("policy", Path(policy.source), hash_files=opts.hash_inputs))
-    for role, key in (("bbq_data", "bbq_data"), ("perplexity_text", "ppl_text")):
-        extra = opts.options.get(key)
-        if extra:
-            inputs.append(describe_input(role, Path(extra), hash_files=opts.hash_inputs))
+    for role, value in _data_inputs(policy, selected, opts.options):
+        if Path(value).exists():  # hub datasets (hf:...) have no local files to hash
+            inputs.append(describe_input(role, Path(value), hash_files=opts.hash_inputs))
 
     claims, sources = merge_claims(opts.cli_claims, policy.claims, *metadata_claims(opts.compressed))
     # Checks see where each claim came from (e.g. to name pruning_meta.json in a message).
@@ -314,6 +313,20 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
         duration_s=round(time.perf_counter() - t0, 6),
         argv=opts.argv,
     )
+
+
+def _data_inputs(policy: Policy, selected: list[str], options: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Data files the selected checks will read: (report role, path)."""
+    out = []
+    if "bbq" in selected:
+        data = options.get("bbq_data") or policy.checks["bbq"].section.get("data")
+        if data:
+            out.append(("bbq_data", str(data)))
+    if "perplexity" in selected:
+        text = options.get("ppl_text") or policy.checks["perplexity"].section.get("text")
+        if text:
+            out.append(("perplexity_text", str(text)))
+    return out
 
 
 def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: bool) -> CheckOutcome:

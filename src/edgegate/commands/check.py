@@ -43,10 +43,10 @@ def _load_policy(value: str) -> Policy:
 @click.option("--md-out", metavar="FILE", help="Write the Markdown summary ('-' for stdout).")
 @click.option("--html-out", metavar="FILE", help="Write a self-contained HTML report.")
 @click.option("--junit-out", metavar="FILE", help="Write JUnit XML (one testcase per verdict).")
-@click.option("--runtime", "runtimes", multiple=True, metavar="NAME",
+@click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["llamacpp", "mlx", "onnx", "openai"]),
               help="Runtime(s) for speed checks (llamacpp, mlx, onnx); overrides the policy.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtimes.")
-@click.option("--bbq-data", type=click.Path(path_type=Path), metavar="DIR", help="Directory of BBQ *.jsonl files.")
+@click.option("--bbq-data", type=click.Path(path_type=Path), metavar="DIR", help="Directory of BBQ *.jsonl files (or hf:NAME).")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed for sampling (overrides the policy).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Where converted models and results are cached.")
 @click.option("--no-hash", is_flag=True, help="Skip sha256 of input files (faster; the report then lacks digests).")
@@ -83,8 +83,8 @@ def command(
     for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):
         if not p.exists():
             raise InputError(f"{role} not found", path=p, hint="pass a checkpoint file or directory")
-    if bbq_data is not None and not bbq_data.is_dir():
-        raise InputError("BBQ data directory not found", path=bbq_data, field="--bbq-data")
+    if bbq_data is not None and not str(bbq_data).startswith("hf:") and not bbq_data.exists():
+        raise InputError("BBQ data not found", path=bbq_data, field="--bbq-data", hint="a directory of BBQ *.jsonl files, or hf:NAME")
     policy = _load_policy(policy_path)
     cli_claims = dict(parse_claim(c) for c in claims)
     options = {
