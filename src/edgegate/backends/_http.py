@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -20,9 +21,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from edgegate.errors import BackendError
+from edgegate.errors import BackendError, InputError
 
 log = logging.getLogger("edgegate.backends.http")
 
@@ -115,6 +117,34 @@ def _neg_inf_ok(name: str) -> float:
     if name == "-Infinity":  # a log-probability of exactly zero probability
         return float("-inf")
     return _reject_constant(name)
+
+
+def split_url(base_url: str | Path) -> tuple[str, str | None]:
+    """(server root URL, model named by ``?model=NAME``). ``Path("http://h:1")`` collapses
+    the "//", which is undone so a CLI may hand over a path; a trailing /v1 is dropped."""
+    url = re.sub(r"^(https?):/(?!/)", r"\1://", str(base_url))
+    url, _, query = url.partition("?")
+    url = re.sub(r"/v1$", "", url.rstrip("/"))
+    if not re.match(r"^https?://[^/]+", url):
+        raise InputError(f"not an http(s) URL: {public_url(url)!r}", field="base_url",
+                         hint="e.g. http://127.0.0.1:8000")
+    return url, urllib.parse.parse_qs(query).get("model", [None])[0]
+
+
+def pick_model(client: HttpClient, model: str | None) -> dict[str, Any]:
+    """The ``/v1/models`` entry for ``model`` (the first one when None)."""
+    where = public_url(client.url("/v1/models"))
+    models = client.get_json("/v1/models")
+    data = models.get("data") if isinstance(models, dict) else None
+    if not isinstance(data, list) or not data or not all(isinstance(m, dict) for m in data):
+        raise BackendError(f"{where} returned no models", hint="is this an OpenAI-compatible server?")
+    ids = [str(m.get("id")) for m in data]
+    if model is None:
+        return data[0]
+    if model not in ids:
+        raise InputError(f"model {model!r} is not served at {where}", field="model",
+                         hint=f"served: {', '.join(ids[:10])}")
+    return data[ids.index(model)]
 
 
 class HttpClient:

@@ -25,9 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,8 +43,10 @@ from edgegate.backends._http import (
     HttpError,
     Pos,
     parse_logprobs,
+    pick_model,
     public_url,
     refused,
+    split_url,
 )
 from edgegate.backends.base import LoglikResult, Timing
 from edgegate.errors import BackendError, InputError
@@ -90,15 +90,8 @@ class OpenAIBackend:
         **_unused: Any,  # threads/seed/cache_dir from open_backend mean nothing remotely
     ) -> None:
         t0 = time.perf_counter()
-        # Path("http://h:1") collapses the "//"; undo that so the registry may pass a Path.
-        url = re.sub(r"^(https?):/(?!/)", r"\1://", str(base_url))
-        # "http://host:8000?model=NAME": lets a CLI that takes one path per model pick one.
-        url, _, query = url.partition("?")
-        model = model or urllib.parse.parse_qs(query).get("model", [None])[0]
-        url = re.sub(r"/v1$", "", url.rstrip("/"))
-        if not re.match(r"^https?://[^/]+", url):
-            raise InputError(f"not an http(s) URL: {public_url(url)!r}", field="base_url",
-                             hint="e.g. http://127.0.0.1:8000")
+        url, query_model = split_url(base_url)
+        model = model or query_model
         for name, val, ok in (("letter_mode", letter_mode, ("auto", "topk", "forced")),
                               ("loglik_mode", loglik_mode, ("auto", "echo", "forced")),
                               ("dialect", dialect, (None, *DIALECTS))):
@@ -126,19 +119,7 @@ class OpenAIBackend:
                 raise InputError(f"cannot load tokenizer: {e}", path=tokenizer_path,
                                  hint="pass a HF tokenizer.json") from None
 
-        models = self._get("/v1/models", "listing models")
-        data = models.get("data") if isinstance(models, dict) else None
-        if not isinstance(data, list) or not data or not all(isinstance(m, dict) for m in data):
-            raise BackendError(f"{self.base_url}/v1/models returned no models",
-                               hint="is this an OpenAI-compatible server?")
-        ids = [str(m.get("id")) for m in data]
-        if model is None:
-            entry = data[0]
-        elif model in ids:
-            entry = data[ids.index(model)]
-        else:
-            raise InputError(f"model {model!r} is not served at {self.base_url}", field="model",
-                             hint=f"served: {', '.join(ids[:10])}")
+        entry = pick_model(self._http, model)
         self.model = str(entry.get("id"))
         self.model_path = Path(self.model)
         self.dialect = dialect or self._detect(entry)
@@ -154,9 +135,6 @@ class OpenAIBackend:
     # ----------------------------------------------------------------- plumbing
     def __repr__(self) -> str:
         return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, dialect={self.dialect!r})"
-
-    def _get(self, path: str, what: str) -> Any:
-        return self._http.get_json(path)
 
     def _post(self, path: str, body: dict[str, Any], what: str) -> Any:
         try:
@@ -188,7 +166,7 @@ class OpenAIBackend:
         if isinstance(meta, dict) and isinstance(meta.get("n_ctx"), int) and meta["n_ctx"] > 0:
             return int(meta["n_ctx"])
         if self.dialect == "llama-server":
-            props = self._get("/props", "props")
+            props = self._http.get_json("/props")
             gen = props.get("default_generation_settings") if isinstance(props, dict) else None
             n = gen.get("n_ctx") if isinstance(gen, dict) else None
             if isinstance(n, int) and n > 0:
