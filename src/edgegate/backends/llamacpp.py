@@ -126,7 +126,7 @@ class LlamaCppBackend(GenericBackend):
             raise InputError(f"llama.cpp cannot load this GGUF: {exc}", path=gguf) from exc
         self.load_s = time.perf_counter() - t0
         self.n_vocab = int(self._llm.n_vocab())
-        train_ctx = int(self._llm.n_ctx_train())
+        train_ctx = int(self._llm._model.n_ctx_train())
         if self.n_ctx > train_ctx > 0:
             raise InputError(
                 f"n_ctx {self.n_ctx} exceeds the model's trained context {train_ctx}",

@@ -53,8 +53,21 @@ class MLXBackend(GenericBackend):
         except (ValueError, FileNotFoundError, KeyError) as exc:
             raise InputError(f"mlx-lm cannot load this model: {exc}", path=path) from exc
         self.load_s = time.perf_counter() - t0
+        from edgegate.backends._common import read_json
+
+        train_ctx = read_json(path / "config.json").get("max_position_embeddings")
+        if isinstance(train_ctx, int) and n_ctx > train_ctx:
+            raise InputError(
+                f"n_ctx {n_ctx} exceeds the model's trained context {train_ctx}",
+                path=path / "config.json",
+                field="n_ctx",
+                hint=f"use --n-ctx {train_ctx} or less",
+            )
         self._model: Any = model
         self._tok: Any = tok
+        inner = getattr(tok, "_tokenizer", None)
+        if inner is not None and hasattr(inner, "model_max_length"):
+            inner.model_max_length = 1 << 62  # we chunk ourselves; silence the length warning
         self.model_path = path
         self.threads = None  # not settable in MLX
         mx.random.seed(seed)

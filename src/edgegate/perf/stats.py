@@ -1,31 +1,52 @@
-"""Small statistics kept dependency-free (no scipy): Student-t quantiles, paired t
+"""Small statistics kept dependency-free (no scipy): exact Student-t quantiles, paired t
 intervals and percentile-bootstrap intervals for ratios of medians."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from statistics import NormalDist
 
 import numpy as np
 
 
+def t_two_sided(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with integer ``df``: the exact finite trigonometric series
+    (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2 == 1:
+        if df == 1:
+            return 2 * theta / math.pi
+        term, total = 1.0, 1.0
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    term, total = 1.0, 1.0
+    for k in range(1, df // 2):
+        term *= c2 * (2 * k - 1) / (2 * k)
+        total += term
+    return math.sin(theta) * total
+
+
 def t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t. Exact for df 1 and 2; the Cornish-Fisher expansion (Abramowitz
-    & Stegun 26.7.5) above that, accurate to ~1e-4 for df >= 3 at the 95% level."""
-    if df < 1:
-        raise ValueError("df must be >= 1")
-    if df == 1:
-        return math.tan(math.pi * (p - 0.5))
-    if df == 2:
-        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
-    z = NormalDist().inv_cdf(p)
-    v = float(df)
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-    return z + g1 / v + g2 / v**2 + g3 / v**3 + g4 / v**4
+    """Quantile of Student's t (integer df) by bisection on the exact CDF; p in (0, 1)."""
+    if df < 1 or not 0 < p < 1:
+        raise ValueError("need df >= 1 and 0 < p < 1")
+    target = abs(2 * p - 1)  # P(|T| < q)
+    lo, hi = 0.0, 1.0
+    while t_two_sided(hi, df) < target:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if t_two_sided(mid, df) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    q = (lo + hi) / 2
+    return q if p >= 0.5 else -q
 
 
 def mean_t_interval(x: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
