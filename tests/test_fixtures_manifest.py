@@ -19,9 +19,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "fixtures" / "MANIFEST.json"
 PRUNABLE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-GGUF_KIND = {"attn_q": "q_proj", "attn_k": "k_proj", "attn_v": "v_proj", "attn_output": "o_proj",
-             "ffn_gate": "gate_proj", "ffn_up": "up_proj", "ffn_down": "down_proj",
-             "token_embd": "embed", "output": "lm_head"}
 ST_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "U32": "<u4", "U8": "u1", "I8": "i1",
              "I32": "<i4", "I64": "<i8", "BOOL": "u1"}
 
@@ -55,26 +52,92 @@ def _kind(name: str) -> str:
     return "lm_head" if name.startswith("lm_head") else "norm" if "norm" in name else "other"
 
 
+def _bf16(dt: str, a: np.ndarray) -> np.ndarray:
+    return (a.astype(np.uint32) << 16).view(np.float32) if dt == "BF16" else a.astype(np.float32)
+
+
+def _st_dir(path: Path) -> dict[str, tuple[str, np.ndarray]]:
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    for f in sorted(path.glob("*.safetensors")):
+        out.update(_safetensors(f))
+    return out
+
+
+def _gguf(path: Path) -> dict[str, tuple[str, np.ndarray]]:
+    gguf = pytest.importorskip("gguf")
+    layer = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+             "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+             "ffn_down": "mlp.down_proj"}
+    top = {"token_embd.weight": "model.embed_tokens.weight", "output.weight": "lm_head.weight",
+           "output_norm.weight": "model.norm.weight"}
+    out = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        p = t.name.split(".")
+        name = top.get(t.name) or f"model.layers.{p[1]}.{layer[p[2]]}.weight"
+        shape = tuple(int(x) for x in reversed(t.shape))
+        # q/k rows are stored permuted; zeros, zero rows and 2:4 groups are row-order invariant
+        out[name] = ("F32", gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape))
+    return out
+
+
+def _mlx(path: Path) -> dict[str, tuple[str, np.ndarray]]:
+    q = json.loads((path / "config.json").read_text()).get("quantization")
+    raw = _st_dir(path)
+    out = {}
+    for name, (dt, a) in raw.items():
+        base = name.rsplit(".", 1)[0]
+        if name.endswith((".scales", ".biases")):
+            continue
+        if q and dt == "U32":
+            bits, gs = q["bits"], q["group_size"]
+            per = 32 // bits
+            vals = np.stack([(a >> (bits * i)) & ((1 << bits) - 1) for i in range(per)], axis=-1)
+            vals = vals.reshape(a.shape[0], -1, gs).astype(np.float32)
+            w = vals * _bf16(*raw[base + ".scales"])[..., None] + _bf16(*raw[base + ".biases"])[..., None]
+            out[name] = ("F32", w.reshape(a.shape[0], -1))
+        else:
+            out[name] = (dt, a)
+    return out
+
+
+def _onnx(path: Path) -> dict[str, tuple[str, np.ndarray]]:
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    out = {}
+    for init in onnx.load(str(path / "model.onnx")).graph.initializer:
+        a = numpy_helper.to_array(init)
+        out[init.name.removesuffix(".T")] = ("F32", a.T if init.name.endswith(".T") else a)
+    return out
+
+
+def _compressed(path: Path) -> dict[str, tuple[str, np.ndarray]]:
+    raw = _st_dir(path)
+    out = {}
+    for name, (dt, a) in raw.items():
+        if name.endswith((".bitmask", ".shape", ".row_offsets")):
+            continue
+        if name.endswith(".compressed"):
+            base = name.removesuffix(".compressed")
+            rows, cols = raw[base + ".shape"][1].ravel().tolist()
+            bits = np.unpackbits(raw[base + ".bitmask"][1], axis=1, bitorder="little")[:, :cols]
+            w = np.zeros((rows, cols), dtype=a.dtype)
+            w[bits == 1] = a.ravel()
+            out[base + ".weight"] = (dt, w)
+        else:
+            out[name] = (dt, a)
+    return out
+
+
 def _load(entry: dict[str, Any]) -> dict[str, tuple[str, str, np.ndarray]]:
-    """name -> (kind, dtype, array) for formats whose expected numbers are on stored values."""
+    """canonical HF name -> (kind, dtype, logical array as a reader should see it)."""
     path = REPO / entry["path"]
-    if entry["format"] == "safetensors":
-        out = {}
-        for f in sorted(path.glob("*.safetensors")):
-            for name, (dt, a) in _safetensors(f).items():
-                out[name] = (_kind(name), dt, a)
-        return out
-    if entry["format"] == "gguf":
-        gguf = pytest.importorskip("gguf")
-        r = gguf.GGUFReader(str(path))
-        out = {}
-        for t in r.tensors:
-            base = t.name.split(".")[-2]
-            shape = tuple(int(x) for x in reversed(t.shape))
-            a = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape)
-            out[t.name] = (GGUF_KIND.get(base, "norm" if "norm" in base else "other"), "F32", a)
-        return out
-    raise AssertionError(f"manifest test does not know format {entry['format']!r}; extend it")
+    loaders = {"safetensors": _st_dir, "gguf": _gguf, "mlx": _mlx, "onnx": _onnx,
+               "compressed-tensors": _compressed}
+    if entry["format"] not in loaders:
+        raise AssertionError(f"manifest test does not know format {entry['format']!r}; extend it")
+    return {n: (_kind(n), dt, a) for n, (dt, a) in loaders[entry["format"]](path).items()}
 
 
 def test_manifest_shape() -> None:
@@ -112,15 +175,14 @@ def test_expected_numbers(name: str) -> None:
         k[1] += numel
         tot[0] += zeros
         tot[1] += numel
-        if e["format"] == "safetensors":
-            t = exp["tensors"][name_]
-            assert (t["zeros"], t["numel"], t["kind"]) == (zeros, numel, kind), name_
-            neg = int((a == 0x8000).sum()) if dt == "BF16" else int(((a == 0) & np.signbit(a)).sum())
-            assert t["neg_zeros"] == neg, name_
-            if a.ndim == 2:
-                assert t["zero_rows"] == int(z.all(axis=1).sum()), name_
-                g = z.reshape(a.shape[0], -1, 4).sum(axis=2)
-                assert t["nm24_conformant_groups"] == int((g >= 2).sum()), name_
+        t = exp["tensors"][name_]
+        assert (t["zeros"], t["numel"], t["kind"], t["shape"]) == (zeros, numel, kind, list(a.shape)), name_
+        neg = int((a == 0x8000).sum()) if dt == "BF16" else int(((a == 0) & np.signbit(a)).sum())
+        assert t["neg_zeros"] == neg, name_
+        if a.ndim == 2:
+            assert t["zero_rows"] == int(z.all(axis=1).sum()), name_
+            g = z.reshape(a.shape[0], -1, 4).sum(axis=2)
+            assert t["nm24_conformant_groups"] == int((g >= 2).sum()), name_
     for kind, (zeros, numel) in kinds.items():
         assert (exp["by_kind"][kind]["zeros"], exp["by_kind"][kind]["numel"]) == (zeros, numel), kind
     pz = sum(kinds[k][0] for k in PRUNABLE)
