@@ -159,3 +159,19 @@ def test_missing_path_and_bad_claim_exit_2(tmp_path: Path) -> None:
     _write_model(tmp_path / "m")
     r = _run(str(tmp_path / "m"), "--claim", "sparsity=lots", "-q")
     assert r.returncode == 2 and "sparsity" in r.stderr and "Traceback" not in r.stderr
+
+
+@needs_fixtures
+@pytest.mark.parametrize(
+    ("name", "layout"),
+    [("compressed-tensors/wanda50-bitmask", "sparse-bitmask"), ("compressed-tensors/nm24-24bitmask", "2:4")],
+)
+def test_projection_equals_real_compressed_tensors_bytes(name: str, layout: str) -> None:
+    """The projected layout of the dense-stored tensors equals what llm-compressor wrote."""
+    path = ROOT / "fixtures/models" / name
+    if not path.exists():
+        pytest.skip(f"{name} not built")
+    doc = json.loads(scan(str(path), "--json", "-q").output)
+    assert doc["size"]["projected"][layout] == doc["size"]["tensor_bytes"]
+    assert doc["size"]["saving_as_shipped"] > 0.2
+    assert doc["sparsity_claim"]["source"] == "config.json sparsity_config"
