@@ -184,3 +184,35 @@ def test_cli_writes_reports_and_step_summary(tmp_path: Path, monkeypatch: pytest
     assert out["md"].read_text() in summary.read_text()
     ET.fromstring(out["xml"].read_text())
     assert out["html"].read_text().startswith("<!DOCTYPE html>")
+
+
+def test_per_layer_kind_chart_from_nested_measurements() -> None:
+    from edgegate.report.html import _sparsity_charts
+
+    m = {"sparsity": {"by_layer_kind": {"0": {"q_proj": {"zeros": 5, "numel": 10}, "o_proj": {"zeros": 0, "numel": 10}}, "1": {"q_proj": 0.5}}}}
+    (svg,) = list(_sparsity_charts(m, 0.5))
+    assert "Sparsity per layer, by module kind" in svg
+    assert "layer 0 · q_proj: 50%" in svg and "layer 0 · o_proj: 0%" in svg and "layer 1 · q_proj: 50%" in svg
+    assert "layer 1 · o_proj" not in svg  # missing data is drawn as n/a, never as a value
+
+
+def test_svg_charts_are_well_formed_for_any_input() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from edgegate.report.svg import RefLine, bar_chart, quadrant_scatter
+
+    label = st.text(min_size=1, max_size=12)
+    value = st.one_of(st.none(), st.floats(min_value=0, max_value=1e12, allow_nan=False))
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.tuples(label, value), min_size=1, max_size=12), st.lists(st.tuples(label, st.floats(-5, 5), st.floats(-5, 5)), max_size=8))
+    def check(bars: list[tuple[str, float | None]], points: list[tuple[str, float, float]]) -> None:
+        svg = bar_chart("t<&>", [b[0] for b in bars], [("s\"", [b[1] for b in bars])], refs=[RefLine(0.5, "r&")])
+        ET.fromstring(svg)
+        assert "nan" not in svg.lower().replace("n/a", "")
+        svg = quadrant_scatter("q", points, x_label="x", y_label="y", x_limit=0.05, y_limit=None)
+        ET.fromstring(svg)
+        assert "nan" not in svg.lower()
+
+    check()

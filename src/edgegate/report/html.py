@@ -220,6 +220,16 @@ def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]
                 "Sparsity per layer, by module kind", [f"layer {layer}" for layer in layers], series, fmt=_pct, ymax=1.0, refs=refs
             )
             return
+    nested = _find(m, "by_layer_kind")  # {layer: {kind: {zeros, numel} | sparsity}}
+    if isinstance(nested, Mapping) and nested:
+        layers = sorted(nested, key=lambda k: int(k) if str(k).lstrip("-").isdigit() else 1 << 30)
+        kinds = [k for k in _KIND_ORDER if any(k in (nested[layer] or {}) for layer in layers)]
+        if kinds:
+            series = [(k, [_sparsity_of((nested[layer] or {}).get(k)) for layer in layers]) for k in kinds]
+            yield bar_chart(
+                "Sparsity per layer, by module kind", [f"layer {layer}" for layer in layers], series, fmt=_pct, ymax=1.0, refs=refs
+            )
+            return
     by_kind = _find(m, "by_kind")
     if isinstance(by_kind, Mapping) and by_kind:
         kinds = [k for k in _KIND_ORDER if k in by_kind] + [k for k in by_kind if k not in _KIND_ORDER]
