@@ -290,3 +290,21 @@ def test_open_backend_registry(server: str, be: OpenAIBackend,
     assert isinstance(ob, OpenAIBackend) and ob.model == be.model and ob.n_ctx == N_CTX
     ids = be.tokenize(PROMPTS[2])
     np.testing.assert_allclose(ob.token_logprobs(ids)[1:], be.token_logprobs(ids)[1:], atol=1e-9)
+
+
+def test_score_tokens_for_perplexity(be: OpenAIBackend, ref: Any) -> None:
+    from edgegate.backends.openai_backend import FeatureUnsupported
+
+    ids = be.tokenize(" ".join(PROMPTS))
+    first = len(ids) // 2 + 1  # the perplexity check's "chunked" mode
+    lp = _ref_logprobs(ref, ids)
+    want = np.array([lp[i - 1, ids[i]] for i in range(first, len(ids))])
+    np.testing.assert_allclose(be.score_tokens(ids, first), want, atol=ATOL)
+    with pytest.raises(FeatureUnsupported, match="first token after BOS"):
+        be.score_tokens(ids, 1)
+
+
+def test_info_names_the_server_not_the_key(be: OpenAIBackend) -> None:
+    info = be.info()
+    assert info["dialect"] == "llama-cpp-python" and info["base_url"] == be.base_url
+    assert KEY not in json.dumps(info) and KEY not in repr(be)

@@ -22,9 +22,11 @@ top-k. Missing candidates, ambiguities and fallbacks are counted in ``coverage``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -105,6 +107,7 @@ class OpenAIBackend:
         self.top_k = max(1, int(top_logprobs))
         self.letter_mode, self.loglik_mode = letter_mode, loglik_mode
         self._cov = {"prompts": 0, "topk_hits": 0, "forced": 0, "below_kth": 0}
+        self._cov_lock = threading.Lock()
         self._echo_ok: bool | None = None
         self._warned_first = False
         self._piece_cache: dict[int, str] = {}
@@ -341,7 +344,8 @@ class OpenAIBackend:
         return row
 
     def _bump(self, key: str, n: int = 1) -> None:
-        self._cov[key] += n  # CPython dict item += under the GIL is fine for counters here
+        with self._cov_lock:  # bumped from the request threads
+            self._cov[key] += n
 
     @property
     def coverage(self) -> Coverage:
@@ -383,6 +387,26 @@ class OpenAIBackend:
                 raise BackendError(f"{self.base_url}: no prompt log-probability at position {i}")
             out[i - 1] = v
         return out
+
+    def score_tokens(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
+        """log p(tokens[i] | tokens[:i]) for i = first..len-1 (perplexity scores the second
+        half of each chunk). The prompt plus one generated token must fit the server's context."""
+        first = max(1, first)
+        lp = self.token_logprobs(tokens)[first - 1 :]
+        if lp.size and np.isnan(lp[0]):
+            raise FeatureUnsupported(
+                f"{self.base_url} ({self.dialect}) gives no log-probability for the first token "
+                "after BOS", feature="echo", hint="use perplexity mode 'chunked' (it scores only "
+                "the second half of each chunk), or a vLLM server")
+        return lp
+
+    def info(self) -> dict[str, object]:
+        """What was scored against, for reports (never the API key)."""
+        return {"runtime": self.runtime, "base_url": self.base_url, "model": self.model,
+                "model_path": str(self.model_path), "dialect": self.dialect, "n_ctx": self.n_ctx,
+                "letter_mode": self.letter_mode, "loglik_mode": self.loglik_mode,
+                "top_logprobs": self.top_k, "load_s": self.load_s,
+                "coverage": dataclasses.asdict(self.coverage)}
 
     def loglikelihood(
         self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
