@@ -205,7 +205,7 @@ def test_svg_charts_are_well_formed_for_any_input() -> None:
     label = st.text(min_size=1, max_size=12)
     value = st.one_of(st.none(), st.floats(min_value=0, max_value=1e12, allow_nan=False))
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=30, deadline=None)
     @given(st.lists(st.tuples(label, value), min_size=1, max_size=12), st.lists(st.tuples(label, st.floats(-5, 5), st.floats(-5, 5)), max_size=8))
     def check(bars: list[tuple[str, float | None]], points: list[tuple[str, float, float]]) -> None:
         svg = bar_chart("t<&>", [b[0] for b in bars], [("s\"", [b[1] for b in bars])], refs=[RefLine(0.5, "r&")])
