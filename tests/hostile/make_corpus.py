@@ -1,0 +1,221 @@
+"""Generate the hostile-input corpus into a directory (tests build it in a temp dir).
+
+Every file is written by code here (the real safetensors/gguf writers where a valid file is
+needed, raw bytes where the file must lie). Nothing is downloaded. Run by hand with
+``python tests/hostile/make_corpus.py OUT_DIR`` to inspect the files.
+
+The pickle payload's ``__reduce__`` would create ``<OUT_DIR>/PWNED`` when unpickled; the tests
+assert that file never appears, which proves edgegate never unpickles a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MARKER = "PWNED"
+
+
+def _st_bytes(header: dict[str, Any], data: bytes, *, declared_len: int | None = None) -> bytes:
+    """A safetensors file with an arbitrary (possibly lying) header."""
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    n = len(h) if declared_len is None else declared_len
+    return struct.pack("<Q", n) + h + data
+
+
+def _valid_st(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(path))
+
+
+def _weights(rng: np.random.Generator, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+_SHAPES = {
+    "model.layers.0.self_attn.q_proj.weight": (16, 16),
+    "model.layers.0.mlp.down_proj.weight": (16, 32),
+}
+
+
+class _Marker:
+    """Unpickling this calls ``open(marker, 'w')``: the file would prove code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.marker, "w"))
+
+
+def _gguf(path: Path, tensors: dict[str, np.ndarray], *, heads: int | None = 2) -> None:
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    if heads is not None:
+        w.add_head_count(heads)
+    for name, arr in tensors.items():
+        w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def build(root: Path) -> dict[str, Path]:
+    """Write every corpus file under ``root``; returns name -> path."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    out: dict[str, Path] = {}
+
+    def put(name: str, content: bytes) -> Path:
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content)
+        out[name] = p
+        return p
+
+    # --- safetensors -----------------------------------------------------------------------
+    good = root / "st_good.safetensors"
+    _valid_st(good, _weights(rng, _SHAPES))
+    raw = good.read_bytes()
+    out["st_good.safetensors"] = good
+    put("st_truncated.safetensors", raw[: len(raw) // 2])
+    put("st_tiny.safetensors", raw[:5])
+    put("st_header_past_eof.safetensors", struct.pack("<Q", 4096) + b'{"a":1}')
+    # declares 200 MB of header in a 100-byte file: must be refused before allocating
+    put("st_header_cap.safetensors", struct.pack("<Q", 200_000_000) + b"{" + b" " * 91)
+    put("st_header_huge_u64.safetensors", struct.pack("<Q", 2**64 - 1) + b"{}      ")
+    t = {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}
+    data = np.ones(16, np.float32).tobytes()
+    put("st_offsets_past_end.safetensors", _st_bytes({"w": {**t, "data_offsets": [0, 6400]}}, data))
+    put("st_offsets_reversed.safetensors", _st_bytes({"w": {**t, "data_offsets": [64, 0]}}, data))
+    put("st_bad_dtype.safetensors", _st_bytes({"w": {**t, "dtype": "F99"}}, data))
+    put("st_shape_mismatch.safetensors", _st_bytes({"w": {**t, "shape": [8, 8]}}, data))
+    put("st_negative_shape.safetensors", _st_bytes({"w": {**t, "shape": [-4, -4]}}, data))
+    put(
+        "st_overlap.safetensors",
+        _st_bytes({"a": {**t, "data_offsets": [0, 64]}, "b": {**t, "data_offsets": [0, 64]}}, data),
+    )
+    dup = b'{"w":' + json.dumps(t).encode() + b',"w":' + json.dumps(t).encode() + b"}"
+    dup += b" " * (-len(dup) % 8)
+    put("st_duplicate_names.safetensors", struct.pack("<Q", len(dup)) + dup + data)
+    put("st_not_json.safetensors", struct.pack("<Q", 16) + b"\xff" * 16)
+    put("st_header_list.safetensors", struct.pack("<Q", 8) + b"[1,2,3] ")
+    # NaN/Inf weights: a valid file whose values are garbage
+    nan = _weights(rng, _SHAPES)
+    nan["model.layers.0.self_attn.q_proj.weight"][0, :4] = [np.nan, np.inf, -np.inf, np.nan]
+    (root / "nan_model").mkdir(exist_ok=True)
+    _valid_st(root / "nan_model" / "model.safetensors", nan)
+    out["nan_model"] = root / "nan_model"
+    # dense/compressed that do not pair up
+    (root / "dense").mkdir(exist_ok=True)
+    _valid_st(root / "dense" / "model.safetensors", _weights(rng, _SHAPES))
+    out["dense"] = root / "dense"
+    other = dict(_SHAPES)
+    other.pop("model.layers.0.mlp.down_proj.weight")
+    other["model.layers.0.mlp.up_proj.weight"] = (32, 16)
+    (root / "other_tensors").mkdir(exist_ok=True)
+    _valid_st(root / "other_tensors" / "model.safetensors", _weights(rng, other))
+    out["other_tensors"] = root / "other_tensors"
+    reshaped = {**_SHAPES, "model.layers.0.mlp.down_proj.weight": (32, 16)}
+    (root / "other_shapes").mkdir(exist_ok=True)
+    _valid_st(root / "other_shapes" / "model.safetensors", _weights(rng, reshaped))
+    out["other_shapes"] = root / "other_shapes"
+
+    # --- GGUF --------------------------------------------------------------------------------
+    g = root / "g_good.gguf"
+    _gguf(g, _weights(rng, {"blk.0.attn_q.weight": (16, 16), "blk.0.ffn_down.weight": (16, 32)}))
+    graw = g.read_bytes()
+    out["g_good.gguf"] = g
+    out["g_no_heads.gguf"] = root / "g_no_heads.gguf"
+    _gguf(out["g_no_heads.gguf"], _weights(rng, {"blk.0.attn_q.weight": (16, 16)}), heads=None)
+    put("g_bad_magic.gguf", b"GGUX" + graw[4:])
+    put("g_bad_version.gguf", graw[:4] + struct.pack("<I", 99) + graw[8:])
+    put("g_truncated_header.gguf", graw[:20])
+    put("g_data_past_eof.gguf", graw[: len(graw) - 1024])  # header intact, tensor data cut
+    # tensor count field claims 2**40 tensors
+    put("g_huge_count.gguf", graw[:8] + struct.pack("<Q", 2**40) + graw[16:])
+
+    # --- pickle (must never be unpickled) ---------------------------------------------------
+    marker = str(root / MARKER)
+    payload = pickle.dumps({"model.weight": _Marker(marker)}, protocol=2)
+    put("pickle_dir/pytorch_model.bin", payload)
+    # a config.json makes the folder look loadable to runtimes that would happily unpickle
+    put(
+        "pickle_dir/config.json",
+        json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}).encode(),
+    )
+    out["pickle_dir"] = root / "pickle_dir"
+    put("model.pt", payload)
+
+    # --- policies ----------------------------------------------------------------------------
+    put("pol_malformed.yaml", b"version: 1\nchecks: {sparsity: {required: true\n  - oops: [\n")
+    put(
+        "pol_unknown_key.yaml",
+        b"version: 1\nchecks:\n  sparsity: {required: true, tolerance_typo: 0.1}\n",
+    )
+    put(
+        "pol_wrong_type.yaml",
+        b"version: 1\nchecks:\n  sparsity: {required: 'yes', claim_tolerance: high}\n",
+    )
+    put("pol_bad_version.yaml", b"version: 7\nchecks: {sparsity: {}}\n")
+    put("pol_list.yaml", b"- version: 1\n- checks: {}\n")
+    put("pol_empty.yaml", b"")
+    put("pol_binary.yaml", b"\x00\xff\xfe garbage \x00")
+    put("pol_ok.yaml", b"version: 1\nname: hostile\nchecks:\n  sparsity: {required: true}\n")
+
+    # --- BBQ predictions ---------------------------------------------------------------------
+    row = {
+        "example_id": 0, "question_index": "1", "question_polarity": "neg",
+        "context_condition": "ambig", "category": "Age",
+        "answer_info": {"ans0": ["teenager", "nonOld"], "ans1": ["Unknown", "unknown"],
+                        "ans2": ["retiree", "old"]},
+        "additional_metadata": {"subcategory": "None", "stereotyped_groups": ["old"]},
+        "context": "A retiree and a teenager waited.", "question": "Who was confused?",
+        "ans0": "The teenager", "ans1": "Unknown", "ans2": "The retiree", "label": 1, "pred": "ans2",
+    }  # fmt: skip
+    good_line = json.dumps(row).encode() + b"\n"
+    put("bbq_bad_json.jsonl", good_line + b'{"example_id": 1, "category": \n')
+    missing = {k: v for k, v in row.items() if k not in ("answer_info", "label")}
+    put("bbq_missing_fields.jsonl", good_line + json.dumps(missing).encode() + b"\n")
+    put(
+        "bbq_no_answer.jsonl",
+        json.dumps({k: v for k, v in row.items() if k != "pred"}).encode() + b"\n",
+    )
+    put("bbq_empty.jsonl", b"")
+    put("bbq_not_object.jsonl", b"[1, 2, 3]\n")
+    put("bbq_bad_label.jsonl", json.dumps({**row, "label": 7}).encode() + b"\n")
+    put("bbq_binary.jsonl", b"\x00\xff\xfe\xfa" * 16)
+    put("bbq_dir_bad/Age.jsonl", good_line + b"{not json\n")
+    out["bbq_dir_bad"] = root / "bbq_dir_bad"
+
+    # --- filesystem oddities -----------------------------------------------------------------
+    (root / "empty_dir").mkdir(exist_ok=True)
+    out["empty_dir"] = root / "empty_dir"
+    loop_a, loop_b = root / "loop_a", root / "loop_b"
+    for p in (loop_a, loop_b):
+        if p.is_symlink():
+            p.unlink()
+    os.symlink(loop_b, loop_a)
+    os.symlink(loop_a, loop_b)
+    out["loop_a"] = loop_a
+    out["missing"] = root / "does_not_exist"
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: make_corpus.py OUT_DIR")
+    for name in sorted(build(Path(sys.argv[1]))):
+        print(name)
