@@ -109,9 +109,9 @@ def test_memmap_pages_released_without_changing_results(tmp_path, monkeypatch) -
     monkeypatch.setattr(Z._Releaser, "CHUNK", 64 << 10)
     real = Z._Releaser.after
 
-    def spy(self, blk):  # type: ignore[no-untyped-def]
+    def spy(self, scanned):  # type: ignore[no-untyped-def]
         before = getattr(self, "done", None)
-        real(self, blk)
+        real(self, scanned)
         if before is not None and self.done != before:
             calls.append((before, self.done))
 

@@ -91,18 +91,18 @@ def tensor_stats(
     fast = do_struct and cols % 8 == 0
     step = max(1, block_elems // cols)
     bufs = _Buffers(min(rows, step) * cols, arr.dtype)
+    row_bytes = cols * arr.itemsize
     for r0 in range(0, rows, step):
         blk = mat[r0 : r0 + step]
         if not do_struct:
             st.zeros += _count_only(blk, kind, st, bufs)
-            release.after(blk)
-            continue
-        z = _zero_mask(blk, kind, st, bufs)
-        if fast:
-            _structure_fast(z, r0, st, bufs)
         else:
-            _structure_slow(z, r0, st)
-        release.after(blk)
+            z = _zero_mask(blk, kind, st, bufs)
+            if fast:
+                _structure_fast(z, r0, st, bufs)
+            else:
+                _structure_slow(z, r0, st)
+        release.after((r0 + blk.shape[0]) * row_bytes)
     if do_struct:
         assert st.row_zeros is not None
         st.zeros = int(st.row_zeros.sum())
@@ -125,12 +125,14 @@ class _Releaser:
         self.base = int(probe.ctypes.data)
         del probe  # release the buffer export at once so the map can be closed later
         self.mm = mm
-        self.done = (int(arr.ctypes.data) - self.base) // mmap.PAGESIZE * mmap.PAGESIZE
+        self.start = int(arr.ctypes.data) - self.base  # the tensor's first byte within the map
+        self.done = self.start // mmap.PAGESIZE * mmap.PAGESIZE
 
-    def after(self, blk: np.ndarray) -> None:
+    def after(self, scanned: int) -> None:
+        """``scanned`` bytes of the tensor (from its start) are finished with."""
         if self.mm is None:
             return
-        end = (int(blk.ctypes.data) + blk.nbytes - self.base) // mmap.PAGESIZE * mmap.PAGESIZE
+        end = (self.start + scanned) // mmap.PAGESIZE * mmap.PAGESIZE
         if end - self.done >= self.CHUNK:
             try:
                 self.mm.madvise(mmap.MADV_DONTNEED, self.done, end - self.done)
