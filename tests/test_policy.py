@@ -169,3 +169,13 @@ def test_cli_show_fills_defaults(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["policy", "show", str(p)])
     assert r.exit_code == 0
     assert json.loads(r.stdout)["checks"]["perplexity"]["max_relative_increase"] == 0.05
+
+
+@pytest.mark.parametrize("check", ["sparsity", "size", "speed", "perplexity", "bbq"])
+def test_every_policy_key_is_read_by_its_check(check: str) -> None:
+    # The converse of rejecting unknown keys: a key the schema accepts but no check reads
+    # would be a threshold that silently does nothing.
+    source = (REPO / "src" / "edgegate" / "checks" / f"{check}.py").read_text("utf-8")
+    keys = set(policy_schema()["$defs"][check]["properties"]) - {"enabled", "required"}
+    unread = sorted(k for k in keys if f'"{k}"' not in source)
+    assert unread == [], f"checks.{check}: {unread} accepted by the schema but never read by edgegate/checks/{check}.py"
