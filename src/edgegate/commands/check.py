@@ -36,7 +36,9 @@ def _load_policy(value: str) -> Policy:
               help="Policy YAML (or a preset name: strict, default, edge-iot).")
 @click.option("--only", multiple=True, metavar="CHECKS", help="Run only these checks (comma-separated).")
 @click.option("--skip", multiple=True, metavar="CHECKS", help="Do not run these checks (comma-separated).")
-@click.option("--strict", is_flag=True, help="Skipped or inconclusive required checks fail the gate.")
+@click.option("--strict", is_flag=True,
+              help="Skipped or inconclusive required checks fail the gate (checks you deselect "
+                   "with --only/--skip are reported as deselected and do not count).")
 @click.option("--claim", "claims", multiple=True, metavar="KEY=VALUE",
               help="A publisher claim, e.g. sparsity=0.5 or size_saving=50%; wins over policy and metadata.")
 @click.option("--json-out", metavar="FILE", help="Write the JSON report ('-' for stdout).")
@@ -73,8 +75,9 @@ def command(
 ) -> None:
     """Measure COMPRESSED against DENSE and pass/fail it against a policy.
 
-    Exit codes: 0 pass (or incomplete, which the report never calls a pass), 1 policy failed,
-    2 usage or input error, 3 runtime error.
+    Exit codes: 0 pass (or incomplete: a required check could not run and the policy allows
+    that; the report never calls it a pass), 1 policy failed, 2 usage or input error,
+    3 runtime error.
     """
     from edgegate.progress import NullProgress, RichProgress
     from edgegate.report import render, write_report
