@@ -308,3 +308,22 @@ def test_info_names_the_server_not_the_key(be: OpenAIBackend) -> None:
     info = be.info()
     assert info["dialect"] == "llama-cpp-python" and info["base_url"] == be.base_url
     assert KEY not in json.dumps(info) and KEY not in repr(be)
+
+
+def test_special_tokens_need_the_local_tokenizer(server: str, be: OpenAIBackend, ref: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Perplexity chunks of chat-formatted text hold special tokens: the server's detokenizer
+    drops them, so the ids cannot be sent as text -- a clear error naming tokenizer_path;
+    with tokenizer_path the very same chunk scores like llama.cpp."""
+    text = "<|im_start|>user\nWho was careless?<|im_end|>\n<|im_start|>assistant\nThe nurse."
+    ids = be.tokenize(text)
+    assert len(ids) > 8
+    with pytest.raises(BackendError, match="tokenizer_path"):
+        be.score_tokens(ids, 4)
+    monkeypatch.setenv("EDGEGATE_API_KEY", KEY)
+    local = OpenAIBackend(server, tokenizer_path=ROOT / "fixtures/models/dense/tokenizer.json",
+                          n_ctx=N_CTX)
+    assert local.tokenize(text) == ids
+    lp = _ref_logprobs(ref, ids)
+    want = np.array([lp[i - 1, ids[i]] for i in range(4, len(ids))])
+    np.testing.assert_allclose(local.score_tokens(ids, 4), want, atol=ATOL)

@@ -110,6 +110,7 @@ class OpenAIBackend:
         self._cov_lock = threading.Lock()
         self._echo_ok: bool | None = None
         self._warned_first = False
+        self._bos_first = 1  # 1: detokenize with the leading BOS first (see _prompt)
         self._piece_cache: dict[int, str] = {}
         self._local_tok: Any = None
         self._tok_dir = Path(tokenizer_path).parent if tokenizer_path is not None else None
@@ -227,19 +228,30 @@ class OpenAIBackend:
             raise InputError("empty prompt", field="prompt")
         if self._ids_keyed:
             return ids
-        if self._local_tok is None:  # server detokenizers drop BOS (and its space) themselves
-            text = self.detokenize(ids)
+        starts_bos = self._bos is not None and ids[:1] == [self._bos]
+        if self._local_tok is not None:
+            variants = [lambda: str(self._local_tok.decode(ids[1:] if starts_bos else ids,
+                                                           skip_special_tokens=False))]
         else:
-            body = ids[1:] if self._bos is not None and ids[:1] == [self._bos] else ids
-            text = str(self._local_tok.decode(body, skip_special_tokens=False))
-        back = self.tokenize(text, add_special=True)
-        if back != ids:
-            raise BackendError(
-                f"{self.base_url} ({self.dialect}) only accepts text prompts and these token ids "
-                f"do not survive detokenize->tokenize ({len(ids)} ids -> {len(back)})",
-                hint="start prompts with BOS as the server does, or use a server that accepts "
-                "token-id prompts (vLLM, llama-server)")
-        return text
+            # llama.cpp drops the space after a leading BOS when detokenizing (right for
+            # SentencePiece vocabularies, wrong for byte-level BPE): try both, the one that
+            # worked last time first.
+            variants = [lambda: self.detokenize(ids)]
+            if starts_bos:
+                variants.insert(self._bos_first, lambda: self.detokenize(ids[1:]))
+        back: list[int] = []
+        for i, make in enumerate(variants):
+            text = make()
+            back = self.tokenize(text, add_special=True)
+            if back == ids:
+                if i == 1:
+                    self._bos_first = 1 - self._bos_first
+                return text
+        raise BackendError(
+            f"{self.base_url} ({self.dialect}) only accepts text prompts and these token ids "
+            f"do not survive detokenize->tokenize ({len(ids)} ids -> {len(back)})",
+            hint="pass tokenizer_path=<the checkpoint's tokenizer.json> (keeps special tokens), "
+            "start prompts with BOS as the server does, or use a server that takes token ids (vLLM)")
 
     def _complete(self, ids: Sequence[int], what: str, **fields: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "prompt": self._prompt(ids),
@@ -370,6 +382,14 @@ class OpenAIBackend:
         return prompt_pos, offset
 
     def token_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
+        out = self._prompt_logprobs(tokens)
+        if out.size and np.isnan(out[0]) and not self._warned_first:
+            self._warned_first = True
+            log.warning("%s gives no log-probability for the first token after BOS; "
+                        "token_logprobs()[0] is NaN", self.base_url)
+        return out
+
+    def _prompt_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         ids = [int(t) for t in tokens]
         if len(ids) < 2:
             return np.zeros(0, dtype=np.float64)
@@ -377,22 +397,16 @@ class OpenAIBackend:
         out = np.full(len(ids) - 1, np.nan, dtype=np.float64)
         for i in range(1, len(ids)):
             v = pos[i - off].logprob if i - off >= 0 else None
-            if v is None:
-                if i == 1 and off == 1:  # llama-cpp-python nulls the first token after BOS
-                    if not self._warned_first:
-                        self._warned_first = True
-                        log.warning("%s gives no log-probability for the first token after "
-                                    "BOS; token_logprobs()[0] is NaN", self.base_url)
-                    continue
+            if v is None and not (i == 1 and off == 1):  # llama-cpp-python: none after BOS
                 raise BackendError(f"{self.base_url}: no prompt log-probability at position {i}")
-            out[i - 1] = v
+            out[i - 1] = np.nan if v is None else v
         return out
 
     def score_tokens(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
         """log p(tokens[i] | tokens[:i]) for i = first..len-1 (perplexity scores the second
         half of each chunk). The prompt plus one generated token must fit the server's context."""
         first = max(1, first)
-        lp = self.token_logprobs(tokens)[first - 1 :]
+        lp = self._prompt_logprobs(tokens)[first - 1 :]
         if lp.size and np.isnan(lp[0]):
             raise FeatureUnsupported(
                 f"{self.base_url} ({self.dialect}) gives no log-probability for the first token "
