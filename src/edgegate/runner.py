@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -245,11 +247,7 @@ def _error_result(name: str, exc: BaseException) -> CheckResult:
         "hint": "this is a bug in edgegate; set EDGEGATE_DEBUG=1 for a traceback and please report it",
         "exit_code": int(ExitCode.RUNTIME_ERROR),
     }
-    import os
-
     if os.environ.get("EDGEGATE_DEBUG"):
-        import traceback
-
         traceback.print_exception(exc, file=sys.stderr)
     return CheckResult(name, Status.ERROR, f"internal error: {type(exc).__name__}: {exc}", error=err)
 
