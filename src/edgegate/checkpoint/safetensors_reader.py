@@ -147,7 +147,7 @@ def read_header(path: Path) -> tuple[list[Entry], dict[str, str]]:
         if not isinstance(rec, dict):
             raise _err(path, "header record is not an object", tensor=name)
         dtype = rec.get("dtype")
-        if dtype not in STORAGE_DTYPES:
+        if not isinstance(dtype, str) or dtype not in STORAGE_DTYPES:  # a list/dict is unhashable
             raise _err(path, f"unknown dtype {dtype!r}", tensor=name,
                        hint=f"expected one of {', '.join(STORAGE_DTYPES)}")
         shape = rec.get("shape")
