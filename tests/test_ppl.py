@@ -96,11 +96,12 @@ def test_mlx_ppl_matches_an_independent_numpy_computation() -> None:
 
 @needs_mlx
 @needs_llama
-def test_llamacpp_and_mlx_agree_within_one_percent() -> None:
+def test_llamacpp_and_mlx_agree_within_one_percent(tmp_path: Path) -> None:
     text = EVAL.read_text()[:12000]
-    r_mlx = run_ppl(DENSE, DENSE, runtime="mlx", text=text, n_ctx=256, timeout=None)
-    r_gguf = run_ppl(GGUF, GGUF, runtime="llamacpp", text=text, n_ctx=256, timeout=None)
-    r_hf = run_ppl(DENSE, DENSE, runtime="llamacpp", text=text, n_ctx=256, timeout=None)
+    kw = {"text": text, "n_ctx": 256, "timeout": None, "threads": 1}
+    r_mlx = run_ppl(DENSE, DENSE, runtime="mlx", **kw)
+    r_gguf = run_ppl(GGUF, GGUF, runtime="llamacpp", **kw)
+    r_hf = run_ppl(DENSE, DENSE, runtime="llamacpp", cache_dir=tmp_path, **kw)
     assert r_mlx.dense.n_scored == r_gguf.dense.n_scored > 1000
     assert r_gguf.dense.ppl == pytest.approx(r_mlx.dense.ppl, rel=0.01)
     assert r_hf.dense.ppl == pytest.approx(r_mlx.dense.ppl, rel=0.01)  # HF dir converted to GGUF f16
@@ -111,8 +112,9 @@ def test_llamacpp_and_mlx_agree_within_one_percent() -> None:
 @pytest.mark.skipif(not (available("onnx") and ONNX.exists()), reason="ONNX fixture or onnxruntime missing")
 def test_onnx_and_llamacpp_are_close() -> None:
     text = EVAL.read_text()[:8000]
-    r_onnx = run_ppl(ONNX, ONNX, runtime="onnx", text=text, n_ctx=128, timeout=None)
-    r_gguf = run_ppl(GGUF, GGUF, runtime="llamacpp", text=text, n_ctx=128, timeout=None)
+    kw = {"text": text, "n_ctx": 128, "timeout": None, "threads": 1}
+    r_onnx = run_ppl(ONNX, ONNX, runtime="onnx", **kw)
+    r_gguf = run_ppl(GGUF, GGUF, runtime="llamacpp", **kw)
     assert r_onnx.dense.ppl == pytest.approx(r_gguf.dense.ppl, rel=0.01)
 
 
@@ -127,7 +129,7 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return int(exc.value.code or 0), out, err
 
 
-@needs_mlx
+@needs_llama
 def test_tokenizer_mismatch_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     other = tmp_path / "other"
     shutil.copytree(DENSE, other)
@@ -136,32 +138,33 @@ def test_tokenizer_mismatch_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     a, b = next(k for k, v in vocab.items() if v == 300), next(k for k, v in vocab.items() if v == 301)
     vocab[a], vocab[b] = 301, 300  # same size, two ids swapped: silently different text
     (other / "tokenizer.json").write_text(json.dumps(tok))
-    code, _, err = _cli(["ppl", str(DENSE), str(other), "--runtime", "mlx", "--n-ctx", "64", "-q",
-                         "--text", str(EVAL)], capsys)
+    code, _, err = _cli(["ppl", str(DENSE), str(other), "--runtime", "llamacpp", "--n-ctx", "64", "-q", "--threads", "1",
+                         "--text", str(EVAL), "--cache-dir", str(tmp_path / "cache")], capsys)
     assert code == 2
     assert "tokenizer differs" in err and "Traceback" not in err
 
 
-@needs_mlx
+@needs_llama
 def test_context_longer_than_trained_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _cli(["ppl", str(DENSE), str(DENSE), "--runtime", "mlx", "--n-ctx", "1024", "-q"], capsys)
+    code, _, err = _cli(["ppl", str(GGUF), str(GGUF), "--runtime", "llamacpp", "--n-ctx", "1024", "-q"], capsys)
     assert code == 2
     assert "exceeds the model's trained context 512" in err
 
 
-@needs_mlx
+@needs_llama
 def test_ppl_cli_json_and_check(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(["ppl", str(DENSE), str(DENSE), "--runtime", "mlx", "--n-ctx", "128", "-q",
+    code, out, _ = _cli(["ppl", str(GGUF), str(GGUF), "--runtime", "llamacpp", "--n-ctx", "128", "-q", "--threads", "1",
                          "--text", str(EVAL), "--json"], capsys)
     assert code == 0
     data = json.loads(out)
     assert data["relative_change"] == 0.0 and data["n"] == data["dense"]["n_chunks"] >= 4
     from edgegate.checks import perplexity as check
 
-    section = {"runtime": "mlx", "max_relative_increase": 0.05, "n_ctx": 128, "text": str(EVAL), "min_chunks": 4}
-    res = check.run(CheckContext(compressed_path=DENSE, dense_path=DENSE, section=section))
+    section = {"runtime": "llamacpp", "max_relative_increase": 0.05, "n_ctx": 128, "text": str(EVAL), "min_chunks": 4}
+    opts = {"backend_timeout": None, "threads": 1}
+    res = check.run(CheckContext(compressed_path=GGUF, dense_path=GGUF, section=section, options=opts))
     assert res.status is Status.PASS and res.verdicts[0].ci is not None and res.verdicts[0].n >= 4
-    few = check.run(CheckContext(compressed_path=DENSE, dense_path=DENSE, section={**section, "min_chunks": 10_000}))
+    few = check.run(CheckContext(compressed_path=GGUF, dense_path=GGUF, section={**section, "min_chunks": 10_000}, options=opts))
     assert few.status is Status.INCONCLUSIVE
 
 

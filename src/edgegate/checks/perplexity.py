@@ -57,6 +57,7 @@ def run(ctx: CheckContext) -> CheckResult:
         mode=str(sec.get("mode", "chunked")),  # type: ignore[arg-type]
         threads=ctx.options.get("threads"),
         cache_dir=ctx.options.get("cache_dir"),
+        timeout=ctx.options.get("backend_timeout", 1800.0),  # None: in-process (tests, library use)
         progress=ctx.progress,
     )
     d, c = cmp.dense, cmp.compressed
