@@ -18,18 +18,18 @@ from edgegate.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "fixtures" / "models"
-CASES = {
-    "mlx": MODELS / "dense",
-    "llamacpp": MODELS / "gguf" / "dense-f16.gguf",
-    "onnx": MODELS / "onnx" / "dense",
+CASES = {  # id -> (runtime, path)
+    "mlx-hf": ("mlx", MODELS / "dense"),
+    "mlx-mlxdir": ("mlx", MODELS / "mlx" / "dense"),
+    "llamacpp-gguf": ("llamacpp", MODELS / "gguf" / "dense-f16.gguf"),
+    "onnx": ("onnx", MODELS / "onnx" / "dense"),
 }
 TEXT = "Cora opens a heavy piano after lunch. There are two blankets in the workshop."
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def backend(request: pytest.FixtureRequest):
-    runtime = request.param
-    path = CASES[runtime]
+    runtime, path = CASES[request.param]
     if not available(runtime):
         pytest.skip(f"{runtime} is not installed")
     if not path.exists():
