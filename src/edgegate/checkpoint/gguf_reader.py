@@ -1,7 +1,7 @@
-"""GGUF reader over gguf.GGUFReader (memory-mapped), with HF names and HF tensor layout.
+"""GGUF reader (own header parser + np.memmap; gguf's dequantisers), HF names and layout.
 
-GGUF stores dims in ggml order (fastest first); GGUFReader already hands data back in
-row-major logical order, which for linears is HF's ``[out, in]``. llama.cpp's converter
+GGUF stores dims in ggml order (fastest first); reversed, they are the row-major logical
+shape, which for linears is HF's ``[out, in]``. llama.cpp's converter
 permutes Q/K rows for llama-family archs (rotary pairs interleaved); we invert that so a
 tensor lines up element-for-element with its HF counterpart.
 """
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgegate.checkpoint.base import Checkpoint, Format, TensorInfo
+from edgegate.checkpoint.gguf_header import ArraySummary, RawTensor, read_header
 from edgegate.checkpoint.names import make_info
 from edgegate.errors import CheckpointError
 
@@ -88,17 +89,6 @@ def canonical_name(gguf_name: str, table: dict[str, str]) -> str:
     return table.get(gguf_name, gguf_name)
 
 
-def _field(fields: dict[str, Any], key: str) -> Any:
-    f = fields.get(key)
-    if f is None:
-        return None
-    try:
-        v = f.contents()
-    except Exception:
-        return None
-    return v
-
-
 _CONFIG_KEYS = {
     "block_count": "num_hidden_layers",
     "embedding_length": "hidden_size",
@@ -113,66 +103,48 @@ _CONFIG_KEYS = {
 }
 
 
-def gguf_config(fields: dict[str, Any]) -> dict[str, Any]:
+def gguf_config(meta: dict[str, Any]) -> dict[str, Any]:
     """An HF-config-like dict from GGUF metadata (per-layer arrays give their first value)."""
-    arch = _field(fields, "general.architecture") or "unknown"
+    arch = meta.get("general.architecture")
+    arch = arch if isinstance(arch, str) else "unknown"
     cfg: dict[str, Any] = {"model_type": arch, "architecture": arch}
     for key, hf in _CONFIG_KEYS.items():
-        v = _field(fields, f"{arch}.{key}")
+        v = meta.get(f"{arch}.{key}")
         if isinstance(v, list):
             v = v[0] if v else None
-        if v is not None:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
             cfg[hf] = v
-    if "vocab_size" not in cfg and "tokenizer.ggml.tokens" in fields:
-        cfg["vocab_size"] = len(fields["tokenizer.ggml.tokens"].data)
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if "vocab_size" not in cfg and tokens is not None:
+        cfg["vocab_size"] = tokens.count if isinstance(tokens, ArraySummary) else len(tokens)
     if "num_key_value_heads" not in cfg and "num_attention_heads" in cfg:
         cfg["num_key_value_heads"] = cfg["num_attention_heads"]
     return cfg
+
+
+def _plain(v: Any) -> Any:
+    return {"array_type": v.type, "count": v.count} if isinstance(v, ArraySummary) else v
 
 
 class GGUFCheckpoint(Checkpoint):
     def __init__(self, path: Path) -> None:
         import gguf
 
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(8)
-        if len(head) < 8 or size < 24:
-            raise CheckpointError(f"truncated: {size} bytes is shorter than a GGUF header", path=path,
-                                  hint="re-convert or re-download it")
-        if head[:4] != b"GGUF":
-            raise CheckpointError(f"bad magic {head[:4]!r}, expected b'GGUF'", path=path,
-                                  hint="not a GGUF file (or a big-endian/corrupt one)")
-        version = int.from_bytes(head[4:8], "little")
-        if version not in (2, 3):
-            raise CheckpointError(f"unsupported GGUF version {version} (expected 2 or 3)", path=path,
-                                  hint="re-convert with a current llama.cpp")
-        try:
-            reader = gguf.GGUFReader(path, "r")
-        except Exception as e:  # gguf raises ValueError/IndexError/numpy errors for short or lying files
-            raise CheckpointError(f"truncated or corrupt GGUF ({type(e).__name__}: {e})", path=path,
-                                  hint="metadata or tensor offsets run past the end of the file; "
-                                       "re-convert or re-download it") from None
-        fields = dict(reader.fields)
-        cfg = gguf_config(fields)
+        sizes = {int(t): (int(b), int(n)) for t, (b, n) in gguf.GGML_QUANT_SIZES.items()}
+        header = read_header(path, sizes)
+        cfg = gguf_config(header.metadata)
         arch = str(cfg["architecture"])
-        n_blocks = int(cfg.get("num_hidden_layers") or 0)
-        table = name_table(arch, n_blocks)
-        self._reader = reader
-        self._by_name: dict[str, Any] = {}
+        table = name_table(arch, int(cfg.get("num_hidden_layers") or 0))
+        self._raw: dict[str, RawTensor] = {}
         self._infos: list[TensorInfo] = []
-        for t in reader.tensors:
-            end = int(t.data_offset) + int(t.n_bytes)
-            if end > size:
-                raise CheckpointError(f"tensor data ends at byte {end}, past the end of the file ({size} bytes)",
-                                      path=path, field=f"tensor '{t.name}'", hint="truncated file")
-            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
-            info = make_info(t.name, canonical_name(t.name, table), shape, t.tensor_type.name,
-                             int(t.n_bytes), path)
-            self._by_name[t.name] = t
-            self._infos.append(info)
-        meta = {k: _field(fields, k) for k in fields
-                if not k.startswith(("tokenizer.ggml.", "GGUF.")) and k != "tokenizer.chat_template"}
+        for t in header.tensors:
+            qname = gguf.GGMLQuantizationType(t.qtype).name
+            shape = tuple(reversed(t.ne))
+            self._raw[t.name] = t
+            self._infos.append(make_info(t.name, canonical_name(t.name, table), shape, qname, t.nbytes, path))
+        meta = {k: _plain(v) for k, v in header.metadata.items()
+                if not k.startswith("tokenizer.ggml.") and k != "tokenizer.chat_template"}
+        meta["gguf.version"] = header.version
         super().__init__(path=path, format=Format.GGUF, files=[path], config=cfg, metadata={"gguf": meta})
         self._permute = arch in PERMUTED_QK_ARCHS
         self._arch = arch
@@ -182,11 +154,25 @@ class GGUFCheckpoint(Checkpoint):
     def tensors(self) -> Iterator[TensorInfo]:
         yield from self._infos
 
-    def _tensor(self, info: TensorInfo) -> Any:
-        t = self._by_name.get(info.name)
+    def _tensor(self, info: TensorInfo) -> RawTensor:
+        t = self._raw.get(info.name)
         if t is None:
             raise CheckpointError("no such tensor in this checkpoint", path=self.path, field=f"tensor '{info.name}'")
         return t
+
+    def _stored(self, info: TensorInfo, t: RawTensor) -> np.ndarray:
+        """The raw data as a read-only memmap: element type for plain types, else uint8 blocks
+        with one row of ``ne[0]`` elements per last axis (what gguf.quants.dequantize takes)."""
+        native = _NATIVE.get(info.dtype)
+        rows = tuple(reversed(t.ne[1:]))
+        if native is not None:
+            dt, shape = np.dtype(native), (*rows, t.ne[0])
+        else:
+            row_bytes = t.nbytes // max(1, int(np.prod(rows, dtype=np.int64)))
+            dt, shape = np.dtype(np.uint8), (*rows, row_bytes)
+        if t.nbytes == 0:
+            return np.zeros(shape, dt)
+        return np.memmap(self.path, dtype=dt, mode="r", offset=t.start, shape=shape)
 
     def _logical(self, info: TensorInfo, arr: np.ndarray) -> np.ndarray:
         arr = arr.reshape(info.shape)
@@ -205,24 +191,21 @@ class GGUFCheckpoint(Checkpoint):
         return arr
 
     def read_native(self, info: TensorInfo) -> np.ndarray:
-        t = self._tensor(info)
-        native = _NATIVE.get(info.dtype)
-        if native is None:
+        if info.dtype not in _NATIVE:
             return self.read(info)  # quantised: zeros only exist after dequantisation
-        return self._logical(info, np.asarray(t.data).view(native))
+        return self._logical(info, self._stored(info, self._tensor(info)))
 
     def read(self, info: TensorInfo) -> np.ndarray:
-        from gguf import quants
-
         t = self._tensor(info)
+        raw = self._stored(info, t)
         try:
             if info.dtype == "BF16":
-                data = (np.asarray(t.data).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+                data = (raw.astype(np.uint32) << 16).view(np.float32)
             elif info.dtype in _NATIVE:
                 with np.errstate(over="ignore"):
-                    data = np.asarray(t.data).view(_NATIVE[info.dtype]).astype(np.float32)
+                    data = raw.astype(np.float32)
             else:
-                data = np.asarray(quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+                data = _dequantize(raw, t.qtype, t.ne[0])
         except NotImplementedError:
             raise CheckpointError(f"gguf cannot dequantize type {info.dtype}", path=self.path,
                                   field=f"tensor '{info.name}'", hint="upgrade the gguf package") from None
@@ -230,3 +213,18 @@ class GGUFCheckpoint(Checkpoint):
             raise CheckpointError(f"cannot decode {info.dtype} data: {e}", path=self.path,
                                   field=f"tensor '{info.name}'") from None
         return self._logical(info, data)
+
+
+DEQUANT_CHUNK_BYTES = 8 << 20  # dequantise ~8 MiB of blocks at a time: bounds the temporaries
+
+
+def _dequantize(raw: np.ndarray, qtype: int, ne0: int) -> np.ndarray:
+    from gguf import GGMLQuantizationType, quants
+
+    q = GGMLQuantizationType(qtype)
+    flat = raw.reshape(-1, raw.shape[-1])
+    out = np.empty((flat.shape[0], ne0), dtype=np.float32)
+    step = max(1, DEQUANT_CHUNK_BYTES // max(1, flat.shape[1]))
+    for i in range(0, flat.shape[0], step):
+        out[i : i + step] = quants.dequantize(np.asarray(flat[i : i + step]), q)
+    return out.reshape(*raw.shape[:-1], ne0)

@@ -26,6 +26,7 @@ _TYPES: dict[int, tuple[str, str]] = {
     1: ("F32", "<f4"), 10: ("F16", "<f2"), 11: ("F64", "<f8"), 16: ("BF16", "<u2"),
     17: ("F8_E4M3", "u1"), 19: ("F8_E5M2", "u1"),
 }
+_HF_ROOTS = ("model", "lm_head")
 _PARAM_RE = re.compile(r"^[A-Za-z_][\w.]*\.(weight|bias)$")
 _WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Gather": 0, "Mul": 1, "SimplifiedLayerNormalization": 1,
                  "LayerNormalization": 1, "SkipSimplifiedLayerNormalization": 2}
@@ -47,6 +48,16 @@ class _Init:
     transpose: bool
     external: tuple[Path, int, int] | None  # file, offset, length
     proto: Any
+
+
+def _unwrap(name: str) -> str:
+    """Drop a wrapper module's prefix (``m.model.layers.0...`` -> ``model.layers.0...``):
+    exporters name parameters by their path from the exported root module."""
+    parts = name.split(".")
+    for i, p in enumerate(parts[:-1]):
+        if p in _HF_ROOTS:
+            return ".".join(parts[i:]) if i and all(q.isidentifier() for q in parts[:i]) else name
+    return name
 
 
 def _scope(node_name: str) -> str | None:
@@ -123,8 +134,8 @@ class ONNXCheckpoint(Checkpoint):
             elif (node.op_type == "Add" and idx == 1 and leaf_kind.prunable) or (node.op_type == "Gemm" and idx == 2):
                 derived = f"{scope}.bias"
         if _PARAM_RE.match(name):
-            return name, transpose
-        return derived or name, transpose
+            return _unwrap(name), transpose
+        return _unwrap(derived or name), transpose
 
     @staticmethod
     def _external(model_path: Path, init: Any) -> tuple[Path, int, int]:

@@ -1,0 +1,172 @@
+"""GGUF header parser: metadata and tensor table, with precise errors and no vocab blow-up.
+
+gguf.GGUFReader builds a numpy view per string of every metadata array, which takes
+~50 s for a 262k-token vocabulary on a small CPU; we walk those arrays and keep only their
+length. Layout (GGUF v2/v3, little-endian): magic "GGUF", u32 version, u64 tensor count,
+u64 KV count, KVs (string key, u32 type, value), tensor infos (string name, u32 n_dims,
+u64 dims in ggml order, u32 ggml type, u64 offset), padding to ``general.alignment``
+(default 32), then tensor data.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgegate.errors import CheckpointError
+
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+KEEP_ARRAY = 64  # arrays longer than this are summarised as {"array": type, "count": n}
+MAX_DIMS = 4
+HINT = "re-convert or re-download the file"
+
+
+@dataclass(frozen=True)
+class ArraySummary:
+    """A long metadata array (vocabularies, merges): its element type and length only."""
+
+    type: int
+    count: int
+
+
+@dataclass(frozen=True)
+class RawTensor:
+    name: str
+    ne: tuple[int, ...]  # ggml order: ne[0] is the contiguous (row) dimension
+    qtype: int
+    start: int  # absolute byte offset in the file
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Header:
+    version: int
+    metadata: dict[str, Any]
+    tensors: list[RawTensor]
+    alignment: int
+    data_start: int
+
+
+class _Cursor:
+    def __init__(self, buf: mmap.mmap, path: Path) -> None:
+        self.buf = buf
+        self.size = len(buf)
+        self.pos = 0
+        self.path = path
+
+    def take(self, n: int, what: str) -> int:
+        if n < 0 or self.pos + n > self.size:
+            raise CheckpointError(f"truncated: the file ends inside {what} (needs byte {self.pos + n}, "
+                                  f"file is {self.size} bytes)", path=self.path, hint=HINT)
+        p = self.pos
+        self.pos += n
+        return p
+
+    def unpack(self, fmt: str, what: str) -> Any:
+        return struct.unpack_from(fmt, self.buf, self.take(struct.calcsize(fmt), what))[0]
+
+    def string(self, what: str) -> str:
+        n = self.unpack("<Q", what)
+        p = self.take(n, what)
+        return self.buf[p : p + n].decode("utf-8", errors="replace")
+
+    def value(self, vtype: int, what: str) -> Any:
+        if vtype in _SCALAR:
+            return self.unpack(_SCALAR[vtype], what)
+        if vtype == _STRING:
+            return self.string(what)
+        if vtype != _ARRAY:
+            raise CheckpointError(f"unknown metadata value type {vtype}", path=self.path, field=what, hint=HINT)
+        etype = self.unpack("<I", what)
+        count = self.unpack("<Q", what)
+        if etype in _SCALAR:
+            width = struct.calcsize(_SCALAR[etype])
+            p = self.take(count * width, what)
+            if count > KEEP_ARRAY:
+                return ArraySummary(etype, count)
+            return list(struct.unpack_from(f"<{count}{_SCALAR[etype][1]}", self.buf, p))
+        if count * 8 > self.size - self.pos:  # every string or array element needs >= 8 bytes
+            raise CheckpointError(f"truncated: array of {count} elements cannot fit in the file", path=self.path,
+                                  field=what, hint=HINT)
+        if etype == _STRING and count > KEEP_ARRAY:
+            for _ in range(count):  # skip without decoding: only the count is kept
+                self.take(self.unpack("<Q", what), what)
+            return ArraySummary(etype, count)
+        items = [self.value(etype, what) for _ in range(count)]
+        return ArraySummary(etype, count) if count > KEEP_ARRAY else items
+
+
+def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
+    """Parse ``path``; ``quant_sizes`` maps ggml type id -> (block size, bytes per block)."""
+    size = path.stat().st_size
+    if size < 24:
+        raise CheckpointError(f"truncated: {size} bytes is shorter than a GGUF header", path=path, hint=HINT)
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        magic = buf[:4]
+        if magic != b"GGUF":
+            raise CheckpointError(f"bad magic {magic!r}, expected b'GGUF'", path=path,
+                                  hint="not a GGUF file (or a corrupt one)")
+        version = struct.unpack_from("<I", buf, 4)[0]
+        if version not in (2, 3):
+            raise CheckpointError(f"unsupported GGUF version {version} (expected 2 or 3)", path=path,
+                                  hint="re-convert with a current llama.cpp")
+        n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
+        # each KV needs >= 13 bytes and each tensor info >= 28: refuse absurd counts up front
+        if n_kv * 13 + n_tensors * 28 > size:
+            raise CheckpointError(f"truncated or corrupt: header declares {n_tensors} tensors and {n_kv} metadata keys, more than a "
+                                  f"{size}-byte file can hold", path=path, hint=HINT)
+        cur = _Cursor(buf, path)
+        cur.pos = 24
+        meta: dict[str, Any] = {}
+        for i in range(n_kv):
+            key = cur.string(f"metadata key #{i}")
+            vtype = cur.unpack("<I", f"metadata '{key}'")
+            if key in meta:
+                raise CheckpointError("duplicate metadata key", path=path, field=key, hint=HINT)
+            meta[key] = cur.value(vtype, f"metadata '{key}'")
+        align = meta.get("general.alignment", 32)
+        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+            raise CheckpointError(f"general.alignment {align!r} is not a power of two", path=path, hint=HINT)
+        infos: list[tuple[str, tuple[int, ...], int, int]] = []
+        for i in range(n_tensors):
+            name = cur.string(f"tensor info #{i}")
+            where = f"tensor '{name}'"
+            n_dims = cur.unpack("<I", where)
+            if not 1 <= n_dims <= MAX_DIMS:
+                raise CheckpointError(f"{n_dims} dimensions (GGUF allows 1 to {MAX_DIMS})", path=path, field=where)
+            ne = tuple(cur.unpack("<Q", where) for _ in range(n_dims))
+            qtype = cur.unpack("<I", where)
+            offset = cur.unpack("<Q", where)
+            infos.append((name, ne, qtype, offset))
+        data_start = -(-cur.pos // align) * align
+    tensors: list[RawTensor] = []
+    seen: set[str] = set()
+    for name, ne, qtype, offset in infos:
+        where = f"tensor '{name}'"
+        if name in seen:
+            raise CheckpointError("duplicate tensor name", path=path, field=where, hint=HINT)
+        seen.add(name)
+        if qtype not in quant_sizes:
+            raise CheckpointError(f"unknown ggml type {qtype}", path=path, field=where,
+                                  hint="upgrade the gguf package, or the file is corrupt")
+        block, type_size = quant_sizes[qtype]
+        numel = 1
+        for d in ne:
+            numel *= d
+        if numel > size * 8 or ne[0] % block:
+            raise CheckpointError(f"dims {list(ne)} do not fit the type's {block}-element blocks or the file",
+                                  path=path, field=where, hint=HINT)
+        if offset % align:
+            raise CheckpointError(f"data offset {offset} is not a multiple of the alignment {align}", path=path,
+                                  field=where, hint=HINT)
+        nbytes = numel // block * type_size
+        start = data_start + offset
+        if start + nbytes > size:
+            raise CheckpointError(f"truncated or lying offset: tensor data [{start}, {start + nbytes}) runs past "
+                                  f"the end of the file ({size} bytes)", path=path, field=where, hint=HINT)
+        tensors.append(RawTensor(name, ne, qtype, start, nbytes))
+    return Header(version, meta, tensors, align, data_start)
