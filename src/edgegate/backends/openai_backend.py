@@ -109,7 +109,7 @@ class OpenAIBackend:
         self._cov = {"prompts": 0, "topk_hits": 0, "forced": 0, "below_kth": 0}
         self._cov_lock = threading.Lock()
         self._echo_ok: bool | None = None
-        self._warned_first = False
+        self._warned_first = self._warned_chat = False
         self._bos_first = 1  # 1: detokenize with the leading BOS first (see _prompt)
         self._piece_cache: dict[int, str] = {}
         self._local_tok: Any = None
@@ -277,17 +277,24 @@ class OpenAIBackend:
                 return render_chat(tmpl, system, user, bos_token=bos, eos_token=eos)
         msgs = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": user}]
-        if self.dialect == "llama-server":
-            r = self._post("/apply-template", {"messages": msgs}, "apply-template")
-            return r.get("prompt") if isinstance(r, dict) and isinstance(r.get("prompt"), str) else None
-        if self.dialect == "vllm":
-            r = self._post("/tokenize", {"model": self.model, "messages": msgs,
-                                         "add_generation_prompt": True}, "tokenize")
-            toks = r.get("tokens") if isinstance(r, dict) else None
-            return self.detokenize(toks) if isinstance(toks, list) else None
-        log.warning("%s (%s) exposes no chat template; using the raw prompt (pass "
-                    "tokenizer_path= from the checkpoint to use its template)", self.base_url,
-                    self.dialect)
+        try:
+            if self.dialect == "llama-server":
+                r = self._post("/apply-template", {"messages": msgs}, "apply-template")
+                if isinstance(r, dict) and isinstance(r.get("prompt"), str):
+                    return str(r["prompt"])
+            elif self.dialect == "vllm":
+                r = self._post("/tokenize", {"model": self.model, "messages": msgs,
+                                             "add_generation_prompt": True}, "tokenize")
+                toks = r.get("tokens") if isinstance(r, dict) else None
+                if isinstance(toks, list):
+                    return self.detokenize(toks)
+        except FeatureUnsupported:
+            pass
+        if not self._warned_chat:
+            self._warned_chat = True
+            log.warning("%s (%s) exposes no chat template; prompts stay plain (pass "
+                        "tokenizer_path= from the checkpoint to use its template)",
+                        self.base_url, self.dialect)
         return None
 
     def _forced(self, ids: Sequence[int], tok: int) -> tuple[float, bool]:
