@@ -222,3 +222,31 @@ def test_llama_cpp_loads_it(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer
     logits = np.array(llm.scores[: len(ids)])
     assert logits.shape == (len(ids), tok.get_vocab_size()) and np.isfinite(logits).all()
     assert logits.std() > 0
+
+
+def test_f16_overflow_is_refused(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path) -> None:
+    d, logical, _ = hf_dir
+    big = tmp_path / "big"
+    big.mkdir()
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (big / f).write_bytes((d / f).read_bytes())
+    bits = {k: _bf16_bits(v) for k, v in logical.items()}
+    bits["model.layers.1.mlp.up_proj.weight"][3, 5] = _bf16_bits(np.array([1e6], np.float32))[0]
+    _write_st(big / "model.safetensors", {k: ("BF16", v) for k, v in bits.items()})
+    with pytest.raises(CheckpointError, match="up_proj"):
+        write_gguf(big, tmp_path / "o.gguf", "f16")
+    assert write_gguf(big, tmp_path / "o.gguf", "bf16").exists()  # bf16 keeps the range
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not (REPO / "fixtures/models/dense-sharded").exists(), reason="fixtures not built")
+def test_sharded_dir_gives_the_same_tensors(tmp_path: Path) -> None:
+    one = gguf.GGUFReader(str(write_gguf(REPO / "fixtures/models/dense", tmp_path / "a.gguf")))
+    many = gguf.GGUFReader(str(write_gguf(REPO / "fixtures/models/dense-sharded", tmp_path / "b.gguf")))
+    a = {t.name: np.asarray(t.data) for t in one.tensors}
+    b = {t.name: np.asarray(t.data) for t in many.tensors}
+    assert a.keys() == b.keys() and len(a) == 21
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
