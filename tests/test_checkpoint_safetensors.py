@@ -230,3 +230,10 @@ def test_broken_config_json(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{nope")
     with pytest.raises(CheckpointError, match=r"config.json: not valid JSON"):
         open_checkpoint(tmp_path)
+
+
+def test_packed_quant_hf_checkpoint_refused(tmp_path: Path) -> None:
+    save_file({"model.layers.0.self_attn.q_proj.qweight": np.zeros((2, 2), np.int32)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "gptq", "bits": 4}}))
+    with pytest.raises(CheckpointError, match=r"config.json: quantization_config.quant_method: quantised with 'gptq'"):
+        open_checkpoint(tmp_path)

@@ -255,6 +255,20 @@ def _validate_index(root: Path, entries: dict[str, Entry]) -> None:
                               f"first: {', '.join(extra[:3])}", path=index, hint="regenerate the index")
 
 
+# HF quantisers that pack several weights into one integer: element zero counts of the
+# stored tensors say nothing about the model's weights, so reading them would mislead.
+PACKED_QUANT_METHODS = frozenset({"gptq", "awq", "bitsandbytes", "aqlm", "hqq", "quanto", "eetq", "exl2", "marlin"})
+
+
+def _refuse_packed_quant(cfg_path: Path, config: dict[str, Any] | None) -> None:
+    qc = (config or {}).get("quantization_config")
+    method = qc.get("quant_method") if isinstance(qc, dict) else None
+    if isinstance(method, str) and method.lower() in PACKED_QUANT_METHODS:
+        raise CheckpointError(f"quantised with '{method}' (packed integer weights) is not supported",
+                              path=cfg_path, field="quantization_config.quant_method",
+                              hint="scan the unquantised checkpoint, or a GGUF/MLX/compressed-tensors export")
+
+
 class SafetensorsCheckpoint(Checkpoint):
     """HF directory (single or sharded) or a single .safetensors file."""
 
@@ -275,6 +289,8 @@ class SafetensorsCheckpoint(Checkpoint):
         cfg_path = root / "config.json" if root.is_dir() else root.parent / "config.json"
         if cfg_path.is_file():
             config = load_json(cfg_path)
+        if fmt is Format.SAFETENSORS:
+            _refuse_packed_quant(cfg_path, config)
         extra = [root / INDEX_NAME] if root.is_dir() and (root / INDEX_NAME).exists() else []
         super().__init__(path=root, format=fmt, files=files + extra, config=config,
                          metadata={"__metadata__": meta})
