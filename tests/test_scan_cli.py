@@ -53,8 +53,6 @@ def test_claimed50_says_33_percent_and_why() -> None:
 # the suite turns green by itself once either side is fixed.
 KNOWN_READER_GAPS = {
     "mlx/dense-q4": "MLX reader dequantises in bf16 like MLX (1977 zeros in lm_head); manifest in float32 (721)",
-    "onnx/dense": "ONNX reader keeps the exporter's 'm.' module prefix in canonical names",
-    "onnx/wanda50": "ONNX reader keeps the exporter's 'm.' module prefix in canonical names",
 }
 
 

@@ -92,16 +92,17 @@ def tensor_stats(
     step = max(1, block_elems // cols)
     bufs = _Buffers(min(rows, step) * cols, arr.dtype)
     row_bytes = cols * arr.itemsize
+    if fast:
+        _scan_fast(mat, kind, st, step, release)
+        st.zeros = int(st.row_zeros.sum()) if st.row_zeros is not None else 0
+        return st
     for r0 in range(0, rows, step):
         blk = mat[r0 : r0 + step]
         if not do_struct:
             st.zeros += _count_only(blk, kind, st, bufs)
         else:
             z = _zero_mask(blk, kind, st, bufs)
-            if fast:
-                _structure_fast(z, r0, st, bufs)
-            else:
-                _structure_slow(z, r0, st)
+            _structure_slow(z, r0, st)
         release.after((r0 + blk.shape[0]) * row_bytes)
     if do_struct:
         assert st.row_zeros is not None
@@ -148,8 +149,6 @@ class _Buffers:
     def __init__(self, n: int, dtype: np.dtype) -> None:
         self.mag = np.empty(n, dtype=dtype)
         self.mask = np.empty(n, dtype=bool)
-        self.c8 = np.empty(n // 8 + 1, dtype=np.uint8)
-        self.w4 = np.empty(n // 4 + 1, dtype=np.uint32)
 
 
 def _count_only(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> int:
@@ -184,26 +183,56 @@ def _zero_mask(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> n
     return z
 
 
-def _structure_fast(z: np.ndarray, r0: int, st: TensorStats, bufs: _Buffers) -> None:
-    rows, cols = z.shape
-    w = z.view(np.uint64)  # (rows, cols/8): 8 zero flags (bit 0 of each byte) per word
-    c8 = bufs.c8[: w.size].reshape(w.shape)
-    np.bitwise_count(w, out=c8)  # zeros per 8-group
+def _scan_fast(mat: np.ndarray, kind: str, st: TensorStats, step: int, release: _Releaser) -> None:
+    """The hot loop for float tensors with width % 8 == 0: same statistics as
+    ``_zero_mask`` + ``_structure_fast`` with every view built once, not per block."""
+    rows, cols = mat.shape
+    _, mag_mask, inf_bits = _FLOAT_BITS.get(kind, (np.uint8, 0, 0))  # "int": codes, no sign bit
     assert st.row_zeros is not None and st.col_all_zero is not None
-    # a row has <= cols zeros: uint16 accumulation is exact below 65536 and much faster
-    st.row_zeros[r0 : r0 + rows] = c8.sum(axis=1, dtype=np.uint16 if cols < 65536 else np.int64)
-    if "4:8" in st.nm_ok:
-        st.nm_ok["4:8"] += int(np.count_nonzero(c8 >= 4))
-    if "2:4" in st.nm_ok:
-        # 4 flags in a uint32: w & (w - 1) clears the lowest set flag, non-zero iff >= 2 zeros
-        w4 = z.view(np.uint32)
-        t = bufs.w4[: w4.size].reshape(w4.shape)
-        np.subtract(w4, np.uint32(1), out=t)
-        np.bitwise_and(t, w4, out=t)
-        st.nm_ok["2:4"] += int(np.count_nonzero(t))
-    if st.col_all_zero.any():  # once every column has a non-zero, stop looking
-        colw = np.bitwise_and.reduce(w, axis=0)  # a flag survives only if zero in every row
-        st.col_all_zero &= colw.view(np.uint8).astype(bool)
+    has24, has48 = "2:4" in st.nm_ok, "4:8" in st.nm_ok
+    acc = np.uint16 if cols < 65536 else np.int64  # a row has <= cols zeros
+    one = np.uint32(1)
+
+    def scratch(r: int) -> tuple[np.ndarray, ...]:
+        mag = np.empty((r, cols), dtype=mat.dtype)
+        z = np.empty((r, cols), dtype=bool)
+        w = z.view(np.uint64)  # 8 zero flags (bit 0 of each byte) per word
+        w4 = z.view(np.uint32)  # 4 flags per word
+        return mag, z, w, np.empty(w.shape, np.uint8), np.empty(w.shape, bool), w4, np.empty(w4.shape, np.uint32)
+
+    full = scratch(min(step, rows))
+    ok24 = ok48 = 0
+    cols_open = True
+    row_bytes = cols * mat.itemsize
+    for r0 in range(0, rows, step):
+        blk = mat[r0 : r0 + step]
+        r = blk.shape[0]
+        mag, z, w, c8, ge, w4, t = full if r == full[0].shape[0] else scratch(r)
+        if kind == "int":
+            np.equal(blk, 0, out=z)
+        else:
+            np.bitwise_and(blk, mag_mask, out=mag)
+            np.equal(mag, 0, out=z)
+            if mag.max() >= inf_bits:
+                _nonfinite(mag, inf_bits, st)
+        np.bitwise_count(w, out=c8)  # zeros per 8-group
+        st.row_zeros[r0 : r0 + r] = c8.sum(axis=1, dtype=acc)
+        if has48:
+            np.greater_equal(c8, 4, out=ge)
+            ok48 += int(np.count_nonzero(ge))
+        if has24:  # w & (w - 1) clears the lowest set flag: non-zero iff >= 2 zeros of 4
+            np.subtract(w4, one, out=t)
+            np.bitwise_and(t, w4, out=t)
+            ok24 += int(np.count_nonzero(t))
+        if cols_open:  # once every column has a non-zero, stop looking
+            colw = np.bitwise_and.reduce(w, axis=0)
+            st.col_all_zero &= colw.view(np.uint8).astype(bool)
+            cols_open = bool(st.col_all_zero.any())
+        release.after((r0 + r) * row_bytes)
+    if has24:
+        st.nm_ok["2:4"] = ok24
+    if has48:
+        st.nm_ok["4:8"] = ok48
 
 
 def _structure_slow(z: np.ndarray, r0: int, st: TensorStats) -> None:
