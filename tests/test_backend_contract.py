@@ -106,7 +106,7 @@ def test_chat_prompt_uses_the_model_template(backend) -> None:
 def test_time_run_reports_positive_times(backend) -> None:
     t = backend.time_run(list(range(5, 37)), 8)
     assert t.prompt_tokens == 32 and t.gen_tokens == 8
-    assert 0 < t.prefill_s and 0 < t.decode_s and t.prefill_s <= t.ttft_s
+    assert t.prefill_s > 0 and t.decode_s > 0 and t.prefill_s <= t.ttft_s
     assert t.peak_rss_bytes and t.peak_rss_bytes > 10 * 2**20
 
 

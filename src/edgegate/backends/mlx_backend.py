@@ -49,7 +49,8 @@ class MLXBackend(GenericBackend):
         t0 = time.perf_counter()
         try:
             # trust_remote_code stays False: a checkpoint never runs code here
-            model, tok = load(str(path), trust_remote_code=False)
+            loaded: Any = load(str(path), trust_remote_code=False)
+            model, tok = loaded[0], loaded[1]
         except (ValueError, FileNotFoundError, KeyError) as exc:
             raise InputError(f"mlx-lm cannot load this model: {exc}", path=path) from exc
         self.load_s = time.perf_counter() - t0

@@ -33,7 +33,7 @@ def _min_speedup(section: Mapping[str, Any], runtime: str) -> float | None:
 
 
 def run(ctx: CheckContext) -> CheckResult:
-    from edgegate.backends import available, supports
+    from edgegate.backends import RUNTIMES, available, supports
     from edgegate.perf.bench import BenchConfig, bench_runtime
 
     t0 = time.perf_counter()
@@ -57,7 +57,7 @@ def run(ctx: CheckContext) -> CheckResult:
     for rt in runtimes:
         why = supports(rt, ctx.dense_path) or supports(rt, ctx.compressed_path)
         if why is None and not available(rt):
-            why = BackendUnavailable(rt, {"llamacpp": "llamacpp", "mlx": "mlx", "onnx": "onnx"}.get(rt, "all")).one_line()
+            why = BackendUnavailable(rt, RUNTIMES[rt].extra).one_line()
         if why is not None:
             verdicts.append(Verdict("min_speedup", Status.SKIPPED, f"{rt}: skipped ({why})", scope=rt))
             continue

@@ -1,0 +1,103 @@
+"""Benchmark method, its statistics and the speed check, on real llama.cpp runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgegate.backends import RUNTIMES, RuntimeSpec, available, register_runtime
+from edgegate.checks.base import CheckContext, Status
+from edgegate.perf.bench import BenchConfig, abba_order, bench_runtime, random_prompt
+from edgegate.perf.stats import bootstrap_ci, ratio_of_medians
+
+ROOT = Path(__file__).resolve().parents[1]
+GGUF = ROOT / "fixtures" / "models" / "gguf"
+DENSE, Q8 = GGUF / "dense-f16.gguf", GGUF / "dense-q8_0.gguf"
+needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
+SMALL = BenchConfig(prompt_tokens=32, gen_tokens=8, repetitions=4, warmup=1, threads=1, timeout=120)
+
+
+def test_abba_interleaving() -> None:
+    assert abba_order(3) == [(0, "dense"), (0, "compressed"), (1, "compressed"), (1, "dense"),
+                             (2, "dense"), (2, "compressed")]
+
+
+def test_prompt_is_seeded_and_shared() -> None:
+    a = random_prompt(64, 512, 7)
+    assert a == random_prompt(64, 512, 7) and a != random_prompt(64, 512, 8)
+    assert all(0 <= t < 512 for t in a)
+
+
+def test_ratio_of_medians_and_bootstrap() -> None:
+    dense = [100.0, 102.0, 98.0, 101.0, 99.0]
+    comp = [150.0, 153.0, 147.0, 151.5, 148.5]  # exactly 1.5x each pair
+    point, lo, hi = ratio_of_medians(comp, dense)
+    assert point == pytest.approx(150.0 / 100.0)
+    assert 1.45 < lo <= point <= hi < 1.55
+    # identical samples: no spread, the CI collapses onto the point
+    assert ratio_of_medians([2.0] * 4, [1.0] * 4) == (2.0, 2.0, 2.0)
+    # bootstrap of a mean over 0..9 brackets 4.5 and is reproducible
+    x = np.arange(10.0)
+    ci = bootstrap_ci(10, lambda i: float(x[i].mean()), seed=3)
+    assert ci[0] < 4.5 < ci[1] and ci == bootstrap_ci(10, lambda i: float(x[i].mean()), seed=3)
+
+
+@needs_llama
+def test_bench_runtime_interleaves_and_keeps_samples() -> None:
+    r = bench_runtime("llamacpp", DENSE, Q8, SMALL)
+    assert [(s.repetition, s.model) for s in r.samples] == abba_order(4)
+    assert [s.order for s in r.samples] == list(range(8))
+    for s in r.samples:
+        assert s.prefill_tps > 0 and s.decode_tps > 0 and s.ttft_s >= s.prefill_s > 0
+        assert s.decode_tps == pytest.approx(8 / s.decode_s)
+    for key in ("decode_tps", "prefill_tps", "ttft"):
+        sp = r.speedups[key]
+        assert sp.n == 4 and 0 < sp.ci_low <= sp.ci_high and np.isfinite(sp.point)
+    assert r.peak_rss_bytes["dense"] and r.peak_rss_bytes["compressed"]
+    assert r.dense["threads"] == 1 and r.cpus is not None and len(r.cpus) == 1
+    assert r.dense["load_s"] > 0 and r.compressed["model_path"].endswith("dense-q8_0.gguf")
+
+
+@needs_llama
+def test_speed_check_decides_on_the_ci_lower_bound() -> None:
+    from edgegate.checks import speed
+
+    sec = {"runtimes": ["llamacpp"], "repetitions": 3, "warmup": 0, "prompt_tokens": 16, "gen_tokens": 4, "threads": 1}
+    strict = speed.run(CheckContext(Q8, DENSE, {**sec, "min_speedup": 50.0}, claims={"speedup": 50.0}))
+    assert strict.status is Status.FAIL
+    names = {v.name: v for v in strict.verdicts}
+    assert names["min_speedup"].ci is not None and names["min_speedup"].n == 3
+    assert "ruled out" in names["claimed_speedup"].message
+    lax = speed.run(CheckContext(Q8, DENSE, {**sec, "min_speedup": {"llamacpp": 0.01}}))
+    assert lax.status is Status.PASS
+    assert lax.measurements["llamacpp"]["samples"]  # raw samples in the report
+
+
+def test_speed_check_skips_missing_runtime() -> None:
+    from edgegate.checks import speed
+
+    register_runtime(RuntimeSpec("ghost", "edgegate_ghost:Backend", ("edgegate_ghost_runtime",), "ghost"))
+    try:
+        res = speed.run(CheckContext(DENSE, DENSE, {"runtimes": ["ghost"], "min_speedup": 1.0}))
+    finally:
+        RUNTIMES.pop("ghost", None)
+    assert res.status is Status.SKIPPED
+    assert "pip install 'edgegate[ghost]'" in res.verdicts[0].message
+
+
+@needs_llama
+def test_bench_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgegate.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", str(DENSE), str(Q8), "--runtime", "llamacpp,onnx", "--threads", "1", "--repetitions", "2",
+              "--prompt-tokens", "16", "--gen-tokens", "4", "--warmup", "0", "--json", "-q"])
+        raise SystemExit(0)
+    assert exc.value.code in (0, None)
+    data = json.loads(capsys.readouterr().out)
+    assert "cannot load these paths" in data["runtimes"]["onnx"]["skipped"]
+    ll = data["runtimes"]["llamacpp"]
+    assert len(ll["samples"]) == 4 and ll["speedups"]["decode_tps"]["n"] == 2
