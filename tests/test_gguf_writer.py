@@ -12,7 +12,14 @@ import pytest
 gguf = pytest.importorskip("gguf")
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
 
-from edgegate.checkpoint.gguf_writer import permute_qk, unpermute_qk, write_gguf  # noqa: E402
+from edgegate.checkpoint.gguf_writer import (  # noqa: E402
+    ARCHITECTURES,
+    gguf_tensor_name,
+    hf_tensor_name,
+    permute_qk,
+    unpermute_qk,
+    write_gguf,
+)
 from edgegate.errors import CheckpointError, InputError  # noqa: E402
 
 HIDDEN, N_HEAD, N_KV, FF, LAYERS = 64, 4, 2, 96, 2
@@ -157,6 +164,8 @@ def test_round_trip(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_p
     assert len(by_name) == len(logical)
     for hf, want in logical.items():
         t = by_name[_gname(hf)]
+        spec = ARCHITECTURES["LlamaForCausalLM"]
+        assert gguf_tensor_name(spec, hf) == t.name and hf_tensor_name(spec, t.name) == hf
         shape = tuple(int(x) for x in reversed(t.shape))
         assert shape == want.shape, hf
         got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)

@@ -174,6 +174,20 @@ def gguf_tensor_name(spec: ArchSpec, hf_name: str) -> str | None:
                           hint="this checkpoint has tensors the writer does not know; extend ArchSpec")
 
 
+def hf_tensor_name(spec: ArchSpec, gguf_name: str) -> str | None:
+    """Inverse of ``gguf_tensor_name`` (for readers): ``blk.3.attn_q.weight`` ->
+    ``model.layers.3.self_attn.q_proj.weight``; None for names this table does not write."""
+    for hf, g in spec.global_map.items():
+        if g == gguf_name:
+            return hf
+    parts = gguf_name.split(".", 2)
+    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit():
+        for hf, g in spec.layer_map.items():
+            if g == parts[2]:
+                return f"model.layers.{parts[1]}.{hf}"
+    return None
+
+
 # --------------------------------------------------------------------------- config
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
