@@ -126,6 +126,24 @@ def _plain(v: Any) -> Any:
     return {"array_type": v.type, "count": v.count} if isinstance(v, ArraySummary) else v
 
 
+MAX_BLOCKS = 1024  # far above any real model; the name table costs time per block
+
+
+def _blocks_used(tensors: list[RawTensor], path: Path) -> int:
+    """Blocks the name table must cover: those the tensor names use. The declared block_count
+    is not trusted, since a lying one (e.g. 10**9) would make building the table hang."""
+    top = -1
+    for t in tensors:
+        head, _, rest = t.name.partition(".")
+        bid = rest.partition(".")[0]
+        if head == "blk" and bid.isdigit():
+            if int(bid) >= MAX_BLOCKS:
+                raise CheckpointError(f"block index {bid} is implausible (more than {MAX_BLOCKS} layers)",
+                                      path=path, field=f"tensor '{t.name}'", hint="the GGUF is corrupt")
+            top = max(top, int(bid))
+    return top + 1
+
+
 class GGUFCheckpoint(Checkpoint):
     def __init__(self, path: Path) -> None:
         import gguf
@@ -134,7 +152,7 @@ class GGUFCheckpoint(Checkpoint):
         header = read_header(path, sizes)
         cfg = gguf_config(header.metadata)
         arch = str(cfg["architecture"])
-        table = name_table(arch, int(cfg.get("num_hidden_layers") or 0))
+        table = name_table(arch, _blocks_used(header.tensors, path))
         self._raw: dict[str, RawTensor] = {}
         self._infos: list[TensorInfo] = []
         for t in header.tensors:
