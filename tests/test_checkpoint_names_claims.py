@@ -132,3 +132,14 @@ def test_pair_tensors(tmp_path: Path) -> None:
     d = open_checkpoint(_ckpt(tmp_path / "d", {n: np.ones((2, 3) if n != names[3] else (1, 3), np.float32) for n in names}))
     with pytest.raises(CheckpointError, match=r"tensor 'model.layers.3.mlp.down_proj.weight': shape \[1, 3\] in the compressed checkpoint but \[2, 3\]"):
         pair_tensors(a, d)
+
+
+def test_pair_tied_head(tmp_path: Path) -> None:
+    emb = np.ones((5, 3), np.float32)
+    tied = open_checkpoint(_ckpt(tmp_path / "tied", {"model.embed_tokens.weight": emb}))
+    untied = open_checkpoint(_ckpt(tmp_path / "untied", {"model.embed_tokens.weight": emb, "lm_head.weight": emb}))
+    assert [p[0].canonical for p in pair_tensors(tied, untied)] == ["model.embed_tokens.weight"]
+    assert [p[0].canonical for p in pair_tensors(untied, tied)] == ["model.embed_tokens.weight"]
+    other = open_checkpoint(_ckpt(tmp_path / "other", {"model.embed_tokens.weight": emb, "lm_head.weight": np.ones((4, 3), np.float32)}))
+    with pytest.raises(CheckpointError, match=r"only in the compressed one: lm_head\.weight"):
+        pair_tensors(tied, other)

@@ -57,14 +57,28 @@ def _names(items: list[str], n: int = 5) -> str:
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
+def _drop_tied_head(side: dict[str, TensorInfo], other: dict[str, TensorInfo]) -> None:
+    """Tied embeddings: one format stores lm_head (e.g. an ONNX export's transposed copy),
+    the other only embed_tokens; the head is then the embedding, not a missing tensor."""
+    head, emb = side.get(_HEAD), other.get(_EMBED)
+    if head is not None and _HEAD not in other and emb is not None and emb.shape == head.shape:
+        del side[_HEAD]
+
+
+_HEAD, _EMBED = "lm_head.weight", "model.embed_tokens.weight"
+
+
 def pair_tensors(dense: Checkpoint, compressed: Checkpoint) -> list[tuple[TensorInfo, TensorInfo]]:
     """Match tensors by canonical name, in the dense checkpoint's order.
 
-    Tensors that are format artifacts (rotary caches, GGUF rope factors) are ignored; any
-    other tensor present on one side only, or with a different logical shape, is an error.
+    Tensors that are format artifacts (rotary caches, GGUF rope factors) are ignored, as is a
+    stored ``lm_head`` whose counterpart is a tied embedding; any other tensor present on
+    one side only, or with a different logical shape, is an error.
     """
     a = {t.canonical: t for t in dense.tensors() if not is_artifact(t.canonical)}
     b = {t.canonical: t for t in compressed.tensors() if not is_artifact(t.canonical)}
+    _drop_tied_head(a, b)
+    _drop_tied_head(b, a)
     missing = [n for n in a if n not in b]
     extra = [n for n in b if n not in a]
     if missing or extra:
