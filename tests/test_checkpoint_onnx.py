@@ -131,3 +131,31 @@ def test_garbage_file(tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(b"\xff\xfe not a protobuf \x00\x01" * 10)
     with pytest.raises(CheckpointError, match=r"model.onnx: not a readable ONNX model"):
         open_checkpoint(tmp_path)
+
+
+def test_typed_field_initializers(tmp_path: Path) -> None:
+    """Initializers stored in float_data / int32_data (not raw_data) read the same."""
+    w32 = np.array([[0.0, 1.5], [-2.0, 0.0], [3.0, 4.0]], np.float32)  # [in=3, out=2]
+    w16 = np.array([1.0, 0.0, -0.0, 2.5], np.float16)
+    inits = [
+        helper.make_tensor("onnx::MatMul_1", TensorProto.FLOAT, [3, 2], w32.flatten().tolist()),
+        helper.make_tensor("onnx::Mul_2", TensorProto.FLOAT16, [4], w16.tolist()),
+    ]
+    assert not inits[0].HasField("raw_data") and len(inits[1].int32_data) == 4
+    nodes = [
+        helper.make_node("Mul", ["x", "onnx::Mul_2"], ["h"], name="/model/norm/Mul"),
+        helper.make_node("Cast", ["h"], ["hf"], to=TensorProto.FLOAT, name="/model/Cast"),
+        helper.make_node("Slice", ["hf", "s0", "s1"], ["h3"], name="/model/Slice"),
+        helper.make_node("MatMul", ["h3", "onnx::MatMul_1"], ["y"], name="/lm_head/MatMul"),
+    ]
+    inits += [numpy_helper.from_array(np.array([0], np.int64), "s0"), numpy_helper.from_array(np.array([3], np.int64), "s1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], initializer=inits)
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "model.onnx"))
+    ck = open_checkpoint(tmp_path)
+    infos = {t.canonical: t for t in ck.tensors()}
+    assert set(infos) == {"lm_head.weight", "model.norm.weight"}
+    np.testing.assert_array_equal(ck.read(infos["lm_head.weight"]), w32.T)
+    norm = ck.read_native(infos["model.norm.weight"])
+    assert norm.dtype == np.float16 and int((norm == 0).sum()) == 2
+    np.testing.assert_array_equal(norm, w16)
