@@ -259,3 +259,9 @@ def test_sharded_dir_gives_the_same_tensors(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and len(a) == 21
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.skipif(not (REPO / "fixtures/models/compressed-tensors").exists(), reason="fixtures not built")
+def test_compressed_tensors_dir_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="quantization_config"):
+        write_gguf(REPO / "fixtures/models/compressed-tensors/wanda50-bitmask", tmp_path / "c.gguf")

@@ -244,6 +244,11 @@ def write_gguf(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", *
                               path=cfg_path, field="architectures",
                               hint="supported: " + ", ".join(ARCHITECTURES))
     spec = ARCHITECTURES[arch]
+    if cfg.get("quantization_config"):
+        method = cfg["quantization_config"].get("quant_method", "?")
+        raise CheckpointError(f"quantized/compressed checkpoint ({method}) cannot be converted",
+                              path=cfg_path, field="quantization_config",
+                              hint="convert the dense (decompressed) safetensors directory")
     n_embd = _cfg_int(cfg, "hidden_size", cfg_path)
     n_head = _cfg_int(cfg, "num_attention_heads", cfg_path)
     n_head_kv = cfg.get("num_key_value_heads") or n_head
