@@ -353,3 +353,26 @@ def test_llama_server_wire_contract(serve: Any) -> None:
     assert all(s["temperature"] == 0.0 and s["max_tokens"] == 1 for s in forced)
     with pytest.raises(FeatureUnsupported, match="echo"):
         be.token_logprobs([1, 2, 3])
+
+
+def test_backoff_schedule_is_exponential_capped_and_jittered(serve: Any) -> None:
+    from edgegate.backends._http import HttpClient, HttpError
+
+    waits: list[float] = []
+    srv = serve(lambda p, b, k: _json({"error": "down"}, 503))
+    c = HttpClient(srv.url, max_retries=5, backoff_base_s=0.1, backoff_max_s=0.25,
+                   sleep=waits.append)
+    with pytest.raises(HttpError) as ei:
+        c.post_json("/v1/completions", {})
+    assert ei.value.status == 503 and srv.calls["/v1/completions"] == 6
+    caps = [min(0.25, 0.1 * 2**i) for i in range(5)]
+    assert len(waits) == 5 and all(0 <= w <= cap for w, cap in zip(waits, caps, strict=True))
+    assert len(set(waits)) > 1  # jittered, not a fixed delay
+
+    waits.clear()
+    srv2 = serve(lambda p, b, k: _json({}, 429, **{"Retry-After": "7"}) if k == 0 else _json({"ok": 1}))
+    assert HttpClient(srv2.url, sleep=waits.append).post_json("/x", {}) == {"ok": 1}
+    assert waits == [7.0]  # the server's word beats the (smaller) backoff
+    srv3 = serve(lambda p, b, k: _json({}, 429, **{"Retry-After": "3600"}))
+    with pytest.raises(HttpError, match="retry after 3600 s"):
+        HttpClient(srv3.url, sleep=waits.append).post_json("/x", {})
