@@ -148,6 +148,10 @@ def test_bad_version(tmp_path: Path) -> None:
     f.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match=r"m.gguf: unsupported GGUF version 99"):
         open_checkpoint(f)
+    raw[4:8] = struct.pack(">I", 3)
+    f.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"m.gguf: big-endian GGUF is not supported"):
+        open_checkpoint(f)
 
 
 def test_truncated(tmp_path: Path) -> None:

@@ -111,6 +111,9 @@ def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
             raise CheckpointError(f"bad magic {magic!r}, expected b'GGUF'", path=path,
                                   hint="not a GGUF file (or a corrupt one)")
         version = struct.unpack_from("<I", buf, 4)[0]
+        if struct.unpack_from(">I", buf, 4)[0] in (2, 3):
+            raise CheckpointError("big-endian GGUF is not supported", path=path,
+                                  hint="convert it with llama.cpp for a little-endian machine")
         if version not in (2, 3):
             raise CheckpointError(f"unsupported GGUF version {version} (expected 2 or 3)", path=path,
                                   hint="re-convert with a current llama.cpp")
