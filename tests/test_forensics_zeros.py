@@ -122,3 +122,14 @@ def test_memmap_pages_released_without_changing_results(tmp_path, monkeypatch) -
     assert got.row_zeros is not None and ref.row_zeros is not None
     assert (got.row_zeros == ref.row_zeros).all() and got.nm_ok == ref.nm_ok
     assert len(calls) >= 10 and all(b > a for a, b in calls)  # pages were handed back as it went
+
+
+def test_blocks_without_zeros_are_skipped_correctly() -> None:
+    # first and last blocks dense, a middle block pruned: counts must match brute force
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((40, 16)).astype(np.float32) + 10.0
+    w[17:19, ::2] = 0.0
+    st = tensor_stats(_bf16_bits(w), "BF16", block_elems=16 * 4)
+    z = w == 0
+    assert st.zeros == 16 and st.row_zeros is not None and st.row_zeros.tolist() == z.sum(axis=1).tolist()
+    assert st.nm_ok == {"2:4": 8, "4:8": 4} and st.col_all_zero is not None and not st.col_all_zero.any()

@@ -215,6 +215,12 @@ def _scan_fast(mat: np.ndarray, kind: str, st: TensorStats, step: int, release: 
             np.equal(mag, 0, out=z)
             if mag.max() >= inf_bits:
                 _nonfinite(mag, inf_bits, st)
+        if not np.count_nonzero(z):  # a block without zeros (dense tensors): nothing to add
+            if cols_open:
+                st.col_all_zero[:] = False
+                cols_open = False
+            release.after((r0 + r) * row_bytes)
+            continue
         np.bitwise_count(w, out=c8)  # zeros per 8-group
         st.row_zeros[r0 : r0 + r] = c8.sum(axis=1, dtype=acc)
         if has48:
