@@ -79,3 +79,11 @@ def test_size_per_format_threshold_and_against_dense() -> None:
     comp_bytes = (MODELS / "nm24" / "model.safetensors").stat().st_size
     assert res.measurements["saving"] == pytest.approx(1 - comp_bytes / dense_bytes)
     assert "dense original" in res.measurements["saving_basis"]
+
+
+def test_claim_source_from_runner_options() -> None:
+    c = ctx("claimed50", {"claim_tolerance": 0.02}, claims={"sparsity": 0.5})
+    c.options = {"claim_sources": {"sparsity": "checkpoint metadata (pruning_meta.json)"}}
+    v = verdict(sparsity_check.run(c), "sparsity_claim")
+    assert "(checkpoint metadata (pruning_meta.json))" in v.message and v.status is Status.FAIL
+    assert c.shared["scan.compressed"].sparsity_claim.source == "checkpoint metadata (pruning_meta.json)"

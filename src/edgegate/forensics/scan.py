@@ -336,9 +336,10 @@ def shared_scans(ctx: Any) -> tuple[ScanResult, ScanResult | None]:
     if comp is None or (ctx.dense_path is not None and dense is None):
         claims = dict(ctx.claims or {})
         tol = float((ctx.section or {}).get("claim_tolerance", 0.02))
+        sources = {k: str(v) for k, v in dict((ctx.options or {}).get("claim_sources") or {}).items()}
         comp, dense = scan_paths(
             ctx.compressed_path, ctx.dense_path, claims=claims,
-            claim_sources=dict.fromkeys(claims, "policy/cli"), claim_tolerance=tol,
+            claim_sources={k: sources.get(k, "policy/cli") for k in claims}, claim_tolerance=tol,
             threads=int((ctx.options or {}).get("scan_threads", 2)), progress=ctx.progress,
         )  # fmt: skip
         ctx.shared["scan.compressed"] = comp
