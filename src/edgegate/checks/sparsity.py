@@ -19,10 +19,11 @@ def run(ctx: CheckContext) -> CheckResult:
     tol = float(ctx.section.get("claim_tolerance", 0.02))
     require = bool(ctx.section.get("require_claim", False))
     claimed = ctx.claims.get("sparsity", res.claims.get("sparsity"))
-    source = (
-        "policy/cli"
-        if "sparsity" in ctx.claims
-        else res.claim_sources.get("sparsity", "checkpoint metadata")
+    given = dict(ctx.options.get("claim_sources") or {})
+    if "sparsity" in ctx.claims:
+        source = str(given.get("sparsity", "policy/cli"))
+    else:
+        source = res.claim_sources.get("sparsity", "checkpoint metadata")
     )
     n = res.prunable.numel
     verdicts: list[Verdict] = []
