@@ -57,11 +57,13 @@ class _Marker:
         return (open, (self.marker, "w"))
 
 
-def _gguf(path: Path, tensors: dict[str, np.ndarray], *, heads: int | None = 2) -> None:
+def _gguf(
+    path: Path, tensors: dict[str, np.ndarray], *, heads: int | None = 2, blocks: int = 1
+) -> None:
     import gguf
 
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(1)
+    w.add_block_count(blocks)
     if heads is not None:
         w.add_head_count(heads)
     for name, arr in tensors.items():
@@ -140,6 +142,13 @@ def build(root: Path) -> dict[str, Path]:
     out["g_good.gguf"] = g
     out["g_no_heads.gguf"] = root / "g_no_heads.gguf"
     _gguf(out["g_no_heads.gguf"], _weights(rng, {"blk.0.attn_q.weight": (16, 16)}), heads=None)
+    # block_count claims 10**9 layers for one block of tensors (once made opening hang)
+    out["g_lying_blocks.gguf"] = root / "g_lying_blocks.gguf"
+    _gguf(
+        out["g_lying_blocks.gguf"], _weights(rng, {"blk.0.ffn_down.weight": (16, 32)}), blocks=10**9
+    )
+    out["g_block_index_huge.gguf"] = root / "g_block_index_huge.gguf"
+    _gguf(out["g_block_index_huge.gguf"], _weights(rng, {"blk.99999999.ffn_down.weight": (16, 32)}))
     put("g_bad_magic.gguf", b"GGUX" + graw[4:])
     put("g_bad_version.gguf", graw[:4] + struct.pack("<I", 99) + graw[8:])
     put("g_truncated_header.gguf", graw[:20])
