@@ -124,7 +124,11 @@ def perplexity(
     t0 = time.perf_counter()
     with prog.task(f"perplexity {label}".strip(), total=len(chunking.chunks)) as advance:
         for chunk in chunking.chunks:
-            lp = np.asarray(backend.score_tokens(chunk, chunking.first), dtype=np.float64)
+            score = getattr(backend, "score_tokens", None)
+            if score is not None:
+                lp = np.asarray(score(chunk, chunking.first), dtype=np.float64)
+            else:  # a backend with only the base protocol (e.g. a server)
+                lp = np.asarray(backend.token_logprobs(chunk), dtype=np.float64)[chunking.first - 1 :]
             if lp.shape != (len(chunk) - chunking.first,) or not np.all(np.isfinite(lp)):
                 raise BackendError(f"{backend.runtime} returned invalid log-probabilities for a chunk")
             nll_chunks.append(-lp)

@@ -21,7 +21,7 @@ from edgegate.errors import BackendError, BackendUnavailable, ExitCode, InputErr
 def _runtimes(values: tuple[str, ...]) -> list[str]:
     from edgegate.backends import RUNTIMES
 
-    names = [n.strip() for v in values for n in v.split(",") if n.strip()] or ["llamacpp"]
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()] or ["llamacpp", "mlx", "onnx"]
     for n in names:
         if n not in RUNTIMES or not RUNTIMES[n].local:
             raise InputError(f"unknown runtime '{n}'", field="--runtime", hint="choose from llamacpp, mlx, onnx")
@@ -36,7 +36,7 @@ def _mb(b: int | None) -> str:
 @click.argument("dense", type=click.Path(path_type=Path))
 @click.argument("compressed", type=click.Path(path_type=Path))
 @click.option("--runtime", "runtimes", multiple=True, metavar="NAMES",
-              help="Comma-separated runtimes: llamacpp, mlx, onnx (default llamacpp).")
+              help="Comma-separated runtimes: llamacpp, mlx, onnx (default: all three; those that cannot load the paths are skipped).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads per model (also pins both to the same CPUs).")
 @click.option("--repetitions", type=click.IntRange(min=2), default=5, show_default=True,
               help="Measured runs per model, interleaved dense/compressed in ABBA order.")
