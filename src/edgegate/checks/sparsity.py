@@ -24,7 +24,6 @@ def run(ctx: CheckContext) -> CheckResult:
         source = str(given.get("sparsity", "policy/cli"))
     else:
         source = res.claim_sources.get("sparsity", "checkpoint metadata")
-    )
     n = res.prunable.numel
     verdicts: list[Verdict] = []
     if claimed is None:
