@@ -182,9 +182,8 @@ def test_topk_miss_is_forced_exactly(be: OpenAIBackend, ref: Any) -> None:
 
 @pytest.mark.parametrize("mode", ["echo", "forced"])
 def test_loglikelihood_matches_direct_eval(be: OpenAIBackend, ref: Any, mode: str) -> None:
-    reqs = []
-    for p, cont in [(PROMPTS[0], " the nurse"), (PROMPTS[1], " ran home."), (PROMPTS[2], " slept")]:
-        reqs.append((be.tokenize(p), be.tokenize(cont, add_special=False)))
+    pairs = [(PROMPTS[0], " the nurse"), (PROMPTS[1], " ran home."), (PROMPTS[2], " slept")]
+    reqs = [(be.tokenize(p), be.tokenize(c, add_special=False)) for p, c in pairs]
     be.loglik_mode = mode
     try:
         got = be.loglikelihood(reqs)
