@@ -171,3 +171,14 @@ def test_ppl_cli_json_and_check(capsys: pytest.CaptureFixture[str]) -> None:
 def test_default_text_is_packaged_and_long() -> None:
     text = default_text()
     assert len(text.split()) > 3000
+
+
+@needs_llama
+def test_full_mode_scores_every_text_token() -> None:
+    text = EVAL.read_text()[:3000]
+    full = run_ppl(GGUF, GGUF, runtime="llamacpp", text=text, n_ctx=64, mode="full", timeout=None, threads=1)
+    chunked = run_ppl(GGUF, GGUF, runtime="llamacpp", text=text, n_ctx=64, mode="chunked", timeout=None, threads=1)
+    assert full.dense.n_scored == full.dense.n_chunks * 63
+    assert chunked.dense.n_scored == chunked.dense.n_chunks * (64 - 33)
+    # tokens with little context are harder: full-mode PPL is the higher one
+    assert full.dense.ppl > chunked.dense.ppl
