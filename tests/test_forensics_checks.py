@@ -34,7 +34,7 @@ def test_claimed50_fails_with_reason_from_metadata_claim() -> None:
     assert res.status is Status.FAIL
     v = verdict(res, "sparsity_claim")
     assert v.status is Status.FAIL and v.n == 98304
-    assert v.observed == pytest.approx(1 / 3) and v.effect_size == pytest.approx(1 / 3 - 0.5)
+    assert v.observed == pytest.approx(0.5 - 1 / 3) and v.effect_size == pytest.approx(1 / 3 - 0.5)
     assert "pruning_meta.json" in v.message and "kinds left dense: o_proj, down_proj" in v.message
     assert verdict(res, "finite_weights").status is Status.PASS
     assert c.shared["scan.compressed"].prunable.zeros == 32768

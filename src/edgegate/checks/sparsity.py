@@ -44,7 +44,7 @@ def run(ctx: CheckContext) -> CheckResult:
                 "sparsity_claim", Status.PASS if ok else Status.FAIL,
                 f"actual {pct(cmp_.actual)} vs claimed {pct(cmp_.claimed)} ({source}), tolerance "
                 f"{pct(tol)}: {cmp_.reason}",
-                observed=cmp_.actual, threshold=tol, comparator="|actual - claimed| <=", n=n,
+                observed=abs(cmp_.delta), threshold=tol, comparator="<=", n=n,  # |actual - claimed|
                 effect_size=cmp_.delta, effect_size_name="actual - claimed (fraction)",
                 test="exact zero count (every weight read)", scope="prunable linears",
             )
