@@ -74,13 +74,13 @@ class ScoreConfig:
 def encode(backend: Backend, text: str, chat: bool) -> list[int]:
     """Tokens of a prompt; a chat template that already writes the BOS text must not get a
     second BOS from the tokenizer."""
-    with_special = backend.tokenize(text, add_special=True)
     if not chat:
-        return with_special
-    without = backend.tokenize(text, add_special=False)
-    if len(with_special) == len(without) + 1 and without and with_special[1:] == without and with_special[0] == without[0]:
-        return without
-    return with_special
+        return backend.tokenize(text, add_special=True)
+    bos = backend.tokenize("", add_special=True)  # what the tokenizer prepends (may be nothing)
+    ids = backend.tokenize(text, add_special=False)
+    if bos and ids[: len(bos)] != bos:
+        return [*bos, *ids]
+    return ids
 
 
 def letter_candidates(backend: Backend) -> list[list[int]]:
