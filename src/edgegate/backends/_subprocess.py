@@ -126,14 +126,18 @@ class IsolatedBackend:
         os.close(p2c_r)
         os.close(c2p_w)
         self._w, self._r = p2c_w, c2p_r
-        meta = self._call(
-            "open",
-            factory=factory,
-            path=str(path),
-            options=options,
-            cpus=list(cpus) if cpus else None,
-            sys_path=sys.path,
-        )
+        try:
+            meta = self._call(
+                "open",
+                factory=factory,
+                path=str(path),
+                options=options,
+                cpus=list(cpus) if cpus else None,
+                sys_path=sys.path,
+            )
+        except BaseException:
+            self.close()  # a refused model must not leave its child process behind
+            raise
         self.model_path = Path(meta["model_path"])
         conv = meta.get("converted_from")
         self.converted_from = Path(conv) if conv else None
