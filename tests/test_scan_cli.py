@@ -46,6 +46,7 @@ def test_claimed50_says_33_percent_and_why() -> None:
         "(kinds left dense: o_proj, down_proj" in out
     )
     assert "0 bytes saved" in out
+    assert "(claimed: unstructured)" in out  # pruning_meta.json's structure beside the measured pattern
 
 
 # Disagreements between a reader and the manifest's independent computation, reported to
@@ -110,6 +111,7 @@ def test_fixture_numbers_equal_manifest(name: str) -> None:
 def test_fingerprint_of_fixtures(name: str, method: str) -> None:
     res, dense = scan_paths(ROOT / "fixtures/models" / name, ROOT / "fixtures/models/dense")
     assert res.comparison is not None and dense is not None
+    assert res.claimed_text["method"] == json.loads((ROOT / "fixtures/models" / name / "pruning_meta.json").read_text())["method"]
     assert res.comparison.fingerprint.method == method
     assert res.comparison.fingerprint.totals.changed == 0  # pruning only, no weight updates
     assert res.comparison.to_dict(res.size.disk_bytes)["disk_saving_vs_dense"] == pytest.approx(

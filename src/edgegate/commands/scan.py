@@ -77,7 +77,8 @@ def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: An
     summ.add_row("prunable-linear sparsity", f"{_p(res.prunable.sparsity)}  ({res.prunable.zeros:,} / {res.prunable.numel:,} weights)")
     summ.add_row("whole-model sparsity", f"{_p(res.overall.sparsity)}  ({res.overall.zeros:,} / {res.overall.numel:,} weights)")
     summ.add_row("NaN / Inf", f"{res.nan:,} / {res.inf:,}")
-    summ.add_row("pattern", res.structure.pattern)
+    claimed_structure = res.claimed_text.get("structure")
+    summ.add_row("pattern", res.structure.pattern + (f"  (claimed: {claimed_structure})" if claimed_structure else ""))
     summ.add_row("scanned", f"{human(res.bytes_scanned)} in {res.seconds:.2f} s")
     con.print(summ)
 
@@ -114,7 +115,9 @@ def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: An
     _render_sizes(con, res, dense)
     if res.comparison is not None:
         cmp_ = res.comparison
-        con.print(f"[bold]mask fingerprint[/]: {cmp_.fingerprint.method}")
+        method = res.claimed_text.get("method")
+        claimed = f"  (claimed: {method})" if method else ""
+        con.print(f"[bold]mask fingerprint[/]: {cmp_.fingerprint.method}{claimed}")
         con.print(f"  {cmp_.fingerprint.evidence}")
         t = cmp_.fingerprint.totals
         con.print(

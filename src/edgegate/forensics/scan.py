@@ -110,6 +110,7 @@ class ScanResult:
     size: SizeReport
     claims: Mapping[str, float] = field(default_factory=dict)
     claim_sources: Mapping[str, str] = field(default_factory=dict)
+    claimed_text: Mapping[str, str] = field(default_factory=dict)  # "method", "structure"
     sparsity_claim: ClaimComparison | None = None
     comparison: Comparison | None = None
     seconds: float = 0.0
@@ -129,6 +130,7 @@ class ScanResult:
             "nonfinite": {"nan": self.nan, "inf": self.inf},
             "claims": dict(self.claims),
             "claim_sources": dict(self.claim_sources),
+            "claimed_text": dict(self.claimed_text),
             "sparsity_claim": self.sparsity_claim.to_dict() if self.sparsity_claim else None,
             "structure": self.structure.to_dict(),
             "size": self.size.to_dict(),
@@ -211,6 +213,7 @@ def scan_checkpoint(
         size=size_report(ckpt.format.value, ckpt.files, sizes, prunable.sparsity),
         claims=merged_claims,
         claim_sources=sources,
+        claimed_text=text_claims(ckpt),
         sparsity_claim=claim,
         seconds=time.perf_counter() - t0,
         bytes_scanned=total,
@@ -287,6 +290,17 @@ def metadata_claims(ckpt: Checkpoint) -> tuple[dict[str, float], dict[str, str]]
                 out[str(k)] = float(val)
                 src[str(k)] = str(getattr(v, "source", None) or md.get("claims_source") or "checkpoint metadata")
     return out, src
+
+
+def text_claims(ckpt: Checkpoint) -> dict[str, str]:
+    """What the checkpoint says about how it was made (method, structure), to set beside
+    what the mask fingerprint and the structure scan show."""
+    if not ckpt.path.exists():
+        return {}
+    from edgegate.checkpoint.claims import TEXT, from_checkpoint_dir
+
+    found = from_checkpoint_dir(ckpt.path, ckpt.config)
+    return {k: str(getattr(found, k)) for k in TEXT if getattr(found, k) is not None}
 
 
 def merged(
