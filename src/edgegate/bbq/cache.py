@@ -8,9 +8,10 @@ the batch in flight and never leaves a half-written row.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from edgegate.bbq.metrics import Answer
@@ -63,6 +64,13 @@ class ResultCache:
                 h.update(str(f.relative_to(p)).encode())
             h.update(self._file_hash(f).encode())
         return h.hexdigest()
+
+    @staticmethod
+    def endpoint_hash(info: Mapping[str, object]) -> str:
+        """Key for a model behind a server (no file to hash): its base URL, the model id the
+        server reports and the dialect, from ``backend.info()``."""
+        ident = {k: str(info.get(k, "")) for k in ("runtime", "base_url", "model", "dialect")}
+        return "endpoint:" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
     def _file_hash(self, f: Path) -> str:
         st = f.stat()

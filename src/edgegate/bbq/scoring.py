@@ -125,13 +125,21 @@ def score_model(
 ) -> list[Answer]:
     """Answers for one model: straight from the cache when it holds them all (the runtime is
     not even opened), else open the model and score what is missing."""
-    model_key = cache.model_hash(path)
+    from edgegate.backends import RUNTIMES
+
     keys = config.keys(items)
     prompt_key = prompts.template_hash(config.mode, temperature=config.temperature)
-    hit = cache.get(model_key, runtime, prompt_key, keys)
-    if len(hit) == len(keys):
-        return [hit[k] for k in keys]
-    backend = open_backend()
+    spec = RUNTIMES.get(runtime)
+    if spec is not None and not spec.local:
+        # a URL has no file to hash: ask the server who it is (cheap) and key by that
+        backend = open_backend()
+        model_key = cache.endpoint_hash(getattr(backend, "info", dict)())
+    else:
+        model_key = cache.model_hash(path)
+        hit = cache.get(model_key, runtime, prompt_key, keys)
+        if len(hit) == len(keys):
+            return [hit[k] for k in keys]
+        backend = open_backend()
     try:
         if backend.runtime != runtime:
             raise BackendError(f"asked for runtime {runtime!r}, got {backend.runtime!r}")
