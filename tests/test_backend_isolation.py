@@ -62,13 +62,14 @@ def _faulty_runtime():
 
 
 def test_hang_is_killed_after_timeout(tmp_path: Path) -> None:
-    b = open_backend("faulty", tmp_path, timeout=1.5)
+    b = open_backend("faulty", tmp_path, timeout=60)  # child start-up may be slow on a busy box
+    b.timeout = 1.5
     assert b.tokenize("ok") == [2]
     np.testing.assert_array_equal(b.token_logprobs([1, 2, 3]), [0.0, -1.0])
     t0 = time.monotonic()
     with pytest.raises(BackendError, match=r"did not answer 'tokenize' within 1.5s \(hung\)"):
         b.tokenize("hang")
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 30
     assert b._proc.poll() is not None  # the hung child is gone
     with pytest.raises(BackendError, match="process is gone"):
         b.tokenize("ok")
