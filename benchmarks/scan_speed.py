@@ -81,6 +81,14 @@ def generate(path: Path, gb: float) -> int:
 
 
 def _rss_kib() -> int:
+    """Peak RSS of this process. VmHWM belongs to the address space made by exec, unlike
+    ru_maxrss, which a child inherits from the (large) parent that generated the file."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
