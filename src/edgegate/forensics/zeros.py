@@ -118,7 +118,9 @@ class _Releaser:
     CHUNK = 16 << 20
 
     def __init__(self, arr: np.ndarray) -> None:
-        mm = getattr(arr, "_mmap", None) if isinstance(arr, np.memmap) else None
+        # only read-only maps: dropping pages of a copy-on-write map would lose its edits
+        readonly = isinstance(arr, np.memmap) and getattr(arr, "mode", None) in ("r", "readonly")
+        mm = getattr(arr, "_mmap", None) if readonly else None
         self.mm: mmap.mmap | None = None
         if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or arr.size == 0:
             return
