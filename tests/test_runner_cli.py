@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from edgegate.report.json_report import validate_report
@@ -96,3 +97,19 @@ def test_demo(tmp_path: Path) -> None:
         report = json.loads((tmp_path / case / "edgegate.json").read_text())
         assert validate_report(report) == []
         assert [c["check"] for c in report["checks"] if not c["selected"]] == ["speed", "perplexity", "bbq"]
+
+
+@pytest.mark.slow
+def test_full_strict_gate_with_runtimes(tmp_path: Path) -> None:
+    """Every check for real (llama.cpp perplexity and BBQ on the fixture items): the fixture
+    BBQ set has too few items per category, so BBQ is inconclusive and strict fails on it."""
+    out = tmp_path / "r.json"
+    r = _cli("check", DENSE, WANDA50, "--policy", "policies/strict.yaml", "--bbq-data", "fixtures/bbq",
+             "--skip", "speed", "-q", "--json-out", str(out), "--html-out", str(tmp_path / "r.html"))  # fmt: skip
+    report = json.loads(out.read_text())
+    assert validate_report(report) == []
+    by = {c["check"]: c for c in report["checks"]}
+    assert by["perplexity"]["status"] in ("pass", "fail") and by["perplexity"]["verdicts"][0]["n"] >= 4
+    assert by["bbq"]["status"] == "inconclusive" and by["bbq"]["gate"] == "fail"
+    assert (r.returncode, report["status"]) == (1, "fail")
+    assert "Δperplexity vs ΔSRS" in (tmp_path / "r.html").read_text()
