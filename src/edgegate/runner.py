@@ -255,16 +255,17 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
     policy = opts.policy.strict() if opts.strict else opts.policy
     selected = select_checks(policy, opts.only, opts.skip)
 
-    inputs = [describe_input("compressed", opts.compressed, hash_files=opts.hash_inputs, progress=progress)]
+    inputs = [_model_input("compressed", opts.compressed, opts, progress)]
     if opts.dense is not None:
-        inputs.insert(0, describe_input("dense", opts.dense, hash_files=opts.hash_inputs, progress=progress))
+        inputs.insert(0, _model_input("dense", opts.dense, opts, progress))
     if policy.source and Path(policy.source).is_file():
         inputs.append(describe_input("policy", Path(policy.source), hash_files=opts.hash_inputs))
     for role, value in _data_inputs(policy, selected, opts.options):
         if Path(value).exists():  # hub datasets (hf:...) have no local files to hash
             inputs.append(describe_input(role, Path(value), hash_files=opts.hash_inputs))
 
-    claims, sources = merge_claims(opts.cli_claims, policy.claims, *metadata_claims(opts.compressed))
+    meta = metadata_claims(opts.compressed) if opts.compressed.exists() else ({}, {})  # endpoint only: no metadata
+    claims, sources = merge_claims(opts.cli_claims, policy.claims, *meta)
     # Checks see where each claim came from (e.g. to name pruning_meta.json in a message).
     options = {**opts.options, "claim_sources": dict(sources)}
     shared: dict[str, Any] = {}
@@ -285,7 +286,10 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
             shared=shared,
             progress=progress,
         )
-        res = run_one(cp.name, ctx)
+        if cp.name in _NEEDS_FILES and not all(p.exists() for p in (opts.compressed, opts.dense) if p is not None):
+            res = CheckResult.skipped(cp.name, f"check '{cp.name}' needs the local checkpoint files; only endpoints were given")
+        else:
+            res = run_one(cp.name, ctx)
         progress.log(f"edgegate: {cp.name}: {res.status.value} ({res.duration_s:.2f}s) {res.summary}")
         outcomes.append(_judge(cp.name, cp.required, res, policy, opts.strict))
 
@@ -307,6 +311,18 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
         duration_s=round(time.perf_counter() - t0, 6),
         argv=opts.argv,
     )
+
+
+_NEEDS_FILES = ("sparsity", "size", "speed")  # the others can score models behind --*-endpoint URLs
+
+
+def _model_input(role: str, path: Path, opts: GateOptions, progress: Progress) -> dict[str, Any]:
+    url = opts.options.get(f"{role}_endpoint")
+    if url and not path.exists():  # a model behind a server: what the server says it is
+        from edgegate.shard import endpoint_input
+
+        return endpoint_input(role, str(url))
+    return describe_input(role, path, hash_files=opts.hash_inputs, progress=progress)
 
 
 def _data_inputs(policy: Policy, selected: list[str], options: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -204,7 +204,7 @@ def prepare_items(
     return sample, {it.uid: derived.targets[it.uid] for it in sample}, info
 
 
-def open_for_bbq(runtime: str, path: Path, options: Mapping[str, Any], seed: int) -> Any:
+def open_for_bbq(runtime: str, path: str | Path, options: Mapping[str, Any], seed: int) -> Any:
     """Open a model with a context long enough for BBQ prompts; small models trained on a
     shorter context get the largest window they support (longer prompts become counted
     failures)."""
@@ -222,6 +222,22 @@ def open_for_bbq(runtime: str, path: Path, options: Mapping[str, Any], seed: int
             if e.field != "n_ctx" or i == len(sizes) - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def result_from_answers(
+    items: Sequence[BBQItem],
+    targets: Mapping[str, Targets],
+    info: Mapping[str, Any],
+    cfg: Any,
+    pol: Mapping[str, Any],
+    answers: Mapping[str, Sequence[Answer]],
+    duration_s: float,
+) -> CheckResult:
+    """The check's result from per-item answers: the one aggregation that a single run and
+    ``edgegate merge`` of sharded runs both call, so they cannot drift apart."""
+    verdicts, m = evaluate(items, targets, answers["dense"], answers["compressed"], pol)
+    m = {"data": dict(info), "config": asdict(cfg), "runtime": pol["runtime"], **m}
+    return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m), duration_s)
 
 
 def run(ctx: CheckContext) -> CheckResult:
@@ -247,16 +263,36 @@ def run(ctx: CheckContext) -> CheckResult:
         mode=pol["mode"], seeds=int(pol["seeds"]), temperature=float(pol["temperature"]),
         permute=bool(pol["permute_options"]),
     )
+    models: dict[str, str | Path] = {"dense": ctx.dense_path, "compressed": ctx.compressed_path}
+    if ctx.options.get("dense_endpoint") or ctx.options.get("compressed_endpoint"):
+        # `edgegate check --dense-endpoint URL --compressed-endpoint URL`: both models on servers
+        pol["runtime"] = "openai"
+        models = {r: str(ctx.options[f"{r}_endpoint"]) for r in models}
+    shard = ctx.options.get("shard")  # (i, n) from --shard i/n: score only this shard's items
+    if shard is not None:
+        from edgegate.shard import shard_items
+
+        run_items = shard_items(items, shard)
+    else:
+        run_items = items
     cache = ResultCache.in_dir(ctx.options.get("cache_dir"))
     answers: dict[str, list[Answer]] = {}
     try:
-        for role, path in (("dense", ctx.dense_path), ("compressed", ctx.compressed_path)):
+        for role, path in models.items():
             answers[role] = score_model(
                 partial(open_for_bbq, pol["runtime"], path, ctx.options, seed),
-                path, pol["runtime"], items, cfg, cache, progress=ctx.progress, label=role,
+                path, pol["runtime"], run_items, cfg, cache, progress=ctx.progress, label=role,
             )
     finally:
         cache.close()
-    verdicts, m = evaluate(items, targets, answers["dense"], answers["compressed"], pol)
-    m = {"data": info, "config": asdict(cfg), "runtime": pol["runtime"], **m}
-    return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m), time.perf_counter() - t0)
+    if shard is not None:
+        from edgegate.shard import bbq_partial
+
+        sink = ctx.options.get("partial_sink")
+        if isinstance(sink, dict):
+            sink["bbq"] = bbq_partial(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0)
+        return CheckResult.skipped(
+            "bbq", f"shard {shard[0]}/{shard[1]}: {len(run_items)} of {len(items)} items scored; "
+            "the verdict comes from `edgegate merge` of all shards",
+        )
+    return result_from_answers(items, targets, info, cfg, pol, answers, time.perf_counter() - t0)

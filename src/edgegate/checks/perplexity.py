@@ -48,9 +48,12 @@ def run(ctx: CheckContext) -> CheckResult:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise DatasetError(f"cannot read the perplexity text: {exc}", path=p, field="checks.perplexity.text") from exc
+    models: tuple[str | Path, str | Path] = (ctx.dense_path, ctx.compressed_path)
+    if ctx.options.get("dense_endpoint") and ctx.options.get("compressed_endpoint"):  # models on servers
+        runtime = "openai"
+        models = (str(ctx.options["dense_endpoint"]), str(ctx.options["compressed_endpoint"]))
     cmp = run_ppl(
-        ctx.dense_path,
-        ctx.compressed_path,
+        *models,
         runtime=runtime,
         text=text,
         n_ctx=n_ctx,
