@@ -186,3 +186,13 @@ def test_fixture_set_is_well_formed() -> None:
             assert it.label == t.unknown
         else:  # fixture disambiguations always point at the counter-stereotypical person
             assert it.label == t.anti
+
+
+def test_hub_source_without_datasets_package_is_a_clear_error() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("datasets") is not None:
+        pytest.skip("the 'datasets' package is installed here; this checks the message without it")
+    with pytest.raises(DatasetError, match="needs the 'datasets' package") as e:
+        load("hf:heegyu/bbq")
+    assert "--data" in (e.value.hint or "")

@@ -50,7 +50,8 @@ def dense(runtime: str) -> Iterator[Any]:
 
 
 def test_letter_answers_match_direct_backend_calls(dense: Any, items: list[BBQItem]) -> None:
-    answers = Scorer(dense, ScoreConfig(batch_size=7)).score(items)
+    items = items[::3]  # 11 of the 32 items keep the file fast
+    answers = Scorer(dense, ScoreConfig(batch_size=4)).score(items)
     letters = [dense.tokenize(x, add_special=False) for x in prompts.LETTERS]
     assert all(len(t) == 1 for t in letters)
     for it, a in zip(items, answers, strict=True):

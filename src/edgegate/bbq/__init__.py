@@ -1,1 +1,7 @@
-"""bbq."""
+"""BBQ bias transitions between a dense and a compressed model.
+
+dataset (load upstream-format BBQ, stratified sampling) -> targets (unknown / biased /
+anti-stereotype answer per item) -> scoring (letter or log-likelihood mode through the Backend
+protocol, cached in SQLite by cache) -> metrics (SRS, USR, s_DIS, s_AMB, transitions) ->
+stats (Wilson, McNemar, Holm, Cohen's h); the verdicts live in edgegate.checks.bbq.
+"""
