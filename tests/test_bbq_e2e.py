@@ -115,3 +115,49 @@ def test_cli_run_dense_vs_pruned(
     with contextlib.suppress(SystemExit):
         main(args)
     assert json.loads(capsys.readouterr().out)["measurements"] == m
+
+
+@pytest.mark.slow
+def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
+    """`edgegate bbq run` on llama.cpp, SIGKILLed after its first committed batch, then re-run:
+    no answer lost or stored twice, and the result equals an uninterrupted run's."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    d, c = PAIRS["llamacpp"]
+
+    def cmd(cache: Path) -> list[str]:
+        return [sys.executable, "-m", "edgegate.cli", "bbq", "run", str(d), str(c), "--data", str(ITEMS),
+                "--items", "0", "--condition", "both", "--min-items", "5", "--threads", "2",
+                "--cache-dir", str(cache), "--json"]
+
+    def count(db: Path) -> int:
+        try:
+            con = sqlite3.connect(db, timeout=5)
+            try:
+                return int(con.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+
+    db = tmp_path / "a" / "bbq.sqlite"
+    proc = subprocess.Popen(cmd(tmp_path / "a"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while count(db) < 16 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 16 <= count(db) < 64, "killed mid-way"
+    resumed = subprocess.run(cmd(tmp_path / "a"), capture_output=True, text=True, timeout=600)
+    clean = subprocess.run(cmd(tmp_path / "b"), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == clean.returncode and resumed.returncode in (0, 1), resumed.stderr
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT model, uid, COUNT(*) FROM answers GROUP BY model, uid").fetchall()
+    con.close()
+    assert len(rows) == 64 and all(r[2] == 1 for r in rows)
+    assert json.loads(resumed.stdout)["measurements"] == json.loads(clean.stdout)["measurements"]
