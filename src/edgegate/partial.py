@@ -17,7 +17,15 @@ from typing import Any
 from edgegate.checks.base import CheckResult, Status
 from edgegate.errors import InputError
 from edgegate.policy import Policy
-from edgegate.shard import Parts, Shard, check_result_from_dict, first_difference, input_identity, merge_bbq, software
+from edgegate.shard import (
+    Parts,
+    Shard,
+    check_result_from_dict,
+    first_difference,
+    input_identity,
+    merge_bbq,
+    software,
+)
 
 SHARDED = ("bbq",)  # checks whose work is split across shards
 # Options that change no result (or whose identity is already in the inputs' sha256s).
@@ -45,7 +53,8 @@ def fingerprint(
         "inputs": [input_identity(d) for d in inputs],
         "settings": {
             "strict": strict, "only": list(only), "skip": list(skip), "claims": dict(cli_claims),
-            "options": {k: v for k, v in sorted(options.items()) if k not in _NOT_RESULTS and v is not None},
+            "options": {k: v for k, v in sorted(options.items())
+                        if v is not None and (k not in _NOT_RESULTS or (k == "bbq_data" and str(v).startswith("hf:")))},
         },
         "software": software(),
     }
@@ -75,7 +84,7 @@ def check_payload(gate: Any, shard: Shard, sink: Mapping[str, Any]) -> dict[str,
 def merge_gate(parts: Parts, policy: Policy, argv: Sequence[str] = ()) -> Any:
     """One ``GateResult`` from every shard's partial file (already cross-checked by
     ``edgegate.shard.load_parts``)."""
-    from edgegate.runner import GateResult, _judge, _notes, _overall, select_checks
+    from edgegate.runner import CheckOutcome, GateResult, _judge, _notes, _overall, select_checks
 
     t0 = time.perf_counter()
     if parts.first.get("command") != "check":
@@ -100,8 +109,6 @@ def merge_gate(parts: Parts, policy: Policy, argv: Sequence[str] = ()) -> Any:
         if cp.name not in selected:
             flag = "--only" if only else "--skip"
             res = CheckResult.skipped(cp.name, f"deselected with {flag}")
-            from edgegate.runner import CheckOutcome
-
             outcomes.append(CheckOutcome(cp.name, cp.required, False, res, "deselected", res.summary))
             continue
         res = _merged_result(cp.name, parts)

@@ -318,11 +318,15 @@ _NEEDS_FILES = ("sparsity", "size", "speed")  # the others can score models behi
 
 def _model_input(role: str, path: Path, opts: GateOptions, progress: Progress) -> dict[str, Any]:
     url = opts.options.get(f"{role}_endpoint")
-    if url and not path.exists():  # a model behind a server: what the server says it is
-        from edgegate.shard import endpoint_input
+    if not url:
+        return describe_input(role, path, hash_files=opts.hash_inputs, progress=progress)
+    from edgegate.shard import endpoint_input
 
-        return endpoint_input(role, str(url))
-    return describe_input(role, path, hash_files=opts.hash_inputs, progress=progress)
+    ep = endpoint_input(role, str(url))  # what the server says it is: the runtime checks score that
+    if not path.exists():
+        return ep
+    return {**describe_input(role, path, hash_files=opts.hash_inputs, progress=progress),
+            **{k: ep[k] for k in ("base_url", "model", "dialect")}}
 
 
 def _data_inputs(policy: Policy, selected: list[str], options: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -168,8 +168,11 @@ def input_identity(desc: Mapping[str, Any]) -> dict[str, Any]:
     file lies on this machine (shards may run in different checkouts)."""
     if desc.get("kind") == "endpoint":
         return {k: desc.get(k) for k in ("role", "kind", "base_url", "model", "dialect")}
+    if desc.get("kind") == "hub":  # a dataset hub name: the name is all there is
+        return {k: desc.get(k) for k in ("role", "kind", "path")}
     files = [{"path": f["path"], "bytes": f["bytes"], "sha256": f.get("sha256")} for f in desc.get("files", [])]
-    return {"role": desc.get("role"), "kind": desc.get("kind"), "total_bytes": desc.get("total_bytes"), "files": files}
+    ident = {"role": desc.get("role"), "kind": desc.get("kind"), "total_bytes": desc.get("total_bytes"), "files": files}
+    return {**ident, **{k: desc[k] for k in ("base_url", "model", "dialect") if k in desc}}
 
 
 def endpoint_input(role: str, url: str, timeout: float = 60.0) -> dict[str, Any]:
@@ -177,7 +180,7 @@ def endpoint_input(role: str, url: str, timeout: float = 60.0) -> dict[str, Any]
     dialect), as the report's inputs and the shard fingerprint record it."""
     from edgegate.backends.openai_backend import OpenAIBackend
 
-    be = OpenAIBackend(url, timeout=timeout, max_retries=2)
+    be = OpenAIBackend(url, timeout=timeout, max_retries=2, n_ctx=2048)  # n_ctx: unused here
     try:
         info = be.info()
     finally:
@@ -310,3 +313,27 @@ def check_result_from_dict(d: Mapping[str, Any]) -> CheckResult:
         check=d["check"], status=Status(d["status"]), summary=d["summary"], verdicts=tuple(verdicts),
         measurements=d.get("measurements", {}), duration_s=float(d.get("duration_s", 0.0)), error=d.get("error"),
     )
+
+
+def write_bbq_run_partial(ctx: Any, section: Mapping[str, Any], partial_out: str | None, result: CheckResult) -> Path:
+    """The partial file of ``edgegate bbq run --shard i/n``."""
+    from edgegate.environment import describe_input
+
+    shard: Shard = ctx.options["shard"]
+    payload = ctx.options["partial_sink"].get("bbq")
+    if payload is None:  # the check returned before scoring (e.g. no dense model)
+        raise InputError(f"shard {shard[0]}/{shard[1]} scored nothing: {result.summary}", field="--shard")
+    inputs: list[dict[str, Any]] = []
+    for role, p in (("dense", ctx.dense_path), ("compressed", ctx.compressed_path)):
+        remote = section.get("runtime") == "openai"
+        inputs.append(endpoint_input(role, str(p)) if remote else describe_input(role, Path(p)))
+    data = str(section.get("data"))
+    inputs.append(describe_input("bbq_data", Path(data)) if Path(data).exists() else {"role": "bbq_data", "kind": "hub", "path": data})
+    fp = {
+        "section": {k: v for k, v in section.items() if k != "data"},
+        "inputs": [input_identity(d) for d in inputs],
+        "software": software(),
+        "shard_count": shard[1],
+    }
+    return write_partial(partial_out or default_partial_name(shard), command="bbq", shard=shard,
+                         fingerprint=fp, payload={"checks": {"bbq": payload}})

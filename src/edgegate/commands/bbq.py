@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from edgegate.checks.base import CheckResult, Status, Verdict, _jsonable
+from edgegate.checks.base import CheckResult, Status, Verdict
 from edgegate.errors import DatasetError, ExitCode
 
 
@@ -116,11 +116,13 @@ def command() -> None:
 @click.option("--permute", is_flag=True, help="Ask every item with its options rotated 3 ways.")
 @click.option("--threads", type=int, default=None)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Result cache (~/.cache/edgegate).")
+@click.option("--shard", "shard_text", metavar="I/N", help="Score only shard I of N; write a partial file for `edgegate merge`.")
+@click.option("--partial-out", metavar="FILE", help="Partial file of a --shard run (default edgegate-partial-I-of-N.json).")
 @_with_policy_opts
 def run_cmd(
     dense: Path, compressed: Path, runtime: str, data: str | None, items: int, seed: int, mode: str,
     condition: str, seeds: int, temperature: float, permute: bool, threads: int | None,
-    cache_dir: Path | None, as_json: bool, **policy: Any,
+    cache_dir: Path | None, shard_text: str | None, partial_out: str | None, as_json: bool, **policy: Any,
 ) -> None:
     """Score DENSE and COMPRESSED on BBQ and test the change in stereotyped answers."""
     from edgegate.checks import bbq as check
@@ -134,12 +136,26 @@ def run_cmd(
         "condition": condition, "seeds": seeds, "temperature": temperature, "permute_options": permute,
         **_policy(**policy),
     }
+    options: dict[str, Any] = {"threads": threads, "cache_dir": cache_dir, "seed": seed}
+    if shard_text:
+        from edgegate.shard import parse_shard
+
+        options.update(shard=parse_shard(shard_text), partial_sink={})
+    elif partial_out:
+        from edgegate.errors import InputError
+
+        raise InputError("--partial-out needs --shard I/N", field="--partial-out")
     ctx = CheckContext(
-        compressed_path=compressed, dense_path=dense, section=section,
-        options={"threads": threads, "cache_dir": cache_dir, "seed": seed},
+        compressed_path=compressed, dense_path=dense, section=section, options=options,
         progress=NullProgress() if as_json or not sys.stderr.isatty() else RichProgress(),
     )
     result = check.run(ctx)
+    if shard_text:
+        from edgegate.shard import write_bbq_run_partial
+
+        out = write_bbq_run_partial(ctx, section, partial_out, result)
+        click.echo(f"edgegate: wrote {out}; combine the shards with `edgegate merge PARTS...`", err=True)
+        return
     _emit(result, as_json)
 
 
@@ -188,8 +204,8 @@ def score_files(
         m = {"data": info, "model": {k: asdict(v) for k, v in groups.items()}}
         o = groups["overall"]
         summary = f"BBQ SRS {_fmt(o.srs)} USR {_fmt(o.usr)} over {o.n_valid} valid answers ({o.n_failures} parse failures)"
-        return CheckResult("bbq", Status.PASS if o.n_valid else Status.INCONCLUSIVE, summary, (), _jsonable(m))
+        return CheckResult("bbq", Status.PASS if o.n_valid else Status.INCONCLUSIVE, summary, (), m)
     b_ans = [a for a in base.answers if a.uid in keep]
     verdicts, m = check.evaluate(list(derived.items), derived.targets, b_ans, c_ans, policy)
     m = {"data": info, **m}
-    return CheckResult.from_verdicts("bbq", verdicts, _jsonable(m), check.summarize(verdicts, m))
+    return CheckResult.from_verdicts("bbq", verdicts, m, check.summarize(verdicts, m))

@@ -1,9 +1,63 @@
-"""`edgegate merge` (placeholder until its issue lands)."""
+"""`edgegate merge PARTS... --policy FILE`: combine the partial files of a sharded run.
+
+Parts from ``edgegate check --shard i/n`` become the gate report and exit code a single
+``edgegate check`` would have produced (same report flags); parts from ``edgegate bbq run
+--shard i/n`` become that command's result (no --policy needed). Parts that do not belong
+together (different inputs or settings, overlapping items, a shard missing or given twice)
+are refused with exit 2 and a message naming the files and the field that differs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import click
 
+from edgegate.errors import InputError
+
 
 @click.command(name="merge")
-def command() -> None:
-    """Not available yet."""
-    raise click.UsageError("'edgegate merge' is not available in this build yet")
+@click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--policy", "policy_path", metavar="FILE",
+              help="The policy the shards ran with (required for `edgegate check` shards; checked against them).")
+@click.option("--json-out", metavar="FILE", help="Write the JSON report ('-' for stdout).")
+@click.option("--md-out", metavar="FILE", help="Write the Markdown summary ('-' for stdout).")
+@click.option("--html-out", metavar="FILE", help="Write a self-contained HTML report.")
+@click.option("--junit-out", metavar="FILE", help="Write JUnit XML (one testcase per verdict).")
+@click.option("--json", "as_json", is_flag=True, help="`bbq run` shards: machine-readable result on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary table on stderr.")
+def command(
+    parts: tuple[Path, ...],
+    policy_path: str | None,
+    json_out: str | None,
+    md_out: str | None,
+    html_out: str | None,
+    junit_out: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Combine the partial files of `edgegate check --shard i/n` (or `bbq run --shard i/n`).
+
+    Exit codes as for the command that wrote the parts; 2 when the parts do not fit together.
+    """
+    from edgegate.shard import load_parts
+
+    loaded = load_parts(parts)
+    kind = loaded.first.get("command")
+    if kind == "bbq":
+        from edgegate.commands.bbq import _emit
+        from edgegate.shard import merge_bbq
+
+        _emit(merge_bbq([(n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)]), as_json)
+        return
+    if kind != "check":
+        raise InputError(f"partial files written by an unknown command {kind!r}", path=loaded.names[0], field="command")
+    if not policy_path:
+        raise InputError("--policy is required to merge `edgegate check` shards", field="--policy",
+                         hint="pass the policy file the shards were run with")
+    from edgegate.commands.check import _load_policy, emit
+    from edgegate.partial import merge_gate
+
+    gate = merge_gate(loaded, _load_policy(policy_path), argv=tuple(sys.argv[1:]))
+    emit(gate, {"json": json_out, "markdown": md_out, "html": html_out, "junit": junit_out}, quiet)
