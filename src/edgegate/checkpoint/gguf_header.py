@@ -160,7 +160,8 @@ def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
         numel = 1
         for d in ne:
             numel *= d
-        if numel > size * 8 or ne[0] % block:
+        # each dim too: a zero dim makes numel 0 while another can be 2**63 (numpy then raises)
+        if numel > size * 8 or max(ne) > size * 8 or ne[0] % block:
             raise CheckpointError(f"dims {list(ne)} do not fit the type's {block}-element blocks or the file",
                                   path=path, field=where, hint=HINT)
         if offset % align:
