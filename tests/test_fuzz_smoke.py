@@ -92,6 +92,22 @@ def test_atheris_brief_run(seeds: Path, tmp_path: Path) -> None:
     assert "Done 600 runs" in p.stderr
 
 
+# inputs libFuzzer found that once escaped as non-edgegate exceptions (kept as regressions)
+REGRESSIONS = {
+    # safetensors dtype given as a JSON list -> TypeError: unhashable type
+    "st_list_dtype": "iAAAAAAAAAB7ImEiOiB7ImR0eXBlIjogIkYzMiIsICJzaGFwZSI6IFs0LCA0XSwgImRhdGFfb2Zmc2V0cyI6IFswLCA2NF19LCAiYiI6IHsiZHR5cGUiOiAgWzQsIDRdLCAiZHBlIjogWzQsIDRdLCAiZGF0YV9vZmZzKWV0cyI6IFswLCA2NF19fSAgICAgIAAAgD8AAIA/APaAPwAAgD8AAIA/AACAPwAAgD8AAIA/AACAPwAAgD8AAIA/AACAPwAAgD8AAIA/AACAPwAAgD8=",
+    # GGUF tensor with a zero dim next to a 2**63-sized one -> numpy ValueError
+    "gguf_zero_and_huge_dim": "R0dVRgMAAAABAAAAAAAAAAIAAAAAAAAAFAAAAAAAAABnZW5lcmFsLmFyY2hpdGVjdHVyZQgAAAAFAAAAAAAAAGxsYW1hEQAAAAAAAABsbGFtYS5ibG9ja19jb3VudAQAAAABAAAAEwAAAAAAAABibBFrMS5hdHRuX3Eud2VpZ2h0AgAAABAAAAAAAAD/AAAAAAAAAAAAAAAAAAAAAAAAAAAA6Ojo6Ojo6Ojo6Ojo6Ojo6Ojo6Ojo6Ojo6Ojo6Ojo6Ojo6Ojo6Ojo6Ojo6PRrcT86O/k+AX8WvQ==",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGRESSIONS))
+def test_fuzz_regressions(name: str, tmp_path: Path) -> None:
+    import base64
+
+    assert fuzz_headers.check_one(base64.b64decode(REGRESSIONS[name]), tmp_path) == "refused"
+
+
 def test_lying_block_count_opens_fast(seeds: Path, tmp_path: Path) -> None:
     """block_count = 10**9 with one block of tensors: opening must not build 10**9 names."""
     t0 = time.perf_counter()
