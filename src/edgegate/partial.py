@@ -98,7 +98,7 @@ def merge_gate(parts: Parts, policy: Policy, argv: Sequence[str] = ()) -> Any:
     if d:
         raise InputError(
             f"cannot merge: --policy {policy.source or policy.name} differs from the policy the shards ran "
-            f"(e.g. {parts.names[0]}) in {d[0]} ({d[2]!r} vs {d[1]!r})",
+            f"(e.g. {parts.names[0]}) in {d[0]}: --policy has {d[2]!r}, the shards ran {d[1]!r}",
             field=d[0], hint="pass the policy file the shards were run with",
         )
     only, skip = tuple(settings["only"]), tuple(settings["skip"])
