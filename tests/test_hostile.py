@@ -6,10 +6,12 @@ The corpus is generated once per session by tests/hostile/make_corpus.py into a 
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,9 @@ import json, os, signal, sys, traceback
 import numpy, yaml, click, rich, jsonschema, safetensors, gguf
 import edgegate.cli
 from edgegate.commands import scan, check, policy, bbq
+# what most cases import anyway: done once here, shared copy-on-write by every child
+import edgegate.runner, edgegate.report, edgegate.forensics.scan, edgegate.bbq.dataset
+import edgegate.checkpoint.safetensors_reader, edgegate.checkpoint.gguf_reader, rich.console
 cases, out_dir, timeout = json.load(sys.stdin)
 results = []
 for i, argv in enumerate(cases):
@@ -153,6 +158,8 @@ def test_case_ids_unique() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_hostile_case(case: dict[str, Any], results: dict[str, Run], corpus: Path) -> None:
+    if case.get("needs"):
+        pytest.importorskip(case["needs"])
     r = results[case["id"]]
     shown = f"argv={r.argv}\nexit={r.code}\nstderr:\n{r.stderr[-3000:]}"
     assert "Traceback (most recent call last)" not in r.stderr + r.stdout, shown
@@ -205,3 +212,72 @@ def test_header_cap_refused_before_allocation(corpus: Path, tmp_path: Path) -> N
     rss_kib, msg = p.stdout.split(" ", 1)
     assert "cap" in msg
     assert int(rss_kib) < 150_000, "reading the header allocated the declared 200 MB"
+
+
+# -- servers that answer garbage: a real HTTP server on 127.0.0.1 for the openai runtime --------
+_MODELS = {
+    "object": "list",
+    "data": [{"id": "m", "object": "model", "owned_by": "llamacpp", "meta": {"n_ctx": 512}}],
+}
+
+
+def _garbage_server(mode: str) -> http.server.ThreadingHTTPServer:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, body: str, ctype: str = "application/json") -> None:
+            raw = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_GET(self) -> None:
+            if mode == "html":
+                self._send("<html>a web page, not an API</html>", "text/html")
+            else:
+                self._send(json.dumps(_MODELS))
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if mode == "wrong-shape":  # valid JSON, nonsense fields
+                self._send('{"tokens": "nope", "choices": [{"text": 12, "logprobs": "nope"}]}')
+            else:
+                self._send("garbage{{{")
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize(
+    ("mode", "fragment"),
+    [
+        ("html", "/v1/models returned a response that is not valid JSON"),
+        ("not-json", "returned a response that is not valid JSON"),
+        ("wrong-shape", "no integer 'tokens' list"),
+    ],
+)
+def test_garbage_server_is_a_runtime_error(
+    mode: str, fragment: str, corpus: Path, tmp_path: Path
+) -> None:
+    """`check` with the openai runtime against a server that answers garbage: exit 3 with the
+    cause, and the report (when one is written) says error, never pass."""
+    srv = _garbage_server(mode)
+    url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    try:
+        r = _cli(
+            ["check", "--dense-endpoint", url, "--compressed-endpoint", url, "--policy",
+             str(corpus / "pol_bbq_openai.yaml"), "--bbq-data", str(REPO / "fixtures" / "bbq"),
+             "--json-out", "r.json", "-q"], tmp_path,
+        )  # fmt: skip
+    finally:
+        srv.shutdown()
+    shown = f"exit={r.code}\n{r.stderr[-2000:]}"
+    assert r.code == 3, shown
+    assert fragment in r.stderr and "Traceback" not in r.stderr, shown
+    if (tmp_path / "r.json").exists():
+        doc = json.loads((tmp_path / "r.json").read_text("utf-8"))
+        assert doc["status"] == "error" and doc["exit_code"] == 3

@@ -183,6 +183,19 @@ def build(root: Path) -> dict[str, Path]:
     put("pol_empty.yaml", b"")
     put("pol_binary.yaml", b"\x00\xff\xfe garbage \x00")
     put("pol_ok.yaml", b"version: 1\nname: hostile\nchecks:\n  sparsity: {required: true}\n")
+    # runtime checks, for checkpoints/servers a runtime must reject
+    put(
+        "pol_ppl_llamacpp.yaml",
+        b"version: 1\nchecks:\n  perplexity: {required: true, runtime: llamacpp}\n",
+    )
+    put(
+        "pol_bbq_llamacpp.yaml",
+        b"version: 1\nchecks:\n  bbq: {required: true, runtime: llamacpp, items: 8, min_items: 1}\n",
+    )
+    put(
+        "pol_bbq_openai.yaml",
+        b"version: 1\nchecks:\n  bbq: {required: true, runtime: openai, items: 8, min_items: 1}\n",
+    )
 
     # --- BBQ predictions ---------------------------------------------------------------------
     row = {
