@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -119,11 +120,24 @@ def perplexity(
     progress: Progress | None = None,
     label: str = "",
 ) -> PPLResult:
+    t0 = time.perf_counter()
+    nll_chunks = chunk_nlls(backend, chunking, range(len(chunking.chunks)), progress=progress, label=label)
+    return result_from_nlls(
+        nll_chunks, n_ctx=chunking.n_ctx, mode=chunking.mode, n_eval=sum(len(c) for c in chunking.chunks),
+        seconds=time.perf_counter() - t0,
+        runtime=str(getattr(backend, "runtime", "")), model=str(getattr(backend, "model_path", "")),
+    )
+
+
+def chunk_nlls(
+    backend: Any, chunking: Chunking, indices: Sequence[int], *, progress: Progress | None = None, label: str = ""
+) -> list[np.ndarray]:
+    """Per-token NLL of the scored positions of the chunks ``indices`` (a shard scores a subset)."""
     prog = progress or NullProgress()
     nll_chunks: list[np.ndarray] = []
-    t0 = time.perf_counter()
-    with prog.task(f"perplexity {label}".strip(), total=len(chunking.chunks)) as advance:
-        for chunk in chunking.chunks:
+    with prog.task(f"perplexity {label}".strip(), total=len(indices)) as advance:
+        for k in indices:
+            chunk = chunking.chunks[k]
             score = getattr(backend, "score_tokens", None)
             if score is not None:
                 lp = np.asarray(score(chunk, chunking.first), dtype=np.float64)
@@ -133,26 +147,33 @@ def perplexity(
                 raise BackendError(f"{backend.runtime} returned invalid log-probabilities for a chunk")
             nll_chunks.append(-lp)
             advance(1)
-    seconds = time.perf_counter() - t0
-    nll = np.concatenate(nll_chunks)
+    return nll_chunks
+
+
+def result_from_nlls(
+    nll_chunks: Sequence[np.ndarray], *, n_ctx: int, mode: str, n_eval: int, seconds: float,
+    runtime: str = "", model: str = "",
+) -> PPLResult:
+    """Perplexity from every chunk's per-token NLL: the one aggregation a single run and
+    ``edgegate merge`` of sharded runs both call."""
+    nll = np.concatenate(list(nll_chunks))
     mean = float(nll.mean())
     # llama-perplexity's uncertainty: sqrt(var(nll) / (N - 1)), then ppl * that
     se_nll = float(math.sqrt(max(float((nll**2).mean()) - mean**2, 0.0) / max(nll.size - 1, 1)))
     ppl = math.exp(mean)
-    n_eval = sum(len(c) for c in chunking.chunks)
     return PPLResult(
         ppl=ppl,
         se_ppl=ppl * se_nll,
         mean_nll=mean,
-        n_chunks=len(chunking.chunks),
+        n_chunks=len(nll_chunks),
         n_scored=int(nll.size),
-        n_ctx=chunking.n_ctx,
-        mode=chunking.mode,
+        n_ctx=n_ctx,
+        mode=mode,
         chunk_nll=tuple(float(c.mean()) for c in nll_chunks),
         seconds=seconds,
         tokens_per_s=n_eval / seconds if seconds > 0 else math.nan,
-        runtime=str(getattr(backend, "runtime", "")),
-        model=str(getattr(backend, "model_path", "")),
+        runtime=runtime,
+        model=model,
     )
 
 
@@ -185,11 +206,15 @@ def compare_models(
 ) -> PPLComparison:
     """Tokenize ``text`` once with the dense model's tokenizer and score both models on the
     very same chunks. The caller checks that the tokenizers match (edgegate.backends.tokenizer)."""
-    stream = dense.tokenize(text, add_special=False)
-    chunking = make_chunks(stream, n_ctx, mode, bos_id(dense))
+    chunking = chunk_text(dense, text, n_ctx, mode)
     d = perplexity(dense, chunking, progress=progress, label="dense")
     c = perplexity(compressed, chunking, progress=progress, label="compressed")
     return compare(d, c)
+
+
+def chunk_text(backend: Any, text: str, n_ctx: int, mode: Mode) -> Chunking:
+    """The chunks both models are scored on (tokenized by ``backend``, the dense model)."""
+    return make_chunks(backend.tokenize(text, add_special=False), n_ctx, mode, bos_id(backend))
 
 
 def default_text() -> str:
@@ -234,12 +259,26 @@ def run_ppl(
     """Open both models on ``runtime`` (each in its own process when ``timeout`` is set), refuse
     differing tokenizers (InputError, exit 2), and compare them on ``text`` (default: the
     embedded evaluation text)."""
-    from edgegate.backends import open_backend
-    from edgegate.backends.tokenizer import require_same_tokenizer
-
     body = default_text() if text is None else text
     if not body.strip():
         raise InputError("the evaluation text is empty", field="text")
+    with open_pair(dense_path, compressed_path, body, runtime=runtime, n_ctx=n_ctx, threads=threads,
+                   cache_dir=cache_dir, timeout=timeout) as (dense, comp, extra):
+        result = compare_models(dense, comp, body, n_ctx=n_ctx, mode=mode, progress=progress)
+        result.extra.update(extra)
+        return result
+
+
+@contextmanager
+def open_pair(
+    dense_path: str | Path, compressed_path: str | Path, body: str, *, runtime: str, n_ctx: int,
+    threads: int | None, cache_dir: str | Path | None, timeout: float | None,
+) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
+    """Both models opened on ``runtime``, their tokenizers proven identical on ``body``;
+    yields (dense, compressed, what the report records about them)."""
+    from edgegate.backends import open_backend
+    from edgegate.backends.tokenizer import require_same_tokenizer
+
     opened: list[Any] = []
     try:
         for p in (dense_path, compressed_path):
@@ -248,13 +287,11 @@ def run_ppl(
             )
         dense, comp = opened
         tok = require_same_tokenizer(dense, comp, (body[:2000],))
-        result = compare_models(dense, comp, body, n_ctx=n_ctx, mode=mode, progress=progress)
-        result.extra.update(
-            tokenizer_probes=tok.probes,
-            dense_model=dense.info() if hasattr(dense, "info") else {},
-            compressed_model=comp.info() if hasattr(comp, "info") else {},
-        )
-        return result
+        yield dense, comp, {
+            "tokenizer_probes": tok.probes,
+            "dense_model": dense.info() if hasattr(dense, "info") else {},
+            "compressed_model": comp.info() if hasattr(comp, "info") else {},
+        }
     finally:
         for b in opened:
             b.close()

@@ -116,7 +116,7 @@ def merge_bbq(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> CheckResult:
     for name, p in parts[1:]:
         for key in ("sample_sha256", "config", "policy", "data"):
             if p[key] != first[key]:
-                raise _differ(first_name, name, f"checks.bbq.{key}", first[key], p[key])
+                raise differ(first_name, name, f"checks.bbq.{key}", first[key], p[key])
     owner: dict[str, str] = {}
     items: dict[str, BBQItem] = {}
     targets: dict[str, Targets] = {}
@@ -251,7 +251,7 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _differ(a_name: str, b_name: str, field: str, a: Any, b: Any) -> InputError:
+def differ(a_name: str, b_name: str, field: str, a: Any, b: Any) -> InputError:
     d = first_difference(a, b, field) or (field, a, b)
     return InputError(
         f"cannot merge: {a_name} and {b_name} differ in {d[0]} ({_short(d[1])} vs {_short(d[2])})",
@@ -286,7 +286,7 @@ def load_parts(paths: Sequence[str | Path]) -> Parts:
             for part in key.split("."):
                 a, b = a.get(part), b.get(part)
             if first_difference(a, b, key):
-                raise _differ(name0, name, key, a, b)
+                raise differ(name0, name, key, a, b)
         i = int(doc["shard"]["index"])
         if i in seen:
             raise InputError(f"cannot merge: {seen[i]} and {name} are both shard {i}/{n} (duplicate shard)",

@@ -14,6 +14,7 @@ pass. Different tokenizers are an input error (the check reports ERROR, exit 2 v
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -52,17 +53,38 @@ def run(ctx: CheckContext) -> CheckResult:
     if ctx.options.get("dense_endpoint") and ctx.options.get("compressed_endpoint"):  # models on servers
         runtime = "openai"
         models = (str(ctx.options["dense_endpoint"]), str(ctx.options["compressed_endpoint"]))
-    cmp = run_ppl(
-        *models,
+    kwargs: dict[str, Any] = dict(
         runtime=runtime,
         text=text,
         n_ctx=n_ctx,
-        mode=str(sec.get("mode", "chunked")),  # type: ignore[arg-type]
+        mode=str(sec.get("mode", "chunked")),
         threads=ctx.options.get("threads"),
         cache_dir=ctx.options.get("cache_dir"),
         timeout=ctx.options.get("backend_timeout", 1800.0),  # None: in-process (tests, library use)
         progress=ctx.progress,
     )
+    settings = {"runtime": runtime, "n_ctx": n_ctx, "min_chunks": min_chunks, "max_relative_increase": thr}
+    shard = ctx.options.get("shard")  # (i, n) from --shard i/n: score only this shard's chunks
+    if shard is not None:
+        from edgegate.partial import ppl_shard
+
+        payload = ppl_shard(*models, shard=shard, settings=settings, **kwargs)
+        sink = ctx.options.get("partial_sink")
+        if isinstance(sink, dict):
+            sink["perplexity"] = payload
+        return CheckResult.skipped(
+            "perplexity", f"shard {shard[0]}/{shard[1]}: {len(payload['indices'])} of "
+            f"{payload['chunking']['n_chunks']} chunks scored; the verdict comes from `edgegate merge`",
+        )
+    cmp = run_ppl(*models, **kwargs)
+    return result_from_comparison(cmp, settings, time.perf_counter() - t0)
+
+
+def result_from_comparison(cmp: Any, settings: Mapping[str, Any], duration_s: float) -> CheckResult:
+    """The check's result from the paired comparison: shared by a single run and
+    ``edgegate merge`` of sharded runs."""
+    runtime, n_ctx = str(settings["runtime"]), int(settings["n_ctx"])
+    min_chunks, thr = int(settings["min_chunks"]), float(settings["max_relative_increase"])
     d, c = cmp.dense, cmp.compressed
     ci = Interval(cmp.ci_low, cmp.ci_high, cmp.level, cmp.test)
     extra: dict[str, Any] = dict(
@@ -83,4 +105,4 @@ def run(ctx: CheckContext) -> CheckResult:
         v = compare("max_relative_increase", cmp.relative_change, "<=", thr, what=what, **extra)
     measurements = _jsonable(asdict(cmp))
     summary = f"PPL {d.ppl:.4g} -> {c.ppl:.4g} ({cmp.relative_change:+.2%}) on {runtime}"
-    return CheckResult.from_verdicts("perplexity", [v], measurements, summary, time.perf_counter() - t0)
+    return CheckResult.from_verdicts("perplexity", [v], measurements, summary, duration_s)
