@@ -114,6 +114,12 @@ def build(root: Path) -> dict[str, Path]:
     put("st_duplicate_names.safetensors", struct.pack("<Q", len(dup)) + dup + data)
     put("st_not_json.safetensors", struct.pack("<Q", 16) + b"\xff" * 16)
     put("st_header_list.safetensors", struct.pack("<Q", 8) + b"[1,2,3] ")
+    # a shard index that points outside its directory
+    put(
+        "traversal/model.safetensors.index.json", b'{"weight_map": {"w": "../st_good.safetensors"}}'
+    )
+    put("traversal/model-00001-of-00001.safetensors", raw)
+    out["traversal"] = root / "traversal"
     # NaN/Inf weights: a valid file whose values are garbage
     nan = _weights(rng, _SHAPES)
     nan["model.layers.0.self_attn.q_proj.weight"][0, :4] = [np.nan, np.inf, -np.inf, np.nan]
@@ -183,6 +189,13 @@ def build(root: Path) -> dict[str, Path]:
     put("pol_empty.yaml", b"")
     put("pol_binary.yaml", b"\x00\xff\xfe garbage \x00")
     put("pol_ok.yaml", b"version: 1\nname: hostile\nchecks:\n  sparsity: {required: true}\n")
+    # "billion laughs": 9 levels of 9 aliases = 9**8 leaves from ten lines
+    bomb = ["version: 1", 'l0: &l0 ["x","x","x","x","x","x","x","x","x"]']
+    bomb += [f"l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    put(
+        "pol_alias_bomb.yaml",
+        ("\n".join([*bomb, "checks: {sparsity: {required: true}}"]) + "\n").encode(),
+    )
     # runtime checks, for checkpoints/servers a runtime must reject
     put(
         "pol_ppl_llamacpp.yaml",
