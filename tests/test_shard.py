@@ -1,0 +1,157 @@
+"""Shard assignment and partial-file handling (no model runs: fast)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgegate.bbq.dataset import load, stratified_sample
+from edgegate.checks.base import CheckResult, Interval, Status, Verdict
+from edgegate.cli import main
+from edgegate.errors import InputError
+from edgegate.shard import (
+    check_result_from_dict,
+    first_difference,
+    load_parts,
+    parse_shard,
+    shard_items,
+    shard_of,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_BBQ = ROOT.parent / "shared" / "bbq" / "data"
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    buf = io.StringIO()
+    code: Any = 0
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        try:
+            main(list(args))
+        except SystemExit as e:
+            code = e.code
+    return int(code or 0), buf.getvalue()
+
+
+@pytest.mark.parametrize("text,want", [("1/1", (1, 1)), ("2/3", (2, 3)), (" 10/10 ", (10, 10))])
+def test_parse_shard(text: str, want: tuple[int, int]) -> None:
+    assert parse_shard(text) == want
+
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "3", "a/b", "1/0", "-1/2", "1/2/3", ""])
+def test_parse_shard_rejects(text: str) -> None:
+    with pytest.raises(InputError) as e:
+        parse_shard(text)
+    assert e.value.field == "--shard"
+
+
+def test_shard_of_is_sha256_of_the_uid() -> None:
+    # independent computation: the first 8 bytes of sha256 as a big-endian integer, mod n
+    for uid in ("Age/1", "Disability_status/17", "Race_ethnicity/4012", "ünï/0"):
+        for n in (1, 2, 3, 7):
+            want = int(hashlib.sha256(uid.encode()).hexdigest()[:16], 16) % n + 1
+            assert shard_of(uid, n) == want
+    assert shard_of("Age/1", 1) == 1
+
+
+def _sample() -> list[Any]:
+    if SHARED_BBQ.is_dir():  # the real BBQ data: a seeded stratified sample of 600 items
+        return stratified_sample(load(SHARED_BBQ, condition="ambig"), 600, seed=11)
+    return load(ROOT / "fixtures" / "bbq", condition="both")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+def test_shards_partition_the_sample(n: int) -> None:
+    items = _sample()
+    shards = [shard_items(items, (i, n)) for i in range(1, n + 1)]
+    uids = [it.uid for s in shards for it in s]
+    assert len(uids) == len(set(uids)) == len(items)  # disjoint, and together every item
+    assert set(uids) == {it.uid for it in items}
+    # each shard keeps the sample's order, and the split does not depend on the input order
+    for i, s in enumerate(shards, start=1):
+        assert [it.uid for it in s] == [it.uid for it in items if shard_of(it.uid, n) == i]
+        assert {it.uid for it in shard_items(list(reversed(items)), (i, n))} == {it.uid for it in s}
+    if n > 1 and len(items) >= 600:  # roughly balanced on real data (binomial spread)
+        sizes = [len(s) for s in shards]
+        assert max(sizes) - min(sizes) < 0.25 * len(items) / n + 30
+
+
+def test_first_difference_names_the_path() -> None:
+    a = {"settings": {"seed": 0, "only": ["bbq"]}, "inputs": [{"sha256": "aa"}, {"sha256": "bb"}]}
+    b = {"settings": {"seed": 0, "only": ["bbq"]}, "inputs": [{"sha256": "aa"}, {"sha256": "cc"}]}
+    assert first_difference(a, a) is None
+    assert first_difference(a, b, "fingerprint") == ("fingerprint.inputs[1].sha256", "bb", "cc")
+    assert first_difference({"x": [1, 2]}, {"x": [1]}) == ("x", [1, 2], [1])
+    assert first_difference({"x": 1}, {}) == ("x", 1, None)
+
+
+def test_check_result_round_trip() -> None:
+    v = Verdict("bbq.srs", Status.FAIL, "too biased", observed=0.2, threshold=0.05, comparator="<=", n=120,
+                ci=Interval(0.1, 0.3, 0.95, "Wilson"), effect_size=0.4, effect_size_name="h", test="McNemar",
+                p_value=0.01, scope="Age")
+    r = CheckResult.from_verdicts("bbq", [v, Verdict("x", Status.PASS, "ok")], {"n": 3, "t": (1, 2)}, "sum", 1.5)
+    back = check_result_from_dict(json.loads(json.dumps(r.to_dict())))
+    assert back.to_dict() == r.to_dict()
+    assert back.verdicts[0].ci == v.ci and back.status is Status.FAIL
+
+
+def _part(tmp: Path, name: str, i: int, n: int, **over: Any) -> Path:
+    doc = {"format": "edgegate-partial", "version": 1, "command": "check", "shard": {"index": i, "count": n},
+           "fingerprint": {"settings": {"seed": 0}}, "checks": {}, "results": {}, "gate": {}}
+    doc.update(over)
+    p = tmp / name
+    p.write_text(json.dumps(doc))
+    return p
+
+
+def test_load_parts_refusals(tmp_path: Path) -> None:
+    a = _part(tmp_path, "a.json", 1, 3)
+    b = _part(tmp_path, "b.json", 2, 3)
+    c = _part(tmp_path, "c.json", 3, 3)
+    assert load_parts([c, a, b]).names == (str(a), str(b), str(c))  # shard order, whatever the argv order
+    with pytest.raises(InputError, match=r"shard\(s\) 2/3 missing \(have 1/3, 3/3\)"):
+        load_parts([a, c])
+    with pytest.raises(InputError, match=r"both shard 2/3 \(duplicate shard\)"):
+        load_parts([a, b, _part(tmp_path, "b2.json", 2, 3), c])
+    odd = _part(tmp_path, "odd.json", 2, 3, fingerprint={"settings": {"seed": 4}})
+    with pytest.raises(InputError) as e:
+        load_parts([a, odd, c])
+    assert e.value.message == f"cannot merge: {a} and {odd} differ in fingerprint.settings.seed (0 vs 4)"
+    with pytest.raises(InputError, match=r"differ in shard.count \(3 vs 2\)"):
+        load_parts([a, _part(tmp_path, "two.json", 2, 2)])
+
+
+def test_merge_cli_bad_files(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.json"
+    junk.write_text("{not json")
+    code, out = _cli("merge", str(junk), "--policy", "strict")
+    assert code == 2 and "not a JSON partial file" in out and str(junk) in out
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something-else"}))
+    code, out = _cli("merge", str(other))
+    assert code == 2 and "not an edgegate partial file" in out
+    newer = _part(tmp_path, "newer.json", 1, 1, version=99)
+    code, out = _cli("merge", str(newer))
+    assert code == 2 and "partial file version 99" in out
+    code, out = _cli("merge", str(_part(tmp_path, "ok.json", 1, 1)))
+    assert code == 2 and "--policy is required" in out
+    code, out = _cli("merge", str(tmp_path / "absent.json"))
+    assert code == 2 and "absent.json" in out
+
+
+def test_check_cli_shard_flag_errors(tmp_path: Path) -> None:
+    gguf = ROOT / "fixtures" / "models" / "gguf" / "dense-f16.gguf"
+    code, out = _cli("check", str(gguf), str(gguf), "--policy", "strict", "--shard", "4/3")
+    assert code == 2 and "--shard" in out and "4/3" in out
+    code, out = _cli("check", str(gguf), str(gguf), "--policy", "strict", "--partial-out", str(tmp_path / "p.json"))
+    assert code == 2 and "--partial-out needs --shard" in out
+    code, out = _cli("check", "--policy", "strict", "--dense-endpoint", "http://127.0.0.1:9")
+    assert code == 2 and "both --dense-endpoint and --compressed-endpoint" in out
+    code, out = _cli("check", "--policy", "strict")
+    assert code == 2 and "no dense checkpoint given" in out
