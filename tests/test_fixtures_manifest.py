@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -94,7 +95,11 @@ def _mlx(path: Path) -> dict[str, tuple[str, np.ndarray]]:
             per = 32 // bits
             vals = np.stack([(a >> (bits * i)) & ((1 << bits) - 1) for i in range(per)], axis=-1)
             vals = vals.reshape(a.shape[0], -1, gs).astype(np.float32)
-            w = vals * _bf16(*raw[base + ".scales"])[..., None] + _bf16(*raw[base + ".biases"])[..., None]
+            # MLX dequantises in the scales' dtype (bf16): round after the multiply and the add.
+            # ml_dtypes' cast is an implementation independent of the fixture builder's.
+            bf16 = ml_dtypes.bfloat16
+            prod = (vals * _bf16(*raw[base + ".scales"])[..., None]).astype(bf16).astype(np.float32)
+            w = (prod + _bf16(*raw[base + ".biases"])[..., None]).astype(bf16).astype(np.float32)
             out[name] = ("F32", w.reshape(a.shape[0], -1))
         else:
             out[name] = (dt, a)

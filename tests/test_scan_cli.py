@@ -49,21 +49,8 @@ def test_claimed50_says_33_percent_and_why() -> None:
     assert "(claimed: unstructured)" in out  # pruning_meta.json's structure beside the measured pattern
 
 
-# Disagreements between a reader and the manifest's independent computation, reported to
-# their owners (not forensics bugs: the scan reports what the reader hands it). Non-strict so
-# the suite turns green by itself once either side is fixed.
-KNOWN_READER_GAPS = {
-    "mlx/dense-q4": "MLX reader dequantises in bf16 like MLX (1977 zeros in lm_head); manifest in float32 (721)",
-}
-
-
 def _fixture_params() -> list[Any]:
-    return [
-        pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_READER_GAPS[n], strict=False))
-        if n in KNOWN_READER_GAPS
-        else n
-        for n in sorted(n for n, f in manifest().items() if "expected" in f)
-    ]
+    return sorted(n for n, f in manifest().items() if "expected" in f)
 
 
 @needs_fixtures
