@@ -101,3 +101,13 @@ def test_bench_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot load these paths" in data["runtimes"]["onnx"]["skipped"]
     ll = data["runtimes"]["llamacpp"]
     assert len(ll["samples"]) == 4 and ll["speedups"]["decode_tps"]["n"] == 2
+
+
+def test_fit_to_context_shrinks_to_the_trained_context() -> None:
+    from edgegate.checks.speed import fit_to_context
+
+    assert fit_to_context(512, 128, 4096) == (512, 128, None)
+    assert fit_to_context(512, 128, None) == (512, 128, None)
+    p, g, note = fit_to_context(512, 128, 512)
+    assert p + g + 1 <= 512 and g == 102 and p == 409  # 511 * 128 // 640 = 102
+    assert note is not None and "trained context of 512" in note

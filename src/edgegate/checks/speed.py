@@ -32,6 +32,37 @@ def _min_speedup(section: Mapping[str, Any], runtime: str) -> float | None:
     return None if raw is None else float(raw)
 
 
+def _trained_context(*paths: Any) -> int | None:
+    """The smallest trained context of the given checkpoints (header/config only), or None."""
+    from edgegate.checkpoint import open_checkpoint
+
+    found: list[int] = []
+    for p in paths:
+        try:
+            with open_checkpoint(p) as ck:
+                v = (ck.config or {}).get("max_position_embeddings")
+        except Exception:  # the backend reports unreadable models itself, with its own cause
+            continue
+        if isinstance(v, int) and v > 0:
+            found.append(v)
+    return min(found) if found else None
+
+
+def fit_to_context(prompt_tokens: int, gen_tokens: int, trained: int | None) -> tuple[int, int, str | None]:
+    """Shrink pp/tg so prompt + generated + 1 fits the trained context (keeping their ratio
+    where the prompt alone would not fit), and say what was changed and why."""
+    if trained is None or prompt_tokens + gen_tokens + 1 <= trained:
+        return prompt_tokens, gen_tokens, None
+    budget = trained - 1
+    gen = min(gen_tokens, max(1, budget * gen_tokens // (prompt_tokens + gen_tokens)))
+    prompt = budget - gen
+    note = (
+        f"pp{prompt_tokens}/tg{gen_tokens} does not fit the model's trained context of {trained} "
+        f"tokens: measured pp{prompt}/tg{gen} instead"
+    )
+    return prompt, gen, note
+
+
 def run(ctx: CheckContext) -> CheckResult:
     from edgegate.backends import RUNTIMES, available, supports
     from edgegate.perf.bench import BenchConfig, bench_runtime
@@ -42,9 +73,14 @@ def run(ctx: CheckContext) -> CheckResult:
     sec = ctx.section
     runtimes = list(ctx.options.get("runtimes") or sec.get("runtimes") or ["llamacpp", "mlx", "onnx"])
     threads = ctx.options.get("threads") or sec.get("threads")
+    prompt_tokens, gen_tokens, ctx_note = fit_to_context(
+        int(sec.get("prompt_tokens", 512)),
+        int(sec.get("gen_tokens", 128)),
+        _trained_context(ctx.dense_path, ctx.compressed_path),
+    )
     cfg = BenchConfig(
-        prompt_tokens=int(sec.get("prompt_tokens", 512)),
-        gen_tokens=int(sec.get("gen_tokens", 128)),
+        prompt_tokens=prompt_tokens,
+        gen_tokens=gen_tokens,
         repetitions=int(sec.get("repetitions", 5)),
         warmup=int(sec.get("warmup", 1)),
         threads=int(threads) if threads else None,
@@ -53,7 +89,7 @@ def run(ctx: CheckContext) -> CheckResult:
     )
     claim = ctx.claims.get("speedup")
     verdicts: list[Verdict] = []
-    measurements: dict[str, Any] = {}
+    measurements: dict[str, Any] = {"context_note": ctx_note} if ctx_note else {}
     for rt in runtimes:
         why = supports(rt, ctx.dense_path) or supports(rt, ctx.compressed_path)
         if why is None and not available(rt):
