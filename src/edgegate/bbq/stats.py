@@ -27,7 +27,10 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z2 / n
     center = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
+    # at k = 0 (k = n) the bound is exactly 0 (1); rounding gave 5.6e-17, excluding p itself
+    lo = 0.0 if k <= 0 else max(0.0, center - half)
+    hi = 1.0 if k >= n else min(1.0, center + half)
+    return (lo, hi)
 
 
 def newcombe_paired(n11: int, n10: int, n01: int, n00: int, z: float = Z95) -> tuple[float, float]:
