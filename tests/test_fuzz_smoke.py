@@ -35,7 +35,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("seeds")
     for name, p in corpus.items():
         if p.is_file() and p.suffix in (".safetensors", ".gguf"):
-            shutil.copy(p, out / name)
+            shutil.copy(p, out / name.replace("/", "_"))
     return out
 
 

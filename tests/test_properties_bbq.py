@@ -80,7 +80,7 @@ def test_wilson_contains_point_estimate_and_stays_in_unit_interval(
     lo, hi = wilson(k, n, z)
     assert 0.0 <= lo <= hi <= 1.0
     if n:
-        assert lo - 1e-12 <= k / n <= hi + 1e-12
+        assert lo <= k / n <= hi  # exactly: the CI must contain its own point estimate
         # a wider z never gives a narrower interval
         lo2, hi2 = wilson(k, n, z * 1.5)
         assert lo2 <= lo + 1e-12 and hi2 >= hi - 1e-12
