@@ -151,6 +151,8 @@ def test_check_cli_shard_flag_errors(tmp_path: Path) -> None:
     assert code == 2 and "--shard" in out and "4/3" in out
     code, out = _cli("check", str(gguf), str(gguf), "--policy", "strict", "--partial-out", str(tmp_path / "p.json"))
     assert code == 2 and "--partial-out needs --shard" in out
+    code, out = _cli("check", str(gguf), str(gguf), "--policy", "strict", "--shard", "1/2", "--junit-out", "j.xml")
+    assert code == 2 and "--junit-out cannot be used with --shard" in out and "edgegate merge" in out
     code, out = _cli("check", "--policy", "strict", "--dense-endpoint", "http://127.0.0.1:9")
     assert code == 2 and "both --dense-endpoint and --compressed-endpoint" in out
     code, out = _cli("check", "--policy", "strict")

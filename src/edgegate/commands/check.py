@@ -109,6 +109,11 @@ def command(
     shard = parse_shard(shard_text) if shard_text else None
     if partial_out and shard is None:
         raise InputError("--partial-out needs --shard I/N", field="--partial-out")
+    reports = {"--json-out": json_out, "--md-out": md_out, "--html-out": html_out, "--junit-out": junit_out}
+    given = [flag for flag, v in reports.items() if v]
+    if shard is not None and given:  # a shard has no verdict of its own: refuse rather than write none
+        raise InputError(f"{given[0]} cannot be used with --shard", field=given[0],
+                         hint="a shard writes only its partial file; pass the report flags to `edgegate merge`")
     if bbq_data is not None and not str(bbq_data).startswith("hf:") and not bbq_data.exists():
         raise InputError("BBQ data not found", path=bbq_data, field="--bbq-data", hint="a directory of BBQ *.jsonl files, or hf:NAME")
     policy = _load_policy(policy_path)
