@@ -95,6 +95,9 @@ def _detect_file(path: Path) -> Format:
     name = path.name.lower()
     if name.endswith(PICKLE_SUFFIXES):
         raise refuse_pickle(path)
+    if not path.is_file():  # a FIFO would block the open below forever; a device never ends
+        raise CheckpointError("not a regular file (a pipe, socket or device)", path=path,
+                              hint="pass the checkpoint file or its directory")
     head = _magic(path, 8)
     if name.endswith(".bin") and _is_pickle_bytes(head):
         raise refuse_pickle(path)
