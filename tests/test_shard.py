@@ -139,6 +139,10 @@ def test_merge_cli_bad_files(tmp_path: Path) -> None:
     newer = _part(tmp_path, "newer.json", 1, 1, version=99)
     code, out = _cli("merge", str(newer))
     assert code == 2 and "partial file version 99" in out
+    for name, over, field in (("s.json", {"shard": {"index": 3, "count": 2}}, "shard"),
+                              ("f.json", {"fingerprint": None}, "fingerprint")):
+        code, out = _cli("merge", str(_part(tmp_path, name, 1, 1, **over)))
+        assert code == 2 and name in out and field in out, out
     code, out = _cli("merge", str(_part(tmp_path, "ok.json", 1, 1)))
     assert code == 2 and "--policy is required" in out
     code, out = _cli("merge", str(tmp_path / "absent.json"))

@@ -225,6 +225,13 @@ def read_partial(path: str | Path) -> dict[str, Any]:
     if doc.get("version") != VERSION:
         raise InputError(f"partial file version {doc.get('version')!r}, this edgegate reads {VERSION}", path=p,
                          field="version", hint="re-run the shards with this edgegate version")
+    sh = doc.get("shard")
+    if not (isinstance(sh, dict) and all(type(sh.get(k)) is int for k in ("index", "count"))
+            and 1 <= sh["index"] <= sh["count"]):
+        raise InputError("expected {index: i, count: n} with 1 <= i <= n", path=p, field="shard")
+    for key, kind in (("command", str), ("fingerprint", dict), ("checks", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise InputError(f"missing or not a {kind.__name__}", path=p, field=key, hint="pass files written by --shard i/n")
     return doc
 
 
