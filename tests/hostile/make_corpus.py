@@ -246,6 +246,10 @@ def build(root: Path) -> dict[str, Path]:
     os.symlink(loop_b, loop_a)
     os.symlink(loop_a, loop_b)
     out["loop_a"] = loop_a
+    fifo = root / "fifo.safetensors"  # no writer: opening it would block forever
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    out["fifo.safetensors"] = fifo
     out["missing"] = root / "does_not_exist"
     return out
 
