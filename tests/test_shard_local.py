@@ -122,3 +122,15 @@ def test_bbq_run_shards_merge_without_policy(work: Path) -> None:
     # a `bbq run` shard and a `check` shard do not mix
     code, out = _cli("merge", parts[0], parts[1], str(work / "p2.json"))
     assert code == 2 and "differ in" in out
+
+
+def test_merge_reports_a_malformed_payload(work: Path) -> None:
+    parts = [work / "p1.json", work / "p2.json"]
+    if not all(p.exists() for p in parts):
+        pytest.skip("needs the shards of the first test")
+    doc = json.loads(parts[0].read_text())
+    del doc["checks"]["bbq"]["answers"]
+    bad = work / "p1-cut.json"
+    bad.write_text(json.dumps(doc))
+    code, out = _cli("merge", str(bad), str(parts[1]), "--policy", str(work / "policy.yaml"), "-q")
+    assert code == 2 and "malformed partial file" in out and "answers" in out, out

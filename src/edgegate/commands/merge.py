@@ -10,6 +10,8 @@ are refused with exit 2 and a message naming the files and the field that differ
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -49,7 +51,9 @@ def command(
         from edgegate.commands.bbq import _emit
         from edgegate.shard import merge_bbq
 
-        _emit(merge_bbq([(n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)]), as_json)
+        with _malformed(loaded.names):
+            result = merge_bbq([(n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)])
+        _emit(result, as_json)
         return
     if kind != "check":
         raise InputError(f"partial files written by an unknown command {kind!r}", path=loaded.names[0], field="command")
@@ -59,5 +63,18 @@ def command(
     from edgegate.commands.check import _load_policy, emit
     from edgegate.partial import merge_gate
 
-    gate = merge_gate(loaded, _load_policy(policy_path), argv=tuple(sys.argv[1:]))
+    policy = _load_policy(policy_path)
+    with _malformed(loaded.names):
+        gate = merge_gate(loaded, policy, argv=tuple(sys.argv[1:]))
     emit(gate, {"json": json_out, "markdown": md_out, "html": html_out, "junit": junit_out}, quiet)
+
+
+@contextmanager
+def _malformed(names: tuple[str, ...]) -> Iterator[None]:
+    """A partial file edited by hand (or truncated) is an input error, not an internal one."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise InputError(f"malformed partial file among {', '.join(names)} ({what})",
+                         hint="pass files written by --shard i/n, unmodified") from exc
