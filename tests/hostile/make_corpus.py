@@ -235,6 +235,11 @@ def build(root: Path) -> dict[str, Path]:
     put("bbq_binary.jsonl", b"\x00\xff\xfe\xfa" * 16)
     put("bbq_dir_bad/Age.jsonl", good_line + b"{not json\n")
     out["bbq_dir_bad"] = root / "bbq_dir_bad"
+    # two valid items: far below any min_items, so BBQ can only be inconclusive
+    two = [json.dumps({**row, "example_id": i}).encode() + b"\n" for i in range(2)]
+    put("bbq_dir_tiny/Age.jsonl", b"".join(two))
+    out["bbq_dir_tiny"] = root / "bbq_dir_tiny"
+    put("pol_bbq_strict.yaml", b"version: 1\nchecks:\n  bbq: {required: true, runtime: llamacpp, items: 0}\n")
 
     # --- filesystem oddities -----------------------------------------------------------------
     (root / "empty_dir").mkdir(exist_ok=True)
