@@ -7,6 +7,7 @@ produce logits, so their results are comparable by construction.
 
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import sys
@@ -77,6 +78,21 @@ def peak_rss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str) -> Any:
+    """Compiling a chat template costs milliseconds (more than a small model's prefill):
+    BBQ renders one prompt per item, so compile each template once."""
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template)
+
+
 def render_chat(
     template: str | None,
     system: str | None,
@@ -90,19 +106,13 @@ def render_chat(
     if not template:
         return None
     from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
     messages: list[dict[str, str]] = []
     if system:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": user})
     try:
-        return env.from_string(template).render(
+        return _compiled(template).render(
             messages=messages,
             add_generation_prompt=True,
             bos_token=bos_token,

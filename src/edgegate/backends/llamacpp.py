@@ -7,6 +7,12 @@ the second run reuses it; ``converted_from`` records that this happened.
 We drive llama.cpp's decode with our own batches (not ``Llama.eval``) so logits are computed
 only for the positions we score: perplexity asks for the scored half of each chunk, the
 benchmark for the last position only, exactly as llama-perplexity / llama-bench do.
+
+Scoring calls (``next_token_logprobs``, ``loglikelihood``) keep the KV cache between prompts:
+the cells of the longest prefix shared with the previous sequence stay, the rest are removed
+(``llama_memory_seq_rm``) and only the new suffix is decoded. BBQ prompts share the system
+prompt, and sorted prompts share whole contexts, so this skips most of the prefill. Timing
+(``time_run``) always starts from an empty cache.
 """
 
 from __future__ import annotations
@@ -21,8 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from edgegate.backends._common import check_finite, log_softmax, render_chat
+from edgegate.backends._common import (
+    check_finite,
+    check_tokens,
+    log_softmax,
+    picked_logprobs,
+    render_chat,
+)
 from edgegate.backends._generic import GenericBackend
+from edgegate.backends.base import LoglikResult
 from edgegate.errors import BackendError, BackendUnavailable, InputError
 
 _HF_INPUTS = ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
@@ -137,6 +150,9 @@ class LlamaCppBackend(GenericBackend):
         self._ctx = self._llm._ctx
         self._batch = self._llm._batch
         self._n_past = 0
+        # tokens whose KV cells (sequence 0, positions 0..len-1) are valid right now
+        self._cached: list[int] = []
+        self.reuse_prefix = True  # False: every scoring call starts from an empty cache
 
     # -- decoding with explicit output rows ------------------------------------------------
     def _decode(self, tokens: Sequence[int], n_past: int, want: np.ndarray) -> np.ndarray:
@@ -170,22 +186,70 @@ class LlamaCppBackend(GenericBackend):
     def _clear(self) -> None:
         self._ctx.kv_cache_clear()
         self._n_past = 0
+        self._cached = []
 
-    def _forward(self, tokens: Sequence[int]) -> np.ndarray:
-        self._clear()
-        return self._decode(list(tokens), 0, np.ones(len(tokens), dtype=bool))
+    def _keep_prefix(self, toks: list[int], first_row: int) -> int:
+        """Keep the cached cells of the longest prefix shared with ``toks`` that ends before
+        ``first_row`` (a row whose logits we need must be decoded); drop the rest. Returns how
+        many tokens are already in the cache."""
+        prev, limit = self._cached, min(len(self._cached), first_row, len(toks) - 1)
+        k = 0
+        if self.reuse_prefix and limit > 0:
+            a = np.asarray(prev[:limit], dtype=np.int64)
+            diff = np.flatnonzero(a != np.asarray(toks[:limit], dtype=np.int64))
+            k = int(diff[0]) if len(diff) else limit
+        if k == 0:
+            self._clear()
+            return 0
+        mem = self._ctx.memory
+        # a sliding-window cache may have evicted early cells: then the prefix is not whole
+        if not self._lib.llama_memory_seq_rm(mem, 0, k, -1) or self._lib.llama_memory_seq_pos_min(mem, 0) != 0:
+            self._clear()
+            return 0
+        self._cached = prev[:k]
+        return k
 
-    def _prefill(self, tokens: Sequence[int]) -> np.ndarray:
-        self._clear()
-        want = np.zeros(len(tokens), dtype=bool)
-        want[-1] = True
-        logits = self._decode(list(tokens), 0, want)[0]
-        self._n_past = len(tokens)
+    def _run(self, toks: list[int], want: np.ndarray) -> np.ndarray:
+        """Logits of the rows where ``want``, decoding only what the cache does not hold."""
+        first = int(np.argmax(want)) if want.any() else len(toks) - 1
+        k = self._keep_prefix(toks, first)
+        try:
+            logits = self._decode(toks[k:], k, want[k:])
+        except BackendError:
+            self._clear()
+            raise
+        self._cached = list(toks)
+        self._n_past = len(toks)
         return logits
 
+    def _fresh(self, toks: list[int], want: np.ndarray) -> np.ndarray:
+        self._clear()
+        try:
+            logits = self._decode(toks, 0, want)
+        except BackendError:
+            self._clear()
+            raise
+        self._cached = list(toks)
+        self._n_past = len(toks)
+        return logits
+
+    def _forward(self, tokens: Sequence[int]) -> np.ndarray:
+        return self._fresh(list(tokens), np.ones(len(tokens), dtype=bool))
+
+    def _prefill(self, tokens: Sequence[int]) -> np.ndarray:
+        # always from an empty cache: time_run measures a whole prefill
+        want = np.zeros(len(tokens), dtype=bool)
+        want[-1] = True
+        return self._fresh(list(tokens), want)[0]
+
     def _step(self, token: int) -> np.ndarray:
-        logits = self._decode([token], self._n_past, np.ones(1, dtype=bool))[0]
+        try:
+            logits = self._decode([token], self._n_past, np.ones(1, dtype=bool))[0]
+        except BackendError:
+            self._clear()
+            raise
         self._n_past += 1
+        self._cached.append(int(token))
         return logits
 
     def score_tokens(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
@@ -197,11 +261,54 @@ class LlamaCppBackend(GenericBackend):
             return np.zeros(0, dtype=np.float64)
         want = np.zeros(len(toks), dtype=bool)
         want[first - 1 : len(toks) - 1] = True
-        self._clear()
-        logits = self._decode(toks, 0, want)
+        logits = self._fresh(toks, want)
         check_finite(logits, self.runtime, "score_tokens")
         lp = log_softmax(logits)
         return lp[np.arange(len(lp)), np.asarray(toks[first:], dtype=np.int64)]
+
+    # -- scoring with prefix reuse ------------------------------------------------------------
+    def next_token_logprobs(
+        self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
+    ) -> np.ndarray:
+        cands = np.asarray([int(c) for c in candidates], dtype=np.int64)
+        check_tokens(list(cands), self.n_vocab, self.runtime)
+        toks = [self._checked(p, "next_token_logprobs") for p in prompts]
+        out = np.empty((len(toks), len(cands)), dtype=np.float64)
+        for i in sorted(range(len(toks)), key=lambda j: toks[j]):  # neighbours share prefixes
+            want = np.zeros(len(toks[i]), dtype=bool)
+            want[-1] = True
+            logits = self._run(toks[i], want)[0]
+            check_finite(logits, self.runtime, "next_token_logprobs")
+            out[i] = log_softmax(logits)[cands]
+        return out
+
+    def loglikelihood(
+        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> list[LoglikResult]:
+        """Requests sharing a context decode it once: the next request keeps its cells and
+        decodes the context's last token (whose logits score the first answer token) plus
+        its own continuation."""
+        seqs: list[tuple[list[int], int]] = []
+        for ctx, cont in requests:
+            c = [int(t) for t in cont]
+            if not c:
+                raise InputError("loglikelihood: empty continuation", field="continuation")
+            toks = self._checked([*ctx, *c], "loglikelihood")
+            if len(toks) - len(c) < 1:
+                raise InputError("loglikelihood: the context needs at least one token (BOS)", field="context")
+            seqs.append((toks, len(toks) - len(c)))
+        results: list[LoglikResult | None] = [None] * len(seqs)
+        for i in sorted(range(len(seqs)), key=lambda j: seqs[j][0]):
+            toks, n_ctx_toks = seqs[i]
+            want = np.zeros(len(toks), dtype=bool)
+            want[n_ctx_toks - 1 : len(toks) - 1] = True
+            logits = self._run(toks, want)
+            check_finite(logits, self.runtime, "loglikelihood")
+            cont = toks[n_ctx_toks:]
+            lp = picked_logprobs(logits, cont)
+            greedy = bool(np.all(np.argmax(logits, axis=-1) == np.asarray(cont)))
+            results[i] = LoglikResult(float(lp.sum()), len(cont), greedy)
+        return [r for r in results if r is not None]
 
     # -- text -------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:

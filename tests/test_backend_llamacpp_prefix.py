@@ -1,0 +1,184 @@
+"""llama.cpp KV-cache prefix reuse: scoring with the previous prompt's cells kept must give the
+same log-probabilities as scoring every prompt from an empty cache.
+
+The reference is independent code: llama-cpp-python's own high-level ``Llama`` with
+``logits_all=True``, reset before every sequence. The "decoded tokens" counts spy on the real
+``_decode`` (it still runs) to prove the reuse really happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgegate.backends import available, open_backend
+from edgegate.backends._common import log_softmax
+from edgegate.bbq import prompts
+from edgegate.bbq.dataset import load, stratified_sample
+from edgegate.bbq.scoring import ScoreConfig, Scorer, letter_candidates
+
+pytestmark = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
+ROOT = Path(__file__).resolve().parents[1]
+GGUF = ROOT / "fixtures" / "models" / "gguf" / "dense-f16.gguf"
+REAL = ROOT.parent / "shared" / "bbq" / "data"  # ../shared/bbq/data: never copied into the repo
+N_CTX = 512
+ATOL = 2e-3  # different batch splits sum in a different order: float noise only
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[Any]:
+    b = open_backend("llamacpp", GGUF, n_ctx=N_CTX, threads=1)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def reference() -> Iterator[Any]:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(GGUF), n_ctx=N_CTX, n_threads=1, logits_all=True, verbose=False)
+    yield llm
+    llm.close()
+
+
+def ref_logprobs(llm: Any, toks: Sequence[int]) -> np.ndarray:
+    """log-softmax of every position's logits, from an empty cache."""
+    llm.reset()
+    llm._ctx.kv_cache_clear()
+    llm.eval(list(toks))
+    return log_softmax(np.array(llm.scores[: len(toks)]))
+
+
+class DecodeCounter:
+    """Counts the tokens the backend really decodes (wraps, does not replace, ``_decode``)."""
+
+    def __init__(self, b: Any) -> None:
+        self.b, self.n = b, 0
+        self.orig = b._decode
+
+    def __enter__(self) -> DecodeCounter:
+        def counting(tokens: Sequence[int], n_past: int, want: np.ndarray) -> np.ndarray:
+            self.n += len(tokens)
+            return self.orig(tokens, n_past, want)
+
+        self.b._decode = counting
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.b._decode  # back to the class method
+
+
+def texts(b: Any) -> dict[str, list[int]]:
+    base = b.tokenize("Cora opens a heavy piano after lunch. The old man waits by the door")
+    return {
+        "base": base,
+        "longer": [*base, *b.tokenize(" and then leaves the room quietly.", add_special=False)],
+        "branch": [*base[:-3], *b.tokenize(" girl sings a song", add_special=False)],
+        "other": b.tokenize("Seven green frogs jump over a quiet river bank.", add_special=False),
+        "other2": b.tokenize("Blue birds sing.", add_special=False),
+    }
+
+
+def test_next_token_logprobs_reused_equal_fresh(backend: Any, reference: Any) -> None:
+    t = texts(backend)
+    assert t["other"][0] != t["base"][0] and t["other2"][0] != t["other"][0]  # share nothing
+    # order: unrelated, shares nothing, prefix of the next, extends it, branches off,
+    # identical to the previous (shares everything), a strict prefix of the previous one
+    seq = [t["other"], t["other2"], t["base"], t["longer"], t["branch"], t["branch"], t["base"], t["base"][:5]]
+    cands = list(range(0, backend.n_vocab, 7))
+    for p in seq:  # one prompt per call: each call starts from the previous call's cache
+        got = backend.next_token_logprobs([p], cands)[0]
+        want = ref_logprobs(reference, p)[-1][cands]
+        np.testing.assert_allclose(got, want, atol=ATOL)
+    # and all at once (sorted inside, returned in the caller's order)
+    got = backend.next_token_logprobs(seq, cands)
+    want = np.stack([ref_logprobs(reference, p)[-1][cands] for p in seq])
+    np.testing.assert_allclose(got, want, atol=ATOL)
+
+
+def test_reuse_decodes_only_the_new_suffix(backend: Any) -> None:
+    t = texts(backend)
+    backend.next_token_logprobs([t["base"]], [1])
+    with DecodeCounter(backend) as c:
+        backend.next_token_logprobs([t["longer"]], [1])
+    assert c.n == len(t["longer"]) - len(t["base"])
+    with DecodeCounter(backend) as c:
+        backend.next_token_logprobs([t["branch"]], [1])
+    assert c.n == 4 + (len(t["branch"]) - len(t["base"]) - 1)  # from where it branched off
+    with DecodeCounter(backend) as c:
+        backend.next_token_logprobs([t["branch"][:6]], [1])  # a prefix: replay its last token
+    assert c.n == 1
+    with DecodeCounter(backend) as c:
+        backend.next_token_logprobs([t["other"]], [1])
+    assert c.n == len(t["other"])
+    backend.reuse_prefix = False
+    try:
+        with DecodeCounter(backend) as c:
+            backend.next_token_logprobs([t["other"], t["other"]], [1])
+        assert c.n == 2 * len(t["other"])
+    finally:
+        backend.reuse_prefix = True
+
+
+def test_other_calls_leave_a_consistent_cache(backend: Any, reference: Any) -> None:
+    """generate/time_run/score_tokens change the cache; reuse after them is still exact."""
+    t = texts(backend)
+    cands = list(range(backend.n_vocab))
+    backend.next_token_logprobs([t["longer"]], [1])
+    gen = backend.generate(t["base"], 5)  # cache now holds base + generated tokens (but the last)
+    p = [*t["base"], *gen]
+    np.testing.assert_allclose(backend.next_token_logprobs([p], cands)[0], ref_logprobs(reference, p)[-1], atol=ATOL)
+    backend.time_run(t["other"], 3)
+    np.testing.assert_allclose(
+        backend.next_token_logprobs([t["other"][:-1]], cands)[0], ref_logprobs(reference, t["other"][:-1])[-1], atol=ATOL
+    )
+    backend.score_tokens(t["longer"])
+    np.testing.assert_allclose(
+        backend.next_token_logprobs([t["base"]], cands)[0], ref_logprobs(reference, t["base"])[-1], atol=ATOL
+    )
+
+
+def test_loglikelihood_reused_equal_fresh(backend: Any, reference: Any) -> None:
+    t = texts(backend)
+    ctx = t["base"]
+    conts = [backend.tokenize(s, add_special=False) for s in (" and sleeps.", " and sings a song.", " and")]
+    reqs = [(ctx, c) for c in conts] + [(t["other"][:4], t["other"][4:]), (ctx, conts[0]), (ctx[:3], ctx[3:])]
+    with DecodeCounter(backend) as counter:
+        got = backend.loglikelihood(reqs)
+    assert counter.n < sum(len(a) + len(b) for a, b in reqs) - 2 * len(ctx)  # the context was shared
+    for (c, k), r in zip(reqs, got, strict=True):
+        lp = ref_logprobs(reference, [*c, *k])
+        rows = lp[len(c) - 1 : len(c) + len(k) - 1]
+        picked = rows[np.arange(len(k)), k]
+        assert r.n_tokens == len(k)
+        assert r.logprob == pytest.approx(float(picked.sum()), abs=ATOL * len(k))
+        assert r.is_greedy == bool(np.all(rows.argmax(-1) == np.asarray(k)))
+
+
+def test_bbq_answers_equal_a_plain_loop(backend: Any, reference: Any) -> None:
+    """Real BBQ items, both modes: the scorer (sorted, batched, prefix reuse) answers exactly
+    as a loop that scores each prompt from an empty cache with llama-cpp-python directly."""
+    items = stratified_sample(load(REAL, condition="ambig"), 12, seed=1)
+    scorer = Scorer(backend, ScoreConfig(mode="letter", batch_size=5, permute=True))
+    letters = scorer.score(items)
+    cands = letter_candidates(backend)
+    for a in letters:
+        it = next(i for i in items if i.uid == a.uid)
+        lp = ref_logprobs(reference, scorer.letter_tokens(it, a.rotation))[-1]
+        per_letter = [np.logaddexp.reduce(lp[c]) for c in cands]
+        assert a.choice == prompts.order(a.rotation)[int(np.argmax(per_letter))]
+    loglik = Scorer(backend, ScoreConfig(mode="loglik", batch_size=4)).score(items)
+    for a in loglik:
+        it = next(i for i in items if i.uid == a.uid)
+        ctx = backend.tokenize(prompts.loglik_context(it))
+        scores = []
+        for i in range(3):
+            whole = backend.tokenize(prompts.loglik_context(it) + prompts.loglik_continuation(it, i))
+            assert whole[: len(ctx)] == ctx  # this tokenizer never merges across the boundary
+            lp = ref_logprobs(reference, whole)
+            scores.append(sum(lp[j - 1, whole[j]] for j in range(len(ctx), len(whole))))
+        assert a.choice == int(np.argmax(scores))
