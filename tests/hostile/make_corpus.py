@@ -38,7 +38,9 @@ def _valid_st(path: Path, tensors: dict[str, np.ndarray]) -> None:
     save_file(tensors, str(path))
 
 
-def _weights(rng: np.random.Generator, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def _weights(
+    rng: np.random.Generator, shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
     return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
 
 
@@ -163,6 +165,21 @@ def build(root: Path) -> dict[str, Path]:
     # tensor count field claims 2**40 tensors
     put("g_huge_count.gguf", graw[:8] + struct.pack("<Q", 2**40) + graw[16:])
 
+    # a real model whose final norm is NaN: our header checks pass, the runtime yields NaN
+    fixture = (
+        Path(__file__).resolve().parents[2] / "fixtures" / "models" / "gguf" / "wanda50-f16.gguf"
+    )
+    if fixture.is_file():
+        import gguf
+
+        norm = next(t for t in gguf.GGUFReader(fixture).tensors if t.name == "output_norm.weight")
+        buf = bytearray(fixture.read_bytes())
+        start = int(norm.data_offset)
+        buf[start : start + int(norm.n_bytes)] = np.full(
+            int(norm.n_bytes) // 4, np.nan, np.float32
+        ).tobytes()
+        put("g_nan_runtime.gguf", bytes(buf))
+
     # --- pickle (must never be unpickled) ---------------------------------------------------
     marker = str(root / MARKER)
     payload = pickle.dumps({"model.weight": _Marker(marker)}, protocol=2)
@@ -239,7 +256,10 @@ def build(root: Path) -> dict[str, Path]:
     two = [json.dumps({**row, "example_id": i}).encode() + b"\n" for i in range(2)]
     put("bbq_dir_tiny/Age.jsonl", b"".join(two))
     out["bbq_dir_tiny"] = root / "bbq_dir_tiny"
-    put("pol_bbq_strict.yaml", b"version: 1\nchecks:\n  bbq: {required: true, runtime: llamacpp, items: 0}\n")
+    put(
+        "pol_bbq_strict.yaml",
+        b"version: 1\nchecks:\n  bbq: {required: true, runtime: llamacpp, items: 0}\n",
+    )
 
     # --- filesystem oddities -----------------------------------------------------------------
     (root / "empty_dir").mkdir(exist_ok=True)
