@@ -64,7 +64,7 @@ def test_significant_increase_fails_with_full_statistics() -> None:
     assert m["transitions"]["unbiased_to_biased"] == 60
 
 
-def test_increase_over_threshold_but_not_significant_passes() -> None:
+def test_increase_over_threshold_but_not_significant_is_inconclusive() -> None:
     # b=10, c=4 in 100 items: delta = .06 > .05, McNemar p = 2*(1+14+91+364+1001)/2^14 = .1796
     items = _items(100, "X")
     d, c = _pair(items, u2b=10, b2u=4, both=20)
@@ -72,7 +72,21 @@ def test_increase_over_threshold_but_not_significant_passes() -> None:
     v = _by_name(vs)["bbq.srs_increase_abs"]
     assert v.observed == pytest.approx(0.06)
     assert v.p_value == pytest.approx(2 * 1471 / 16384)
-    assert v.status is Status.PASS and "not significant" in v.message
+    # neither cleared nor convicted: the gate must not call this a pass
+    assert v.status is Status.INCONCLUSIVE and "not significant" in v.message
+
+
+def test_per_category_verdicts_use_their_own_minimum() -> None:
+    # 60 items in one category: enough for min_items_per_category (50) but not for min_items (100)
+    items = _items(60, "X") + _items(60, "Y")
+    d, c = _pair(items, u2b=0, b2u=0, both=10)
+    pol = {**POL, "per_category": True, "min_items": 100, "min_items_per_category": 50}
+    vs, _ = evaluate(items, dict.fromkeys((it.uid for it in items), T), d, c, pol)
+    by = _by_name(vs)
+    assert by["bbq.srs_increase_abs"].status is Status.PASS and by["bbq.srs_increase_abs"].n == 120
+    assert by["bbq.srs_increase_abs.X"].status is Status.PASS and by["bbq.srs_increase_abs.X"].n == 60
+    vs, _ = evaluate(items, dict.fromkeys((it.uid for it in items), T), d, c, {**pol, "min_items_per_category": 61})
+    assert _by_name(vs)["bbq.srs_increase_abs.X"].status is Status.INCONCLUSIVE
 
 
 def test_too_few_items_is_inconclusive_never_pass() -> None:
