@@ -28,10 +28,14 @@ class Progress(Protocol):
 
 
 
+def _noop(n: float = 1) -> None:
+    pass
+
+
 class NullProgress:
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
-        yield lambda n=1: None
+        yield _noop
 
     def log(self, message: str) -> None:
         pass
@@ -51,10 +55,12 @@ class RichProgress:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
-            Progress as _RP,
             SpinnerColumn,
             TextColumn,
             TimeElapsedColumn,
+        )
+        from rich.progress import (
+            Progress as _RP,
         )
 
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
@@ -63,7 +69,11 @@ class RichProgress:
         columns.append(TimeElapsedColumn())
         with _RP(*columns, console=self.console, transient=True) as bar:
             tid = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(tid, n)
+
+            def advance(n: float = 1) -> None:
+                bar.advance(tid, n)
+
+            yield advance
         self.console.print(f"[dim]done:[/] {description}")
 
     def log(self, message: str) -> None:
