@@ -195,23 +195,23 @@ def test_nan_scan_reports(corpus: Path, tmp_path: Path) -> None:
     assert doc["nonfinite"] == {"nan": 2, "inf": 2}
 
 
-def test_header_cap_refused_before_allocation(corpus: Path, tmp_path: Path) -> None:
-    """A header claiming 2**64-1 bytes is refused from its length field alone: peak RSS of the
-    process stays far below the claimed size (a read would raise MemoryError instead)."""
-    code = (
-        "import resource, sys\n"
-        "from edgegate.errors import CheckpointError\n"
-        "from edgegate.checkpoint.safetensors_reader import read_header\n"
-        "from pathlib import Path\n"
-        "try:\n"
-        f"    read_header(Path({str(corpus / 'st_header_cap.safetensors')!r}))\n"
-        "except CheckpointError as e:\n"
-        "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, e)\n"
-    )
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    rss_kib, msg = p.stdout.split(" ", 1)
-    assert "cap" in msg
-    assert int(rss_kib) < 150_000, "reading the header allocated the declared 200 MB"
+def test_header_cap_refused_before_allocation(corpus: Path) -> None:
+    """A header length of 200 MB (in a 100-byte file) is refused from the length field alone.
+    tracemalloc sees the buffer that ``f.read(n)`` allocates at the requested size before
+    the short read, so reading first and checking after would show a ~200 MB peak here."""
+    import tracemalloc
+
+    from edgegate.checkpoint.safetensors_reader import read_header
+    from edgegate.errors import CheckpointError
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match="exceeds the 100000000-byte cap"):
+            read_header(corpus / "st_header_cap.safetensors")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"peak {peak} bytes: the declared header was allocated"
 
 
 # -- servers that answer garbage: a real HTTP server on 127.0.0.1 for the openai runtime --------
