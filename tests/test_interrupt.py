@@ -27,12 +27,14 @@ pytest.importorskip("llama_cpp", reason="the BBQ step runs on llama-cpp-python h
 
 from test_reproducible import masked
 
+from edgegate.bbq.scoring import ScoreConfig
+
 REPO = Path(__file__).resolve().parents[1]
 GGUF = REPO / "fixtures" / "models" / "gguf"
 BBQ = REPO.parent / "shared" / "bbq" / "data"
 ITEMS = 64
 TOTAL = 2 * ITEMS  # dense + compressed answers (one seed, no rotations)
-BATCH = 16  # the scorer commits every batch of 16
+BATCH = ScoreConfig().batch_size  # the scorer commits after every batch (the check keeps the default)
 
 pytestmark = pytest.mark.skipif(not BBQ.is_dir(), reason=f"real BBQ data not at {BBQ}")
 
