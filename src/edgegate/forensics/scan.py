@@ -164,6 +164,11 @@ def scan_checkpoint(
     prog = progress or NullProgress()
     t0 = time.perf_counter()
     infos = list(ckpt.tensors())
+    if not infos:  # 0 of 0 weights would read as "0% sparse" and let an empty file pass the gate
+        from edgegate.errors import CheckpointError
+
+        raise CheckpointError("the checkpoint holds no tensors", path=ckpt.path,
+                              hint="an empty header or graph; re-export the model")
     order = sorted(range(len(infos)), key=lambda i: -infos[i].nbytes)
     stats: list[TensorStats | None] = [None] * len(infos)
     total = sum(i.nbytes for i in infos)
