@@ -117,6 +117,9 @@ def build(root: Path) -> dict[str, Path]:
     put("st_duplicate_names.safetensors", struct.pack("<Q", len(dup)) + dup + data)
     put("st_not_json.safetensors", struct.pack("<Q", 16) + b"\xff" * 16)
     put("st_header_list.safetensors", struct.pack("<Q", 8) + b"[1,2,3] ")
+    put("st_no_tensors.safetensors", _st_bytes({"__metadata__": {"format": "pt"}}, b""))
+    put("onnx_no_graph.onnx", b"\x08\x07\x12\x04test")  # a ModelProto with only ir_version + producer
+    put("onnx_garbage.onnx", bytes(range(7, 255)) * 2)  # not a protobuf ModelProto
     # a shard index that points outside its directory
     put(
         "traversal/model.safetensors.index.json", b'{"weight_map": {"w": "../st_good.safetensors"}}'
