@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
 import pytest
 from click.testing import CliRunner
 
@@ -179,3 +180,13 @@ def test_every_policy_key_is_read_by_its_check(check: str) -> None:
     keys = set(policy_schema()["$defs"][check]["properties"]) - {"enabled", "required"}
     unread = sorted(k for k in keys if f'"{k}"' not in source)
     assert unread == [], f"checks.{check}: {unread} accepted by the schema but never read by edgegate/checks/{check}.py"
+
+
+def test_policy_show_accepts_a_preset_name_like_check_does() -> None:
+    from click.testing import CliRunner
+
+    from edgegate.cli import cli
+
+    res = CliRunner().invoke(cli, ["policy", "show", "edge-iot"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["name"] == "edge-iot"

@@ -132,6 +132,15 @@ def load_preset(name: str) -> Policy:
     return parse_policy(preset_text(name), source=f"preset:{name}")
 
 
+def resolve_policy(value: str | Path) -> Policy:
+    """A policy file, or a shipped preset by name (``strict`` or ``preset:strict``) when no
+    file of that name exists."""
+    name = str(value).removeprefix("preset:")
+    if not Path(value).exists() and name in PRESETS:
+        return load_preset(name)
+    return load_policy(value)
+
+
 # ---------------------------------------------------------------- YAML with duplicate-key check
 
 

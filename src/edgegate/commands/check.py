@@ -27,11 +27,9 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _load_policy(value: str) -> Policy:
-    from edgegate.policy import PRESETS, load_policy, load_preset
+    from edgegate.policy import resolve_policy
 
-    if not Path(value).exists() and value.removeprefix("preset:") in PRESETS:
-        return load_preset(value.removeprefix("preset:"))
-    return load_policy(value)
+    return resolve_policy(value)
 
 
 @click.command(name="check")

@@ -80,10 +80,10 @@ def init(preset: str, output: str, force: bool) -> None:
 @command.command(name="show")
 @click.argument("file")
 def show(file: str) -> None:
-    """Print the policy with every default filled in (JSON)."""
-    from edgegate.policy import load_policy
+    """Print the policy (a file or a preset name) with every default filled in (JSON)."""
+    from edgegate.policy import resolve_policy
 
-    sys.stdout.write(json.dumps(load_policy(file).to_dict(), indent=2) + "\n")
+    sys.stdout.write(json.dumps(resolve_policy(file).to_dict(), indent=2) + "\n")
 
 
 @command.command(name="schema")
