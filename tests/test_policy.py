@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import json
 import pytest
 from click.testing import CliRunner
 
@@ -183,10 +183,6 @@ def test_every_policy_key_is_read_by_its_check(check: str) -> None:
 
 
 def test_policy_show_accepts_a_preset_name_like_check_does() -> None:
-    from click.testing import CliRunner
-
-    from edgegate.cli import cli
-
     res = CliRunner().invoke(cli, ["policy", "show", "edge-iot"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["name"] == "edge-iot"
