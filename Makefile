@@ -18,7 +18,7 @@ demo: venv
 	$(BIN)/python -m edgegate.demo
 
 test: venv
-	$(BIN)/python -m pytest -q
+	EDGEGATE_REQUIRE_RUNTIMES=1 $(BIN)/python -m pytest -q
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks fixtures
