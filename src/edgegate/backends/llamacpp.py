@@ -38,6 +38,13 @@ from edgegate.backends._generic import GenericBackend
 from edgegate.backends.base import LoglikResult
 from edgegate.errors import BackendError, BackendUnavailable, InputError
 
+# llama.cpp's CPU kernels for repacked quantised weights (Q4_K, Q4_0, IQ4_NL...) multiply
+# activations in tiles of 4 rows (leftover rows and very small batches take another path), and
+# a row's result depends on the path (up to 0.9 nats on gemma-3-270m Q4_K_M). A kept prefix
+# that is a multiple of 4 tokens long, followed by at least 8 decoded rows, puts every row on
+# the same path as a decode from scratch: reuse is then bit-exact (tests/test_backend_llamacpp_prefix.py).
+_ROW_TILE = 4
+_MIN_ROWS = 8
 _HF_INPUTS = ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
 
 
@@ -192,12 +199,13 @@ class LlamaCppBackend(GenericBackend):
         """Keep the cached cells of the longest prefix shared with ``toks`` that ends before
         ``first_row`` (a row whose logits we need must be decoded); drop the rest. Returns how
         many tokens are already in the cache."""
-        prev, limit = self._cached, min(len(self._cached), first_row, len(toks) - 1)
+        prev, limit = self._cached, min(len(self._cached), first_row, len(toks) - _MIN_ROWS)
         k = 0
         if self.reuse_prefix and limit > 0:
             a = np.asarray(prev[:limit], dtype=np.int64)
             diff = np.flatnonzero(a != np.asarray(toks[:limit], dtype=np.int64))
             k = int(diff[0]) if len(diff) else limit
+        k -= k % _ROW_TILE
         if k == 0:
             self._clear()
             return 0
@@ -248,8 +256,7 @@ class LlamaCppBackend(GenericBackend):
         except BackendError:
             self._clear()
             raise
-        self._n_past += 1
-        self._cached.append(int(token))
+        self._n_past += 1  # a one-row decode: not reusable (see _ROW_TILE), so not in _cached
         return logits
 
     def score_tokens(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
