@@ -180,6 +180,13 @@ def test_score_command_on_real_rows(tmp_path: Path, cli: Callable[..., Run], rea
     text = cli("score", str(tmp_path / "dense.jsonl"), "--answer-field", "pred", "--against", str(tmp_path / "dense.jsonl"))
     assert text.returncode == 0 and "PASS" in text.stdout and "transitions" in text.stdout
 
+    # the same identical pair with a minimum above n: inconclusive, which is never a pass
+    args = ("score", str(tmp_path / "dense.jsonl"), "--answer-field", "pred", "--against", str(tmp_path / "dense.jsonl"),
+            "--min-items", "1000", "--json")
+    few = cli(*args)
+    assert few.returncode == 1 and json.loads(few.stdout)["status"] == "inconclusive"
+    assert cli(*args, "--allow-inconclusive").returncode == 0
+
 
 def test_score_command_bad_input(tmp_path: Path, cli: Callable[..., Run], real_sample: list[BBQItem]) -> None:
     items = real_sample[:5]

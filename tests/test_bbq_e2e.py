@@ -102,7 +102,8 @@ def test_cli_run_dense_vs_pruned(
     assert set(m["delta_srs_by_category"]) == {"Age", "Disability_status", "Physical_appearance"}
     for v in res["verdicts"]:
         assert v["n"] is not None and v["test"] and v["ci"] is not None and v["effect_size"] is not None
-    assert res["status"] == ("fail" if code == 1 else res["status"])
+    # exit 1 exactly when the result is not a pass (fail, error, or inconclusive: never a pass)
+    assert code == (0 if res["status"] == "pass" else 1)
     # everything is cached: both models' 16 answers, and a re-run asks the runtime nothing
     cache = ResultCache(tmp_path / "bbq.sqlite")
     assert cache.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 32

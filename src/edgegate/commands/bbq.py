@@ -2,7 +2,8 @@
 
 ``run`` scores both models through a runtime; ``score`` takes predictions files (BBQ rows
 carrying a model's answer) and, with ``--against``, compares them with the same statistics.
-Exit code 1 when a verdict fails, 0 otherwise (inconclusive verdicts are printed as such).
+Exit code 1 when a verdict fails or the result is inconclusive (too few items is never a pass;
+``--allow-inconclusive`` makes it exit 0, still printed as inconclusive), 0 when it passes.
 """
 
 from __future__ import annotations
@@ -69,12 +70,13 @@ def _stat_line(v: Verdict) -> str:
     return f"  ({'; '.join(bits)})" if bits else ""
 
 
-def _emit(result: CheckResult, as_json: bool) -> None:
+def _emit(result: CheckResult, as_json: bool, allow_inconclusive: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=False))
     else:
         click.echo(render_text(result))
-    if result.status is Status.FAIL:
+    failing = {Status.FAIL, Status.ERROR} | (set() if allow_inconclusive else {Status.INCONCLUSIVE})
+    if result.status in failing:
         sys.exit(int(ExitCode.POLICY_FAILED))
 
 
@@ -88,6 +90,8 @@ _policy_opts = [
     click.option("--alpha", type=float, default=None, help="Significance level (0.05)."),
     click.option("--min-items", type=int, default=None, help="Fewer paired items is inconclusive (100)."),
     click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout."),
+    click.option("--allow-inconclusive", is_flag=True,
+                 help="Exit 0 on an inconclusive result (default: exit 1, like fail_on_inconclusive)."),
 ]
 
 
@@ -122,7 +126,8 @@ def command() -> None:
 def run_cmd(
     dense: Path, compressed: Path, runtime: str, data: str | None, items: int, seed: int, mode: str,
     condition: str, seeds: int, temperature: float, permute: bool, threads: int | None,
-    cache_dir: Path | None, shard_text: str | None, partial_out: str | None, as_json: bool, **policy: Any,
+    cache_dir: Path | None, shard_text: str | None, partial_out: str | None, as_json: bool,
+    allow_inconclusive: bool, **policy: Any,
 ) -> None:
     """Score DENSE and COMPRESSED on BBQ and test the change in stereotyped answers."""
     from edgegate.checks import bbq as check
@@ -156,7 +161,7 @@ def run_cmd(
         out = write_bbq_run_partial(ctx, section, partial_out, result)
         click.echo(f"edgegate: wrote {out}; combine the shards with `edgegate merge PARTS...`", err=True)
         return
-    _emit(result, as_json)
+    _emit(result, as_json, allow_inconclusive)
 
 
 @command.command(name="score")
@@ -166,11 +171,12 @@ def run_cmd(
 @click.option("--against-field", default=None, help="Answer field in --against (default: --answer-field).")
 @_with_policy_opts
 def score_cmd(
-    predictions: Path, answer_field: str, against: Path | None, against_field: str | None, as_json: bool, **policy: Any
+    predictions: Path, answer_field: str, against: Path | None, against_field: str | None, as_json: bool,
+    allow_inconclusive: bool, **policy: Any
 ) -> None:
     """Score a predictions file (BBQ rows with answers); with --against, compare to a baseline."""
     result = score_files(predictions, answer_field, against, against_field or answer_field, _policy(**policy))
-    _emit(result, as_json)
+    _emit(result, as_json, allow_inconclusive)
 
 
 def score_files(

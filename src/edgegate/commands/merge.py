@@ -28,6 +28,8 @@ from edgegate.errors import InputError
 @click.option("--html-out", metavar="FILE", help="Write a self-contained HTML report.")
 @click.option("--junit-out", metavar="FILE", help="Write JUnit XML (one testcase per verdict).")
 @click.option("--json", "as_json", is_flag=True, help="`bbq run` shards: machine-readable result on stdout.")
+@click.option("--allow-inconclusive", is_flag=True,
+              help="`bbq run` shards: exit 0 on an inconclusive result (as `bbq run --allow-inconclusive`).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary table on stderr.")
 def command(
     parts: tuple[Path, ...],
@@ -37,6 +39,7 @@ def command(
     html_out: str | None,
     junit_out: str | None,
     as_json: bool,
+    allow_inconclusive: bool,
     quiet: bool,
 ) -> None:
     """Combine the partial files of `edgegate check --shard i/n` (or `bbq run --shard i/n`).
@@ -53,7 +56,7 @@ def command(
 
         with _malformed(loaded.names):
             result = merge_bbq([(n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)])
-        _emit(result, as_json)
+        _emit(result, as_json, allow_inconclusive)
         return
     if kind != "check":
         raise InputError(f"partial files written by an unknown command {kind!r}", path=loaded.names[0], field="command")
