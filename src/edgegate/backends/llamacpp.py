@@ -156,6 +156,15 @@ class LlamaCppBackend(GenericBackend):
             )
         self._ctx = self._llm._ctx
         self._batch = self._llm._batch
+        # numpy views on the batch arrays: filling them per token from Python costs more than
+        # a small model's decode; every token is in sequence 0, set once
+        b, nb = self._batch.batch, self._n_batch
+        self._tok_v = np.ctypeslib.as_array(b.token, shape=(nb,))
+        self._pos_v = np.ctypeslib.as_array(b.pos, shape=(nb,))
+        self._out_v = np.ctypeslib.as_array(b.logits, shape=(nb,))
+        for j in range(nb):
+            b.n_seq_id[j] = 1
+            b.seq_id[j][0] = 0
         self._n_past = 0
         # tokens whose KV cells (sequence 0, positions 0..len-1) are valid right now
         self._cached: list[int] = []
@@ -171,13 +180,11 @@ class LlamaCppBackend(GenericBackend):
         for i in range(0, len(tokens), self._n_batch):
             part = tokens[i : i + self._n_batch]
             flags = want[i : i + len(part)]
-            b.n_tokens = len(part)
-            for j, t in enumerate(part):
-                b.token[j] = t
-                b.pos[j] = n_past + i + j
-                b.n_seq_id[j] = 1
-                b.seq_id[j][0] = 0
-                b.logits[j] = bool(flags[j])
+            n = len(part)
+            b.n_tokens = n
+            self._tok_v[:n] = part
+            self._pos_v[:n] = np.arange(n_past + i, n_past + i + n)
+            self._out_v[:n] = flags
             try:
                 self._ctx.decode(self._batch)
             except RuntimeError as exc:
