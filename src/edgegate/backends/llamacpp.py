@@ -11,8 +11,10 @@ benchmark for the last position only, exactly as llama-perplexity / llama-bench 
 Scoring calls (``next_token_logprobs``, ``loglikelihood``) keep the KV cache between prompts:
 the cells of the longest prefix shared with the previous sequence stay, the rest are removed
 (``llama_memory_seq_rm``) and only the new suffix is decoded. BBQ prompts share the system
-prompt, and sorted prompts share whole contexts, so this skips most of the prefill. Timing
-(``time_run``) always starts from an empty cache.
+prompt, sorted prompts share whole contexts and a loglik context is decoded once for its three
+answers. The kept prefix is cut to llama.cpp's kernel row tiles (``_ROW_TILE``), which makes
+the result bit-identical to a decode from an empty cache. Timing (``time_run``) always starts
+from an empty cache.
 """
 
 from __future__ import annotations
@@ -299,9 +301,9 @@ class LlamaCppBackend(GenericBackend):
     def loglikelihood(
         self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     ) -> list[LoglikResult]:
-        """Requests sharing a context decode it once: the next request keeps its cells and
-        decodes the context's last token (whose logits score the first answer token) plus
-        its own continuation."""
+        """Requests sharing a context decode it once: the next request keeps its cells (up to
+        a row-tile boundary before the context's last token, whose logits score the first
+        answer token) and decodes the rest plus its own continuation."""
         seqs: list[tuple[list[int], int]] = []
         for ctx, cont in requests:
             c = [int(t) for t in cont]
