@@ -225,3 +225,17 @@ def test_gemma_reuse_is_bit_exact(threads: int) -> None:
 def _loglik_pairs(b: Any, it: Any) -> list[tuple[list[int], list[int]]]:
     ctx = b.tokenize(prompts.loglik_context(it))
     return [(ctx, b.tokenize(prompts.loglik_continuation(it, i), add_special=False)) for i in range(3)]
+
+
+def test_without_partial_removal_every_prompt_is_decoded_whole(backend: Any, reference: Any) -> None:
+    """llama-cpp-python builds without the llama_memory_* API cannot trim the cache: the
+    backend then starts each sequence from an empty cache (simulated by the flag it sets)."""
+    t = texts(backend)
+    backend._can_trim = False
+    try:
+        with DecodeCounter(backend) as c:
+            got = backend.next_token_logprobs([t["base"], t["longer"]], list(range(backend.n_vocab)))
+        assert c.n == len(t["base"]) + len(t["longer"])
+        np.testing.assert_allclose(got[1], ref_logprobs(reference, t["longer"])[-1], atol=ATOL)
+    finally:
+        backend._can_trim = True

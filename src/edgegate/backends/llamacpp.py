@@ -171,6 +171,12 @@ class LlamaCppBackend(GenericBackend):
         # tokens whose KV cells (sequence 0, positions 0..len-1) are valid right now
         self._cached: list[int] = []
         self.reuse_prefix = True  # False: every scoring call starts from an empty cache
+        # llama-cpp-python before the llama_memory_* API (or a model without a KV memory):
+        # no partial removal, so every sequence starts from an empty cache
+        self._mem = getattr(self._ctx, "memory", None)
+        self._can_trim = self._mem is not None and all(
+            hasattr(llama_cpp, f) for f in ("llama_memory_seq_rm", "llama_memory_seq_pos_min")
+        )
 
     # -- decoding with explicit output rows ------------------------------------------------
     def _decode(self, tokens: Sequence[int], n_past: int, want: np.ndarray) -> np.ndarray:
@@ -210,7 +216,7 @@ class LlamaCppBackend(GenericBackend):
         many tokens are already in the cache."""
         prev, limit = self._cached, min(len(self._cached), first_row, len(toks) - _MIN_ROWS)
         k = 0
-        if self.reuse_prefix and limit > 0:
+        if self.reuse_prefix and self._can_trim and limit > 0:
             a = np.asarray(prev[:limit], dtype=np.int64)
             diff = np.flatnonzero(a != np.asarray(toks[:limit], dtype=np.int64))
             k = int(diff[0]) if len(diff) else limit
@@ -218,7 +224,7 @@ class LlamaCppBackend(GenericBackend):
         if k == 0:
             self._clear()
             return 0
-        mem = self._ctx.memory
+        mem = self._mem
         # a sliding-window cache may have evicted early cells: then the prefix is not whole
         if not self._lib.llama_memory_seq_rm(mem, 0, k, -1) or self._lib.llama_memory_seq_pos_min(mem, 0) != 0:
             self._clear()
