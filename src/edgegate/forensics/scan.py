@@ -10,12 +10,17 @@ super weights, weights changed beyond pruning).
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgegate.checkpoint.base import Checkpoint, ModuleKind, TensorInfo
 from edgegate.forensics.fingerprint import Comparison, compare_checkpoints
@@ -30,7 +35,7 @@ from edgegate.forensics.sparsity import (
     compare_claim,
 )
 from edgegate.forensics.structure import TensorStructure, structure_of
-from edgegate.forensics.zeros import TensorStats, tensor_stats
+from edgegate.forensics.zeros import TensorStats, merge_stats, row_parts, rows_of, tensor_stats
 from edgegate.progress import NullProgress
 
 
@@ -142,12 +147,78 @@ class ScanResult:
         return out
 
 
+PART_BYTES = 32 << 20  # tensors larger than this are split by rows between the threads
+
+
 def _stats_for(ckpt: Checkpoint, info: TensorInfo) -> TensorStats:
     arr = ckpt.read_native(info)
     try:
-        return tensor_stats(arr, info.dtype, structure=info.kind.prunable and len(info.shape) >= 2)
+        return tensor_stats(arr, info.dtype, structure=_structure(info))
     finally:
         del arr  # drop the memory map now, not at the next GC
+
+
+def _structure(info: TensorInfo) -> bool:
+    return info.kind.prunable and len(info.shape) >= 2
+
+
+def _scan_parallel(ckpt: Checkpoint, infos: list[TensorInfo], order: list[int], threads: int,
+                   done: Callable[[int, TensorStats], None]) -> None:
+    """Workers take tensors largest first from one queue; a worker that opens a tensor
+    larger than ``PART_BYTES`` puts its other row ranges at the front of the queue, so a
+    single embedding matrix keeps every thread busy. Nobody waits on anyone (no deadlock
+    however few threads); each tensor's parts are merged by whoever finishes the last one."""
+    work: deque[tuple[int, int, np.ndarray | None, tuple[int, int]]] = deque((i, 0, None, (0, 0)) for i in order)
+    lock = threading.Lock()
+    parts: dict[int, list[TensorStats | None]] = {}
+    results: queue.Queue[tuple[int, TensorStats | None, BaseException | None]] = queue.Queue()
+    failed = threading.Event()
+
+    def worker() -> None:
+        while not failed.is_set():
+            with lock:
+                if not work:
+                    return
+                i, k, arr, (r0, r1) = work.popleft()
+            try:
+                info = infos[i]
+                if arr is None:  # a whole tensor: open it, split it if large
+                    arr = ckpt.read_native(info)
+                    ranges = row_parts(arr, PART_BYTES)
+                    if len(ranges) == 1:
+                        results.put((i, tensor_stats(arr, info.dtype, structure=_structure(info)), None))
+                        continue
+                    with lock:
+                        parts[i] = [None] * len(ranges)
+                        work.extendleft((i, j, arr, ranges[j]) for j in range(len(ranges) - 1, 0, -1))
+                    k, (r0, r1) = 0, ranges[0]
+                st = tensor_stats(rows_of(arr, r0, r1), info.dtype, structure=_structure(info))
+                del arr
+                with lock:
+                    got = parts[i]
+                    got[k] = st
+                    finished = all(p is not None for p in got)
+                    if finished:
+                        del parts[i]
+                if finished:
+                    results.put((i, merge_stats([p for p in got if p is not None]), None))
+            except BaseException as e:  # handed to the caller's thread
+                failed.set()
+                results.put((i, None, e))
+                return
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in range(threads):
+            pool.submit(worker)
+        try:
+            for _ in range(len(infos)):
+                i, st, err = results.get()
+                if err is not None:
+                    raise err
+                assert st is not None
+                done(i, st)
+        finally:
+            failed.set()  # on an error: the other workers stop at their next item
 
 
 def scan_checkpoint(
@@ -178,11 +249,12 @@ def scan_checkpoint(
                 stats[i] = _stats_for(ckpt, infos[i])
                 advance(infos[i].nbytes)
         else:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                futs = {i: pool.submit(_stats_for, ckpt, infos[i]) for i in order}
-                for i in order:
-                    stats[i] = futs[i].result()
-                    advance(infos[i].nbytes)
+
+            def done(i: int, st: TensorStats) -> None:
+                stats[i] = st
+                advance(infos[i].nbytes)
+
+            _scan_parallel(ckpt, infos, order, threads, done)
     config = ckpt.config
     reports = []
     for info, st in zip(infos, stats, strict=True):

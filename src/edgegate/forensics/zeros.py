@@ -1,24 +1,28 @@
 """The counting kernel: every per-tensor statistic in one blocked pass over native bytes.
 
-Floats are never converted. A float is zero iff all its bits but the sign are zero, so
-``(bits & ~sign) == 0`` counts ``-0.0`` as zero, and it is NaN/Inf iff the magnitude bits
-are >= the all-ones exponent pattern. Work happens in row blocks of about
-``BLOCK_ELEMS`` elements so every temporary stays in L2; numpy releases the GIL inside
-ufuncs, so a thread pool scans two tensors at once.
+Floats are never converted. A float is zero iff all its bits but the sign are zero:
+``x + x`` on the unsigned view shifts the sign out, so ``x + x == 0`` counts ``-0.0`` as
+zero, and the doubled bits keep the order of magnitudes, so ``x + x >= 2 * Inf-bits`` is
+exactly NaN/Inf (split only when a block's max shows one). Work happens in row blocks of
+about ``BLOCK_ELEMS`` elements so temporaries stay in L2; numpy releases the GIL inside
+ufuncs, so threads scan in parallel (``scan.py`` also splits large tensors by rows).
 
-Structure statistics come from the byte-wise zero mask viewed as uint64 (8 flags per
-word, popcount = zeros of the 8-group, for 4:8 and row counts) and as uint32 (4 flags per
-word, for 2:4): 8x / 4x fewer elements than the mask itself.
+Structure statistics come from the zero mask bit-packed (``np.packbits``: one byte per
+8-group, the high nibble the first 4-group): popcount per byte gives the 8-group's zeros
+(4:8, row counts), the high nibble's popcount and the difference the two 4-groups' (2:4),
+an AND over rows the all-zero columns, all in a few calls over 1/16 of the tensor's bytes.
 """
 
 from __future__ import annotations
 
+import itertools
 import mmap
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-BLOCK_ELEMS = 1 << 17  # 128K elements: u16 input + masks + temporaries stay well inside 1 MiB L2
+BLOCK_ELEMS = 1 << 18  # 256K elements: the doubled bits (512 KB for bf16) + mask (256 KB) stay in L2
 
 # (unsigned view dtype, magnitude mask, first non-finite magnitude, +Inf magnitude)
 _FLOAT_BITS: dict[str, tuple[type[np.unsignedinteger], int, int]] = {
@@ -90,23 +94,60 @@ def tensor_stats(
                 st.nm_ok[nm] = 0
     fast = do_struct and cols % 8 == 0
     step = max(1, block_elems // cols)
-    bufs = _Buffers(min(rows, step) * cols, arr.dtype)
-    row_bytes = cols * arr.itemsize
     if fast:
         _scan_fast(mat, kind, st, step, release)
         st.zeros = int(st.row_zeros.sum()) if st.row_zeros is not None else 0
         return st
+    if not do_struct:  # flat blocks: a 1-D tensor or a short-and-wide one is not one huge block
+        flat = arr.reshape(-1)
+        bufs = _Buffers(min(numel, block_elems), arr.dtype)
+        for i in range(0, numel, block_elems):
+            blk = flat[i : i + block_elems]
+            st.zeros += _count_only(blk, kind, st, bufs)
+            release.after((i + blk.size) * arr.itemsize)
+        return st
+    bufs = _Buffers(min(rows, step) * cols, arr.dtype)
+    row_bytes = cols * arr.itemsize
     for r0 in range(0, rows, step):
         blk = mat[r0 : r0 + step]
-        if not do_struct:
-            st.zeros += _count_only(blk, kind, st, bufs)
-        else:
-            z = _zero_mask(blk, kind, st, bufs)
-            _structure_slow(z, r0, st)
+        z = _zero_mask(blk, kind, st, bufs)
+        _structure_slow(z, r0, st)
         release.after((r0 + blk.shape[0]) * row_bytes)
-    if do_struct:
-        assert st.row_zeros is not None
-        st.zeros = int(st.row_zeros.sum())
+    assert st.row_zeros is not None
+    st.zeros = int(st.row_zeros.sum())
+    return st
+
+
+def row_parts(arr: np.ndarray, part_bytes: int) -> list[tuple[int, int]]:
+    """Row ranges of ``arr`` (as ``rows x last dim``) of about ``part_bytes`` each, so one
+    large tensor can be scanned by several threads; ``[(0, rows)]`` for small or 1-D ones."""
+    if arr.ndim < 2 or arr.size == 0 or arr.nbytes <= part_bytes:
+        return [(0, arr.size // arr.shape[-1] if arr.ndim else 1)]
+    rows = arr.size // arr.shape[-1]
+    k = min(rows, -(-arr.nbytes // part_bytes))
+    cuts = [rows * j // k for j in range(k + 1)]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def rows_of(arr: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of ``arr`` viewed as ``rows x last dim`` (a view: a memory map stays one)."""
+    return arr.reshape(-1, arr.shape[-1])[r0:r1]
+
+
+def merge_stats(parts: list[TensorStats]) -> TensorStats:
+    """One tensor's statistics from those of consecutive row ranges of it."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    st = TensorStats(numel=sum(p.numel for p in parts), rows=sum(p.rows for p in parts), cols=first.cols,
+                     zeros=sum(p.zeros for p in parts), nan=sum(p.nan for p in parts),
+                     inf=sum(p.inf for p in parts))  # fmt: skip
+    if all(p.row_zeros is not None and p.col_all_zero is not None for p in parts):
+        st.row_zeros = np.concatenate([p.row_zeros for p in parts if p.row_zeros is not None])
+        st.col_all_zero = np.logical_and.reduce([p.col_all_zero for p in parts if p.col_all_zero is not None])
+        for nm in first.nm_groups:
+            st.nm_groups[nm] = sum(p.nm_groups[nm] for p in parts)
+            st.nm_ok[nm] = sum(p.nm_ok[nm] for p in parts)
     return st
 
 
@@ -145,29 +186,52 @@ class _Releaser:
             self.done = end
 
 
+_LOCAL = threading.local()
+
+
+def _scratch(slot: str, n: int, dtype: np.dtype | type) -> np.ndarray:
+    """``n`` elements of per-thread scratch that outlives the call: fresh large arrays are
+    fresh pages, and faulting them in again for each of hundreds of tensors costs more
+    system time than the scan itself."""
+    dt = np.dtype(dtype)
+    pool: dict[str, np.ndarray] = _LOCAL.__dict__.setdefault("pool", {})
+    buf = pool.get(slot)
+    if buf is None or buf.nbytes < n * dt.itemsize:
+        buf = pool[slot] = np.empty(max(n * dt.itemsize, 1 << 16), dtype=np.uint8)
+    return buf[: n * dt.itemsize].view(dt)
+
+
 class _Buffers:
-    """Reusable per-call scratch so the block loop allocates nothing."""
+    """Reusable per-thread scratch so the block loop allocates nothing."""
 
     def __init__(self, n: int, dtype: np.dtype) -> None:
-        self.mag = np.empty(n, dtype=dtype)
-        self.mask = np.empty(n, dtype=bool)
+        self.mag = _scratch("mag", n, dtype)
+        self.mask = _scratch("mask", n, bool)
+
+
+def _shifted_inf(kind: str, dtype: np.dtype) -> np.unsignedinteger:
+    """The +Inf magnitude shifted left by one, in ``dtype``: ``x + x`` drops the sign bit
+    and keeps the order of magnitudes, so ``(x + x) >= this`` is exactly NaN or Inf."""
+    _, mag_mask, inf_bits = _FLOAT_BITS[kind]
+    return dtype.type((inf_bits << 1) & ((mag_mask << 1) | 1))
 
 
 def _count_only(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> int:
-    """Zeros of one block without building a mask: numel - count_nonzero(magnitude bits)."""
+    """Zeros of one block without building a mask: numel - count_nonzero(x + x), since
+    doubling the bits shifts the sign out (-0.0 and +0.0 both become 0)."""
     if kind == "int":
         return int(blk.size - np.count_nonzero(blk))
-    _, mag_mask, inf_bits = _FLOAT_BITS[kind]
     mag = bufs.mag[: blk.size].reshape(blk.shape)
-    np.bitwise_and(blk, mag_mask, out=mag)
-    _nonfinite(mag, inf_bits, st)
+    np.add(blk, blk, out=mag)
+    _nonfinite2(mag, _shifted_inf(kind, mag.dtype), st)
     return int(blk.size - np.count_nonzero(mag))
 
 
-def _nonfinite(mag: np.ndarray, inf_bits: int, st: TensorStats) -> None:
-    if int(mag.max()) >= inf_bits:  # rare: split non-finite into Inf and NaN only then
-        st.inf += int(np.count_nonzero(mag == inf_bits))
-        st.nan += int(np.count_nonzero(mag > inf_bits))
+def _nonfinite2(mag2: np.ndarray, inf2: np.unsignedinteger, st: TensorStats) -> None:
+    """NaN/Inf of a block of doubled bits; the split is computed only when the max shows one."""
+    if mag2.max() >= inf2:
+        st.inf += int(np.count_nonzero(mag2 == inf2))
+        st.nan += int(np.count_nonzero(mag2 > inf2))
 
 
 def _zero_mask(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> np.ndarray:
@@ -175,68 +239,78 @@ def _zero_mask(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> n
     n = blk.size
     z = bufs.mask[:n].reshape(blk.shape)
     if kind == "int":
-        np.equal(blk, 0, out=z)
+        np.equal(blk, 0, out=z)  # no x + x here: signed codes would wrap (-128 + -128 == 0)
         return z
-    _, mag_mask, inf_bits = _FLOAT_BITS[kind]
     mag = bufs.mag[:n].reshape(blk.shape)
-    np.bitwise_and(blk, mag_mask, out=mag)
+    np.add(blk, blk, out=mag)
     np.equal(mag, 0, out=z)
-    _nonfinite(mag, inf_bits, st)
+    _nonfinite2(mag, _shifted_inf(kind, mag.dtype), st)
     return z
 
 
+PACKED_CHUNK = 1 << 20  # bytes of packed flags per structure step (= 8M elements)
+
+
 def _scan_fast(mat: np.ndarray, kind: str, st: TensorStats, step: int, release: _Releaser) -> None:
-    """The hot loop for float tensors with width % 8 == 0: same statistics as
-    ``_zero_mask`` + ``_structure_fast`` with every view built once, not per block."""
+    """The hot loop for tensors with width % 8 == 0. Per block only four whole-width
+    passes run (x + x, max, == 0, packbits); every structure statistic then comes from
+    the bit-packed zero flags, 1/8 of the mask's bytes, in a few large numpy calls, so
+    per-call overhead and the GIL are paid per megabyte, not per block."""
     rows, cols = mat.shape
-    _, mag_mask, inf_bits = _FLOAT_BITS.get(kind, (np.uint8, 0, 0))  # "int": codes, no sign bit
-    assert st.row_zeros is not None and st.col_all_zero is not None
-    has24, has48 = "2:4" in st.nm_ok, "4:8" in st.nm_ok
-    acc = np.uint16 if cols < 65536 else np.int64  # a row has <= cols zeros
-    one = np.uint32(1)
-
-    def scratch(r: int) -> tuple[np.ndarray, ...]:
-        mag = np.empty((r, cols), dtype=mat.dtype)
-        z = np.empty((r, cols), dtype=bool)
-        w = z.view(np.uint64)  # 8 zero flags (bit 0 of each byte) per word
-        w4 = z.view(np.uint32)  # 4 flags per word
-        return mag, z, w, np.empty(w.shape, np.uint8), np.empty(w.shape, bool), w4, np.empty(w4.shape, np.uint32)
-
-    full = scratch(min(step, rows))
-    ok24 = ok48 = 0
-    cols_open = True
+    pb = cols // 8  # packed bytes per row; byte j of a row = zero flags of 8-group j
+    packed = _scratch("packed", rows * pb, np.uint8).reshape(rows, pb)
+    bufs = _Buffers(min(step, rows) * cols, mat.dtype)
     row_bytes = cols * mat.itemsize
     for r0 in range(0, rows, step):
         blk = mat[r0 : r0 + step]
         r = blk.shape[0]
-        mag, z, w, c8, ge, w4, t = full if r == full[0].shape[0] else scratch(r)
-        if kind == "int":
-            np.equal(blk, 0, out=z)
-        else:
-            np.bitwise_and(blk, mag_mask, out=mag)
-            np.equal(mag, 0, out=z)
-            if mag.max() >= inf_bits:
-                _nonfinite(mag, inf_bits, st)
-        if not np.count_nonzero(z):  # a block without zeros (dense tensors): nothing to add
+        z = _zero_mask(blk, kind, st, bufs)
+        packed[r0 : r0 + r] = np.packbits(z, axis=1)
+        release.after((r0 + r) * row_bytes)
+    _packed_structure(packed, st)
+
+
+def _packed_structure(packed: np.ndarray, st: TensorStats) -> None:
+    """Row zeros, all-zero columns and 2:4 / 4:8 counts from packed zero flags
+    (``rows x cols/8`` bytes, big bit order: the high nibble is the first 4-group)."""
+    rows, pb = packed.shape
+    assert st.row_zeros is not None and st.col_all_zero is not None
+    has24, has48 = "2:4" in st.nm_ok, "4:8" in st.nm_ok
+    acc = np.uint16 if st.cols < 65536 else np.int64  # a row has <= cols zeros
+    step = max(1, PACKED_CHUNK // pb)
+    r = min(step, rows)
+    c8, hi = _scratch("c8", r * pb, np.uint8).reshape(r, pb), _scratch("hi", r * pb, np.uint8).reshape(r, pb)
+    ge = _scratch("ge", r * pb, bool).reshape(r, pb)
+    two, four, shift = np.uint8(2), np.uint8(4), np.uint8(4)
+    ok24 = ok48 = 0
+    cols_open = True
+    for r0 in range(0, rows, step):
+        p = packed[r0 : r0 + step]
+        n = p.shape[0]
+        if n != r:
+            c8, hi, ge = c8[:n], hi[:n], ge[:n]
+        if not p.any():  # no zeros here (dense tensors): rows stay 0, every column has a non-zero
             if cols_open:
                 st.col_all_zero[:] = False
                 cols_open = False
-            release.after((r0 + r) * row_bytes)
             continue
-        np.bitwise_count(w, out=c8)  # zeros per 8-group
-        st.row_zeros[r0 : r0 + r] = c8.sum(axis=1, dtype=acc)
+        np.bitwise_count(p, out=c8)  # zeros per 8-group
+        st.row_zeros[r0 : r0 + n] = c8.sum(axis=1, dtype=acc)
         if has48:
-            np.greater_equal(c8, 4, out=ge)
+            np.greater_equal(c8, four, out=ge)
             ok48 += int(np.count_nonzero(ge))
-        if has24:  # w & (w - 1) clears the lowest set flag: non-zero iff >= 2 zeros of 4
-            np.subtract(w4, one, out=t)
-            np.bitwise_and(t, w4, out=t)
-            ok24 += int(np.count_nonzero(t))
+        if has24:  # zeros of the first 4-group (high nibble), then of the second (the rest)
+            np.right_shift(p, shift, out=hi)
+            np.bitwise_count(hi, out=hi)
+            np.greater_equal(hi, two, out=ge)
+            ok24 += int(np.count_nonzero(ge))
+            np.subtract(c8, hi, out=hi)
+            np.greater_equal(hi, two, out=ge)
+            ok24 += int(np.count_nonzero(ge))
         if cols_open:  # once every column has a non-zero, stop looking
-            colw = np.bitwise_and.reduce(w, axis=0)
-            st.col_all_zero &= colw.view(np.uint8).astype(bool)
+            allz = np.unpackbits(np.bitwise_and.reduce(p, axis=0))
+            st.col_all_zero &= allz.view(bool)[: st.cols]
             cols_open = bool(st.col_all_zero.any())
-        release.after((r0 + r) * row_bytes)
     if has24:
         st.nm_ok["2:4"] = ok24
     if has48:
