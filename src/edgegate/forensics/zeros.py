@@ -100,13 +100,13 @@ def tensor_stats(
         return st
     if not do_struct:  # flat blocks: a 1-D tensor or a short-and-wide one is not one huge block
         flat = arr.reshape(-1)
-        bufs = _Buffers(min(numel, block_elems), arr.dtype)
+        bufs = _Buffers(min(numel, block_elems), arr.dtype, kind)
         for i in range(0, numel, block_elems):
             blk = flat[i : i + block_elems]
             st.zeros += _count_only(blk, kind, st, bufs)
             release.after((i + blk.size) * arr.itemsize)
         return st
-    bufs = _Buffers(min(rows, step) * cols, arr.dtype)
+    bufs = _Buffers(min(rows, step) * cols, arr.dtype, kind)
     row_bytes = cols * arr.itemsize
     for r0 in range(0, rows, step):
         blk = mat[r0 : r0 + step]
@@ -202,11 +202,12 @@ def _scratch(slot: str, n: int, dtype: np.dtype | type) -> np.ndarray:
 
 
 class _Buffers:
-    """Reusable per-thread scratch so the block loop allocates nothing."""
+    """Reusable per-thread scratch so the block loop allocates nothing, and the constants."""
 
-    def __init__(self, n: int, dtype: np.dtype) -> None:
+    def __init__(self, n: int, dtype: np.dtype, kind: str) -> None:
         self.mag = _scratch("mag", n, dtype)
         self.mask = _scratch("mask", n, bool)
+        self.inf2 = _shifted_inf(kind, np.dtype(dtype)) if kind in _FLOAT_BITS else None
 
 
 def _shifted_inf(kind: str, dtype: np.dtype) -> np.unsignedinteger:
@@ -223,7 +224,8 @@ def _count_only(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> 
         return int(blk.size - np.count_nonzero(blk))
     mag = bufs.mag[: blk.size].reshape(blk.shape)
     np.add(blk, blk, out=mag)
-    _nonfinite2(mag, _shifted_inf(kind, mag.dtype), st)
+    assert bufs.inf2 is not None
+    _nonfinite2(mag, bufs.inf2, st)
     return int(blk.size - np.count_nonzero(mag))
 
 
@@ -244,7 +246,8 @@ def _zero_mask(blk: np.ndarray, kind: str, st: TensorStats, bufs: _Buffers) -> n
     mag = bufs.mag[:n].reshape(blk.shape)
     np.add(blk, blk, out=mag)
     np.equal(mag, 0, out=z)
-    _nonfinite2(mag, _shifted_inf(kind, mag.dtype), st)
+    assert bufs.inf2 is not None
+    _nonfinite2(mag, bufs.inf2, st)
     return z
 
 
@@ -259,7 +262,7 @@ def _scan_fast(mat: np.ndarray, kind: str, st: TensorStats, step: int, release: 
     rows, cols = mat.shape
     pb = cols // 8  # packed bytes per row; byte j of a row = zero flags of 8-group j
     packed = _scratch("packed", rows * pb, np.uint8).reshape(rows, pb)
-    bufs = _Buffers(min(step, rows) * cols, mat.dtype)
+    bufs = _Buffers(min(step, rows) * cols, mat.dtype, kind)
     row_bytes = cols * mat.itemsize
     for r0 in range(0, rows, step):
         blk = mat[r0 : r0 + step]
