@@ -35,7 +35,14 @@ from edgegate.forensics.sparsity import (
     compare_claim,
 )
 from edgegate.forensics.structure import TensorStructure, structure_of
-from edgegate.forensics.zeros import TensorStats, merge_stats, row_parts, rows_of, tensor_stats
+from edgegate.forensics.zeros import (
+    TensorStats,
+    drop_scratch,
+    merge_stats,
+    row_parts,
+    rows_of,
+    tensor_stats,
+)
 from edgegate.progress import NullProgress
 
 
@@ -245,9 +252,12 @@ def scan_checkpoint(
     total = sum(i.nbytes for i in infos)
     with prog.task(f"scanning {len(infos)} tensors", total=total) as advance:
         if threads <= 1:
-            for i in order:
-                stats[i] = _stats_for(ckpt, infos[i])
-                advance(infos[i].nbytes)
+            try:
+                for i in order:
+                    stats[i] = _stats_for(ckpt, infos[i])
+                    advance(infos[i].nbytes)
+            finally:
+                drop_scratch()  # up to 1/16 of the largest tensor, not to be kept for the process's life
         else:
 
             def done(i: int, st: TensorStats) -> None:

@@ -201,6 +201,11 @@ def _scratch(slot: str, n: int, dtype: np.dtype | type) -> np.ndarray:
     return buf[: n * dt.itemsize].view(dt)
 
 
+def drop_scratch() -> None:
+    """Free the calling thread's scratch (a pool thread's goes with the thread)."""
+    _LOCAL.__dict__.pop("pool", None)
+
+
 class _Buffers:
     """Reusable per-thread scratch so the block loop allocates nothing, and the constants."""
 
