@@ -266,16 +266,26 @@ def _scan_fast(mat: np.ndarray, kind: str, st: TensorStats, step: int, release: 
     per-call overhead and the GIL are paid per megabyte, not per block."""
     rows, cols = mat.shape
     pb = cols // 8  # packed bytes per row; byte j of a row = zero flags of 8-group j
-    packed = _scratch("packed", rows * pb, np.uint8).reshape(rows, pb)
+    packed = _scratch("packed", rows * pb, np.uint8)
     bufs = _Buffers(min(step, rows) * cols, mat.dtype, kind)
     row_bytes = cols * mat.itemsize
-    for r0 in range(0, rows, step):
+    inf2 = bufs.inf2
+    peak = np.maximum.reduce
+    for r0 in range(0, rows, step):  # per block: as few Python-level calls as possible
         blk = mat[r0 : r0 + step]
-        r = blk.shape[0]
-        z = _zero_mask(blk, kind, st, bufs)
-        packed[r0 : r0 + r] = np.packbits(z, axis=1)
-        release.after((r0 + r) * row_bytes)
-    _packed_structure(packed, st)
+        n = blk.size
+        z = bufs.mask[:n]
+        if inf2 is None:  # integer codes: no sign bit, and x + x could wrap to 0
+            np.equal(blk, 0, out=z.reshape(blk.shape))
+        else:
+            m = bufs.mag[:n].reshape(blk.shape)
+            np.add(blk, blk, out=m)
+            if peak(m, axis=None) >= inf2:
+                _nonfinite2(m, inf2, st)
+            np.equal(m, 0, out=z.reshape(blk.shape))
+        packed[r0 * pb : r0 * pb + n // 8] = np.packbits(z)  # rows are whole bytes: cols % 8 == 0
+        release.after(r0 * row_bytes + n * mat.itemsize)
+    _packed_structure(packed.reshape(rows, pb), st)
 
 
 def _packed_structure(packed: np.ndarray, st: TensorStats) -> None:
