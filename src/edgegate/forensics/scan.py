@@ -2,9 +2,9 @@
 
 Tensors are scanned largest first on a small thread pool (numpy releases the GIL in the
 counting kernel; tensors over ``PART_BYTES`` are split into row ranges so one embedding
-matrix does not leave the other threads idle), each read as a memory map of its native bytes whose pages are handed back
-as the kernel moves on, so memory stays at a few MB per worker (formats that must be
-dequantised cost one float32 tensor per worker). Structure statistics are computed only for
+matrix does not leave the other threads idle), each read as a memory map of its native
+bytes whose pages are handed back as the kernel moves on, so memory stays at a few MB per
+worker (formats that must be dequantised cost one float32 tensor per worker). Structure statistics are computed only for
 prunable linears; ``compare`` adds the dense-vs-compressed forensics (mask fingerprint,
 super weights, weights changed beyond pruning).
 """
