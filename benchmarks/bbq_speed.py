@@ -37,6 +37,9 @@ Measured 2026-11-23 on the shared 2-core dev box, threads=1, n_ctx=512, best of 
   items/s = 3.12x wall (2.99x CPU); 40 items: 2.94x wall (3.10x CPU). plain_completion 1.21
   items/s but 1 answer in 40/60 differs; vs it 2.2x. KV reuse alone (vs noreuse): 1.26x of
   a 1.46x token bound: most of the gain over plain is logits for the last row only.
+- gemma-3-270m, loglik, 20 items, --reps 1: cold 1.02 items/s = 1.67x plain_completion (0.61,
+  same answers here), 2.3x plain_eval (0.44); vs noreuse 1.16x of a 2.80x token bound: each
+  answer token needs a 262k-wide output row (~65 ms each on one core), which no reuse saves.
 - fixture dense-f16 (2 layers, 64 wide, vocab 512), 60 items, --reps 3: letter cold 219
   items/s = 1.76x plain_eval, 1.23x plain_completion; loglik cold 236 items/s = 2.5x
   plain_eval, 1.35x plain_completion. This toy model costs per decode call and per
