@@ -14,6 +14,13 @@ path in a fresh subprocess so its peak RSS is its own:
   the page mapping (system time) and the memory traffic on this machine.
 
 Goal: edgegate >= 5 GB/s, >= 6x naive, peak RSS delta about one tensor.
+
+Measured 2026-11-23 on the shared 2-vCPU dev VM (AMD EPYC, load 1.6-2.5 from other jobs),
+best of 5: edgegate 3.2-4.5 GB/s wall (0.39-0.46 CPU-s, 1.2-1.7 cores used), naive
+0.72-0.78 GB/s, 4.4-5.8x wall, 3.0-3.5x CPU; RSS delta 63-91 MiB. Before the packed-bit
+kernel: 2.2 GB/s, 0.52 CPU-s, 2.7x. The read-only pass (map + count_nonzero) takes
+0.14-0.19 CPU-s: about half of the scan's CPU time is that floor (page mapping + memory
+traffic), which no numpy kernel over a memory map can go below.
 Usage: python benchmarks/scan_speed.py [--gb 1.0] [--threads 2] [--keep DIR]
 """
 
