@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from edgegate.checks.base import _jsonable
+from edgegate.report import bbq_table
 from edgegate.report.common import STATUS_TITLE, ci, extras, human_bytes, num, threshold
 from edgegate.report.svg import RefLine, bar_chart, quadrant_scatter
 from edgegate.runner import GateResult
@@ -58,6 +59,9 @@ def render(gate: GateResult) -> str:
     charts = list(_charts(gate))
     if charts:
         parts += ["<h2>Charts</h2>", *(f"<div class='chart'>{c}</div>" for c in charts)]
+    bbq = gate.result("bbq")
+    if bbq is not None and bbq.measurements and (table := bbq_table.html(bbq.measurements)):
+        parts += ["<h2>BBQ metrics</h2>", table]
     parts += ["<h2>Verdicts</h2>", _verdicts_table(gate)]
     if gate.claims:
         rows = "".join(

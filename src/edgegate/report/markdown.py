@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgegate.report import bbq_table
 from edgegate.report.common import (
     STATUS_ICON,
     STATUS_TITLE,
@@ -52,6 +53,9 @@ def render(gate: GateResult) -> str:
                 f"| {num(v.observed, v.unit)} | {_cell(threshold(v))} | {v.n if v.n is not None else '—'} "
                 f"| {ci(v)} | {_cell(extras(v))} |"
             )
+    bbq = gate.result("bbq")
+    if bbq is not None and bbq.measurements and (table := bbq_table.markdown(bbq.measurements)):
+        lines += ["", "### BBQ (dense → compressed)", "", *table]
     if gate.claims:
         lines += ["", "### Claims", ""]
         lines += [f"- `{k}` = {v:g} (from {gate.claim_sources.get(k, '?')})" for k, v in sorted(gate.claims.items())]
