@@ -72,6 +72,8 @@ def test_action_run_step(tmp_path: Path) -> None:
     env = _env(
         DENSE=DENSE, COMPRESSED=CLAIMED50, POLICY="policies/strict.yaml", ARGS="--only sparsity,size  -q",
         OUT=str(tmp_path / "rep"), FAIL_ON_ERROR="false", GITHUB_OUTPUT=str(outputs), GITHUB_STEP_SUMMARY=str(summary),
+        # the action's install step puts `edgegate` on PATH; here that is this interpreter's bin
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     )  # fmt: skip
     r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr  # fail-on-error false: outputs only
