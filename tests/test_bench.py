@@ -111,3 +111,28 @@ def test_fit_to_context_shrinks_to_the_trained_context() -> None:
     p, g, note = fit_to_context(512, 128, 512)
     assert p + g + 1 <= 512 and g == 102 and p == 409  # 511 * 128 // 640 = 102
     assert note is not None and "trained context of 512" in note
+
+
+MODELS = ROOT / "fixtures" / "models"
+
+
+@pytest.mark.parametrize(
+    ("runtime", "dense", "compressed"),
+    [
+        ("mlx", MODELS / "dense", MODELS / "wanda50"),
+        ("onnx", MODELS / "onnx" / "dense", MODELS / "onnx" / "wanda50"),
+    ],
+)
+def test_bench_runs_for_real_on_mlx_and_onnx(runtime: str, dense: Path, compressed: Path) -> None:
+    """The same interleaved method on the other two runtimes, each on the format it loads."""
+    if not available(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    cfg = BenchConfig(prompt_tokens=16, gen_tokens=4, repetitions=2, warmup=1, threads=1, timeout=300)
+    r = bench_runtime(runtime, dense, compressed, cfg)
+    assert [(s.model, s.repetition) for s in r.samples] == [
+        ("dense", 0), ("compressed", 0), ("compressed", 1), ("dense", 1)
+    ]
+    for s in r.samples:
+        assert s.prefill_s > 0 and s.decode_s > 0 and s.prefill_tps > 0 and s.decode_tps > 0
+    sp = r.speedups["decode_tps"]
+    assert sp.n == 2 and sp.ci_low <= sp.point <= sp.ci_high
