@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _support import count_answers
 
 from edgegate.backends import open_backend
 from edgegate.bbq import prompts
@@ -136,16 +137,7 @@ def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
                 "--items", "0", "--condition", "both", "--min-items", "5", "--threads", "2",
                 "--cache-dir", str(cache), "--json"]
 
-    def count(db: Path) -> int:
-        try:
-            con = sqlite3.connect(db, timeout=5)
-            try:
-                return int(con.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
-            finally:
-                con.close()
-        except sqlite3.Error:
-            return 0
-
+    count = count_answers
     db = tmp_path / "a" / "bbq.sqlite"
     proc = subprocess.Popen(cmd(tmp_path / "a"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

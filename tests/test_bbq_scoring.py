@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _support import count_answers
 from test_bbq_fakebackend import FakeBackend
 
 from edgegate.bbq import prompts
@@ -149,15 +150,7 @@ def test_cache_makes_rerun_free(items: list[BBQItem], model: Path, tmp_path: Pat
     cache.close()
 
 
-def _count(db: Path) -> int:
-    try:
-        con = sqlite3.connect(db, timeout=5)
-        try:
-            return int(con.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0
+_count = count_answers
 
 
 def test_kill_and_resume(items: list[BBQItem], model: Path, tmp_path: Path) -> None:

@@ -7,8 +7,6 @@ genuinely recomputed, not read back from the unsharded run.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import socket
 import sqlite3
@@ -22,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import run_cli
 
 pytest.importorskip("llama_cpp")
 pytest.importorskip("llama_cpp.server.app", reason="needs edgegate[server]")
 
-from edgegate.cli import main
 from edgegate.shard import shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,14 +99,7 @@ class Ran:
 def _cli(*args: str) -> Ran:
     """`edgegate ARGS` in this process, through the CLI's own error handling (exit codes,
     one-line messages)."""
-    buf = io.StringIO()
-    code: Any = 0
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        try:
-            main(list(args))
-        except SystemExit as e:
-            code = e.code
-    return Ran(int(code or 0), buf.getvalue())
+    return Ran(*run_cli(*args))
 
 
 def _check(work: Path, urls: tuple[str, str], *extra: str, local: bool = True) -> Ran:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import run_cli
 
 from edgegate.bbq.dataset import load, stratified_sample
 from edgegate.checks.base import CheckResult, Interval, Status, Verdict
-from edgegate.cli import main
 from edgegate.errors import InputError
 from edgegate.shard import (
     check_result_from_dict,
@@ -28,15 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_BBQ = ROOT.parent / "shared" / "bbq" / "data"
 
 
-def _cli(*args: str) -> tuple[int, str]:
-    buf = io.StringIO()
-    code: Any = 0
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        try:
-            main(list(args))
-        except SystemExit as e:
-            code = e.code
-    return int(code or 0), buf.getvalue()
+_cli = run_cli
 
 
 @pytest.mark.parametrize("text,want", [("1/1", (1, 1)), ("2/3", (2, 3)), (" 10/10 ", (10, 10))])

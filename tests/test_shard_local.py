@@ -4,17 +4,15 @@ compared with the unsharded run."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import run_cli
 
 pytest.importorskip("llama_cpp")
 
-from edgegate.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "fixtures" / "models" / "gguf"
@@ -25,15 +23,7 @@ ITEMS = ROOT / "fixtures" / "bbq"
 TIMING = {"seconds", "tokens_per_s", "load_s", "duration_s", "started_at", "finished_at", "environment", "command"}
 
 
-def _cli(*args: str) -> tuple[int, str]:
-    buf = io.StringIO()
-    code: Any = 0
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        try:
-            main(list(args))
-        except SystemExit as e:
-            code = e.code
-    return int(code or 0), buf.getvalue()
+_cli = run_cli
 
 
 def _untimed(x: Any) -> Any:
