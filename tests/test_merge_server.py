@@ -25,7 +25,7 @@ from _support import run_cli
 pytest.importorskip("llama_cpp")
 pytest.importorskip("llama_cpp.server.app", reason="needs edgegate[server]")
 
-from edgegate.shard import shard_of
+from edgegate.bbq.measurement import shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "fixtures" / "models" / "gguf"

@@ -19,7 +19,8 @@ from edgegate.cli import cli
 from edgegate.policy import CHECK_NAMES, parse_policy
 from edgegate.report import FORMATS, render
 from edgegate.report.json_report import build_report, report_schema, validate_report
-from edgegate.runner import GateOptions, GateResult, registered, run_gate
+from edgegate.results import GateResult
+from edgegate.runner import GateOptions, registered, run_gate
 
 POLICY = """version: 1
 name: test-policy

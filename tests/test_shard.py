@@ -11,16 +11,11 @@ import pytest
 from _support import run_cli
 
 from edgegate.bbq.dataset import load, stratified_sample
+from edgegate.bbq.measurement import shard_items, shard_of
 from edgegate.checks.base import CheckResult, Interval, Status, Verdict
 from edgegate.errors import InputError
-from edgegate.shard import (
-    check_result_from_dict,
-    first_difference,
-    load_parts,
-    parse_shard,
-    shard_items,
-    shard_of,
-)
+from edgegate.partial import first_difference, load_parts, parse_shard
+from edgegate.results import check_result_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_BBQ = ROOT.parent / "shared" / "bbq" / "data"

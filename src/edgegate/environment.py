@@ -158,3 +158,17 @@ def describe_input(role: str, path: Path, *, hash_files: bool = True, progress: 
         "total_bytes": total,
         "files": entries,
     }
+
+
+def endpoint_input(role: str, url: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Describe a model behind a server by what the server says it is (base URL, model id,
+    dialect), as the report's inputs and the shard fingerprint record it."""
+    from edgegate.backends.openai_backend import OpenAIBackend
+
+    be = OpenAIBackend(url, timeout=timeout, max_retries=2, n_ctx=2048)  # n_ctx: unused here
+    try:
+        info = be.info()
+    finally:
+        be.close()
+    return {"role": role, "path": url, "kind": "endpoint", "format": None, "total_bytes": 0, "files": [],
+            "base_url": info.get("base_url"), "model": info.get("model"), "dialect": info.get("dialect")}

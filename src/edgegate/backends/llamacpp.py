@@ -39,6 +39,7 @@ from edgegate.backends._common import (
 from edgegate.backends._generic import GenericBackend
 from edgegate.backends.base import LoglikResult
 from edgegate.errors import BackendError, BackendUnavailable, InputError
+from edgegate.settings import default_cache_dir
 
 # llama.cpp's CPU kernels for repacked quantised weights (Q4_K, Q4_0, IQ4_NL...) multiply
 # activations in tiles of 4 rows (leftover rows and very small batches take another path), and
@@ -48,14 +49,6 @@ from edgegate.errors import BackendError, BackendUnavailable, InputError
 _ROW_TILE = 4
 _MIN_ROWS = 8
 _HF_INPUTS = ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
-
-
-def default_cache_dir() -> Path:
-    """$EDGEGATE_CACHE, else $XDG_CACHE_HOME/edgegate, else ~/.cache/edgegate."""
-    if os.environ.get("EDGEGATE_CACHE"):
-        return Path(os.environ["EDGEGATE_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgegate"
 
 
 def hf_content_hash(hf_dir: Path) -> str:

@@ -128,6 +128,7 @@ class OpenAIBackend:
         self.model_path = Path(self.model)
         self.dialect = dialect or self._detect(entry)
         self.n_ctx = self._context_size(entry, n_ctx)
+        self.n_vocab = 0  # not reported by the server (0: unknown; tokenizers are compared by probes)
         self._bos: int | None = None
         if not self._ids_keyed:  # text prompts: learn the BOS the server adds on its own
             toks = self.tokenize("", add_special=True)

@@ -133,7 +133,7 @@ def score_model(
     if spec is not None and not spec.local:
         # a URL has no file to hash: ask the server who it is (cheap) and key by that
         backend = open_backend()
-        model_key = cache.endpoint_hash(getattr(backend, "info", dict)())
+        model_key = cache.endpoint_hash(backend.info())
     else:
         model_key = cache.model_hash(path)
         hit = cache.get(model_key, runtime, prompt_key, keys)

@@ -156,4 +156,15 @@ def from_checkpoint_dir(path: str | Path, config: Mapping[str, Any] | None = Non
     return merge(*found)
 
 
-__all__ = ["KEYS", "Claims", "from_checkpoint_dir", "from_mapping", "merge", "parse_cli"]
+__all__ = ["KEYS", "Claims", "from_checkpoint_dir", "from_mapping", "merge", "metadata_claims", "parse_cli"]
+
+
+def metadata_claims(path: str | Path, config: Mapping[str, Any] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """The numeric claims a checkpoint makes about itself (pruning_meta.json, compressed-tensors
+    sparsity_config) and the file each came from; ({}, {}) when it makes none.
+
+    A claims file that exists but cannot be read is an error: going on without the claim
+    would verify nothing and could pass a checkpoint on missing data."""
+    found = from_checkpoint_dir(path, config)
+    values = {k: float(getattr(found, k)) for k in NUMERIC if getattr(found, k) is not None}
+    return values, {k: found.source.get(k, "") for k in values}

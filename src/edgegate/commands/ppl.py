@@ -18,9 +18,9 @@ from edgegate.errors import InputError
 
 
 def comparison_dict(cmp: Any) -> dict[str, Any]:
-    from edgegate.checks.base import _jsonable
+    from edgegate.results import jsonable
 
-    out: dict[str, Any] = _jsonable(asdict(cmp))
+    out: dict[str, Any] = jsonable(asdict(cmp))
     return out
 
 

@@ -12,11 +12,10 @@ from collections.abc import Iterator, Mapping
 from html import escape
 from typing import Any
 
-from edgegate.checks.base import _jsonable
 from edgegate.report import bbq_table
 from edgegate.report.common import STATUS_TITLE, ci, extras, human_bytes, num, threshold
 from edgegate.report.svg import RefLine, bar_chart, quadrant_scatter
-from edgegate.runner import GateResult
+from edgegate.results import GateResult, jsonable
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#f6f7f9}
@@ -160,7 +159,7 @@ def _environment(gate: GateResult) -> str:
 
 
 def _raw(name: str, measurements: Mapping[str, Any]) -> str:
-    text = json.dumps(_jsonable(measurements), indent=1)
+    text = json.dumps(jsonable(measurements), indent=1)
     if len(text) > _MAX_RAW:
         text = text[:_MAX_RAW] + "\n… (truncated; the JSON report has everything)"
     return f"<details><summary>{escape(name)}</summary><pre>{escape(text)}</pre></details>"

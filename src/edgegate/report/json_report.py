@@ -8,8 +8,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from edgegate.checks.base import _jsonable
-from edgegate.runner import GateResult
+from edgegate.results import GateResult, jsonable
 
 SCHEMA_VERSION = "1.0"
 
@@ -47,7 +46,7 @@ def build_report(gate: GateResult) -> dict[str, Any]:
         "summary": counts,
         "checks": checks,
     }
-    out: dict[str, Any] = _jsonable(report)
+    out: dict[str, Any] = jsonable(report)
     return out
 
 

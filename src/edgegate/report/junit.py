@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 from edgegate.checks.base import Status, Verdict
 from edgegate.report.common import ci, num, threshold
-from edgegate.runner import GateResult
+from edgegate.results import GateResult
 
 
 def render(gate: GateResult) -> str:

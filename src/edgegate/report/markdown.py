@@ -12,7 +12,7 @@ from edgegate.report.common import (
     num,
     threshold,
 )
-from edgegate.runner import GateResult
+from edgegate.results import GateResult
 
 
 def _cell(text: str) -> str:

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from edgegate.report.common import STATUS_TITLE, ci, num, threshold
-from edgegate.runner import GateResult
+from edgegate.results import GateResult
 
 _STYLE = {"pass": "green", "fail": "red", "error": "magenta", "inconclusive": "yellow", "skipped": "dim", "incomplete": "yellow"}
 
