@@ -31,7 +31,6 @@ import numpy as np
 
 from edgegate.backends._common import (
     check_finite,
-    check_tokens,
     log_softmax,
     picked_logprobs,
     render_chat,
@@ -285,8 +284,7 @@ class LlamaCppBackend(GenericBackend):
     def next_token_logprobs(
         self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
     ) -> np.ndarray:
-        cands = np.asarray([int(c) for c in candidates], dtype=np.int64)
-        check_tokens(list(cands), self.n_vocab, self.runtime)
+        cands = self._checked_candidates(candidates)
         toks = [self._checked(p, "next_token_logprobs") for p in prompts]
         out = np.empty((len(toks), len(cands)), dtype=np.float64)
         for i in sorted(range(len(toks)), key=lambda j: toks[j]):  # neighbours share prefixes
@@ -303,15 +301,7 @@ class LlamaCppBackend(GenericBackend):
         """Requests sharing a context decode it once: the next request keeps its cells (up to
         a row-tile boundary before the context's last token, whose logits score the first
         answer token) and decodes the rest plus its own continuation."""
-        seqs: list[tuple[list[int], int]] = []
-        for ctx, cont in requests:
-            c = [int(t) for t in cont]
-            if not c:
-                raise InputError("loglikelihood: empty continuation", field="continuation")
-            toks = self._checked([*ctx, *c], "loglikelihood")
-            if len(toks) - len(c) < 1:
-                raise InputError("loglikelihood: the context needs at least one token (BOS)", field="context")
-            seqs.append((toks, len(toks) - len(c)))
+        seqs = self._checked_requests(requests)
         results: list[LoglikResult | None] = [None] * len(seqs)
         for i in sorted(range(len(seqs)), key=lambda j: seqs[j][0]):
             toks, n_ctx_toks = seqs[i]

@@ -16,10 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gguf.constants import GGUFValueType as VT
+
 from edgegate.errors import CheckpointError
 
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
+# struct formats of the scalar value types (gguf's own enum names the wire codes)
+_SCALAR: dict[int, str] = {
+    VT.UINT8: "<B", VT.INT8: "<b", VT.UINT16: "<H", VT.INT16: "<h", VT.UINT32: "<I", VT.INT32: "<i",
+    VT.FLOAT32: "<f", VT.BOOL: "<?", VT.UINT64: "<Q", VT.INT64: "<q", VT.FLOAT64: "<d",
+}
+_STRING, _ARRAY = VT.STRING, VT.ARRAY
 KEEP_ARRAY = 64  # arrays longer than this are summarised as {"array": type, "count": n}
 MAX_DIMS = 4
 HINT = "re-convert or re-download the file"
