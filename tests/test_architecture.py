@@ -36,7 +36,7 @@ def _targets(node: ast.AST, importer: str, modules: dict[str, Path]) -> set[str]
         base = node.module or ""
         if node.level:  # relative import
             pkg = importer.split(".")
-            if not modules[importer].name == "__init__.py":
+            if modules[importer].name != "__init__.py":
                 pkg = pkg[:-1]
             pkg = pkg[: len(pkg) - node.level + 1]
             base = ".".join([*pkg, base] if base else pkg)
@@ -120,6 +120,6 @@ def test_the_subprocess_proxy_forwards_every_protocol_method() -> None:
     from edgegate.backends.base import REMOTE_METHODS, Backend
 
     members = {n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")}
-    assert REMOTE_METHODS == members - {"info", "close"}
+    assert members - {"info", "close"} == REMOTE_METHODS
     assert {"score_tokens", "token_logprobs", "next_token_logprobs", "loglikelihood"} <= REMOTE_METHODS
     assert all(callable(getattr(IsolatedBackend, n, None)) for n in members)

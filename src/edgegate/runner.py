@@ -223,8 +223,7 @@ def _measure_shard(name: str, ctx: CheckContext, measured: dict[str, Any]) -> Ch
     assert module is not None and ctx.shard is not None  # _sharded(name) holds
     m = module.measure(ctx, ctx.shard)
     if m is None:
-        result: CheckResult = module.judge([(THIS_RUN, None)], ctx.section)
-        return result
+        return module.judge([(THIS_RUN, None)], ctx.section)
     measured[name] = m
     i, n = ctx.shard
     return CheckResult.skipped(name, f"shard {i}/{n}: measured; the verdict comes from `edgegate merge` of all shards")

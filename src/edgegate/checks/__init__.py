@@ -4,14 +4,16 @@ and ``run(ctx)`` (see ``edgegate.checks.base``)."""
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import cast
+
+from edgegate.checks.base import CheckModule
 
 
-def load(name: str) -> ModuleType | None:
+def load(name: str) -> CheckModule | None:
     """The module of check ``name``, or None when this build does not have it."""
     module_name = f"{__name__}.{name}"
     try:
-        return importlib.import_module(module_name)
+        return cast(CheckModule, importlib.import_module(module_name))
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
             return None
