@@ -4,8 +4,9 @@ A check module ``edgegate.checks.<name>`` has two halves:
 
 - ``measure(ctx, shard) -> Measurement``: the only part that touches models or files; with
   ``shard=(i, n)`` it measures only that shard's share of the work (BBQ items, perplexity
-  chunks). Sharded checks return JSON-able measurements, so a shard can write them to its
-  partial file;
+  chunks). Sharded checks (``SHARDED = True``: bbq, perplexity) return JSON-able
+  measurements, so a shard can write them to its partial file; the others (sparsity, size,
+  speed) measure in memory (a scan, a benchmark), run whole in shard 1 and travel as results;
 - ``judge(measurements, section) -> CheckResult``: pure; the thresholds of the check's policy
   section applied to the measurements of every shard (one for an unsharded run), each given
   as (where it came from, measurement) so a merge can name the file at fault.
@@ -34,6 +35,7 @@ from edgegate.results import (
 from edgegate.settings import RunSettings, Shard
 
 __all__ = [
+    "THIS_RUN",
     "CheckContext",
     "CheckModule",
     "CheckResult",
