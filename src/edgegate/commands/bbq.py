@@ -134,7 +134,7 @@ def run_cmd(
     """Score DENSE and COMPRESSED on BBQ and test the change in stereotyped answers."""
     from edgegate.checks import bbq as check
     from edgegate.checks.base import CheckContext
-    from edgegate.progress import NullProgress, RichProgress
+    from edgegate.progress import make_progress
 
     if not data:
         raise DatasetError("no BBQ data given", field="--data", hint="pass --data DIR with BBQ *.jsonl, or hf:NAME")
@@ -149,7 +149,7 @@ def run_cmd(
         raise InputError("--partial-out needs --shard I/N", field="--partial-out")
     ctx = CheckContext(
         compressed_path=compressed, dense_path=dense, section=section, settings=settings, shard=shard,
-        progress=NullProgress() if as_json or not sys.stderr.isatty() else RichProgress(),
+        progress=make_progress(),
     )
     if shard is None:
         _emit(check.run(ctx), as_json, allow_inconclusive)

@@ -57,7 +57,7 @@ def command(
 ) -> None:
     """Prefill/decode throughput, TTFT, peak RSS and load time of DENSE vs COMPRESSED."""
     from edgegate.perf.bench import BenchConfig, bench_runtime
-    from edgegate.progress import NullProgress, RichProgress
+    from edgegate.progress import make_progress
     from edgegate.results import jsonable
 
     for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):
@@ -67,7 +67,7 @@ def command(
     cfg = BenchConfig(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup,
                       threads=threads, seed=seed, pin=not no_pin, timeout=timeout,
                       cache_dir=str(cache_dir) if cache_dir else None)
-    progress = NullProgress() if quiet else RichProgress()
+    progress = make_progress(quiet)
     results: dict[str, Any] = {}
     failures: list[BackendError] = []
     from edgegate.backends import supports

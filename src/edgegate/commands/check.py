@@ -146,7 +146,7 @@ assert {f.name for f in fields(CheckFlags)} == {p.name for p in command.params} 
 
 def run_check(flags: CheckFlags) -> None:
     from edgegate.claims import parse_claim
-    from edgegate.progress import NullProgress, RichProgress
+    from edgegate.progress import make_progress
     from edgegate.runner import GateOptions, run_gate, run_shard, shard_skips
 
     models = flags.models()
@@ -169,7 +169,7 @@ def run_check(flags: CheckFlags) -> None:
         hash_inputs=not flags.no_hash,
         argv=tuple(sys.argv[1:]),
     )
-    progress = NullProgress() if flags.quiet else RichProgress()
+    progress = make_progress(flags.quiet)
     if shard is not None:
         _write_shard(run_shard(opts, progress=progress), opts, user_skip, shard, flags.partial_out, flags.quiet)
     emit(run_gate(opts, progress=progress), flags.outputs(), flags.quiet)

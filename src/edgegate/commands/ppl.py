@@ -59,7 +59,7 @@ def command(
 ) -> None:
     """Perplexity of DENSE and COMPRESSED, and the relative change with a paired CI."""
     from edgegate.ppl import load_dataset_text, run_ppl
-    from edgegate.progress import NullProgress, RichProgress
+    from edgegate.progress import make_progress
 
     for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):
         if not p.exists():
@@ -78,7 +78,7 @@ def command(
     cmp = run_ppl(
         dense, compressed, runtime=runtime, text=text, n_ctx=n_ctx, mode=mode,  # type: ignore[arg-type]
         threads=threads, cache_dir=cache_dir, timeout=timeout,
-        progress=NullProgress() if quiet else RichProgress(),
+        progress=make_progress(quiet),
     )
     if as_json:
         sys.stdout.write(json.dumps(comparison_dict(cmp), indent=2) + "\n")
