@@ -217,3 +217,37 @@ def test_svg_charts_are_well_formed_for_any_input() -> None:
         assert "nan" not in svg.lower()
 
     check()
+
+
+def test_advisory_failure_is_not_a_junit_failure(tmp_path: Path) -> None:
+    """speed is advisory (required: false): a failed advisory verdict does not gate, so JUnit
+    must not turn a dashboard red for it; it is a passing testcase that says 'advisory fail'."""
+    def slow(ctx: CheckContext) -> CheckResult:
+        return CheckResult.from_verdicts("speed", [compare("speed.min_speedup", 0.9, ">=", 1.0)], {}, "0.9x")
+
+    dense, comp = tmp_path / "d.safetensors", tmp_path / "c.safetensors"
+    dense.write_bytes(b"D" * 10)
+    comp.write_bytes(b"C" * 10)
+    pol = parse_policy("version: 1\nname: p\nchecks:\n  speed: {required: false}\n", "p.yaml")
+    with ExitStack() as stack:
+        for name in CHECK_NAMES:
+            stack.enter_context(registered(name, slow if name == "speed" else None))
+        g = run_gate(GateOptions(compressed=comp, dense=dense, policy=pol, only=("speed",)))
+    root = ET.fromstring(render("junit", g))
+    case = next(c for c in root.iter("testcase") if c.get("name") == "speed.min_speedup")
+    assert case.find("failure") is None
+    out = case.find("system-out")
+    assert out is not None and (out.text or "").startswith("advisory fail (this check does not gate)")
+    assert next(s for s in root.iter("testsuite") if s.get("name") == "edgegate.speed").get("failures") == "0"
+
+
+def test_terminal_summary_keeps_brackets_of_install_hints(gate: GateResult) -> None:
+    import io
+
+    from rich.console import Console
+
+    from edgegate.report.terminal import print_summary
+
+    buf = io.StringIO()
+    print_summary(gate, Console(file=buf, width=400, color_system=None))
+    assert "pip install 'edgegate[mlx]'" in buf.getvalue()

@@ -136,8 +136,16 @@ def resolve_policy(value: str | Path) -> Policy:
     """A policy file, or a shipped preset by name (``strict`` or ``preset:strict``) when no
     file of that name exists."""
     name = str(value).removeprefix("preset:")
-    if not Path(value).exists() and name in PRESETS:
-        return load_preset(name)
+    if not Path(value).exists():
+        if name in PRESETS:
+            return load_preset(name)
+        # "strickt": a mistyped preset name, not a missing file the user meant to write
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        if close and not name.endswith((".yaml", ".yml")) and "/" not in name:
+            raise PolicyError(
+                f"no policy file or preset named '{name}'", field="--policy",
+                hint=f"did you mean the preset '{close[0]}'? Presets: {', '.join(PRESETS)}",
+            )
     return load_policy(value)
 
 
