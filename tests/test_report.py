@@ -95,7 +95,7 @@ def test_gate_outcome(gate: GateResult) -> None:
 def test_json_report_validates_and_records_inputs(gate: GateResult) -> None:
     report = json.loads(render("json", gate))
     assert validate_report(report) == []
-    assert report["schema_version"] == "1.0" and report["status"] == "fail" and report["exit_code"] == 1
+    assert report["schema_version"] == "2.0" and report["status"] == "fail" and report["exit_code"] == 1
     comp = next(i for i in report["inputs"] if i["role"] == "compressed")
     assert [f["path"] for f in comp["files"]] == ["config.json", "model.safetensors"]
     assert comp["files"][1]["sha256"] == hashlib.sha256(b"C" * 3990).hexdigest()
@@ -151,12 +151,13 @@ def test_html_is_self_contained_with_charts(gate: GateResult) -> None:
 
 
 def test_every_format_renders_for_a_run_with_no_measurements(tmp_path: Path) -> None:
-    f = tmp_path / "m.gguf"
+    f, f2 = tmp_path / "m.gguf", tmp_path / "m2.gguf"
     f.write_bytes(b"x")
+    f2.write_bytes(b"y")
     with ExitStack() as stack:
         for name in CHECK_NAMES:
             stack.enter_context(registered(name, None))
-        g = run_gate(GateOptions(compressed=f, dense=f, policy=parse_policy(POLICY)))
+        g = run_gate(GateOptions(compressed=f2, dense=f, policy=parse_policy(POLICY)))
     for fmt in FORMATS:
         assert render(fmt, g)
     assert validate_report(build_report(g)) == []

@@ -76,9 +76,9 @@ def test_optional_fail_is_advisory(inputs: tuple[Path, Path]) -> None:
     assert g.outcomes[1].gate == "advisory"
 
 
-def test_unavailable_required_check_is_incomplete_never_pass(inputs: tuple[Path, Path]) -> None:
+def test_unavailable_required_check_is_partial_never_pass(inputs: tuple[Path, Path]) -> None:
     g = gate(inputs, {"size": result(Status.PASS)}, only("size", "bbq"))
-    assert (g.status, g.exit_code) == ("incomplete", 0)
+    assert (g.status, g.exit_code) == ("partial", 0)
     bbq = g.outcomes[1]
     assert bbq.result.status is Status.SKIPPED and "not available in this build" in bbq.result.summary
     assert bbq.gate == "not-verified"
@@ -99,14 +99,18 @@ def test_inconclusive_follows_fail_on_inconclusive(inputs: tuple[Path, Path]) ->
     assert gate(inputs, checks, only("size", "bbq")).exit_code == 1  # default: fail_on_inconclusive true
     lenient = only("size", "bbq").replace("checks:", "fail_on_inconclusive: false\nchecks:")
     g = gate(inputs, checks, lenient)
-    assert (g.status, g.exit_code) == ("incomplete", 0)
+    assert (g.status, g.exit_code) == ("partial", 0)
     assert gate(inputs, checks, lenient, strict=True).status == "fail"
 
 
 def test_nothing_verified_is_not_a_pass(inputs: tuple[Path, Path]) -> None:
+    """Used to be exit 0 ("incomplete"): a CI step that verified nothing went green."""
     g = gate(inputs, {}, only("speed").replace("{}", "{required: false}"))
-    assert g.status == "incomplete"
+    assert (g.status, g.exit_code) == ("unverified", 1)
     assert any("nothing was verified" in r for r in g.reasons)
+    g = gate(inputs, {"size": result(Status.SKIPPED)}, only("size", "bbq"))
+    assert (g.status, g.exit_code) == ("unverified", 1)
+    assert any("no required check was verified" in r for r in g.reasons)
 
 
 def test_backend_unavailable_is_skipped_with_install_hint(inputs: tuple[Path, Path]) -> None:

@@ -3,9 +3,13 @@
 
 - a required check that fails, or errors, fails the run (exit 1, or 2/3 for errors);
 - a required check that is inconclusive fails when ``fail_on_inconclusive`` (or --strict);
-- a required check that was skipped fails when ``fail_on_skipped`` (or --strict), otherwise
-  the run is "incomplete": exit 0, but never reported as a pass;
-- checks deselected with --only/--skip are listed as such and do not count either way;
+- a required check that was skipped fails when ``fail_on_skipped`` (or --strict);
+- PASS only when every required check of the policy ran and passed. When nothing failed but
+  some required checks were not verified (deselected with --only/--skip, skipped or
+  inconclusive where the policy allows it), the run is "partial" — "PARTIAL (n of m required
+  checks verified)", exit 0, never reported as a pass;
+- a run that verified no required check at all is "unverified": exit 1, because a CI step
+  that verified nothing must not go green;
 - optional checks are advisory: reported, never gating.
 """
 
@@ -22,7 +26,7 @@ from edgegate.results import CheckOutcome, CheckResult, Status
 
 @dataclass(frozen=True)
 class Decision:
-    status: str  # pass | fail | incomplete | error
+    status: str  # pass | fail | partial | unverified | error
     exit_code: int
     reasons: tuple[str, ...]
     notes: tuple[str, ...]
@@ -31,6 +35,10 @@ class Decision:
 
 def select_checks(policy: Policy, only: tuple[str, ...], skip: tuple[str, ...]) -> list[str]:
     enabled = [c.name for c in policy.enabled_checks()]
+    both = sorted(set(only) & set(skip))
+    if both:  # contradictory flags: refuse rather than guess which one the user meant
+        raise InputError(f"check(s) {', '.join(both)} given to both --only and --skip", field="--skip",
+                         hint="name each check in one of them")
     for flag, names in (("--only", only), ("--skip", skip)):
         for n in names:
             if n not in CHECK_NAMES:
@@ -43,7 +51,11 @@ def select_checks(policy: Policy, only: tuple[str, ...], skip: tuple[str, ...]) 
                     field=flag,
                     hint=f"enabled: {', '.join(enabled) or 'none'}; add a checks.{n} block to the policy",
                 )
-    return [n for n in enabled if (not only or n in only) and n not in skip]
+    selected = [n for n in enabled if (not only or n in only) and n not in skip]
+    if enabled and not selected:
+        raise InputError("--skip leaves no check to run", field="--skip",
+                         hint=f"policy '{policy.name}' enables {', '.join(enabled)}; a run that checks nothing verifies nothing")
+    return selected
 
 
 def decide(
@@ -99,7 +111,6 @@ def _overall(outcomes: list[CheckOutcome], policy: Policy) -> tuple[str, int, li
     errors = [o for o in outcomes if o.gate == "error"]
     fails = [o for o in outcomes if o.gate == "fail"]
     unverified = [o for o in outcomes if o.gate == "not-verified"]
-    passed = [o for o in outcomes if o.result.status is Status.PASS and o.selected]
     reasons = [f"{o.name}: {o.reason}" for o in (*errors, *fails, *unverified)]
     if errors:
         codes = [int((o.result.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) for o in errors]
@@ -107,14 +118,40 @@ def _overall(outcomes: list[CheckOutcome], policy: Policy) -> tuple[str, int, li
         return "error", int(code), reasons
     if fails:
         return "fail", int(ExitCode.POLICY_FAILED), reasons
-    if not passed:
-        why = "no check passed: nothing was verified"
-        if policy.fail_on_skipped:
-            return "fail", int(ExitCode.POLICY_FAILED), [*reasons, why]
-        return "incomplete", int(ExitCode.PASS), [*reasons, why]
-    if unverified:
-        return "incomplete", int(ExitCode.PASS), reasons
-    return "pass", int(ExitCode.PASS), [f"{len(passed)} check(s) passed"]
+    v = verification(outcomes)
+    if v.required == 0:  # a policy of advisory checks only: nothing gates, nothing to call verified
+        passed = [o for o in outcomes if o.selected and o.result.status is Status.PASS]
+        if passed:
+            return "pass", int(ExitCode.PASS), [f"{len(passed)} advisory check(s) passed; the policy requires none"]
+        return "unverified", int(ExitCode.POLICY_FAILED), [*reasons, "no check passed: nothing was verified"]
+    if v.verified == 0:
+        return "unverified", int(ExitCode.POLICY_FAILED), [*reasons, *v.gaps(outcomes), "no required check was verified"]
+    if v.verified < v.required:
+        return "partial", int(ExitCode.PASS), [*reasons, *v.gaps(outcomes)] or [v.headline()]
+    return "pass", int(ExitCode.PASS), [f"all {v.required} required check(s) passed"]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How much of what the policy requires this run verified."""
+
+    required: int
+    verified: int
+    not_verified: tuple[str, ...]
+
+    def headline(self) -> str:
+        return f"{self.verified} of {self.required} required checks verified"
+
+    def gaps(self, outcomes: Sequence[CheckOutcome]) -> list[str]:
+        return [f"{o.name}: not verified ({'deselected' if not o.selected else o.reason})"
+                for o in outcomes if o.name in self.not_verified and (not o.selected)]
+
+
+def verification(outcomes: Sequence[CheckOutcome]) -> Verification:
+    required = [o for o in outcomes if o.required]
+    verified = [o for o in required if o.selected and o.result.status is Status.PASS]
+    missing = tuple(o.name for o in required if o not in verified)
+    return Verification(len(required), len(verified), missing)
 
 
 def _notes(outcomes: list[CheckOutcome]) -> list[str]:

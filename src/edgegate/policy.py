@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -56,6 +57,28 @@ class Policy:
     def strict(self) -> Policy:
         """``--strict``: skipped or inconclusive required checks fail the gate."""
         return replace(self, fail_on_inconclusive=True, fail_on_skipped=True)
+
+    def with_bbq_items(self, n: int) -> tuple[Policy, str]:
+        """``--bbq-items N``: a quick run on N BBQ items, with the item minimums scaled by the
+        same factor; returns the policy and the caveat every report must carry."""
+        cp = self.checks.get("bbq")
+        if cp is None or not cp.enabled:
+            raise PolicyError("--bbq-items: this policy has no bbq check", field="--bbq-items")
+        sec = dict(cp.section)
+        full = int(sec.get("items") or 0)  # 0/None: every item of the data set
+        ratio = n / full if full else None
+        changed = []
+        for key in ("min_items", "min_items_per_category"):
+            if isinstance(sec.get(key), int):
+                new = min(sec[key], math.ceil(sec[key] * ratio)) if ratio else min(sec[key], n)
+                if new != sec[key]:
+                    changed.append(f"{key} {sec[key]} -> {new}")
+                sec[key] = new
+        sec["items"] = n
+        caveat = (f"quick run: {n} BBQ items instead of the policy's {full or 'all'}"
+                  + (f" ({', '.join(changed)})" if changed else "") + "; not release-grade")
+        checks = {**self.checks, "bbq": replace(cp, section=sec)}
+        return replace(self, checks=checks), caveat
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved policy (defaults filled), as the report records it."""

@@ -182,7 +182,7 @@ class CheckOutcome:
 
 @dataclass(frozen=True)
 class GateResult:
-    status: str  # pass | fail | incomplete | error
+    status: str  # pass | fail | partial | unverified | error (edgegate.gate)
     exit_code: int
     reasons: tuple[str, ...]
     notes: tuple[str, ...]
@@ -197,6 +197,10 @@ class GateResult:
     finished_at: str
     duration_s: float
     argv: tuple[str, ...] = ()
+    # Problems with the inputs themselves (edgegate.sanity.Finding.to_dict()), and caveats on
+    # the whole run such as a quick --bbq-items run: said in every report.
+    findings: tuple[Mapping[str, str], ...] = ()
+    caveats: tuple[str, ...] = ()
 
     def result(self, name: str) -> CheckResult | None:
         return next((o.result for o in self.outcomes if o.name == name), None)

@@ -27,11 +27,12 @@ from edgegate import checks
 from edgegate.checks.base import THIS_RUN, CheckContext, CheckResult, Status
 from edgegate.claims import resolve_claims
 from edgegate.environment import describe_input, environment_info
-from edgegate.errors import BackendUnavailable, EdgegateError, ExitCode
+from edgegate.errors import BackendUnavailable, EdgegateError, ExitCode, InputError
 from edgegate.gate import decide, select_checks
 from edgegate.policy import Policy
 from edgegate.progress import NullProgress, Progress
 from edgegate.results import GateResult
+from edgegate.sanity import Finding, summarize
 from edgegate.settings import RunSettings, Shard
 
 CheckFn = Callable[[CheckContext], CheckResult]
@@ -87,6 +88,9 @@ class GateOptions:
     shard: Shard | None = None  # --shard i/n: measure this shard's share of the sharded checks
     hash_inputs: bool = True
     argv: tuple[str, ...] = ()
+    outputs: Mapping[str, str | None] = field(default_factory=dict)  # report flag -> destination
+    allow_identical: bool = False  # a deliberate null run (dense vs itself)
+    caveats: tuple[str, ...] = ()  # e.g. a quick --bbq-items run
 
 
 @dataclass(frozen=True)
@@ -167,10 +171,12 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
     t0 = time.perf_counter()
     policy = opts.policy.strict() if opts.strict else opts.policy
     selected = select_checks(policy, opts.only, opts.skip)
+    _preflight(opts, policy, selected)
 
     inputs = [_model_input("compressed", opts.compressed, opts, progress)]
     if opts.dense is not None:
         inputs.insert(0, _model_input("dense", opts.dense, opts, progress))
+    findings = _input_findings(opts, inputs, selected)
     if policy.source and Path(policy.source).is_file():
         inputs.append(describe_input("policy", Path(policy.source), hash_files=opts.hash_inputs))
     for role, value in _data_inputs(policy, selected, opts.settings):
@@ -197,11 +203,18 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         return res
 
     decision = decide(policy, opts.strict, opts.only, opts.skip, result_of)
+    swapped = _swapped(shared)
+    findings += [swapped] if swapped else []
+    status, code, reasons = decision.status, decision.exit_code, decision.reasons
+    if swapped:  # the measurements stand, but a verdict on swapped inputs means nothing
+        status, code, reasons = "error", int(ExitCode.INPUT_ERROR), (*summarize([swapped]), *reasons)
     return GateResult(
-        status=decision.status,
-        exit_code=decision.exit_code,
-        reasons=decision.reasons,
-        notes=decision.notes,
+        status=status,
+        exit_code=code,
+        reasons=reasons,
+        notes=(*summarize(findings), *decision.notes),
+        findings=tuple(f.to_dict() for f in findings),
+        caveats=opts.caveats,
         outcomes=decision.outcomes,
         policy=policy,
         strict=opts.strict,
@@ -214,6 +227,54 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         duration_s=round(time.perf_counter() - t0, 6),
         argv=opts.argv,
     )
+
+
+def _preflight(opts: GateOptions, policy: Policy, selected: list[str]) -> None:
+    """Every problem the run would hit (data, outputs, cache, runtimes), at once, before the
+    first measurement."""
+    from edgegate import preflight
+
+    base = Path(policy.source).parent if policy.source and Path(policy.source).is_file() else None
+    selected = [n for n in selected if n not in _REGISTRY]  # a registered check brings its own needs
+    preflight.raise_if_any([
+        *preflight.data_problems(policy, selected, opts.settings, base),
+        *preflight.output_problems(opts.outputs),
+        *preflight.cache_problems(opts.settings, selected),
+        *preflight.runtime_problems(policy, selected, opts.settings),
+    ])
+
+
+def _input_findings(opts: GateOptions, inputs: list[dict[str, Any]], selected: list[str]) -> list[Finding]:
+    """Identical inputs or two different models: an input error before anything is measured,
+    except a null run the user asked for (--allow-identical), which is reported as such."""
+    from edgegate.checkpoint import open_checkpoint
+    from edgegate.preflight import input_findings
+
+    descs = {str(d["role"]): d for d in inputs if d.get("files") is not None}
+    configs: dict[str, Any] = {}
+    for role, path in (("dense", opts.dense), ("compressed", opts.compressed)):
+        if path is None or not path.exists():
+            continue
+        try:
+            with open_checkpoint(path) as ck:
+                configs[role] = ck.config
+        except EdgegateError:
+            pass  # best effort: the checks that read the checkpoint report it, with its exit code
+    findings = input_findings(descs, configs)
+    for f in findings:
+        if f.code == "identical-inputs" and opts.allow_identical:
+            continue
+        raise InputError(f.message, field="DENSE COMPRESSED", hint=f.hint)
+    return [replace(f, severity="warning", message=f"null run (--allow-identical): {f.message}") for f in findings]
+
+
+def _swapped(shared: Mapping[str, Any]) -> Finding | None:
+    from edgegate.sanity import probably_swapped
+
+    comp, dense = shared.get("scan.compressed"), shared.get("scan.dense")
+    if comp is None or dense is None:
+        return None
+    return probably_swapped(dense.prunable.sparsity, comp.prunable.sparsity)
 
 
 def _measure_shard(name: str, ctx: CheckContext, measured: dict[str, Any]) -> CheckResult:

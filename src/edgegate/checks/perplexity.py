@@ -65,6 +65,10 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
         settings["runtime"] = runtime = "openai"
         models = (str(ctx.settings.dense_endpoint), str(ctx.settings.compressed_endpoint))
     body = ppl.evaluation_text(text)
+    # Which text was scored is part of the evidence: a reviewer must be able to tell the
+    # embedded text from a file, and one file from another.
+    text_id = {"source": str(sec["text"]) if sec.get("text") else "embedded (edgegate's evaluation text)",
+               "sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(), "chars": len(body)}
     opening = OpenSettings(n_ctx=n_ctx, threads=ctx.settings.threads, cache_dir=ctx.settings.cache_dir,
                            timeout=ctx.settings.backend_timeout)
     with open_pair(runtime, models, opening) as pair:
@@ -79,6 +83,8 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
             nll[role] = [a.tolist() for a in ppl.chunk_nlls(be, chunking, idx, progress=ctx.progress, label=role)]
             seconds[role] = time.perf_counter() - t1
             extra[f"{role}_ident"] = {"runtime": str(be.runtime), "model": str(be.model_path)}
+        extra["vocab_size"] = int(pair.dense.n_vocab or 0) or None
+    extra["text"] = {**text_id, "tokens_scored": sum(len(ch) for ch in chunking.chunks)}
     digest = hashlib.sha256(json.dumps([list(ch) for ch in chunking.chunks]).encode()).hexdigest()
     return {
         "settings": settings,
@@ -151,7 +157,18 @@ def result_from_comparison(cmp: Any, settings: Mapping[str, Any], duration_s: fl
         f"relative perplexity increase ({runtime}, {d.mode}, n_ctx {d.n_ctx}: "
         f"{d.ppl:.4g} -> {c.ppl:.4g}, 95% CI [{cmp.ci_low:+.2%}, {cmp.ci_high:+.2%}] over {cmp.n} chunks)"
     )
-    if cmp.n < min_chunks:
+    vocab = cmp.extra.get("vocab_size")
+    if isinstance(vocab, int) and vocab > 1 and d.ppl > vocab:
+        # Worse than a uniform guess over the vocabulary: the model cannot read this text, and a
+        # relative change between two such numbers says nothing about compression damage.
+        v = Verdict(
+            "max_relative_increase", Status.INCONCLUSIVE,
+            f"the dense model is worse than uniform guessing on this text (perplexity {d.ppl:.4g} > "
+            f"vocabulary {vocab:,}): the text is not one the model can read; set checks.perplexity.text "
+            "to text in the model's language and domain",
+            observed=cmp.relative_change, threshold=thr, comparator="<=", **extra,
+        )
+    elif cmp.n < min_chunks:
         v = Verdict(
             "max_relative_increase", Status.INCONCLUSIVE,
             f"only {cmp.n} chunks of {n_ctx} tokens (< min_chunks {min_chunks}); use a longer text or smaller n_ctx",
@@ -160,5 +177,8 @@ def result_from_comparison(cmp: Any, settings: Mapping[str, Any], duration_s: fl
     else:
         v = compare("max_relative_increase", cmp.relative_change, "<=", thr, what=what, **extra)
     measurements = jsonable(asdict(cmp))
-    summary = f"PPL {d.ppl:.4g} -> {c.ppl:.4g} ({cmp.relative_change:+.2%}) on {runtime}"
+    source = (cmp.extra.get("text") or {}).get("source", "")
+    summary = f"PPL {d.ppl:.4g} -> {c.ppl:.4g} ({cmp.relative_change:+.2%}) on {runtime}" + (f", text: {source}" if source else "")
+    if v.status is Status.INCONCLUSIVE and vocab and d.ppl > vocab:
+        summary += " (inconclusive: worse than uniform)"
     return CheckResult.from_verdicts("perplexity", [v], measurements, summary, duration_s)

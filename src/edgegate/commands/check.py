@@ -64,6 +64,11 @@ def _load_policy(value: str) -> Policy:
 @click.option("--shard", "shard_text", metavar="I/N",
               help="Run shard I of N (BBQ items split by a stable hash) and write a partial file for `edgegate merge`.")
 @click.option("--partial-out", metavar="FILE", help="Partial file of a --shard run (default edgegate-partial-I-of-N.json).")
+@click.option("--bbq-items", type=click.IntRange(min=1), metavar="N",
+              help="Quick run: score N BBQ items instead of the policy's number (item minimums scaled); "
+                   "every report says the result is not release-grade.")
+@click.option("--allow-identical", is_flag=True,
+              help="Accept identical dense and compressed inputs: a deliberate null run (the gate should find no change).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary table on stderr.")
 def command(**flags: Any) -> None:
     """Measure COMPRESSED against DENSE and pass/fail it against a policy.
@@ -100,6 +105,8 @@ class CheckFlags:
     compressed_endpoint: str | None
     shard_text: str | None
     partial_out: str | None
+    bbq_items: int | None
+    allow_identical: bool
     quiet: bool
 
     def outputs(self) -> dict[str, str | None]:
@@ -151,10 +158,11 @@ def run_check(flags: CheckFlags) -> None:
 
     models = flags.models()
     shard = flags.shard()
-    bbq_data = flags.bbq_data
-    if bbq_data is not None and not str(bbq_data).startswith("hf:") and not bbq_data.exists():
-        raise InputError("BBQ data not found", path=bbq_data, field="--bbq-data", hint="a directory of BBQ *.jsonl files, or hf:NAME")
     policy = _load_policy(flags.policy_path)
+    caveats: tuple[str, ...] = ()
+    if flags.bbq_items is not None:
+        policy, caveat = policy.with_bbq_items(flags.bbq_items)
+        caveats = (caveat,)
     user_skip = _split(flags.skip)
     opts = GateOptions(
         compressed=models["compressed"],
@@ -163,16 +171,32 @@ def run_check(flags: CheckFlags) -> None:
         only=_split(flags.only),
         skip=(*user_skip, *(shard_skips(policy, shard) if shard else ())),
         strict=flags.strict,
-        cli_claims=dict(parse_claim(c) for c in flags.claims),
+        cli_claims=_claims(flags.claims, parse_claim),
         settings=flags.settings(),
         shard=shard,
         hash_inputs=not flags.no_hash,
         argv=tuple(sys.argv[1:]),
+        outputs={f"--{k if k != 'markdown' else 'md'}-out": v for k, v in flags.outputs().items()},
+        allow_identical=flags.allow_identical,
+        caveats=caveats,
     )
     progress = make_progress(flags.quiet)
     if shard is not None:
         _write_shard(run_shard(opts, progress=progress), opts, user_skip, shard, flags.partial_out, flags.quiet)
     emit(run_gate(opts, progress=progress), flags.outputs(), flags.quiet)
+
+
+def _claims(texts: tuple[str, ...], parse: Any) -> dict[str, float]:
+    """--claim KEY=VALUE, repeatable; the same key twice with different values is a mistake,
+    not "the last one wins"."""
+    out: dict[str, float] = {}
+    for text in texts:
+        key, value = parse(text)
+        if key in out and out[key] != value:
+            raise InputError(f"--claim {key} given twice with different values ({out[key]:g} and {value:g})",
+                             field="--claim", hint="pass each claim once")
+        out[key] = value
+    return out
 
 
 def _write_shard(run: ShardRun, opts: GateOptions, user_skip: tuple[str, ...], shard: Shard,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from edgegate.report.common import STATUS_TITLE, ci, num, threshold
+from edgegate.report.common import ci, headline, num, threshold
 from edgegate.results import GateResult
 
-_STYLE = {"pass": "green", "fail": "red", "error": "magenta", "inconclusive": "yellow", "skipped": "dim", "incomplete": "yellow"}
+_STYLE = {"pass": "green", "fail": "red", "error": "magenta", "inconclusive": "yellow", "skipped": "dim", "partial": "yellow", "unverified": "red"}
 
 
 def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True) -> None:
@@ -47,7 +47,7 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
     for note in gate.notes:
         con.print(f"[bold yellow]note:[/] {escape(note)}", highlight=False)
     style = _STYLE.get(gate.status, "bold")
-    con.print(f"[bold {style}]{STATUS_TITLE.get(gate.status, gate.status)}[/] (exit {gate.exit_code})", highlight=False)
+    con.print(f"[bold {style}]{headline(gate)}[/] (exit {gate.exit_code})", highlight=False)
     if gate.status != "pass":
         for r in gate.reasons:
             con.print(f"  - {r}", highlight=False, markup=False)
