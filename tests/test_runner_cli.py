@@ -87,6 +87,14 @@ def test_action_run_step(tmp_path: Path) -> None:
     env["FAIL_ON_ERROR"] = "true"
     r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
+    # the honest model's static checks pass, but strict requires four checks: PARTIAL (exit 0)
+    # must not turn the step green unless the workflow says it accepts that
+    env.update(COMPRESSED=WANDA50, ALLOW_PARTIAL="false")
+    r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "PARTIAL" in r.stdout
+    env["ALLOW_PARTIAL"] = "true"
+    r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_demo(tmp_path: Path) -> None:
