@@ -175,12 +175,14 @@ def input_identity(desc: Mapping[str, Any]) -> dict[str, Any]:
     return {**ident, **{k: desc[k] for k in ("base_url", "model", "dialect") if k in desc}}
 
 
-def endpoint_input(role: str, url: str, timeout: float = 60.0) -> dict[str, Any]:
+def endpoint_input(role: str, url: str, timeout: float | None = None) -> dict[str, Any]:
     """Describe a model behind a server by what the server says it is (base URL, model id,
     dialect), as the report's inputs and the shard fingerprint record it."""
+    from edgegate.backends._http import current_http_settings
     from edgegate.backends.openai_backend import OpenAIBackend
 
-    be = OpenAIBackend(url, timeout=timeout, max_retries=2, n_ctx=2048)  # n_ctx: unused here
+    retries = min(2, current_http_settings().max_retries)  # timeout None: the --timeout setting
+    be = OpenAIBackend(url, timeout=timeout, max_retries=retries, n_ctx=2048)  # n_ctx: unused here
     try:
         info = be.info()
     finally:
@@ -214,12 +216,10 @@ def write_partial(
 
 def read_partial(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read the partial file: {exc.strerror}", path=p) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a JSON partial file: {exc}", path=p, hint="pass files written by --shard i/n") from exc
+    from edgegate import safe_json  # depth/size guard: a hostile partial is exit 2, file named
+
+    # partials are written with allow_nan=False, so NaN/Infinity in one is tampering
+    doc = safe_json.load(p, hint="pass files written by --shard i/n", allow_nan=False, expect_object=False)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError("not an edgegate partial file", path=p, field="format", hint="pass files written by --shard i/n")
     if doc.get("version") != VERSION:

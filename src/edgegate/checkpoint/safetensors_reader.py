@@ -128,6 +128,10 @@ def read_header(path: Path) -> tuple[list[Entry], dict[str, str]]:
             raw = f.read(n)
     except OSError as e:
         raise _err(path, f"cannot read file: {e.strerror or e}") from None
+    from edgegate.safe_json import MAX_DEPTH, too_deep
+
+    if too_deep(raw):  # json recurses per level: 200k '[' was a RecursionError
+        raise _err(path, f"header JSON nests more than {MAX_DEPTH} levels", hint="the file is corrupt or not safetensors")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
     except _DuplicateKey as e:
@@ -200,12 +204,10 @@ def read_native_entry(e: Entry) -> np.ndarray:
 
 
 def load_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"not valid JSON ({e})", path=path, hint="fix or remove the file") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError("expected a JSON object", path=path)
+    """A checkpoint's JSON file (config.json, the shard index) through the shared safe loader."""
+    from edgegate import safe_json
+
+    obj: dict[str, Any] = safe_json.load(path, error=CheckpointError, hint="fix or remove the file")
     return obj
 
 
