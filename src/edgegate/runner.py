@@ -268,6 +268,7 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
     claims, sources = merge_claims(opts.cli_claims, policy.claims, *meta)
     # Checks see where each claim came from (e.g. to name pruning_meta.json in a message).
     options = {**opts.options, "claim_sources": dict(sources)}
+    options.setdefault("policy_dir", policy.base_dir)  # issue 15: policy paths resolve against the policy file
     shared: dict[str, Any] = {}
     outcomes: list[CheckOutcome] = []
     for cp in policy.enabled_checks():
@@ -337,7 +338,13 @@ def _data_inputs(policy: Policy, selected: list[str], options: Mapping[str, Any]
         if data:
             out.append(("bbq_data", str(data)))
     if "perplexity" in selected:
-        text = options.get("ppl_text") or policy.checks["perplexity"].section.get("text")
+        text = options.get("ppl_text")
+        if not text and policy.checks["perplexity"].section.get("text"):
+            from edgegate.policy import (
+                relative_to_policy,  # relative to the policy file, not the cwd
+            )
+
+            text = relative_to_policy(policy.checks["perplexity"].section["text"], policy.base_dir)
         if text:
             out.append(("perplexity_text", str(text)))
     return out
@@ -345,6 +352,10 @@ def _data_inputs(policy: Policy, selected: list[str], options: Mapping[str, Any]
 
 def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: bool) -> CheckOutcome:
     s = res.status
+    if s is Status.ERROR and int((res.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) == ExitCode.INPUT_ERROR:
+        # issue 15: an unreadable input is an input error (exit 2) whether or not the check that
+        # found it gates; as "advisory" it once ended in exit 0/1 ("no check passed")
+        return CheckOutcome(name, required, True, res, "error", res.summary)
     if not required:
         gate = "pass" if s is Status.PASS else "skipped" if s is Status.SKIPPED else "advisory"
         why = "optional check: reported, does not gate" if gate != "pass" else "passed"
