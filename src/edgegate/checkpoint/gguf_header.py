@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgegate.errors import CheckpointError
+from edgegate.errors import CheckpointError, excerpt
 
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
@@ -148,6 +148,10 @@ def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
         data_start = -(-cur.pos // align) * align
     tensors: list[RawTensor] = []
     seen: set[str] = set()
+    # ggml's loader (gguf.cpp) requires the data section to be the tensors back to back, in
+    # table order, each padded to the alignment: offset == running padded size. Anything
+    # else (overlaps, gaps, reordering) llama.cpp refuses, so we refuse it too.
+    expected, previous = 0, None
     for name, ne, qtype, offset in infos:
         where = f"tensor '{name}'"
         if name in seen:
@@ -168,6 +172,13 @@ def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
             raise CheckpointError(f"data offset {offset} is not a multiple of the alignment {align}", path=path,
                                   field=where, hint=HINT)
         nbytes = numel // block * type_size
+        if offset != expected:
+            after = f"the padded end of tensor {excerpt(previous, 80)}" if previous else "the start of the data section"
+            what = "overlaps earlier tensor data" if offset < expected else "leaves a gap"
+            raise CheckpointError(f"data offset {offset} {what}: expected {expected}, {after} (llama.cpp's loader "
+                                  "requires tensors back to back in table order)", path=path, field=where, hint=HINT)
+        expected += -(-nbytes // align) * align
+        previous = name
         start = data_start + offset
         if start + nbytes > size:
             raise CheckpointError(f"truncated or lying offset: tensor data [{start}, {start + nbytes}) runs past "
