@@ -15,7 +15,7 @@ from edgegate.forensics.sparsity import compare_claim, pct
 
 def run(ctx: CheckContext) -> CheckResult:
     t0 = time.perf_counter()
-    res, _ = shared_scans(ctx)
+    res, dense = shared_scans(ctx)  # raises (exit 2) when the dense reference holds NaN/Inf
     tol = float(ctx.section.get("claim_tolerance", 0.02))
     require = bool(ctx.section.get("require_claim", False))
     claimed = ctx.claims.get("sparsity", res.claims.get("sparsity"))
@@ -71,6 +71,8 @@ def run(ctx: CheckContext) -> CheckResult:
             "claims",
         )
     }
+    if dense is not None:  # issue 15: the reference's count is reported, not only the compressed one's
+        measurements["dense_nonfinite"] = {"nan": dense.nan, "inf": dense.inf}
     if res.comparison is not None:
         measurements["fingerprint"] = res.comparison.fingerprint.to_dict()
         measurements["super_weights"] = res.comparison.super_weights.to_dict()
