@@ -58,6 +58,10 @@ def _load_policy(value: str) -> Policy:
 @click.option("--dense-endpoint", metavar="URL",
               help="Run BBQ/perplexity against the dense model on an OpenAI-compatible server (vLLM, llama-server).")
 @click.option("--compressed-endpoint", metavar="URL", help="The compressed model's server (with --dense-endpoint).")
+@click.option("--timeout", "http_timeout", type=click.FloatRange(min=0.001), metavar="SECONDS",
+              help="Per-request timeout for servers (the openai runtime); default 60 or $EDGEGATE_HTTP_TIMEOUT.")
+@click.option("--max-retries", "http_retries", type=click.IntRange(0, 100), metavar="N",
+              help="Retries per request to a server before it counts as down; default 5 or $EDGEGATE_HTTP_MAX_RETRIES.")
 @click.option("--shard", "shard_text", metavar="I/N",
               help="Run shard I of N (BBQ items split by a stable hash) and write a partial file for `edgegate merge`.")
 @click.option("--partial-out", metavar="FILE", help="Partial file of a --shard run (default edgegate-partial-I-of-N.json).")
@@ -82,6 +86,8 @@ def command(
     no_hash: bool,
     dense_endpoint: str | None,
     compressed_endpoint: str | None,
+    http_timeout: float | None,
+    http_retries: int | None,
     shard_text: str | None,
     partial_out: str | None,
     quiet: bool,
@@ -145,7 +151,10 @@ def command(
         argv=tuple(sys.argv[1:]),
     )
     progress = NullProgress() if quiet else RichProgress()
-    gate = run_gate(opts, progress=progress)
+    from edgegate.backends._http import http_settings
+
+    with http_settings(http_timeout, http_retries):  # issue 15: a hung server is bounded by the flags
+        gate = run_gate(opts, progress=progress)
     if shard is not None:
         _write_shard(gate, opts, _split(skip), shard, sink, partial_out, quiet)
     emit(gate, {"json": json_out, "markdown": md_out, "html": html_out, "junit": junit_out}, quiet)
