@@ -27,6 +27,7 @@ from edgegate.errors import PolicyError, excerpt
 # A policy is a few KB of YAML; PyYAML's pure-Python scanner takes ~1 s per MB, so a 10 MB
 # value once took ~19 s to parse before its error was even built. Refuse early instead.
 MAX_POLICY_BYTES = 256 * 1024
+MAX_NESTING = 32  # the schema nests 4 levels
 CHECK_NAMES: tuple[str, ...] = ("sparsity", "size", "speed", "perplexity", "bbq")
 PRESETS: tuple[str, ...] = ("strict", "default", "edge-iot")
 
@@ -201,6 +202,10 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PolicyError(f"{where}not valid YAML: {problem}", path=source) from exc
+    except RecursionError:  # PyYAML composes recursively: [[[[... thousands deep
+        raise PolicyError(f"nested more than {MAX_NESTING} levels", path=source, hint="a policy nests a few levels") from None
+    if node is not None and _depth(node) > MAX_NESTING:  # our own walks below recurse too
+        raise PolicyError(f"nested more than {MAX_NESTING} levels", path=source, hint="a policy nests a few levels")
     if doc is None:
         raise PolicyError("policy file is empty", path=source, hint="start from 'edgegate policy init'")
     if not isinstance(doc, dict):
@@ -209,6 +214,19 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]
     if node is not None:
         _index_lines(node, (), lines)
     return doc, lines
+
+
+def _depth(node: yaml.Node) -> int:
+    """Nesting depth of a node tree, without recursion."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(n, yaml.MappingNode):
+            stack.extend((v, d + 1) for _, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend((v, d + 1) for v in n.value)
+    return deepest
 
 
 def _index_lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:

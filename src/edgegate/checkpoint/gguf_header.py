@@ -172,6 +172,10 @@ def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
             raise CheckpointError(f"data offset {offset} is not a multiple of the alignment {align}", path=path,
                                   field=where, hint=HINT)
         nbytes = numel // block * type_size
+        start = data_start + offset
+        if start + nbytes > size:
+            raise CheckpointError(f"truncated or lying offset: tensor data [{start}, {start + nbytes}) runs past "
+                                  f"the end of the file ({size} bytes)", path=path, field=where, hint=HINT)
         if offset != expected:
             after = f"the padded end of tensor {excerpt(previous, 80)}" if previous else "the start of the data section"
             what = "overlaps earlier tensor data" if offset < expected else "leaves a gap"
@@ -179,9 +183,5 @@ def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
                                   "requires tensors back to back in table order)", path=path, field=where, hint=HINT)
         expected += -(-nbytes // align) * align
         previous = name
-        start = data_start + offset
-        if start + nbytes > size:
-            raise CheckpointError(f"truncated or lying offset: tensor data [{start}, {start + nbytes}) runs past "
-                                  f"the end of the file ({size} bytes)", path=path, field=where, hint=HINT)
         tensors.append(RawTensor(name, ne, qtype, start, nbytes))
     return Header(version, meta, tensors, align, data_start)
