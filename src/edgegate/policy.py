@@ -175,6 +175,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:  # {a: 1}: 2 (found by fuzzing)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a {_tname(key)} cannot be a key; keys are names", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key '{key}' (first on line {seen[key] + 1})", key_node.start_mark
@@ -202,6 +206,8 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PolicyError(f"{where}not valid YAML: {problem}", path=source) from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int-size guard)
+        raise PolicyError(f"not valid YAML: {excerpt(str(exc), 120, quote=False)}", path=source) from None
     except RecursionError:  # PyYAML composes recursively: [[[[... thousands deep
         raise PolicyError(f"nested more than {MAX_NESTING} levels", path=source, hint="a policy nests a few levels") from None
     if node is not None and _depth(node) > MAX_NESTING:  # our own walks below recurse too

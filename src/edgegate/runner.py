@@ -268,7 +268,8 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
     claims, sources = merge_claims(opts.cli_claims, policy.claims, *meta)
     # Checks see where each claim came from (e.g. to name pruning_meta.json in a message).
     options = {**opts.options, "claim_sources": dict(sources)}
-    options.setdefault("policy_dir", policy.base_dir)  # issue 15: policy paths resolve against the policy file
+    if policy.base_dir is not None:  # issue 15: paths in a policy resolve against the policy file
+        options.setdefault("policy_dir", policy.base_dir)
     shared: dict[str, Any] = {}
     outcomes: list[CheckOutcome] = []
     for cp in policy.enabled_checks():

@@ -219,7 +219,10 @@ def read_partial(path: str | Path) -> dict[str, Any]:
     from edgegate import safe_json  # depth/size guard: a hostile partial is exit 2, file named
 
     # partials are written with allow_nan=False, so NaN/Infinity in one is tampering
-    doc = safe_json.load(p, hint="pass files written by --shard i/n", allow_nan=False, expect_object=False)
+    try:
+        doc = safe_json.load(p, hint="pass files written by --shard i/n", allow_nan=False, expect_object=False)
+    except InputError as exc:
+        raise InputError(f"not a JSON partial file: {exc.message}", path=p, hint=exc.hint) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError("not an edgegate partial file", path=p, field="format", hint="pass files written by --shard i/n")
     if doc.get("version") != VERSION:

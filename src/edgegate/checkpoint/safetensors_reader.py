@@ -19,7 +19,7 @@ import numpy as np
 
 from edgegate.checkpoint.base import Checkpoint, Format, TensorInfo
 from edgegate.checkpoint.names import make_info
-from edgegate.errors import CheckpointError
+from edgegate.errors import CheckpointError, excerpt
 
 MAX_HEADER_BYTES = 100_000_000  # the upstream library's cap; larger headers are refused
 INDEX_NAME = "model.safetensors.index.json"
@@ -226,8 +226,10 @@ def _shard_files(root: Path) -> list[Path]:
         raise CheckpointError("missing or empty 'weight_map'", path=index, field="weight_map")
     names: list[str] = []
     for tensor, fname in wm.items():
-        if not isinstance(fname, str) or "/" in fname or "\\" in fname or fname in ("", ".", ".."):
-            raise CheckpointError(f"shard name {fname!r} is not a file name in this directory",
+        # a NUL or a name over the filesystem's 255 bytes made is_file() raise (found by fuzzing)
+        if (not isinstance(fname, str) or "/" in fname or "\\" in fname or fname in ("", ".", "..")
+                or "\x00" in fname or len(fname.encode("utf-8", "surrogatepass")) > 255):
+            raise CheckpointError(f"shard name {excerpt(fname)} is not a file name in this directory",
                                   path=index, field=f"weight_map['{tensor}']")
         if fname not in names:
             names.append(fname)
