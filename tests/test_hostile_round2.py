@@ -253,3 +253,24 @@ def test_text_resolves_against_the_policy_not_the_cwd(tmp_path: Path) -> None:
     roles = {i["role"]: i["path"] for i in doc["inputs"]}
     assert Path(roles["perplexity_text"]) == tmp_path / "policies" / "eval.txt", roles
     assert "cannot read the perplexity text" not in json.dumps(doc)
+
+
+def test_ppl_timeout_bounds_each_request(hung: HungServer) -> None:
+    """`edgegate ppl --timeout S` (a whole-call bound for local runtimes) also bounds each HTTP
+    request to a server: the 1800 s default once became the per-request timeout."""
+    from edgegate.backends import open_backend
+    from edgegate.backends._http import HttpError, http_settings
+
+    t0 = time.perf_counter()
+    with http_settings(max_retries=0), pytest.raises(HttpError, match=r"no answer within 0\.3 s"):
+        open_backend("openai", f"http://127.0.0.1:{hung.port}/v1", timeout=0.3)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_deeply_nested_server_answer_is_a_runtime_error() -> None:
+    """A server answering 200k-deep JSON: exit 3 with the cause (was a RecursionError)."""
+    from edgegate.backends._http import HttpClient, HttpError
+
+    with pytest.raises(HttpError, match="not valid JSON") as e:
+        HttpClient("http://127.0.0.1:1")._decode(b"[" * 200_000 + b"]" * 200_000, "GET /v1/models")
+    assert e.value.exit_code == 3 and len(e.value.one_line()) < MAX_ERROR_BYTES
