@@ -240,9 +240,7 @@ def test_missing_text_is_named_relative_to_the_policy(tmp_path: Path) -> None:
 def test_text_resolves_against_the_policy_not_the_cwd(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     pol = _ppl_policy(tmp_path / "policies", "eval.txt")
-    body = (REPO / "src" / "edgegate" / "data").glob("*.txt")
-    text = next(iter(sorted(body)), None)
-    (tmp_path / "policies" / "eval.txt").write_text(text.read_text("utf-8") if text else "The cat sat. " * 400)
+    (tmp_path / "policies" / "eval.txt").write_text("The cat sat on the mat and looked at the door. " * 60)
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     m = REPO / "fixtures" / "models" / "gguf"
