@@ -140,7 +140,7 @@ def classify_refusal(gguf: Path, exc: Exception) -> InputError | BackendError:
     arch = excerpt(header.metadata.get("general.architecture"), 60)
     return BackendError(
         f"llama.cpp refused a well-formed GGUF (architecture {arch}, {len(header.tensors)} tensors): {exc}",
-        hint="this llama.cpp build cannot run it (an architecture or tensor type it lacks); upgrade "
+        path=gguf, hint="this llama.cpp build cannot run it (an architecture or tensor type it lacks); upgrade "
              "llama-cpp-python, or run the model on another runtime",
     )
 
