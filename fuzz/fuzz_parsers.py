@@ -22,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 try:  # coverage feedback for libFuzzer: instrument edgegate when atheris is there
     import atheris
@@ -116,7 +117,6 @@ def _partial(data: bytes, work: Path) -> Path:
     """What `edgegate merge PART --policy P` does with one partial file."""
     from edgegate.commands.merge import _malformed
     from edgegate.partial import merge_gate
-    from edgegate.policy import load_preset
     from edgegate.shard import load_parts, merge_bbq
 
     p = work / "part.json"
@@ -126,8 +126,14 @@ def _partial(data: bytes, work: Path) -> Path:
         if loaded.first.get("command") == "bbq":
             merge_bbq([(n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)])
         else:
-            merge_gate(loaded, load_preset("default"))
+            merge_gate(loaded, _merge_policy())
     return p
+
+
+def _merge_policy() -> Any:
+    from edgegate.policy import parse_policy
+
+    return parse_policy("version: 1\nname: fuzz\nchecks:\n  sparsity: {required: true}\n", source="fuzz")
 
 
 TARGETS: dict[str, Callable[[bytes, Path], Path]] = {
@@ -172,9 +178,9 @@ def seeds(target: str) -> list[bytes]:
         "context": "A retiree and a teenager waited.", "question": "Who was confused?",
         "ans0": "The teenager", "ans1": "Unknown", "ans2": "The retiree", "label": 1, "pred": "ans2",
     }  # fmt: skip
-    from edgegate.policy import load_preset
+    from edgegate.checks.base import CheckResult
 
-    fp = {"policy": load_preset("default").to_dict(), "inputs": [], "settings": {"strict": False, "only": [], "skip": [], "claims": {}, "options": {}},
+    fp = {"policy": _merge_policy().to_dict(), "inputs": [], "settings": {"strict": False, "only": [], "skip": [], "claims": {}, "options": {}},
           "software": {}}
     out: dict[str, list[bytes]] = {
         "policy": [
@@ -201,7 +207,8 @@ def seeds(target: str) -> list[bytes]:
                         "shard": {"index": 1, "count": 1}, "fingerprint": fp, "created_at": "x",
                         "gate": {"claims": {}, "claim_sources": {}, "inputs": [], "environment": {}, "argv": [],
                                  "started_at": "2026-01-01T00:00:00+00:00"},
-                        "results": {}, "checks": {}}).encode(),
+                        "results": {"sparsity": CheckResult.skipped("sparsity", "fuzz seed").to_dict()},
+                        "checks": {}}).encode(),
             json.dumps({"format": "edgegate-partial", "version": 1, "command": "bbq",
                         "shard": {"index": 1, "count": 1}, "fingerprint": {}, "checks": {"bbq": {}}}).encode(),
         ],

@@ -34,7 +34,7 @@ _ops = st.lists(
 @pytest.mark.parametrize("target", TARGETS)
 def test_seeds_are_accepted_or_refused_cleanly(target: str, tmp_path: Path) -> None:
     outcomes = [fuzz_parsers.check_one(target, s, tmp_path) for s in fuzz_parsers.seeds(target)]
-    assert "ok" in outcomes or target == "partial", outcomes  # partial seeds stop at cross-checks
+    assert "ok" in outcomes, outcomes
 
 
 # Inputs that broke a parser before issue 15 (or nearly did): each must be refused cleanly.
