@@ -102,3 +102,9 @@ def test_fuzz_found_unhashable_policy_key(tmp_path: Path) -> None:
     check raise TypeError (unhashable type: 'dict')."""
     data = b"version: 1\nchecks:\n  size: {min_saving: ,{gguf: 0.3}}\n"
     assert fuzz_parsers.check_one("policy", data, tmp_path) == "refused"
+
+
+def test_fuzz_found_missing_shard_names_the_file(tmp_path: Path) -> None:
+    """atheris found this: "shard(s) 2/2 missing (have 1/2)" named no file."""
+    seed = fuzz_parsers.seeds("partial")[0].replace(b'"count": 1', b'"count": 2')
+    assert fuzz_parsers.check_one("partial", seed, tmp_path) == "refused"

@@ -306,7 +306,7 @@ def load_parts(paths: Sequence[str | Path]) -> Parts:
     if missing:
         raise InputError(
             f"cannot merge: shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing "
-            f"(have {', '.join(f'{i}/{n}' for i in sorted(seen))})",
+            f"(have {', '.join(f'{i}/{n}' for i in sorted(seen))}: {', '.join(seen[i] for i in sorted(seen))})",
             field="shard.index", hint="run the missing shards, then merge all n partial files",
         )
     order = sorted(range(len(docs)), key=lambda k: int(docs[k][1]["shard"]["index"]))
