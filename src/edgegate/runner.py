@@ -341,10 +341,9 @@ def _data_inputs(policy: Policy, selected: list[str], options: Mapping[str, Any]
     if "perplexity" in selected:
         text = options.get("ppl_text")
         if not text and policy.checks["perplexity"].section.get("text"):
-            from edgegate.policy import (
-                relative_to_policy,  # relative to the policy file, not the cwd
-            )
+            from edgegate.policy import relative_to_policy
 
+            # issue 15: relative to the policy file, not the cwd
             text = relative_to_policy(policy.checks["perplexity"].section["text"], policy.base_dir)
         if text:
             out.append(("perplexity_text", str(text)))

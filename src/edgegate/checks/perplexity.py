@@ -44,10 +44,9 @@ def run(ctx: CheckContext) -> CheckResult:
     thr = float(sec.get("max_relative_increase", 0.05))
     text = None
     if sec.get("text"):
-        from edgegate.policy import (
-            relative_to_policy,  # issue 15: against the policy's folder, not the cwd
-        )
+        from edgegate.policy import relative_to_policy
 
+        # issue 15: a relative path resolves against the policy's folder, not the cwd
         p = relative_to_policy(str(sec["text"]), ctx.options.get("policy_dir"))
         try:
             text = p.read_text(encoding="utf-8")
