@@ -33,9 +33,18 @@ except ImportError:
 
     _instrument = contextlib.nullcontext()
 
-with _instrument:
+with _instrument:  # the parsers are imported here so libFuzzer sees their branches
     import numpy as np
 
+    import edgegate.backends._common
+    import edgegate.bbq.predictions
+    import edgegate.checkpoint.claims
+    import edgegate.checkpoint.safetensors_reader
+    import edgegate.commands.merge
+    import edgegate.partial
+    import edgegate.policy
+    import edgegate.safe_json
+    import edgegate.shard  # noqa: F401
     from edgegate.errors import EdgegateError, ExitCode
 
 MAX_MESSAGE = 1200  # bytes of the one-line error (path, field, message and hint, each capped)
