@@ -79,6 +79,10 @@ def decide(
 
 def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: bool) -> CheckOutcome:
     s = res.status
+    if s is Status.ERROR and int((res.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) == ExitCode.INPUT_ERROR:
+        # issue 15: an unreadable input is an input error (exit 2) whether or not the check that
+        # found it gates; as "advisory" it once ended in exit 0/1 ("no check passed")
+        return CheckOutcome(name, required, True, res, "error", res.summary)
     if not required:
         gate = "pass" if s is Status.PASS else "skipped" if s is Status.SKIPPED else "advisory"
         why = "optional check: reported, does not gate" if gate != "pass" else "passed"

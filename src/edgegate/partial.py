@@ -136,12 +136,13 @@ def write_partial(
 
 def read_partial(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    from edgegate import safe_json  # depth/size guard: a hostile partial is exit 2, file named
+
+    # partials are written with allow_nan=False, so NaN/Infinity in one is tampering
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read the partial file: {exc.strerror}", path=p) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a JSON partial file: {exc}", path=p, hint="pass files written by --shard i/n") from exc
+        doc = safe_json.load(p, hint="pass files written by --shard i/n", allow_nan=False, expect_object=False)
+    except InputError as exc:
+        raise InputError(f"not a JSON partial file: {exc.message}", path=p, hint=exc.hint) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError("not an edgegate partial file", path=p, field="format", hint="pass files written by --shard i/n")
     if doc.get("version") != VERSION:
@@ -225,7 +226,7 @@ def load_parts(paths: Sequence[str | Path]) -> Parts:
     if missing:
         raise InputError(
             f"cannot merge: shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing "
-            f"(have {', '.join(f'{i}/{n}' for i in sorted(seen))})",
+            f"(have {', '.join(f'{i}/{n}' for i in sorted(seen))}: {', '.join(seen[i] for i in sorted(seen))})",
             field="shard.index", hint="run the missing shards, then merge all n partial files",
         )
     order = sorted(range(len(docs)), key=lambda k: int(docs[k][1]["shard"]["index"]))

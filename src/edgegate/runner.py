@@ -191,7 +191,7 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         ctx = CheckContext(
             compressed_path=opts.compressed, dense_path=opts.dense, section=policy.checks[name].section,
             claims=dict(claims), claim_sources=dict(sources), settings=opts.settings, shard=opts.shard,
-            shared=shared, progress=progress,
+            shared=shared, progress=progress, policy_dir=policy.base_dir,
         )
         if name in _NEEDS_FILES and not all(p.exists() for p in (opts.compressed, opts.dense) if p is not None):
             res = CheckResult.skipped(name, f"check '{name}' needs the local checkpoint files; only endpoints were given")
@@ -313,5 +313,8 @@ def _data_inputs(policy: Policy, selected: list[str], settings: RunSettings) -> 
     if "perplexity" in selected:
         text = policy.checks["perplexity"].section.get("text")
         if text:
-            out.append(("perplexity_text", str(text)))
+            from edgegate.policy import relative_to_policy
+
+            # issue 15: relative to the policy file, not the cwd
+            out.append(("perplexity_text", str(relative_to_policy(text, policy.base_dir))))
     return out

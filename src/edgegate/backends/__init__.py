@@ -97,9 +97,13 @@ def open_backend(
     """
     spec = _spec(runtime)
     if not spec.local:  # a server: its client has its own HTTP timeout and retries
+        from edgegate.backends._http import current_http_settings
         from edgegate.backends._subprocess import _load_factory
 
-        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        # ``timeout`` bounds a whole local call (1800 s by default); per HTTP request the
+        # --timeout setting applies, never more than that bound (issue 15: 6 x 1800 s once)
+        http = current_http_settings().timeout_s
+        extra: dict[str, Any] = {"timeout": min(float(timeout), http) if timeout is not None else http}
         remote: Backend = _load_factory(spec.factory)(str(path), n_ctx=n_ctx, seed=seed, threads=threads, **extra)
         return remote
     p = Path(path)

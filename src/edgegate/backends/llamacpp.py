@@ -101,6 +101,42 @@ def ensure_gguf(path: Path, cache_dir: Path | None) -> tuple[Path, Path | None]:
     return out, path
 
 
+# Metadata every llama.cpp model needs: without it the file is incomplete, the user's problem.
+_REQUIRED_KEYS = ("general.architecture", "tokenizer.ggml.model", "tokenizer.ggml.tokens")
+
+
+def classify_refusal(gguf: Path, exc: Exception) -> InputError | BackendError:
+    """llama.cpp says only "Failed to load model". Tell the cases apart with our own strict
+    parser (the same layout rules as ggml's loader): a malformed or incomplete file is an
+    input error (exit 2) with the precise cause; a well-formed, complete file that llama.cpp
+    still refuses (an architecture or tensor type this build does not implement) is a
+    runtime fault (exit 3): upgrading the runtime, not fixing the file, is the remedy."""
+    import gguf as gguf_py
+
+    from edgegate.checkpoint.gguf_header import read_header
+    from edgegate.errors import CheckpointError, excerpt
+
+    sizes = {int(t): (int(b), int(n)) for t, (b, n) in gguf_py.GGML_QUANT_SIZES.items()}
+    try:
+        header = read_header(gguf, sizes)
+    except CheckpointError as bad:
+        return CheckpointError(f"llama.cpp cannot load this GGUF: {bad.message}", path=gguf, field=bad.field,
+                               hint=bad.hint)
+    except OSError as bad:
+        return InputError(f"llama.cpp cannot load this GGUF: cannot read it ({bad.strerror})", path=gguf)
+    missing = [k for k in _REQUIRED_KEYS if k not in header.metadata]
+    if missing or not header.tensors:
+        what = f"metadata {', '.join(missing)}" if missing else "tensors"
+        return InputError(f"llama.cpp cannot load this GGUF: it is incomplete (no {what})", path=gguf,
+                          hint="convert the full model (weights, tokenizer, config) with llama.cpp's converter")
+    arch = excerpt(header.metadata.get("general.architecture"), 60)
+    return BackendError(
+        f"llama.cpp refused a well-formed GGUF (architecture {arch}, {len(header.tensors)} tensors): {exc}",
+        path=gguf, hint="this llama.cpp build cannot run it (an architecture or tensor type it lacks); upgrade "
+             "llama-cpp-python, or run the model on another runtime",
+    )
+
+
 class LlamaCppBackend(GenericBackend):
     runtime = "llamacpp"
 
@@ -136,8 +172,8 @@ class LlamaCppBackend(GenericBackend):
                 logits_all=False,
                 verbose=False,
             )
-        except ValueError as exc:  # llama.cpp refused the file
-            raise InputError(f"llama.cpp cannot load this GGUF: {exc}", path=gguf) from exc
+        except ValueError as exc:  # llama.cpp refused the file: whose fault is it? (issue 15)
+            raise classify_refusal(gguf, exc) from exc
         self.load_s = time.perf_counter() - t0
         self.n_vocab = int(self._llm.n_vocab())
         train_ctx = int(self._llm._model.n_ctx_train())

@@ -7,13 +7,13 @@ CLI ``--claim key=value``. ``merge`` keeps the last source that gives each value
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgegate import safe_json
 from edgegate.checkpoint.detect import sparsity_config
 from edgegate.errors import CheckpointError, InputError
 
@@ -127,17 +127,12 @@ def from_checkpoint_dir(path: str | Path, config: Mapping[str, Any] | None = Non
     found: list[Claims] = []
     meta = root / META_FILE
     if meta.is_file():
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"not valid JSON ({e})", path=meta, hint="fix or remove the file") from None
-        if not isinstance(data, dict):
-            raise CheckpointError("expected a JSON object", path=meta)
+        data = safe_json.load(meta, error=CheckpointError, hint="fix or remove the file")
         found.append(from_mapping(data, META_FILE, path=meta, strict=False))
     if config is None and (root / "config.json").is_file():
         try:
-            config = json.loads((root / "config.json").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            config = safe_json.load(root / "config.json", error=CheckpointError)
+        except CheckpointError:
             config = None  # the reader reports a broken config.json; claims just skip it
     sc = sparsity_config(dict(config) if isinstance(config, Mapping) else None)
     if sc:

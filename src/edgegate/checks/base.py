@@ -72,6 +72,7 @@ class CheckContext:
     shard: Shard | None = None
     shared: dict[str, Any] = field(default_factory=dict)
     progress: Progress = field(default_factory=NullProgress)
+    policy_dir: Path | None = None  # relative paths in the policy resolve against it (issue 15)
 
     def claim_source(self, key: str) -> str:
         return str(self.claim_sources.get(key, "policy/cli"))

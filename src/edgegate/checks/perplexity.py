@@ -55,7 +55,10 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
                 "max_relative_increase": float(sec.get("max_relative_increase", 0.05))}
     text = None
     if sec.get("text"):
-        p = Path(str(sec["text"]))
+        from edgegate.policy import relative_to_policy
+
+        # issue 15: a relative path resolves against the policy's folder, not the cwd
+        p = relative_to_policy(str(sec["text"]), ctx.policy_dir)
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

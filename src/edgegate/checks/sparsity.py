@@ -33,7 +33,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> ScanPair:
 
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
     t0 = time.perf_counter()
-    res, _ = measurements[0][1]
+    res, dense = measurements[0][1]  # shared_scans raised (exit 2) if the dense reference holds NaN/Inf
     tol = float(section.get("claim_tolerance", 0.02))
     require = bool(section.get("require_claim", False))
     claimed = res.claims.get("sparsity")
@@ -85,6 +85,8 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
             "claims",
         )
     }
+    if dense is not None:  # issue 15: the reference's count is reported, not only the compressed one's
+        recorded["dense_nonfinite"] = {"nan": dense.nan, "inf": dense.inf}
     if res.comparison is not None:
         recorded["fingerprint"] = res.comparison.fingerprint.to_dict()
         recorded["super_weights"] = res.comparison.super_weights.to_dict()

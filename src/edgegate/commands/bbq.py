@@ -122,14 +122,18 @@ def command() -> None:
 @click.option("--permute", is_flag=True, help="Ask every item with its options rotated 3 ways.")
 @click.option("--threads", type=int, default=None)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Result cache (~/.cache/edgegate).")
+@click.option("--timeout", "http_timeout", type=click.FloatRange(min=0.001), default=None, metavar="SECONDS",
+              help="Per-request timeout for --runtime openai (default 60 or $EDGEGATE_HTTP_TIMEOUT).")
+@click.option("--max-retries", "http_retries", type=click.IntRange(0, 100), default=None, metavar="N",
+              help="Retries per request for --runtime openai (default 5 or $EDGEGATE_HTTP_MAX_RETRIES).")
 @click.option("--shard", "shard_text", metavar="I/N", help="Score only shard I of N; write a partial file for `edgegate merge`.")
 @click.option("--partial-out", metavar="FILE", help="Partial file of a --shard run (default edgegate-partial-I-of-N.json).")
 @_with_policy_opts
 def run_cmd(
     dense: Path, compressed: Path, runtime: str, data: str | None, items: int, seed: int, mode: str,
     condition: str, seeds: int, temperature: float, permute: bool, threads: int | None,
-    cache_dir: Path | None, shard_text: str | None, partial_out: str | None, as_json: bool,
-    allow_inconclusive: bool, **policy: Any,
+    cache_dir: Path | None, http_timeout: float | None, http_retries: int | None, shard_text: str | None,
+    partial_out: str | None, as_json: bool, allow_inconclusive: bool, **policy: Any,
 ) -> None:
     """Score DENSE and COMPRESSED on BBQ and test the change in stereotyped answers."""
     from edgegate.checks import bbq as check
@@ -151,10 +155,14 @@ def run_cmd(
         compressed_path=compressed, dense_path=dense, section=section, settings=settings, shard=shard,
         progress=make_progress(),
     )
-    if shard is None:
-        _emit(check.run(ctx), as_json, allow_inconclusive)
-        return
-    out = _write_partial(ctx, shard, section, partial_out, check.measure(ctx, shard))
+    from edgegate.backends._http import http_settings
+
+    with http_settings(http_timeout, http_retries):  # issue 15: bound a hung server
+        if shard is None:
+            _emit(check.run(ctx), as_json, allow_inconclusive)
+            return
+        measured = check.measure(ctx, shard)
+    out = _write_partial(ctx, shard, section, partial_out, measured)
     click.echo(f"edgegate: wrote {out}; combine the shards with `edgegate merge PARTS...`", err=True)
 
 

@@ -61,6 +61,10 @@ def _load_policy(value: str) -> Policy:
 @click.option("--dense-endpoint", metavar="URL",
               help="Run BBQ/perplexity against the dense model on an OpenAI-compatible server (vLLM, llama-server).")
 @click.option("--compressed-endpoint", metavar="URL", help="The compressed model's server (with --dense-endpoint).")
+@click.option("--timeout", "http_timeout", type=click.FloatRange(min=0.001), metavar="SECONDS",
+              help="Per-request timeout for servers (the openai runtime); default 60 or $EDGEGATE_HTTP_TIMEOUT.")
+@click.option("--max-retries", "http_retries", type=click.IntRange(0, 100), metavar="N",
+              help="Retries per request to a server before it counts as down; default 5 or $EDGEGATE_HTTP_MAX_RETRIES.")
 @click.option("--shard", "shard_text", metavar="I/N",
               help="Run shard I of N (BBQ items split by a stable hash) and write a partial file for `edgegate merge`.")
 @click.option("--partial-out", metavar="FILE", help="Partial file of a --shard run (default edgegate-partial-I-of-N.json).")
@@ -73,9 +77,9 @@ def _load_policy(value: str) -> Policy:
 def command(**flags: Any) -> None:
     """Measure COMPRESSED against DENSE and pass/fail it against a policy.
 
-    Exit codes: 0 pass (or incomplete: a required check could not run and the policy allows
-    that; the report never calls it a pass), 1 policy failed, 2 usage or input error,
-    3 runtime error.
+    Exit codes: 0 pass, or PARTIAL (some required checks deselected, or skipped/inconclusive
+    where the policy allows it; the report never calls it a pass); 1 policy failed, or no
+    required check verified; 2 usage or input error; 3 runtime error.
     """
     run_check(CheckFlags(**flags))
 
@@ -105,6 +109,8 @@ class CheckFlags:
     compressed_endpoint: str | None
     shard_text: str | None
     partial_out: str | None
+    http_timeout: float | None
+    http_retries: int | None
     bbq_items: int | None
     allow_identical: bool
     quiet: bool
@@ -181,9 +187,13 @@ def run_check(flags: CheckFlags) -> None:
         caveats=caveats,
     )
     progress = make_progress(flags.quiet)
-    if shard is not None:
-        _write_shard(run_shard(opts, progress=progress), opts, user_skip, shard, flags.partial_out, flags.quiet)
-    emit(run_gate(opts, progress=progress), flags.outputs(), flags.quiet)
+    from edgegate.backends._http import http_settings
+
+    with http_settings(flags.http_timeout, flags.http_retries):  # issue 15: a hung server is bounded by the flags
+        if shard is not None:
+            _write_shard(run_shard(opts, progress=progress), opts, user_skip, shard, flags.partial_out, flags.quiet)
+        gate = run_gate(opts, progress=progress)
+    emit(gate, flags.outputs(), flags.quiet)
 
 
 def _claims(texts: tuple[str, ...], parse: Any) -> dict[str, float]:

@@ -445,7 +445,26 @@ def shared_scans(ctx: CheckContext) -> ScanPair:
         )  # fmt: skip
         ctx.shared["scan.compressed"] = comp
         ctx.shared["scan.dense"] = dense
+    if dense is not None and dense.nan + dense.inf:
+        raise broken_reference(dense)
     return comp, dense
 
 
 _SCAN_THREADS = 2  # reader threads of a scan inside `edgegate check` (the CLI's own scan has --threads)
+
+
+def broken_reference(dense: ScanResult) -> Exception:
+    """Issue 15: NaN/Inf in the DENSE checkpoint. Every comparison against it (the saving,
+    the mask fingerprint, later the perplexity and BBQ baselines) is meaningless, and nothing
+    about the compressed model is at fault, so this is an input error (exit 2) naming the
+    file and the first tensor, never a pass and never a policy failure of the compressed one."""
+    from edgegate.errors import CheckpointError
+
+    bad = [t for t in dense.tensors if t.nan or t.inf]
+    first = bad[0].name if bad else None
+    more = f" and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
+    return CheckpointError(
+        f"the dense reference holds {dense.nan} NaN and {dense.inf} Inf weight(s) (in tensor '{first}'{more}); "
+        "a comparison against a broken reference verifies nothing", path=dense.path, field="dense",
+        hint="pass the original, finite dense checkpoint",
+    )
