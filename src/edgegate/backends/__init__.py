@@ -50,6 +50,10 @@ def register_runtime(spec: RuntimeSpec) -> None:
 register_runtime(RuntimeSpec("llamacpp", "edgegate.backends.llamacpp:LlamaCppBackend", ("llama_cpp",), "llamacpp"))
 register_runtime(RuntimeSpec("mlx", "edgegate.backends.mlx_backend:MLXBackend", ("mlx.core", "mlx_lm"), "mlx"))
 register_runtime(RuntimeSpec("onnx", "edgegate.backends.onnx_backend:ONNXBackend", ("onnxruntime",), "onnx"))
+# issue 12: HF checkpoints as transformers runs them (PyTorch: CPU, CUDA, MPS)
+register_runtime(
+    RuntimeSpec("transformers", "edgegate.backends.transformers_backend:TransformersBackend", ("torch", "transformers"), "torch")
+)
 register_runtime(
     RuntimeSpec("openai", "edgegate.backends.openai_backend:OpenAIBackend", (), "all", local=False)
 )
@@ -95,6 +99,10 @@ def open_backend(
     ``timeout`` (seconds per call, model load included) implies ``isolate``: the runtime then
     lives in a child process that is killed when it overruns. ``cpus`` pins that process.
     """
+    if runtime == "auto":  # issue 12: the runtime the artifact ships for (backends/auto.py)
+        from edgegate.backends.auto import resolve_runtime
+
+        runtime = resolve_runtime(path).runtime
     spec = _spec(runtime)
     if not spec.local:  # a server: its client has its own HTTP timeout and retries
         from edgegate.backends._subprocess import _load_factory
@@ -134,6 +142,8 @@ def supports(runtime: str, path: str | Path) -> str | None:
         return None if ok else "llama.cpp loads .gguf files or HF safetensors directories"
     if runtime == "mlx":
         return None if is_hf else "MLX loads HF or mlx-lm safetensors directories"
+    if runtime == "transformers":
+        return None if is_hf else "transformers loads HF safetensors directories"
     if runtime == "onnx":
         ok = (p.is_file() and p.suffix == ".onnx") or (p.is_dir() and any(p.glob("*.onnx")))
         return None if ok else "ONNX Runtime loads .onnx exports"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -299,6 +299,12 @@ def run(ctx: CheckContext) -> CheckResult:
         # `edgegate check --dense-endpoint URL --compressed-endpoint URL`: both models on servers
         pol["runtime"] = "openai"
         models = {r: str(ctx.options[f"{r}_endpoint"]) for r in models}
+    choice = None  # issue 12: `runtime: auto` -> where the compressed artifact ships (backends/auto.py)
+    if pol["runtime"] == "auto":
+        from edgegate.backends.auto import resolve_pair
+
+        choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
+        pol["runtime"] = choice.runtime
     shard = ctx.options.get("shard")  # (i, n) from --shard i/n: score only this shard's items
     if shard is not None:
         from edgegate.shard import shard_items
@@ -326,4 +332,7 @@ def run(ctx: CheckContext) -> CheckResult:
             "bbq", f"shard {shard[0]}/{shard[1]}: {len(run_items)} of {len(items)} items scored; "
             "the verdict comes from `edgegate merge` of all shards",
         )
-    return result_from_answers(items, targets, info, cfg, pol, answers, time.perf_counter() - t0)
+    res = result_from_answers(items, targets, info, cfg, pol, answers, time.perf_counter() - t0)
+    if choice is not None:  # the report names the runtime auto chose and why
+        res = replace(res, measurements={**res.measurements, "runtime_choice": choice.as_dict()})
+    return res

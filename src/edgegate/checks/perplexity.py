@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,12 @@ def run(ctx: CheckContext) -> CheckResult:
     if ctx.options.get("dense_endpoint") and ctx.options.get("compressed_endpoint"):  # models on servers
         runtime = "openai"
         models = (str(ctx.options["dense_endpoint"]), str(ctx.options["compressed_endpoint"]))
+    choice = None  # issue 12: `runtime: auto` -> where the compressed artifact ships (backends/auto.py)
+    if runtime == "auto":
+        from edgegate.backends.auto import resolve_pair
+
+        choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
+        runtime = choice.runtime
     kwargs: dict[str, Any] = dict(
         runtime=runtime,
         text=text,
@@ -77,7 +83,10 @@ def run(ctx: CheckContext) -> CheckResult:
             f"{payload['chunking']['n_chunks']} chunks scored; the verdict comes from `edgegate merge`",
         )
     cmp = run_ppl(*models, **kwargs)
-    return result_from_comparison(cmp, settings, time.perf_counter() - t0)
+    res = result_from_comparison(cmp, settings, time.perf_counter() - t0)
+    if choice is not None:  # the report names the runtime auto chose and why
+        res = replace(res, measurements={**res.measurements, "runtime_choice": choice.as_dict()})
+    return res
 
 
 def result_from_comparison(cmp: Any, settings: Mapping[str, Any], duration_s: float) -> CheckResult:

@@ -72,6 +72,12 @@ def run(ctx: CheckContext) -> CheckResult:
         return CheckResult.skipped("speed", "the speed check needs the dense model to compare against")
     sec = ctx.section
     runtimes = list(ctx.options.get("runtimes") or sec.get("runtimes") or ["llamacpp", "mlx", "onnx"])
+    choice = None  # issue 12: `auto` in the list -> where the compressed artifact ships
+    if "auto" in runtimes:
+        from edgegate.backends.auto import resolve_pair
+
+        choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
+        runtimes = list(dict.fromkeys(choice.runtime if r == "auto" else r for r in runtimes))
     threads = ctx.options.get("threads") or sec.get("threads")
     prompt_tokens, gen_tokens, ctx_note = fit_to_context(
         int(sec.get("prompt_tokens", 512)),
@@ -90,6 +96,8 @@ def run(ctx: CheckContext) -> CheckResult:
     claim = ctx.claims.get("speedup")
     verdicts: list[Verdict] = []
     measurements: dict[str, Any] = {"context_note": ctx_note} if ctx_note else {}
+    if choice is not None:
+        measurements["runtime_choice"] = choice.as_dict()
     for rt in runtimes:
         why = supports(rt, ctx.dense_path) or supports(rt, ctx.compressed_path)
         if why is None and not available(rt):

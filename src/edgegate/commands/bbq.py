@@ -109,7 +109,8 @@ def command() -> None:
 @command.command(name="run")
 @click.argument("dense", type=click.Path(path_type=Path))
 @click.argument("compressed", type=click.Path(path_type=Path))
-@click.option("--runtime", default="llamacpp", show_default=True, help="llamacpp, mlx, onnx, openai.")
+@click.option("--runtime", default="auto", show_default=True,
+              help="auto (where the compressed model ships), transformers, llamacpp, mlx, onnx, openai.")
 @click.option("--data", default=None, help="Folder of upstream BBQ *.jsonl, or hf:NAME (needs network).")
 @click.option("--items", type=int, default=300, show_default=True, help="Stratified sample size (0: all).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -48,8 +48,8 @@ def _load_policy(value: str) -> Policy:
 @click.option("--md-out", metavar="FILE", help="Write the Markdown summary ('-' for stdout).")
 @click.option("--html-out", metavar="FILE", help="Write a self-contained HTML report.")
 @click.option("--junit-out", metavar="FILE", help="Write JUnit XML (one testcase per verdict).")
-@click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["llamacpp", "mlx", "onnx", "openai"]),
-              help="Runtime(s) for speed checks (llamacpp, mlx, onnx); overrides the policy.")
+@click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["auto", "transformers", "llamacpp", "mlx", "onnx", "openai"]),
+              help="Runtime(s) for speed checks (auto, transformers, llamacpp, mlx, onnx); overrides the policy.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtimes.")
 @click.option("--bbq-data", type=click.Path(path_type=Path), metavar="DIR", help="Directory of BBQ *.jsonl files (or hf:NAME).")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed for sampling (overrides the policy).")
