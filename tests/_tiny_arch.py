@@ -43,10 +43,11 @@ def build_tokenizer(out: Path, text: str) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([ln for ln in text.split("\n") if ln.strip()]),
+        # BBQ's letter mode needs " A", " B", " C" as single tokens: answer lines teach those merges
+        sentence_iterator=iter([ln for ln in text.split("\n") if ln.strip()] + ["Answer: A or B or C"] * 64),
         model_prefix=str(out / "tokenizer"), vocab_size=VOCAB, model_type="bpe", byte_fallback=True,
         character_coverage=1.0, unk_id=UNK, bos_id=BOS, eos_id=EOS, pad_id=PAD,
-        user_defined_symbols=["<start_of_turn>", "<end_of_turn>"], split_digits=True,
+        user_defined_symbols=["<start_of_turn>", "<end_of_turn>", "<|end|>", "<|endoftext|>"], split_digits=True,
         normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
         allow_whitespace_only_pieces=True, num_threads=1, minloglevel=2,
     )
