@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 VOCAB = 512
+# chat-turn markers (Gemma) and Phi-3's end tokens, which llama.cpp's phi3 vocabulary requires
+SPECIAL_PIECES = ("<start_of_turn>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 BOS, EOS, UNK, PAD = 1, 2, 0, 3
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
@@ -36,8 +38,10 @@ ARCHS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-def build_tokenizer(out: Path, text: str) -> Path:
-    """tokenizer.model (SentencePiece BPE) + the HF tokenizer files transformers derives from it."""
+def build_tokenizer(out: Path, text: str, *, gemma: bool = False) -> Path:
+    """tokenizer.model (SentencePiece BPE) + the HF tokenizer files transformers derives from it.
+    ``gemma``: no dummy-prefix space and GemmaTokenizer, as Gemma's tokenizer (llama.cpp's
+    converter writes add_space_prefix=false for Gemma); else Llama's SentencePiece setup."""
     import sentencepiece as spm
     from transformers import AutoTokenizer
 
@@ -47,19 +51,32 @@ def build_tokenizer(out: Path, text: str) -> Path:
         sentence_iterator=iter([ln for ln in text.split("\n") if ln.strip()] + ["Answer: A or B or C"] * 64),
         model_prefix=str(out / "tokenizer"), vocab_size=VOCAB, model_type="bpe", byte_fallback=True,
         character_coverage=1.0, unk_id=UNK, bos_id=BOS, eos_id=EOS, pad_id=PAD,
-        user_defined_symbols=["<start_of_turn>", "<end_of_turn>", "<|end|>", "<|endoftext|>"], split_digits=True,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
+        user_defined_symbols=list(SPECIAL_PIECES), split_digits=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=not gemma,
         allow_whitespace_only_pieces=True, num_threads=1, minloglevel=2,
     )
     (out / "tokenizer.vocab").unlink(missing_ok=True)
     cfg = {
-        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "tokenizer_class": "GemmaTokenizer" if gemma else "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
         "pad_token": "<pad>", "add_bos_token": True, "add_eos_token": False, "legacy": False,
         "chat_template": GEMMA_TEMPLATE,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
     tok = AutoTokenizer.from_pretrained(str(out))
-    tok.save_pretrained(str(out))  # adds tokenizer.json (the fast tokenizer transformers runs)
+    # the turn markers are special tokens (as in Gemma's and Phi-3's tokenizers): the converter
+    # then marks them so in the GGUF, and llama.cpp parses them in chat prompts as transformers does
+    tok.add_special_tokens({"additional_special_tokens": [*SPECIAL_PIECES]})
+    assert max(tok.convert_tokens_to_ids(list(SPECIAL_PIECES))) < VOCAB  # pieces, not new ids
+    tok.save_pretrained(str(out))
+    # transformers 5 keeps added tokens in tokenizer.json only; released checkpoints (and
+    # llama.cpp's converter, which marks them CONTROL from it) also carry added_tokens_decoder
+    cfg = json.loads((out / "tokenizer_config.json").read_text())
+    added = json.loads((out / "tokenizer.json").read_text())["added_tokens"]
+    cfg["added_tokens_decoder"] = {
+        str(a["id"]): {k: a[k] for k in ("content", "lstrip", "rstrip", "normalized", "single_word", "special")}
+        for a in added if a["id"] < VOCAB
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))  # adds tokenizer.json (the fast tokenizer transformers runs)
     return out
 
 
@@ -77,8 +94,17 @@ def magnitude_prune(model: Any, sparsity: float = 0.5) -> None:
                     w[w.abs() <= thr] = 0
 
 
+def build_tokenizers(root: Path, text: str) -> dict[str, Path]:
+    """{"llama": dir, "gemma": dir}: the two SentencePiece set-ups the architectures use."""
+    return {"llama": build_tokenizer(root / "tok-llama", text), "gemma": build_tokenizer(root / "tok-gemma", text, gemma=True)}
+
+
+def tokenizer_for(arch: str, toks: dict[str, Path]) -> Path:
+    return toks["gemma" if arch.startswith("gemma") else "llama"]
+
+
 def build_pair(arch: str, root: Path, tok_dir: Path, *, seed: int = 0, dtype: str = "bfloat16") -> tuple[Path, Path]:
-    """(dense dir, pruned dir) for ``arch`` under ``root``."""
+    """(dense dir, pruned dir) for ``arch`` under ``root`` (``tok_dir``: see ``tokenizer_for``)."""
     import torch
     import transformers
 
@@ -98,3 +124,32 @@ def save(model: Any, out: Path, tok_dir: Path) -> None:
     for f in tok_dir.iterdir():
         if f.is_file():
             shutil.copy2(f, out / f.name)
+
+
+def train_briefly(model_dir: Path, text: str, *, steps: int = 40, seq: int = 64, batch: int = 4, seed: int = 0) -> None:
+    """A few AdamW steps of next-token training on ``text`` (float32), saved back in the
+    checkpoint's dtype: a model with real preferences, so runtimes can be compared on answers
+    that are not coin flips between near-equal logits."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    ids = torch.tensor(tok.encode(text, add_special_tokens=False), dtype=torch.long)
+    saved_dtype = getattr(torch, json.loads((model_dir / "config.json").read_text())["dtype"])
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    torch.manual_seed(seed)
+    gen = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        starts = gen.integers(0, len(ids) - seq, size=batch)
+        x = torch.stack([torch.cat([torch.tensor([BOS]), ids[s : s + seq - 1]]) for s in starts])
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.to(saved_dtype)
+    model.config.dtype = saved_dtype
+    model.save_pretrained(str(model_dir), safe_serialization=True)

@@ -29,8 +29,8 @@ TEXT = (REPO / "src" / "edgegate" / "data" / "eval_text.txt").read_text(encoding
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("tiny-arch")
-    tok = T.build_tokenizer(root / "tokenizer", TEXT)
-    return {a: T.build_pair(a, root, tok, seed=i) for i, a in enumerate(T.ARCHS)}
+    toks = T.build_tokenizers(root, TEXT)
+    return {a: T.build_pair(a, root, T.tokenizer_for(a, toks), seed=i) for i, a in enumerate(T.ARCHS)}
 
 
 @pytest.fixture
@@ -53,6 +53,8 @@ def test_batched_and_prefix_reuse_equal_one_at_a_time(arch: str, tiny_models: An
     assert len(toks) == 200
     # prompts of different lengths, some sharing a long prefix, some not (as BBQ's do)
     prompts = [toks[: 40 + 9 * i] for i in range(6)] + [toks[:30] + toks[60 : 70 + i] for i in range(5)] + [toks[100:113]]
+    # past the sliding window (128 in the Gemma configs): prefix reuse must still be exact
+    prompts += [toks[:150], toks[:190], toks[:20] + toks[50:170]]
     cands = [5, 6, 7, 300]
     reqs = [(toks[:40], toks[40 : 40 + k]) for k in (1, 3, 6)] + [(toks[:57], toks[57:60]), (toks[:9], toks[9:11])]
     runs: dict[tuple[int, bool], tuple[np.ndarray, list[float]]] = {}

@@ -52,8 +52,8 @@ def _converter_or_skip() -> None:
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("archs")
-    tok = T.build_tokenizer(root / "tokenizer", TEXT)
-    return {a: T.build_pair(a, root, tok, seed=i) for i, a in enumerate(T.ARCHS)}
+    toks = T.build_tokenizers(root, TEXT)
+    return {a: T.build_pair(a, root, T.tokenizer_for(a, toks), seed=i) for i, a in enumerate(T.ARCHS)}
 
 
 @pytest.fixture(scope="module")
