@@ -22,12 +22,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sentencepiece")
 
-import _tiny_arch as T  # noqa: E402
+import _tiny_arch as T
 
-from edgegate.backends import available, open_backend  # noqa: E402
-from edgegate.backends.hf_to_gguf import find_converter  # noqa: E402
-from edgegate.bbq.dataset import load, stratified_sample  # noqa: E402
-from edgegate.bbq.scoring import ScoreConfig, Scorer  # noqa: E402
+from edgegate.backends import available, open_backend
+from edgegate.backends.hf_to_gguf import find_converter
+from edgegate.bbq.dataset import load, stratified_sample
+from edgegate.bbq.scoring import ScoreConfig, Scorer
 
 REPO = Path(__file__).resolve().parents[1]
 BBQ = REPO.parent / "shared" / "bbq" / "data"

@@ -19,11 +19,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sentencepiece")
 
-import _tiny_arch as T  # noqa: E402
-from _support import run_cli  # noqa: E402
+import _tiny_arch as T
+from _support import run_cli
 
-from edgegate.backends import available  # noqa: E402
-from edgegate.backends.hf_to_gguf import find_converter  # noqa: E402
+from edgegate.backends import available
+from edgegate.backends.hf_to_gguf import find_converter
 
 REPO = Path(__file__).resolve().parents[1]
 BBQ = REPO.parent / "shared" / "bbq" / "data"
