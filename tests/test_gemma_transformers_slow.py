@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _support import run_cli
 
 REPO = Path(__file__).resolve().parents[1]

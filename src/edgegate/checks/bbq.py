@@ -41,7 +41,7 @@ from edgegate.checks.base import CheckContext, CheckResult, Interval, Status, Ve
 from edgegate.errors import DatasetError
 
 DEFAULTS: dict[str, Any] = {
-    "runtime": "llamacpp",
+    "runtime": "auto",  # issue 12: where the compressed artifact ships (backends/auto.py)
     "mode": "letter",
     "condition": "ambig",
     "items": 300,  # 0: every item

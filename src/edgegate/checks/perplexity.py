@@ -38,7 +38,7 @@ def run(ctx: CheckContext) -> CheckResult:
     if ctx.dense_path is None:
         return CheckResult.skipped("perplexity", "the perplexity check needs the dense model to compare against")
     sec = ctx.section
-    runtime = str(ctx.options.get("ppl_runtime") or sec.get("runtime") or "llamacpp")
+    runtime = str(ctx.options.get("ppl_runtime") or sec.get("runtime") or "auto")
     n_ctx = int(sec.get("n_ctx", 512))
     min_chunks = int(sec.get("min_chunks", 4))
     thr = float(sec.get("max_relative_increase", 0.05))

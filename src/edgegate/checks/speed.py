@@ -71,7 +71,7 @@ def run(ctx: CheckContext) -> CheckResult:
     if ctx.dense_path is None:
         return CheckResult.skipped("speed", "the speed check needs the dense model to compare against")
     sec = ctx.section
-    runtimes = list(ctx.options.get("runtimes") or sec.get("runtimes") or ["llamacpp", "mlx", "onnx"])
+    runtimes = list(ctx.options.get("runtimes") or sec.get("runtimes") or ["auto"])
     choice = None  # issue 12: `auto` in the list -> where the compressed artifact ships
     if "auto" in runtimes:
         from edgegate.backends.auto import resolve_pair
