@@ -3,12 +3,12 @@
 letter-mode BBQ answers that agree on at least 97% of real BBQ items.
 
 The checkpoint is a tiny random-weight Gemma 3 (bf16 weights, sliding-window attention, tied
-embeddings). transformers computes in float32 here (EDGEGATE_TORCH_DTYPE): on the bf16 weights
-that is exact, so the comparison isolates conversion and runtime. A random model's letter
-log-probabilities are near-ties, and with bf16 *activations* (transformers' default for a bf16
-checkpoint on CPU) rounding alone flips about one answer in ten on this model (89.7% agreement
-measured with benchmarks/runtime_agreement.py --arch gemma3 --steps 0 --items 300), which says
-nothing about the conversion; that benchmark prints both for any checkpoint."""
+embeddings). transformers computes in float32 here (EDGEGATE_TORCH_DTYPE): on bf16 weights that
+is exact, so the comparison isolates conversion and runtime. A random model's letter
+log-probabilities are close together, so with bf16 *activations* (transformers' default for a
+bf16 checkpoint on CPU) rounding alone can flip answers, which says nothing about the
+conversion; benchmarks/runtime_agreement.py measures both settings for any checkpoint.
+"""
 
 from __future__ import annotations
 
