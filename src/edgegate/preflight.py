@@ -11,7 +11,6 @@ needs only headers and the sha256 the runner computes anyway.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,14 +21,6 @@ from edgegate.errors import InputError
 from edgegate.policy import Policy
 from edgegate.sanity import Finding, identical_inputs, shape_mismatches
 from edgegate.settings import RunSettings, default_cache_dir
-
-# The Python module each runtime needs, and the extra that installs it.
-RUNTIME_MODULES = {
-    "llamacpp": ("llama_cpp", "llamacpp"),
-    "mlx": ("mlx_lm", "mlx"),
-    "onnx": ("onnxruntime", "onnx"),
-    "transformers": ("torch", "torch"),
-}
 
 
 @dataclass(frozen=True)
@@ -115,7 +106,10 @@ def cache_problems(settings: RunSettings, selected: Sequence[str]) -> list[Probl
 def runtime_problems(policy: Policy, selected: Sequence[str], settings: RunSettings, fmt_runtime: Any = None) -> list[Problem]:
     """Runtimes a selected check needs that are not installed. Only where the policy would turn
     the resulting skip into a failure (fail_on_skipped, --strict): elsewhere a missing runtime
-    is a reported skip, not an error. ``fmt_runtime(check, runtime)`` resolves ``auto``."""
+    is a reported skip, not an error. ``fmt_runtime(check, runtime)`` resolves ``auto`` (the
+    runtime the inputs' format ships for); unresolved, ``auto`` is left to the check."""
+    from edgegate.backends import RUNTIMES, available
+
     if not policy.fail_on_skipped or settings.endpoints:
         return []
     out: list[Problem] = []
@@ -124,13 +118,14 @@ def runtime_problems(policy: Policy, selected: Sequence[str], settings: RunSetti
         if cp is None or not cp.required or name not in ("speed", "perplexity", "bbq"):
             continue
         sec = cp.section
-        wanted = list(settings.runtimes or sec.get("runtimes") or [sec.get("runtime")]) if name == "speed" else [sec.get("runtime")]
+        # a policy without a runtime gets the checks' default: auto (issue 12)
+        wanted = list(settings.runtimes or sec.get("runtimes") or ["auto"]) if name == "speed" else [sec.get("runtime") or "auto"]
         for rt in wanted:
             if rt == "auto" and fmt_runtime is not None:
                 rt = fmt_runtime(name, rt)
-            module, extra = RUNTIME_MODULES.get(str(rt), (None, None))
-            if module and importlib.util.find_spec(module) is None:
-                out.append(Problem(f"checks.{name}.runtime", f"runtime '{rt}' is not installed (pip install 'edgegate[{extra}]'); the policy fails a required check that cannot run"))
+            spec = RUNTIMES.get(str(rt))  # the registry names each runtime's modules and extra
+            if spec is not None and spec.local and not available(spec.name):
+                out.append(Problem(f"checks.{name}.runtime", f"runtime '{rt}' is not installed (pip install 'edgegate[{spec.extra}]'); the policy fails a required check that cannot run"))
     return out
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ CheckFn = Callable[[CheckContext], CheckResult]
 _REGISTRY: dict[str, CheckFn | None] = {}  # None: treat the check as absent from this build
 
 # Optional third-party modules a check may import, and the pip extra that provides them.
-_OPTIONAL_MODULES = {"llama_cpp": "llamacpp", "mlx": "mlx", "mlx_lm": "mlx", "onnxruntime": "onnx", "onnx": "onnx"}
+_OPTIONAL_MODULES = {"llama_cpp": "llamacpp", "mlx": "mlx", "mlx_lm": "mlx", "onnxruntime": "onnx", "onnx": "onnx",
+                     "torch": "torch", "transformers": "torch"}
 _NEEDS_FILES = ("sparsity", "size", "speed")  # the others can score models behind --*-endpoint URLs
 
 
@@ -240,8 +242,19 @@ def _preflight(opts: GateOptions, policy: Policy, selected: list[str]) -> None:
         *preflight.data_problems(policy, selected, opts.settings, base),
         *preflight.output_problems(opts.outputs),
         *preflight.cache_problems(opts.settings, selected),
-        *preflight.runtime_problems(policy, selected, opts.settings),
+        *preflight.runtime_problems(policy, selected, opts.settings, partial(_auto_runtime, opts)),
     ])
+
+
+def _auto_runtime(opts: GateOptions, check: str, requested: str) -> str:
+    """What ``runtime: auto`` will pick for these inputs (as the checks resolve it), or
+    ``auto`` itself when the inputs cannot tell (missing or unreadable: reported elsewhere)."""
+    from edgegate.backends.auto import resolve_pair
+
+    try:
+        return resolve_pair(opts.dense, opts.compressed, requested).runtime
+    except (EdgegateError, OSError):
+        return requested
 
 
 def _input_findings(opts: GateOptions, inputs: list[dict[str, Any]], selected: list[str]) -> list[Finding]:

@@ -18,7 +18,10 @@ from edgegate.backends.base import Backend, LoglikResult, Timing
 from edgegate.errors import BackendError, BackendUnavailable, InputError
 
 __all__ = [
+    "AUTO",
+    "LOCAL_RUNTIME_CHOICES",
     "RUNTIMES",
+    "RUNTIME_CHOICES",
     "Backend",
     "BackendError",
     "BackendUnavailable",
@@ -27,7 +30,9 @@ __all__ = [
     "Timing",
     "available",
     "open_backend",
+    "parse_runtimes",
     "register_runtime",
+    "runtime_names",
 ]
 
 
@@ -50,9 +55,41 @@ def register_runtime(spec: RuntimeSpec) -> None:
 register_runtime(RuntimeSpec("llamacpp", "edgegate.backends.llamacpp:LlamaCppBackend", ("llama_cpp",), "llamacpp"))
 register_runtime(RuntimeSpec("mlx", "edgegate.backends.mlx_backend:MLXBackend", ("mlx.core", "mlx_lm"), "mlx"))
 register_runtime(RuntimeSpec("onnx", "edgegate.backends.onnx_backend:ONNXBackend", ("onnxruntime",), "onnx"))
+# issue 12: HF checkpoints as transformers runs them (PyTorch: CPU, CUDA, MPS)
+register_runtime(
+    RuntimeSpec("transformers", "edgegate.backends.transformers_backend:TransformersBackend", ("torch", "transformers"), "torch")
+)
 register_runtime(
     RuntimeSpec("openai", "edgegate.backends.openai_backend:OpenAIBackend", (), "all", local=False)
 )
+
+
+AUTO = "auto"  # the runtime the artifact ships for (backends/auto.py): the default everywhere
+
+
+def runtime_names(*, local_only: bool = False, auto: bool = True) -> tuple[str, ...]:
+    """What a ``--runtime`` flag accepts, from the registry: one list for every command (issue 14)."""
+    names = tuple(n for n, s in RUNTIMES.items() if s.local or not local_only)
+    return ((AUTO,) if auto else ()) + names
+
+
+# `bbq run` scores models behind servers too; `check` (speed), `bench` and `ppl` time or score
+# local files, where a server (openai) has nothing to load.
+RUNTIME_CHOICES = runtime_names()
+LOCAL_RUNTIME_CHOICES = runtime_names(local_only=True)
+
+
+def parse_runtimes(
+    values: Sequence[str], allowed: Sequence[str] = LOCAL_RUNTIME_CHOICES, *, flag: str = "--runtime"
+) -> tuple[str, ...]:
+    """``--runtime`` values, repeated and/or comma-separated (``llamacpp,onnx``), deduplicated
+    in order; an unknown name, or one that does not apply to this command, is exit 2."""
+    names = [n.strip() for v in values for n in str(v).split(",") if n.strip()]
+    for n in names:
+        if n not in allowed:
+            what = f"runtime '{n}' does not apply here" if n in RUNTIMES else f"unknown runtime '{n}'"
+            raise InputError(what, field=flag, hint=f"choose from {', '.join(allowed)}")
+    return tuple(dict.fromkeys(names))
 
 
 def _spec(runtime: str) -> RuntimeSpec:
@@ -95,6 +132,10 @@ def open_backend(
     ``timeout`` (seconds per call, model load included) implies ``isolate``: the runtime then
     lives in a child process that is killed when it overruns. ``cpus`` pins that process.
     """
+    if runtime == "auto":  # issue 12: the runtime the artifact ships for (backends/auto.py)
+        from edgegate.backends.auto import resolve_runtime
+
+        runtime = resolve_runtime(path).runtime
     spec = _spec(runtime)
     if not spec.local:  # a server: its client has its own HTTP timeout and retries
         from edgegate.backends._http import current_http_settings
@@ -140,6 +181,8 @@ def supports(runtime: str, path: str | Path) -> str | None:
         return None if ok else "llama.cpp loads .gguf files or HF safetensors directories"
     if runtime == "mlx":
         return None if is_hf else "MLX loads HF or mlx-lm safetensors directories"
+    if runtime == "transformers":
+        return None if is_hf else "transformers loads HF safetensors directories"
     if runtime == "onnx":
         ok = (p.is_file() and p.suffix == ".onnx") or (p.is_dir() and any(p.glob("*.onnx")))
         return None if ok else "ONNX Runtime loads .onnx exports"

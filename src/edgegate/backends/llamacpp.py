@@ -1,8 +1,9 @@
 """llama.cpp backend (llama-cpp-python).
 
-Loads GGUF directly. An HF safetensors directory is first converted to GGUF f16 with
-edgegate's own writer and cached under ``<cache_dir>/gguf/<sha256 of the inputs>.gguf``, so
-the second run reuses it; ``converted_from`` records that this happened.
+Loads GGUF directly. An HF safetensors directory is first converted to GGUF (f16 unless
+``EDGEGATE_GGUF_OUTTYPE`` says otherwise) with llama.cpp's own converter (``hf_to_gguf``) and
+cached under ``<cache_dir>/gguf/<sha256 of converter and inputs>.gguf``, so the second run
+reuses it; ``converted_from`` and ``info()["converter"]`` record that this happened and how.
 
 We drive llama.cpp's decode with our own batches (not ``Llama.eval``) so logits are computed
 only for the positions we score: perplexity asks for the scored half of each chunk, the
@@ -20,7 +21,6 @@ from an empty cache.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -47,26 +47,16 @@ from edgegate.settings import default_cache_dir
 # the same path as a decode from scratch: reuse is then bit-exact (tests/test_backend_llamacpp_prefix.py).
 _ROW_TILE = 4
 _MIN_ROWS = 8
-_HF_INPUTS = ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
-
-
-def hf_content_hash(hf_dir: Path) -> str:
-    """sha256 over the names and bytes of the files a conversion reads (weights, config,
-    tokenizer): a changed weight gives a new cache entry, a touched mtime does not."""
-    h = hashlib.sha256(b"edgegate-gguf-f16-v1\0")
-    files = sorted(hf_dir.glob("*.safetensors")) + [
-        hf_dir / n for n in _HF_INPUTS if (hf_dir / n).is_file()
-    ]
-    for f in sorted(set(files)):
-        h.update(f.name.encode() + b"\0")
-        with f.open("rb") as fh:
-            while block := fh.read(1 << 23):
-                h.update(block)
-    return h.hexdigest()
 
 
 def ensure_gguf(path: Path, cache_dir: Path | None) -> tuple[Path, Path | None]:
     """(GGUF to load, HF dir it was converted from or None)."""
+    gguf, src, _ = ensure_gguf_with_info(path, cache_dir)
+    return gguf, src
+
+
+def ensure_gguf_with_info(path: Path, cache_dir: Path | None) -> tuple[Path, Path | None, dict[str, str] | None]:
+    """(GGUF to load, HF dir it was converted from or None, the converter's name/version)."""
     if path.is_file():
         with path.open("rb") as fh:
             if fh.read(4) != b"GGUF":
@@ -75,30 +65,24 @@ def ensure_gguf(path: Path, cache_dir: Path | None) -> tuple[Path, Path | None]:
                     path=path,
                     hint="llama.cpp loads .gguf files or HF safetensors directories",
                 )
-        return path, None
+        return path, None, None
     if not (path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))):
         ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else []
         if len(ggufs) == 1:
-            return ggufs[0], None
+            return ggufs[0], None, None
         raise InputError(
             "llama.cpp needs a .gguf file or an HF directory with config.json and safetensors",
             path=path,
         )
-    out_dir = (cache_dir or default_cache_dir()) / "gguf"
-    out = out_dir / f"{hf_content_hash(path)}.gguf"
-    if not out.is_file():
-        try:
-            from edgegate.checkpoint.gguf_writer import write_gguf
-        except ImportError as exc:
-            raise BackendError("the GGUF converter is not available in this build") from exc
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
-        try:
-            write_gguf(path, tmp, "f16")
-            tmp.replace(out)  # atomic: a half-written cache entry is never picked up
-        finally:
-            tmp.unlink(missing_ok=True)
-    return out, path
+    # issue 12: llama.cpp's own converter, run as a subprocess (backends/hf_to_gguf.py);
+    # EDGEGATE_GGUF_OUTTYPE picks f16 (default), bf16, f32 or q8_0
+    from edgegate.backends.hf_to_gguf import convert
+
+    outtype = os.environ.get("EDGEGATE_GGUF_OUTTYPE", "f16").strip() or "f16"
+    if outtype not in ("f16", "bf16", "f32", "q8_0"):
+        raise InputError(f"EDGEGATE_GGUF_OUTTYPE={outtype!r}", field="EDGEGATE_GGUF_OUTTYPE", hint="f16, bf16, f32 or q8_0")
+    out, info = convert(path, cache_dir or default_cache_dir(), outtype)
+    return out, path, info
 
 
 # Metadata every llama.cpp model needs: without it the file is incomplete, the user's problem.
@@ -154,7 +138,7 @@ class LlamaCppBackend(GenericBackend):
         except ImportError as exc:
             raise BackendUnavailable("llamacpp", "llamacpp") from exc
         self._lib = llama_cpp
-        gguf, src = ensure_gguf(Path(path), cache_dir)
+        gguf, src, self.converter = ensure_gguf_with_info(Path(path), cache_dir)
         self.model_path, self.converted_from = gguf, src
         self.threads = threads
         self.n_ctx = int(n_ctx)
@@ -383,6 +367,12 @@ class LlamaCppBackend(GenericBackend):
         if eot is not None and vocab is not None:  # e.g. Gemma's <end_of_turn>
             ids.add(int(eot(vocab)))
         return {i for i in ids if i >= 0}
+
+    def info(self) -> dict[str, object]:
+        out = super().info()
+        if self.converter:  # which converter made the GGUF from the HF directory (issue 12)
+            out["converter"] = dict(self.converter)
+        return out
 
     def close(self) -> None:
         llm = getattr(self, "_llm", None)

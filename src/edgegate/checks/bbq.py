@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 SHARDED = True  # items are split across shards by a stable hash of their uid
 
 DEFAULTS: dict[str, Any] = {
-    "runtime": "llamacpp",
+    "runtime": "auto",  # issue 12: where the compressed artifact ships (backends/auto.py)
     "mode": "letter",
     "condition": "ambig",
     "items": 300,  # 0: every item
@@ -267,6 +267,8 @@ def result_from_answers(
     ``edgegate merge`` of sharded runs both call, so they cannot drift apart."""
     verdicts, m = evaluate(items, targets, answers["dense"], answers["compressed"], pol)
     m = {"data": dict(info), "config": asdict(cfg), "runtime": pol["runtime"], **m}
+    if pol.get("runtime_choice"):  # `runtime: auto`: the runtime chosen and why (issue 12)
+        m["runtime_choice"] = dict(pol["runtime_choice"])
     return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m), duration_s)
 
 
@@ -299,6 +301,12 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
         # `edgegate check --dense-endpoint URL --compressed-endpoint URL`: both models on servers
         pol["runtime"] = "openai"
         models = (str(ctx.settings.dense_endpoint), str(ctx.settings.compressed_endpoint))
+    if pol["runtime"] == "auto":  # issue 12: where the compressed artifact ships (backends/auto.py)
+        from edgegate.backends.auto import resolve_pair
+
+        choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
+        pol["runtime"] = choice.runtime
+        pol["runtime_choice"] = choice.as_dict()  # recorded with the measurement: the report says why
     run_items = shard_items(items, shard) if shard is not None else items
     opening = OpenSettings(threads=ctx.settings.threads, seed=seed, cache_dir=ctx.settings.cache_dir,
                            timeout=ctx.settings.backend_timeout)

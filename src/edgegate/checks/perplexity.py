@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     if ctx.dense_path is None:
         return None
     sec = ctx.section
-    runtime = str(sec.get("runtime") or "llamacpp")
+    runtime = str(sec.get("runtime") or "auto")  # issue 12: auto = where the compressed model ships
     n_ctx = int(sec.get("n_ctx", 512))
     settings = {"runtime": runtime, "n_ctx": n_ctx, "min_chunks": int(sec.get("min_chunks", 4)),
                 "max_relative_increase": float(sec.get("max_relative_increase", 0.05))}
@@ -67,6 +67,12 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     if ctx.settings.endpoints:  # models on servers
         settings["runtime"] = runtime = "openai"
         models = (str(ctx.settings.dense_endpoint), str(ctx.settings.compressed_endpoint))
+    choice = None
+    if runtime == "auto":  # issue 12: where the compressed artifact ships (backends/auto.py)
+        from edgegate.backends.auto import resolve_pair
+
+        choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
+        settings["runtime"] = runtime = choice.runtime
     body = ppl.evaluation_text(text)
     # Which text was scored is part of the evidence: a reviewer must be able to tell the
     # embedded text from a file, and one file from another.
@@ -95,6 +101,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
                      "n_chunks": len(chunking.chunks), "n_eval": sum(len(ch) for ch in chunking.chunks),
                      "tokens_sha256": digest},
         "indices": idx, "nll": nll, "seconds": seconds, "extra": jsonable(extra),
+        "runtime_choice": choice.as_dict() if choice else None,  # the report says why (issue 12)
         "duration_s": time.perf_counter() - t0,
     }
 
@@ -142,7 +149,10 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
         )
     cmp = ppl.compare(results["dense"], results["compressed"])
     cmp.extra.update({k: v for k, v in first["extra"].items() if not k.endswith("_ident")})
-    return result_from_comparison(cmp, first["settings"], sum(float(p["duration_s"]) for _, p in measurements))
+    res = result_from_comparison(cmp, first["settings"], sum(float(p["duration_s"]) for _, p in measurements))
+    if first.get("runtime_choice"):  # `runtime: auto`: the runtime chosen and why (issue 12)
+        res = replace(res, measurements={**res.measurements, "runtime_choice": dict(first["runtime_choice"])})
+    return res
 
 
 def result_from_comparison(cmp: Any, settings: Mapping[str, Any], duration_s: float) -> CheckResult:

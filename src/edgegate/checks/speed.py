@@ -72,6 +72,7 @@ class SpeedMeasurement:
     runtimes: tuple[str, ...]
     claim: float | None
     context_note: str | None
+    runtime_choice: dict[str, str] | None = None  # `auto` in the list: the runtime chosen and why
 
 
 def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement | None:
@@ -83,7 +84,13 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
     if ctx.dense_path is None:
         return None
     sec = ctx.section
-    runtimes = list(ctx.settings.runtimes or sec.get("runtimes") or ["llamacpp", "mlx", "onnx"])
+    runtimes = list(ctx.settings.runtimes or sec.get("runtimes") or ["auto"])
+    choice = None  # issue 12: `auto` in the list -> where the compressed artifact ships
+    if "auto" in runtimes:
+        from edgegate.backends.auto import resolve_pair
+
+        choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
+        runtimes = list(dict.fromkeys(choice.runtime if r == "auto" else r for r in runtimes))
     threads = ctx.settings.threads or sec.get("threads")
     prompt_tokens, gen_tokens, ctx_note = fit_to_context(
         int(sec.get("prompt_tokens", 512)),
@@ -116,7 +123,8 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
         except BackendError as exc:
             not_measured[rt] = Verdict("min_speedup", Status.ERROR, f"{rt}: {exc.one_line()}", scope=rt)
             errors[rt] = {"error": exc.to_dict()}
-    return SpeedMeasurement(benches, not_measured, errors, tuple(runtimes), ctx.claims.get("speedup"), ctx_note)
+    return SpeedMeasurement(benches, not_measured, errors, tuple(runtimes), ctx.claims.get("speedup"), ctx_note,
+                            choice.as_dict() if choice else None)
 
 
 def run(ctx: CheckContext) -> CheckResult:
@@ -131,6 +139,8 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     claim = m.claim
     verdicts: list[Verdict] = []
     measurements_out: dict[str, Any] = {"context_note": m.context_note} if m.context_note else {}
+    if m.runtime_choice:  # the report names the runtime auto chose and why (issue 12)
+        measurements_out["runtime_choice"] = dict(m.runtime_choice)
     for rt in m.runtimes:
         if rt in m.not_measured:
             verdicts.append(m.not_measured[rt])

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from edgegate.backends import AUTO, RUNTIME_CHOICES, parse_runtimes
 from edgegate.checks.base import CheckResult, Status, Verdict
 from edgegate.errors import DatasetError, ExitCode, InputError
 from edgegate.partial import parse_shard
@@ -111,7 +112,8 @@ def command() -> None:
 @command.command(name="run")
 @click.argument("dense", type=click.Path(path_type=Path))
 @click.argument("compressed", type=click.Path(path_type=Path))
-@click.option("--runtime", default="llamacpp", show_default=True, help="llamacpp, mlx, onnx, openai.")
+@click.option("--runtime", default=AUTO, show_default=True, metavar="NAME",
+              help=f"One of {', '.join(RUNTIME_CHOICES)} (auto: where the compressed model ships).")
 @click.option("--data", default=None, help="Folder of upstream BBQ *.jsonl, or hf:NAME (needs network).")
 @click.option("--items", type=int, default=300, show_default=True, help="Stratified sample size (0: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -142,6 +144,11 @@ def run_cmd(
 
     if not data:
         raise DatasetError("no BBQ data given", field="--data", hint="pass --data DIR with BBQ *.jsonl, or hf:NAME")
+    names = parse_runtimes([runtime], RUNTIME_CHOICES)
+    if len(names) != 1:
+        raise InputError(f"one runtime scores both models, got {', '.join(names) or 'none'}", field="--runtime",
+                         hint=f"choose one of {', '.join(RUNTIME_CHOICES)}")
+    runtime = names[0]
     section = {
         "runtime": runtime, "data": data, "items": items, "seed": seed, "mode": mode,
         "condition": condition, "seeds": seeds, "temperature": temperature, "permute_options": permute,

@@ -15,17 +15,22 @@ from typing import Any
 
 import click
 
+from edgegate.backends import LOCAL_RUNTIME_CHOICES
 from edgegate.errors import BackendError, BackendUnavailable, ExitCode, InputError
 
+_DEFAULT = ("llamacpp", "mlx", "onnx")  # every edge runtime; those that cannot load the paths are skipped
 
-def _runtimes(values: tuple[str, ...]) -> list[str]:
-    from edgegate.backends import RUNTIMES
 
-    names = [n.strip() for v in values for n in v.split(",") if n.strip()] or ["llamacpp", "mlx", "onnx"]
-    for n in names:
-        if n not in RUNTIMES or not RUNTIMES[n].local:
-            raise InputError(f"unknown runtime '{n}'", field="--runtime", hint="choose from llamacpp, mlx, onnx")
-    return list(dict.fromkeys(names))
+def _runtimes(values: tuple[str, ...], dense: Path, compressed: Path) -> tuple[list[str], Any]:
+    """The runtimes to time, with ``auto`` resolved for the pair (issue 12), and that choice."""
+    from edgegate.backends import parse_runtimes
+    from edgegate.backends.auto import AUTO, resolve_pair
+
+    names = list(parse_runtimes(values) or _DEFAULT)
+    choice = resolve_pair(dense, compressed) if AUTO in names else None
+    if choice is not None:
+        names = [choice.runtime if n == AUTO else n for n in names]
+    return list(dict.fromkeys(names)), choice
 
 
 def _mb(b: int | None) -> str:
@@ -36,7 +41,8 @@ def _mb(b: int | None) -> str:
 @click.argument("dense", type=click.Path(path_type=Path))
 @click.argument("compressed", type=click.Path(path_type=Path))
 @click.option("--runtime", "runtimes", multiple=True, metavar="NAMES",
-              help="Comma-separated runtimes: llamacpp, mlx, onnx (default: all three; those that cannot load the paths are skipped).")
+              help=f"Comma-separated runtimes: {', '.join(LOCAL_RUNTIME_CHOICES)} (auto: where the compressed model "
+                   "ships; default: llamacpp, mlx, onnx; those that cannot load the paths are skipped).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads per model (also pins both to the same CPUs).")
 @click.option("--repetitions", type=click.IntRange(min=2), default=5, show_default=True,
               help="Measured runs per model, interleaved dense/compressed in ABBA order.")
@@ -63,7 +69,9 @@ def command(
     for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):
         if not p.exists():
             raise InputError(f"{role} not found", path=p)
-    names = _runtimes(runtimes)
+    names, choice = _runtimes(runtimes, dense, compressed)
+    if choice is not None and not quiet:
+        click.echo(f"edgegate: auto -> {choice.runtime}: {choice.reason}", err=True)
     cfg = BenchConfig(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup,
                       threads=threads, seed=seed, pin=not no_pin, timeout=timeout,
                       cache_dir=str(cache_dir) if cache_dir else None)
@@ -91,7 +99,10 @@ def command(
             click.echo(f"edgegate: {rt} failed: {exc.one_line()}", err=True)
     if as_json:
         out = {rt: (jsonable(asdict(r)) if not isinstance(r, dict) else r) for rt, r in results.items()}
-        sys.stdout.write(json.dumps({"config": asdict(cfg), "runtimes": out}, indent=2) + "\n")
+        doc: dict[str, Any] = {"config": asdict(cfg), "runtimes": out}
+        if choice is not None:
+            doc["runtime_choice"] = choice.as_dict()
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         sys.stdout.write(_table(results) + "\n")
     if failures and all(isinstance(r, dict) for r in results.values()):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from edgegate.backends import LOCAL_RUNTIME_CHOICES, parse_runtimes
 from edgegate.errors import InputError
 from edgegate.partial import parse_shard
 from edgegate.policy import Policy
@@ -51,8 +52,9 @@ def _load_policy(value: str) -> Policy:
 @click.option("--md-out", metavar="FILE", help="Write the Markdown summary ('-' for stdout).")
 @click.option("--html-out", metavar="FILE", help="Write a self-contained HTML report.")
 @click.option("--junit-out", metavar="FILE", help="Write JUnit XML (one testcase per verdict).")
-@click.option("--runtime", "runtimes", multiple=True, type=click.Choice(["llamacpp", "mlx", "onnx", "openai"]),
-              help="Runtime(s) for speed checks (llamacpp, mlx, onnx); overrides the policy.")
+@click.option("--runtime", "runtimes", multiple=True, metavar="NAMES",
+              help=f"Runtime(s) for the speed check, comma-separated or repeated ({', '.join(LOCAL_RUNTIME_CHOICES)}; "
+                   "auto: where the compressed model ships); overrides the policy.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtimes.")
 @click.option("--bbq-data", type=click.Path(path_type=Path), metavar="DIR", help="Directory of BBQ *.jsonl files (or hf:NAME).")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed for sampling (overrides the policy).")
@@ -120,7 +122,7 @@ class CheckFlags:
 
     def settings(self) -> RunSettings:
         return RunSettings(
-            runtimes=tuple(self.runtimes) or None,
+            runtimes=parse_runtimes(self.runtimes) or None,
             threads=self.threads,
             bbq_data=str(self.bbq_data) if self.bbq_data else None,
             seed=self.seed,

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from edgegate.backends import AUTO, LOCAL_RUNTIME_CHOICES
 from edgegate.errors import InputError
 
 
@@ -27,8 +28,8 @@ def comparison_dict(cmp: Any) -> dict[str, Any]:
 @click.command(name="ppl")
 @click.argument("dense", type=click.Path(path_type=Path))
 @click.argument("compressed", type=click.Path(path_type=Path))
-@click.option("--runtime", default="llamacpp", show_default=True,
-              type=click.Choice(["llamacpp", "mlx", "onnx"]), help="Runtime that scores the tokens.")
+@click.option("--runtime", default=AUTO, show_default=True, type=click.Choice(LOCAL_RUNTIME_CHOICES),
+              help="Runtime that scores the tokens (auto: where the compressed model ships).")
 @click.option("--text", "text_file", type=click.Path(path_type=Path), metavar="FILE",
               help="UTF-8 text to score (default: edgegate's embedded evaluation text).")
 @click.option("--dataset", metavar="NAME", help="A hub dataset's test split instead (needs edgegate[hub]), e.g. wikitext.")
@@ -79,19 +80,24 @@ def command(
     elif dataset:
         text = load_dataset_text(dataset, config=dataset_config)
     from edgegate.backends._http import http_settings
+    from edgegate.backends.auto import resolve_pair
 
+    requested = runtime  # issue 12: resolve `auto` once for the pair (backends/auto.py)
+    choice = resolve_pair(dense, compressed, runtime)
+    runtime = choice.runtime
     with http_settings(max_retries=http_retries):  # issue 15; --timeout bounds each request via open_backend
         cmp = run_ppl(
             dense, compressed, runtime=runtime, text=text, n_ctx=n_ctx, mode=mode,  # type: ignore[arg-type]
             threads=threads, cache_dir=cache_dir, timeout=timeout,
             progress=make_progress(quiet),
         )
-    if as_json:
-        sys.stdout.write(json.dumps(comparison_dict(cmp), indent=2) + "\n")
+    if as_json:  # the runtime auto chose and why travel with the numbers (issue 12)
+        sys.stdout.write(json.dumps({**comparison_dict(cmp), "runtime_choice": choice.as_dict()}, indent=2) + "\n")
         return
     d, c = cmp.dense, cmp.compressed
     lines = [
-        f"runtime {runtime}, mode {d.mode}, n_ctx {d.n_ctx}: {d.n_chunks} chunks, {d.n_scored} scored tokens",
+        f"runtime {runtime}" + (f" (auto: {choice.reason})" if requested == AUTO else "")
+        + f", mode {d.mode}, n_ctx {d.n_ctx}: {d.n_chunks} chunks, {d.n_scored} scored tokens",
         f"dense       PPL {d.ppl:.4f} ± {d.se_ppl:.4f}   ({d.tokens_per_s:.0f} tok/s)",
         f"compressed  PPL {c.ppl:.4f} ± {c.se_ppl:.4f}   ({c.tokens_per_s:.0f} tok/s)",
         f"relative change {cmp.relative_change:+.2%}  95% CI [{cmp.ci_low:+.2%}, {cmp.ci_high:+.2%}]  "
