@@ -27,6 +27,7 @@ LIBRARIES: tuple[str, ...] = (
     "mlx-lm",
     "onnxruntime",
     "onnx",
+    "torch",  # the transformers runtime (issue 12)
     "compressed-tensors",
     "jsonschema",
     "pyyaml",

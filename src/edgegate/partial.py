@@ -30,7 +30,7 @@ from edgegate.settings import RunSettings, Shard
 FORMAT = "edgegate-partial"
 VERSION = 1
 # Library versions that can change a model's answers; shards must agree on them.
-_SOFTWARE = ("numpy", "tokenizers", "llama-cpp-python", "mlx", "mlx-lm", "onnxruntime")
+_SOFTWARE = ("numpy", "tokenizers", "llama-cpp-python", "mlx", "mlx-lm", "onnxruntime", "transformers", "torch")
 
 
 def parse_shard(text: str) -> Shard:

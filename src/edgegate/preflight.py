@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgegate.errors import InputError
+from edgegate.errors import MAX_MESSAGE_CHARS, InputError, excerpt
 from edgegate.policy import Policy
 from edgegate.sanity import Finding, identical_inputs, shape_mismatches
 from edgegate.settings import RunSettings, default_cache_dir
@@ -38,8 +38,12 @@ def raise_if_any(problems: Sequence[Problem]) -> None:
     if len(problems) == 1:
         p = problems[0]
         raise InputError(p.message, field=p.where)
-    listed = "; ".join(f"({i}) {p.line()}" for i, p in enumerate(problems, 1))
-    raise InputError(f"{len(problems)} problems, nothing was measured: {listed}")
+    # Every problem must survive the cap on a message's length (errors.MAX_MESSAGE_CHARS): each
+    # gets an equal share, long paths cut in the middle, so no flag or field is lost.
+    head = f"{len(problems)} problems, nothing was measured: "
+    share = max(40, (MAX_MESSAGE_CHARS - len(head)) // len(problems) - 6)
+    listed = "; ".join(f"({i}) {excerpt(p.line(), share, quote=False)}" for i, p in enumerate(problems, 1))
+    raise InputError(head + listed)
 
 
 def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings, base: Path | None) -> list[Problem]:
