@@ -53,12 +53,13 @@ def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings
         data = settings.bbq_data or policy.checks["bbq"].section.get("data")
         if not data:
             out.append(Problem("--bbq-data", "no BBQ data given: pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data"))
-        elif not str(data).startswith("hf:") and not _resolve(str(data), base, settings.bbq_data is not None).exists():
-            out.append(Problem("--bbq-data" if settings.bbq_data else "checks.bbq.data", f"BBQ data not found: {data}"))
+        elif not str(data).startswith("hf:") and not (where := _resolve(str(data), base, settings.bbq_data is not None)).exists():
+            # the path looked at, not just the one written: a policy's paths are relative to it (issue 15)
+            out.append(Problem("--bbq-data" if settings.bbq_data else "checks.bbq.data", f"BBQ data not found: {where}"))
     if "perplexity" in selected:
         text = policy.checks["perplexity"].section.get("text")
-        if text and not _resolve(str(text), base, False).is_file():
-            out.append(Problem("checks.perplexity.text", f"perplexity text not found: {text}"))
+        if text and not (where := _resolve(str(text), base, False)).is_file():
+            out.append(Problem("checks.perplexity.text", f"perplexity text not found: {where}"))
     return out
 
 
