@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -268,6 +268,8 @@ def result_from_answers(
     ``edgegate merge`` of sharded runs both call, so they cannot drift apart."""
     verdicts, m = evaluate(items, targets, answers["dense"], answers["compressed"], pol)
     m = {"data": dict(info), "config": asdict(cfg), "runtime": pol["runtime"], **m}
+    if pol.get("runtime_choice"):  # `runtime: auto`: the report names the runtime chosen and why
+        m["runtime_choice"] = dict(pol["runtime_choice"])
     return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m), duration_s)
 
 
@@ -305,6 +307,7 @@ def run(ctx: CheckContext) -> CheckResult:
 
         choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
         pol["runtime"] = choice.runtime
+        pol["runtime_choice"] = choice.as_dict()  # kept in shard partials, so merge reports it too
     shard = ctx.options.get("shard")  # (i, n) from --shard i/n: score only this shard's items
     if shard is not None:
         from edgegate.shard import shard_items
@@ -332,7 +335,4 @@ def run(ctx: CheckContext) -> CheckResult:
             "bbq", f"shard {shard[0]}/{shard[1]}: {len(run_items)} of {len(items)} items scored; "
             "the verdict comes from `edgegate merge` of all shards",
         )
-    res = result_from_answers(items, targets, info, cfg, pol, answers, time.perf_counter() - t0)
-    if choice is not None:  # the report names the runtime auto chose and why
-        res = replace(res, measurements={**res.measurements, "runtime_choice": choice.as_dict()})
-    return res
+    return result_from_answers(items, targets, info, cfg, pol, answers, time.perf_counter() - t0)
