@@ -306,7 +306,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
 
         choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
         pol["runtime"] = choice.runtime
-        pol["runtime_choice"] = choice.as_dict()  # recorded with the measurement: the report says why
+        pol["runtime_choice"] = choice.as_dict()  # kept in shard partials, so merge reports it too
     run_items = shard_items(items, shard) if shard is not None else items
     opening = OpenSettings(threads=ctx.settings.threads, seed=seed, cache_dir=ctx.settings.cache_dir,
                            timeout=ctx.settings.backend_timeout)
