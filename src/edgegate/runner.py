@@ -234,10 +234,9 @@ def _preflight(opts: GateOptions, policy: Policy, selected: list[str]) -> None:
     first measurement."""
     from edgegate import preflight
 
-    base = Path(policy.source).parent if policy.source and Path(policy.source).is_file() else None
     selected = [n for n in selected if n not in _REGISTRY]  # a registered check brings its own needs
     preflight.raise_if_any([
-        *preflight.data_problems(policy, selected, opts.settings, base),
+        *preflight.data_problems(policy, selected, opts.settings),
         *preflight.output_problems(opts.outputs),
         *preflight.cache_problems(opts.settings, selected),
         *preflight.runtime_problems(policy, selected, opts.settings),
