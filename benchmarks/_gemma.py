@@ -66,8 +66,11 @@ def sentencepiece_model(src: Path) -> bytes:
     which tokenizes this BPE vocabulary wrongly ("Harbour" -> H/ar/bo/ur), so it is not used;
     this model tokenizes exactly as llama.cpp does on the GGUF (checked on the perplexity text
     and BBQ prompts)."""
+    import importlib
+
     import gguf
-    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    pb: Any = importlib.import_module("sentencepiece.sentencepiece_model_pb2")  # protobuf, untyped
 
     fields = gguf.GGUFReader(str(src)).fields
     if fields["tokenizer.ggml.model"].contents() != "llama":
@@ -127,7 +130,6 @@ def build_gemma_hf(out_dir: str | Path, *, force: bool = False) -> Path:
     cfg_dict.pop("quantization_config", None)
     model_type = cfg_dict.pop("model_type")
     config = AutoConfig.for_model(model_type, **cfg_dict)
-    config.torch_dtype = torch.bfloat16
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     state = loaded.state_dict()
     missing, unexpected = model.load_state_dict(state, strict=False)
