@@ -25,7 +25,7 @@ gate/up/down_proj). Embeddings, norms and the (tied) lm_head are never pruned.
 
 Calibration (Wanda, SparseGPT): English prose from the docstrings of a fixed list of Python
 standard-library modules (``calibration_text``): offline, reproducible with the same Python,
-and neither BBQ nor edgegate's perplexity text. Default 64 samples x 256 tokens, each
+and neither BBQ nor edgegate's perplexity text. Default 32 samples x 256 tokens (8,192 tokens; sized for 2 shared CPU cores), each
 starting with <bos>; the text's sha256 and the sample counts are recorded in each variant's
 ``pruning_meta.json`` and ``edgegate_build.json``.
 """
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("variants", nargs="+", help=f"names ({', '.join(VARIANTS)}) or 'all'")
     ap.add_argument("--dense", type=Path, default=Path("/work/models/gemma3-270m-hf"))
     ap.add_argument("--out", type=Path, default=Path("/work/models"))
-    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args(argv)
