@@ -1,0 +1,103 @@
+"""`edgegate study`: spec validation, a real run over the bundled fixtures (static checks, so
+it is fast), resuming, the table and the plot. The full-gate study on gemma-3-270m is a
+benchmark (studies/gemma3-270m.yaml), not a unit test."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from _support import run_cli
+
+from edgegate.errors import InputError
+from edgegate.study import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "fixtures" / "models"
+
+STATIC_POLICY = """\
+version: 1
+name: study-static
+fail_on_inconclusive: true
+fail_on_skipped: true
+checks:
+  sparsity: {required: true, claim_tolerance: 0.02}
+  size: {required: true, min_saving: 0.0}
+"""
+
+
+def _spec(tmp: Path, variants: str, extra: str = "") -> Path:
+    (tmp / "policy.yaml").write_text(STATIC_POLICY)
+    spec = tmp / "study.yaml"
+    spec.write_text(
+        f"version: 1\nname: fixtures\npolicy: policy.yaml\nmodels_dir: {MODELS}\nout: out\n{extra}"
+        f"dense: {{path: dense, label: dense}}\nvariants:\n{variants}"
+    )
+    return spec
+
+
+VARIANTS = """\
+  - {name: wanda50, path: wanda50, label: Wanda 50%}
+  - {name: claimed50, path: claimed50, label: claimed 50%}
+  - {name: sparsegpt50, path: not-built-yet, label: SparseGPT 50%}
+"""
+
+
+def test_study_runs_resumes_and_tabulates(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, VARIANTS)
+    code, out = run_cli("study", str(spec), "-q")
+    assert code == 0, out
+    assert "2 to run, 1 missing on disk (sparsegpt50)" in out and "estimate:" in out and "ETA" in out
+    table = json.loads((tmp_path / "out" / "table.json").read_text())
+    rows = {r["variant"]: r for r in table["rows"]}
+    assert table["missing"] == ["sparsegpt50"]
+    # the honest checkpoint passes; the one that skipped o_proj/down_proj but claims 50% fails
+    assert rows["wanda50"]["status"] == "pass" and rows["claimed50"]["status"] == "fail"
+    assert rows["wanda50"]["prunable_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert rows["claimed50"]["prunable_sparsity"] == pytest.approx(1 / 3, abs=0.02)
+    assert rows["claimed50"]["claimed_sparsity"] == 0.5
+    assert rows["wanda50"]["disk_bytes"] == rows["wanda50"]["dense_disk_bytes"]  # zeros stored dense: 0 bytes saved
+    assert rows["wanda50"]["delta_ppl"] is None  # not measured under this policy: n/a, never 0
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| Wanda 50% | 50.0% (50%) |" in md and "**FAIL** (sparsity)" in md and "Not measured yet: sparsegpt50" in md
+    ET.fromstring((tmp_path / "out" / "paradox.svg").read_text())
+
+    # resume: nothing changed, nothing runs; the table is rebuilt from the reports on disk
+    code, out = run_cli("study", str(spec), "-q")
+    assert code == 0 and "2 up to date, 0 to run" in out
+    # a changed model file makes its variant stale again
+    report = tmp_path / "out" / "variants" / "wanda50.report.json"
+    before = report.stat().st_mtime_ns
+    code, out = run_cli("study", str(spec), "-q", "--only", "wanda50", "--force")
+    assert code == 0 and "1 to run" in out and report.stat().st_mtime_ns != before
+    (tmp_path / "out" / "table.md").unlink()
+    code, out = run_cli("study", str(spec), "--table-only")
+    assert code == 0 and (tmp_path / "out" / "table.md").is_file()
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ("variants: []\n", "variants"),
+    ("variants:\n  - {name: 'bad name', path: x}\n", "variants[0].name"),
+    ("variants:\n  - {name: a, path: x}\n  - {name: a, path: y}\n", "variants"),
+    ("variants:\n  - {name: a, path: x, claims: {sparsity: 2}}\n", "--claim"),
+    ("variants:\n  - {name: a, path: x, colour: red}\n", "variants[0]"),
+])
+def test_bad_specs_name_the_field(tmp_path: Path, body: str, field: str) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"version: 1\npolicy: strict\ndense: d\n{body}")
+    with pytest.raises(InputError) as e:
+        load_spec(spec)
+    assert e.value.field == field
+
+
+def test_study_cli_errors_are_input_errors(tmp_path: Path) -> None:
+    code, out = run_cli("study", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "study spec not found" in out
+    spec = _spec(tmp_path, VARIANTS)
+    code, out = run_cli("study", str(spec), "--only", "wanda99")
+    assert code == 2 and "no variant named 'wanda99'" in out
+    (tmp_path / "s2.yaml").write_text(spec.read_text().replace("path: dense,", "path: missing-dense,"))
+    code, out = run_cli("study", str(tmp_path / "s2.yaml"))
+    assert code == 2 and "dense model not found" in out
