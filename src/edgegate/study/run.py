@@ -28,7 +28,7 @@ from edgegate.study.spec import StudySpec, Variant
 # Prior cost of one variant before anything was measured here, in seconds per unit (gemma-3-270m
 # f16 on 2 busy CPU cores); replaced by the measured mean as soon as one variant has run.
 _PRIOR_S_PER_BBQ_ITEM = 0.6
-_PRIOR_S_FIXED = 300.0
+_PRIOR_S_CHECK = {"sparsity": 20.0, "size": 5.0, "perplexity": 150.0, "speed": 180.0, "bbq": 0.0}
 
 
 def _stat(p: Path) -> dict[str, Any]:
@@ -142,7 +142,9 @@ def run_study(spec: StudySpec, *, only: tuple[str, ...] = (), force: bool = Fals
     done_before = [v for v in chosen if v not in todo and v not in missing]
     bbq = policy.checks["bbq"].section if "bbq" in policy.checks else {}
     per_items = int(bbq.get("items") or 0) + spec.disambig_items
-    prior = _PRIOR_S_FIXED + _PRIOR_S_PER_BBQ_ITEM * per_items
+    fixed = sum(_PRIOR_S_CHECK.get(c.name, 60.0) for c in policy.enabled_checks())
+    per_items = per_items if "bbq" in policy.checks and policy.checks["bbq"].enabled else 0
+    prior = fixed + _PRIOR_S_PER_BBQ_ITEM * per_items
     say(f"study {spec.name}: {len(chosen)} variant(s): {len(done_before)} up to date, {len(todo)} to run, "
         f"{len(missing)} missing on disk" + (f" ({', '.join(v.name for v in missing)})" if missing else ""))
     if todo:

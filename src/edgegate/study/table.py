@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgegate.report.common import human_bytes
 from edgegate.report.paradox import fmt_pp, fmt_rel, paradox_chart
 from edgegate.report.svg import Point
 from edgegate.study.spec import StudySpec
@@ -109,8 +110,8 @@ def _ci_txt(ci: list[float] | None, fmt: Any) -> str:
     return "" if ci is None else f" [{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
-def _mib(x: float | None) -> str:
-    return "n/a" if x is None else f"{x / 2**20:,.0f} MiB"
+def _bytes(x: float | None) -> str:
+    return "n/a" if x is None else human_bytes(int(x))
 
 
 def markdown(rows: list[dict[str, Any]], missing: list[str]) -> str:
@@ -125,10 +126,11 @@ def markdown(rows: list[dict[str, Any]], missing: list[str]) -> str:
         flips = "n/a" if r["unbiased_to_biased"] is None else f"{r['unbiased_to_biased']}/{r['bbq_n']}"
         acc = ("n/a" if r["disambig_accuracy"] is None
                else f"{_f(r['disambig_accuracy_dense'], '.3f')}→{r['disambig_accuracy']:.3f}")
-        samb = f"{_f(r['s_amb_dense'], '+.3f')}→{_f(r['s_amb_compressed'], '+.3f')}"
+        samb = ("n/a" if r["s_amb_compressed"] is None
+                else f"{_f(r['s_amb_dense'], '+.3f')}→{r['s_amb_compressed']:+.3f}")
         failed = [k for k, s in r["checks"].items() if s in ("fail", "inconclusive", "error")]
         gate = f"**{str(r['status']).upper()}**" + (f" ({', '.join(failed)})" if failed else "")
-        lines.append(f"| {r['label']} | {_f(r['prunable_sparsity'], '.1%')}{claimed} | {_mib(r['disk_bytes'])} | {spd} "
+        lines.append(f"| {r['label']} | {_f(r['prunable_sparsity'], '.1%')}{claimed} | {_bytes(r['disk_bytes'])} | {spd} "
                      f"| {dppl} | {dsrs} | {flips} | {acc} | {samb} | {gate} |")
     if missing:
         lines.append(f"\nNot measured yet: {', '.join(missing)}.")
