@@ -64,10 +64,12 @@ def sanity_ppl(path: Path, text: str, n_tokens: int = 512, threads: int = 2) -> 
     llm = Llama(str(path), n_ctx=n_tokens, logits_all=True, verbose=False, n_threads=threads)
     ids = llm.tokenize(text.encode(), add_bos=True)[:n_tokens]
     llm.eval(ids)
-    logits = np.asarray(llm.scores[: len(ids)], dtype=np.float64)
-    m = logits.max(axis=1, keepdims=True)
-    logp = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
-    nll = -float(np.mean([logp[i, ids[i + 1]] for i in range(len(ids) - 1)]))
+    nll = 0.0
+    for i in range(len(ids) - 1):  # row by row: the full logits matrix is n_tokens x 262k floats
+        row = np.asarray(llm.scores[i], dtype=np.float64)
+        m = row.max()
+        nll -= row[ids[i + 1]] - m - math.log(float(np.exp(row - m).sum()))
+    nll /= len(ids) - 1
     return math.exp(nll)
 
 
