@@ -101,3 +101,33 @@ def test_study_cli_errors_are_input_errors(tmp_path: Path) -> None:
     (tmp_path / "s2.yaml").write_text(spec.read_text().replace("path: dense,", "path: missing-dense,"))
     code, out = run_cli("study", str(tmp_path / "s2.yaml"))
     assert code == 2 and "dense model not found" in out
+
+
+FULL_POLICY = """\
+version: 1
+name: study-runtime
+fail_on_inconclusive: false
+fail_on_skipped: true
+checks:
+  sparsity: {required: true, claim_tolerance: 0.02}
+  size: {required: true, min_saving: 0.0}
+  perplexity: {required: true, runtime: llamacpp, max_relative_increase: 0.05, n_ctx: 256, min_chunks: 4}
+  bbq: {required: true, runtime: llamacpp, items: 120, min_items: 20, min_items_per_category: 5}
+"""
+
+
+@pytest.mark.slow
+def test_study_with_runtime_checks_fills_every_quality_column(tmp_path: Path) -> None:
+    """Perplexity and BBQ (llama.cpp, the fixture BBQ items) through the study: the table gets
+    Δperplexity and ΔSRS with CIs, flips, s_AMB and disambiguated accuracy, and the plot a point."""
+    spec = _spec(tmp_path, "  - {name: wanda50, path: wanda50, label: Wanda 50%}\n",
+                 extra=f"bbq_data: {ROOT / 'fixtures' / 'bbq'}\ndisambig_items: 60\nthreads: 1\n")
+    (tmp_path / "policy.yaml").write_text(FULL_POLICY)
+    code, out = run_cli("study", str(spec), "-q")
+    assert code == 0, out
+    r = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]
+    assert r["delta_ppl"] is not None and r["delta_ppl_ci"] is not None and r["ppl_limit"] == 0.05
+    assert r["delta_srs"] is not None and r["delta_srs_ci"] is not None and r["bbq_n"] > 0
+    assert r["unbiased_to_biased"] is not None and r["s_amb_compressed"] is not None
+    assert r["disambig_accuracy"] is not None and r["disambig_n"] > 0
+    assert (tmp_path / "out" / "paradox.svg").read_text().count("<circle") == 1
