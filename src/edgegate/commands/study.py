@@ -23,9 +23,12 @@ import click
 @click.option("--models-dir", type=click.Path(path_type=Path), help="Folder the spec's model paths are relative to.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: the spec's `out`).")
 @click.option("--bbq-data", type=click.Path(path_type=Path), metavar="DIR", help="BBQ *.jsonl folder (default: the spec's).")
+@click.option("--policy", "policy", metavar="FILE", help="Policy file or preset, instead of the spec's (use with --out).")
+@click.option("--disambig-items", type=click.IntRange(min=0), help="Disambiguated BBQ items (instead of the spec's).")
 @click.option("-q", "--quiet", is_flag=True, help="No per-check progress bars (study progress lines still print).")
 def command(spec_path: Path, only: tuple[str, ...], force: bool, table_only: bool, models_dir: Path | None,
-            out: Path | None, bbq_data: Path | None, quiet: bool) -> None:
+            out: Path | None, bbq_data: Path | None, policy: str | None, disambig_items: int | None,
+            quiet: bool) -> None:
     """Run the variants of SPEC (YAML) through one gate; write table.json, table.md, paradox.svg."""
     from edgegate.policy import resolve_policy
     from edgegate.progress import NullProgress, RichProgress
@@ -33,7 +36,8 @@ def command(spec_path: Path, only: tuple[str, ...], force: bool, table_only: boo
     from edgegate.study.spec import load_spec
     from edgegate.study.table import write_outputs
 
-    spec = load_spec(spec_path, models_dir=models_dir, out=out, bbq_data=bbq_data)
+    spec = load_spec(spec_path, models_dir=models_dir, out=out, bbq_data=bbq_data, policy=policy,
+                     disambig_items=disambig_items)
     names = tuple(n.strip() for v in only for n in v.split(",") if n.strip())
     for n in names:
         spec.variant(n)  # unknown names are an input error before anything runs

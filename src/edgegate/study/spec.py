@@ -105,7 +105,7 @@ def _variant(raw: Any, where: str, path: Path, models_dir: Path) -> Variant:
 
 
 def load_spec(path: str | Path, *, models_dir: Path | None = None, out: Path | None = None,
-              bbq_data: Path | None = None) -> StudySpec:
+              bbq_data: Path | None = None, policy: str | None = None, disambig_items: int | None = None) -> StudySpec:
     """Read and validate a study spec; overrides come from the command line."""
     src = Path(path)
     try:
@@ -133,7 +133,7 @@ def load_spec(path: str | Path, *, models_dir: Path | None = None, out: Path | N
     pol = data.get("policy")
     if not isinstance(pol, str) or not pol:
         raise _fail("'policy' must be a policy file or preset name", src, "policy", "e.g. policy: strict")
-    policy = str(rel(pol, "policy")) if ("/" in pol or pol.endswith((".yaml", ".yml"))) else pol
+    pol_path = str(rel(pol, "policy")) if ("/" in pol or pol.endswith((".yaml", ".yml"))) else pol
     variants_raw = data.get("variants")
     if not isinstance(variants_raw, list) or not variants_raw:
         raise _fail("'variants' must be a non-empty list", src, "variants")
@@ -151,8 +151,8 @@ def load_spec(path: str | Path, *, models_dir: Path | None = None, out: Path | N
     bbq = bbq_data if bbq_data is not None else (rel(data["bbq_data"], "bbq_data") if data.get("bbq_data") else None)
     return StudySpec(
         source=src, name=str(data.get("name") or src.stem), description=str(data.get("description") or ""),
-        policy=policy, dense=dense, variants=variants,
+        policy=policy or pol_path, dense=dense, variants=variants,
         out=out if out is not None else rel(data.get("out", f"results/{src.stem}"), "out"),
         bbq_data=bbq, threads=_int(data, "threads", None, src, 1), seed=_int(data, "seed", 0, src, 0) or 0,
-        disambig_items=_int(data, "disambig_items", 0, src, 0) or 0,
+        disambig_items=disambig_items if disambig_items is not None else (_int(data, "disambig_items", 0, src, 0) or 0),
     )
