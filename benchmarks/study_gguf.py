@@ -114,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                "seconds": round(seconds, 1), "ppl_first_512_tokens": round(ppl, 3)}
         with (gdir / "gguf-log.jsonl").open("a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
-        if not math.isfinite(ppl) or ppl > 1e4:
-            print(f"{name}: {out} loads but its perplexity is {ppl:.3g}: not marking it done", file=sys.stderr)
+        if not math.isfinite(ppl):
+            print(f"{name}: {out} loads but its perplexity is {ppl}: not marking it done", file=sys.stderr)
             continue
+        if ppl > 1e4:  # a destroyed model (random pruning does that) is a result, not a broken file
+            print(f"{name}: warning: perplexity {ppl:.3g} on the first 512 tokens: the model is destroyed", file=sys.stderr)
         done.touch()
         print(f"{name}: {out} ({out.stat().st_size / 2**20:.0f} MiB) in {seconds:.0f}s; "
               f"perplexity on the first 512 tokens {ppl:.2f}", file=sys.stderr)
