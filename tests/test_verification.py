@@ -106,3 +106,22 @@ def test_perplexity_worse_than_uniform_is_inconclusive_and_names_the_text(tmp_pa
     code, _text, rep = _report(tmp_path, GGUF_DENSE, GGUF_WANDA, "--policy", str(pol), "--cache-dir", str(tmp_path / "c"))
     ppl = next(c for c in rep["checks"] if c["check"] == "perplexity")  # type: ignore[union-attr]
     assert ppl["status"] in ("pass", "fail") and "worse than uniform" not in ppl["verdicts"][0]["message"]
+
+
+def test_samples_out_has_every_item_and_chunk_of_both_models(tmp_path: Path) -> None:
+    samples, pol = tmp_path / "s.jsonl", tmp_path / "p.yaml"
+    pol.write_text(f"version: 1\nchecks:\n  perplexity: {{runtime: llamacpp, n_ctx: 128, text: {REPO / 'fixtures' / 'text' / 'eval.txt'}}}\n"
+                   "  bbq: {runtime: llamacpp, items: 0, min_items: 5, min_items_per_category: 1}\n")
+    code, text, rep = _report(tmp_path, GGUF_DENSE, GGUF_WANDA, "--policy", str(pol), "--bbq-data", str(REPO / "fixtures" / "bbq"),
+                              "--cache-dir", str(tmp_path / "c"), "--samples-out", str(samples))
+    assert code in (0, 1), text
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    bbq = [r for r in rows if r["check"] == "bbq"]
+    ppl = [r for r in rows if r["check"] == "perplexity"]
+    checks = {c["check"]: c for c in rep["checks"]}  # type: ignore[union-attr]
+    assert len(ppl) == checks["perplexity"]["measurements"]["n"] and all(r["tokens"] > 0 for r in ppl)
+    assert abs(sum(r["delta"] for r in ppl) - sum(r["compressed_nll"] - r["dense_nll"] for r in ppl)) < 1e-6
+    assert bbq and all(r["dense"] and r["compressed"] for r in bbq)
+    for r in bbq:
+        assert {a["class"] for a in r["dense"] + r["compressed"]} <= {"biased", "anti", "unknown", "failure"}
+        assert r["flip"] == (r["dense_majority"] != r["compressed_majority"])

@@ -27,6 +27,7 @@ _COMMANDS = {
     "ppl": "ppl",
     "bbq": "bbq",
     "merge": "merge",
+    "study": "study",
 }
 
 

@@ -1,6 +1,8 @@
-"""`python -m edgegate.demo` (`make demo`): the gate on the bundled fixtures, end to end.
+"""`python -m edgegate.demo` (`make demo`): the gate's main job on a real model, every check
+(see ``edgegate.demo_gemma``). ``--offline`` (`make demo-offline`), for machines without
+registry access: the gate on the bundled toy fixtures, static checks only.
 
-Two runs of the real CLI under policies/strict.yaml:
+The offline demo: two runs of the real CLI under policies/strict.yaml:
 
 1. ``claimed50``: a checkpoint whose metadata claims 50% sparsity but that left o_proj and
    down_proj dense (33.3% real). The gate must FAIL, naming the gap and the skipped kinds.
@@ -96,8 +98,23 @@ def run_case(root: Path, case: Case, checks: list[str], out_dir: Path) -> tuple[
     return ok, line
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m edgegate.demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--offline", action="store_true",
+                    help="toy fixtures, static checks only (no registry access needed)")
+    args = ap.parse_args(argv)
     root = repo_root()
+    out_dir = Path(os.environ.get("EDGEGATE_DEMO_OUT") or root / "out" / "demo")
+    if not args.offline:
+        from edgegate.demo_gemma import run
+
+        return run(root, out_dir)
+    return offline(root, out_dir)
+
+
+def offline(root: Path, out_dir: Path) -> int:
     missing = [c.compressed for c in CASES if not (root / "fixtures" / "models" / c.compressed).is_dir()]
     if missing:
         print(f"edgegate demo: error: fixtures missing: {', '.join(missing)} (build them: python fixtures/build.py)", file=sys.stderr)
@@ -107,12 +124,12 @@ def main() -> int:
         print("edgegate demo: error: this build has neither the sparsity nor the size check", file=sys.stderr)
         return 2
     print(
-        "edgegate demo: gating two compressed fixtures against policies/strict.yaml\n"
+        "edgegate demo (offline): gating two compressed toy fixtures against policies/strict.yaml\n"
         f"  checks run: {', '.join(checks)} (static, exact)\n"
-        "  not run: speed, perplexity, bbq (runtime checks; they need llama.cpp/MLX/ONNX and a\n"
-        "  real model to mean anything; the reports list them as deselected, never as passed)"
+        "  not run: speed, perplexity, bbq (runtime checks; on a 164k-parameter toy their numbers\n"
+        "  say nothing; the reports list them as deselected, never as passed)\n"
+        "  what this does NOT show: the bias and quality checks on a real model; `make demo` does"
     )
-    out_dir = Path(os.environ.get("EDGEGATE_DEMO_OUT") or root / "out" / "demo")
     results = [run_case(root, case, checks, out_dir) for case in CASES]
     print("\n=== summary")
     for _, line in results:

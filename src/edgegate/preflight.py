@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegate.errors import MAX_MESSAGE_CHARS, InputError, excerpt
-from edgegate.policy import Policy
+from edgegate.policy import Policy, relative_to_policy
 from edgegate.sanity import Finding, identical_inputs, shape_mismatches
 from edgegate.settings import RunSettings, default_cache_dir
 
@@ -46,30 +46,22 @@ def raise_if_any(problems: Sequence[Problem]) -> None:
     raise InputError(head + listed)
 
 
-def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings, base: Path | None) -> list[Problem]:
+def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings) -> list[Problem]:
     """BBQ data and the perplexity text the selected checks will read."""
     out: list[Problem] = []
     if "bbq" in selected:
         data = settings.bbq_data or policy.checks["bbq"].section.get("data")
         if not data:
             out.append(Problem("--bbq-data", "no BBQ data given: pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data"))
-        elif not str(data).startswith("hf:") and not (where := _resolve(str(data), base, settings.bbq_data is not None)).exists():
-            # the path looked at, not just the one written: a policy's paths are relative to it (issue 15)
-            out.append(Problem("--bbq-data" if settings.bbq_data else "checks.bbq.data", f"BBQ data not found: {where}"))
+        elif not str(data).startswith("hf:") and not Path(str(data)).exists():
+            out.append(Problem("--bbq-data" if settings.bbq_data else "checks.bbq.data", f"BBQ data not found: {data}"))
     if "perplexity" in selected:
         text = policy.checks["perplexity"].section.get("text")
-        if text and not (where := _resolve(str(text), base, False)).is_file():
+        # paths in a policy resolve against the policy file's folder (issue 15)
+        where = relative_to_policy(str(text), policy.base_dir) if text else None
+        if where is not None and not where.is_file():
             out.append(Problem("checks.perplexity.text", f"perplexity text not found: {where}"))
     return out
-
-
-def _resolve(value: str, base: Path | None, from_cli: bool) -> Path:
-    """Paths on the command line are relative to the working directory; paths in a policy
-    file are relative to that file (where its author could see them)."""
-    p = Path(value)
-    if p.is_absolute() or from_cli or base is None or p.exists():
-        return p
-    return base / p
 
 
 def output_problems(outputs: Mapping[str, str | None]) -> list[Problem]:

@@ -93,6 +93,7 @@ class GateOptions:
     outputs: Mapping[str, str | None] = field(default_factory=dict)  # report flag -> destination
     allow_identical: bool = False  # a deliberate null run (dense vs itself)
     caveats: tuple[str, ...] = ()  # e.g. a quick --bbq-items run
+    samples_out: str | None = None  # --samples-out: per-item evidence of BBQ and perplexity (JSONL)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
 
     claims, sources = resolve_claims(opts.cli_claims, policy.claims, opts.compressed)
     shared: dict[str, Any] = {}
+    evidence: dict[str, Any] = {}
 
     def result_of(name: str) -> CheckResult:
         progress.log(f"edgegate: running check {name}")
@@ -199,12 +201,19 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
             res = CheckResult.skipped(name, f"check '{name}' needs the local checkpoint files; only endpoints were given")
         elif opts.shard is not None and _sharded(name):
             res = run_one(name, ctx, lambda c: _measure_shard(name, c, measured))
+        elif opts.samples_out and _sharded(name):  # keep the raw measurement for the evidence file
+            res = run_one(name, ctx, lambda c: _measure_and_judge(name, c, evidence))
         else:
             res = run_one(name, ctx)
         progress.log(f"edgegate: {name}: {res.status.value} ({res.duration_s:.2f}s) {res.summary}")
         return res
 
     decision = decide(policy, opts.strict, opts.only, opts.skip, result_of)
+    if opts.samples_out:
+        from edgegate.report.samples import write_samples
+
+        rows = write_samples(sys.stdout if opts.samples_out == "-" else opts.samples_out, evidence)
+        progress.log(f"edgegate: wrote {rows} evidence row(s) to {opts.samples_out}")
     swapped = _swapped(shared)
     findings += [swapped] if swapped else []
     status, code, reasons = decision.status, decision.exit_code, decision.reasons
@@ -236,10 +245,9 @@ def _preflight(opts: GateOptions, policy: Policy, selected: list[str]) -> None:
     first measurement."""
     from edgegate import preflight
 
-    base = Path(policy.source).parent if policy.source and Path(policy.source).is_file() else None
     selected = [n for n in selected if n not in _REGISTRY]  # a registered check brings its own needs
     preflight.raise_if_any([
-        *preflight.data_problems(policy, selected, opts.settings, base),
+        *preflight.data_problems(policy, selected, opts.settings),
         *preflight.output_problems(opts.outputs),
         *preflight.cache_problems(opts.settings, selected),
         *preflight.runtime_problems(policy, selected, opts.settings, partial(_auto_runtime, opts)),
@@ -288,6 +296,15 @@ def _swapped(shared: Mapping[str, Any]) -> Finding | None:
     if comp is None or dense is None:
         return None
     return probably_swapped(dense.prunable.sparsity, comp.prunable.sparsity)
+
+
+def _measure_and_judge(name: str, ctx: CheckContext, evidence: dict[str, Any]) -> CheckResult:
+    module = checks.load(name)
+    assert module is not None
+    m = module.measure(ctx, None)
+    if m is not None:
+        evidence[name] = m
+    return module.judge([(THIS_RUN, m)], ctx.section)
 
 
 def _measure_shard(name: str, ctx: CheckContext, measured: dict[str, Any]) -> CheckResult:

@@ -73,6 +73,9 @@ def _load_policy(value: str) -> Policy:
 @click.option("--bbq-items", type=click.IntRange(min=1), metavar="N",
               help="Quick run: score N BBQ items instead of the policy's number (item minimums scaled); "
                    "every report says the result is not release-grade.")
+@click.option("--samples-out", metavar="FILE.jsonl",
+              help="Write the per-item evidence: every BBQ item with both models' answers (seed, rotation, class, "
+                   "flip) and every perplexity chunk's NLL for both models, one JSON object a line.")
 @click.option("--allow-identical", is_flag=True,
               help="Accept identical dense and compressed inputs: a deliberate null run (the gate should find no change).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary table on stderr.")
@@ -114,6 +117,7 @@ class CheckFlags:
     http_timeout: float | None
     http_retries: int | None
     bbq_items: int | None
+    samples_out: str | None
     allow_identical: bool
     quiet: bool
 
@@ -184,7 +188,9 @@ def run_check(flags: CheckFlags) -> None:
         shard=shard,
         hash_inputs=not flags.no_hash,
         argv=tuple(sys.argv[1:]),
-        outputs={f"--{k if k != 'markdown' else 'md'}-out": v for k, v in flags.outputs().items()},
+        outputs={**{f"--{k if k != 'markdown' else 'md'}-out": v for k, v in flags.outputs().items()},
+                 "--samples-out": flags.samples_out},
+        samples_out=flags.samples_out,
         allow_identical=flags.allow_identical,
         caveats=caveats,
     )

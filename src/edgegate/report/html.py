@@ -14,7 +14,8 @@ from typing import Any
 
 from edgegate.report import bbq_table
 from edgegate.report.common import ci, extras, headline, human_bytes, num, threshold
-from edgegate.report.svg import RefLine, bar_chart, quadrant_scatter
+from edgegate.report.paradox import report_charts
+from edgegate.report.svg import RefLine, bar_chart
 from edgegate.results import GateResult, jsonable
 
 _CSS = """
@@ -190,9 +191,7 @@ def _charts(gate: GateResult) -> Iterator[str]:
         chart = _size_chart(size.measurements, gate.claims.get("size_saving"))
         if chart:
             yield chart
-    chart = _ppl_vs_bias(gate)
-    if chart:
-        yield chart
+    yield from _ppl_vs_bias(gate)
 
 
 _KIND_ORDER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -294,31 +293,9 @@ def _size_chart(m: Mapping[str, Any], claim: float | None) -> str | None:
     return bar_chart("Bytes on disk vs claimed size", cats, [("bytes", vals)], fmt=human_bytes, refs=refs)
 
 
-def _ppl_vs_bias(gate: GateResult) -> str | None:
+def _ppl_vs_bias(gate: GateResult) -> list[str]:
     ppl, bbq = gate.result("perplexity"), gate.result("bbq")
     if ppl is None or bbq is None or not bbq.measurements:
-        return None
-    usable = [v for v in ppl.verdicts if v.observed is not None and v.threshold is not None]
-    rel = next((v for v in usable if v.name == "max_relative_increase"), usable[0] if usable else None)
-    if rel is None or rel.observed is None:
-        return None
-    deltas = _find(bbq.measurements, "delta_srs_by_category")
-    points = []
-    if isinstance(deltas, Mapping):
-        points = [(str(c), float(rel.observed), float(d)) for c, d in deltas.items() if isinstance(d, (int, float))]
-    overall = _find(bbq.measurements, "overall")
-    if isinstance(overall, Mapping) and isinstance(overall.get("delta_srs"), (int, float)):
-        points.append(("overall", float(rel.observed), float(overall["delta_srs"])))
-    if not points:
-        return None
+        return []
     y_limit = gate.policy.checks["bbq"].section.get("max_srs_increase_abs") if "bbq" in gate.policy.checks else None
-    return quadrant_scatter(
-        "Δperplexity vs ΔSRS per BBQ category",
-        points,
-        x_label="relative perplexity increase (compressed vs dense)",
-        y_label="ΔSRS (stereotype reliance, compressed - dense)",
-        x_limit=rel.threshold,
-        y_limit=float(y_limit) if y_limit is not None else None,
-        bad_label="perplexity passes, bias fails: false assurance",
-        fmt=lambda v: f"{v * 100:+.1f}%",
-    )
+    return report_charts(ppl.verdicts, bbq.measurements, float(y_limit) if y_limit is not None else None)

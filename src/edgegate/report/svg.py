@@ -1,5 +1,6 @@
-"""Small inline-SVG charts for the HTML report (no JavaScript, no network, no plotting
-library): grouped bars with optional reference lines, and a quadrant scatter."""
+"""Small inline-SVG charts for the HTML report and the study (no JavaScript, no network, no
+plotting library): grouped bars with optional reference lines, a quadrant scatter with CI
+whiskers, and a forest plot."""
 
 from __future__ import annotations
 
@@ -26,10 +27,23 @@ class RefLine:
     color: str = "#c0392b"
 
 
+def _finite(v: float | None) -> float | None:
+    """``v`` when it is a finite number, else None: NaN and infinities never reach an SVG
+    (they would be drawn as coordinates "nan"/"inf" and break the picture); callers show
+    the value as missing instead."""
+    return v if v is not None and math.isfinite(v) else None
+
+
+def _finite_ci(ci: tuple[float, float] | None) -> tuple[float, float] | None:
+    return ci if ci is not None and all(math.isfinite(v) for v in ci) else None
+
+
 def _nice_max(x: float) -> float:
-    if x <= 0:
+    if not math.isfinite(x) or x <= 0:
         return 1.0
     exp = 10 ** math.floor(math.log10(x))
+    if exp <= 0:  # x is subnormal: 10**k underflows to 0
+        return 1.0
     for m in (1, 2, 2.5, 5, 10):
         if x <= m * exp:
             return m * exp
@@ -51,12 +65,15 @@ def bar_chart(
     width: int = 900,
     height: int = 300,
 ) -> str:
-    """Grouped vertical bars: one group per category, one bar per series."""
+    """Grouped vertical bars: one group per category, one bar per series. A value that is
+    not a finite number is drawn as "n/a", like a missing one; so is a reference line."""
     left, right, top, bottom = 70, 20, 36, 70
     pw, ph = width - left - right, height - top - bottom
+    series = [(name, [_finite(v) for v in vs]) for name, vs in series]
+    refs = [r for r in refs if math.isfinite(r.value)]
     values = [v for _, vs in series for v in vs if v is not None]
     peak = max([*values, *(r.value for r in refs), 0.0])
-    ymax = ymax if ymax is not None else _nice_max(peak * 1.05)
+    ymax = ymax if ymax is not None and math.isfinite(ymax) and ymax > 0 else _nice_max(peak * 1.05)
     ng, ns = max(len(categories), 1), max(len(series), 1)
     group_w = pw / ng
     bar_w = max(min(group_w * 0.8 / ns, 40.0), 1.0)
@@ -103,9 +120,46 @@ def bar_chart(
     return "".join(out)
 
 
+@dataclass(frozen=True)
+class Point:
+    """One labelled point; ``x_ci``/``y_ci`` (low, high) draw whiskers when given."""
+
+    label: str
+    x: float
+    y: float
+    x_ci: tuple[float, float] | None = None
+    y_ci: tuple[float, float] | None = None
+    color: str | None = None
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values (steps of 1, 2, 2.5 or 5 x 10^k) covering [lo, hi], about n of them."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo] if math.isfinite(lo) else []
+    raw = (hi - lo) / max(n, 1)
+    exp = 10 ** math.floor(math.log10(raw))
+    step = next((m * exp for m in (1, 2, 2.5, 5, 10) if raw <= m * exp), 10 * exp)
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    t = first
+    while t <= hi + step * 1e-9:
+        ticks.append(0.0 if abs(t) < step * 1e-9 else round(t, 12))
+        t += step
+    return ticks
+
+
+# Relative changes that make readable ticks on a log(1 + x) axis.
+_LOG_TICKS = (-0.9, -0.75, -0.5, -0.25, -0.1, -0.05, 0.0, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 9.0, 19.0,
+              49.0, 99.0, 199.0, 499.0, 999.0)
+
+
+def _as_point(p: Point | tuple[str, float, float]) -> Point:
+    return p if isinstance(p, Point) else Point(str(p[0]), float(p[1]), float(p[2]))
+
+
 def quadrant_scatter(
     title: str,
-    points: Sequence[tuple[str, float, float]],
+    points: Sequence[Point | tuple[str, float, float]],
     *,
     x_label: str,
     y_label: str,
@@ -113,61 +167,156 @@ def quadrant_scatter(
     y_limit: float | None,
     bad_label: str = "",
     fmt: Callable[[float], str] = lambda v: f"{v:+.3g}",
+    y_fmt: Callable[[float], str] | None = None,
+    x_log: bool = False,
     width: int = 900,
-    height: int = 360,
+    height: int = 380,
 ) -> str:
-    """Points with dashed threshold lines; the region x <= x_limit and y > y_limit (quality
-    looks fine, bias got worse) is shaded and labelled."""
-    left, right, top, bottom = 70, 30, 36, 50
+    """Points (optionally with CI whiskers) and dashed threshold lines; the region
+    x <= x_limit and y > y_limit (quality looks fine, bias got worse) is shaded and labelled.
+
+    With ``x_log`` the x values are relative changes drawn on a log(1 + x) axis, so a +5%
+    threshold and a +900% variant both stay readable. Ticks are round numbers, never the
+    data's own extremes. Points, whiskers and limits that are not finite numbers are left
+    out (never drawn at "nan")."""
+    pts = [_as_point(p) for p in points]
+    pts = [Point(p.label, p.x, p.y, _finite_ci(p.x_ci), _finite_ci(p.y_ci), p.color)
+           for p in pts if math.isfinite(p.x) and math.isfinite(p.y)]
+    x_limit, y_limit = _finite(x_limit), _finite(y_limit)
+    y_fmt = y_fmt or fmt
+    left, right, top, bottom = 78, 30, 36, 50
     pw, ph = width - left - right, height - top - bottom
-    xs = [p[1] for p in points] + ([x_limit] if x_limit is not None else []) + [0.0]
-    ys = [p[2] for p in points] + ([y_limit] if y_limit is not None else []) + [0.0]
+
+    def tx(v: float) -> float:  # data -> axis units
+        return math.log1p(max(v, -0.99)) if x_log else v
+
+    xs = [tx(v) for p in pts for v in (p.x, *(p.x_ci or ())) if math.isfinite(v)]
+    xs += [tx(x_limit) if x_limit is not None else 0.0, 0.0]
+    ys = [v for p in pts for v in (p.y, *(p.y_ci or ())) if math.isfinite(v)]
+    ys += [y_limit if y_limit is not None else 0.0, 0.0]
     x0, x1 = _padded(min(xs), max(xs))
     y0, y1 = _padded(min(ys), max(ys))
 
     def sx(v: float) -> float:
-        return left + (v - x0) / (x1 - x0) * pw
+        return left + (min(max(tx(v), x0), x1) - x0) / (x1 - x0) * pw
 
     def sy(v: float) -> float:
-        return top + ph - (v - y0) / (y1 - y0) * ph
+        return top + ph - (min(max(v, y0), y1) - y0) / (y1 - y0) * ph
 
     out = [_open(width, height, title)]
-    if x_limit is not None and y_limit is not None:
-        rx, ry = sx(x0), sy(y1)
-        w, h = sx(min(x_limit, x1)) - rx, sy(y_limit) - ry
+    if x_limit is not None and y_limit is not None and tx(x_limit) > x0 and y_limit < y1:
+        rx, ry = left, top
+        w, h = sx(x_limit) - rx, sy(y_limit) - ry
         if w > 0 and h > 0:
             out.append(f'<rect x="{rx:.1f}" y="{ry:.1f}" width="{w:.1f}" height="{h:.1f}" fill="#fdecea"/>')
             out.append(f'<text x="{rx + 6:.1f}" y="{ry + 16:.1f}" class="ref" fill="#c0392b">{escape(bad_label)}</text>')
-    for v in (0.0,):
-        out.append(f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="{top}" y2="{top + ph}" stroke="#ccc"/>')
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="#ccc"/>')
+    if x_log:  # the threshold and zero first, then round values that keep 45 px apart
+        first = ([x_limit] if x_limit is not None else []) + [0.0]
+        xticks: list[float] = []
+        for t in [*first, *(t for t in _LOG_TICKS if t not in first)]:
+            if x0 <= tx(t) <= x1 and all(abs(sx(t) - sx(u)) >= 45 for u in xticks):
+                xticks.append(t)
+    else:
+        xticks = nice_ticks(x0, x1, 6)
+    for t in xticks:
+        out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top}" y2="{top + ph}" stroke="#eee"/>')
+        out.append(f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">{escape(fmt(t))}</text>')
+    for t in nice_ticks(y0, y1, 5):
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#eee"/>')
+        out.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end" class="tick">{escape(y_fmt(t))}</text>')
+    out.append(f'<line x1="{sx(0.0):.1f}" x2="{sx(0.0):.1f}" y1="{top}" y2="{top + ph}" stroke="#bbb"/>')
+    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(0.0):.1f}" y2="{sy(0.0):.1f}" stroke="#bbb"/>')
     if x_limit is not None:
-        out.append(f'<line x1="{sx(x_limit):.1f}" x2="{sx(x_limit):.1f}" y1="{top}" y2="{top + ph}" stroke="#c0392b" stroke-dasharray="6 4"/>')
+        out.append(f'<line x1="{sx(x_limit):.1f}" x2="{sx(x_limit):.1f}" y1="{top}" y2="{top + ph}" stroke="#c0392b" stroke-dasharray="6 4"/>'
+                   f'<text x="{sx(x_limit) + 4:.1f}" y="{top + ph - 6}" class="ref" fill="#c0392b">limit {escape(fmt(x_limit))}</text>')
     if y_limit is not None:
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(y_limit):.1f}" y2="{sy(y_limit):.1f}" stroke="#c0392b" stroke-dasharray="6 4"/>')
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(y_limit):.1f}" y2="{sy(y_limit):.1f}" stroke="#c0392b" stroke-dasharray="6 4"/>'
+                   f'<text x="{left + pw - 4}" y="{sy(y_limit) - 5:.1f}" text-anchor="end" class="ref" fill="#c0392b">limit {escape(y_fmt(y_limit))}</text>')
     placed: list[tuple[float, float]] = []  # label positions so far; stack labels that would collide
-    for i, (label, px, py) in enumerate(points):
-        color = PALETTE[i % len(PALETTE)]
-        cx, cy = sx(px), sy(py)
+    for i, p in enumerate(pts):
+        if not (math.isfinite(p.x) and math.isfinite(p.y)):
+            continue
+        color = p.color or PALETTE[i % len(PALETTE)]
+        cx, cy = sx(p.x), sy(p.y)
+        if p.x_ci and all(math.isfinite(v) for v in p.x_ci):
+            a, b = sx(p.x_ci[0]), sx(p.x_ci[1])
+            out.append(f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{color}" stroke-width="1.5"/>')
+        if p.y_ci and all(math.isfinite(v) for v in p.y_ci):
+            a, b = sy(p.y_ci[0]), sy(p.y_ci[1])
+            out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{a:.1f}" y2="{b:.1f}" stroke="{color}" stroke-width="1.5"/>')
         offsets = [0.0] + [d * k for k in range(1, 12) for d in (13.0, -13.0)]
         fits = [cy + 4 + o for o in offsets if top + 12 <= cy + 4 + o <= top + ph - 3]
         free = [y_ for y_ in fits if not any(abs(y_ - py_) < 12 and abs(cx - px_) < 120 for px_, py_ in placed)]
         ly = free[0] if free else cy + 4
         placed.append((cx, ly))
+        tip = f"{p.label}: x={fmt(p.x)}, y={y_fmt(p.y)}"
+        if p.x_ci:
+            tip += f", x 95% CI [{fmt(p.x_ci[0])}, {fmt(p.x_ci[1])}]"
+        if p.y_ci:
+            tip += f", y 95% CI [{y_fmt(p.y_ci[0])}, {y_fmt(p.y_ci[1])}]"
+        anchor, lx = ("end", cx - 10) if cx > left + pw - 110 else ("start", cx + 10)
         out.append(
-            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{color}" stroke="#333" fill-opacity="0.8">'
-            f"<title>{escape(f'{label}: x={fmt(px)}, y={fmt(py)}')}</title></circle>"
-            f'<text x="{cx + 10:.1f}" y="{ly:.1f}" class="tick" fill="{color}">{escape(label)}</text>'
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}" stroke="#333" fill-opacity="0.85">'
+            f"<title>{escape(tip)}</title></circle>"
+            f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" class="tick" fill="{color}">{escape(p.label)}</text>'
         )
-    for t in _ticks(1.0):
-        xv, yv = x0 + (x1 - x0) * t, y0 + (y1 - y0) * t
-        out.append(f'<text x="{sx(xv):.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">{escape(fmt(xv))}</text>')
-        out.append(f'<text x="{left - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" class="tick">{escape(fmt(yv))}</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>')
     out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 10}" text-anchor="middle" class="axis">{escape(x_label)}</text>')
     out.append(
         f'<text transform="translate(16,{top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" class="axis">{escape(y_label)}</text>'
     )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def forest_plot(
+    title: str,
+    rows: Sequence[Point],
+    *,
+    x_label: str,
+    limit: float | None = None,
+    limit_label: str = "",
+    fmt: Callable[[float], str] = lambda v: f"{v:+.3g}",
+    width: int = 900,
+) -> str:
+    """One row per label: the point estimate (``x``) with its CI as a horizontal whisker, a
+    zero line and a dashed threshold; ``y`` is ignored (rows are drawn in the given order)."""
+    left, right, top, row_h = 170, 30, 36, 24
+    height = top + row_h * max(len(rows), 1) + 46
+    pw = width - left - right
+    rows = [Point(r.label, r.x, r.y, _finite_ci(r.x_ci), None, r.color) for r in rows]
+    limit = _finite(limit)
+    vals = [v for r in rows for v in (r.x, *(r.x_ci or ())) if math.isfinite(v)] + [0.0]
+    if limit is not None:
+        vals.append(limit)
+    x0, x1 = _padded(min(vals), max(vals))
+
+    def sx(v: float) -> float:
+        return left + (min(max(v, x0), x1) - x0) / (x1 - x0) * pw
+
+    out = [_open(width, height, title)]
+    bottom = top + row_h * max(len(rows), 1)
+    for t in nice_ticks(x0, x1, 6):
+        out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top}" y2="{bottom}" stroke="#eee"/>')
+        out.append(f'<text x="{sx(t):.1f}" y="{bottom + 16}" text-anchor="middle" class="tick">{escape(fmt(t))}</text>')
+    out.append(f'<line x1="{sx(0.0):.1f}" x2="{sx(0.0):.1f}" y1="{top}" y2="{bottom}" stroke="#999"/>')
+    if limit is not None:
+        out.append(f'<line x1="{sx(limit):.1f}" x2="{sx(limit):.1f}" y1="{top}" y2="{bottom}" stroke="#c0392b" '
+                   f'stroke-dasharray="6 4" stroke-width="2"/>'
+                   f'<text x="{sx(limit) + 4:.1f}" y="{top - 4}" class="ref" fill="#c0392b">{escape(limit_label)}</text>')
+    for i, r in enumerate(rows):
+        cy = top + row_h * i + row_h / 2
+        color = r.color or PALETTE[0]
+        out.append(f'<text x="{left - 8}" y="{cy + 4:.1f}" text-anchor="end" class="tick">{escape(r.label)}</text>')
+        if r.x_ci and all(math.isfinite(v) for v in r.x_ci):
+            a, b = sx(r.x_ci[0]), sx(r.x_ci[1])
+            out.append(f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{color}" stroke-width="2"/>')
+        if math.isfinite(r.x):
+            tip = f"{r.label}: {fmt(r.x)}" + (f", 95% CI [{fmt(r.x_ci[0])}, {fmt(r.x_ci[1])}]" if r.x_ci else "")
+            out.append(f'<circle cx="{sx(r.x):.1f}" cy="{cy:.1f}" r="5" fill="{color}" stroke="#333">'
+                       f"<title>{escape(tip)}</title></circle>")
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{bottom - top}" fill="none" stroke="#888"/>')
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle" class="axis">{escape(x_label)}</text>')
     out.append("</svg>")
     return "".join(out)
 

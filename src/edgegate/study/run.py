@@ -1,0 +1,188 @@
+"""Run every variant of a study through the gate, resumably.
+
+Per variant the study writes ``<out>/variants/<name>.report.json`` (the ordinary edgegate
+JSON report, unchanged) and ``<name>.study.json`` (the input fingerprint, timings and the
+disambiguated-item BBQ metrics). A variant whose fingerprint still matches is not run again;
+BBQ answers come from edgegate's answer cache, so an interrupted variant resumes where its
+scoring stopped, and the dense model's answers are scored once for the whole study.
+After each variant the combined table and the plot are rebuilt from the report files, so
+they always reflect what is on disk (``--table-only`` rebuilds them without running).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from edgegate import __version__
+from edgegate.errors import InputError
+from edgegate.settings import RunSettings
+from edgegate.study.spec import StudySpec, Variant
+
+# Prior cost of one variant before anything was measured here, in seconds per unit (gemma-3-270m
+# f16 on 2 busy CPU cores); replaced by the measured mean as soon as one variant has run.
+_PRIOR_S_PER_BBQ_ITEM = 0.6
+_PRIOR_S_CHECK = {"sparsity": 20.0, "size": 5.0, "perplexity": 150.0, "speed": 180.0, "bbq": 0.0}
+
+
+def _stat(p: Path) -> dict[str, Any]:
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return {"path": str(p), "bytes": sum(f.stat().st_size for f in files),
+            "mtime_ns": max((f.stat().st_mtime_ns for f in files), default=0)}
+
+
+def fingerprint(spec: StudySpec, policy_sha: str | None, v: Variant) -> str:
+    """What a variant's result depends on: models (path, size, mtime), policy, claims, data,
+    sample sizes, threads, seed and the edgegate version."""
+    ident = {
+        "edgegate": __version__, "policy": policy_sha, "dense": _stat(spec.dense.path), "model": _stat(v.path),
+        "claims": dict(v.claims), "bbq_data": str(spec.bbq_data), "threads": spec.threads, "seed": spec.seed,
+        "disambig_items": spec.disambig_items,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def paths(spec: StudySpec, name: str) -> tuple[Path, Path]:
+    d = spec.out / "variants"
+    return d / f"{name}.report.json", d / f"{name}.study.json"
+
+
+def is_current(spec: StudySpec, policy_sha: str | None, v: Variant) -> bool:
+    report, side = paths(spec, v.name)
+    if not (report.is_file() and side.is_file()):
+        return False
+    try:
+        return bool(json.loads(side.read_text("utf-8")).get("fingerprint") == fingerprint(spec, policy_sha, v))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _settings(spec: StudySpec) -> RunSettings:
+    """The run settings every variant's gate (and the disambiguated scoring) uses."""
+    return RunSettings(threads=spec.threads, bbq_data=str(spec.bbq_data) if spec.bbq_data else None, seed=spec.seed)
+
+
+def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: RunSettings,
+              progress: Any) -> dict[str, Any] | None:
+    """Accuracy and s_DIS of both models on a stratified sample of disambiguated items, scored
+    with the policy's BBQ settings (same mode, seeds, rotation) through the answer cache.
+    The one place that calls BBQ internals directly: adapt it when the BBQ method changes."""
+    if spec.disambig_items <= 0 or not (spec.bbq_data or pol.get("data")):
+        return None
+    from edgegate.backends.pair import OpenSettings, open_pair
+    from edgegate.bbq.cache import ResultCache
+    from edgegate.bbq.metrics import model_metrics
+    from edgegate.bbq.scoring import ScoreConfig, score_model
+    from edgegate.checks.bbq import DEFAULTS, open_for_bbq, prepare_items
+
+    p = {**DEFAULTS, **{k: x for k, x in pol.items() if x is not None}}
+    source = str(spec.bbq_data or p["data"])
+    items, targets, info = prepare_items(source, condition="disambig", n=spec.disambig_items, seed=spec.seed)
+    cfg = ScoreConfig(mode=p["mode"], seeds=int(p["seeds"]), temperature=float(p["temperature"]),
+                      permute=bool(p["permute_options"]))
+    by_uid = {it.uid: it for it in items}
+    models: tuple[Path, Path] = (spec.dense.path, v.path)
+    opening = OpenSettings(threads=settings.threads, seed=spec.seed, cache_dir=settings.cache_dir,
+                           timeout=settings.backend_timeout)
+    cache = ResultCache.in_dir(settings.cache_dir)
+    out: dict[str, Any] = {"data": info, "config": asdict(cfg)}
+    try:
+        with open_pair(p["runtime"], models, opening) as pair:
+            for role, path in zip(("dense", "compressed"), models, strict=True):
+                answers = score_model(partial(open_for_bbq, pair, role), path, p["runtime"], items, cfg, cache,
+                                      progress=progress, label=f"{role} (disambiguated)")
+                pair.close(role)  # one model in memory at a time
+                out[role] = {k: asdict(m) for k, m in model_metrics(answers, by_uid, targets).items()}
+    finally:
+        cache.close()
+    return out
+
+
+def run_variant(spec: StudySpec, policy: Any, v: Variant, progress: Any, argv: tuple[str, ...]) -> dict[str, Any]:
+    from edgegate.report import write_report
+    from edgegate.runner import GateOptions, run_gate
+
+    settings = _settings(spec)
+    t0 = time.perf_counter()
+    try:
+        gate = run_gate(GateOptions(compressed=v.path, dense=spec.dense.path, policy=policy, cli_claims=dict(v.claims),
+                                    settings=settings, argv=argv, allow_identical=v.allow_identical), progress=progress)
+    except InputError as e:  # e.g. identical inputs: name the variant, and the spec's way out
+        hint = e.hint
+        if e.field == "DENSE COMPRESSED" and "--allow-identical" in (e.hint or ""):
+            hint = "point the variant at a compressed model, or set allow_identical: true on it for a deliberate null run"
+        raise InputError(f"variant {v.name}: {e.message}", path=spec.source, field=f"variants ({v.name})",
+                         hint=hint) from None
+    gate_s = time.perf_counter() - t0
+    report, side = paths(spec, v.name)
+    write_report("json", gate, report)
+    bbq_pol = policy.checks["bbq"].section if "bbq" in policy.checks else {}
+    t1 = time.perf_counter()
+    dis = _disambig(spec, v, bbq_pol, settings, progress)
+    info = {
+        "variant": v.name, "label": v.label, "group": v.group, "note": v.note, "claims": dict(v.claims),
+        "fingerprint": fingerprint(spec, policy.sha256, v), "gate_seconds": round(gate_s, 1),
+        "disambig_seconds": round(time.perf_counter() - t1, 1) if dis else None,
+        "seconds": round(time.perf_counter() - t0, 1), "status": gate.status, "disambig": dis,
+    }
+    side.write_text(json.dumps(info, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return info
+
+
+def _eta(seconds: float) -> str:
+    m = int(seconds // 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{int(seconds % 60):02d}s"
+
+
+def run_study(spec: StudySpec, *, only: tuple[str, ...] = (), force: bool = False, progress: Any = None,
+              echo: Callable[[str], None] | None = None, argv: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Run what is missing or stale; returns the per-variant study records of this call."""
+    from edgegate.policy import resolve_policy
+    from edgegate.progress import NullProgress
+    from edgegate.study.table import write_outputs
+
+    say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
+    progress = progress or NullProgress()
+    if not spec.dense.path.exists():
+        raise InputError("dense model not found", path=spec.dense.path, field="dense.path",
+                         hint="build it first (see the spec's comments) or pass --models-dir")
+    policy = resolve_policy(spec.policy)
+    chosen = [spec.variant(n) for n in only] if only else list(spec.variants)
+    missing = [v for v in chosen if not v.path.exists()]
+    todo = [v for v in chosen if v.path.exists() and (force or not is_current(spec, policy.sha256, v))]
+    done_before = [v for v in chosen if v not in todo and v not in missing]
+    bbq = policy.checks["bbq"].section if "bbq" in policy.checks else {}
+    per_items = int(bbq.get("items") or 0) + spec.disambig_items
+    fixed = sum(_PRIOR_S_CHECK.get(c.name, 60.0) for c in policy.enabled_checks())
+    per_items = per_items if "bbq" in policy.checks and policy.checks["bbq"].enabled else 0
+    prior = fixed + _PRIOR_S_PER_BBQ_ITEM * per_items
+    say(f"study {spec.name}: {len(chosen)} variant(s): {len(done_before)} up to date, {len(todo)} to run, "
+        f"{len(missing)} missing on disk" + (f" ({', '.join(v.name for v in missing)})" if missing else ""))
+    if todo:
+        first = prior + _PRIOR_S_PER_BBQ_ITEM * per_items  # the first one also scores the dense model
+        say(f"estimate: ~{_eta(first + prior * (len(todo) - 1))} in all (prior of ~{_eta(prior)} per variant "
+            "on 2 CPU cores; refined after each variant)")
+    spec.out.mkdir(parents=True, exist_ok=True)
+    durations: list[float] = []
+    records = []
+    t_start = time.perf_counter()
+    for i, v in enumerate(todo, 1):
+        say(f"[{i}/{len(todo)}] {v.name} ({v.label}): running the gate ...")
+        rec = run_variant(spec, policy, v, progress, argv)
+        records.append(rec)
+        durations.append(rec["seconds"])
+        write_outputs(spec, policy)
+        left = len(todo) - i
+        per = sum(durations[1:]) / len(durations[1:]) if len(durations) > 1 else durations[0]
+        say(f"[{i}/{len(todo)}] {v.name}: {rec['status'].upper()} in {_eta(rec['seconds'])}; "
+            f"elapsed {_eta(time.perf_counter() - t_start)}" + (f", ETA {_eta(per * left)} for {left} more" if left else ""))
+    if not todo:
+        write_outputs(spec, policy)
+    return records
