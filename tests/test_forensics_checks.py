@@ -81,9 +81,9 @@ def test_size_per_format_threshold_and_against_dense() -> None:
     assert "dense original" in res.measurements["saving_basis"]
 
 
-def test_claim_source_from_runner_options() -> None:
+def test_claim_source_from_the_runner() -> None:
     c = ctx("claimed50", {"claim_tolerance": 0.02}, claims={"sparsity": 0.5})
-    c.options = {"claim_sources": {"sparsity": "checkpoint metadata (pruning_meta.json)"}}
+    c.claim_sources = {"sparsity": "checkpoint metadata (pruning_meta.json)"}
     v = verdict(sparsity_check.run(c), "sparsity_claim")
     assert "(checkpoint metadata (pruning_meta.json))" in v.message and v.status is Status.FAIL
     assert c.shared["scan.compressed"].sparsity_claim.source == "checkpoint metadata (pruning_meta.json)"

@@ -166,6 +166,9 @@ def test_hostile_case(case: dict[str, Any], results: dict[str, Run], corpus: Pat
     assert "internal error" not in r.stderr, shown
     assert r.code == case["exit"], shown
     assert case["stderr"] in r.stderr, shown
+    # issue 15: however big the hostile value, an error line is a few hundred bytes
+    long = [ln for ln in r.stderr.splitlines() if "error" in ln and len(ln.encode()) > 1200]
+    assert not long, f"{len(long[0])}-byte error line: {long[0][:300]}"
     # a user mistake: the cause is on an 'edgegate: error:' line (or a validation list)
     if r.code == 2:
         assert r.stderr.strip(), shown

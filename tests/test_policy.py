@@ -186,3 +186,20 @@ def test_policy_show_accepts_a_preset_name_like_check_does() -> None:
     res = CliRunner().invoke(cli, ["policy", "show", "edge-iot"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["name"] == "edge-iot"
+
+
+@pytest.mark.parametrize("typo", ["strickt", "defualt", "edge_iot"])
+def test_mistyped_preset_name_suggests_the_preset(typo: str) -> None:
+    from _support import run_cli
+
+    dense = str(REPO / "fixtures" / "models" / "dense")
+    code, out = run_cli("check", dense, dense, "--policy", typo)
+    assert code == 2
+    assert "did you mean the preset" in out and typo in out
+
+
+def test_missing_policy_file_is_still_reported_as_a_file() -> None:
+    from _support import run_cli
+
+    code, out = run_cli("policy", "show", "policies/nope.yaml")
+    assert code == 2 and "policy file not found" in out

@@ -159,12 +159,13 @@ def test_ppl_cli_json_and_check(capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(out)
     assert data["relative_change"] == 0.0 and data["n"] == data["dense"]["n_chunks"] >= 4
     from edgegate.checks import perplexity as check
+    from edgegate.settings import RunSettings
 
     section = {"runtime": "llamacpp", "max_relative_increase": 0.05, "n_ctx": 128, "text": str(EVAL), "min_chunks": 4}
-    opts = {"backend_timeout": None, "threads": 1}
-    res = check.run(CheckContext(compressed_path=GGUF, dense_path=GGUF, section=section, options=opts))
+    opts = RunSettings(threads=1)
+    res = check.run(CheckContext(compressed_path=GGUF, dense_path=GGUF, section=section, settings=opts))
     assert res.status is Status.PASS and res.verdicts[0].ci is not None and res.verdicts[0].n >= 4
-    few = check.run(CheckContext(compressed_path=GGUF, dense_path=GGUF, section={**section, "min_chunks": 10_000}, options=opts))
+    few = check.run(CheckContext(compressed_path=GGUF, dense_path=GGUF, section={**section, "min_chunks": 10_000}, settings=opts))
     assert few.status is Status.INCONCLUSIVE
 
 

@@ -19,7 +19,8 @@ from edgegate.cli import cli
 from edgegate.policy import CHECK_NAMES, parse_policy
 from edgegate.report import FORMATS, render
 from edgegate.report.json_report import build_report, report_schema, validate_report
-from edgegate.runner import GateOptions, GateResult, registered, run_gate
+from edgegate.results import GateResult
+from edgegate.runner import GateOptions, registered, run_gate
 
 POLICY = """version: 1
 name: test-policy
@@ -94,7 +95,7 @@ def test_gate_outcome(gate: GateResult) -> None:
 def test_json_report_validates_and_records_inputs(gate: GateResult) -> None:
     report = json.loads(render("json", gate))
     assert validate_report(report) == []
-    assert report["schema_version"] == "1.0" and report["status"] == "fail" and report["exit_code"] == 1
+    assert report["schema_version"] == "2.0" and report["status"] == "fail" and report["exit_code"] == 1
     comp = next(i for i in report["inputs"] if i["role"] == "compressed")
     assert [f["path"] for f in comp["files"]] == ["config.json", "model.safetensors"]
     assert comp["files"][1]["sha256"] == hashlib.sha256(b"C" * 3990).hexdigest()
@@ -150,12 +151,13 @@ def test_html_is_self_contained_with_charts(gate: GateResult) -> None:
 
 
 def test_every_format_renders_for_a_run_with_no_measurements(tmp_path: Path) -> None:
-    f = tmp_path / "m.gguf"
+    f, f2 = tmp_path / "m.gguf", tmp_path / "m2.gguf"
     f.write_bytes(b"x")
+    f2.write_bytes(b"y")
     with ExitStack() as stack:
         for name in CHECK_NAMES:
             stack.enter_context(registered(name, None))
-        g = run_gate(GateOptions(compressed=f, dense=f, policy=parse_policy(POLICY)))
+        g = run_gate(GateOptions(compressed=f2, dense=f, policy=parse_policy(POLICY)))
     for fmt in FORMATS:
         assert render(fmt, g)
     assert validate_report(build_report(g)) == []
@@ -216,3 +218,37 @@ def test_svg_charts_are_well_formed_for_any_input() -> None:
         assert "nan" not in svg.lower()
 
     check()
+
+
+def test_advisory_failure_is_not_a_junit_failure(tmp_path: Path) -> None:
+    """speed is advisory (required: false): a failed advisory verdict does not gate, so JUnit
+    must not turn a dashboard red for it; it is a passing testcase that says 'advisory fail'."""
+    def slow(ctx: CheckContext) -> CheckResult:
+        return CheckResult.from_verdicts("speed", [compare("speed.min_speedup", 0.9, ">=", 1.0)], {}, "0.9x")
+
+    dense, comp = tmp_path / "d.safetensors", tmp_path / "c.safetensors"
+    dense.write_bytes(b"D" * 10)
+    comp.write_bytes(b"C" * 10)
+    pol = parse_policy("version: 1\nname: p\nchecks:\n  speed: {required: false}\n", "p.yaml")
+    with ExitStack() as stack:
+        for name in CHECK_NAMES:
+            stack.enter_context(registered(name, slow if name == "speed" else None))
+        g = run_gate(GateOptions(compressed=comp, dense=dense, policy=pol, only=("speed",)))
+    root = ET.fromstring(render("junit", g))
+    case = next(c for c in root.iter("testcase") if c.get("name") == "speed.min_speedup")
+    assert case.find("failure") is None
+    out = case.find("system-out")
+    assert out is not None and (out.text or "").startswith("advisory fail (this check does not gate)")
+    assert next(s for s in root.iter("testsuite") if s.get("name") == "edgegate.speed").get("failures") == "0"
+
+
+def test_terminal_summary_keeps_brackets_of_install_hints(gate: GateResult) -> None:
+    import io
+
+    from rich.console import Console
+
+    from edgegate.report.terminal import print_summary
+
+    buf = io.StringIO()
+    print_summary(gate, Console(file=buf, width=400, color_system=None))
+    assert "pip install 'edgegate[mlx]'" in buf.getvalue()

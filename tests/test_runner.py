@@ -13,17 +13,12 @@ from typing import Any
 import pytest
 
 from edgegate.checks.base import CheckContext, CheckResult, Interval, Status, Verdict, compare
+from edgegate.claims import merge_claims, parse_claim
 from edgegate.errors import BackendError, BackendUnavailable, CheckpointError, InputError
 from edgegate.policy import CHECK_NAMES, parse_policy
-from edgegate.runner import (
-    GateOptions,
-    GateResult,
-    merge_claims,
-    parse_claim,
-    registered,
-    run_gate,
-    run_one,
-)
+from edgegate.results import GateResult
+from edgegate.runner import GateOptions, registered, run_gate, run_one
+from edgegate.settings import RunSettings
 
 ALL = "version: 1\nchecks:\n" + "".join(f"  {n}: {{}}\n" for n in CHECK_NAMES)
 
@@ -81,9 +76,9 @@ def test_optional_fail_is_advisory(inputs: tuple[Path, Path]) -> None:
     assert g.outcomes[1].gate == "advisory"
 
 
-def test_unavailable_required_check_is_incomplete_never_pass(inputs: tuple[Path, Path]) -> None:
+def test_unavailable_required_check_is_partial_never_pass(inputs: tuple[Path, Path]) -> None:
     g = gate(inputs, {"size": result(Status.PASS)}, only("size", "bbq"))
-    assert (g.status, g.exit_code) == ("incomplete", 0)
+    assert (g.status, g.exit_code) == ("partial", 0)
     bbq = g.outcomes[1]
     assert bbq.result.status is Status.SKIPPED and "not available in this build" in bbq.result.summary
     assert bbq.gate == "not-verified"
@@ -104,14 +99,18 @@ def test_inconclusive_follows_fail_on_inconclusive(inputs: tuple[Path, Path]) ->
     assert gate(inputs, checks, only("size", "bbq")).exit_code == 1  # default: fail_on_inconclusive true
     lenient = only("size", "bbq").replace("checks:", "fail_on_inconclusive: false\nchecks:")
     g = gate(inputs, checks, lenient)
-    assert (g.status, g.exit_code) == ("incomplete", 0)
+    assert (g.status, g.exit_code) == ("partial", 0)
     assert gate(inputs, checks, lenient, strict=True).status == "fail"
 
 
 def test_nothing_verified_is_not_a_pass(inputs: tuple[Path, Path]) -> None:
+    """Used to be exit 0 ("incomplete"): a CI step that verified nothing went green."""
     g = gate(inputs, {}, only("speed").replace("{}", "{required: false}"))
-    assert g.status == "incomplete"
+    assert (g.status, g.exit_code) == ("unverified", 1)
     assert any("nothing was verified" in r for r in g.reasons)
+    g = gate(inputs, {"size": result(Status.SKIPPED)}, only("size", "bbq"))
+    assert (g.status, g.exit_code) == ("unverified", 1)
+    assert any("no required check was verified" in r for r in g.reasons)
 
 
 def test_backend_unavailable_is_skipped_with_install_hint(inputs: tuple[Path, Path]) -> None:
@@ -157,14 +156,14 @@ def test_a_check_returning_garbage_is_an_error(inputs: tuple[Path, Path]) -> Non
     assert r.status is Status.ERROR and "expected CheckResult" in r.summary
 
 
-def test_context_gets_section_claims_options_and_shared_state(inputs: tuple[Path, Path]) -> None:
+def test_context_gets_section_claims_settings_and_shared_state(inputs: tuple[Path, Path]) -> None:
     seen: dict[str, Any] = {}
 
     def sparsity(ctx: CheckContext) -> CheckResult:
         ctx.shared["scan.compressed"] = "scan-object"
         seen["section"] = dict(ctx.section)
         seen["claims"] = dict(ctx.claims)
-        seen["options"] = dict(ctx.options)
+        seen["settings"], seen["claim_sources"] = ctx.settings, dict(ctx.claim_sources)
         seen["paths"] = (ctx.dense_path, ctx.compressed_path)
         return CheckResult.from_verdicts("sparsity", [compare("s", 0.5, ">=", 0.4)], {}, "ok")
 
@@ -173,12 +172,13 @@ def test_context_gets_section_claims_options_and_shared_state(inputs: tuple[Path
         return CheckResult.from_verdicts("size", [compare("b", 1.0, "<=", 2.0)], {}, "ok")
 
     pol = "version: 1\nclaims: {sparsity: 0.4, speedup: 2}\nchecks:\n  sparsity: {claim_tolerance: 0.03}\n  size: {}\n"
-    g = gate(inputs, {"sparsity": sparsity, "size": size}, pol, cli_claims={"sparsity": 0.5}, options={"seed": 7})
+    g = gate(inputs, {"sparsity": sparsity, "size": size}, pol, cli_claims={"sparsity": 0.5}, settings=RunSettings(seed=7))
     assert g.status == "pass"
     assert seen["section"]["claim_tolerance"] == 0.03 and seen["section"]["require_claim"] is False
     assert seen["claims"] == {"sparsity": 0.5, "speedup": 2.0}
     assert g.claim_sources == {"sparsity": "--claim", "speedup": "policy"}
-    assert seen["options"] == {"seed": 7, "claim_sources": {"sparsity": "--claim", "speedup": "policy"}}
+    assert seen["settings"] == RunSettings(seed=7)
+    assert seen["claim_sources"] == {"sparsity": "--claim", "speedup": "policy"}
     assert seen["paths"] == (inputs[0], inputs[1])
     assert seen["shared"] == "scan-object"
 
@@ -272,11 +272,11 @@ def test_data_files_the_checks_read_are_hashed(inputs: tuple[Path, Path], tmp_pa
     text.write_text("some text")
     pol = f"version: 1\nchecks:\n  perplexity: {{text: '{text}'}}\n  bbq: {{}}\n"
     checks = {"perplexity": result(Status.PASS), "bbq": result(Status.PASS)}
-    g = gate(inputs, checks, pol, options={"bbq_data": str(data)})
+    g = gate(inputs, checks, pol, settings=RunSettings(bbq_data=str(data)))
     by_role = {i["role"]: i for i in g.inputs}
     assert by_role["bbq_data"]["files"] == [
         {"path": "Age.jsonl", "bytes": 9, "sha256": hashlib.sha256(b'{"x": 1}\n').hexdigest()}
     ]
     assert by_role["perplexity_text"]["files"][0]["sha256"] == hashlib.sha256(b"some text").hexdigest()
-    g = gate(inputs, checks, pol, options={"bbq_data": "hf:heegyu/bbq"}, skip=("perplexity",))
+    g = gate(inputs, checks, pol, settings=RunSettings(bbq_data="hf:heegyu/bbq"), skip=("perplexity",))
     assert {i["role"] for i in g.inputs} == {"dense", "compressed"}  # nothing local to hash

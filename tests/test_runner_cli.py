@@ -37,7 +37,9 @@ def test_stdout_carries_markdown_when_piped_and_json_with_dash() -> None:
     r = _cli("check", DENSE, WANDA50, "--policy", "strict", "--only", "sparsity,size", "-q", "--json-out", "-")
     assert r.returncode == 0
     report = json.loads(r.stdout)
-    assert validate_report(report) == [] and report["status"] == "pass"
+    # strict requires perplexity and BBQ too: deselecting them is never a pass
+    assert validate_report(report) == [] and report["status"] == "partial"
+    assert report["verification"] == {"required": 4, "verified": 2, "not_verified": ["perplexity", "bbq"]}
     assert report["policy"]["source"] == "preset:strict"
 
 
@@ -58,7 +60,7 @@ def test_strict_flag_fails_a_run_with_an_unavailable_required_check(tmp_path: Pa
         return r.returncode, json.loads(out.read_text())
 
     code_lenient, lenient = run()
-    assert (code_lenient, lenient["status"]) == (0, "incomplete")
+    assert (code_lenient, lenient["status"]) == (0, "partial")
     assert "perplexity: required check did not run: check 'perplexity' is not available in this build" in lenient["reasons"]
     code_strict, strict = run("--strict")
     assert (code_strict, strict["status"]) == (1, "fail")
@@ -85,6 +87,14 @@ def test_action_run_step(tmp_path: Path) -> None:
     env["FAIL_ON_ERROR"] = "true"
     r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
+    # the honest model's static checks pass, but strict requires four checks: PARTIAL (exit 0)
+    # must not turn the step green unless the workflow says it accepts that
+    env.update(COMPRESSED=WANDA50, ALLOW_PARTIAL="false")
+    r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "PARTIAL" in r.stdout
+    env["ALLOW_PARTIAL"] = "true"
+    r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_demo_offline(tmp_path: Path) -> None:
@@ -93,7 +103,7 @@ def test_demo_offline(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "claimed50: FAIL (exit 1) as expected" in r.stdout and "wanda50: PASS (exit 0) as expected" in r.stdout
+    assert "claimed50: FAIL (exit 1) as expected" in r.stdout and "wanda50: PARTIAL (exit 0) as expected" in r.stdout  # static checks only: never PASS
     assert "kinds left dense: o_proj, down_proj" in r.stdout
     for case in ("claimed50", "wanda50"):
         report = json.loads((tmp_path / case / "edgegate.json").read_text())

@@ -6,7 +6,8 @@ The offline demo: two runs of the real CLI under policies/strict.yaml:
 
 1. ``claimed50``: a checkpoint whose metadata claims 50% sparsity but that left o_proj and
    down_proj dense (33.3% real). The gate must FAIL, naming the gap and the skipped kinds.
-2. ``wanda50``: an honestly Wanda-pruned checkpoint with truthful metadata. The gate must PASS.
+2. ``wanda50``: an honestly Wanda-pruned checkpoint with truthful metadata. Its static checks
+   must pass; the run reads PARTIAL (2 of the 4 required checks verified), never PASS.
 
 Both runs use ``--only`` with the static checks this build has (sparsity, size): the runtime
 checks (speed, perplexity, BBQ) need llama.cpp/MLX/ONNX and minutes of compute, and on a
@@ -134,7 +135,7 @@ def offline(root: Path, out_dir: Path) -> int:
     for _, line in results:
         print(line)
     all_ok = all(ok for ok, _ in results)
-    print("\ndemo " + ("OK: the false claim was caught and the honest model passed." if all_ok else "FAILED: see above."))
+    print("\ndemo " + ("OK: the false claim was caught and the honest model passed its static checks (PARTIAL: the runtime checks were not run)." if all_ok else "FAILED: see above."))
     return 0 if all_ok else 1
 
 

@@ -158,3 +158,19 @@ def describe_input(role: str, path: Path, *, hash_files: bool = True, progress: 
         "total_bytes": total,
         "files": entries,
     }
+
+
+def endpoint_input(role: str, url: str, timeout: float | None = None) -> dict[str, Any]:
+    """Describe a model behind a server by what the server says it is (base URL, model id,
+    dialect), as the report's inputs and the shard fingerprint record it."""
+    from edgegate.backends._http import current_http_settings
+    from edgegate.backends.openai_backend import OpenAIBackend
+
+    retries = min(2, current_http_settings().max_retries)  # timeout None: the --timeout setting
+    be = OpenAIBackend(url, timeout=timeout, max_retries=retries, n_ctx=2048)  # n_ctx: unused here
+    try:
+        info = be.info()
+    finally:
+        be.close()
+    return {"role": role, "path": url, "kind": "endpoint", "format": None, "total_bytes": 0, "files": [],
+            "base_url": info.get("base_url"), "model": info.get("model"), "dialect": info.get("dialect")}

@@ -10,6 +10,32 @@ from __future__ import annotations
 from enum import IntEnum
 from pathlib import Path
 
+# A message is one line a person reads: hostile input (a 10 MB policy string, a huge JSON
+# value) must not be echoed whole. Values are quoted through ``excerpt``; the parts of an
+# error are capped again here as a last line of defence.
+MAX_MESSAGE_CHARS = 400
+MAX_PART_CHARS = 240  # path, field, hint
+
+
+def excerpt(value: object, limit: int = 60, *, quote: bool = True) -> str:
+    """A short, escaped rendering of ``value`` for an error message: ``repr``-style for
+    strings (control characters escaped), cut in the middle with the full length noted."""
+    text = repr(value) if quote else str(value)
+    if not quote:
+        text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    if len(text) <= limit:
+        return text
+    head = max(8, limit * 2 // 3)
+    tail = max(4, limit - head - 1)
+    n = len(value) if isinstance(value, str) else len(text)
+    return f"{text[:head]}…{text[-tail:]} ({n} chars)"
+
+
+def _cap(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return excerpt(text, limit, quote=False)
+
 
 class ExitCode(IntEnum):
     PASS = 0
@@ -31,10 +57,10 @@ class EdgegateError(Exception):
         field: str | None = None,
         hint: str | None = None,
     ) -> None:
-        self.message = message
-        self.path = str(path) if path is not None else None
-        self.field = field
-        self.hint = hint
+        self.message = _cap(message, MAX_MESSAGE_CHARS) or ""
+        self.path = _cap(str(path), MAX_PART_CHARS) if path is not None else None
+        self.field = _cap(field, MAX_PART_CHARS)
+        self.hint = _cap(hint, MAX_PART_CHARS)
         super().__init__(self.one_line())
 
     def one_line(self) -> str:

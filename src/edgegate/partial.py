@@ -1,78 +1,103 @@
-"""Partial results of a sharded ``edgegate check`` and their merge into one gate decision.
+"""The partial-result file of a sharded run: its format, the fingerprint that proves shards
+belong together, and reading them back.
 
-A shard runs the gate with ``--shard i/n``: the BBQ check scores only that shard's items
-(see ``edgegate.shard``), the perplexity check only the chunks k with k % n == i - 1 (both
-models, per-token NLLs kept); the checks that are not split (sparsity, size, speed) run whole
-in shard 1 only, and their results travel in shard 1's partial file. ``merge_gate``
-rebuilds the outcomes in policy order and judges them with the runner's own rules, so a
-merged run reports exactly what a single run would (timings apart).
+A shard (``edgegate check --shard i/n`` or ``edgegate bbq run --shard i/n``) writes one JSON
+file: ``format``/``version``, the command, ``shard: {index, count}``, a *fingerprint* of
+everything that decides the results (input sha256s, the resolved policy, settings, software
+versions), the measurements of the sharded checks (``checks``: per-item answers, per-chunk
+NLLs; never aggregate statistics) and, from shard 1, the results of the checks that are not
+split (``results``). ``load_parts`` refuses parts whose fingerprints differ, a shard missing
+or given twice; ``edgegate.merge`` then judges the measurements with the checks' own
+``judge``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
+import math
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgegate.checks.base import CheckResult, _jsonable
 from edgegate.errors import InputError
 from edgegate.policy import Policy
-from edgegate.shard import (
-    Parts,
-    Shard,
-    check_result_from_dict,
-    differ,
-    first_difference,
-    input_identity,
-    merge_bbq,
-    software,
-)
+from edgegate.results import GateResult, jsonable
+from edgegate.settings import RunSettings, Shard
 
-SHARDED = ("bbq", "perplexity")  # checks whose work is split across shards (items, chunks)
-# Options that change no result (or whose identity is already in the inputs' sha256s).
-_NOT_RESULTS = {
-    "threads", "cache_dir", "backend_timeout", "bbq_data", "claim_sources", "partial_sink", "shard",
-    "dense_endpoint", "compressed_endpoint",
-}
+FORMAT = "edgegate-partial"
+VERSION = 1
+# Library versions that can change a model's answers; shards must agree on them.
+_SOFTWARE = ("numpy", "tokenizers", "llama-cpp-python", "mlx", "mlx-lm", "onnxruntime")
 
 
-def shard_skips(policy: Policy, shard: Shard) -> tuple[str, ...]:
-    """Checks a shard other than 1 leaves out (they run whole in shard 1)."""
-    if shard[0] == 1:
-        return ()
-    return tuple(c.name for c in policy.enabled_checks() if c.name not in SHARDED)
+def parse_shard(text: str) -> Shard:
+    """``"2/3"`` -> (2, 3)."""
+    i_s, sep, n_s = text.strip().partition("/")
+    try:
+        i, n = int(i_s), int(n_s)
+    except ValueError:
+        i, n = 0, 0
+    if not sep or n < 1 or not 1 <= i <= n:
+        raise InputError(f"expected i/n with 1 <= i <= n (e.g. 2/3), got '{text}'", field="--shard")
+    return i, n
+
+
+def default_partial_name(shard: Shard) -> str:
+    return f"edgegate-partial-{shard[0]}-of-{shard[1]}.json"
+
+
+def software() -> dict[str, Any]:
+    from edgegate import __version__
+    from edgegate.environment import library_versions
+
+    libs = library_versions()
+    return {"edgegate": __version__, **{k: libs.get(k) for k in _SOFTWARE}}
+
+
+def input_identity(desc: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an input description that decides results: contents, not where the
+    file lies on this machine (shards may run in different checkouts)."""
+    if desc.get("kind") == "endpoint":
+        return {k: desc.get(k) for k in ("role", "kind", "base_url", "model", "dialect")}
+    if desc.get("kind") == "hub":  # a dataset hub name: the name is all there is
+        return {k: desc.get(k) for k in ("role", "kind", "path")}
+    files = [{"path": f["path"], "bytes": f["bytes"], "sha256": f.get("sha256")} for f in desc.get("files", [])]
+    ident = {"role": desc.get("role"), "kind": desc.get("kind"), "total_bytes": desc.get("total_bytes"), "files": files}
+    return {**ident, **{k: desc[k] for k in ("base_url", "model", "dialect") if k in desc}}
 
 
 def fingerprint(
     policy: Policy, strict: bool, only: Sequence[str], skip: Sequence[str], cli_claims: Mapping[str, float],
-    options: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]],
+    settings: RunSettings, inputs: Sequence[Mapping[str, Any]], shard_count: int,
 ) -> dict[str, Any]:
-    """Everything that decides a shard's results; shards of one run must agree on all of it."""
+    """Everything that decides a shard's results of ``edgegate check``; shards of one run
+    must agree on all of it."""
     pol = policy.strict() if strict else policy
     return {
         "policy": pol.to_dict(),
         "inputs": [input_identity(d) for d in inputs],
         "settings": {
             "strict": strict, "only": list(only), "skip": list(skip), "claims": dict(cli_claims),
-            "options": {k: v for k, v in sorted(options.items())
-                        if v is not None and (k not in _NOT_RESULTS or (k == "bbq_data" and str(v).startswith("hf:")))},
+            "options": settings.fingerprint(),
         },
         "software": software(),
+        "shard_count": shard_count,
     }
 
 
-def check_payload(gate: Any, shard: Shard, sink: Mapping[str, Any]) -> dict[str, Any]:
-    """The partial file's body for one shard of ``edgegate check``."""
+def check_payload(gate: GateResult, shard: Shard, measured: Mapping[str, Any], sharded: Sequence[str]) -> dict[str, Any]:
+    """The partial file's body for one shard of ``edgegate check``: the ``sharded`` checks'
+    measurements (or, for one that could not measure, its result: why), and from shard 1
+    the results of every other check."""
     carried: dict[str, Any] = {}
     for o in gate.outcomes:
         if not o.selected:
             continue
-        if o.name in SHARDED:
-            if o.name not in sink:  # the check could not score (missing runtime, error): keep why
+        if o.name in sharded:
+            if o.name not in measured:  # the check could not measure (missing runtime, error): keep why
                 carried[o.name] = o.result.to_dict()
         elif shard[0] == 1:
             carried[o.name] = o.result.to_dict()
@@ -82,142 +107,127 @@ def check_payload(gate: Any, shard: Shard, sink: Mapping[str, Any]) -> dict[str,
             "environment": dict(gate.environment), "argv": list(gate.argv), "started_at": gate.started_at,
         },
         "results": carried,
-        "checks": {k: sink[k] for k in SHARDED if k in sink},
+        "checks": {k: measured[k] for k in sharded if k in measured},
     }
 
 
-def merge_gate(parts: Parts, policy: Policy, argv: Sequence[str] = ()) -> Any:
-    """One ``GateResult`` from every shard's partial file (already cross-checked by
-    ``edgegate.shard.load_parts``)."""
-    from edgegate.runner import CheckOutcome, GateResult, _judge, _notes, _overall, select_checks
+def write_partial(
+    path: str | Path, *, command: str, shard: Shard, fingerprint: Mapping[str, Any], payload: Mapping[str, Any]
+) -> Path:
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "command": command,
+        "shard": {"index": shard[0], "count": shard[1]},
+        "fingerprint": jsonable(dict(fingerprint)),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **jsonable(dict(payload)),
+    }
+    out = Path(path)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        os.replace(tmp, out)  # a killed shard never leaves a half-written partial
+    except OSError as exc:
+        raise InputError(f"cannot write the partial file: {exc.strerror}", path=out, field="--partial-out") from exc
+    return out
 
-    t0 = time.perf_counter()
-    if parts.first.get("command") != "check":
-        raise InputError(f"{parts.names[0]} was written by 'edgegate {parts.first.get('command')}', not 'edgegate check'",
-                         field="command", hint="merge 'edgegate bbq run' shards without --policy")
-    fp = parts.first["fingerprint"]
-    settings = fp["settings"]
-    strict = bool(settings["strict"])
-    pol = policy.strict() if strict else policy
-    d = first_difference(fp["policy"], pol.to_dict(), "policy")
-    if d:
-        raise InputError(
-            f"cannot merge: --policy {policy.source or policy.name} differs from the policy the shards ran "
-            f"(e.g. {parts.names[0]}) in {d[0]}: --policy has {d[2]!r}, the shards ran {d[1]!r}",
-            field=d[0], hint="pass the policy file the shards were run with",
-        )
-    only, skip = tuple(settings["only"]), tuple(settings["skip"])
-    selected = select_checks(pol, only, skip)
-    head = parts.first
-    outcomes = []
-    for cp in pol.enabled_checks():
-        if cp.name not in selected:
-            flag = "--only" if only else "--skip"
-            res = CheckResult.skipped(cp.name, f"deselected with {flag}")
-            outcomes.append(CheckOutcome(cp.name, cp.required, False, res, "deselected", res.summary))
-            continue
-        res = _merged_result(cp.name, parts)
-        outcomes.append(_judge(cp.name, cp.required, res, pol, strict))
-    status, code, reasons = _overall(outcomes, pol)
-    g = head["gate"]
-    return GateResult(
-        status=status, exit_code=code, reasons=tuple(reasons), notes=tuple(_notes(outcomes)),
-        outcomes=tuple(outcomes), policy=pol, strict=strict, claims=g["claims"], claim_sources=g["claim_sources"],
-        inputs=tuple(g["inputs"]), environment=g["environment"], started_at=min(p["gate"]["started_at"] for p in parts.docs),
-        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        duration_s=round(time.perf_counter() - t0, 6), argv=tuple(argv),
+
+def read_partial(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    from edgegate import safe_json  # depth/size guard: a hostile partial is exit 2, file named
+
+    # partials are written with allow_nan=False, so NaN/Infinity in one is tampering
+    try:
+        doc = safe_json.load(p, hint="pass files written by --shard i/n", allow_nan=False, expect_object=False)
+    except InputError as exc:
+        raise InputError(f"not a JSON partial file: {exc.message}", path=p, hint=exc.hint) from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise InputError("not an edgegate partial file", path=p, field="format", hint="pass files written by --shard i/n")
+    if doc.get("version") != VERSION:
+        raise InputError(f"partial file version {doc.get('version')!r}, this edgegate reads {VERSION}", path=p,
+                         field="version", hint="re-run the shards with this edgegate version")
+    sh = doc.get("shard")
+    if not (isinstance(sh, dict) and all(type(sh.get(k)) is int for k in ("index", "count"))
+            and 1 <= sh["index"] <= sh["count"]):
+        raise InputError("expected {index: i, count: n} with 1 <= i <= n", path=p, field="shard")
+    for key, kind in (("command", str), ("fingerprint", dict), ("checks", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise InputError(f"missing or not a {kind.__name__}", path=p, field=key, hint="pass files written by --shard i/n")
+    return doc
+
+
+def first_difference(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """The first (dotted path, a value, b value) where two JSON values differ."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for k in sorted(set(a) | set(b), key=str):
+            d = first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            d = first_difference(x, y, f"{where}[{i}]")
+            if d:
+                return d
+        return None
+    same = a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    return None if same else (where, a, b)
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, default=str)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def differ(a_name: str, b_name: str, field: str, a: Any, b: Any) -> InputError:
+    d = first_difference(a, b, field) or (field, a, b)
+    return InputError(
+        f"cannot merge: {a_name} and {b_name} differ in {d[0]} ({_short(d[1])} vs {_short(d[2])})",
+        field=d[0], hint="every shard must run the same inputs, policy, seed and settings",
     )
 
 
-def _merged_result(name: str, parts: Parts) -> CheckResult:
-    if name not in SHARDED:
-        got = parts.first["results"].get(name)
-        if got is None:
-            raise InputError(f"cannot merge: {parts.names[0]} (shard 1) has no result for check '{name}'",
-                             field=f"results.{name}", hint="re-run shard 1")
-        return check_result_from_dict(got)
-    # a shard that could not score carries its result: that decides the merged check
-    for pname, doc in zip(parts.names, parts.docs, strict=True):
-        if name not in doc["checks"]:
-            got = doc["results"].get(name)
-            if got is None:
-                raise InputError(f"cannot merge: {pname} has no {name} data", field=f"checks.{name}")
-            return check_result_from_dict(got)  # as the unsharded run would report it
-    named = [(pname, doc["checks"][name]) for pname, doc in zip(parts.names, parts.docs, strict=True)]
-    return merge_bbq(named) if name == "bbq" else merge_ppl(named)
+@dataclass(frozen=True)
+class Parts:
+    names: tuple[str, ...]  # as given on the command line, in shard order
+    docs: tuple[dict[str, Any], ...]
+    count: int
+
+    @property
+    def first(self) -> dict[str, Any]:
+        return self.docs[0]
 
 
-# ------------------------------------------------------------------ perplexity chunks
-
-
-def ppl_shard(
-    dense: str | Path, compressed: str | Path, *, shard: Shard, settings: Mapping[str, Any], runtime: str,
-    text: str | None, n_ctx: int, mode: str, threads: int | None, cache_dir: str | Path | None,
-    timeout: float | None, progress: Any = None,
-) -> dict[str, Any]:
-    """Score this shard's chunks with both models; per-token NLLs, never the aggregate."""
-    from edgegate import ppl
-
-    body = ppl.default_text() if text is None else text
-    if not body.strip():
-        raise InputError("the evaluation text is empty", field="text")
-    t0 = time.perf_counter()
-    with ppl.open_pair(dense, compressed, body, runtime=runtime, n_ctx=n_ctx, threads=threads,
-                       cache_dir=cache_dir, timeout=timeout) as (d, c, extra):
-        chunking = ppl.chunk_text(d, body, n_ctx, mode)  # type: ignore[arg-type]
-        idx = [k for k in range(len(chunking.chunks)) if k % shard[1] == shard[0] - 1]
-        nll, seconds = {}, {}
-        for role, be in (("dense", d), ("compressed", c)):
-            t1 = time.perf_counter()
-            nll[role] = [a.tolist() for a in ppl.chunk_nlls(be, chunking, idx, progress=progress, label=role)]
-            seconds[role] = time.perf_counter() - t1
-            extra[f"{role}_ident"] = {"runtime": str(getattr(be, "runtime", "")), "model": str(getattr(be, "model_path", ""))}
-    digest = hashlib.sha256(json.dumps([list(ch) for ch in chunking.chunks]).encode()).hexdigest()
-    return {
-        "settings": dict(settings),
-        "chunking": {"n_ctx": chunking.n_ctx, "mode": chunking.mode, "first": chunking.first,
-                     "n_chunks": len(chunking.chunks), "n_eval": sum(len(ch) for ch in chunking.chunks),
-                     "tokens_sha256": digest},
-        "indices": idx, "nll": nll, "seconds": seconds, "extra": _jsonable(extra),
-        "duration_s": time.perf_counter() - t0,
-    }
-
-
-def merge_ppl(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> CheckResult:
-    """The perplexity check's result from every shard's per-chunk NLLs."""
-    import numpy as np
-
-    from edgegate import ppl
-    from edgegate.checks.perplexity import result_from_comparison
-
-    first_name, first = parts[0]
-    for pname, p in parts[1:]:
-        for key in ("settings", "chunking"):
-            if first_difference(first[key], p[key]):
-                raise differ(first_name, pname, f"checks.perplexity.{key}", first[key], p[key])
-    owner: dict[int, str] = {}
-    nll: dict[str, dict[int, list[float]]] = {"dense": {}, "compressed": {}}
-    for pname, p in parts:
-        for j, k in enumerate(p["indices"]):
-            if k in owner:
-                raise InputError(f"cannot merge: perplexity chunk {k} is in both {owner[k]} and {pname} (overlapping shards)",
-                                 field="checks.perplexity.indices")
-            owner[k] = pname
-            for role in nll:
-                nll[role][k] = p["nll"][role][j]
-    ch = first["chunking"]
-    missing = [k for k in range(int(ch["n_chunks"])) if k not in owner]
+def load_parts(paths: Sequence[str | Path]) -> Parts:
+    """Read and cross-check partial files: same command and fingerprint, each shard once,
+    none missing. Raises InputError (exit 2) naming the files and the field at fault."""
+    if not paths:
+        raise InputError("no partial files given", hint="edgegate merge edgegate-partial-*.json --policy FILE")
+    docs = [(str(p), read_partial(p)) for p in paths]
+    name0, doc0 = docs[0]
+    n = int(doc0["shard"]["count"])
+    seen: dict[int, str] = {}
+    for name, doc in docs:
+        for key in ("command", "shard.count", "fingerprint"):
+            a: Any = doc0
+            b: Any = doc
+            for part in key.split("."):
+                a, b = a.get(part), b.get(part)
+            if first_difference(a, b, key):
+                raise differ(name0, name, key, a, b)
+        i = int(doc["shard"]["index"])
+        if i in seen:
+            raise InputError(f"cannot merge: {seen[i]} and {name} are both shard {i}/{n} (duplicate shard)",
+                             field="shard.index", hint="pass each shard's partial file once")
+        seen[i] = name
+    missing = [i for i in range(1, n + 1) if i not in seen]
     if missing:
-        raise InputError(f"cannot merge: perplexity chunk(s) {missing[:5]} scored by no shard", field="checks.perplexity.indices")
-    results = {}
-    for role in nll:
-        arrays = [np.asarray(nll[role][k], dtype=np.float64) for k in range(int(ch["n_chunks"]))]
-        ident = first["extra"].get(f"{role}_ident", {})
-        results[role] = ppl.result_from_nlls(
-            arrays, n_ctx=int(ch["n_ctx"]), mode=str(ch["mode"]), n_eval=int(ch["n_eval"]),
-            seconds=sum(float(p["seconds"][role]) for _, p in parts),
-            runtime=str(ident.get("runtime", "")), model=str(ident.get("model", "")),
+        raise InputError(
+            f"cannot merge: shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing "
+            f"(have {', '.join(f'{i}/{n}' for i in sorted(seen))}: {', '.join(seen[i] for i in sorted(seen))})",
+            field="shard.index", hint="run the missing shards, then merge all n partial files",
         )
-    cmp = ppl.compare(results["dense"], results["compressed"])
-    cmp.extra.update({k: v for k, v in first["extra"].items() if not k.endswith("_ident")})
-    return result_from_comparison(cmp, first["settings"], sum(float(p["duration_s"]) for _, p in parts))
+    order = sorted(range(len(docs)), key=lambda k: int(docs[k][1]["shard"]["index"]))
+    return Parts(tuple(docs[k][0] for k in order), tuple(docs[k][1] for k in order), n)

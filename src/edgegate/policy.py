@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -21,8 +22,12 @@ from typing import Any
 
 import yaml
 
-from edgegate.errors import PolicyError
+from edgegate.errors import PolicyError, excerpt
 
+# A policy is a few KB of YAML; PyYAML's pure-Python scanner takes ~1 s per MB, so a 10 MB
+# value once took ~19 s to parse before its error was even built. Refuse early instead.
+MAX_POLICY_BYTES = 256 * 1024
+MAX_NESTING = 32  # the schema nests 4 levels
 CHECK_NAMES: tuple[str, ...] = ("sparsity", "size", "speed", "perplexity", "bbq")
 PRESETS: tuple[str, ...] = ("strict", "default", "edge-iot")
 
@@ -50,12 +55,42 @@ class Policy:
     sha256: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
+    @property
+    def base_dir(self) -> Path | None:
+        """The policy file's folder: relative paths in the policy resolve against it (None for
+        presets and text, whose relative paths resolve against the working directory)."""
+        if self.source and not self.source.startswith(("preset:", "<")) and Path(self.source).is_file():
+            return Path(self.source).resolve().parent
+        return None
+
     def enabled_checks(self) -> list[CheckPolicy]:
         return [c for c in self.checks.values() if c.enabled]
 
     def strict(self) -> Policy:
         """``--strict``: skipped or inconclusive required checks fail the gate."""
         return replace(self, fail_on_inconclusive=True, fail_on_skipped=True)
+
+    def with_bbq_items(self, n: int) -> tuple[Policy, str]:
+        """``--bbq-items N``: a quick run on N BBQ items, with the item minimums scaled by the
+        same factor; returns the policy and the caveat every report must carry."""
+        cp = self.checks.get("bbq")
+        if cp is None or not cp.enabled:
+            raise PolicyError("--bbq-items: this policy has no bbq check", field="--bbq-items")
+        sec = dict(cp.section)
+        full = int(sec.get("items") or 0)  # 0/None: every item of the data set
+        ratio = n / full if full else None
+        changed = []
+        for key in ("min_items", "min_items_per_category"):
+            if isinstance(sec.get(key), int):
+                new = min(sec[key], math.ceil(sec[key] * ratio)) if ratio else min(sec[key], n)
+                if new != sec[key]:
+                    changed.append(f"{key} {sec[key]} -> {new}")
+                sec[key] = new
+        sec["items"] = n
+        caveat = (f"quick run: {n} BBQ items instead of the policy's {full or 'all'}"
+                  + (f" ({', '.join(changed)})" if changed else "") + "; not release-grade")
+        checks = {**self.checks, "bbq": replace(cp, section=sec)}
+        return replace(self, checks=checks), caveat
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved policy (defaults filled), as the report records it."""
@@ -105,7 +140,7 @@ def validation_errors(doc: Any, lines: Mapping[tuple[str, ...], int] | None = No
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(policy_schema())
-    out: list[str] = []
+    out: list[str] = list(_nonfinite(doc, (), lines or {}))
     for err in validator.iter_errors(doc):
         out.extend(_describe(err, lines or {}))
     # In file order, so the first message is the first thing to fix.
@@ -136,8 +171,16 @@ def resolve_policy(value: str | Path) -> Policy:
     """A policy file, or a shipped preset by name (``strict`` or ``preset:strict``) when no
     file of that name exists."""
     name = str(value).removeprefix("preset:")
-    if not Path(value).exists() and name in PRESETS:
-        return load_preset(name)
+    if not Path(value).exists():
+        if name in PRESETS:
+            return load_preset(name)
+        # "strickt": a mistyped preset name, not a missing file the user meant to write
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        if close and not name.endswith((".yaml", ".yml")) and "/" not in name:
+            raise PolicyError(
+                f"no policy file or preset named '{name}'", field="--policy",
+                hint=f"did you mean the preset '{close[0]}'? Presets: {', '.join(PRESETS)}",
+            )
     return load_policy(value)
 
 
@@ -162,6 +205,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:  # {a: 1}: 2 (found by fuzzing)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a {_tname(key)} cannot be a key; keys are names", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key '{key}' (first on line {seen[key] + 1})", key_node.start_mark
@@ -174,14 +221,27 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]:
-    try:
-        doc = yaml.load(text, Loader=_StrictLoader)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if len(text) > MAX_POLICY_BYTES:
+        raise PolicyError(f"policy is {len(text)} characters, more than the {MAX_POLICY_BYTES} a policy may have",
+                          path=source, hint="a policy is a short YAML file; check that this is the right file")
+    try:  # one pass: the node tree gives the line numbers, the same tree builds the document
+        loader = _StrictLoader(text)
+        try:
+            node = loader.get_single_node()
+            doc = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PolicyError(f"{where}not valid YAML: {problem}", path=source) from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int-size guard)
+        raise PolicyError(f"not valid YAML: {excerpt(str(exc), 120, quote=False)}", path=source) from None
+    except RecursionError:  # PyYAML composes recursively: [[[[... thousands deep
+        raise PolicyError(f"nested more than {MAX_NESTING} levels", path=source, hint="a policy nests a few levels") from None
+    if node is not None and _depth(node) > MAX_NESTING:  # our own walks below recurse too
+        raise PolicyError(f"nested more than {MAX_NESTING} levels", path=source, hint="a policy nests a few levels")
     if doc is None:
         raise PolicyError("policy file is empty", path=source, hint="start from 'edgegate policy init'")
     if not isinstance(doc, dict):
@@ -190,6 +250,19 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]
     if node is not None:
         _index_lines(node, (), lines)
     return doc, lines
+
+
+def _depth(node: yaml.Node) -> int:
+    """Nesting depth of a node tree, without recursion."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(n, yaml.MappingNode):
+            stack.extend((v, d + 1) for _, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend((v, d + 1) for v in n.value)
+    return deepest
 
 
 def _index_lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
@@ -207,12 +280,37 @@ def _index_lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ..
 # ---------------------------------------------------------------- error messages
 
 
+def _nonfinite(value: Any, path: tuple[str, ...], lines: Mapping[tuple[str, ...], int]) -> Iterator[str]:
+    """YAML's .nan/.inf load as floats that JSON Schema's bounds let through (NaN compares
+    false both ways): a NaN threshold then failed every model with "0 violates >= nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        line = lines.get(path) or lines.get(path[:-1])
+        where = f"line {line}: " if line else ""
+        yield f"{where}{_dotted(path)}: {value} is not a finite number (write a number such as 0.05)"
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _nonfinite(v, (*path, str(k)), lines)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _nonfinite(v, (*path, str(i)), lines)
+
+
+def _close(word: str, options: list[str]) -> list[str]:
+    # difflib indexes every character of its word first: seconds for a 10 MB value
+    return difflib.get_close_matches(word, options, n=1, cutoff=0.6) if len(word) <= 200 else []
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    """The field path for a message; a hostile 10 MB key is shown as a short excerpt."""
+    return excerpt(".".join(path), 120, quote=False) if path else "(top level)"
+
+
 def _describe(err: Any, lines: Mapping[tuple[str, ...], int]) -> list[str]:
     path = tuple(str(p) for p in err.absolute_path)
 
     def at(p: tuple[str, ...], msg: str) -> str:
         line = lines.get(p) or lines.get(p[:-1]) if p else None
-        dotted = ".".join(p) or "(top level)"
+        dotted = _dotted(p)
         return f"line {line}: {dotted}: {msg}" if line else f"{dotted}: {msg}"
 
     kind = err.validator
@@ -222,20 +320,20 @@ def _describe(err: Any, lines: Mapping[tuple[str, ...], int]) -> list[str]:
         allowed = sorted(schema.get("properties", {}))
         msgs = []
         for key in sorted(set(inst) - set(allowed), key=str):
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            close = _close(str(key), allowed)
             tip = f"did you mean '{close[0]}'? " if close else ""
             msgs.append(at((*path, str(key)), f"unknown key ({tip}allowed: {', '.join(allowed)})"))
         return msgs
     if kind == "enum":
         options = [str(o) for o in schema["enum"]]
-        close = difflib.get_close_matches(str(inst), options, n=1, cutoff=0.6)
+        close = _close(str(inst), options)
         tip = f"did you mean '{close[0]}'? " if close else ""
-        return [at(path, f"'{inst}' is not allowed ({tip}allowed: {', '.join(options)})")]
+        return [at(path, f"{excerpt(inst)} is not allowed ({tip}allowed: {', '.join(options)})")]
     if kind == "type":
         want = schema["type"] if isinstance(schema["type"], str) else " or ".join(schema["type"])
-        return [at(path, f"expected {want}, got {_tname(inst)} ({inst!r})")]
+        return [at(path, f"expected {want}, got {_tname(inst)} ({excerpt(inst)})")]
     if kind == "const":
-        return [at(path, f"must be {schema['const']!r}, got {inst!r}")]
+        return [at(path, f"must be {schema['const']!r}, got {excerpt(inst)}")]
     if kind == "required":
         return [at(path, err.message.replace("is a required property", "is required (missing key)"))]
     if kind in ("anyOf", "oneOf") and err.context:
@@ -243,11 +341,11 @@ def _describe(err: Any, lines: Mapping[tuple[str, ...], int]) -> list[str]:
         branch = [e for e in err.context if isinstance(inst, dict) == (e.schema.get("type") == "object")]
         if branch:
             return _describe(max(branch, key=lambda e: len(e.absolute_path)), lines)
-        return [at(path, f"{inst!r} is neither a number nor a mapping of the allowed keys")]
+        return [at(path, f"{excerpt(inst)} is neither a number nor a mapping of the allowed keys")]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
-        return [at(path, f"{inst!r} must be {op} {schema[kind]}")]
-    return [at(path, err.message)]
+        return [at(path, f"{excerpt(inst)} must be {op} {schema[kind]}")]
+    return [at(path, excerpt(err.message, 200, quote=False))]
 
 
 def _tname(v: Any) -> str:
@@ -315,6 +413,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def relative_to_policy(value: str | Path, base_dir: str | Path | None) -> Path:
+    """A path written in a policy: absolute as is, relative against the policy's folder (so
+    `edgegate check` gives the same result from any working directory)."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
 
 
 def iter_policy_files(paths: list[str]) -> Iterator[Path]:

@@ -19,17 +19,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from edgegate.backends.base import Backend
 from edgegate.errors import BackendError, InputError
 from edgegate.perf.stats import mean_t_interval
 from edgegate.progress import NullProgress, Progress
+from edgegate.settings import DEFAULT_BACKEND_TIMEOUT
+
+if TYPE_CHECKING:
+    from edgegate.backends.pair import ModelPair
 
 Mode = Literal["chunked", "full"]
 
@@ -72,7 +76,7 @@ class PPLComparison:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def bos_id(backend: Any) -> int | None:
+def bos_id(backend: Backend) -> int | None:
     """The BOS the tokenizer adds, if it adds one (probe an empty string)."""
     with_special = backend.tokenize("", add_special=True)
     return int(with_special[0]) if with_special else None
@@ -114,7 +118,7 @@ def make_chunks(stream: Sequence[int], n_ctx: int, mode: Mode, bos: int | None) 
 
 
 def perplexity(
-    backend: Any,
+    backend: Backend,
     chunking: Chunking,
     *,
     progress: Progress | None = None,
@@ -125,12 +129,12 @@ def perplexity(
     return result_from_nlls(
         nll_chunks, n_ctx=chunking.n_ctx, mode=chunking.mode, n_eval=sum(len(c) for c in chunking.chunks),
         seconds=time.perf_counter() - t0,
-        runtime=str(getattr(backend, "runtime", "")), model=str(getattr(backend, "model_path", "")),
+        runtime=str(backend.runtime), model=str(backend.model_path),
     )
 
 
 def chunk_nlls(
-    backend: Any, chunking: Chunking, indices: Sequence[int], *, progress: Progress | None = None, label: str = ""
+    backend: Backend, chunking: Chunking, indices: Sequence[int], *, progress: Progress | None = None, label: str = ""
 ) -> list[np.ndarray]:
     """Per-token NLL of the scored positions of the chunks ``indices`` (a shard scores a subset)."""
     prog = progress or NullProgress()
@@ -138,11 +142,7 @@ def chunk_nlls(
     with prog.task(f"perplexity {label}".strip(), total=len(indices)) as advance:
         for k in indices:
             chunk = chunking.chunks[k]
-            score = getattr(backend, "score_tokens", None)
-            if score is not None:
-                lp = np.asarray(score(chunk, chunking.first), dtype=np.float64)
-            else:  # a backend with only the base protocol (e.g. a server)
-                lp = np.asarray(backend.token_logprobs(chunk), dtype=np.float64)[chunking.first - 1 :]
+            lp = np.asarray(backend.score_tokens(chunk, chunking.first), dtype=np.float64)
             if lp.shape != (len(chunk) - chunking.first,) or not np.all(np.isfinite(lp)):
                 raise BackendError(f"{backend.runtime} returned invalid log-probabilities for a chunk")
             nll_chunks.append(-lp)
@@ -196,8 +196,8 @@ def compare(dense: PPLResult, compressed: PPLResult, level: float = 0.95) -> PPL
 
 
 def compare_models(
-    dense: Any,
-    compressed: Any,
+    dense: Backend,
+    compressed: Backend,
     text: str,
     *,
     n_ctx: int,
@@ -212,7 +212,7 @@ def compare_models(
     return compare(d, c)
 
 
-def chunk_text(backend: Any, text: str, n_ctx: int, mode: Mode) -> Chunking:
+def chunk_text(backend: Backend, text: str, n_ctx: int, mode: Mode) -> Chunking:
     """The chunks both models are scored on (tokenized by ``backend``, the dense model)."""
     return make_chunks(backend.tokenize(text, add_special=False), n_ctx, mode, bos_id(backend))
 
@@ -253,45 +253,36 @@ def run_ppl(
     mode: Mode = "chunked",
     threads: int | None = None,
     cache_dir: str | Path | None = None,
-    timeout: float | None = 1800.0,
+    timeout: float = DEFAULT_BACKEND_TIMEOUT,
     progress: Progress | None = None,
 ) -> PPLComparison:
-    """Open both models on ``runtime`` (each in its own process when ``timeout`` is set), refuse
-    differing tokenizers (InputError, exit 2), and compare them on ``text`` (default: the
-    embedded evaluation text)."""
-    body = default_text() if text is None else text
-    if not body.strip():
-        raise InputError("the evaluation text is empty", field="text")
-    with open_pair(dense_path, compressed_path, body, runtime=runtime, n_ctx=n_ctx, threads=threads,
-                   cache_dir=cache_dir, timeout=timeout) as (dense, comp, extra):
-        result = compare_models(dense, comp, body, n_ctx=n_ctx, mode=mode, progress=progress)
+    """Open both models on ``runtime`` (each in its own process, ``timeout`` seconds per call),
+    refuse differing tokenizers (InputError, exit 2), and compare them on ``text`` (default:
+    the embedded evaluation text)."""
+    from edgegate.backends.pair import OpenSettings, open_pair
+
+    body = evaluation_text(text)
+    settings = OpenSettings(n_ctx=n_ctx, threads=threads, cache_dir=cache_dir, timeout=timeout)
+    with open_pair(runtime, (dense_path, compressed_path), settings) as pair:
+        extra = same_tokenizer(pair, body)
+        result = compare_models(pair.dense, pair.compressed, body, n_ctx=n_ctx, mode=mode, progress=progress)
         result.extra.update(extra)
         return result
 
 
-@contextmanager
-def open_pair(
-    dense_path: str | Path, compressed_path: str | Path, body: str, *, runtime: str, n_ctx: int,
-    threads: int | None, cache_dir: str | Path | None, timeout: float | None,
-) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
-    """Both models opened on ``runtime``, their tokenizers proven identical on ``body``;
-    yields (dense, compressed, what the report records about them)."""
-    from edgegate.backends import open_backend
+def evaluation_text(text: str | None) -> str:
+    """``text``, or the embedded evaluation text when None; an empty text is an input error."""
+    body = default_text() if text is None else text
+    if not body.strip():
+        raise InputError("the evaluation text is empty", field="text")
+    return body
+
+
+def same_tokenizer(pair: ModelPair, body: str) -> dict[str, Any]:
+    """Open both models of ``pair`` and prove their tokenizers identical on ``body`` (both
+    must score the same token stream); returns what the report records about them."""
     from edgegate.backends.tokenizer import require_same_tokenizer
 
-    opened: list[Any] = []
-    try:
-        for p in (dense_path, compressed_path):
-            opened.append(
-                open_backend(runtime, p, threads=threads, n_ctx=n_ctx, cache_dir=cache_dir, timeout=timeout)
-            )
-        dense, comp = opened
-        tok = require_same_tokenizer(dense, comp, (body[:2000],))
-        yield dense, comp, {
-            "tokenizer_probes": tok.probes,
-            "dense_model": dense.info() if hasattr(dense, "info") else {},
-            "compressed_model": comp.info() if hasattr(comp, "info") else {},
-        }
-    finally:
-        for b in opened:
-            b.close()
+    dense, comp = pair.dense, pair.compressed
+    tok = require_same_tokenizer(dense, comp, (body[:2000],))
+    return {"tokenizer_probes": tok.probes, "dense_model": dense.info(), "compressed_model": comp.info()}

@@ -77,6 +77,93 @@ def _gguf(
     w.close()
 
 
+def _gguf_raw(tensors: list[tuple[str, tuple[int, ...], int]], data: bytes, align: int = 32) -> bytes:
+    """A GGUF v3 file written byte by byte: F32 tensors (name, ggml dims, data offset) as
+    given, so offsets can lie (overlap, leave gaps) in ways no writer produces."""
+
+    def s(text: str) -> bytes:
+        raw = text.encode()
+        return struct.pack("<Q", len(raw)) + raw
+
+    kv = [("general.architecture", 8, s("llama")), ("llama.block_count", 4, struct.pack("<I", 1)),
+          ("llama.attention.head_count", 4, struct.pack("<I", 2))]
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
+    for key, vtype, val in kv:
+        out += s(key) + struct.pack("<I", vtype) + val
+    for name, ne, offset in tensors:
+        out += s(name) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne)
+        out += struct.pack("<IQ", 0, offset)  # type 0 = F32
+    out += b"\0" * (-len(out) % align)
+    return out + data
+
+
+def _deep_json(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def build_round2(root: Path, put: Any, out: dict[str, Path]) -> None:
+    """Issue 15's cases (second round): see tests/hostile/README.md."""
+    rng = np.random.default_rng(15)
+    # (b) GGUF data layout that ggml's loader refuses: offsets must equal the running padded size
+    w = rng.standard_normal(256).astype(np.float32).tobytes()  # 16x16 F32 = 1024 bytes
+    put("g_overlap.gguf", _gguf_raw([("blk.0.attn_q.weight", (16, 16), 0),
+                                     ("blk.0.attn_k.weight", (16, 16), 0)], w + w))
+    put("g_gap.gguf", _gguf_raw([("blk.0.attn_q.weight", (16, 16), 0),
+                                 ("blk.0.attn_k.weight", (16, 16), 2048)], w * 3))
+    put("g_layout_ok.gguf", _gguf_raw([("blk.0.attn_q.weight", (16, 16), 0),
+                                       ("blk.0.attn_k.weight", (16, 16), 1024)], w + w))
+    # (c) non-finite policy numbers; (f) huge policy values
+    put("pol_nan.yaml", b"version: 1\nchecks:\n  sparsity: {required: true, claim_tolerance: .nan}\n")
+    put("pol_inf_claim.yaml", b"version: 1\nclaims: {sparsity: .inf}\nchecks:\n  sparsity: {required: true}\n")
+    put("pol_huge_file.yaml", b"version: 1\nname: '" + b"A" * (10 << 20) + b"'\nchecks: {sparsity: {}}\n")
+    put("pol_big_value.yaml", b"version: 1\nchecks:\n  perplexity: {runtime: '" + b"x\\n" * 60_000 + b"'}\n")
+    put("pol_big_key.yaml", b"version: 1\nchecks:\n  sparsity:\n    ? " + b"k" * 200_000 + b"\n    : 1\n")
+    put("pol_sparsity_optional.yaml", b"version: 1\nfail_on_skipped: true\nchecks:\n  sparsity: {required: false}\n"
+                                      b"  size: {required: true}\n")
+    # (d) deeply nested JSON wherever a user file is JSON
+    good = root / "st_good.safetensors"
+    for name in ("deep_config", "deep_index", "deep_meta"):
+        (root / name).mkdir(exist_ok=True)
+        out[name] = root / name
+    (root / "deep_config" / "model.safetensors").write_bytes(good.read_bytes())
+    put("deep_config/config.json", b'{"architectures": ' + _deep_json(200_000) + b"}")
+    put("deep_index/model.safetensors.index.json", b'{"weight_map": ' + _deep_json(200_000) + b"}")
+    put("deep_index/model-00001-of-00001.safetensors", good.read_bytes())
+    (root / "deep_meta" / "model.safetensors").write_bytes(good.read_bytes())
+    put("deep_meta/pruning_meta.json", b'{"sparsity": ' + _deep_json(200_000) + b"}")
+    put("bbq_deep.jsonl", _deep_json(100_000) + b"\n")
+    put("partial_deep.json", b'{"format": ' + _deep_json(200_000) + b"}")
+    put("partial_nan.json", b'{"format": "edgegate.partial", "version": NaN}')
+    put("st_deep_header.safetensors", _st_bytes_raw(b'{"a": ' + _deep_json(50_000) + b"}"))
+    # (e) an ONNX initializer with negative dims (a valid protobuf written by onnx itself)
+    try:
+        from onnx import TensorProto, helper
+    except ImportError:
+        pass
+    else:
+        init = helper.make_tensor("model.layers.0.self_attn.q_proj.weight", TensorProto.FLOAT, [4, 4],
+                                  np.ones(16, np.float32).tobytes(), raw=True)
+        init.dims[:] = [-4, -4]
+        graph = helper.make_graph([], "g", [], [], initializer=[init])
+        put("onnx_negative_dims.onnx", helper.make_model(graph).SerializeToString())
+    # (h) a well-formed, complete GGUF that llama.cpp refuses: the real fixture with its
+    # architecture renamed (same length, so the layout is untouched) to one no build implements
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "models" / "gguf" / "dense-f16.gguf"
+    if fixture.is_file():
+        buf = bytearray(fixture.read_bytes())
+        key = b"general.architecture"
+        at = buf.index(key) + len(key) + 4 + 8  # u32 value type, u64 string length
+        assert buf[at : at + 5] == b"llama"
+        buf[at : at + 5] = b"llamz"
+        buf[:] = buf.replace(b"\x00llama.", b"\x00llamz.")  # the arch-prefixed keys follow the rename
+        put("g_unknown_arch.gguf", bytes(buf))
+
+
+def _st_bytes_raw(header: bytes) -> bytes:
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header
+
+
 def build(root: Path) -> dict[str, Path]:
     """Write every corpus file under ``root``; returns name -> path."""
     root.mkdir(parents=True, exist_ok=True)
@@ -279,6 +366,7 @@ def build(root: Path) -> dict[str, Path]:
         os.mkfifo(fifo)
     out["fifo.safetensors"] = fifo
     out["missing"] = root / "does_not_exist"
+    build_round2(root, put, out)
     return out
 
 

@@ -89,7 +89,7 @@ def open_backend(
     timeout: float | None = None,
     isolate: bool | None = None,
     cpus: Sequence[int] | None = None,
-) -> Any:
+) -> Backend:
     """Open ``path`` on ``runtime``.
 
     ``timeout`` (seconds per call, model load included) implies ``isolate``: the runtime then
@@ -97,10 +97,15 @@ def open_backend(
     """
     spec = _spec(runtime)
     if not spec.local:  # a server: its client has its own HTTP timeout and retries
+        from edgegate.backends._http import current_http_settings
         from edgegate.backends._subprocess import _load_factory
 
-        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
-        return _load_factory(spec.factory)(str(path), n_ctx=n_ctx, seed=seed, threads=threads, **extra)
+        # ``timeout`` bounds a whole local call (1800 s by default); per HTTP request the
+        # --timeout setting applies, never more than that bound (issue 15: 6 x 1800 s once)
+        http = current_http_settings().timeout_s
+        extra: dict[str, Any] = {"timeout": min(float(timeout), http) if timeout is not None else http}
+        remote: Backend = _load_factory(spec.factory)(str(path), n_ctx=n_ctx, seed=seed, threads=threads, **extra)
+        return remote
     p = Path(path)
     if not p.exists():
         raise InputError("model path does not exist", path=p)
@@ -121,7 +126,8 @@ def open_backend(
     from edgegate.backends._subprocess import _load_factory
 
     options["cache_dir"] = Path(cache_dir) if cache_dir else None
-    return _load_factory(spec.factory)(p, **options)
+    local: Backend = _load_factory(spec.factory)(p, **options)
+    return local
 
 
 def supports(runtime: str, path: str | Path) -> str | None:

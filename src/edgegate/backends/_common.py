@@ -8,7 +8,6 @@ produce logits, so their results are comparable by construction.
 from __future__ import annotations
 
 import functools
-import json
 import resource
 import sys
 from collections.abc import Sequence
@@ -125,12 +124,9 @@ def render_chat(
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read JSON: {exc}", path=path) from exc
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", path=path)
+    from edgegate import safe_json  # one loader for user JSON: depth/size guard, file named
+
+    data: dict[str, Any] = safe_json.load(path, error=InputError)
     return data
 
 

@@ -59,6 +59,27 @@ class GenericBackend(ABC):
         check_context(len(toks) + extra, self.n_ctx, self.runtime, what)
         return toks
 
+    def _checked_candidates(self, candidates: Sequence[int]) -> np.ndarray:
+        cands = np.asarray([int(c) for c in candidates], dtype=np.int64)
+        check_tokens(list(cands), self.n_vocab, self.runtime)
+        return cands
+
+    def _checked_requests(
+        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> list[tuple[list[int], int]]:
+        """Each loglikelihood request as (context + continuation tokens, context length),
+        validated: a non-empty continuation after at least one context token (BOS)."""
+        seqs: list[tuple[list[int], int]] = []
+        for ctx, cont in requests:
+            c = [int(t) for t in cont]
+            if not c:
+                raise InputError("loglikelihood: empty continuation", field="continuation")
+            toks = self._checked([*ctx, *c], "loglikelihood")
+            if len(toks) - len(c) < 1:
+                raise InputError("loglikelihood: the context needs at least one token (BOS)", field="context")
+            seqs.append((toks, len(toks) - len(c)))
+        return seqs
+
     def token_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         toks = self._checked(tokens, "token_logprobs")
         if len(toks) < 2:
@@ -76,8 +97,7 @@ class GenericBackend(ABC):
     def next_token_logprobs(
         self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
     ) -> np.ndarray:
-        cands = np.asarray([int(c) for c in candidates], dtype=np.int64)
-        check_tokens(list(cands), self.n_vocab, self.runtime)
+        cands = self._checked_candidates(candidates)
         out = np.empty((len(prompts), len(cands)), dtype=np.float64)
         for i, prompt in enumerate(prompts):
             toks = self._checked(prompt, "next_token_logprobs")
@@ -90,14 +110,8 @@ class GenericBackend(ABC):
         self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     ) -> list[LoglikResult]:
         results: list[LoglikResult] = []
-        for ctx, cont in requests:
-            c = [int(t) for t in cont]
-            if not c:
-                raise InputError("loglikelihood: empty continuation", field="continuation")
-            toks = self._checked([*ctx, *c], "loglikelihood")
-            n_ctx_toks = len(toks) - len(c)
-            if n_ctx_toks < 1:
-                raise InputError("loglikelihood: the context needs at least one token (BOS)", field="context")
+        for toks, n_ctx_toks in self._checked_requests(requests):
+            c = toks[n_ctx_toks:]
             logits = self._forward(toks)[n_ctx_toks - 1 : len(toks) - 1]
             check_finite(logits, self.runtime, "loglikelihood")
             lp = picked_logprobs(logits, c)

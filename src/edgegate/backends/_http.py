@@ -8,10 +8,12 @@ name the URL and the last status but never the API key.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
 import math
+import os
 import random
 import re
 import threading
@@ -31,6 +33,55 @@ log = logging.getLogger("edgegate.backends.http")
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0  # a server asking for more than this is treated as down
 _SNIPPET = 300
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Per-request timeout and retries for servers (the openai runtime). Defaults 60 s and 5
+    retries, or EDGEGATE_HTTP_TIMEOUT / EDGEGATE_HTTP_MAX_RETRIES; the --timeout and
+    --max-retries flags of check, bbq run and ppl win over both. A hung server then costs
+    (max_retries + 1) x timeout plus backoff, not a fixed 6 x 60 s."""
+
+    timeout_s: float = 60.0
+    max_retries: int = 5
+
+    @classmethod
+    def from_env(cls) -> HttpSettings:
+        t, r = os.environ.get("EDGEGATE_HTTP_TIMEOUT"), os.environ.get("EDGEGATE_HTTP_MAX_RETRIES")
+        try:
+            timeout = float(t) if t else cls.timeout_s
+            retries = int(r) if r else cls.max_retries
+        except ValueError:
+            raise InputError(f"EDGEGATE_HTTP_TIMEOUT={t!r:.40} / EDGEGATE_HTTP_MAX_RETRIES={r!r:.40} are not numbers",
+                             field="environment") from None
+        return cls(timeout, retries).checked("environment")
+
+    def checked(self, field: str) -> HttpSettings:
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0) or not 0 <= self.max_retries <= 100:
+            raise InputError(f"timeout must be > 0 s and max retries 0..100, got {self.timeout_s:g} s and "
+                             f"{self.max_retries}", field=field)
+        return self
+
+
+_settings: HttpSettings | None = None  # set for one command by ``http_settings``
+
+
+def current_http_settings() -> HttpSettings:
+    return _settings if _settings is not None else HttpSettings.from_env()
+
+
+@contextlib.contextmanager
+def http_settings(timeout_s: float | None = None, max_retries: int | None = None) -> Iterator[HttpSettings]:
+    """Within the block, servers opened without explicit values use these (flag > env > default)."""
+    global _settings
+    base = current_http_settings()
+    new = HttpSettings(base.timeout_s if timeout_s is None else float(timeout_s),
+                       base.max_retries if max_retries is None else int(max_retries)).checked("--timeout/--max-retries")
+    previous, _settings = _settings, new
+    try:
+        yield new
+    finally:
+        _settings = previous
 
 
 class HttpError(BackendError):
@@ -265,7 +316,7 @@ class HttpClient:
     def _decode(self, raw: bytes, where: str) -> Any:
         try:
             return json.loads(raw.decode("utf-8"), parse_constant=_neg_inf_ok)
-        except (UnicodeDecodeError, ValueError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: [[[[... (issue 15)
             snippet = self._redact(raw[:120].decode("utf-8", "replace"))
             raise HttpError(
                 f"{where} returned a response that is not valid JSON ({e}): {snippet!r}",

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgegate import errors
-from edgegate.backends.base import LoglikResult, Timing
+from edgegate.backends.base import REMOTE_METHODS, Backend, LoglikResult, Timing
 from edgegate.errors import BackendError, EdgegateError
 
 
@@ -99,7 +99,9 @@ def _recv(fd: int, deadline: float | None) -> Any:
 
 # -- parent side -----------------------------------------------------------------------------
 class IsolatedBackend:
-    """A Backend whose runtime lives in a child process; same methods, same results."""
+    """A Backend whose runtime lives in a child process; same methods, same results. Each
+    method of the protocol forwards its call by name; the child answers exactly the
+    protocol's ``REMOTE_METHODS`` (tests/test_backend_isolation.py checks the two agree)."""
 
     def __init__(
         self,
@@ -233,6 +235,9 @@ class IsolatedBackend:
         return dict(self._info, isolated=True)
 
     def close(self) -> None:
+        if getattr(self, "_closed", False):  # idempotent: a closed fd number may be reused
+            return
+        self._closed = True
         if self._proc.poll() is None:
             try:
                 _send(self._w, {"op": "close"})
@@ -251,19 +256,13 @@ class IsolatedBackend:
 
 
 # -- child side ------------------------------------------------------------------------------
-_METHODS = {
-    "tokenize", "detokenize", "chat_prompt", "token_logprobs", "score_tokens",
-    "next_token_logprobs", "loglikelihood", "generate", "time_run",
-}
-
-
 def _load_factory(spec: str) -> Any:
     mod, _, name = spec.partition(":")
     return getattr(importlib.import_module(mod), name)
 
 
 def _child(fd_in: int, fd_out: int) -> None:
-    backend: Any = None
+    backend: Backend | None = None
     while True:
         msg = _recv(fd_in, None)
         if msg is None or msg["op"] == "close":
@@ -282,7 +281,8 @@ def _child(fd_in: int, fd_out: int) -> None:
                 if opts.get("cache_dir"):
                     opts["cache_dir"] = Path(opts["cache_dir"])
                 backend = _load_factory(msg["factory"])(Path(msg["path"]), **opts)
-                info = backend.info() if hasattr(backend, "info") else {}
+                # a registered plugin runtime (or a test's fault injector) may leave out info()
+                info = backend.info() if callable(getattr(backend, "info", None)) else {}
                 result: Any = {
                     "model_path": str(backend.model_path),
                     "n_ctx": backend.n_ctx,
@@ -290,7 +290,7 @@ def _child(fd_in: int, fd_out: int) -> None:
                     "load_s": backend.load_s,
                     **info,
                 }
-            elif op in _METHODS:
+            elif op in REMOTE_METHODS and backend is not None:
                 result = getattr(backend, op)(**msg)
             else:
                 raise BackendError(f"internal: unknown operation {op}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,6 +42,7 @@ class Backend(Protocol):
     runtime: str  # "llamacpp" | "mlx" | "onnx" | "openai"
     model_path: Path  # what was actually loaded (e.g. the cached GGUF an HF dir was converted to)
     n_ctx: int
+    n_vocab: int  # 0 when unknown (a model behind a server)
     load_s: float  # seconds to load the model
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]: ...
@@ -55,7 +56,12 @@ class Backend(Protocol):
 
     def token_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         """log p(tokens[i] | tokens[:i]) for i = 1..len-1 (float64, length len-1): one
-        forward pass; used for perplexity."""
+        forward pass."""
+        ...
+
+    def score_tokens(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
+        """log p(tokens[i] | tokens[:i]) for i = first..len-1 (float64): perplexity scores
+        only part of each chunk, and runtimes that can skip the other rows do."""
         ...
 
     def next_token_logprobs(
@@ -78,4 +84,16 @@ class Backend(Protocol):
 
     def time_run(self, prompt: Sequence[int], gen_tokens: int) -> Timing: ...
 
+    def info(self) -> dict[str, Any]:
+        """What was loaded (runtime, model path, context, threads, load time...), for reports."""
+        ...
+
     def close(self) -> None: ...
+
+
+# The calls that cross a process boundary (``_subprocess``): every protocol method that a
+# model answers; ``info`` and ``close`` are the proxy's own business.
+REMOTE_METHODS: frozenset[str] = frozenset(
+    name for name, v in vars(Backend).items()
+    if callable(v) and not name.startswith("_") and name not in ("info", "close")
+)

@@ -31,7 +31,6 @@ import numpy as np
 
 from edgegate.backends._common import (
     check_finite,
-    check_tokens,
     log_softmax,
     picked_logprobs,
     render_chat,
@@ -39,6 +38,7 @@ from edgegate.backends._common import (
 from edgegate.backends._generic import GenericBackend
 from edgegate.backends.base import LoglikResult
 from edgegate.errors import BackendError, BackendUnavailable, InputError
+from edgegate.settings import default_cache_dir
 
 # llama.cpp's CPU kernels for repacked quantised weights (Q4_K, Q4_0, IQ4_NL...) multiply
 # activations in tiles of 4 rows (leftover rows and very small batches take another path), and
@@ -48,14 +48,6 @@ from edgegate.errors import BackendError, BackendUnavailable, InputError
 _ROW_TILE = 4
 _MIN_ROWS = 8
 _HF_INPUTS = ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
-
-
-def default_cache_dir() -> Path:
-    """$EDGEGATE_CACHE, else $XDG_CACHE_HOME/edgegate, else ~/.cache/edgegate."""
-    if os.environ.get("EDGEGATE_CACHE"):
-        return Path(os.environ["EDGEGATE_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgegate"
 
 
 def hf_content_hash(hf_dir: Path) -> str:
@@ -109,6 +101,42 @@ def ensure_gguf(path: Path, cache_dir: Path | None) -> tuple[Path, Path | None]:
     return out, path
 
 
+# Metadata every llama.cpp model needs: without it the file is incomplete, the user's problem.
+_REQUIRED_KEYS = ("general.architecture", "tokenizer.ggml.model", "tokenizer.ggml.tokens")
+
+
+def classify_refusal(gguf: Path, exc: Exception) -> InputError | BackendError:
+    """llama.cpp says only "Failed to load model". Tell the cases apart with our own strict
+    parser (the same layout rules as ggml's loader): a malformed or incomplete file is an
+    input error (exit 2) with the precise cause; a well-formed, complete file that llama.cpp
+    still refuses (an architecture or tensor type this build does not implement) is a
+    runtime fault (exit 3): upgrading the runtime, not fixing the file, is the remedy."""
+    import gguf as gguf_py
+
+    from edgegate.checkpoint.gguf_header import read_header
+    from edgegate.errors import CheckpointError, excerpt
+
+    sizes = {int(t): (int(b), int(n)) for t, (b, n) in gguf_py.GGML_QUANT_SIZES.items()}
+    try:
+        header = read_header(gguf, sizes)
+    except CheckpointError as bad:
+        return CheckpointError(f"llama.cpp cannot load this GGUF: {bad.message}", path=gguf, field=bad.field,
+                               hint=bad.hint)
+    except OSError as bad:
+        return InputError(f"llama.cpp cannot load this GGUF: cannot read it ({bad.strerror})", path=gguf)
+    missing = [k for k in _REQUIRED_KEYS if k not in header.metadata]
+    if missing or not header.tensors:
+        what = f"metadata {', '.join(missing)}" if missing else "tensors"
+        return InputError(f"llama.cpp cannot load this GGUF: it is incomplete (no {what})", path=gguf,
+                          hint="convert the full model (weights, tokenizer, config) with llama.cpp's converter")
+    arch = excerpt(header.metadata.get("general.architecture"), 60)
+    return BackendError(
+        f"llama.cpp refused a well-formed GGUF (architecture {arch}, {len(header.tensors)} tensors): {exc}",
+        path=gguf, hint="this llama.cpp build cannot run it (an architecture or tensor type it lacks); upgrade "
+             "llama-cpp-python, or run the model on another runtime",
+    )
+
+
 class LlamaCppBackend(GenericBackend):
     runtime = "llamacpp"
 
@@ -144,8 +172,8 @@ class LlamaCppBackend(GenericBackend):
                 logits_all=False,
                 verbose=False,
             )
-        except ValueError as exc:  # llama.cpp refused the file
-            raise InputError(f"llama.cpp cannot load this GGUF: {exc}", path=gguf) from exc
+        except ValueError as exc:  # llama.cpp refused the file: whose fault is it? (issue 15)
+            raise classify_refusal(gguf, exc) from exc
         self.load_s = time.perf_counter() - t0
         self.n_vocab = int(self._llm.n_vocab())
         train_ctx = int(self._llm._model.n_ctx_train())
@@ -292,8 +320,7 @@ class LlamaCppBackend(GenericBackend):
     def next_token_logprobs(
         self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
     ) -> np.ndarray:
-        cands = np.asarray([int(c) for c in candidates], dtype=np.int64)
-        check_tokens(list(cands), self.n_vocab, self.runtime)
+        cands = self._checked_candidates(candidates)
         toks = [self._checked(p, "next_token_logprobs") for p in prompts]
         out = np.empty((len(toks), len(cands)), dtype=np.float64)
         for i in sorted(range(len(toks)), key=lambda j: toks[j]):  # neighbours share prefixes
@@ -310,15 +337,7 @@ class LlamaCppBackend(GenericBackend):
         """Requests sharing a context decode it once: the next request keeps its cells (up to
         a row-tile boundary before the context's last token, whose logits score the first
         answer token) and decodes the rest plus its own continuation."""
-        seqs: list[tuple[list[int], int]] = []
-        for ctx, cont in requests:
-            c = [int(t) for t in cont]
-            if not c:
-                raise InputError("loglikelihood: empty continuation", field="continuation")
-            toks = self._checked([*ctx, *c], "loglikelihood")
-            if len(toks) - len(c) < 1:
-                raise InputError("loglikelihood: the context needs at least one token (BOS)", field="context")
-            seqs.append((toks, len(toks) - len(c)))
+        seqs = self._checked_requests(requests)
         results: list[LoglikResult | None] = [None] * len(seqs)
         for i in sorted(range(len(seqs)), key=lambda j: seqs[j][0]):
             toks, n_ctx_toks = seqs[i]

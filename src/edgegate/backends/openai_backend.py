@@ -81,8 +81,8 @@ class OpenAIBackend:
         *,
         api_key_env: str = "EDGEGATE_API_KEY",
         concurrency: int = 4,
-        timeout: float = 60.0,
-        max_retries: int = 5,
+        timeout: float | None = None,  # None: the command's --timeout (HttpSettings)
+        max_retries: int | None = None,
         tokenizer_path: str | Path | None = None,
         top_logprobs: int = 20,
         dialect: str | None = None,
@@ -100,6 +100,11 @@ class OpenAIBackend:
             if val not in ok:
                 raise InputError(f"{name} must be one of {ok}, got {val!r}", field=name)
         key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or None
+        from edgegate.backends._http import current_http_settings
+
+        cfg = current_http_settings()
+        timeout = cfg.timeout_s if timeout is None else timeout
+        max_retries = cfg.max_retries if max_retries is None else max_retries
         self._http = HttpClient(url, api_key=key, concurrency=concurrency, timeout=timeout,
                                 max_retries=max_retries)
         self.base_url = public_url(url)
@@ -128,6 +133,7 @@ class OpenAIBackend:
         self.model_path = Path(self.model)
         self.dialect = dialect or self._detect(entry)
         self.n_ctx = self._context_size(entry, n_ctx)
+        self.n_vocab = 0  # not reported by the server (0: unknown; tokenizers are compared by probes)
         self._bos: int | None = None
         if not self._ids_keyed:  # text prompts: learn the BOS the server adds on its own
             toks = self.tokenize("", add_special=True)

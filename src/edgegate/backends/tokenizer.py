@@ -10,8 +10,8 @@ whitespace, digits, punctuation, non-ASCII and the model's own special-token str
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from edgegate.backends.base import Backend
 from edgegate.errors import InputError
 
 PROBES: tuple[str, ...] = (
@@ -33,11 +33,11 @@ class TokenizerComparison:
     mismatch: str | None = None  # first difference, human-readable
 
 
-def compare_tokenizers(a: Any, b: Any, extra_texts: tuple[str, ...] = ()) -> TokenizerComparison:
+def compare_tokenizers(a: Backend, b: Backend, extra_texts: tuple[str, ...] = ()) -> TokenizerComparison:
     """Compare two open backends' tokenizers on the probes (and ``extra_texts``, e.g. the start
     of the evaluation text)."""
     # 0: not reported (a model behind a server); the probes below still compare the tokenizers
-    va, vb = int(getattr(a, "n_vocab", 0) or 0), int(getattr(b, "n_vocab", 0) or 0)
+    va, vb = int(a.n_vocab or 0), int(b.n_vocab or 0)
     texts = (*PROBES, *extra_texts)
     if va and vb and va != vb:
         return TokenizerComparison(False, (va, vb), 0, f"vocabulary sizes differ: {va} vs {vb}")
@@ -57,13 +57,13 @@ def compare_tokenizers(a: Any, b: Any, extra_texts: tuple[str, ...] = ()) -> Tok
     return TokenizerComparison(True, (va, vb), len(texts) * 2)
 
 
-def require_same_tokenizer(dense: Any, compressed: Any, extra_texts: tuple[str, ...] = ()) -> TokenizerComparison:
+def require_same_tokenizer(dense: Backend, compressed: Backend, extra_texts: tuple[str, ...] = ()) -> TokenizerComparison:
     """Raise ``InputError`` (exit 2) when the tokenizers differ."""
     cmp = compare_tokenizers(dense, compressed, extra_texts)
     if not cmp.identical:
         raise InputError(
             f"the compressed model's tokenizer differs from the dense model's ({cmp.mismatch})",
-            path=getattr(compressed, "model_path", None),
+            path=compressed.model_path,
             field="tokenizer",
             hint="compare a compressed model with the dense model it was made from",
         )

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from edgegate.bbq.metrics import Answer
 from edgegate.errors import InputError
+from edgegate.settings import default_cache_dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -28,11 +28,6 @@ CREATE TABLE IF NOT EXISTS file_hashes (
   path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
 );
 """
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgegate"
 
 
 class ResultCache:

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from edgegate.errors import DatasetError
+from edgegate import safe_json
+from edgegate.errors import DatasetError, excerpt
 
 CONDITIONS = ("ambig", "disambig")
 POLARITIES = ("neg", "nonneg")
@@ -142,12 +143,19 @@ def read_jsonl(path: Path) -> list[tuple[dict[str, Any], str]]:
                 if not line.strip():
                     continue
                 where = f"{path}:{i}"
+                # json recurses per nesting level: refuse deep rows before parsing (RecursionError)
+                if safe_json.too_deep(line.encode("utf-8", "surrogatepass")):
+                    raise DatasetError(f"bad JSON (nested more than {safe_json.MAX_DEPTH} levels)", path=where,
+                                       hint="one JSON object per line")
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise DatasetError(
                         f"bad JSON ({e.msg} at column {e.colno})", path=where, hint="one JSON object per line"
                     ) from e
+                except (ValueError, RecursionError) as e:  # e.g. a 5000-digit integer
+                    raise DatasetError(f"bad JSON ({excerpt(str(e), 120, quote=False)})", path=where,
+                                       hint="one JSON object per line") from None
                 out.append((row, where))
         except UnicodeDecodeError as e:  # a binary or non-UTF-8 file is bad input, not a crash
             raise DatasetError(

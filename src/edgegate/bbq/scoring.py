@@ -133,7 +133,7 @@ def score_model(
     if spec is not None and not spec.local:
         # a URL has no file to hash: ask the server who it is (cheap) and key by that
         backend = open_backend()
-        model_key = cache.endpoint_hash(getattr(backend, "info", dict)())
+        model_key = cache.endpoint_hash(backend.info())
     else:
         model_key = cache.model_hash(path)
         hit = cache.get(model_key, runtime, prompt_key, keys)
@@ -217,7 +217,7 @@ class Scorer:
         self, batch: list[tuple[tuple[str, int, int], list[int]]], by_uid: dict[str, BBQItem]
     ) -> list[Answer]:
         # a prompt the context window cannot hold is a counted failure, not a crash
-        limit = int(getattr(self.backend, "n_ctx", 0) or 0) - self._room()
+        limit = int(self.backend.n_ctx or 0) - self._room()
         too_long = [kt for kt in batch if limit > 0 and len(kt[1]) > limit]
         fits = [kt for kt in batch if not (limit > 0 and len(kt[1]) > limit)]
         out = [Answer(k[0], k[1], k[2], None, json.dumps({"error": f"prompt of {len(t)} tokens > {limit}"})) for k, t in too_long]

@@ -7,13 +7,13 @@ CLI ``--claim key=value``. ``merge`` keeps the last source that gives each value
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgegate import safe_json
 from edgegate.checkpoint.detect import sparsity_config
 from edgegate.errors import CheckpointError, InputError
 
@@ -127,17 +127,12 @@ def from_checkpoint_dir(path: str | Path, config: Mapping[str, Any] | None = Non
     found: list[Claims] = []
     meta = root / META_FILE
     if meta.is_file():
-        try:
-            data = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"not valid JSON ({e})", path=meta, hint="fix or remove the file") from None
-        if not isinstance(data, dict):
-            raise CheckpointError("expected a JSON object", path=meta)
+        data = safe_json.load(meta, error=CheckpointError, hint="fix or remove the file")
         found.append(from_mapping(data, META_FILE, path=meta, strict=False))
     if config is None and (root / "config.json").is_file():
         try:
-            config = json.loads((root / "config.json").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            config = safe_json.load(root / "config.json", error=CheckpointError)
+        except CheckpointError:
             config = None  # the reader reports a broken config.json; claims just skip it
     sc = sparsity_config(dict(config) if isinstance(config, Mapping) else None)
     if sc:
@@ -156,4 +151,15 @@ def from_checkpoint_dir(path: str | Path, config: Mapping[str, Any] | None = Non
     return merge(*found)
 
 
-__all__ = ["KEYS", "Claims", "from_checkpoint_dir", "from_mapping", "merge", "parse_cli"]
+__all__ = ["KEYS", "Claims", "from_checkpoint_dir", "from_mapping", "merge", "metadata_claims", "parse_cli"]
+
+
+def metadata_claims(path: str | Path, config: Mapping[str, Any] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """The numeric claims a checkpoint makes about itself (pruning_meta.json, compressed-tensors
+    sparsity_config) and the file each came from; ({}, {}) when it makes none.
+
+    A claims file that exists but cannot be read is an error: going on without the claim
+    would verify nothing and could pass a checkpoint on missing data."""
+    found = from_checkpoint_dir(path, config)
+    values = {k: float(getattr(found, k)) for k in NUMERIC if getattr(found, k) is not None}
+    return values, {k: found.source.get(k, "") for k in values}

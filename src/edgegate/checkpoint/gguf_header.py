@@ -16,10 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgegate.errors import CheckpointError
+from gguf.constants import GGUFValueType as VT
 
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
+from edgegate.errors import CheckpointError, excerpt
+
+# struct formats of the scalar value types (gguf's own enum names the wire codes)
+_SCALAR: dict[int, str] = {
+    VT.UINT8: "<B", VT.INT8: "<b", VT.UINT16: "<H", VT.INT16: "<h", VT.UINT32: "<I", VT.INT32: "<i",
+    VT.FLOAT32: "<f", VT.BOOL: "<?", VT.UINT64: "<Q", VT.INT64: "<q", VT.FLOAT64: "<d",
+}
+_STRING, _ARRAY = VT.STRING, VT.ARRAY
 KEEP_ARRAY = 64  # arrays longer than this are summarised as {"array": type, "count": n}
 MAX_DIMS = 4
 HINT = "re-convert or re-download the file"
@@ -148,6 +154,10 @@ def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
         data_start = -(-cur.pos // align) * align
     tensors: list[RawTensor] = []
     seen: set[str] = set()
+    # ggml's loader (gguf.cpp) requires the data section to be the tensors back to back, in
+    # table order, each padded to the alignment: offset == running padded size. Anything
+    # else (overlaps, gaps, reordering) llama.cpp refuses, so we refuse it too.
+    expected, previous = 0, None
     for name, ne, qtype, offset in infos:
         where = f"tensor '{name}'"
         if name in seen:
@@ -172,5 +182,12 @@ def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
         if start + nbytes > size:
             raise CheckpointError(f"truncated or lying offset: tensor data [{start}, {start + nbytes}) runs past "
                                   f"the end of the file ({size} bytes)", path=path, field=where, hint=HINT)
+        if offset != expected:
+            after = f"the padded end of tensor {excerpt(previous, 80)}" if previous else "the start of the data section"
+            what = "overlaps earlier tensor data" if offset < expected else "leaves a gap"
+            raise CheckpointError(f"data offset {offset} {what}: expected {expected}, {after} (llama.cpp's loader "
+                                  "requires tensors back to back in table order)", path=path, field=where, hint=HINT)
+        expected += -(-nbytes // align) * align
+        previous = name
         tensors.append(RawTensor(name, ne, qtype, start, nbytes))
     return Header(version, meta, tensors, align, data_start)

@@ -22,7 +22,6 @@ every zero count. ``unpermute_qk`` is its exact inverse: a GGUF reader applies i
 
 from __future__ import annotations
 
-import json
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from edgegate import safe_json
+from edgegate.checkpoint.safetensors_reader import MAX_HEADER_BYTES
 from edgegate.errors import CheckpointError, InputError
 from edgegate.progress import NullProgress, Progress
 
@@ -71,7 +72,9 @@ class _StTensor:
 def _scan_safetensors(hf_dir: Path) -> dict[str, _StTensor]:
     index = hf_dir / "model.safetensors.index.json"
     if index.exists():
-        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        weight_map = _read_json(index).get("weight_map", {})
+        if not isinstance(weight_map, dict):
+            raise CheckpointError("weight_map is not an object", path=index, field="weight_map")
         files = sorted({hf_dir / f for f in weight_map.values()})
     else:
         files = sorted(hf_dir.glob("*.safetensors"))
@@ -85,10 +88,9 @@ def _scan_safetensors(hf_dir: Path) -> dict[str, _StTensor]:
             if len(raw) != 8:
                 raise CheckpointError("truncated safetensors header", path=f)
             (n,) = struct.unpack("<Q", raw)
-            try:
-                header = json.loads(fh.read(n))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise CheckpointError(f"unreadable safetensors header ({e})", path=f) from None
+            if n > MAX_HEADER_BYTES:  # read(n) would allocate n bytes before finding the file short
+                raise CheckpointError(f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte cap", path=f)
+            header = safe_json.loads(fh.read(n), where=f, error=CheckpointError)
         base = 8 + n
         for name, meta in header.items():
             if name == "__metadata__":
@@ -193,10 +195,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError("file not found", path=path,
                               hint="the GGUF writer needs a Hugging Face model directory")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"invalid JSON ({e})", path=path) from None
+    data = safe_json.load(path, error=CheckpointError, expect_object=False)
     if not isinstance(data, dict):
         raise CheckpointError("expected a JSON object", path=path)
     return data

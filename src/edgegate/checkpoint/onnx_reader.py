@@ -8,6 +8,7 @@ scope. A MatMul's B input is ``[in, out]``: it is transposed to HF ``[out, in]``
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ import numpy as np
 from edgegate.checkpoint.base import Checkpoint, Format, ModuleKind, TensorInfo
 from edgegate.checkpoint.names import kind_of, make_info
 from edgegate.checkpoint.safetensors_reader import to_float32
-from edgegate.errors import CheckpointError
+from edgegate.errors import CheckpointError, excerpt
+
+MAX_NUMEL = 1 << 40  # a trillion elements in one tensor: far beyond any model, and int64-safe
 
 # ONNX TensorProto data types we expose -> (our dtype name, numpy storage type).
 _TYPES: dict[int, tuple[str, str]] = {
@@ -91,6 +94,12 @@ class ONNXCheckpoint(Checkpoint):
             if kind is None or len(init.dims) == 0:
                 continue  # int shape constants, scalars: not weights
             dims = tuple(int(d) for d in init.dims)
+            # protobuf dims are int64: a negative or absurd one made numpy raise ValueError
+            # ("internal error", exit 3); it is a corrupt file, so refuse it as one (exit 2)
+            if any(d < 0 for d in dims) or math.prod(dims) > MAX_NUMEL:
+                raise CheckpointError(f"dims {excerpt(list(dims), 120)} are not a valid tensor shape "
+                                      f"(negative, or more than {MAX_NUMEL} elements)", path=path,
+                                      field=f"initializer {excerpt(init.name, 120)}", hint="re-export the model")
             canonical, transpose = self._canonical(init.name, consumers.get(init.name, []))
             if not _PARAM_RE.match(canonical):
                 skipped.append(init.name)  # folded constants (rotary tables, masks): not weights

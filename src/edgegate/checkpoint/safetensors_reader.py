@@ -19,7 +19,7 @@ import numpy as np
 
 from edgegate.checkpoint.base import Checkpoint, Format, TensorInfo
 from edgegate.checkpoint.names import make_info
-from edgegate.errors import CheckpointError
+from edgegate.errors import CheckpointError, excerpt
 
 MAX_HEADER_BYTES = 100_000_000  # the upstream library's cap; larger headers are refused
 INDEX_NAME = "model.safetensors.index.json"
@@ -128,6 +128,10 @@ def read_header(path: Path) -> tuple[list[Entry], dict[str, str]]:
             raw = f.read(n)
     except OSError as e:
         raise _err(path, f"cannot read file: {e.strerror or e}") from None
+    from edgegate.safe_json import MAX_DEPTH, too_deep
+
+    if too_deep(raw):  # json recurses per level: 200k '[' was a RecursionError
+        raise _err(path, f"header JSON nests more than {MAX_DEPTH} levels", hint="the file is corrupt or not safetensors")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
     except _DuplicateKey as e:
@@ -200,12 +204,10 @@ def read_native_entry(e: Entry) -> np.ndarray:
 
 
 def load_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"not valid JSON ({e})", path=path, hint="fix or remove the file") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError("expected a JSON object", path=path)
+    """A checkpoint's JSON file (config.json, the shard index) through the shared safe loader."""
+    from edgegate import safe_json
+
+    obj: dict[str, Any] = safe_json.load(path, error=CheckpointError, hint="fix or remove the file")
     return obj
 
 
@@ -224,8 +226,10 @@ def _shard_files(root: Path) -> list[Path]:
         raise CheckpointError("missing or empty 'weight_map'", path=index, field="weight_map")
     names: list[str] = []
     for tensor, fname in wm.items():
-        if not isinstance(fname, str) or "/" in fname or "\\" in fname or fname in ("", ".", ".."):
-            raise CheckpointError(f"shard name {fname!r} is not a file name in this directory",
+        # a NUL or a name over the filesystem's 255 bytes made is_file() raise (found by fuzzing)
+        if (not isinstance(fname, str) or "/" in fname or "\\" in fname or fname in ("", ".", "..")
+                or "\x00" in fname or len(fname.encode("utf-8", "surrogatepass")) > 255):
+            raise CheckpointError(f"shard name {excerpt(fname)} is not a file name in this directory",
                                   path=index, field=f"weight_map['{tensor}']")
         if fname not in names:
             names.append(fname)

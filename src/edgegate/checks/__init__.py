@@ -1,1 +1,27 @@
-"""Checks: each module exposes ``run(ctx: CheckContext) -> CheckResult``."""
+"""Checks: one module per check, ``edgegate.checks.<name>``, with ``measure``/``judge`` halves
+and ``run(ctx)`` (see ``edgegate.checks.base``)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import cast
+
+from edgegate.checks.base import CheckModule
+
+
+def load(name: str) -> CheckModule | None:
+    """The module of check ``name``, or None when this build does not have it."""
+    module_name = f"{__name__}.{name}"
+    try:
+        return cast(CheckModule, importlib.import_module(module_name))
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+
+
+def is_sharded(name: str) -> bool:
+    """True for checks whose work a sharded run splits (their measurements travel in the
+    partial files); the others run whole in shard 1."""
+    module = load(name)
+    return bool(getattr(module, "SHARDED", False))

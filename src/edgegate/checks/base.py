@@ -1,171 +1,88 @@
-"""The result types every check returns and the policy/reporters consume.
+"""What every check module shares: the context it runs in and the shape it has.
 
-A check measures (``measurements``: raw, JSON-able numbers kept in the report) and then
-evaluates the thresholds of its policy section into ``Verdict``s. The overall status of a
-check is the worst of its verdicts (see ``Status.worst``).
+A check module ``edgegate.checks.<name>`` has two halves:
+
+- ``measure(ctx, shard) -> Measurement``: the only part that touches models or files; with
+  ``shard=(i, n)`` it measures only that shard's share of the work (BBQ items, perplexity
+  chunks). Sharded checks (``SHARDED = True``: bbq, perplexity) return JSON-able
+  measurements, so a shard can write them to its partial file; the others (sparsity, size,
+  speed) measure in memory (a scan, a benchmark), run whole in shard 1 and travel as results;
+- ``judge(measurements, section) -> CheckResult``: pure; the thresholds of the check's policy
+  section applied to the measurements of every shard (one for an unsharded run), each given
+  as (where it came from, measurement) so a merge can name the file at fault.
+
+``run(ctx)`` is ``judge([(THIS_RUN, measure(ctx, None))], ctx.section)``; ``edgegate merge``
+loads the measurements from the partial files and calls the same ``judge``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from edgegate.progress import NullProgress, Progress
+from edgegate.results import (
+    CheckResult,
+    Interval,
+    Status,
+    Verdict,
+    check_result_from_dict,
+    compare,
+    jsonable,
+)
+from edgegate.settings import RunSettings, Shard
 
-class Status(str, Enum):
-    PASS = "pass"
-    FAIL = "fail"
-    INCONCLUSIVE = "inconclusive"  # measured, but too little data to decide (never a pass)
-    SKIPPED = "skipped"  # not run: runtime missing, deselected, no threshold set
-    ERROR = "error"  # the check itself failed (runtime crashed, input unreadable)
+__all__ = [
+    "THIS_RUN",
+    "CheckContext",
+    "CheckModule",
+    "CheckResult",
+    "Interval",
+    "Measured",
+    "Shard",
+    "Status",
+    "Verdict",
+    "check_result_from_dict",
+    "compare",
+    "jsonable",
+]
 
-    @staticmethod
-    def worst(statuses: Iterable[Status]) -> Status:
-        order = [Status.ERROR, Status.FAIL, Status.INCONCLUSIVE, Status.SKIPPED, Status.PASS]
-        seen = set(statuses)
-        for s in order:
-            if s in seen:
-                return s
-        return Status.SKIPPED
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A confidence interval: ``[low, high]`` at ``level`` computed by ``method``."""
-
-    low: float
-    high: float
-    level: float = 0.95
-    method: str = ""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One threshold evaluated against one observed value.
-
-    ``comparator`` reads "observed <comparator> threshold must hold to pass", e.g. "<=".
-    For statistical verdicts ``n``, ``ci``, ``effect_size`` and ``test`` are filled in.
-    """
-
-    name: str
-    status: Status
-    message: str
-    observed: float | None = None
-    threshold: float | None = None
-    comparator: str | None = None
-    unit: str = ""
-    n: int | None = None
-    ci: Interval | None = None
-    effect_size: float | None = None
-    effect_size_name: str | None = None
-    test: str | None = None
-    p_value: float | None = None
-    scope: str | None = None  # e.g. a category, a runtime, a format
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    check: str
-    status: Status
-    summary: str
-    verdicts: tuple[Verdict, ...] = ()
-    measurements: Mapping[str, Any] = field(default_factory=dict)
-    duration_s: float = 0.0
-    error: Mapping[str, Any] | None = None  # EdgegateError.to_dict() when status is ERROR
-
-    @staticmethod
-    def from_verdicts(
-        check: str,
-        verdicts: Iterable[Verdict],
-        measurements: Mapping[str, Any],
-        summary: str,
-        duration_s: float = 0.0,
-    ) -> CheckResult:
-        vs = tuple(verdicts)
-        # A skipped verdict (no threshold or claim to compare) says nothing about the
-        # others; the check is skipped only when every verdict is.
-        decided = [v.status for v in vs if v.status is not Status.SKIPPED]
-        status = Status.worst(decided) if decided else Status.SKIPPED
-        return CheckResult(check, status, summary, vs, measurements, duration_s)
-
-    @staticmethod
-    def skipped(check: str, reason: str) -> CheckResult:
-        return CheckResult(check, Status.SKIPPED, reason)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-
-def compare(
-    name: str,
-    observed: float | None,
-    comparator: str,
-    threshold: float,
-    *,
-    unit: str = "",
-    what: str = "",
-    **extra: Any,
-) -> Verdict:
-    """Evaluate ``observed <comparator> threshold``; a missing/NaN observation is inconclusive."""
-    label = what or name
-    if observed is None or (isinstance(observed, float) and math.isnan(observed)):
-        return Verdict(
-            name,
-            Status.INCONCLUSIVE,
-            f"{label}: no measurement",
-            None,
-            threshold,
-            comparator,
-            unit,
-            **extra,
-        )
-    ok = {
-        "<=": observed <= threshold,
-        "<": observed < threshold,
-        ">=": observed >= threshold,
-        ">": observed > threshold,
-    }[comparator]
-    status = Status.PASS if ok else Status.FAIL
-    msg = f"{label}: {_fmt(observed)}{unit} {'within' if ok else 'violates'} {comparator} {_fmt(threshold)}{unit}"
-    return Verdict(name, status, msg, float(observed), float(threshold), comparator, unit, **extra)
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Enum):
-        return obj.value
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _jsonable(obj.item())
-    return obj
+Measured = tuple[str, Any]  # (where the measurement came from: "this run" or a partial file, measurement)
+THIS_RUN = "this run"
 
 
 @dataclass
 class CheckContext:
-    """Everything a check may use. Built by the runner from the CLI flags and the policy.
+    """Everything a check may use. Built by the runner from the typed settings and the policy.
 
     ``section`` is this check's block of the validated policy (``policy.checks.<name>``);
-    ``claims`` merges CLI ``--claim`` > policy ``claims:`` > checkpoint metadata;
-    ``shared`` lets checks reuse work (e.g. the sparsity scan feeds the size check).
+    ``claims`` are CLI ``--claim`` > policy ``claims:`` > checkpoint metadata, resolved once by
+    the runner, with ``claim_sources`` saying where each came from; ``shared`` lets checks
+    reuse work (the sparsity scan feeds the size check); ``shard`` is (i, n) of ``--shard``.
     """
 
     compressed_path: Path
     dense_path: Path | None = None
     section: Mapping[str, Any] = field(default_factory=dict)
     claims: Mapping[str, float] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
+    claim_sources: Mapping[str, str] = field(default_factory=dict)
+    settings: RunSettings = field(default_factory=RunSettings)
+    shard: Shard | None = None
     shared: dict[str, Any] = field(default_factory=dict)
-    progress: Any = None  # edgegate.progress.Progress or None (quiet)
+    progress: Progress = field(default_factory=NullProgress)
+    policy_dir: Path | None = None  # relative paths in the policy resolve against it (issue 15)
+
+    def claim_source(self, key: str) -> str:
+        return str(self.claim_sources.get(key, "policy/cli"))
+
+
+class CheckModule(Protocol):
+    """The two halves every ``edgegate.checks.<name>`` module has (see the module docstring)."""
+
+    SHARDED: bool  # True: measure() splits its work over shards and returns JSON-able data
+
+    def measure(self, ctx: CheckContext, shard: Shard | None) -> Any: ...
+
+    def judge(self, measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult: ...

@@ -31,14 +31,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgegate.bbq.dataset import BBQItem, load, stratified_sample
 from edgegate.bbq.metrics import Answer, model_metrics, transitions
+from edgegate.bbq.scoring import ScoreConfig
 from edgegate.bbq.stats import binom_sf, cohens_h, holm, mcnemar_exact, newcombe_paired, wilson
 from edgegate.bbq.targets import Targets, derive_all
-from edgegate.checks.base import CheckContext, CheckResult, Interval, Status, Verdict
+from edgegate.checks.base import (
+    THIS_RUN,
+    CheckContext,
+    CheckResult,
+    Interval,
+    Measured,
+    Shard,
+    Status,
+    Verdict,
+)
 from edgegate.errors import DatasetError
+
+if TYPE_CHECKING:
+    from edgegate.backends.base import Backend
+    from edgegate.backends.pair import ModelPair
+
+SHARDED = True  # items are split across shards by a stable hash of their uid
 
 DEFAULTS: dict[str, Any] = {
     "runtime": "llamacpp",
@@ -218,37 +234,20 @@ def prepare_items(
     return sample, {it.uid: derived.targets[it.uid] for it in sample}, info
 
 
-def _trained_context(path: str | Path) -> int | None:
-    """The model's trained context from its config/header, or None (URLs, unreadable)."""
-    from edgegate.checkpoint import open_checkpoint
-
-    if isinstance(path, str) and "://" in path:
-        return None
-    try:
-        with open_checkpoint(path) as ck:
-            v = (ck.config or {}).get("max_position_embeddings")
-    except Exception:  # the backend reports unreadable models itself, with its own cause
-        return None
-    return v if isinstance(v, int) and v > 0 else None
-
-
-def open_for_bbq(runtime: str, path: str | Path, options: Mapping[str, Any], seed: int) -> Any:
-    """Open a model with a context long enough for BBQ prompts; small models trained on a
-    shorter context get the largest window they support (longer prompts become counted
-    failures)."""
-    from edgegate.backends import open_backend
+def open_for_bbq(pair: ModelPair, role: str, n_ctx: int | None = None) -> Backend:
+    """Open a model of ``pair`` with a context long enough for BBQ prompts; small models
+    trained on a shorter context get the largest window they support (longer prompts become
+    counted failures)."""
+    from edgegate.backends.pair import trained_context
     from edgegate.errors import InputError
 
-    trained = _trained_context(path)
-    sizes = [int(options["n_ctx"])] if options.get("n_ctx") else [1024, 512, 256]
-    if trained is not None and not options.get("n_ctx"):
+    trained = trained_context(pair.paths[role])
+    sizes = [n_ctx] if n_ctx else [1024, 512, 256]
+    if trained is not None and not n_ctx:
         sizes = [s for s in sizes if s <= trained] or [trained]
-    for i, n_ctx in enumerate(sizes):
+    for i, size in enumerate(sizes):
         try:
-            return open_backend(
-                runtime, path, threads=options.get("threads"), n_ctx=n_ctx, seed=seed,
-                cache_dir=options.get("cache_dir"),
-            )
+            return pair.open(role, n_ctx=size)
         except InputError as e:
             if e.field != "n_ctx" or i == len(sizes) - 1:
                 raise
@@ -259,7 +258,7 @@ def result_from_answers(
     items: Sequence[BBQItem],
     targets: Mapping[str, Targets],
     info: Mapping[str, Any],
-    cfg: Any,
+    cfg: ScoreConfig,
     pol: Mapping[str, Any],
     answers: Mapping[str, Sequence[Answer]],
     duration_s: float,
@@ -271,59 +270,63 @@ def result_from_answers(
     return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m), duration_s)
 
 
-def run(ctx: CheckContext) -> CheckResult:
+def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:
+    """Both models' answers to this shard's items of the seeded sample (every item when
+    unsharded), as JSON; None without a dense model."""
+    from edgegate.backends.pair import OpenSettings, open_pair
     from edgegate.bbq.cache import ResultCache
-    from edgegate.bbq.scoring import ScoreConfig, score_model
+    from edgegate.bbq.measurement import payload, shard_items
+    from edgegate.bbq.scoring import score_model
 
     t0 = time.perf_counter()
     pol = {**DEFAULTS, **{k: v for k, v in ctx.section.items() if v is not None}}
     if ctx.dense_path is None:
-        return CheckResult.skipped("bbq", "BBQ transitions need a dense baseline model")
-    source = ctx.options.get("bbq_data") or pol["data"]  # the command line wins over the policy
+        return None
+    source = ctx.settings.bbq_data or pol["data"]  # the command line wins over the policy
     if not source:
         raise DatasetError(
             "no BBQ data given", field="checks.bbq.data",
             hint="pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data",
         )
-    opt_seed = ctx.options.get("seed")
-    seed = int(opt_seed if opt_seed is not None else pol["seed"])
-    opt_items = ctx.options.get("bbq_items")  # `edgegate check --bbq-items N`
-    n_items = int(opt_items if opt_items is not None else pol["items"]) or None
-    items, targets, info = prepare_items(source, condition=pol["condition"], n=n_items, seed=seed)
+    seed = int(ctx.settings.seed if ctx.settings.seed is not None else pol["seed"])
+    items, targets, info = prepare_items(source, condition=pol["condition"], n=int(pol["items"]) or None, seed=seed)
     cfg = ScoreConfig(
         mode=pol["mode"], seeds=int(pol["seeds"]), temperature=float(pol["temperature"]),
         permute=bool(pol["permute_options"]),
     )
-    models: dict[str, str | Path] = {"dense": ctx.dense_path, "compressed": ctx.compressed_path}
-    if ctx.options.get("dense_endpoint") or ctx.options.get("compressed_endpoint"):
+    models: tuple[str | Path, str | Path] = (ctx.dense_path, ctx.compressed_path)
+    if ctx.settings.endpoints:
         # `edgegate check --dense-endpoint URL --compressed-endpoint URL`: both models on servers
         pol["runtime"] = "openai"
-        models = {r: str(ctx.options[f"{r}_endpoint"]) for r in models}
-    shard = ctx.options.get("shard")  # (i, n) from --shard i/n: score only this shard's items
-    if shard is not None:
-        from edgegate.shard import shard_items
-
-        run_items = shard_items(items, shard)
-    else:
-        run_items = items
-    cache = ResultCache.in_dir(ctx.options.get("cache_dir"))
+        models = (str(ctx.settings.dense_endpoint), str(ctx.settings.compressed_endpoint))
+    run_items = shard_items(items, shard) if shard is not None else items
+    opening = OpenSettings(threads=ctx.settings.threads, seed=seed, cache_dir=ctx.settings.cache_dir,
+                           timeout=ctx.settings.backend_timeout)
+    cache = ResultCache.in_dir(ctx.settings.cache_dir)
     answers: dict[str, list[Answer]] = {}
     try:
-        for role, path in models.items():
-            answers[role] = score_model(
-                partial(open_for_bbq, pol["runtime"], path, ctx.options, seed),
-                path, pol["runtime"], run_items, cfg, cache, progress=ctx.progress, label=role,
-            )
+        with open_pair(pol["runtime"], models, opening) as pair:
+            for role, path in zip(("dense", "compressed"), models, strict=True):
+                answers[role] = score_model(
+                    partial(open_for_bbq, pair, role), path, pol["runtime"], run_items, cfg, cache,
+                    progress=ctx.progress, label=role,
+                )
+                pair.close(role)  # one model in memory at a time
     finally:
         cache.close()
-    if shard is not None:
-        from edgegate.shard import bbq_partial
+    return payload(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0)
 
-        sink = ctx.options.get("partial_sink")
-        if isinstance(sink, dict):
-            sink["bbq"] = bbq_partial(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0)
-        return CheckResult.skipped(
-            "bbq", f"shard {shard[0]}/{shard[1]}: {len(run_items)} of {len(items)} items scored; "
-            "the verdict comes from `edgegate merge` of all shards",
-        )
-    return result_from_answers(items, targets, info, cfg, pol, answers, time.perf_counter() - t0)
+
+def run(ctx: CheckContext) -> CheckResult:
+    return judge([(THIS_RUN, measure(ctx))], ctx.section)
+
+
+def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
+    """The verdicts from every shard's answers (the thresholds each shard recorded: a merge
+    has checked that they agree with each other and with the policy)."""
+    from edgegate.bbq.measurement import combine
+
+    if measurements[0][1] is None:
+        return CheckResult.skipped("bbq", "BBQ transitions need a dense baseline model")
+    c = combine(measurements)
+    return result_from_answers(c.items, c.targets, c.info, c.config, c.policy, c.answers, c.duration_s)

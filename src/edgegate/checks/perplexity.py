@@ -13,71 +13,136 @@ pass. Different tokenizers are an input error (the check reports ERROR, exit 2 v
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from edgegate.checks.base import (
+    THIS_RUN,
     CheckContext,
     CheckResult,
     Interval,
+    Measured,
+    Shard,
     Status,
     Verdict,
-    _jsonable,
     compare,
+    jsonable,
 )
-from edgegate.errors import DatasetError
+from edgegate.errors import DatasetError, InputError
+from edgegate.partial import differ, first_difference
+
+SHARDED = True  # chunk k is scored by shard k % n + 1
 
 
-def run(ctx: CheckContext) -> CheckResult:
-    from edgegate.ppl import run_ppl
+def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:
+    """Per-token NLLs of both models on this shard's chunks (every chunk when unsharded),
+    never the aggregate; None without a dense model."""
+    from edgegate import ppl
+    from edgegate.backends.pair import OpenSettings, open_pair
 
     t0 = time.perf_counter()
     if ctx.dense_path is None:
-        return CheckResult.skipped("perplexity", "the perplexity check needs the dense model to compare against")
+        return None
     sec = ctx.section
-    runtime = str(ctx.options.get("ppl_runtime") or sec.get("runtime") or "llamacpp")
+    runtime = str(sec.get("runtime") or "llamacpp")
     n_ctx = int(sec.get("n_ctx", 512))
-    min_chunks = int(sec.get("min_chunks", 4))
-    thr = float(sec.get("max_relative_increase", 0.05))
+    settings = {"runtime": runtime, "n_ctx": n_ctx, "min_chunks": int(sec.get("min_chunks", 4)),
+                "max_relative_increase": float(sec.get("max_relative_increase", 0.05))}
     text = None
     if sec.get("text"):
-        p = Path(str(sec["text"]))
+        from edgegate.policy import relative_to_policy
+
+        # issue 15: a relative path resolves against the policy's folder, not the cwd
+        p = relative_to_policy(str(sec["text"]), ctx.policy_dir)
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise DatasetError(f"cannot read the perplexity text: {exc}", path=p, field="checks.perplexity.text") from exc
     models: tuple[str | Path, str | Path] = (ctx.dense_path, ctx.compressed_path)
-    if ctx.options.get("dense_endpoint") and ctx.options.get("compressed_endpoint"):  # models on servers
-        runtime = "openai"
-        models = (str(ctx.options["dense_endpoint"]), str(ctx.options["compressed_endpoint"]))
-    kwargs: dict[str, Any] = dict(
-        runtime=runtime,
-        text=text,
-        n_ctx=n_ctx,
-        mode=str(sec.get("mode", "chunked")),
-        threads=ctx.options.get("threads"),
-        cache_dir=ctx.options.get("cache_dir"),
-        timeout=ctx.options.get("backend_timeout", 1800.0),  # None: in-process (tests, library use)
-        progress=ctx.progress,
-    )
-    settings = {"runtime": runtime, "n_ctx": n_ctx, "min_chunks": min_chunks, "max_relative_increase": thr}
-    shard = ctx.options.get("shard")  # (i, n) from --shard i/n: score only this shard's chunks
-    if shard is not None:
-        from edgegate.partial import ppl_shard
+    if ctx.settings.endpoints:  # models on servers
+        settings["runtime"] = runtime = "openai"
+        models = (str(ctx.settings.dense_endpoint), str(ctx.settings.compressed_endpoint))
+    body = ppl.evaluation_text(text)
+    # Which text was scored is part of the evidence: a reviewer must be able to tell the
+    # embedded text from a file, and one file from another.
+    text_id = {"source": str(sec["text"]) if sec.get("text") else "embedded (edgegate's evaluation text)",
+               "sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(), "chars": len(body)}
+    opening = OpenSettings(n_ctx=n_ctx, threads=ctx.settings.threads, cache_dir=ctx.settings.cache_dir,
+                           timeout=ctx.settings.backend_timeout)
+    with open_pair(runtime, models, opening) as pair:
+        extra = ppl.same_tokenizer(pair, body)
+        chunking = ppl.chunk_text(pair.dense, body, n_ctx, str(sec.get("mode", "chunked")))  # type: ignore[arg-type]
+        i, n = shard or (1, 1)
+        idx = [k for k in range(len(chunking.chunks)) if k % n == i - 1]
+        nll, seconds = {}, {}
+        for role in ("dense", "compressed"):
+            be = pair.open(role)
+            t1 = time.perf_counter()
+            nll[role] = [a.tolist() for a in ppl.chunk_nlls(be, chunking, idx, progress=ctx.progress, label=role)]
+            seconds[role] = time.perf_counter() - t1
+            extra[f"{role}_ident"] = {"runtime": str(be.runtime), "model": str(be.model_path)}
+        extra["vocab_size"] = int(pair.dense.n_vocab or 0) or None
+    extra["text"] = {**text_id, "tokens_scored": sum(len(ch) for ch in chunking.chunks)}
+    digest = hashlib.sha256(json.dumps([list(ch) for ch in chunking.chunks]).encode()).hexdigest()
+    return {
+        "settings": settings,
+        "chunking": {"n_ctx": chunking.n_ctx, "mode": chunking.mode, "first": chunking.first,
+                     "n_chunks": len(chunking.chunks), "n_eval": sum(len(ch) for ch in chunking.chunks),
+                     "tokens_sha256": digest},
+        "indices": idx, "nll": nll, "seconds": seconds, "extra": jsonable(extra),
+        "duration_s": time.perf_counter() - t0,
+    }
 
-        payload = ppl_shard(*models, shard=shard, settings=settings, **kwargs)
-        sink = ctx.options.get("partial_sink")
-        if isinstance(sink, dict):
-            sink["perplexity"] = payload
-        return CheckResult.skipped(
-            "perplexity", f"shard {shard[0]}/{shard[1]}: {len(payload['indices'])} of "
-            f"{payload['chunking']['n_chunks']} chunks scored; the verdict comes from `edgegate merge`",
+
+def run(ctx: CheckContext) -> CheckResult:
+    return judge([(THIS_RUN, measure(ctx))], ctx.section)
+
+
+def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
+    """The verdict from every shard's per-chunk NLLs (the thresholds each shard recorded:
+    a merge has checked that they agree with each other and with the policy)."""
+    import numpy as np
+
+    from edgegate import ppl
+
+    first_name, first = measurements[0]
+    if first is None:
+        return CheckResult.skipped("perplexity", "the perplexity check needs the dense model to compare against")
+    for pname, p in measurements[1:]:
+        for key in ("settings", "chunking"):
+            if first_difference(first[key], p[key]):
+                raise differ(first_name, pname, f"checks.perplexity.{key}", first[key], p[key])
+    owner: dict[int, str] = {}
+    nll: dict[str, dict[int, list[float]]] = {"dense": {}, "compressed": {}}
+    for pname, p in measurements:
+        for j, k in enumerate(p["indices"]):
+            if k in owner:
+                raise InputError(f"cannot merge: perplexity chunk {k} is in both {owner[k]} and {pname} (overlapping shards)",
+                                 field="checks.perplexity.indices")
+            owner[k] = pname
+            for role in nll:
+                nll[role][k] = p["nll"][role][j]
+    ch = first["chunking"]
+    missing = [k for k in range(int(ch["n_chunks"])) if k not in owner]
+    if missing:
+        raise InputError(f"cannot merge: perplexity chunk(s) {missing[:5]} scored by no shard", field="checks.perplexity.indices")
+    results = {}
+    for role in nll:
+        arrays = [np.asarray(nll[role][k], dtype=np.float64) for k in range(int(ch["n_chunks"]))]
+        ident = first["extra"].get(f"{role}_ident", {})
+        results[role] = ppl.result_from_nlls(
+            arrays, n_ctx=int(ch["n_ctx"]), mode=str(ch["mode"]), n_eval=int(ch["n_eval"]),
+            seconds=sum(float(p["seconds"][role]) for _, p in measurements),
+            runtime=str(ident.get("runtime", "")), model=str(ident.get("model", "")),
         )
-    cmp = run_ppl(*models, **kwargs)
-    return result_from_comparison(cmp, settings, time.perf_counter() - t0)
+    cmp = ppl.compare(results["dense"], results["compressed"])
+    cmp.extra.update({k: v for k, v in first["extra"].items() if not k.endswith("_ident")})
+    return result_from_comparison(cmp, first["settings"], sum(float(p["duration_s"]) for _, p in measurements))
 
 
 def result_from_comparison(cmp: Any, settings: Mapping[str, Any], duration_s: float) -> CheckResult:
@@ -95,7 +160,18 @@ def result_from_comparison(cmp: Any, settings: Mapping[str, Any], duration_s: fl
         f"relative perplexity increase ({runtime}, {d.mode}, n_ctx {d.n_ctx}: "
         f"{d.ppl:.4g} -> {c.ppl:.4g}, 95% CI [{cmp.ci_low:+.2%}, {cmp.ci_high:+.2%}] over {cmp.n} chunks)"
     )
-    if cmp.n < min_chunks:
+    vocab = cmp.extra.get("vocab_size")
+    if isinstance(vocab, int) and vocab > 1 and d.ppl > vocab:
+        # Worse than a uniform guess over the vocabulary: the model cannot read this text, and a
+        # relative change between two such numbers says nothing about compression damage.
+        v = Verdict(
+            "max_relative_increase", Status.INCONCLUSIVE,
+            f"the dense model is worse than uniform guessing on this text (perplexity {d.ppl:.4g} > "
+            f"vocabulary {vocab:,}): the text is not one the model can read; set checks.perplexity.text "
+            "to text in the model's language and domain",
+            observed=cmp.relative_change, threshold=thr, comparator="<=", **extra,
+        )
+    elif cmp.n < min_chunks:
         v = Verdict(
             "max_relative_increase", Status.INCONCLUSIVE,
             f"only {cmp.n} chunks of {n_ctx} tokens (< min_chunks {min_chunks}); use a longer text or smaller n_ctx",
@@ -103,6 +179,9 @@ def result_from_comparison(cmp: Any, settings: Mapping[str, Any], duration_s: fl
         )
     else:
         v = compare("max_relative_increase", cmp.relative_change, "<=", thr, what=what, **extra)
-    measurements = _jsonable(asdict(cmp))
-    summary = f"PPL {d.ppl:.4g} -> {c.ppl:.4g} ({cmp.relative_change:+.2%}) on {runtime}"
+    measurements = jsonable(asdict(cmp))
+    source = (cmp.extra.get("text") or {}).get("source", "")
+    summary = f"PPL {d.ppl:.4g} -> {c.ppl:.4g} ({cmp.relative_change:+.2%}) on {runtime}" + (f", text: {source}" if source else "")
+    if v.status is Status.INCONCLUSIVE and vocab and d.ppl > vocab:
+        summary += " (inconclusive: worse than uniform)"
     return CheckResult.from_verdicts("perplexity", [v], measurements, summary, duration_s)

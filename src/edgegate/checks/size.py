@@ -9,16 +9,38 @@ model saves nothing).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from edgegate.checks.base import CheckContext, CheckResult, Status, Verdict, compare
-from edgegate.forensics.scan import shared_scans
+from edgegate.checks.base import (
+    THIS_RUN,
+    CheckContext,
+    CheckResult,
+    Measured,
+    Shard,
+    Status,
+    Verdict,
+    compare,
+)
+from edgegate.forensics.scan import ScanPair, shared_scans
 from edgegate.forensics.size import human
+
+SHARDED = False  # runs whole in shard 1 of a sharded run
+
+
+def measure(ctx: CheckContext, shard: Shard | None = None) -> ScanPair:
+    """The scan of both checkpoints (shared with the sparsity check): sizes on disk and of
+    the tensors, and the claims the runner resolved."""
+    return shared_scans(ctx)
 
 
 def run(ctx: CheckContext) -> CheckResult:
+    return judge([(THIS_RUN, measure(ctx))], ctx.section)
+
+
+def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
     t0 = time.perf_counter()
-    res, dense = shared_scans(ctx)
+    res, dense = measurements[0][1]
     sz = res.size
     fmt = sz.format
     if dense is not None and dense.size.disk_bytes:
@@ -28,7 +50,7 @@ def run(ctx: CheckContext) -> CheckResult:
         saving = sz.saving_as_shipped
         basis = f"{human(sz.tensor_bytes)} of tensors vs {human(sz.projected.get('dense') or 0)} dense at the same dtype"
     n = res.overall.numel
-    raw_min = ctx.section.get("min_saving", 0.0)
+    raw_min = section.get("min_saving", 0.0)
     min_saving = raw_min.get(fmt) if isinstance(raw_min, Mapping) else raw_min
     verdicts: list[Verdict] = []
     if min_saving is None:
@@ -55,8 +77,8 @@ def run(ctx: CheckContext) -> CheckResult:
                 test="file sizes",
             )
         )
-    claimed = ctx.claims.get("size_saving", res.claims.get("size_saving"))
-    tol = float(ctx.section.get("claim_tolerance", 0.05))
+    claimed = res.claims.get("size_saving")
+    tol = float(section.get("claim_tolerance", 0.05))
     if claimed is None:
         verdicts.append(
             Verdict(
@@ -82,10 +104,10 @@ def run(ctx: CheckContext) -> CheckResult:
             effect_size_name="actual - claimed saving",
         )
         verdicts.append(v)
-    measurements = {"size": sz.to_dict(), "saving": saving, "saving_basis": basis}
+    recorded = {"size": sz.to_dict(), "saving": saving, "saving_basis": basis}
     if dense is not None:
-        measurements["dense_size"] = dense.size.to_dict()
+        recorded["dense_size"] = dense.size.to_dict()
     summary = f"{fmt}: {saving:.1%} saved ({basis}); {sz.verdict}"
     return CheckResult.from_verdicts(
-        "size", verdicts, measurements, summary, time.perf_counter() - t0
+        "size", verdicts, recorded, summary, time.perf_counter() - t0
     )

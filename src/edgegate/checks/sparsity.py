@@ -7,23 +7,37 @@ Policy section: ``claim_tolerance`` (absolute, on the prunable-linear fraction) 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from edgegate.checks.base import CheckContext, CheckResult, Status, Verdict
-from edgegate.forensics.scan import shared_scans
+from edgegate.checks.base import (
+    THIS_RUN,
+    CheckContext,
+    CheckResult,
+    Measured,
+    Shard,
+    Status,
+    Verdict,
+)
+from edgegate.forensics.scan import ScanPair, shared_scans
 from edgegate.forensics.sparsity import compare_claim, pct
 
+SHARDED = False  # a scan reads every tensor once; a sharded run does it in shard 1
 
-def run(ctx: CheckContext) -> CheckResult:
+
+def measure(ctx: CheckContext, shard: Shard | None = None) -> ScanPair:
+    """Scan the checkpoint(s) (shared with the size check); the scan carries the claims the
+    runner resolved, with their sources."""
+    return shared_scans(ctx)
+
+
+def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
     t0 = time.perf_counter()
-    res, _ = shared_scans(ctx)
-    tol = float(ctx.section.get("claim_tolerance", 0.02))
-    require = bool(ctx.section.get("require_claim", False))
-    claimed = ctx.claims.get("sparsity", res.claims.get("sparsity"))
-    given = dict(ctx.options.get("claim_sources") or {})
-    if "sparsity" in ctx.claims:
-        source = str(given.get("sparsity", "policy/cli"))
-    else:
-        source = res.claim_sources.get("sparsity", "checkpoint metadata")
+    res, dense = measurements[0][1]  # shared_scans raised (exit 2) if the dense reference holds NaN/Inf
+    tol = float(section.get("claim_tolerance", 0.02))
+    require = bool(section.get("require_claim", False))
+    claimed = res.claims.get("sparsity")
+    source = res.claim_sources.get("sparsity", "checkpoint metadata")
     n = res.prunable.numel
     verdicts: list[Verdict] = []
     if claimed is None:
@@ -59,7 +73,7 @@ def run(ctx: CheckContext) -> CheckResult:
         )
     )  # fmt: skip
     meas = res.to_dict()
-    measurements = {
+    recorded = {
         k: meas[k]
         for k in (
             "path",
@@ -71,12 +85,18 @@ def run(ctx: CheckContext) -> CheckResult:
             "claims",
         )
     }
+    if dense is not None:  # issue 15: the reference's count is reported, not only the compressed one's
+        recorded["dense_nonfinite"] = {"nan": dense.nan, "inf": dense.inf}
     if res.comparison is not None:
-        measurements["fingerprint"] = res.comparison.fingerprint.to_dict()
-        measurements["super_weights"] = res.comparison.super_weights.to_dict()
+        recorded["fingerprint"] = res.comparison.fingerprint.to_dict()
+        recorded["super_weights"] = res.comparison.super_weights.to_dict()
     summary = f"prunable-linear sparsity {pct(res.prunable.sparsity)} ({res.structure.pattern})"
     if claimed is not None:
         summary += f", claimed {pct(float(claimed))}"
     return CheckResult.from_verdicts(
-        "sparsity", verdicts, measurements, summary, time.perf_counter() - t0
+        "sparsity", verdicts, recorded, summary, time.perf_counter() - t0
     )
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    return judge([(THIS_RUN, measure(ctx))], ctx.section)

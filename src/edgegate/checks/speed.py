@@ -14,12 +14,27 @@ that cannot load the format given, is SKIPPED for that runtime only.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import asdict
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-from edgegate.checks.base import CheckContext, CheckResult, Interval, Status, Verdict, _jsonable
+from edgegate.checks.base import (
+    THIS_RUN,
+    CheckContext,
+    CheckResult,
+    Interval,
+    Measured,
+    Shard,
+    Status,
+    Verdict,
+    jsonable,
+)
 from edgegate.errors import BackendError, BackendUnavailable
+
+if TYPE_CHECKING:
+    from edgegate.perf.bench import RuntimeBench
+
+SHARDED = False  # timings of one machine: runs whole in shard 1 of a sharded run
 
 _TEST = "ratio of medians, paired percentile bootstrap over interleaved (ABBA) repetitions"
 
@@ -30,22 +45,6 @@ def _min_speedup(section: Mapping[str, Any], runtime: str) -> float | None:
         v = raw.get(runtime)
         return None if v is None else float(v)
     return None if raw is None else float(raw)
-
-
-def _trained_context(*paths: Any) -> int | None:
-    """The smallest trained context of the given checkpoints (header/config only), or None."""
-    from edgegate.checkpoint import open_checkpoint
-
-    found: list[int] = []
-    for p in paths:
-        try:
-            with open_checkpoint(p) as ck:
-                v = (ck.config or {}).get("max_position_embeddings")
-        except Exception:  # the backend reports unreadable models itself, with its own cause
-            continue
-        if isinstance(v, int) and v > 0:
-            found.append(v)
-    return min(found) if found else None
 
 
 def fit_to_context(prompt_tokens: int, gen_tokens: int, trained: int | None) -> tuple[int, int, str | None]:
@@ -63,20 +62,33 @@ def fit_to_context(prompt_tokens: int, gen_tokens: int, trained: int | None) -> 
     return prompt, gen, note
 
 
-def run(ctx: CheckContext) -> CheckResult:
+@dataclass(frozen=True)
+class SpeedMeasurement:
+    """Per runtime: the benchmark, or why it was not measured (skipped/error verdict)."""
+
+    benches: dict[str, RuntimeBench]
+    not_measured: dict[str, Verdict]  # runtime -> skipped/error verdict
+    errors: dict[str, dict[str, Any]]  # runtime -> error dict kept in the measurements
+    runtimes: tuple[str, ...]
+    claim: float | None
+    context_note: str | None
+
+
+def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement | None:
+    """Benchmark both models on every runtime asked for (None without a dense model)."""
     from edgegate.backends import RUNTIMES, available, supports
+    from edgegate.backends.pair import trained_context
     from edgegate.perf.bench import BenchConfig, bench_runtime
 
-    t0 = time.perf_counter()
     if ctx.dense_path is None:
-        return CheckResult.skipped("speed", "the speed check needs the dense model to compare against")
+        return None
     sec = ctx.section
-    runtimes = list(ctx.options.get("runtimes") or sec.get("runtimes") or ["llamacpp", "mlx", "onnx"])
-    threads = ctx.options.get("threads") or sec.get("threads")
+    runtimes = list(ctx.settings.runtimes or sec.get("runtimes") or ["llamacpp", "mlx", "onnx"])
+    threads = ctx.settings.threads or sec.get("threads")
     prompt_tokens, gen_tokens, ctx_note = fit_to_context(
         int(sec.get("prompt_tokens", 512)),
         int(sec.get("gen_tokens", 128)),
-        _trained_context(ctx.dense_path, ctx.compressed_path),
+        trained_context(ctx.dense_path, ctx.compressed_path),
     )
     cfg = BenchConfig(
         prompt_tokens=prompt_tokens,
@@ -84,29 +96,49 @@ def run(ctx: CheckContext) -> CheckResult:
         repetitions=int(sec.get("repetitions", 5)),
         warmup=int(sec.get("warmup", 1)),
         threads=int(threads) if threads else None,
-        seed=int(ctx.options.get("seed") or 0),
-        cache_dir=ctx.options.get("cache_dir"),
+        seed=int(ctx.settings.seed or 0),
+        cache_dir=ctx.settings.cache_dir,
     )
-    claim = ctx.claims.get("speedup")
-    verdicts: list[Verdict] = []
-    measurements: dict[str, Any] = {"context_note": ctx_note} if ctx_note else {}
+    benches: dict[str, RuntimeBench] = {}
+    not_measured: dict[str, Verdict] = {}
+    errors: dict[str, dict[str, Any]] = {}
     for rt in runtimes:
         why = supports(rt, ctx.dense_path) or supports(rt, ctx.compressed_path)
         if why is None and not available(rt):
             why = BackendUnavailable(rt, RUNTIMES[rt].extra).one_line()
         if why is not None:
-            verdicts.append(Verdict("min_speedup", Status.SKIPPED, f"{rt}: skipped ({why})", scope=rt))
+            not_measured[rt] = Verdict("min_speedup", Status.SKIPPED, f"{rt}: skipped ({why})", scope=rt)
             continue
         try:
-            res = bench_runtime(rt, ctx.dense_path, ctx.compressed_path, cfg, progress=ctx.progress)
+            benches[rt] = bench_runtime(rt, ctx.dense_path, ctx.compressed_path, cfg, progress=ctx.progress)
         except BackendUnavailable as exc:
-            verdicts.append(Verdict("min_speedup", Status.SKIPPED, f"{rt}: {exc.one_line()}", scope=rt))
-            continue
+            not_measured[rt] = Verdict("min_speedup", Status.SKIPPED, f"{rt}: {exc.one_line()}", scope=rt)
         except BackendError as exc:
-            verdicts.append(Verdict("min_speedup", Status.ERROR, f"{rt}: {exc.one_line()}", scope=rt))
-            measurements[rt] = {"error": exc.to_dict()}
+            not_measured[rt] = Verdict("min_speedup", Status.ERROR, f"{rt}: {exc.one_line()}", scope=rt)
+            errors[rt] = {"error": exc.to_dict()}
+    return SpeedMeasurement(benches, not_measured, errors, tuple(runtimes), ctx.claims.get("speedup"), ctx_note)
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    return judge([(THIS_RUN, measure(ctx))], ctx.section)
+
+
+def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
+    t0 = time.perf_counter()
+    m: SpeedMeasurement | None = measurements[0][1]
+    if m is None:
+        return CheckResult.skipped("speed", "the speed check needs the dense model to compare against")
+    claim = m.claim
+    verdicts: list[Verdict] = []
+    measurements_out: dict[str, Any] = {"context_note": m.context_note} if m.context_note else {}
+    for rt in m.runtimes:
+        if rt in m.not_measured:
+            verdicts.append(m.not_measured[rt])
+            if rt in m.errors:
+                measurements_out[rt] = m.errors[rt]
             continue
-        measurements[rt] = _jsonable(asdict(res))
+        res = m.benches[rt]
+        measurements_out[rt] = jsonable(asdict(res))
         sp = res.decode
         ci = Interval(sp.ci_low, sp.ci_high, sp.level, sp.method)
         common: dict[str, Any] = dict(
@@ -114,7 +146,7 @@ def run(ctx: CheckContext) -> CheckResult:
             effect_size_name="decode speedup (compressed/dense)", test=_TEST, scope=rt,
         )
         band = f"{sp.point:.3f}x [95% CI {sp.ci_low:.3f}, {sp.ci_high:.3f}], n={sp.n}"
-        thr = _min_speedup(sec, rt)
+        thr = _min_speedup(section, rt)
         if thr is None:
             verdicts.append(Verdict("min_speedup", Status.SKIPPED, f"{rt}: no min_speedup set", **common))
         else:
@@ -134,4 +166,4 @@ def run(ctx: CheckContext) -> CheckResult:
                 threshold=float(claim), comparator="<=ci_high", **common,
             ))
     summary = "; ".join(v.message for v in verdicts if v.name == "min_speedup") or "no runtime measured"
-    return CheckResult.from_verdicts("speed", verdicts, measurements, summary, time.perf_counter() - t0)
+    return CheckResult.from_verdicts("speed", verdicts, measurements_out, summary, time.perf_counter() - t0)

@@ -17,7 +17,9 @@ from typing import Any
 import click
 
 from edgegate.checks.base import CheckResult, Status, Verdict
-from edgegate.errors import DatasetError, ExitCode
+from edgegate.errors import DatasetError, ExitCode, InputError
+from edgegate.partial import parse_shard
+from edgegate.settings import RunSettings, Shard
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
@@ -120,19 +122,23 @@ def command() -> None:
 @click.option("--permute", is_flag=True, help="Ask every item with its options rotated 3 ways.")
 @click.option("--threads", type=int, default=None)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Result cache (~/.cache/edgegate).")
+@click.option("--timeout", "http_timeout", type=click.FloatRange(min=0.001), default=None, metavar="SECONDS",
+              help="Per-request timeout for --runtime openai (default 60 or $EDGEGATE_HTTP_TIMEOUT).")
+@click.option("--max-retries", "http_retries", type=click.IntRange(0, 100), default=None, metavar="N",
+              help="Retries per request for --runtime openai (default 5 or $EDGEGATE_HTTP_MAX_RETRIES).")
 @click.option("--shard", "shard_text", metavar="I/N", help="Score only shard I of N; write a partial file for `edgegate merge`.")
 @click.option("--partial-out", metavar="FILE", help="Partial file of a --shard run (default edgegate-partial-I-of-N.json).")
 @_with_policy_opts
 def run_cmd(
     dense: Path, compressed: Path, runtime: str, data: str | None, items: int, seed: int, mode: str,
     condition: str, seeds: int, temperature: float, permute: bool, threads: int | None,
-    cache_dir: Path | None, shard_text: str | None, partial_out: str | None, as_json: bool,
-    allow_inconclusive: bool, **policy: Any,
+    cache_dir: Path | None, http_timeout: float | None, http_retries: int | None, shard_text: str | None,
+    partial_out: str | None, as_json: bool, allow_inconclusive: bool, **policy: Any,
 ) -> None:
     """Score DENSE and COMPRESSED on BBQ and test the change in stereotyped answers."""
     from edgegate.checks import bbq as check
     from edgegate.checks.base import CheckContext
-    from edgegate.progress import NullProgress, RichProgress
+    from edgegate.progress import make_progress
 
     if not data:
         raise DatasetError("no BBQ data given", field="--data", hint="pass --data DIR with BBQ *.jsonl, or hf:NAME")
@@ -141,27 +147,46 @@ def run_cmd(
         "condition": condition, "seeds": seeds, "temperature": temperature, "permute_options": permute,
         **_policy(**policy),
     }
-    options: dict[str, Any] = {"threads": threads, "cache_dir": cache_dir, "seed": seed}
-    if shard_text:
-        from edgegate.shard import parse_shard
-
-        options.update(shard=parse_shard(shard_text), partial_sink={})
-    elif partial_out:
-        from edgegate.errors import InputError
-
+    settings = RunSettings(threads=threads, cache_dir=str(cache_dir) if cache_dir else None, seed=seed)
+    shard = parse_shard(shard_text) if shard_text else None
+    if partial_out and shard is None:
         raise InputError("--partial-out needs --shard I/N", field="--partial-out")
     ctx = CheckContext(
-        compressed_path=compressed, dense_path=dense, section=section, options=options,
-        progress=NullProgress() if as_json or not sys.stderr.isatty() else RichProgress(),
+        compressed_path=compressed, dense_path=dense, section=section, settings=settings, shard=shard,
+        progress=make_progress(),
     )
-    result = check.run(ctx)
-    if shard_text:
-        from edgegate.shard import write_bbq_run_partial
+    from edgegate.backends._http import http_settings
 
-        out = write_bbq_run_partial(ctx, section, partial_out, result)
-        click.echo(f"edgegate: wrote {out}; combine the shards with `edgegate merge PARTS...`", err=True)
-        return
-    _emit(result, as_json, allow_inconclusive)
+    with http_settings(http_timeout, http_retries):  # issue 15: bound a hung server
+        if shard is None:
+            _emit(check.run(ctx), as_json, allow_inconclusive)
+            return
+        measured = check.measure(ctx, shard)
+    out = _write_partial(ctx, shard, section, partial_out, measured)
+    click.echo(f"edgegate: wrote {out}; combine the shards with `edgegate merge PARTS...`", err=True)
+
+
+def _write_partial(ctx: Any, shard: Shard, section: Mapping[str, Any], partial_out: str | None, measured: Any) -> Path:
+    """The partial file of ``edgegate bbq run --shard i/n``."""
+    from edgegate.environment import describe_input, endpoint_input
+    from edgegate.partial import default_partial_name, input_identity, software, write_partial
+
+    if measured is None:  # the check measured nothing (e.g. no dense model)
+        raise InputError(f"shard {shard[0]}/{shard[1]} scored nothing", field="--shard")
+    inputs: list[dict[str, Any]] = []
+    for role, p in (("dense", ctx.dense_path), ("compressed", ctx.compressed_path)):
+        remote = section.get("runtime") == "openai"
+        inputs.append(endpoint_input(role, str(p)) if remote else describe_input(role, Path(p)))
+    data = str(section.get("data"))
+    inputs.append(describe_input("bbq_data", Path(data)) if Path(data).exists() else {"role": "bbq_data", "kind": "hub", "path": data})
+    fp = {
+        "section": {k: v for k, v in section.items() if k != "data"},
+        "inputs": [input_identity(d) for d in inputs],
+        "software": software(),
+        "shard_count": shard[1],
+    }
+    return write_partial(partial_out or default_partial_name(shard), command="bbq", shard=shard,
+                         fingerprint=fp, payload={"checks": {"bbq": measured}})
 
 
 @command.command(name="score")

@@ -56,9 +56,9 @@ def command(
     timeout: float, as_json: bool, quiet: bool,
 ) -> None:
     """Prefill/decode throughput, TTFT, peak RSS and load time of DENSE vs COMPRESSED."""
-    from edgegate.checks.base import _jsonable
     from edgegate.perf.bench import BenchConfig, bench_runtime
-    from edgegate.progress import NullProgress, RichProgress
+    from edgegate.progress import make_progress
+    from edgegate.results import jsonable
 
     for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):
         if not p.exists():
@@ -67,7 +67,7 @@ def command(
     cfg = BenchConfig(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup,
                       threads=threads, seed=seed, pin=not no_pin, timeout=timeout,
                       cache_dir=str(cache_dir) if cache_dir else None)
-    progress = NullProgress() if quiet else RichProgress()
+    progress = make_progress(quiet)
     results: dict[str, Any] = {}
     failures: list[BackendError] = []
     from edgegate.backends import supports
@@ -90,7 +90,7 @@ def command(
             failures.append(exc)
             click.echo(f"edgegate: {rt} failed: {exc.one_line()}", err=True)
     if as_json:
-        out = {rt: (_jsonable(asdict(r)) if not isinstance(r, dict) else r) for rt, r in results.items()}
+        out = {rt: (jsonable(asdict(r)) if not isinstance(r, dict) else r) for rt, r in results.items()}
         sys.stdout.write(json.dumps({"config": asdict(cfg), "runtimes": out}, indent=2) + "\n")
     else:
         sys.stdout.write(_table(results) + "\n")

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgegate.errors import InputError
+from edgegate.partial import parse_shard
 from edgegate.policy import Policy
-from edgegate.shard import parse_shard
+from edgegate.settings import RunSettings, Shard
 
 if TYPE_CHECKING:
-    from edgegate.runner import GateOptions, GateResult
+    from edgegate.results import GateResult
+    from edgegate.runner import GateOptions, ShardRun
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -58,110 +61,170 @@ def _load_policy(value: str) -> Policy:
 @click.option("--dense-endpoint", metavar="URL",
               help="Run BBQ/perplexity against the dense model on an OpenAI-compatible server (vLLM, llama-server).")
 @click.option("--compressed-endpoint", metavar="URL", help="The compressed model's server (with --dense-endpoint).")
+@click.option("--timeout", "http_timeout", type=click.FloatRange(min=0.001), metavar="SECONDS",
+              help="Per-request timeout for servers (the openai runtime); default 60 or $EDGEGATE_HTTP_TIMEOUT.")
+@click.option("--max-retries", "http_retries", type=click.IntRange(0, 100), metavar="N",
+              help="Retries per request to a server before it counts as down; default 5 or $EDGEGATE_HTTP_MAX_RETRIES.")
 @click.option("--shard", "shard_text", metavar="I/N",
               help="Run shard I of N (BBQ items split by a stable hash) and write a partial file for `edgegate merge`.")
 @click.option("--partial-out", metavar="FILE", help="Partial file of a --shard run (default edgegate-partial-I-of-N.json).")
+@click.option("--bbq-items", type=click.IntRange(min=1), metavar="N",
+              help="Quick run: score N BBQ items instead of the policy's number (item minimums scaled); "
+                   "every report says the result is not release-grade.")
+@click.option("--samples-out", metavar="FILE.jsonl",
+              help="Write the per-item evidence: every BBQ item with both models' answers (seed, rotation, class, "
+                   "flip) and every perplexity chunk's NLL for both models, one JSON object a line.")
+@click.option("--allow-identical", is_flag=True,
+              help="Accept identical dense and compressed inputs: a deliberate null run (the gate should find no change).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary table on stderr.")
-def command(
-    dense: Path,
-    compressed: Path,
-    policy_path: str,
-    only: tuple[str, ...],
-    skip: tuple[str, ...],
-    strict: bool,
-    claims: tuple[str, ...],
-    json_out: str | None,
-    md_out: str | None,
-    html_out: str | None,
-    junit_out: str | None,
-    runtimes: tuple[str, ...],
-    threads: int | None,
-    bbq_data: Path | None,
-    seed: int | None,
-    cache_dir: Path | None,
-    no_hash: bool,
-    dense_endpoint: str | None,
-    compressed_endpoint: str | None,
-    shard_text: str | None,
-    partial_out: str | None,
-    quiet: bool,
-) -> None:
+def command(**flags: Any) -> None:
     """Measure COMPRESSED against DENSE and pass/fail it against a policy.
 
-    Exit codes: 0 pass (or incomplete: a required check could not run and the policy allows
-    that; the report never calls it a pass), 1 policy failed, 2 usage or input error,
-    3 runtime error.
+    Exit codes: 0 pass, or PARTIAL (some required checks deselected, or skipped/inconclusive
+    where the policy allows it; the report never calls it a pass); 1 policy failed, or no
+    required check verified; 2 usage or input error; 3 runtime error.
     """
-    from edgegate.progress import NullProgress, RichProgress
-    from edgegate.runner import GateOptions, parse_claim, run_gate
+    run_check(CheckFlags(**flags))
 
-    if bool(dense_endpoint) != bool(compressed_endpoint):
-        raise InputError("pass both --dense-endpoint and --compressed-endpoint, or neither", field="--dense-endpoint")
-    models: dict[str, Path] = {}
-    for role, p, url in (("dense", dense, dense_endpoint), ("compressed", compressed, compressed_endpoint)):
-        if p is None and not url:
-            raise InputError(f"no {role} checkpoint given", field=role.upper(), hint=f"pass a path, or --{role}-endpoint URL")
-        if p is not None and not p.exists():
-            raise InputError(f"{role} checkpoint not found", path=p, hint="pass a checkpoint file or directory")
-        models[role] = p if p is not None else Path(str(url))  # a URL: only the endpoint checks use it
-    shard = parse_shard(shard_text) if shard_text else None
-    if partial_out and shard is None:
-        raise InputError("--partial-out needs --shard I/N", field="--partial-out")
-    reports = {"--json-out": json_out, "--md-out": md_out, "--html-out": html_out, "--junit-out": junit_out}
-    given = [flag for flag, v in reports.items() if v]
-    if shard is not None and given:  # a shard has no verdict of its own: refuse rather than write none
-        raise InputError(f"{given[0]} cannot be used with --shard", field=given[0],
-                         hint="a shard writes only its partial file; pass the report flags to `edgegate merge`")
-    if bbq_data is not None and not str(bbq_data).startswith("hf:") and not bbq_data.exists():
-        raise InputError("BBQ data not found", path=bbq_data, field="--bbq-data", hint="a directory of BBQ *.jsonl files, or hf:NAME")
-    policy = _load_policy(policy_path)
-    cli_claims = dict(parse_claim(c) for c in claims)
-    options: dict[str, Any] = {
-        "runtimes": list(runtimes) or None,
-        "threads": threads,
-        "bbq_data": str(bbq_data) if bbq_data else None,
-        "seed": seed,
-        "cache_dir": str(cache_dir) if cache_dir else None,
-        "dense_endpoint": dense_endpoint,
-        "compressed_endpoint": compressed_endpoint,
-    }
-    sink: dict[str, object] = {}
-    shard_skip: tuple[str, ...] = ()
-    if shard is not None:
-        from edgegate.partial import shard_skips
 
-        options.update(shard=shard, partial_sink=sink)
-        shard_skip = shard_skips(policy, shard)
+@dataclass(frozen=True)
+class CheckFlags:
+    """The flags of ``edgegate check``, as click parsed them (one field per option)."""
+
+    dense: Path | None
+    compressed: Path | None
+    policy_path: str
+    only: tuple[str, ...]
+    skip: tuple[str, ...]
+    strict: bool
+    claims: tuple[str, ...]
+    json_out: str | None
+    md_out: str | None
+    html_out: str | None
+    junit_out: str | None
+    runtimes: tuple[str, ...]
+    threads: int | None
+    bbq_data: Path | None
+    seed: int | None
+    cache_dir: Path | None
+    no_hash: bool
+    dense_endpoint: str | None
+    compressed_endpoint: str | None
+    shard_text: str | None
+    partial_out: str | None
+    http_timeout: float | None
+    http_retries: int | None
+    bbq_items: int | None
+    samples_out: str | None
+    allow_identical: bool
+    quiet: bool
+
+    def outputs(self) -> dict[str, str | None]:
+        return {"json": self.json_out, "markdown": self.md_out, "html": self.html_out, "junit": self.junit_out}
+
+    def settings(self) -> RunSettings:
+        return RunSettings(
+            runtimes=tuple(self.runtimes) or None,
+            threads=self.threads,
+            bbq_data=str(self.bbq_data) if self.bbq_data else None,
+            seed=self.seed,
+            cache_dir=str(self.cache_dir) if self.cache_dir else None,
+            dense_endpoint=self.dense_endpoint,
+            compressed_endpoint=self.compressed_endpoint,
+        )
+
+    def models(self) -> dict[str, Path]:
+        """The two models: local paths, or the endpoint URLs standing in for them."""
+        if bool(self.dense_endpoint) != bool(self.compressed_endpoint):
+            raise InputError("pass both --dense-endpoint and --compressed-endpoint, or neither", field="--dense-endpoint")
+        models: dict[str, Path] = {}
+        for role, p, url in (("dense", self.dense, self.dense_endpoint), ("compressed", self.compressed, self.compressed_endpoint)):
+            if p is None and not url:
+                raise InputError(f"no {role} checkpoint given", field=role.upper(), hint=f"pass a path, or --{role}-endpoint URL")
+            if p is not None and not p.exists():
+                raise InputError(f"{role} checkpoint not found", path=p, hint="pass a checkpoint file or directory")
+            models[role] = p if p is not None else Path(str(url))  # a URL: only the endpoint checks use it
+        return models
+
+    def shard(self) -> Shard | None:
+        shard = parse_shard(self.shard_text) if self.shard_text else None
+        if self.partial_out and shard is None:
+            raise InputError("--partial-out needs --shard I/N", field="--partial-out")
+        flags = {"--json-out": self.json_out, "--md-out": self.md_out, "--html-out": self.html_out, "--junit-out": self.junit_out}
+        given = [flag for flag, v in flags.items() if v]
+        if shard is not None and given:  # a shard has no verdict of its own: refuse rather than write none
+            raise InputError(f"{given[0]} cannot be used with --shard", field=given[0],
+                             hint="a shard writes only its partial file; pass the report flags to `edgegate merge`")
+        return shard
+
+
+assert {f.name for f in fields(CheckFlags)} == {p.name for p in command.params}  # one field per option
+
+
+def run_check(flags: CheckFlags) -> None:
+    from edgegate.claims import parse_claim
+    from edgegate.progress import make_progress
+    from edgegate.runner import GateOptions, run_gate, run_shard, shard_skips
+
+    models = flags.models()
+    shard = flags.shard()
+    policy = _load_policy(flags.policy_path)
+    caveats: tuple[str, ...] = ()
+    if flags.bbq_items is not None:
+        policy, caveat = policy.with_bbq_items(flags.bbq_items)
+        caveats = (caveat,)
+    user_skip = _split(flags.skip)
     opts = GateOptions(
         compressed=models["compressed"],
         dense=models["dense"],
         policy=policy,
-        only=_split(only),
-        skip=(*_split(skip), *shard_skip),
-        strict=strict,
-        cli_claims=cli_claims,
-        options=options,
-        hash_inputs=not no_hash,
+        only=_split(flags.only),
+        skip=(*user_skip, *(shard_skips(policy, shard) if shard else ())),
+        strict=flags.strict,
+        cli_claims=_claims(flags.claims, parse_claim),
+        settings=flags.settings(),
+        shard=shard,
+        hash_inputs=not flags.no_hash,
         argv=tuple(sys.argv[1:]),
+        outputs={**{f"--{k if k != 'markdown' else 'md'}-out": v for k, v in flags.outputs().items()},
+                 "--samples-out": flags.samples_out},
+        samples_out=flags.samples_out,
+        allow_identical=flags.allow_identical,
+        caveats=caveats,
     )
-    progress = NullProgress() if quiet else RichProgress()
-    gate = run_gate(opts, progress=progress)
-    if shard is not None:
-        _write_shard(gate, opts, _split(skip), shard, sink, partial_out, quiet)
-    emit(gate, {"json": json_out, "markdown": md_out, "html": html_out, "junit": junit_out}, quiet)
+    progress = make_progress(flags.quiet)
+    from edgegate.backends._http import http_settings
+
+    with http_settings(flags.http_timeout, flags.http_retries):  # issue 15: a hung server is bounded by the flags
+        if shard is not None:
+            _write_shard(run_shard(opts, progress=progress), opts, user_skip, shard, flags.partial_out, flags.quiet)
+        gate = run_gate(opts, progress=progress)
+    emit(gate, flags.outputs(), flags.quiet)
 
 
-def _write_shard(gate: GateResult, opts: GateOptions, user_skip: tuple[str, ...], shard: tuple[int, int],
-                 sink: dict[str, object], partial_out: str | None, quiet: bool) -> None:
+def _claims(texts: tuple[str, ...], parse: Any) -> dict[str, float]:
+    """--claim KEY=VALUE, repeatable; the same key twice with different values is a mistake,
+    not "the last one wins"."""
+    out: dict[str, float] = {}
+    for text in texts:
+        key, value = parse(text)
+        if key in out and out[key] != value:
+            raise InputError(f"--claim {key} given twice with different values ({out[key]:g} and {value:g})",
+                             field="--claim", hint="pass each claim once")
+        out[key] = value
+    return out
+
+
+def _write_shard(run: ShardRun, opts: GateOptions, user_skip: tuple[str, ...], shard: Shard,
+                 partial_out: str | None, quiet: bool) -> None:
     """A --shard run writes its partial file instead of any report. Exit 0 once written,
     unless a check errored (its error is in the file too, and `merge` reports it)."""
-    from edgegate.partial import check_payload, fingerprint
-    from edgegate.shard import default_partial_name, write_partial
+    from edgegate.partial import check_payload, default_partial_name, fingerprint, write_partial
 
-    fp = fingerprint(opts.policy, opts.strict, opts.only, user_skip, opts.cli_claims, opts.options, gate.inputs)
-    fp["shard_count"] = shard[1]
+    gate = run.gate
+    fp = fingerprint(opts.policy, opts.strict, opts.only, user_skip, opts.cli_claims, opts.settings, gate.inputs, shard[1])
     out = write_partial(partial_out or default_partial_name(shard), command="check", shard=shard,
-                        fingerprint=fp, payload=check_payload(gate, shard, sink))
+                        fingerprint=fp, payload=check_payload(gate, shard, run.measured, run.sharded))
     code = 0
     for o in gate.outcomes:
         if o.result.status.value == "error":

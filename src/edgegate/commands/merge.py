@@ -46,16 +46,17 @@ def command(
 
     Exit codes as for the command that wrote the parts; 2 when the parts do not fit together.
     """
-    from edgegate.shard import load_parts
+    from edgegate.partial import load_parts
 
     loaded = load_parts(parts)
     kind = loaded.first.get("command")
     if kind == "bbq":
+        from edgegate.checks import bbq
         from edgegate.commands.bbq import _emit
-        from edgegate.shard import merge_bbq
 
         with _malformed(loaded.names):
-            result = merge_bbq([(n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)])
+            measured = [(n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)]
+            result = bbq.judge(measured, {})
         _emit(result, as_json, allow_inconclusive)
         return
     if kind != "check":
@@ -64,7 +65,7 @@ def command(
         raise InputError("--policy is required to merge `edgegate check` shards", field="--policy",
                          hint="pass the policy file the shards were run with")
     from edgegate.commands.check import _load_policy, emit
-    from edgegate.partial import merge_gate
+    from edgegate.merge import merge_gate
 
     policy = _load_policy(policy_path)
     with _malformed(loaded.names):

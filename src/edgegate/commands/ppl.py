@@ -18,9 +18,9 @@ from edgegate.errors import InputError
 
 
 def comparison_dict(cmp: Any) -> dict[str, Any]:
-    from edgegate.checks.base import _jsonable
+    from edgegate.results import jsonable
 
-    out: dict[str, Any] = _jsonable(asdict(cmp))
+    out: dict[str, Any] = jsonable(asdict(cmp))
     return out
 
 
@@ -40,6 +40,8 @@ def comparison_dict(cmp: Any) -> dict[str, Any]:
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Where converted GGUF files are cached.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
               help="Seconds one runtime call may take before it is treated as hung.")
+@click.option("--max-retries", "http_retries", type=click.IntRange(0, 100), default=None, metavar="N",
+              help="Retries per request for --runtime openai (default 5); --timeout also bounds each request.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def command(
@@ -54,12 +56,13 @@ def command(
     threads: int | None,
     cache_dir: Path | None,
     timeout: float,
+    http_retries: int | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Perplexity of DENSE and COMPRESSED, and the relative change with a paired CI."""
     from edgegate.ppl import load_dataset_text, run_ppl
-    from edgegate.progress import NullProgress, RichProgress
+    from edgegate.progress import make_progress
 
     for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):
         if not p.exists():
@@ -75,11 +78,14 @@ def command(
                              hint="pass a UTF-8 text file") from exc
     elif dataset:
         text = load_dataset_text(dataset, config=dataset_config)
-    cmp = run_ppl(
-        dense, compressed, runtime=runtime, text=text, n_ctx=n_ctx, mode=mode,  # type: ignore[arg-type]
-        threads=threads, cache_dir=cache_dir, timeout=timeout,
-        progress=NullProgress() if quiet else RichProgress(),
-    )
+    from edgegate.backends._http import http_settings
+
+    with http_settings(max_retries=http_retries):  # issue 15; --timeout bounds each request via open_backend
+        cmp = run_ppl(
+            dense, compressed, runtime=runtime, text=text, n_ctx=n_ctx, mode=mode,  # type: ignore[arg-type]
+            threads=threads, cache_dir=cache_dir, timeout=timeout,
+            progress=make_progress(quiet),
+        )
     if as_json:
         sys.stdout.write(json.dumps(comparison_dict(cmp), indent=2) + "\n")
         return

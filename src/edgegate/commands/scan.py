@@ -33,10 +33,10 @@ def command(
 ) -> None:  # fmt: skip
     """Measure actual sparsity, structure and bytes of the checkpoint at PATH."""
     from edgegate.forensics.scan import scan_paths
-    from edgegate.progress import NullProgress, RichProgress
+    from edgegate.progress import make_progress
 
     claim_map = parse_claims(claims)
-    progress: Any = NullProgress() if quiet else RichProgress()
+    progress: Any = make_progress(quiet)
     res, dense = scan_paths(
         path, against, claims=claim_map, claim_sources=dict.fromkeys(claim_map, "cli"),
         claim_tolerance=tolerance, threads=max(1, threads), progress=progress,

@@ -19,9 +19,12 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgegate.checks.base import CheckContext
 
 from edgegate.checkpoint.base import Checkpoint, ModuleKind, TensorInfo
 from edgegate.forensics.fingerprint import Comparison, compare_checkpoints
@@ -358,17 +361,10 @@ def summarize_structure(reports: list[TensorReport] | tuple[TensorReport, ...]) 
 def metadata_claims(ckpt: Checkpoint) -> tuple[dict[str, float], dict[str, str]]:
     """Claims a checkpoint makes about itself: pruning_meta.json / compressed-tensors
     sparsity_config beside the weights, or a ``claims`` mapping its reader put in metadata."""
-    from edgegate.checkpoint.claims import NUMERIC, from_checkpoint_dir
+    from edgegate.checkpoint.claims import metadata_claims as beside_weights
 
-    out: dict[str, float] = {}
-    src: dict[str, str] = {}
-    if ckpt.path.exists():
-        found = from_checkpoint_dir(ckpt.path, ckpt.config)
-        for k in NUMERIC:
-            v = getattr(found, k)
-            if v is not None:
-                out[k] = float(v)
-                src[k] = found.source.get(k, "checkpoint")
+    out, where = beside_weights(ckpt.path, ckpt.config) if ckpt.path.exists() else ({}, {})
+    src = {k: w or "checkpoint" for k, w in where.items()}
     md = ckpt.metadata or {}
     raw = md.get("claims")
     if isinstance(raw, Mapping):
@@ -430,20 +426,45 @@ def scan_paths(
     return replace(res, comparison=comp), dres
 
 
-def shared_scans(ctx: Any) -> tuple[ScanResult, ScanResult | None]:
+ScanPair = tuple[ScanResult, ScanResult | None]  # (compressed, dense original or None)
+
+
+def shared_scans(ctx: CheckContext) -> ScanPair:
     """The scans of a ``CheckContext``'s checkpoints, computed once and kept in
-    ``ctx.shared["scan.compressed"]`` / ``["scan.dense"]`` for every check that needs them."""
+    ``ctx.shared["scan.compressed"]`` / ``["scan.dense"]`` for every check that needs them.
+    The scan carries the claims the runner resolved, with their sources."""
     comp = ctx.shared.get("scan.compressed")
     dense = ctx.shared.get("scan.dense")
     if comp is None or (ctx.dense_path is not None and dense is None):
-        claims = dict(ctx.claims or {})
-        tol = float((ctx.section or {}).get("claim_tolerance", 0.02))
-        sources = {k: str(v) for k, v in dict((ctx.options or {}).get("claim_sources") or {}).items()}
+        claims = dict(ctx.claims)
+        tol = float(ctx.section.get("claim_tolerance", 0.02))
         comp, dense = scan_paths(
             ctx.compressed_path, ctx.dense_path, claims=claims,
-            claim_sources={k: sources.get(k, "policy/cli") for k in claims}, claim_tolerance=tol,
-            threads=int((ctx.options or {}).get("scan_threads", 2)), progress=ctx.progress,
+            claim_sources={k: ctx.claim_source(k) for k in claims}, claim_tolerance=tol,
+            threads=_SCAN_THREADS, progress=ctx.progress,
         )  # fmt: skip
         ctx.shared["scan.compressed"] = comp
         ctx.shared["scan.dense"] = dense
+    if dense is not None and dense.nan + dense.inf:
+        raise broken_reference(dense)
     return comp, dense
+
+
+_SCAN_THREADS = 2  # reader threads of a scan inside `edgegate check` (the CLI's own scan has --threads)
+
+
+def broken_reference(dense: ScanResult) -> Exception:
+    """Issue 15: NaN/Inf in the DENSE checkpoint. Every comparison against it (the saving,
+    the mask fingerprint, later the perplexity and BBQ baselines) is meaningless, and nothing
+    about the compressed model is at fault, so this is an input error (exit 2) naming the
+    file and the first tensor, never a pass and never a policy failure of the compressed one."""
+    from edgegate.errors import CheckpointError
+
+    bad = [t for t in dense.tensors if t.nan or t.inf]
+    first = bad[0].name if bad else None
+    more = f" and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
+    return CheckpointError(
+        f"the dense reference holds {dense.nan} NaN and {dense.inf} Inf weight(s) (in tensor '{first}'{more}); "
+        "a comparison against a broken reference verifies nothing", path=dense.path, field="dense",
+        hint="pass the original, finite dense checkpoint",
+    )

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgegate.backends import open_backend
+from edgegate.backends.pair import OpenSettings, open_pair
 from edgegate.errors import InputError
 from edgegate.perf.stats import ratio_of_medians
 from edgegate.progress import NullProgress, Progress
@@ -129,20 +129,10 @@ def bench_runtime(
     cpus = _cpus(cfg.threads, cfg.pin)
     n_ctx = cfg.prompt_tokens + cfg.gen_tokens + 1
     t_start = time.perf_counter()
-    opened: dict[str, Any] = {}
-    try:
-        for name, path in (("dense", dense_path), ("compressed", compressed_path)):
-            opened[name] = open_backend(
-                runtime,
-                path,
-                threads=cfg.threads,
-                n_ctx=n_ctx,
-                seed=cfg.seed,
-                cache_dir=cfg.cache_dir,
-                timeout=cfg.timeout,
-                isolate=True,
-                cpus=cpus,
-            )
+    settings = OpenSettings(n_ctx=n_ctx, threads=cfg.threads, seed=cfg.seed, cache_dir=cfg.cache_dir,
+                            timeout=cfg.timeout, cpus=cpus)
+    with open_pair(runtime, (dense_path, compressed_path), settings) as pair:
+        opened = {"dense": pair.dense, "compressed": pair.compressed}
         vocab = min(int(b.n_vocab) for b in opened.values())
         prompt = random_prompt(cfg.prompt_tokens, vocab, cfg.seed)
         order = abba_order(cfg.repetitions)
@@ -169,9 +159,6 @@ def bench_runtime(
                 )
                 advance(1)
         infos = {name: b.info() for name, b in opened.items()}
-    finally:
-        for b in opened.values():
-            b.close()
     return summarize(runtime, cfg, samples, infos, cpus, time.perf_counter() - t_start)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from edgegate.checks.base import Verdict
+from edgegate.gate import verification
+from edgegate.results import GateResult
 
 STATUS_ICON = {
     "pass": "✅",
@@ -10,15 +12,27 @@ STATUS_ICON = {
     "error": "💥",
     "inconclusive": "❔",
     "skipped": "⏭️",
-    "incomplete": "⚠️",
+    "partial": "⚠️",
+    "unverified": "⛔",
 }
 
 STATUS_TITLE = {
     "pass": "PASS",
     "fail": "FAIL",
     "error": "ERROR",
-    "incomplete": "INCOMPLETE (not a pass: a required check could not be verified)",
+    "partial": "PARTIAL",
+    "unverified": "UNVERIFIED (nothing the policy requires was verified)",
 }
+
+
+def headline(gate: GateResult) -> str:
+    """The one-line verdict every report leads with; never "PASS" for less than everything."""
+    title = STATUS_TITLE.get(gate.status, gate.status.upper())
+    if gate.status == "partial":
+        v = verification(gate.outcomes)
+        title = f"PARTIAL ({v.headline()}; not a pass)"
+    caveats = [str(c) for c in getattr(gate, "caveats", ())]
+    return title + (f" — {'; '.join(caveats)}" if caveats else "")
 
 
 def num(x: float | None, unit: str = "") -> str:

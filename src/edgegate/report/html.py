@@ -12,19 +12,18 @@ from collections.abc import Iterator, Mapping
 from html import escape
 from typing import Any
 
-from edgegate.checks.base import _jsonable
 from edgegate.report import bbq_table
-from edgegate.report.common import STATUS_TITLE, ci, extras, human_bytes, num, threshold
+from edgegate.report.common import ci, extras, headline, human_bytes, num, threshold
 from edgegate.report.paradox import report_charts
 from edgegate.report.svg import RefLine, bar_chart
-from edgegate.runner import GateResult
+from edgegate.results import GateResult, jsonable
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#f6f7f9}
 main{max-width:1100px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .banner{padding:16px 20px;border-radius:8px;color:#fff;margin-bottom:16px}
-.banner.pass{background:#2e7d32}.banner.fail{background:#c62828}.banner.error{background:#6a1b9a}.banner.incomplete{background:#b26a00}
+.banner.pass{background:#2e7d32}.banner.fail{background:#c62828}.banner.error{background:#6a1b9a}.banner.partial{background:#b26a00}.banner.unverified{background:#5d4037}
 .banner p{margin:6px 0 0}.banner ul{margin:6px 0 0 18px;padding:0}
 .note{background:#fff4e5;border-left:4px solid #f28e2b;padding:10px 14px;margin:10px 0;border-radius:4px}
 .note.paradox{background:#fdecea;border-color:#c62828;font-weight:600}
@@ -83,7 +82,7 @@ def _pill(status: str) -> str:
 def _banner(gate: GateResult) -> str:
     reasons = "" if gate.status == "pass" else "<ul>" + "".join(f"<li>{escape(r)}</li>" for r in gate.reasons) + "</ul>"
     return (
-        f"<div class='banner {escape(gate.status)}'><h1>edgegate: {escape(STATUS_TITLE.get(gate.status, gate.status))}</h1>"
+        f"<div class='banner {escape(gate.status)}'><h1>edgegate: {escape(headline(gate))}</h1>"
         f"<p>policy <b>{escape(gate.policy.name)}</b>{' (--strict)' if gate.strict else ''} · exit code {gate.exit_code}"
         f" · {escape(gate.started_at)} · {gate.duration_s:.1f}s</p>{reasons}</div>"
     )
@@ -161,7 +160,7 @@ def _environment(gate: GateResult) -> str:
 
 
 def _raw(name: str, measurements: Mapping[str, Any]) -> str:
-    text = json.dumps(_jsonable(measurements), indent=1)
+    text = json.dumps(jsonable(measurements), indent=1)
     if len(text) > _MAX_RAW:
         text = text[:_MAX_RAW] + "\n… (truncated; the JSON report has everything)"
     return f"<details><summary>{escape(name)}</summary><pre>{escape(text)}</pre></details>"

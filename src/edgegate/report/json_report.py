@@ -8,10 +8,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from edgegate.checks.base import _jsonable
-from edgegate.runner import GateResult
+from edgegate.gate import verification
+from edgegate.results import GateResult, jsonable
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"  # 2.0: status "incomplete" became "partial"/"unverified"; verification, findings, caveats
 
 
 def build_report(gate: GateResult) -> dict[str, Any]:
@@ -23,6 +23,7 @@ def build_report(gate: GateResult) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for o in gate.outcomes:
         counts[o.result.status.value] = counts.get(o.result.status.value, 0) + 1
+    v = verification(gate.outcomes)
     report = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "edgegate", "version": gate.environment.get("edgegate")},
@@ -30,6 +31,9 @@ def build_report(gate: GateResult) -> dict[str, Any]:
         "exit_code": gate.exit_code,
         "reasons": list(gate.reasons),
         "notes": list(gate.notes),
+        "verification": {"required": v.required, "verified": v.verified, "not_verified": list(v.not_verified)},
+        "findings": [dict(f) for f in gate.findings],
+        "caveats": list(gate.caveats),
         "strict": gate.strict,
         "command": list(gate.argv),
         "started_at": gate.started_at,
@@ -47,7 +51,7 @@ def build_report(gate: GateResult) -> dict[str, Any]:
         "summary": counts,
         "checks": checks,
     }
-    out: dict[str, Any] = _jsonable(report)
+    out: dict[str, Any] = jsonable(report)
     return out
 
 

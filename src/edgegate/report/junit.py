@@ -1,5 +1,8 @@
 """JUnit XML: one testcase per verdict (a check without verdicts is one testcase), so CI
-systems show each threshold as a test. fail/inconclusive/error -> failure, skipped -> skipped."""
+systems show each threshold as a test. fail/inconclusive/error -> failure, skipped -> skipped.
+A check the policy makes advisory (not required) never gates, so its fail/inconclusive verdicts
+are passing testcases whose output says "advisory": a red dashboard for a check that did not
+block the release would teach people to ignore red."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 from edgegate.checks.base import Status, Verdict
 from edgegate.report.common import ci, num, threshold
-from edgegate.runner import GateResult
+from edgegate.results import GateResult
 
 
 def render(gate: GateResult) -> str:
@@ -42,9 +45,11 @@ def render(gate: GateResult) -> str:
                 el = ET.SubElement(case, "error", message=message, type="error")
                 el.text = str((r.error or {}).get("hint") or detail)
                 counts["errors"] += 1
+            elif status in (Status.FAIL, Status.INCONCLUSIVE) and not o.required:
+                out = ET.SubElement(case, "system-out")
+                out.text = f"advisory {status.value} (this check does not gate): {detail}"
             elif status in (Status.FAIL, Status.INCONCLUSIVE):
-                tag = "advisory " if not o.required else ""
-                el = ET.SubElement(case, "failure", message=f"{tag}{status.value}: {message}", type=status.value)
+                el = ET.SubElement(case, "failure", message=f"{status.value}: {message}", type=status.value)
                 el.text = detail
                 counts["failures"] += 1
             else:

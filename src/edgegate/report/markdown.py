@@ -5,14 +5,14 @@ from __future__ import annotations
 from edgegate.report import bbq_table
 from edgegate.report.common import (
     STATUS_ICON,
-    STATUS_TITLE,
     ci,
     extras,
+    headline,
     human_bytes,
     num,
     threshold,
 )
-from edgegate.runner import GateResult
+from edgegate.results import GateResult
 
 
 def _cell(text: str) -> str:
@@ -22,7 +22,7 @@ def _cell(text: str) -> str:
 def render(gate: GateResult) -> str:
     icon = STATUS_ICON.get(gate.status, "")
     lines = [
-        f"## {icon} edgegate: {STATUS_TITLE.get(gate.status, gate.status.upper())}",
+        f"## {icon} edgegate: {headline(gate)}",
         "",
         f"Policy **{_cell(gate.policy.name)}**{' (--strict)' if gate.strict else ''} · exit code {gate.exit_code}",
         "",

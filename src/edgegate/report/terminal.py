@@ -5,14 +5,15 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from edgegate.report.common import STATUS_TITLE, ci, num, threshold
-from edgegate.runner import GateResult
+from edgegate.report.common import ci, headline, num, threshold
+from edgegate.results import GateResult
 
-_STYLE = {"pass": "green", "fail": "red", "error": "magenta", "inconclusive": "yellow", "skipped": "dim", "incomplete": "yellow"}
+_STYLE = {"pass": "green", "fail": "red", "error": "magenta", "inconclusive": "yellow", "skipped": "dim", "partial": "yellow", "unverified": "red"}
 
 
 def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     # CI logs are not terminals; rich would wrap at 80 columns there.
@@ -22,7 +23,9 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
         table.add_column(col, overflow="fold")
     for o in gate.outcomes:
         st = o.result.status.value if o.selected else "deselected"
-        table.add_row(o.name, "yes" if o.required else "no", f"[{_STYLE.get(st, 'dim')}]{st}[/]", o.result.summary)
+        # Text from checks is data, not markup: "pip install 'edgegate[llamacpp]'" lost its
+        # "[llamacpp]" to rich's markup parser.
+        table.add_row(o.name, "yes" if o.required else "no", f"[{_STYLE.get(st, 'dim')}]{st}[/]", escape(o.result.summary))
     con.print(table)
     verdicts = [(o.name, v) for o in gate.outcomes for v in o.result.verdicts]
     if verbose and verdicts:
@@ -33,7 +36,7 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
             label = v.name + (f" [{v.scope}]" if v.scope and v.scope not in v.name else "")
             vt.add_row(
                 name,
-                label,
+                escape(label),
                 f"[{_STYLE.get(v.status.value, 'dim')}]{v.status.value}[/]",
                 num(v.observed, v.unit),
                 threshold(v),
@@ -42,9 +45,9 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
             )
         con.print(vt)
     for note in gate.notes:
-        con.print(f"[bold yellow]note:[/] {note}", highlight=False)
+        con.print(f"[bold yellow]note:[/] {escape(note)}", highlight=False)
     style = _STYLE.get(gate.status, "bold")
-    con.print(f"[bold {style}]{STATUS_TITLE.get(gate.status, gate.status)}[/] (exit {gate.exit_code})", highlight=False)
+    con.print(f"[bold {style}]{headline(gate)}[/] (exit {gate.exit_code})", highlight=False)
     if gate.status != "pass":
         for r in gate.reasons:
             con.print(f"  - {r}", highlight=False, markup=False)

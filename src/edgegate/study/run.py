@@ -63,13 +63,14 @@ def is_current(spec: StudySpec, policy_sha: str | None, v: Variant) -> bool:
         return False
 
 
-def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], options: Mapping[str, Any],
+def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: Any,
               progress: Any) -> dict[str, Any] | None:
     """Accuracy and s_DIS of both models on a stratified sample of disambiguated items, scored
     with the policy's BBQ settings (same mode, seeds, rotation) through the answer cache.
     The one place that calls BBQ internals directly: adapt it when the BBQ method changes."""
     if spec.disambig_items <= 0 or not (spec.bbq_data or pol.get("data")):
         return None
+    from edgegate.backends.pair import OpenSettings, open_pair
     from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.metrics import model_metrics
     from edgegate.bbq.scoring import ScoreConfig, score_model
@@ -81,13 +82,17 @@ def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], options: Mapp
     cfg = ScoreConfig(mode=p["mode"], seeds=int(p["seeds"]), temperature=float(p["temperature"]),
                       permute=bool(p["permute_options"]))
     by_uid = {it.uid: it for it in items}
-    cache = ResultCache.in_dir(options.get("cache_dir"))
+    cache = ResultCache.in_dir(settings.cache_dir)
     out: dict[str, Any] = {"data": info, "config": asdict(cfg)}
+    models: tuple[str | Path, str | Path] = (spec.dense.path, v.path)
+    opening = OpenSettings(threads=settings.threads, seed=spec.seed, cache_dir=settings.cache_dir)
     try:
-        for role, path in (("dense", spec.dense.path), ("compressed", v.path)):
-            answers = score_model(partial(open_for_bbq, p["runtime"], path, options, spec.seed), path, p["runtime"],
-                                  items, cfg, cache, progress=progress, label=f"{role} (disambiguated)")
-            out[role] = {k: asdict(m) for k, m in model_metrics(answers, by_uid, targets).items()}
+        with open_pair(p["runtime"], models, opening) as pair:
+            for role, path in zip(("dense", "compressed"), models, strict=True):
+                answers = score_model(partial(open_for_bbq, pair, role), path, p["runtime"], items, cfg, cache,
+                                      progress=progress, label=f"{role} (disambiguated)")
+                pair.close(role)
+                out[role] = {k: asdict(m) for k, m in model_metrics(answers, by_uid, targets).items()}
     finally:
         cache.close()
     return out
@@ -96,18 +101,18 @@ def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], options: Mapp
 def run_variant(spec: StudySpec, policy: Any, v: Variant, progress: Any, argv: tuple[str, ...]) -> dict[str, Any]:
     from edgegate.report import write_report
     from edgegate.runner import GateOptions, run_gate
+    from edgegate.settings import RunSettings
 
-    options: dict[str, Any] = {"threads": spec.threads, "bbq_data": str(spec.bbq_data) if spec.bbq_data else None,
-                               "seed": spec.seed}
+    settings = RunSettings(threads=spec.threads, bbq_data=str(spec.bbq_data) if spec.bbq_data else None, seed=spec.seed)
     t0 = time.perf_counter()
     gate = run_gate(GateOptions(compressed=v.path, dense=spec.dense.path, policy=policy, cli_claims=dict(v.claims),
-                                options=options, argv=argv), progress=progress)
+                                settings=settings, argv=argv), progress=progress)
     gate_s = time.perf_counter() - t0
     report, side = paths(spec, v.name)
     write_report("json", gate, report)
     bbq_pol = policy.checks["bbq"].section if "bbq" in policy.checks else {}
     t1 = time.perf_counter()
-    dis = _disambig(spec, v, bbq_pol, options, progress)
+    dis = _disambig(spec, v, bbq_pol, settings, progress)
     info = {
         "variant": v.name, "label": v.label, "group": v.group, "note": v.note, "claims": dict(v.claims),
         "fingerprint": fingerprint(spec, policy.sha256, v), "gate_seconds": round(gate_s, 1),

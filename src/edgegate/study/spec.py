@@ -97,7 +97,7 @@ def _variant(raw: Any, where: str, path: Path, models_dir: Path) -> Variant:
     claims = raw.get("claims") or {}
     if not isinstance(claims, Mapping):
         raise _fail("'claims' must be a mapping such as {sparsity: 0.5}", path, f"{where}.claims")
-    from edgegate.runner import parse_claim
+    from edgegate.claims import parse_claim
 
     parsed = dict(parse_claim(f"{k}={v}") for k, v in claims.items())
     return Variant(name=name, path=(models_dir / p).expanduser(), label=str(raw.get("label") or name),

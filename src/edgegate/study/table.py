@@ -20,7 +20,8 @@ from edgegate.report.paradox import fmt_pp, fmt_rel, paradox_chart
 from edgegate.report.svg import Point
 from edgegate.study.spec import StudySpec
 
-_STATUS_COLOR = {"pass": "#2e7d32", "fail": "#c62828", "incomplete": "#b26a00", "error": "#6a1b9a"}
+_STATUS_COLOR = {"pass": "#2e7d32", "fail": "#c62828", "partial": "#b26a00", "unverified": "#5d4037",
+                 "incomplete": "#b26a00", "error": "#6a1b9a"}
 
 
 def _check(report: Mapping[str, Any], name: str) -> Mapping[str, Any]:

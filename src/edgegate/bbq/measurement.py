@@ -1,0 +1,130 @@
+"""What the BBQ check measures, as JSON: the sample, the items a shard scored and every
+answer (never aggregate statistics), and how shards split the sample.
+
+``--shard i/n`` splits the work *after* the seeded stratified sample is drawn: every shard
+draws the very same sample and keeps the items whose stable hash (sha256 of the item uid)
+falls in its bucket, so the union of the n shards is exactly the unsharded item set and no
+item is scored twice. ``combine`` checks that the measurements of all shards fit together
+and rebuilds the answers of the whole sample, in the order a single run produces them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgegate.bbq.dataset import BBQItem
+from edgegate.bbq.metrics import Answer
+from edgegate.bbq.scoring import ScoreConfig
+from edgegate.bbq.targets import Targets
+from edgegate.errors import InputError
+from edgegate.partial import differ
+from edgegate.results import jsonable
+from edgegate.settings import Shard
+
+
+def shard_of(key: str, n: int) -> int:
+    """The 1-based shard that owns ``key``: stable across machines, Python versions and runs
+    (not ``hash()``, which is salted per process)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % n + 1
+
+
+def shard_items(items: Sequence[BBQItem], shard: Shard) -> list[BBQItem]:
+    i, n = shard
+    return [it for it in items if shard_of(it.uid, n) == i]
+
+
+def _item_dict(it: BBQItem, t: Targets) -> dict[str, Any]:
+    return {**asdict(it), "targets": asdict(t)}
+
+
+def _item_from(d: Mapping[str, Any]) -> tuple[BBQItem, Targets]:
+    fields = {k: v for k, v in d.items() if k != "targets"}
+    item = BBQItem(
+        **{**fields, "answers": tuple(fields["answers"]),
+           "answer_info": tuple(tuple(p) for p in fields["answer_info"]),
+           "stereotyped_groups": tuple(fields["stereotyped_groups"])}
+    )
+    return item, Targets(**d["targets"])
+
+
+def payload(
+    items: Sequence[BBQItem],
+    run_items: Sequence[BBQItem],
+    targets: Mapping[str, Targets],
+    info: Mapping[str, Any],
+    cfg: ScoreConfig,
+    pol: Mapping[str, Any],
+    answers: Mapping[str, Sequence[Answer]],
+    duration_s: float,
+) -> dict[str, Any]:
+    """One shard's measurement: the whole sample's uids (so a merge can prove the shards
+    cover it exactly), this shard's items with their targets, and every answer."""
+    uids = [it.uid for it in items]
+    return {
+        "sample": uids,
+        "sample_sha256": hashlib.sha256("\n".join(uids).encode()).hexdigest(),
+        "items": [_item_dict(it, targets[it.uid]) for it in run_items],
+        "answers": {role: [[a.uid, a.seed, a.rotation, a.choice, a.detail] for a in ans] for role, ans in answers.items()},
+        "data": jsonable(dict(info)),
+        "config": jsonable(asdict(cfg)),
+        "policy": jsonable(dict(pol)),
+        "duration_s": duration_s,
+    }
+
+
+@dataclass(frozen=True)
+class Combined:
+    items: list[BBQItem]  # the whole sample, in sample order
+    targets: dict[str, Targets]
+    info: Mapping[str, Any]
+    config: ScoreConfig
+    policy: Mapping[str, Any]
+    answers: dict[str, list[Answer]]  # role -> answers in ``config.keys(items)`` order
+    duration_s: float
+
+
+def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
+    """The measurements of all shards (one for an unsharded run) as one answer set; refuses
+    parts that do not fit together (InputError naming the parts and the field)."""
+    first_name, first = parts[0]
+    for name, p in parts[1:]:
+        for key in ("sample_sha256", "config", "policy", "data"):
+            if p[key] != first[key]:
+                raise differ(first_name, name, f"checks.bbq.{key}", first[key], p[key])
+    owner: dict[str, str] = {}
+    items: dict[str, BBQItem] = {}
+    targets: dict[str, Targets] = {}
+    answers: dict[str, dict[tuple[str, int, int], Answer]] = {"dense": {}, "compressed": {}}
+    for name, p in parts:
+        for d in p["items"]:
+            it, t = _item_from(d)
+            if it.uid in owner:
+                raise InputError(
+                    f"cannot merge: item {it.uid} is in both {owner[it.uid]} and {name} (overlapping shards)",
+                    field="checks.bbq.items", hint="pass each shard's partial file once",
+                )
+            owner[it.uid], items[it.uid], targets[it.uid] = name, it, t
+        for role in answers:
+            for uid, seed, rot, choice, detail in p["answers"][role]:
+                answers[role][(uid, seed, rot)] = Answer(uid, seed, rot, choice, detail)
+    sample = list(first["sample"])
+    missing = [u for u in sample if u not in items]
+    extra = sorted(set(items) - set(sample))
+    if missing or extra:
+        what = f"{len(missing)} sampled item(s) have no answers (e.g. {missing[0]})" if missing else f"item {extra[0]} is not in the sample"
+        raise InputError(f"cannot merge: {what}", field="checks.bbq.items", hint="merge every shard of the same run")
+    cfg = ScoreConfig(**first["config"])
+    ordered = [items[u] for u in sample]
+    keys = cfg.keys(ordered)
+    by_role: dict[str, list[Answer]] = {}
+    for role, got in answers.items():
+        lost = [k for k in keys if k not in got]
+        if lost:
+            raise InputError(f"cannot merge: {role} answers missing for {lost[0][0]}", field=f"checks.bbq.answers.{role}")
+        by_role[role] = [got[k] for k in keys]
+    duration = sum(float(p["duration_s"]) for _, p in parts)
+    return Combined(ordered, targets, first["data"], cfg, first["policy"], by_role, duration)

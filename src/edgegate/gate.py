@@ -1,0 +1,179 @@
+"""The gate's rules: from each check's result to one decision (shared by a single run and
+``edgegate merge``, so the two cannot drift apart).
+
+- a required check that fails, or errors, fails the run (exit 1, or 2/3 for errors);
+- a required check that is inconclusive fails when ``fail_on_inconclusive`` (or --strict);
+- a required check that was skipped fails when ``fail_on_skipped`` (or --strict);
+- PASS only when every required check of the policy ran and passed. When nothing failed but
+  some required checks were not verified (deselected with --only/--skip, skipped or
+  inconclusive where the policy allows it), the run is "partial" — "PARTIAL (n of m required
+  checks verified)", exit 0, never reported as a pass;
+- a run that verified no required check at all is "unverified": exit 1, because a CI step
+  that verified nothing must not go green;
+- optional checks are advisory: reported, never gating.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from edgegate.errors import ExitCode, InputError
+from edgegate.policy import CHECK_NAMES, Policy
+from edgegate.results import CheckOutcome, CheckResult, Status
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str  # pass | fail | partial | unverified | error
+    exit_code: int
+    reasons: tuple[str, ...]
+    notes: tuple[str, ...]
+    outcomes: tuple[CheckOutcome, ...]
+
+
+def select_checks(policy: Policy, only: tuple[str, ...], skip: tuple[str, ...]) -> list[str]:
+    enabled = [c.name for c in policy.enabled_checks()]
+    both = sorted(set(only) & set(skip))
+    if both:  # contradictory flags: refuse rather than guess which one the user meant
+        raise InputError(f"check(s) {', '.join(both)} given to both --only and --skip", field="--skip",
+                         hint="name each check in one of them")
+    for flag, names in (("--only", only), ("--skip", skip)):
+        for n in names:
+            if n not in CHECK_NAMES:
+                close = difflib.get_close_matches(n, CHECK_NAMES, n=1)
+                tip = f"did you mean '{close[0]}'? " if close else ""
+                raise InputError(f"unknown check '{n}'", field=flag, hint=f"{tip}checks: {', '.join(CHECK_NAMES)}")
+            if n not in enabled and flag == "--only":
+                raise InputError(
+                    f"check '{n}' is not enabled in policy '{policy.name}'",
+                    field=flag,
+                    hint=f"enabled: {', '.join(enabled) or 'none'}; add a checks.{n} block to the policy",
+                )
+    selected = [n for n in enabled if (not only or n in only) and n not in skip]
+    if enabled and not selected:
+        raise InputError("--skip leaves no check to run", field="--skip",
+                         hint=f"policy '{policy.name}' enables {', '.join(enabled)}; a run that checks nothing verifies nothing")
+    return selected
+
+
+def decide(
+    policy: Policy, strict: bool, only: Sequence[str], skip: Sequence[str],
+    result_of: Callable[[str], CheckResult],
+) -> Decision:
+    """Run ``result_of`` for every selected check in policy order (deselected ones are listed,
+    not run) and apply the gate's rules. ``policy`` is already strict() under --strict."""
+    selected = select_checks(policy, tuple(only), tuple(skip))
+    outcomes: list[CheckOutcome] = []
+    for cp in policy.enabled_checks():
+        if cp.name not in selected:
+            flag = "--only" if only else "--skip"
+            res = CheckResult.skipped(cp.name, f"deselected with {flag}")
+            outcomes.append(CheckOutcome(cp.name, cp.required, False, res, "deselected", res.summary))
+            continue
+        outcomes.append(_judge(cp.name, cp.required, result_of(cp.name), policy, strict))
+    status, code, reasons = _overall(outcomes, policy)
+    return Decision(status, code, tuple(reasons), tuple(_notes(outcomes)), tuple(outcomes))
+
+
+def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: bool) -> CheckOutcome:
+    s = res.status
+    if s is Status.ERROR and int((res.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) == ExitCode.INPUT_ERROR:
+        # issue 15: an unreadable input is an input error (exit 2) whether or not the check that
+        # found it gates; as "advisory" it once ended in exit 0/1 ("no check passed")
+        return CheckOutcome(name, required, True, res, "error", res.summary)
+    if not required:
+        gate = "pass" if s is Status.PASS else "skipped" if s is Status.SKIPPED else "advisory"
+        why = "optional check: reported, does not gate" if gate != "pass" else "passed"
+        return CheckOutcome(name, False, True, res, gate, why)
+    if s is Status.PASS:
+        return CheckOutcome(name, True, True, res, "pass", "passed")
+    if s is Status.FAIL:
+        return CheckOutcome(name, True, True, res, "fail", _why(res))
+    if s is Status.ERROR:
+        return CheckOutcome(name, True, True, res, "error", res.summary)
+    if s is Status.INCONCLUSIVE:
+        if policy.fail_on_inconclusive:
+            rule = "--strict" if strict else "fail_on_inconclusive"
+            return CheckOutcome(name, True, True, res, "fail", f"inconclusive ({res.summary}); {rule} makes that a failure")
+        return CheckOutcome(name, True, True, res, "not-verified", f"inconclusive: {res.summary}")
+    if policy.fail_on_skipped:
+        rule = "--strict" if strict else "fail_on_skipped"
+        return CheckOutcome(name, True, True, res, "fail", f"required check did not run ({res.summary}); {rule} makes that a failure")
+    return CheckOutcome(name, True, True, res, "not-verified", f"required check did not run: {res.summary}")
+
+
+def _why(res: CheckResult) -> str:
+    """The summary plus the messages of the verdicts that failed (what to look at first)."""
+    failed = [v.message for v in res.verdicts if v.status in (Status.FAIL, Status.INCONCLUSIVE)]
+    more = f" (+{len(failed) - 3} more)" if len(failed) > 3 else ""
+    return res.summary + (": " + "; ".join(failed[:3]) + more if failed else "")
+
+
+def _overall(outcomes: list[CheckOutcome], policy: Policy) -> tuple[str, int, list[str]]:
+    errors = [o for o in outcomes if o.gate == "error"]
+    fails = [o for o in outcomes if o.gate == "fail"]
+    unverified = [o for o in outcomes if o.gate == "not-verified"]
+    reasons = [f"{o.name}: {o.reason}" for o in (*errors, *fails, *unverified)]
+    if errors:
+        codes = [int((o.result.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) for o in errors]
+        code = ExitCode.INPUT_ERROR if ExitCode.INPUT_ERROR in codes else ExitCode.RUNTIME_ERROR
+        return "error", int(code), reasons
+    if fails:
+        return "fail", int(ExitCode.POLICY_FAILED), reasons
+    v = verification(outcomes)
+    if v.required == 0:  # a policy of advisory checks only: nothing gates, nothing to call verified
+        passed = [o for o in outcomes if o.selected and o.result.status is Status.PASS]
+        if passed:
+            return "pass", int(ExitCode.PASS), [f"{len(passed)} advisory check(s) passed; the policy requires none"]
+        return "unverified", int(ExitCode.POLICY_FAILED), [*reasons, "no check passed: nothing was verified"]
+    if v.verified == 0:
+        return "unverified", int(ExitCode.POLICY_FAILED), [*reasons, *v.gaps(outcomes), "no required check was verified"]
+    if v.verified < v.required:
+        return "partial", int(ExitCode.PASS), [*reasons, *v.gaps(outcomes)] or [v.headline()]
+    return "pass", int(ExitCode.PASS), [f"all {v.required} required check(s) passed"]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How much of what the policy requires this run verified."""
+
+    required: int
+    verified: int
+    not_verified: tuple[str, ...]
+
+    def headline(self) -> str:
+        return f"{self.verified} of {self.required} required checks verified"
+
+    def gaps(self, outcomes: Sequence[CheckOutcome]) -> list[str]:
+        return [f"{o.name}: not verified ({'deselected' if not o.selected else o.reason})"
+                for o in outcomes if o.name in self.not_verified and (not o.selected)]
+
+
+def verification(outcomes: Sequence[CheckOutcome]) -> Verification:
+    required = [o for o in outcomes if o.required]
+    verified = [o for o in required if o.selected and o.result.status is Status.PASS]
+    missing = tuple(o.name for o in required if o not in verified)
+    return Verification(len(required), len(verified), missing)
+
+
+def _notes(outcomes: list[CheckOutcome]) -> list[str]:
+    by = {o.name: o for o in outcomes}
+    notes: list[str] = []
+    ppl, bbq = by.get("perplexity"), by.get("bbq")
+    if ppl and bbq and ppl.result.status is Status.PASS and bbq.result.status is Status.FAIL:
+        notes.append(
+            "smart pruning paradox: perplexity passed while BBQ failed; perplexity gave false "
+            f"assurance about bias ({ppl.result.summary} / {bbq.result.summary})"
+        )
+    for o in outcomes:
+        if o.gate == "advisory":
+            notes.append(f"advisory: {o.name} is {o.result.status.value} ({o.result.summary}); optional check: reported, does not gate")
+    deselected = [o.name for o in outcomes if not o.selected]
+    if deselected:
+        notes.append(f"not run (deselected): {', '.join(deselected)}; this run verifies only the others")
+    unavailable = [o.name for o in outcomes if o.selected and o.result.status is Status.SKIPPED]
+    if unavailable:
+        notes.append(f"could not run: {', '.join(unavailable)} (see each check's reason)")
+    return notes

@@ -1,0 +1,142 @@
+"""Fail fast: every problem a run would hit, found before the first measurement.
+
+A missing BBQ folder used to surface after speed and perplexity had run (minutes on a real
+model), an unwritable cache as a bare ``FileNotFoundError``. ``preflight`` looks at the data,
+the output paths, the cache and (where the policy will not tolerate a skip) the runtimes, and
+raises one ``InputError`` that lists every problem at once: the user fixes them in one go.
+
+The sanity of the inputs (identical, two different models) is checked here too, since it
+needs only headers and the sha256 the runner computes anyway.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgegate.errors import InputError
+from edgegate.policy import Policy, relative_to_policy
+from edgegate.sanity import Finding, identical_inputs, shape_mismatches
+from edgegate.settings import RunSettings, default_cache_dir
+
+# The Python module each runtime needs, and the extra that installs it.
+RUNTIME_MODULES = {
+    "llamacpp": ("llama_cpp", "llamacpp"),
+    "mlx": ("mlx_lm", "mlx"),
+    "onnx": ("onnxruntime", "onnx"),
+    "transformers": ("torch", "torch"),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str  # a flag, a policy field or a path
+    message: str
+
+    def line(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+def raise_if_any(problems: Sequence[Problem]) -> None:
+    if not problems:
+        return
+    if len(problems) == 1:
+        p = problems[0]
+        raise InputError(p.message, field=p.where)
+    # Every place at fault first (messages are capped at a few hundred characters), then details.
+    where = ", ".join(dict.fromkeys(p.where for p in problems))
+    listed = "; ".join(f"({i}) {p.line()}" for i, p in enumerate(problems, 1))
+    raise InputError(f"{len(problems)} problems, nothing was measured [{where}]: {listed}")
+
+
+def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings) -> list[Problem]:
+    """BBQ data and the perplexity text the selected checks will read."""
+    out: list[Problem] = []
+    if "bbq" in selected:
+        data = settings.bbq_data or policy.checks["bbq"].section.get("data")
+        if not data:
+            out.append(Problem("--bbq-data", "no BBQ data given: pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data"))
+        elif not str(data).startswith("hf:") and not Path(str(data)).exists():
+            out.append(Problem("--bbq-data" if settings.bbq_data else "checks.bbq.data", f"BBQ data not found: {data}"))
+    if "perplexity" in selected:
+        text = policy.checks["perplexity"].section.get("text")
+        # paths in a policy resolve against the policy file's folder (issue 15)
+        where = relative_to_policy(str(text), policy.base_dir) if text else None
+        if where is not None and not where.is_file():
+            out.append(Problem("checks.perplexity.text", f"perplexity text not found: {where}"))
+    return out
+
+
+def output_problems(outputs: Mapping[str, str | None]) -> list[Problem]:
+    """Report destinations: one report per stream, writable files."""
+    out: list[Problem] = []
+    to_stdout = [flag for flag, dest in outputs.items() if dest == "-"]
+    if len(to_stdout) > 1:
+        out.append(Problem(to_stdout[1], f"only one report can go to stdout ('-'), and {to_stdout[0]} already does; write the others to files"))
+    for flag, dest in outputs.items():
+        if not dest or dest == "-":
+            continue
+        p = Path(dest)
+        if p.is_dir():
+            out.append(Problem(flag, f"{dest} is a directory; give a file name"))
+        elif not p.parent.exists() and not _creatable(p.parent):
+            out.append(Problem(flag, f"cannot create the folder {p.parent}"))
+        elif p.parent.exists() and not os.access(p.parent, os.W_OK):
+            out.append(Problem(flag, f"cannot write to {p.parent}"))
+    return out
+
+
+def _creatable(folder: Path) -> bool:
+    parent = next((q for q in folder.parents if q.exists()), None)
+    return parent is not None and parent.is_dir() and os.access(parent, os.W_OK)
+
+
+def cache_problems(settings: RunSettings, selected: Sequence[str]) -> list[Problem]:
+    if not {"bbq", "perplexity", "speed"} & set(selected):
+        return []  # the static checks cache nothing
+    where = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    flag = "--cache-dir" if settings.cache_dir else "EDGEGATE_CACHE"
+    if where.exists() and not where.is_dir():
+        return [Problem(flag, f"cache {where} is a file, not a folder")]
+    if where.exists():
+        return [] if os.access(where, os.W_OK) else [Problem(flag, f"cache folder {where} is not writable")]
+    return [] if _creatable(where) else [Problem(flag, f"cannot create the cache folder {where}")]
+
+
+def runtime_problems(policy: Policy, selected: Sequence[str], settings: RunSettings, fmt_runtime: Any = None) -> list[Problem]:
+    """Runtimes a selected check needs that are not installed. Only where the policy would turn
+    the resulting skip into a failure (fail_on_skipped, --strict): elsewhere a missing runtime
+    is a reported skip, not an error. ``fmt_runtime(check, runtime)`` resolves ``auto``."""
+    if not policy.fail_on_skipped or settings.endpoints:
+        return []
+    out: list[Problem] = []
+    for name in selected:
+        cp = policy.checks.get(name)
+        if cp is None or not cp.required or name not in ("speed", "perplexity", "bbq"):
+            continue
+        sec = cp.section
+        wanted = list(settings.runtimes or sec.get("runtimes") or [sec.get("runtime")]) if name == "speed" else [sec.get("runtime")]
+        for rt in wanted:
+            if rt == "auto" and fmt_runtime is not None:
+                rt = fmt_runtime(name, rt)
+            module, extra = RUNTIME_MODULES.get(str(rt), (None, None))
+            if module and importlib.util.find_spec(module) is None:
+                out.append(Problem(f"checks.{name}.runtime", f"runtime '{rt}' is not installed (pip install 'edgegate[{extra}]'); the policy fails a required check that cannot run"))
+    return out
+
+
+def input_findings(descs: Mapping[str, Mapping[str, Any]], configs: Mapping[str, Any]) -> list[Finding]:
+    """Identical inputs and different models, from the inputs' descriptions and configs."""
+    out = []
+    if "dense" in descs and "compressed" in descs:
+        same = identical_inputs(descs["dense"], descs["compressed"])
+        if same:
+            out.append(same)
+    diff = shape_mismatches(configs.get("dense"), configs.get("compressed"))
+    if diff:
+        out.append(diff)
+    return out

@@ -1,0 +1,86 @@
+"""``--samples-out FILE.jsonl``: the per-item evidence behind the BBQ and perplexity verdicts.
+
+One JSON object a line, so a reviewer can grep, diff or load it with any tool:
+
+- ``{"check": "bbq", "uid", "category", "condition", "polarity", "question", "answers": [...],
+  "targets": {...}, "dense": [...], "compressed": [...], "flip": ...}`` — every answer of both
+  models (seed, option rotation, chosen original option, its class), each model's majority
+  class over its answers, and whether the item changed class;
+- ``{"check": "perplexity", "chunk", "tokens", "dense_nll", "compressed_nll", "delta"}`` — the
+  summed negative log-likelihood of each scored chunk for both models.
+
+It is written from the raw measurements (the same ones ``edgegate merge`` judges), never from
+aggregate statistics, so every number in a report can be traced to the items behind it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from edgegate.bbq.measurement import combine
+from edgegate.bbq.metrics import classify
+from edgegate.results import jsonable
+
+
+def _majority(classes: list[str]) -> str | None:
+    """The class more than half of the answers share; None when there is no majority (a
+    position-only chooser under option rotation has none)."""
+    if not classes:
+        return None
+    cls, n = Counter(classes).most_common(1)[0]
+    return cls if 2 * n > len(classes) else None
+
+
+def bbq_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    c = combine([("this run", measurement)])
+    per: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: {"dense": [], "compressed": []})
+    for role, answers in c.answers.items():
+        for a in answers:
+            per[a.uid][role].append({"seed": a.seed, "rotation": a.rotation, "choice": a.choice,
+                                     "class": classify(a.choice, c.targets[a.uid])})
+    for it in c.items:
+        got = per[it.uid]
+        maj = {role: _majority([x["class"] for x in got[role]]) for role in ("dense", "compressed")}
+        pairs = list(zip(got["dense"], got["compressed"], strict=False))
+        yield {
+            "check": "bbq", "uid": it.uid, "category": it.category, "condition": it.condition,
+            "polarity": it.polarity, "question": it.question, "options": list(it.answers),
+            "label": it.label,
+            "targets": {"biased": c.targets[it.uid].biased, "anti": c.targets[it.uid].anti,
+                        "unknown": c.targets[it.uid].unknown},
+            "dense": got["dense"], "compressed": got["compressed"],
+            "dense_majority": maj["dense"], "compressed_majority": maj["compressed"],
+            "flip": maj["dense"] != maj["compressed"],
+            "flips_per_answer": sum(d["class"] != k["class"] for d, k in pairs),
+        }
+
+
+def perplexity_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    for j, k in enumerate(measurement["indices"]):
+        d = [float(x) for x in measurement["nll"]["dense"][j]]
+        c = [float(x) for x in measurement["nll"]["compressed"][j]]
+        yield {"check": "perplexity", "chunk": int(k), "tokens": len(d), "dense_nll": sum(d),
+               "compressed_nll": sum(c), "delta": sum(c) - sum(d)}
+
+
+def write_samples(dest: str | Path | IO[str], measured: Mapping[str, Any]) -> int:
+    """Write the rows of every measured check to ``dest``; returns the number of rows."""
+    rows = 0
+    own = not hasattr(dest, "write")
+    f: Any = open(dest, "w", encoding="utf-8") if own else dest  # type: ignore[arg-type]  # noqa: SIM115
+    try:
+        for name, make in (("bbq", bbq_rows), ("perplexity", perplexity_rows)):
+            m = measured.get(name)
+            if m is None:
+                continue
+            for row in make(m):
+                f.write(json.dumps(jsonable(row), ensure_ascii=False) + "\n")
+                rows += 1
+    finally:
+        if own:
+            f.close()
+    return rows
