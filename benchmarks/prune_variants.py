@@ -167,6 +167,21 @@ def measured_sparsity(model: Any) -> dict[str, float]:
     return out
 
 
+def verify(v: Variant, measured: dict[str, float], dense: dict[str, float]) -> None:
+    """Refuse to write a variant that is not what it says: pruned kinds at the target (no
+    more than the dense model's own zeros above it), skipped kinds untouched."""
+    bad = []
+    for kind in PROJ:
+        got = measured[kind]
+        if kind in v.skip:
+            if abs(got - dense[kind]) > 1e-6:
+                bad.append(f"{kind} should be left dense ({dense[kind]:.2%} zeros) but has {got:.2%}")
+        elif not v.sparsity - 0.005 <= got <= max(v.sparsity, dense[kind]) + dense[kind] + 0.005:
+            bad.append(f"{kind} sparsity {got:.2%}, target {v.sparsity:.0%}")
+    if bad:
+        raise SystemExit(f"{v.name}: pruning did not do what the variant says: " + "; ".join(bad))
+
+
 def _torch_prune(model: Any, v: Variant) -> None:
     """The two definitional baselines: per-tensor magnitude, and uniform random (seed 0)."""
     import torch
@@ -191,7 +206,10 @@ def _llmc_prune(model: Any, tokenizer: Any, v: Variant, samples: list[list[int]]
     from llmcompressor import oneshot
     from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
 
-    ignore = ["re:.*lm_head", *(f"re:.*{s}$" for s in v.skip)]
+    # No "$" anchors: with targets=["Linear"] llm-compressor 0.14 matches ignore patterns
+    # against "<module name>." (a trailing dot), so "re:.*o_proj$" silently ignores nothing.
+    # verify() below catches any such slip: a variant is only marked done when measured.
+    ignore = ["re:.*lm_head", *(f"re:.*\\.{s}\\b" for s in v.skip)]
     mask = "0:0" if v.structure == "unstructured" else v.structure
     cls = WandaPruningModifier if v.method == "wanda" else SparseGPTModifier
     recipe = cls(sparsity=v.sparsity, mask_structure=mask, targets=["Linear"], ignore=ignore)
@@ -207,6 +225,7 @@ def build(v: Variant, dense: Path, out_root: Path, n_samples: int, seq_len: int)
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(dense)
     model = AutoModelForCausalLM.from_pretrained(dense, dtype=torch.float32)
+    dense_zeros = measured_sparsity(model)  # Q4_K_M rounding leaves ~4.5% exact zeros already
     calib: dict[str, Any] | None = None
     if v.method in ("wanda", "sparsegpt"):
         samples, calib = calibration_samples(tokenizer, n_samples, seq_len)
@@ -216,6 +235,7 @@ def build(v: Variant, dense: Path, out_root: Path, n_samples: int, seq_len: int)
     seconds = time.perf_counter() - t0
     model = model.to(torch.bfloat16)
     measured = measured_sparsity(model)
+    verify(v, measured, dense_zeros)
 
     final = out_root / f"gemma3-270m-{v.name}"
     tmp = final.with_name(final.name + ".partial")

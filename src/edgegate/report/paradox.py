@@ -15,10 +15,13 @@ FALSE_ASSURANCE = "perplexity passes, bias fails: false assurance"
 
 
 def fmt_rel(v: float) -> str:
-    """A relative change as a percentage: +5%, -2.5%, +900%, +1,900%."""
+    """A relative change as a percentage (+5%, -2.5%, +400%), or from 10 times the dense value
+    on as a factor (x10, x20): "+1,900%" is hard to read on an axis."""
     p = v * 100
     if abs(p) < 1e-9:
         return "0%"
+    if v >= 9:
+        return f"\u00d7{1 + v:,.3g}"
     return f"{p:+,.0f}%" if abs(p) >= 100 else f"{p:+.3g}%"
 
 

@@ -21,7 +21,8 @@ from edgegate.report.svg import Point
 from edgegate.study.spec import StudySpec
 
 _STATUS_COLOR = {"pass": "#2e7d32", "fail": "#c62828", "partial": "#b26a00", "unverified": "#5d4037",
-                 "error": "#6a1b9a"}
+                 "error": "#6a1b9a",
+                 "incomplete": "#b26a00"}  # reports written before schema 2.0 (a study may keep old ones)
 
 
 def _check(report: Mapping[str, Any], name: str) -> Mapping[str, Any]:
