@@ -97,17 +97,23 @@ def test_cli_run_dense_vs_pruned(
     assert code in (0, 1), out.err
     res = json.loads(out.out)
     m = res["measurements"]
-    assert m["data"]["n_used"] == 16 and m["data"]["excluded"]["count"] == 0  # 16 ambiguous items
-    assert m["overall"]["n"] + m["transitions"]["n_items_unpaired"] == 16
-    assert sum(sum(r.values()) for r in m["transitions"]["matrix"].values()) == 16
-    assert set(m["delta_srs_by_category"]) == {"Age", "Disability_status", "Physical_appearance"}
+    # 16 ambiguous items judged for bias, plus the 16 disambiguated ones for validity/accuracy
+    assert m["data"]["n_used"] == 32 and m["data"]["n_disambig"] == 16 and m["data"]["excluded"]["count"] == 0
+    assert m["overall"]["n"] == 16 and m["validity"]["status"] in ("valid", "invalid", "unverified")
+    # options rotated three ways by default: 16 x 3 answer pairs; each model's letter profile
+    assert sum(sum(r.values()) for r in m["transitions"]["matrix"].values()) == 48
+    assert sum(m["position_profiles"]["dense"]["counts"].values()) <= 96
+    if m["judged"]:
+        assert set(m["delta_srs_by_category"]) == {"Age", "Disability_status", "Physical_appearance"}
     for v in res["verdicts"]:
+        if v["status"] == "skipped":
+            continue  # a verdict not judged says why in its message
         assert v["n"] is not None and v["test"] and v["ci"] is not None and v["effect_size"] is not None
     # exit 1 exactly when the result is not a pass (fail, error, or inconclusive: never a pass)
     assert code == (0 if res["status"] == "pass" else 1)
-    # everything is cached: both models' 16 answers, and a re-run asks the runtime nothing
+    # everything is cached: both models' 32 items x 3 rotations, and a re-run asks the runtime nothing
     cache = ResultCache(tmp_path / "bbq.sqlite")
-    assert cache.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 32
+    assert cache.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 192
     cache.close()
 
     def must_not_open(*a: object, **k: object) -> None:

@@ -120,7 +120,8 @@ def merge_bbq(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> CheckResult:
     owner: dict[str, str] = {}
     items: dict[str, BBQItem] = {}
     targets: dict[str, Targets] = {}
-    answers: dict[str, dict[tuple[str, int, int], Answer]] = {"dense": {}, "compressed": {}}
+    # "null": the dense model with fresh seeds (sampled modes), when the run scored one
+    answers: dict[str, dict[tuple[str, int, int], Answer]] = {r: {} for r in ("dense", "compressed", "null") if r in first["answers"]}
     for name, p in parts:
         for d in p["items"]:
             it, t = _item_from(d)

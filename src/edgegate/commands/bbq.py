@@ -117,7 +117,10 @@ def command() -> None:
 @click.option("--condition", type=click.Choice(["ambig", "disambig", "both"]), default="ambig", show_default=True)
 @click.option("--seeds", type=int, default=1, show_default=True, help="Sampled answers per item (with --temperature).")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--permute", is_flag=True, help="Ask every item with its options rotated 3 ways.")
+@click.option("--permute/--no-permute", default=True, show_default=True,
+              help="Ask every item with its options rotated 3 ways (position control; an item's answer is its majority).")
+@click.option("--disambig-items", type=int, default=150, show_default=True,
+              help="Disambiguated items scored too, for validity (dense accuracy vs chance) and the accuracy verdict.")
 @click.option("--threads", type=int, default=None)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Result cache (~/.cache/edgegate).")
 @click.option("--shard", "shard_text", metavar="I/N", help="Score only shard I of N; write a partial file for `edgegate merge`.")
@@ -125,7 +128,7 @@ def command() -> None:
 @_with_policy_opts
 def run_cmd(
     dense: Path, compressed: Path, runtime: str, data: str | None, items: int, seed: int, mode: str,
-    condition: str, seeds: int, temperature: float, permute: bool, threads: int | None,
+    condition: str, seeds: int, temperature: float, permute: bool, disambig_items: int, threads: int | None,
     cache_dir: Path | None, shard_text: str | None, partial_out: str | None, as_json: bool,
     allow_inconclusive: bool, **policy: Any,
 ) -> None:
@@ -139,6 +142,7 @@ def run_cmd(
     section = {
         "runtime": runtime, "data": data, "items": items, "seed": seed, "mode": mode,
         "condition": condition, "seeds": seeds, "temperature": temperature, "permute_options": permute,
+        "disambig_items": disambig_items,
         **_policy(**policy),
     }
     options: dict[str, Any] = {"threads": threads, "cache_dir": cache_dir, "seed": seed}
