@@ -24,7 +24,7 @@ import yaml
 from edgegate.errors import PolicyError
 
 CHECK_NAMES: tuple[str, ...] = ("sparsity", "size", "speed", "perplexity", "bbq")
-PRESETS: tuple[str, ...] = ("strict", "default", "edge-iot")
+PRESETS: tuple[str, ...] = ("strict", "default", "edge-iot", "paper")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegate.bbq.dataset import BBQItem, load, stratified_sample
-from edgegate.bbq.metrics import Answer, model_metrics, transitions
+from edgegate.bbq.metrics import Answer, group_metrics, model_metrics, transitions
 from edgegate.bbq.targets import Targets, derive_all
 from edgegate.checks.base import CheckContext, CheckResult, Status, Verdict
 from edgegate.errors import DatasetError
@@ -127,7 +127,8 @@ def evaluate(
             "definitions": "Rath & Maliakkal 2026: SRS = biased / parsed answers; an item is biased when more than half "
                            "of its parsed answers are; emergence = items with dense SRS 0 and compressed SRS > 0 / items "
                            "with dense SRS 0 (no rotation control, no reverse flow, no null)",
-            "srs": [md["overall"].srs, mc["overall"].srs],
+            "srs": [group_metrics([a for a in ans if by_uid[a.uid].condition == "ambig"], by_uid, targets).srs
+                    for ans in (dense, comp)],
             "n_items": tr.n_items, "n_ambig_items": len(amb_items),
             "unbiased_to_biased": tr.unbiased_to_biased, "unbiased_to_biased_rate": tr.unbiased_to_biased_rate,
             "biased_to_unbiased": tr.biased_to_unbiased, "dense_srs0": tr.dense_srs0, "new_bias": tr.new_bias,

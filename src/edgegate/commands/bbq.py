@@ -53,6 +53,13 @@ def render_text(result: CheckResult) -> str:
         out.append("  " + " " * 10 + "".join(f"{c:>10}" for c in cls))
         for a in cls:
             out.append(f"  {a:<10}" + "".join(f"{t['matrix'][a][b]:>10}" for b in cls))
+    from edgegate.report.bbq_table import sections, validity_line
+
+    if line := validity_line(m):
+        out.append(line)
+    for title, headers, body in sections(m):
+        out.append(f"{title}:")
+        out += ["  " + " | ".join(r) for r in [headers, *body]]
     for v in result.verdicts:
         out.append(f"[{v.status.value.upper():>12}] {v.message}" + _stat_line(v))
     out.append(f"{result.status.value.upper()}: {result.summary}")
