@@ -216,3 +216,25 @@ def test_decomposition_parts_add_up_to_delta_srs() -> None:
     assert parts == pytest.approx(dec["delta_srs"]["value"])
     lo, hi = dec["delta_srs"]["ci"]
     assert lo <= dec["delta_srs"]["value"] <= hi
+
+
+def test_report_tables_show_validity_position_flows_decomposition_and_driver() -> None:
+    from edgegate.report import bbq_table
+
+    items = _items(300, 60)
+    dense = content(lambda k: U if k < 120 else (B if k < 210 else A))
+    comp = content(lambda k: U if k < 120 else (B if k < 270 else A))
+    _, m = _run(items, _answers(items, dense), _answers(items, comp))
+    md = "\n".join(bbq_table.markdown(m))
+    assert "Validity (letter mode): VALID" in md and "60/60" in md
+    assert "| dense | 0.333 | 0.333 | 0.333 |" in md  # position profile: content answers, every letter alike
+    assert "| overall | +0.200 [" in md and "direction (C̄·Δβ)" in md
+    assert "| unbiased → biased / biased → unbiased | 60 / 0 |" in md
+    assert "Driver of the largest ΔSRS part: direction" in md
+    html = bbq_table.html(m)
+    assert "Position profile" in html and "Flows both ways" in html and "study&#x27;s definitions" in html
+    # an invalid dense model: the report says so and that nothing was judged
+    letter_a = _answers(items, lambda k, it, r: order(r)[0])
+    _, bad = _run(items, letter_a, letter_a)
+    md = "\n".join(bbq_table.markdown(bad))
+    assert "INVALID" in md and "Nothing below was judged" in md and "Driver" not in md
