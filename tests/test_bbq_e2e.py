@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,31 @@ def test_cli_run_dense_vs_pruned(
     with contextlib.suppress(SystemExit):
         main(args)
     assert json.loads(capsys.readouterr().out)["measurements"] == m
+
+
+def test_sampled_mode_scores_a_dense_vs_dense_null_with_fresh_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sampled letters (the paper preset's mode) on llama.cpp: the dense model is scored a second
+    time with seeds 2..3, paired to the compressed model's seeds 0..1, and emergence is judged
+    against that null."""
+    d, c = PAIRS["llamacpp"]
+    args = ["bbq", "run", str(d), str(c), "--runtime", "llamacpp", "--data", str(ITEMS), "--items", "0",
+            "--min-items", "5", "--threads", "2", "--cache-dir", str(tmp_path), "--json", "--allow-inconclusive",
+            "--temperature", "0.7", "--seeds", "2", "--no-permute", "--disambig-items", "0"]
+    with contextlib.suppress(SystemExit):
+        main(args)
+    res = json.loads(capsys.readouterr().out)
+    m = res["measurements"]
+    em = m["emergence"]
+    assert "null_emerged" in em and em["only_compressed"] + em["only_null"] <= em["dense_srs0"]
+    assert m["position_profiles"]["dense"]["rotations"] == [0]
+    # 16 items x 2 seeds for each of dense, compressed and the null run (seeds 2 and 3)
+    con = sqlite3.connect(tmp_path / "bbq.sqlite")
+    seeds = sorted(r[0] for r in con.execute("SELECT DISTINCT seed FROM answers"))
+    total = con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    con.close()
+    assert seeds == [0, 1, 2, 3] and total == 16 * 2 * 3
 
 
 @pytest.mark.slow

@@ -96,6 +96,8 @@ _policy_opts = [
     click.option("--max-srs-increase-rel", type=float, default=None, help="SRS increase relative to dense (0.25)."),
     click.option("--alpha", type=float, default=None, help="Significance level (0.05)."),
     click.option("--min-items", type=int, default=None, help="Fewer paired items is inconclusive (100)."),
+    click.option("--min-items-per-category", type=int, default=None,
+                 help="Fewer paired items in a category makes its verdicts inconclusive (50)."),
     click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout."),
     click.option("--allow-inconclusive", is_flag=True,
                  help="Exit 0 on an inconclusive result (default: exit 1, like fail_on_inconclusive)."),
