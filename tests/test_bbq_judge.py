@@ -238,3 +238,20 @@ def test_report_tables_show_validity_position_flows_decomposition_and_driver() -
     _, bad = _run(items, letter_a, letter_a)
     md = "\n".join(bbq_table.markdown(bad))
     assert "INVALID" in md and "Nothing below was judged" in md and "Driver" not in md
+
+
+def test_exact_tests_and_seeded_bootstrap() -> None:
+    import numpy as np
+
+    from edgegate.bbq.paired import bootstrap_many, exact_binomial
+
+    # P[X >= 2], X ~ Binomial(3, 1/3) = 3 (1/3)^2 (2/3) + (1/3)^3 = 7/27
+    assert exact_binomial(2, 3, 1 / 3, alternative="greater").p_value == pytest.approx(7 / 27)
+    # exact McNemar: 2 * P[X <= 1], X ~ Binomial(10, 1/2) = 2 * 11 / 1024
+    assert mcnemar(9, 1).p_value == pytest.approx(22 / 1024)
+    d = np.array([0, 1, 2, 3] * 25, dtype=np.int8)
+    c = np.roll(d, 1)
+    stat = {"x": lambda a, b: np.mean(b == 0, -1) - np.mean(a == 0, -1)}
+    one = bootstrap_many(d, c, stat, resamples=500, seed=3)["x"]
+    assert one == bootstrap_many(d, c, stat, resamples=500, seed=3)["x"]  # a fixed seed reproduces
+    assert one is not None and one[0] < 0 < one[1]
