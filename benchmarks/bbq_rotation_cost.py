@@ -8,7 +8,8 @@ Rotations of one item share the system prompt, the context and the question; onl
 block and the closing lines differ. The scorer sorts prompts by tokens, so the rotations of an
 item are neighbours and the llama.cpp backend keeps the KV cells of their shared prefix: the
 two extra rotations decode only their own tail. Printed: wall and process-CPU seconds of each
-(best of --reps alternating rounds: a shared machine's load hits both alike), the ratio
+(CPU counts this process and the runtime's child process; best of --reps alternating rounds:
+a shared machine's load hits both alike), the ratio
 rotated/one-pass (goal: <= 1.5), and the token bound (prompt tokens the backend must decode,
 rotated/one-pass). Also how the answers change: the share of items whose rotation-0 answer
 is their majority answer, and how many items have no majority.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,6 +32,19 @@ from edgegate.bbq.dataset import load, stratified_sample
 from edgegate.bbq.scoring import ScoreConfig, Scorer
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def child_cpu(backend: object) -> float:
+    """CPU seconds used so far by the backend's runtime process (the llama.cpp backend runs in
+    a child process, which ``time.process_time`` of this one does not see); 0 in-process."""
+    pid = getattr(getattr(backend, "_proc", None), "pid", None)
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def decoded_tokens(token_lists: list[list[int]]) -> int:
@@ -77,9 +92,10 @@ def main() -> int:
                     cache = ResultCache(Path(tmp) / "bbq.sqlite")
                     key = cache.model_hash(backend.model_path)
                     backend._clear()  # cold: no KV cells left from the other loop
-                    w, c = time.perf_counter(), time.process_time()
+                    w, c, k = time.perf_counter(), time.process_time(), child_cpu(backend)
                     got = Scorer(backend, cfg, cache=cache, model_key=key).score(items)
-                    times[name].append((time.perf_counter() - w, time.process_time() - c))
+                    cpu = time.process_time() - c + child_cpu(backend) - k
+                    times[name].append((time.perf_counter() - w, cpu))
                     answers[name] = [a.choice for a in got]
                     cache.close()
     finally:

@@ -20,7 +20,7 @@ answer tokens only, in both of the gate's prompt formats:
 - disambiguated items -> the gold answer, the same two ways (keeps the model able to do the
   task: the planted effect is direction, not lost accuracy).
 Printed before/after on held-out ambiguous items: mean log-probability margin of the biased
-over the anti-stereotype answer text. Written: OUT/hf (bf16 safetensors + tokenizer),
+over the anti-stereotype answer text. Written: OUT/hf (float32 safetensors + tokenizer),
 OUT/plant.json (settings, split, losses, margins).
 """
 
@@ -178,7 +178,9 @@ def main() -> int:
     after = margins(model, tok, check)
     print(f"held-out margin log p(biased) - log p(anti) after: {after:+.3f}", file=sys.stderr)
     hf = args.out / "hf"
-    model.to(torch.bfloat16).save_pretrained(hf)
+    # float32: a fine-tune's small weight updates do not survive bf16 rounding (8-bit mantissa);
+    # convert to f16 GGUF from this (10-bit mantissa; the untouched bf16 weights convert exactly)
+    model.save_pretrained(hf)
     for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json"):
         if (args.model / f).exists():
             shutil.copy2(args.model / f, hf / f)
