@@ -191,6 +191,8 @@ def _srs_and_direction(
     )]
     committed = min(int(np.sum(d.cls < UNKNOWN)), int(np.sum(c.cls < UNKNOWN)))
     need = int(pol["min_committed_items"])
+    if scope != "overall":  # a category is judged on its own floor, never above it
+        need = min(need, int(pol["min_items_per_category"]))
     ds = dec["delta_s"]
     out.append(_rule(
         "bbq.direction" + suffix, f"{scope} Δ bias score s among non-unknown answers", ds["value"],
