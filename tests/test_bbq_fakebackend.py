@@ -25,7 +25,9 @@ import numpy as np
 from edgegate.backends.base import LoglikResult, Timing
 
 BOS = 1
-_OPT = re.compile(r"^([ABC])\. (.*)$", re.M)
+# the options now end the user turn (prompts.USER, issue 10), so in chat form the last one runs
+# into the assistant marker: that marker is not part of the option's text
+_OPT = re.compile(r"^([ABC])\. (.*?)(?:\[ASSISTANT\])?$", re.M)
 
 
 class FakeBackend:

@@ -163,7 +163,8 @@ def test_merged_report_equals_unsharded(run: dict[str, Any]) -> None:
     merged = json.loads(out.read_text())
     assert r.exit_code == run["full"]["exit_code"]
     bbq = next(c for c in merged["checks"] if c["check"] == "bbq")
-    assert bbq["measurements"]["overall"]["n"] == 32  # the verdicts saw every item
+    # the verdicts saw every item: 16 ambiguous (bias) + 16 disambiguated (validity, accuracy)
+    assert bbq["measurements"]["overall"]["n"] == 16 and bbq["measurements"]["disambig_accuracy"]["n"] == 16
     assert _strip(merged) == _strip(run["full"])
     assert merged["status"] == run["full"]["status"] and merged["reasons"] == run["full"]["reasons"]
 

@@ -87,7 +87,7 @@ def test_check_result_round_trip() -> None:
 
 
 def _part(tmp: Path, name: str, i: int, n: int, **over: Any) -> Path:
-    doc = {"format": "edgegate-partial", "version": 1, "command": "check", "shard": {"index": i, "count": n},
+    doc = {"format": "edgegate-partial", "version": 2, "command": "check", "shard": {"index": i, "count": n},
            "fingerprint": {"settings": {"seed": 0}}, "checks": {}, "results": {}, "gate": {}}
     doc.update(over)
     p = tmp / name
