@@ -178,8 +178,9 @@ def main() -> int:
     after = margins(model, tok, check)
     print(f"held-out margin log p(biased) - log p(anti) after: {after:+.3f}", file=sys.stderr)
     hf = args.out / "hf"
-    # float32: a fine-tune's small weight updates do not survive bf16 rounding (8-bit mantissa);
-    # convert to f16 GGUF from this (10-bit mantissa; the untouched bf16 weights convert exactly)
+    # float32, so the f16 GGUF (10-bit mantissa) keeps more of the fine-tune's small updates than
+    # a bf16 copy (8-bit) would; the untouched bf16 weights convert exactly. (Measured: a bf16
+    # copy of the same fine-tune gave the same 220 BBQ answers through llama.cpp.)
     model.save_pretrained(hf)
     for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json"):
         if (args.model / f).exists():

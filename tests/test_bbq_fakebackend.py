@@ -25,8 +25,7 @@ import numpy as np
 from edgegate.backends.base import LoglikResult, Timing
 
 BOS = 1
-# the options now end the user turn (prompts.USER, issue 10), so in chat form the last one runs
-# into the assistant marker: that marker is not part of the option's text
+# the last option line may end in the chat template's closing tag (the options end the prompt)
 _OPT = re.compile(r"^([ABC])\. (.*?)(?:\[ASSISTANT\])?$", re.M)
 
 
