@@ -231,7 +231,7 @@ def test_endpoints_only_and_url_cache_key(run: dict[str, Any]) -> None:
     cache = run["work"] / "cache-full" / "bbq.sqlite"
     with sqlite3.connect(cache) as db:
         before = db.execute("SELECT model, COUNT(*) FROM answers GROUP BY model").fetchall()
-    assert len(before) == 2 and all(m.startswith("endpoint:") and n == 32 for m, n in before)
+    assert len(before) == 2 and all(m.startswith("endpoint:") and n == 96 for m, n in before)  # 32 items x 3 rotations
     out = run["work"] / "endpoints.json"
     r = _check(run["work"], run["urls"], "--cache-dir", str(run["work"] / "cache-full"), "--json-out", str(out), local=False)
     rep = json.loads(out.read_text())
