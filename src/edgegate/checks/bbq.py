@@ -209,7 +209,10 @@ def prepare_items(
     sample = stratified_sample(derived.items, n, seed)
     n_dis = 0
     if condition == "ambig" and disambig_items > 0:
-        loaded_dis = load(source, condition="disambig", categories=categories)
+        try:
+            loaded_dis = load(source, condition="disambig", categories=categories)
+        except DatasetError:  # data without disambiguated items: validity reports accuracy as untested
+            loaded_dis = []
         derived_dis = derive_all(loaded_dis)
         dis = stratified_sample(derived_dis.items, disambig_items, seed)
         n_dis = len(dis)
