@@ -25,7 +25,7 @@ from _support import run_cli
 pytest.importorskip("llama_cpp")
 pytest.importorskip("llama_cpp.server.app", reason="needs edgegate[server]")
 
-from edgegate.shard import shard_of
+from edgegate.bbq.measurement import shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "fixtures" / "models" / "gguf"
@@ -231,7 +231,8 @@ def test_endpoints_only_and_url_cache_key(run: dict[str, Any]) -> None:
     cache = run["work"] / "cache-full" / "bbq.sqlite"
     with sqlite3.connect(cache) as db:
         before = db.execute("SELECT model, COUNT(*) FROM answers GROUP BY model").fetchall()
-    assert len(before) == 2 and all(m.startswith("endpoint:") and n == 96 for m, n in before)  # 32 items x 3 rotations
+    # 32 items (condition both) x 3 option rotations (position control is on by default)
+    assert len(before) == 2 and all(m.startswith("endpoint:") and n == 32 * 3 for m, n in before)
     out = run["work"] / "endpoints.json"
     r = _check(run["work"], run["urls"], "--cache-dir", str(run["work"] / "cache-full"), "--json-out", str(out), local=False)
     rep = json.loads(out.read_text())
@@ -243,5 +244,6 @@ def test_endpoints_only_and_url_cache_key(run: dict[str, Any]) -> None:
     assert rep["inputs"][0]["model"] == str(DENSE) and rep["inputs"][0]["dialect"] == "llama-cpp-python"
     with sqlite3.connect(cache) as db:  # same servers, same key: every answer came from the cache
         assert db.execute("SELECT model, COUNT(*) FROM answers GROUP BY model").fetchall() == before
-    assert r.exit_code == 0  # required sparsity skipped: incomplete, never a pass
-    assert rep["status"] == "incomplete"
+    # sparsity cannot run on endpoints and 32 BBQ items are inconclusive: nothing the policy
+    # requires was verified, which is never a pass and never green (it used to be exit 0)
+    assert (r.exit_code, rep["status"]) == (1, "unverified")
