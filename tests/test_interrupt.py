@@ -124,7 +124,8 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path: Path) -> None:
 
     ref = _start(base)
     _, ref_err = ref.communicate(timeout=300)
-    assert ref.returncode == 0, ref_err
+    # 1 when BBQ on this small sample is inconclusive (nothing verified: never green), else 0
+    assert ref.returncode in (0, 1), ref_err
     assert _count(base / "cache" / "bbq.sqlite") == TOTAL
 
     db = work / "cache" / "bbq.sqlite"
@@ -163,7 +164,7 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path: Path) -> None:
     # 3) resume to the end
     p = _start(work)
     _, err = p.communicate(timeout=300)
-    assert p.returncode == 0, err
+    assert p.returncode == ref.returncode, err
     final = _rows(db)
     assert len(final) == TOTAL
     assert {k: final[k] for k in after_kill} == after_kill, (
