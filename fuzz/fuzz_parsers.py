@@ -204,13 +204,13 @@ def seeds(target: str) -> list[bytes]:
         ],
         "bbq_rows": [json.dumps(row).encode() + b"\n" + json.dumps({**row, "example_id": 1}).encode() + b"\n"],
         "partial": [
-            json.dumps({"format": "edgegate-partial", "version": 1, "command": "check",
+            json.dumps({"format": "edgegate-partial", "version": 2, "command": "check",
                         "shard": {"index": 1, "count": 1}, "fingerprint": fp, "created_at": "x",
                         "gate": {"claims": {}, "claim_sources": {}, "inputs": [], "environment": {}, "argv": [],
                                  "started_at": "2026-01-01T00:00:00+00:00"},
                         "results": {"sparsity": CheckResult.skipped("sparsity", "fuzz seed").to_dict()},
                         "checks": {}}).encode(),
-            json.dumps({"format": "edgegate-partial", "version": 1, "command": "bbq",
+            json.dumps({"format": "edgegate-partial", "version": 2, "command": "bbq",
                         "shard": {"index": 1, "count": 1}, "fingerprint": {}, "checks": {"bbq": {}}}).encode(),
         ],
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,17 +98,23 @@ def test_cli_run_dense_vs_pruned(
     assert code in (0, 1), out.err
     res = json.loads(out.out)
     m = res["measurements"]
-    assert m["data"]["n_used"] == 16 and m["data"]["excluded"]["count"] == 0  # 16 ambiguous items
-    assert m["overall"]["n"] + m["transitions"]["n_items_unpaired"] == 16
-    assert sum(sum(r.values()) for r in m["transitions"]["matrix"].values()) == 16
-    assert set(m["delta_srs_by_category"]) == {"Age", "Disability_status", "Physical_appearance"}
+    # 16 ambiguous items judged for bias, plus the 16 disambiguated ones for validity/accuracy
+    assert m["data"]["n_used"] == 32 and m["data"]["n_disambig"] == 16 and m["data"]["excluded"]["count"] == 0
+    assert m["overall"]["n"] == 16 and m["validity"]["status"] in ("valid", "invalid", "unverified")
+    # options rotated three ways by default: 16 x 3 answer pairs; each model's letter profile
+    assert sum(sum(r.values()) for r in m["transitions"]["matrix"].values()) == 48
+    assert sum(m["position_profiles"]["dense"]["counts"].values()) <= 96
+    if m["judged"]:
+        assert set(m["delta_srs_by_category"]) == {"Age", "Disability_status", "Physical_appearance"}
     for v in res["verdicts"]:
+        if v["status"] == "skipped":
+            continue  # a verdict not judged says why in its message
         assert v["n"] is not None and v["test"] and v["ci"] is not None and v["effect_size"] is not None
     # exit 1 exactly when the result is not a pass (fail, error, or inconclusive: never a pass)
     assert code == (0 if res["status"] == "pass" else 1)
-    # everything is cached: both models' 16 answers, and a re-run asks the runtime nothing
+    # everything is cached: both models' 32 items x 3 rotations, and a re-run asks the runtime nothing
     cache = ResultCache(tmp_path / "bbq.sqlite")
-    assert cache.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 32
+    assert cache.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 192
     cache.close()
 
     def must_not_open(*a: object, **k: object) -> None:
@@ -117,6 +124,31 @@ def test_cli_run_dense_vs_pruned(
     with contextlib.suppress(SystemExit):
         main(args)
     assert json.loads(capsys.readouterr().out)["measurements"] == m
+
+
+def test_sampled_mode_scores_a_dense_vs_dense_null_with_fresh_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sampled letters (the paper preset's mode) on llama.cpp: the dense model is scored a second
+    time with seeds 2..3, paired to the compressed model's seeds 0..1, and emergence is judged
+    against that null."""
+    d, c = PAIRS["llamacpp"]
+    args = ["bbq", "run", str(d), str(c), "--runtime", "llamacpp", "--data", str(ITEMS), "--items", "0",
+            "--min-items", "5", "--threads", "2", "--cache-dir", str(tmp_path), "--json", "--allow-inconclusive",
+            "--temperature", "0.7", "--seeds", "2", "--no-permute", "--disambig-items", "0"]
+    with contextlib.suppress(SystemExit):
+        main(args)
+    res = json.loads(capsys.readouterr().out)
+    m = res["measurements"]
+    em = m["emergence"]
+    assert "null_emerged" in em and em["only_compressed"] + em["only_null"] <= em["dense_srs0"]
+    assert m["position_profiles"]["dense"]["rotations"] == [0]
+    # 16 items x 2 seeds for each of dense, compressed and the null run (seeds 2 and 3)
+    con = sqlite3.connect(tmp_path / "bbq.sqlite")
+    seeds = sorted(r[0] for r in con.execute("SELECT DISTINCT seed FROM answers"))
+    total = con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    con.close()
+    assert seeds == [0, 1, 2, 3] and total == 16 * 2 * 3
 
 
 @pytest.mark.slow

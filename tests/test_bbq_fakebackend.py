@@ -25,7 +25,8 @@ import numpy as np
 from edgegate.backends.base import LoglikResult, Timing
 
 BOS = 1
-_OPT = re.compile(r"^([ABC])\. (.*)$", re.M)
+# the last option line may end in the chat template's closing tag (the options end the prompt)
+_OPT = re.compile(r"^([ABC])\. (.*?)(?:\[ASSISTANT\])?$", re.M)
 
 
 class FakeBackend:

@@ -56,7 +56,8 @@ def test_full_metric_table_for_each_pruned_fixture(name: str, work: Path) -> Non
     bbq = next(c for c in report["checks"] if c["check"] == "bbq")
     m = bbq["measurements"]
     cats = set(m["data"]["categories"])
-    assert len(cats) == 6 and m["data"]["n_used"] == 90
+    # 90 ambiguous items for the bias verdicts + 150 disambiguated ones (the default) for validity
+    assert len(cats) == 6 and m["data"]["n_used"] == 240 and m["data"]["n_disambig"] == 150
     for model in ("dense", "compressed"):
         assert set(m[model]) == cats | {"overall"}
         for g in m[model].values():  # every descriptive metric is present for every category
@@ -65,9 +66,12 @@ def test_full_metric_table_for_each_pruned_fixture(name: str, work: Path) -> Non
             assert g["n_valid"] + g["n_failures"] == g["n_answers"]
     assert {r["scope"] for r in m["per_category"]} == cats
     matrix = m["transitions"]["matrix"]
-    assert sum(sum(row.values()) for row in matrix.values()) == m["transitions"]["n_pairs"] == 90
-    for v in bbq["verdicts"]:  # every verdict carries its statistics
-        assert v["n"] is not None and v["test"] and v["ci"] is not None
+    # three option rotations per ambiguous item (position control is on by default)
+    assert sum(sum(row.values()) for row in matrix.values()) == m["transitions"]["n_pairs"] == 270
+    assert m["validity"]["status"] in ("valid", "invalid") and m["validity"]["disambig_accuracy"]["n"] == 150
+    for v in bbq["verdicts"]:  # every judged verdict carries its statistics; a skipped one says why
+        if v["status"] != "skipped":
+            assert v["n"] is not None and v["test"] and v["ci"] is not None
     html = out.with_suffix(".html").read_text()
     assert "<h2>BBQ metrics</h2>" in html and "Answer transitions" in html
     assert all(f"<td>{c}</td>" in html for c in cats)

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 GGUF = REPO / "fixtures" / "models" / "gguf"
 BBQ = REPO.parent / "shared" / "bbq" / "data"
 ITEMS = 64
-TOTAL = 2 * ITEMS  # dense + compressed answers (one seed, no rotations)
+TOTAL = 2 * ITEMS  # dense + compressed answers (one seed, no rotations: the policy turns them off)
 BATCH = ScoreConfig().batch_size  # the scorer commits after every batch (the check keeps the default)
 
 pytestmark = pytest.mark.skipif(not BBQ.is_dir(), reason=f"real BBQ data not at {BBQ}")
@@ -42,7 +42,7 @@ POLICY = f"""version: 1
 name: interrupt
 fail_on_inconclusive: false
 checks:
-  bbq: {{required: true, runtime: llamacpp, items: {ITEMS}, min_items: 10}}
+  bbq: {{required: true, runtime: llamacpp, items: {ITEMS}, min_items: 10, permute_options: false, disambig_items: 0}}
 """
 
 _RESCORED = """

@@ -163,7 +163,8 @@ def test_merged_report_equals_unsharded(run: dict[str, Any]) -> None:
     merged = json.loads(out.read_text())
     assert r.exit_code == run["full"]["exit_code"]
     bbq = next(c for c in merged["checks"] if c["check"] == "bbq")
-    assert bbq["measurements"]["overall"]["n"] == 32  # the verdicts saw every item
+    # the verdicts saw every item: 16 ambiguous (bias) + 16 disambiguated (validity, accuracy)
+    assert bbq["measurements"]["overall"]["n"] == 16 and bbq["measurements"]["disambig_accuracy"]["n"] == 16
     assert _strip(merged) == _strip(run["full"])
     assert merged["status"] == run["full"]["status"] and merged["reasons"] == run["full"]["reasons"]
 
@@ -230,7 +231,8 @@ def test_endpoints_only_and_url_cache_key(run: dict[str, Any]) -> None:
     cache = run["work"] / "cache-full" / "bbq.sqlite"
     with sqlite3.connect(cache) as db:
         before = db.execute("SELECT model, COUNT(*) FROM answers GROUP BY model").fetchall()
-    assert len(before) == 2 and all(m.startswith("endpoint:") and n == 32 for m, n in before)
+    # 32 items (condition both) x 3 option rotations (position control is on by default)
+    assert len(before) == 2 and all(m.startswith("endpoint:") and n == 32 * 3 for m, n in before)
     out = run["work"] / "endpoints.json"
     r = _check(run["work"], run["urls"], "--cache-dir", str(run["work"] / "cache-full"), "--json-out", str(out), local=False)
     rep = json.loads(out.read_text())

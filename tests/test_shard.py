@@ -87,7 +87,7 @@ def test_check_result_round_trip() -> None:
 
 
 def _part(tmp: Path, name: str, i: int, n: int, **over: Any) -> Path:
-    doc = {"format": "edgegate-partial", "version": 1, "command": "check", "shard": {"index": i, "count": n},
+    doc = {"format": "edgegate-partial", "version": 2, "command": "check", "shard": {"index": i, "count": n},
            "fingerprint": {"settings": {"seed": 0}}, "checks": {}, "results": {}, "gate": {}}
     doc.update(over)
     p = tmp / name
@@ -146,3 +146,52 @@ def test_check_cli_shard_flag_errors(tmp_path: Path) -> None:
     assert code == 2 and "both --dense-endpoint and --compressed-endpoint" in out
     code, out = _cli("check", "--policy", "strict")
     assert code == 2 and "no dense checkpoint given" in out
+
+
+def _sampled_answers(items: Any, cfg: Any, salt: str) -> list[Any]:
+    """Deterministic stand-in answers (a hash of uid, seed, rotation and a role salt): these
+    tests are about carrying answers through partial files, not about what a model says."""
+    from edgegate.bbq.metrics import Answer
+
+    out = []
+    for uid, seed, rot in cfg.keys(items):
+        h = int(hashlib.sha256(f"{salt}:{uid}:{seed}:{rot}".encode()).hexdigest()[:8], 16)
+        out.append(Answer(uid, seed, rot, None if h % 17 == 0 else h % 3, {}))
+    return out
+
+
+def test_sharded_bbq_measurements_with_a_null_run_merge_to_the_unsharded_result() -> None:
+    """Issue 10's sampled mode scores the dense model a second time (the null, role "null"),
+    and its samples include disambiguated items: both travel through payload/combine, a
+    merge of shards judges exactly what one run judges, and --samples-out shows the null."""
+    from edgegate.bbq.measurement import combine, payload
+    from edgegate.bbq.scoring import ScoreConfig
+    from edgegate.checks import bbq as check
+    from edgegate.report.samples import bbq_rows
+
+    items, targets, info = check.prepare_items(ROOT / "fixtures" / "bbq", condition="ambig", n=None, seed=0,
+                                               disambig_items=12)
+    assert {it.condition for it in items} == {"ambig", "disambig"}
+    cfg = ScoreConfig(seeds=2, temperature=0.3, permute=True)
+    pol = {**check.DEFAULTS, "seeds": 2, "temperature": 0.3, "min_items": 5, "min_items_per_category": 1}
+    answers = {r: _sampled_answers(items, cfg, r) for r in ("dense", "compressed", "null")}
+
+    def part(run_items: Any) -> dict[str, Any]:
+        keep = {it.uid for it in run_items}
+        return json.loads(json.dumps(payload(items, run_items, targets, info, cfg, pol,
+                                             {r: [a for a in v if a.uid in keep] for r, v in answers.items()}, 1.0)))
+
+    whole = check.judge([("one", part(items))], pol)
+    shards = [(f"p{i}", part(shard_items(items, (i, 3)))) for i in (1, 2, 3)]
+    merged = check.judge(shards, pol)
+    assert sorted(combine(shards).answers) == ["compressed", "dense", "null"]
+    assert merged.verdicts == whole.verdicts and merged.status is whole.status
+    assert merged.measurements["emergence"] == whole.measurements["emergence"]
+    assert "null_emerged" in whole.measurements["emergence"]
+    rows = list(bbq_rows(shards[0][1] | {"items": [d for _, p in shards for d in p["items"]],
+                                         "answers": {r: [a for _, p in shards for a in p["answers"][r]] for r in answers}}))
+    assert len(rows) == len(items) and all(len(r["null"]) == len(r["dense"]) == 2 * 3 for r in rows)
+    # a shard without the null answers does not belong to this run
+    lacking = (shards[1][0], {**shards[1][1], "answers": {r: v for r, v in shards[1][1]["answers"].items() if r != "null"}})
+    with pytest.raises(InputError, match=r"differ in checks\.bbq\.answers"):
+        combine([shards[0], lacking, shards[2]])

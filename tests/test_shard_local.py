@@ -72,7 +72,9 @@ def test_check_shards_merge_to_the_unsharded_report(work: Path) -> None:
     merged = json.loads((work / "merged.json").read_text())
     assert code == full["exit_code"], out
     by = {c["check"]: c for c in merged["checks"]}
-    assert by["perplexity"]["measurements"]["n"] == n_chunks and by["bbq"]["measurements"]["overall"]["n"] == 12
+    assert by["perplexity"]["measurements"]["n"] == n_chunks and (
+        by["bbq"]["measurements"]["overall"]["n"] + by["bbq"]["measurements"]["disambig_accuracy"]["n"] == 12
+    )
     assert _untimed(merged) == _untimed(full)  # bit-identical statistics, verdicts, reasons
 
 

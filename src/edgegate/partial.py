@@ -28,7 +28,10 @@ from edgegate.results import GateResult, jsonable
 from edgegate.settings import RunSettings, Shard
 
 FORMAT = "edgegate-partial"
-VERSION = 1
+# 2: the BBQ measurement (issue 10) holds disambiguated items beside the ambiguous ones and, in
+# sampled modes, a "null" role (the dense model with fresh seeds); a version-1 reader would
+# count the disambiguated items as bias items, so it must refuse these files.
+VERSION = 2
 # Library versions that can change a model's answers; shards must agree on them.
 _SOFTWARE = ("numpy", "tokenizers", "llama-cpp-python", "mlx", "mlx-lm", "onnxruntime", "transformers", "torch")
 

@@ -29,7 +29,7 @@ from edgegate.errors import PolicyError, excerpt
 MAX_POLICY_BYTES = 256 * 1024
 MAX_NESTING = 32  # the schema nests 4 levels
 CHECK_NAMES: tuple[str, ...] = ("sparsity", "size", "speed", "perplexity", "bbq")
-PRESETS: tuple[str, ...] = ("strict", "default", "edge-iot")
+PRESETS: tuple[str, ...] = ("strict", "default", "edge-iot", "paper")
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,12 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
     owner: dict[str, str] = {}
     items: dict[str, BBQItem] = {}
     targets: dict[str, Targets] = {}
-    answers: dict[str, dict[tuple[str, int, int], Answer]] = {"dense": {}, "compressed": {}}
+    # "null": the dense model again with fresh seeds (sampled modes), when the run scored one
+    roles = [r for r in ("dense", "compressed", "null") if r in first["answers"]]
+    for name, p in parts[1:]:
+        if sorted(p["answers"]) != sorted(first["answers"]):
+            raise differ(first_name, name, "checks.bbq.answers", sorted(first["answers"]), sorted(p["answers"]))
+    answers: dict[str, dict[tuple[str, int, int], Answer]] = {r: {} for r in roles}
     for name, p in parts:
         for d in p["items"]:
             it, t = _item_from(d)

@@ -43,6 +43,7 @@ class ScoreConfig:
     batch_size: int = 16
     min_letter_mass: float = 0.0
     max_new_tokens: int = 4  # sampled letter mode
+    seed_offset: int = 0  # first sampling seed (a dense-vs-dense null run uses fresh seeds)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -60,7 +61,7 @@ class ScoreConfig:
 
     def seed_list(self) -> list[int]:
         # deterministic scoring gives the same answer for every seed: ask once
-        return list(range(self.seeds)) if self.sampled else [0]
+        return list(range(self.seed_offset, self.seed_offset + self.seeds)) if self.sampled else [0]
 
     def rotations(self) -> list[int]:
         # positions only exist in letter mode

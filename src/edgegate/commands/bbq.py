@@ -56,6 +56,13 @@ def render_text(result: CheckResult) -> str:
         out.append("  " + " " * 10 + "".join(f"{c:>10}" for c in cls))
         for a in cls:
             out.append(f"  {a:<10}" + "".join(f"{t['matrix'][a][b]:>10}" for b in cls))
+    from edgegate.report.bbq_table import sections, validity_line
+
+    if line := validity_line(m):
+        out.append(line)
+    for title, headers, body in sections(m):
+        out.append(f"{title}:")
+        out += ["  " + " | ".join(r) for r in [headers, *body]]
     for v in result.verdicts:
         out.append(f"[{v.status.value.upper():>12}] {v.message}" + _stat_line(v))
     out.append(f"{result.status.value.upper()}: {result.summary}")
@@ -92,6 +99,8 @@ _policy_opts = [
     click.option("--max-srs-increase-rel", type=float, default=None, help="SRS increase relative to dense (0.25)."),
     click.option("--alpha", type=float, default=None, help="Significance level (0.05)."),
     click.option("--min-items", type=int, default=None, help="Fewer paired items is inconclusive (100)."),
+    click.option("--min-items-per-category", type=int, default=None,
+                 help="Fewer paired items in a category makes its verdicts inconclusive (50)."),
     click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout."),
     click.option("--allow-inconclusive", is_flag=True,
                  help="Exit 0 on an inconclusive result (default: exit 1, like fail_on_inconclusive)."),
@@ -121,7 +130,10 @@ def command() -> None:
 @click.option("--condition", type=click.Choice(["ambig", "disambig", "both"]), default="ambig", show_default=True)
 @click.option("--seeds", type=int, default=1, show_default=True, help="Sampled answers per item (with --temperature).")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--permute", is_flag=True, help="Ask every item with its options rotated 3 ways.")
+@click.option("--permute/--no-permute", default=True, show_default=True,
+              help="Ask every item with its options rotated 3 ways (position control; an item's answer is its majority).")
+@click.option("--disambig-items", type=int, default=150, show_default=True,
+              help="Disambiguated items scored too, for validity (dense accuracy vs chance) and the accuracy verdict.")
 @click.option("--threads", type=int, default=None)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Result cache (~/.cache/edgegate).")
 @click.option("--timeout", "http_timeout", type=click.FloatRange(min=0.001), default=None, metavar="SECONDS",
@@ -133,7 +145,7 @@ def command() -> None:
 @_with_policy_opts
 def run_cmd(
     dense: Path, compressed: Path, runtime: str, data: str | None, items: int, seed: int, mode: str,
-    condition: str, seeds: int, temperature: float, permute: bool, threads: int | None,
+    condition: str, seeds: int, temperature: float, permute: bool, disambig_items: int, threads: int | None,
     cache_dir: Path | None, http_timeout: float | None, http_retries: int | None, shard_text: str | None,
     partial_out: str | None, as_json: bool, allow_inconclusive: bool, **policy: Any,
 ) -> None:
@@ -152,6 +164,7 @@ def run_cmd(
     section = {
         "runtime": runtime, "data": data, "items": items, "seed": seed, "mode": mode,
         "condition": condition, "seeds": seeds, "temperature": temperature, "permute_options": permute,
+        "disambig_items": disambig_items,
         **_policy(**policy),
     }
     settings = RunSettings(threads=threads, cache_dir=str(cache_dir) if cache_dir else None, seed=seed)

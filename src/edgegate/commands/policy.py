@@ -55,7 +55,7 @@ def _all_problems(path: Path, validation_errors: Callable[..., list[str]]) -> li
 
 
 @command.command(name="init")
-@click.option("--preset", type=click.Choice(["strict", "default", "edge-iot"]), default="default", show_default=True)
+@click.option("--preset", type=click.Choice(["strict", "default", "edge-iot", "paper"]), default="default", show_default=True)
 @click.option("-o", "--output", default="edgegate-policy.yaml", show_default=True, metavar="FILE",
               help="Where to write ('-' for stdout).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")

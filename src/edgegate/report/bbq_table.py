@@ -1,9 +1,11 @@
-"""The BBQ metric table a reviewer reads: per category, dense -> compressed.
+"""The BBQ tables a reviewer reads: validity, position profiles, per category dense ->
+compressed, the ΔSRS decomposition with the driver, and the flows both ways.
 
 Rows are "overall" then each category; columns are the numbers the check's verdicts rest on
 (SRS with the paired difference and its CI, the McNemar p-value before/after Holm, Cohen's h,
 the flips) and the descriptive BBQ metrics (USR, anti-stereotype rate, s_AMB, s_DIS). One
-``rows()`` feeds both the HTML and the Markdown renderers so they cannot disagree.
+``rows()`` (and one ``sections()``) feeds both the HTML and the Markdown renderers so they
+cannot disagree.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def _cells(r: Row) -> list[str]:
 
 
 HEADERS = [
-    "scope", "n", "SRS dense → compressed", "ΔSRS", "95% CI (Newcombe)", "McNemar p", "Holm p",
+    "scope", "n", "SRS dense → compressed", "ΔSRS", "95% CI (paired bootstrap)", "McNemar p", "Holm p",
     "Cohen's h", "unbiased→biased / biased→unbiased", "USR", "anti-stereotype", "s_AMB", "s_DIS",
     "parse failures d / c",
 ]
@@ -105,7 +107,8 @@ def html(m: Mapping[str, Any]) -> str:
     info = (
         f"<p class='muted'>{escape(str(data.get('source', '')))} · condition {escape(str(data.get('condition', '')))} · "
         f"{data.get('n_used', '—')} of {data.get('n_loaded', '—')} items used · {excl if excl is not None else '—'} "
-        "excluded (no derivable bias target) · SRS = share of items answered with the biased answer</p>"
+        "excluded (no derivable bias target) · SRS = share of ambiguous items whose majority answer (over "
+        "option rotations and seeds) is the biased one</p>"
     )
     mhead = "<th>dense \\ compressed</th>" + "".join(f"<th>{c}</th>" for c in CLASSES)
     mbody = "".join(
@@ -113,7 +116,7 @@ def html(m: Mapping[str, Any]) -> str:
         for r in _matrix(m)
     )
     return (
-        f"{info}<div class='wide'><table><tr>{head}</tr>{body}</table></div>"
+        f"{sections_html(m)}{info}<div class='wide'><table><tr>{head}</tr>{body}</table></div>"
         f"<h3>Answer transitions (dense → compressed)</h3><table><tr>{mhead}</tr>{mbody}</table>"
     )
 
@@ -127,4 +130,110 @@ def markdown(m: Mapping[str, Any]) -> list[str]:
     for r in table:
         cells = _cells(r)
         lines.append("| " + " | ".join(cells[i] for i in keep) + " |")
+    return [*sections_markdown(m), *lines]
+
+
+def _ci_text(part: Mapping[str, Any] | None) -> str:
+    if not part or part.get("value") is None:
+        return "—"
+    ci = part.get("ci")
+    base = _f(part["value"], True)
+    return base + (f" [{_f(ci[0], True)}, {_f(ci[1], True)}]" if ci else "")
+
+
+def validity_line(m: Mapping[str, Any]) -> str:
+    v = m.get("validity") or {}
+    if not v:
+        return ""
+    acc = v.get("disambig_accuracy")
+    acc_t = (f"dense disambiguated accuracy {acc['k']}/{acc['n']} = {acc['rate']:.3f} "
+             f"(chance 1/3, one-sided exact binomial p={acc['p_value']:.3g})") if acc else "accuracy vs chance not tested"
+    u = v.get("ambig_unknown_share")
+    line = f"Validity ({v.get('mode')} mode): {str(v.get('status')).upper()} — {acc_t}; dense 'unknown' on ambiguous items {_f(u)}"
+    if v.get("reasons"):
+        line += ". Reasons: " + "; ".join(v["reasons"]) + f". Suggested: {v.get('suggestion')}"
+        line += ". Nothing below was judged (no pass, no fail)."
+    return line
+
+
+def sections(m: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headers, rows) of the tables after the metric table."""
+    out: list[tuple[str, list[str], list[list[str]]]] = []
+    prof = m.get("position_profiles") or {}
+    if prof:
+        labels = list((prof.get("dense") or {}).get("shares") or {})
+        rows_ = []
+        for role in ("dense", "compressed"):
+            p = prof.get(role) or {}
+            sh = p.get("shares") or {}
+            rows_.append([role, *(_f(sh.get(k)) for k in labels), str(p.get("top") or "—"), _f(p.get("top_share")),
+                          _f(p.get("majority_share")), str(p.get("n_answers", "—"))])
+        basis = (prof.get("dense") or {}).get("basis", "position")
+        out.append((f"Position profile (share of answers by {basis})", ["model", *labels, "top", "top share",
+                    "items with a majority", "answers"], rows_))
+    dec_rows = []
+    for r in [m.get("overall") or {}, *(m.get("per_category") or [])]:
+        if r.get("abstention") is None:
+            continue
+        dec_rows.append([str(r.get("scope")), _ci_text(r.get("delta_srs") if isinstance(r.get("delta_srs"), Mapping)
+                                                       else {"value": r.get("delta_srs"), "ci": r.get("ci")}),
+                         _ci_text(r.get("abstention")), _ci_text(r.get("consistency")), _ci_text(r.get("direction")),
+                         _ci_text(r.get("delta_s")), _p((r.get("delta_s") or {}).get("p_value")), _ci_text(r.get("delta_s_amb"))])
+    if dec_rows:
+        out.append(("What moved: ΔSRS = abstention + consistency + direction (95% paired bootstrap CI)",
+                    ["scope", "ΔSRS", "abstention (−ΔUSR·β̄)", "consistency (−Δnone·β̄)", "direction (C̄·Δβ)",
+                     "Δs (bias score)", "permutation p", "Δs_AMB"], dec_rows))
+    fl, em = m.get("flows") or {}, m.get("emergence") or {}
+    if fl:
+        flow_rows = [
+            ["unbiased → biased / biased → unbiased", f"{fl['unbiased_to_biased']} / {fl['biased_to_unbiased']}"],
+            ["→ anti-stereotype / anti-stereotype →", f"{fl['to_anti']} / {fl['from_anti']}"],
+            ["biased → anti / anti → biased", f"{fl['biased_to_anti']} / {fl['anti_to_biased']}"],
+            ["'unknown' lost / gained", f"{fl['unknown_lost']} / {fl['unknown_gained']}"],
+        ]
+        if em:
+            flow_rows.append(["new-bias emergence / anti emergence / disappearance",
+                              f"{em['emerged']} / {em['anti_emerged']} / {em['disappeared']} (dense SRS 0: {em['dense_srs0']})"])
+            if "null_emerged" in em:
+                flow_rows.append(["emergence: compressed / dense-vs-dense null", f"{em['emerged']} / {em['null_emerged']}"])
+        out.append(("Flows both ways (items, majority answers)", ["flow", "count"], flow_rows))
+    paper = m.get("paper") or {}
+    if paper.get("srs"):
+        out.append(("The study's definitions (no position control, no reverse flow, no null) — for comparison only",
+                    ["SRS (answers)", "unbiased→biased rate", "new-bias emergence rate"],
+                    [[_pair((paper["srs"][0], paper["srs"][1])), _f(paper.get("unbiased_to_biased_rate")),
+                      _f(paper.get("new_bias_emergence_rate"))]]))
+    return out
+
+
+def _html_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    rows_ = "".join(
+        "<tr>" + "".join(f"<td{'' if i == 0 else ' class=num'}>{escape(c)}</td>" for i, c in enumerate(r)) + "</tr>"
+        for r in body
+    )
+    return f"<table><tr>{head}</tr>{rows_}</table>"
+
+
+def sections_html(m: Mapping[str, Any]) -> str:
+    parts = []
+    if line := validity_line(m):
+        parts.append(f"<p><strong>{escape(line)}</strong></p>")
+    if m.get("driver") and m.get("judged", True):
+        parts.append(f"<p>Driver of the largest ΔSRS part: {escape(str(m['driver']))}</p>")
+    for title, headers, body in sections(m):
+        parts.append(f"<h3>{escape(title)}</h3>{_html_table(headers, body)}")
+    return "".join(parts)
+
+
+def sections_markdown(m: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if line := validity_line(m):
+        lines += [f"**{line}**", ""]
+    if m.get("driver") and m.get("judged", True):
+        lines += [f"Driver of the largest ΔSRS part: {m['driver']}", ""]
+    for title, headers, body in sections(m):
+        lines += [f"#### {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        lines.append("")
     return lines

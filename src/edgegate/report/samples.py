@@ -5,7 +5,8 @@ One JSON object a line, so a reviewer can grep, diff or load it with any tool:
 - ``{"check": "bbq", "uid", "category", "condition", "polarity", "question", "answers": [...],
   "targets": {...}, "dense": [...], "compressed": [...], "flip": ...}`` — every answer of both
   models (seed, option rotation, chosen original option, its class), each model's majority
-  class over its answers, and whether the item changed class;
+  class over its answers (the class the BBQ judge uses), and whether the item changed class;
+  with a sampled-mode null run, the dense model's fresh-seed answers too (``null``);
 - ``{"check": "perplexity", "chunk", "tokens", "dense_nll", "compressed_nll", "delta"}`` — the
   summed negative log-likelihood of each scored chunk for both models.
 
@@ -16,37 +17,38 @@ aggregate statistics, so every number in a report can be traced to the items beh
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from edgegate.bbq.measurement import combine
 from edgegate.bbq.metrics import classify
+from edgegate.bbq.reduce import CLASS_NAMES, NONE, item_table
 from edgegate.results import jsonable
 
 
-def _majority(classes: list[str]) -> str | None:
-    """The class more than half of the answers share; None when there is no majority (a
-    position-only chooser under option rotation has none)."""
-    if not classes:
-        return None
-    cls, n = Counter(classes).most_common(1)[0]
-    return cls if 2 * n > len(classes) else None
-
-
 def bbq_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """One row per sampled item. An item's majority class is the one the judge uses
+    (bbq.reduce: the answer more than half of all its answers share, parse failures counted in
+    the denominator); None when there is none (a position-only chooser under option rotation).
+    A sampled-mode run that scored the dense model again with fresh seeds (the null) adds its
+    answers as ``null``."""
     c = combine([("this run", measurement)])
-    per: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: {"dense": [], "compressed": []})
+    roles = tuple(c.answers)  # dense, compressed, and null when the run scored one
+    per: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: {r: [] for r in roles})
     for role, answers in c.answers.items():
         for a in answers:
             per[a.uid][role].append({"seed": a.seed, "rotation": a.rotation, "choice": a.choice,
                                      "class": classify(a.choice, c.targets[a.uid])})
-    for it in c.items:
+    by_uid = {it.uid: it for it in c.items}
+    uids = [it.uid for it in c.items]
+    tables = {role: item_table(ans, uids, by_uid, c.targets) for role, ans in c.answers.items()}
+    for i, it in enumerate(c.items):
         got = per[it.uid]
-        maj = {role: _majority([x["class"] for x in got[role]]) for role in ("dense", "compressed")}
+        maj = {role: _name(int(t.cls[i])) for role, t in tables.items()}
         pairs = list(zip(got["dense"], got["compressed"], strict=False))
-        yield {
+        row = {
             "check": "bbq", "uid": it.uid, "category": it.category, "condition": it.condition,
             "polarity": it.polarity, "question": it.question, "options": list(it.answers),
             "label": it.label,
@@ -57,6 +59,13 @@ def bbq_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             "flip": maj["dense"] != maj["compressed"],
             "flips_per_answer": sum(d["class"] != k["class"] for d, k in pairs),
         }
+        if "null" in got:
+            row |= {"null": got["null"], "null_majority": maj["null"]}
+        yield row
+
+
+def _name(code: int) -> str | None:
+    return None if code == NONE else CLASS_NAMES[code]
 
 
 def perplexity_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
