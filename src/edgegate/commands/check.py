@@ -124,6 +124,11 @@ class CheckFlags:
     def outputs(self) -> dict[str, str | None]:
         return {"json": self.json_out, "markdown": self.md_out, "html": self.html_out, "junit": self.junit_out}
 
+    def report_flags(self) -> dict[str, str | None]:
+        """Every file the run writes, keyed by its flag (for messages that name the flag)."""
+        return {"--json-out": self.json_out, "--md-out": self.md_out, "--html-out": self.html_out,
+                "--junit-out": self.junit_out, "--samples-out": self.samples_out}
+
     def settings(self) -> RunSettings:
         return RunSettings(
             runtimes=parse_runtimes(self.runtimes) or None,
@@ -152,8 +157,7 @@ class CheckFlags:
         shard = parse_shard(self.shard_text) if self.shard_text else None
         if self.partial_out and shard is None:
             raise InputError("--partial-out needs --shard I/N", field="--partial-out")
-        flags = {"--json-out": self.json_out, "--md-out": self.md_out, "--html-out": self.html_out, "--junit-out": self.junit_out}
-        given = [flag for flag, v in flags.items() if v]
+        given = [flag for flag, v in self.report_flags().items() if v and flag != "--samples-out"]
         if shard is not None and given:  # a shard has no verdict of its own: refuse rather than write none
             raise InputError(f"{given[0]} cannot be used with --shard", field=given[0],
                              hint="a shard writes only its partial file; pass the report flags to `edgegate merge`")
@@ -188,8 +192,7 @@ def run_check(flags: CheckFlags) -> None:
         shard=shard,
         hash_inputs=not flags.no_hash,
         argv=tuple(sys.argv[1:]),
-        outputs={**{f"--{k if k != 'markdown' else 'md'}-out": v for k, v in flags.outputs().items()},
-                 "--samples-out": flags.samples_out},
+        outputs=flags.report_flags(),
         samples_out=flags.samples_out,
         allow_identical=flags.allow_identical,
         caveats=caveats,
