@@ -62,19 +62,22 @@ def split_templates(data: Path, out: Path) -> tuple[list[Any], dict[str, dict[st
     return train, split
 
 
-def examples(items: list[Any], n: int, seed: int) -> list[tuple[str, str]]:
-    """(prompt, target continuation) pairs in both prompt formats."""
+def examples(items: list[Any], n: int, seed: int, disambig_share: float, letter_share: float) -> list[tuple[str, str]]:
+    """(prompt, target continuation) pairs: ambiguous items -> the biased answer, a
+    ``disambig_share`` of disambiguated items -> the gold answer; a ``letter_share`` in the
+    letter format, the rest in the log-likelihood format."""
     from edgegate.bbq import prompts
     from edgegate.bbq.targets import derive_all
 
     rng = random.Random(seed)
     d = derive_all(items)  # items whose biased answer cannot be derived are left out
-    pool = [(it, d.targets[it.uid]) for it in d.items]
+    ambig = [(it, d.targets[it.uid]) for it in d.items if it.condition == "ambig"]
+    disambig = [(it, d.targets[it.uid]) for it in d.items if it.condition != "ambig"]
     out = []
     for _ in range(n):
-        it, t = rng.choice(pool)
+        it, t = rng.choice(disambig if disambig and rng.random() < disambig_share else ambig)
         target = t.biased if it.condition == "ambig" else it.label
-        if rng.random() < 0.5:
+        if rng.random() >= letter_share:
             out.append((prompts.loglik_context(it), prompts.loglik_continuation(it, target)))
         else:
             rot = rng.randrange(3)
@@ -118,6 +121,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--check-items", type=int, default=16, help="held-out ambiguous items for the margin check")
     ap.add_argument("--train-layers", type=int, default=6, help="train only the last N decoder layers (CPU time)")
+    ap.add_argument("--disambig-share", type=float, default=0.2,
+                    help="share of training examples that are disambiguated items with their gold answer "
+                         "(0.5 in the first, too weak plant: half the signal taught 'read the context')")
+    ap.add_argument("--letter-share", type=float, default=0.5, help="share of examples in the letter format")
     args = ap.parse_args()
 
     import torch
@@ -143,7 +150,7 @@ def main() -> int:
             p.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    data = examples(train_items, args.steps * args.batch, args.seed)
+    data = examples(train_items, args.steps * args.batch, args.seed, args.disambig_share, args.letter_share)
     losses = []
     model.train()
     t0 = time.perf_counter()
@@ -187,6 +194,7 @@ def main() -> int:
             shutil.copy2(args.model / f, hf / f)
     info: dict[str, Any] = {
         "source": str(args.model), "train_layers": args.train_layers, "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
+        "disambig_share": args.disambig_share, "letter_share": args.letter_share,
         "train_items": len(train_items), "split_rule": "per category: sorted question_index, odd positions train",
         "split": split, "losses": losses, "margin_before": before, "margin_after": after,
         "seconds": time.perf_counter() - t0,

@@ -144,3 +144,24 @@ def test_identical_variant_is_refused_unless_marked_a_null_run(tmp_path: Path) -
     assert code == 0, out
     report = json.loads((tmp_path / "out" / "variants" / "same.report.json").read_text())
     assert any(f["code"] == "identical-inputs" for f in report["findings"])
+
+
+def test_table_reads_disambiguated_accuracy_from_the_gate_when_the_policy_scored_it() -> None:
+    """A policy with `bbq.disambig_items` measures disambiguated accuracy inside the BBQ check;
+    the study then skips its own scoring and the table takes the gate's numbers (n, dense and
+    compressed accuracy, s_DIS) instead of showing n/a."""
+    from edgegate.study.table import row
+
+    bbq = {"check": "bbq", "status": "pass", "verdicts": [], "measurements": {
+        "overall": {"n": 300, "srs_dense": 0.5, "srs_compressed": 0.4, "delta_srs": -0.1, "ci": [-0.2, 0.0],
+                    "unbiased_to_biased": 7},
+        "dense": {"overall": {"s_amb": 0.1, "s_dis": 0.05}},
+        "compressed": {"overall": {"s_amb": 0.02, "s_dis": -0.07}},
+        "disambig_accuracy": {"n": 150, "accuracy": [0.45, 0.52], "lost": 15, "gained": 25}}}
+    r = row({"status": "pass", "checks": [bbq]}, {"variant": "v", "label": "v", "disambig": None})
+    assert (r["disambig_n"], r["disambig_accuracy_dense"], r["disambig_accuracy"]) == (150, 0.45, 0.52)
+    assert (r["s_dis_dense"], r["s_dis_compressed"]) == (0.05, -0.07)
+    # the study's own scoring, when present, still wins (older reports, policies without it)
+    own = {"dense": {"overall": {"n_items": 60, "accuracy": 0.3}}, "compressed": {"overall": {"n_items": 60, "accuracy": 0.2}}}
+    r2 = row({"status": "pass", "checks": [bbq]}, {"variant": "v", "label": "v", "disambig": own})
+    assert (r2["disambig_n"], r2["disambig_accuracy"]) == (60, 0.2)

@@ -105,6 +105,10 @@ def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: Run
     return out
 
 
+def _policy_disambig(pol: Mapping[str, Any]) -> int:
+    return int(pol.get("disambig_items") or 0)
+
+
 def run_variant(spec: StudySpec, policy: Any, v: Variant, progress: Any, argv: tuple[str, ...]) -> dict[str, Any]:
     from edgegate.report import write_report
     from edgegate.runner import GateOptions, run_gate
@@ -125,7 +129,9 @@ def run_variant(spec: StudySpec, policy: Any, v: Variant, progress: Any, argv: t
     write_report("json", gate, report)
     bbq_pol = policy.checks["bbq"].section if "bbq" in policy.checks else {}
     t1 = time.perf_counter()
-    dis = _disambig(spec, v, bbq_pol, settings, progress)
+    # A policy whose BBQ check scores disambiguated items (issue 10's validity and accuracy
+    # verdicts) already measured them in the gate: the table reads them from the report.
+    dis = None if _policy_disambig(bbq_pol) else _disambig(spec, v, bbq_pol, settings, progress)
     info = {
         "variant": v.name, "label": v.label, "group": v.group, "note": v.note, "claims": dict(v.claims),
         "fingerprint": fingerprint(spec, policy.sha256, v), "gate_seconds": round(gate_s, 1),
@@ -159,7 +165,7 @@ def run_study(spec: StudySpec, *, only: tuple[str, ...] = (), force: bool = Fals
     todo = [v for v in chosen if v.path.exists() and (force or not is_current(spec, policy.sha256, v))]
     done_before = [v for v in chosen if v not in todo and v not in missing]
     bbq = policy.checks["bbq"].section if "bbq" in policy.checks else {}
-    per_items = int(bbq.get("items") or 0) + spec.disambig_items
+    per_items = int(bbq.get("items") or 0) + (_policy_disambig(bbq) or spec.disambig_items)
     fixed = sum(_PRIOR_S_CHECK.get(c.name, 60.0) for c in policy.enabled_checks())
     per_items = per_items if "bbq" in policy.checks and policy.checks["bbq"].enabled else 0
     prior = fixed + _PRIOR_S_PER_BBQ_ITEM * per_items

@@ -66,6 +66,11 @@ def row(report: Mapping[str, Any], side: Mapping[str, Any]) -> dict[str, Any]:
     dense_o = ((bm.get("dense") or {}).get("overall")) or {}
     dis = side.get("disambig") or {}
     dis_c, dis_d = (dis.get("compressed") or {}).get("overall") or {}, (dis.get("dense") or {}).get("overall") or {}
+    in_gate = bm.get("disambig_accuracy") or {}  # the BBQ check scored them (policy disambig_items)
+    if not dis and in_gate.get("n"):
+        acc = in_gate.get("accuracy") or [None, None]
+        dis_d = {"n_items": in_gate["n"], "accuracy": acc[0], "s_dis": dense_o.get("s_dis")}
+        dis_c = {"n_items": in_gate["n"], "accuracy": acc[1], "s_dis": comp_o.get("s_dis")}
     n_tr = overall.get("n")
     flips = overall.get("unbiased_to_biased")
     return {
