@@ -77,8 +77,46 @@ def test_size_per_format_threshold_and_against_dense() -> None:
     assert verdict(res, "min_saving").status is Status.SKIPPED
     dense_bytes = (MODELS / "dense" / "model.safetensors").stat().st_size
     comp_bytes = (MODELS / "nm24" / "model.safetensors").stat().st_size
-    assert res.measurements["saving"] == pytest.approx(1 - comp_bytes / dense_bytes)
-    assert "dense original" in res.measurements["saving_basis"]
+    # same format: judged on the tensor data; the files' sizes are reported beside it
+    dense_t = res.measurements["dense_size"]["tensor_bytes"]
+    comp_t = res.measurements["size"]["tensor_bytes"]
+    assert res.measurements["saving"] == pytest.approx(1 - comp_t / dense_t)
+    basis = res.measurements["saving_basis"]
+    assert "dense original" in basis and f"{1 - comp_bytes / dense_bytes:.1%} saved" in basis
+
+
+def test_size_metadata_only_growth_is_not_a_bigger_model(tmp_path: Path) -> None:
+    """A pruned GGUF written by a converter that names the model after its folder is a few
+    bytes larger than its dense twin (`general.name`), with byte-identical tensor data: it
+    saved nothing (min_saving 0.1 fails) but it did not grow (min_saving 0.0 passes), and the
+    report says where the extra bytes are. Real files, written by the gguf package."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    w = np.arange(64 * 32, dtype=np.float16).reshape(64, 32)
+    paths = {}
+    for name in ("dense", "a-much-longer-folder-name-of-the-pruned-copy"):
+        p = tmp_path / f"{name}.gguf"
+        g = GGUFWriter(str(p), "llama")
+        g.add_name(name)
+        g.add_tensor("blk.0.ffn_down.weight", w)
+        g.write_header_to_file()
+        g.write_kv_data_to_file()
+        g.write_tensors_to_file()
+        g.close()
+        paths[name] = p
+    comp, dense = paths["a-much-longer-folder-name-of-the-pruned-copy"], paths["dense"]
+    assert comp.stat().st_size > dense.stat().st_size
+
+    def run(min_saving: float):  # type: ignore[no-untyped-def]
+        return size_check.run(CheckContext(compressed_path=comp, dense_path=dense,
+                                           section={"min_saving": min_saving}, claims={}))
+
+    ok = run(0.0)
+    assert verdict(ok, "min_saving").status is Status.PASS and ok.measurements["saving"] == 0.0
+    extra = comp.stat().st_size - dense.stat().st_size
+    assert f"of which +{extra:,} bytes outside the tensors" in ok.measurements["saving_basis"]
+    assert verdict(run(0.1), "min_saving").status is Status.FAIL
 
 
 def test_claim_source_from_the_runner() -> None:

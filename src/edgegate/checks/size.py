@@ -1,9 +1,10 @@
 """Size check: does the claimed/required saving exist in the bytes actually shipped?
 
 Policy section: ``min_saving`` (a fraction, or {format: fraction}) and ``claim_tolerance``.
-The saving is measured on disk against ``--against DENSE`` when given, else as the stored
-tensor bytes against the same tensors stored dense at the same dtype (a dense-format pruned
-model saves nothing).
+The saving is measured against the dense original when there is one: on the tensor data when
+both are in the same format (headers and metadata reported beside it, not judged), else on
+disk; without a dense original, as the stored tensor bytes against the same tensors stored
+dense at the same dtype (a dense-format pruned model saves nothing).
 """
 
 from __future__ import annotations
@@ -43,7 +44,18 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     res, dense = measurements[0][1]
     sz = res.size
     fmt = sz.format
-    if dense is not None and dense.size.disk_bytes:
+    if dense is not None and dense.size.format == fmt and dense.size.tensor_bytes and sz.tensor_bytes:
+        # Same format: judge the tensor data, the part compression changes. The files around
+        # it (headers, metadata such as a converter's `general.name`, tokenizer files) may
+        # differ by a few bytes; a pruned GGUF 32 bytes larger than its dense twin saved
+        # nothing, and that is what the verdict must say, not "the model grew".
+        saving = 1 - sz.tensor_bytes / dense.size.tensor_bytes
+        disk = 1 - sz.disk_bytes / dense.size.disk_bytes if dense.size.disk_bytes else 0.0
+        other = (sz.disk_bytes - sz.tensor_bytes) - (dense.size.disk_bytes - dense.size.tensor_bytes)
+        basis = (f"{human(sz.tensor_bytes)} of tensor data vs {human(dense.size.tensor_bytes)} dense original; "
+                 f"on disk {human(sz.disk_bytes)} vs {human(dense.size.disk_bytes)}, {disk:.1%} saved"
+                 + (f", of which {other:+,} bytes outside the tensors" if other else ""))
+    elif dense is not None and dense.size.disk_bytes:
         saving = 1 - sz.disk_bytes / dense.size.disk_bytes
         basis = f"{human(sz.disk_bytes)} on disk vs {human(dense.size.disk_bytes)} dense original"
     else:
