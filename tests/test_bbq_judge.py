@@ -126,6 +126,17 @@ def test_genuine_shift_toward_the_stereotype_fails_on_direction() -> None:
     assert "direction" in m["driver"]
 
 
+def test_driver_says_none_rose_when_srs_falls() -> None:
+    # the reverse of the genuine shift: 60 biased items turn anti. Every part of ΔSRS is <= 0,
+    # so no part "drove" anything (the report once named "consistency -0.000" here).
+    items = _items(300, 60)
+    dense = content(lambda k: U if k < 120 else (B if k < 210 else A))
+    comp = content(lambda k: U if k < 120 else (B if k < 150 else A))
+    _, m = _run(items, _answers(items, dense), _answers(items, comp))
+    assert m["decomposition"]["delta_srs"]["value"] == pytest.approx(-0.2)
+    assert m["driver"].startswith("none: no part of ΔSRS rose") and "direction -0.200" in m["driver"]
+
+
 def test_abstention_loss_only_raises_srs_with_direction_flat() -> None:
     # dense: 180 unknown, 60 biased, 60 anti; compressed: 120 of the unknown items commit,
     # 60 to each side. SRS .2 -> .4, unknown .6 -> .2, beta .5 both: abstention part

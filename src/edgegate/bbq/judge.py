@@ -157,6 +157,8 @@ def driver_words(dec: Mapping[str, Any]) -> str:
     if not parts:
         return "undetermined (no committed answers to split ΔSRS)"
     k = max(parts, key=lambda x: parts[x])
+    if parts[k] <= 0:  # SRS fell or stayed: naming the "largest" of non-positive parts would mislead
+        return "none: no part of ΔSRS rose (" + ", ".join(f"{x} {v:+.3f}" for x, v in parts.items()) + ")"
     ci = dec[k]["ci"]
     cis = f" (95% CI {ci[0]:+.3f}..{ci[1]:+.3f})" if ci else ""
     if k == "direction":
