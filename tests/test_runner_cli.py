@@ -124,6 +124,9 @@ def test_demo_on_gemma(tmp_path: Path) -> None:
     status = {c["check"]: c["status"] for c in report["checks"]}
     assert report["status"] == "fail" and status["perplexity"] == "fail" and status["sparsity"] == "pass"
     assert all(c["selected"] for c in report["checks"])
+    # BBQ in loglik mode: the dense base model is valid there, so BBQ judges the pair
+    bbq = next(c for c in report["checks"] if c["check"] == "bbq")
+    assert bbq["measurements"]["validity"]["status"] == "valid", bbq["summary"]
 
 
 @pytest.mark.slow
