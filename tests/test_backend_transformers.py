@@ -75,6 +75,35 @@ def test_batched_and_prefix_reuse_equal_one_at_a_time(arch: str, tiny_models: An
     b.close()
 
 
+@pytest.mark.parametrize("arch", list(T.ARCHS))
+def test_loglik_batch_computes_each_context_once(arch: str, tiny_models: Any, f32: None) -> None:
+    # BBQ loglik: a batch holds several contexts (sharing a short template start), each with
+    # three answers; every context is computed once for its answers, with the same numbers
+    b = TransformersBackend(tiny_models[arch][0], n_ctx=512, threads=1)
+    toks = b.tokenize(TEXT[:4000])[:300]
+    ctxs = [toks[:6] + toks[20 + 30 * i: 40 + 30 * i + 3 * i] for i in range(5)]
+    reqs = [(c, toks[200 + 7 * a: 201 + 7 * a + a + i % 2]) for i, c in enumerate(ctxs) for a in range(3)]
+    seen: list[list[tuple[int, int, int]]] = []
+    groups = b._groups
+
+    def spy(rows: list[list[int]], keep: list[int]) -> list[tuple[int, int, int]]:
+        seen.append(groups(rows, keep))
+        return seen[-1]
+
+    b._groups = spy  # type: ignore[method-assign]
+    got = {}
+    for bs, reuse in ((1, False), (16, True), (4, True)):
+        b.batch_size, b.reuse_prefix = bs, reuse
+        seen.clear()
+        got[bs, reuse] = [r.logprob for r in b.loglikelihood(reqs)]
+        if bs == 16:
+            # the 15 rows in one batch: one group per context (the 6 shared template tokens are not worth it)
+            assert sum(len(g) for g in seen) == 5 and all(j - i == 3 for g in seen for i, j, _ in g), seen
+    for key, ll in got.items():
+        np.testing.assert_allclose(ll, got[1, False], atol=2e-4, err_msg=str(key))
+    b.close()
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     z = np.exp(x.astype(np.float64) - x.max())
     return z / z.sum()

@@ -11,9 +11,9 @@ checkpoint's ``dtype``/``torch_dtype`` unless ``EDGEGATE_TORCH_DTYPE`` names one
 every other runtime.
 
 Scoring calls batch their prompts (left padding + attention mask + explicit position ids, so
-a padded row computes what it would alone) and compute the longest prefix the batch shares
-once, then expand its KV cache to the batch: BBQ prompts share the system prompt, a loglik
-context is shared by its answers. ``batch_size`` and ``reuse_prefix`` switch both off for the
+a padded row computes what it would alone) and split each batch into groups of rows sharing a
+prefix: each group's prefix is computed once and its KV cache copied to the group's rows (a
+loglik context is shared by its three answers; letter prompts share the system prompt). ``batch_size`` and ``reuse_prefix`` switch both off for the
 benchmark (``benchmarks/transformers_batching.py``) and for the tests that compare the paths.
 """
 
@@ -23,6 +23,7 @@ import inspect
 import os
 import time
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -271,46 +272,103 @@ class TransformersBackend(GenericBackend):
             self._tails_batch(seqs, keep, batch, out)
         return [o for o in out if o is not None]
 
-    def _shared_prefix(self, rows: list[list[int]], keep: list[int]) -> int:
-        if not self.reuse_prefix or len(rows) < 2:
-            return 0
-        if self._window is not None and max(len(r) for r in rows) > self._window:
-            return 0
-        # every row keeps at least one token after the prefix, and no scored position in it
-        limit = min(len(r) - k for r, k in zip(rows, keep, strict=True))
-        n = 0
-        first = rows[0]
-        while n < limit and all(r[n] == first[n] for r in rows[1:]):
-            n += 1
-        return n if n >= _MIN_SHARED_PREFIX else 0
+    def _groups(self, rows: list[list[int]], keep: list[int]) -> list[tuple[int, int, int]]:
+        """How a batch of sorted rows shares prefixes: contiguous groups ``(start, end, p)``
+        whose first ``p`` tokens are computed once per group; [] for one plain pass.
+
+        A loglik batch holds several contexts, each followed by its answers: one prefix for
+        the whole batch would be the few tokens all contexts share, so each context gets its
+        own. Groups are chosen to save the most tokens (a row alone keeps everything before
+        its scored positions as its prefix); no prefix may reach a scored position, and a
+        shared one under ``_MIN_SHARED_PREFIX`` tokens is not worth copying into every row.
+        """
+        n = len(rows)
+        if not self.reuse_prefix or n < 2:
+            return []
+        cap = [len(r) - k for r, k in zip(rows, keep, strict=True)]
+        adj = []  # common prefix of neighbours; sorted rows: a range shares its minimum
+        for a, b in pairwise(rows):
+            m = min(len(a), len(b))
+            i = 0
+            while i < m and a[i] == b[i]:
+                i += 1
+            adj.append(i)
+        best = [0] * (n + 1)  # tokens saved by the best grouping of rows[:j]
+        cut: list[tuple[int, int]] = [(0, 0)] * (n + 1)
+        for j in range(1, n + 1):
+            best[j], cut[j] = best[j - 1], (j - 1, cap[j - 1])
+            shared, limit = len(rows[j - 1]), cap[j - 1]
+            for i in range(j - 2, -1, -1):
+                shared, limit = min(shared, adj[i]), min(limit, cap[i])
+                p = min(shared, limit)
+                if p < _MIN_SHARED_PREFIX:
+                    break  # only shrinks as the group grows
+                if best[i] + (j - i - 1) * p > best[j]:
+                    best[j], cut[j] = best[i] + (j - i - 1) * p, (i, p)
+        groups: list[tuple[int, int, int]] = []
+        j = n
+        while j > 0:
+            i, p = cut[j]
+            groups.append((i, j, p))
+            j = i
+        groups.reverse()
+        if best[n] == 0 or min(p for _, _, p in groups) < 1:
+            return []
+        # padded cost: the prefixes left-padded to the longest, then every row's tail
+        width = max(p for _, _, p in groups)
+        tail = max(len(rows[r]) - p for i, j, p in groups for r in range(i, j))
+        if len(groups) * width + n * tail >= n * max(len(r) for r in rows):
+            return []
+        # sliding-window layers: a kept prefix is exact only while the padded row (prefix
+        # padding, prefix, tail padding, tail) fits the window; past it the cache and mask
+        # of the expanded prefix diverge from a fresh pass (measured up to 0.17 nats)
+        if self._window is not None and width + tail > self._window:
+            return []
+        return groups
 
     def _tails_batch(self, seqs: Sequence[list[int]], keep: Sequence[int], idx: list[int], out: list[Any]) -> None:
         torch = self._torch
         rows = [seqs[i] for i in idx]
         k = [keep[i] for i in idx]
-        p = self._shared_prefix(rows, k)
-        cache = None
-        if p:
-            pre = self._run_model(input_ids=self._ids([rows[0][:p]]), use_cache=True, logits_to_keep=1)
-            cache = _cache_of(pre)
-            cache.batch_repeat_interleave(len(rows))  # one copy of the prefix's cells per row
-        tails = [r[p:] for r in rows]
-        width = max(len(t) for t in tails)
+        groups = self._groups(rows, k)
+        owner = [g for g, (i, j, _) in enumerate(groups) for _ in range(i, j)]
+        width = max((p for _, _, p in groups), default=0)
+        pre_mask = torch.zeros((len(groups), width), dtype=torch.long)
         pad = int(self._tok.pad_token_id) if isinstance(getattr(self._tok, "pad_token_id", None), int) else 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), p + width), dtype=torch.long)
-        mask[:, :p] = 1
+        cache = None
+        if groups:
+            # every group's prefix once, left-padded to the longest, then copied to its rows
+            pre_ids = torch.full((len(groups), width), pad, dtype=torch.long)
+            for g, (i, _, p) in enumerate(groups):
+                pre_ids[g, width - p:] = torch.tensor(rows[i][:p], dtype=torch.long)
+                pre_mask[g, width - p:] = 1
+            pre_pos = (pre_mask.cumsum(-1) - 1).clamp(min=0)
+            pre = self._run_model(
+                input_ids=pre_ids.to(self.device), attention_mask=pre_mask.to(self.device),
+                position_ids=pre_pos.to(self.device), use_cache=True, logits_to_keep=1,
+            )
+            cache = _cache_of(pre)
+            if len(groups) == 1:
+                cache.batch_repeat_interleave(len(rows))
+            else:
+                cache.reorder_cache(torch.tensor(owner, dtype=torch.long, device=self.device))
+        tails = [r[groups[owner[j]][2]:] if groups else r for j, r in enumerate(rows)]
+        tw = max(len(t) for t in tails)
+        ids = torch.full((len(rows), tw), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width + tw), dtype=torch.long)
         for j, t in enumerate(tails):
-            ids[j, width - len(t):] = torch.tensor(t, dtype=torch.long)
-            mask[j, p + width - len(t):] = 1
-        # positions count real tokens only, so a left-padded row sees what it would alone
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]
+            if groups:
+                mask[j, :width] = pre_mask[owner[j]]
+            ids[j, tw - len(t):] = torch.tensor(t, dtype=torch.long)
+            mask[j, width + tw - len(t):] = 1
+        # positions count real tokens only, so a padded row sees what it would alone
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, width:]
         kwargs: dict[str, Any] = dict(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), position_ids=pos.to(self.device),
             use_cache=cache is not None, logits_to_keep=max(k),
         )
         if cache is not None:
-            kwargs.update({self._cache_kw: cache}, cache_position=torch.arange(p, p + width, device=self.device))
+            kwargs.update({self._cache_kw: cache}, cache_position=torch.arange(width, width + tw, device=self.device))
         logits = self._run_model(**kwargs).logits
         for j, i in enumerate(idx):
             out[i] = self._np(logits[j, logits.shape[1] - k[j]:])
