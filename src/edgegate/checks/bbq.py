@@ -192,7 +192,10 @@ def summarize(verdicts: Sequence[Verdict], m: Mapping[str, Any]) -> str:
 
 
 def _f(x: float | None, signed: bool = False) -> str:
-    return "-" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
+    if x is None:
+        return "-"
+    x = round(x, 3) + 0.0  # no "-0.000": a part that rounds to zero reads as zero
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
 
 
 def prepare_items(
