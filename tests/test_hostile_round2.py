@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import shutil
 import subprocess
 import sys
 import threading
@@ -272,3 +273,30 @@ def test_deeply_nested_server_answer_is_a_runtime_error() -> None:
     with pytest.raises(HttpError, match="not valid JSON") as e:
         HttpClient("http://127.0.0.1:1")._decode(b"[" * 200_000 + b"]" * 200_000, "GET /v1/models")
     assert e.value.exit_code == 3 and len(e.value.one_line()) < MAX_ERROR_BYTES
+
+
+def test_bbq_data_resolves_against_the_policy_not_the_cwd(tmp_path: Path) -> None:
+    """`checks.bbq.data: bbq` next to the policy file is found from any working directory
+    (it once resolved against the cwd); a missing one is named with the resolved path."""
+    pytest.importorskip("llama_cpp")
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    shutil.copytree(REPO / "fixtures" / "bbq", folder / "bbq")
+    pol = folder / "gate.yaml"
+    pol.write_text("version: 1\nchecks:\n  bbq: {required: true, runtime: llamacpp, data: bbq, items: 60,"
+                   " disambig_items: 0, min_items: 10, min_items_per_category: 2}\n")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    m = REPO / "fixtures" / "models" / "gguf"
+    code, err, _ = _edgegate(["check", str(m / "dense-f16.gguf"), str(m / "wanda50-f16.gguf"), "--policy", str(pol),
+                              "--only", "bbq", "--json-out", "r.json", "-q", "--no-hash"], elsewhere)
+    assert code in (0, 1), err  # a verdict either way; never "BBQ data not found"
+    doc = json.loads((elsewhere / "r.json").read_text("utf-8"))
+    roles = {i["role"]: i["path"] for i in doc["inputs"]}
+    assert Path(roles["bbq_data"]) == folder / "bbq", roles
+    bbq = next(c for c in doc["checks"] if c["check"] == "bbq")
+    assert bbq["measurements"]["overall"]["n"] > 0, bbq["summary"]  # items were read and scored
+    shutil.rmtree(folder / "bbq")
+    code, err, _ = _edgegate(["check", str(m / "dense-f16.gguf"), str(m / "wanda50-f16.gguf"), "--policy", str(pol),
+                              "--only", "bbq", "-q", "--no-hash"], elsewhere)
+    assert code == 2 and str(folder / "bbq") in err, err

@@ -415,6 +415,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def policy_data_path(value: str | Path | None, base_dir: str | Path | None) -> str | None:
+    """`checks.bbq.data` as the checks read it: a dataset-hub name (``hf:NAME``) as is, a
+    relative folder against the policy file's folder."""
+    if not value:
+        return None
+    if str(value).startswith("hf:"):
+        return str(value)
+    return str(relative_to_policy(value, base_dir))
+
+
 def relative_to_policy(value: str | Path, base_dir: str | Path | None) -> Path:
     """A path written in a policy: absolute as is, relative against the policy's folder (so
     `edgegate check` gives the same result from any working directory)."""

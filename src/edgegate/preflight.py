@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegate.errors import MAX_MESSAGE_CHARS, InputError, excerpt
-from edgegate.policy import Policy, relative_to_policy
+from edgegate.policy import Policy, policy_data_path, relative_to_policy
 from edgegate.sanity import Finding, identical_inputs, shape_mismatches
 from edgegate.settings import RunSettings, default_cache_dir
 
@@ -50,7 +50,7 @@ def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings
     """BBQ data and the perplexity text the selected checks will read."""
     out: list[Problem] = []
     if "bbq" in selected:
-        data = settings.bbq_data or policy.checks["bbq"].section.get("data")
+        data = settings.bbq_data or policy_data_path(policy.checks["bbq"].section.get("data"), policy.base_dir)
         if not data:
             out.append(Problem("--bbq-data", "no BBQ data given: pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data"))
         elif not str(data).startswith("hf:") and not Path(str(data)).exists():

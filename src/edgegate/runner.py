@@ -337,7 +337,9 @@ def _data_inputs(policy: Policy, selected: list[str], settings: RunSettings) -> 
     """Data files the selected checks will read: (report role, path)."""
     out = []
     if "bbq" in selected:
-        data = settings.bbq_data or policy.checks["bbq"].section.get("data")
+        from edgegate.policy import policy_data_path
+
+        data = settings.bbq_data or policy_data_path(policy.checks["bbq"].section.get("data"), policy.base_dir)
         if data:
             out.append(("bbq_data", str(data)))
     if "perplexity" in selected:

@@ -281,7 +281,11 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     pol = {**DEFAULTS, **{k: v for k, v in ctx.section.items() if v is not None}}
     if ctx.dense_path is None:
         return None
-    source = ctx.settings.bbq_data or pol["data"]  # the command line wins over the policy
+    from edgegate.policy import policy_data_path
+
+    # the command line wins over the policy; a relative path in the policy resolves against
+    # the policy file's folder, as perplexity.text does (a flag's path against the cwd)
+    source = ctx.settings.bbq_data or policy_data_path(pol["data"], ctx.policy_dir)
     if not source:
         raise DatasetError(
             "no BBQ data given", field="checks.bbq.data",
