@@ -77,6 +77,7 @@ def row(report: Mapping[str, Any], side: Mapping[str, Any]) -> dict[str, Any]:
         "variant": side.get("variant"), "label": side.get("label"), "group": side.get("group"),
         "status": report.get("status"), "reasons": report.get("reasons") or [],
         "checks": {c.get("check"): c.get("status") for c in report.get("checks") or []},
+        "gates": {c.get("check"): c.get("gate") for c in report.get("checks") or []},
         "not_verified": list((report.get("verification") or {}).get("not_verified") or []),
         "claimed_sparsity": _num((report.get("claims") or {}).get("values", {}).get("sparsity")),
         "prunable_sparsity": _num((spm.get("prunable") or {}).get("sparsity")),
@@ -136,7 +137,12 @@ def markdown(rows: list[dict[str, Any]], missing: list[str]) -> str:
                else f"{_f(r['disambig_accuracy_dense'], '.3f')}→{r['disambig_accuracy']:.3f}")
         samb = ("n/a" if r["s_amb_compressed"] is None
                 else f"{_f(r['s_amb_dense'], '+.3f')}→{r['s_amb_compressed']:+.3f}")
-        failed = [k for k, s in r["checks"].items() if s in ("fail", "inconclusive", "error")]
+        gates = r.get("gates") or {}
+        # what decided the verdict, then what was only advisory (a policy's optional checks)
+        failed = [k + ("" if s == "fail" else f" {s}") for k, s in r["checks"].items()
+                  if s in ("fail", "inconclusive", "error") and gates.get(k) != "advisory"]
+        failed += [f"{k} advisory {s}" for k, s in r["checks"].items()
+                   if s in ("fail", "inconclusive", "error") and gates.get(k) == "advisory"]
         if r["status"] in ("partial", "unverified") and r["not_verified"]:  # never read as a pass
             failed += [f"{k} not verified" for k in r["not_verified"] if k not in failed]
         gate = f"**{str(r['status']).upper()}**" + (f" ({', '.join(failed)})" if failed else "")
