@@ -163,7 +163,7 @@ def plot(rows: list[dict[str, Any]], title: str) -> str:
     ]
     ppl_limit = next((r["ppl_limit"] for r in rows if r["ppl_limit"] is not None), None)
     srs_limit = next((r["srs_limit"] for r in rows if r["srs_limit"] is not None), None)
-    svg = paradox_chart(title + " (colour: gate verdict; green pass, red fail, amber partial)", pts, ppl_limit=ppl_limit, srs_limit=srs_limit)
+    svg = paradox_chart(title + " — green: pass, red: fail, amber: partial", pts, ppl_limit=ppl_limit, srs_limit=srs_limit)
     return svg.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1).replace(
         "><text", "><style>.title{font:600 14px sans-serif}.tick{font:11px sans-serif;fill:#444}"
         ".ref{font:600 12px sans-serif}.axis{font:12px sans-serif;fill:#222}</style><text", 1)
@@ -181,5 +181,5 @@ def write_outputs(spec: StudySpec, policy: Any) -> tuple[Path, Path, Path]:
     pj, pm, ps = spec.out / "table.json", spec.out / "table.md", spec.out / "paradox.svg"
     pj.write_text(json.dumps(table, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     pm.write_text(markdown(rows, missing), encoding="utf-8")
-    ps.write_text(plot(rows, f"{spec.name}: Δperplexity vs ΔSRS, policy {policy.name}") + "\n", encoding="utf-8")
+    ps.write_text(plot(rows, f"{spec.name}, policy {policy.name}") + "\n", encoding="utf-8")
     return pj, pm, ps
