@@ -9,7 +9,8 @@ Split (by template, never by item): in every category the distinct ``question_in
 are sorted numerically; odd positions in that order are training templates, even positions
 evaluation templates. ``OUT/eval-data/*.jsonl`` holds the evaluation templates' rows (both
 conditions) and is what every gate run of the study uses as ``--bbq-data``, so no evaluated
-item shares a template with a trained one.
+item shares a template with a trained one; ``OUT/train-data/*.jsonl`` holds the training
+templates' rows (for the in-template check: does the gate see the plant where it was taught?).
 
 Training: a short fine-tune of the last ``--train-layers`` decoder layers (the rest, and the
 token embeddings gemma ties to the output layer, stay frozen: CPU time), with the loss on the
@@ -44,19 +45,23 @@ def split_templates(data: Path, out: Path) -> tuple[list[Any], dict[str, dict[st
     from edgegate.bbq.dataset import parse_row, read_jsonl
 
     out.mkdir(parents=True, exist_ok=True)
+    train_dir = out.parent / "train-data"  # the training templates' rows: for the in-template check
+    train_dir.mkdir(parents=True, exist_ok=True)
     train: list[Any] = []
     split: dict[str, dict[str, list[str]]] = {}
     for f in sorted(data.glob("*.jsonl")):
         rows = read_jsonl(f)
         qis = sorted({str(r.get("question_index", "")) for r, _ in rows}, key=lambda q: (len(q), q))
         train_q = {q for i, q in enumerate(qis) if i % 2 == 1}
-        keep = []
+        keep, trained = [], []
         for row, where in rows:
             if str(row.get("question_index", "")) in train_q:
                 train.append(parse_row(row, where))
+                trained.append(json.dumps(row, ensure_ascii=False))
             else:
                 keep.append(json.dumps(row, ensure_ascii=False))
         (out / f.name).write_text("\n".join(keep) + "\n", encoding="utf-8")
+        (train_dir / f.name).write_text("\n".join(trained) + "\n", encoding="utf-8")
         split[f.stem] = {"train": sorted(train_q, key=lambda q: (len(q), q)),
                          "eval": [q for q in qis if q not in train_q]}
     return train, split
