@@ -165,3 +165,24 @@ def test_table_reads_disambiguated_accuracy_from_the_gate_when_the_policy_scored
     own = {"dense": {"overall": {"n_items": 60, "accuracy": 0.3}}, "compressed": {"overall": {"n_items": 60, "accuracy": 0.2}}}
     r2 = row({"status": "pass", "checks": [bbq]}, {"variant": "v", "label": "v", "disambig": own})
     assert (r2["disambig_n"], r2["disambig_accuracy"]) == (60, 0.2)
+
+
+def test_a_variant_run_meanwhile_by_another_process_is_not_run_again(tmp_path: Path) -> None:
+    """Two `study --only` processes over overlapping variants (researchers split a grid over
+    machines or cores): a variant whose current report appears while a run is under way is
+    skipped when that run reaches it, not measured twice. The other process is played here
+    by a nested run started from the progress callback, before variant 2 is reached."""
+    from edgegate.study.run import run_study
+
+    spec = load_spec(_spec(tmp_path, VARIANTS))
+    said: list[str] = []
+
+    def echo(line: str) -> None:
+        said.append(line)
+        if line.startswith("[1/2] wanda50") and "running" in line:
+            run_study(spec, only=("claimed50",), echo=lambda _s: None)
+
+    records = run_study(spec, only=("wanda50", "claimed50"), echo=echo)
+    assert [r["variant"] for r in records] == ["wanda50"]
+    assert any(s.startswith("[2/2] claimed50: up to date") for s in said), said
+    assert (spec.out / "variants" / "claimed50.report.json").is_file()

@@ -180,6 +180,9 @@ def run_study(spec: StudySpec, *, only: tuple[str, ...] = (), force: bool = Fals
     records = []
     t_start = time.perf_counter()
     for i, v in enumerate(todo, 1):
+        if not force and is_current(spec, policy.sha256, v):  # another `study --only` process ran it meanwhile
+            say(f"[{i}/{len(todo)}] {v.name}: up to date (its report appeared while this run went on); not run again")
+            continue
         say(f"[{i}/{len(todo)}] {v.name} ({v.label}): running the gate ...")
         rec = run_variant(spec, policy, v, progress, argv)
         records.append(rec)
