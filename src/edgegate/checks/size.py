@@ -50,7 +50,8 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
         # differ by a few bytes; a pruned GGUF 32 bytes larger than its dense twin saved
         # nothing, and that is what the verdict must say, not "the model grew".
         saving = 1 - sz.tensor_bytes / dense.size.tensor_bytes
-        disk = 1 - sz.disk_bytes / dense.size.disk_bytes if dense.size.disk_bytes else 0.0
+        # rounded, so 32 bytes of 517 MiB read "0.0%", not "-0.0%"
+        disk = round(1 - sz.disk_bytes / dense.size.disk_bytes, 6) + 0.0 if dense.size.disk_bytes else 0.0
         other = (sz.disk_bytes - sz.tensor_bytes) - (dense.size.disk_bytes - dense.size.tensor_bytes)
         basis = (f"{human(sz.tensor_bytes)} of tensor data vs {human(dense.size.tensor_bytes)} dense original; "
                  f"on disk {human(sz.disk_bytes)} vs {human(dense.size.disk_bytes)}, {disk:.1%} saved"
