@@ -72,6 +72,7 @@ def _check(pair: tuple[Path, Path], runtime: str, workdir: Path, tag: str) -> di
     code, text = run_cli(
         "check", str(pair[0]), str(pair[1]), "--policy", str(pol), "--only", ",".join(CHECKS),
         "--bbq-data", str(BBQ), "--cache-dir", str(workdir / "cache"), "--threads", "1", "-q", "--json-out", str(out),
+        "--md-out", str(out.with_suffix(".md")),
     )
     assert code in (0, 1), text[-2000:]
     report = json.loads(out.read_text())
@@ -89,6 +90,9 @@ def test_check_with_runtime_auto(arch: str, pairs: Any, workdir: Path) -> None:
         choice = by[name]["measurements"]["runtime_choice"]
         assert choice["requested"] == "auto" and choice["runtime"] == "transformers", choice
         assert "HF safetensors" in choice["reason"]
+    # the Markdown summary (GitHub's job summary) names the runtime auto chose, and why
+    md = (workdir / f"{arch}-auto.md").read_text()
+    assert "perplexity on **transformers** (" in md and "bbq on **transformers** (" in md, md[:1500]
     ppl = by["perplexity"]["measurements"]
     assert ppl["extra"]["dense_model"]["runtime"] == "transformers" and ppl["dense"]["ppl"] > 1
     # magnitude pruning at 50% of every decoder linear layer is found by the scan
