@@ -58,3 +58,16 @@ def test_single_report_draws_one_point_and_a_per_category_forest() -> None:
     assert forest.count("<circle") == 3 and "Age (n=180)" in forest and "overall" in forest
     assert "+5.6%" not in _tick_labels(scatter)  # ticks are round, not the data's own value
     assert report_charts(ppl, None, 0.05) == []
+
+
+def test_a_destroyed_model_does_not_squeeze_the_others_into_the_edge() -> None:
+    """A study with random pruning (perplexity x 5.75e10) beside small changes: the log axis
+    stops at x1,000, the extreme point sits on the edge marked "→", and the +1% point is drawn
+    well inside the plot instead of on top of the +0.5% one."""
+    pts = [Point("small", 0.005, 0.0), Point("one pct", 0.01, 0.01), Point("wrecked", 5.75e10, -0.33),
+           Point("bad", 60.0, -0.2)]
+    svg = paradox_chart("t", pts, ppl_limit=0.05, srs_limit=0.05)
+    ET.fromstring(svg)
+    assert "wrecked →" in svg and "×1,000" in _tick_labels(svg)
+    cx = [float(x) for x in re.findall(r'<circle cx="([0-9.]+)"', svg)]
+    assert cx[3] - cx[0] > 300  # x61 lies far right of +0.5% (about 130 px on a 5.75e10 axis)

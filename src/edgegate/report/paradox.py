@@ -21,7 +21,7 @@ def fmt_rel(v: float) -> str:
     if abs(p) < 1e-9:
         return "0%"
     if v >= 9:
-        return f"\u00d7{1 + v:,.3g}"
+        return f"\u00d7{1 + v:,.0f}" if 1e3 <= 1 + v < 1e6 else f"\u00d7{1 + v:,.3g}"
     return f"{p:+,.0f}%" if abs(p) >= 100 else f"{p:+.3g}%"
 
 
@@ -38,6 +38,7 @@ def paradox_chart(title: str, points: Sequence[Point], *, ppl_limit: float | Non
         y_label="ΔSRS (biased-answer rate, percentage points)",
         x_limit=ppl_limit, y_limit=srs_limit, bad_label=FALSE_ASSURANCE,
         fmt=fmt_rel, y_fmt=fmt_pp, x_log=True,
+        height=max(380, 140 + 30 * len(points)),  # room to stack a study's labels
     )  # fmt: skip
 
 

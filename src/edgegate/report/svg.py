@@ -190,7 +190,10 @@ def quadrant_scatter(
     def tx(v: float) -> float:  # data -> axis units
         return math.log1p(max(v, -0.99)) if x_log else v
 
-    xs = [tx(v) for p in pts for v in (p.x, *(p.x_ci or ())) if math.isfinite(v)]
+    # On the log axis a destroyed model (x ~ 1e10) would squeeze every other point into the
+    # left edge: the axis stops at x_clip and such points sit on its edge, labelled with "→".
+    x_clip = 999.0 if x_log else math.inf
+    xs = [tx(min(v, x_clip)) for p in pts for v in (p.x, *(p.x_ci or ())) if math.isfinite(v)]
     xs += [tx(x_limit) if x_limit is not None else 0.0, 0.0]
     ys = [v for p in pts for v in (p.y, *(p.y_ci or ())) if math.isfinite(v)]
     ys += [y_limit if y_limit is not None else 0.0, 0.0]
@@ -232,7 +235,11 @@ def quadrant_scatter(
     if y_limit is not None:
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(y_limit):.1f}" y2="{sy(y_limit):.1f}" stroke="#c0392b" stroke-dasharray="6 4"/>'
                    f'<text x="{left + pw - 4}" y="{sy(y_limit) - 5:.1f}" text-anchor="end" class="ref" fill="#c0392b">limit {escape(y_fmt(y_limit))}</text>')
+    banner: tuple[float, float] | None = None  # the shaded quadrant's caption: (right end, baseline)
+    if x_limit is not None and y_limit is not None and bad_label and tx(x_limit) > x0 and y_limit < y1:
+        banner = (left + 6 + 6.5 * len(bad_label), top + 16)
     placed: list[tuple[float, float]] = []  # label positions so far; stack labels that would collide
+    markers = [(sx(p.x), sy(p.y)) for p in pts]
     for i, p in enumerate(pts):
         if not (math.isfinite(p.x) and math.isfinite(p.y)):
             continue
@@ -246,19 +253,28 @@ def quadrant_scatter(
             out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{a:.1f}" y2="{b:.1f}" stroke="{color}" stroke-width="1.5"/>')
         offsets = [0.0] + [d * k for k in range(1, 12) for d in (13.0, -13.0)]
         fits = [cy + 4 + o for o in offsets if top + 12 <= cy + 4 + o <= top + ph - 3]
-        free = [y_ for y_ in fits if not any(abs(y_ - py_) < 12 and abs(cx - px_) < 120 for px_, py_ in placed)]
+        # a label keeps clear of earlier labels and of every other marker
+        free = [y_ for y_ in fits
+                if not any(abs(y_ - py_) < 12 and abs(cx - px_) < 120 for px_, py_ in placed)
+                and not any(abs(y_ - 4 - my) < 9 and 0 < mx - cx < 10 + 6.5 * len(p.label)
+                            for mx, my in markers if (mx, my) != (cx, cy))
+                and not (banner and abs(y_ - banner[1]) < 12 and cx < banner[0])]
         ly = free[0] if free else cy + 4
         placed.append((cx, ly))
+        label = p.label + (" →" if p.x > x_clip else "")
         tip = f"{p.label}: x={fmt(p.x)}, y={y_fmt(p.y)}"
         if p.x_ci:
             tip += f", x 95% CI [{fmt(p.x_ci[0])}, {fmt(p.x_ci[1])}]"
         if p.y_ci:
             tip += f", y 95% CI [{y_fmt(p.y_ci[0])}, {y_fmt(p.y_ci[1])}]"
         anchor, lx = ("end", cx - 10) if cx > left + pw - 110 else ("start", cx + 10)
+        if abs(ly - (cy + 4)) > 1:  # moved away from its marker: a leader line says whose it is
+            out.append(f'<line x1="{cx + (5 if anchor == "start" else -5):.1f}" y1="{cy:.1f}" x2="{lx:.1f}" '
+                       f'y2="{ly - 4:.1f}" stroke="{color}" stroke-width="0.7"/>')
         out.append(
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}" stroke="#333" fill-opacity="0.85">'
             f"<title>{escape(tip)}</title></circle>"
-            f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" class="tick" fill="{color}">{escape(p.label)}</text>'
+            f'<text x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" class="tick" fill="{color}">{escape(label)}</text>'
         )
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>')
     out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 10}" text-anchor="middle" class="axis">{escape(x_label)}</text>')
