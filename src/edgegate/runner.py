@@ -30,7 +30,7 @@ from edgegate.claims import resolve_claims
 from edgegate.environment import describe_input, environment_info
 from edgegate.errors import BackendUnavailable, EdgegateError, ExitCode, InputError
 from edgegate.gate import decide, select_checks
-from edgegate.policy import Policy
+from edgegate.policy import Policy, policy_data_path, relative_to_policy
 from edgegate.progress import NullProgress, Progress
 from edgegate.results import GateResult
 from edgegate.sanity import Finding, summarize
@@ -337,16 +337,12 @@ def _data_inputs(policy: Policy, selected: list[str], settings: RunSettings) -> 
     """Data files the selected checks will read: (report role, path)."""
     out = []
     if "bbq" in selected:
-        from edgegate.policy import policy_data_path
-
         data = settings.bbq_data or policy_data_path(policy.checks["bbq"].section.get("data"), policy.base_dir)
         if data:
             out.append(("bbq_data", str(data)))
     if "perplexity" in selected:
         text = policy.checks["perplexity"].section.get("text")
         if text:
-            from edgegate.policy import relative_to_policy
-
             # issue 15: relative to the policy file, not the cwd
             out.append(("perplexity_text", str(relative_to_policy(text, policy.base_dir))))
     return out

@@ -139,10 +139,9 @@ def markdown(rows: list[dict[str, Any]], missing: list[str]) -> str:
                 else f"{_f(r['s_amb_dense'], '+.3f')}→{r['s_amb_compressed']:+.3f}")
         gates = r.get("gates") or {}
         # what decided the verdict, then what was only advisory (a policy's optional checks)
-        failed = [k + ("" if s == "fail" else f" {s}") for k, s in r["checks"].items()
-                  if s in ("fail", "inconclusive", "error") and gates.get(k) != "advisory"]
-        failed += [f"{k} advisory {s}" for k, s in r["checks"].items()
-                   if s in ("fail", "inconclusive", "error") and gates.get(k) == "advisory"]
+        bad = [(k, s) for k, s in r["checks"].items() if s in ("fail", "inconclusive", "error")]
+        failed = [k + ("" if s == "fail" else f" {s}") for k, s in bad if gates.get(k) != "advisory"]
+        failed += [f"{k} advisory {s}" for k, s in bad if gates.get(k) == "advisory"]
         if r["status"] in ("partial", "unverified") and r["not_verified"]:  # never read as a pass
             failed += [f"{k} not verified" for k in r["not_verified"] if k not in failed]
         gate = f"**{str(r['status']).upper()}**" + (f" ({', '.join(failed)})" if failed else "")
