@@ -23,7 +23,8 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,33 @@ from edgegate.settings import default_cache_dir
 # the same path as a decode from scratch: reuse is then bit-exact (tests/test_backend_llamacpp_prefix.py).
 _ROW_TILE = 4
 _MIN_ROWS = 8
+
+# "0" loads models without llama.cpp's extra CPU buffer types (AMX, repacked weights). On CPUs
+# with AMX, llama-cpp-python 0.3.36 crashes (SIGSEGV in decode) on tiny Q8_0 models such as the
+# test fixtures; the suite sets it there. Reports record which way a model was loaded.
+EXTRA_BUFFERS_ENV = "EDGEGATE_LLAMACPP_EXTRA_BUFFERS"
+
+
+@contextmanager
+def _extra_buffers(llama_cpp: Any, enabled: bool) -> Iterator[None]:
+    """llama_cpp.Llama takes no ``use_extra_bufts`` argument: while it builds its model
+    parameters, hand it defaults with the flag set."""
+    module = llama_cpp.llama.llama_cpp
+    original = module.llama_model_default_params
+    if enabled:
+        yield
+        return
+
+    def without() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    module.llama_model_default_params = without
+    try:
+        yield
+    finally:
+        module.llama_model_default_params = original
 
 
 def ensure_gguf(path: Path, cache_dir: Path | None) -> tuple[Path, Path | None]:
@@ -144,18 +172,20 @@ class LlamaCppBackend(GenericBackend):
         self.n_ctx = int(n_ctx)
         self._n_batch = min(self.n_ctx, 512)
         t0 = time.perf_counter()
+        self.extra_buffers = os.environ.get(EXTRA_BUFFERS_ENV, "1") != "0"
         try:
-            self._llm: Any = llama_cpp.Llama(
-                model_path=str(gguf),
-                n_ctx=self.n_ctx,
-                n_batch=self._n_batch,
-                n_ubatch=self._n_batch,
-                n_threads=threads,
-                n_threads_batch=threads,
-                seed=seed,
-                logits_all=False,
-                verbose=False,
-            )
+            with _extra_buffers(llama_cpp, self.extra_buffers):
+                self._llm: Any = llama_cpp.Llama(
+                    model_path=str(gguf),
+                    n_ctx=self.n_ctx,
+                    n_batch=self._n_batch,
+                    n_ubatch=self._n_batch,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    seed=seed,
+                    logits_all=False,
+                    verbose=False,
+                )
         except ValueError as exc:  # llama.cpp refused the file: whose fault is it? (issue 15)
             raise classify_refusal(gguf, exc) from exc
         self.load_s = time.perf_counter() - t0
@@ -370,6 +400,7 @@ class LlamaCppBackend(GenericBackend):
 
     def info(self) -> dict[str, object]:
         out = super().info()
+        out["extra_buffers"] = self.extra_buffers
         if self.converter:  # which converter made the GGUF from the HF directory (issue 12)
             out["converter"] = dict(self.converter)
         return out

@@ -1,21 +1,27 @@
 """Speed check: is the compressed model actually faster, per runtime?
 
-Policy section ``speed``: runtimes, min_speedup (number or {runtime: number}), repetitions,
-warmup, prompt_tokens, gen_tokens, threads. The metric is decode throughput (tokens/s,
-compressed over dense); prefill and TTFT speedups are reported as measurements.
+Policy section ``speed``: runtimes, min_speedup (number or {runtime: number}), min_effect,
+repetitions, warmup, prompt_tokens, gen_tokens, threads. The metric is decode throughput
+(tokens/s, compressed over dense); prefill and TTFT speedups are reported as measurements.
 
-Decision rule: PASS only when the lower bound of the 95% bootstrap CI of the speedup is at
-or above ``min_speedup`` (the speedup is demonstrated, not just observed); FAIL otherwise,
-with the CI in the message. ``claims.speedup``: FAIL when the CI's upper bound is below the
-claim (the measurement rules the claim out), else PASS. A runtime that is not installed, or
-that cannot load the format given, is SKIPPED for that runtime only.
+Decision rule, per runtime. The bar is ``min_speedup``; when it asks for a speedup at all
+(>= 1) it is raised to at least ``1 + min_effect``, the smallest speedup worth the name (A/A
+runs of a model against its own byte copy read up to a few percent either way).
+- no mechanism (same format, same storage type and bytes for every tensor, dense kernels:
+  ``edgegate.perf.mechanism``) and the bar asks for a speedup: FAIL, whatever the timing says;
+- fewer than 2 repetitions: INCONCLUSIVE (no interval can be formed);
+- else PASS when the lower bound of the 95% CI (paired t on per-repetition log ratios) is at
+  or above the bar, FAIL when the upper bound is below it, INCONCLUSIVE in between.
+``claims.speedup`` above 1 with no mechanism is FAIL; otherwise FAIL when the CI's upper bound
+is below the claim, else PASS. A timing taken under contention is marked in every message.
+A runtime that is not installed, or cannot load the format given, is SKIPPED for that runtime.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edgegate.checks.base import (
@@ -30,13 +36,15 @@ from edgegate.checks.base import (
     jsonable,
 )
 from edgegate.errors import BackendError, BackendUnavailable
+from edgegate.perf.mechanism import Mechanism, speed_mechanism
+from edgegate.policy import check_default
 
 if TYPE_CHECKING:
     from edgegate.perf.bench import RuntimeBench
 
 SHARDED = False  # timings of one machine: runs whole in shard 1 of a sharded run
 
-_TEST = "ratio of medians, paired percentile bootstrap over interleaved (ABBA) repetitions"
+_TEST = "geometric mean of per-repetition speedups, paired t interval on log ratios (ABBA repetitions)"
 
 
 def _min_speedup(section: Mapping[str, Any], runtime: str) -> float | None:
@@ -45,6 +53,13 @@ def _min_speedup(section: Mapping[str, Any], runtime: str) -> float | None:
         v = raw.get(runtime)
         return None if v is None else float(v)
     return None if raw is None else float(raw)
+
+
+def speedup_bar(min_speedup: float, min_effect: float) -> float:
+    """The lower CI bound a pass needs: a bar that asks for a speedup (>= 1) asks for one of
+    at least ``1 + min_effect``; a non-inferiority bar (< 1, "at most this much slower") is
+    kept as written."""
+    return max(min_speedup, 1.0 + min_effect) if min_speedup >= 1.0 else min_speedup
 
 
 def fit_to_context(prompt_tokens: int, gen_tokens: int, trained: int | None) -> tuple[int, int, str | None]:
@@ -73,6 +88,7 @@ class SpeedMeasurement:
     claim: float | None
     context_note: str | None
     runtime_choice: dict[str, str] | None = None  # `auto` in the list: the runtime chosen and why
+    mechanisms: dict[str, Mechanism] = field(default_factory=dict)  # runtime -> could it be faster?
 
 
 def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement | None:
@@ -109,6 +125,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
     benches: dict[str, RuntimeBench] = {}
     not_measured: dict[str, Verdict] = {}
     errors: dict[str, dict[str, Any]] = {}
+    mechanisms: dict[str, Mechanism] = {}
     for rt in runtimes:
         why = supports(rt, ctx.dense_path) or supports(rt, ctx.compressed_path)
         if why is None and not available(rt):
@@ -118,13 +135,14 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
             continue
         try:
             benches[rt] = bench_runtime(rt, ctx.dense_path, ctx.compressed_path, cfg, progress=ctx.progress)
+            mechanisms[rt] = speed_mechanism(ctx.dense_path, ctx.compressed_path, rt)
         except BackendUnavailable as exc:
             not_measured[rt] = Verdict("min_speedup", Status.SKIPPED, f"{rt}: {exc.one_line()}", scope=rt)
         except BackendError as exc:
             not_measured[rt] = Verdict("min_speedup", Status.ERROR, f"{rt}: {exc.one_line()}", scope=rt)
             errors[rt] = {"error": exc.to_dict()}
     return SpeedMeasurement(benches, not_measured, errors, tuple(runtimes), ctx.claims.get("speedup"), ctx_note,
-                            choice.as_dict() if choice else None)
+                            choice.as_dict() if choice else None, mechanisms)
 
 
 def run(ctx: CheckContext) -> CheckResult:
@@ -136,11 +154,11 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     m: SpeedMeasurement | None = measurements[0][1]
     if m is None:
         return CheckResult.skipped("speed", "the speed check needs the dense model to compare against")
-    claim = m.claim
     verdicts: list[Verdict] = []
     measurements_out: dict[str, Any] = {"context_note": m.context_note} if m.context_note else {}
-    if m.runtime_choice:  # the report names the runtime auto chose and why (issue 12)
+    if m.runtime_choice:  # the report names the runtime auto chose and why
         measurements_out["runtime_choice"] = dict(m.runtime_choice)
+    min_effect = float(section.get("min_effect", check_default("speed", "min_effect")))
     for rt in m.runtimes:
         if rt in m.not_measured:
             verdicts.append(m.not_measured[rt])
@@ -148,32 +166,57 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
                 measurements_out[rt] = m.errors[rt]
             continue
         res = m.benches[rt]
-        measurements_out[rt] = jsonable(asdict(res))
-        sp = res.decode
-        ci = Interval(sp.ci_low, sp.ci_high, sp.level, sp.method)
-        common: dict[str, Any] = dict(
-            observed=sp.point, unit="x", n=sp.n, ci=ci, effect_size=sp.point,
-            effect_size_name="decode speedup (compressed/dense)", test=_TEST, scope=rt,
-        )
-        band = f"{sp.point:.3f}x [95% CI {sp.ci_low:.3f}, {sp.ci_high:.3f}], n={sp.n}"
-        thr = _min_speedup(section, rt)
-        if thr is None:
-            verdicts.append(Verdict("min_speedup", Status.SKIPPED, f"{rt}: no min_speedup set", **common))
-        else:
-            ok = sp.ci_low >= thr
-            verdicts.append(Verdict(
-                "min_speedup", Status.PASS if ok else Status.FAIL,
-                f"{rt}: decode speedup {band} {'clears' if ok else 'does not demonstrate'} >= {thr:g}x"
-                + ("" if ok else " (the CI lower bound must clear it)"),
-                threshold=thr, comparator=">=", **common,
-            ))
-        if claim is not None:
-            refuted = sp.ci_high < float(claim)
-            verdicts.append(Verdict(
-                "claimed_speedup", Status.FAIL if refuted else Status.PASS,
-                f"{rt}: claimed {float(claim):g}x vs measured {band}: "
-                + ("ruled out by the CI" if refuted else "consistent with the measurement"),
-                threshold=float(claim), comparator="<=ci_high", **common,
-            ))
+        mech = m.mechanisms.get(rt) or Mechanism(None, "not examined")
+        out = jsonable(asdict(res))
+        out["load"] = res.load.to_dict() if res.load is not None else None
+        out["mechanism"] = mech.to_dict()
+        measurements_out[rt] = out
+        verdicts.extend(_runtime_verdicts(rt, res, mech, _min_speedup(section, rt), min_effect, m.claim))
     summary = "; ".join(v.message for v in verdicts if v.name == "min_speedup") or "no runtime measured"
     return CheckResult.from_verdicts("speed", verdicts, measurements_out, summary, time.perf_counter() - t0)
+
+
+def _runtime_verdicts(rt: str, res: RuntimeBench, mech: Mechanism, thr: float | None, min_effect: float,
+                      claim: float | None) -> list[Verdict]:
+    sp = res.decode
+    ci = Interval(sp.ci_low, sp.ci_high, sp.level, sp.method) if sp.n >= 2 else None
+    common: dict[str, Any] = dict(
+        observed=sp.point, unit="x", n=sp.n, ci=ci, effect_size=sp.point,
+        effect_size_name="decode speedup (compressed/dense)", test=_TEST, scope=rt,
+    )
+    band = (f"{sp.point:.3f}x [95% CI {sp.ci_low:.3f}, {sp.ci_high:.3f}], n={sp.n}" if ci is not None
+            else f"{sp.point:.3f}x, n={sp.n} (no interval)")
+    if res.load is not None and res.load.contended:
+        band += f"; measured under contention ({res.load.describe()})"
+    no_mechanism = mech.possible is False
+    verdicts: list[Verdict] = []
+    if thr is None:
+        verdicts.append(Verdict("min_speedup", Status.SKIPPED, f"{rt}: no min_speedup set", **common))
+    else:
+        bar = speedup_bar(thr, min_effect)
+        asked = f">= {bar:g}x" + (f" (min_speedup {thr:g}, min_effect {min_effect:g})" if bar != thr else "")
+        if no_mechanism and bar > 1.0:
+            status, text = Status.FAIL, f"{mech.reason}; the timing ({band}) is not counted as a speedup"
+        elif ci is None:
+            status, text = Status.INCONCLUSIVE, f"decode speedup {band}: too few repetitions to judge {asked}"
+        elif sp.ci_low >= bar:
+            status, text = Status.PASS, f"decode speedup {band} clears {asked}"
+        elif sp.ci_high < bar:
+            status, text = Status.FAIL, f"decode speedup {band} rules out {asked}"
+        else:
+            status, text = Status.INCONCLUSIVE, (f"decode speedup {band} neither demonstrates nor rules out "
+                                                 f"{asked} (more repetitions narrow the CI)")
+        verdicts.append(Verdict("min_speedup", status, f"{rt}: {text}", threshold=bar, comparator=">=", **common))
+    if claim is not None:
+        c = float(claim)
+        if no_mechanism and c > 1.0:
+            status, text = Status.FAIL, f"claimed {c:g}x: {mech.reason} (timing {band})"
+        elif ci is not None and sp.ci_high < c:
+            status, text = Status.FAIL, f"claimed {c:g}x vs measured {band}: ruled out by the CI"
+        elif ci is None:
+            status, text = Status.INCONCLUSIVE, f"claimed {c:g}x vs measured {band}: too few repetitions"
+        else:
+            status, text = Status.PASS, f"claimed {c:g}x vs measured {band}: consistent with the measurement"
+        verdicts.append(Verdict("claimed_speedup", status, f"{rt}: {text}", threshold=c, comparator="<=ci_high",
+                                **common))
+    return verdicts

@@ -17,8 +17,8 @@ import click
 
 from edgegate.backends import LOCAL_RUNTIME_CHOICES
 from edgegate.errors import BackendError, BackendUnavailable, ExitCode, InputError
+from edgegate.policy import check_default
 
-_DEFAULT = ("llamacpp", "mlx", "onnx")  # every edge runtime; those that cannot load the paths are skipped
 
 
 def _runtimes(values: tuple[str, ...], dense: Path, compressed: Path) -> tuple[list[str], Any]:
@@ -26,7 +26,7 @@ def _runtimes(values: tuple[str, ...], dense: Path, compressed: Path) -> tuple[l
     from edgegate.backends import parse_runtimes
     from edgegate.backends.auto import AUTO, resolve_pair
 
-    names = list(parse_runtimes(values) or _DEFAULT)
+    names = list(parse_runtimes(values) or check_default("speed", "runtimes"))
     choice = resolve_pair(dense, compressed) if AUTO in names else None
     if choice is not None:
         names = [choice.runtime if n == AUTO else n for n in names]
@@ -42,14 +42,14 @@ def _mb(b: int | None) -> str:
 @click.argument("compressed", type=click.Path(path_type=Path))
 @click.option("--runtime", "runtimes", multiple=True, metavar="NAMES",
               help=f"Comma-separated runtimes: {', '.join(LOCAL_RUNTIME_CHOICES)} (auto: where the compressed model "
-                   "ships; default: llamacpp, mlx, onnx; those that cannot load the paths are skipped).")
+                   "ships, the default; those that cannot load the paths are skipped).")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads per model (also pins both to the same CPUs).")
-@click.option("--repetitions", type=click.IntRange(min=2), default=5, show_default=True,
+@click.option("--repetitions", type=click.IntRange(min=2), default=check_default("speed", "repetitions"), show_default=True,
               help="Measured runs per model, interleaved dense/compressed in ABBA order.")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Unmeasured runs per model first.")
-@click.option("--prompt-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Prefill length (random ids, fixed seed).")
-@click.option("--gen-tokens", type=click.IntRange(min=1), default=128, show_default=True, help="Greedy decode steps.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the prompt and the bootstrap.")
+@click.option("--warmup", type=click.IntRange(min=0), default=check_default("speed", "warmup"), show_default=True, help="Unmeasured runs per model first.")
+@click.option("--prompt-tokens", type=click.IntRange(min=1), default=check_default("speed", "prompt_tokens"), show_default=True, help="Prefill length (random ids, fixed seed).")
+@click.option("--gen-tokens", type=click.IntRange(min=1), default=check_default("speed", "gen_tokens"), show_default=True, help="Greedy decode steps.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the random prompt.")
 @click.option("--no-pin", is_flag=True, help="Do not pin the model processes to CPUs.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Where converted GGUF files are cached.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
@@ -63,6 +63,7 @@ def command(
 ) -> None:
     """Prefill/decode throughput, TTFT, peak RSS and load time of DENSE vs COMPRESSED."""
     from edgegate.perf.bench import BenchConfig, bench_runtime
+    from edgegate.perf.mechanism import speed_mechanism
     from edgegate.progress import make_progress
     from edgegate.results import jsonable
 
@@ -77,6 +78,7 @@ def command(
                       cache_dir=str(cache_dir) if cache_dir else None)
     progress = make_progress(quiet)
     results: dict[str, Any] = {}
+    mechanisms: dict[str, Any] = {}
     failures: list[BackendError] = []
     from edgegate.backends import supports
 
@@ -89,6 +91,7 @@ def command(
             continue
         try:
             results[rt] = bench_runtime(rt, dense, compressed, cfg, progress=progress)
+            mechanisms[rt] = speed_mechanism(dense, compressed, rt)
         except BackendUnavailable as exc:
             results[rt] = {"skipped": exc.one_line()}
             if not quiet:
@@ -99,12 +102,17 @@ def command(
             click.echo(f"edgegate: {rt} failed: {exc.one_line()}", err=True)
     if as_json:
         out = {rt: (jsonable(asdict(r)) if not isinstance(r, dict) else r) for rt, r in results.items()}
+        for rt, mech in mechanisms.items():
+            out[rt]["mechanism"] = mech.to_dict()
+            out[rt]["load"] = results[rt].load.to_dict() if results[rt].load is not None else None
         doc: dict[str, Any] = {"config": asdict(cfg), "runtimes": out}
         if choice is not None:
             doc["runtime_choice"] = choice.as_dict()
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         sys.stdout.write(_table(results) + "\n")
+        for rt, mech in mechanisms.items():
+            sys.stdout.write(f"{rt}: {mech.reason}\n")
     if failures and all(isinstance(r, dict) for r in results.values()):
         raise failures[0]
     if all(isinstance(r, dict) for r in results.values()):

@@ -7,8 +7,10 @@ Method (llama-bench's pp/tg tests and mlx_lm.benchmark, tightened for a comparis
   the same thread count; load time is the runtime's model load (GGUF conversion excluded);
 - ``warmup`` unmeasured runs each, then ``repetitions`` measured runs INTERLEAVED in ABBA
   order (dense, compressed, compressed, dense, ...) so drift and order effects hit both;
-- per metric: medians, and the speedup as a ratio of medians with a paired percentile
-  bootstrap 95% CI over repetitions (pairs = the two runs of one repetition).
+- per metric: medians, and the speedup as the geometric mean of per-repetition ratios with
+  a paired t interval on the log ratios (pairs = the two runs of one repetition);
+- the machine's load over the whole benchmark (other processes' CPU, CPU pressure) is kept,
+  so a reading taken under contention is marked as such.
 Raw samples are kept in the result.
 """
 
@@ -25,7 +27,8 @@ import numpy as np
 
 from edgegate.backends.pair import OpenSettings, open_pair
 from edgegate.errors import InputError
-from edgegate.perf.stats import ratio_of_medians
+from edgegate.perf.load import MachineLoad, between, snapshot
+from edgegate.perf.stats import PairedRatio, paired_ratio
 from edgegate.progress import NullProgress, Progress
 
 
@@ -63,17 +66,19 @@ class Sample:
     prefill_tps: float
     decode_tps: float
     peak_rss_bytes: int | None
+    loadavg1: float | None = None  # 1-minute load average when the sample was taken
 
 
 @dataclass(frozen=True)
 class Speedup:
     metric: str  # "decode_tps" | "prefill_tps" | "ttft"
     point: float  # compressed over dense (for ttft: dense over compressed): > 1 is faster
-    ci_low: float
+    ci_low: float  # NaN when fewer than 2 repetitions
     ci_high: float
     n: int
     level: float
-    method: str = "ratio of medians, paired percentile bootstrap over repetitions (10000 resamples)"
+    method: str = PairedRatio.METHOD
+    log_sd: float = float("nan")  # SD of the per-repetition log ratios: the run's noise
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class RuntimeBench:
     cpus: tuple[int, ...] | None
     wall_s: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    load: MachineLoad | None = None  # the machine's load over the benchmark
 
     @property
     def decode(self) -> Speedup:
@@ -129,6 +135,7 @@ def bench_runtime(
     cpus = _cpus(cfg.threads, cfg.pin)
     n_ctx = cfg.prompt_tokens + cfg.gen_tokens + 1
     t_start = time.perf_counter()
+    load_start = snapshot()
     settings = OpenSettings(n_ctx=n_ctx, threads=cfg.threads, seed=cfg.seed, cache_dir=cfg.cache_dir,
                             timeout=cfg.timeout, cpus=cpus)
     with open_pair(runtime, (dense_path, compressed_path), settings) as pair:
@@ -155,11 +162,21 @@ def bench_runtime(
                         t.prompt_tokens / t.prefill_s,
                         t.gen_tokens / t.decode_s,
                         t.peak_rss_bytes,
+                        _loadavg1(),
                     )
                 )
                 advance(1)
         infos = {name: b.info() for name, b in opened.items()}
-    return summarize(runtime, cfg, samples, infos, cpus, time.perf_counter() - t_start)
+    # after the pair closed: its processes are reaped, so their CPU time counts as ours
+    load = between(load_start, snapshot())
+    return summarize(runtime, cfg, samples, infos, cpus, time.perf_counter() - t_start, load)
+
+
+def _loadavg1() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _series(samples: Sequence[Sample], model: str, metric: str) -> np.ndarray:
@@ -174,6 +191,7 @@ def summarize(
     infos: dict[str, dict[str, Any]],
     cpus: tuple[int, ...] | None,
     wall_s: float,
+    load: MachineLoad | None = None,
 ) -> RuntimeBench:
     medians = {
         m: {k: float(np.median(_series(samples, m, k))) for k in ("prefill_tps", "decode_tps", "ttft_s")}
@@ -183,8 +201,8 @@ def summarize(
     for metric, attr, invert in (("decode_tps", "decode_tps", False), ("prefill_tps", "prefill_tps", False), ("ttft", "ttft_s", True)):
         d, c = _series(samples, "dense", attr), _series(samples, "compressed", attr)
         num, den = (d, c) if invert else (c, d)
-        point, lo, hi = ratio_of_medians(num, den, level=cfg.level, seed=cfg.seed)
-        speedups[metric] = Speedup(metric, point, lo, hi, int(d.size), cfg.level)
+        r = paired_ratio(num, den, level=cfg.level)
+        speedups[metric] = Speedup(metric, r.point, r.ci_low, r.ci_high, r.n, cfg.level, log_sd=r.log_sd)
     rss = {
         m: max((s.peak_rss_bytes for s in samples if s.model == m and s.peak_rss_bytes), default=None)
         for m in ("dense", "compressed")
@@ -192,6 +210,9 @@ def summarize(
     notes = []
     if runtime == "mlx":
         notes.append("MLX has no thread-count setting; CPU pinning (if any) still applies")
-    if cfg.repetitions < 3:
-        notes.append(f"only {cfg.repetitions} repetitions: the bootstrap CI is unreliable")
-    return RuntimeBench(runtime, cfg, infos["dense"], infos["compressed"], tuple(samples), medians, speedups, rss, cpus, wall_s, tuple(notes))
+    if cfg.repetitions < 2:
+        notes.append("one repetition: no interval can be formed, the speedup cannot be judged")
+    if load is not None and load.contended:
+        notes.append(f"measured under contention: {load.describe()}")
+    return RuntimeBench(runtime, cfg, infos["dense"], infos["compressed"], tuple(samples), medians, speedups, rss,
+                        cpus, wall_s, tuple(notes), load)

@@ -1,0 +1,147 @@
+"""The speed verdict cannot pass on noise: no mechanism, no pass; an interval valid at the n
+used; a minimum effect; contention named. Judged on real llama.cpp runs of the fixtures and,
+for the decision table, on benchmark results built from given samples (the judge is pure)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgegate.backends import available
+from edgegate.checks import speed
+from edgegate.checks.base import CheckContext, Status
+from edgegate.perf.bench import BenchConfig, RuntimeBench, Sample, summarize
+from edgegate.perf.load import MachineLoad, _Snapshot, between
+from edgegate.perf.mechanism import Mechanism, speed_mechanism
+from edgegate.policy import check_default, parse_policy, policy_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "fixtures" / "models"
+GGUF = MODELS / "gguf"
+needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
+pytestmark = pytest.mark.usefixtures("tiny_q8_safe")  # see conftest
+
+SAME = Mechanism(False, "no mechanism for a speedup: same format (gguf), same storage type and bytes", 10, 0)
+DIFFERENT = Mechanism(True, "10 of 10 tensors stored differently (e.g. F16 -> Q8_0)", 10, 10)
+QUIET = MachineLoad(10.0, 0.01, 0.005, 0.1, 0.1, 2)
+BUSY = MachineLoad(10.0, 0.9, 0.45, 1.9, 2.1, 2)
+
+
+def _bench(ratios: list[float], load: MachineLoad | None = QUIET) -> RuntimeBench:
+    """A benchmark whose repetition i ran the compressed model ratios[i] times as fast."""
+    cfg = BenchConfig(repetitions=len(ratios), threads=1)
+    samples = []
+    for i, r in enumerate(ratios):
+        for model, tps in (("dense", 40.0), ("compressed", 40.0 * r)):
+            samples.append(Sample(model, i, len(samples), 0.1, 128 / tps, 0.1 + 128 / tps, 5120.0, tps, None))
+    infos: dict[str, dict[str, object]] = {"dense": {}, "compressed": {}}
+    return summarize("llamacpp", cfg, samples, infos, None, 1.0, load)
+
+
+def _judge(bench: RuntimeBench, mech: Mechanism, section: dict[str, object] | None = None,
+           claim: float | None = None) -> dict[str, speed.Verdict]:
+    m = speed.SpeedMeasurement({"llamacpp": bench}, {}, {}, ("llamacpp",), claim, None, None, {"llamacpp": mech})
+    res = speed.judge([("this run", m)], {"min_speedup": 1.0, **(section or {})})
+    assert res.measurements["llamacpp"]["mechanism"]["possible"] is mech.possible
+    return {v.name: v for v in res.verdicts}
+
+
+def test_same_bytes_never_pass_however_fast_the_timing_reads() -> None:
+    """The committed study's SparseGPT 2:4 f16 read 1.17x [1.16, 1.18]: same bytes, dense kernels."""
+    v = _judge(_bench([1.16, 1.17, 1.18, 1.17, 1.16]), SAME, claim=1.5)
+    assert v["min_speedup"].status is Status.FAIL and "no mechanism" in v["min_speedup"].message
+    assert v["claimed_speedup"].status is Status.FAIL and "no mechanism" in v["claimed_speedup"].message
+    # the same timing with a mechanism is a demonstrated speedup of >= 1.1x
+    assert _judge(_bench([1.16, 1.17, 1.18, 1.17, 1.16]), DIFFERENT)["min_speedup"].status is Status.PASS
+
+
+def test_a_non_inferiority_bar_may_pass_without_a_mechanism() -> None:
+    """min_speedup below 1 asks "at most this much slower", not for a speedup."""
+    v = _judge(_bench([1.0, 0.99, 1.01, 1.0, 1.0]), SAME, {"min_speedup": 0.9})
+    assert v["min_speedup"].status is Status.PASS and v["min_speedup"].threshold == 0.9
+
+
+def test_min_effect_raises_the_bar_and_the_interval_decides_three_ways() -> None:
+    tight_small = _judge(_bench([1.05, 1.04, 1.06, 1.05, 1.05]), DIFFERENT)["min_speedup"]
+    assert tight_small.status is Status.FAIL and tight_small.threshold == pytest.approx(1.1)
+    assert "rules out >= 1.1x" in tight_small.message
+    wide = _judge(_bench([1.6, 0.9, 1.3]), DIFFERENT)["min_speedup"]
+    assert wide.status is Status.INCONCLUSIVE and "neither demonstrates nor rules out" in wide.message
+    assert wide.ci is not None and wide.ci.low < 1.1 < wide.ci.high and wide.n == 3
+    no_effect_floor = _judge(_bench([1.05, 1.04, 1.06, 1.05, 1.05]), DIFFERENT, {"min_effect": 0.0})["min_speedup"]
+    assert no_effect_floor.status is Status.PASS
+
+
+def test_one_repetition_is_inconclusive_not_a_verdict() -> None:
+    v = _judge(_bench([1.9]), DIFFERENT, claim=1.5)
+    assert v["min_speedup"].status is Status.INCONCLUSIVE and v["min_speedup"].ci is None
+    assert v["claimed_speedup"].status is Status.INCONCLUSIVE
+
+
+def test_contention_is_named_in_the_verdict_and_kept_in_the_report() -> None:
+    v = _judge(_bench([1.8, 1.82, 1.79], load=BUSY), DIFFERENT)["min_speedup"]
+    assert "measured under contention" in v.message and "0.90 of 2 cores" in v.message
+    quiet = _judge(_bench([1.8, 1.82, 1.79]), DIFFERENT)["min_speedup"]
+    assert "contention" not in quiet.message
+
+
+def test_machine_load_arithmetic() -> None:
+    a = _Snapshot(wall=100.0, busy_s=50.0, own_s=10.0, psi_us=1_000_000, loadavg1=0.5)
+    b = _Snapshot(wall=110.0, busy_s=70.0, own_s=25.0, psi_us=3_000_000, loadavg1=1.5)
+    load = between(a, b)
+    assert load.other_cores == pytest.approx(0.5)  # 20 s busy, 15 s our own, over 10 s
+    assert load.cpu_pressure == pytest.approx(0.2) and load.contended is True
+    unknown = between(_Snapshot(1.0, None, 0.0, None, None), _Snapshot(2.0, None, 0.0, None, None))
+    assert unknown.contended is None and unknown.to_dict()["contended"] is None
+
+
+def test_mechanism_reads_the_headers(tmp_path: Path) -> None:
+    copy = tmp_path / "copy.gguf"
+    shutil.copyfile(GGUF / "dense-f16.gguf", copy)
+    assert speed_mechanism(GGUF / "dense-f16.gguf", copy, "llamacpp").possible is False
+    pruned = speed_mechanism(GGUF / "dense-f16.gguf", GGUF / "wanda50-f16.gguf", "llamacpp")
+    assert pruned.possible is False and "dense kernels" in pruned.reason  # zeros stored as F16
+    q8 = speed_mechanism(GGUF / "dense-f16.gguf", GGUF / "dense-q8_0.gguf", "llamacpp")
+    assert q8.possible is True and "Q8_0" in q8.reason and q8.differing > 0
+    hf = speed_mechanism(MODELS / "dense", MODELS / "wanda50", "transformers")
+    assert hf.possible is False
+    assert speed_mechanism(MODELS / "dense", GGUF / "dense-q8_0.gguf", "llamacpp").possible is True
+    assert speed_mechanism("http://127.0.0.1:1/v1", GGUF / "dense-q8_0.gguf", "openai").possible is None
+
+
+@needs_llama
+def test_a_byte_copy_fails_the_speed_check_for_real(tmp_path: Path) -> None:
+    """A/A on llama.cpp: whatever the timing reads, the report says there is no mechanism."""
+    copy = tmp_path / "copy.gguf"
+    shutil.copyfile(GGUF / "dense-f16.gguf", copy)
+    sec = {"runtimes": ["llamacpp"], "repetitions": 3, "warmup": 0, "prompt_tokens": 16, "gen_tokens": 4,
+           "threads": 1, "min_speedup": 1.0}
+    res = speed.run(CheckContext(copy, GGUF / "dense-f16.gguf", sec, claims={"speedup": 1.2}))
+    v = {x.name: x for x in res.verdicts}
+    assert v["min_speedup"].status is Status.FAIL and "no mechanism" in v["min_speedup"].message
+    assert v["claimed_speedup"].status is Status.FAIL
+    load = res.measurements["llamacpp"]["load"]
+    assert load["wall_s"] > 0 and "description" in load
+
+
+def test_policy_defaults_live_in_the_schema() -> None:
+    """`perplexity: {}` and `bbq: {}` get runtime auto (the schema said llamacpp while the code
+    and README said auto), speed gets [auto] and min_effect from one place."""
+    p = parse_policy("version: 1\nname: t\nchecks: {perplexity: {}, bbq: {}, speed: {}}\n")
+    assert p.checks["perplexity"].section["runtime"] == "auto"
+    assert p.checks["bbq"].section["runtime"] == "auto"
+    assert list(p.checks["speed"].section["runtimes"]) == ["auto"]
+    assert p.checks["speed"].section["min_effect"] == check_default("speed", "min_effect") == 0.1
+    schema = policy_schema()["$defs"]
+    for check in ("perplexity", "bbq"):
+        assert schema[check]["properties"]["runtime"]["default"] == "auto"
+
+
+def test_an_empty_perplexity_section_runs_an_hf_pair_on_transformers() -> None:
+    from edgegate.backends.auto import resolve_pair
+
+    p = parse_policy("version: 1\nname: t\nchecks: {perplexity: {}}\n")
+    choice = resolve_pair(MODELS / "dense", MODELS / "wanda50", p.checks["perplexity"].section["runtime"])
+    assert choice.runtime == "transformers"
