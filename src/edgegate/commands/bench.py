@@ -20,7 +20,6 @@ from edgegate.errors import BackendError, BackendUnavailable, ExitCode, InputErr
 from edgegate.policy import check_default
 
 
-
 def _runtimes(values: tuple[str, ...], dense: Path, compressed: Path) -> tuple[list[str], Any]:
     """The runtimes to time, with ``auto`` resolved for the pair (issue 12), and that choice."""
     from edgegate.backends import parse_runtimes

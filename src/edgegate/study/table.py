@@ -55,9 +55,11 @@ def row(report: Mapping[str, Any], side: Mapping[str, Any]) -> dict[str, Any]:
     spm = (sp.get("measurements") or {}).get("sparsity") or {}
     sm = size.get("measurements") or {}
     dec: Mapping[str, Any] = {}
+    mechanism: bool | None = None
     for rt in (speed.get("measurements") or {}).values():
         if isinstance(rt, Mapping) and isinstance(rt.get("speedups"), Mapping):
             dec = rt["speedups"].get("decode_tps") or {}
+            mechanism = (rt.get("mechanism") or {}).get("possible")
             break
     pm = ppl.get("measurements") or {}
     bm = bbq.get("measurements") or {}
@@ -85,6 +87,7 @@ def row(report: Mapping[str, Any], side: Mapping[str, Any]) -> dict[str, Any]:
         "dense_disk_bytes": _num((sm.get("dense_size") or {}).get("disk_bytes")),
         "size_saving": _num(sm.get("saving")),
         "decode_speedup": _num(dec.get("point")), "decode_speedup_ci": _ci([dec.get("ci_low"), dec.get("ci_high")]),
+        "speed_mechanism": mechanism,
         "ppl_dense": _num((pm.get("dense") or {}).get("ppl")), "ppl_compressed": _num((pm.get("compressed") or {}).get("ppl")),
         "delta_ppl": _num(pm.get("relative_change")), "delta_ppl_ci": _ci([pm.get("ci_low"), pm.get("ci_high")]),
         "ppl_limit": _num(_verdict(ppl, "max_relative_increase").get("threshold")),
@@ -130,6 +133,9 @@ def markdown(rows: list[dict[str, Any]], missing: list[str]) -> str:
     for r in rows:
         claimed = f" ({r['claimed_sparsity']:.0%})" if r["claimed_sparsity"] is not None else ""
         spd = "n/a" if r["decode_speedup"] is None else f"{r['decode_speedup']:.2f}x" + _ci_txt(r["decode_speedup_ci"], lambda v: f"{v:.2f}")
+        if r.get("speed_mechanism") is False and r["decode_speedup"] is not None:
+            # same bytes, dense kernels: a timing is not a speedup and is not printed as one
+            spd = f"none: same bytes (timed {spd})"
         dppl = "n/a" if r["delta_ppl"] is None else fmt_rel(r["delta_ppl"]) + _ci_txt(r["delta_ppl_ci"], fmt_rel)
         dsrs = "n/a" if r["delta_srs"] is None else fmt_pp(r["delta_srs"]) + _ci_txt(r["delta_srs_ci"], fmt_pp)
         flips = "n/a" if r["unbiased_to_biased"] is None else f"{r['unbiased_to_biased']}/{r['bbq_n']}"
