@@ -16,23 +16,6 @@ _REQUIRED_MODULES = ("llama_cpp", "llama_cpp.server", "mlx.core", "mlx_lm", "onn
 _REQUIRED_ON_LINUX = ("atheris",)  # the brief fuzz run of the header parsers (issue 7)
 
 
-def _llama_cpp_has_amx() -> bool:
-    try:
-        import llama_cpp
-    except ImportError:
-        return False
-    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode(errors="replace")
-
-
-@pytest.fixture
-def tiny_q8_safe(monkeypatch: pytest.MonkeyPatch) -> None:
-    """llama-cpp-python 0.3.36 crashes (SIGSEGV in decode) on the tiny Q8_0 fixture when its
-    AMX buffers are in use: on such CPUs, tests that run that file load models without
-    llama.cpp's extra buffer types (recorded in the model's info as ``extra_buffers``)."""
-    if _llama_cpp_has_amx():
-        monkeypatch.setenv("EDGEGATE_LLAMACPP_EXTRA_BUFFERS", "0")
-
-
 def _missing() -> list[str]:
     out = []
     mods = _REQUIRED_MODULES + (_REQUIRED_ON_LINUX if sys.platform.startswith("linux") else ())

@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "fixtures" / "models" / "gguf"
 DENSE, Q8 = GGUF / "dense-f16.gguf", GGUF / "dense-q8_0.gguf"
 needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
-pytestmark = pytest.mark.usefixtures("tiny_q8_safe")  # see conftest
 SMALL = BenchConfig(prompt_tokens=32, gen_tokens=8, repetitions=4, warmup=1, threads=1, timeout=120)
 
 

@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "fixtures" / "models"
 GGUF = MODELS / "gguf"
 needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
-pytestmark = pytest.mark.usefixtures("tiny_q8_safe")  # see conftest
 
 SAME = Mechanism(False, "no mechanism for a speedup: same format (gguf), same storage type and bytes", 10, 0)
 DIFFERENT = Mechanism(True, "10 of 10 tensors stored differently (e.g. F16 -> Q8_0)", 10, 10)
@@ -145,3 +144,18 @@ def test_an_empty_perplexity_section_runs_an_hf_pair_on_transformers() -> None:
     p = parse_policy("version: 1\nname: t\nchecks: {perplexity: {}}\n")
     choice = resolve_pair(MODELS / "dense", MODELS / "wanda50", p.checks["perplexity"].section["runtime"])
     assert choice.runtime == "transformers"
+
+
+def test_llama_cpp_extra_buffers_choice_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On AMX CPUs llama-cpp-python 0.3.36 crashes on Q8_0 weights with its extra buffer
+    types: such models load without them, a forced setting wins, and the choice is said."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from edgegate.backends.llamacpp import EXTRA_BUFFERS_ENV, extra_buffers_for
+
+    amx = "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode()
+    monkeypatch.delenv(EXTRA_BUFFERS_ENV, raising=False)
+    on, why = extra_buffers_for(llama_cpp, GGUF / "dense-q8_0.gguf")
+    assert on is (not amx) and (("AMX" in why) is amx)
+    assert extra_buffers_for(llama_cpp, GGUF / "dense-f16.gguf")[0] is True
+    monkeypatch.setenv(EXTRA_BUFFERS_ENV, "0")
+    assert extra_buffers_for(llama_cpp, GGUF / "dense-f16.gguf") == (False, f"{EXTRA_BUFFERS_ENV}=0")

@@ -49,10 +49,30 @@ from edgegate.settings import default_cache_dir
 _ROW_TILE = 4
 _MIN_ROWS = 8
 
-# "0" loads models without llama.cpp's extra CPU buffer types (AMX, repacked weights). On CPUs
-# with AMX, llama-cpp-python 0.3.36 crashes (SIGSEGV in decode) on tiny Q8_0 models such as the
-# test fixtures; the suite sets it there. Reports record which way a model was loaded.
+# llama.cpp's extra CPU buffer types (AMX, repacked weights) are on by default. On CPUs with
+# AMX, llama-cpp-python 0.3.36 crashes (SIGSEGV in the first decode) on every Q8_0 model tried
+# (gemma-3-270m Q8_0, the Q8_0 test fixture; its F16 and Q4_K_M run): such models are loaded
+# without them. "1"/"0" in this variable forces either way. Model info records the choice.
 EXTRA_BUFFERS_ENV = "EDGEGATE_LLAMACPP_EXTRA_BUFFERS"
+
+
+def extra_buffers_for(llama_cpp: Any, gguf: Path) -> tuple[bool, str]:
+    """(load with llama.cpp's extra buffer types?, why)."""
+    forced = os.environ.get(EXTRA_BUFFERS_ENV)
+    if forced in ("0", "1"):
+        return forced == "1", f"{EXTRA_BUFFERS_ENV}={forced}"
+    if "AMX_INT8 = 1" not in llama_cpp.llama_print_system_info().decode(errors="replace"):
+        return True, "llama.cpp's default"
+    from edgegate.checkpoint.gguf_reader import GGUFCheckpoint
+
+    try:
+        with GGUFCheckpoint(gguf) as ck:
+            q8 = any(t.dtype == "Q8_0" for t in ck.tensors())
+    except Exception:  # llama.cpp reports an unreadable file itself, with its own cause
+        return True, "llama.cpp's default"
+    if q8:
+        return False, "Q8_0 weights on a CPU with AMX: llama.cpp's AMX Q8_0 path crashes, extra buffer types off"
+    return True, "llama.cpp's default"
 
 
 @contextmanager
@@ -172,7 +192,7 @@ class LlamaCppBackend(GenericBackend):
         self.n_ctx = int(n_ctx)
         self._n_batch = min(self.n_ctx, 512)
         t0 = time.perf_counter()
-        self.extra_buffers = os.environ.get(EXTRA_BUFFERS_ENV, "1") != "0"
+        self.extra_buffers, self._extra_buffers_why = extra_buffers_for(llama_cpp, gguf)
         try:
             with _extra_buffers(llama_cpp, self.extra_buffers):
                 self._llm: Any = llama_cpp.Llama(
@@ -401,6 +421,7 @@ class LlamaCppBackend(GenericBackend):
     def info(self) -> dict[str, object]:
         out = super().info()
         out["extra_buffers"] = self.extra_buffers
+        out["extra_buffers_reason"] = self._extra_buffers_why
         if self.converter:  # which converter made the GGUF from the HF directory (issue 12)
             out["converter"] = dict(self.converter)
         return out
