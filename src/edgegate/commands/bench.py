@@ -17,6 +17,7 @@ import click
 
 from edgegate.backends import LOCAL_RUNTIME_CHOICES
 from edgegate.errors import BackendError, BackendUnavailable, ExitCode, InputError
+from edgegate.escape import terminal
 
 _DEFAULT = ("llamacpp", "mlx", "onnx")  # every edge runtime; those that cannot load the paths are skipped
 
@@ -71,7 +72,7 @@ def command(
             raise InputError(f"{role} not found", path=p)
     names, choice = _runtimes(runtimes, dense, compressed)
     if choice is not None and not quiet:
-        click.echo(f"edgegate: auto -> {choice.runtime}: {choice.reason}", err=True)
+        click.echo(f"edgegate: auto -> {choice.runtime}: {terminal(choice.reason)}", err=True)
     cfg = BenchConfig(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup,
                       threads=threads, seed=seed, pin=not no_pin, timeout=timeout,
                       cache_dir=str(cache_dir) if cache_dir else None)
@@ -85,18 +86,18 @@ def command(
         if why:
             results[rt] = {"skipped": f"cannot load these paths ({why})"}
             if not quiet:
-                click.echo(f"edgegate: {rt} skipped: {why}", err=True)
+                click.echo(f"edgegate: {rt} skipped: {terminal(why)}", err=True)
             continue
         try:
             results[rt] = bench_runtime(rt, dense, compressed, cfg, progress=progress)
         except BackendUnavailable as exc:
             results[rt] = {"skipped": exc.one_line()}
             if not quiet:
-                click.echo(f"edgegate: {rt} skipped: {exc.one_line()}", err=True)
+                click.echo(f"edgegate: {rt} skipped: {terminal(exc.one_line())}", err=True)
         except BackendError as exc:
             results[rt] = {"error": exc.to_dict()}
             failures.append(exc)
-            click.echo(f"edgegate: {rt} failed: {exc.one_line()}", err=True)
+            click.echo(f"edgegate: {rt} failed: {terminal(exc.one_line())}", err=True)
     if as_json:
         out = {rt: (jsonable(asdict(r)) if not isinstance(r, dict) else r) for rt, r in results.items()}
         doc: dict[str, Any] = {"config": asdict(cfg), "runtimes": out}

@@ -17,6 +17,7 @@ import click
 
 from edgegate.backends import LOCAL_RUNTIME_CHOICES, parse_runtimes
 from edgegate.errors import InputError
+from edgegate.escape import terminal
 from edgegate.partial import parse_shard
 from edgegate.policy import Policy
 from edgegate.settings import RunSettings, Shard
@@ -233,10 +234,10 @@ def _write_shard(run: ShardRun, opts: GateOptions, user_skip: tuple[str, ...], s
     code = 0
     for o in gate.outcomes:
         if o.result.status.value == "error":
-            click.echo(f"edgegate: {o.name}: error: {o.result.summary}", err=True)
+            click.echo(f"edgegate: {o.name}: error: {terminal(o.result.summary)}", err=True)
             code = max(code, int((o.result.error or {}).get("exit_code", 3)))
     if not quiet:
-        click.echo(f"edgegate: shard {shard[0]}/{shard[1]}: wrote {out}; combine all {shard[1]} with "
+        click.echo(f"edgegate: shard {shard[0]}/{shard[1]}: wrote {terminal(out)}; combine all {shard[1]} with "
                    f"`edgegate merge edgegate-partial-*-of-{shard[1]}.json --policy FILE`", err=True)
     sys.exit(code)
 
@@ -252,7 +253,7 @@ def emit(gate: GateResult, outputs: dict[str, str | None], quiet: bool) -> None:
         elif dest:
             write_report(fmt, gate, dest)
             if not quiet:
-                click.echo(f"edgegate: wrote {fmt} report to {dest}", err=True)
+                click.echo(f"edgegate: wrote {fmt} report to {terminal(dest)}", err=True)
     if not any(outputs.values()) and not sys.stdout.isatty():
         sys.stdout.write(render("markdown", gate))
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -267,6 +268,6 @@ def emit(gate: GateResult, outputs: dict[str, str | None], quiet: bool) -> None:
 
         print_summary(gate)
     elif gate.status == "error":  # -q hides the table, but an error still needs its one line
-        click.echo(f"edgegate: error: {'; '.join(gate.reasons)}", err=True)
+        click.echo(f"edgegate: error: {terminal('; '.join(gate.reasons))}", err=True)
     sys.stdout.flush()
     sys.exit(gate.exit_code)
