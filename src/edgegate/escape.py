@@ -12,7 +12,7 @@ visible escape (``\\x1b``, ``\\n``, ``\\u202e``; a byte of a non-UTF-8 name as `
 Each sink adds its own syntax on top:
 
 =============  ===================================================================
-``terminal``   printable + workflow commands neutralised (a leading ``::``, ``##[``)
+``terminal``   printable + no workflow command (every ``::`` broken; ``##[`` everywhere)
 ``markup``     terminal + rich's ``[`` escaped (for ``Console.print`` with markup)
 ``markdown``   printable + Markdown/HTML punctuation escaped, one line
 ``html``       printable + ``& < > " '`` as entities
@@ -49,21 +49,26 @@ def _visible(m: re.Match[str]) -> str:
     return f"\\u{code:04x}"
 
 
+# GitHub Actions runs a log line as a command when, after leading blanks, it starts with
+# "::" (v2 syntax), or when it contains "##[" (v1 syntax, matched anywhere in the line). Any
+# report may end up in a log (``--json-out -``, ``cat report.xml``), so every sink breaks "##[".
+# On a terminal every "::" is broken, not only a leading one: rich wraps long lines at
+# spaces, and "a ::error::x" can wrap so that "::error::x" starts a line.
+_WORKFLOW_V1 = "##["
+_WORKFLOW_V2 = re.compile(":(?=:)")
+
+
 def printable(value: object) -> str:
     """``value`` as text with every control, bidi, separator and unencodable character shown
-    as a visible escape; always one line, always encodable as UTF-8."""
-    return _UNSAFE.sub(_visible, value if isinstance(value, str) else str(value))
-
-
-# GitHub Actions runs a log line as a command when, after leading blanks, it starts with
-# "::" (v2 syntax), or when it contains "##[" (v1 syntax, matched anywhere in the line).
-_WORKFLOW_V2 = re.compile(r"^(\s*):(?=:)")
+    as a visible escape, and no v1 workflow command; always one line, always encodable as
+    UTF-8."""
+    text = _UNSAFE.sub(_visible, value if isinstance(value, str) else str(value))
+    return text.replace(_WORKFLOW_V1, "#\\#[")
 
 
 def terminal(value: object) -> str:
     """For stdout/stderr and CI logs: printable, and unable to start a workflow command."""
-    text = printable(value).replace("##[", "#\\#[")
-    return _WORKFLOW_V2.sub(r"\1\\:", text)
+    return _WORKFLOW_V2.sub(":\\\\", printable(value))
 
 
 def markup(value: object) -> str:
@@ -101,7 +106,7 @@ def xml(value: object, *, multiline: bool = False) -> str:
     text = value if isinstance(value, str) else str(value)
     if multiline:
         return "\n".join(terminal(line) for line in text.split("\n"))
-    return printable(text)
+    return terminal(text)
 
 
 def json_safe(value: Any) -> Any:
