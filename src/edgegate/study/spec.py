@@ -110,6 +110,11 @@ def _variant(raw: Any, where: str, path: Path, models_dir: Path) -> Variant:
                    allow_identical=allow_identical)
 
 
+# The policy loader's messages, reworded for a study spec (data such as a key is left alone).
+_POLICY_WORDS = (("in policy files", "in study specs"), ("policy is ", "study spec is "),
+                 ("a policy may have", "a study spec may have"), ("policy file is empty", "study spec is empty"))
+
+
 def _read_yaml(src: Path) -> Mapping[Any, Any]:
     """The spec through the policy loader's guards: a small regular file (no FIFO, no
     /dev/zero), no YAML aliases (a "billion laughs" hung the plain loader), no duplicate or
@@ -124,8 +129,10 @@ def _read_yaml(src: Path) -> Mapping[Any, Any]:
     try:
         data, _ = _load_yaml(text, str(src))
     except PolicyError as e:  # the same rules; the messages name a policy
-        raise InputError(e.message.replace("policy files", "study specs").replace("policy", "study spec"),
-                         path=src) from None
+        message = e.message
+        for theirs, ours in _POLICY_WORDS:
+            message = message.replace(theirs, ours)
+        raise InputError(message, path=src) from None
     return data
 
 
