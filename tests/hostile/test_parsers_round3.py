@@ -18,6 +18,7 @@ arrays that deep on purpose).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -127,9 +128,9 @@ def test_config_field_of_wrong_type_or_range(field: str, raw: str, command: str,
     shutil.copytree(FIX / "dense", d)
     cfg = (d / "config.json").read_text("utf-8")
     cfg = cfg.replace("{", "{" + f'"{field}": {raw}, ', 1) if f'"{field}"' not in cfg else \
-        __import__("re").sub(rf'"{field}": [^,\n]+', f'"{field}": {raw}', cfg)
+        re.sub(rf'"{field}": [^,\n]+', f'"{field}": {raw}', cfg)
     if field == "hidden_size":  # the fixture's head_dim would hide hidden_size // heads
-        cfg = __import__("re").sub(r'"head_dim": [^,\n]+,\s*', "", cfg)
+        cfg = re.sub(r'"head_dim": [^,\n]+,\s*', "", cfg)
     (d / "config.json").write_text(cfg, "utf-8")
     if command == "scan":
         code, out = _cli("scan", str(d), "-q")

@@ -152,7 +152,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproc
 
 
 def test_the_gate_runs_to_its_verdict(hostile_run: tuple[Path, subprocess.CompletedProcess[bytes]]) -> None:
-    root, run = hostile_run
+    _, run = hostile_run
     err = run.stderr.decode("utf-8")
     # was exit 3: rich markup in the policy name crashed the summary; the Markdown writer
     # crashed on the non-UTF-8 folder name (an empty file left behind)
