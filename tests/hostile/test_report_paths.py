@@ -75,3 +75,13 @@ def test_reports_next_to_the_inputs_are_written(work: Path) -> None:
                        "--junit-out", "r.xml")
     assert code == 0, err
     assert all((work / p).stat().st_size > 0 for p in ("out/r.json", "out/r.html", "r.md", "r.xml"))
+
+
+def test_merge_refuses_a_report_over_its_partial_file(work: Path) -> None:
+    code, err = _check(work, "--shard", "1/1", "--partial-out", "part.json", "-q")
+    assert code == 0, err
+    part = (work / "part.json").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "edgegate.cli", "merge", "part.json", "--policy", "policy.yaml",
+                        "--json-out", "part.json"], capture_output=True, text=True, cwd=work, timeout=300)
+    assert r.returncode == 2 and "is the partial file 1 input" in r.stderr, r.stderr
+    assert (work / "part.json").read_bytes() == part
