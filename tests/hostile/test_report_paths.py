@@ -57,6 +57,7 @@ def _check(work: Path, *flags: str) -> tuple[int, str]:
     (["--json-out", "notes.txt/report.json"], "is a regular file, not a folder"),
     (["--json-out", "/proc/edgegate-report.json"], "kernel pseudo-filesystem"),
     (["--samples-out", "comp/samples.jsonl"], "is inside the compressed input"),
+    (["--shard", "1/2", "--partial-out", "comp/model.safetensors"], "is inside the compressed input"),
 ])
 def test_refused_before_measuring(flags: list[str], fragment: str, work: Path) -> None:
     (work / "link.xml").symlink_to(work / "comp" / "model.safetensors")

@@ -105,7 +105,7 @@ def command(
             doc["runtime_choice"] = choice.as_dict()
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(_table(results) + "\n")
+        sys.stdout.write("\n".join(map(terminal, _table(results).split("\n"))) + "\n")  # errors quote paths
     if failures and all(isinstance(r, dict) for r in results.values()):
         raise failures[0]
     if all(isinstance(r, dict) for r in results.values()):

@@ -193,7 +193,7 @@ def run_check(flags: CheckFlags) -> None:
         shard=shard,
         hash_inputs=not flags.no_hash,
         argv=tuple(sys.argv[1:]),
-        outputs=flags.report_flags(),
+        outputs=_written(flags, shard),
         samples_out=flags.samples_out,
         allow_identical=flags.allow_identical,
         caveats=caveats,
@@ -206,6 +206,17 @@ def run_check(flags: CheckFlags) -> None:
             _write_shard(run_shard(opts, progress=progress), opts, user_skip, shard, flags.partial_out, flags.quiet)
         gate = run_gate(opts, progress=progress)
     emit(gate, flags.outputs(), flags.quiet)
+
+
+def _written(flags: CheckFlags, shard: Shard | None) -> dict[str, str | None]:
+    """Every file the run will write, by flag: checked against each other and the inputs
+    before anything is measured (a shard's partial file too)."""
+    from edgegate.partial import default_partial_name
+
+    out = flags.report_flags()
+    if shard is not None:
+        out["--partial-out"] = flags.partial_out or str(default_partial_name(shard))
+    return out
 
 
 def _claims(texts: tuple[str, ...], parse: Any) -> dict[str, float]:

@@ -105,4 +105,6 @@ def command(
         f"relative change {cmp.relative_change:+.2%}  95% CI [{cmp.ci_low:+.2%}, {cmp.ci_high:+.2%}]  "
         f"(n={cmp.n} chunks; {cmp.test})",
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    from edgegate.escape import terminal
+
+    sys.stdout.write("\n".join(map(terminal, lines)) + "\n")  # the reason quotes paths
