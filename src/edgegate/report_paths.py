@@ -50,7 +50,8 @@ def problems(outputs: Mapping[str, str | None], inputs: Mapping[str, str | Path 
                               "choose a path outside the inputs"))
             continue
         parent = real.parent
-        if any(_inside(real, Path(root)) for root in _PSEUDO):
+        # as written, not resolved: /dev/stdout resolves to /proc/self/fd/1 and is fine
+        if any(_inside(Path(os.path.abspath(dest)), Path(root)) for root in _PSEUDO):
             out.append((flag, f"{dest} is in {parent}, a kernel pseudo-filesystem, not a place for reports"))
         elif parent.exists() and not parent.is_dir():
             out.append((flag, f"the folder of {dest} ({parent}) is a regular file, not a folder"))

@@ -78,6 +78,15 @@ def test_reports_next_to_the_inputs_are_written(work: Path) -> None:
     assert all((work / p).stat().st_size > 0 for p in ("out/r.json", "out/r.html", "r.md", "r.xml"))
 
 
+def test_dev_stdout_and_dev_null_stay_allowed(work: Path) -> None:
+    """/dev/stdout resolves into /proc (/proc/self/fd/1): still a fine report path."""
+    r = subprocess.run([sys.executable, "-m", "edgegate.cli", "check", "dense", "comp", "--policy", "policy.yaml",
+                        "--no-hash", "-q", "--json-out", "/dev/stdout", "--md-out", "/dev/null"],
+                       capture_output=True, text=True, cwd=work, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert '"schema_version"' in r.stdout
+
+
 def test_merge_refuses_a_report_over_its_partial_file(work: Path) -> None:
     code, err = _check(work, "--shard", "1/1", "--partial-out", "part.json", "-q")
     assert code == 0, err
