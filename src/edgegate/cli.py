@@ -54,6 +54,12 @@ def cli() -> None:
     """edgegate: measure what a compressed LLM really is, then gate it against a policy."""
 
 
+def _bounded(line: str, limit: int = 1000) -> str:
+    """Escaping can lengthen a capped message (one control character becomes six): cut it
+    in the middle again so an error stays a line a person reads."""
+    return line if len(line) <= limit else f"{line[: limit * 2 // 3]}…{line[-(limit // 3):]}"
+
+
 def main(argv: list[str] | None = None) -> Any:
     from edgegate.signals import Terminated, handling_signals
 
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(Terminated.exit_code)
     except EdgegateError as exc:
         # messages quote tensor names, paths and fields: untrusted, escaped for the terminal/CI log
-        click.echo(f"edgegate: error: {terminal(exc.one_line())}", err=True)
+        click.echo(f"edgegate: error: {_bounded(terminal(exc.one_line()))}", err=True)
         sys.exit(int(exc.exit_code))
     except click.exceptions.Abort:
         click.echo("edgegate: interrupted", err=True)

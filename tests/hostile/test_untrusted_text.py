@@ -220,3 +220,14 @@ def test_markup_in_a_policy_name_validates(tmp_path: Path) -> None:
     run = _cli("policy", "validate", str(p))
     assert run.returncode == 0, run.stderr
     _assert_log_safe(run.stdout.decode("utf-8"), "policy validate")
+
+
+def test_an_escaped_error_stays_one_short_line(tmp_path: Path) -> None:
+    """A name of 300 ESC bytes becomes 1200 characters once escaped: cut again, still one line."""
+    _model(tmp_path / "a", ["model.layers.0.mlp." + "\x1b" * 300 + ".down_proj.weight"], prune=True)
+    _model(tmp_path / "b", ["model.layers.0.mlp.down_proj.weight"], prune=False)
+    run = _cli("scan", str(tmp_path / "a"), "--against", str(tmp_path / "b"), "-q")
+    err = run.stderr.decode("utf-8")
+    assert run.returncode == 2, err
+    _assert_log_safe(err, "stderr")
+    assert err.count("\n") == 1 and len(err.encode()) <= 1200, err
