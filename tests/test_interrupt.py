@@ -1,9 +1,15 @@
 """Interrupted runs: `edgegate check` killed during its BBQ step (Ctrl-C = SIGINT to the
-process group, then SIGKILL to the main process only), then re-run on the same cache.
+process group, SIGTERM to the main process as a CI runner sends it, then SIGKILL to the main
+process only), then re-run on the same cache.
+
+Each interruption happens at a hook, not in a race with the run: ``_signal_hook`` (imported by
+the interpreter that runs the CLI) holds the run right after its N-th committed batch of
+answers and writes a marker; the signal is sent once the marker is there, so the run can
+never finish first (it once did on a busy machine: exit 1 instead of 130).
 
 Real llama.cpp on the fixture GGUF pair and a seeded sample of the real BBQ data. Checks:
-- SIGINT exits 130 with one "interrupted" line and no traceback; SIGKILL leaves no orphaned
-  backend process and a SQLite cache that passes integrity_check;
+- SIGINT exits 130 and SIGTERM 143, with one "interrupted"/"terminated" line and no traceback;
+  SIGKILL leaves no orphaned backend process and a SQLite cache that passes integrity_check;
 - no committed answer is lost or changed by a later run, and the resumed run never scores a
   cached answer again (an SQLite trigger records every insert that hits an existing key);
 - the final report equals an uninterrupted run's, apart from the schema's timing fields.
@@ -55,14 +61,23 @@ BEGIN INSERT INTO rescored VALUES (NEW.uid, NEW.model); END;
 """
 
 
-def _start(cwd: Path) -> subprocess.Popen[str]:
+HOOKS = REPO / "tests" / "hostile"
+_MAIN = f"import sys; sys.path.insert(0, {str(HOOKS)!r}); import _signal_hook; from edgegate.cli import main; main()"
+
+
+def _start(cwd: Path, hold_after: int | None = None) -> subprocess.Popen[str]:
+    """The gate; with ``hold_after`` it stops after that many committed batches and waits for
+    a signal (the marker file ``cwd/held`` says it is there)."""
     argv = [
-        sys.executable, "-m", "edgegate.cli", "check", str(GGUF / "dense-f16.gguf"), str(GGUF / "wanda50-f16.gguf"),
+        sys.executable, "-c", _MAIN, "check", str(GGUF / "dense-f16.gguf"), str(GGUF / "wanda50-f16.gguf"),
         "--policy", "../policy.yaml", "--bbq-data", str(BBQ), "--seed", "11", "--cache-dir", "cache",
         "--json-out", "report.json", "--threads", "1", "-q",
     ]  # fmt: skip
     env = {**os.environ, "EDGEGATE_DEBUG": ""}
     env.pop("GITHUB_STEP_SUMMARY", None)
+    (cwd / "held").unlink(missing_ok=True)
+    if hold_after is not None:
+        env.update(EDGEGATE_HOOK_HOLD_AFTER_PUTS=str(hold_after), EDGEGATE_HOOK_MARKER=str(cwd / "held"))
     # its own session: SIGINT to the group is what a terminal's Ctrl-C does
     return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)  # fmt: skip
@@ -86,18 +101,16 @@ def _rows(db: Path) -> dict[tuple[str, ...], tuple[object, ...]]:
     return {tuple(map(str, r[:6])): (r[6], r[7]) for r in rows}
 
 
-def _wait_for(db: Path, proc: subprocess.Popen[str], at_least: int) -> int:
-    deadline = time.monotonic() + 120
+def _wait_held(cwd: Path, proc: subprocess.Popen[str]) -> None:
+    """Until the run is held at its hook (a condition, not a delay)."""
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        n = _count(db)
-        if n >= at_least:
-            return n
+        if (cwd / "held").exists():
+            return
         if proc.poll() is not None:
-            pytest.fail(
-                f"the run ended (exit {proc.returncode}) before {at_least} answers: {proc.communicate()[1][-2000:]}"
-            )
-        time.sleep(0.005)
-    pytest.fail("no progress in 120 s")
+            pytest.fail(f"the run ended (exit {proc.returncode}) before its hook: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.01)
+    pytest.fail("the run never reached its hook in 300 s")
 
 
 def _children(pid: int) -> list[int]:
@@ -130,22 +143,33 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path: Path) -> None:
 
     db = work / "cache" / "bbq.sqlite"
     # 1) Ctrl-C after the first committed batch
-    p = _start(work)
-    n = _wait_for(db, p, BATCH)
-    assert n < TOTAL, "the run finished before it could be interrupted"
+    p = _start(work, hold_after=1)
+    _wait_held(work, p)
     os.killpg(p.pid, signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "edgegate: interrupted" in err and "Traceback" not in err, err
     after_int = _rows(db)
-    assert BATCH <= len(after_int) < TOTAL and len(after_int) % BATCH == 0  # whole batches only
+    assert len(after_int) == BATCH < TOTAL  # the committed batch, whole
     with sqlite3.connect(db) as c:
         c.executescript(_RESCORED)
 
+    # 1b) SIGTERM to the main process only (what CI sends on cancel), one batch later
+    p = _start(work, hold_after=1)
+    _wait_held(work, p)
+    os.kill(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert "edgegate: terminated" in err and "Traceback" not in err, err
+    after_term = _rows(db)
+    assert len(after_term) == 2 * BATCH < TOTAL
+    assert {k: after_term[k] for k in after_int} == after_int, "answers committed before SIGTERM changed"
+
     # 2) SIGKILL the main process only, one batch later
-    p = _start(work)
-    _wait_for(db, p, len(after_int) + BATCH)
-    kids = _children(p.pid)  # isolated backends (if any) must not outlive a killed parent
+    p = _start(work, hold_after=1)
+    _wait_held(work, p)
+    kids = _children(p.pid)
+    assert kids, "no runtime child process to watch"  # isolated backends (if any) must not outlive a killed parent
     p.kill()
     p.communicate(timeout=60)
     assert p.returncode == -signal.SIGKILL
@@ -157,8 +181,9 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path: Path) -> None:
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     after_kill = _rows(db)
     assert len(after_kill) < TOTAL, "the run finished before SIGKILL"
-    assert {k: after_kill[k] for k in after_int} == after_int, (
-        "answers committed before Ctrl-C changed"
+    assert len(after_kill) == 3 * BATCH
+    assert {k: after_kill[k] for k in after_term} == after_term, (
+        "answers committed before Ctrl-C and SIGTERM changed"
     )
 
     # 3) resume to the end

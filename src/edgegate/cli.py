@@ -17,6 +17,7 @@ import click
 
 from edgegate import __version__
 from edgegate.errors import EdgegateError, ExitCode
+from edgegate.escape import terminal
 
 # name -> module under edgegate.commands that defines ``command`` (a click.Command)
 _COMMANDS = {
@@ -53,11 +54,24 @@ def cli() -> None:
     """edgegate: measure what a compressed LLM really is, then gate it against a policy."""
 
 
+def _bounded(line: str, limit: int = 1000) -> str:
+    """Escaping can lengthen a capped message (one control character becomes six): cut it
+    in the middle again so an error stays a line a person reads."""
+    return line if len(line) <= limit else f"{line[: limit * 2 // 3]}…{line[-(limit // 3):]}"
+
+
 def main(argv: list[str] | None = None) -> Any:
+    from edgegate.signals import Terminated, handling_signals
+
     try:
-        return cli.main(args=argv, prog_name="edgegate", standalone_mode=False)
+        with handling_signals():
+            return cli.main(args=argv, prog_name="edgegate", standalone_mode=False)
+    except Terminated:
+        click.echo("edgegate: terminated (SIGTERM)", err=True)
+        sys.exit(Terminated.exit_code)
     except EdgegateError as exc:
-        click.echo(f"edgegate: error: {exc.one_line()}", err=True)
+        # messages quote tensor names, paths and fields: untrusted, escaped for the terminal/CI log
+        click.echo(f"edgegate: error: {_bounded(terminal(exc.one_line()))}", err=True)
         sys.exit(int(exc.exit_code))
     except click.exceptions.Abort:
         click.echo("edgegate: interrupted", err=True)
@@ -72,7 +86,7 @@ def main(argv: list[str] | None = None) -> Any:
         if os.environ.get("EDGEGATE_DEBUG"):
             traceback.print_exc()
         click.echo(
-            f"edgegate: internal error: {type(exc).__name__}: {exc} "
+            f"edgegate: internal error: {type(exc).__name__}: {terminal(exc)} "
             "(set EDGEGATE_DEBUG=1 for a traceback and please report it)",
             err=True,
         )

@@ -114,10 +114,10 @@ def load_policy(path: str | Path) -> Policy:
         raise PolicyError("policy file not found", path=p, hint="pass an existing YAML file or run 'edgegate policy init'")
     if p.is_dir():
         raise PolicyError("is a directory, expected a YAML policy file", path=p)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy file: {exc.strerror}", path=p) from exc
+    from edgegate.safe_read import read_regular
+
+    # a FIFO or /dev/zero must be refused before reading, not capped after (4 bytes a character)
+    data = read_regular(p, max_bytes=4 * MAX_POLICY_BYTES, what="policy file", error=PolicyError)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

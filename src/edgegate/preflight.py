@@ -60,13 +60,22 @@ def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings
         # paths in a policy resolve against the policy file's folder (issue 15)
         where = relative_to_policy(str(text), policy.base_dir) if text else None
         if where is not None and not where.is_file():
-            out.append(Problem("checks.perplexity.text", f"perplexity text not found: {where}"))
+            # a FIFO or device would block or never end when the check reads it
+            what = "is not a regular file" if where.exists() else "not found"
+            out.append(Problem("checks.perplexity.text", f"perplexity text {what}: {where}"))
     return out
 
 
-def output_problems(outputs: Mapping[str, str | None]) -> list[Problem]:
-    """Report destinations: one report per stream, writable files."""
+def output_problems(outputs: Mapping[str, str | None], inputs: Mapping[str, Any] | None = None) -> list[Problem]:
+    """Report destinations: one report per stream and per file, none of them an input (or
+    inside one), writable files."""
+    from edgegate import report_paths
+
     out: list[Problem] = []
+    clashes = report_paths.problems(outputs, inputs or {})
+    out += [Problem(flag, msg) for flag, msg in clashes]
+    refused = {flag for flag, _ in clashes}
+    outputs = {flag: dest for flag, dest in outputs.items() if flag not in refused}
     to_stdout = [flag for flag, dest in outputs.items() if dest == "-"]
     if len(to_stdout) > 1:
         out.append(Problem(to_stdout[1], f"only one report can go to stdout ('-'), and {to_stdout[0]} already does; write the others to files"))

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import IO, Protocol
 
+from edgegate.escape import markup, terminal
+
 
 class Progress(Protocol):
     def task(
@@ -82,16 +84,16 @@ class RichProgress:
         if total is not None:
             columns.append(TimeRemainingColumn())
         with _RP(*columns, console=self.console, transient=True) as bar:
-            tid = bar.add_task(description, total=total)
+            tid = bar.add_task(markup(description), total=total)  # descriptions and logs quote data
 
             def advance(n: float = 1) -> None:
                 bar.advance(tid, n)
 
             yield advance
-        self.console.print(f"[dim]done:[/] {description}")
+        self.console.print(f"[dim]done:[/] {markup(description)}")
 
     def log(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(markup(message))
 
 
 def _duration(seconds: float) -> str:
@@ -120,7 +122,7 @@ class LogProgress:
         self.clock = clock
 
     def _line(self, text: str) -> None:
-        print(f"[edgegate {time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
+        print(f"[edgegate {time.strftime('%H:%M:%S')}] {terminal(text)}", file=self.stream, flush=True)
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:

@@ -248,10 +248,19 @@ def _preflight(opts: GateOptions, policy: Policy, selected: list[str]) -> None:
     selected = [n for n in selected if n not in _REGISTRY]  # a registered check brings its own needs
     preflight.raise_if_any([
         *preflight.data_problems(policy, selected, opts.settings),
-        *preflight.output_problems(opts.outputs),
+        *preflight.output_problems(opts.outputs, _inputs_read(opts, policy, selected)),
         *preflight.cache_problems(opts.settings, selected),
         *preflight.runtime_problems(policy, selected, opts.settings, partial(_auto_runtime, opts)),
     ])
+
+
+def _inputs_read(opts: GateOptions, policy: Policy, selected: list[str]) -> dict[str, Any]:
+    """Every file or folder the run reads: no report may be written over (or into) one."""
+    from edgegate.report_paths import input_paths
+
+    others: list[tuple[str, str | Path | None]] = [("policy", policy.source if policy.source and Path(policy.source).exists() else None)]
+    others += _data_inputs(policy, selected, opts.settings)
+    return input_paths(opts.dense, opts.compressed, others)
 
 
 def _auto_runtime(opts: GateOptions, check: str, requested: str) -> str:

@@ -169,6 +169,12 @@ class IsolatedBackend:
             ) from None
         except BrokenPipeError:
             reply = None
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Ctrl-C or SIGTERM (edgegate.signals) mid-call: nobody will read the answer the
+                # child is computing; kill it now instead of letting close() wait out its batch
+                self._kill()
+            raise
         if reply is None:
             code = self._proc.wait(timeout=10)
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
@@ -244,6 +250,9 @@ class IsolatedBackend:
                 self._proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 self._kill()
+            except BaseException:  # interrupted while waiting: do not leave the child behind
+                self._kill()
+                raise
         for fd in (self._w, self._r):
             with contextlib.suppress(OSError):
                 os.close(fd)

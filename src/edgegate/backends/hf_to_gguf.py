@@ -23,7 +23,6 @@ with the converted file, and the cache key includes them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -119,11 +118,13 @@ def content_hash(hf_dir: Path, converter: Converter, outtype: str) -> str:
 
 
 def _architecture(hf_dir: Path) -> str:
-    try:
-        archs = json.loads((hf_dir / "config.json").read_text(encoding="utf-8")).get("architectures") or ["?"]
-    except (OSError, ValueError):
+    from edgegate import safe_json
+
+    try:  # through the guarded loader: a FIFO or a huge config.json must not block or exhaust
+        archs = safe_json.load(hf_dir / "config.json").get("architectures") or ["?"]
+    except InputError:
         return "?"
-    return str(archs[0])
+    return str(archs[0]) if isinstance(archs, list) and archs else "?"
 
 
 def run_converter(conv: Converter, hf_dir: Path, out: Path, outtype: str, timeout: float = 3600.0) -> None:

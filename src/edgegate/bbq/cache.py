@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,10 +25,20 @@ CREATE TABLE IF NOT EXISTS answers (
   choice INTEGER, detail TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (model, backend, prompt, uid, seed, rotation)
 );
-CREATE TABLE IF NOT EXISTS file_hashes (
-  path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS file_digests (
+  path TEXT PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
+  mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL
 );
 """
+# (The older table ``file_hashes`` keyed a digest by path, size and mtime only: a file
+# replaced by another of the same size with its mtime kept (cp -p, rsync -a, an unpacked
+# archive) reused the old model's answers. It is left unread in old caches.)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What changes whenever a file's bytes may have: a new file (rename, rsync) has a new
+    inode, and any write sets the ctime, which no user tool can set back (unlike mtime)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class ResultCache:
@@ -47,8 +58,8 @@ class ResultCache:
         return cls(Path(cache_dir or default_cache_dir()) / "bbq.sqlite")
 
     def model_hash(self, path: str | Path) -> str:
-        """sha256 of a model file (or of every file in a model folder), memoised by size and
-        mtime so re-runs do not re-read gigabytes."""
+        """sha256 of a model file (or of every file in a model folder), memoised by the file's
+        identity (device, inode, size, mtime, ctime) so re-runs do not re-read gigabytes."""
         p = Path(path).resolve()
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
         if not files:
@@ -68,10 +79,10 @@ class ResultCache:
         return "endpoint:" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
     def _file_hash(self, f: Path) -> str:
-        st = f.stat()
+        before = _identity(f.stat())
         row = self.db.execute(
-            "SELECT sha256 FROM file_hashes WHERE path=? AND size=? AND mtime_ns=?",
-            (str(f), st.st_size, st.st_mtime_ns),
+            "SELECT sha256 FROM file_digests WHERE path=? AND dev=? AND ino=? AND size=? AND mtime_ns=? AND ctime_ns=?",
+            (str(f), *before),
         ).fetchone()
         if row:
             return str(row[0])
@@ -80,11 +91,9 @@ class ResultCache:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
         digest = h.hexdigest()
-        with self.db:
-            self.db.execute(
-                "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?)",
-                (str(f), st.st_size, st.st_mtime_ns, digest),
-            )
+        if _identity(f.stat()) == before:  # changed while being read: use the digest, do not memoise it
+            with self.db:
+                self.db.execute("INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?, ?)", (str(f), *before, digest))
         return digest
 
     def get(

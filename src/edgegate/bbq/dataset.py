@@ -130,13 +130,17 @@ def parse_row(row: Any, where: str) -> BBQItem:
     )
 
 
+MAX_JSONL_BYTES = 1 << 30  # upstream BBQ's largest file is a few MB
+
+
 def read_jsonl(path: Path) -> list[tuple[dict[str, Any], str]]:
     """Rows of a jsonl file with their "file:line" location; blank lines are skipped."""
+    from edgegate.safe_read import open_text
+
     out: list[tuple[dict[str, Any], str]] = []
-    try:
-        fh = path.open(encoding="utf-8")
-    except OSError as e:
-        raise DatasetError(f"cannot read: {e.strerror}", path=path) from e
+    # a FIFO (or a link to /dev/zero) among the files would block or never end: refused first
+    fh = open_text(path, max_bytes=MAX_JSONL_BYTES, what="BBQ JSON-lines file", error=DatasetError,
+                   hint="BBQ files are UTF-8 JSON lines")
     with fh:
         try:
             for i, line in enumerate(fh, 1):

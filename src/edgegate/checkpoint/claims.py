@@ -114,9 +114,12 @@ def merge(*claims: Claims) -> Claims:
 
 def _structure_sparsity(structure: str) -> float | None:
     # "N:M" keeps N of every M weights, so the sparsity it implies is 1 - N/M.
-    n, sep, m = structure.partition(":")
-    if sep and n.isdigit() and m.isdigit() and int(m) > 0 and int(n) <= int(m):
-        return 1.0 - int(n) / int(m)
+    from edgegate.checkpoint.names import small_int
+
+    n_text, sep, m_text = structure.partition(":")
+    n, m = small_int(n_text), small_int(m_text)  # "²:4" or a 5000-digit N: no structure, not a crash
+    if sep and n is not None and m is not None and m > 0 and n <= m:
+        return 1.0 - n / m
     return None
 
 

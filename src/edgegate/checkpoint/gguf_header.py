@@ -26,6 +26,7 @@ _SCALAR: dict[int, str] = {
     VT.FLOAT32: "<f", VT.BOOL: "<?", VT.UINT64: "<Q", VT.INT64: "<q", VT.FLOAT64: "<d",
 }
 _STRING, _ARRAY = VT.STRING, VT.ARRAY
+MAX_ARRAY_DEPTH = 16  # ggml's own loader reads no nested arrays at all
 KEEP_ARRAY = 64  # arrays longer than this are summarised as {"array": type, "count": n}
 MAX_DIMS = 4
 HINT = "re-convert or re-download the file"
@@ -80,13 +81,16 @@ class _Cursor:
         p = self.take(n, what)
         return self.buf[p : p + n].decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, what: str) -> Any:
+    def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         if vtype in _SCALAR:
             return self.unpack(_SCALAR[vtype], what)
         if vtype == _STRING:
             return self.string(what)
         if vtype != _ARRAY:
             raise CheckpointError(f"unknown metadata value type {vtype}", path=self.path, field=what, hint=HINT)
+        if depth >= MAX_ARRAY_DEPTH:  # each level recurses: 100,000 levels was a RecursionError
+            raise CheckpointError(f"arrays nested more than {MAX_ARRAY_DEPTH} levels deep", path=self.path,
+                                  field=what, hint=HINT)
         etype = self.unpack("<I", what)
         count = self.unpack("<Q", what)
         if etype in _SCALAR:
@@ -102,7 +106,7 @@ class _Cursor:
             for _ in range(count):  # skip without decoding: only the count is kept
                 self.take(self.unpack("<Q", what), what)
             return ArraySummary(etype, count)
-        items = [self.value(etype, what) for _ in range(count)]
+        items = [self.value(etype, what, depth + 1) for _ in range(count)]
         return ArraySummary(etype, count) if count > KEEP_ARRAY else items
 
 

@@ -136,8 +136,8 @@ def _blocks_used(tensors: list[RawTensor], path: Path) -> int:
     for t in tensors:
         head, _, rest = t.name.partition(".")
         bid = rest.partition(".")[0]
-        if head == "blk" and bid.isdigit():
-            if int(bid) >= MAX_BLOCKS:
+        if head == "blk" and bid.isascii() and bid.isdigit():  # "²".isdigit(), yet int("²") raises
+            if len(bid) > 9 or int(bid) >= MAX_BLOCKS:
                 raise CheckpointError(f"block index {bid} is implausible (more than {MAX_BLOCKS} layers)",
                                       path=path, field=f"tensor '{t.name}'", hint="the GGUF is corrupt")
             top = max(top, int(bid))
@@ -151,6 +151,9 @@ class GGUFCheckpoint(Checkpoint):
         sizes = {int(t): (int(b), int(n)) for t, (b, n) in gguf.GGML_QUANT_SIZES.items()}
         header = read_header(path, sizes)
         cfg = gguf_config(header.metadata)
+        from edgegate.checkpoint.config_fields import check_shape_fields
+
+        check_shape_fields(cfg, path)  # metadata may hold a float NaN or a negative head count
         arch = str(cfg["architecture"])
         table = name_table(arch, _blocks_used(header.tensors, path))
         self._raw: dict[str, RawTensor] = {}

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgegate import safe_json
+from edgegate.checkpoint.names import small_int
 from edgegate.checkpoint.safetensors_reader import MAX_HEADER_BYTES
 from edgegate.errors import CheckpointError, InputError
 from edgegate.progress import NullProgress, Progress
@@ -168,7 +169,7 @@ def gguf_tensor_name(spec: ArchSpec, hf_name: str) -> str | None:
     if hf_name in spec.global_map:
         return spec.global_map[hf_name]
     parts = hf_name.split(".", 3)
-    if len(parts) == 4 and parts[0] == "model" and parts[1] == "layers" and parts[2].isdigit():
+    if len(parts) == 4 and parts[0] == "model" and parts[1] == "layers" and small_int(parts[2]) is not None:
         gname = spec.layer_map.get(parts[3])
         if gname is not None:
             return f"blk.{parts[2]}.{gname}"
@@ -183,7 +184,7 @@ def hf_tensor_name(spec: ArchSpec, gguf_name: str) -> str | None:
         if g == gguf_name:
             return hf
     parts = gguf_name.split(".", 2)
-    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit():
+    if len(parts) == 3 and parts[0] == "blk" and small_int(parts[1]) is not None:
         for hf, g in spec.layer_map.items():
             if g == parts[2]:
                 return f"model.layers.{parts[1]}.{hf}"
@@ -236,15 +237,19 @@ def write_gguf(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", *
                          hint="use one of: " + ", ".join(OUTTYPES))
     cfg_path = hf_dir / "config.json"
     cfg = _read_json(cfg_path)
+    from edgegate.checkpoint.config_fields import check_shape_fields
+
+    check_shape_fields(cfg, cfg_path)  # "two" heads or a head_dim of 1e999: exit 2 naming the field
     archs = cfg.get("architectures") or []
-    arch = archs[0] if isinstance(archs, list) and archs else None
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
     if arch not in ARCHITECTURES:
         raise CheckpointError(f"architecture {arch!r} is not supported by the GGUF writer",
                               path=cfg_path, field="architectures",
                               hint="supported: " + ", ".join(ARCHITECTURES))
     spec = ARCHITECTURES[arch]
     if cfg.get("quantization_config"):
-        method = cfg["quantization_config"].get("quant_method", "?")
+        qc = cfg["quantization_config"]
+        method = qc.get("quant_method", "?") if isinstance(qc, dict) else "?"
         raise CheckpointError(f"quantized/compressed checkpoint ({method}) cannot be converted",
                               path=cfg_path, field="quantization_config",
                               hint="convert the dense (decompressed) safetensors directory")
@@ -327,7 +332,7 @@ def _convert(spec: ArchSpec, tensors: dict[str, _StTensor], outtype: str, n_head
 def _order_key(name: str) -> tuple[int, int, str]:
     """Embedding first, then layers in numeric order, then final norm / head."""
     parts = name.split(".")
-    if len(parts) > 2 and parts[1] == "layers" and parts[2].isdigit():
+    if len(parts) > 2 and parts[1] == "layers" and small_int(parts[2]) is not None:
         return (1, int(parts[2]), name)
     return (0 if "embed" in name else 2, 0, name)
 

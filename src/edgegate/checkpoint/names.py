@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from edgegate.checkpoint.base import ModuleKind, TensorInfo
+from edgegate.errors import CheckpointError, excerpt
 
 # Last module component -> kind. Llama/Mistral/Qwen/Gemma share these HF names; the
 # aliases cover Phi/GPT-style and Falcon-style spellings that pruning tools also emit.
@@ -60,8 +61,27 @@ _GGUF_KIND: dict[str, ModuleKind] = {
     "output_norm": ModuleKind.NORM,
 }
 
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
-_GGUF_RE = re.compile(r"^blk\.(\d+)\.([a-z0-9_]+)(?:\.(?:weight|bias))?$")
+# ASCII digits only: \d also matches other scripts' digits, and str.isdigit() accepts "²",
+# which int() then refuses (a tensor name is untrusted).
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.([0-9]+)\.", re.ASCII)
+_GGUF_RE = re.compile(r"^blk\.([0-9]+)\.([a-z0-9_]+)(?:\.(?:weight|bias))?$", re.ASCII)
+MAX_INDEX_DIGITS = 6  # a million layers; a 5000-digit index also exceeds int()'s size guard
+
+
+def small_int(text: str) -> int | None:
+    """``text`` as an int when it is 1 to MAX_INDEX_DIGITS ASCII digits, else None."""
+    if 0 < len(text) <= MAX_INDEX_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def _layer_index(digits: str, name: str) -> int:
+    value = small_int(digits)
+    if value is None:
+        raise CheckpointError(f"layer index {excerpt(digits, 20, quote=False)} is implausible "
+                              f"(more than {MAX_INDEX_DIGITS} digits)", field=f"tensor {excerpt(name)}",
+                              hint="the checkpoint's tensor names are corrupt")
+    return value
 _PARAM_SUFFIXES = (".weight", ".bias", ".scales", ".biases")
 
 # Tensors some formats carry that are not model parameters of the HF checkpoint
@@ -80,12 +100,12 @@ def classify(name: str) -> tuple[int | None, ModuleKind]:
     """``(layer index or None, kind)`` for an HF-style or GGUF tensor name."""
     m = _GGUF_RE.match(name)
     if m:
-        return int(m.group(1)), _GGUF_KIND.get(m.group(2), ModuleKind.OTHER)
+        return _layer_index(m.group(1), name), _GGUF_KIND.get(m.group(2), ModuleKind.OTHER)
     base = _strip_param(name)
     if base in _GGUF_KIND and "." not in base:  # non-block GGUF names: token_embd, output, ...
         return None, _GGUF_KIND[base]
     lm = _LAYER_RE.search(name)
-    layer = int(lm.group(1)) if lm else None
+    layer = _layer_index(lm.group(1), name) if lm else None
     last = base.rsplit(".", 1)[-1]
     kind = _SUFFIX_KIND.get(last, ModuleKind.OTHER)
     if layer is not None and kind in (ModuleKind.EMBED, ModuleKind.HEAD):
@@ -112,7 +132,10 @@ def make_info(
     name: str, canonical: str, shape: tuple[int, ...], dtype: str, nbytes: int, file: Path
 ) -> TensorInfo:
     """A ``TensorInfo`` with layer and kind filled in from the canonical name."""
-    layer, kind = classify(canonical)
+    try:
+        layer, kind = classify(canonical)
+    except CheckpointError as e:  # name the file the tensor is in
+        raise CheckpointError(e.message, path=file, field=e.field, hint=e.hint) from None
     return TensorInfo(
         name=name, canonical=canonical, shape=tuple(int(d) for d in shape), dtype=dtype,
         nbytes=int(nbytes), file=file, layer=layer, kind=kind,

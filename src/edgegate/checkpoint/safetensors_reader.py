@@ -292,7 +292,10 @@ class SafetensorsCheckpoint(Checkpoint):
         config = None
         cfg_path = root / "config.json" if root.is_dir() else root.parent / "config.json"
         if cfg_path.is_file():
+            from edgegate.checkpoint.config_fields import check_shape_fields
+
             config = load_json(cfg_path)
+            check_shape_fields(config, cfg_path)
         if fmt is Format.SAFETENSORS:
             _refuse_packed_quant(cfg_path, config)
         extra = [root / INDEX_NAME] if root.is_dir() and (root / INDEX_NAME).exists() else []

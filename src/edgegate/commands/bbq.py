@@ -19,6 +19,7 @@ import click
 from edgegate.backends import AUTO, RUNTIME_CHOICES, parse_runtimes
 from edgegate.checks.base import CheckResult, Status, Verdict
 from edgegate.errors import DatasetError, ExitCode, InputError
+from edgegate.escape import terminal
 from edgegate.partial import parse_shard
 from edgegate.settings import RunSettings, Shard
 
@@ -81,10 +82,12 @@ def _stat_line(v: Verdict) -> str:
 
 
 def _emit(result: CheckResult, as_json: bool, allow_inconclusive: bool = False) -> None:
+    from edgegate.escape import json_safe
+
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=False))
-    else:
-        click.echo(render_text(result))
+        click.echo(json.dumps(json_safe(result.to_dict()), indent=2, sort_keys=False))
+    else:  # categories and sources come from the BBQ files: each line escaped for the terminal
+        click.echo("\n".join(terminal(line) for line in render_text(result).split("\n")))
     failing = {Status.FAIL, Status.ERROR} | (set() if allow_inconclusive else {Status.INCONCLUSIVE})
     if result.status in failing:
         sys.exit(int(ExitCode.POLICY_FAILED))
@@ -183,7 +186,7 @@ def run_cmd(
             return
         measured = check.measure(ctx, shard)
     out = _write_partial(ctx, shard, section, partial_out, measured)
-    click.echo(f"edgegate: wrote {out}; combine the shards with `edgegate merge PARTS...`", err=True)
+    click.echo(f"edgegate: wrote {terminal(out)}; combine the shards with `edgegate merge PARTS...`", err=True)
 
 
 def _write_partial(ctx: Any, shard: Shard, section: Mapping[str, Any], partial_out: str | None, measured: Any) -> Path:

@@ -17,6 +17,7 @@ import click
 
 from edgegate.backends import LOCAL_RUNTIME_CHOICES
 from edgegate.errors import BackendError, BackendUnavailable, ExitCode, InputError
+from edgegate.escape import terminal
 from edgegate.policy import check_default
 
 
@@ -71,7 +72,7 @@ def command(
             raise InputError(f"{role} not found", path=p)
     names, choice = _runtimes(runtimes, dense, compressed)
     if choice is not None and not quiet:
-        click.echo(f"edgegate: auto -> {choice.runtime}: {choice.reason}", err=True)
+        click.echo(f"edgegate: auto -> {choice.runtime}: {terminal(choice.reason)}", err=True)
     cfg = BenchConfig(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup,
                       threads=threads, seed=seed, pin=not no_pin, timeout=timeout,
                       cache_dir=str(cache_dir) if cache_dir else None)
@@ -86,7 +87,7 @@ def command(
         if why:
             results[rt] = {"skipped": f"cannot load these paths ({why})"}
             if not quiet:
-                click.echo(f"edgegate: {rt} skipped: {why}", err=True)
+                click.echo(f"edgegate: {rt} skipped: {terminal(why)}", err=True)
             continue
         try:
             results[rt] = bench_runtime(rt, dense, compressed, cfg, progress=progress)
@@ -94,11 +95,11 @@ def command(
         except BackendUnavailable as exc:
             results[rt] = {"skipped": exc.one_line()}
             if not quiet:
-                click.echo(f"edgegate: {rt} skipped: {exc.one_line()}", err=True)
+                click.echo(f"edgegate: {rt} skipped: {terminal(exc.one_line())}", err=True)
         except BackendError as exc:
             results[rt] = {"error": exc.to_dict()}
             failures.append(exc)
-            click.echo(f"edgegate: {rt} failed: {exc.one_line()}", err=True)
+            click.echo(f"edgegate: {rt} failed: {terminal(exc.one_line())}", err=True)
     if as_json:
         out = {rt: (jsonable(asdict(r)) if not isinstance(r, dict) else r) for rt, r in results.items()}
         for rt, mech in mechanisms.items():
@@ -109,9 +110,9 @@ def command(
             doc["runtime_choice"] = choice.as_dict()
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        sys.stdout.write(_table(results) + "\n")
+        sys.stdout.write("\n".join(map(terminal, _table(results).split("\n"))) + "\n")  # errors quote paths
         for rt, mech in mechanisms.items():
-            sys.stdout.write(f"{rt}: {mech.reason}\n")
+            sys.stdout.write(terminal(f"{rt}: {mech.reason}") + "\n")
     if failures and all(isinstance(r, dict) for r in results.values()):
         raise failures[0]
     if all(isinstance(r, dict) for r in results.values()):

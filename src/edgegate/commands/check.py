@@ -17,6 +17,7 @@ import click
 
 from edgegate.backends import LOCAL_RUNTIME_CHOICES, parse_runtimes
 from edgegate.errors import InputError
+from edgegate.escape import terminal
 from edgegate.partial import parse_shard
 from edgegate.policy import Policy
 from edgegate.settings import RunSettings, Shard
@@ -192,7 +193,7 @@ def run_check(flags: CheckFlags) -> None:
         shard=shard,
         hash_inputs=not flags.no_hash,
         argv=tuple(sys.argv[1:]),
-        outputs=flags.report_flags(),
+        outputs=_written(flags, shard),
         samples_out=flags.samples_out,
         allow_identical=flags.allow_identical,
         caveats=caveats,
@@ -205,6 +206,17 @@ def run_check(flags: CheckFlags) -> None:
             _write_shard(run_shard(opts, progress=progress), opts, user_skip, shard, flags.partial_out, flags.quiet)
         gate = run_gate(opts, progress=progress)
     emit(gate, flags.outputs(), flags.quiet)
+
+
+def _written(flags: CheckFlags, shard: Shard | None) -> dict[str, str | None]:
+    """Every file the run will write, by flag: checked against each other and the inputs
+    before anything is measured (a shard's partial file too)."""
+    from edgegate.partial import default_partial_name
+
+    out = flags.report_flags()
+    if shard is not None:
+        out["--partial-out"] = flags.partial_out or str(default_partial_name(shard))
+    return out
 
 
 def _claims(texts: tuple[str, ...], parse: Any) -> dict[str, float]:
@@ -233,10 +245,10 @@ def _write_shard(run: ShardRun, opts: GateOptions, user_skip: tuple[str, ...], s
     code = 0
     for o in gate.outcomes:
         if o.result.status.value == "error":
-            click.echo(f"edgegate: {o.name}: error: {o.result.summary}", err=True)
+            click.echo(f"edgegate: {o.name}: error: {terminal(o.result.summary)}", err=True)
             code = max(code, int((o.result.error or {}).get("exit_code", 3)))
     if not quiet:
-        click.echo(f"edgegate: shard {shard[0]}/{shard[1]}: wrote {out}; combine all {shard[1]} with "
+        click.echo(f"edgegate: shard {shard[0]}/{shard[1]}: wrote {terminal(out)}; combine all {shard[1]} with "
                    f"`edgegate merge edgegate-partial-*-of-{shard[1]}.json --policy FILE`", err=True)
     sys.exit(code)
 
@@ -252,7 +264,7 @@ def emit(gate: GateResult, outputs: dict[str, str | None], quiet: bool) -> None:
         elif dest:
             write_report(fmt, gate, dest)
             if not quiet:
-                click.echo(f"edgegate: wrote {fmt} report to {dest}", err=True)
+                click.echo(f"edgegate: wrote {fmt} report to {terminal(dest)}", err=True)
     if not any(outputs.values()) and not sys.stdout.isatty():
         sys.stdout.write(render("markdown", gate))
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -267,6 +279,6 @@ def emit(gate: GateResult, outputs: dict[str, str | None], quiet: bool) -> None:
 
         print_summary(gate)
     elif gate.status == "error":  # -q hides the table, but an error still needs its one line
-        click.echo(f"edgegate: error: {'; '.join(gate.reasons)}", err=True)
+        click.echo(f"edgegate: error: {terminal('; '.join(gate.reasons))}", err=True)
     sys.stdout.flush()
     sys.exit(gate.exit_code)

@@ -46,8 +46,14 @@ def command(
 
     Exit codes as for the command that wrote the parts; 2 when the parts do not fit together.
     """
+    from edgegate import preflight
     from edgegate.partial import load_parts
 
+    # a report written over a partial file or the policy would destroy an input: refuse first
+    inputs: dict[str, Path | str | None] = {f"partial file {i}": p for i, p in enumerate(parts, 1)}
+    inputs["policy"] = policy_path if policy_path and Path(policy_path).exists() else None
+    preflight.raise_if_any(preflight.output_problems(
+        {"--json-out": json_out, "--md-out": md_out, "--html-out": html_out, "--junit-out": junit_out}, inputs))
     loaded = load_parts(parts)
     kind = loaded.first.get("command")
     if kind == "bbq":

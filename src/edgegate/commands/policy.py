@@ -21,13 +21,14 @@ def command() -> None:
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 def validate(files: tuple[str, ...]) -> None:
     """Check policy files against the schema; print every problem, exit 2 if any."""
+    from edgegate.escape import terminal as t
     from edgegate.policy import iter_policy_files, load_policy, validation_errors
 
     bad = 0
     for arg in files:  # a directory without policies must not validate as "nothing wrong"
         if Path(arg).is_dir() and not any(iter_policy_files([arg])):
             bad += 1
-            click.echo(f"edgegate: error: {arg}: no *.yaml or *.yml policy files in this directory", err=True)
+            click.echo(f"edgegate: error: {t(arg)}: no *.yaml or *.yml policy files in this directory", err=True)
     for path in iter_policy_files(list(files)):
         try:
             policy = load_policy(path)
@@ -36,19 +37,20 @@ def validate(files: tuple[str, ...]) -> None:
             # Show every problem, not only the first, when the YAML itself parsed.
             problems = _all_problems(path, validation_errors)
             for line in problems or [exc.one_line()]:
-                click.echo(f"{path}: {line}" if problems else f"edgegate: error: {line}", err=True)
+                click.echo(t(f"{path}: {line}") if problems else f"edgegate: error: {t(line)}", err=True)
             continue
         checks = ", ".join(f"{c.name}{'' if c.required else ' (optional)'}" for c in policy.enabled_checks())
-        click.echo(f"{path}: ok (policy '{policy.name}'; checks: {checks or 'none'})")
+        click.echo(t(f"{path}: ok (policy '{policy.name}'; checks: {checks or 'none'})"))
     if bad:
         sys.exit(int(ExitCode.INPUT_ERROR))
 
 
 def _all_problems(path: Path, validation_errors: Callable[..., list[str]]) -> list[str]:
-    from edgegate.policy import _load_yaml
+    from edgegate.policy import MAX_POLICY_BYTES, _load_yaml
+    from edgegate.safe_read import read_text
 
-    try:
-        doc, lines = _load_yaml(path.read_text("utf-8"), str(path))
+    try:  # load_policy refused it already when it is not a small regular file: never block here
+        doc, lines = _load_yaml(read_text(path, max_bytes=4 * MAX_POLICY_BYTES, what="policy file"), str(path))
     except (EdgegateError, OSError, UnicodeDecodeError):
         return []
     return validation_errors(doc, lines)

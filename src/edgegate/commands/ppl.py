@@ -17,6 +17,8 @@ import click
 from edgegate.backends import AUTO, LOCAL_RUNTIME_CHOICES
 from edgegate.errors import InputError
 
+MAX_TEXT_BYTES = 256 << 20
+
 
 def comparison_dict(cmp: Any) -> dict[str, Any]:
     from edgegate.results import jsonable
@@ -72,11 +74,11 @@ def command(
         raise InputError("give either --text or --dataset, not both", field="--text/--dataset")
     text: str | None = None
     if text_file:
-        try:
-            text = text_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read the text: {exc}", path=text_file, field="--text",
-                             hint="pass a UTF-8 text file") from exc
+        from edgegate.safe_read import read_text
+
+        # a FIFO or /dev/zero is refused before reading; a real evaluation text is a few MB
+        text = read_text(text_file, max_bytes=MAX_TEXT_BYTES, what="text file", field="--text",
+                         hint="pass a UTF-8 text file")
     elif dataset:
         text = load_dataset_text(dataset, config=dataset_config)
     from edgegate.backends._http import http_settings
@@ -103,4 +105,6 @@ def command(
         f"relative change {cmp.relative_change:+.2%}  95% CI [{cmp.ci_low:+.2%}, {cmp.ci_high:+.2%}]  "
         f"(n={cmp.n} chunks; {cmp.test})",
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    from edgegate.escape import terminal
+
+    sys.stdout.write("\n".join(map(terminal, lines)) + "\n")  # the reason quotes paths

@@ -45,7 +45,9 @@ def command(
         doc = res.to_dict(per_tensor=per_tensor)
         if dense is not None:
             doc["dense"] = dense.to_dict(per_tensor=per_tensor)
-        click.echo(json.dumps(_clean(doc), indent=2, sort_keys=False))
+        from edgegate.escape import json_safe
+
+        click.echo(json.dumps(json_safe(_clean(doc)), indent=2, sort_keys=False))
         return
     render(res, dense, per_tensor=per_tensor)
 
@@ -70,22 +72,24 @@ def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: An
     from rich.console import Console
     from rich.table import Table
 
+    from edgegate.escape import markup as m
     from edgegate.forensics.size import human
 
+    # names, paths and claims come from the checkpoint: every one goes through escape.markup
     con = console or Console(highlight=False)
-    summ = Table(title=f"edgegate scan: {res.path} ({res.format})", show_header=False)
+    summ = Table(title=f"edgegate scan: {m(res.path)} ({m(res.format)})", show_header=False)
     summ.add_row("prunable-linear sparsity", f"{_p(res.prunable.sparsity)}  ({res.prunable.zeros:,} / {res.prunable.numel:,} weights)")
     summ.add_row("whole-model sparsity", f"{_p(res.overall.sparsity)}  ({res.overall.zeros:,} / {res.overall.numel:,} weights)")
     summ.add_row("NaN / Inf", f"{res.nan:,} / {res.inf:,}")
     claimed_structure = res.claimed_text.get("structure")
-    summ.add_row("pattern", res.structure.pattern + (f"  (claimed: {claimed_structure})" if claimed_structure else ""))
+    summ.add_row("pattern", m(res.structure.pattern) + (f"  (claimed: {m(claimed_structure)})" if claimed_structure else ""))
     summ.add_row("scanned", f"{human(res.bytes_scanned)} in {res.seconds:.2f} s")
     con.print(summ)
 
     c = res.sparsity_claim
     if c is not None:
-        con.print(f"[bold]claim[/]: sparsity {_p(c.claimed)} (from {c.source}) vs actual {_p(c.actual)} (n={c.n:,})")
-        con.print(f"  why: {c.reason}")
+        con.print(f"[bold]claim[/]: sparsity {_p(c.claimed)} (from {m(c.source)}) vs actual {_p(c.actual)} (n={c.n:,})")
+        con.print(f"  why: {m(c.reason)}")
     else:
         con.print("[bold]claim[/]: no sparsity claim (pass --claim sparsity=0.5 or ship pruning_meta.json)")
 
@@ -93,7 +97,7 @@ def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: An
     for col in ("kind", "tensors", "weights", "zeros", "sparsity"):
         kt.add_column(col, justify="left" if col == "kind" else "right")
     for k, a in res.kinds.items():
-        kt.add_row(k, str(a.tensors), f"{a.numel:,}", f"{a.zeros:,}", _p(a.sparsity))
+        kt.add_row(m(k), str(a.tensors), f"{a.numel:,}", f"{a.zeros:,}", _p(a.sparsity))
     con.print(kt)
 
     if res.layers:
@@ -116,9 +120,9 @@ def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: An
     if res.comparison is not None:
         cmp_ = res.comparison
         method = res.claimed_text.get("method")
-        claimed = f"  (claimed: {method})" if method else ""
-        con.print(f"[bold]mask fingerprint[/]: {cmp_.fingerprint.method}{claimed}")
-        con.print(f"  {cmp_.fingerprint.evidence}")
+        claimed = f"  (claimed: {m(method)})" if method else ""
+        con.print(f"[bold]mask fingerprint[/]: {m(cmp_.fingerprint.method)}{claimed}")
+        con.print(f"  {m(cmp_.fingerprint.evidence)}")
         t = cmp_.fingerprint.totals
         con.print(
             f"  weights changed beyond pruning: {t.changed:,} of {t.kept:,} kept"
@@ -136,7 +140,7 @@ def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: An
         for r in res.tensors:
             stc = r.structure
             tt.add_row(
-                r.name, r.kind.value, "x".join(map(str, r.shape)), r.dtype, _p(r.sparsity),
+                m(r.name), m(r.kind.value), "x".join(map(str, r.shape)), m(r.dtype), _p(r.sparsity),
                 _p(stc.nm_conformance.get("2:4")) if stc else "-",
                 f"{_p(stc.row_sparsity_min)}/{_p(stc.row_sparsity_max)}" if stc else "-",
                 f"{r.nan}/{r.inf}",
@@ -147,6 +151,7 @@ def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: An
 def _render_sizes(con: Any, res: Any, dense: Any) -> None:
     from rich.table import Table
 
+    from edgegate.escape import markup as m
     from edgegate.forensics.size import human
 
     sz = res.size
@@ -156,12 +161,12 @@ def _render_sizes(con: Any, res: Any, dense: Any) -> None:
     t.add_column("vs dense layout", justify="right")
     base = sz.projected.get("dense") or 0
     t.add_row(f"on disk ({len(sz.files)} files)", f"{sz.disk_bytes:,} ({human(sz.disk_bytes)})", "")
-    t.add_row(f"tensors as stored ({sz.format})", f"{sz.tensor_bytes:,}", _p(sz.tensor_bytes / base if base else None))
+    t.add_row(f"tensors as stored ({m(sz.format)})", f"{sz.tensor_bytes:,}", _p(sz.tensor_bytes / base if base else None))
     for layout, b in sz.projected.items():
-        t.add_row(f"projected {layout}", "n/a (not 2:4)" if b is None else f"{b:,}", _p(b / base if b and base else None))
+        t.add_row(f"projected {m(layout)}", "n/a (not 2:4)" if b is None else f"{b:,}", _p(b / base if b and base else None))
     if dense is not None:
-        t.add_row(f"dense original on disk ({dense.size.format})", f"{dense.size.disk_bytes:,}",
+        t.add_row(f"dense original on disk ({m(dense.size.format)})", f"{dense.size.disk_bytes:,}",
                   _p(sz.disk_bytes / dense.size.disk_bytes if dense.size.disk_bytes else None))  # fmt: skip
     con.print(t)
-    con.print(f"[bold]size[/]: {sz.verdict}")
+    con.print(f"[bold]size[/]: {m(sz.verdict)}")
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from html import escape
 from typing import Any
+
+from edgegate.escape import html as escape
+from edgegate.escape import markdown as md
 
 CLASSES = ("biased", "anti", "unknown", "failure")
 
@@ -129,7 +131,7 @@ def markdown(m: Mapping[str, Any]) -> list[str]:
     lines = ["| " + " | ".join(HEADERS[i] for i in keep) + " |", "|" + "---|" * len(keep)]
     for r in table:
         cells = _cells(r)
-        lines.append("| " + " | ".join(cells[i] for i in keep) + " |")
+        lines.append("| " + " | ".join(md(cells[i]) for i in keep) + " |")  # categories come from the data
     return [*sections_markdown(m), *lines]
 
 
@@ -229,11 +231,11 @@ def sections_html(m: Mapping[str, Any]) -> str:
 def sections_markdown(m: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     if line := validity_line(m):
-        lines += [f"**{line}**", ""]
+        lines += [f"**{md(line)}**", ""]
     if m.get("driver") and m.get("judged", True):
-        lines += [f"Driver of the largest ΔSRS part: {m['driver']}", ""]
+        lines += [f"Driver of the largest ΔSRS part: {md(m['driver'])}", ""]
     for title, headers, body in sections(m):
         lines += [f"#### {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
+        lines += ["| " + " | ".join(md(c) for c in r) + " |" for r in body]
         lines.append("")
     return lines

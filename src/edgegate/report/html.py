@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from html import escape
 from typing import Any
 
+from edgegate.checkpoint.names import small_int
+from edgegate.escape import html as escape
 from edgegate.report import bbq_table
 from edgegate.report.common import ci, extras, headline, human_bytes, num, threshold
 from edgegate.report.paradox import report_charts
@@ -224,7 +225,7 @@ def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]
             return
     nested = _find(m, "by_layer_kind")  # {layer: {kind: {zeros, numel} | sparsity}}
     if isinstance(nested, Mapping) and nested:
-        layers = sorted(nested, key=lambda k: int(k) if str(k).lstrip("-").isdigit() else 1 << 30)
+        layers = sorted(nested, key=_layer_key)
         kinds = [k for k in _KIND_ORDER if any(k in (nested[layer] or {}) for layer in layers)]
         if kinds:
             series = [(k, [_sparsity_of((nested[layer] or {}).get(k)) for layer in layers]) for k in kinds]
@@ -239,7 +240,7 @@ def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]
         yield bar_chart("Sparsity by module kind", kinds, [("sparsity", vals)], fmt=_pct, ymax=1.0, refs=refs)
     by_layer = _find(m, "by_layer")
     if isinstance(by_layer, Mapping) and by_layer:
-        keys = sorted(by_layer, key=lambda k: int(k) if str(k).lstrip("-").isdigit() else 1 << 30)
+        keys = sorted(by_layer, key=_layer_key)
         yield bar_chart(
             "Sparsity of prunable weights per layer",
             [f"layer {k}" for k in keys],
@@ -248,6 +249,11 @@ def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]
             ymax=1.0,
             refs=refs,
         )
+
+
+def _layer_key(k: Any) -> int:
+    n = small_int(str(k))
+    return n if n is not None else 1 << 30
 
 
 def _sparsity_of(v: Any) -> float | None:

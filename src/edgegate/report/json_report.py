@@ -8,6 +8,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from edgegate.escape import json_safe
 from edgegate.gate import verification
 from edgegate.results import GateResult, jsonable
 
@@ -51,7 +52,9 @@ def build_report(gate: GateResult) -> dict[str, Any]:
         "summary": counts,
         "checks": checks,
     }
-    out: dict[str, Any] = jsonable(report)
+    # names, paths and messages are untrusted: no control bytes, no lone surrogates (a
+    # non-UTF-8 folder name) that a strict JSON parser would refuse
+    out: dict[str, Any] = json_safe(jsonable(report))
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from edgegate.checks.base import Status, Verdict
+from edgegate.escape import xml
 from edgegate.report.common import ci, num, threshold
 from edgegate.results import GateResult
 
@@ -58,5 +59,17 @@ def render(gate: GateResult) -> str:
         suite.set("tests", str(cases))
         for k, n in counts.items():
             suite.set(k, str(n))
+    _only_xml_chars(suites)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def _only_xml_chars(root: ET.Element) -> None:
+    """Every name, message and detail passes through edgegate.escape.xml: ElementTree escapes
+    markup but writes control characters as they are, and one of them makes the whole file
+    ill-formed (the CI then shows no verdict at all)."""
+    for el in root.iter():
+        for k, v in el.attrib.items():
+            el.set(k, xml(v))
+        if el.text is not None:
+            el.text = xml(el.text, multiline=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+from edgegate.escape import markdown
 from edgegate.report import bbq_table
 from edgegate.report.common import (
     STATUS_ICON,
@@ -15,14 +18,27 @@ from edgegate.report.common import (
 from edgegate.results import GateResult
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _cell(text: object) -> str:
+    """Data in a table cell or a line: escaped by edgegate.escape (pipes, markup, HTML,
+    control bytes, non-UTF-8 bytes), never raw."""
+    return markdown(text)
+
+
+def _code(name: str) -> str:
+    """A code span for a plain identifier; anything else escaped as text (a backtick in it
+    would end the span)."""
+    return f"`{name}`" if re.fullmatch(r"[A-Za-z0-9_.-]+", name) else _cell(name)
+
+
+def _own(text: str) -> str:
+    """Text edgegate composed from numbers and its own words: only table pipes escaped."""
+    return text.replace("|", "\\|")
 
 
 def render(gate: GateResult) -> str:
     icon = STATUS_ICON.get(gate.status, "")
     lines = [
-        f"## {icon} edgegate: {headline(gate)}",
+        f"## {icon} edgegate: {_cell(headline(gate))}",
         "",
         f"Policy **{_cell(gate.policy.name)}**{' (--strict)' if gate.strict else ''} · exit code {gate.exit_code}",
         "",
@@ -36,7 +52,7 @@ def render(gate: GateResult) -> str:
         st = o.result.status.value
         shown = "deselected" if not o.selected else st
         lines.append(
-            f"| {o.name} | {'yes' if o.required else 'no'} | {STATUS_ICON.get(st, '')} {shown} | {_cell(o.result.summary)} |"
+            f"| {_cell(o.name)} | {'yes' if o.required else 'no'} | {STATUS_ICON.get(st, '')} {shown} | {_cell(o.result.summary)} |"
         )
     chosen = [(o.name, rc) for o in gate.outcomes
               if isinstance(rc := (o.result.measurements or {}).get("runtime_choice"), dict) and rc.get("runtime")]
@@ -54,25 +70,27 @@ def render(gate: GateResult) -> str:
         ]
         for name, v in verdicts:
             lines.append(
-                f"| {name} | {_cell(v.name)} | {_cell(v.scope or '')} | {STATUS_ICON.get(v.status.value, '')} {v.status.value} "
-                f"| {num(v.observed, v.unit)} | {_cell(threshold(v))} | {v.n if v.n is not None else '—'} "
-                f"| {ci(v)} | {_cell(extras(v))} |"
+                f"| {_cell(name)} | {_cell(v.name)} | {_cell(v.scope or '')} | {STATUS_ICON.get(v.status.value, '')} {v.status.value} "
+                f"| {num(v.observed, v.unit)} | {_own(threshold(v))} | {v.n if v.n is not None else '—'} "
+                f"| {ci(v)} | {_own(extras(v))} |"
             )
     bbq = gate.result("bbq")
     if bbq is not None and bbq.measurements and (table := bbq_table.markdown(bbq.measurements)):
         lines += ["", "### BBQ (dense → compressed)", "", *table]
     if gate.claims:
         lines += ["", "### Claims", ""]
-        lines += [f"- `{k}` = {v:g} (from {gate.claim_sources.get(k, '?')})" for k, v in sorted(gate.claims.items())]
+        lines += [f"- {_code(k)} = {v:g} (from {_cell(gate.claim_sources.get(k, '?'))})" for k, v in sorted(gate.claims.items())]
     lines += ["", "<details><summary>Inputs and environment</summary>", ""]
     for inp in gate.inputs:
         first = inp["files"][0]["sha256"] if len(inp["files"]) == 1 and inp["files"][0]["sha256"] else None
         digest = f" sha256 `{first[:16]}…`" if first else f" {len(inp['files'])} files"
-        lines.append(f"- **{inp['role']}**: `{inp['path']}` ({inp['format'] or inp['kind']}, {human_bytes(inp['total_bytes'])};{digest})")
+        # no code span: a backtick in a path would end it; escaped text shows the path as is
+        lines.append(f"- **{_cell(inp['role'])}**: {_cell(inp['path'])} ({_cell(inp['format'] or inp['kind'])}, "
+                     f"{human_bytes(inp['total_bytes'])};{digest})")
     env = gate.environment
     lines += [
-        f"- edgegate {env.get('edgegate')}, Python {env.get('python')}, {env.get('platform')}",
-        f"- CPU: {env.get('cpu_model')} ({env.get('cpu_available')}/{env.get('cpu_count')} cores available)",
+        f"- edgegate {_cell(env.get('edgegate'))}, Python {_cell(env.get('python'))}, {_cell(env.get('platform'))}",
+        f"- CPU: {_cell(env.get('cpu_model'))} ({env.get('cpu_available')}/{env.get('cpu_count')} cores available)",
         f"- duration {gate.duration_s:.1f}s, started {gate.started_at}",
         "",
         "</details>",

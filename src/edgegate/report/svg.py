@@ -7,17 +7,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from html import escape as _html_escape
+
+from edgegate.escape import html as _html_escape
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
 
 
-_CONTROL = dict.fromkeys(c for c in range(32) if c not in (9, 10, 13))
-
-
 def escape(text: str) -> str:
-    """HTML-escape, dropping control characters (not allowed in SVG/XML text)."""
-    return _html_escape(str(text).translate(_CONTROL))
+    """HTML-escaped, with control characters shown as escapes (edgegate.escape.html)."""
+    return _html_escape(text)
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgegate.errors import InputError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -89,7 +87,7 @@ def _int(data: Mapping[str, Any], key: str, default: int | None, path: Path, min
 def _variant(raw: Any, where: str, path: Path, models_dir: Path) -> Variant:
     if not isinstance(raw, Mapping):
         raise _fail("expected a mapping with name and path", path, where, "e.g. {name: wanda50, path: gguf/x.gguf}")
-    unknown = sorted(set(raw) - _VARIANT)
+    unknown = sorted(map(str, set(raw) - _VARIANT))  # keys may be numbers (`1: x`)
     if unknown:
         raise _fail(f"unknown key(s) {', '.join(unknown)}", path, where, f"known: {', '.join(sorted(_VARIANT))}")
     name = raw.get("name")
@@ -112,19 +110,38 @@ def _variant(raw: Any, where: str, path: Path, models_dir: Path) -> Variant:
                    allow_identical=allow_identical)
 
 
+# The policy loader's messages, reworded for a study spec (data such as a key is left alone).
+_POLICY_WORDS = (("in policy files", "in study specs"), ("policy is ", "study spec is "),
+                 ("a policy may have", "a study spec may have"), ("policy file is empty", "study spec is empty"))
+
+
+def _read_yaml(src: Path) -> Mapping[Any, Any]:
+    """The spec through the policy loader's guards: a small regular file (no FIFO, no
+    /dev/zero), no YAML aliases (a "billion laughs" hung the plain loader), no duplicate or
+    unhashable keys, bounded nesting, huge integers refused."""
+    from edgegate.errors import PolicyError
+    from edgegate.policy import MAX_POLICY_BYTES, _load_yaml
+    from edgegate.safe_read import read_text
+
+    if not src.exists() and not src.is_symlink():
+        raise InputError("study spec not found", path=src, hint="pass a YAML study spec (see studies/)")
+    text = read_text(src, max_bytes=4 * MAX_POLICY_BYTES, what="study spec")
+    try:
+        data, _ = _load_yaml(text, str(src))
+    except PolicyError as e:  # the same rules; the messages name a policy
+        message = e.message
+        for theirs, ours in _POLICY_WORDS:
+            message = message.replace(theirs, ours)
+        raise InputError(message, path=src) from None
+    return data
+
+
 def load_spec(path: str | Path, *, models_dir: Path | None = None, out: Path | None = None,
               bbq_data: Path | None = None, policy: str | None = None, disambig_items: int | None = None) -> StudySpec:
     """Read and validate a study spec; overrides come from the command line."""
     src = Path(path)
-    try:
-        data = yaml.safe_load(src.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("study spec not found", path=src, hint="pass a YAML study spec (see studies/)") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise InputError(f"cannot read the study spec: {e}", path=src) from None
-    if not isinstance(data, Mapping):
-        raise _fail("expected a YAML mapping", src, "(top)")
-    unknown = sorted(set(data) - _TOP)
+    data = _read_yaml(src)
+    unknown = sorted(map(str, set(data) - _TOP))
     if unknown:
         raise _fail(f"unknown key(s) {', '.join(unknown)}", src, "(top)", f"known: {', '.join(sorted(_TOP))}")
     if data.get("version") != 1:
