@@ -33,7 +33,7 @@ th{background:#f0f1f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 code{overflow-wrap:anywhere}
 .pill{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
 .pill.pass{background:#2e7d32}.pill.fail{background:#c62828}.pill.error{background:#6a1b9a}
-.pill.inconclusive{background:#b26a00}.pill.skipped,.pill.deselected{background:#8a8a8a}
+.pill.inconclusive{background:#b26a00}.pill.skipped,.pill.deselected,.pill.disabled,.pill.not-in-policy{background:#8a8a8a}.pill.advisory{background:#b26a00}
 .chart{background:#fff;border:1px solid #e2e2e2;border-radius:6px;padding:8px;margin:10px 0}
 .chart .title{font-weight:600;font-size:14px}.chart .tick{font-size:11px;fill:#444}
 .chart .ref{font-size:12px;font-weight:600}.chart .zero{font-size:11px;font-weight:700;fill:#c0392b}.chart .axis{font-size:12px;fill:#222}
@@ -96,9 +96,11 @@ def _note(text: str) -> str:
 def _checks_table(gate: GateResult) -> str:
     rows = []
     for o in gate.outcomes:
-        st = o.result.status.value if o.selected else "deselected"
+        st = o.result.status.value if o.selected else o.gate
+        # an advisory check's failure does not gate: an amber "advisory" pill, not a red fail
+        pill = _pill("advisory") + f" {escape(st)}" if o.gate == "advisory" else _pill(st)
         rows.append(
-            f"<tr><td><b>{escape(o.name)}</b></td><td>{'yes' if o.required else 'no'}</td><td>{_pill(st)}</td>"
+            f"<tr><td><b>{escape(o.name)}</b></td><td>{'yes' if o.required else 'no'}</td><td>{pill}</td>"
             f"<td>{escape(o.result.summary)}{_reason(o.reason, o.result.summary)}</td>"
             f"<td class='num'>{o.result.duration_s:.2f}s</td></tr>"
         )
