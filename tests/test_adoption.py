@@ -225,3 +225,18 @@ def test_progress_lines_have_one_prefix_and_plain_counts() -> None:
     lines = buf.getvalue().splitlines()
     assert lines[0].endswith("] running check size") and "edgegate:" not in lines[0]
     assert "(569,597,000 to do)" in lines[1]
+
+
+def test_left_dense_is_judged_against_the_dense_models_own_zeros() -> None:
+    """gemma's "claimed 50%": o_proj 0.0% and down_proj 1.5% — the dense (Q4_K_M-rounded) model's
+    own 1.5% — were read as "kinds left dense: o_proj" only."""
+    from edgegate.forensics.sparsity import Aggregate, explain
+
+    n = 1000
+    comp = {"q_proj": Aggregate(500, n), "o_proj": Aggregate(0, n), "down_proj": Aggregate(15, n), "up_proj": Aggregate(500, n)}
+    dense = {"q_proj": Aggregate(15, n), "o_proj": Aggregate(0, n), "down_proj": Aggregate(15, n), "up_proj": Aggregate(15, n)}
+    prunable = Aggregate(sum(a.zeros for a in comp.values()), 4 * n)
+    layers = {0: prunable}
+    assert "kinds left dense: o_proj;" in explain(0.5, prunable, comp, layers)  # no reference: 1.5% reads as pruned
+    said = explain(0.5, prunable, comp, layers, 0.02, (dense, {0: Aggregate(60, 4 * n)}))
+    assert "kinds left dense: o_proj, down_proj;" in said and "pruned kinds at q_proj 50.0%, up_proj 50.0%" in said

@@ -51,7 +51,8 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
             )
         )  # fmt: skip
     else:
-        cmp_ = compare_claim(float(claimed), source, res.prunable, res.kinds, res.layers, tol)
+        ref = (dense.kinds, dense.layers) if dense is not None else None  # "left dense" vs the dense model's zeros
+        cmp_ = compare_claim(float(claimed), source, res.prunable, res.kinds, res.layers, tol, ref)
         ok = abs(cmp_.delta) <= tol
         verdicts.append(
             Verdict(
