@@ -173,7 +173,7 @@ def test_runtime_flag_reaches_perplexity(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pol = _policy(tmp_path, "fail_on_inconclusive: false\nchecks:\n  perplexity: {runtime: llamacpp, n_ctx: 64, min_chunks: 1}\n")
     code, text, rep = _report(tmp_path, DENSE, WANDA, "--policy", pol, "--runtime", "transformers",
-                              "--cache-dir", str(tmp_path / "c"), "--allow-partial")
+                              "--cache-dir", str(tmp_path / "c"))
     ppl = next(c for c in rep["checks"] if c["check"] == "perplexity")
     assert ppl["status"] not in ("skipped", "error"), text
     assert "on transformers" in ppl["summary"] and {v["scope"] for v in ppl["verdicts"]} == {"transformers"}
