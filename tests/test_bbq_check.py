@@ -172,6 +172,10 @@ def test_score_command_on_real_rows(tmp_path: Path, cli: Callable[..., Run], rea
     assert one.returncode == 0, one.stderr
     m = json.loads(one.stdout)["measurements"]["model"]["overall"]
     assert m["n_failures"] == 3 and m["n_biased"] == 100 and m["n_valid"] == 297
+    # one file has no baseline: its rates are measured, never printed as a PASS
+    assert json.loads(one.stdout)["status"] == "skipped"
+    text_one = cli("score", str(tmp_path / "comp.jsonl"), "--answer-field", "pred")
+    assert text_one.returncode == 0 and "MEASURED: " in text_one.stdout and "PASS" not in text_one.stdout
 
     both = cli("score", str(tmp_path / "comp.jsonl"), "--answer-field", "pred", "--against", str(tmp_path / "dense.jsonl"), "--json")
     assert both.returncode == 1, both.stderr  # a significant SRS rise fails the gate

@@ -33,8 +33,12 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_stdout_carries_markdown_when_piped_and_json_with_dash() -> None:
     r = _cli("check", DENSE, CLAIMED50, "--policy", "policies/strict.yaml", "--only", "sparsity,size", "-q")
     assert r.returncode == 1
-    assert r.stdout.startswith("## ❌ edgegate: FAIL") and r.stderr == ""  # -q: nothing on stderr
+    # -q: no progress, no table; the verdict line stays (a red CI log must say why)
+    assert r.stdout.startswith("## ❌ edgegate: FAIL") and r.stderr == "edgegate: FAIL (exit 1)\n"
     r = _cli("check", DENSE, WANDA50, "--policy", "strict", "--only", "sparsity,size", "-q", "--json-out", "-")
+    assert r.returncode == 1  # PARTIAL is not a pass: exit 1 unless accepted
+    assert r.stderr == "edgegate: PARTIAL (2 of 4 required checks verified; not a pass) (exit 1)\n"
+    r = _cli("check", DENSE, WANDA50, "--policy", "strict", "--only", "sparsity,size", "-q", "--json-out", "-", "--allow-partial")
     assert r.returncode == 0
     report = json.loads(r.stdout)
     # strict requires perplexity and BBQ too: deselecting them is never a pass
@@ -59,9 +63,10 @@ def test_strict_flag_fails_a_run_with_an_unavailable_required_check(tmp_path: Pa
         r = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
         return r.returncode, json.loads(out.read_text())
 
-    code_lenient, lenient = run()
+    code_lenient, lenient = run("--allow-partial")
     assert (code_lenient, lenient["status"]) == (0, "partial")
     assert "perplexity: required check did not run: check 'perplexity' is not available in this build" in lenient["reasons"]
+    assert run()[0] == 1  # the same PARTIAL without --allow-partial: not a pass
     code_strict, strict = run("--strict")
     assert (code_strict, strict["status"]) == (1, "fail")
     assert validate_report(lenient) == [] and validate_report(strict) == []
@@ -87,14 +92,18 @@ def test_action_run_step(tmp_path: Path) -> None:
     env["FAIL_ON_ERROR"] = "true"
     r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
-    # the honest model's static checks pass, but strict requires four checks: PARTIAL (exit 0)
-    # must not turn the step green unless the workflow says it accepts that
+    # the honest model's static checks pass, but strict requires four checks: PARTIAL must not
+    # turn the step green unless the workflow says it accepts that (the CLI's own exit code)
     env.update(COMPRESSED=WANDA50, ALLOW_PARTIAL="false")
     r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "PARTIAL" in r.stdout
+    out = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert (out["status"], out["exit-code"]) == ("partial", "1")  # one meaning: the CLI said 1 itself
     env["ALLOW_PARTIAL"] = "true"
     r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+    out = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert (out["status"], out["exit-code"]) == ("partial", "0")
 
 
 def test_demo_offline(tmp_path: Path) -> None:

@@ -37,13 +37,17 @@ def test_identical_inputs_are_refused_unless_a_null_run_is_asked_for(tmp_path: P
     code, text = run_cli("check", DENSE, DENSE, "--policy", "strict", *STATIC)
     assert code == 2 and "same path" in text and "--allow-identical" in text
     assert time.perf_counter() - t0 < 30
-    code, text, rep = _report(tmp_path, DENSE, DENSE, "--policy", "strict", *STATIC, "--allow-identical")
+    # strict requires a claim: the dense model claims none, so a null run names one (0%)
+    code, text, rep = _report(tmp_path, DENSE, DENSE, "--policy", "strict", *STATIC, "--allow-identical",
+                              "--allow-partial", "--claim", "sparsity=0")
     assert code == 0, text
     assert rep["findings"][0]["severity"] == "warning" and any("null run" in n for n in rep["notes"])
 
 
 def test_subset_runs_are_partial_and_nothing_verified_is_not_green(tmp_path: Path) -> None:
     code, _text, rep = _report(tmp_path, DENSE, WANDA, "--policy", "strict", *STATIC)
+    assert (code, rep["status"]) == (1, "partial")  # not a pass: exit 1 unless --allow-partial
+    code, _text, rep = _report(tmp_path, DENSE, WANDA, "--policy", "strict", *STATIC, "--allow-partial")
     assert (code, rep["status"]) == (0, "partial")
     code, md = run_cli("check", DENSE, WANDA, "--policy", "strict", *STATIC, "--md-out", "-", "-q")
     assert md.startswith("## ⚠️ edgegate: PARTIAL (2 of 4 required checks verified; not a pass)")

@@ -7,7 +7,10 @@
 - PASS only when every required check of the policy ran and passed. When nothing failed but
   some required checks were not verified (deselected with --only/--skip, skipped or
   inconclusive where the policy allows it), the run is "partial" — "PARTIAL (n of m required
-  checks verified)", exit 0, never reported as a pass;
+  checks verified)", never reported as a pass, and exit 1 unless the caller accepts it
+  (--allow-partial; the Action's allow-partial passes that flag), so CLI and CI agree;
+- every check edgegate knows is listed: one the policy has no block for is "not in the
+  policy", one with ``enabled: false`` is "disabled" — neither runs nor gates;
 - a run that verified no required check at all is "unverified": exit 1, because a CI step
   that verified nothing must not go green;
 - optional checks are advisory: reported, never gating.
@@ -60,13 +63,17 @@ def select_checks(policy: Policy, only: tuple[str, ...], skip: tuple[str, ...]) 
 
 def decide(
     policy: Policy, strict: bool, only: Sequence[str], skip: Sequence[str],
-    result_of: Callable[[str], CheckResult],
+    result_of: Callable[[str], CheckResult], allow_partial: bool = False,
 ) -> Decision:
     """Run ``result_of`` for every selected check in policy order (deselected ones are listed,
     not run) and apply the gate's rules. ``policy`` is already strict() under --strict."""
     selected = select_checks(policy, tuple(only), tuple(skip))
     outcomes: list[CheckOutcome] = []
-    for cp in policy.enabled_checks():
+    for name in CHECK_NAMES:
+        cp = policy.checks.get(name)
+        if cp is None or not cp.enabled:  # listed, so a reader sees what this policy leaves out
+            outcomes.append(_not_in_policy(name, policy, cp is None))
+            continue
         if cp.name not in selected:
             flag = "--only" if only else "--skip"
             res = CheckResult.skipped(cp.name, f"deselected with {flag}")
@@ -74,7 +81,16 @@ def decide(
             continue
         outcomes.append(_judge(cp.name, cp.required, result_of(cp.name), policy, strict))
     status, code, reasons = _overall(outcomes, policy)
+    if status == "partial" and not allow_partial:
+        code = int(ExitCode.POLICY_FAILED)
     return Decision(status, code, tuple(reasons), tuple(_notes(outcomes)), tuple(outcomes))
+
+
+def _not_in_policy(name: str, policy: Policy, absent: bool) -> CheckOutcome:
+    why = (f"not in the policy: '{policy.name}' has no checks.{name} block, so it is not run" if absent
+           else f"disabled: checks.{name}.enabled is false in '{policy.name}'")
+    res = CheckResult.skipped(name, why)
+    return CheckOutcome(name, False, False, res, "not-in-policy" if absent else "disabled", why)
 
 
 def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: bool) -> CheckOutcome:
@@ -152,8 +168,10 @@ class Verification:
 
 
 def verification(outcomes: Sequence[CheckOutcome]) -> Verification:
+    """Verified = ran to a verdict: a required check that failed was verified (and failed);
+    only what was deselected, skipped, inconclusive or errored is "not verified"."""
     required = [o for o in outcomes if o.required]
-    verified = [o for o in required if o.selected and o.result.status is Status.PASS]
+    verified = [o for o in required if o.selected and o.result.status in (Status.PASS, Status.FAIL)]
     missing = tuple(o.name for o in required if o not in verified)
     return Verification(len(required), len(verified), missing)
 
@@ -170,7 +188,10 @@ def _notes(outcomes: list[CheckOutcome]) -> list[str]:
     for o in outcomes:
         if o.gate == "advisory":
             notes.append(f"advisory: {o.name} is {o.result.status.value} ({o.result.summary}); optional check: reported, does not gate")
-    deselected = [o.name for o in outcomes if not o.selected]
+    left_out = [o.name for o in outcomes if o.gate in ("not-in-policy", "disabled")]
+    if left_out:
+        notes.append(f"not in the policy (not run, not verified): {', '.join(left_out)}")
+    deselected = [o.name for o in outcomes if o.gate == "deselected"]
     if deselected:
         notes.append(f"not run (deselected): {', '.join(deselected)}; this run verifies only the others")
     unavailable = [o.name for o in outcomes if o.selected and o.result.status is Status.SKIPPED]

@@ -16,7 +16,7 @@ from edgegate.policy import Policy
 from edgegate.results import CheckResult, GateResult, check_result_from_dict
 
 
-def merge_gate(parts: Parts, policy: Policy, argv: Sequence[str] = ()) -> GateResult:
+def merge_gate(parts: Parts, policy: Policy, argv: Sequence[str] = (), allow_partial: bool = False) -> GateResult:
     """One ``GateResult`` from every shard's partial file (already cross-checked by
     ``edgegate.partial.load_parts``)."""
     t0 = time.perf_counter()
@@ -35,7 +35,7 @@ def merge_gate(parts: Parts, policy: Policy, argv: Sequence[str] = ()) -> GateRe
             field=d[0], hint="pass the policy file the shards were run with",
         )
     decision = decide(pol, strict, tuple(settings["only"]), tuple(settings["skip"]),
-                      lambda name: _merged_result(name, parts, pol))
+                      lambda name: _merged_result(name, parts, pol), allow_partial)
     g = parts.first["gate"]
     return GateResult(
         status=decision.status, exit_code=decision.exit_code, reasons=decision.reasons, notes=decision.notes,

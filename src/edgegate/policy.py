@@ -87,7 +87,17 @@ class Policy:
                     changed.append(f"{key} {sec[key]} -> {new}")
                 sec[key] = new
         sec["items"] = n
-        caveat = (f"quick run: {n} BBQ items instead of the policy's {full or 'all'}"
+        # the disambiguated items are BBQ items too: "10 items" once still scored 150 of them
+        dis = int(sec.get("disambig_items") or 0)
+        dis_note = ""
+        if dis > n:
+            sec["disambig_items"] = n
+            dis_note = f" and {n} disambiguated instead of {dis}"
+            floor = sec.get("validity_min_disambig_items")
+            if isinstance(floor, int) and floor > n:
+                sec["validity_min_disambig_items"] = n
+                changed.append(f"validity_min_disambig_items {floor} -> {n}")
+        caveat = (f"quick run: {n} BBQ items instead of the policy's {full or 'all'}{dis_note}"
                   + (f" ({', '.join(changed)})" if changed else "") + "; not release-grade")
         checks = {**self.checks, "bbq": replace(cp, section=sec)}
         return replace(self, checks=checks), caveat

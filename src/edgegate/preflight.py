@@ -123,9 +123,8 @@ def runtime_problems(policy: Policy, selected: Sequence[str], settings: RunSetti
         cp = policy.checks.get(name)
         if cp is None or not cp.required or name not in ("speed", "perplexity", "bbq"):
             continue
-        sec = cp.section
-        # a policy without a runtime gets the checks' default: auto (issue 12)
-        wanted = list(settings.runtimes or sec.get("runtimes") or ["auto"]) if name == "speed" else [sec.get("runtime") or "auto"]
+        # a policy without a runtime gets the checks' default: auto (issue 12); --runtime wins
+        wanted = list(settings.runtimes or cp.section.get("runtimes") or ["auto"]) if name == "speed" else [check_runtime(name, cp.section, settings)]
         for rt in wanted:
             if rt == "auto" and fmt_runtime is not None:
                 rt = fmt_runtime(name, rt)
@@ -145,4 +144,58 @@ def input_findings(descs: Mapping[str, Mapping[str, Any]], configs: Mapping[str,
     diff = shape_mismatches(configs.get("dense"), configs.get("compressed"))
     if diff:
         out.append(diff)
+    return out
+
+
+def check_runtime(name: str, section: Mapping[str, Any], settings: RunSettings) -> str:
+    """The runtime perplexity or BBQ will use: ``--runtime`` (one name) over the policy's."""
+    if settings.runtimes and name in ("perplexity", "bbq"):
+        return settings.runtimes[0]
+    return str(section.get("runtime") or "auto")
+
+
+def runtime_flag_problems(selected: Sequence[str], settings: RunSettings) -> list[Problem]:
+    """``--runtime`` reaches every runtime check; perplexity and BBQ compare two models on one
+    runtime, so several names are refused rather than silently used by speed alone."""
+    rts = settings.runtimes or ()
+    users = [n for n in ("perplexity", "bbq") if n in selected]
+    if len(rts) > 1 and users and not settings.endpoints:
+        return [Problem("--runtime", f"{', '.join(rts)} names {len(rts)} runtimes, but {' and '.join(users)} run(s) on "
+                        "one: pass one runtime, or time several with `--only speed`")]
+    return []
+
+
+def format_problems(policy: Policy, selected: Sequence[str], settings: RunSettings,
+                    models: Mapping[str, Path | None]) -> list[Problem]:
+    """A runtime named for a check (policy or --runtime) that cannot open an input's format at
+    all: decidable from the files' headers, so it is refused before the first measurement."""
+    from edgegate.backends.auto import AUTO, LOADS
+    from edgegate.checkpoint.detect import detect_format
+    from edgegate.errors import EdgegateError
+
+    if settings.endpoints:
+        return []
+    formats = {}
+    for role, path in models.items():
+        try:
+            formats[role] = detect_format(path) if path is not None and path.exists() else None
+        except (EdgegateError, OSError):
+            formats[role] = None  # unreadable: the checks report it with its own message
+    out: list[Problem] = []
+    for name in selected:
+        cp = policy.checks.get(name)
+        # an advisory check that cannot run is a reported skip; a required one would lose the run
+        if cp is None or name not in ("speed", "perplexity", "bbq") or not (cp.required or settings.runtimes):
+            continue
+        wanted = list(settings.runtimes or cp.section.get("runtimes") or [AUTO]) if name == "speed" else [check_runtime(name, cp.section, settings)]
+        where = "--runtime" if settings.runtimes else f"checks.{name}.runtime" + ("s" if name == "speed" else "")
+        refused = []
+        for rt in wanted:
+            loads = LOADS.get(str(rt))
+            bad = [f"{role} is {fmt.value}" for role, fmt in formats.items() if loads is not None and fmt is not None and fmt not in loads]
+            if bad:
+                refused.append(f"runtime '{rt}' cannot load these inputs ({'; '.join(bad)})")
+        if refused and (name != "speed" or len(refused) == len(wanted)):  # speed times what it can
+            can = ", ".join(sorted(r for r, fs in LOADS.items() if all(f in fs for f in formats.values() if f is not None)))
+            out.append(Problem(where, f"{name}: {'; '.join(refused)}; use {can or 'one runtime per format'}, or auto"))
     return out

@@ -129,7 +129,7 @@ class LogProgress:
         start = self.clock()
         last = start
         done = 0.0
-        self._line(f"{description}: started" + (f" ({total:g} to do)" if total else ""))
+        self._line(f"{description}: started" + (f" ({_count(total)} to do)" if total else ""))
 
         def advance(n: float = 1) -> None:
             nonlocal done, last
@@ -146,10 +146,16 @@ class LogProgress:
     def _status(done: float, total: float | None, elapsed: float) -> str:
         rate = done / elapsed if elapsed > 0 else 0.0
         if not total:
-            return f"{done:g} done, {rate:.3g}/s, {_duration(elapsed)} elapsed"
+            return f"{_count(done)} done, {rate:.3g}/s, {_duration(elapsed)} elapsed"
         eta = (total - done) / rate if rate > 0 else float("inf")
         eta_s = _duration(eta) if eta != float("inf") else "unknown"
-        return f"{done:g}/{total:g} ({100 * done / total:.0f}%), {rate:.3g}/s, ETA {eta_s}"
+        return f"{_count(done)}/{_count(total)} ({100 * done / total:.0f}%), {rate:.3g}/s, ETA {eta_s}"
 
     def log(self, message: str) -> None:
-        self._line(message)
+        # the line already starts "[edgegate HH:MM:SS]": no second "edgegate:" after it
+        self._line(message.removeprefix("edgegate: "))
+
+
+def _count(x: float) -> str:
+    """569,597,000 rather than 5.69597e+08 (bytes to hash, items to score)."""
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"

@@ -176,7 +176,7 @@ class CheckOutcome:
     required: bool
     selected: bool
     result: CheckResult
-    gate: str  # pass | fail | error | not-verified | advisory | skipped | deselected
+    gate: str  # pass | fail | error | not-verified | advisory | skipped | deselected | disabled | not-in-policy
     reason: str
 
 

@@ -94,6 +94,7 @@ class GateOptions:
     allow_identical: bool = False  # a deliberate null run (dense vs itself)
     caveats: tuple[str, ...] = ()  # e.g. a quick --bbq-items run
     samples_out: str | None = None  # --samples-out: per-item evidence of BBQ and perplexity (JSONL)
+    allow_partial: bool = False  # --allow-partial: PARTIAL exits 0 (default 1: not a pass)
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,10 @@ class ShardRun:
     sharded: tuple[str, ...]  # the enabled checks whose work is split across shards
 
 
-def shard_skips(policy: Policy, shard: Shard) -> tuple[str, ...]:
-    """Checks a shard other than 1 leaves out (they run whole in shard 1)."""
-    if shard[0] == 1:
-        return ()
-    return tuple(c.name for c in policy.enabled_checks() if not _sharded(c.name))
+def owned_by_shard_1(name: str, shard: Shard | None) -> bool:
+    """A check that is not split runs whole in shard 1; the other shards have nothing of it to
+    do. Kept apart from the user's --skip: turning it into a --skip once collided with --only."""
+    return shard is not None and shard[0] != 1 and not _sharded(name)
 
 
 def _sharded(name: str) -> bool:
@@ -193,11 +193,18 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
     def result_of(name: str) -> CheckResult:
         progress.log(f"edgegate: running check {name}")
         ctx = CheckContext(
-            compressed_path=opts.compressed, dense_path=opts.dense, section=policy.checks[name].section,
+            compressed_path=opts.compressed, dense_path=opts.dense, section=_section(name, policy, opts.settings),
             claims=dict(claims), claim_sources=dict(sources), settings=opts.settings, shard=opts.shard,
             shared=shared, progress=progress, policy_dir=policy.base_dir,
         )
-        if name in _NEEDS_FILES and not all(p.exists() for p in (opts.compressed, opts.dense) if p is not None):
+        swapped = _swapped(shared)
+        if owned_by_shard_1(name, opts.shard):
+            assert opts.shard is not None
+            res = CheckResult.skipped(name, f"runs in shard 1 (not split): shard {opts.shard[0]}/{opts.shard[1]} has nothing of it to do")
+        elif swapped is not None and name not in ("sparsity", "size"):
+            # the verdict will be an input error whatever this check measures: do not spend minutes on it
+            res = CheckResult.skipped(name, f"not run: {swapped.message}")
+        elif name in _NEEDS_FILES and not all(p.exists() for p in (opts.compressed, opts.dense) if p is not None):
             res = CheckResult.skipped(name, f"check '{name}' needs the local checkpoint files; only endpoints were given")
         elif opts.shard is not None and _sharded(name):
             res = run_one(name, ctx, lambda c: _measure_shard(name, c, measured))
@@ -208,7 +215,7 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         progress.log(f"edgegate: {name}: {res.status.value} ({res.duration_s:.2f}s) {res.summary}")
         return res
 
-    decision = decide(policy, opts.strict, opts.only, opts.skip, result_of)
+    decision = decide(policy, opts.strict, opts.only, opts.skip, result_of, opts.allow_partial)
     if opts.samples_out:
         from edgegate.report.samples import write_samples
 
@@ -251,6 +258,8 @@ def _preflight(opts: GateOptions, policy: Policy, selected: list[str]) -> None:
         *preflight.output_problems(opts.outputs, _inputs_read(opts, policy, selected)),
         *preflight.cache_problems(opts.settings, selected),
         *preflight.runtime_problems(policy, selected, opts.settings, partial(_auto_runtime, opts)),
+        *preflight.runtime_flag_problems(selected, opts.settings),
+        *preflight.format_problems(policy, selected, opts.settings, {"dense": opts.dense, "compressed": opts.compressed}),
     ])
 
 
@@ -261,6 +270,19 @@ def _inputs_read(opts: GateOptions, policy: Policy, selected: list[str]) -> dict
     others: list[tuple[str, str | Path | None]] = [("policy", policy.source if policy.source and Path(policy.source).exists() else None)]
     others += _data_inputs(policy, selected, opts.settings)
     return input_paths(opts.dense, opts.compressed, others)
+
+
+def _section(name: str, policy: Policy, settings: RunSettings) -> Mapping[str, Any]:
+    """The check's policy block, with ``--runtime`` applied to perplexity and BBQ too (the flag
+    once reached only the speed check; preflight refuses several names for them)."""
+    from types import MappingProxyType
+
+    from edgegate.preflight import check_runtime
+
+    sec = policy.checks[name].section
+    if settings.runtimes and name in ("perplexity", "bbq") and not settings.endpoints:
+        return MappingProxyType({**sec, "runtime": check_runtime(name, sec, settings)})
+    return sec
 
 
 def _auto_runtime(opts: GateOptions, check: str, requested: str) -> str:

@@ -28,6 +28,17 @@ _BY_FORMAT: dict[Format, tuple[str, str]] = {
 }
 
 
+# What each local runtime can open at all (llama.cpp converts an HF directory; mlx-lm reads
+# one). Used before anything runs: `perplexity.runtime: onnx` on safetensors once failed only
+# after the other checks had spent their minutes.
+LOADS: dict[str, frozenset[Format]] = {
+    "transformers": frozenset({Format.SAFETENSORS, Format.COMPRESSED_TENSORS}),
+    "llamacpp": frozenset({Format.GGUF, Format.SAFETENSORS, Format.COMPRESSED_TENSORS}),
+    "mlx": frozenset({Format.MLX, Format.SAFETENSORS}),
+    "onnx": frozenset({Format.ONNX}),
+}
+
+
 @dataclass(frozen=True)
 class RuntimeChoice:
     runtime: str

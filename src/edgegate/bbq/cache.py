@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgegate.bbq.metrics import Answer
@@ -127,3 +128,35 @@ class ResultCache:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def scoring_lock(self, model: str, backend: str, prompt: str,
+                     on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """One process at a time scores a (model, backend, prompt) into this cache: two runs
+        sharing a cache (two PRs against one dense model) once both scored the dense model.
+        The second waits, then finds the answers cached. An advisory ``flock``: the kernel
+        drops it when its holder dies, so a killed run never blocks the next one."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; the runs then duplicate work, as before
+            yield
+            return
+        key = hashlib.sha256("\0".join((model, backend, prompt)).encode()).hexdigest()[:24]
+        where = self.path.parent / "locks" / f"{key}.lock"
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True)
+            fh = where.open("a")
+        except OSError:  # a read-only cache folder: scoring still works, unshared
+            yield
+            return
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)

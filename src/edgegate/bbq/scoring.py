@@ -140,7 +140,22 @@ def score_model(
         hit = cache.get(model_key, runtime, prompt_key, keys)
         if len(hit) == len(keys):
             return [hit[k] for k in keys]
-        backend = open_backend()
+        shown = progress or NullProgress()
+
+        def waiting() -> None:
+            shown.log(f"edgegate: BBQ ({label}): another edgegate run is scoring this model into the same cache; "
+                      "waiting to reuse its answers")
+
+        with cache.scoring_lock(model_key, runtime, prompt_key, on_wait=waiting):
+            hit = cache.get(model_key, runtime, prompt_key, keys)  # what the other run scored meanwhile
+            if len(hit) == len(keys):
+                return [hit[k] for k in keys]
+            return _score_open(open_backend(), runtime, items, config, cache, model_key, progress, label)
+    return _score_open(backend, runtime, items, config, cache, model_key, progress, label)
+
+
+def _score_open(backend: Backend, runtime: str, items: Sequence[BBQItem], config: ScoreConfig, cache: ResultCache,
+                model_key: str, progress: Progress | None, label: str) -> list[Answer]:
     try:
         if backend.runtime != runtime:
             raise BackendError(f"asked for runtime {runtime!r}, got {backend.runtime!r}")

@@ -51,14 +51,16 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
             )
         )  # fmt: skip
     else:
-        cmp_ = compare_claim(float(claimed), source, res.prunable, res.kinds, res.layers, tol)
+        ref = (dense.kinds, dense.layers) if dense is not None else None  # "left dense" vs the dense model's zeros
+        cmp_ = compare_claim(float(claimed), source, res.prunable, res.kinds, res.layers, tol, ref)
         ok = abs(cmp_.delta) <= tol
         verdicts.append(
             Verdict(
                 "sparsity_claim", Status.PASS if ok else Status.FAIL,
                 f"actual {pct(cmp_.actual)} vs claimed {pct(cmp_.claimed)} ({source}), tolerance "
                 f"{pct(tol)}: {cmp_.reason}",
-                observed=abs(cmp_.delta), threshold=tol, comparator="<=", n=n,  # |actual - claimed|
+                # the observed value is the gap to the claim, not the sparsity: the unit says so
+                observed=abs(cmp_.delta), threshold=tol, comparator="<=", unit="gap |actual - claimed|", n=n,
                 effect_size=cmp_.delta, effect_size_name="actual - claimed (fraction)",
                 test="exact zero count (every weight read)", scope="prunable linears",
             )
@@ -93,6 +95,8 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     summary = f"prunable-linear sparsity {pct(res.prunable.sparsity)} ({res.structure.pattern})"
     if claimed is not None:
         summary += f", claimed {pct(float(claimed))}"
+    else:  # a pass here verified no claim; the one line every report shows must say so
+        summary += ", no claim to verify" + (" (require_claim: fails)" if require else "")
     return CheckResult.from_verdicts(
         "sparsity", verdicts, recorded, summary, time.perf_counter() - t0
     )

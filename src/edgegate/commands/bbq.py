@@ -66,7 +66,8 @@ def render_text(result: CheckResult) -> str:
         out += ["  " + " | ".join(r) for r in [headers, *body]]
     for v in result.verdicts:
         out.append(f"[{v.status.value.upper():>12}] {v.message}" + _stat_line(v))
-    out.append(f"{result.status.value.upper()}: {result.summary}")
+    label = "MEASURED" if result.status is Status.SKIPPED and "model" in m else result.status.value.upper()
+    out.append(f"{label}: {result.summary}")
     return "\n".join(out)
 
 
@@ -257,8 +258,10 @@ def score_files(
 
         m = {"data": info, "model": {k: asdict(v) for k, v in groups.items()}}
         o = groups["overall"]
-        summary = f"BBQ SRS {_fmt(o.srs)} USR {_fmt(o.usr)} over {o.n_valid} valid answers ({o.n_failures} parse failures)"
-        return CheckResult("bbq", Status.PASS if o.n_valid else Status.INCONCLUSIVE, summary, (), m)
+        summary = (f"BBQ SRS {_fmt(o.srs)} USR {_fmt(o.usr)} over {o.n_valid} valid answers ({o.n_failures} parse failures); "
+                   "measured only: one file has no baseline, so nothing was judged (pass --against)")
+        # one model's rates are a measurement, not a verdict: never printed as PASS
+        return CheckResult("bbq", Status.SKIPPED if o.n_valid else Status.INCONCLUSIVE, summary, (), m)
     b_ans = [a for a in base.answers if a.uid in keep]
     verdicts, m = check.evaluate(list(derived.items), derived.targets, b_ans, c_ans, policy)
     m = {"data": info, **m}

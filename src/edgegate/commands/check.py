@@ -47,6 +47,9 @@ def _load_policy(value: str) -> Policy:
 @click.option("--strict", is_flag=True,
               help="Skipped or inconclusive required checks fail the gate (checks you deselect "
                    "with --only/--skip are reported as deselected and do not count).")
+@click.option("--allow-partial", is_flag=True,
+              help="Exit 0 on PARTIAL (some required checks not verified, nothing failed). Default: exit 1, "
+                   "because PARTIAL is not a pass; the GitHub Action's allow-partial input passes this flag.")
 @click.option("--claim", "claims", multiple=True, metavar="KEY=VALUE",
               help="A publisher claim, e.g. sparsity=0.5 or size_saving=50%; wins over policy and metadata.")
 @click.option("--json-out", metavar="FILE", help="Write the JSON report ('-' for stdout).")
@@ -79,13 +82,13 @@ def _load_policy(value: str) -> Policy:
                    "flip) and every perplexity chunk's NLL for both models, one JSON object a line.")
 @click.option("--allow-identical", is_flag=True,
               help="Accept identical dense and compressed inputs: a deliberate null run (the gate should find no change).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary table on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary table on stderr (the verdict line stays).")
 def command(**flags: Any) -> None:
     """Measure COMPRESSED against DENSE and pass/fail it against a policy.
 
-    Exit codes: 0 pass, or PARTIAL (some required checks deselected, or skipped/inconclusive
-    where the policy allows it; the report never calls it a pass); 1 policy failed, or no
-    required check verified; 2 usage or input error; 3 runtime error.
+    Exit codes: 0 pass (or PARTIAL with --allow-partial); 1 policy failed, no required check
+    verified, or PARTIAL (some required checks deselected, or skipped/inconclusive where the
+    policy allows it: never a pass); 2 usage or input error; 3 runtime error.
     """
     run_check(CheckFlags(**flags))
 
@@ -100,6 +103,7 @@ class CheckFlags:
     only: tuple[str, ...]
     skip: tuple[str, ...]
     strict: bool
+    allow_partial: bool
     claims: tuple[str, ...]
     json_out: str | None
     md_out: str | None
@@ -171,7 +175,7 @@ assert {f.name for f in fields(CheckFlags)} == {p.name for p in command.params} 
 def run_check(flags: CheckFlags) -> None:
     from edgegate.claims import parse_claim
     from edgegate.progress import make_progress
-    from edgegate.runner import GateOptions, run_gate, run_shard, shard_skips
+    from edgegate.runner import GateOptions, run_gate, run_shard
 
     models = flags.models()
     shard = flags.shard()
@@ -186,7 +190,7 @@ def run_check(flags: CheckFlags) -> None:
         dense=models["dense"],
         policy=policy,
         only=_split(flags.only),
-        skip=(*user_skip, *(shard_skips(policy, shard) if shard else ())),
+        skip=user_skip,
         strict=flags.strict,
         cli_claims=_claims(flags.claims, parse_claim),
         settings=flags.settings(),
@@ -197,6 +201,7 @@ def run_check(flags: CheckFlags) -> None:
         samples_out=flags.samples_out,
         allow_identical=flags.allow_identical,
         caveats=caveats,
+        allow_partial=flags.allow_partial,
     )
     progress = make_progress(flags.quiet)
     from edgegate.backends._http import http_settings
@@ -280,5 +285,9 @@ def emit(gate: GateResult, outputs: dict[str, str | None], quiet: bool) -> None:
         print_summary(gate)
     elif gate.status == "error":  # -q hides the table, but an error still needs its one line
         click.echo(f"edgegate: error: {terminal('; '.join(gate.reasons))}", err=True)
+    else:  # -q hides progress and the table, never the verdict: a CI log must say why it is red
+        from edgegate.report.common import headline
+
+        click.echo(f"edgegate: {terminal(headline(gate))} (exit {gate.exit_code})", err=True)
     sys.stdout.flush()
     sys.exit(gate.exit_code)

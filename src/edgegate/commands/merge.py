@@ -30,6 +30,7 @@ from edgegate.errors import InputError
 @click.option("--json", "as_json", is_flag=True, help="`bbq run` shards: machine-readable result on stdout.")
 @click.option("--allow-inconclusive", is_flag=True,
               help="`bbq run` shards: exit 0 on an inconclusive result (as `bbq run --allow-inconclusive`).")
+@click.option("--allow-partial", is_flag=True, help="`check` shards: exit 0 on PARTIAL (as `check --allow-partial`).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary table on stderr.")
 def command(
     parts: tuple[Path, ...],
@@ -40,6 +41,7 @@ def command(
     junit_out: str | None,
     as_json: bool,
     allow_inconclusive: bool,
+    allow_partial: bool,
     quiet: bool,
 ) -> None:
     """Combine the partial files of `edgegate check --shard i/n` (or `bbq run --shard i/n`).
@@ -75,7 +77,7 @@ def command(
 
     policy = _load_policy(policy_path)
     with _malformed(loaded.names):
-        gate = merge_gate(loaded, policy, argv=tuple(sys.argv[1:]))
+        gate = merge_gate(loaded, policy, argv=tuple(sys.argv[1:]), allow_partial=allow_partial)
     emit(gate, {"json": json_out, "markdown": md_out, "html": html_out, "junit": junit_out}, quiet)
 
 

@@ -82,10 +82,15 @@ def init(preset: str, output: str, force: bool) -> None:
 @command.command(name="show")
 @click.argument("file")
 def show(file: str) -> None:
-    """Print the policy (a file or a preset name) with every default filled in (JSON)."""
-    from edgegate.policy import resolve_policy
+    """Print the policy (a file or a preset name) with every default filled in (JSON).
 
-    sys.stdout.write(json.dumps(resolve_policy(file).to_dict(), indent=2) + "\n")
+    A check the policy has no block for is not run; it is shown as ``enabled: false``, the
+    same rule ``edgegate check`` applies and reports ("not in the policy")."""
+    from edgegate.policy import CHECK_NAMES, resolve_policy
+
+    doc = resolve_policy(file).to_dict()
+    doc["checks"] = {n: doc["checks"].get(n, {"enabled": False}) for n in CHECK_NAMES}
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
 
 
 @command.command(name="schema")

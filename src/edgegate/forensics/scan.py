@@ -423,7 +423,11 @@ def scan_paths(
             dres = scan_checkpoint(dk, threads=threads, progress=progress)
             uniform = {t.canonical: bool(t.structure and t.structure.row_uniform) for t in res.tensors}
             comp = compare_checkpoints(dk, ck, dres.size, uniform, progress)
-    return replace(res, comparison=comp), dres
+    claim = res.sparsity_claim
+    if claim is not None:  # "left dense" is judged against the dense model's own zeros
+        claim = compare_claim(claim.claimed, claim.source, res.prunable, res.kinds, res.layers, claim_tolerance,
+                              (dres.kinds, dres.layers))
+    return replace(res, comparison=comp, sparsity_claim=claim), dres
 
 
 ScanPair = tuple[ScanResult, ScanResult | None]  # (compressed, dense original or None)

@@ -69,10 +69,12 @@ def extras(v: Verdict) -> str:
 
 
 def human_bytes(n: float | None) -> str:
+    """Binary units, as the size check writes them: one file is one number in every report
+    (it once read 551.04 MB under inputs and 525.51 MiB under size)."""
     if n is None:
         return "—"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000.0
-    return f"{n:.2f} TB"
+        n /= 1024.0
+    return f"{n:.2f} TiB"

@@ -17,7 +17,7 @@ from edgegate.report import bbq_table
 from edgegate.report.common import ci, extras, headline, human_bytes, num, threshold
 from edgegate.report.paradox import report_charts
 from edgegate.report.svg import RefLine, bar_chart
-from edgegate.results import GateResult, jsonable
+from edgegate.results import GateResult, Status, jsonable
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#f6f7f9}
@@ -34,7 +34,8 @@ th{background:#f0f1f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 code{overflow-wrap:anywhere}
 .pill{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
 .pill.pass{background:#2e7d32}.pill.fail{background:#c62828}.pill.error{background:#6a1b9a}
-.pill.inconclusive{background:#b26a00}.pill.skipped,.pill.deselected{background:#8a8a8a}
+.pill.inconclusive{background:#b26a00}.pill.skipped,.pill.deselected,.pill.disabled,.pill.not-in-policy{background:#8a8a8a}.pill.advisory{background:#b26a00}
+.not-drawn{color:#555;font-style:italic}.inconclusive-label{color:#8a5a00;font-weight:600;margin-bottom:4px}.greyed{filter:grayscale(1);opacity:.55}
 .chart{background:#fff;border:1px solid #e2e2e2;border-radius:6px;padding:8px;margin:10px 0}
 .chart .title{font-weight:600;font-size:14px}.chart .tick{font-size:11px;fill:#444}
 .chart .ref{font-size:12px;font-weight:600}.chart .zero{font-size:11px;font-weight:700;fill:#c0392b}.chart .axis{font-size:12px;fill:#222}
@@ -97,9 +98,11 @@ def _note(text: str) -> str:
 def _checks_table(gate: GateResult) -> str:
     rows = []
     for o in gate.outcomes:
-        st = o.result.status.value if o.selected else "deselected"
+        st = o.result.status.value if o.selected else o.gate
+        # an advisory check's failure does not gate: an amber "advisory" pill, not a red fail
+        pill = _pill("advisory") + f" {escape(st)}" if o.gate == "advisory" else _pill(st)
         rows.append(
-            f"<tr><td><b>{escape(o.name)}</b></td><td>{'yes' if o.required else 'no'}</td><td>{_pill(st)}</td>"
+            f"<tr><td><b>{escape(o.name)}</b></td><td>{'yes' if o.required else 'no'}</td><td>{pill}</td>"
             f"<td>{escape(o.result.summary)}{_reason(o.reason, o.result.summary)}</td>"
             f"<td class='num'>{o.result.duration_s:.2f}s</td></tr>"
         )
@@ -235,7 +238,7 @@ def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]
             return
     by_kind = _find(m, "by_kind")
     if isinstance(by_kind, Mapping) and by_kind:
-        kinds = [k for k in _KIND_ORDER if k in by_kind] + [k for k in by_kind if k not in _KIND_ORDER]
+        kinds = [k for k in _KIND_ORDER if k in by_kind]  # the prunable kinds: norm/lm_head are never pruned
         vals = [_sparsity_of(by_kind[k]) for k in kinds]
         yield bar_chart("Sparsity by module kind", kinds, [("sparsity", vals)], fmt=_pct, ymax=1.0, refs=refs)
     by_layer = _find(m, "by_layer")
@@ -300,8 +303,27 @@ def _size_chart(m: Mapping[str, Any], claim: float | None) -> str | None:
 
 
 def _ppl_vs_bias(gate: GateResult) -> list[str]:
+    """Δperplexity vs ΔSRS, and ΔSRS per category. Data that is not a verdict is not drawn as
+    one: an invalid BBQ measurement (the dense model cannot do BBQ in this mode) and a
+    perplexity that did not reach a verdict are left out with the reason in words; an
+    inconclusive BBQ result is drawn greyed under an "inconclusive" label."""
     ppl, bbq = gate.result("perplexity"), gate.result("bbq")
     if ppl is None or bbq is None or not bbq.measurements:
         return []
+    validity = bbq.measurements.get("validity")
+    if isinstance(validity, Mapping) and validity.get("status") == "invalid":
+        return [_not_drawn("Δperplexity vs ΔSRS and ΔSRS per BBQ category", f"BBQ is invalid in this mode ({bbq.summary})")]
+    out: list[str] = []
+    ppl_ok = ppl.status in (Status.PASS, Status.FAIL)
+    if not ppl_ok:
+        out.append(_not_drawn("Δperplexity vs ΔSRS", f"perplexity is {ppl.status.value} ({ppl.summary})"))
     y_limit = gate.policy.checks["bbq"].section.get("max_srs_increase_abs") if "bbq" in gate.policy.checks else None
-    return report_charts(ppl.verdicts, bbq.measurements, float(y_limit) if y_limit is not None else None)
+    charts = report_charts(ppl.verdicts if ppl_ok else [], bbq.measurements, float(y_limit) if y_limit is not None else None)
+    if bbq.status is Status.INCONCLUSIVE:
+        label = f"<div class='inconclusive-label'>inconclusive, not a verdict: {escape(bbq.summary)}</div>"
+        charts = [f"{label}<div class='greyed'>{c}</div>" for c in charts]
+    return out + charts
+
+
+def _not_drawn(what: str, why: str) -> str:
+    return f"<div class='not-drawn'><b>{escape(what)}: not drawn</b> — {escape(why)}</div>"

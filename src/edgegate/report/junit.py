@@ -37,7 +37,7 @@ def render(gate: GateResult) -> str:
                     f"n={v.n if v.n is not None else '-'} ci={ci(v)}"
                 )
             if not o.selected:
-                ET.SubElement(case, "skipped", message="deselected with --only/--skip")
+                ET.SubElement(case, "skipped", message=o.reason)
                 counts["skipped"] += 1
             elif status is Status.SKIPPED:
                 ET.SubElement(case, "skipped", message=message)

@@ -50,7 +50,9 @@ def render(gate: GateResult) -> str:
     lines += ["| Check | Required | Status | Summary |", "|---|---|---|---|"]
     for o in gate.outcomes:
         st = o.result.status.value
-        shown = "deselected" if not o.selected else st
+        # an advisory check's failure does not gate: it must not read like one that does
+        shown = o.gate if not o.selected else f"advisory {st}" if o.gate == "advisory" else st
+        st = "skipped" if not o.selected or o.gate == "advisory" else st
         lines.append(
             f"| {_cell(o.name)} | {'yes' if o.required else 'no'} | {STATUS_ICON.get(st, '')} {shown} | {_cell(o.result.summary)} |"
         )

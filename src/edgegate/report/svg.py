@@ -295,7 +295,10 @@ def forest_plot(
 ) -> str:
     """One row per label: the point estimate (``x``) with its CI as a horizontal whisker, a
     zero line and a dashed threshold; ``y`` is ignored (rows are drawn in the given order)."""
-    left, right, top, row_h = 170, 30, 36, 24
+    # room for the longest label at the 11px tick font (~6.5 px a character): BBQ category
+    # names such as "Race_x_socioeconomic_status (n=92)" were clipped at a fixed 170 px
+    left = int(min(max(170, 16 + 6.5 * max((len(r.label) for r in rows), default=0)), width // 2))
+    right, top, row_h = 30, 36, 24
     height = top + row_h * max(len(rows), 1) + 46
     pw = width - left - right
     rows = [Point(r.label, r.x, r.y, _finite_ci(r.x_ci), None, r.color) for r in rows]

@@ -24,7 +24,8 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
     for col in ("check", "req", "status", "summary"):
         table.add_column(col, overflow="fold")
     for o in gate.outcomes:
-        st = o.result.status.value if o.selected else "deselected"
+        st = o.result.status.value if o.selected else o.gate
+        st = f"advisory {st}" if o.gate == "advisory" else st
         # Text from checks is data, not markup: "pip install 'edgegate[llamacpp]'" lost its
         # "[llamacpp]" to rich's markup parser.
         table.add_row(markup(o.name), "yes" if o.required else "no", f"[{_STYLE.get(st, 'dim')}]{st}[/]", markup(o.result.summary))
