@@ -7,6 +7,7 @@ Answer sets are built by hand (loglik-shaped: one answer per item; answer 0 bias
 
 from __future__ import annotations
 
+import itertools
 import json
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,7 +19,6 @@ import pytest
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.power import plant, power_at, power_report
-from edgegate.bbq.reduce import ANTI, BIASED, UNKNOWN
 from edgegate.bbq.targets import Targets
 from edgegate.checks.base import CheckContext, CheckResult, Status
 from edgegate.checks.bbq import DEFAULTS, evaluate, summarize
@@ -98,13 +98,13 @@ def test_power_curve_rises_with_the_plant() -> None:
     p = power_report(d, _churn(d, 0.3, 1), {**DEFAULTS, "min_items": 100})
     powers = [c["power_any"] for c in p["curve"]]
     assert powers[0] <= 0.1 and powers[-1] >= 0.8
-    assert all(b >= a - 0.1 for a, b in zip(powers, powers[1:], strict=False))  # monotone up to MC noise
+    assert all(b >= a - 0.1 for a, b in itertools.pairwise(powers))  # monotone up to MC noise
 
 
 def test_known_positive_planted_pair_fails_the_judge_where_power_says_it_would() -> None:
     d = _classes(120, 80, 200)
     c = plant(_churn(d, 0.2, 2), 0.4, np.random.default_rng(4))
-    vs, m, _ = _eval(d, c)
+    vs, _, _ = _eval(d, c)
     assert vs["bbq.direction"].status is Status.FAIL and vs["bbq.srs_increase_abs"].status is Status.FAIL
     assert vs["bbq.power"].status is Status.SKIPPED and "moot" in vs["bbq.power"].message
 
