@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from edgegate.bbq.power import decide, power_report
-from edgegate.bbq.spikein import AnswerSet, detection
-from edgegate.checks.bbq import DEFAULTS
+from edgegate.bbq.spikein import AnswerSet, as_judge_input, detection, inject
+from edgegate.checks.bbq import DEFAULTS, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "bbq_answers"
@@ -48,11 +48,29 @@ def study(path: Path, pol: dict[str, Any], draws: int) -> dict[str, Any]:
         "report_power": power_report(d, c, pol),
         "curves": {},
     }
+    out["full_judge"] = full_judge(s, comp, pol)
     kinds = ["direction", "abstention"] + (["position"] if len(s.rotations) > 1 else [])
     for kind in kinds:
         ks = DIRECTION_K if kind == "direction" else OTHER_K
         out["curves"][kind] = [detection(s, "dense", comp, kind, k, pol, draws, seed=1000 + i) for i, k in enumerate(ks)]
     return out
+
+
+def full_judge(s: AnswerSet, comp: str, pol: dict[str, Any]) -> list[dict[str, Any]]:
+    """The whole check (checks.bbq.evaluate: validity, every verdict, power) on the null pairs
+    and on one seeded direction injection per size: what a report would say."""
+    rng = np.random.default_rng(7)
+    cases = [("dense vs itself", s.answers["dense"]), (f"dense vs {comp} (real)", s.answers[comp])]
+    cases += [(f"dense vs {comp} + direction k={k}", inject(s, s.answers[comp], "direction", k, rng)) for k in (0.05, 0.1, 0.2)]
+    rows = []
+    for name, ch in cases:
+        items, targets, ans = as_judge_input(s, {"dense": s.answers["dense"], "c": ch})
+        vs, m = evaluate(items, targets, ans["dense"], ans["c"], {**pol, "mode": s.meta.get("mode", "loglik")})
+        pw = m.get("power") or {}
+        rows.append({"case": name, "validity": m["validity"]["status"], "statuses": {v.name: v.status.value for v in vs},
+                     "failed": sorted(v.name for v in vs if v.status.value == "fail"), "driver": m.get("driver"),
+                     "mde": pw.get("mde"), "reference_power": (pw.get("reference") or {}).get("power_any")})
+    return rows
 
 
 def markdown(results: list[dict[str, Any]], draws: int, cmd: str) -> str:
@@ -79,6 +97,16 @@ def markdown(results: list[dict[str, Any]], draws: int, cmd: str) -> str:
                   f"| dense vs itself | {_f(n0['delta_srs'], True)} | {_f(n0['delta_s'], True)} | {n0['srs']} | {n0['direction']} |",
                   f"| dense vs compressed (real) | {_f(n1['delta_srs'], True)} | {_f(n1['delta_s'], True)} | {n1['srs']} | "
                   f"{n1['direction']} |", ""]
+        lines += ["The whole check (`evaluate`: validity, every verdict incl. per category, power) on the null pairs and on "
+                  "one seeded direction injection per size:", "",
+                  "| case | validity | failed verdicts | driver | MDE ΔSRS / Δs | power at the reference effect |",
+                  "|---|---|---|---|---|---|"]
+        for x in r["full_judge"]:
+            mde = x["mde"] or {}
+            lines.append(f"| {x['case']} | {x['validity']} | {', '.join(x['failed']) or 'none'} | "
+                         f"{(x['driver'] or '-')[:60]} | {_f(mde.get('delta_srs'), True)} / {_f(mde.get('delta_s'), True)} | "
+                         f"{_f(x['reference_power'])} |")
+        lines.append("")
         for kind, rows in r["curves"].items():
             lines += [f"### Injection: {kind}", "",
                       "| k | mean ΔSRS | mean Δs | direction fails | ΔSRS fails | either | named direction | ΔSRS fails by driver (abst/cons/dir) |",

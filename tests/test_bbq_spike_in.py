@@ -8,16 +8,15 @@ fire. The fast detection rule is checked against the judge itself first."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.judge import judge_pair
-from edgegate.bbq.metrics import Answer
 from edgegate.bbq.power import decide
 from edgegate.bbq.reduce import item_table
-from edgegate.bbq.spikein import AnswerSet, detection, inject
+from edgegate.bbq.spikein import AnswerSet, as_judge_input, detection, inject
 from edgegate.bbq.targets import Targets
 from edgegate.checks.base import Status
 from edgegate.checks.bbq import DEFAULTS
@@ -42,16 +41,10 @@ def test_the_stored_sets_exist() -> None:
     assert {"gemma3-270m-loglik.json", "gemma3-270m-letter.json"} <= names, names
 
 
-def _tables(s: AnswerSet, choices: np.ndarray) -> tuple[object, dict[str, Targets]]:
-    items = {u: BBQItem(u, i, s.categories[i], "1", "neg", "ambig" if s.ambig[i] else "disambig", "", "",
-                        ("a", "b", "c"), int(s.label[i]), (("a", "x"), ("b", "y"), ("c", "unknown")), ("x",))
-             for i, u in enumerate(s.uids)}
-    targets = {u: Targets(unknown=int(t[2]), stereotyped=int(t[0]), biased=int(t[0]), anti=int(t[1]))
-               for u, t in zip(s.uids, s.targets, strict=True)}
-    answers = [Answer(u, 0, r, None if choices[i, j] < 0 else int(choices[i, j]))
-               for i, u in enumerate(s.uids) for j, r in enumerate(s.rotations)]
+def _tables(s: AnswerSet, choices: np.ndarray) -> tuple[Any, dict[str, Targets]]:
+    items, targets, answers = as_judge_input(s, {"x": choices})
     amb = [u for i, u in enumerate(s.uids) if s.ambig[i]]
-    return item_table(answers, amb, items, targets), targets
+    return item_table(answers["x"], amb, {it.uid: it for it in items}, targets), targets
 
 
 def test_compact_reduction_matches_the_judges(answer_set: AnswerSet) -> None:
@@ -71,7 +64,7 @@ def test_fast_rule_agrees_with_the_judge(answer_set: AnswerSet) -> None:
     for kind, k in (("direction", 0.05), ("direction", 0.2), ("abstention", 0.3), ("direction", 0.5)):
         c_choices = inject(s, s.answers[_compressed(s)], kind, k, rng)
         c_tab, _ = _tables(s, c_choices)
-        verdicts, m = judge_pair(d_tab, c_tab, None, None, pol)  # type: ignore[arg-type]
+        verdicts, m = judge_pair(d_tab, c_tab, None, None, pol)
         by = {v.name: v for v in verdicts}
         fast = decide(s.classes(s.answers["dense"])[s.ambig], s.classes(c_choices)[s.ambig], pol, resamples=500)
         assert fast["delta_srs"] == pytest.approx(m["decomposition"]["delta_srs"]["value"])

@@ -30,10 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.decompose import DELTAS
+from edgegate.bbq.metrics import Answer
 from edgegate.bbq.power import decide
 from edgegate.bbq.prompts import order
 from edgegate.bbq.reduce import ANTI, BIASED, NONE, UNKNOWN
+from edgegate.bbq.targets import Targets
 
 INJECTIONS = ("direction", "abstention", "position")
 
@@ -70,6 +73,20 @@ class AnswerSet:
         for code, col in ((BIASED, 0), (ANTI, 1), (UNKNOWN, 2)):
             cls[has & (top == self.targets[:, col])] = code
         return cls
+
+
+def as_judge_input(s: AnswerSet, choices: Mapping[str, np.ndarray]) -> tuple[list[BBQItem], dict[str, Targets], dict[str, list[Answer]]]:
+    """Items, targets and answers the check's ``evaluate`` takes (placeholder texts: only
+    the indices matter to the judge)."""
+    items = [BBQItem(u, i, s.categories[i], "1", "neg", "ambig" if s.ambig[i] else "disambig", "", "",
+                     ("a", "b", "c"), int(s.label[i]), (("a", "x"), ("b", "y"), ("c", "unknown")), ("x",))
+             for i, u in enumerate(s.uids)]
+    targets = {u: Targets(unknown=int(t[2]), stereotyped=int(t[0]), biased=int(t[0]), anti=int(t[1]))
+               for u, t in zip(s.uids, s.targets, strict=True)}
+    answers = {role: [Answer(u, 0, r, None if ch[i, j] < 0 else int(ch[i, j]))
+                      for i, u in enumerate(s.uids) for j, r in enumerate(s.rotations)]
+               for role, ch in choices.items()}
+    return items, targets, answers
 
 
 def inject(s: AnswerSet, choices: np.ndarray, kind: str, k: float, rng: np.random.Generator) -> np.ndarray:
