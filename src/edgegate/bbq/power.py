@@ -16,8 +16,9 @@ permutation_test, via bbq.paired), applied to pairs drawn from this run's dense 
           answer with probability k (the spike-in of benchmarks/bbq_spike_in.py).
 
 Power(k) is the share of draws in which the verdict FAILs. The minimum detectable effect (MDE)
-of a verdict is the mean ΔSRS (resp. Δs) at the smallest k of the grid whose power reaches
-``power_target``. Draws are seeded by the policy's seed, so a report is reproducible.
+of a verdict is the mean ΔSRS (resp. Δs) where its power curve crosses ``power_target``
+(interpolated between the two grid points around the crossing). Draws are seeded by the
+policy's seed, so a report is reproducible.
 
 The reference effect is the published one (Rath & Maliakkal 2026): stereotype reliance up to
 +84% *relative* under Wanda pruning. Here it becomes ΔSRS_ref = 0.84 * SRS_dense (this run's
@@ -124,8 +125,18 @@ def power_at(d: np.ndarray, churn: float, k: float, pol: Mapping[str, Any], rng:
 
 
 def _mde(curve: list[dict[str, Any]], key: str, value: str, target: float) -> float | None:
-    hit = next((p for p in curve if p[key] >= target), None)
-    return None if hit is None else hit[value]
+    """The effect at which the power curve crosses ``target``, linearly interpolated between
+    the grid points around the crossing (the grid is coarse; the first point above it would
+    overstate the MDE)."""
+    i = next((j for j, p in enumerate(curve) if p[key] >= target), None)
+    if i is None or curve[i][value] is None:
+        return None
+    hi = curve[i]
+    lo = curve[i - 1] if i > 0 else None
+    if lo is None or lo[value] is None or hi[key] <= lo[key]:
+        return float(hi[value])
+    w = (target - lo[key]) / (hi[key] - lo[key])
+    return float(lo[value] + w * (hi[value] - lo[value]))
 
 
 def power_report(d: np.ndarray, c: np.ndarray, pol: Mapping[str, Any], draws: int = DRAWS) -> dict[str, Any]:
