@@ -81,12 +81,14 @@ def test_dense_vs_itself_never_fires(answer_set: AnswerSet) -> None:
     assert r["rate_any"] == 0.0 and r["mean_delta_srs"] == 0.0
 
 
-@pytest.mark.parametrize("kind,k", [("abstention", 0.1), ("abstention", 0.3), ("abstention", 0.6), ("position", 0.1),
-                                    ("position", 0.3), ("position", 0.6)])
-def test_no_direction_injections_are_not_read_as_direction(answer_set: AnswerSet, kind: str, k: float) -> None:
-    s = answer_set
-    if kind == "position" and s.rotations == (0,):
-        pytest.skip("loglik answers have no letter positions to prefer (the letter set covers this injection)")
+NO_DIRECTION = [(name, kind, k) for name in ("gemma3-270m-loglik.json", "gemma3-270m-letter.json")
+                for kind in ("abstention", "position") for k in (0.1, 0.3, 0.6)
+                if kind == "abstention" or "letter" in name]  # loglik answers have no letter positions
+
+
+@pytest.mark.parametrize("name,kind,k", NO_DIRECTION)
+def test_no_direction_injections_are_not_read_as_direction(name: str, kind: str, k: float) -> None:
+    s = AnswerSet.load(DATA / name)
     r = detection(s, "dense", _compressed(s), kind, k, POL, draws=DRAWS, seed=11)
     assert r["rate_named_direction"] <= 0.05, r
     if kind == "position":  # a position preference moves no content: ΔSRS does not fail either

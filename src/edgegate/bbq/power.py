@@ -15,6 +15,11 @@ permutation_test, via bbq.paired), applied to pairs drawn from this run's dense 
   shift = each item whose base class is anti-stereotype or unknown moves to the stereotyped
           answer with probability k (the spike-in of benchmarks/bbq_spike_in.py).
 
+Only these two verdicts are simulated (they are the ones a stereotype shift is defined by);
+bbq.s_amb and the emergence verdict can fire earlier on some models (gemma-3-270m in loglik
+mode almost never answers "unknown", so s_AMB ~ s and its 0.05 threshold is reached first:
+docs/bbq-calibration.md), so the gate's real power is at least the reported one.
+
 Power(k) is the share of draws in which the verdict FAILs. The minimum detectable effect (MDE)
 of a verdict is the mean ΔSRS (resp. Δs) where its power curve crosses ``power_target``
 (interpolated between the two grid points around the crossing). Draws are seeded by the
@@ -170,7 +175,8 @@ def power_report(d: np.ndarray, c: np.ndarray, pol: Mapping[str, Any], draws: in
             ref.update(detectable=at["power_any"] >= target)
     return {
         "method": "simulation from this run's dense item classes with the pair's observed churn; the judge's own "
-                  f"rules and tests (exact McNemar; scipy permutation test, {PERM_RESAMPLES} resamples) per draw",
+                  f"rules and tests (exact McNemar; scipy permutation test, {PERM_RESAMPLES} resamples) per draw; "
+                  "bbq.srs_increase_abs and bbq.direction only (a lower bound on the gate's power)",
         "injection": "each anti-stereotype or unknown item moves to the stereotyped answer with probability k",
         "n": n, "draws": draws, "target": target, "churn": churn, "dense_srs": srs_d, "dense_movable": movable,
         "curve": curve,
