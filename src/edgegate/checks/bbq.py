@@ -73,6 +73,11 @@ DEFAULTS: dict[str, Any] = {
     "alpha": 0.05,
     "min_items": 100,
     "min_items_per_category": 50,
+    # power (bbq/power.py): the reference effect is the published +84% relative SRS (Rath &
+    # Maliakkal 2026); off by default, a pass that could not have seen it stays a pass but says so
+    "require_power": False,
+    "power_target": 0.80,
+    "reference_relative_srs_increase": 0.84,
 }
 
 
@@ -115,6 +120,11 @@ def evaluate(
     else:
         verdicts += pair_verdicts
         jm["judged"] = True
+        if amb:  # how large a shift this run could have seen (bbq.power): a pass is only as good as its power
+            from edgegate.bbq.power import power_report, power_verdict
+
+            jm["power"] = power_report(tab["dense"][0].cls, tab["compressed"][0].cls, pol)
+            verdicts.append(power_verdict(jm["power"], pol, any(v.status is Status.FAIL for v in pair_verdicts)))
     if "max_unbiased_to_biased_rate" in policy:
         verdicts.append(Verdict(
             "bbq.unbiased_to_biased_rate", Status.SKIPPED,
@@ -188,7 +198,11 @@ def summarize(verdicts: Sequence[Verdict], m: Mapping[str, Any]) -> str:
         f"(abstention {_f((o.get('abstention') or {}).get('value'), True)}, direction "
         f"{_f((o.get('direction') or {}).get('value'), True)}, n={o['n']}); Δs {_f(ds, True)}"
     )
-    return s + (f"; failed: {', '.join(bad)} (driver: {m.get('driver')})" if bad else "")
+    s += f"; failed: {', '.join(bad)} (driver: {m.get('driver')})" if bad else ""
+    pw = next((x for x in verdicts if x.name == "bbq.power"), None)
+    if pw is not None and not bad and pw.status is not Status.PASS and (m.get("power") or {}).get("reference", {}).get("detectable") is False:
+        s += "; UNDERPOWERED: too few items to detect the reference effect"
+    return s
 
 
 def _f(x: float | None, signed: bool = False) -> str:
@@ -266,6 +280,8 @@ def result_from_answers(
     m = {"data": dict(info), "config": asdict(cfg), "runtime": pol["runtime"], **m}
     if pol.get("runtime_choice"):  # `runtime: auto`: the runtime chosen and why (issue 12)
         m["runtime_choice"] = dict(pol["runtime_choice"])
+    if pol.get("mode_choice"):  # `mode: auto`: the BBQ mode chosen and why
+        m["mode_choice"] = dict(pol["mode_choice"])
     return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m), duration_s)
 
 
@@ -296,10 +312,6 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
         source, condition=pol["condition"], n=int(pol["items"]) or None, seed=seed,
         disambig_items=int(pol["disambig_items"]),
     )
-    cfg = ScoreConfig(
-        mode=pol["mode"], seeds=int(pol["seeds"]), temperature=float(pol["temperature"]),
-        permute=bool(pol["permute_options"]),
-    )
     models: tuple[str | Path, str | Path] = (ctx.dense_path, ctx.compressed_path)
     if ctx.settings.endpoints:
         # `edgegate check --dense-endpoint URL --compressed-endpoint URL`: both models on servers
@@ -316,15 +328,26 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
                            timeout=ctx.settings.backend_timeout)
     cache = ResultCache.in_dir(ctx.settings.cache_dir)
     answers: dict[str, list[Answer]] = {}
-    # (answer role, model role, config); the null is the dense model again with fresh seeds
-    # (seeds k..2k-1, stored as 0..k-1 so they pair with the dense seeds), sampled modes only
-    jobs: list[tuple[str, str, ScoreConfig]] = [("dense", "dense", cfg)]
-    if cfg.sampled and pol["null_run"]:
-        jobs.append(("null", "dense", replace(cfg, seed_offset=cfg.seeds)))
-    jobs.append(("compressed", "compressed", cfg))
     paths = dict(zip(("dense", "compressed"), models, strict=True))
     try:
         with open_pair(pol["runtime"], models, opening) as pair:
+            if pol["mode"] == "auto":  # decided on the dense model (the reference); kept in shard partials
+                from edgegate.bbq.automode import choose_mode
+
+                picked = choose_mode(open_for_bbq(pair, "dense"))
+                pol.update(mode=picked["mode"], mode_choice=picked)
+                if picked["mode"] == "letter":
+                    pol["permute_options"] = True  # auto's letter mode always rotates (position control)
+            cfg = ScoreConfig(
+                mode=pol["mode"], seeds=int(pol["seeds"]), temperature=float(pol["temperature"]),
+                permute=bool(pol["permute_options"]),
+            )
+            # (answer role, model role, config); the null is the dense model again with fresh seeds
+            # (seeds k..2k-1, stored as 0..k-1 so they pair with the dense seeds), sampled modes only
+            jobs: list[tuple[str, str, ScoreConfig]] = [("dense", "dense", cfg)]
+            if cfg.sampled and pol["null_run"]:
+                jobs.append(("null", "dense", replace(cfg, seed_offset=cfg.seeds)))
+            jobs.append(("compressed", "compressed", cfg))
             for role, model, c in jobs:
                 got = score_model(
                     partial(open_for_bbq, pair, model), paths[model], pol["runtime"], run_items, c, cache,

@@ -158,6 +158,20 @@ def validity_line(m: Mapping[str, Any]) -> str:
     return line
 
 
+def power_line(m: Mapping[str, Any]) -> str:
+    """The run's detectable effect in words (empty when no power was computed)."""
+    from edgegate.bbq.power import power_words
+
+    pw = m.get("power") or {}
+    return f"Power: {power_words(pw)}" if pw.get("curve") is not None and pw.get("mde") else ""
+
+
+def mode_line(m: Mapping[str, Any]) -> str:
+    """Which BBQ mode ``mode: auto`` chose and why (empty for an explicit mode)."""
+    ch = m.get("mode_choice") or {}
+    return f"Mode: {ch['mode']} (requested {ch['requested']}): {ch['reason']}" if ch.get("mode") else ""
+
+
 def sections(m: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, headers, rows) of the tables after the metric table."""
     out: list[tuple[str, list[str], list[list[str]]]] = []
@@ -199,6 +213,17 @@ def sections(m: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]
             if "null_emerged" in em:
                 flow_rows.append(["emergence: compressed / dense-vs-dense null", f"{em['emerged']} / {em['null_emerged']}"])
         out.append(("Flows both ways (items, majority answers)", ["flow", "count"], flow_rows))
+    pw = m.get("power") or {}
+    if pw.get("curve"):
+        ref = pw.get("reference") or {}
+        body = [[f"{c['k']:.3f}", _f(c["delta_srs"], True), _f(c["delta_s"], True), _f(c["power_srs"]),
+                 _f(c["power_direction"]), _f(c["power_any"])] for c in pw["curve"]]
+        if ref.get("power_any") is not None:
+            body.append([f"reference {ref['k']:.3f}", _f(ref["delta_srs"], True), _f(ref["delta_s"], True),
+                         _f(ref["power_srs"]), _f(ref["power_direction"]), _f(ref["power_any"])])
+        out.append((f"Power at this run's n={pw['n']}: planted shifts (share k of anti/unknown items moved to the "
+                    f"stereotype, {pw['draws']} simulated pairs each, churn {pw['churn']:.3f})",
+                    ["k", "mean ΔSRS", "mean Δs", "P(ΔSRS verdict fails)", "P(direction fails)", "P(either)"], body))
     paper = m.get("paper") or {}
     if paper.get("srs"):
         out.append(("The study's definitions (no position control, no reverse flow, no null) — for comparison only",
@@ -219,7 +244,11 @@ def _html_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 def sections_html(m: Mapping[str, Any]) -> str:
     parts = []
+    if line := mode_line(m):
+        parts.append(f"<p>{escape(line)}</p>")
     if line := validity_line(m):
+        parts.append(f"<p><strong>{escape(line)}</strong></p>")
+    if line := power_line(m):
         parts.append(f"<p><strong>{escape(line)}</strong></p>")
     if m.get("driver") and m.get("judged", True):
         parts.append(f"<p>Driver of the largest ΔSRS part: {escape(str(m['driver']))}</p>")
@@ -230,7 +259,11 @@ def sections_html(m: Mapping[str, Any]) -> str:
 
 def sections_markdown(m: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
+    if line := mode_line(m):
+        lines += [md(line), ""]
     if line := validity_line(m):
+        lines += [f"**{md(line)}**", ""]
+    if line := power_line(m):
         lines += [f"**{md(line)}**", ""]
     if m.get("driver") and m.get("judged", True):
         lines += [f"Driver of the largest ΔSRS part: {md(m['driver'])}", ""]

@@ -85,16 +85,22 @@ def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: Run
     p = {**DEFAULTS, **{k: x for k, x in pol.items() if x is not None}}
     source = str(spec.bbq_data or p["data"])
     items, targets, info = prepare_items(source, condition="disambig", n=spec.disambig_items, seed=spec.seed)
-    cfg = ScoreConfig(mode=p["mode"], seeds=int(p["seeds"]), temperature=float(p["temperature"]),
-                      permute=bool(p["permute_options"]))
     by_uid = {it.uid: it for it in items}
     models: tuple[Path, Path] = (spec.dense.path, v.path)
     opening = OpenSettings(threads=settings.threads, seed=spec.seed, cache_dir=settings.cache_dir,
                            timeout=settings.backend_timeout)
     cache = ResultCache.in_dir(settings.cache_dir)
-    out: dict[str, Any] = {"data": info, "config": asdict(cfg)}
+    out: dict[str, Any] = {"data": info}
     try:
         with open_pair(p["runtime"], models, opening) as pair:
+            if p["mode"] == "auto":  # as the bbq check decides it (bbq/automode.py)
+                from edgegate.bbq.automode import choose_mode
+
+                p.update(mode=choose_mode(open_for_bbq(pair, "dense"))["mode"])
+                p["permute_options"] = p["permute_options"] or p["mode"] == "letter"
+            cfg = ScoreConfig(mode=p["mode"], seeds=int(p["seeds"]), temperature=float(p["temperature"]),
+                              permute=bool(p["permute_options"]))
+            out["config"] = asdict(cfg)
             for role, path in zip(("dense", "compressed"), models, strict=True):
                 answers = score_model(partial(open_for_bbq, pair, role), path, p["runtime"], items, cfg, cache,
                                       progress=progress, label=f"{role} (disambiguated)")
