@@ -73,7 +73,7 @@ def render(gate: GateResult) -> str:
         for name, v in verdicts:
             lines.append(
                 f"| {_cell(name)} | {_cell(v.name)} | {_cell(v.scope or '')} | {STATUS_ICON.get(v.status.value, '')} {v.status.value} "
-                f"| {num(v.observed, v.unit)} | {_own(threshold(v))} | {v.n if v.n is not None else '—'} "
+                f"| {_own(num(v.observed, v.unit))} | {_own(threshold(v))} | {v.n if v.n is not None else '—'} "
                 f"| {ci(v)} | {_own(extras(v))} |"
             )
     bbq = gate.result("bbq")
