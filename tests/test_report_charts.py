@@ -6,6 +6,7 @@ Chromium is installed, the report is also rendered headless and its layout is me
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -78,6 +79,8 @@ def test_rendered_in_a_browser_nothing_is_clipped_and_the_gap_is_said(report: tu
                                                                       tmp_path: Path) -> None:
     browser = _chromium()
     if browser is None:
+        if os.environ.get("EDGEGATE_REQUIRE_CHROMIUM") == "1":  # CI installs it (.ci/run): never skip there
+            pytest.fail("EDGEGATE_REQUIRE_CHROMIUM=1 but chromium is not installed (apt-get install chromium)")
         pytest.skip("Debian's chromium is not installed (apt-get install chromium): the rendered check needs it")
     from edgegate.report.svg import Point, forest_plot
 
