@@ -151,9 +151,11 @@ class FidelityResult:
     test: str = TEST
 
 
+Rows = Sequence[Any]  # one sequence of per-token values per chunk (lists or arrays)
+
+
 def summarize(
-    kl: Sequence[Sequence[float]], top1: Sequence[Sequence[float]],
-    nll_dense: Sequence[Sequence[float]], nll_compressed: Sequence[Sequence[float]],
+    kl: Rows, top1: Rows, nll_dense: Rows, nll_compressed: Rows,
     *, resamples: int = 2000, seed: int = 0, level: float = 0.95,
 ) -> FidelityResult:
     """Every aggregate of the per-token numbers (one row per chunk) with its bootstrap CI."""
@@ -169,15 +171,14 @@ def summarize(
 
     return FidelityResult(
         n_chunks=K.shape[0], n_tokens=int(K.size),
-        mean_kl=boot(K, None),
-        **{name: boot(K, q) for name, q in QUANTILES.items()},
-        max_kl=float(K.max()),
+        mean_kl=boot(K, None), median_kl=boot(K, QUANTILES["median_kl"]), p90_kl=boot(K, QUANTILES["p90_kl"]),
+        p99_kl=boot(K, QUANTILES["p99_kl"]), p999_kl=boot(K, QUANTILES["p999_kl"]), max_kl=float(K.max()),
         top1_agreement=boot(A, None), p_ref_dense=boot(Pd, None), p_ref_compressed=boot(Pc, None),
         delta_p=boot(dp, None), resamples=resamples, seed=seed, level=level,
     )
 
 
-def _matrix(rows: Sequence[Sequence[float]]) -> np.ndarray:
+def _matrix(rows: Rows) -> np.ndarray:
     lengths = {len(r) for r in rows}
     if len(lengths) > 1:  # every chunk scores the same number of tokens (ppl.make_chunks)
         raise InputError(f"fidelity: chunks of different lengths {sorted(lengths)[:4]}", field="checks.fidelity")
@@ -247,7 +248,7 @@ def run_kl(
                              seconds=res.seconds[role], runtime=ident[role][0], model=ident[role][1])
         for role in ("dense", "compressed")
     ]
-    cmp = ppl.compare(*results)
+    cmp = ppl.compare(results[0], results[1])
     cmp.extra.update(extra)
     fid = summarize([c.kl for c in res.chunks], [c.top1 for c in res.chunks], [c.nll_dense for c in res.chunks],
                     [c.nll_compressed for c in res.chunks], resamples=resamples, seed=seed)
