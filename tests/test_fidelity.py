@@ -292,6 +292,10 @@ def test_gate_runs_fidelity_then_perplexity_on_one_pass(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     code, text = run_cli("check", str(DENSE), str(WANDA), "--policy", str(pol), "--threads", "1", "-q", "--json-out", str(out))
     assert code == 1, text
-    by = {c["check"]: c for c in json.loads(out.read_text())["checks"]}
+    from edgegate.report.json_report import validate_report
+
+    report = json.loads(out.read_text())
+    assert validate_report(report) == []
+    by = {c["check"]: c for c in report["checks"]}
     assert by["fidelity"]["status"] == "fail" and by["perplexity"]["status"] in ("pass", "fail")
     assert "fidelity check's pass" in by["perplexity"]["measurements"]["extra"]["scored_in"]

@@ -90,9 +90,6 @@ def command(
     choice = resolve_pair(dense, compressed, runtime)
     runtime = choice.runtime
     fid = None
-    if with_kl and runtime == "openai":
-        raise InputError("--kl needs the models' full next-token distributions, which a server does not give",
-                         field="--kl", hint="run it on the model files")
     with http_settings(max_retries=http_retries):  # issue 15; --timeout bounds each request via open_backend
         if with_kl:  # one pass: perplexity and the distributions compared as each chunk is scored
             from edgegate.fidelity import run_kl
