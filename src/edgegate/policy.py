@@ -380,6 +380,13 @@ def _with_defaults(value: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[
     return out
 
 
+def check_default(check: str, key: str) -> Any:
+    """The schema's default of ``checks.<check>.<key>``: the one home of a policy default, for
+    code that runs a check on a section not built from a policy file (``edgegate bench``)."""
+    sub = _resolve(policy_schema()["properties"]["checks"]["properties"][check])["properties"][key]
+    return json.loads(json.dumps(sub["default"]))
+
+
 def _build(doc: Mapping[str, Any], source: str) -> Policy:
     top = _with_defaults(doc, policy_schema())
     check_props = policy_schema()["properties"]["checks"]["properties"]
@@ -404,11 +411,6 @@ def _build(doc: Mapping[str, Any], source: str) -> Policy:
         source=source,
         raw=_freeze(dict(doc)),
     )
-
-
-def check_defaults(name: str) -> dict[str, Any]:
-    """The schema's defaults of check ``name``'s block (library callers without a policy)."""
-    return _with_defaults({}, policy_schema()["properties"]["checks"]["properties"][name])
 
 
 def _freeze(value: Any) -> Any:

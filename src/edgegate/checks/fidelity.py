@@ -44,9 +44,10 @@ NAME = "fidelity"
 
 def section_with_defaults(section: Mapping[str, Any]) -> dict[str, Any]:
     """``section`` with the schema's defaults filled in (the defaults live in the schema only)."""
-    from edgegate.policy import check_defaults
+    from edgegate.policy import check_default
 
-    return {**check_defaults(NAME), **dict(section)}
+    keys = ("max_mean_kl", "min_top1_agreement", "min_chunks", "bootstrap_resamples", "seed")
+    return {**{k: check_default(NAME, k) for k in keys}, **dict(section)}
 
 
 def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:
