@@ -299,3 +299,10 @@ def test_gate_runs_fidelity_then_perplexity_on_one_pass(tmp_path: Path) -> None:
     by = {c["check"]: c for c in report["checks"]}
     assert by["fidelity"]["status"] == "fail" and by["perplexity"]["status"] in ("pass", "fail")
     assert "fidelity check's pass" in by["perplexity"]["measurements"]["extra"]["scored_in"]
+
+
+def test_a_missing_fidelity_text_is_found_before_measuring(tmp_path: Path) -> None:
+    pol = tmp_path / "p.yaml"
+    pol.write_text("version: 1\nchecks:\n  fidelity: {runtime: llamacpp, text: nope.txt}\n")
+    code, text = run_cli("check", str(DENSE), str(WANDA), "--policy", str(pol), "-q")
+    assert code == 2 and "checks.fidelity.text" in text and "nope.txt" in text, text
