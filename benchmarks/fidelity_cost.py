@@ -6,7 +6,9 @@ rows at a time), in the same run.
     nice -n 10 python benchmarks/fidelity_cost.py /work/models/gguf/gemma3-270m-f16.gguf \\
         /work/models/gguf/gemma3-270m-q4_k_m.gguf --threads 1
 
-Printed: wall seconds of each pass and their ratio; peak memory of each pass, as the highest
+Printed: wall and CPU seconds of each pass (CPU: this process and the model processes it
+waited for) and their ratios (on a shared machine wall time follows the load; CPU time less so);
+peak memory of each pass, as the highest
 sum of resident memory over this process and the two model processes (sampled every 0.1 s with
 psutil) and as the sum of each process's own peak (VmHWM), and the ratios (goal: fidelity <=
 1.5 x perplexity); then the fidelity numbers themselves (``edgegate ppl --kl``'s lines).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import threading
 import time
 from pathlib import Path
@@ -60,6 +63,13 @@ class TreeMemory:
         self._thread.join()
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of the children it has waited for (the model processes,
+    once closed)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dense", type=Path)
@@ -72,18 +82,19 @@ def main() -> None:
     a = ap.parse_args()
     text = a.text.read_text(encoding="utf-8") if a.text else None
     kw: dict[str, Any] = {"runtime": a.runtime, "text": text, "n_ctx": a.n_ctx, "threads": a.threads}
-    runs: dict[str, tuple[float, TreeMemory, Any]] = {}
+    runs: dict[str, tuple[float, float, TreeMemory, Any]] = {}
     order = ["perplexity", "fidelity"] if a.order == "ppl-first" else ["fidelity", "perplexity"]
     for name in order:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         with TreeMemory() as mem:
             out = ppl.run_ppl(a.dense, a.compressed, **kw) if name == "perplexity" else fidelity.run_kl(a.dense, a.compressed, **kw)
-        runs[name] = (time.perf_counter() - t0, mem, out)
-    (tp, mp, cmp), (tf, mf, (cmp_f, fid)) = runs["perplexity"], runs["fidelity"]
+        runs[name] = (time.perf_counter() - t0, _cpu() - c0, mem, out)
+    (tp, cp, mp, cmp), (tf, cf, mf, (cmp_f, fid)) = runs["perplexity"], runs["fidelity"]
     gib = 1024**3
     print(f"pair: {a.dense.name} vs {a.compressed.name}, {a.runtime}, n_ctx {a.n_ctx}, threads {a.threads}, "
           f"{cmp.n} chunks, {cmp.dense.n_scored} scored tokens, order {a.order}")
     print(f"wall: perplexity pass {tp:.1f} s, fidelity pass {tf:.1f} s, ratio {tf / tp:.2f}")
+    print(f"CPU: perplexity pass {cp:.1f} s, fidelity pass {cf:.1f} s, ratio {cf / cp:.2f}")
     sp, sf = sum(mp.hwm.values()), sum(mf.hwm.values())
     print(f"peak memory, summed RSS of the process tree: perplexity {mp.peak_sum / gib:.2f} GiB, "
           f"fidelity {mf.peak_sum / gib:.2f} GiB, ratio {mf.peak_sum / mp.peak_sum:.2f}")
