@@ -196,7 +196,7 @@ def test_only_and_skip(inputs: tuple[Path, Path]) -> None:
     g = gate(inputs, checks, only=("sparsity", "size"))
     assert [o.name for o in g.outcomes if o.selected] == ["sparsity", "size"]
     assert all(o.gate == "deselected" for o in g.outcomes if not o.selected)
-    assert any("not run (deselected): speed, perplexity, bbq" in n for n in g.notes)
+    assert any("not run (deselected): speed, fidelity, perplexity, bbq" in n for n in g.notes)
     g = gate(inputs, checks, skip=("bbq",))
     assert [o.name for o in g.outcomes if not o.selected] == ["bbq"]
     with pytest.raises(InputError, match=r"unknown check 'sparsty'.*did you mean 'sparsity'"):

@@ -50,11 +50,11 @@ def test_subset_runs_are_partial_and_nothing_verified_is_not_green(tmp_path: Pat
     code, _text, rep = _report(tmp_path, DENSE, WANDA, "--policy", "strict", *STATIC, "--allow-partial")
     assert (code, rep["status"]) == (0, "partial")
     code, md = run_cli("check", DENSE, WANDA, "--policy", "strict", *STATIC, "--md-out", "-", "-q")
-    assert md.startswith("## ⚠️ edgegate: PARTIAL (2 of 4 required checks verified; not a pass)")
+    assert md.startswith("## ⚠️ edgegate: PARTIAL (2 of 5 required checks verified; not a pass)")
 
 
 @pytest.mark.parametrize("flags", [
-    ("--skip", "sparsity,size,speed,perplexity,bbq"),
+    ("--skip", "sparsity,size,speed,fidelity,perplexity,bbq"),
     ("--only", "sparsity", "--skip", "sparsity"),
 ])
 def test_contradictory_or_empty_selection_is_a_usage_error(flags: tuple[str, ...]) -> None:

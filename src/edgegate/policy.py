@@ -28,7 +28,11 @@ from edgegate.errors import PolicyError, excerpt
 # value once took ~19 s to parse before its error was even built. Refuse early instead.
 MAX_POLICY_BYTES = 256 * 1024
 MAX_NESTING = 32  # the schema nests 4 levels
-CHECK_NAMES: tuple[str, ...] = ("sparsity", "size", "speed", "perplexity", "bbq")
+# fidelity runs before perplexity: its scoring pass (logits compared as they are made) also
+# gives the perplexity NLLs, which the perplexity check then reuses (checks._scoring)
+CHECK_NAMES: tuple[str, ...] = ("sparsity", "size", "speed", "fidelity", "perplexity", "bbq")
+# fidelity scores what perplexity scores unless its block says otherwise: one pass for both
+_SHARED_SCORING = ("runtime", "n_ctx", "text", "mode")
 PRESETS: tuple[str, ...] = ("strict", "default", "edge-iot", "paper")
 
 
@@ -402,6 +406,9 @@ def _build(doc: Mapping[str, Any], source: str) -> Policy:
         if name not in raw_checks:
             continue
         section = _with_defaults(raw_checks[name] or {}, check_props[name])
+        if name == "fidelity":
+            ppl = _with_defaults(raw_checks.get("perplexity") or {}, check_props["perplexity"])
+            section = {**{k: ppl[k] for k in _SHARED_SCORING if k in ppl}, **section}
         checks[name] = CheckPolicy(name, bool(section["enabled"]), bool(section["required"]), _freeze(section))
     return Policy(
         version=int(top["version"]),

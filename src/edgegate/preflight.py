@@ -55,14 +55,18 @@ def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings
             out.append(Problem("--bbq-data", "no BBQ data given: pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data"))
         elif not str(data).startswith("hf:") and not Path(str(data)).exists():
             out.append(Problem("--bbq-data" if settings.bbq_data else "checks.bbq.data", f"BBQ data not found: {data}"))
-    if "perplexity" in selected:
-        text = policy.checks["perplexity"].section.get("text")
+    missing: set[Path] = set()
+    for name in ("perplexity", "fidelity"):  # fidelity scores the perplexity text unless told otherwise
+        if name not in selected:
+            continue
+        text = policy.checks[name].section.get("text")
         # paths in a policy resolve against the policy file's folder (issue 15)
         where = relative_to_policy(str(text), policy.base_dir) if text else None
-        if where is not None and not where.is_file():
+        if where is not None and not where.is_file() and where not in missing:
             # a FIFO or device would block or never end when the check reads it
+            missing.add(where)
             what = "is not a regular file" if where.exists() else "not found"
-            out.append(Problem("checks.perplexity.text", f"perplexity text {what}: {where}"))
+            out.append(Problem(f"checks.{name}.text", f"{name} text {what}: {where}"))
     return out
 
 
@@ -98,7 +102,7 @@ def _creatable(folder: Path) -> bool:
 
 
 def cache_problems(settings: RunSettings, selected: Sequence[str]) -> list[Problem]:
-    if not {"bbq", "perplexity", "speed"} & set(selected):
+    if not {"bbq", "perplexity", "fidelity", "speed"} & set(selected):
         return []  # the static checks cache nothing
     where = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
     flag = "--cache-dir" if settings.cache_dir else "EDGEGATE_CACHE"
@@ -121,7 +125,7 @@ def runtime_problems(policy: Policy, selected: Sequence[str], settings: RunSetti
     out: list[Problem] = []
     for name in selected:
         cp = policy.checks.get(name)
-        if cp is None or not cp.required or name not in ("speed", "perplexity", "bbq"):
+        if cp is None or not cp.required or name not in ("speed", "perplexity", "fidelity", "bbq"):
             continue
         # a policy without a runtime gets the checks' default: auto (issue 12); --runtime wins
         wanted = list(settings.runtimes or cp.section.get("runtimes") or ["auto"]) if name == "speed" else [check_runtime(name, cp.section, settings)]

@@ -25,7 +25,7 @@ from edgegate.backends._common import (
     picked_logprobs,
 )
 from edgegate.backends.base import LoglikResult, Timing
-from edgegate.errors import InputError
+from edgegate.errors import BackendError, InputError
 
 
 class GenericBackend(ABC):
@@ -36,6 +36,7 @@ class GenericBackend(ABC):
     load_s: float
     threads: int | None
     converted_from: Path | None = None
+    _kept: np.ndarray | None = None  # the scored rows' logits of the last score_tokens_kept
 
     # -- runtime primitives ---------------------------------------------------------------
     @abstractmethod
@@ -88,11 +89,37 @@ class GenericBackend(ABC):
         check_finite(logits, self.runtime, "token_logprobs")
         return picked_logprobs(logits[:-1], toks[1:])
 
+    def _scored_logits(self, toks: list[int], first: int) -> np.ndarray:
+        """Logits [len - first, n_vocab] of the rows predicting toks[first:] (perplexity scores
+        only the second half of each chunk; runtimes that can skip the other rows override this)."""
+        return self._forward(toks)[first - 1 : len(toks) - 1]
+
     def score_tokens(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
-        """log p(tokens[i] | tokens[:i]) for i = first..len-1 (perplexity scores only the
-        second half of each chunk; runtimes that can skip the other rows override this)."""
+        """log p(tokens[i] | tokens[:i]) for i = first..len-1."""
+        return self._score(tokens, first, keep=False)
+
+    def score_tokens_kept(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
+        return self._score(tokens, first, keep=True)
+
+    def _score(self, tokens: Sequence[int], first: int, *, keep: bool) -> np.ndarray:
+        self._kept = None  # the last chunk's rows go before this one's are made
+        toks = self._checked(tokens, "score_tokens")
         first = max(1, first)
-        return self.token_logprobs(tokens)[first - 1 :]
+        if first >= len(toks):
+            return np.zeros(0, dtype=np.float64)
+        logits = self._scored_logits(toks, first)
+        check_finite(logits, self.runtime, "score_tokens")
+        if keep:
+            self._kept = logits
+        return picked_logprobs(logits, toks[first:])
+
+    def kept_logits(self, start: int, stop: int) -> np.ndarray:
+        kept = self._kept
+        if kept is None:
+            raise BackendError("kept_logits: no rows are kept (score_tokens_kept comes first)")
+        if not 0 <= start <= stop <= len(kept):
+            raise InputError(f"kept_logits: rows {start}..{stop} outside the {len(kept)} kept", field="rows")
+        return np.ascontiguousarray(kept[start:stop], dtype=np.float32)
 
     def next_token_logprobs(
         self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]

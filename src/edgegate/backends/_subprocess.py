@@ -214,6 +214,12 @@ class IsolatedBackend:
     def score_tokens(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
         return np.asarray(self._call("score_tokens", tokens=[int(t) for t in tokens], first=first))
 
+    def score_tokens_kept(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
+        return np.asarray(self._call("score_tokens_kept", tokens=[int(t) for t in tokens], first=first))
+
+    def kept_logits(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self._call("kept_logits", start=int(start), stop=int(stop)))
+
     def next_token_logprobs(self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]) -> np.ndarray:
         return np.asarray(
             self._call(

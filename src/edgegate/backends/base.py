@@ -64,6 +64,18 @@ class Backend(Protocol):
         only part of each chunk, and runtimes that can skip the other rows do."""
         ...
 
+    def score_tokens_kept(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
+        """``score_tokens``, keeping the logits of the rows it scored (float32, until the next
+        scoring call) for ``kept_logits``: the fidelity check compares the two models' whole
+        next-token distributions from the very pass that scores perplexity."""
+        ...
+
+    def kept_logits(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start..stop-1`` of the logits ``score_tokens_kept`` kept (row i predicts
+        tokens[first + i]): float32 [stop - start, n_vocab]. Read a few rows at a time: a chunk
+        of a 262k vocabulary is hundreds of MB."""
+        ...
+
     def next_token_logprobs(
         self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
     ) -> np.ndarray:

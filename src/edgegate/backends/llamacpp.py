@@ -336,19 +336,12 @@ class LlamaCppBackend(GenericBackend):
         self._n_past += 1  # a one-row decode: not reusable (see _ROW_TILE), so not in _cached
         return logits
 
-    def score_tokens(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
+    def _scored_logits(self, toks: list[int], first: int) -> np.ndarray:
         """Only the rows that predict tokens[first:] get logits computed (llama-perplexity's
         trick: the output layer over a 256k vocabulary dominates small models)."""
-        toks = self._checked(tokens, "score_tokens")
-        first = max(1, first)
-        if first >= len(toks):
-            return np.zeros(0, dtype=np.float64)
         want = np.zeros(len(toks), dtype=bool)
         want[first - 1 : len(toks) - 1] = True
-        logits = self._fresh(toks, want)
-        check_finite(logits, self.runtime, "score_tokens")
-        lp = log_softmax(logits)
-        return lp[np.arange(len(lp)), np.asarray(toks[first:], dtype=np.int64)]
+        return self._fresh(toks, want)
 
     # -- scoring with prefix reuse ------------------------------------------------------------
     def next_token_logprobs(

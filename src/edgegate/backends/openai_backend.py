@@ -427,6 +427,15 @@ class OpenAIBackend:
                 "the second half of each chunk), or a vLLM server")
         return lp
 
+    def score_tokens_kept(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
+        raise FeatureUnsupported(
+            f"{self.base_url} returns at most the top log-probabilities of a position, not the full "
+            "next-token distribution the fidelity check compares", feature="full logits",
+            hint="run the fidelity check on the model files (llama.cpp, transformers, ONNX, MLX)")
+
+    def kept_logits(self, start: int, stop: int) -> np.ndarray:
+        return self.score_tokens_kept([], 1)
+
     def info(self) -> dict[str, object]:
         """What was scored against, for reports (never the API key)."""
         return {"runtime": self.runtime, "base_url": self.base_url, "model": self.model,

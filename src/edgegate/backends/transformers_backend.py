@@ -242,18 +242,11 @@ class TransformersBackend(GenericBackend):
         self._n_past += 1
         return self._np(out.logits[0, -1])
 
-    def score_tokens(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
+    def _scored_logits(self, toks: list[int], first: int) -> np.ndarray:
         """Only the rows that predict tokens[first:] get logits (the output layer over a large
         vocabulary dominates small models)."""
-        toks = self._checked(tokens, "score_tokens")
-        first = max(1, first)
-        if first >= len(toks):
-            return np.zeros(0, dtype=np.float64)
         out = self._run_model(input_ids=self._ids([toks]), use_cache=False, logits_to_keep=len(toks) - first + 1)
-        logits = self._np(out.logits[0, :-1])
-        check_finite(logits, self.runtime, "score_tokens")
-        lp = log_softmax(logits)
-        return lp[np.arange(len(lp)), np.asarray(toks[first:], dtype=np.int64)]
+        return self._np(out.logits[0, :-1])
 
     def _tails(self, seqs: Sequence[list[int]], keep: Sequence[int]) -> list[np.ndarray]:
         """Logits of the last ``keep[i]`` positions of each sequence, batched: sequences sorted

@@ -13,12 +13,8 @@ pass. Different tokenizers are an input error (the check reports ERROR, exit 2 v
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 from edgegate.checks.base import (
@@ -33,7 +29,7 @@ from edgegate.checks.base import (
     compare,
     jsonable,
 )
-from edgegate.errors import DatasetError, InputError
+from edgegate.errors import InputError
 from edgegate.partial import differ, first_difference
 
 SHARDED = True  # chunk k is scored by shard k % n + 1
@@ -41,69 +37,23 @@ SHARDED = True  # chunk k is scored by shard k % n + 1
 
 def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:
     """Per-token NLLs of both models on this shard's chunks (every chunk when unsharded),
-    never the aggregate; None without a dense model."""
-    from edgegate import ppl
-    from edgegate.backends.pair import OpenSettings, open_pair
+    never the aggregate; None without a dense model. When the fidelity check already scored
+    the same chunks with the same models (``checks._scoring``), its NLLs are used: one pass."""
+    from edgegate.checks import _scoring
 
-    t0 = time.perf_counter()
-    if ctx.dense_path is None:
-        return None
     sec = ctx.section
-    runtime = str(sec.get("runtime") or "auto")  # issue 12: auto = where the compressed model ships
-    n_ctx = int(sec.get("n_ctx", 512))
-    settings = {"runtime": runtime, "n_ctx": n_ctx, "min_chunks": int(sec.get("min_chunks", 4)),
+    s = _scoring.setup(ctx, sec, "perplexity")
+    if s is None:
+        return None
+    settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "min_chunks": int(sec.get("min_chunks", 4)),
                 "max_relative_increase": float(sec.get("max_relative_increase", 0.05))}
-    text = None
-    if sec.get("text"):
-        from edgegate.policy import relative_to_policy
-
-        # issue 15: a relative path resolves against the policy's folder, not the cwd
-        p = relative_to_policy(str(sec["text"]), ctx.policy_dir)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"cannot read the perplexity text: {exc}", path=p, field="checks.perplexity.text") from exc
-    models: tuple[str | Path, str | Path] = (ctx.dense_path, ctx.compressed_path)
-    if ctx.settings.endpoints:  # models on servers
-        settings["runtime"] = runtime = "openai"
-        models = (str(ctx.settings.dense_endpoint), str(ctx.settings.compressed_endpoint))
-    choice = None
-    if runtime == "auto":  # issue 12: where the compressed artifact ships (backends/auto.py)
-        from edgegate.backends.auto import resolve_pair
-
-        choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
-        settings["runtime"] = runtime = choice.runtime
-    body = ppl.evaluation_text(text)
-    # Which text was scored is part of the evidence: a reviewer must be able to tell the
-    # embedded text from a file, and one file from another.
-    text_id = {"source": str(sec["text"]) if sec.get("text") else "embedded (edgegate's evaluation text)",
-               "sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(), "chars": len(body)}
-    opening = OpenSettings(n_ctx=n_ctx, threads=ctx.settings.threads, cache_dir=ctx.settings.cache_dir,
-                           timeout=ctx.settings.backend_timeout)
-    with open_pair(runtime, models, opening) as pair:
-        extra = ppl.same_tokenizer(pair, body)
-        chunking = ppl.chunk_text(pair.dense, body, n_ctx, str(sec.get("mode", "chunked")))  # type: ignore[arg-type]
-        i, n = shard or (1, 1)
-        idx = [k for k in range(len(chunking.chunks)) if k % n == i - 1]
-        nll, seconds = {}, {}
-        for role in ("dense", "compressed"):
-            be = pair.open(role)
-            t1 = time.perf_counter()
-            nll[role] = [a.tolist() for a in ppl.chunk_nlls(be, chunking, idx, progress=ctx.progress, label=role)]
-            seconds[role] = time.perf_counter() - t1
-            extra[f"{role}_ident"] = {"runtime": str(be.runtime), "model": str(be.model_path)}
-        extra["vocab_size"] = int(pair.dense.n_vocab or 0) or None
-    extra["text"] = {**text_id, "tokens_scored": sum(len(ch) for ch in chunking.chunks)}
-    digest = hashlib.sha256(json.dumps([list(ch) for ch in chunking.chunks]).encode()).hexdigest()
-    return {
-        "settings": settings,
-        "chunking": {"n_ctx": chunking.n_ctx, "mode": chunking.mode, "first": chunking.first,
-                     "n_chunks": len(chunking.chunks), "n_eval": sum(len(ch) for ch in chunking.chunks),
-                     "tokens_sha256": digest},
-        "indices": idx, "nll": nll, "seconds": seconds, "extra": jsonable(extra),
-        "runtime_choice": choice.as_dict() if choice else None,  # the report says why (issue 12)
-        "duration_s": time.perf_counter() - t0,
-    }
+    shared = _scoring.reuse(ctx, s, shard)
+    if shared is None:
+        return {"settings": settings, **_scoring.run_pass(ctx, s, shard, fidelity=False)}
+    out = {k: v for k, v in shared.items() if k != "fidelity"}
+    # the pass's time is the fidelity check's; this check took none of its own
+    out["extra"] = {**out["extra"], "scored_in": "the fidelity check's pass (one scoring pass for both checks)"}
+    return {"settings": settings, **out, "duration_s": 0.0}
 
 
 def run(ctx: CheckContext) -> CheckResult:

@@ -1,4 +1,5 @@
-"""`edgegate ppl DENSE COMPRESSED`: perplexity of both models on the same token stream.
+"""`edgegate ppl DENSE COMPRESSED`: perplexity of both models on the same token stream (with
+--kl, also the token-level fidelity of the compressed model's distributions, same pass).
 
 stdout: a one-screen text summary, or the full result with --json. Progress on stderr.
 Exit 2 when the tokenizers differ or the text is too short; 3 when the runtime fails.
@@ -45,6 +46,8 @@ def comparison_dict(cmp: Any) -> dict[str, Any]:
               help="Seconds one runtime call may take before it is treated as hung.")
 @click.option("--max-retries", "http_retries", type=click.IntRange(0, 100), default=None, metavar="N",
               help="Retries per request for --runtime openai (default 5); --timeout also bounds each request.")
+@click.option("--kl", "with_kl", is_flag=True,
+              help="Also compare the two next-token distributions in the same pass: KL divergence, top-1 agreement.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def command(
@@ -60,6 +63,7 @@ def command(
     cache_dir: Path | None,
     timeout: float,
     http_retries: int | None,
+    with_kl: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -87,14 +91,24 @@ def command(
     requested = runtime  # issue 12: resolve `auto` once for the pair (backends/auto.py)
     choice = resolve_pair(dense, compressed, runtime)
     runtime = choice.runtime
+    fid = None
     with http_settings(max_retries=http_retries):  # issue 15; --timeout bounds each request via open_backend
-        cmp = run_ppl(
-            dense, compressed, runtime=runtime, text=text, n_ctx=n_ctx, mode=mode,  # type: ignore[arg-type]
-            threads=threads, cache_dir=cache_dir, timeout=timeout,
-            progress=make_progress(quiet),
-        )
+        if with_kl:  # one pass: perplexity and the distributions compared as each chunk is scored
+            from edgegate.fidelity import run_kl
+
+            cmp, fid = run_kl(dense, compressed, runtime=runtime, text=text, n_ctx=n_ctx, mode=mode, threads=threads,
+                              cache_dir=cache_dir, timeout=timeout, progress=make_progress(quiet))
+        else:
+            cmp = run_ppl(
+                dense, compressed, runtime=runtime, text=text, n_ctx=n_ctx, mode=mode,  # type: ignore[arg-type]
+                threads=threads, cache_dir=cache_dir, timeout=timeout,
+                progress=make_progress(quiet),
+            )
     if as_json:  # the runtime auto chose and why travel with the numbers (issue 12)
-        sys.stdout.write(json.dumps({**comparison_dict(cmp), "runtime_choice": choice.as_dict()}, indent=2) + "\n")
+        from edgegate.fidelity import result_dict
+
+        kl = {"fidelity": result_dict(fid)} if fid is not None else {}
+        sys.stdout.write(json.dumps({**comparison_dict(cmp), **kl, "runtime_choice": choice.as_dict()}, indent=2) + "\n")
         return
     d, c = cmp.dense, cmp.compressed
     lines = [
@@ -105,6 +119,10 @@ def command(
         f"relative change {cmp.relative_change:+.2%}  95% CI [{cmp.ci_low:+.2%}, {cmp.ci_high:+.2%}]  "
         f"(n={cmp.n} chunks; {cmp.test})",
     ]
+    if fid is not None:
+        from edgegate.fidelity import text_lines
+
+        lines += text_lines(fid)
     from edgegate.escape import terminal
 
     sys.stdout.write("\n".join(map(terminal, lines)) + "\n")  # the reason quotes paths

@@ -1,0 +1,136 @@
+"""The scoring pass the perplexity and fidelity checks share: both models on the same chunks of
+the same text, on one runtime.
+
+One pass serves both checks: the fidelity check (which runs first) scores the chunks with
+``Backend.score_tokens_kept`` and compares the distributions as it goes; its per-token NLLs are
+left in ``ctx.shared`` under the pass's key (runtime, models, text, n_ctx, mode, shard), and the
+perplexity check with the same key uses them instead of scoring the text again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgegate.checks.base import CheckContext, Shard, jsonable
+from edgegate.errors import DatasetError
+
+SHARED_KEY = "scoring.pass"  # ctx.shared: {"key": ..., "measured": ...} of the last pass with fidelity
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a scoring pass scores, and where (resolved from a check's policy section)."""
+
+    runtime: str
+    requested: str
+    n_ctx: int
+    mode: str
+    body: str
+    text_id: dict[str, Any]
+    models: tuple[str | Path, str | Path]
+    choice: Any  # backends.auto.RuntimeChoice when the runtime was auto
+
+    def key(self, shard: Shard | None) -> str:
+        return json.dumps([self.runtime, [str(m) for m in self.models], self.n_ctx, self.mode,
+                           self.text_id["sha256"], list(shard or (1, 1))])
+
+
+def setup(ctx: CheckContext, section: Mapping[str, Any], check: str) -> Setup | None:
+    """The pass a check's section asks for; None without a dense model."""
+    from edgegate import ppl
+
+    if ctx.dense_path is None:
+        return None
+    runtime = requested = str(section.get("runtime") or "auto")  # auto: where the compressed model ships
+    text = None
+    if section.get("text"):
+        from edgegate.policy import relative_to_policy
+
+        p = relative_to_policy(str(section["text"]), ctx.policy_dir)  # against the policy's folder
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"cannot read the {check} text: {exc}", path=p, field=f"checks.{check}.text") from exc
+    models: tuple[str | Path, str | Path] = (ctx.dense_path, ctx.compressed_path)
+    if ctx.settings.endpoints:  # models on servers
+        runtime = "openai"
+        models = (str(ctx.settings.dense_endpoint), str(ctx.settings.compressed_endpoint))
+    choice = None
+    if runtime == "auto":
+        from edgegate.backends.auto import resolve_pair
+
+        choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
+        runtime = choice.runtime
+    body = ppl.evaluation_text(text)
+    # Which text was scored is part of the evidence: a reviewer must be able to tell the
+    # embedded text from a file, and one file from another.
+    text_id = {"source": str(section["text"]) if section.get("text") else "embedded (edgegate's evaluation text)",
+               "sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(), "chars": len(body)}
+    return Setup(runtime, requested, int(section.get("n_ctx", 512)), str(section.get("mode", "chunked")),
+                 body, text_id, models, choice)
+
+
+def run_pass(ctx: CheckContext, s: Setup, shard: Shard | None, *, fidelity: bool) -> dict[str, Any]:
+    """Score this shard's chunks with both models: per-token NLLs (and, with ``fidelity``, KL
+    and top-1 agreement), JSON-able. With ``fidelity`` the result is kept in ``ctx.shared``."""
+    from edgegate import ppl
+    from edgegate.backends.pair import OpenSettings, open_pair
+
+    t0 = time.perf_counter()
+    opening = OpenSettings(n_ctx=s.n_ctx, threads=ctx.settings.threads, cache_dir=ctx.settings.cache_dir,
+                           timeout=ctx.settings.backend_timeout)
+    with open_pair(s.runtime, s.models, opening) as pair:
+        extra = ppl.same_tokenizer(pair, s.body)
+        chunking = ppl.chunk_text(pair.dense, s.body, s.n_ctx, s.mode)  # type: ignore[arg-type]
+        i, n = shard or (1, 1)
+        idx = [k for k in range(len(chunking.chunks)) if k % n == i - 1]
+        out: dict[str, Any] = {}
+        if fidelity:
+            from edgegate.fidelity import scored_pass
+
+            res = scored_pass(pair.dense, pair.compressed, chunking, idx, progress=ctx.progress)
+            nll = {"dense": [c.nll_dense.tolist() for c in res.chunks],
+                   "compressed": [c.nll_compressed.tolist() for c in res.chunks]}
+            seconds = {r: res.seconds[r] for r in ("dense", "compressed")}
+            out["fidelity"] = {"kl": [c.kl.tolist() for c in res.chunks],
+                               "top1": [c.top1.astype(int).tolist() for c in res.chunks],
+                               "compare_s": res.seconds["compare"]}
+        else:
+            nll, seconds = {}, {}
+            for role in ("dense", "compressed"):
+                be = pair.open(role)
+                t1 = time.perf_counter()
+                nll[role] = [a.tolist() for a in ppl.chunk_nlls(be, chunking, idx, progress=ctx.progress, label=role)]
+                seconds[role] = time.perf_counter() - t1
+        for role in ("dense", "compressed"):
+            be = pair.open(role)
+            extra[f"{role}_ident"] = {"runtime": str(be.runtime), "model": str(be.model_path)}
+        extra["vocab_size"] = int(pair.dense.n_vocab or 0) or None
+    extra["text"] = {**s.text_id, "tokens_scored": sum(len(ch) for ch in chunking.chunks)}
+    digest = hashlib.sha256(json.dumps([list(ch) for ch in chunking.chunks]).encode()).hexdigest()
+    out.update({
+        "chunking": {"n_ctx": chunking.n_ctx, "mode": chunking.mode, "first": chunking.first,
+                     "n_chunks": len(chunking.chunks), "n_eval": sum(len(ch) for ch in chunking.chunks),
+                     "tokens_sha256": digest},
+        "indices": idx, "nll": nll, "seconds": seconds, "extra": jsonable(extra),
+        "runtime_choice": s.choice.as_dict() if s.choice else None,  # the report says why
+        "duration_s": time.perf_counter() - t0,
+    })
+    if fidelity:
+        ctx.shared[SHARED_KEY] = {"key": s.key(shard), "measured": out}
+    return out
+
+
+def reuse(ctx: CheckContext, s: Setup, shard: Shard | None) -> dict[str, Any] | None:
+    """The pass the fidelity check already made with the same key, or None."""
+    kept = ctx.shared.get(SHARED_KEY)
+    if isinstance(kept, dict) and kept.get("key") == s.key(shard):
+        m: dict[str, Any] = kept["measured"]
+        return m
+    return None

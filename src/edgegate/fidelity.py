@@ -1,0 +1,269 @@
+"""Fidelity: how far the compressed model's next-token distribution moves from the dense one's,
+token by token, on the very tokens perplexity scores.
+
+Two models can share a perplexity and still disagree on many tokens (one gains where the other
+loses). Per scored token t, with P the dense and Q the compressed next-token distribution:
+
+- KL(P || Q) = sum over the whole vocabulary of p(v) (log p(v) - log q(v)), from a log-softmax
+  in float64 of the runtime's float32 logits (max subtracted first: no overflow, no underflow
+  into log 0); a negative rounding residue is clipped to 0;
+- top-1 agreement: both models' most likely next token is the same;
+- each model's probability of the token that actually follows (exp of its perplexity NLL).
+
+Memory: the logits of a chunk stay in each model's own process (the pass that scores
+perplexity keeps them, ``Backend.score_tokens_kept``); this process reads ``ROW_BUDGET`` floats
+of each at a time and keeps only the per-token numbers, so it never holds a chunk's logits
+(Gemma's 262,144-token vocabulary makes a 512-token chunk 0.5 GB in float32).
+
+Statistics: tokens of one chunk share their context, so chunks are the independent units:
+every aggregate gets a 95% bootstrap CI with chunks resampled (the same chunks for both models:
+paired), BCa from ``scipy.stats.bootstrap``; n = chunks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgegate.errors import BackendError, InputError
+from edgegate.progress import NullProgress, Progress
+from edgegate.settings import DEFAULT_BACKEND_TIMEOUT
+
+if TYPE_CHECKING:
+    from edgegate.backends.base import Backend
+    from edgegate.ppl import Chunking, PPLComparison
+
+# floats of one model's logits per read: 16 rows of a 262k vocabulary (64 MB once in float64)
+ROW_BUDGET = 1 << 22
+TEST = "paired bootstrap over chunks (BCa, scipy.stats.bootstrap; chunks resampled, n = chunks)"
+QUANTILES = {"median_kl": 0.5, "p90_kl": 0.9, "p99_kl": 0.99, "p999_kl": 0.999}
+
+
+def _log_softmax64(logits: np.ndarray) -> np.ndarray:
+    x = np.array(logits, dtype=np.float64)  # a fresh copy, changed in place below
+    x -= x.max(axis=1, keepdims=True)
+    x -= np.log(np.exp(x).sum(axis=1, keepdims=True))
+    return x
+
+
+def compare_rows(dense: np.ndarray, comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(KL(dense || compressed) per row in nats, top-1 agreement per row) of two blocks of
+    logits [rows, vocab]. Identical rows give exactly 0 and True."""
+    if dense.shape != comp.shape:
+        raise InputError(f"the two models' logits differ in shape: {dense.shape} vs {comp.shape}",
+                         hint="both models must have the same vocabulary")
+    agree = np.argmax(dense, axis=1) == np.argmax(comp, axis=1)
+    lp = _log_softmax64(dense)
+    diff = lp - _log_softmax64(comp)
+    np.exp(lp, out=lp)  # p, in place: one array of rows x vocab fewer
+    kl = np.einsum("ij,ij->i", lp, diff)
+    return np.maximum(kl, 0.0), agree
+
+
+@dataclass(frozen=True)
+class ChunkScores:
+    """Per scored token of one chunk: both models' NLL (perplexity) and, with fidelity, the KL
+    and top-1 agreement."""
+
+    nll_dense: np.ndarray
+    nll_compressed: np.ndarray
+    kl: np.ndarray
+    top1: np.ndarray
+
+
+@dataclass(frozen=True)
+class PassResult:
+    chunks: tuple[ChunkScores, ...]
+    seconds: dict[str, float]  # per model: its forward passes; "compare": reading and comparing logits
+
+
+def scored_pass(
+    dense: Backend, comp: Backend, chunking: Chunking, indices: Sequence[int], *,
+    progress: Progress | None = None, clock: Callable[[], float] = time.perf_counter,
+) -> PassResult:
+    """Score the chunks ``indices`` with both models, keeping each chunk's logits in the
+    models' processes just long enough to compare them ``ROW_BUDGET`` floats at a time."""
+    if dense.n_vocab != comp.n_vocab or dense.n_vocab <= 0:
+        raise InputError(
+            f"the models' vocabularies differ ({dense.n_vocab:,} vs {comp.n_vocab:,} tokens): "
+            "KL over the vocabulary needs the same one", field="checks.fidelity",
+            hint="compare models that share a tokenizer and output layer",
+        )
+    rows = max(1, ROW_BUDGET // dense.n_vocab)
+    seconds = {"dense": 0.0, "compressed": 0.0, "compare": 0.0}
+    out: list[ChunkScores] = []
+    prog = progress or NullProgress()
+    with prog.task("perplexity + fidelity", total=len(indices)) as advance:
+        for k in indices:
+            chunk = chunking.chunks[k]
+            nll = {}
+            for role, be in (("dense", dense), ("compressed", comp)):
+                t0 = clock()
+                lp = np.asarray(be.score_tokens_kept(chunk, chunking.first), dtype=np.float64)
+                seconds[role] += clock() - t0
+                if lp.shape != (len(chunk) - chunking.first,) or not np.all(np.isfinite(lp)):
+                    raise BackendError(f"{be.runtime} returned invalid log-probabilities for a chunk")
+                nll[role] = -lp
+            t0 = clock()
+            n = len(chunk) - chunking.first
+            kl, top1 = np.empty(n, dtype=np.float64), np.empty(n, dtype=bool)
+            for a in range(0, n, rows):
+                b = min(n, a + rows)
+                kl[a:b], top1[a:b] = compare_rows(dense.kept_logits(a, b), comp.kept_logits(a, b))
+            seconds["compare"] += clock() - t0
+            out.append(ChunkScores(nll["dense"], nll["compressed"], kl, top1))
+            advance(1)
+    return PassResult(tuple(out), seconds)
+
+
+# -- aggregation ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class FidelityResult:
+    n_chunks: int
+    n_tokens: int
+    mean_kl: Estimate  # nats per token
+    median_kl: Estimate
+    p90_kl: Estimate
+    p99_kl: Estimate
+    p999_kl: Estimate
+    max_kl: float
+    top1_agreement: Estimate  # share of tokens whose most likely next token is the same
+    p_ref_dense: Estimate  # mean probability of the token that follows, dense
+    p_ref_compressed: Estimate
+    delta_p: Estimate  # mean of p_compressed(ref) - p_dense(ref)
+    resamples: int
+    seed: int
+    level: float = 0.95
+    test: str = TEST
+
+
+Rows = Sequence[Any]  # one sequence of per-token values per chunk (lists or arrays)
+
+
+def summarize(
+    kl: Rows, top1: Rows, nll_dense: Rows, nll_compressed: Rows,
+    *, resamples: int = 2000, seed: int = 0, level: float = 0.95,
+) -> FidelityResult:
+    """Every aggregate of the per-token numbers (one row per chunk) with its bootstrap CI."""
+    K = _matrix(kl)
+    A = _matrix(top1)
+    Pd, Pc = np.exp(-_matrix(nll_dense)), np.exp(-_matrix(nll_compressed))
+    if not (K.shape == A.shape == Pd.shape == Pc.shape) or K.size == 0:
+        raise InputError("fidelity: the per-token records of the chunks do not line up", field="checks.fidelity")
+    dp = Pc - Pd
+
+    def boot(m: np.ndarray, q: float | None) -> Estimate:
+        return _bootstrap(m, q, resamples=resamples, seed=seed, level=level)
+
+    return FidelityResult(
+        n_chunks=K.shape[0], n_tokens=int(K.size),
+        mean_kl=boot(K, None), median_kl=boot(K, QUANTILES["median_kl"]), p90_kl=boot(K, QUANTILES["p90_kl"]),
+        p99_kl=boot(K, QUANTILES["p99_kl"]), p999_kl=boot(K, QUANTILES["p999_kl"]), max_kl=float(K.max()),
+        top1_agreement=boot(A, None), p_ref_dense=boot(Pd, None), p_ref_compressed=boot(Pc, None),
+        delta_p=boot(dp, None), resamples=resamples, seed=seed, level=level,
+    )
+
+
+def _matrix(rows: Rows) -> np.ndarray:
+    lengths = {len(r) for r in rows}
+    if len(lengths) > 1:  # every chunk scores the same number of tokens (ppl.make_chunks)
+        raise InputError(f"fidelity: chunks of different lengths {sorted(lengths)[:4]}", field="checks.fidelity")
+    return np.asarray([np.asarray(r, dtype=np.float64) for r in rows], dtype=np.float64).reshape(len(rows), -1)
+
+
+def _pooled(m: np.ndarray, q: float | None) -> Callable[..., np.ndarray]:
+    """The statistic over the tokens of the chunks whose indices a resample drew (any batch shape)."""
+    def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        flat = m[np.asarray(idx, dtype=np.int64)].reshape(*np.shape(idx)[:-1], -1)
+        return flat.mean(axis=-1) if q is None else np.quantile(flat, q, axis=-1)
+    return stat
+
+
+def _bootstrap(m: np.ndarray, q: float | None, *, resamples: int, seed: int, level: float) -> Estimate:
+    from scipy import stats as sps
+
+    n = m.shape[0]
+    stat = _pooled(m, q)
+    point = float(stat(np.arange(n)))
+    if n < 2:
+        return Estimate(point, math.nan, math.nan)
+    if np.all(m == m.flat[0]):  # every token the same (an A/A run): every resample is this value
+        return Estimate(point, point, point)
+    batch = max(1, 4_000_000 // m.size)  # bounded memory: ~4M floats per batch of resamples
+    lo = hi = math.nan
+    for method in ("BCa", "percentile"):  # BCa is undefined when the jackknife is flat
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = sps.bootstrap((np.arange(n),), stat, n_resamples=resamples, confidence_level=level,
+                              method=method, vectorized=True, batch=batch, random_state=seed)
+        lo, hi = float(r.confidence_interval.low), float(r.confidence_interval.high)
+        if math.isfinite(lo) and math.isfinite(hi):
+            break
+    return Estimate(point, lo, hi)
+
+
+def result_dict(res: FidelityResult) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from edgegate.results import jsonable
+
+    out: dict[str, Any] = jsonable(asdict(res))
+    return out
+
+
+def run_kl(
+    dense_path: str | Path, compressed_path: str | Path, *, runtime: str = "llamacpp", text: str | None = None,
+    n_ctx: int = 512, mode: str = "chunked", threads: int | None = None, cache_dir: str | Path | None = None,
+    timeout: float = DEFAULT_BACKEND_TIMEOUT, progress: Progress | None = None, resamples: int = 2000, seed: int = 0,
+) -> tuple[PPLComparison, FidelityResult]:
+    """``ppl.run_ppl`` and the fidelity of the pair from the same pass: (perplexity
+    comparison, fidelity). Tokenizers must agree (InputError, exit 2)."""
+    from edgegate import ppl
+    from edgegate.backends.pair import OpenSettings, open_pair
+
+    body = ppl.evaluation_text(text)
+    opening = OpenSettings(n_ctx=n_ctx, threads=threads, cache_dir=cache_dir, timeout=timeout)
+    with open_pair(runtime, (dense_path, compressed_path), opening) as pair:
+        extra = ppl.same_tokenizer(pair, body)
+        chunking = ppl.chunk_text(pair.dense, body, n_ctx, mode)  # type: ignore[arg-type]
+        res = scored_pass(pair.dense, pair.compressed, chunking, range(len(chunking.chunks)), progress=progress)
+        ident = {role: (str(be.runtime), str(be.model_path)) for role, be in (("dense", pair.dense), ("compressed", pair.compressed))}
+    n_eval = sum(len(c) for c in chunking.chunks)
+    results = [
+        ppl.result_from_nlls([getattr(c, f"nll_{role}") for c in res.chunks], n_ctx=n_ctx, mode=mode, n_eval=n_eval,
+                             seconds=res.seconds[role], runtime=ident[role][0], model=ident[role][1])
+        for role in ("dense", "compressed")
+    ]
+    cmp = ppl.compare(results[0], results[1])
+    cmp.extra.update(extra)
+    fid = summarize([c.kl for c in res.chunks], [c.top1 for c in res.chunks], [c.nll_dense for c in res.chunks],
+                    [c.nll_compressed for c in res.chunks], resamples=resamples, seed=seed)
+    return cmp, fid
+
+
+def text_lines(res: FidelityResult) -> list[str]:
+    """The one-screen summary `edgegate ppl --kl` prints."""
+    def ci(e: Estimate, f: str = ".4g") -> str:
+        return f"{e.value:{f}} [{e.ci_low:{f}}, {e.ci_high:{f}}]"
+
+    return [
+        f"KL(dense||compressed) nats/token: mean {ci(res.mean_kl)}  median {ci(res.median_kl)}",
+        f"  p90 {ci(res.p90_kl)}  p99 {ci(res.p99_kl)}  p99.9 {ci(res.p999_kl)}  max {res.max_kl:.4g}",
+        f"top-1 agreement {ci(res.top1_agreement, '.2%')}; p(next token) dense {res.p_ref_dense.value:.4f} "
+        f"-> compressed {res.p_ref_compressed.value:.4f} (Δp {ci(res.delta_p, '+.4f')})",
+        f"(95% CIs; n={res.n_chunks} chunks, {res.n_tokens} tokens; {res.test})",
+    ]
