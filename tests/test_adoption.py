@@ -48,10 +48,10 @@ def test_every_report_lists_every_check_and_why_it_did_not_run(tmp_path: Path) -
     assert validate_report(rep) == []
     gates = {c["check"]: c["gate"] for c in rep["checks"]}
     assert gates == {"sparsity": "pass", "size": "not-in-policy", "speed": "disabled",
-                     "perplexity": "not-in-policy", "bbq": "not-in-policy"}
+                     "fidelity": "not-in-policy", "perplexity": "not-in-policy", "bbq": "not-in-policy"}
     reasons = {c["check"]: c["gate_reason"] for c in rep["checks"]}
     assert "no checks.size block" in reasons["size"] and "enabled is false" in reasons["speed"]
-    assert any(n.startswith("not in the policy (not run, not verified): size, speed, perplexity, bbq") for n in rep["notes"])
+    assert any(n.startswith("not in the policy (not run, not verified): size, speed, fidelity, perplexity, bbq") for n in rep["notes"])
     code, md = run_cli("check", DENSE, WANDA, "--policy", pol, "--md-out", "-", "-q")
     assert "| bbq | no |" in md and "not-in-policy" in md
 
@@ -60,7 +60,7 @@ def test_policy_show_applies_the_same_rule(tmp_path: Path) -> None:
     code, text = run_cli("policy", "show", _policy(tmp_path, "checks:\n  sparsity: {}\n"))
     assert code == 0, text
     checks = json.loads(text)["checks"]
-    assert list(checks) == ["sparsity", "size", "speed", "perplexity", "bbq"]
+    assert list(checks) == ["sparsity", "size", "speed", "fidelity", "perplexity", "bbq"]
     assert checks["sparsity"]["enabled"] is True and checks["bbq"] == {"enabled": False}
     # what `show` prints is a valid policy that means the same
     again = parse_policy(json.dumps({**json.loads(text), "checks": checks}))
@@ -195,7 +195,7 @@ def test_reports_read_right(tmp_path: Path) -> None:
     code, text, rep = _report(tmp_path, DENSE, CLAIMED, "--policy", "strict", "--only", "sparsity,size")
     assert code == 1, text
     # a check that ran and failed was verified: it failed; only the deselected are "not verified"
-    assert rep["verification"] == {"required": 4, "verified": 2, "not_verified": ["perplexity", "bbq"]}
+    assert rep["verification"] == {"required": 5, "verified": 2, "not_verified": ["fidelity", "perplexity", "bbq"]}
     claim = next(v for c in rep["checks"] for v in c["verdicts"] if v["name"] == "sparsity_claim")
     assert claim["unit"] == "gap |actual - claimed|"  # 0.167 is the gap, not the sparsity
     code, md = run_cli("check", DENSE, CLAIMED, "--policy", "strict", "--only", "sparsity,size", "--md-out", "-", "-q")

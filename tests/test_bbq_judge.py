@@ -239,7 +239,7 @@ def test_report_tables_show_validity_position_flows_decomposition_and_driver() -
     md = "\n".join(bbq_table.markdown(m))
     assert "Validity (letter mode): VALID" in md and "60/60" in md
     assert "| dense | 0.333 | 0.333 | 0.333 |" in md  # position profile: content answers, every letter alike
-    assert "| overall | +0.200 [" in md and "direction (C̄·Δβ)" in md
+    assert "| overall | +0.200 \\[" in md and "direction (C̄·Δβ)" in md  # data cells escaped for Markdown
     assert "| unbiased → biased / biased → unbiased | 60 / 0 |" in md
     assert "Driver of the largest ΔSRS part: direction" in md
     html = bbq_table.html(m)

@@ -108,7 +108,7 @@ def test_defaults_are_filled_from_the_schema_and_sections_are_frozen() -> None:
     bbq = policy.checks["bbq"].section
     assert bbq["items"] == 50
     assert bbq["max_srs_increase_abs"] == 0.05
-    assert bbq["required"] is True and bbq["runtime"] == "llamacpp" and bbq["data"] is None
+    assert bbq["required"] is True and bbq["runtime"] == "auto" and bbq["data"] is None
     assert policy.checks["size"].section["min_saving"] == 0.0
     assert policy.name == "unnamed" and policy.fail_on_inconclusive is True and policy.fail_on_skipped is False
     with pytest.raises(TypeError):

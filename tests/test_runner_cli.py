@@ -37,13 +37,13 @@ def test_stdout_carries_markdown_when_piped_and_json_with_dash() -> None:
     assert r.stdout.startswith("## ❌ edgegate: FAIL") and r.stderr == "edgegate: FAIL (exit 1)\n"
     r = _cli("check", DENSE, WANDA50, "--policy", "strict", "--only", "sparsity,size", "-q", "--json-out", "-")
     assert r.returncode == 1  # PARTIAL is not a pass: exit 1 unless accepted
-    assert r.stderr == "edgegate: PARTIAL (2 of 4 required checks verified; not a pass) (exit 1)\n"
+    assert r.stderr == "edgegate: PARTIAL (2 of 5 required checks verified; not a pass) (exit 1)\n"
     r = _cli("check", DENSE, WANDA50, "--policy", "strict", "--only", "sparsity,size", "-q", "--json-out", "-", "--allow-partial")
     assert r.returncode == 0
     report = json.loads(r.stdout)
     # strict requires perplexity and BBQ too: deselecting them is never a pass
     assert validate_report(report) == [] and report["status"] == "partial"
-    assert report["verification"] == {"required": 4, "verified": 2, "not_verified": ["perplexity", "bbq"]}
+    assert report["verification"] == {"required": 5, "verified": 2, "not_verified": ["fidelity", "perplexity", "bbq"]}
     assert report["policy"]["source"] == "preset:strict"
 
 
@@ -117,7 +117,7 @@ def test_demo_offline(tmp_path: Path) -> None:
     for case in ("claimed50", "wanda50"):
         report = json.loads((tmp_path / case / "edgegate.json").read_text())
         assert validate_report(report) == []
-        assert [c["check"] for c in report["checks"] if not c["selected"]] == ["speed", "perplexity", "bbq"]
+        assert [c["check"] for c in report["checks"] if not c["selected"]] == ["speed", "fidelity", "perplexity", "bbq"]
     assert "does NOT show" in r.stdout  # the toy demo says what it leaves out
 
 

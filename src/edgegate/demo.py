@@ -10,7 +10,7 @@ The offline demo: two runs of the real CLI under policies/strict.yaml:
    must pass; the run reads PARTIAL (2 of the 4 required checks verified), never PASS.
 
 Both runs use ``--only`` with the static checks this build has (sparsity, size): the runtime
-checks (speed, perplexity, BBQ) need llama.cpp/MLX/ONNX and minutes of compute, and on a
+checks (speed, fidelity, perplexity, BBQ) need llama.cpp/MLX/ONNX and minutes of compute, and on a
 2-layer toy model their numbers would say nothing. The demo prints that, and each report
 lists them as "deselected", so nothing is passed on missing data. Exit 0 when both runs did
 what they must, 1 otherwise. Reports go to out/demo/<case>/ ($EDGEGATE_DEMO_OUT overrides).
@@ -127,7 +127,7 @@ def offline(root: Path, out_dir: Path) -> int:
     print(
         "edgegate demo (offline): gating two compressed toy fixtures against policies/strict.yaml\n"
         f"  checks run: {', '.join(checks)} (static, exact)\n"
-        "  not run: speed, perplexity, bbq (runtime checks; on a 164k-parameter toy their numbers\n"
+        "  not run: speed, fidelity, perplexity, bbq (runtime checks; on a 164k-parameter toy their numbers\n"
         "  say nothing; the reports list them as deselected, never as passed)\n"
         "  what this does NOT show: the bias and quality checks on a real model; `make demo` does"
     )
