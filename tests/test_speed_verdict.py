@@ -92,7 +92,12 @@ def test_machine_load_arithmetic() -> None:
     load = between(a, b)
     assert load.other_cores == pytest.approx(0.5)  # 20 s busy, 15 s our own, over 10 s
     assert load.cpu_pressure == pytest.approx(0.2) and load.contended is True
+    # without the kernel's pressure figure: others must use more cores than the benchmark left free
+    no_psi = between(_Snapshot(0.0, 0.0, 0.0, None, None), _Snapshot(10.0, 10.0, 0.0, None, None), threads=1)
+    assert no_psi.other_cores == pytest.approx(1.0)
+    assert (no_psi.contended is True) is ((no_psi.cpus - 1) <= 1.0)
     unknown = between(_Snapshot(1.0, None, 0.0, None, None), _Snapshot(2.0, None, 0.0, None, None))
+
     assert unknown.contended is None and unknown.to_dict()["contended"] is None
 
 

@@ -168,7 +168,7 @@ def bench_runtime(
                 advance(1)
         infos = {name: b.info() for name, b in opened.items()}
     # after the pair closed: its processes are reaped, so their CPU time counts as ours
-    load = between(load_start, snapshot())
+    load = between(load_start, snapshot(), cfg.threads)
     return summarize(runtime, cfg, samples, infos, cpus, time.perf_counter() - t_start, load)
 
 
