@@ -165,6 +165,8 @@ def test_ppl_cli_json_and_check(capsys: pytest.CaptureFixture[str]) -> None:
     opts = RunSettings(threads=1)
     res = check.run(CheckContext(compressed_path=GGUF, dense_path=GGUF, section=section, settings=opts))
     assert res.status is Status.PASS and res.verdicts[0].ci is not None and res.verdicts[0].n >= 4
+    # the observed value is the relative change, and its unit says so (9.591 beside "+959%" misled)
+    assert res.verdicts[0].unit.startswith("relative") and res.verdicts[0].observed == 0.0
     few = check.run(CheckContext(compressed_path=GGUF, dense_path=GGUF, section={**section, "min_chunks": 10_000}, settings=opts))
     assert few.status is Status.INCONCLUSIVE
 

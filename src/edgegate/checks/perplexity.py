@@ -113,7 +113,7 @@ def result_from_comparison(cmp: Any, settings: Mapping[str, Any], duration_s: fl
     d, c = cmp.dense, cmp.compressed
     ci = Interval(cmp.ci_low, cmp.ci_high, cmp.level, cmp.test)
     extra: dict[str, Any] = dict(
-        unit="", n=cmp.n, ci=ci, effect_size=cmp.relative_change,
+        unit="relative (0.05 = +5%)", n=cmp.n, ci=ci, effect_size=cmp.relative_change,
         effect_size_name="relative perplexity change", test=cmp.test, scope=runtime,
     )
     what = (
