@@ -81,3 +81,11 @@ def test_newcombe_paired_contains_estimate_and_correlation_narrows() -> None:
     lo0, hi0 = stats.newcombe_paired(21, 21, 25, 33)  # roughly same margins, weak correlation
     assert (hi - lo) < (hi0 - lo0)
     assert stats.newcombe_paired(0, 0, 0, 0) == (-1.0, 1.0)
+
+
+def test_a_one_sided_test_still_reports_a_two_sided_interval() -> None:
+    """A one-sided binomial test's own interval ends at 1.0 ("95% CI 0.42..1.000" in reports)."""
+    from edgegate.bbq.paired import exact_binomial
+
+    r = exact_binomial(45, 100, 1 / 3, alternative="greater")
+    assert r.p_value < 0.02 and 0.3 < r.ci[0] < 0.45 < r.ci[1] < 0.6

@@ -44,7 +44,9 @@ def exact_binomial(k: int, n: int, p0: float = 0.5, alternative: str = "two-side
     if n <= 0:
         return Binomial(k, n, p0, 1.0, (0.0, 1.0), f"exact binomial ({alternative}), no trials")
     r = sps.binomtest(int(k), int(n), p0, alternative=alternative)
-    ci = r.proportion_ci(confidence_level=0.95, method="exact")
+    # the interval is always the two-sided Clopper-Pearson one: a one-sided test's own interval
+    # ends at 0 or 1 and read as "95% CI 0.42..1.000" in reports
+    ci = sps.binomtest(int(k), int(n), p0).proportion_ci(confidence_level=0.95, method="exact")
     return Binomial(k, n, p0, float(r.pvalue), (float(ci.low), float(ci.high)), f"exact binomial ({alternative}, p0={p0:.3g})")
 
 
