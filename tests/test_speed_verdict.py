@@ -84,6 +84,10 @@ def test_contention_is_named_in_the_verdict_and_kept_in_the_report() -> None:
     assert "measured under contention" in v.message and "0.90 of 2 cores" in v.message
     quiet = _judge(_bench([1.8, 1.82, 1.79]), DIFFERENT)["min_speedup"]
     assert "contention" not in quiet.message
+    # an endpoint's bytes cannot be read: under contention its timing cannot carry a pass
+    unknown = Mechanism(None, "a model behind an endpoint")
+    assert _judge(_bench([1.8, 1.82, 1.79], load=BUSY), unknown)["min_speedup"].status is Status.INCONCLUSIVE
+    assert _judge(_bench([1.8, 1.82, 1.79]), unknown)["min_speedup"].status is Status.PASS
 
 
 def test_machine_load_arithmetic() -> None:

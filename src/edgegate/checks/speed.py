@@ -11,7 +11,9 @@ runs of a model against its own byte copy read up to a few percent either way).
   ``edgegate.perf.mechanism``) and the bar asks for a speedup: FAIL, whatever the timing says;
 - fewer than 2 repetitions: INCONCLUSIVE (no interval can be formed);
 - else PASS when the lower bound of the 95% CI (paired t on per-repetition log ratios) is at
-  or above the bar, FAIL when the upper bound is below it, INCONCLUSIVE in between.
+  or above the bar, FAIL when the upper bound is below it, INCONCLUSIVE in between; a PASS
+  measured under contention with no mechanism read from the files (an endpoint) is
+  INCONCLUSIVE (A/A runs under contention read up to +18%).
 ``claims.speedup`` above 1 with no mechanism is FAIL; otherwise FAIL when the CI's upper bound
 is below the claim, else PASS. A timing taken under contention is marked in every message.
 A runtime that is not installed, or cannot load the format given, is SKIPPED for that runtime.
@@ -186,7 +188,8 @@ def _runtime_verdicts(rt: str, res: RuntimeBench, mech: Mechanism, thr: float | 
     )
     band = (f"{sp.point:.3f}x [95% CI {sp.ci_low:.3f}, {sp.ci_high:.3f}], n={sp.n}" if ci is not None
             else f"{sp.point:.3f}x, n={sp.n} (no interval)")
-    if res.load is not None and res.load.contended:
+    contended = res.load is not None and res.load.contended is True
+    if contended:
         band += f"; measured under contention ({res.load.describe()})"
     no_mechanism = mech.possible is False
     verdicts: list[Verdict] = []
@@ -199,6 +202,11 @@ def _runtime_verdicts(rt: str, res: RuntimeBench, mech: Mechanism, thr: float | 
             status, text = Status.FAIL, f"{mech.reason}; the timing ({band}) is not counted as a speedup"
         elif ci is None:
             status, text = Status.INCONCLUSIVE, f"decode speedup {band}: too few repetitions to judge {asked}"
+        elif sp.ci_low >= bar and contended and mech.possible is None:
+            # under contention A/A runs read up to +18% with tight intervals (docs/calibration):
+            # without a mechanism read from the files, timing alone cannot carry a pass there
+            status, text = Status.INCONCLUSIVE, (f"decode speedup {band} clears {asked}, but under contention "
+                                                 "and with no mechanism read from the files; re-run on an idle machine")
         elif sp.ci_low >= bar:
             status, text = Status.PASS, f"decode speedup {band} clears {asked}"
         elif sp.ci_high < bar:
