@@ -40,7 +40,7 @@ def _mechanism(report: dict[str, Any], runtime: str) -> Mechanism:
     if c["format"] != d["format"]:
         return Mechanism(True, f"formats differ ({d['format']} vs {c['format']})")
     if c["tensor_bytes"] != d["tensor_bytes"]:
-        return Mechanism(True, f"{d['tensor_bytes'] - c['tensor_bytes']:+,} bytes of weights less to read")
+        return Mechanism(True, f"{d['tensor_bytes'] - c['tensor_bytes']:,} bytes of weights fewer to read")
     return Mechanism(False, f"no mechanism for a speedup: same format ({c['format']}) and the same "
                      f"{c['tensor_bytes']:,} bytes of tensors, and {runtime} runs dense kernels")
 

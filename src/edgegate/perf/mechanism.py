@@ -52,8 +52,9 @@ def speed_mechanism(dense: str | Path, compressed: str | Path, runtime: str) -> 
     if differing:
         a, b = differing[0]
         saved = sum(x.nbytes for x, _ in pairs) - sum(y.nbytes for _, y in pairs)
+        more_less = f"{saved:,} bytes of weights fewer" if saved >= 0 else f"{-saved:,} bytes of weights more"
         return Mechanism(True, f"{len(differing)} of {len(pairs)} tensors stored differently "
-                         f"(e.g. {a.dtype} -> {b.dtype}); {saved:+,} bytes of weights less to read",
+                         f"(e.g. {a.dtype} -> {b.dtype}); {more_less} to read",
                          len(pairs), len(differing))
     if runtime in SPARSE_KERNELS:
         return Mechanism(True, f"same bytes, but {runtime} has sparse kernels", len(pairs), 0)
