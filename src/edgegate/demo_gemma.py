@@ -6,7 +6,7 @@
    weights of every block's seven linear projections set to zero, per output row (magnitude
    pruning, the definitional baseline; unstructured zeros stored dense, as people ship them).
    It claims 50% sparsity, which is true.
-3. ``edgegate check`` with all five checks (sparsity, size, speed, perplexity, BBQ) under
+3. ``edgegate check`` with all six checks (sparsity, size, speed, fidelity, perplexity, BBQ) under
    policies/demo.yaml through llama.cpp. Expected: FAIL, because perplexity rises far beyond
    +5% (measured here before: 15.9 -> 745), while the sparsity claim holds and the file is
    not one byte smaller.
@@ -124,8 +124,9 @@ def run(root: Path, out_dir: Path) -> int:
     for reason in report["reasons"]:
         print(f"  - {reason}")
     print(f"reports: {dest}/edgegate.{{json,md,html}}, edgegate-junit.xml")
-    ran_all = all(status.get(c) in ("pass", "fail", "inconclusive") for c in ("sparsity", "size", "speed", "perplexity", "bbq"))
-    expected = ran_all and proc.returncode == 1 and status.get("perplexity") == "fail" and status.get("sparsity") == "pass"
-    print("\ndemo " + ("OK: all five checks ran; the claim holds, no byte is saved, and perplexity fails the gate."
+    ran_all = all(status.get(c) in ("pass", "fail", "inconclusive") for c in ("sparsity", "size", "speed", "fidelity", "perplexity", "bbq"))
+    expected = (ran_all and proc.returncode == 1 and status.get("perplexity") == "fail" == status.get("fidelity")
+                and status.get("sparsity") == "pass")
+    print("\ndemo " + ("OK: all six checks ran; the claim holds, no byte is saved, and perplexity and fidelity fail the gate."
                        if expected else "UNEXPECTED: the gate should fail on perplexity with the sparsity claim holding."))
     return 0 if expected else 1

@@ -132,7 +132,8 @@ def compare(
         ">": observed > threshold,
     }[comparator]
     status = Status.PASS if ok else Status.FAIL
-    msg = f"{label}: {_fmt(observed)}{unit} {'within' if ok else 'violates'} {comparator} {_fmt(threshold)}{unit}"
+    u = unit if unit in ("", "x", "%") else f" {unit}"  # "1.5x", "3%", but "0.17 gap |...|"
+    msg = f"{label}: {_fmt(observed)}{u} {'within' if ok else 'violates'} {comparator} {_fmt(threshold)}{u}"
     return Verdict(name, status, msg, float(observed), float(threshold), comparator, unit, **extra)
 
 

@@ -189,7 +189,7 @@ def _runtime_verdicts(rt: str, res: RuntimeBench, mech: Mechanism, thr: float | 
     band = (f"{sp.point:.3f}x [95% CI {sp.ci_low:.3f}, {sp.ci_high:.3f}], n={sp.n}" if ci is not None
             else f"{sp.point:.3f}x, n={sp.n} (no interval)")
     contended = res.load is not None and res.load.contended is True
-    if contended:
+    if res.load is not None and contended:
         band += f"; measured under contention ({res.load.describe()})"
     no_mechanism = mech.possible is False
     verdicts: list[Verdict] = []
