@@ -30,6 +30,7 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,8 @@ def _one(dense: Path, compressed: Path, section: dict[str, Any]) -> dict[str, An
     m = speed.measure(ctx)
     assert m is not None
     shipped = speed.judge([("run", m)], section)
-    timing_only = speed.judge([("run", _without_mechanism(m, Mechanism))], section)
+    withheld = replace(m, mechanisms={rt: Mechanism(None, "withheld for calibration") for rt in m.mechanisms})
+    timing_only = speed.judge([("run", withheld)], section)
     bench = m.benches["llamacpp"]
     sp = bench.decode
     v = next(x for x in shipped.verdicts if x.name == "min_speedup")
@@ -88,12 +90,6 @@ def _one(dense: Path, compressed: Path, section: dict[str, Any]) -> dict[str, An
     }
 
 
-def _without_mechanism(m: Any, mechanism_cls: Any) -> Any:
-    from dataclasses import replace
-
-    return replace(m, mechanisms={rt: mechanism_cls(None, "withheld for calibration") for rt in m.mechanisms})
-
-
 def _done(rows: list[dict[str, Any]]) -> set[tuple[str, str, str, int]]:
     return {(r["plan"], r["condition"], r["compressed"], r["run"]) for r in rows}
 
@@ -104,7 +100,7 @@ def _rows() -> list[dict[str, Any]]:
     return [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
 
 
-def run(plan: str, runs: int, load: bool, models: Path) -> None:
+def run(plan: str, runs: int, load: bool, models: Path, condition: str | None = None) -> None:
     which, targets = PLANS[plan]
     section = _section(which)
     dense = models / "gguf" / "gemma3-270m-f16.gguf"
@@ -117,7 +113,7 @@ def run(plan: str, runs: int, load: bool, models: Path) -> None:
         compressed = [copy]
     else:
         compressed = [models / "gguf" / t for t in targets]
-    condition = "load" if load else "as-found"
+    condition = condition or ("load" if load else "as-found")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     done = _done(_rows())
     for c in compressed:
@@ -162,7 +158,8 @@ def summary() -> str:
         sel = [r for r in rows if (r["plan"], r["compressed"], r["condition"]) == (plan, comp, cond)]
         pts = [r["point"] for r in sel]
         sds = sorted(r["log_sd"] for r in sel if r["log_sd"] == r["log_sd"])
-        label = {"load": "busy loop beside it", "as-found": "as found"}.get(cond, cond)
+        label = {"load": "busy loop beside it", "as-found": "as found",
+                 "contend": "`contend` on the other core"}.get(cond, cond)
         lines.append(
             f"| {plan} | {comp} | {label} | {len(sel)} | {sum(_contended(r) for r in sel)} | "
             f"{sum(r['demonstrated'] for r in sel)} | {sum(r['timing_only_demonstrated'] for r in sel)} | "
@@ -178,10 +175,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--load", action="store_true", help="a time-varying CPU load beside each run")
     ap.add_argument("--models", type=Path, default=Path("/work/models"))
+    ap.add_argument("--condition", help="label of the runs (default: load with --load, else as-found), e.g. "
+                    "contend when run under ../shared/tools/contend")
     ap.add_argument("--summary", action="store_true", help="print the table of all runs so far")
     args = ap.parse_args()
     if args.plan:
-        run(args.plan, args.runs, args.load, args.models)
+        run(args.plan, args.runs, args.load, args.models, args.condition)
     if args.summary or not args.plan:
         print(summary())
 

@@ -52,7 +52,7 @@ def test_same_bytes_never_pass_however_fast_the_timing_reads() -> None:
     v = _judge(_bench([1.16, 1.17, 1.18, 1.17, 1.16]), SAME, claim=1.5)
     assert v["min_speedup"].status is Status.FAIL and "no mechanism" in v["min_speedup"].message
     assert v["claimed_speedup"].status is Status.FAIL and "no mechanism" in v["claimed_speedup"].message
-    # the same timing with a mechanism is a demonstrated speedup of >= 1.1x
+    # the same timing with a mechanism is a demonstrated speedup of >= 1.15x
     assert _judge(_bench([1.16, 1.17, 1.18, 1.17, 1.16]), DIFFERENT)["min_speedup"].status is Status.PASS
 
 
@@ -64,11 +64,11 @@ def test_a_non_inferiority_bar_may_pass_without_a_mechanism() -> None:
 
 def test_min_effect_raises_the_bar_and_the_interval_decides_three_ways() -> None:
     tight_small = _judge(_bench([1.05, 1.04, 1.06, 1.05, 1.05]), DIFFERENT)["min_speedup"]
-    assert tight_small.status is Status.FAIL and tight_small.threshold == pytest.approx(1.1)
-    assert "rules out >= 1.1x" in tight_small.message
+    assert tight_small.status is Status.FAIL and tight_small.threshold == pytest.approx(1.15)
+    assert "rules out >= 1.15x" in tight_small.message
     wide = _judge(_bench([1.6, 0.9, 1.3]), DIFFERENT)["min_speedup"]
     assert wide.status is Status.INCONCLUSIVE and "neither demonstrates nor rules out" in wide.message
-    assert wide.ci is not None and wide.ci.low < 1.1 < wide.ci.high and wide.n == 3
+    assert wide.ci is not None and wide.ci.low < 1.15 < wide.ci.high and wide.n == 3
     no_effect_floor = _judge(_bench([1.05, 1.04, 1.06, 1.05, 1.05]), DIFFERENT, {"min_effect": 0.0})["min_speedup"]
     assert no_effect_floor.status is Status.PASS
 
@@ -141,7 +141,7 @@ def test_policy_defaults_live_in_the_schema() -> None:
     assert p.checks["perplexity"].section["runtime"] == "auto"
     assert p.checks["bbq"].section["runtime"] == "auto"
     assert list(p.checks["speed"].section["runtimes"]) == ["auto"]
-    assert p.checks["speed"].section["min_effect"] == check_default("speed", "min_effect") == 0.1
+    assert p.checks["speed"].section["min_effect"] == check_default("speed", "min_effect") == 0.15
     schema = policy_schema()["$defs"]
     for check in ("perplexity", "bbq"):
         assert schema[check]["properties"]["runtime"]["default"] == "auto"

@@ -76,7 +76,7 @@ def extra_buffers_for(llama_cpp: Any, gguf: Path) -> tuple[bool, str]:
 
 
 @contextmanager
-def _extra_buffers(llama_cpp: Any, enabled: bool) -> Iterator[None]:
+def extra_buffers(llama_cpp: Any, enabled: bool) -> Iterator[None]:
     """llama_cpp.Llama takes no ``use_extra_bufts`` argument: while it builds its model
     parameters, hand it defaults with the flag set."""
     module = llama_cpp.llama.llama_cpp
@@ -194,7 +194,7 @@ class LlamaCppBackend(GenericBackend):
         t0 = time.perf_counter()
         self.extra_buffers, self._extra_buffers_why = extra_buffers_for(llama_cpp, gguf)
         try:
-            with _extra_buffers(llama_cpp, self.extra_buffers):
+            with extra_buffers(llama_cpp, self.extra_buffers):
                 self._llm: Any = llama_cpp.Llama(
                     model_path=str(gguf),
                     n_ctx=self.n_ctx,
