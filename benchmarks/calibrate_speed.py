@@ -36,6 +36,8 @@ from typing import Any
 
 import yaml
 
+from edgegate.perf.bench import PROCESS_DESIGN
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "studies" / "results" / "calibration" / "speed.jsonl"
 DOC = ROOT / "docs" / "calibration" / "speed.md"
@@ -90,8 +92,15 @@ def _one(dense: Path, compressed: Path, section: dict[str, Any]) -> dict[str, An
     }
 
 
-def _done(rows: list[dict[str, Any]]) -> set[tuple[str, str, str, int]]:
-    return {(r["plan"], r["condition"], r["compressed"], r["run"]) for r in rows}
+OLD_DESIGN = "two long-lived processes"  # rows taken before the design was recorded
+
+
+def _design(row: dict[str, Any]) -> str:
+    return str(row.get("design", OLD_DESIGN))
+
+
+def _done(rows: list[dict[str, Any]]) -> set[tuple[str, str, str, str, int]]:
+    return {(_design(r), r["plan"], r["condition"], r["compressed"], r["run"]) for r in rows}
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -118,7 +127,7 @@ def run(plan: str, runs: int, load: bool, models: Path, condition: str | None = 
     done = _done(_rows())
     for c in compressed:
         for i in range(runs):
-            if (plan, condition, c.name, i) in done:
+            if (PROCESS_DESIGN, plan, condition, c.name, i) in done:
                 continue
             stop = mp.Event()
             proc = mp.Process(target=_busy, args=(stop, i), daemon=True) if load else None
@@ -130,7 +139,7 @@ def run(plan: str, runs: int, load: bool, models: Path, condition: str | None = 
                 if proc:
                     stop.set()
                     proc.join(5)
-            row.update(plan=plan, condition=condition, compressed=c.name, run=i, settings=which,
+            row.update(design=PROCESS_DESIGN, plan=plan, condition=condition, compressed=c.name, run=i, settings=which,
                        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             with OUT.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -150,18 +159,19 @@ def _contended(row: dict[str, Any]) -> bool:
 def summary() -> str:
     rows = _rows()
     lines = [
-        "| plan | compressed | condition | runs | contended (CPU pressure >= 10%) | speedup demonstrated "
+        "| processes | plan | compressed | condition | runs | contended (CPU pressure >= 10%) | speedup demonstrated "
         "| timing-only demonstrated | CI excludes 1.0 | point range | median log-ratio SD |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
-    for plan, comp, cond in sorted({(r["plan"], r["compressed"], r["condition"]) for r in rows}):
-        sel = [r for r in rows if (r["plan"], r["compressed"], r["condition"]) == (plan, comp, cond)]
+    keys = sorted({(_design(r), r["plan"], r["compressed"], r["condition"]) for r in rows}, key=lambda k: (k[0] != PROCESS_DESIGN, k))
+    for design, plan, comp, cond in keys:
+        sel = [r for r in rows if (_design(r), r["plan"], r["compressed"], r["condition"]) == (design, plan, comp, cond)]
         pts = [r["point"] for r in sel]
         sds = sorted(r["log_sd"] for r in sel if r["log_sd"] == r["log_sd"])
         label = {"load": "busy loop beside it", "as-found": "as found",
                  "contend": "`contend` on the other core"}.get(cond, cond)
         lines.append(
-            f"| {plan} | {comp} | {label} | {len(sel)} | {sum(_contended(r) for r in sel)} | "
+            f"| {design} | {plan} | {comp} | {label} | {len(sel)} | {sum(_contended(r) for r in sel)} | "
             f"{sum(r['demonstrated'] for r in sel)} | {sum(r['timing_only_demonstrated'] for r in sel)} | "
             f"{sum(r['excludes_1'] for r in sel)} | {min(pts):.3f}..{max(pts):.3f} | "
             f"{sds[len(sds) // 2] if sds else math.nan:.3f} |"

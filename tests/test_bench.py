@@ -73,6 +73,9 @@ def test_bench_runtime_interleaves_and_keeps_samples() -> None:
     r = bench_runtime("llamacpp", DENSE, Q8, SMALL)
     assert [(s.repetition, s.model) for s in r.samples] == abba_order(4)
     assert [s.order for s in r.samples] == list(range(8))
+    # every repetition starts both models afresh: a process's own speed cannot become a bias
+    pids = [s.process for s in r.samples]
+    assert None not in pids and len(set(pids)) == len(pids)
     for s in r.samples:
         assert s.prefill_tps > 0 and s.decode_tps > 0 and s.ttft_s >= s.prefill_s > 0
         assert s.decode_tps == pytest.approx(8 / s.decode_s)

@@ -6,6 +6,7 @@ own tests); they exercise the runner's decisions, which do not depend on what a 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,29 @@ def test_data_files_the_checks_read_are_hashed(inputs: tuple[Path, Path], tmp_pa
     assert by_role["perplexity_text"]["files"][0]["sha256"] == hashlib.sha256(b"some text").hexdigest()
     g = gate(inputs, checks, pol, settings=RunSettings(bbq_data="hf:heegyu/bbq"), skip=("perplexity",))
     assert {i["role"] for i in g.inputs} == {"dense", "compressed"}  # nothing local to hash
+
+
+def test_the_fidelity_text_is_hashed_once_or_as_its_own(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    text, own = tmp_path / "eval.txt", tmp_path / "kl.txt"
+    text.write_text("some text")
+    own.write_text("other text")
+    checks = {"perplexity": result(Status.PASS), "fidelity": result(Status.PASS)}
+    shared = f"version: 1\nchecks:\n  perplexity: {{text: '{text}'}}\n  fidelity: {{}}\n"
+    # fidelity alone still reads perplexity's text: that file is an input of the run
+    g = gate(inputs, checks, shared, only=("fidelity",))
+    assert [i["role"] for i in g.inputs if i["role"].endswith("_text")] == ["fidelity_text"]
+    g = gate(inputs, checks, shared)  # both checks, one text: hashed once
+    assert [i["role"] for i in g.inputs if i["role"].endswith("_text")] == ["perplexity_text"]
+    apart = f"version: 1\nchecks:\n  perplexity: {{text: '{text}'}}\n  fidelity: {{text: '{own}'}}\n"
+    g = gate(inputs, checks, apart)
+    by_role = {i["role"]: i for i in g.inputs}
+    assert by_role["fidelity_text"]["files"][0]["sha256"] == hashlib.sha256(b"other text").hexdigest()
+
+
+def test_runtime_flag_reaches_fidelity_too() -> None:
+    from edgegate.preflight import check_runtime, runtime_flag_problems
+
+    settings = RunSettings(runtimes=("transformers",))
+    assert check_runtime("fidelity", {"runtime": "llamacpp"}, settings) == "transformers"
+    two = RunSettings(runtimes=("transformers", "llamacpp"))
+    assert any("fidelity" in p.message for p in runtime_flag_problems(["fidelity"], two))

@@ -151,9 +151,13 @@ def input_findings(descs: Mapping[str, Mapping[str, Any]], configs: Mapping[str,
     return out
 
 
+# checks that compare the two models on one runtime; --runtime (one name) reaches each of them
+ONE_RUNTIME_CHECKS = ("fidelity", "perplexity", "bbq")
+
+
 def check_runtime(name: str, section: Mapping[str, Any], settings: RunSettings) -> str:
-    """The runtime perplexity or BBQ will use: ``--runtime`` (one name) over the policy's."""
-    if settings.runtimes and name in ("perplexity", "bbq"):
+    """The runtime perplexity, fidelity or BBQ will use: ``--runtime`` (one name) over the policy's."""
+    if settings.runtimes and name in ONE_RUNTIME_CHECKS:
         return settings.runtimes[0]
     return str(section.get("runtime") or "auto")
 
@@ -162,7 +166,7 @@ def runtime_flag_problems(selected: Sequence[str], settings: RunSettings) -> lis
     """``--runtime`` reaches every runtime check; perplexity and BBQ compare two models on one
     runtime, so several names are refused rather than silently used by speed alone."""
     rts = settings.runtimes or ()
-    users = [n for n in ("perplexity", "bbq") if n in selected]
+    users = [n for n in ONE_RUNTIME_CHECKS if n in selected]
     if len(rts) > 1 and users and not settings.endpoints:
         return [Problem("--runtime", f"{', '.join(rts)} names {len(rts)} runtimes, but {' and '.join(users)} run(s) on "
                         "one: pass one runtime, or time several with `--only speed`")]
@@ -189,7 +193,7 @@ def format_problems(policy: Policy, selected: Sequence[str], settings: RunSettin
     for name in selected:
         cp = policy.checks.get(name)
         # an advisory check that cannot run is a reported skip; a required one would lose the run
-        if cp is None or name not in ("speed", "perplexity", "bbq") or not (cp.required or settings.runtimes):
+        if cp is None or name not in ("speed", *ONE_RUNTIME_CHECKS) or not (cp.required or settings.runtimes):
             continue
         wanted = list(settings.runtimes or cp.section.get("runtimes") or [AUTO]) if name == "speed" else [check_runtime(name, cp.section, settings)]
         where = "--runtime" if settings.runtimes else f"checks.{name}.runtime" + ("s" if name == "speed" else "")

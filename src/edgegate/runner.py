@@ -277,10 +277,10 @@ def _section(name: str, policy: Policy, settings: RunSettings) -> Mapping[str, A
     once reached only the speed check; preflight refuses several names for them)."""
     from types import MappingProxyType
 
-    from edgegate.preflight import check_runtime
+    from edgegate.preflight import ONE_RUNTIME_CHECKS, check_runtime
 
     sec = policy.checks[name].section
-    if settings.runtimes and name in ("perplexity", "bbq") and not settings.endpoints:
+    if settings.runtimes and name in ONE_RUNTIME_CHECKS and not settings.endpoints:
         return MappingProxyType({**sec, "runtime": check_runtime(name, sec, settings)})
     return sec
 
@@ -371,9 +371,10 @@ def _data_inputs(policy: Policy, selected: list[str], settings: RunSettings) -> 
         data = settings.bbq_data or policy_data_path(policy.checks["bbq"].section.get("data"), policy.base_dir)
         if data:
             out.append(("bbq_data", str(data)))
-    if "perplexity" in selected:
-        text = policy.checks["perplexity"].section.get("text")
-        if text:
-            # issue 15: relative to the policy file, not the cwd
-            out.append(("perplexity_text", str(relative_to_policy(text, policy.base_dir))))
+    for name in ("perplexity", "fidelity"):  # fidelity's block carries perplexity's text unless it has its own
+        text = policy.checks[name].section.get("text") if name in selected else None
+        if text:  # relative to the policy file, not the cwd
+            entry = (f"{name}_text", str(relative_to_policy(text, policy.base_dir)))
+            if entry[1] not in {v for _, v in out}:
+                out.append(entry)
     return out

@@ -243,6 +243,11 @@ class IsolatedBackend:
         out: Timing = self._call("time_run", prompt=[int(t) for t in prompt], gen_tokens=gen_tokens)
         return out
 
+    @property
+    def pid(self) -> int:
+        """The child process that holds the model (fresh per benchmark repetition)."""
+        return int(self._proc.pid)
+
     def info(self) -> dict[str, Any]:
         return dict(self._info, isolated=True)
 

@@ -5,8 +5,13 @@ Method (llama-bench's pp/tg tests and mlx_lm.benchmark, tightened for a comparis
   models (no tokenizer or text effects); decode is ``gen_tokens`` greedy steps ignoring EOS;
 - each model runs in its own process (its peak RSS is its own), pinned to the same CPUs with
   the same thread count; load time is the runtime's model load (GGUF conversion excluded);
-- ``warmup`` unmeasured runs each, then ``repetitions`` measured runs INTERLEAVED in ABBA
-  order (dense, compressed, compressed, dense, ...) so drift and order effects hit both;
+- every repetition starts BOTH models in fresh processes, in ABBA order (dense first, then
+  compressed first, ...), warms each up (``warmup`` runs of the full prompt and a short decode)
+  and measures each once, in the order they were started. Why fresh: on a VM a model process
+  keeps whatever speed its memory placement gave it; with two long-lived processes that is a
+  fixed bias no interval over repetitions can see (measured: a byte-identical copy read
+  1.08x faster when started second, 0.92x when started first). Fresh processes turn it into
+  variance the interval covers, and ABBA cancels start- and run-order effects in the mean;
 - per metric: medians, and the speedup as the geometric mean of per-repetition ratios with
   a paired t interval on the log ratios (pairs = the two runs of one repetition);
 - the machine's load over the whole benchmark (other processes' CPU, CPU pressure) is kept,
@@ -59,7 +64,7 @@ class BenchConfig:
 class Sample:
     model: str  # "dense" | "compressed"
     repetition: int
-    order: int  # position in the interleaved sequence
+    order: int  # position in the interleaved sequence (= start order within its repetition)
     prefill_s: float
     decode_s: float
     ttft_s: float
@@ -67,6 +72,7 @@ class Sample:
     decode_tps: float
     peak_rss_bytes: int | None
     loadavg1: float | None = None  # 1-minute load average when the sample was taken
+    process: int | None = None  # pid of the model's process (None for an in-process/HTTP model)
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,11 @@ class RuntimeBench:
     @property
     def decode(self) -> Speedup:
         return self.speedups["decode_tps"]
+
+
+WARMUP_GEN_TOKENS = 8
+# recorded with every calibration row: readings taken before fresh processes are kept apart
+PROCESS_DESIGN = "fresh processes per repetition, ABBA start order"
 
 
 def random_prompt(n: int, n_vocab: int, seed: int) -> list[int]:
@@ -138,36 +149,43 @@ def bench_runtime(
     load_start = snapshot()
     settings = OpenSettings(n_ctx=n_ctx, threads=cfg.threads, seed=cfg.seed, cache_dir=cfg.cache_dir,
                             timeout=cfg.timeout, cpus=cpus)
-    with open_pair(runtime, (dense_path, compressed_path), settings) as pair:
-        opened = {"dense": pair.dense, "compressed": pair.compressed}
-        vocab = min(int(b.n_vocab) for b in opened.values())
-        prompt = random_prompt(cfg.prompt_tokens, vocab, cfg.seed)
-        order = abba_order(cfg.repetitions)
-        samples: list[Sample] = []
-        with prog.task(f"bench {runtime}", total=2 * cfg.warmup + len(order)) as advance:
-            for _ in range(cfg.warmup):
-                for name in ("dense", "compressed"):
-                    opened[name].time_run(prompt, cfg.gen_tokens)
-                    advance(1)
-            for k, (rep, name) in enumerate(order):
-                t = opened[name].time_run(prompt, cfg.gen_tokens)
-                samples.append(
-                    Sample(
-                        name,
-                        rep,
-                        k,
-                        t.prefill_s,
-                        t.decode_s,
-                        t.ttft_s,
-                        t.prompt_tokens / t.prefill_s,
-                        t.gen_tokens / t.decode_s,
-                        t.peak_rss_bytes,
-                        _loadavg1(),
+    order = abba_order(cfg.repetitions)
+    samples: list[Sample] = []
+    infos: dict[str, dict[str, Any]] = {}
+    prompt: list[int] | None = None
+    with prog.task(f"bench {runtime}", total=len(order)) as advance:
+        for rep in range(cfg.repetitions):
+            roles = [m for r, m in order if r == rep]
+            with open_pair(runtime, (dense_path, compressed_path), settings) as pair:
+                opened = {name: pair.open(name) for name in roles}  # started in run order
+                if prompt is None:
+                    vocab = min(int(b.n_vocab) for b in opened.values())
+                    prompt = random_prompt(cfg.prompt_tokens, vocab, cfg.seed)
+                for name in roles:
+                    for _ in range(cfg.warmup):
+                        # the whole prompt (every prefill buffer) and a short decode: a fresh
+                        # process's first pass faults in its weights; more decode adds nothing
+                        opened[name].time_run(prompt, min(cfg.gen_tokens, WARMUP_GEN_TOKENS))
+                for name in roles:
+                    t = opened[name].time_run(prompt, cfg.gen_tokens)
+                    samples.append(
+                        Sample(
+                            name,
+                            rep,
+                            len(samples),
+                            t.prefill_s,
+                            t.decode_s,
+                            t.ttft_s,
+                            t.prompt_tokens / t.prefill_s,
+                            t.gen_tokens / t.decode_s,
+                            t.peak_rss_bytes,
+                            _loadavg1(),
+                            getattr(opened[name], "pid", None),
+                        )
                     )
-                )
-                advance(1)
-        infos = {name: b.info() for name, b in opened.items()}
-    # after the pair closed: its processes are reaped, so their CPU time counts as ours
+                    advance(1)
+                infos = {name: b.info() for name, b in opened.items()}
+    # after the last pair closed: its processes are reaped, so their CPU time counts as ours
     load = between(load_start, snapshot(), cfg.threads)
     return summarize(runtime, cfg, samples, infos, cpus, time.perf_counter() - t_start, load)
 
