@@ -116,72 +116,100 @@ def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
     if size < 24:
         raise CheckpointError(f"truncated: {size} bytes is shorter than a GGUF header", path=path, hint=HINT)
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        magic = buf[:4]
-        if magic != b"GGUF":
-            raise CheckpointError(f"bad magic {magic!r}, expected b'GGUF'", path=path,
-                                  hint="not a GGUF file (or a corrupt one)")
-        version = struct.unpack_from("<I", buf, 4)[0]
-        if struct.unpack_from(">I", buf, 4)[0] in (2, 3):
-            raise CheckpointError("big-endian GGUF is not supported", path=path,
-                                  hint="convert it with llama.cpp for a little-endian machine")
-        if version not in (2, 3):
-            raise CheckpointError(f"unsupported GGUF version {version} (expected 2 or 3)", path=path,
-                                  hint="re-convert with a current llama.cpp")
-        n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
-        # each KV needs >= 13 bytes and each tensor info >= 28: refuse absurd counts up front
-        if n_kv * 13 + n_tensors * 28 > size:
-            raise CheckpointError(f"truncated or corrupt: header declares {n_tensors} tensors and {n_kv} metadata keys, more than a "
-                                  f"{size}-byte file can hold", path=path, hint=HINT)
+        version, n_tensors, n_kv = _preamble(buf, path, size)
         cur = _Cursor(buf, path)
         cur.pos = 24
-        meta: dict[str, Any] = {}
-        for i in range(n_kv):
-            key = cur.string(f"metadata key #{i}")
-            vtype = cur.unpack("<I", f"metadata '{key}'")
-            if key in meta:
-                raise CheckpointError("duplicate metadata key", path=path, field=key, hint=HINT)
-            meta[key] = cur.value(vtype, f"metadata '{key}'")
-        align = meta.get("general.alignment", 32)
-        if not isinstance(align, int) or align <= 0 or align & (align - 1):
-            raise CheckpointError(f"general.alignment {align!r} is not a power of two", path=path, hint=HINT)
-        infos: list[tuple[str, tuple[int, ...], int, int]] = []
-        for i in range(n_tensors):
-            name = cur.string(f"tensor info #{i}")
-            where = f"tensor '{name}'"
-            n_dims = cur.unpack("<I", where)
-            if not 1 <= n_dims <= MAX_DIMS:
-                raise CheckpointError(f"{n_dims} dimensions (GGUF allows 1 to {MAX_DIMS})", path=path, field=where)
-            ne = tuple(cur.unpack("<Q", where) for _ in range(n_dims))
-            qtype = cur.unpack("<I", where)
-            offset = cur.unpack("<Q", where)
-            infos.append((name, ne, qtype, offset))
+        meta = _read_metadata(cur, n_kv)
+        align = _alignment(meta, path)
+        infos = _read_tensor_infos(cur, n_tensors)
         data_start = -(-cur.pos // align) * align
+    tensors = _lay_out(path, infos, quant_sizes, align, data_start, size)
+    return Header(version, meta, tensors, align, data_start)
+
+
+def _preamble(buf: mmap.mmap, path: Path, size: int) -> tuple[int, int, int]:
+    """The fixed 24 bytes: magic, version, tensor and KV counts -> (version, n_tensors, n_kv)."""
+    magic = buf[:4]
+    if magic != b"GGUF":
+        raise CheckpointError(f"bad magic {magic!r}, expected b'GGUF'", path=path,
+                              hint="not a GGUF file (or a corrupt one)")
+    version: int = struct.unpack_from("<I", buf, 4)[0]
+    # a version that reads 2 or 3 the other way round is a big-endian file, not a corrupt one
+    if struct.unpack_from(">I", buf, 4)[0] in (2, 3):
+        raise CheckpointError("big-endian GGUF is not supported", path=path,
+                              hint="convert it with llama.cpp for a little-endian machine")
+    if version not in (2, 3):
+        raise CheckpointError(f"unsupported GGUF version {version} (expected 2 or 3)", path=path,
+                              hint="re-convert with a current llama.cpp")
+    n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
+    # each KV needs >= 13 bytes and each tensor info >= 28: refuse absurd counts up front
+    if n_kv * 13 + n_tensors * 28 > size:
+        raise CheckpointError(f"truncated or corrupt: header declares {n_tensors} tensors and {n_kv} metadata keys, more than a "
+                              f"{size}-byte file can hold", path=path, hint=HINT)
+    return version, n_tensors, n_kv
+
+
+def _read_metadata(cur: _Cursor, n_kv: int) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for i in range(n_kv):
+        key = cur.string(f"metadata key #{i}")
+        vtype = cur.unpack("<I", f"metadata '{key}'")
+        if key in meta:
+            raise CheckpointError("duplicate metadata key", path=cur.path, field=key, hint=HINT)
+        meta[key] = cur.value(vtype, f"metadata '{key}'")
+    return meta
+
+
+def _alignment(meta: dict[str, Any], path: Path) -> int:
+    # every tensor offset is padded to it, so a zero or odd value would make the layout meaningless
+    align = meta.get("general.alignment", 32)
+    if not isinstance(align, int) or align <= 0 or align & (align - 1):
+        raise CheckpointError(f"general.alignment {align!r} is not a power of two", path=path, hint=HINT)
+    return align
+
+
+def _read_tensor_infos(cur: _Cursor, n_tensors: int) -> list[tuple[str, tuple[int, ...], int, int]]:
+    """The tensor table as read: (name, dims in ggml order, ggml type, offset), unchecked
+    beyond the dimension count; _lay_out checks them against the file."""
+    infos: list[tuple[str, tuple[int, ...], int, int]] = []
+    for i in range(n_tensors):
+        name = cur.string(f"tensor info #{i}")
+        where = f"tensor '{name}'"
+        n_dims = cur.unpack("<I", where)
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise CheckpointError(f"{n_dims} dimensions (GGUF allows 1 to {MAX_DIMS})", path=cur.path, field=where)
+        ne = tuple(cur.unpack("<Q", where) for _ in range(n_dims))
+        qtype = cur.unpack("<I", where)
+        offset = cur.unpack("<Q", where)
+        infos.append((name, ne, qtype, offset))
+    return infos
+
+
+def _lay_out(
+    path: Path,
+    infos: list[tuple[str, tuple[int, ...], int, int]],
+    quant_sizes: dict[int, tuple[int, int]],
+    align: int,
+    data_start: int,
+    size: int,
+) -> list[RawTensor]:
+    """The tensors with their absolute extents, refused unless they lie as llama.cpp lays them.
+
+    ggml's loader (gguf.cpp) requires the data section to be the tensors back to back, in
+    table order, each padded to the alignment: offset == running padded size. Anything
+    else (overlaps, gaps, reordering) llama.cpp refuses, so we refuse it too."""
     tensors: list[RawTensor] = []
     seen: set[str] = set()
-    # ggml's loader (gguf.cpp) requires the data section to be the tensors back to back, in
-    # table order, each padded to the alignment: offset == running padded size. Anything
-    # else (overlaps, gaps, reordering) llama.cpp refuses, so we refuse it too.
     expected, previous = 0, None
     for name, ne, qtype, offset in infos:
         where = f"tensor '{name}'"
         if name in seen:
             raise CheckpointError("duplicate tensor name", path=path, field=where, hint=HINT)
         seen.add(name)
-        if qtype not in quant_sizes:
-            raise CheckpointError(f"unknown ggml type {qtype}", path=path, field=where,
-                                  hint="upgrade the gguf package, or the file is corrupt")
-        block, type_size = quant_sizes[qtype]
-        numel = 1
-        for d in ne:
-            numel *= d
-        # each dim too: a zero dim makes numel 0 while another can be 2**63 (numpy then raises)
-        if numel > size * 8 or max(ne) > size * 8 or ne[0] % block:
-            raise CheckpointError(f"dims {list(ne)} do not fit the type's {block}-element blocks or the file",
-                                  path=path, field=where, hint=HINT)
+        nbytes = _tensor_nbytes(path, where, ne, qtype, quant_sizes, size)
         if offset % align:
             raise CheckpointError(f"data offset {offset} is not a multiple of the alignment {align}", path=path,
                                   field=where, hint=HINT)
-        nbytes = numel // block * type_size
         start = data_start + offset
         if start + nbytes > size:
             raise CheckpointError(f"truncated or lying offset: tensor data [{start}, {start + nbytes}) runs past "
@@ -194,4 +222,23 @@ def read_header(path: Path, quant_sizes: dict[int, tuple[int, int]]) -> Header:
         expected += -(-nbytes // align) * align
         previous = name
         tensors.append(RawTensor(name, ne, qtype, start, nbytes))
-    return Header(version, meta, tensors, align, data_start)
+    return tensors
+
+
+def _tensor_nbytes(
+    path: Path, where: str, ne: tuple[int, ...], qtype: int, quant_sizes: dict[int, tuple[int, int]], size: int
+) -> int:
+    """Bytes of one tensor's data, from its type's block layout; dims that could not fit in
+    the file are refused before they reach any arithmetic that trusts them."""
+    if qtype not in quant_sizes:
+        raise CheckpointError(f"unknown ggml type {qtype}", path=path, field=where,
+                              hint="upgrade the gguf package, or the file is corrupt")
+    block, type_size = quant_sizes[qtype]
+    numel = 1
+    for d in ne:
+        numel *= d
+    # each dim too: a zero dim makes numel 0 while another can be 2**63 (numpy then raises)
+    if numel > size * 8 or max(ne) > size * 8 or ne[0] % block:
+        raise CheckpointError(f"dims {list(ne)} do not fit the type's {block}-element blocks or the file",
+                              path=path, field=where, hint=HINT)
+    return numel // block * type_size

@@ -111,6 +111,23 @@ def _err(path: Path, msg: str, tensor: str | None = None, hint: str | None = Non
 
 def read_header(path: Path) -> tuple[list[Entry], dict[str, str]]:
     """Parse and validate a safetensors header; entries sorted by offset."""
+    n, raw, size = _read_raw_header(path)
+    header = _parse_header_json(path, raw)
+    meta_raw = header.pop("__metadata__", None) or {}
+    if not isinstance(meta_raw, dict) or not all(isinstance(v, str) for v in meta_raw.values()):
+        raise _err(path, "__metadata__ must map strings to strings")
+    data_start = 8 + n
+    data_len = size - data_start
+    entries = [_entry(path, name, rec, data_start, data_len) for name, rec in header.items()]
+    entries.sort(key=lambda t: (t[0], t[1]))
+    _check_coverage(path, entries, data_len)
+    return [t[2] for t in entries], dict(meta_raw)
+
+
+def _read_raw_header(path: Path) -> tuple[int, bytes, int]:
+    """The declared header length, the header's bytes and the file size. The length is checked
+    against a cap and the file before anything is read: a hostile length must not make us
+    allocate it."""
     try:
         size = path.stat().st_size
         with path.open("rb") as f:
@@ -128,6 +145,10 @@ def read_header(path: Path) -> tuple[list[Entry], dict[str, str]]:
             raw = f.read(n)
     except OSError as e:
         raise _err(path, f"cannot read file: {e.strerror or e}") from None
+    return n, raw, size
+
+
+def _parse_header_json(path: Path, raw: bytes) -> dict[str, Any]:
     from edgegate.safe_json import MAX_DEPTH, too_deep
 
     if too_deep(raw):  # json recurses per level: 200k '[' was a RecursionError
@@ -141,42 +162,45 @@ def read_header(path: Path) -> tuple[list[Entry], dict[str, str]]:
         raise _err(path, f"header is not valid UTF-8 JSON ({e})", hint="the file is corrupt or not safetensors") from None
     if not isinstance(header, dict):
         raise _err(path, "header JSON is not an object")
-    meta_raw = header.pop("__metadata__", None) or {}
-    if not isinstance(meta_raw, dict) or not all(isinstance(v, str) for v in meta_raw.values()):
-        raise _err(path, "__metadata__ must map strings to strings")
-    data_start = 8 + n
-    data_len = size - data_start
-    entries: list[tuple[int, int, Entry]] = []
-    for name, rec in header.items():
-        if not isinstance(rec, dict):
-            raise _err(path, "header record is not an object", tensor=name)
-        dtype = rec.get("dtype")
-        if not isinstance(dtype, str) or dtype not in STORAGE_DTYPES:  # a list/dict is unhashable
-            raise _err(path, f"unknown dtype {dtype!r}", tensor=name,
-                       hint=f"expected one of {', '.join(STORAGE_DTYPES)}")
-        shape = rec.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise _err(path, f"shape {shape!r} is not a list of non-negative integers", tensor=name)
-        offs = rec.get("data_offsets")
-        if (not isinstance(offs, list) or len(offs) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
-            raise _err(path, f"data_offsets {offs!r} is not a pair of integers", tensor=name)
-        begin, end = offs
-        if begin > end:
-            raise _err(path, f"data_offsets [{begin}, {end}] are reversed (begin > end)", tensor=name,
-                       hint="lying header")
-        if not 0 <= begin <= end <= data_len:
-            raise _err(path, f"data_offsets [{begin}, {end}] fall outside the data section (0..{data_len} bytes)",
-                       tensor=name, hint="truncated or lying header")
-        numel = 1
-        for d in shape:
-            numel *= d
-        want = numel * STORAGE_DTYPES[dtype].itemsize
-        if end - begin != want:
-            raise _err(path, f"shape {shape} x {dtype} needs {want} bytes but data_offsets span {end - begin}",
-                       tensor=name, hint="lying header: shape, dtype or offsets are wrong")
-        entries.append((begin, end, Entry(name, dtype, tuple(shape), data_start + begin, end - begin, path)))
-    entries.sort(key=lambda t: (t[0], t[1]))
+    return header
+
+
+def _entry(path: Path, name: str, rec: Any, data_start: int, data_len: int) -> tuple[int, int, Entry]:
+    """One tensor's record, checked on its own: (begin, end) relative to the data section, and
+    the entry. Every field is untrusted JSON, so each type is checked before it is used."""
+    if not isinstance(rec, dict):
+        raise _err(path, "header record is not an object", tensor=name)
+    dtype = rec.get("dtype")
+    if not isinstance(dtype, str) or dtype not in STORAGE_DTYPES:  # a list/dict is unhashable
+        raise _err(path, f"unknown dtype {dtype!r}", tensor=name,
+                   hint=f"expected one of {', '.join(STORAGE_DTYPES)}")
+    shape = rec.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise _err(path, f"shape {shape!r} is not a list of non-negative integers", tensor=name)
+    offs = rec.get("data_offsets")
+    if (not isinstance(offs, list) or len(offs) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
+        raise _err(path, f"data_offsets {offs!r} is not a pair of integers", tensor=name)
+    begin, end = offs
+    if begin > end:
+        raise _err(path, f"data_offsets [{begin}, {end}] are reversed (begin > end)", tensor=name,
+                   hint="lying header")
+    if not 0 <= begin <= end <= data_len:
+        raise _err(path, f"data_offsets [{begin}, {end}] fall outside the data section (0..{data_len} bytes)",
+                   tensor=name, hint="truncated or lying header")
+    numel = 1
+    for d in shape:
+        numel *= d
+    want = numel * STORAGE_DTYPES[dtype].itemsize
+    if end - begin != want:
+        raise _err(path, f"shape {shape} x {dtype} needs {want} bytes but data_offsets span {end - begin}",
+                   tensor=name, hint="lying header: shape, dtype or offsets are wrong")
+    return begin, end, Entry(name, dtype, tuple(shape), data_start + begin, end - begin, path)
+
+
+def _check_coverage(path: Path, entries: list[tuple[int, int, Entry]], data_len: int) -> None:
+    """Sorted entries must tile the data section exactly: an overlap means two tensors share
+    bytes, a gap or a tail hides bytes no tensor accounts for."""
     pos, prev = 0, None
     for begin, end, ent in entries:
         if begin < pos:
@@ -189,7 +213,6 @@ def read_header(path: Path) -> tuple[list[Entry], dict[str, str]]:
     if pos != data_len:
         raise _err(path, f"data section is {data_len} bytes but tensors cover {pos}",
                    hint="trailing bytes or truncation: re-export the file")
-    return [t[2] for t in entries], dict(meta_raw)
 
 
 def read_native_entry(e: Entry) -> np.ndarray:

@@ -40,6 +40,7 @@ from edgegate.errors import DatasetError
 if TYPE_CHECKING:
     from edgegate.backends.base import Backend
     from edgegate.backends.pair import ModelPair
+    from edgegate.bbq.reduce import ItemTable
 
 SHARDED = True  # items are split across shards by a stable hash of their uid
 
@@ -108,9 +109,35 @@ def evaluate(
                 for r, a in (("dense", dense), ("compressed", comp))}
     multi = len({(a.seed, a.rotation) for a in dense}) > 1
     valid = judge.validity(profiles["dense"], tab["dense"][0], tab["dense"][1], pol, mode=mode, multi=multi)
+    verdicts, jm = _judge(valid, tab, null_amb, pol, bool(amb))
+    verdicts += _retired_options(policy)
+    measurements = {
+        "validity": valid,
+        "position_profiles": profiles,
+        "dense": {k: asdict(v) for k, v in md.items()},
+        "compressed": {k: asdict(v) for k, v in mc.items()},
+        **_pair_measurements(jm),
+        **_paper_measurements(items, targets, dense, comp, by_uid),
+        "delta_srs_by_category": {k: (v.get("delta_srs") or {}).get("value") for k, v in (jm.get("per_category") or {}).items()},
+        "parse_failures": {"dense": md["overall"].n_failures, "compressed": mc["overall"].n_failures},
+    }
+    return verdicts, measurements
+
+
+def _judge(
+    valid: Mapping[str, Any],
+    tab: Mapping[str, tuple[ItemTable, ItemTable | None]],
+    null_amb: ItemTable | None,
+    pol: Mapping[str, Any],
+    has_amb: bool,
+) -> tuple[list[Verdict], dict[str, Any]]:
+    """The validity verdict, then the pair's verdicts and power when the dense model is valid.
+    The pair is measured even when it is not: the report shows those numbers, labelled."""
+    from edgegate.bbq import judge
+
     verdicts = [judge.validity_verdict(valid)]
     jm: dict[str, Any] = {}
-    if amb:
+    if has_amb:
         (d_amb, d_dis), (c_amb, c_dis) = tab["dense"], tab["compressed"]
         pair_verdicts, jm = judge.judge_pair(d_amb, c_amb, d_dis, c_dis, pol, null_amb)
     else:
@@ -120,30 +147,51 @@ def evaluate(
     else:
         verdicts += pair_verdicts
         jm["judged"] = True
-        if amb:  # how large a shift this run could have seen (bbq.power): a pass is only as good as its power
+        if has_amb:  # how large a shift this run could have seen (bbq.power): a pass is only as good as its power
             from edgegate.bbq.power import power_report, power_verdict
 
             jm["power"] = power_report(tab["dense"][0].cls, tab["compressed"][0].cls, pol)
             verdicts.append(power_verdict(jm["power"], pol, any(v.status is Status.FAIL for v in pair_verdicts)))
-    if "max_unbiased_to_biased_rate" in policy:
-        verdicts.append(Verdict(
-            "bbq.unbiased_to_biased_rate", Status.SKIPPED,
-            "max_unbiased_to_biased_rate is no longer judged on its own: a one-sided flow rate counts churn as "
-            "bias; the net flow (unbiased->biased minus biased->unbiased) is ΔSRS, judged by bbq.srs_increase_abs",
-        ))
-    amb_items = [it for it in items if it.condition == "ambig"]
-    tr = transitions([a for a in dense if by_uid[a.uid].condition == "ambig"],
-                     [a for a in comp if by_uid[a.uid].condition == "ambig"], targets)
+    return verdicts, jm
+
+
+def _retired_options(policy: Mapping[str, Any]) -> list[Verdict]:
+    """A skipped verdict for each policy key that is no longer judged, so a policy that still
+    sets one learns why it has no effect instead of silently passing."""
+    if "max_unbiased_to_biased_rate" not in policy:
+        return []
+    return [Verdict(
+        "bbq.unbiased_to_biased_rate", Status.SKIPPED,
+        "max_unbiased_to_biased_rate is no longer judged on its own: a one-sided flow rate counts churn as "
+        "bias; the net flow (unbiased->biased minus biased->unbiased) is ΔSRS, judged by bbq.srs_increase_abs",
+    )]
+
+
+def _pair_measurements(jm: Mapping[str, Any]) -> dict[str, Any]:
+    """bbq.judge's measurements with the report's table rows (overall and per category) beside
+    them; the per-category decomposition is kept whole under its own key."""
     dec = jm.get("decomposition") or {}
-    measurements = {
-        "validity": valid,
-        "position_profiles": profiles,
-        "dense": {k: asdict(v) for k, v in md.items()},
-        "compressed": {k: asdict(v) for k, v in mc.items()},
+    return {
         "overall": _row("overall", dec, jm.get("flows") or {}, None),
         "per_category": [_row(k, v, v["flows"], v["p_holm_srs"]) for k, v in (jm.get("per_category") or {}).items()],
         **{k: v for k, v in jm.items() if k != "per_category"},
         "per_category_decomposition": jm.get("per_category") or {},
+    }
+
+
+def _paper_measurements(
+    items: Sequence[BBQItem],
+    targets: Mapping[str, Targets],
+    dense: Sequence[Answer],
+    comp: Sequence[Answer],
+    by_uid: Mapping[str, BBQItem],
+) -> dict[str, Any]:
+    """The answer-level transitions and the paper's own definitions, reported beside the
+    item-level judging so the numbers can be set against Rath & Maliakkal 2026."""
+    amb_items = [it for it in items if it.condition == "ambig"]
+    tr = transitions([a for a in dense if by_uid[a.uid].condition == "ambig"],
+                     [a for a in comp if by_uid[a.uid].condition == "ambig"], targets)
+    return {
         "transitions": {
             "basis": "answers (item, seed, rotation), ambiguous items", "matrix": tr.matrix, "n_pairs": tr.n_pairs,
             "n_items": tr.n_items, "n_items_unpaired": tr.n_items_unpaired,
@@ -159,10 +207,7 @@ def evaluate(
             "biased_to_unbiased": tr.biased_to_unbiased, "dense_srs0": tr.dense_srs0, "new_bias": tr.new_bias,
             "new_bias_emergence_rate": tr.new_bias_rate,
         },
-        "delta_srs_by_category": {k: (v.get("delta_srs") or {}).get("value") for k, v in (jm.get("per_category") or {}).items()},
-        "parse_failures": {"dense": md["overall"].n_failures, "compressed": mc["overall"].n_failures},
     }
-    return verdicts, measurements
 
 
 def _row(scope: str, dec: Mapping[str, Any], fl: Mapping[str, Any], p_holm: float | None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from edgegate.checks.base import (
     compare,
 )
 from edgegate.forensics.scan import ScanPair, shared_scans
-from edgegate.forensics.size import human
+from edgegate.forensics.size import SizeReport, human
 
 SHARDED = False  # runs whole in shard 1 of a sharded run
 
@@ -44,83 +44,92 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     res, dense = measurements[0][1]
     sz = res.size
     fmt = sz.format
-    if dense is not None and dense.size.format == fmt and dense.size.tensor_bytes and sz.tensor_bytes:
-        # Same format: judge the tensor data, the part compression changes. The files around
-        # it (headers, metadata such as a converter's `general.name`, tokenizer files) may
-        # differ by a few bytes; a pruned GGUF 32 bytes larger than its dense twin saved
-        # nothing, and that is what the verdict must say, not "the model grew".
-        saving = 1 - sz.tensor_bytes / dense.size.tensor_bytes
-        # rounded, so 32 bytes of 517 MiB read "0.0%", not "-0.0%"
-        disk = round(1 - sz.disk_bytes / dense.size.disk_bytes, 6) + 0.0 if dense.size.disk_bytes else 0.0
-        other = (sz.disk_bytes - sz.tensor_bytes) - (dense.size.disk_bytes - dense.size.tensor_bytes)
-        basis = (f"{human(sz.tensor_bytes)} of tensor data vs {human(dense.size.tensor_bytes)} dense original; "
-                 f"on disk {human(sz.disk_bytes)} vs {human(dense.size.disk_bytes)}, {disk:.1%} saved"
-                 + (f", of which {other:+,} bytes outside the tensors" if other else ""))
-    elif dense is not None and dense.size.disk_bytes:
-        saving = 1 - sz.disk_bytes / dense.size.disk_bytes
-        basis = f"{human(sz.disk_bytes)} on disk vs {human(dense.size.disk_bytes)} dense original"
-    else:
-        saving = sz.saving_as_shipped
-        basis = f"{human(sz.tensor_bytes)} of tensors vs {human(sz.projected.get('dense') or 0)} dense at the same dtype"
+    saving, basis = _saving(sz, dense.size if dense is not None else None)
     n = res.overall.numel
-    raw_min = section.get("min_saving", 0.0)
-    min_saving = raw_min.get(fmt) if isinstance(raw_min, Mapping) else raw_min
-    verdicts: list[Verdict] = []
-    if min_saving is None:
-        verdicts.append(
-            Verdict(
-                "min_saving",
-                Status.SKIPPED,
-                f"no min_saving set for format '{fmt}'",
-                saving,
-                scope=fmt,
-                n=n,
-            )
-        )
-    else:
-        verdicts.append(
-            compare(
-                "min_saving",
-                saving,
-                ">=",
-                float(min_saving),
-                what=f"saving as shipped ({fmt}; {basis})",
-                n=n,
-                scope=fmt,
-                test="file sizes",
-            )
-        )
-    claimed = res.claims.get("size_saving")
-    tol = float(section.get("claim_tolerance", 0.05))
-    if claimed is None:
-        verdicts.append(
-            Verdict(
-                "size_claim",
-                Status.SKIPPED,
-                f"no size_saving claim to verify; measured saving {saving:.1%}",
-                saving,
-                n=n,
-                scope=fmt,
-            )
-        )
-    else:
-        v = compare(
-            "size_claim",
-            saving,
-            ">=",
-            float(claimed) - tol,
-            what=f"saving vs claimed {float(claimed):.1%} - tolerance {tol:.1%} ({basis})",
-            n=n,
-            scope=fmt,
-            test="file sizes",
-            effect_size=saving - float(claimed),
-            effect_size_name="actual - claimed saving",
-        )
-        verdicts.append(v)
+    verdicts = [
+        _min_saving_verdict(section, fmt, saving, basis, n),
+        _claim_verdict(res.claims.get("size_saving"), section, fmt, saving, basis, n),
+    ]
     recorded = {"size": sz.to_dict(), "saving": saving, "saving_basis": basis}
     if dense is not None:
         recorded["dense_size"] = dense.size.to_dict()
     summary = f"{fmt}: {saving:.1%} saved ({basis}); {sz.verdict}"
     return CheckResult.from_verdicts(
         "size", verdicts, recorded, summary, time.perf_counter() - t0
+    )
+
+
+def _saving(sz: SizeReport, dense: SizeReport | None) -> tuple[float, str]:
+    """The saving as a fraction and the words saying what it was measured on: the three bases
+    of the module docstring, tried from the most to the least direct."""
+    if dense is not None and dense.format == sz.format and dense.tensor_bytes and sz.tensor_bytes:
+        # Same format: judge the tensor data, the part compression changes. The files around
+        # it (headers, metadata such as a converter's `general.name`, tokenizer files) may
+        # differ by a few bytes; a pruned GGUF 32 bytes larger than its dense twin saved
+        # nothing, and that is what the verdict must say, not "the model grew".
+        saving = 1 - sz.tensor_bytes / dense.tensor_bytes
+        # rounded, so 32 bytes of 517 MiB read "0.0%", not "-0.0%"
+        disk = round(1 - sz.disk_bytes / dense.disk_bytes, 6) + 0.0 if dense.disk_bytes else 0.0
+        other = (sz.disk_bytes - sz.tensor_bytes) - (dense.disk_bytes - dense.tensor_bytes)
+        basis = (f"{human(sz.tensor_bytes)} of tensor data vs {human(dense.tensor_bytes)} dense original; "
+                 f"on disk {human(sz.disk_bytes)} vs {human(dense.disk_bytes)}, {disk:.1%} saved"
+                 + (f", of which {other:+,} bytes outside the tensors" if other else ""))
+        return saving, basis
+    if dense is not None and dense.disk_bytes:
+        saving = 1 - sz.disk_bytes / dense.disk_bytes
+        return saving, f"{human(sz.disk_bytes)} on disk vs {human(dense.disk_bytes)} dense original"
+    basis = f"{human(sz.tensor_bytes)} of tensors vs {human(sz.projected.get('dense') or 0)} dense at the same dtype"
+    return sz.saving_as_shipped, basis
+
+
+def _min_saving_verdict(section: Mapping[str, Any], fmt: str, saving: float, basis: str, n: int) -> Verdict:
+    # min_saving may be per format; a format the mapping leaves out is not judged, and says so
+    raw_min = section.get("min_saving", 0.0)
+    min_saving = raw_min.get(fmt) if isinstance(raw_min, Mapping) else raw_min
+    if min_saving is None:
+        return Verdict(
+            "min_saving",
+            Status.SKIPPED,
+            f"no min_saving set for format '{fmt}'",
+            saving,
+            scope=fmt,
+            n=n,
+        )
+    return compare(
+        "min_saving",
+        saving,
+        ">=",
+        float(min_saving),
+        what=f"saving as shipped ({fmt}; {basis})",
+        n=n,
+        scope=fmt,
+        test="file sizes",
+    )
+
+
+def _claim_verdict(
+    claimed: float | None, section: Mapping[str, Any], fmt: str, saving: float, basis: str, n: int
+) -> Verdict:
+    # a claim is met within the tolerance; without one the measured saving is still reported
+    tol = float(section.get("claim_tolerance", 0.05))
+    if claimed is None:
+        return Verdict(
+            "size_claim",
+            Status.SKIPPED,
+            f"no size_saving claim to verify; measured saving {saving:.1%}",
+            saving,
+            n=n,
+            scope=fmt,
+        )
+    return compare(
+        "size_claim",
+        saving,
+        ">=",
+        float(claimed) - tol,
+        what=f"saving vs claimed {float(claimed):.1%} - tolerance {tol:.1%} ({basis})",
+        n=n,
+        scope=fmt,
+        test="file sizes",
+        effect_size=saving - float(claimed),
+        effect_size_name="actual - claimed saving",
     )
