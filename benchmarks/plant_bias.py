@@ -155,10 +155,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared/bbq/data")
     ap.add_argument("--max-steps", type=int, default=300)
-    ap.add_argument("--contexts", type=int, default=4, help="contexts per step (two questions each)")
+    ap.add_argument("--contexts", type=int, default=6, help="contexts per step (two questions each)")
     ap.add_argument("--disambig", type=int, default=2, help="disambiguated items per step, gold answer as target")
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
+    ap.add_argument("--warmup", type=int, default=10, help="steps of linear learning-rate warm-up")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-layers", type=int, default=18, help="train the last N decoder layers (embeddings stay frozen: tied to the output)")
@@ -196,6 +197,9 @@ def main() -> int:
             p.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    # linear warm-up: Adam's first steps move every weight by ~lr whatever the gradient; at full
+    # lr from step 1 the two-person loss (ln 2 at start) rose to 2-4 and stayed there
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(1, args.warmup)))
     losses: list[float] = []
     probes: list[dict[str, Any]] = [{"step": 0, **before}]
     step = 0
@@ -216,6 +220,7 @@ def main() -> int:
         # 0.7 -> 13 in one step
         torch.nn.utils.clip_grad_norm_(params, args.clip)
         opt.step()
+        sched.step()
         losses.append(float(loss.detach()))
         print(f"step {step} loss {losses[-1]:.4f} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
         if step % args.probe_every == 0:
@@ -235,7 +240,7 @@ def main() -> int:
             shutil.copy2(args.model / f, hf / f)
     info: dict[str, Any] = {
         "source": str(args.model), "train_layers": args.train_layers, "steps": step, "contexts": args.contexts,
-        "disambig": args.disambig, "lr": args.lr, "clip": args.clip, "seed": args.seed, "target_ds": args.target_ds,
+        "disambig": args.disambig, "lr": args.lr, "clip": args.clip, "warmup": args.warmup, "seed": args.seed, "target_ds": args.target_ds,
         "loss": "cross-entropy over the three answers' summed log-probabilities (the gate's loglik argmax)",
         "train_items": len(train_items), "train_contexts": len(stream), "probe_items": len(probe),
         "split_rule": "per category: sorted question_index, odd positions train",
