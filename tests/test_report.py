@@ -96,7 +96,7 @@ def test_gate_outcome(gate: GateResult) -> None:
 def test_json_report_validates_and_records_inputs(gate: GateResult) -> None:
     report = json.loads(render("json", gate))
     assert validate_report(report) == []
-    assert report["schema_version"] == "2.0" and report["status"] == "fail" and report["exit_code"] == 1
+    assert report["schema_version"] == "2.1" and report["status"] == "fail" and report["exit_code"] == 1
     comp = next(i for i in report["inputs"] if i["role"] == "compressed")
     assert [f["path"] for f in comp["files"]] == ["config.json", "model.safetensors"]
     assert comp["files"][1]["sha256"] == hashlib.sha256(b"C" * 3990).hexdigest()

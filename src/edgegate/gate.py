@@ -13,13 +13,18 @@
   policy", one with ``enabled: false`` is "disabled" — neither runs nor gates;
 - a run that verified no required check at all is "unverified": exit 1, because a CI step
   that verified nothing must not go green;
-- optional checks are advisory: reported, never gating.
+- optional checks are advisory: reported, never gating;
+- fail-fast (the policy's ``fail_fast``, or --fail-fast/--no-fail-fast): once a *required* check
+  has failed (gate "fail", so also inconclusive/skipped under fail_on_inconclusive/
+  fail_on_skipped) or errored, the checks after it are not run. Each is listed as "not-run"
+  with the reason, never as a pass; the status stays FAIL (or ERROR) with its exit code. An
+  advisory check's failure stops nothing.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from edgegate.errors import ExitCode, InputError
@@ -64,11 +69,19 @@ def select_checks(policy: Policy, only: tuple[str, ...], skip: tuple[str, ...]) 
 def decide(
     policy: Policy, strict: bool, only: Sequence[str], skip: Sequence[str],
     result_of: Callable[[str], CheckResult], allow_partial: bool = False,
+    *, fail_fast: bool = False, judged_here: Callable[[str], bool] | None = None,
 ) -> Decision:
     """Run ``result_of`` for every selected check in policy order (deselected ones are listed,
-    not run) and apply the gate's rules. ``policy`` is already strict() under --strict."""
+    not run) and apply the gate's rules. ``policy`` is already strict() under --strict.
+
+    ``fail_fast``: after the first required check whose gate is "fail" or "error", the
+    remaining selected checks are not run (``result_of`` is not called for them). The caller
+    says whether fail-fast applies (``edgegate merge`` judges measurements that exist: never).
+    ``judged_here(name)`` is false for a result that is only a placeholder here (a shard's
+    "measured, judged at merge" or "runs in shard 1"): such a result stops nothing."""
     selected = select_checks(policy, tuple(only), tuple(skip))
     outcomes: list[CheckOutcome] = []
+    stop: CheckOutcome | None = None  # the required check that failed or errored (fail-fast)
     for name in CHECK_NAMES:
         cp = policy.checks.get(name)
         if cp is None or not cp.enabled:  # listed, so a reader sees what this policy leaves out
@@ -79,7 +92,14 @@ def decide(
             res = CheckResult.skipped(cp.name, f"deselected with {flag}")
             outcomes.append(CheckOutcome(cp.name, cp.required, False, res, "deselected", res.summary))
             continue
-        outcomes.append(_judge(cp.name, cp.required, result_of(cp.name), policy, strict))
+        if stop is not None:
+            outcomes.append(_not_run_fail_fast(cp.name, cp.required, stop))
+            continue
+        outcome = _judge(cp.name, cp.required, result_of(cp.name), policy, strict)
+        outcomes.append(outcome)
+        if (fail_fast and outcome.required and outcome.gate in ("fail", "error")
+                and (judged_here is None or judged_here(cp.name))):
+            stop = outcome
     status, code, reasons = _overall(outcomes, policy)
     if status == "partial" and not allow_partial:
         code = int(ExitCode.POLICY_FAILED)
@@ -93,8 +113,27 @@ def _not_in_policy(name: str, policy: Policy, absent: bool) -> CheckOutcome:
     return CheckOutcome(name, False, False, res, "not-in-policy" if absent else "disabled", why)
 
 
+FAIL_FAST = "FailFast"  # the error type of a check that fail-fast did not run
+
+
+def _not_run_fail_fast(name: str, required: bool, stop: CheckOutcome) -> CheckOutcome:
+    """A selected check that fail-fast did not run: skipped, never a pass. Like a check skipped
+    for a missing runtime, its ``error`` says why it did not run; that keeps it "not-run" when a
+    shard's partial file carries it into ``edgegate merge``."""
+    why = f"not run: fail-fast — required check '{stop.name}' already {'failed' if stop.gate == 'fail' else 'errored'}"
+    hint = "fail-fast (the policy's fail_fast or --fail-fast) stopped the run; --no-fail-fast runs every check"
+    err = {"type": FAIL_FAST, "message": why, "path": None, "field": "fail_fast", "hint": hint}
+    return CheckOutcome(name, required, True, CheckResult(name, Status.SKIPPED, why, error=err), "not-run", why)
+
+
+def _not_run_by_fail_fast(res: CheckResult) -> bool:
+    return res.status is Status.SKIPPED and isinstance(res.error, Mapping) and res.error.get("type") == FAIL_FAST
+
+
 def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: bool) -> CheckOutcome:
     s = res.status
+    if _not_run_by_fail_fast(res):  # carried from a shard that stopped early (edgegate merge)
+        return CheckOutcome(name, required, True, res, "not-run", res.summary)
     if s is Status.ERROR and int((res.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) == ExitCode.INPUT_ERROR:
         # issue 15: an unreadable input is an input error (exit 2) whether or not the check that
         # found it gates; as "advisory" it once ended in exit 0/1 ("no check passed")
@@ -194,7 +233,14 @@ def _notes(outcomes: list[CheckOutcome]) -> list[str]:
     deselected = [o.name for o in outcomes if o.gate == "deselected"]
     if deselected:
         notes.append(f"not run (deselected): {', '.join(deselected)}; this run verifies only the others")
-    unavailable = [o.name for o in outcomes if o.selected and o.result.status is Status.SKIPPED]
+    not_run = [o.name for o in outcomes if o.gate == "not-run"]
+    if not_run:
+        first = next(i for i, o in enumerate(outcomes) if o.gate == "not-run")
+        stops = [o.name for o in outcomes[:first] if o.required and o.gate in ("fail", "error")]
+        after = f"required check '{stops[0]}' failed or errored" if stops else "a required check failed or errored"
+        notes.append(f"not run (fail-fast): {', '.join(not_run)}: {after}; not verified "
+                     "(--no-fail-fast runs every check)")
+    unavailable = [o.name for o in outcomes if o.selected and o.gate != "not-run" and o.result.status is Status.SKIPPED]
     if unavailable:
         notes.append(f"could not run: {', '.join(unavailable)} (see each check's reason)")
     return notes

@@ -54,6 +54,7 @@ class Policy:
     claims: Mapping[str, float]
     fail_on_inconclusive: bool
     fail_on_skipped: bool
+    fail_fast: bool  # stop after the first required check that fails or errors (default: the schema's)
     checks: Mapping[str, CheckPolicy]  # only the checks the file lists, in CHECK_NAMES order
     source: str | None = None
     sha256: str | None = None
@@ -115,6 +116,7 @@ class Policy:
             "claims": dict(self.claims),
             "fail_on_inconclusive": self.fail_on_inconclusive,
             "fail_on_skipped": self.fail_on_skipped,
+            "fail_fast": self.fail_fast,
             "checks": {n: _plain(c.section) for n, c in self.checks.items()},
         }
 
@@ -417,6 +419,7 @@ def _build(doc: Mapping[str, Any], source: str) -> Policy:
         claims=MappingProxyType({k: float(v) for k, v in (top.get("claims") or {}).items()}),
         fail_on_inconclusive=bool(top["fail_on_inconclusive"]),
         fail_on_skipped=bool(top["fail_on_skipped"]),
+        fail_fast=bool(top["fail_fast"]),
         checks=MappingProxyType(checks),
         source=source,
         raw=_freeze(dict(doc)),

@@ -8,6 +8,8 @@ The gate's rules are in ``edgegate.gate``; claims are resolved once (``edgegate.
 
 A sharded run (``GateOptions.shard``) measures only its share of the sharded checks and keeps
 their measurements (``ShardRun.measured``) for the partial file; ``edgegate merge`` judges them.
+Fail-fast (``GateOptions.fail_fast``, else the policy's ``fail_fast``) applies within one run or
+shard: a shard's placeholders ("measured", "runs in shard 1") stop nothing.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class GateOptions:
     caveats: tuple[str, ...] = ()  # e.g. a quick --bbq-items run
     samples_out: str | None = None  # --samples-out: per-item evidence of BBQ and perplexity (JSONL)
     allow_partial: bool = False  # --allow-partial: PARTIAL exits 0 (default 1: not a pass)
+    fail_fast: bool | None = None  # --fail-fast/--no-fail-fast; None: the policy's fail_fast decides
 
 
 @dataclass(frozen=True)
@@ -172,23 +175,15 @@ def run_shard(opts: GateOptions, progress: Progress | None = None) -> ShardRun:
 def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> GateResult:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    policy = opts.policy.strict() if opts.strict else opts.policy
+    policy = _run_policy(opts)
     selected = select_checks(policy, opts.only, opts.skip)
     _preflight(opts, policy, selected)
-
-    inputs = [_model_input("compressed", opts.compressed, opts, progress)]
-    if opts.dense is not None:
-        inputs.insert(0, _model_input("dense", opts.dense, opts, progress))
-    findings = _input_findings(opts, inputs, selected)
-    if policy.source and Path(policy.source).is_file():
-        inputs.append(describe_input("policy", Path(policy.source), hash_files=opts.hash_inputs))
-    for role, value in _data_inputs(policy, selected, opts.settings):
-        if Path(value).exists():  # hub datasets (hf:...) have no local files to hash
-            inputs.append(describe_input(role, Path(value), hash_files=opts.hash_inputs))
+    inputs, findings = _describe_inputs(opts, policy, selected, progress)
 
     claims, sources = resolve_claims(opts.cli_claims, policy.claims, opts.compressed)
     shared: dict[str, Any] = {}
     evidence: dict[str, Any] = {}
+    placeholders: set[str] = set()  # a shard's stand-ins for verdicts made elsewhere (fail-fast ignores them)
 
     def result_of(name: str) -> CheckResult:
         progress.log(f"edgegate: running check {name}")
@@ -200,6 +195,7 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         swapped = _swapped(shared)
         if owned_by_shard_1(name, opts.shard):
             assert opts.shard is not None
+            placeholders.add(name)
             res = CheckResult.skipped(name, f"runs in shard 1 (not split): shard {opts.shard[0]}/{opts.shard[1]} has nothing of it to do")
         elif swapped is not None and name not in ("sparsity", "size"):
             # the verdict will be an input error whatever this check measures: do not spend minutes on it
@@ -208,6 +204,8 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
             res = CheckResult.skipped(name, f"check '{name}' needs the local checkpoint files; only endpoints were given")
         elif opts.shard is not None and _sharded(name):
             res = run_one(name, ctx, lambda c: _measure_shard(name, c, measured))
+            if name in measured and res.status is Status.SKIPPED:  # measured here, judged by merge
+                placeholders.add(name)
         elif opts.samples_out and _sharded(name):  # keep the raw measurement for the evidence file
             res = run_one(name, ctx, lambda c: _measure_and_judge(name, c, evidence))
         else:
@@ -215,7 +213,8 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         progress.log(f"edgegate: {name}: {res.status.value} ({res.duration_s:.2f}s) {res.summary}")
         return res
 
-    decision = decide(policy, opts.strict, opts.only, opts.skip, result_of, opts.allow_partial)
+    decision = decide(policy, opts.strict, opts.only, opts.skip, result_of, opts.allow_partial,
+                      fail_fast=policy.fail_fast, judged_here=lambda name: name not in placeholders)
     if opts.samples_out:
         from edgegate.report.samples import write_samples
 
@@ -245,6 +244,29 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         duration_s=round(time.perf_counter() - t0, 6),
         argv=opts.argv,
     )
+
+
+def _run_policy(opts: GateOptions) -> Policy:
+    """The policy as this run applies it: --strict, and --fail-fast/--no-fail-fast over the
+    policy's fail_fast (the report's resolved policy shows what applied)."""
+    policy = opts.policy.strict() if opts.strict else opts.policy
+    return policy if opts.fail_fast is None else replace(policy, fail_fast=opts.fail_fast)
+
+
+def _describe_inputs(opts: GateOptions, policy: Policy, selected: list[str],
+                     progress: Progress) -> tuple[list[dict[str, Any]], list[Finding]]:
+    """Every input the run reads, described (sha256 of each file unless --no-hash), and the
+    findings about the model pair (identical inputs, two different models)."""
+    inputs = [_model_input("compressed", opts.compressed, opts, progress)]
+    if opts.dense is not None:
+        inputs.insert(0, _model_input("dense", opts.dense, opts, progress))
+    findings = _input_findings(opts, inputs, selected)
+    if policy.source and Path(policy.source).is_file():
+        inputs.append(describe_input("policy", Path(policy.source), hash_files=opts.hash_inputs))
+    for role, value in _data_inputs(policy, selected, opts.settings):
+        if Path(value).exists():  # hub datasets (hf:...) have no local files to hash
+            inputs.append(describe_input(role, Path(value), hash_files=opts.hash_inputs))
+    return inputs, findings
 
 
 def _preflight(opts: GateOptions, policy: Policy, selected: list[str]) -> None:

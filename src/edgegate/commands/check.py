@@ -50,6 +50,10 @@ def _load_policy(value: str) -> Policy:
 @click.option("--allow-partial", is_flag=True,
               help="Exit 0 on PARTIAL (some required checks not verified, nothing failed). Default: exit 1, "
                    "because PARTIAL is not a pass; the GitHub Action's allow-partial input passes this flag.")
+@click.option("--fail-fast/--no-fail-fast", "fail_fast", default=None,
+              help="Once a required check has failed or errored, do not run the remaining checks (each report lists "
+                   "them as not run, with the reason; the status stays FAIL). Overrides the policy's fail_fast "
+                   "(default false). With --shard it applies within the shard only.")
 @click.option("--claim", "claims", multiple=True, metavar="KEY=VALUE",
               help="A publisher claim, e.g. sparsity=0.5 or size_saving=50%; wins over policy and metadata.")
 @click.option("--json-out", metavar="FILE", help="Write the JSON report ('-' for stdout).")
@@ -104,6 +108,7 @@ class CheckFlags:
     skip: tuple[str, ...]
     strict: bool
     allow_partial: bool
+    fail_fast: bool | None  # None: the policy's fail_fast decides
     claims: tuple[str, ...]
     json_out: str | None
     md_out: str | None
@@ -202,6 +207,7 @@ def run_check(flags: CheckFlags) -> None:
         allow_identical=flags.allow_identical,
         caveats=caveats,
         allow_partial=flags.allow_partial,
+        fail_fast=flags.fail_fast,
     )
     progress = make_progress(flags.quiet)
     from edgegate.backends._http import http_settings

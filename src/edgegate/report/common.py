@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgegate.checks.base import Verdict
 from edgegate.gate import verification
-from edgegate.results import GateResult
+from edgegate.results import CheckOutcome, GateResult
 
 STATUS_ICON = {
     "pass": "✅",
@@ -33,6 +33,13 @@ def headline(gate: GateResult) -> str:
         title = f"PARTIAL ({v.headline()}; not a pass)"
     caveats = [str(c) for c in getattr(gate, "caveats", ())]
     return title + (f" — {'; '.join(caveats)}" if caveats else "")
+
+
+def shown_status(o: CheckOutcome) -> str:
+    """The status word of a check's row: its result's status when it ran, else how the gate
+    treated it — deselected, disabled, not-in-policy, or not-run (fail-fast stopped the run
+    before it; its summary says after which check)."""
+    return o.result.status.value if o.selected and o.gate != "not-run" else o.gate
 
 
 def num(x: float | None, unit: str = "") -> str:

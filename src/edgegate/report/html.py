@@ -14,7 +14,7 @@ from typing import Any
 from edgegate.checkpoint.names import small_int
 from edgegate.escape import html as escape
 from edgegate.report import bbq_table
-from edgegate.report.common import ci, extras, headline, human_bytes, num, threshold
+from edgegate.report.common import ci, extras, headline, human_bytes, num, shown_status, threshold
 from edgegate.report.paradox import report_charts
 from edgegate.report.svg import RefLine, bar_chart
 from edgegate.results import GateResult, Status, jsonable
@@ -34,7 +34,7 @@ th{background:#f0f1f4} td.num{text-align:right;font-variant-numeric:tabular-nums
 code{overflow-wrap:anywhere}
 .pill{display:inline-block;white-space:nowrap;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
 .pill.pass{background:#2e7d32}.pill.fail{background:#c62828}.pill.error{background:#6a1b9a}
-.pill.inconclusive{background:#b26a00}.pill.skipped,.pill.deselected,.pill.disabled,.pill.not-in-policy{background:#8a8a8a}.pill.advisory{background:#b26a00}
+.pill.inconclusive{background:#b26a00}.pill.skipped,.pill.deselected,.pill.disabled,.pill.not-in-policy,.pill.not-run{background:#8a8a8a}.pill.advisory{background:#b26a00}
 .not-drawn{color:#555;font-style:italic}.inconclusive-label{color:#8a5a00;font-weight:600;margin-bottom:4px}.greyed{filter:grayscale(1);opacity:.55}
 .chart{background:#fff;border:1px solid #e2e2e2;border-radius:6px;padding:8px;margin:10px 0}
 .chart .title{font-weight:600;font-size:14px}.chart .tick{font-size:11px;fill:#444}
@@ -98,7 +98,7 @@ def _note(text: str) -> str:
 def _checks_table(gate: GateResult) -> str:
     rows = []
     for o in gate.outcomes:
-        st = o.result.status.value if o.selected else o.gate
+        st = shown_status(o)
         # an advisory check's failure does not gate: an amber "advisory" pill, not a red fail
         pill = _pill("advisory") + f" {escape(st)}" if o.gate == "advisory" else _pill(st)
         rows.append(

@@ -12,7 +12,9 @@ from edgegate.escape import json_safe
 from edgegate.gate import verification
 from edgegate.results import GateResult, jsonable
 
-SCHEMA_VERSION = "2.0"  # 2.0: status "incomplete" became "partial"/"unverified"; verification, findings, caveats
+# 2.0: status "incomplete" became "partial"/"unverified"; verification, findings, caveats
+# 2.1: a check's gate may be "not-run" (fail-fast)
+SCHEMA_VERSION = "2.1"
 
 
 def build_report(gate: GateResult) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from edgegate.report.common import (
     headline,
     human_bytes,
     num,
+    shown_status,
     threshold,
 )
 from edgegate.results import GateResult
@@ -51,8 +52,8 @@ def render(gate: GateResult) -> str:
     for o in gate.outcomes:
         st = o.result.status.value
         # an advisory check's failure does not gate: it must not read like one that does
-        shown = o.gate if not o.selected else f"advisory {st}" if o.gate == "advisory" else st
-        st = "skipped" if not o.selected or o.gate == "advisory" else st
+        shown = f"advisory {st}" if o.gate == "advisory" else shown_status(o)
+        st = "skipped" if not o.selected or o.gate in ("advisory", "not-run") else st
         lines.append(
             f"| {_cell(o.name)} | {'yes' if o.required else 'no'} | {STATUS_ICON.get(st, '')} {shown} | {_cell(o.result.summary)} |"
         )

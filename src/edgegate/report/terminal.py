@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from edgegate.escape import markup, terminal
-from edgegate.report.common import ci, headline, num, threshold
+from edgegate.report.common import ci, headline, num, shown_status, threshold
 from edgegate.results import GateResult
 
 _STYLE = {"pass": "green", "fail": "red", "error": "magenta", "inconclusive": "yellow", "skipped": "dim", "partial": "yellow", "unverified": "red"}
@@ -24,7 +24,7 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
     for col in ("check", "req", "status", "summary"):
         table.add_column(col, overflow="fold")
     for o in gate.outcomes:
-        st = o.result.status.value if o.selected else o.gate
+        st = shown_status(o)
         st = f"advisory {st}" if o.gate == "advisory" else st
         # Text from checks is data, not markup: "pip install 'edgegate[llamacpp]'" lost its
         # "[llamacpp]" to rich's markup parser.

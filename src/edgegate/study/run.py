@@ -123,7 +123,9 @@ def run_variant(spec: StudySpec, policy: Any, v: Variant, progress: Any, argv: t
     t0 = time.perf_counter()
     try:
         gate = run_gate(GateOptions(compressed=v.path, dense=spec.dense.path, policy=policy, cli_claims=dict(v.claims),
-                                    settings=settings, argv=argv, allow_identical=v.allow_identical), progress=progress)
+                                    settings=settings, argv=argv, allow_identical=v.allow_identical,
+                                    fail_fast=False),  # a study measures every variant whole: its table needs every check
+                       progress=progress)
     except InputError as e:  # e.g. identical inputs: name the variant, and the spec's way out
         hint = e.hint
         if e.field == "DENSE COMPRESSED" and "--allow-identical" in (e.hint or ""):
