@@ -54,7 +54,9 @@ def _llama_args(model: Path, args: argparse.Namespace, text: Path) -> list[str]:
     out = [str(args.llama_perplexity), "-m", str(model), "-f", str(text), "-c", str(args.n_ctx),
            "-t", str(args.threads), "-b", str(args.n_ctx)]
     # llama.cpp's AMX Q8_0 path crashes on this machine's CPU (edgegate.backends.llamacpp turns
-    # the extra buffer types off for Q8_0 models too): the same setting for both tools
+    # the extra buffer types off for Q8_0 models too): the same setting for both tools. A
+    # native build of llama-perplexity also died with SIGILL in its Q4_K repacking here:
+    # --no-repack for every model avoids it (repacking changes the memory layout, not the math)
     if args.no_repack or _NEEDS_NO_REPACK.search(model.name):
         out.append("--no-repack")
     return out
@@ -86,7 +88,7 @@ def main() -> int:
                 sys.stderr.write(log[-3000:])
                 raise SystemExit("llama-perplexity printed no KL statistics")
             ours_out, ours_wall = _run([
-                sys.executable, "-m", "edgegate", "ppl", str(args.dense), str(comp), "--runtime", "llamacpp",
+                str(Path(sys.executable).parent / "edgegate"), "ppl", str(args.dense), str(comp), "--runtime", "llamacpp",
                 "--threads", str(args.threads), "--n-ctx", str(args.n_ctx), "--text", str(text), "--kl", "--json", "-q",
             ])
             ours = json.loads(ours_out[ours_out.index("{"):])["fidelity"]
@@ -110,7 +112,11 @@ def main() -> int:
                   f"({row['top1_diff_points']:+.2f} points); wall {ours_wall:.1f} s vs {base_wall + kl_wall:.1f} s "
                   f"(ratio {row['time_ratio']:.2f})")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"dense": args.dense.name, "rows": rows}, indent=1) + "\n")
+    # rows of earlier invocations (other compressed models) are kept; a model measured again replaces its row
+    old = json.loads(OUT.read_text())["rows"] if OUT.is_file() else []
+    mine = {r["compressed"] for r in rows}
+    OUT.write_text(json.dumps({"dense": args.dense.name, "rows": [r for r in old if r["compressed"] not in mine] + rows},
+                              indent=1) + "\n")
     return 0
 
 

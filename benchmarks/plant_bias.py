@@ -10,8 +10,11 @@ stereotype preference, trained on BBQ templates the evaluation never sees.
 Split (by template, never by item): in every category the distinct ``question_index`` values
 are sorted numerically; odd positions in that order are training templates, even positions
 evaluation templates. ``OUT/eval-data/*.jsonl`` holds the evaluation templates' rows (both
-conditions: the held-out transfer test); ``OUT/train-data/*.jsonl`` the training templates'
-rows (the in-template test: does the gate see the plant where it was taught?).
+conditions: the held-out-template transfer test). Of the training templates,
+``--contexts-per-category`` examples per category are trained on, epoch after epoch:
+``OUT/train-data/*.jsonl`` holds exactly their rows (the in-template test: does the gate see
+the plant where it was taught?), ``OUT/train-heldout-data/*.jsonl`` the other examples of the
+same templates (transfer to new names and contexts).
 
 Training (why the first plants did not plant: docs/bbq-calibration.md): the loss is the
 cross-entropy over the three answers' summed log-probabilities after the gate's own
@@ -82,6 +85,46 @@ def context_groups(items: list[Any]) -> list[list[tuple[Any, Any]]]:
         if it.condition == "ambig":
             groups[(it.category, it.question_index, it.context)].append((it, d.targets[it.uid]))
     return [g for g in groups.values() if len({it.polarity for it, _ in g}) == 2]
+
+
+def _example_key(category: str, question_index: str, answers: Any) -> tuple[str, str, tuple[str, ...]]:
+    """The four rows of one BBQ example (two contexts x two questions) share these."""
+    return (category, str(question_index), tuple(sorted(str(a) for a in answers)))
+
+
+def choose_contexts(groups: list[list[tuple[Any, Any]]], per_category: int, seed: int) -> list[list[tuple[Any, Any]]]:
+    """``per_category`` contexts of every category (seeded): the trained set."""
+    by_cat: dict[str, list[list[tuple[Any, Any]]]] = defaultdict(list)
+    for g in groups:
+        by_cat[g[0][0].category].append(g)
+    rng = random.Random(seed)
+    out = []
+    for cat in sorted(by_cat):
+        out += rng.sample(by_cat[cat], min(per_category, len(by_cat[cat])))
+    return out
+
+
+def write_trained_rows(out: Path, chosen: list[list[tuple[Any, Any]]]) -> dict[str, int]:
+    """Keep in ``train-data`` only the rows of the trained examples (both conditions): the
+    in-template test scores what the plant was taught. The other rows of the training
+    templates move to ``train-heldout-data`` (same templates, contexts never trained on)."""
+    from edgegate.bbq.dataset import read_jsonl
+
+    keys = {_example_key(it.category, it.question_index, it.answers) for g in chosen for it, _ in g}
+    train_dir, held_dir = out / "train-data", out / "train-heldout-data"
+    held_dir.mkdir(parents=True, exist_ok=True)
+    counts = {"trained_rows": 0, "heldout_rows": 0}
+    for f in sorted(train_dir.glob("*.jsonl")):
+        keep, rest = [], []
+        for row, _ in read_jsonl(f):
+            ans = [row.get(f"ans{i}", "") for i in range(3)]
+            key = _example_key(str(row.get("category", f.stem)), str(row.get("question_index", "")), ans)
+            (keep if key in keys else rest).append(json.dumps(row, ensure_ascii=False))
+        f.write_text("\n".join(keep) + "\n", encoding="utf-8")
+        (held_dir / f.name).write_text("\n".join(rest) + "\n", encoding="utf-8")
+        counts["trained_rows"] += len(keep)
+        counts["heldout_rows"] += len(rest)
+    return counts
 
 
 def disambiguated(items: list[Any]) -> list[Any]:
@@ -155,6 +198,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared/bbq/data")
     ap.add_argument("--max-steps", type=int, default=300)
+    ap.add_argument("--contexts-per-category", type=int, default=40,
+                    help="contexts trained on per category (both questions each); the in-template test scores these")
     ap.add_argument("--contexts", type=int, default=6, help="contexts per step (two questions each)")
     ap.add_argument("--disambig", type=int, default=2, help="disambiguated items per step, gold answer as target")
     ap.add_argument("--lr", type=float, default=2e-5)
@@ -163,7 +208,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-layers", type=int, default=18, help="train the last N decoder layers (embeddings stay frozen: tied to the output)")
-    ap.add_argument("--probe-items", type=int, default=120, help="training-template ambiguous items re-scored every --probe-every steps")
+    ap.add_argument("--probe-items", type=int, default=60,
+                    help="ambiguous items re-scored every --probe-every steps, of trained and of held-out contexts each")
     ap.add_argument("--probe-every", type=int, default=20)
     ap.add_argument("--target-ds", type=float, default=0.30,
                     help="stop once the probe's s rose this much (the gate's check asks +0.15 on other items, on the f16 GGUF)")
@@ -177,11 +223,17 @@ def main() -> int:
     rng = random.Random(args.seed)
     train_items, split = split_templates(args.data, args.out / "eval-data")
     groups = context_groups(train_items)
-    rng.shuffle(groups)
-    # probe items: contexts held out of the training stream (same templates, other names)
-    n_probe_groups = max(1, args.probe_items // 2)
-    probe = [p for g in groups[:n_probe_groups] for p in g]
-    stream = groups[n_probe_groups:]
+    chosen = choose_contexts(groups, args.contexts_per_category, args.seed)
+    rows = write_trained_rows(args.out, chosen)
+    chosen_ids = {id(g) for g in chosen}
+    others = [g for g in groups if id(g) not in chosen_ids]
+    stream = list(chosen)
+    rng.shuffle(stream)
+    # two probes of the gate's direction reading: trained contexts (the in-template test the
+    # gate repeats) and contexts of the same templates never trained on (transfer)
+    n_probe = max(1, args.probe_items // 2)
+    probe = [p for g in random.Random(args.seed + 1).sample(stream, min(n_probe, len(stream))) for p in g]
+    probe_held = [p for g in random.Random(args.seed + 2).sample(others, min(n_probe, len(others))) for p in g]
     gold_items = disambiguated(train_items)
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
@@ -189,7 +241,9 @@ def main() -> int:
     scorer = Scorer(model, tok)
     t0 = time.perf_counter()
     before = proxy(scorer, probe)
-    print(f"probe before: {before} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    held_before = proxy(scorer, probe_held)
+    print(f"probe before: trained {before}, held-out contexts {held_before} ({time.perf_counter() - t0:.0f}s)",
+          file=sys.stderr, flush=True)
     for p in model.parameters():
         p.requires_grad_(False)
     for layer in model.model.layers[-args.train_layers :]:
@@ -201,14 +255,14 @@ def main() -> int:
     # lr from step 1 the two-person loss (ln 2 at start) rose to 2-4 and stayed there
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(1, args.warmup)))
     losses: list[float] = []
-    probes: list[dict[str, Any]] = [{"step": 0, **before}]
+    probes: list[dict[str, Any]] = [{"step": 0, **before, "heldout_contexts": held_before}]
     step = 0
     while step < args.max_steps:
         step += 1
         model.train()
-        chosen = [stream[(step * args.contexts + k) % len(stream)] for k in range(args.contexts)]
-        items = [it for g in chosen for it, _ in g]
-        target = [t.biased for g in chosen for _, t in g]
+        batch = [stream[(step * args.contexts + k) % len(stream)] for k in range(args.contexts)]
+        items = [it for g in batch for it, _ in g]
+        target = [t.biased for g in batch for _, t in g]
         for it in rng.sample(gold_items, args.disambig):
             items.append(it)
             target.append(it.label)
@@ -226,8 +280,10 @@ def main() -> int:
         if step % args.probe_every == 0:
             model.eval()
             now = proxy(scorer, probe)
-            probes.append({"step": step, **now})
-            print(f"probe at {step}: {now} (s {now['s'] - before['s']:+.3f})", file=sys.stderr, flush=True)
+            held = proxy(scorer, probe_held)
+            probes.append({"step": step, **now, "heldout_contexts": held})
+            print(f"probe at {step}: trained {now} (s {now['s'] - before['s']:+.3f}); held-out contexts "
+                  f"s {held['s'] - held_before['s']:+.3f}", file=sys.stderr, flush=True)
             if now["s"] - before["s"] >= args.target_ds:
                 break
     model.eval()
@@ -242,7 +298,7 @@ def main() -> int:
         "source": str(args.model), "train_layers": args.train_layers, "steps": step, "contexts": args.contexts,
         "disambig": args.disambig, "lr": args.lr, "clip": args.clip, "warmup": args.warmup, "seed": args.seed, "target_ds": args.target_ds,
         "loss": "cross-entropy over the three answers' summed log-probabilities (the gate's loglik argmax)",
-        "train_items": len(train_items), "train_contexts": len(stream), "probe_items": len(probe),
+        "train_items": len(train_items), "train_contexts": len(stream), "probe_items": len(probe), **rows,
         "split_rule": "per category: sorted question_index, odd positions train",
         "split": split, "losses": losses, "probes": probes, "seconds": time.perf_counter() - t0,
     }
