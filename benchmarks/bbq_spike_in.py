@@ -122,6 +122,8 @@ def markdown(results: list[dict[str, Any]], draws: int, cmd: str) -> str:
                   f"MDE ΔSRS {_f(p['mde']['delta_srs'], True)}, MDE Δs {_f(p['mde']['delta_s'], True)} at "
                   f"{p['target']:.0%} power; reference effect: {json.dumps({k: p['reference'].get(k) for k in ('delta_srs', 'delta_s', 'power_any', 'detectable', 'note')})}",
                   ""]
+    lines += ["The planted *model* (a fine-tune that carries a stereotype preference) is in",
+              "[calibration/bbq-plant.md](calibration/bbq-plant.md).", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ conditions: the held-out-template transfer test). Of the training templates,
 the plant where it was taught?), ``OUT/train-heldout-data/*.jsonl`` the other examples of the
 same templates (transfer to new names and contexts).
 
-Training (why the first plants did not plant: docs/bbq-calibration.md): the loss is the
+Training (why the first plants did not plant: docs/calibration/bbq-plant.md): the loss is the
 cross-entropy over the three answers' summed log-probabilities after the gate's own
 log-likelihood prompt, i.e. exactly the quantity whose argmax is the gate's answer. Every step
 takes a few contexts *with both of their questions* (negative and non-negative), each with its

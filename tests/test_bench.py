@@ -20,6 +20,12 @@ needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-py
 SMALL = BenchConfig(prompt_tokens=32, gen_tokens=8, repetitions=4, warmup=1, threads=1, timeout=120)
 
 
+def test_odd_repetitions_are_rounded_up_to_whole_abba_pairs() -> None:
+    from edgegate.perf.bench import even_repetitions
+
+    assert [even_repetitions(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 4, 6]
+
+
 def test_abba_interleaving() -> None:
     assert abba_order(3) == [(0, "dense"), (0, "compressed"), (1, "compressed"), (1, "dense"),
                              (2, "dense"), (2, "compressed")]
@@ -95,7 +101,9 @@ def test_speed_check_decides_on_the_ci_lower_bound() -> None:
     strict = speed.run(CheckContext(Q8, DENSE, {**sec, "min_speedup": 50.0}, claims={"speedup": 50.0}))
     assert strict.status is Status.FAIL
     names = {v.name: v for v in strict.verdicts}
-    assert names["min_speedup"].ci is not None and names["min_speedup"].n == 3
+    # 3 asked, 4 run: ABBA cancels order effects only over whole pairs, and the report says so
+    assert names["min_speedup"].ci is not None and names["min_speedup"].n == 4
+    assert any("3 repetitions asked, 4 run" in n for n in strict.measurements["llamacpp"]["notes"])
     assert "ruled out" in names["claimed_speedup"].message
     lax = speed.run(CheckContext(Q8, DENSE, {**sec, "min_speedup": {"llamacpp": 0.01}}))
     assert lax.status is Status.PASS
