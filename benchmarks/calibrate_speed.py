@@ -169,7 +169,8 @@ def summary() -> str:
         pts = [r["point"] for r in sel]
         sds = sorted(r["log_sd"] for r in sel if r["log_sd"] == r["log_sd"])
         label = {"load": "busy loop beside it", "as-found": "as found",
-                 "contend": "`contend` on the other core"}.get(cond, cond)
+                 "contend": "`contend` on the other core", "compile": "a llama.cpp compile beside it",
+                 "tests": "the test suite (`.ci/run`) beside it"}.get(cond, cond)
         lines.append(
             f"| {design} | {plan} | {comp} | {label} | {len(sel)} | {sum(_contended(r) for r in sel)} | "
             f"{sum(r['demonstrated'] for r in sel)} | {sum(r['timing_only_demonstrated'] for r in sel)} | "

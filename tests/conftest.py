@@ -37,3 +37,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             "EDGEGATE_REQUIRE_RUNTIMES=1 but these are missing: " + ", ".join(missing)
             + " (install with: pip install -e '.[all,dev]')"
         )
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """A dense folder and a compressed file for gate tests whose fake checks never read them."""
+    dense = tmp_path / "dense"
+    dense.mkdir()
+    (dense / "model.safetensors").write_bytes(b"dense-bytes")
+    comp = tmp_path / "comp.gguf"
+    comp.write_bytes(b"compressed")
+    return dense, comp

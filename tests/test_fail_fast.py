@@ -33,15 +33,6 @@ REASON = "not run: fail-fast — required check 'size' already failed"
 Inputs = tuple[Path, Path]
 
 
-@pytest.fixture()
-def inputs(tmp_path: Path) -> Inputs:
-    """A dense folder and a compressed file (the fake checks never read them)."""
-    dense = tmp_path / "dense"
-    dense.mkdir()
-    (dense / "model.safetensors").write_bytes(b"dense-bytes")
-    comp = tmp_path / "comp.gguf"
-    comp.write_bytes(b"compressed")
-    return dense, comp
 
 
 def recording(calls: list[str], status: Status) -> dict[str, Callable[[CheckContext], CheckResult]]:

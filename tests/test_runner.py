@@ -32,14 +32,6 @@ def result(status: Status, name: str = "x") -> Callable[[CheckContext], CheckRes
     return run
 
 
-@pytest.fixture()
-def inputs(tmp_path: Path) -> tuple[Path, Path]:
-    dense = tmp_path / "dense"
-    dense.mkdir()
-    (dense / "model.safetensors").write_bytes(b"dense-bytes")
-    comp = tmp_path / "comp.gguf"
-    comp.write_bytes(b"compressed")
-    return dense, comp
 
 
 def gate(
