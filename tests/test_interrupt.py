@@ -35,10 +35,6 @@ from test_reproducible import masked
 
 from edgegate.bbq.scoring import ScoreConfig
 
-# a hang guard (the gate exits in about a second after a signal), generous enough for two
-# cores shared with other heavy jobs: 60 s was once not enough there
-STOP_S = 180
-
 REPO = Path(__file__).resolve().parents[1]
 GGUF = REPO / "fixtures" / "models" / "gguf"
 BBQ = REPO.parent / "shared" / "bbq" / "data"
@@ -150,7 +146,7 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path: Path) -> None:
     p = _start(work, hold_after=1)
     _wait_held(work, p)
     os.killpg(p.pid, signal.SIGINT)
-    _, err = p.communicate(timeout=STOP_S)
+    _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "edgegate: interrupted" in err and "Traceback" not in err, err
     after_int = _rows(db)
@@ -162,7 +158,7 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path: Path) -> None:
     p = _start(work, hold_after=1)
     _wait_held(work, p)
     os.kill(p.pid, signal.SIGTERM)
-    _, err = p.communicate(timeout=STOP_S)
+    _, err = p.communicate(timeout=60)
     assert p.returncode == 143, err
     assert "edgegate: terminated" in err and "Traceback" not in err, err
     after_term = _rows(db)
@@ -175,7 +171,7 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path: Path) -> None:
     kids = _children(p.pid)
     assert kids, "no runtime child process to watch"  # isolated backends (if any) must not outlive a killed parent
     p.kill()
-    p.communicate(timeout=STOP_S)
+    p.communicate(timeout=60)
     assert p.returncode == -signal.SIGKILL
     deadline = time.monotonic() + 20
     while any(_alive(k) for k in kids) and time.monotonic() < deadline:

@@ -17,6 +17,7 @@ configured by environment variables:
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,11 @@ class HangingBackend:
 
 
 def _install() -> None:
+    # These tests send SIGINT as a terminal's Ctrl-C does. A test run started in the background
+    # (`cmd &`, nohup) hands its children SIGINT *ignored*, and the gate rightly keeps an
+    # ignored SIGINT ignored (edgegate.signals): the gate under test must start as a
+    # foreground program would, with Python's own SIGINT handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("EDGEGATE_HOOK_HANG_RUNTIME"):
         from edgegate.backends import RuntimeSpec, register_runtime
 
