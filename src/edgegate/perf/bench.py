@@ -156,13 +156,13 @@ def bench_runtime(
     load_start = snapshot()
     settings = OpenSettings(n_ctx=n_ctx, threads=cfg.threads, seed=cfg.seed, cache_dir=cfg.cache_dir,
                             timeout=cfg.timeout, cpus=cpus)
-    order = abba_order(even_repetitions(cfg.repetitions))
+    order = abba_order(even_repetitions(cfg.repetitions))  # (repetition, model), two per repetition
     samples: list[Sample] = []
     infos: dict[str, dict[str, Any]] = {}
     prompt: list[int] | None = None
     with prog.task(f"bench {runtime}", total=len(order)) as advance:
-        for rep in range(even_repetitions(cfg.repetitions)):
-            roles = [m for r, m in order if r == rep]
+        for rep in range(len(order) // 2):
+            roles = [m for _, m in order[2 * rep : 2 * rep + 2]]
             with open_pair(runtime, (dense_path, compressed_path), settings) as pair:
                 opened = {name: pair.open(name) for name in roles}  # started in run order
                 if prompt is None:
