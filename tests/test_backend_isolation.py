@@ -147,5 +147,42 @@ def test_isolated_real_runtime_matches_in_process() -> None:
         local.close()
 
 
+def test_wire_frames_carry_arrays_as_their_own_bytes() -> None:
+    """Arrays of every dtype the backends return cross a real pipe unchanged (values, dtype,
+    shape, writable), including empty ones and several in one message, next to JSON fields."""
+    from edgegate.backends._subprocess import _recv, _send
+    from edgegate.backends.base import LoglikResult
+
+    rng = np.random.default_rng(0)
+    msg = {
+        "ok": {
+            "logits": rng.standard_normal((16, 1000)).astype(np.float32),
+            "lp": rng.standard_normal(7),
+            "agree": np.array([True, False, True]),
+            "empty": np.zeros((0, 5), dtype=np.float32),
+            "ids": np.arange(5, dtype=np.int64),
+            "res": [LoglikResult(-1.5, 2, True)],
+            "text": "ok \u2713",
+        }
+    }
+    r, w = os.pipe()
+    try:
+        import threading
+
+        writer = threading.Thread(target=_send, args=(w, msg))  # 64 KB pipe: read while it writes
+        writer.start()
+        got = _recv(r, time.monotonic() + 60)["ok"]
+        writer.join()
+    finally:
+        os.close(r)
+        os.close(w)
+    for key in ("logits", "lp", "agree", "empty", "ids"):
+        want = msg["ok"][key]
+        assert got[key].dtype == want.dtype and got[key].shape == want.shape
+        assert np.array_equal(got[key], want)
+    assert got["logits"].flags.writeable
+    assert got["res"] == [LoglikResult(-1.5, 2, True)] and got["text"] == "ok \u2713"
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))

@@ -33,6 +33,7 @@ from edgegate.backends._common import (
     check_finite,
     hf_chat_template,
     log_softmax,
+    picked_logprobs,
     read_json,
     render_chat,
 )
@@ -385,7 +386,7 @@ class TransformersBackend(GenericBackend):
         for c, tail in zip(conts, self._tails(seqs, [len(c) + 1 for c in conts]), strict=True):
             logits = tail[:-1]
             check_finite(logits, self.runtime, "loglikelihood")
-            lp = log_softmax(logits)[np.arange(len(c)), np.asarray(c, dtype=np.int64)]
+            lp = picked_logprobs(logits, c)
             greedy = bool(np.all(np.argmax(logits, axis=-1) == np.asarray(c)))
             results.append(LoglikResult(float(lp.sum()), len(c), greedy))
         return results
