@@ -186,3 +186,70 @@ def test_a_variant_run_meanwhile_by_another_process_is_not_run_again(tmp_path: P
     assert [r["variant"] for r in records] == ["wanda50"]
     assert any(s.startswith("[2/2] claimed50: up to date") for s in said), said
     assert (spec.out / "variants" / "claimed50.report.json").is_file()
+
+
+FIDELITY_POLICY = f"""\
+version: 1
+name: study-fidelity
+checks:
+  perplexity: {{required: true, runtime: llamacpp, max_relative_increase: 0.05, n_ctx: 128,
+               text: {ROOT / 'fixtures' / 'text' / 'eval.txt'}, min_chunks: 4}}
+  fidelity: {{required: true, max_mean_kl: 0.01, min_top1_agreement: 0.95, min_chunks: 8}}
+"""
+
+
+def test_a_pass_adds_its_columns_to_the_main_table_without_rerunning_the_gate(tmp_path: Path) -> None:
+    """A spec's extra pass (fidelity, added after the main study was measured) runs only its
+    own policy into its own folder; the main table gains KL and top-1 columns from it, with the
+    verdicts, and the main reports are not touched. Known positive: the tiny Wanda 50% GGUF
+    fails both fidelity bounds; a variant without a pass report shows n/a."""
+    from edgegate.backends import available
+
+    if not available("llamacpp"):
+        pytest.skip("llama-cpp-python is not installed")
+    spec = _spec(tmp_path, "  - {name: wanda50, path: gguf/wanda50-f16.gguf, label: Wanda 50%}\n"
+                           "  - {name: dense-copy, path: dense, label: HF dense (no pass report)}\n",
+                 extra="threads: 1\npasses:\n  fidelity: {policy: fid.yaml, out: out/fidelity}\n")
+    spec.write_text(spec.read_text().replace("dense: {path: dense,", "dense: {path: gguf/dense-f16.gguf,"))
+    (tmp_path / "fid.yaml").write_text(FIDELITY_POLICY)
+    code, out = run_cli("study", str(spec), "-q", "--only", "wanda50")
+    assert code == 0, out
+    main_report = tmp_path / "out" / "variants" / "wanda50.report.json"
+    before = main_report.stat().st_mtime_ns
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "mean KL" not in md  # no fidelity measured yet: no empty columns
+
+    code, out = run_cli("study", str(spec), "-q", "--pass", "fidelity", "--only", "wanda50")
+    assert code == 0, out
+    assert main_report.stat().st_mtime_ns == before  # the main gate did not run again
+    assert (tmp_path / "out" / "fidelity" / "variants" / "wanda50.report.json").is_file()
+    r = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]
+    assert r["fidelity_source"] == "fidelity" and r["fidelity_chunks"] >= 8
+    assert r["mean_kl"] > 0.01 and r["mean_kl_ci"][0] > 0.01 and r["mean_kl_verdict"] == "fail"
+    assert r["top1_agreement"] < 0.95 and r["top1_verdict"] in ("fail", "inconclusive")
+    assert r["status"] == "pass"  # the main gate's verdict is the main policy's, not the pass's
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| mean KL, nats/token [95% CI] | top-1 agreement [95% CI] |" in md and "**fail**" in md
+    assert "from the spec's pass fidelity" in md
+
+    # the same pass again: up to date, nothing runs; a bad pass name is an input error
+    code, out = run_cli("study", str(spec), "-q", "--pass", "fidelity", "--only", "wanda50")
+    assert code == 0 and "1 up to date, 0 to run" in out
+    code, out = run_cli("study", str(spec), "--pass", "nope")
+    assert code == 2 and "no pass named 'nope'" in out and "known: fidelity" in out
+    code, out = run_cli("study", str(spec), "--pass", "fidelity", "--out", str(tmp_path / "x"))
+    assert code == 2 and "--pass takes its policy and folder from the spec" in out
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ("passes: [a]\n", "passes"),
+    ("passes: {fid: {policy: p.yaml}}\n", "passes.fid"),
+    ("passes: {fid: {policy: p.yaml, out: o, colour: red}}\n", "passes.fid"),
+    ("passes: {'bad name': {policy: p.yaml, out: o}}\n", "passes"),
+])
+def test_bad_passes_name_the_field(tmp_path: Path, body: str, field: str) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"version: 1\npolicy: strict\ndense: d\nvariants:\n  - {{name: a, path: x}}\n{body}")
+    with pytest.raises(InputError) as e:
+        load_spec(spec)
+    assert e.value.field == field

@@ -15,6 +15,13 @@ policy, one BBQ sample and one perplexity text for all of them.
       - {name: wanda50, path: gguf/gemma3-270m-wanda50-f16.gguf, label: Wanda 50%,
          group: pruning, claims: {sparsity: 0.5}}
 
+A spec may name extra *passes*: the same variants through another policy into another folder,
+run with ``edgegate study SPEC --pass NAME``. Their reports add columns to the main table
+without re-running the main gate (e.g. a fidelity pass added after the study was measured):
+
+    passes:
+      fidelity: {policy: policy-fidelity.yaml, out: results/gemma3-270m/fidelity}
+
 A variant may set ``allow_identical: true``: a deliberate null run of the dense model against
 itself (otherwise identical inputs are refused, as by ``edgegate check``).
 
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +41,8 @@ from edgegate.errors import InputError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOP = {"version", "name", "description", "policy", "models_dir", "out", "bbq_data", "threads", "seed",
-        "disambig_items", "dense", "variants"}
+        "disambig_items", "dense", "variants", "passes"}
+_PASS = {"policy", "out"}
 _VARIANT = {"name", "path", "label", "group", "claims", "note", "allow_identical"}
 
 
@@ -50,6 +58,15 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Pass:
+    """Another policy over the same variants, reported in its own folder."""
+
+    name: str
+    policy: str  # a resolved file path or a preset name
+    out: Path
+
+
+@dataclass(frozen=True)
 class StudySpec:
     source: Path
     name: str
@@ -62,6 +79,16 @@ class StudySpec:
     threads: int | None
     seed: int
     disambig_items: int
+    passes: tuple[Pass, ...] = ()
+
+    def for_pass(self, name: str) -> StudySpec:
+        """This study run under pass ``name``: its policy and folder, no extra disambiguated
+        scoring (a pass adds the checks of its policy, not the main table's BBQ columns)."""
+        for p in self.passes:
+            if p.name == name:
+                return replace(self, policy=p.policy, out=p.out, disambig_items=0, passes=())
+        raise InputError(f"no pass named {name!r}", path=self.source, field="passes",
+                         hint=f"known: {', '.join(p.name for p in self.passes) or '(none: add a passes: mapping)'}")
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -173,6 +200,7 @@ def load_spec(path: str | Path, *, models_dir: Path | None = None, out: Path | N
     if isinstance(dense_raw, Mapping):
         dense_raw = {"name": "dense", **dense_raw}
     dense = _variant(dense_raw, "dense", src, mdir)
+    passes = _passes(data.get("passes"), src, rel)
     bbq = bbq_data if bbq_data is not None else (rel(data["bbq_data"], "bbq_data") if data.get("bbq_data") else None)
     return StudySpec(
         source=src, name=str(data.get("name") or src.stem), description=str(data.get("description") or ""),
@@ -180,4 +208,29 @@ def load_spec(path: str | Path, *, models_dir: Path | None = None, out: Path | N
         out=out if out is not None else rel(data.get("out", f"results/{src.stem}"), "out"),
         bbq_data=bbq, threads=_int(data, "threads", None, src, 1), seed=_int(data, "seed", 0, src, 0) or 0,
         disambig_items=disambig_items if disambig_items is not None else (_int(data, "disambig_items", 0, src, 0) or 0),
+        passes=passes,
     )
+
+
+def _passes(raw: Any, src: Path, rel: Any) -> tuple[Pass, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise _fail("'passes' must map a name to {policy, out}", src, "passes",
+                    "e.g. passes: {fidelity: {policy: policy-fidelity.yaml, out: results/x/fidelity}}")
+    out = []
+    for name, body in raw.items():
+        where = f"passes.{name}"
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise _fail(f"a pass name must be a short slug (letters, digits, _ . -), got {name!r}", src, "passes")
+        if not isinstance(body, Mapping) or not {"policy", "out"} <= set(body):
+            raise _fail("a pass needs 'policy' and 'out'", src, where, "e.g. {policy: policy-fidelity.yaml, out: results/x/fidelity}")
+        unknown = sorted(map(str, set(body) - _PASS))
+        if unknown:
+            raise _fail(f"unknown key(s) {', '.join(unknown)}", src, where, f"known: {', '.join(sorted(_PASS))}")
+        pol = body["policy"]
+        if not isinstance(pol, str) or not pol:
+            raise _fail("'policy' must be a policy file or preset name", src, f"{where}.policy")
+        pol_path = str(rel(pol, f"{where}.policy")) if ("/" in pol or pol.endswith((".yaml", ".yml"))) else pol
+        out.append(Pass(name=name, policy=pol_path, out=rel(body["out"], f"{where}.out")))
+    return tuple(out)

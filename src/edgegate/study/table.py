@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,35 @@ def _ci(x: Any) -> list[float] | None:
     return None
 
 
-def row(report: Mapping[str, Any], side: Mapping[str, Any]) -> dict[str, Any]:
-    """One variant's columns; a value the report does not have stays None (shown as "n/a")."""
+def _first_check(reports: Sequence[tuple[str, Mapping[str, Any]]], name: str) -> tuple[str | None, Mapping[str, Any]]:
+    """The first report (main gate, then the spec's passes) that ran check ``name``."""
+    for source, rep in reports:
+        c = _check(rep, name)
+        if c and c.get("status") not in (None, "skipped", "not-run"):
+            return source, c
+    return None, {}
+
+
+def _fidelity(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    source, fid = _first_check(reports, "fidelity")
+    fm = fid.get("measurements") or {}
+    kl, top1 = fm.get("mean_kl") or {}, fm.get("top1_agreement") or {}
+    return {
+        "fidelity_source": source, "fidelity_status": fid.get("status"),
+        "mean_kl": _num(kl.get("value")), "mean_kl_ci": _ci([kl.get("ci_low"), kl.get("ci_high")]),
+        "mean_kl_verdict": _verdict(fid, "max_mean_kl").get("status"),
+        "mean_kl_limit": _num(_verdict(fid, "max_mean_kl").get("threshold")),
+        "top1_agreement": _num(top1.get("value")), "top1_agreement_ci": _ci([top1.get("ci_low"), top1.get("ci_high")]),
+        "top1_verdict": _verdict(fid, "min_top1_agreement").get("status"),
+        "top1_limit": _num(_verdict(fid, "min_top1_agreement").get("threshold")),
+        "fidelity_chunks": fm.get("n_chunks"),
+    }
+
+
+def row(report: Mapping[str, Any], side: Mapping[str, Any],
+        passes: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> dict[str, Any]:
+    """One variant's columns; a value the report does not have stays None (shown as "n/a").
+    ``passes``: (name, report) of the spec's extra passes, read for checks the gate did not run."""
     sp, size, speed = _check(report, "sparsity"), _check(report, "size"), _check(report, "speed")
     ppl, bbq = _check(report, "perplexity"), _check(report, "bbq")
     spm = (sp.get("measurements") or {}).get("sparsity") or {}
@@ -100,17 +127,21 @@ def row(report: Mapping[str, Any], side: Mapping[str, Any]) -> dict[str, Any]:
         "disambig_n": _num(dis_c.get("n_items")),
         "disambig_accuracy_dense": _num(dis_d.get("accuracy")), "disambig_accuracy": _num(dis_c.get("accuracy")),
         "s_dis_dense": _num(dis_d.get("s_dis")), "s_dis_compressed": _num(dis_c.get("s_dis")),
+        **_fidelity([("gate", report), *passes]),
         "seconds": side.get("seconds"),
     }
 
 
 def collect(spec: StudySpec) -> list[dict[str, Any]]:
-    """Rows for the variants that have results, in the spec's order."""
+    """Rows for the variants that have results, in the spec's order (each pass's report of a
+    variant, where there is one, adds its checks)."""
     rows = []
     for v in spec.variants:
         report, side = spec.out / "variants" / f"{v.name}.report.json", spec.out / "variants" / f"{v.name}.study.json"
         if report.is_file() and side.is_file():
-            rows.append(row(json.loads(report.read_text("utf-8")), json.loads(side.read_text("utf-8"))))
+            extra = [(p.name, json.loads(f.read_text("utf-8"))) for p in spec.passes
+                     if (f := p.out / "variants" / f"{v.name}.report.json").is_file()]
+            rows.append(row(json.loads(report.read_text("utf-8")), json.loads(side.read_text("utf-8")), extra))
     return rows
 
 
@@ -127,9 +158,11 @@ def _bytes(x: float | None) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], missing: list[str]) -> str:
+    fid = any(r.get("mean_kl") is not None for r in rows)  # a study without fidelity keeps its columns
     head = ("| variant | prunable sparsity (claimed) | bytes on disk | decode speedup [95% CI] | Δperplexity [95% CI] "
-            "| ΔSRS [95% CI] | unbiased→biased | disamb. accuracy (dense→comp.) | s_AMB (dense→comp.) | gate |")
-    lines = [head, "|" + "---|" * 10]
+            + ("| mean KL, nats/token [95% CI] | top-1 agreement [95% CI] " if fid else "")
+            + "| ΔSRS [95% CI] | unbiased→biased | disamb. accuracy (dense→comp.) | s_AMB (dense→comp.) | gate |")
+    lines = [head, "|" + "---|" * (12 if fid else 10)]
     for r in rows:
         claimed = f" ({r['claimed_sparsity']:.0%})" if r["claimed_sparsity"] is not None else ""
         spd = "n/a" if r["decode_speedup"] is None else f"{r['decode_speedup']:.2f}x" + _ci_txt(r["decode_speedup_ci"], lambda v: f"{v:.2f}")
@@ -151,11 +184,39 @@ def markdown(rows: list[dict[str, Any]], missing: list[str]) -> str:
         if r["status"] in ("partial", "unverified") and r["not_verified"]:  # never read as a pass
             failed += [f"{k} not verified" for k in r["not_verified"] if k not in failed]
         gate = f"**{str(r['status']).upper()}**" + (f" ({', '.join(failed)})" if failed else "")
+        fcols = f"| {_fid_cell(r, 'mean_kl', '.3g')} | {_fid_cell(r, 'top1_agreement', '.1%')} " if fid else ""
         lines.append(f"| {r['label']} | {_f(r['prunable_sparsity'], '.1%')}{claimed} | {_bytes(r['disk_bytes'])} | {spd} "
-                     f"| {dppl} | {dsrs} | {flips} | {acc} | {samb} | {gate} |")
+                     f"| {dppl} {fcols}| {dsrs} | {flips} | {acc} | {samb} | {gate} |")
+    if fid:
+        lines.append(_fid_note(rows))
     if missing:
         lines.append(f"\nNot measured yet: {', '.join(missing)}.")
     return "\n".join(lines) + "\n"
+
+
+_VERDICT = {"max_mean_kl": "mean_kl_verdict", "min_top1_agreement": "top1_verdict"}
+
+
+def _fid_cell(r: Mapping[str, Any], key: str, fmt: str) -> str:
+    if r.get(key) is None:
+        return "n/a"
+    verdict = r.get("mean_kl_verdict" if key == "mean_kl" else "top1_verdict")
+    mark = {"fail": " **fail**", "inconclusive": " inconclusive"}.get(str(verdict), "")
+    return format(r[key], fmt) + _ci_txt(r.get(f"{key}_ci"), lambda v: format(v, fmt)) + mark
+
+
+def _fid_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    r = next(r for r in rows if r.get("mean_kl") is not None)
+    sources = sorted({str(x.get("fidelity_source")) for x in rows if x.get("mean_kl") is not None})
+    where = "the gate" if sources == ["gate"] else "the spec's pass " + ", ".join(s for s in sources if s != "gate")
+    lim = []
+    if r.get("mean_kl_limit") is not None:
+        lim.append(f"mean KL ≤ {r['mean_kl_limit']:g}")
+    if r.get("top1_limit") is not None:
+        lim.append(f"top-1 ≥ {r['top1_limit']:.0%}")
+    return (f"\nKL(dense ‖ compressed) and top-1 agreement come from {where} (fidelity check"
+            + (f": {', '.join(lim)} on the CI bound" if lim else "") + "; \"**fail**\" marks a failed bound; "
+            "their verdicts are not part of the gate column).")
 
 
 def plot(rows: list[dict[str, Any]], title: str) -> str:
