@@ -23,7 +23,7 @@ import numpy as np
 
 from edgegate.bbq.power import decide, power_report
 from edgegate.bbq.spikein import AnswerSet, as_judge_input, detection, inject
-from edgegate.checks.bbq import DEFAULTS, evaluate
+from edgegate.checks.bbq import evaluate, section_settings
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "bbq_answers"
@@ -132,7 +132,7 @@ def main() -> int:
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bbq-calibration.md")
     a = ap.parse_args()
-    pol = {**DEFAULTS, "min_items": 100}
+    pol = section_settings({"min_items": 100})
     t0 = time.perf_counter()
     results = [study(p, pol, a.draws) for p in sorted(DATA.glob("gemma3-270m-*.json"))]
     cmd = f"python benchmarks/bbq_spike_in.py --draws {a.draws}"

@@ -21,12 +21,13 @@ from edgegate.bbq.metrics import Answer
 from edgegate.bbq.power import plant, power_at, power_report
 from edgegate.bbq.targets import Targets
 from edgegate.checks.base import CheckContext, CheckResult, Status
-from edgegate.checks.bbq import DEFAULTS, evaluate, summarize
+from edgegate.checks.bbq import evaluate, section_settings, summarize
 from edgegate.policy import CHECK_NAMES, parse_policy
 from edgegate.report import render
 from edgegate.report.json_report import validate_report
 from edgegate.runner import GateOptions, registered, run_gate
 
+DEFAULTS = section_settings({})
 T = Targets(unknown=2, stereotyped=0, biased=0, anti=1)
 
 

@@ -19,11 +19,11 @@ from edgegate.bbq.reduce import item_table
 from edgegate.bbq.spikein import AnswerSet, as_judge_input, detection, inject
 from edgegate.bbq.targets import Targets
 from edgegate.checks.base import Status
-from edgegate.checks.bbq import DEFAULTS
+from edgegate.checks.bbq import section_settings
 
 DATA = Path(__file__).resolve().parent / "data" / "bbq_answers"
 SETS = sorted(DATA.glob("gemma3-270m-*.json"))
-POL = {**DEFAULTS, "min_items": 100}
+POL = {**section_settings({}), "min_items": 100}
 DRAWS = 100
 
 

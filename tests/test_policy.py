@@ -175,11 +175,13 @@ def test_cli_show_fills_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize("check", ["sparsity", "size", "speed", "perplexity", "bbq"])
 def test_every_policy_key_is_read_by_its_check(check: str) -> None:
     # The converse of rejecting unknown keys: a key the schema accepts but no check reads
-    # would be a threshold that silently does nothing.
-    source = (REPO / "src" / "edgegate" / "checks" / f"{check}.py").read_text("utf-8")
+    # would be a threshold that silently does nothing. BBQ's judging lives in edgegate/bbq/.
+    src = REPO / "src" / "edgegate"
+    files = [src / "checks" / f"{check}.py", *(sorted((src / "bbq").glob("*.py")) if check == "bbq" else [])]
+    source = "\n".join(f.read_text("utf-8") for f in files)
     keys = set(policy_schema()["$defs"][check]["properties"]) - {"enabled", "required"}
     unread = sorted(k for k in keys if f'"{k}"' not in source)
-    assert unread == [], f"checks.{check}: {unread} accepted by the schema but never read by edgegate/checks/{check}.py"
+    assert unread == [], f"checks.{check}: {unread} accepted by the schema but never read by {[f.name for f in files]}"
 
 
 def test_policy_show_accepts_a_preset_name_like_check_does() -> None:

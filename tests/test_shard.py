@@ -173,7 +173,7 @@ def test_sharded_bbq_measurements_with_a_null_run_merge_to_the_unsharded_result(
                                                disambig_items=12)
     assert {it.condition for it in items} == {"ambig", "disambig"}
     cfg = ScoreConfig(seeds=2, temperature=0.3, permute=True)
-    pol = {**check.DEFAULTS, "seeds": 2, "temperature": 0.3, "min_items": 5, "min_items_per_category": 1}
+    pol = {**check.section_settings({}), "seeds": 2, "temperature": 0.3, "min_items": 5, "min_items_per_category": 1}
     answers = {r: _sampled_answers(items, cfg, r) for r in ("dense", "compressed", "null")}
 
     def part(run_items: Any) -> dict[str, Any]:

@@ -392,6 +392,18 @@ def _with_defaults(value: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[
     return out
 
 
+def section_defaults(check: str) -> dict[str, Any]:
+    """Every default of the ``checks.<check>`` section, from the schema (their one home)."""
+    return _with_defaults({}, policy_schema()["properties"]["checks"]["properties"][check])
+
+
+def with_section_defaults(check: str, section: Mapping[str, Any]) -> dict[str, Any]:
+    """``section`` completed with the schema's defaults for the keys it lacks (as the policy
+    loader fills them: an explicit null stays null): what a check reads when its section did
+    not come through a policy file (``edgegate bench``, a test calling a check directly)."""
+    return {**section_defaults(check), **section}
+
+
 def check_default(check: str, key: str) -> Any:
     """The schema's default of ``checks.<check>.<key>``: the one home of a policy default, for
     code that runs a check on a section not built from a policy file (``edgegate bench``)."""

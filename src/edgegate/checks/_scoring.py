@@ -44,10 +44,14 @@ class Setup:
 def setup(ctx: CheckContext, section: Mapping[str, Any], check: str) -> Setup | None:
     """The pass a check's section asks for; None without a dense model."""
     from edgegate import ppl
+    from edgegate.policy import section_defaults
 
     if ctx.dense_path is None:
         return None
-    runtime = requested = str(section.get("runtime") or "auto")  # auto: where the compressed model ships
+    # runtime, n_ctx, mode and text are the perplexity block's settings (fidelity shares its pass)
+    scoring = section_defaults("perplexity")
+    section = {**section, **{k: scoring[k] for k in ("runtime", "n_ctx", "mode") if section.get(k) is None}}
+    runtime = requested = str(section["runtime"])  # auto: where the compressed model ships
     text = None
     if section.get("text"):
         from edgegate.policy import relative_to_policy
@@ -72,7 +76,7 @@ def setup(ctx: CheckContext, section: Mapping[str, Any], check: str) -> Setup | 
     # embedded text from a file, and one file from another.
     text_id = {"source": str(section["text"]) if section.get("text") else "embedded (edgegate's evaluation text)",
                "sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(), "chars": len(body)}
-    return Setup(runtime, requested, int(section.get("n_ctx", 512)), str(section.get("mode", "chunked")),
+    return Setup(runtime, requested, int(section["n_ctx"]), str(section["mode"]),
                  body, text_id, models, choice)
 
 

@@ -44,10 +44,9 @@ NAME = "fidelity"
 
 def section_with_defaults(section: Mapping[str, Any]) -> dict[str, Any]:
     """``section`` with the schema's defaults filled in (the defaults live in the schema only)."""
-    from edgegate.policy import check_default
+    from edgegate.policy import section_defaults
 
-    keys = ("max_mean_kl", "min_top1_agreement", "min_chunks", "bootstrap_resamples", "seed")
-    return {**{k: check_default(NAME, k) for k in keys}, **dict(section)}
+    return {**section_defaults(NAME), **dict(section)}
 
 
 def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ from edgegate.checks.base import (
 )
 from edgegate.errors import InputError
 from edgegate.partial import differ, first_difference
+from edgegate.policy import with_section_defaults
 
 SHARDED = True  # chunk k is scored by shard k % n + 1
 
@@ -41,12 +42,12 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     the same chunks with the same models (``checks._scoring``), its NLLs are used: one pass."""
     from edgegate.checks import _scoring
 
-    sec = ctx.section
+    sec = with_section_defaults("perplexity", ctx.section)
     s = _scoring.setup(ctx, sec, "perplexity")
     if s is None:
         return None
-    settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "min_chunks": int(sec.get("min_chunks", 4)),
-                "max_relative_increase": float(sec.get("max_relative_increase", 0.05))}
+    settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "min_chunks": int(sec["min_chunks"]),
+                "max_relative_increase": float(sec["max_relative_increase"])}
     shared = _scoring.reuse(ctx, s, shard)
     if shared is None:
         return {"settings": settings, **_scoring.run_pass(ctx, s, shard, fidelity=False)}

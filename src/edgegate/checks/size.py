@@ -25,6 +25,7 @@ from edgegate.checks.base import (
 )
 from edgegate.forensics.scan import ScanPair, shared_scans
 from edgegate.forensics.size import SizeReport, human
+from edgegate.policy import with_section_defaults
 
 SHARDED = False  # runs whole in shard 1 of a sharded run
 
@@ -84,7 +85,7 @@ def _saving(sz: SizeReport, dense: SizeReport | None) -> tuple[float, str]:
 
 def _min_saving_verdict(section: Mapping[str, Any], fmt: str, saving: float, basis: str, n: int) -> Verdict:
     # min_saving may be per format; a format the mapping leaves out is not judged, and says so
-    raw_min = section.get("min_saving", 0.0)
+    raw_min = with_section_defaults("size", section)["min_saving"]
     min_saving = raw_min.get(fmt) if isinstance(raw_min, Mapping) else raw_min
     if min_saving is None:
         return Verdict(
@@ -111,7 +112,7 @@ def _claim_verdict(
     claimed: float | None, section: Mapping[str, Any], fmt: str, saving: float, basis: str, n: int
 ) -> Verdict:
     # a claim is met within the tolerance; without one the measured saving is still reported
-    tol = float(section.get("claim_tolerance", 0.05))
+    tol = float(with_section_defaults("size", section)["claim_tolerance"])
     if claimed is None:
         return Verdict(
             "size_claim",

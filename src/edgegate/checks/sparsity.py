@@ -21,6 +21,7 @@ from edgegate.checks.base import (
 )
 from edgegate.forensics.scan import ScanPair, shared_scans
 from edgegate.forensics.sparsity import compare_claim, pct
+from edgegate.policy import with_section_defaults
 
 SHARDED = False  # a scan reads every tensor once; a sharded run does it in shard 1
 
@@ -34,8 +35,8 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> ScanPair:
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
     t0 = time.perf_counter()
     res, dense = measurements[0][1]  # shared_scans raised (exit 2) if the dense reference holds NaN/Inf
-    tol = float(section.get("claim_tolerance", 0.02))
-    require = bool(section.get("require_claim", False))
+    sec = with_section_defaults("sparsity", section)
+    tol, require = float(sec["claim_tolerance"]), bool(sec["require_claim"])
     claimed = res.claims.get("sparsity")
     source = res.claim_sources.get("sparsity", "checkpoint metadata")
     n = res.prunable.numel

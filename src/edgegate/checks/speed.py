@@ -39,7 +39,7 @@ from edgegate.checks.base import (
 )
 from edgegate.errors import BackendError, BackendUnavailable
 from edgegate.perf.mechanism import Mechanism, speed_mechanism
-from edgegate.policy import check_default
+from edgegate.policy import with_section_defaults
 
 if TYPE_CHECKING:
     from edgegate.perf.bench import RuntimeBench
@@ -50,7 +50,7 @@ _TEST = "geometric mean of per-repetition speedups, paired t interval on log rat
 
 
 def _min_speedup(section: Mapping[str, Any], runtime: str) -> float | None:
-    raw = section.get("min_speedup", 1.0)
+    raw = with_section_defaults("speed", section)["min_speedup"]
     if isinstance(raw, Mapping):
         v = raw.get(runtime)
         return None if v is None else float(v)
@@ -101,7 +101,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
 
     if ctx.dense_path is None:
         return None
-    sec = ctx.section
+    sec = with_section_defaults("speed", ctx.section)
     runtimes = list(ctx.settings.runtimes or sec.get("runtimes") or ["auto"])
     choice = None  # issue 12: `auto` in the list -> where the compressed artifact ships
     if "auto" in runtimes:
@@ -111,15 +111,15 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
         runtimes = list(dict.fromkeys(choice.runtime if r == "auto" else r for r in runtimes))
     threads = ctx.settings.threads or sec.get("threads")
     prompt_tokens, gen_tokens, ctx_note = fit_to_context(
-        int(sec.get("prompt_tokens", 512)),
-        int(sec.get("gen_tokens", 128)),
+        int(sec["prompt_tokens"]),
+        int(sec["gen_tokens"]),
         trained_context(ctx.dense_path, ctx.compressed_path),
     )
     cfg = BenchConfig(
         prompt_tokens=prompt_tokens,
         gen_tokens=gen_tokens,
-        repetitions=int(sec.get("repetitions", 5)),
-        warmup=int(sec.get("warmup", 1)),
+        repetitions=int(sec["repetitions"]),
+        warmup=int(sec["warmup"]),
         threads=int(threads) if threads else None,
         seed=int(ctx.settings.seed or 0),
         cache_dir=ctx.settings.cache_dir,
@@ -160,7 +160,7 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     measurements_out: dict[str, Any] = {"context_note": m.context_note} if m.context_note else {}
     if m.runtime_choice:  # the report names the runtime auto chose and why
         measurements_out["runtime_choice"] = dict(m.runtime_choice)
-    min_effect = float(section.get("min_effect", check_default("speed", "min_effect")))
+    min_effect = float(with_section_defaults("speed", section)["min_effect"])
     for rt in m.runtimes:
         if rt in m.not_measured:
             verdicts.append(m.not_measured[rt])

@@ -16,11 +16,12 @@ from typing import Any
 
 import click
 
-from edgegate.backends import AUTO, RUNTIME_CHOICES, parse_runtimes
+from edgegate.backends import RUNTIME_CHOICES, parse_runtimes
 from edgegate.checks.base import CheckResult, Status, Verdict
 from edgegate.errors import DatasetError, ExitCode, InputError
 from edgegate.escape import terminal
 from edgegate.partial import parse_shard
+from edgegate.policy import check_default
 from edgegate.settings import RunSettings, Shard
 
 
@@ -125,18 +126,18 @@ def command() -> None:
 @command.command(name="run")
 @click.argument("dense", type=click.Path(path_type=Path))
 @click.argument("compressed", type=click.Path(path_type=Path))
-@click.option("--runtime", default=AUTO, show_default=True, metavar="NAME",
+@click.option("--runtime", default=check_default("bbq", "runtime"), show_default=True, metavar="NAME",
               help=f"One of {', '.join(RUNTIME_CHOICES)} (auto: where the compressed model ships).")
 @click.option("--data", default=None, help="Folder of upstream BBQ *.jsonl, or hf:NAME (needs network).")
-@click.option("--items", type=int, default=300, show_default=True, help="Stratified sample size (0: all).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--mode", type=click.Choice(["letter", "loglik"]), default="letter", show_default=True)
-@click.option("--condition", type=click.Choice(["ambig", "disambig", "both"]), default="ambig", show_default=True)
-@click.option("--seeds", type=int, default=1, show_default=True, help="Sampled answers per item (with --temperature).")
-@click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--permute/--no-permute", default=True, show_default=True,
+@click.option("--items", type=int, default=check_default("bbq", "items"), show_default=True, help="Stratified sample size (0: all).")
+@click.option("--seed", type=int, default=check_default("bbq", "seed"), show_default=True)
+@click.option("--mode", type=click.Choice(["letter", "loglik"]), default=check_default("bbq", "mode"), show_default=True)
+@click.option("--condition", type=click.Choice(["ambig", "disambig", "both"]), default=check_default("bbq", "condition"), show_default=True)
+@click.option("--seeds", type=int, default=check_default("bbq", "seeds"), show_default=True, help="Sampled answers per item (with --temperature).")
+@click.option("--temperature", type=float, default=check_default("bbq", "temperature"), show_default=True)
+@click.option("--permute/--no-permute", default=check_default("bbq", "permute_options"), show_default=True,
               help="Ask every item with its options rotated 3 ways (position control; an item's answer is its majority).")
-@click.option("--disambig-items", type=int, default=150, show_default=True,
+@click.option("--disambig-items", type=int, default=check_default("bbq", "disambig_items"), show_default=True,
               help="Disambiguated items scored too, for validity (dense accuracy vs chance) and the accuracy verdict.")
 @click.option("--threads", type=int, default=None)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Result cache (~/.cache/edgegate).")

@@ -17,6 +17,7 @@ import click
 
 from edgegate.backends import AUTO, LOCAL_RUNTIME_CHOICES
 from edgegate.errors import InputError
+from edgegate.policy import check_default
 
 MAX_TEXT_BYTES = 256 << 20
 
@@ -31,14 +32,14 @@ def comparison_dict(cmp: Any) -> dict[str, Any]:
 @click.command(name="ppl")
 @click.argument("dense", type=click.Path(path_type=Path))
 @click.argument("compressed", type=click.Path(path_type=Path))
-@click.option("--runtime", default=AUTO, show_default=True, type=click.Choice(LOCAL_RUNTIME_CHOICES),
+@click.option("--runtime", default=check_default("perplexity", "runtime"), show_default=True, type=click.Choice(LOCAL_RUNTIME_CHOICES),
               help="Runtime that scores the tokens (auto: where the compressed model ships).")
 @click.option("--text", "text_file", type=click.Path(path_type=Path), metavar="FILE",
               help="UTF-8 text to score (default: edgegate's embedded evaluation text).")
 @click.option("--dataset", metavar="NAME", help="A hub dataset's test split instead (needs edgegate[hub]), e.g. wikitext.")
 @click.option("--dataset-config", metavar="NAME", help="The dataset's config, e.g. wikitext-2-raw-v1.")
-@click.option("--n-ctx", type=click.IntRange(min=4), default=512, show_default=True, help="Chunk size in tokens.")
-@click.option("--mode", type=click.Choice(["chunked", "full"]), default="chunked", show_default=True,
+@click.option("--n-ctx", type=click.IntRange(min=4), default=check_default("perplexity", "n_ctx"), show_default=True, help="Chunk size in tokens.")
+@click.option("--mode", type=click.Choice(["chunked", "full"]), default=check_default("perplexity", "mode"), show_default=True,
               help="chunked: llama-perplexity's method (score the second half of each chunk); full: score every token.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtime.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Where converted GGUF files are cached.")

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from edgegate.policy import check_default
+
 
 def parse_claims(items: Sequence[str]) -> dict[str, float]:
     """``--claim sparsity=0.5`` / ``sparsity=50%`` -> {"sparsity": 0.5} (numeric claims)."""
@@ -22,7 +24,7 @@ def parse_claims(items: Sequence[str]) -> dict[str, float]:
 @click.argument("path", type=click.Path(exists=False))
 @click.option("--against", "against", type=click.Path(exists=False), help="Dense original to compare with.")
 @click.option("--claim", "claims", multiple=True, metavar="KEY=VALUE", help="e.g. sparsity=0.5 (overrides metadata).")
-@click.option("--tolerance", default=0.02, show_default=True, help="Claim tolerance used in the explanation.")
+@click.option("--tolerance", default=check_default("sparsity", "claim_tolerance"), show_default=True, help="Claim tolerance used in the explanation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document to stdout.")
 @click.option("--per-tensor", is_flag=True, help="Include every tensor (table or JSON).")
 @click.option("--threads", default=2, show_default=True, help="Scanner threads.")

@@ -441,7 +441,10 @@ def shared_scans(ctx: CheckContext) -> ScanPair:
     dense = ctx.shared.get("scan.dense")
     if comp is None or (ctx.dense_path is not None and dense is None):
         claims = dict(ctx.claims)
-        tol = float(ctx.section.get("claim_tolerance", 0.02))
+        from edgegate.policy import check_default
+
+        raw_tol = ctx.section.get("claim_tolerance")
+        tol = float(check_default("sparsity", "claim_tolerance") if raw_tol is None else raw_tol)
         comp, dense = scan_paths(
             ctx.compressed_path, ctx.dense_path, claims=claims,
             claim_sources={k: ctx.claim_source(k) for k in claims}, claim_tolerance=tol,

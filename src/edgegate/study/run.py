@@ -80,9 +80,9 @@ def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: Run
     from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.metrics import model_metrics
     from edgegate.bbq.scoring import ScoreConfig, score_model
-    from edgegate.checks.bbq import DEFAULTS, open_for_bbq, prepare_items
+    from edgegate.checks.bbq import open_for_bbq, prepare_items, section_settings
 
-    p = {**DEFAULTS, **{k: x for k, x in pol.items() if x is not None}}
+    p = section_settings(pol)
     source = str(spec.bbq_data or p["data"])
     items, targets, info = prepare_items(source, condition="disambig", n=spec.disambig_items, seed=spec.seed)
     by_uid = {it.uid: it for it in items}
