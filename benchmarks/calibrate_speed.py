@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from edgegate.perf.bench import PROCESS_DESIGN
+from edgegate.speed.bench import PROCESS_DESIGN
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "studies" / "results" / "calibration" / "speed.jsonl"
@@ -67,7 +67,7 @@ def _busy(stop: Any, seed: int) -> None:
 def _one(dense: Path, compressed: Path, section: dict[str, Any]) -> dict[str, Any]:
     from edgegate.checks import speed
     from edgegate.checks.base import CheckContext, Status
-    from edgegate.perf.mechanism import Mechanism
+    from edgegate.speed.mechanism import Mechanism
 
     ctx = CheckContext(compressed, dense, section)
     m = speed.measure(ctx)
@@ -149,8 +149,8 @@ def run(plan: str, runs: int, load: bool, models: Path, condition: str | None = 
 
 
 def _contended(row: dict[str, Any]) -> bool:
-    """Today's rule (edgegate.perf.load) on the stored readings: CPU pressure >= 10%."""
-    from edgegate.perf.load import PRESSURE_CONTENDED
+    """Today's rule (edgegate.speed.load) on the stored readings: CPU pressure >= 10%."""
+    from edgegate.speed.load import PRESSURE_CONTENDED
 
     p = (row.get("load") or {}).get("cpu_pressure")
     return p is not None and p >= PRESSURE_CONTENDED

@@ -27,7 +27,8 @@ from typing import Any
 
 import psutil
 
-from edgegate import fidelity, ppl
+from edgegate import fidelity
+from edgegate import perplexity as ppl
 
 
 class TreeMemory:

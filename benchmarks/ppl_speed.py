@@ -49,7 +49,7 @@ def main() -> None:
     import llama_cpp
 
     from edgegate.backends import open_backend
-    from edgegate.ppl import bos_id, default_text, make_chunks, perplexity
+    from edgegate.perplexity import bos_id, default_text, make_chunks, perplexity
 
     text = args.text.read_text(encoding="utf-8") if args.text else default_text()
     eg = open_backend("llamacpp", args.model, n_ctx=args.n_ctx, threads=args.threads)

@@ -3,7 +3,7 @@
 The study's reports keep every raw timing sample (dense and compressed, per repetition). The
 speed verdict they carry came from a percentile bootstrap of 3 repetitions with no mechanism
 check, and passed "speedups" of f16 files holding exactly the dense bytes. This script feeds
-the same samples to the current method (``edgegate.perf.bench.summarize``: paired t interval
+the same samples to the current method (``edgegate.speed.bench.summarize``: paired t interval
 on per-repetition log ratios; ``edgegate.checks.speed.judge``: min_effect and the mechanism
 check) and rewrites only the speed check of each report, with a note saying so. The mechanism
 is read from what each report's size check recorded (format and tensor bytes of both models:
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from edgegate.checks import speed
-from edgegate.perf.bench import BenchConfig, Sample, summarize
-from edgegate.perf.mechanism import Mechanism
+from edgegate.speed.bench import BenchConfig, Sample, summarize
+from edgegate.speed.mechanism import Mechanism
 
 NOTE = ("speed re-judged from the stored timing samples with the paired-t method, min_effect and the "
         "mechanism check (benchmarks/rejudge_study_speed.py); the timings themselves are unchanged")

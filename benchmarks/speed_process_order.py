@@ -1,7 +1,7 @@
 """Where the speed check's A/A bias came from: which model *process* is faster, not which file.
 
 The dense f16 GGUF against a byte-identical copy (A/A), llama.cpp, pp128/tg32, 1 thread pinned,
-each model in its own process (as ``edgegate.perf.bench`` runs them). Modes:
+each model in its own process (as ``edgegate.speed.bench`` runs them). Modes:
 
 - ``long-dense-first``: two long-lived processes, the dense one started first (the old design);
 - ``long-compressed-first``: the same, the compressed one started first;
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgegate.backends import pair as pairmod
-from edgegate.perf import bench
+from edgegate.speed import bench
 
 
 def _long_lived(start: tuple[str, ...], restart: str | None) -> Any:

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     gdir.mkdir(parents=True, exist_ok=True)
     names = args.names or [p.name.removeprefix("gemma3-270m-").removesuffix(".done")
                            for p in sorted(args.models.glob("gemma3-270m-*.done"))] + list(QUANTS)
-    from edgegate.ppl import default_text
+    from edgegate.perplexity import default_text
 
     text = default_text()
     for name in names:

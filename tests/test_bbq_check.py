@@ -12,11 +12,11 @@ import pytest
 
 from edgegate.bbq.dataset import BBQItem, load_dir, stratified_sample
 from edgegate.bbq.metrics import Answer
-from edgegate.bbq.stats import holm, mcnemar_exact
 from edgegate.bbq.targets import Targets, derive_all
 from edgegate.checks.base import Status
 from edgegate.checks.bbq import evaluate
 from edgegate.cli import main
+from edgegate.stats import holm, mcnemar_exact
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "bbq" / "data"
 T = Targets(unknown=2, stereotyped=0, biased=0, anti=1)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from edgegate.bbq import stats
+from edgegate import stats
 
 
 def test_wilson_8_of_10() -> None:

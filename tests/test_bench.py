@@ -10,8 +10,8 @@ import pytest
 
 from edgegate.backends import RUNTIMES, RuntimeSpec, available, register_runtime
 from edgegate.checks.base import CheckContext, Status
-from edgegate.perf.bench import BenchConfig, abba_order, bench_runtime, random_prompt
-from edgegate.perf.stats import paired_ratio
+from edgegate.speed.bench import BenchConfig, abba_order, bench_runtime, random_prompt
+from edgegate.stats import paired_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "fixtures" / "models" / "gguf"
@@ -21,7 +21,7 @@ SMALL = BenchConfig(prompt_tokens=32, gen_tokens=8, repetitions=4, warmup=1, thr
 
 
 def test_odd_repetitions_are_rounded_up_to_whole_abba_pairs() -> None:
-    from edgegate.perf.bench import even_repetitions
+    from edgegate.speed.bench import even_repetitions
 
     assert [even_repetitions(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 4, 6]
 

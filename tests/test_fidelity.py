@@ -22,7 +22,7 @@ from edgegate.backends import available, open_backend
 from edgegate.checks import fidelity as check
 from edgegate.checks import perplexity as ppl_check
 from edgegate.checks.base import THIS_RUN, CheckContext, Status
-from edgegate.ppl import chunk_text
+from edgegate.perplexity import chunk_text
 from edgegate.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]

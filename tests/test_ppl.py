@@ -13,8 +13,8 @@ import pytest
 from edgegate.backends import available, open_backend
 from edgegate.checks.base import CheckContext, Status
 from edgegate.errors import InputError
-from edgegate.perf.stats import mean_t_interval, t_quantile
-from edgegate.ppl import PPLResult, compare, default_text, make_chunks, perplexity, run_ppl
+from edgegate.perplexity import PPLResult, compare, default_text, make_chunks, perplexity, run_ppl
+from edgegate.stats import mean_t_interval, t_quantile
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSE = ROOT / "fixtures" / "models" / "dense"

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer, group_metrics, transitions
-from edgegate.bbq.stats import holm, mcnemar_exact, newcombe_paired, wilson
 from edgegate.bbq.targets import Targets
+from edgegate.stats import holm, mcnemar_exact, newcombe_paired, wilson
 
 FAST = settings(max_examples=80, deadline=None)
 

@@ -12,10 +12,10 @@ import pytest
 from edgegate.backends import available
 from edgegate.checks import speed
 from edgegate.checks.base import CheckContext, Status
-from edgegate.perf.bench import BenchConfig, RuntimeBench, Sample, summarize
-from edgegate.perf.load import MachineLoad, _Snapshot, between
-from edgegate.perf.mechanism import Mechanism, speed_mechanism
 from edgegate.policy import check_default, parse_policy, policy_schema
+from edgegate.speed.bench import BenchConfig, RuntimeBench, Sample, summarize
+from edgegate.speed.load import MachineLoad, _Snapshot, between
+from edgegate.speed.mechanism import Mechanism, speed_mechanism
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "fixtures" / "models"

@@ -38,7 +38,7 @@ from edgegate.settings import DEFAULT_BACKEND_TIMEOUT
 
 if TYPE_CHECKING:
     from edgegate.backends.base import Backend
-    from edgegate.ppl import Chunking, PPLComparison
+    from edgegate.perplexity import Chunking, PPLComparison
 
 # floats of one model's logits per read: 16 rows of a 262k vocabulary (64 MB once in float64)
 ROW_BUDGET = 1 << 22
@@ -232,7 +232,7 @@ def run_kl(
 ) -> tuple[PPLComparison, FidelityResult]:
     """``ppl.run_ppl`` and the fidelity of the pair from the same pass: (perplexity
     comparison, fidelity). Tokenizers must agree (InputError, exit 2)."""
-    from edgegate import ppl
+    from edgegate import perplexity as ppl
     from edgegate.backends.pair import OpenSettings, open_pair
 
     body = ppl.evaluation_text(text)

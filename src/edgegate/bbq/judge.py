@@ -35,8 +35,8 @@ import numpy as np
 from edgegate.bbq.decompose import decompose, emergence, flows
 from edgegate.bbq.paired import Binomial, cohens_h, exact_binomial, mcnemar
 from edgegate.bbq.reduce import NONE, UNKNOWN, ItemTable
-from edgegate.bbq.stats import holm
 from edgegate.results import Interval, Status, Verdict
+from edgegate.stats import holm
 
 BOOT = "paired bootstrap, items resampled as pairs"
 

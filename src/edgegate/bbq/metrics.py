@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edgegate.bbq.dataset import BBQItem
-from edgegate.bbq.stats import wilson
 from edgegate.bbq.targets import Targets
+from edgegate.stats import wilson
 
 CLASSES = ("biased", "anti", "unknown", "failure")
 

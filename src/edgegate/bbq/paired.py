@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from edgegate.bbq.stats import cohens_h as _h
+from edgegate.stats import cohens_h as _h
 
 Stat = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (dense, compressed) codes [..., n] -> [...]
 

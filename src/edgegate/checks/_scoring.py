@@ -43,7 +43,7 @@ class Setup:
 
 def setup(ctx: CheckContext, section: Mapping[str, Any], check: str) -> Setup | None:
     """The pass a check's section asks for; None without a dense model."""
-    from edgegate import ppl
+    from edgegate import perplexity as ppl
     from edgegate.policy import section_defaults
 
     if ctx.dense_path is None:
@@ -83,7 +83,7 @@ def setup(ctx: CheckContext, section: Mapping[str, Any], check: str) -> Setup | 
 def run_pass(ctx: CheckContext, s: Setup, shard: Shard | None, *, fidelity: bool) -> dict[str, Any]:
     """Score this shard's chunks with both models: per-token NLLs (and, with ``fidelity``, KL
     and top-1 agreement), JSON-able. With ``fidelity`` the result is kept in ``ctx.shared``."""
-    from edgegate import ppl
+    from edgegate import perplexity as ppl
     from edgegate.backends.pair import OpenSettings, open_pair
 
     t0 = time.perf_counter()

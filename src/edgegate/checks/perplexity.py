@@ -66,7 +66,7 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     a merge has checked that they agree with each other and with the policy)."""
     import numpy as np
 
-    from edgegate import ppl
+    from edgegate import perplexity as ppl
 
     first_name, first = measurements[0]
     if first is None:

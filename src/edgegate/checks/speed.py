@@ -8,7 +8,7 @@ Decision rule, per runtime. The bar is ``min_speedup``; when it asks for a speed
 (>= 1) it is raised to at least ``1 + min_effect``, the smallest speedup worth the name (A/A
 runs of a model against its own byte copy read up to a few percent either way).
 - no mechanism (same format, same storage type and bytes for every tensor, dense kernels:
-  ``edgegate.perf.mechanism``) and the bar asks for a speedup: FAIL, whatever the timing says;
+  ``edgegate.speed.mechanism``) and the bar asks for a speedup: FAIL, whatever the timing says;
 - fewer than 2 repetitions: INCONCLUSIVE (no interval can be formed);
 - else PASS when the lower bound of the 95% CI (paired t on per-repetition log ratios) is at
   or above the bar, FAIL when the upper bound is below it, INCONCLUSIVE in between; a PASS
@@ -38,11 +38,11 @@ from edgegate.checks.base import (
     jsonable,
 )
 from edgegate.errors import BackendError, BackendUnavailable
-from edgegate.perf.mechanism import Mechanism, speed_mechanism
 from edgegate.policy import with_section_defaults
+from edgegate.speed.mechanism import Mechanism, speed_mechanism
 
 if TYPE_CHECKING:
-    from edgegate.perf.bench import RuntimeBench
+    from edgegate.speed.bench import RuntimeBench
 
 SHARDED = False  # timings of one machine: runs whole in shard 1 of a sharded run
 
@@ -97,7 +97,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
     """Benchmark both models on every runtime asked for (None without a dense model)."""
     from edgegate.backends import RUNTIMES, available, supports
     from edgegate.backends.pair import trained_context
-    from edgegate.perf.bench import BenchConfig, bench_runtime
+    from edgegate.speed.bench import BenchConfig, bench_runtime
 
     if ctx.dense_path is None:
         return None

@@ -62,10 +62,10 @@ def command(
     timeout: float, as_json: bool, quiet: bool,
 ) -> None:
     """Prefill/decode throughput, TTFT, peak RSS and load time of DENSE vs COMPRESSED."""
-    from edgegate.perf.bench import BenchConfig, bench_runtime
-    from edgegate.perf.mechanism import speed_mechanism
     from edgegate.progress import make_progress
     from edgegate.results import jsonable
+    from edgegate.speed.bench import BenchConfig, bench_runtime
+    from edgegate.speed.mechanism import speed_mechanism
 
     for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):
         if not p.exists():

@@ -69,7 +69,7 @@ def command(
     quiet: bool,
 ) -> None:
     """Perplexity of DENSE and COMPRESSED, and the relative change with a paired CI."""
-    from edgegate.ppl import load_dataset_text, run_ppl
+    from edgegate.perplexity import load_dataset_text, run_ppl
     from edgegate.progress import make_progress
 
     for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):

@@ -28,9 +28,9 @@ import numpy as np
 
 from edgegate.backends.base import Backend
 from edgegate.errors import BackendError, InputError
-from edgegate.perf.stats import mean_t_interval
 from edgegate.progress import NullProgress, Progress
 from edgegate.settings import DEFAULT_BACKEND_TIMEOUT
+from edgegate.stats import mean_t_interval
 
 if TYPE_CHECKING:
     from edgegate.backends.pair import ModelPair

@@ -32,9 +32,9 @@ import numpy as np
 
 from edgegate.backends.pair import OpenSettings, open_pair
 from edgegate.errors import InputError
-from edgegate.perf.load import MachineLoad, between, snapshot
-from edgegate.perf.stats import PairedRatio, paired_ratio
 from edgegate.progress import NullProgress, Progress
+from edgegate.speed.load import MachineLoad, between, snapshot
+from edgegate.stats import PairedRatio, paired_ratio
 
 
 @dataclass(frozen=True)
