@@ -123,3 +123,30 @@ def test_the_subprocess_proxy_forwards_every_protocol_method() -> None:
     assert members - {"info", "close"} == REMOTE_METHODS
     assert {"score_tokens", "token_logprobs", "next_token_logprobs", "loglikelihood"} <= REMOTE_METHODS
     assert all(callable(getattr(IsolatedBackend, n, None)) for n in members)
+
+
+def test_the_runner_and_preflight_name_no_check() -> None:
+    """Checks describe what they need (``NEEDS``: files, runtime use, data inputs); the runner
+    and preflight loop over the selected checks instead of knowing their names, so a new check
+    needs no edit there."""
+    import ast
+
+    from edgegate.policy import CHECK_NAMES
+
+    for module in ("runner.py", "preflight.py"):
+        tree = ast.parse((SRC / "edgegate" / module).read_text(encoding="utf-8"))
+        named = sorted({n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in CHECK_NAMES})
+        assert not named, f"{module} names check(s) {named}"
+
+
+def test_every_check_declares_its_needs() -> None:
+    from edgegate import checks
+    from edgegate.checks.base import Needs, RuntimeUse
+    from edgegate.policy import CHECK_NAMES
+
+    for name in CHECK_NAMES:
+        module = checks.load(name)
+        assert isinstance(getattr(module, "NEEDS", None), Needs), name
+    assert checks.needs("speed").runtime is RuntimeUse.SEVERAL and checks.needs("bbq").runtime is RuntimeUse.ONE
+    assert checks.needs("sparsity").on_swapped_inputs and not checks.needs("perplexity").local_files
+    assert checks.needs("no-such-check") == Needs()

@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgegate.backends.auto import AUTO
+from edgegate.checks import needs
+from edgegate.checks.base import DataInput, RuntimeUse
 from edgegate.errors import MAX_MESSAGE_CHARS, InputError, excerpt
-from edgegate.policy import Policy, policy_data_path, relative_to_policy
+from edgegate.policy import Policy
 from edgegate.sanity import Finding, identical_inputs, shape_mismatches
 from edgegate.settings import RunSettings, default_cache_dir
 
@@ -46,27 +49,39 @@ def raise_if_any(problems: Sequence[Problem]) -> None:
     raise InputError(head + listed)
 
 
+def data_inputs(policy: Policy, selected: Sequence[str], settings: RunSettings) -> list[tuple[str, DataInput]]:
+    """(check, data input) for every file or folder the selected checks will read besides the
+    models, as each check declares them (``NEEDS.data``)."""
+    out = []
+    # a check that reads another's data by default comes after it: a path both read is named
+    # after its owner in the report's inputs
+    for name in sorted(selected, key=lambda n: needs(n).shares_data_of is not None):
+        declared = needs(name).data
+        if declared is not None and name in policy.checks:
+            out += [(name, d) for d in declared(policy.checks[name].section, settings, policy.base_dir)]
+    return out
+
+
 def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings) -> list[Problem]:
-    """BBQ data and the perplexity text the selected checks will read."""
+    """Data the selected checks will read that is not given, not there, or not a regular file
+    (a FIFO or device would block or never end when the check reads it); one problem per path."""
     out: list[Problem] = []
-    if "bbq" in selected:
-        data = settings.bbq_data or policy_data_path(policy.checks["bbq"].section.get("data"), policy.base_dir)
-        if not data:
-            out.append(Problem("--bbq-data", "no BBQ data given: pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data"))
-        elif not str(data).startswith("hf:") and not Path(str(data)).exists():
-            out.append(Problem("--bbq-data" if settings.bbq_data else "checks.bbq.data", f"BBQ data not found: {data}"))
-    missing: set[Path] = set()
-    for name in ("perplexity", "fidelity"):  # fidelity scores the perplexity text unless told otherwise
-        if name not in selected:
+    seen: set[str] = set()
+    for _, d in data_inputs(policy, selected, settings):
+        if d.value is None:
+            if d.missing:
+                out.append(Problem(d.where, d.missing))
             continue
-        text = policy.checks[name].section.get("text")
-        # paths in a policy resolve against the policy file's folder (issue 15)
-        where = relative_to_policy(str(text), policy.base_dir) if text else None
-        if where is not None and not where.is_file() and where not in missing:
-            # a FIFO or device would block or never end when the check reads it
-            missing.add(where)
-            what = "is not a regular file" if where.exists() else "not found"
-            out.append(Problem(f"checks.{name}.text", f"{name} text {what}: {where}"))
+        if d.value.startswith("hf:") or d.value in seen:
+            continue
+        p = Path(d.value)
+        if not p.exists():
+            out.append(Problem(d.where, f"{d.label} not found: {d.value}"))
+        elif d.kind == "file" and not p.is_file():
+            out.append(Problem(d.where, f"{d.label} is not a regular file: {d.value}"))
+        else:
+            continue
+        seen.add(d.value)
     return out
 
 
@@ -102,7 +117,7 @@ def _creatable(folder: Path) -> bool:
 
 
 def cache_problems(settings: RunSettings, selected: Sequence[str]) -> list[Problem]:
-    if not {"bbq", "perplexity", "fidelity", "speed"} & set(selected):
+    if all(needs(n).runtime is RuntimeUse.NONE for n in selected):
         return []  # the static checks cache nothing
     where = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
     flag = "--cache-dir" if settings.cache_dir else "EDGEGATE_CACHE"
@@ -125,11 +140,9 @@ def runtime_problems(policy: Policy, selected: Sequence[str], settings: RunSetti
     out: list[Problem] = []
     for name in selected:
         cp = policy.checks.get(name)
-        if cp is None or not cp.required or name not in ("speed", "perplexity", "fidelity", "bbq"):
+        if cp is None or not cp.required:
             continue
-        # a policy without a runtime gets the checks' default: auto (issue 12); --runtime wins
-        wanted = list(settings.runtimes or cp.section.get("runtimes") or ["auto"]) if name == "speed" else [check_runtime(name, cp.section, settings)]
-        for rt in wanted:
+        for rt in wanted_runtimes(name, cp.section, settings):
             if rt == "auto" and fmt_runtime is not None:
                 rt = fmt_runtime(name, rt)
             spec = RUNTIMES.get(str(rt))  # the registry names each runtime's modules and extra
@@ -151,22 +164,27 @@ def input_findings(descs: Mapping[str, Mapping[str, Any]], configs: Mapping[str,
     return out
 
 
-# checks that compare the two models on one runtime; --runtime (one name) reaches each of them
-ONE_RUNTIME_CHECKS = ("fidelity", "perplexity", "bbq")
-
-
 def check_runtime(name: str, section: Mapping[str, Any], settings: RunSettings) -> str:
-    """The runtime perplexity, fidelity or BBQ will use: ``--runtime`` (one name) over the policy's."""
-    if settings.runtimes and name in ONE_RUNTIME_CHECKS:
+    """The runtime a check that compares both models on one runtime will use: ``--runtime``
+    (one name) over the policy's."""
+    if settings.runtimes and needs(name).runtime is RuntimeUse.ONE:
         return settings.runtimes[0]
-    return str(section.get("runtime") or "auto")
+    return str(section.get("runtime") or AUTO)
+
+
+def wanted_runtimes(name: str, section: Mapping[str, Any], settings: RunSettings) -> list[str]:
+    """The runtimes check ``name`` will run on (``auto`` unresolved); none for a static check."""
+    use = needs(name).runtime
+    if use is RuntimeUse.SEVERAL:
+        return [str(r) for r in (settings.runtimes or section.get("runtimes") or [AUTO])]
+    return [check_runtime(name, section, settings)] if use is RuntimeUse.ONE else []
 
 
 def runtime_flag_problems(selected: Sequence[str], settings: RunSettings) -> list[Problem]:
     """``--runtime`` reaches every runtime check; perplexity and BBQ compare two models on one
     runtime, so several names are refused rather than silently used by speed alone."""
     rts = settings.runtimes or ()
-    users = [n for n in ONE_RUNTIME_CHECKS if n in selected]
+    users = [n for n in selected if needs(n).runtime is RuntimeUse.ONE]
     if len(rts) > 1 and users and not settings.endpoints:
         return [Problem("--runtime", f"{', '.join(rts)} names {len(rts)} runtimes, but {' and '.join(users)} run(s) on "
                         "one: pass one runtime, or time several with `--only speed`")]
@@ -177,7 +195,7 @@ def format_problems(policy: Policy, selected: Sequence[str], settings: RunSettin
                     models: Mapping[str, Path | None]) -> list[Problem]:
     """A runtime named for a check (policy or --runtime) that cannot open an input's format at
     all: decidable from the files' headers, so it is refused before the first measurement."""
-    from edgegate.backends.auto import AUTO, LOADS
+    from edgegate.backends.auto import LOADS
     from edgegate.checkpoint.detect import detect_format
     from edgegate.errors import EdgegateError
 
@@ -193,17 +211,18 @@ def format_problems(policy: Policy, selected: Sequence[str], settings: RunSettin
     for name in selected:
         cp = policy.checks.get(name)
         # an advisory check that cannot run is a reported skip; a required one would lose the run
-        if cp is None or name not in ("speed", *ONE_RUNTIME_CHECKS) or not (cp.required or settings.runtimes):
+        use = needs(name).runtime
+        if cp is None or use is RuntimeUse.NONE or not (cp.required or settings.runtimes):
             continue
-        wanted = list(settings.runtimes or cp.section.get("runtimes") or [AUTO]) if name == "speed" else [check_runtime(name, cp.section, settings)]
-        where = "--runtime" if settings.runtimes else f"checks.{name}.runtime" + ("s" if name == "speed" else "")
+        wanted = wanted_runtimes(name, cp.section, settings)
+        where = "--runtime" if settings.runtimes else f"checks.{name}.runtime" + ("s" if use is RuntimeUse.SEVERAL else "")
         refused = []
         for rt in wanted:
             loads = LOADS.get(str(rt))
             bad = [f"{role} is {fmt.value}" for role, fmt in formats.items() if loads is not None and fmt is not None and fmt not in loads]
             if bad:
                 refused.append(f"runtime '{rt}' cannot load these inputs ({'; '.join(bad)})")
-        if refused and (name != "speed" or len(refused) == len(wanted)):  # speed times what it can
+        if refused and (use is not RuntimeUse.SEVERAL or len(refused) == len(wanted)):  # timing what it can
             can = ", ".join(sorted(r for r, fs in LOADS.items() if all(f in fs for f in formats.values() if f is not None)))
             out.append(Problem(where, f"{name}: {'; '.join(refused)}; use {can or 'one runtime per format'}, or auto"))
     return out

@@ -32,7 +32,7 @@ from edgegate.claims import resolve_claims
 from edgegate.environment import describe_input, environment_info
 from edgegate.errors import BackendUnavailable, EdgegateError, ExitCode, InputError
 from edgegate.gate import decide, select_checks
-from edgegate.policy import Policy, policy_data_path, relative_to_policy
+from edgegate.policy import Policy
 from edgegate.progress import NullProgress, Progress
 from edgegate.results import GateResult
 from edgegate.sanity import Finding, summarize
@@ -45,7 +45,6 @@ _REGISTRY: dict[str, CheckFn | None] = {}  # None: treat the check as absent fro
 # Optional third-party modules a check may import, and the pip extra that provides them.
 _OPTIONAL_MODULES = {"llama_cpp": "llamacpp", "mlx": "mlx", "mlx_lm": "mlx", "onnxruntime": "onnx", "onnx": "onnx",
                      "torch": "torch", "transformers": "torch"}
-_NEEDS_FILES = ("sparsity", "size", "speed")  # the others can score models behind --*-endpoint URLs
 
 
 def register_check(name: str, fn: CheckFn | None) -> None:
@@ -197,10 +196,10 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
             assert opts.shard is not None
             placeholders.add(name)
             res = CheckResult.skipped(name, f"runs in shard 1 (not split): shard {opts.shard[0]}/{opts.shard[1]} has nothing of it to do")
-        elif swapped is not None and name not in ("sparsity", "size"):
+        elif swapped is not None and not checks.needs(name).on_swapped_inputs:
             # the verdict will be an input error whatever this check measures: do not spend minutes on it
             res = CheckResult.skipped(name, f"not run: {swapped.message}")
-        elif name in _NEEDS_FILES and not all(p.exists() for p in (opts.compressed, opts.dense) if p is not None):
+        elif checks.needs(name).local_files and not all(p.exists() for p in (opts.compressed, opts.dense) if p is not None):
             res = CheckResult.skipped(name, f"check '{name}' needs the local checkpoint files; only endpoints were given")
         elif opts.shard is not None and _sharded(name):
             res = run_one(name, ctx, lambda c: _measure_shard(name, c, measured))
@@ -299,10 +298,11 @@ def _section(name: str, policy: Policy, settings: RunSettings) -> Mapping[str, A
     once reached only the speed check; preflight refuses several names for them)."""
     from types import MappingProxyType
 
-    from edgegate.preflight import ONE_RUNTIME_CHECKS, check_runtime
+    from edgegate.checks.base import RuntimeUse
+    from edgegate.preflight import check_runtime
 
     sec = policy.checks[name].section
-    if settings.runtimes and name in ONE_RUNTIME_CHECKS and not settings.endpoints:
+    if settings.runtimes and checks.needs(name).runtime is RuntimeUse.ONE and not settings.endpoints:
         return MappingProxyType({**sec, "runtime": check_runtime(name, sec, settings)})
     return sec
 
@@ -387,16 +387,11 @@ def _model_input(role: str, path: Path, opts: GateOptions, progress: Progress) -
 
 
 def _data_inputs(policy: Policy, selected: list[str], settings: RunSettings) -> list[tuple[str, str]]:
-    """Data files the selected checks will read: (report role, path)."""
-    out = []
-    if "bbq" in selected:
-        data = settings.bbq_data or policy_data_path(policy.checks["bbq"].section.get("data"), policy.base_dir)
-        if data:
-            out.append(("bbq_data", str(data)))
-    for name in ("perplexity", "fidelity"):  # fidelity's block carries perplexity's text unless it has its own
-        text = policy.checks[name].section.get("text") if name in selected else None
-        if text:  # relative to the policy file, not the cwd
-            entry = (f"{name}_text", str(relative_to_policy(text, policy.base_dir)))
-            if entry[1] not in {v for _, v in out}:
-                out.append(entry)
+    """Data files the selected checks will read: (report role, path), each path once."""
+    from edgegate.preflight import data_inputs
+
+    out: list[tuple[str, str]] = []
+    for _, d in data_inputs(policy, selected, settings):
+        if d.value and d.value not in {v for _, v in out}:
+            out.append((d.role, d.value))
     return out

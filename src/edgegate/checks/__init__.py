@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import cast
 
-from edgegate.checks.base import CheckModule
+from edgegate.checks.base import CheckModule, Needs
 
 
 def load(name: str) -> CheckModule | None:
@@ -25,3 +25,9 @@ def is_sharded(name: str) -> bool:
     partial files); the others run whole in shard 1."""
     module = load(name)
     return bool(getattr(module, "SHARDED", False))
+
+
+def needs(name: str) -> Needs:
+    """What check ``name`` needs from a run (its module's ``NEEDS``); a check this build lacks,
+    or one registered from outside, needs nothing the runner provides for it."""
+    return getattr(load(name), "NEEDS", None) or Needs()

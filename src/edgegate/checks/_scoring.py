@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgegate.checks.base import CheckContext, Shard, jsonable
+from edgegate.checks.base import CheckContext, DataInput, DataInputs, Shard, jsonable
 from edgegate.errors import DatasetError
+from edgegate.settings import RunSettings
 
 SHARED_KEY = "scoring.pass"  # ctx.shared: {"key": ..., "measured": ...} of the last pass with fidelity
 
@@ -39,6 +40,21 @@ class Setup:
     def key(self, shard: Shard | None) -> str:
         return json.dumps([self.runtime, [str(m) for m in self.models], self.n_ctx, self.mode,
                            self.text_id["sha256"], list(shard or (1, 1))])
+
+
+def text_inputs(check: str) -> DataInputs:
+    """The text file a scoring check's block names (perplexity's, shared with fidelity)."""
+
+    def inputs(section: Mapping[str, Any], settings: RunSettings, policy_dir: Path | None) -> list[DataInput]:
+        from edgegate.policy import relative_to_policy
+
+        text = section.get("text")
+        if not text:
+            return []  # the embedded evaluation text
+        return [DataInput(f"{check}_text", f"checks.{check}.text", str(relative_to_policy(str(text), policy_dir)),
+                          f"{check} text")]
+
+    return inputs
 
 
 def setup(ctx: CheckContext, section: Mapping[str, Any], check: str) -> Setup | None:

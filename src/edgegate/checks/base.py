@@ -17,10 +17,11 @@ loads the measurements from the partial files and calls the same ``judge``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from edgegate.progress import NullProgress, Progress
 from edgegate.results import (
@@ -39,8 +40,11 @@ __all__ = [
     "CheckContext",
     "CheckModule",
     "CheckResult",
+    "DataInput",
     "Interval",
     "Measured",
+    "Needs",
+    "RuntimeUse",
     "Shard",
     "Status",
     "Verdict",
@@ -76,6 +80,41 @@ class CheckContext:
 
     def claim_source(self, key: str) -> str:
         return str(self.claim_sources.get(key, "policy/cli"))
+
+
+class RuntimeUse(Enum):
+    """How a check uses a runtime: the runner and preflight read this instead of check names."""
+
+    NONE = "none"  # reads the checkpoint files only
+    ONE = "one"  # compares both models on one runtime: policy `runtime`, --runtime (one name)
+    SEVERAL = "several"  # times each runtime it is given: policy `runtimes`, --runtime (a list)
+
+
+@dataclass(frozen=True)
+class DataInput:
+    """A file or folder a check will read besides the models (hashed into the report's inputs,
+    checked by preflight before anything is measured)."""
+
+    role: str  # its name among the report's inputs, e.g. "bbq_data"
+    where: str  # the flag or policy field a problem with it names
+    value: str | None  # a path (or hf:NAME), None when not given
+    label: str  # what it is, for messages: "BBQ data", "perplexity text"
+    kind: Literal["file", "folder"] = "file"  # a file must be a regular file (a FIFO would block)
+    missing: str | None = None  # the problem when it is not given; None: optional
+
+
+DataInputs = Callable[[Mapping[str, Any], RunSettings, "Path | None"], Sequence[DataInput]]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a check needs from a run, declared by its module as ``NEEDS``."""
+
+    local_files: bool = False  # the checkpoint files themselves (models behind URLs will not do)
+    runtime: RuntimeUse = RuntimeUse.NONE
+    on_swapped_inputs: bool = False  # still measured when the inputs look swapped: its numbers show it
+    data: DataInputs | None = None  # (section, settings, policy folder) -> the data it reads
+    shares_data_of: str | None = None  # another check whose data this one reads by default
 
 
 class CheckModule(Protocol):

@@ -30,12 +30,16 @@ from edgegate.checks.base import (
     THIS_RUN,
     CheckContext,
     CheckResult,
+    DataInput,
     Measured,
+    Needs,
+    RuntimeUse,
     Shard,
     Status,
     Verdict,
 )
 from edgegate.errors import DatasetError
+from edgegate.settings import RunSettings
 
 if TYPE_CHECKING:
     from edgegate.backends.base import Backend
@@ -43,6 +47,26 @@ if TYPE_CHECKING:
     from edgegate.bbq.reduce import ItemTable
 
 SHARDED = True  # items are split across shards by a stable hash of their uid
+_NO_DATA_HINT = "pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data"
+
+
+def data_source(section: Mapping[str, Any], settings: RunSettings, policy_dir: Path | None) -> str | None:
+    """The BBQ data this run reads: the command line wins over the policy; a relative path in
+    the policy resolves against the policy file's folder, as perplexity.text does (a flag's
+    path against the cwd)."""
+    from edgegate.policy import policy_data_path
+
+    return settings.bbq_data or policy_data_path(section.get("data"), policy_dir)
+
+
+def data_inputs(section: Mapping[str, Any], settings: RunSettings, policy_dir: Path | None) -> list[DataInput]:
+    source = data_source(section, settings, policy_dir)
+    where = "checks.bbq.data" if source and not settings.bbq_data else "--bbq-data"
+    return [DataInput("bbq_data", where, source, "BBQ data",
+                      kind="folder", missing=f"no BBQ data given: {_NO_DATA_HINT}")]
+
+
+NEEDS = Needs(runtime=RuntimeUse.ONE, data=data_inputs)
 
 def section_settings(section: Mapping[str, Any]) -> dict[str, Any]:
     """The BBQ section with the schema's defaults (their one home) for every key it lacks or
@@ -314,16 +338,9 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     pol = section_settings(ctx.section)
     if ctx.dense_path is None:
         return None
-    from edgegate.policy import policy_data_path
-
-    # the command line wins over the policy; a relative path in the policy resolves against
-    # the policy file's folder, as perplexity.text does (a flag's path against the cwd)
-    source = ctx.settings.bbq_data or policy_data_path(pol["data"], ctx.policy_dir)
+    source = data_source(pol, ctx.settings, ctx.policy_dir)
     if not source:
-        raise DatasetError(
-            "no BBQ data given", field="checks.bbq.data",
-            hint="pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data",
-        )
+        raise DatasetError("no BBQ data given", field="checks.bbq.data", hint=_NO_DATA_HINT)
     seed = int(ctx.settings.seed if ctx.settings.seed is not None else pol["seed"])
     items, targets, info = prepare_items(
         source, condition=pol["condition"], n=int(pol["items"]) or None, seed=seed,

@@ -25,12 +25,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgegate.checks._scoring import text_inputs
 from edgegate.checks.base import (
     THIS_RUN,
     CheckContext,
     CheckResult,
     Interval,
     Measured,
+    Needs,
+    RuntimeUse,
     Shard,
     Status,
     Verdict,
@@ -39,6 +42,8 @@ from edgegate.errors import InputError
 from edgegate.partial import differ, first_difference
 
 SHARDED = True  # chunk k is scored by shard k % n + 1, as for perplexity
+# its block carries the perplexity text unless it names its own
+NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("fidelity"), shares_data_of="perplexity")
 NAME = "fidelity"
 
 

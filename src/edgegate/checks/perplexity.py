@@ -17,12 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
+from edgegate.checks._scoring import text_inputs
 from edgegate.checks.base import (
     THIS_RUN,
     CheckContext,
     CheckResult,
     Interval,
     Measured,
+    Needs,
+    RuntimeUse,
     Shard,
     Status,
     Verdict,
@@ -34,6 +37,7 @@ from edgegate.partial import differ, first_difference
 from edgegate.policy import with_section_defaults
 
 SHARDED = True  # chunk k is scored by shard k % n + 1
+NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("perplexity"))
 
 
 def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:

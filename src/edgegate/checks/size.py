@@ -18,6 +18,7 @@ from edgegate.checks.base import (
     CheckContext,
     CheckResult,
     Measured,
+    Needs,
     Shard,
     Status,
     Verdict,
@@ -28,6 +29,7 @@ from edgegate.forensics.size import SizeReport, human
 from edgegate.policy import with_section_defaults
 
 SHARDED = False  # runs whole in shard 1 of a sharded run
+NEEDS = Needs(local_files=True, on_swapped_inputs=True)
 
 
 def measure(ctx: CheckContext, shard: Shard | None = None) -> ScanPair:

@@ -15,6 +15,7 @@ from edgegate.checks.base import (
     CheckContext,
     CheckResult,
     Measured,
+    Needs,
     Shard,
     Status,
     Verdict,
@@ -24,6 +25,8 @@ from edgegate.forensics.sparsity import compare_claim, pct
 from edgegate.policy import with_section_defaults
 
 SHARDED = False  # a scan reads every tensor once; a sharded run does it in shard 1
+# the scan runs on swapped inputs too: its numbers are what show the swap
+NEEDS = Needs(local_files=True, on_swapped_inputs=True)
 
 
 def measure(ctx: CheckContext, shard: Shard | None = None) -> ScanPair:

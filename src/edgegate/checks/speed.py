@@ -32,6 +32,8 @@ from edgegate.checks.base import (
     CheckResult,
     Interval,
     Measured,
+    Needs,
+    RuntimeUse,
     Shard,
     Status,
     Verdict,
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from edgegate.speed.bench import RuntimeBench
 
 SHARDED = False  # timings of one machine: runs whole in shard 1 of a sharded run
+NEEDS = Needs(local_files=True, runtime=RuntimeUse.SEVERAL)
 
 _TEST = "geometric mean of per-repetition speedups, paired t interval on log ratios (ABBA repetitions)"
 
