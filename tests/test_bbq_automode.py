@@ -15,7 +15,7 @@ pytest.importorskip("sentencepiece")
 
 import _tiny_arch as T
 
-from edgegate.checks import bbq
+from edgegate import checks
 from edgegate.checks.base import CheckContext
 from edgegate.report import bbq_table
 from edgegate.settings import RunSettings
@@ -53,7 +53,7 @@ def _run(pair: tuple[Path, Path], tmp_path: Path, **section: Any) -> Any:
            "min_items": 5, "min_items_per_category": 2, "per_category": False, **section}
     ctx = CheckContext(compressed_path=pair[1], dense_path=pair[0], section=sec,
                        settings=RunSettings(threads=1, cache_dir=str(tmp_path / "cache")))
-    return bbq.run(ctx)
+    return checks.run("bbq", ctx)
 
 
 def test_base_model_gets_loglik(models: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:

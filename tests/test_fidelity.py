@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from _support import run_cli
 
+from edgegate import checks
 from edgegate import fidelity as fid
 from edgegate.backends import available, open_backend
 from edgegate.checks import fidelity as check
@@ -246,10 +247,10 @@ def test_transformers_null_control_and_known_positive(tiny: tuple[Path, Path, Pa
     dense, copy, pruned = tiny
     sec = {"runtime": "transformers", "n_ctx": 64, "text": str(dense.parent / "text.txt"), "min_chunks": 8,
            "max_mean_kl": 0.005, "min_top1_agreement": 0.95}
-    aa = check.run(_ctx(dense, copy, sec))
+    aa = checks.run("fidelity", _ctx(dense, copy, sec))
     assert aa.status is Status.PASS, aa.summary
     assert aa.measurements["mean_kl"]["value"] == 0.0 and aa.measurements["top1_agreement"]["value"] == 1.0
-    pos = check.run(_ctx(dense, pruned, sec))
+    pos = checks.run("fidelity", _ctx(dense, pruned, sec))
     assert pos.status is Status.FAIL, pos.summary
     assert pos.measurements["mean_kl"]["ci_low"] > 0.005 and pos.measurements["top1_agreement"]["ci_high"] < 0.95
 
@@ -258,9 +259,9 @@ def test_transformers_null_control_and_known_positive(tiny: tuple[Path, Path, Pa
 def test_models_behind_servers_are_skipped_with_the_reason() -> None:
     ctx = CheckContext(compressed_path=Path("c"), dense_path=Path("d"), section=SECTION,
                        settings=RunSettings(dense_endpoint="http://127.0.0.1:9/v1", compressed_endpoint="http://127.0.0.1:9/v1"))
-    res = check.run(ctx)
+    res = checks.run("fidelity", ctx)
     assert res.status is Status.SKIPPED and "full next-token distributions" in res.summary
-    no_dense = check.run(CheckContext(compressed_path=DENSE, section=SECTION))
+    no_dense = checks.run("fidelity", CheckContext(compressed_path=DENSE, section=SECTION))
     assert no_dense.status is Status.SKIPPED and "dense" in no_dense.summary
 
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgegate.checks import size as size_check
-from edgegate.checks import sparsity as sparsity_check
+from edgegate import checks
 from edgegate.checks.base import CheckContext, Status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +29,7 @@ def verdict(res, name):  # type: ignore[no-untyped-def]
 
 def test_claimed50_fails_with_reason_from_metadata_claim() -> None:
     c = ctx("claimed50", {"claim_tolerance": 0.02, "require_claim": False})
-    res = sparsity_check.run(c)
+    res = checks.run("sparsity", c)
     assert res.status is Status.FAIL
     v = verdict(res, "sparsity_claim")
     assert v.status is Status.FAIL and v.n == 98304
@@ -40,40 +39,40 @@ def test_claimed50_fails_with_reason_from_metadata_claim() -> None:
     assert c.shared["scan.compressed"].prunable.zeros == 32768
     # the size check reuses the scan instead of reading the checkpoint again
     first = c.shared["scan.compressed"]
-    size_check.run(c)
+    checks.run("size", c)
     assert c.shared["scan.compressed"] is first
 
 
 def test_policy_claim_wins_and_can_pass() -> None:
-    res = sparsity_check.run(ctx("claimed50", {"claim_tolerance": 0.02}, claims={"sparsity": 1 / 3}))
+    res = checks.run("sparsity", ctx("claimed50", {"claim_tolerance": 0.02}, claims={"sparsity": 1 / 3}))
     assert res.status is Status.PASS
     assert verdict(res, "sparsity_claim").message.startswith("actual 33.3% vs claimed 33.3% (policy/cli)")
 
 
 def test_no_claim_is_skipped_not_passed_unless_required() -> None:
-    res = sparsity_check.run(ctx("dense", {"claim_tolerance": 0.02, "require_claim": False}))
+    res = checks.run("sparsity", ctx("dense", {"claim_tolerance": 0.02, "require_claim": False}))
     v = verdict(res, "sparsity_claim")
     assert v.status is Status.SKIPPED and "measured 0.0%" in v.message and v.n == 98304
     # skipped verdicts do not count towards a check's status; the finite-weights verdict does
     assert verdict(res, "finite_weights").status is Status.PASS and res.status is Status.PASS
     assert res.measurements["sparsity"]["overall"]["zeros"] == 64
-    res2 = sparsity_check.run(ctx("dense", {"require_claim": True}))
+    res2 = checks.run("sparsity", ctx("dense", {"require_claim": True}))
     assert res2.status is Status.FAIL and "require_claim" in verdict(res2, "sparsity_claim").message
 
 
 def test_size_dense_format_saves_nothing() -> None:
-    res = size_check.run(ctx("magnitude50", {"min_saving": 0.1, "claim_tolerance": 0.05}, claims={"size_saving": 0.5}))
+    res = checks.run("size", ctx("magnitude50", {"min_saving": 0.1, "claim_tolerance": 0.05}, claims={"size_saving": 0.5}))
     assert res.status is Status.FAIL
     ms = verdict(res, "min_saving")
     assert ms.status is Status.FAIL and ms.observed == 0.0 and ms.n == 164160 and ms.scope == "safetensors"
     assert verdict(res, "size_claim").status is Status.FAIL
-    ok = size_check.run(ctx("magnitude50", {"min_saving": 0.0}))
+    ok = checks.run("size", ctx("magnitude50", {"min_saving": 0.0}))
     assert verdict(ok, "min_saving").status is Status.PASS
     assert verdict(ok, "size_claim").status is Status.SKIPPED
 
 
 def test_size_per_format_threshold_and_against_dense() -> None:
-    res = size_check.run(ctx("nm24", {"min_saving": {"gguf": 0.3}}, dense=True))
+    res = checks.run("size", ctx("nm24", {"min_saving": {"gguf": 0.3}}, dense=True))
     assert verdict(res, "min_saving").status is Status.SKIPPED
     dense_bytes = (MODELS / "dense" / "model.safetensors").stat().st_size
     comp_bytes = (MODELS / "nm24" / "model.safetensors").stat().st_size
@@ -109,7 +108,7 @@ def test_size_metadata_only_growth_is_not_a_bigger_model(tmp_path: Path) -> None
     assert comp.stat().st_size > dense.stat().st_size
 
     def run(min_saving: float):  # type: ignore[no-untyped-def]
-        return size_check.run(CheckContext(compressed_path=comp, dense_path=dense,
+        return checks.run("size", CheckContext(compressed_path=comp, dense_path=dense,
                                            section={"min_saving": min_saving}, claims={}))
 
     ok = run(0.0)
@@ -122,6 +121,6 @@ def test_size_metadata_only_growth_is_not_a_bigger_model(tmp_path: Path) -> None
 def test_claim_source_from_the_runner() -> None:
     c = ctx("claimed50", {"claim_tolerance": 0.02}, claims={"sparsity": 0.5})
     c.claim_sources = {"sparsity": "checkpoint metadata (pruning_meta.json)"}
-    v = verdict(sparsity_check.run(c), "sparsity_claim")
+    v = verdict(checks.run("sparsity", c), "sparsity_claim")
     assert "(checkpoint metadata (pruning_meta.json))" in v.message and v.status is Status.FAIL
     assert c.shared["scan.compressed"].sparsity_claim.source == "checkpoint metadata (pruning_meta.json)"

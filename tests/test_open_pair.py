@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from edgegate import checks
 from edgegate.backends import RUNTIMES, RuntimeSpec, register_runtime
 from edgegate.backends._subprocess import IsolatedBackend
 from edgegate.backends.pair import OpenSettings, open_pair
-from edgegate.checks import bbq
 from edgegate.checks.base import CheckContext
 from edgegate.errors import BackendError
 from edgegate.settings import RunSettings
@@ -82,5 +82,5 @@ def test_bbq_runs_its_models_in_a_child_with_a_deadline(tmp_path: Path) -> None:
                        settings=RunSettings(cache_dir=str(tmp_path / "cache"), backend_timeout=3.0))
     t0 = time.monotonic()
     with pytest.raises(BackendError, match=r"did not answer 'chat_prompt' within 3s \(hung\)"):
-        bbq.run(ctx)
+        checks.run("bbq", ctx)
     assert time.monotonic() - t0 < 60

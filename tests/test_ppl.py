@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgegate import checks
 from edgegate.backends import available, open_backend
 from edgegate.checks.base import CheckContext, Status
 from edgegate.errors import InputError
@@ -158,16 +159,15 @@ def test_ppl_cli_json_and_check(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     data = json.loads(out)
     assert data["relative_change"] == 0.0 and data["n"] == data["dense"]["n_chunks"] >= 4
-    from edgegate.checks import perplexity as check
     from edgegate.settings import RunSettings
 
     section = {"runtime": "llamacpp", "max_relative_increase": 0.05, "n_ctx": 128, "text": str(EVAL), "min_chunks": 4}
     opts = RunSettings(threads=1)
-    res = check.run(CheckContext(compressed_path=GGUF, dense_path=GGUF, section=section, settings=opts))
+    res = checks.run("perplexity", CheckContext(compressed_path=GGUF, dense_path=GGUF, section=section, settings=opts))
     assert res.status is Status.PASS and res.verdicts[0].ci is not None and res.verdicts[0].n >= 4
     # the observed value is the relative change, and its unit says so (9.591 beside "+959%" misled)
     assert res.verdicts[0].unit.startswith("relative") and res.verdicts[0].observed == 0.0
-    few = check.run(CheckContext(compressed_path=GGUF, dense_path=GGUF, section={**section, "min_chunks": 10_000}, settings=opts))
+    few = checks.run("perplexity", CheckContext(compressed_path=GGUF, dense_path=GGUF, section={**section, "min_chunks": 10_000}, settings=opts))
     assert few.status is Status.INCONCLUSIVE
 
 

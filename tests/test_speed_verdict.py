@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgegate import checks
 from edgegate.backends import available
 from edgegate.checks import speed
 from edgegate.checks.base import CheckContext, Status
@@ -126,7 +127,7 @@ def test_a_byte_copy_fails_the_speed_check_for_real(tmp_path: Path) -> None:
     shutil.copyfile(GGUF / "dense-f16.gguf", copy)
     sec = {"runtimes": ["llamacpp"], "repetitions": 3, "warmup": 0, "prompt_tokens": 16, "gen_tokens": 4,
            "threads": 1, "min_speedup": 1.0}
-    res = speed.run(CheckContext(copy, GGUF / "dense-f16.gguf", sec, claims={"speedup": 1.2}))
+    res = checks.run("speed", CheckContext(copy, GGUF / "dense-f16.gguf", sec, claims={"speedup": 1.2}))
     v = {x.name: x for x in res.verdicts}
     assert v["min_speedup"].status is Status.FAIL and "no mechanism" in v["min_speedup"].message
     assert v["claimed_speedup"].status is Status.FAIL

@@ -74,8 +74,9 @@ def resolve_check(name: str) -> CheckFn | None:
     """The check's ``run`` function, or None when this build does not have the check."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    fn = getattr(checks.load(name), "run", None)
-    return fn if callable(fn) else None
+    if checks.load(name) is None:
+        return None
+    return partial(checks.run, name)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import cast
 
-from edgegate.checks.base import CheckModule, Needs
+from edgegate.checks.base import THIS_RUN, CheckContext, CheckModule, CheckResult, Needs
 
 
 def load(name: str) -> CheckModule | None:
@@ -31,3 +31,12 @@ def needs(name: str) -> Needs:
     """What check ``name`` needs from a run (its module's ``NEEDS``); a check this build lacks,
     or one registered from outside, needs nothing the runner provides for it."""
     return getattr(load(name), "NEEDS", None) or Needs()
+
+
+def run(name: str, ctx: CheckContext) -> CheckResult:
+    """A whole (unsharded) run of check ``name``: measure, then judge the one measurement
+    against ``ctx.section``; ``edgegate merge`` calls the same ``judge`` on every shard's."""
+    module = load(name)
+    if module is None:
+        raise ModuleNotFoundError(f"no check named {name!r} in this build", name=f"{__name__}.{name}")
+    return module.judge([(THIS_RUN, module.measure(ctx, None))], ctx.section)

@@ -27,7 +27,6 @@ from edgegate.bbq.metrics import Answer, group_metrics, model_metrics, transitio
 from edgegate.bbq.scoring import ScoreConfig
 from edgegate.bbq.targets import Targets, derive_all
 from edgegate.checks.base import (
-    THIS_RUN,
     CheckContext,
     CheckResult,
     DataInput,
@@ -392,10 +391,6 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     finally:
         cache.close()
     return payload(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0)
-
-
-def run(ctx: CheckContext) -> CheckResult:
-    return judge([(THIS_RUN, measure(ctx))], ctx.section)
 
 
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:

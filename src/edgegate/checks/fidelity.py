@@ -27,7 +27,6 @@ from typing import Any
 
 from edgegate.checks._scoring import text_inputs
 from edgegate.checks.base import (
-    THIS_RUN,
     CheckContext,
     CheckResult,
     Interval,
@@ -73,10 +72,6 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
             "full next-token distributions KL compares: run the fidelity check on the model files")}
     m = _scoring.run_pass(ctx, s, shard, fidelity=True)
     return {"settings": settings, **m, "duration_s": time.perf_counter() - t0}
-
-
-def run(ctx: CheckContext) -> CheckResult:
-    return judge([(THIS_RUN, measure(ctx))], ctx.section)
 
 
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:

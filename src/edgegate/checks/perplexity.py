@@ -19,7 +19,6 @@ from typing import Any
 
 from edgegate.checks._scoring import text_inputs
 from edgegate.checks.base import (
-    THIS_RUN,
     CheckContext,
     CheckResult,
     Interval,
@@ -59,10 +58,6 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     # the pass's time is the fidelity check's; this check took none of its own
     out["extra"] = {**out["extra"], "scored_in": "the fidelity check's pass (one scoring pass for both checks)"}
     return {"settings": settings, **out, "duration_s": 0.0}
-
-
-def run(ctx: CheckContext) -> CheckResult:
-    return judge([(THIS_RUN, measure(ctx))], ctx.section)
 
 
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:

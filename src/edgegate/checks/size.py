@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgegate.checks.base import (
-    THIS_RUN,
     CheckContext,
     CheckResult,
     Measured,
@@ -36,10 +35,6 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> ScanPair:
     """The scan of both checkpoints (shared with the sparsity check): sizes on disk and of
     the tensors, and the claims the runner resolved."""
     return shared_scans(ctx)
-
-
-def run(ctx: CheckContext) -> CheckResult:
-    return judge([(THIS_RUN, measure(ctx))], ctx.section)
 
 
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edgegate.checks.base import (
-    THIS_RUN,
     CheckContext,
     CheckResult,
     Measured,
@@ -106,5 +105,3 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     )
 
 
-def run(ctx: CheckContext) -> CheckResult:
-    return judge([(THIS_RUN, measure(ctx))], ctx.section)

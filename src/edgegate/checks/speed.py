@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edgegate.checks.base import (
-    THIS_RUN,
     CheckContext,
     CheckResult,
     Interval,
@@ -148,10 +147,6 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
             errors[rt] = {"error": exc.to_dict()}
     return SpeedMeasurement(benches, not_measured, errors, tuple(runtimes), ctx.claims.get("speedup"), ctx_note,
                             choice.as_dict() if choice else None, mechanisms)
-
-
-def run(ctx: CheckContext) -> CheckResult:
-    return judge([(THIS_RUN, measure(ctx))], ctx.section)
 
 
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
