@@ -22,7 +22,7 @@ from edgegate import fidelity as fid
 from edgegate.backends import available, open_backend
 from edgegate.checks import fidelity as check
 from edgegate.checks import perplexity as ppl_check
-from edgegate.checks.base import THIS_RUN, CheckContext, Status
+from edgegate.checks.base import THIS_RUN, CheckContext, SharedWork, Status
 from edgegate.perplexity import chunk_text
 from edgegate.settings import RunSettings
 
@@ -35,9 +35,9 @@ SECTION = {"runtime": "llamacpp", "n_ctx": 128, "text": str(EVAL), "min_chunks":
 needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
 
 
-def _ctx(dense: Path, comp: Path, section: dict[str, Any], shared: dict[str, Any] | None = None) -> CheckContext:
+def _ctx(dense: Path, comp: Path, section: dict[str, Any], shared: SharedWork | None = None) -> CheckContext:
     return CheckContext(compressed_path=comp, dense_path=dense, section=section, settings=ONE,
-                        shared=shared if shared is not None else {})
+                        shared=shared if shared is not None else SharedWork())
 
 
 # -- the per-token comparison -------------------------------------------------------------------
@@ -93,7 +93,7 @@ def aa_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     copy = tmp_path_factory.mktemp("aa") / "copy.gguf"
     shutil.copyfile(DENSE, copy)
     assert copy.read_bytes() == DENSE.read_bytes()
-    shared: dict[str, Any] = {}
+    shared = SharedWork()
     m = check.measure(_ctx(DENSE, copy, SECTION, shared))
     res = check.judge([(THIS_RUN, m)], SECTION)
     ppl_m = ppl_check.measure(_ctx(DENSE, copy, {**SECTION, "max_relative_increase": 0.05}, shared))

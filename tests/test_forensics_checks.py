@@ -36,11 +36,11 @@ def test_claimed50_fails_with_reason_from_metadata_claim() -> None:
     assert v.observed == pytest.approx(0.5 - 1 / 3) and v.effect_size == pytest.approx(1 / 3 - 0.5)
     assert "pruning_meta.json" in v.message and "kinds left dense: o_proj, down_proj" in v.message
     assert verdict(res, "finite_weights").status is Status.PASS
-    assert c.shared["scan.compressed"].prunable.zeros == 32768
+    assert c.shared.scan_compressed.prunable.zeros == 32768
     # the size check reuses the scan instead of reading the checkpoint again
-    first = c.shared["scan.compressed"]
+    first = c.shared.scan_compressed
     checks.run("size", c)
-    assert c.shared["scan.compressed"] is first
+    assert c.shared.scan_compressed is first
 
 
 def test_policy_claim_wins_and_can_pass() -> None:
@@ -123,4 +123,4 @@ def test_claim_source_from_the_runner() -> None:
     c.claim_sources = {"sparsity": "checkpoint metadata (pruning_meta.json)"}
     v = verdict(checks.run("sparsity", c), "sparsity_claim")
     assert "(checkpoint metadata (pruning_meta.json))" in v.message and v.status is Status.FAIL
-    assert c.shared["scan.compressed"].sparsity_claim.source == "checkpoint metadata (pruning_meta.json)"
+    assert c.shared.scan_compressed.sparsity_claim.source == "checkpoint metadata (pruning_meta.json)"

@@ -161,7 +161,7 @@ def test_context_gets_section_claims_settings_and_shared_state(inputs: tuple[Pat
     seen: dict[str, Any] = {}
 
     def sparsity(ctx: CheckContext) -> CheckResult:
-        ctx.shared["scan.compressed"] = "scan-object"
+        ctx.shared.scan_compressed = "scan-object"  # type: ignore[assignment]
         seen["section"] = dict(ctx.section)
         seen["claims"] = dict(ctx.claims)
         seen["settings"], seen["claim_sources"] = ctx.settings, dict(ctx.claim_sources)
@@ -169,7 +169,7 @@ def test_context_gets_section_claims_settings_and_shared_state(inputs: tuple[Pat
         return CheckResult.from_verdicts("sparsity", [compare("s", 0.5, ">=", 0.4)], {}, "ok")
 
     def size(ctx: CheckContext) -> CheckResult:
-        seen["shared"] = ctx.shared.get("scan.compressed")
+        seen["shared"] = ctx.shared.scan_compressed
         return CheckResult.from_verdicts("size", [compare("b", 1.0, "<=", 2.0)], {}, "ok")
 
     pol = "version: 1\nclaims: {sparsity: 0.4, speedup: 2}\nchecks:\n  sparsity: {claim_tolerance: 0.03}\n  size: {}\n"

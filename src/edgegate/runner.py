@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegate import checks
-from edgegate.checks.base import THIS_RUN, CheckContext, CheckResult, Status
+from edgegate.checks.base import THIS_RUN, CheckContext, CheckResult, SharedWork, Status
 from edgegate.claims import resolve_claims
 from edgegate.environment import describe_input, environment_info
 from edgegate.errors import BackendUnavailable, EdgegateError, ExitCode, InputError
@@ -181,7 +181,7 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
     inputs, findings = _describe_inputs(opts, policy, selected, progress)
 
     claims, sources = resolve_claims(opts.cli_claims, policy.claims, opts.compressed)
-    shared: dict[str, Any] = {}
+    shared = SharedWork()
     evidence: dict[str, Any] = {}
     placeholders: set[str] = set()  # a shard's stand-ins for verdicts made elsewhere (fail-fast ignores them)
 
@@ -343,10 +343,10 @@ def _input_findings(opts: GateOptions, inputs: list[dict[str, Any]], selected: l
     return [replace(f, severity="warning", message=f"null run (--allow-identical): {f.message}") for f in findings]
 
 
-def _swapped(shared: Mapping[str, Any]) -> Finding | None:
+def _swapped(shared: SharedWork) -> Finding | None:
     from edgegate.sanity import probably_swapped
 
-    comp, dense = shared.get("scan.compressed"), shared.get("scan.dense")
+    comp, dense = shared.scan_compressed, shared.scan_dense
     if comp is None or dense is None:
         return None
     return probably_swapped(dense.prunable.sparsity, comp.prunable.sparsity)

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgegate.checks.base import CheckContext, DataInput, DataInputs, Shard, jsonable
+from edgegate.checks.base import CheckContext, DataInput, DataInputs, KeptPass, Shard, jsonable
 from edgegate.errors import DatasetError
 from edgegate.settings import RunSettings
-
-SHARED_KEY = "scoring.pass"  # ctx.shared: {"key": ..., "measured": ...} of the last pass with fidelity
 
 
 @dataclass(frozen=True)
@@ -143,14 +141,11 @@ def run_pass(ctx: CheckContext, s: Setup, shard: Shard | None, *, fidelity: bool
         "duration_s": time.perf_counter() - t0,
     })
     if fidelity:
-        ctx.shared[SHARED_KEY] = {"key": s.key(shard), "measured": out}
+        ctx.shared.scoring_pass = KeptPass(s.key(shard), out)
     return out
 
 
 def reuse(ctx: CheckContext, s: Setup, shard: Shard | None) -> dict[str, Any] | None:
     """The pass the fidelity check already made with the same key, or None."""
-    kept = ctx.shared.get(SHARED_KEY)
-    if isinstance(kept, dict) and kept.get("key") == s.key(shard):
-        m: dict[str, Any] = kept["measured"]
-        return m
-    return None
+    kept = ctx.shared.scoring_pass
+    return kept.measured if kept is not None and kept.key == s.key(shard) else None

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from edgegate.progress import NullProgress, Progress
 from edgegate.results import (
@@ -35,6 +35,9 @@ from edgegate.results import (
 )
 from edgegate.settings import RunSettings, Shard
 
+if TYPE_CHECKING:
+    from edgegate.forensics.scan import ScanResult
+
 __all__ = [
     "THIS_RUN",
     "CheckContext",
@@ -46,6 +49,7 @@ __all__ = [
     "Needs",
     "RuntimeUse",
     "Shard",
+    "SharedWork",
     "Status",
     "Verdict",
     "check_result_from_dict",
@@ -55,6 +59,23 @@ __all__ = [
 
 Measured = tuple[str, Any]  # (where the measurement came from: "this run" or a partial file, measurement)
 THIS_RUN = "this run"
+
+
+@dataclass(frozen=True)
+class KeptPass:
+    """A scoring pass the fidelity check made, kept for the perplexity check of the same run."""
+
+    key: str  # runtime, models, text, n_ctx, mode and shard: reused only on an exact match
+    measured: dict[str, Any]
+
+
+@dataclass
+class SharedWork:
+    """Work one check does that another reuses within a run (one object per run, mutable)."""
+
+    scan_compressed: ScanResult | None = None  # the sparsity scan feeds the size check
+    scan_dense: ScanResult | None = None
+    scoring_pass: KeptPass | None = None
 
 
 @dataclass
@@ -74,7 +95,7 @@ class CheckContext:
     claim_sources: Mapping[str, str] = field(default_factory=dict)
     settings: RunSettings = field(default_factory=RunSettings)
     shard: Shard | None = None
-    shared: dict[str, Any] = field(default_factory=dict)
+    shared: SharedWork = field(default_factory=SharedWork)
     progress: Progress = field(default_factory=NullProgress)
     policy_dir: Path | None = None  # relative paths in the policy resolve against it (issue 15)
 

@@ -435,10 +435,9 @@ ScanPair = tuple[ScanResult, ScanResult | None]  # (compressed, dense original o
 
 def shared_scans(ctx: CheckContext) -> ScanPair:
     """The scans of a ``CheckContext``'s checkpoints, computed once and kept in
-    ``ctx.shared["scan.compressed"]`` / ``["scan.dense"]`` for every check that needs them.
+    ``ctx.shared`` (``scan_compressed`` / ``scan_dense``) for every check that needs them.
     The scan carries the claims the runner resolved, with their sources."""
-    comp = ctx.shared.get("scan.compressed")
-    dense = ctx.shared.get("scan.dense")
+    comp, dense = ctx.shared.scan_compressed, ctx.shared.scan_dense
     if comp is None or (ctx.dense_path is not None and dense is None):
         claims = dict(ctx.claims)
         from edgegate.policy import check_default
@@ -450,8 +449,7 @@ def shared_scans(ctx: CheckContext) -> ScanPair:
             claim_sources={k: ctx.claim_source(k) for k in claims}, claim_tolerance=tol,
             threads=_SCAN_THREADS, progress=ctx.progress,
         )  # fmt: skip
-        ctx.shared["scan.compressed"] = comp
-        ctx.shared["scan.dense"] = dense
+        ctx.shared.scan_compressed, ctx.shared.scan_dense = comp, dense
     if dense is not None and dense.nan + dense.inf:
         raise broken_reference(dense)
     return comp, dense
