@@ -123,7 +123,11 @@ def test_cli_run_dense_vs_pruned(
     monkeypatch.setattr("edgegate.checks.bbq.open_for_bbq", must_not_open)
     with contextlib.suppress(SystemExit):
         main(args)
-    assert json.loads(capsys.readouterr().out)["measurements"] == m
+    again = json.loads(capsys.readouterr().out)["measurements"]
+    # the same measurements; the re-run says every answer came from the cache
+    assert again.pop("result_cache") == {r: {"answers": 96, "from_cache": 96} for r in ("dense", "compressed")}
+    assert m.pop("result_cache") == {r: {"answers": 96, "from_cache": 0} for r in ("dense", "compressed")}
+    assert again == m
 
 
 def test_sampled_mode_scores_a_dense_vs_dense_null_with_fresh_seeds(
@@ -185,4 +189,34 @@ def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
     rows = con.execute("SELECT model, uid, COUNT(*) FROM answers GROUP BY model, uid").fetchall()
     con.close()
     assert len(rows) == 64 and all(r[2] == 1 for r in rows)
-    assert json.loads(resumed.stdout)["measurements"] == json.loads(clean.stdout)["measurements"]
+    got, want = json.loads(resumed.stdout)["measurements"], json.loads(clean.stdout)["measurements"]
+    # the resumed run scored only what the killed one had not committed, and says so
+    reuse = got.pop("result_cache")
+    assert want.pop("result_cache")["dense"]["from_cache"] == 0
+    assert got == want
+    cached, total = (sum(r[k] for r in reuse.values()) for k in ("from_cache", "answers"))
+    assert 0 < cached < total
+
+
+def test_a_warm_run_scores_only_the_compressed_side(tmp_path: Path) -> None:
+    """The CI pattern of action.yml's results cache: the dense model's answers kept between
+    runs; the next run (another compressed model) scores only the compressed side, and the
+    report says how many answers came from the cache. Null: a run on a cold cache reuses none."""
+    import subprocess
+    import sys
+
+    d, c = PAIRS["llamacpp"]
+
+    def run(comp: Path) -> dict[str, Any]:
+        cmd = [sys.executable, "-m", "edgegate.cli", "bbq", "run", str(d), str(comp), "--data", str(ITEMS), "--items", "0",
+               "--min-items", "5", "--threads", "2", "--cache-dir", str(tmp_path), "--json", "--allow-inconclusive",
+               "--runtime", "llamacpp"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert r.returncode in (0, 1), r.stderr
+        return dict(json.loads(r.stdout)["measurements"]["result_cache"])
+
+    cold = run(c)
+    assert cold["dense"]["from_cache"] == 0 and cold["compressed"]["from_cache"] == 0
+    warm = run(MODELS / "gguf" / "claimed50-f16.gguf")
+    assert warm["dense"]["from_cache"] == warm["dense"]["answers"] > 0
+    assert warm["compressed"]["from_cache"] == 0

@@ -60,6 +60,7 @@ def payload(
     pol: Mapping[str, Any],
     answers: Mapping[str, Sequence[Answer]],
     duration_s: float,
+    scored: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """One shard's measurement: the whole sample's uids (so a merge can prove the shards
     cover it exactly), this shard's items with their targets, and every answer."""
@@ -73,6 +74,8 @@ def payload(
         "config": jsonable(asdict(cfg)),
         "policy": jsonable(dict(pol)),
         "duration_s": duration_s,
+        # per role: answers, and how many this run scored (the rest came from the result cache)
+        "scored": {role: dict(n) for role, n in (scored or {}).items()},
     }
 
 
@@ -85,6 +88,7 @@ class Combined:
     policy: Mapping[str, Any]
     answers: dict[str, list[Answer]]  # role -> answers in ``config.keys(items)`` order
     duration_s: float
+    scored: dict[str, dict[str, int]] | None = None  # summed over the parts; None if one lacks it
 
 
 def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
@@ -132,4 +136,19 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
             raise InputError(f"cannot merge: {role} answers missing for {lost[0][0]}", field=f"checks.bbq.answers.{role}")
         by_role[role] = [got[k] for k in keys]
     duration = sum(float(p["duration_s"]) for _, p in parts)
-    return Combined(ordered, targets, first["data"], cfg, first["policy"], by_role, duration)
+    return Combined(ordered, targets, first["data"], cfg, first["policy"], by_role, duration, _scored(parts))
+
+
+def _scored(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, int]] | None:
+    """The parts' answer counts summed per role; None when a part did not record them (a
+    partial file from an older edgegate): unknown, not zero."""
+    total: dict[str, dict[str, int]] = {}
+    for _, p in parts:
+        counts = p.get("scored")
+        if not isinstance(counts, Mapping) or not counts:
+            return None
+        for role, n in counts.items():
+            t = total.setdefault(str(role), {"answers": 0, "scored_here": 0})
+            t["answers"] += int(n.get("answers", 0))
+            t["scored_here"] += int(n.get("scored_here", 0))
+    return total

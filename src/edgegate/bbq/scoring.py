@@ -113,6 +113,15 @@ def _logsumexp(xs: np.ndarray) -> float:
     return m + math.log(float(np.sum(np.exp(xs - m))))
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One model's answers, and how many of them this run scored (the rest came from the
+    result cache: a warm CI run scores only the compressed side)."""
+
+    answers: list[Answer]
+    scored_here: int
+
+
 def score_model(
     open_backend: Callable[[], Backend],
     path: str | Path,
@@ -123,7 +132,7 @@ def score_model(
     *,
     progress: Progress | None = None,
     label: str = "model",
-) -> list[Answer]:
+) -> Scored:
     """Answers for one model: straight from the cache when it holds them all (the runtime is
     not even opened), else open the model and score what is missing."""
     from edgegate.backends import RUNTIMES
@@ -139,7 +148,7 @@ def score_model(
         model_key = cache.model_hash(path)
         hit = cache.get(model_key, runtime, prompt_key, keys)
         if len(hit) == len(keys):
-            return [hit[k] for k in keys]
+            return Scored([hit[k] for k in keys], 0)
         shown = progress or NullProgress()
 
         def waiting() -> None:
@@ -149,18 +158,19 @@ def score_model(
         with cache.scoring_lock(model_key, runtime, prompt_key, on_wait=waiting):
             hit = cache.get(model_key, runtime, prompt_key, keys)  # what the other run scored meanwhile
             if len(hit) == len(keys):
-                return [hit[k] for k in keys]
+                return Scored([hit[k] for k in keys], 0)
             return _score_open(open_backend(), runtime, items, config, cache, model_key, progress, label)
     return _score_open(backend, runtime, items, config, cache, model_key, progress, label)
 
 
 def _score_open(backend: Backend, runtime: str, items: Sequence[BBQItem], config: ScoreConfig, cache: ResultCache,
-                model_key: str, progress: Progress | None, label: str) -> list[Answer]:
+                model_key: str, progress: Progress | None, label: str) -> Scored:
     try:
         if backend.runtime != runtime:
             raise BackendError(f"asked for runtime {runtime!r}, got {backend.runtime!r}")
         scorer = Scorer(backend, config, cache=cache, model_key=model_key, progress=progress)
-        return scorer.score(items, label)
+        answers = scorer.score(items, label)
+        return Scored(answers, scorer.n_scored)
     finally:
         backend.close()
 

@@ -313,11 +313,16 @@ def result_from_answers(
     pol: Mapping[str, Any],
     answers: Mapping[str, Sequence[Answer]],
     duration_s: float,
+    scored: Mapping[str, Mapping[str, int]] | None = None,
 ) -> CheckResult:
     """The check's result from per-item answers: the one aggregation that a single run and
-    ``edgegate merge`` of sharded runs both call, so they cannot drift apart."""
+    ``edgegate merge`` of sharded runs both call, so they cannot drift apart. ``scored``: per
+    role, how many answers there are and how many this run scored (the rest: the result cache)."""
     verdicts, m = evaluate(items, targets, answers["dense"], answers["compressed"], pol, answers.get("null"))
     m = {"data": dict(info), "config": asdict(cfg), "runtime": pol["runtime"], **m}
+    if scored:
+        m["result_cache"] = {role: {"answers": int(n["answers"]), "from_cache": int(n["answers"]) - int(n["scored_here"])}
+                             for role, n in scored.items()}
     if pol.get("runtime_choice"):  # `runtime: auto`: the runtime chosen and why (issue 12)
         m["runtime_choice"] = dict(pol["runtime_choice"])
     if pol.get("mode_choice"):  # `mode: auto`: the BBQ mode chosen and why
@@ -361,6 +366,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
                            timeout=ctx.settings.backend_timeout)
     cache = ResultCache.in_dir(ctx.settings.cache_dir)
     answers: dict[str, list[Answer]] = {}
+    counts: dict[str, dict[str, int]] = {}
     paths = dict(zip(("dense", "compressed"), models, strict=True))
     try:
         with open_pair(pol["runtime"], models, opening) as pair:
@@ -382,15 +388,17 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
                 jobs.append(("null", "dense", replace(cfg, seed_offset=cfg.seeds)))
             jobs.append(("compressed", "compressed", cfg))
             for role, model, c in jobs:
-                got = score_model(
+                scored = score_model(
                     partial(open_for_bbq, pair, model), paths[model], pol["runtime"], run_items, c, cache,
                     progress=ctx.progress, label=role,
                 )
+                got = scored.answers
                 answers[role] = [replace(a, seed=a.seed - c.seed_offset) for a in got] if c.seed_offset else got
+                counts[role] = {"answers": len(got), "scored_here": scored.scored_here}
                 pair.close(model)  # one model in memory at a time; score_model closed its backend
     finally:
         cache.close()
-    return payload(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0)
+    return payload(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0, counts)
 
 
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
@@ -401,4 +409,4 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     if measurements[0][1] is None:
         return CheckResult.skipped("bbq", "BBQ transitions need a dense baseline model")
     c = combine(measurements)
-    return result_from_answers(c.items, c.targets, c.info, c.config, c.policy, c.answers, c.duration_s)
+    return result_from_answers(c.items, c.targets, c.info, c.config, c.policy, c.answers, c.duration_s, c.scored)

@@ -103,7 +103,7 @@ def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: Run
             out["config"] = asdict(cfg)
             for role, path in zip(("dense", "compressed"), models, strict=True):
                 answers = score_model(partial(open_for_bbq, pair, role), path, p["runtime"], items, cfg, cache,
-                                      progress=progress, label=f"{role} (disambiguated)")
+                                      progress=progress, label=f"{role} (disambiguated)").answers
                 pair.close(role)  # one model in memory at a time
                 out[role] = {k: asdict(m) for k, m in model_metrics(answers, by_uid, targets).items()}
     finally:
