@@ -127,6 +127,7 @@ def test_cli_run_dense_vs_pruned(
     # the same measurements; the re-run says every answer came from the cache
     assert again.pop("result_cache") == {r: {"answers": 96, "from_cache": 96} for r in ("dense", "compressed")}
     assert m.pop("result_cache") == {r: {"answers": 96, "from_cache": 0} for r in ("dense", "compressed")}
+    assert set(m.pop("work")) == {"dense", "compressed"} and "work" not in again  # cached answers cost nothing
     assert again == m
 
 
@@ -193,6 +194,8 @@ def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
     # the resumed run scored only what the killed one had not committed, and says so
     reuse = got.pop("result_cache")
     assert want.pop("result_cache")["dense"]["from_cache"] == 0
+    got.pop("work", None)
+    want.pop("work")
     assert got == want
     cached, total = (sum(r[k] for r in reuse.values()) for k in ("from_cache", "answers"))
     assert 0 < cached < total
@@ -213,10 +216,16 @@ def test_a_warm_run_scores_only_the_compressed_side(tmp_path: Path) -> None:
                "--runtime", "llamacpp"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert r.returncode in (0, 1), r.stderr
-        return dict(json.loads(r.stdout)["measurements"]["result_cache"])
+        return dict(json.loads(r.stdout)["measurements"])
 
     cold = run(c)
-    assert cold["dense"]["from_cache"] == 0 and cold["compressed"]["from_cache"] == 0
+    assert cold["result_cache"]["dense"]["from_cache"] == 0 and cold["result_cache"]["compressed"]["from_cache"] == 0
+    # work efficiency of the scoring this run did: both models scored, each evaluated at least
+    # the minimum (every distinct prompt prefix once) and said how close it came
+    assert set(cold["work"]) == {"dense", "compressed"}
+    for w in cold["work"].values():
+        assert 0 < w["minimal_tokens"] <= w["tokens_evaluated"] and w["efficiency"] == round(w["minimal_tokens"] / w["tokens_evaluated"], 4)
     warm = run(MODELS / "gguf" / "claimed50-f16.gguf")
-    assert warm["dense"]["from_cache"] == warm["dense"]["answers"] > 0
-    assert warm["compressed"]["from_cache"] == 0
+    assert warm["result_cache"]["dense"]["from_cache"] == warm["result_cache"]["dense"]["answers"] > 0
+    assert warm["result_cache"]["compressed"]["from_cache"] == 0
+    assert set(warm["work"]) == {"compressed"}  # the dense side cost nothing

@@ -197,3 +197,17 @@ def test_prompt_longer_than_context_is_a_counted_failure(items: list[BBQItem], m
     assert len(failed) == sum(n > fake.n_ctx for n in n_chars) > 0
     assert all("tokens >" in a.detail for a in failed)
     assert fake.calls == len(items) - len(failed)
+
+
+def test_minimal_work_counts_each_distinct_prefix_once() -> None:
+    """The denominator-free half of work efficiency: a shared prefix (system prompt, a context
+    shared by its answers) counts once; efficiency = minimal / evaluated."""
+    from edgegate.bbq.scoring import Work, _PrefixCount
+
+    pc = _PrefixCount()
+    pc.add([1, 2, 3, 4])
+    pc.add([1, 2, 3, 5])  # shares 3 positions
+    pc.add([1, 2, 3, 4])  # nothing new
+    pc.add([9])
+    assert pc.nodes == 6
+    assert Work(tokens_evaluated=12, minimal_tokens=6).efficiency == 0.5

@@ -37,6 +37,12 @@ class GenericBackend(ABC):
     threads: int | None
     converted_from: Path | None = None
     _kept: np.ndarray | None = None  # the scored rows' logits of the last score_tokens_kept
+    tokens_evaluated: int = 0  # positions run through the model (padding included): the work done
+
+    def work(self) -> dict[str, int]:
+        """Work done so far, machine-independent: positions the model evaluated. The BBQ scorer
+        divides the minimum its prompts need by this (work efficiency)."""
+        return {"tokens_evaluated": int(self.tokens_evaluated)}
 
     # -- runtime primitives ---------------------------------------------------------------
     @abstractmethod

@@ -279,6 +279,9 @@ class IsolatedBackend:
         out: Timing = self._call("time_run", prompt=[int(t) for t in prompt], gen_tokens=gen_tokens)
         return out
 
+    def work(self) -> dict[str, int]:
+        return dict(self._call("work"))
+
     @property
     def pid(self) -> int:
         """The child process that holds the model (fresh per benchmark repetition)."""

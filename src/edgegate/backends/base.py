@@ -104,8 +104,9 @@ class Backend(Protocol):
 
 
 # The calls that cross a process boundary (``_subprocess``): every protocol method that a
-# model answers; ``info`` and ``close`` are the proxy's own business.
+# model answers, and ``work`` (optional: the positions a local runtime evaluated, for the BBQ
+# work efficiency); ``info`` and ``close`` are the proxy's own business.
 REMOTE_METHODS: frozenset[str] = frozenset(
     name for name, v in vars(Backend).items()
     if callable(v) and not name.startswith("_") and name not in ("info", "close")
-)
+) | {"work"}

@@ -244,6 +244,7 @@ class LlamaCppBackend(GenericBackend):
     def _decode(self, tokens: Sequence[int], n_past: int, want: np.ndarray) -> np.ndarray:
         """Decode ``tokens`` at positions n_past.., returning logits for rows where ``want``."""
         v = self.n_vocab
+        self.tokens_evaluated += len(tokens)
         out = np.empty((int(want.sum()), v), dtype=np.float32)
         k = 0
         b = self._batch.batch

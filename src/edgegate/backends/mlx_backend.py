@@ -87,6 +87,7 @@ class MLXBackend(GenericBackend):
 
     def _logits(self, tokens: Sequence[int], cache: Any) -> np.ndarray:
         mx = self._mx
+        self.tokens_evaluated += len(tokens)
         try:
             out = self._model(mx.array([list(tokens)], dtype=mx.int32), cache=cache)
             out = out[0].astype(mx.float32)

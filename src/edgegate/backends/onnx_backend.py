@@ -145,6 +145,7 @@ class ONNXBackend(GenericBackend):
             self._state = {n: self._empty_past(n) for n in self._past}
             self._n_past = 0
         n = len(tokens)
+        self.tokens_evaluated += n
         feed: dict[str, Any] = {"input_ids": np.asarray([list(tokens)], dtype=np.int64)}
         total = self._n_past + n
         if "attention_mask" in self._inputs:

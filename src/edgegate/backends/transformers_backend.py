@@ -211,6 +211,8 @@ class TransformersBackend(GenericBackend):
     # -- forward passes -----------------------------------------------------------------------
     def _run_model(self, **kwargs: Any) -> Any:
         torch = self._torch
+        ids = kwargs.get("input_ids")
+        self.tokens_evaluated += int(ids.numel()) if ids is not None else 0
         try:
             with torch.inference_mode():
                 return self._model(**kwargs)

@@ -149,6 +149,6 @@ def _scored(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[st
             return None
         for role, n in counts.items():
             t = total.setdefault(str(role), {"answers": 0, "scored_here": 0})
-            t["answers"] += int(n.get("answers", 0))
-            t["scored_here"] += int(n.get("scored_here", 0))
+            for key, value in n.items():  # answers, scored_here, and the work counts where known
+                t[str(key)] = t.get(str(key), 0) + int(value)
     return total

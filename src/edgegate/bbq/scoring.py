@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from edgegate.bbq import prompts
 from edgegate.bbq.cache import ResultCache
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer
-from edgegate.errors import BackendError, InputError
+from edgegate.errors import BackendError, EdgegateError, InputError
 from edgegate.progress import NullProgress, Progress
 
 MODES = ("letter", "loglik")
@@ -120,6 +121,50 @@ class Scored:
 
     answers: list[Answer]
     scored_here: int
+    work: Work | None = None  # the scoring this run did (None: all from the cache, or not countable)
+
+
+@dataclass(frozen=True)
+class Work:
+    """Machine-independent cost of scoring: positions the runtime evaluated, against the
+    fewest any scorer needs for the same answers (every distinct prefix of the prompts once:
+    a shared system prompt, a context shared by its answers or rotations; in loglik mode the
+    last answer token needs no evaluation). efficiency = minimal / evaluated."""
+
+    tokens_evaluated: int
+    minimal_tokens: int
+
+    @property
+    def efficiency(self) -> float:
+        return self.minimal_tokens / self.tokens_evaluated if self.tokens_evaluated else float("nan")
+
+
+class _PrefixCount:
+    """Distinct prefixes of the token sequences added so far (a trie's node count)."""
+
+    def __init__(self) -> None:
+        self._root: dict[int, Any] = {}
+        self.nodes = 0
+
+    def add(self, tokens: Sequence[int]) -> None:
+        node = self._root
+        for t in tokens:
+            nxt = node.get(t)
+            if nxt is None:
+                nxt = node[t] = {}
+                self.nodes += 1
+            node = nxt
+
+
+def _evaluated(backend: Backend) -> int | None:
+    """Positions the backend has evaluated so far, where it counts them (local runtimes)."""
+    work = getattr(backend, "work", None)
+    if work is None:
+        return None
+    try:
+        return int(work()["tokens_evaluated"])
+    except (EdgegateError, KeyError, TypeError, ValueError):
+        return None
 
 
 def score_model(
@@ -169,8 +214,13 @@ def _score_open(backend: Backend, runtime: str, items: Sequence[BBQItem], config
         if backend.runtime != runtime:
             raise BackendError(f"asked for runtime {runtime!r}, got {backend.runtime!r}")
         scorer = Scorer(backend, config, cache=cache, model_key=model_key, progress=progress)
+        before = _evaluated(backend)
         answers = scorer.score(items, label)
-        return Scored(answers, scorer.n_scored)
+        after = _evaluated(backend)
+        work = None
+        if before is not None and after is not None and scorer.minimal.nodes and not config.sampled:
+            work = Work(after - before, scorer.minimal.nodes)
+        return Scored(answers, scorer.n_scored, work)
     finally:
         backend.close()
 
@@ -197,6 +247,7 @@ class Scorer:
         self.model_key = model_key or str(backend.model_path)
         self._cands: list[list[int]] | None = None
         self.n_scored = 0  # units sent to the backend in this process (not from the cache)
+        self.minimal = _PrefixCount()  # the fewest positions any scorer evaluates for the same answers
 
     # -- prompts -----------------------------------------------------------------------
     def letter_tokens(self, item: BBQItem, rotation: int) -> list[int]:
@@ -268,6 +319,8 @@ class Scorer:
             self._cands = letter_candidates(self.backend)
         cands = self._cands
         flat = [t for toks in cands for t in toks]
+        for _, toks in batch:
+            self.minimal.add(toks)  # the logits after the prompt's last token: every position once
         lp = np.asarray(self.backend.next_token_logprobs([t for _, t in batch], flat), dtype=np.float64)
         if lp.shape != (len(batch), len(flat)) or np.isnan(lp).any():
             raise BackendError(f"next_token_logprobs returned shape {lp.shape} or NaN for {len(batch)} prompts")
@@ -306,6 +359,7 @@ class Scorer:
                 else:  # tokenizer merged across the boundary: encode the answer on its own
                     cont = self.backend.tokenize(prompts.loglik_continuation(item, i), add_special=False)
                 reqs.append((ctx, cont))
+                self.minimal.add(ctx + cont[:-1])  # the last answer token is scored, never evaluated
         res = self.backend.loglikelihood(reqs)
         if len(res) != len(reqs):
             raise BackendError(f"loglikelihood returned {len(res)} results for {len(reqs)} requests")

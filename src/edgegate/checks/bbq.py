@@ -305,6 +305,13 @@ def open_for_bbq(pair: ModelPair, role: str, n_ctx: int | None = None) -> Backen
     raise AssertionError("unreachable")
 
 
+def _work(n: Mapping[str, int]) -> dict[str, Any]:
+    ev, minimal = int(n["tokens_evaluated"]), int(n["minimal_tokens"])
+    return {"tokens_evaluated": ev, "minimal_tokens": minimal, "efficiency": round(minimal / ev, 4),
+            "definition": "fewest positions any scorer evaluates for these answers (each distinct prompt "
+                          "prefix once) / positions the runtime evaluated"}
+
+
 def result_from_answers(
     items: Sequence[BBQItem],
     targets: Mapping[str, Targets],
@@ -323,6 +330,9 @@ def result_from_answers(
     if scored:
         m["result_cache"] = {role: {"answers": int(n["answers"]), "from_cache": int(n["answers"]) - int(n["scored_here"])}
                              for role, n in scored.items()}
+        work = {role: _work(n) for role, n in scored.items() if n.get("tokens_evaluated")}
+        if work:  # what this run's scoring cost, machine-independent (cached answers cost nothing)
+            m["work"] = work
     if pol.get("runtime_choice"):  # `runtime: auto`: the runtime chosen and why (issue 12)
         m["runtime_choice"] = dict(pol["runtime_choice"])
     if pol.get("mode_choice"):  # `mode: auto`: the BBQ mode chosen and why
@@ -395,6 +405,9 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
                 got = scored.answers
                 answers[role] = [replace(a, seed=a.seed - c.seed_offset) for a in got] if c.seed_offset else got
                 counts[role] = {"answers": len(got), "scored_here": scored.scored_here}
+                if scored.work is not None:
+                    counts[role] |= {"tokens_evaluated": scored.work.tokens_evaluated,
+                                     "minimal_tokens": scored.work.minimal_tokens}
                 pair.close(model)  # one model in memory at a time; score_model closed its backend
     finally:
         cache.close()

@@ -230,7 +230,23 @@ def sections(m: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]
                     ["SRS (answers)", "unbiased→biased rate", "new-bias emergence rate"],
                     [[_pair((paper["srs"][0], paper["srs"][1])), _f(paper.get("unbiased_to_biased_rate")),
                       _f(paper.get("new_bias_emergence_rate"))]]))
-    return out
+    return out + _scoring_cost(m)
+
+
+def _scoring_cost(m: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """What this run's scoring cost: answers from the result cache, and the work efficiency
+    (fewest positions any scorer needs / positions the runtime evaluated) of what it scored."""
+    cache, work = m.get("result_cache") or {}, m.get("work") or {}
+    if not cache:
+        return []
+    body = []
+    for role, c in cache.items():
+        w = work.get(role) or {}
+        body.append([str(role), str(c.get("answers", "—")), str(c.get("from_cache", "—")),
+                     str(w.get("tokens_evaluated", "—")), str(w.get("minimal_tokens", "—")), _f(w.get("efficiency"))])
+    return [("Scoring cost of this run (answers reused from the result cache cost nothing)",
+             ["model", "answers", "from the result cache", "positions evaluated", "minimum needed", "work efficiency"],
+             body)]
 
 
 def _html_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
