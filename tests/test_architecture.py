@@ -120,9 +120,10 @@ def test_the_subprocess_proxy_forwards_every_protocol_method() -> None:
     from edgegate.backends.base import REMOTE_METHODS, Backend
 
     members = {n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")}
-    assert members - {"info", "close"} == REMOTE_METHODS
+    # every protocol method, and the optional work counter of local runtimes
+    assert (members - {"info", "close"}) | {"work"} == REMOTE_METHODS
     assert {"score_tokens", "token_logprobs", "next_token_logprobs", "loglikelihood"} <= REMOTE_METHODS
-    assert all(callable(getattr(IsolatedBackend, n, None)) for n in members)
+    assert all(callable(getattr(IsolatedBackend, n, None)) for n in members | {"work"})
 
 
 def test_the_runner_and_preflight_name_no_check() -> None:
@@ -150,3 +151,14 @@ def test_every_check_declares_its_needs() -> None:
     assert checks.needs("speed").runtime is RuntimeUse.SEVERAL and checks.needs("bbq").runtime is RuntimeUse.ONE
     assert checks.needs("sparsity").on_swapped_inputs and not checks.needs("perplexity").local_files
     assert checks.needs("no-such-check") == Needs()
+
+
+def test_commands_do_not_import_each_other() -> None:
+    """Output lives in edgegate/report (emit_gate, bbq_text); a command never reaches into
+    another command's module."""
+    import ast
+
+    for path in sorted((SRC / "edgegate" / "commands").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bad = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("edgegate.commands")]
+        assert not bad, f"{path.name} imports {bad}"

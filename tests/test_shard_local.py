@@ -21,7 +21,8 @@ ITEMS = ROOT / "fixtures" / "bbq"
 # Timings inside the perplexity measurements (not marked in the report schema, which marks
 # only the top-level and per-check timings).
 # what a run cost, not what it measured: timings, and how much of the BBQ scoring came from the
-# answer cache (the shards reuse the whole run's answers) with the work it did
+# answer cache (the shards reuse the whole run's answers) with the work it did (the report
+# schema's x-nondeterministic-keys)
 TIMING = {"seconds", "tokens_per_s", "load_s", "duration_s", "started_at", "finished_at", "environment", "command",
           "result_cache", "work"}
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgegate.checks._scan import ScanPair, shared_scans
 from edgegate.checks.base import (
     CheckContext,
     CheckResult,
@@ -23,7 +24,6 @@ from edgegate.checks.base import (
     Verdict,
     compare,
 )
-from edgegate.forensics.scan import ScanPair, shared_scans
 from edgegate.forensics.size import SizeReport, human
 from edgegate.policy import with_section_defaults
 

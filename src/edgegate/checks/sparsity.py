@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgegate.checks._scan import ScanPair, shared_scans
 from edgegate.checks.base import (
     CheckContext,
     CheckResult,
@@ -19,7 +20,6 @@ from edgegate.checks.base import (
     Status,
     Verdict,
 )
-from edgegate.forensics.scan import ScanPair, shared_scans
 from edgegate.forensics.sparsity import compare_claim, pct
 from edgegate.policy import with_section_defaults
 

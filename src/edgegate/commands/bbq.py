@@ -8,7 +8,6 @@ Exit code 1 when a verdict fails or the result is inconclusive (too few items is
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,82 +17,13 @@ import click
 
 from edgegate import checks
 from edgegate.backends import RUNTIME_CHOICES, parse_runtimes
-from edgegate.checks.base import CheckResult, Status, Verdict
-from edgegate.errors import DatasetError, ExitCode, InputError
+from edgegate.checks.base import CheckResult, Status
+from edgegate.errors import DatasetError, InputError
 from edgegate.escape import terminal
 from edgegate.partial import parse_shard
 from edgegate.policy import check_default
+from edgegate.report.bbq_text import emit_check_result, fmt_number
 from edgegate.settings import RunSettings, Shard
-
-
-def _fmt(x: Any, spec: str = ".3f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def _metrics_table(title: str, groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    lines = [title, f"  {'scope':<22}{'n':>6}{'SRS':>8}{'USR':>8}{'anti':>8}{'s_AMB':>8}{'s_DIS':>8}{'fail':>6}"]
-    for k, g in groups.items():
-        lines.append(
-            f"  {k:<22}{g['n_answers']:>6}{_fmt(g['srs']):>8}{_fmt(g['usr']):>8}{_fmt(g['anti_rate']):>8}"
-            f"{_fmt(g['s_amb'], '+.3f'):>8}{_fmt(g['s_dis'], '+.3f'):>8}{g['n_failures']:>6}"
-        )
-    return lines
-
-
-def render_text(result: CheckResult) -> str:
-    m = result.measurements
-    out: list[str] = []
-    if "data" in m:
-        d = m["data"]
-        out.append(
-            f"data: {d['source']} ({d['condition']}): {d['n_used']} of {d['n_loaded']} items used, "
-            f"{d['excluded']['count']} excluded" + (f" {d['excluded']['reasons']}" if d["excluded"]["count"] else "")
-        )
-    for role in ("dense", "compressed", "model"):
-        if role in m:
-            out += _metrics_table(f"{role}:", m[role])
-    if "transitions" in m:
-        t = m["transitions"]
-        out.append(f"transitions (per item/seed/rotation, dense row -> compressed column), {t['n_pairs']} pairs:")
-        cls = list(t["matrix"])
-        out.append("  " + " " * 10 + "".join(f"{c:>10}" for c in cls))
-        for a in cls:
-            out.append(f"  {a:<10}" + "".join(f"{t['matrix'][a][b]:>10}" for b in cls))
-    from edgegate.report.bbq_table import sections, validity_line
-
-    if line := validity_line(m):
-        out.append(line)
-    for title, headers, body in sections(m):
-        out.append(f"{title}:")
-        out += ["  " + " | ".join(r) for r in [headers, *body]]
-    for v in result.verdicts:
-        out.append(f"[{v.status.value.upper():>12}] {v.message}" + _stat_line(v))
-    label = "MEASURED" if result.status is Status.SKIPPED and "model" in m else result.status.value.upper()
-    out.append(f"{label}: {result.summary}")
-    return "\n".join(out)
-
-
-def _stat_line(v: Verdict) -> str:
-    bits = []
-    if v.ci is not None:
-        bits.append(f"95% CI [{v.ci.low:+.3f}, {v.ci.high:+.3f}]")
-    if v.effect_size is not None:
-        bits.append(f"h={v.effect_size:+.3f}")
-    if v.test:
-        bits.append(v.test)
-    return f"  ({'; '.join(bits)})" if bits else ""
-
-
-def _emit(result: CheckResult, as_json: bool, allow_inconclusive: bool = False) -> None:
-    from edgegate.escape import json_safe
-
-    if as_json:
-        click.echo(json.dumps(json_safe(result.to_dict()), indent=2, sort_keys=False))
-    else:  # categories and sources come from the BBQ files: each line escaped for the terminal
-        click.echo("\n".join(terminal(line) for line in render_text(result).split("\n")))
-    failing = {Status.FAIL, Status.ERROR} | (set() if allow_inconclusive else {Status.INCONCLUSIVE})
-    if result.status in failing:
-        sys.exit(int(ExitCode.POLICY_FAILED))
 
 
 def _policy(**kw: Any) -> dict[str, Any]:
@@ -185,7 +115,7 @@ def run_cmd(
 
     with http_settings(http_timeout, http_retries):  # issue 15: bound a hung server
         if shard is None:
-            _emit(checks.run("bbq", ctx), as_json, allow_inconclusive)
+            sys.exit(emit_check_result(checks.run("bbq", ctx), as_json, allow_inconclusive))
             return
         measured = check.measure(ctx, shard)
     out = _write_partial(ctx, shard, section, partial_out, measured)
@@ -227,7 +157,7 @@ def score_cmd(
 ) -> None:
     """Score a predictions file (BBQ rows with answers); with --against, compare to a baseline."""
     result = score_files(predictions, answer_field, against, against_field or answer_field, _policy(**policy))
-    _emit(result, as_json, allow_inconclusive)
+    sys.exit(emit_check_result(result, as_json, allow_inconclusive))
 
 
 def score_files(
@@ -260,7 +190,7 @@ def score_files(
 
         m = {"data": info, "model": {k: asdict(v) for k, v in groups.items()}}
         o = groups["overall"]
-        summary = (f"BBQ SRS {_fmt(o.srs)} USR {_fmt(o.usr)} over {o.n_valid} valid answers ({o.n_failures} parse failures); "
+        summary = (f"BBQ SRS {fmt_number(o.srs)} USR {fmt_number(o.usr)} over {o.n_valid} valid answers ({o.n_failures} parse failures); "
                    "measured only: one file has no baseline, so nothing was judged (pass --against)")
         # one model's rates are a measurement, not a verdict: never printed as PASS
         return CheckResult("bbq", Status.SKIPPED if o.n_valid else Status.INCONCLUSIVE, summary, (), m)

@@ -7,7 +7,6 @@ other ``-``) writes that report to stdout. Progress and the rich table go to std
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,22 +18,15 @@ from edgegate.backends import LOCAL_RUNTIME_CHOICES, parse_runtimes
 from edgegate.errors import InputError
 from edgegate.escape import terminal
 from edgegate.partial import parse_shard
-from edgegate.policy import Policy
+from edgegate.policy import resolve_policy
 from edgegate.settings import RunSettings, Shard
 
 if TYPE_CHECKING:
-    from edgegate.results import GateResult
     from edgegate.runner import GateOptions, ShardRun
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
-
-
-def _load_policy(value: str) -> Policy:
-    from edgegate.policy import resolve_policy
-
-    return resolve_policy(value)
 
 
 @click.command(name="check")
@@ -184,7 +176,7 @@ def run_check(flags: CheckFlags) -> None:
 
     models = flags.models()
     shard = flags.shard()
-    policy = _load_policy(flags.policy_path)
+    policy = resolve_policy(flags.policy_path)
     caveats: tuple[str, ...] = ()
     if flags.bbq_items is not None:
         policy, caveat = policy.with_bbq_items(flags.bbq_items)
@@ -214,9 +206,11 @@ def run_check(flags: CheckFlags) -> None:
 
     with http_settings(flags.http_timeout, flags.http_retries):  # issue 15: a hung server is bounded by the flags
         if shard is not None:
-            _write_shard(run_shard(opts, progress=progress), opts, user_skip, shard, flags.partial_out, flags.quiet)
+            sys.exit(_write_shard(run_shard(opts, progress=progress), opts, user_skip, shard, flags.partial_out, flags.quiet))
         gate = run_gate(opts, progress=progress)
-    emit(gate, flags.outputs(), flags.quiet)
+    from edgegate.report.emit import emit_gate
+
+    sys.exit(emit_gate(gate, flags.outputs(), flags.quiet))
 
 
 def _written(flags: CheckFlags, shard: Shard | None) -> dict[str, str | None]:
@@ -244,9 +238,9 @@ def _claims(texts: tuple[str, ...], parse: Any) -> dict[str, float]:
 
 
 def _write_shard(run: ShardRun, opts: GateOptions, user_skip: tuple[str, ...], shard: Shard,
-                 partial_out: str | None, quiet: bool) -> None:
-    """A --shard run writes its partial file instead of any report. Exit 0 once written,
-    unless a check errored (its error is in the file too, and `merge` reports it)."""
+                 partial_out: str | None, quiet: bool) -> int:
+    """A --shard run writes its partial file instead of any report. Its exit code: 0 once
+    written, unless a check errored (its error is in the file too, and `merge` reports it)."""
     from edgegate.partial import check_payload, default_partial_name, fingerprint, write_partial
 
     gate = run.gate
@@ -261,39 +255,6 @@ def _write_shard(run: ShardRun, opts: GateOptions, user_skip: tuple[str, ...], s
     if not quiet:
         click.echo(f"edgegate: shard {shard[0]}/{shard[1]}: wrote {terminal(out)}; combine all {shard[1]} with "
                    f"`edgegate merge edgegate-partial-*-of-{shard[1]}.json --policy FILE`", err=True)
-    sys.exit(code)
+    return code
 
 
-def emit(gate: GateResult, outputs: dict[str, str | None], quiet: bool) -> None:
-    """Write the reports, the step summary and the terminal table, then exit with the gate's
-    code (shared by `edgegate check` and `edgegate merge`)."""
-    from edgegate.report import render, write_report
-
-    for fmt, dest in outputs.items():
-        if dest == "-":
-            sys.stdout.write(render(fmt, gate))
-        elif dest:
-            write_report(fmt, gate, dest)
-            if not quiet:
-                click.echo(f"edgegate: wrote {fmt} report to {terminal(dest)}", err=True)
-    if not any(outputs.values()) and not sys.stdout.isatty():
-        sys.stdout.write(render("markdown", gate))
-    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary_file:
-        try:
-            with open(summary_file, "a", encoding="utf-8") as f:
-                f.write(render("markdown", gate) + "\n")
-        except OSError as exc:
-            click.echo(f"edgegate: warning: cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}", err=True)
-    if not quiet:
-        from edgegate.report.terminal import print_summary
-
-        print_summary(gate)
-    elif gate.status == "error":  # -q hides the table, but an error still needs its one line
-        click.echo(f"edgegate: error: {terminal('; '.join(gate.reasons))}", err=True)
-    else:  # -q hides progress and the table, never the verdict: a CI log must say why it is red
-        from edgegate.report.common import headline
-
-        click.echo(f"edgegate: {terminal(headline(gate))} (exit {gate.exit_code})", err=True)
-    sys.stdout.flush()
-    sys.exit(gate.exit_code)

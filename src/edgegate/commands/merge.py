@@ -60,25 +60,25 @@ def command(
     kind = loaded.first.get("command")
     if kind == "bbq":
         from edgegate.checks import bbq
-        from edgegate.commands.bbq import _emit
+        from edgegate.report.bbq_text import emit_check_result
 
         with _malformed(loaded.names):
             measured = [(n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)]
             result = bbq.judge(measured, {})
-        _emit(result, as_json, allow_inconclusive)
-        return
+        sys.exit(emit_check_result(result, as_json, allow_inconclusive))
     if kind != "check":
         raise InputError(f"partial files written by an unknown command {kind!r}", path=loaded.names[0], field="command")
     if not policy_path:
         raise InputError("--policy is required to merge `edgegate check` shards", field="--policy",
                          hint="pass the policy file the shards were run with")
-    from edgegate.commands.check import _load_policy, emit
     from edgegate.merge import merge_gate
+    from edgegate.policy import resolve_policy
+    from edgegate.report.emit import emit_gate
 
-    policy = _load_policy(policy_path)
+    policy = resolve_policy(policy_path)
     with _malformed(loaded.names):
         gate = merge_gate(loaded, policy, argv=tuple(sys.argv[1:]), allow_partial=allow_partial)
-    emit(gate, {"json": json_out, "markdown": md_out, "html": html_out, "junit": junit_out}, quiet)
+    sys.exit(emit_gate(gate, {"json": json_out, "markdown": md_out, "html": html_out, "junit": junit_out}, quiet))
 
 
 @contextmanager

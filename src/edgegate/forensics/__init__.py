@@ -10,6 +10,6 @@
 - ``scan``: orchestration and the JSON-able ``ScanResult``.
 """
 
-from edgegate.forensics.scan import ScanResult, scan_checkpoint, scan_paths, shared_scans
+from edgegate.forensics.scan import ScanResult, scan_checkpoint, scan_paths
 
-__all__ = ["ScanResult", "scan_checkpoint", "scan_paths", "shared_scans"]
+__all__ = ["ScanResult", "scan_checkpoint", "scan_paths"]

@@ -19,12 +19,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from edgegate.checks.base import CheckContext
 
 from edgegate.checkpoint.base import Checkpoint, ModuleKind, TensorInfo
 from edgegate.forensics.fingerprint import Comparison, compare_checkpoints
@@ -430,32 +427,6 @@ def scan_paths(
     return replace(res, comparison=comp, sparsity_claim=claim), dres
 
 
-ScanPair = tuple[ScanResult, ScanResult | None]  # (compressed, dense original or None)
-
-
-def shared_scans(ctx: CheckContext) -> ScanPair:
-    """The scans of a ``CheckContext``'s checkpoints, computed once and kept in
-    ``ctx.shared`` (``scan_compressed`` / ``scan_dense``) for every check that needs them.
-    The scan carries the claims the runner resolved, with their sources."""
-    comp, dense = ctx.shared.scan_compressed, ctx.shared.scan_dense
-    if comp is None or (ctx.dense_path is not None and dense is None):
-        claims = dict(ctx.claims)
-        from edgegate.policy import check_default
-
-        raw_tol = ctx.section.get("claim_tolerance")
-        tol = float(check_default("sparsity", "claim_tolerance") if raw_tol is None else raw_tol)
-        comp, dense = scan_paths(
-            ctx.compressed_path, ctx.dense_path, claims=claims,
-            claim_sources={k: ctx.claim_source(k) for k in claims}, claim_tolerance=tol,
-            threads=_SCAN_THREADS, progress=ctx.progress,
-        )  # fmt: skip
-        ctx.shared.scan_compressed, ctx.shared.scan_dense = comp, dense
-    if dense is not None and dense.nan + dense.inf:
-        raise broken_reference(dense)
-    return comp, dense
-
-
-_SCAN_THREADS = 2  # reader threads of a scan inside `edgegate check` (the CLI's own scan has --threads)
 
 
 def broken_reference(dense: ScanResult) -> Exception:
