@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 from edgegate.errors import ExitCode, InputError
 from edgegate.policy import CHECK_NAMES, Policy
-from edgegate.results import CheckOutcome, CheckResult, Status
+from edgegate.results import CheckDecision, CheckOutcome, CheckResult, GateStatus, Status
 
 
 @dataclass(frozen=True)
 class Decision:
-    status: str  # pass | fail | partial | unverified | error
+    status: GateStatus
     exit_code: int
     reasons: tuple[str, ...]
     notes: tuple[str, ...]
@@ -90,18 +90,18 @@ def decide(
         if cp.name not in selected:
             flag = "--only" if only else "--skip"
             res = CheckResult.skipped(cp.name, f"deselected with {flag}")
-            outcomes.append(CheckOutcome(cp.name, cp.required, False, res, "deselected", res.summary))
+            outcomes.append(CheckOutcome(cp.name, cp.required, False, res, CheckDecision.DESELECTED, res.summary))
             continue
         if stop is not None:
             outcomes.append(_not_run_fail_fast(cp.name, cp.required, stop))
             continue
         outcome = _judge(cp.name, cp.required, result_of(cp.name), policy, strict)
         outcomes.append(outcome)
-        if (fail_fast and outcome.required and outcome.gate in ("fail", "error")
+        if (fail_fast and outcome.required and outcome.gate in (CheckDecision.FAIL, CheckDecision.ERROR)
                 and (judged_here is None or judged_here(cp.name))):
             stop = outcome
     status, code, reasons = _overall(outcomes, policy)
-    if status == "partial" and not allow_partial:
+    if status is GateStatus.PARTIAL and not allow_partial:
         code = int(ExitCode.POLICY_FAILED)
     return Decision(status, code, tuple(reasons), tuple(_notes(outcomes)), tuple(outcomes))
 
@@ -110,7 +110,7 @@ def _not_in_policy(name: str, policy: Policy, absent: bool) -> CheckOutcome:
     why = (f"not in the policy: '{policy.name}' has no checks.{name} block, so it is not run" if absent
            else f"disabled: checks.{name}.enabled is false in '{policy.name}'")
     res = CheckResult.skipped(name, why)
-    return CheckOutcome(name, False, False, res, "not-in-policy" if absent else "disabled", why)
+    return CheckOutcome(name, False, False, res, CheckDecision.NOT_IN_POLICY if absent else CheckDecision.DISABLED, why)
 
 
 FAIL_FAST = "FailFast"  # the error type of a check that fail-fast did not run
@@ -120,10 +120,10 @@ def _not_run_fail_fast(name: str, required: bool, stop: CheckOutcome) -> CheckOu
     """A selected check that fail-fast did not run: skipped, never a pass. Like a check skipped
     for a missing runtime, its ``error`` says why it did not run; that keeps it "not-run" when a
     shard's partial file carries it into ``edgegate merge``."""
-    why = f"not run: fail-fast — required check '{stop.name}' already {'failed' if stop.gate == 'fail' else 'errored'}"
+    why = f"not run: fail-fast — required check '{stop.name}' already {'failed' if stop.gate is CheckDecision.FAIL else 'errored'}"
     hint = "fail-fast (the policy's fail_fast or --fail-fast) stopped the run; --no-fail-fast runs every check"
     err = {"type": FAIL_FAST, "message": why, "path": None, "field": "fail_fast", "hint": hint}
-    return CheckOutcome(name, required, True, CheckResult(name, Status.SKIPPED, why, error=err), "not-run", why)
+    return CheckOutcome(name, required, True, CheckResult(name, Status.SKIPPED, why, error=err), CheckDecision.NOT_RUN, why)
 
 
 def _not_run_by_fail_fast(res: CheckResult) -> bool:
@@ -133,30 +133,30 @@ def _not_run_by_fail_fast(res: CheckResult) -> bool:
 def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: bool) -> CheckOutcome:
     s = res.status
     if _not_run_by_fail_fast(res):  # carried from a shard that stopped early (edgegate merge)
-        return CheckOutcome(name, required, True, res, "not-run", res.summary)
+        return CheckOutcome(name, required, True, res, CheckDecision.NOT_RUN, res.summary)
     if s is Status.ERROR and int((res.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) == ExitCode.INPUT_ERROR:
         # issue 15: an unreadable input is an input error (exit 2) whether or not the check that
         # found it gates; as "advisory" it once ended in exit 0/1 ("no check passed")
-        return CheckOutcome(name, required, True, res, "error", res.summary)
+        return CheckOutcome(name, required, True, res, CheckDecision.ERROR, res.summary)
     if not required:
-        gate = "pass" if s is Status.PASS else "skipped" if s is Status.SKIPPED else "advisory"
-        why = "optional check: reported, does not gate" if gate != "pass" else "passed"
+        gate = CheckDecision.PASS if s is Status.PASS else CheckDecision.SKIPPED if s is Status.SKIPPED else CheckDecision.ADVISORY
+        why = "optional check: reported, does not gate" if gate is not CheckDecision.PASS else "passed"
         return CheckOutcome(name, False, True, res, gate, why)
     if s is Status.PASS:
-        return CheckOutcome(name, True, True, res, "pass", "passed")
+        return CheckOutcome(name, True, True, res, CheckDecision.PASS, "passed")
     if s is Status.FAIL:
-        return CheckOutcome(name, True, True, res, "fail", _why(res))
+        return CheckOutcome(name, True, True, res, CheckDecision.FAIL, _why(res))
     if s is Status.ERROR:
-        return CheckOutcome(name, True, True, res, "error", res.summary)
+        return CheckOutcome(name, True, True, res, CheckDecision.ERROR, res.summary)
     if s is Status.INCONCLUSIVE:
         if policy.fail_on_inconclusive:
             rule = "--strict" if strict else "fail_on_inconclusive"
-            return CheckOutcome(name, True, True, res, "fail", f"inconclusive ({res.summary}); {rule} makes that a failure")
-        return CheckOutcome(name, True, True, res, "not-verified", f"inconclusive: {res.summary}")
+            return CheckOutcome(name, True, True, res, CheckDecision.FAIL, f"inconclusive ({res.summary}); {rule} makes that a failure")
+        return CheckOutcome(name, True, True, res, CheckDecision.NOT_VERIFIED, f"inconclusive: {res.summary}")
     if policy.fail_on_skipped:
         rule = "--strict" if strict else "fail_on_skipped"
-        return CheckOutcome(name, True, True, res, "fail", f"required check did not run ({res.summary}); {rule} makes that a failure")
-    return CheckOutcome(name, True, True, res, "not-verified", f"required check did not run: {res.summary}")
+        return CheckOutcome(name, True, True, res, CheckDecision.FAIL, f"required check did not run ({res.summary}); {rule} makes that a failure")
+    return CheckOutcome(name, True, True, res, CheckDecision.NOT_VERIFIED, f"required check did not run: {res.summary}")
 
 
 def _why(res: CheckResult) -> str:
@@ -166,28 +166,28 @@ def _why(res: CheckResult) -> str:
     return res.summary + (": " + "; ".join(failed[:3]) + more if failed else "")
 
 
-def _overall(outcomes: list[CheckOutcome], policy: Policy) -> tuple[str, int, list[str]]:
-    errors = [o for o in outcomes if o.gate == "error"]
-    fails = [o for o in outcomes if o.gate == "fail"]
-    unverified = [o for o in outcomes if o.gate == "not-verified"]
+def _overall(outcomes: list[CheckOutcome], policy: Policy) -> tuple[GateStatus, int, list[str]]:
+    errors = [o for o in outcomes if o.gate is CheckDecision.ERROR]
+    fails = [o for o in outcomes if o.gate is CheckDecision.FAIL]
+    unverified = [o for o in outcomes if o.gate is CheckDecision.NOT_VERIFIED]
     reasons = [f"{o.name}: {o.reason}" for o in (*errors, *fails, *unverified)]
     if errors:
         codes = [int((o.result.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) for o in errors]
         code = ExitCode.INPUT_ERROR if ExitCode.INPUT_ERROR in codes else ExitCode.RUNTIME_ERROR
-        return "error", int(code), reasons
+        return GateStatus.ERROR, int(code), reasons
     if fails:
-        return "fail", int(ExitCode.POLICY_FAILED), reasons
+        return GateStatus.FAIL, int(ExitCode.POLICY_FAILED), reasons
     v = verification(outcomes)
     if v.required == 0:  # a policy of advisory checks only: nothing gates, nothing to call verified
         passed = [o for o in outcomes if o.selected and o.result.status is Status.PASS]
         if passed:
-            return "pass", int(ExitCode.PASS), [f"{len(passed)} advisory check(s) passed; the policy requires none"]
-        return "unverified", int(ExitCode.POLICY_FAILED), [*reasons, "no check passed: nothing was verified"]
+            return GateStatus.PASS, int(ExitCode.PASS), [f"{len(passed)} advisory check(s) passed; the policy requires none"]
+        return GateStatus.UNVERIFIED, int(ExitCode.POLICY_FAILED), [*reasons, "no check passed: nothing was verified"]
     if v.verified == 0:
-        return "unverified", int(ExitCode.POLICY_FAILED), [*reasons, *v.gaps(outcomes), "no required check was verified"]
+        return GateStatus.UNVERIFIED, int(ExitCode.POLICY_FAILED), [*reasons, *v.gaps(outcomes), "no required check was verified"]
     if v.verified < v.required:
-        return "partial", int(ExitCode.PASS), [*reasons, *v.gaps(outcomes)] or [v.headline()]
-    return "pass", int(ExitCode.PASS), [f"all {v.required} required check(s) passed"]
+        return GateStatus.PARTIAL, int(ExitCode.PASS), [*reasons, *v.gaps(outcomes)] or [v.headline()]
+    return GateStatus.PASS, int(ExitCode.PASS), [f"all {v.required} required check(s) passed"]
 
 
 @dataclass(frozen=True)
@@ -225,22 +225,22 @@ def _notes(outcomes: list[CheckOutcome]) -> list[str]:
             f"assurance about bias ({ppl.result.summary} / {bbq.result.summary})"
         )
     for o in outcomes:
-        if o.gate == "advisory":
+        if o.gate is CheckDecision.ADVISORY:
             notes.append(f"advisory: {o.name} is {o.result.status.value} ({o.result.summary}); optional check: reported, does not gate")
-    left_out = [o.name for o in outcomes if o.gate in ("not-in-policy", "disabled")]
+    left_out = [o.name for o in outcomes if o.gate in (CheckDecision.NOT_IN_POLICY, CheckDecision.DISABLED)]
     if left_out:
         notes.append(f"not in the policy (not run, not verified): {', '.join(left_out)}")
-    deselected = [o.name for o in outcomes if o.gate == "deselected"]
+    deselected = [o.name for o in outcomes if o.gate is CheckDecision.DESELECTED]
     if deselected:
         notes.append(f"not run (deselected): {', '.join(deselected)}; this run verifies only the others")
-    not_run = [o.name for o in outcomes if o.gate == "not-run"]
+    not_run = [o.name for o in outcomes if o.gate is CheckDecision.NOT_RUN]
     if not_run:
-        first = next(i for i, o in enumerate(outcomes) if o.gate == "not-run")
-        stops = [o.name for o in outcomes[:first] if o.required and o.gate in ("fail", "error")]
+        first = next(i for i, o in enumerate(outcomes) if o.gate is CheckDecision.NOT_RUN)
+        stops = [o.name for o in outcomes[:first] if o.required and o.gate in (CheckDecision.FAIL, CheckDecision.ERROR)]
         after = f"required check '{stops[0]}' failed or errored" if stops else "a required check failed or errored"
         notes.append(f"not run (fail-fast): {', '.join(not_run)}: {after}; not verified "
                      "(--no-fail-fast runs every check)")
-    unavailable = [o.name for o in outcomes if o.selected and o.gate != "not-run" and o.result.status is Status.SKIPPED]
+    unavailable = [o.name for o in outcomes if o.selected and o.gate is not CheckDecision.NOT_RUN and o.result.status is Status.SKIPPED]
     if unavailable:
         notes.append(f"could not run: {', '.join(unavailable)} (see each check's reason)")
     return notes

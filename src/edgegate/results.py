@@ -171,19 +171,54 @@ def check_result_from_dict(d: Mapping[str, Any]) -> CheckResult:
     )
 
 
+class _Word(str, Enum):
+    """A status word: compares, hashes, prints and serialises as its text."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class GateStatus(_Word):
+    """The verdict of a whole run (edgegate.gate)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    PARTIAL = "partial"  # passed what it verified; some required checks not verified (allowed)
+    UNVERIFIED = "unverified"  # nothing required was verified: never a pass
+    ERROR = "error"
+
+
+class CheckDecision(_Word):
+    """How one check affected the gate."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"
+    NOT_VERIFIED = "not-verified"  # required, but skipped or inconclusive
+    ADVISORY = "advisory"  # an optional check that did not pass: reported, does not gate
+    SKIPPED = "skipped"  # an optional check that did not run
+    DESELECTED = "deselected"  # --only/--skip
+    DISABLED = "disabled"  # enabled: false
+    NOT_IN_POLICY = "not-in-policy"
+    NOT_RUN = "not-run"  # fail-fast stopped the run before it
+
+
 @dataclass(frozen=True)
 class CheckOutcome:
     name: str
     required: bool
     selected: bool
     result: CheckResult
-    gate: str  # pass | fail | error | not-verified | advisory | skipped | deselected | disabled | not-in-policy
+    gate: CheckDecision
     reason: str
 
 
 @dataclass(frozen=True)
 class GateResult:
-    status: str  # pass | fail | partial | unverified | error (edgegate.gate)
+    status: GateStatus
     exit_code: int
     reasons: tuple[str, ...]
     notes: tuple[str, ...]

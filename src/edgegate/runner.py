@@ -34,7 +34,7 @@ from edgegate.errors import BackendUnavailable, EdgegateError, ExitCode, InputEr
 from edgegate.gate import decide, select_checks
 from edgegate.policy import Policy
 from edgegate.progress import NullProgress, Progress
-from edgegate.results import GateResult
+from edgegate.results import GateResult, GateStatus
 from edgegate.sanity import Finding, summarize
 from edgegate.settings import RunSettings, Shard
 
@@ -224,7 +224,7 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
     findings += [swapped] if swapped else []
     status, code, reasons = decision.status, decision.exit_code, decision.reasons
     if swapped:  # the measurements stand, but a verdict on swapped inputs means nothing
-        status, code, reasons = "error", int(ExitCode.INPUT_ERROR), (*summarize([swapped]), *reasons)
+        status, code, reasons = GateStatus.ERROR, int(ExitCode.INPUT_ERROR), (*summarize([swapped]), *reasons)
     return GateResult(
         status=status,
         exit_code=code,

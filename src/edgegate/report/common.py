@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgegate.checks.base import Verdict
 from edgegate.gate import verification
-from edgegate.results import CheckOutcome, GateResult
+from edgegate.results import CheckDecision, CheckOutcome, GateResult, GateStatus
 
 STATUS_ICON = {
     "pass": "✅",
@@ -28,7 +28,7 @@ STATUS_TITLE = {
 def headline(gate: GateResult) -> str:
     """The one-line verdict every report leads with; never "PASS" for less than everything."""
     title = STATUS_TITLE.get(gate.status, gate.status.upper())
-    if gate.status == "partial":
+    if gate.status is GateStatus.PARTIAL:
         v = verification(gate.outcomes)
         title = f"PARTIAL ({v.headline()}; not a pass)"
     caveats = [str(c) for c in getattr(gate, "caveats", ())]
@@ -39,7 +39,7 @@ def shown_status(o: CheckOutcome) -> str:
     """The status word of a check's row: its result's status when it ran, else how the gate
     treated it — deselected, disabled, not-in-policy, or not-run (fail-fast stopped the run
     before it; its summary says after which check)."""
-    return o.result.status.value if o.selected and o.gate != "not-run" else o.gate
+    return o.result.status.value if o.selected and o.gate is not CheckDecision.NOT_RUN else str(o.gate)
 
 
 def num(x: float | None, unit: str = "") -> str:

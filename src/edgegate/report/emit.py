@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import click
 
 from edgegate.escape import terminal
-from edgegate.results import GateResult
+from edgegate.results import GateResult, GateStatus
 
 
 def emit_gate(gate: GateResult, outputs: Mapping[str, str | None], quiet: bool) -> int:
@@ -38,7 +38,7 @@ def emit_gate(gate: GateResult, outputs: Mapping[str, str | None], quiet: bool) 
         from edgegate.report.terminal import print_summary
 
         print_summary(gate)
-    elif gate.status == "error":  # -q hides the table, but an error still needs its one line
+    elif gate.status is GateStatus.ERROR:  # -q hides the table, but an error still needs its one line
         click.echo(f"edgegate: error: {terminal('; '.join(gate.reasons))}", err=True)
     else:  # -q hides progress and the table, never the verdict: a CI log must say why it is red
         from edgegate.report.common import headline

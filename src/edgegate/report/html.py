@@ -17,7 +17,7 @@ from edgegate.report import bbq_table
 from edgegate.report.common import ci, extras, headline, human_bytes, num, shown_status, threshold
 from edgegate.report.paradox import report_charts
 from edgegate.report.svg import RefLine, bar_chart
-from edgegate.results import GateResult, Status, jsonable
+from edgegate.results import CheckDecision, GateResult, GateStatus, Status, jsonable
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#f6f7f9}
@@ -82,7 +82,7 @@ def _pill(status: str) -> str:
 
 
 def _banner(gate: GateResult) -> str:
-    reasons = "" if gate.status == "pass" else "<ul>" + "".join(f"<li>{escape(r)}</li>" for r in gate.reasons) + "</ul>"
+    reasons = "" if gate.status is GateStatus.PASS else "<ul>" + "".join(f"<li>{escape(r)}</li>" for r in gate.reasons) + "</ul>"
     return (
         f"<div class='banner {escape(gate.status)}'><h1>edgegate: {escape(headline(gate))}</h1>"
         f"<p>policy <b>{escape(gate.policy.name)}</b>{' (--strict)' if gate.strict else ''} · exit code {gate.exit_code}"
@@ -100,7 +100,7 @@ def _checks_table(gate: GateResult) -> str:
     for o in gate.outcomes:
         st = shown_status(o)
         # an advisory check's failure does not gate: an amber "advisory" pill, not a red fail
-        pill = _pill("advisory") + f" {escape(st)}" if o.gate == "advisory" else _pill(st)
+        pill = _pill("advisory") + f" {escape(st)}" if o.gate is CheckDecision.ADVISORY else _pill(st)
         rows.append(
             f"<tr><td><b>{escape(o.name)}</b></td><td>{'yes' if o.required else 'no'}</td><td>{pill}</td>"
             f"<td>{escape(o.result.summary)}{_reason(o.reason, o.result.summary)}</td>"

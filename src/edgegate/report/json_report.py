@@ -21,7 +21,7 @@ def build_report(gate: GateResult) -> dict[str, Any]:
     checks = []
     for o in gate.outcomes:
         d = o.result.to_dict()
-        d.update({"required": o.required, "selected": o.selected, "gate": o.gate, "gate_reason": o.reason})
+        d.update({"required": o.required, "selected": o.selected, "gate": str(o.gate), "gate_reason": o.reason})
         checks.append(d)
     counts: dict[str, int] = {}
     for o in gate.outcomes:
@@ -30,7 +30,7 @@ def build_report(gate: GateResult) -> dict[str, Any]:
     report = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "edgegate", "version": gate.environment.get("edgegate")},
-        "status": gate.status,
+        "status": str(gate.status),
         "exit_code": gate.exit_code,
         "reasons": list(gate.reasons),
         "notes": list(gate.notes),

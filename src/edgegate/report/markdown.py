@@ -16,7 +16,7 @@ from edgegate.report.common import (
     shown_status,
     threshold,
 )
-from edgegate.results import GateResult
+from edgegate.results import CheckDecision, GateResult, GateStatus
 
 
 def _cell(text: object) -> str:
@@ -44,7 +44,7 @@ def render(gate: GateResult) -> str:
         f"Policy **{_cell(gate.policy.name)}**{' (--strict)' if gate.strict else ''} · exit code {gate.exit_code}",
         "",
     ]
-    if gate.status != "pass":
+    if gate.status is not GateStatus.PASS:
         lines += [f"- {_cell(r)}" for r in gate.reasons] + [""]
     for note in gate.notes:
         lines += [f"> **Note:** {_cell(note)}", ""]
@@ -52,8 +52,8 @@ def render(gate: GateResult) -> str:
     for o in gate.outcomes:
         st = o.result.status.value
         # an advisory check's failure does not gate: it must not read like one that does
-        shown = f"advisory {st}" if o.gate == "advisory" else shown_status(o)
-        st = "skipped" if not o.selected or o.gate in ("advisory", "not-run") else st
+        shown = f"advisory {st}" if o.gate is CheckDecision.ADVISORY else shown_status(o)
+        st = "skipped" if not o.selected or o.gate in (CheckDecision.ADVISORY, CheckDecision.NOT_RUN) else st
         lines.append(
             f"| {_cell(o.name)} | {'yes' if o.required else 'no'} | {STATUS_ICON.get(st, '')} {shown} | {_cell(o.result.summary)} |"
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 from edgegate.escape import markup, terminal
 from edgegate.report.common import ci, headline, num, shown_status, threshold
-from edgegate.results import GateResult
+from edgegate.results import CheckDecision, GateResult, GateStatus
 
 _STYLE = {"pass": "green", "fail": "red", "error": "magenta", "inconclusive": "yellow", "skipped": "dim", "partial": "yellow", "unverified": "red"}
 
@@ -25,7 +25,7 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
         table.add_column(col, overflow="fold")
     for o in gate.outcomes:
         st = shown_status(o)
-        st = f"advisory {st}" if o.gate == "advisory" else st
+        st = f"advisory {st}" if o.gate is CheckDecision.ADVISORY else st
         # Text from checks is data, not markup: "pip install 'edgegate[llamacpp]'" lost its
         # "[llamacpp]" to rich's markup parser.
         table.add_row(markup(o.name), "yes" if o.required else "no", f"[{_STYLE.get(st, 'dim')}]{st}[/]", markup(o.result.summary))
@@ -51,6 +51,6 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
         con.print(f"[bold yellow]note:[/] {markup(note)}", highlight=False)
     style = _STYLE.get(gate.status, "bold")
     con.print(f"[bold {style}]{markup(headline(gate))}[/] (exit {gate.exit_code})", highlight=False)
-    if gate.status != "pass":
+    if gate.status is not GateStatus.PASS:
         for r in gate.reasons:
             con.print(f"  - {terminal(r)}", highlight=False, markup=False)
