@@ -42,3 +42,14 @@ def test_the_check_sees_a_long_function(tmp_path: Path) -> None:
     (pkg / "m.py").write_text("\n".join(lines), encoding="utf-8")
     assert long_functions(pkg) == [f"pkg/m.py:2 long ({MAX_LINES + 1} lines)"]
     assert any(SRC.rglob("*.py")), f"no sources under {SRC}"
+
+
+def test_comments_give_reasons_not_issue_numbers() -> None:
+    """A comment that says "issue 12" tells a reader nothing once the tracker is gone: src/
+    states the reason instead."""
+    import re
+
+    pattern = re.compile(r"\bissues? \d+\b", re.IGNORECASE)
+    hits = [f"{p.relative_to(SRC.parent)}:{i}" for p in sorted(SRC.rglob("*.py"))
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert not hits, "issue numbers in src/ (say why instead):\n" + "\n".join(hits)

@@ -27,7 +27,7 @@ LIBRARIES: tuple[str, ...] = (
     "mlx-lm",
     "onnxruntime",
     "onnx",
-    "torch",  # the transformers runtime (issue 12)
+    "torch",  # the transformers runtime
     "compressed-tensors",
     "jsonschema",
     "pyyaml",

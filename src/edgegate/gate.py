@@ -135,7 +135,7 @@ def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: 
     if _not_run_by_fail_fast(res):  # carried from a shard that stopped early (edgegate merge)
         return CheckOutcome(name, required, True, res, CheckDecision.NOT_RUN, res.summary)
     if s is Status.ERROR and int((res.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) == ExitCode.INPUT_ERROR:
-        # issue 15: an unreadable input is an input error (exit 2) whether or not the check that
+        # an unreadable input is an input error (exit 2) whether or not the check that
         # found it gates; as "advisory" it once ended in exit 0/1 ("no check passed")
         return CheckOutcome(name, required, True, res, CheckDecision.ERROR, res.summary)
     if not required:

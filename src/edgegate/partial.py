@@ -28,7 +28,7 @@ from edgegate.results import GateResult, jsonable
 from edgegate.settings import RunSettings, Shard
 
 FORMAT = "edgegate-partial"
-# 2: the BBQ measurement (issue 10) holds disambiguated items beside the ambiguous ones and, in
+# 2: the BBQ measurement holds disambiguated items beside the ambiguous ones and, in
 # sampled modes, a "null" role (the dense model with fresh seeds); a version-1 reader would
 # count the disambiguated items as bias items, so it must refuse these files.
 VERSION = 2

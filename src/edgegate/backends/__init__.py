@@ -55,7 +55,7 @@ def register_runtime(spec: RuntimeSpec) -> None:
 register_runtime(RuntimeSpec("llamacpp", "edgegate.backends.llamacpp:LlamaCppBackend", ("llama_cpp",), "llamacpp"))
 register_runtime(RuntimeSpec("mlx", "edgegate.backends.mlx_backend:MLXBackend", ("mlx.core", "mlx_lm"), "mlx"))
 register_runtime(RuntimeSpec("onnx", "edgegate.backends.onnx_backend:ONNXBackend", ("onnxruntime",), "onnx"))
-# issue 12: HF checkpoints as transformers runs them (PyTorch: CPU, CUDA, MPS)
+# HF checkpoints as transformers runs them (PyTorch: CPU, CUDA, MPS)
 register_runtime(
     RuntimeSpec("transformers", "edgegate.backends.transformers_backend:TransformersBackend", ("torch", "transformers"), "torch")
 )
@@ -68,7 +68,7 @@ AUTO = "auto"  # the runtime the artifact ships for (backends/auto.py): the defa
 
 
 def runtime_names(*, local_only: bool = False, auto: bool = True) -> tuple[str, ...]:
-    """What a ``--runtime`` flag accepts, from the registry: one list for every command (issue 14)."""
+    """What a ``--runtime`` flag accepts, from the registry: one list for every command, so no command offers a runtime the others refuse."""
     names = tuple(n for n, s in RUNTIMES.items() if s.local or not local_only)
     return ((AUTO,) if auto else ()) + names
 
@@ -132,7 +132,7 @@ def open_backend(
     ``timeout`` (seconds per call, model load included) implies ``isolate``: the runtime then
     lives in a child process that is killed when it overruns. ``cpus`` pins that process.
     """
-    if runtime == "auto":  # issue 12: the runtime the artifact ships for (backends/auto.py)
+    if runtime == "auto":  # the runtime the artifact ships for (backends/auto.py)
         from edgegate.backends.auto import resolve_runtime
 
         runtime = resolve_runtime(path).runtime
@@ -142,7 +142,7 @@ def open_backend(
         from edgegate.backends._subprocess import _load_factory
 
         # ``timeout`` bounds a whole local call (1800 s by default); per HTTP request the
-        # --timeout setting applies, never more than that bound (issue 15: 6 x 1800 s once)
+        # --timeout setting applies, never more than that bound (retries once multiplied it: 6 x 1800 s)
         http = current_http_settings().timeout_s
         extra: dict[str, Any] = {"timeout": min(float(timeout), http) if timeout is not None else http}
         remote: Backend = _load_factory(spec.factory)(str(path), n_ctx=n_ctx, seed=seed, threads=threads, **extra)

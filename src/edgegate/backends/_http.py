@@ -316,7 +316,7 @@ class HttpClient:
     def _decode(self, raw: bytes, where: str) -> Any:
         try:
             return json.loads(raw.decode("utf-8"), parse_constant=_neg_inf_ok)
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: [[[[... (issue 15)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: a hostile server's [[[[...
             snippet = self._redact(raw[:120].decode("utf-8", "replace"))
             raise HttpError(
                 f"{where} returned a response that is not valid JSON ({e}): {snippet!r}",

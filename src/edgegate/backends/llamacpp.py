@@ -122,7 +122,7 @@ def ensure_gguf_with_info(path: Path, cache_dir: Path | None) -> tuple[Path, Pat
             "llama.cpp needs a .gguf file or an HF directory with config.json and safetensors",
             path=path,
         )
-    # issue 12: llama.cpp's own converter, run as a subprocess (backends/hf_to_gguf.py);
+    # llama.cpp's own converter, run as a subprocess (backends/hf_to_gguf.py);
     # EDGEGATE_GGUF_OUTTYPE picks f16 (default), bf16, f32 or q8_0
     from edgegate.backends.hf_to_gguf import convert
 
@@ -206,7 +206,7 @@ class LlamaCppBackend(GenericBackend):
                     logits_all=False,
                     verbose=False,
                 )
-        except ValueError as exc:  # llama.cpp refused the file: whose fault is it? (issue 15)
+        except ValueError as exc:  # llama.cpp refused the file: the user's (exit 2) or the runtime's (exit 3)?
             raise classify_refusal(gguf, exc) from exc
         self.load_s = time.perf_counter() - t0
         self.n_vocab = int(self._llm.n_vocab())
@@ -416,7 +416,7 @@ class LlamaCppBackend(GenericBackend):
         out = super().info()
         out["extra_buffers"] = self.extra_buffers
         out["extra_buffers_reason"] = self._extra_buffers_why
-        if self.converter:  # which converter made the GGUF from the HF directory (issue 12)
+        if self.converter:  # which converter made the GGUF from the HF directory: part of the evidence
             out["converter"] = dict(self.converter)
         return out
 

@@ -97,7 +97,7 @@ class CheckContext:
     shard: Shard | None = None
     shared: SharedWork = field(default_factory=SharedWork)
     progress: Progress = field(default_factory=NullProgress)
-    policy_dir: Path | None = None  # relative paths in the policy resolve against it (issue 15)
+    policy_dir: Path | None = None  # relative paths in the policy resolve against it, not the cwd
 
     def claim_source(self, key: str) -> str:
         return str(self.claim_sources.get(key, "policy/cli"))

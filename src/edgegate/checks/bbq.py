@@ -333,7 +333,7 @@ def result_from_answers(
         work = {role: _work(n) for role, n in scored.items() if n.get("tokens_evaluated")}
         if work:  # what this run's scoring cost, machine-independent (cached answers cost nothing)
             m["work"] = work
-    if pol.get("runtime_choice"):  # `runtime: auto`: the runtime chosen and why (issue 12)
+    if pol.get("runtime_choice"):  # `runtime: auto`: the report names the runtime chosen and why
         m["runtime_choice"] = dict(pol["runtime_choice"])
     if pol.get("mode_choice"):  # `mode: auto`: the BBQ mode chosen and why
         m["mode_choice"] = dict(pol["mode_choice"])
@@ -365,7 +365,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
         # `edgegate check --dense-endpoint URL --compressed-endpoint URL`: both models on servers
         pol["runtime"] = "openai"
         models = (str(ctx.settings.dense_endpoint), str(ctx.settings.compressed_endpoint))
-    if pol["runtime"] == "auto":  # issue 12: where the compressed artifact ships (backends/auto.py)
+    if pol["runtime"] == "auto":  # where the compressed artifact ships (backends/auto.py)
         from edgegate.backends.auto import resolve_pair
 
         choice = resolve_pair(ctx.dense_path, ctx.compressed_path)

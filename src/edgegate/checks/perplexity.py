@@ -100,7 +100,7 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     cmp = ppl.compare(results["dense"], results["compressed"])
     cmp.extra.update({k: v for k, v in first["extra"].items() if not k.endswith("_ident")})
     res = result_from_comparison(cmp, first["settings"], sum(float(p["duration_s"]) for _, p in measurements))
-    if first.get("runtime_choice"):  # `runtime: auto`: the runtime chosen and why (issue 12)
+    if first.get("runtime_choice"):  # `runtime: auto`: the report names the runtime chosen and why
         res = replace(res, measurements={**res.measurements, "runtime_choice": dict(first["runtime_choice"])})
     return res
 

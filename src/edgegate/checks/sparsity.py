@@ -90,7 +90,7 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
             "claims",
         )
     }
-    if dense is not None:  # issue 15: the reference's count is reported, not only the compressed one's
+    if dense is not None:  # the reference's count is reported too: its own zeros explain part of the compressed count
         recorded["dense_nonfinite"] = {"nan": dense.nan, "inf": dense.inf}
     if res.comparison is not None:
         recorded["fingerprint"] = res.comparison.fingerprint.to_dict()

@@ -105,7 +105,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
         return None
     sec = with_section_defaults("speed", ctx.section)
     runtimes = list(ctx.settings.runtimes or sec.get("runtimes") or ["auto"])
-    choice = None  # issue 12: `auto` in the list -> where the compressed artifact ships
+    choice = None  # `auto` in the list -> where the compressed artifact ships
     if "auto" in runtimes:
         from edgegate.backends.auto import resolve_pair
 

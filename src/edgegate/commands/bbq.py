@@ -113,7 +113,7 @@ def run_cmd(
     )
     from edgegate.backends._http import http_settings
 
-    with http_settings(http_timeout, http_retries):  # issue 15: bound a hung server
+    with http_settings(http_timeout, http_retries):  # bound a hung server
         if shard is None:
             sys.exit(emit_check_result(checks.run("bbq", ctx), as_json, allow_inconclusive))
             return

@@ -22,7 +22,7 @@ from edgegate.policy import check_default
 
 
 def _runtimes(values: tuple[str, ...], dense: Path, compressed: Path) -> tuple[list[str], Any]:
-    """The runtimes to time, with ``auto`` resolved for the pair (issue 12), and that choice."""
+    """The runtimes to time, with ``auto`` resolved for the pair, and that choice."""
     from edgegate.backends import parse_runtimes
     from edgegate.backends.auto import AUTO, resolve_pair
 

@@ -205,7 +205,7 @@ def run_check(flags: CheckFlags) -> None:
     progress = make_progress(flags.quiet)
     from edgegate.backends._http import http_settings
 
-    with http_settings(flags.http_timeout, flags.http_retries):  # issue 15: a hung server is bounded by the flags
+    with http_settings(flags.http_timeout, flags.http_retries):  # a hung server is bounded by the flags
         if shard is not None:
             sys.exit(_write_shard(run_shard(opts, progress=progress), opts, user_skip, shard, flags.partial_out, flags.quiet))
         gate = run_gate(opts, progress=progress)

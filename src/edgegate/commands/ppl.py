@@ -89,11 +89,11 @@ def command(
     from edgegate.backends._http import http_settings
     from edgegate.backends.auto import resolve_pair
 
-    requested = runtime  # issue 12: resolve `auto` once for the pair (backends/auto.py)
+    requested = runtime  # resolve `auto` once for the pair (backends/auto.py)
     choice = resolve_pair(dense, compressed, runtime)
     runtime = choice.runtime
     fid = None
-    with http_settings(max_retries=http_retries):  # issue 15; --timeout bounds each request via open_backend
+    with http_settings(max_retries=http_retries):  # a hung server is bounded; --timeout bounds each request via open_backend
         if with_kl:  # one pass: perplexity and the distributions compared as each chunk is scored
             from edgegate.fidelity import run_kl
 
@@ -105,7 +105,7 @@ def command(
                 threads=threads, cache_dir=cache_dir, timeout=timeout,
                 progress=make_progress(quiet),
             )
-    if as_json:  # the runtime auto chose and why travel with the numbers (issue 12)
+    if as_json:  # the runtime auto chose and why travel with the numbers
         from edgegate.fidelity import result_dict
 
         kl = {"fidelity": result_dict(fid)} if fid is not None else {}

@@ -59,7 +59,7 @@ def render(gate: GateResult) -> str:
         )
     chosen = [(o.name, rc) for o in gate.outcomes
               if isinstance(rc := (o.result.measurements or {}).get("runtime_choice"), dict) and rc.get("runtime")]
-    if chosen:  # `runtime: auto` (issue 12): where each runtime check measured, and why
+    if chosen:  # `runtime: auto`: where each runtime check measured, and why
         lines += ["", "Runtime: " + "; ".join(f"{name} on **{_cell(str(rc['runtime']))}** ({_cell(str(rc.get('reason', '')))})"
                                               for name, rc in chosen)]
     verdicts = [(o.name, v) for o in gate.outcomes for v in o.result.verdicts]

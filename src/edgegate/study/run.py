@@ -137,7 +137,7 @@ def run_variant(spec: StudySpec, policy: Any, v: Variant, progress: Any, argv: t
     write_report("json", gate, report)
     bbq_pol = policy.checks["bbq"].section if "bbq" in policy.checks else {}
     t1 = time.perf_counter()
-    # A policy whose BBQ check scores disambiguated items (issue 10's validity and accuracy
+    # A policy whose BBQ check scores disambiguated items (its validity and accuracy
     # verdicts) already measured them in the gate: the table reads them from the report.
     dis = None if _policy_disambig(bbq_pol) else _disambig(spec, v, bbq_pol, settings, progress)
     info = {
