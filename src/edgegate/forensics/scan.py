@@ -430,7 +430,7 @@ def scan_paths(
 
 
 def broken_reference(dense: ScanResult) -> Exception:
-    """Issue 15: NaN/Inf in the DENSE checkpoint. Every comparison against it (the saving,
+    """NaN/Inf in the DENSE checkpoint. Every comparison against it (the saving,
     the mask fingerprint, later the perplexity and BBQ baselines) is meaningless, and nothing
     about the compressed model is at fault, so this is an input error (exit 2) naming the
     file and the first tensor, never a pass and never a policy failure of the compressed one."""
