@@ -113,3 +113,22 @@ def test_sections_built_elsewhere_get_the_policy_files_defaults() -> None:
         pol = parse_policy(f"version: 1\nchecks:\n  {check}: {{}}\n")
         built: Any = dict(pol.checks[check].section)
         assert with_section_defaults(check, {}) == json.loads(json.dumps(built)), check
+
+
+def test_typed_sections_are_the_schemas_keys_without_defaults_of_their_own() -> None:
+    """One frozen dataclass per check mirrors the schema's block exactly; the defaults stay in
+    the schema (a dataclass default would be a second home)."""
+    import dataclasses
+
+    from edgegate.checks.sections import SECTIONS, typed
+
+    for check, cls in SECTIONS.items():
+        schema_keys = set(policy_schema()["$defs"][check]["properties"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert names == schema_keys, (check, sorted(names ^ schema_keys))
+        assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   for f in dataclasses.fields(cls)), check
+        built = typed(cls, check, {})
+        assert dataclasses.asdict(built) == {k: section_defaults(check).get(k) for k in names}, check
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            built.enabled = False  # type: ignore[misc]

@@ -37,6 +37,7 @@ from edgegate.checks.base import (
     Status,
     Verdict,
 )
+from edgegate.checks.sections import FidelitySection, typed
 from edgegate.errors import InputError
 from edgegate.partial import differ, first_difference
 
@@ -46,26 +47,19 @@ NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("fidelity"), shares_data_
 NAME = "fidelity"
 
 
-def section_with_defaults(section: Mapping[str, Any]) -> dict[str, Any]:
-    """``section`` with the schema's defaults filled in (the defaults live in the schema only)."""
-    from edgegate.policy import section_defaults
-
-    return {**section_defaults(NAME), **dict(section)}
-
-
 def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:
     """This shard's per-token KL, top-1 agreement and NLLs of both models; None without a
     dense model. The pass is left in ``ctx.shared`` for the perplexity check."""
     from edgegate.checks import _scoring
 
     t0 = time.perf_counter()
-    sec = section_with_defaults(ctx.section)
-    s = _scoring.setup(ctx, sec, NAME)
+    sec = typed(FidelitySection, NAME, ctx.section)
+    s = _scoring.setup(ctx, ctx.section, NAME)
     if s is None:
         return None
-    settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "mode": s.mode, "min_chunks": int(sec["min_chunks"]),
-                "max_mean_kl": float(sec["max_mean_kl"]), "min_top1_agreement": float(sec["min_top1_agreement"]),
-                "bootstrap_resamples": int(sec["bootstrap_resamples"]), "seed": int(sec["seed"])}
+    settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "mode": s.mode, "min_chunks": int(sec.min_chunks),
+                "max_mean_kl": float(sec.max_mean_kl), "min_top1_agreement": float(sec.min_top1_agreement),
+                "bootstrap_resamples": int(sec.bootstrap_resamples), "seed": int(sec.seed)}
     if s.runtime == "openai":
         return {"settings": settings, "skipped": (
             "models behind a server give at most their top log-probabilities per position, not the "

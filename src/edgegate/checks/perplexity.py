@@ -31,9 +31,9 @@ from edgegate.checks.base import (
     compare,
     jsonable,
 )
+from edgegate.checks.sections import PerplexitySection, typed
 from edgegate.errors import InputError
 from edgegate.partial import differ, first_difference
-from edgegate.policy import with_section_defaults
 
 SHARDED = True  # chunk k is scored by shard k % n + 1
 NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("perplexity"))
@@ -45,12 +45,12 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     the same chunks with the same models (``checks._scoring``), its NLLs are used: one pass."""
     from edgegate.checks import _scoring
 
-    sec = with_section_defaults("perplexity", ctx.section)
-    s = _scoring.setup(ctx, sec, "perplexity")
+    sec = typed(PerplexitySection, "perplexity", ctx.section)
+    s = _scoring.setup(ctx, ctx.section, "perplexity")
     if s is None:
         return None
-    settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "min_chunks": int(sec["min_chunks"]),
-                "max_relative_increase": float(sec["max_relative_increase"])}
+    settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "min_chunks": int(sec.min_chunks),
+                "max_relative_increase": float(sec.max_relative_increase)}
     shared = _scoring.reuse(ctx, s, shard)
     if shared is None:
         return {"settings": settings, **_scoring.run_pass(ctx, s, shard, fidelity=False)}

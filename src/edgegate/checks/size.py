@@ -24,8 +24,8 @@ from edgegate.checks.base import (
     Verdict,
     compare,
 )
+from edgegate.checks.sections import SizeSection, typed
 from edgegate.forensics.size import SizeReport, human
-from edgegate.policy import with_section_defaults
 
 SHARDED = False  # runs whole in shard 1 of a sharded run
 NEEDS = Needs(local_files=True, on_swapped_inputs=True)
@@ -82,7 +82,7 @@ def _saving(sz: SizeReport, dense: SizeReport | None) -> tuple[float, str]:
 
 def _min_saving_verdict(section: Mapping[str, Any], fmt: str, saving: float, basis: str, n: int) -> Verdict:
     # min_saving may be per format; a format the mapping leaves out is not judged, and says so
-    raw_min = with_section_defaults("size", section)["min_saving"]
+    raw_min = typed(SizeSection, "size", section).min_saving
     min_saving = raw_min.get(fmt) if isinstance(raw_min, Mapping) else raw_min
     if min_saving is None:
         return Verdict(
@@ -109,7 +109,7 @@ def _claim_verdict(
     claimed: float | None, section: Mapping[str, Any], fmt: str, saving: float, basis: str, n: int
 ) -> Verdict:
     # a claim is met within the tolerance; without one the measured saving is still reported
-    tol = float(with_section_defaults("size", section)["claim_tolerance"])
+    tol = float(typed(SizeSection, "size", section).claim_tolerance)
     if claimed is None:
         return Verdict(
             "size_claim",

@@ -20,8 +20,8 @@ from edgegate.checks.base import (
     Status,
     Verdict,
 )
+from edgegate.checks.sections import SparsitySection, typed
 from edgegate.forensics.sparsity import compare_claim, pct
-from edgegate.policy import with_section_defaults
 
 SHARDED = False  # a scan reads every tensor once; a sharded run does it in shard 1
 # the scan runs on swapped inputs too: its numbers are what show the swap
@@ -37,8 +37,8 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> ScanPair:
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
     t0 = time.perf_counter()
     res, dense = measurements[0][1]  # shared_scans raised (exit 2) if the dense reference holds NaN/Inf
-    sec = with_section_defaults("sparsity", section)
-    tol, require = float(sec["claim_tolerance"]), bool(sec["require_claim"])
+    sec = typed(SparsitySection, "sparsity", section)
+    tol, require = float(sec.claim_tolerance), bool(sec.require_claim)
     claimed = res.claims.get("sparsity")
     source = res.claim_sources.get("sparsity", "checkpoint metadata")
     n = res.prunable.numel

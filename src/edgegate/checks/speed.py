@@ -38,8 +38,8 @@ from edgegate.checks.base import (
     Verdict,
     jsonable,
 )
+from edgegate.checks.sections import SpeedSection, typed
 from edgegate.errors import BackendError, BackendUnavailable
-from edgegate.policy import with_section_defaults
 from edgegate.speed.mechanism import Mechanism, speed_mechanism
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ _TEST = "geometric mean of per-repetition speedups, paired t interval on log rat
 
 
 def _min_speedup(section: Mapping[str, Any], runtime: str) -> float | None:
-    raw = with_section_defaults("speed", section)["min_speedup"]
+    raw = typed(SpeedSection, "speed", section).min_speedup
     if isinstance(raw, Mapping):
         v = raw.get(runtime)
         return None if v is None else float(v)
@@ -103,25 +103,25 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
 
     if ctx.dense_path is None:
         return None
-    sec = with_section_defaults("speed", ctx.section)
-    runtimes = list(ctx.settings.runtimes or sec.get("runtimes") or ["auto"])
+    sec = typed(SpeedSection, "speed", ctx.section)
+    runtimes = list(ctx.settings.runtimes or sec.runtimes or ["auto"])
     choice = None  # `auto` in the list -> where the compressed artifact ships
     if "auto" in runtimes:
         from edgegate.backends.auto import resolve_pair
 
         choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
         runtimes = list(dict.fromkeys(choice.runtime if r == "auto" else r for r in runtimes))
-    threads = ctx.settings.threads or sec.get("threads")
+    threads = ctx.settings.threads or sec.threads
     prompt_tokens, gen_tokens, ctx_note = fit_to_context(
-        int(sec["prompt_tokens"]),
-        int(sec["gen_tokens"]),
+        int(sec.prompt_tokens),
+        int(sec.gen_tokens),
         trained_context(ctx.dense_path, ctx.compressed_path),
     )
     cfg = BenchConfig(
         prompt_tokens=prompt_tokens,
         gen_tokens=gen_tokens,
-        repetitions=int(sec["repetitions"]),
-        warmup=int(sec["warmup"]),
+        repetitions=int(sec.repetitions),
+        warmup=int(sec.warmup),
         threads=int(threads) if threads else None,
         seed=int(ctx.settings.seed or 0),
         cache_dir=ctx.settings.cache_dir,
@@ -158,7 +158,7 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     measurements_out: dict[str, Any] = {"context_note": m.context_note} if m.context_note else {}
     if m.runtime_choice:  # the report names the runtime auto chose and why
         measurements_out["runtime_choice"] = dict(m.runtime_choice)
-    min_effect = float(with_section_defaults("speed", section)["min_effect"])
+    min_effect = float(typed(SpeedSection, "speed", section).min_effect)
     for rt in m.runtimes:
         if rt in m.not_measured:
             verdicts.append(m.not_measured[rt])
