@@ -31,7 +31,7 @@ from pathlib import Path
 from edgegate.backends import open_backend
 from edgegate.bbq import prompts
 from edgegate.bbq.dataset import BBQItem
-from edgegate.bbq.scoring import ScoreConfig, Scorer
+from edgegate.bbq.scoring import ScoreConfig, Scorer, tokens_evaluated
 from edgegate.checks.bbq import prepare_items
 
 
@@ -77,9 +77,9 @@ def run_edgegate(model: Path, items: list[BBQItem], threads: int, n_ctx: int) ->
     t0 = time.perf_counter()
     backend = open_backend("llamacpp", model, n_ctx=n_ctx, threads=threads)
     try:
-        before = backend.work()["tokens_evaluated"] if hasattr(backend, "work") else None
+        before = tokens_evaluated(backend)
         Scorer(backend, ScoreConfig(mode="loglik", permute=False)).score(items)
-        after = backend.work()["tokens_evaluated"] if hasattr(backend, "work") else None
+        after = tokens_evaluated(backend)
     finally:
         backend.close()
     return time.perf_counter() - t0, (after - before) if before is not None and after is not None else None

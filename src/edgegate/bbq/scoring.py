@@ -156,7 +156,7 @@ class _PrefixCount:
             node = nxt
 
 
-def _evaluated(backend: Backend) -> int | None:
+def tokens_evaluated(backend: Backend) -> int | None:
     """Positions the backend has evaluated so far, where it counts them (local runtimes)."""
     work = getattr(backend, "work", None)
     if work is None:
@@ -214,9 +214,9 @@ def _score_open(backend: Backend, runtime: str, items: Sequence[BBQItem], config
         if backend.runtime != runtime:
             raise BackendError(f"asked for runtime {runtime!r}, got {backend.runtime!r}")
         scorer = Scorer(backend, config, cache=cache, model_key=model_key, progress=progress)
-        before = _evaluated(backend)
+        before = tokens_evaluated(backend)
         answers = scorer.score(items, label)
-        after = _evaluated(backend)
+        after = tokens_evaluated(backend)
         work = None
         if before is not None and after is not None and scorer.minimal.nodes and not config.sampled:
             work = Work(after - before, scorer.minimal.nodes)

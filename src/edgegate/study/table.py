@@ -61,14 +61,13 @@ def _fidelity(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any
     source, fid = _first_check(reports, "fidelity")
     fm = fid.get("measurements") or {}
     kl, top1 = fm.get("mean_kl") or {}, fm.get("top1_agreement") or {}
+    kl_v, top1_v = _verdict(fid, "max_mean_kl"), _verdict(fid, "min_top1_agreement")
     return {
         "fidelity_source": source, "fidelity_status": fid.get("status"),
         "mean_kl": _num(kl.get("value")), "mean_kl_ci": _ci([kl.get("ci_low"), kl.get("ci_high")]),
-        "mean_kl_verdict": _verdict(fid, "max_mean_kl").get("status"),
-        "mean_kl_limit": _num(_verdict(fid, "max_mean_kl").get("threshold")),
+        "mean_kl_verdict": kl_v.get("status"), "mean_kl_limit": _num(kl_v.get("threshold")),
         "top1_agreement": _num(top1.get("value")), "top1_agreement_ci": _ci([top1.get("ci_low"), top1.get("ci_high")]),
-        "top1_verdict": _verdict(fid, "min_top1_agreement").get("status"),
-        "top1_limit": _num(_verdict(fid, "min_top1_agreement").get("threshold")),
+        "top1_verdict": top1_v.get("status"), "top1_limit": _num(top1_v.get("threshold")),
         "fidelity_chunks": fm.get("n_chunks"),
     }
 
@@ -194,13 +193,13 @@ def markdown(rows: list[dict[str, Any]], missing: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_VERDICT = {"max_mean_kl": "mean_kl_verdict", "min_top1_agreement": "top1_verdict"}
+_VERDICT_OF = {"mean_kl": "mean_kl_verdict", "top1_agreement": "top1_verdict"}  # a column -> its verdict
 
 
 def _fid_cell(r: Mapping[str, Any], key: str, fmt: str) -> str:
     if r.get(key) is None:
         return "n/a"
-    verdict = r.get("mean_kl_verdict" if key == "mean_kl" else "top1_verdict")
+    verdict = r.get(_VERDICT_OF[key])
     mark = {"fail": " **fail**", "inconclusive": " inconclusive"}.get(str(verdict), "")
     return format(r[key], fmt) + _ci_txt(r.get(f"{key}_ci"), lambda v: format(v, fmt)) + mark
 
