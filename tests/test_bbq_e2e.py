@@ -229,3 +229,30 @@ def test_a_warm_run_scores_only_the_compressed_side(tmp_path: Path) -> None:
     assert warm["result_cache"]["dense"]["from_cache"] == warm["result_cache"]["dense"]["answers"] > 0
     assert warm["result_cache"]["compressed"]["from_cache"] == 0
     assert set(warm["work"]) == {"compressed"}  # the dense side cost nothing
+
+
+def test_sequential_looks_on_a_null_change_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The known null of the group-sequential loop (bbq/sequential.py) on real llama.cpp: the
+    dense model against its byte-identical copy is scored in three looks, never stops early,
+    and every verdict equals a --fixed-n run's (same items, same answers, same rule)."""
+    import shutil
+
+    d = PAIRS["llamacpp"][0]
+    copy = tmp_path / "copy" / "dense-copy.gguf"
+    copy.parent.mkdir()
+    shutil.copyfile(d, copy)
+
+    def run(*extra: str) -> dict[str, Any]:
+        with contextlib.suppress(SystemExit):
+            main(["bbq", "run", str(d), str(copy), "--runtime", "llamacpp", "--data", str(ITEMS), "--items", "0",
+                  "--min-items", "5", "--threads", "2", "--cache-dir", str(tmp_path / "cache"), "--json",
+                  "--mode", "loglik", *extra])
+        return dict(json.loads(capsys.readouterr().out))
+
+    seq, fixed = run(), run("--fixed-n")
+    rec = seq["measurements"].pop("sequential")
+    assert rec["looks_planned"] == 3 and len(rec["looks"]) == 3 and not rec["stopped_early"]
+    assert [lk["n_ambig"] for lk in rec["looks"]] == sorted(lk["n_ambig"] for lk in rec["looks"])
+    assert rec["looks"][-1]["n_ambig"] == 16 and all(lk["crossed"] == [] for lk in rec["looks"])
+    assert fixed["measurements"].pop("sequential")["why"].startswith("fixed n")
+    assert seq["verdicts"] == fixed["verdicts"] and seq["status"] == fixed["status"]

@@ -61,9 +61,11 @@ def payload(
     answers: Mapping[str, Sequence[Answer]],
     duration_s: float,
     scored: Mapping[str, Mapping[str, int]] | None = None,
+    sequential: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One shard's measurement: the whole sample's uids (so a merge can prove the shards
-    cover it exactly), this shard's items with their targets, and every answer."""
+    cover it exactly), this shard's items with their targets, and every answer. A run that
+    stopped early (bbq.sequential) has the items it scored as its sample."""
     uids = [it.uid for it in items]
     return {
         "sample": uids,
@@ -76,6 +78,7 @@ def payload(
         "duration_s": duration_s,
         # per role: answers, and how many this run scored (the rest came from the result cache)
         "scored": {role: dict(n) for role, n in (scored or {}).items()},
+        "sequential": jsonable(dict(sequential)) if sequential else None,
     }
 
 
@@ -89,6 +92,7 @@ class Combined:
     answers: dict[str, list[Answer]]  # role -> answers in ``config.keys(items)`` order
     duration_s: float
     scored: dict[str, dict[str, int]] | None = None  # summed over the parts; None if one lacks it
+    sequential: Mapping[str, Any] | None = None  # the looks of an unsharded run (bbq.sequential.record)
 
 
 def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
@@ -136,7 +140,9 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
             raise InputError(f"cannot merge: {role} answers missing for {lost[0][0]}", field=f"checks.bbq.answers.{role}")
         by_role[role] = [got[k] for k in keys]
     duration = sum(float(p["duration_s"]) for _, p in parts)
-    return Combined(ordered, targets, first["data"], cfg, first["policy"], by_role, duration, _scored(parts))
+    # only an unsharded run looks at its answers while scoring; every shard records "fixed n"
+    seq = first.get("sequential")
+    return Combined(ordered, targets, first["data"], cfg, first["policy"], by_role, duration, _scored(parts), seq)
 
 
 def _scored(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, int]] | None:

@@ -43,7 +43,9 @@ from edgegate.settings import RunSettings
 if TYPE_CHECKING:
     from edgegate.backends.base import Backend
     from edgegate.backends.pair import ModelPair
+    from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.reduce import ItemTable
+    from edgegate.bbq.sequential import Look
 
 SHARDED = True  # items are split across shards by a stable hash of their uid
 _NO_DATA_HINT = "pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data"
@@ -239,6 +241,9 @@ def summarize(verdicts: Sequence[Verdict], m: Mapping[str, Any]) -> str:
         f"{_f((o.get('direction') or {}).get('value'), True)}, n={o['n']}); Δs {_f(ds, True)}"
     )
     s += f"; failed: {', '.join(bad)} (driver: {m.get('driver')})" if bad else ""
+    seq = m.get("sequential") or {}
+    if seq.get("stopped_early"):
+        s += f"; {seq['why']}"
     pw = next((x for x in verdicts if x.name == "bbq.power"), None)
     if pw is not None and not bad and pw.status is not Status.PASS and (m.get("power") or {}).get("reference", {}).get("detectable") is False:
         s += "; UNDERPOWERED: too few items to detect the reference effect"
@@ -321,12 +326,18 @@ def result_from_answers(
     answers: Mapping[str, Sequence[Answer]],
     duration_s: float,
     scored: Mapping[str, Mapping[str, int]] | None = None,
+    looks: Mapping[str, Any] | None = None,
 ) -> CheckResult:
     """The check's result from per-item answers: the one aggregation that a single run and
     ``edgegate merge`` of sharded runs both call, so they cannot drift apart. ``scored``: per
     role, how many answers there are and how many this run scored (the rest: the result cache)."""
     verdicts, m = evaluate(items, targets, answers["dense"], answers["compressed"], pol, answers.get("null"))
     m = {"data": dict(info), "config": asdict(cfg), "runtime": pol["runtime"], **m}
+    if looks:  # group-sequential looks: a run that stopped early has its crossing verdicts decided, no other
+        from edgegate.bbq.sequential import apply
+
+        verdicts = apply(verdicts, looks)
+        m["sequential"] = dict(looks)
     if scored:
         m["result_cache"] = {role: {"answers": int(n["answers"]), "from_cache": int(n["answers"]) - int(n["scored_here"])}
                              for role, n in scored.items()}
@@ -344,9 +355,9 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     """Both models' answers to this shard's items of the seeded sample (every item when
     unsharded), as JSON; None without a dense model."""
     from edgegate.backends.pair import OpenSettings, open_pair
+    from edgegate.bbq import sequential
     from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.measurement import payload, shard_items
-    from edgegate.bbq.scoring import score_model
 
     t0 = time.perf_counter()
     pol = section_settings(ctx.section)
@@ -378,6 +389,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     answers: dict[str, list[Answer]] = {}
     counts: dict[str, dict[str, int]] = {}
     paths = dict(zip(("dense", "compressed"), models, strict=True))
+    looks: list[Look] = []
     try:
         with open_pair(pol["runtime"], models, opening) as pair:
             if pol["mode"] == "auto":  # decided on the dense model (the reference); kept in shard partials
@@ -391,27 +403,54 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
                 mode=pol["mode"], seeds=int(pol["seeds"]), temperature=float(pol["temperature"]),
                 permute=bool(pol["permute_options"]),
             )
-            # (answer role, model role, config); the null is the dense model again with fresh seeds
-            # (seeds k..2k-1, stored as 0..k-1 so they pair with the dense seeds), sampled modes only
-            jobs: list[tuple[str, str, ScoreConfig]] = [("dense", "dense", cfg)]
-            if cfg.sampled and pol["null_run"]:
-                jobs.append(("null", "dense", replace(cfg, seed_offset=cfg.seeds)))
-            jobs.append(("compressed", "compressed", cfg))
-            for role, model, c in jobs:
-                scored = score_model(
-                    partial(open_for_bbq, pair, model), paths[model], pol["runtime"], run_items, c, cache,
-                    progress=ctx.progress, label=role,
-                )
-                got = scored.answers
-                answers[role] = [replace(a, seed=a.seed - c.seed_offset) for a in got] if c.seed_offset else got
-                counts[role] = {"answers": len(got), "scored_here": scored.scored_here}
-                if scored.work is not None:
-                    counts[role] |= {"tokens_evaluated": scored.work.tokens_evaluated,
-                                     "minimal_tokens": scored.work.minimal_tokens}
-                pair.close(model)  # one model in memory at a time; score_model closed its backend
+            plan = sequential.plan(run_items, pol, sharded=shard is not None, seed=seed)
+            for look in range(plan.looks):
+                _score_round(ctx, pair, paths, pol, plan.items_of(run_items, look), cfg, cache, answers, counts,
+                             f" (look {look + 1}/{plan.looks})" if plan.looks > 1 else "")
+                if look == plan.looks - 1:
+                    break
+                so_far = plan.items_through(run_items, look)
+                looks.append(sequential.interim(so_far, targets, answers, pol, plan, look))
+                if looks[-1].crossed:
+                    run_items = items = so_far  # the sample this run judges: the items scored
+                    break
     finally:
         cache.close()
-    return payload(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0, counts)
+    if not looks or not looks[-1].crossed:
+        looks.append(sequential.Look(plan.looks, sum(it.condition == "ambig" for it in run_items),
+                                     sum(it.condition == "disambig" for it in run_items), 1.0, None, None))
+    rec = sequential.record(plan, looks, int(info["n_used"]) - int(info["n_disambig"]), int(info["n_disambig"]))
+    return payload(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0, counts, rec)
+
+
+def _score_round(
+    ctx: CheckContext, pair: ModelPair, paths: Mapping[str, str | Path], pol: Mapping[str, Any],
+    items: Sequence[BBQItem], cfg: ScoreConfig, cache: ResultCache, answers: dict[str, list[Answer]],
+    counts: dict[str, dict[str, int]], look: str,
+) -> None:
+    """Both models' answers to ``items`` (one round of the sample), added to ``answers`` and
+    ``counts``; the null is the dense model again with fresh seeds (seeds k..2k-1, stored as
+    0..k-1 so they pair with the dense seeds), sampled modes only."""
+    from edgegate.bbq.scoring import score_model
+
+    jobs: list[tuple[str, str, ScoreConfig]] = [("dense", "dense", cfg)]
+    if cfg.sampled and pol["null_run"]:
+        jobs.append(("null", "dense", replace(cfg, seed_offset=cfg.seeds)))
+    jobs.append(("compressed", "compressed", cfg))
+    for role, model, c in jobs:
+        scored = score_model(
+            partial(open_for_bbq, pair, model), paths[model], pol["runtime"], items, c, cache,
+            progress=ctx.progress, label=role + look,
+        )
+        got = scored.answers
+        answers.setdefault(role, []).extend([replace(a, seed=a.seed - c.seed_offset) for a in got] if c.seed_offset else got)
+        n = counts.setdefault(role, {"answers": 0, "scored_here": 0})
+        n["answers"] += len(got)
+        n["scored_here"] += scored.scored_here
+        if scored.work is not None:
+            n["tokens_evaluated"] = n.get("tokens_evaluated", 0) + scored.work.tokens_evaluated
+            n["minimal_tokens"] = n.get("minimal_tokens", 0) + scored.work.minimal_tokens
+        pair.close(model)  # one model in memory at a time; score_model closed its backend
 
 
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
@@ -422,4 +461,5 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     if measurements[0][1] is None:
         return CheckResult.skipped("bbq", "BBQ transitions need a dense baseline model")
     c = combine(measurements)
-    return result_from_answers(c.items, c.targets, c.info, c.config, c.policy, c.answers, c.duration_s, c.scored)
+    return result_from_answers(c.items, c.targets, c.info, c.config, c.policy, c.answers, c.duration_s, c.scored,
+                               c.sequential)

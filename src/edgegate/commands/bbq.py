@@ -70,6 +70,10 @@ def command() -> None:
               help="Ask every item with its options rotated 3 ways (position control; an item's answer is its majority).")
 @click.option("--disambig-items", type=int, default=check_default("bbq", "disambig_items"), show_default=True,
               help="Disambiguated items scored too, for validity (dense accuracy vs chance) and the accuracy verdict.")
+@click.option("--sequential/--fixed-n", default=check_default("bbq", "sequential"), show_default=True,
+              help="Score in looks and stop once a failure is decided (group-sequential); --fixed-n scores every item.")
+@click.option("--looks", type=click.IntRange(1, 10), default=check_default("bbq", "looks"), show_default=True,
+              help="Looks of a sequential run (the first needs --min-items ambiguous items).")
 @click.option("--threads", type=int, default=None)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Result cache (~/.cache/edgegate).")
 @click.option("--timeout", "http_timeout", type=click.FloatRange(min=0.001), default=None, metavar="SECONDS",
@@ -81,7 +85,8 @@ def command() -> None:
 @_with_policy_opts
 def run_cmd(
     dense: Path, compressed: Path, runtime: str, data: str | None, items: int, seed: int, mode: str,
-    condition: str, seeds: int, temperature: float, permute: bool, disambig_items: int, threads: int | None,
+    condition: str, seeds: int, temperature: float, permute: bool, disambig_items: int, sequential: bool, looks: int,
+    threads: int | None,
     cache_dir: Path | None, http_timeout: float | None, http_retries: int | None, shard_text: str | None,
     partial_out: str | None, as_json: bool, allow_inconclusive: bool, **policy: Any,
 ) -> None:
@@ -100,7 +105,7 @@ def run_cmd(
     section = {
         "runtime": runtime, "data": data, "items": items, "seed": seed, "mode": mode,
         "condition": condition, "seeds": seeds, "temperature": temperature, "permute_options": permute,
-        "disambig_items": disambig_items,
+        "disambig_items": disambig_items, "sequential": sequential, "looks": looks,
         **_policy(**policy),
     }
     settings = RunSettings(threads=threads, cache_dir=str(cache_dir) if cache_dir else None, seed=seed)
