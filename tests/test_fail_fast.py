@@ -102,7 +102,22 @@ def test_inconclusive_under_fail_on_inconclusive_is_a_failure_that_stops(inputs:
     lenient = with_fail_fast(ALL, True).replace("checks:", "fail_on_inconclusive: false\nchecks:", 1)
     calls.clear()
     g = gate(inputs, checks, lenient)  # inconclusive is then "not verified", not a failure: nothing stops
-    assert calls == ["sparsity", "speed", "fidelity", "perplexity", "bbq"]
+    assert calls == ["sparsity", "fidelity", "perplexity", "speed", "bbq"]
+
+
+def test_checks_run_cheapest_first_and_are_reported_in_policy_order(inputs: Inputs) -> None:
+    """The run order comes from each check's declared cost (NEEDS.cost): the static checks,
+    then the one scoring pass (fidelity, perplexity), then the timed runs (speed), then BBQ.
+    A required perplexity failure under fail-fast therefore never pays for the speed runs."""
+    from edgegate import checks as check_modules
+
+    assert check_modules.run_order(CHECK_NAMES) == ("sparsity", "size", "fidelity", "perplexity", "speed", "bbq")
+    calls: list[str] = []
+    g = gate(inputs, {**recording(calls, Status.PASS), "perplexity": result(Status.FAIL, "perplexity")},
+             with_fail_fast(ALL, True))
+    assert calls == ["sparsity", "size", "fidelity"]  # perplexity (a fake without a recorder) failed next
+    assert outcome(g, "speed").gate == "not-run" and outcome(g, "bbq").gate == "not-run"
+    assert [o.name for o in g.outcomes] == list(CHECK_NAMES)
 
 
 def test_an_advisory_failure_stops_nothing(inputs: Inputs) -> None:
@@ -137,7 +152,8 @@ def test_without_fail_fast_every_check_runs(inputs: Inputs) -> None:
     for pol, kw in ((ALL, {}), (with_fail_fast(ALL, False), {}), (with_fail_fast(ALL, True), {"fail_fast": False})):
         calls: list[str] = []
         g = gate(inputs, size_fails(calls), pol, **kw)
-        assert calls == list(CHECK_NAMES), (pol, kw)  # the default is false; the option beats the policy
+        # the default is false; the option beats the policy; cheapest first
+        assert calls == ["sparsity", "size", "fidelity", "perplexity", "speed", "bbq"], (pol, kw)
         assert not any(o.gate == "not-run" for o in g.outcomes)
         assert (g.status, g.exit_code) == ("fail", 1)
         assert g.policy.fail_fast is False  # the report's resolved policy says what applied
@@ -230,13 +246,13 @@ def test_cli_flag_overrides_the_policy_key(inputs: Inputs, tmp_path: Path) -> No
     assert (code, rep["status"], calls) == (1, "fail", ["sparsity", "size"])
     assert {c["check"]: c["gate"] for c in rep["checks"]}["bbq"] == "not-run"
     code, calls, rep = _cli(inputs, tmp_path, with_fail_fast(ALL, True), "--no-fail-fast")
-    assert (code, rep["status"], calls) == (1, "fail", list(CHECK_NAMES))
+    assert (code, rep["status"], calls) == (1, "fail", ["sparsity", "size", "fidelity", "perplexity", "speed", "bbq"])
     assert rep["policy"]["resolved"]["fail_fast"] is False
     code, calls, rep = _cli(inputs, tmp_path, ALL, "--fail-fast")
     assert (code, rep["status"], calls) == (1, "fail", ["sparsity", "size"])
     assert validate_report(rep) == []
     code, calls, rep = _cli(inputs, tmp_path, ALL)  # neither: the schema's default, false
-    assert (code, calls) == (1, list(CHECK_NAMES))
+    assert (code, calls) == (1, ["sparsity", "size", "fidelity", "perplexity", "speed", "bbq"])
 
 
 # -- shards: fail-fast applies within a shard only ---------------------------------------------

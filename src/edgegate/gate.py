@@ -70,9 +70,11 @@ def decide(
     policy: Policy, strict: bool, only: Sequence[str], skip: Sequence[str],
     result_of: Callable[[str], CheckResult], allow_partial: bool = False,
     *, fail_fast: bool = False, judged_here: Callable[[str], bool] | None = None,
+    order: Sequence[str] = CHECK_NAMES,
 ) -> Decision:
-    """Run ``result_of`` for every selected check in policy order (deselected ones are listed,
-    not run) and apply the gate's rules. ``policy`` is already strict() under --strict.
+    """Run ``result_of`` for every selected check in ``order`` (the runner's: cheapest first;
+    deselected ones are listed, not run) and apply the gate's rules; outcomes are listed in
+    policy order whatever the run order. ``policy`` is already strict() under --strict.
 
     ``fail_fast``: after the first required check whose gate is "fail" or "error", the
     remaining selected checks are not run (``result_of`` is not called for them). The caller
@@ -82,7 +84,7 @@ def decide(
     selected = select_checks(policy, tuple(only), tuple(skip))
     outcomes: list[CheckOutcome] = []
     stop: CheckOutcome | None = None  # the required check that failed or errored (fail-fast)
-    for name in CHECK_NAMES:
+    for name in order:
         cp = policy.checks.get(name)
         if cp is None or not cp.enabled:  # listed, so a reader sees what this policy leaves out
             outcomes.append(_not_in_policy(name, policy, cp is None))
@@ -100,6 +102,7 @@ def decide(
         if (fail_fast and outcome.required and outcome.gate in (CheckDecision.FAIL, CheckDecision.ERROR)
                 and (judged_here is None or judged_here(cp.name))):
             stop = outcome
+    outcomes.sort(key=lambda o: CHECK_NAMES.index(o.name))
     status, code, reasons = _overall(outcomes, policy)
     if status is GateStatus.PARTIAL and not allow_partial:
         code = int(ExitCode.POLICY_FAILED)

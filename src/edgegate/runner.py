@@ -32,7 +32,7 @@ from edgegate.claims import resolve_claims
 from edgegate.environment import describe_input, environment_info
 from edgegate.errors import BackendUnavailable, EdgegateError, ExitCode, InputError
 from edgegate.gate import decide, select_checks
-from edgegate.policy import Policy
+from edgegate.policy import CHECK_NAMES, Policy
 from edgegate.progress import NullProgress, Progress
 from edgegate.results import GateResult, GateStatus
 from edgegate.sanity import Finding, summarize
@@ -214,7 +214,8 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         return res
 
     decision = decide(policy, opts.strict, opts.only, opts.skip, result_of, opts.allow_partial,
-                      fail_fast=policy.fail_fast, judged_here=lambda name: name not in placeholders)
+                      fail_fast=policy.fail_fast, judged_here=lambda name: name not in placeholders,
+                      order=checks.run_order(CHECK_NAMES))
     if opts.samples_out:
         from edgegate.report.samples import write_samples
 

@@ -4,6 +4,7 @@ and ``run(ctx)`` (see ``edgegate.checks.base``)."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import cast
 
 from edgegate.checks.base import THIS_RUN, CheckContext, CheckModule, CheckResult, Needs
@@ -31,6 +32,12 @@ def needs(name: str) -> Needs:
     """What check ``name`` needs from a run (its module's ``NEEDS``); a check this build lacks,
     or one registered from outside, needs nothing the runner provides for it."""
     return getattr(load(name), "NEEDS", None) or Needs()
+
+
+def run_order(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` in the order a run measures them: cheapest first (each module's
+    ``NEEDS.cost``), ties in the given order. Reports keep the given order."""
+    return tuple(sorted(names, key=lambda n: (needs(n).cost, names.index(n))))
 
 
 def run(name: str, ctx: CheckContext) -> CheckResult:

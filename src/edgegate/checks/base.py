@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -111,6 +111,16 @@ class RuntimeUse(Enum):
     SEVERAL = "several"  # times each runtime it is given: policy `runtimes`, --runtime (a list)
 
 
+class Cost(IntEnum):
+    """What a check costs, coarsely: the runner runs cheaper checks first, so a run with
+    --fail-fast spends the fewest minutes before a required check fails."""
+
+    STATIC = 0  # reads the checkpoint files (seconds)
+    PASS = 1  # one scoring pass of both models over a text (minutes on a small model)
+    TIMING = 2  # repeated timed runs of both models in fresh processes
+    SAMPLE = 3  # both models answer a sample of items (the longest)
+
+
 @dataclass(frozen=True)
 class DataInput:
     """A file or folder a check will read besides the models (hashed into the report's inputs,
@@ -136,6 +146,7 @@ class Needs:
     on_swapped_inputs: bool = False  # still measured when the inputs look swapped: its numbers show it
     data: DataInputs | None = None  # (section, settings, policy folder) -> the data it reads
     shares_data_of: str | None = None  # another check whose data this one reads by default
+    cost: Cost = Cost.STATIC
 
 
 class CheckModule(Protocol):

@@ -29,6 +29,7 @@ from edgegate.bbq.targets import Targets, derive_all
 from edgegate.checks.base import (
     CheckContext,
     CheckResult,
+    Cost,
     DataInput,
     Measured,
     Needs,
@@ -67,7 +68,7 @@ def data_inputs(section: Mapping[str, Any], settings: RunSettings, policy_dir: P
                       kind="folder", missing=f"no BBQ data given: {_NO_DATA_HINT}")]
 
 
-NEEDS = Needs(runtime=RuntimeUse.ONE, data=data_inputs)
+NEEDS = Needs(runtime=RuntimeUse.ONE, data=data_inputs, cost=Cost.SAMPLE)
 
 def section_settings(section: Mapping[str, Any]) -> dict[str, Any]:
     """The BBQ section with the schema's defaults (their one home) for every key it lacks or

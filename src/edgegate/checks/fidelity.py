@@ -29,6 +29,7 @@ from edgegate.checks._scoring import text_inputs
 from edgegate.checks.base import (
     CheckContext,
     CheckResult,
+    Cost,
     Interval,
     Measured,
     Needs,
@@ -43,7 +44,7 @@ from edgegate.partial import differ, first_difference
 
 SHARDED = True  # chunk k is scored by shard k % n + 1, as for perplexity
 # its block carries the perplexity text unless it names its own
-NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("fidelity"), shares_data_of="perplexity")
+NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("fidelity"), shares_data_of="perplexity", cost=Cost.PASS)
 NAME = "fidelity"
 
 

@@ -21,6 +21,7 @@ from edgegate.checks._scoring import text_inputs
 from edgegate.checks.base import (
     CheckContext,
     CheckResult,
+    Cost,
     Interval,
     Measured,
     Needs,
@@ -36,7 +37,7 @@ from edgegate.errors import InputError
 from edgegate.partial import differ, first_difference
 
 SHARDED = True  # chunk k is scored by shard k % n + 1
-NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("perplexity"))
+NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("perplexity"), cost=Cost.PASS)
 
 
 def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from edgegate.checks.base import (
     CheckContext,
     CheckResult,
+    Cost,
     Interval,
     Measured,
     Needs,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from edgegate.speed.bench import RuntimeBench
 
 SHARDED = False  # timings of one machine: runs whole in shard 1 of a sharded run
-NEEDS = Needs(local_files=True, runtime=RuntimeUse.SEVERAL)
+NEEDS = Needs(local_files=True, runtime=RuntimeUse.SEVERAL, cost=Cost.TIMING)
 
 _TEST = "geometric mean of per-repetition speedups, paired t interval on log ratios (ABBA repetitions)"
 
