@@ -170,11 +170,11 @@ def jsonable(obj: Any) -> Any:
 
 
 def check_result_from_dict(d: Mapping[str, Any], *, path: str | Path | None = None,
-                           field: str = "results") -> CheckResult:
+                           where: str = "results") -> CheckResult:
     """Inverse of ``CheckResult.to_dict`` (results read back from a partial file, ``path``;
-    ``field`` names the result in it)."""
+    ``where`` names the result in it)."""
     err = d.get("error")
-    error = None if err is None else ErrorRecord.from_dict(err, path=path, field=f"{field}.error")
+    error = None if err is None else ErrorRecord.from_dict(err, path=path, field=f"{where}.error")
     verdicts = []
     for v in d.get("verdicts", []):
         ci = Interval(**v["ci"]) if v.get("ci") else None
