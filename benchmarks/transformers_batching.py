@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -36,8 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     model = args.model
     if model is None:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-        from _gemma import build_gemma_hf
+        from _gemma import build_gemma_hf  # beside this script, so on its path
 
         model = build_gemma_hf(Path(os.environ.get("EDGEGATE_MODELS", "/work/models")) / "gemma3-270m-hf")
     from edgegate.backends.transformers_backend import TransformersBackend

@@ -1,4 +1,4 @@
-"""The transformers runtime on tiny checkpoints of six architectures built here (tests/_tiny_arch.py):
+"""The transformers runtime on tiny checkpoints of six architectures built here (benchmarks/_tiny_arch.py):
 batched and prefix-sharing scoring equal one-prompt-at-a-time scoring, the whole protocol runs in
 a child process, and checkpoints that would need remote code or pickle are refused (exit 2)."""
 

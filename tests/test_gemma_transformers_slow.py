@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,6 @@ def _dense(tmp_root: Path) -> Path:
         return Path(os.environ["EDGEGATE_GEMMA_HF"])
     if SHARED_MODEL.with_suffix(".done").exists():
         return SHARED_MODEL
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from _gemma import build_gemma_hf
 
     return build_gemma_hf(tmp_root / "gemma3-270m-hf")
@@ -40,10 +38,8 @@ def _dense(tmp_root: Path) -> Path:
 def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pytest.importorskip("torch")
     import torch
-    from transformers import AutoModelForCausalLM
-
-    sys.path.insert(0, str(REPO / "tests"))
     from _tiny_arch import magnitude_prune
+    from transformers import AutoModelForCausalLM
 
     root = tmp_path_factory.mktemp("gemma")
     dense = _dense(root)

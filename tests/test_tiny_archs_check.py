@@ -1,5 +1,5 @@
 """`edgegate check` on dense/pruned pairs of six architectures (Llama, Mistral, Gemma 2, Gemma 3,
-Qwen 3, Phi-3; random weights, built here by tests/_tiny_arch.py): sparsity, size, perplexity and
+Qwen 3, Phi-3; random weights, built here by benchmarks/_tiny_arch.py): sparsity, size, perplexity and
 BBQ run to a measurement and a verdict through `runtime: auto` (-> transformers) and through
 llama.cpp (the HF directory converted by llama.cpp's own converter).
 

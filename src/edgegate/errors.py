@@ -7,6 +7,8 @@ exit code below and never prints a traceback for it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
@@ -71,15 +73,11 @@ class EdgegateError(Exception):
             text += f" ({self.hint})"
         return text
 
+    def record(self) -> ErrorRecord:
+        return ErrorRecord(type(self).__name__, self.message, self.path, self.field, self.hint, self.exit_code)
+
     def to_dict(self) -> dict[str, object]:
-        return {
-            "type": type(self).__name__,
-            "message": self.message,
-            "path": self.path,
-            "field": self.field,
-            "hint": self.hint,
-            "exit_code": int(self.exit_code),
-        }
+        return self.record().to_dict()
 
 
 class InputError(EdgegateError):
@@ -116,3 +114,56 @@ class BackendUnavailable(BackendError):
         )
         self.runtime = runtime
         self.extra = extra
+
+
+# The exit codes an error can carry: 0 and 1 are a gate's verdicts, never an error's.
+_ERROR_CODES = (ExitCode.INPUT_ERROR, ExitCode.RUNTIME_ERROR)
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """Why a check errored or did not run, as a report and a partial file hold it.
+
+    ``exit_code`` is None for a record that is not an error of its own (fail-fast's "not
+    run"): its JSON then has no ``exit_code`` key, and ``code`` reads it as a runtime error.
+    """
+
+    type: str
+    message: str
+    path: str | None = None
+    field: str | None = None
+    hint: str | None = None
+    exit_code: ExitCode | None = None
+
+    @property
+    def code(self) -> ExitCode:
+        return ExitCode.RUNTIME_ERROR if self.exit_code is None else self.exit_code
+
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"type": self.type, "message": self.message, "path": self.path,
+                                "field": self.field, "hint": self.hint}
+        if self.exit_code is not None:
+            d["exit_code"] = int(self.exit_code)
+        return d
+
+    @staticmethod
+    def from_dict(d: object, *, path: str | Path | None = None, field: str = "error") -> ErrorRecord:
+        """Inverse of ``to_dict`` for a record read back from a file (``path``; ``field``
+        names the record in it). A malformed record is an InputError naming the key."""
+        hint = "pass files written by this edgegate, unedited"
+        if not isinstance(d, Mapping):
+            raise InputError(f"expected an error record (an object), got {excerpt(d)}", path=path, field=field, hint=hint)
+        for key in ("type", "message"):
+            if not isinstance(d.get(key), str):
+                what = "missing" if key not in d else f"not a string: {excerpt(d[key])}"
+                raise InputError(what, path=path, field=f"{field}.{key}", hint=hint)
+        for key in ("path", "field", "hint"):
+            if d.get(key) is not None and not isinstance(d[key], str):
+                raise InputError(f"expected a string or null, got {excerpt(d[key])}", path=path,
+                                 field=f"{field}.{key}", hint=hint)
+        code = d.get("exit_code")
+        if code is not None and (type(code) is not int or code not in _ERROR_CODES):
+            raise InputError(f"expected {' or '.join(str(int(c)) for c in _ERROR_CODES)}, got {excerpt(code)}",
+                             path=path, field=f"{field}.exit_code", hint=hint)
+        return ErrorRecord(d["type"], d["message"], d.get("path"), d.get("field"), d.get("hint"),
+                           None if code is None else ExitCode(code))

@@ -24,10 +24,10 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from edgegate.errors import ExitCode, InputError
+from edgegate.errors import ErrorRecord, ExitCode, InputError
 from edgegate.policy import CHECK_NAMES, Policy
 from edgegate.results import CheckDecision, CheckOutcome, CheckResult, GateStatus, Status
 
@@ -125,19 +125,19 @@ def _not_run_fail_fast(name: str, required: bool, stop: CheckOutcome) -> CheckOu
     shard's partial file carries it into ``edgegate merge``."""
     why = f"not run: fail-fast — required check '{stop.name}' already {'failed' if stop.gate is CheckDecision.FAIL else 'errored'}"
     hint = "fail-fast (the policy's fail_fast or --fail-fast) stopped the run; --no-fail-fast runs every check"
-    err = {"type": FAIL_FAST, "message": why, "path": None, "field": "fail_fast", "hint": hint}
+    err = ErrorRecord(FAIL_FAST, why, field="fail_fast", hint=hint)  # no exit code: nothing went wrong here
     return CheckOutcome(name, required, True, CheckResult(name, Status.SKIPPED, why, error=err), CheckDecision.NOT_RUN, why)
 
 
 def _not_run_by_fail_fast(res: CheckResult) -> bool:
-    return res.status is Status.SKIPPED and isinstance(res.error, Mapping) and res.error.get("type") == FAIL_FAST
+    return res.status is Status.SKIPPED and res.error is not None and res.error.type == FAIL_FAST
 
 
 def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: bool) -> CheckOutcome:
     s = res.status
     if _not_run_by_fail_fast(res):  # carried from a shard that stopped early (edgegate merge)
         return CheckOutcome(name, required, True, res, CheckDecision.NOT_RUN, res.summary)
-    if s is Status.ERROR and int((res.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) == ExitCode.INPUT_ERROR:
+    if s is Status.ERROR and res.error_code is ExitCode.INPUT_ERROR:
         # an unreadable input is an input error (exit 2) whether or not the check that
         # found it gates; as "advisory" it once ended in exit 0/1 ("no check passed")
         return CheckOutcome(name, required, True, res, CheckDecision.ERROR, res.summary)
@@ -175,7 +175,7 @@ def _overall(outcomes: list[CheckOutcome], policy: Policy) -> tuple[GateStatus, 
     unverified = [o for o in outcomes if o.gate is CheckDecision.NOT_VERIFIED]
     reasons = [f"{o.name}: {o.reason}" for o in (*errors, *fails, *unverified)]
     if errors:
-        codes = [int((o.result.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)) for o in errors]
+        codes = [o.result.error_code for o in errors]
         code = ExitCode.INPUT_ERROR if ExitCode.INPUT_ERROR in codes else ExitCode.RUNTIME_ERROR
         return GateStatus.ERROR, int(code), reasons
     if fails:

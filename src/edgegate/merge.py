@@ -53,13 +53,13 @@ def _merged_result(name: str, parts: Parts, policy: Policy) -> CheckResult:
         if got is None:
             raise InputError(f"cannot merge: {parts.names[0]} (shard 1) has no result for check '{name}'",
                              field=f"results.{name}", hint="re-run shard 1")
-        return check_result_from_dict(got)
+        return check_result_from_dict(got, path=parts.names[0], where=f"results.{name}")
     # a shard that could not measure carries its result: that decides the merged check
     for pname, doc in zip(parts.names, parts.docs, strict=True):
         if name not in doc["checks"]:
             got = doc["results"].get(name)
             if got is None:
                 raise InputError(f"cannot merge: {pname} has no {name} data", field=f"checks.{name}")
-            return check_result_from_dict(got)  # as the unsharded run would report it
+            return check_result_from_dict(got, path=pname, where=f"results.{name}")  # as the unsharded run would report it
     measured = [(pname, doc["checks"][name]) for pname, doc in zip(parts.names, parts.docs, strict=True)]
     return module.judge(measured, policy.checks[name].section)

@@ -14,6 +14,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgegate.errors import ErrorRecord, ExitCode
+
 if TYPE_CHECKING:
     from edgegate.policy import Policy
 
@@ -77,7 +79,7 @@ class CheckResult:
     verdicts: tuple[Verdict, ...] = ()
     measurements: Mapping[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
-    error: Mapping[str, Any] | None = None  # EdgegateError.to_dict() when status is ERROR
+    error: ErrorRecord | None = None  # why it errored, or why it was skipped (missing runtime, fail-fast)
 
     @staticmethod
     def from_verdicts(
@@ -98,8 +100,16 @@ class CheckResult:
     def skipped(check: str, reason: str) -> CheckResult:
         return CheckResult(check, Status.SKIPPED, reason)
 
+    @property
+    def error_code(self) -> ExitCode:
+        """The exit code this result's error means (a runtime error when it has no record)."""
+        return ExitCode.RUNTIME_ERROR if self.error is None else self.error.code
+
     def to_dict(self) -> dict[str, Any]:
-        return jsonable(asdict(self))
+        d: dict[str, Any] = jsonable(asdict(self))
+        # the record writes its own keys: one without an exit code has no "exit_code" key
+        d["error"] = None if self.error is None else self.error.to_dict()
+        return d
 
 
 def compare(
@@ -159,15 +169,19 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def check_result_from_dict(d: Mapping[str, Any]) -> CheckResult:
-    """Inverse of ``CheckResult.to_dict`` (results read back from a partial file)."""
+def check_result_from_dict(d: Mapping[str, Any], *, path: str | Path | None = None,
+                           where: str = "results") -> CheckResult:
+    """Inverse of ``CheckResult.to_dict`` (results read back from a partial file, ``path``;
+    ``where`` names the result in it)."""
+    err = d.get("error")
+    error = None if err is None else ErrorRecord.from_dict(err, path=path, field=f"{where}.error")
     verdicts = []
     for v in d.get("verdicts", []):
         ci = Interval(**v["ci"]) if v.get("ci") else None
         verdicts.append(Verdict(**{**v, "status": Status(v["status"]), "ci": ci}))
     return CheckResult(
         check=d["check"], status=Status(d["status"]), summary=d["summary"], verdicts=tuple(verdicts),
-        measurements=d.get("measurements", {}), duration_s=float(d.get("duration_s", 0.0)), error=d.get("error"),
+        measurements=d.get("measurements", {}), duration_s=float(d.get("duration_s", 0.0)), error=error,
     )
 
 

@@ -30,7 +30,7 @@ from edgegate import checks
 from edgegate.checks.base import THIS_RUN, CheckContext, CheckResult, SharedWork, Status
 from edgegate.claims import resolve_claims
 from edgegate.environment import describe_input, environment_info
-from edgegate.errors import BackendUnavailable, EdgegateError, ExitCode, InputError
+from edgegate.errors import BackendUnavailable, EdgegateError, ErrorRecord, ExitCode, InputError
 from edgegate.gate import decide, select_checks
 from edgegate.policy import CHECK_NAMES, Policy
 from edgegate.progress import NullProgress, Progress
@@ -130,7 +130,7 @@ def run_one(name: str, ctx: CheckContext, fn: CheckFn | None = None) -> CheckRes
             if not isinstance(result, CheckResult):
                 raise TypeError(f"check returned {type(result).__name__}, expected CheckResult")
     except BackendUnavailable as exc:
-        result = CheckResult(name, Status.SKIPPED, exc.one_line(), error=exc.to_dict())
+        result = CheckResult(name, Status.SKIPPED, exc.one_line(), error=exc.record())
     except ModuleNotFoundError as exc:
         extra = _OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
         if extra is None:
@@ -138,23 +138,17 @@ def run_one(name: str, ctx: CheckContext, fn: CheckFn | None = None) -> CheckRes
         else:
             missing = BackendUnavailable(extra, extra)
             msg = f"Python module '{exc.name}' is not installed (install it with: pip install 'edgegate[{extra}]')"
-            result = CheckResult(name, Status.SKIPPED, msg, error=missing.to_dict())
+            result = CheckResult(name, Status.SKIPPED, msg, error=missing.record())
     except EdgegateError as exc:
-        result = CheckResult(name, Status.ERROR, exc.one_line(), error=exc.to_dict())
+        result = CheckResult(name, Status.ERROR, exc.one_line(), error=exc.record())
     except Exception as exc:  # a bug in a check: report it, keep the other checks running
         result = _error_result(name, exc)
     return replace(result, check=name, duration_s=round(time.perf_counter() - t0, 6))
 
 
 def _error_result(name: str, exc: BaseException) -> CheckResult:
-    err = {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "path": None,
-        "field": None,
-        "hint": "this is a bug in edgegate; set EDGEGATE_DEBUG=1 for a traceback and please report it",
-        "exit_code": int(ExitCode.RUNTIME_ERROR),
-    }
+    err = ErrorRecord(type(exc).__name__, str(exc), exit_code=ExitCode.RUNTIME_ERROR,
+                      hint="this is a bug in edgegate; set EDGEGATE_DEBUG=1 for a traceback and please report it")
     if os.environ.get("EDGEGATE_DEBUG"):
         traceback.print_exception(exc, file=sys.stderr)
     return CheckResult(name, Status.ERROR, f"internal error: {type(exc).__name__}: {exc}", error=err)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgegate.backends import LOCAL_RUNTIME_CHOICES, parse_runtimes
-from edgegate.errors import ExitCode, InputError
+from edgegate.errors import InputError
 from edgegate.escape import terminal
 from edgegate.partial import parse_shard
 from edgegate.policy import resolve_policy
@@ -252,7 +252,7 @@ def _write_shard(run: ShardRun, opts: GateOptions, user_skip: tuple[str, ...], s
     for o in gate.outcomes:
         if o.result.status is Status.ERROR:
             click.echo(f"edgegate: {o.name}: error: {terminal(o.result.summary)}", err=True)
-            code = max(code, int((o.result.error or {}).get("exit_code", ExitCode.RUNTIME_ERROR)))
+            code = max(code, int(o.result.error_code))
     if not quiet:
         click.echo(f"edgegate: shard {shard[0]}/{shard[1]}: wrote {terminal(out)}; combine all {shard[1]} with "
                    f"`edgegate merge edgegate-partial-*-of-{shard[1]}.json --policy FILE`", err=True)

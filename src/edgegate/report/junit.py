@@ -44,7 +44,7 @@ def render(gate: GateResult) -> str:
                 counts["skipped"] += 1
             elif status is Status.ERROR:
                 el = ET.SubElement(case, "error", message=message, type="error")
-                el.text = str((r.error or {}).get("hint") or detail)
+                el.text = str((r.error.hint if r.error is not None else None) or detail)
                 counts["errors"] += 1
             elif status in (Status.FAIL, Status.INCONCLUSIVE) and not o.required:
                 out = ET.SubElement(case, "system-out")

@@ -1,4 +1,5 @@
-"""Tiny checkpoints of the mainstream architectures, built inside the tests with transformers.
+"""Tiny checkpoints of the mainstream architectures, built with transformers where a test or a
+benchmark needs one (the tests import this module through pyproject's pytest ``pythonpath``).
 
 One SentencePiece tokenizer (trained here on the bundled evaluation text, 512 pieces, byte
 fallback, no normalisation: the tokenizer.model Llama, Mistral, Gemma and Phi-3 ship) and, per
