@@ -150,8 +150,8 @@ def test_the_scoring_loop_stops_scoring_and_says_so(tmp_path: Path, monkeypatch:
     every item cannot be made from the tiny real fixture models (they answer at chance and
     alike), and this test needs one to see the loop stop. The same rule on real answers:
     test_a_decided_shift_stops_at_the_first_look; the real-runtime null: tests/test_bbq_e2e.py."""
-    from contextlib import contextmanager
     from collections.abc import Iterator
+    from contextlib import contextmanager
 
     from test_bbq_fakebackend import FakeBackend
 
@@ -196,3 +196,21 @@ def test_the_scoring_loop_stops_scoring_and_says_so(tmp_path: Path, monkeypatch:
     full = run(sequential=False)
     assert full.status is Status.FAIL and full.measurements["sequential"]["looks_planned"] == 1
     assert full.measurements["overall"]["n"] == 450 and not full.measurements["sequential"]["stopped_early"]
+
+
+def test_simulated_error_rates_on_real_answers(answers: AnswerSet) -> None:
+    """The proof in small (benchmarks/bbq_sequential.py runs it at 2,000 draws per row and
+    writes docs/bbq-sequential.md): at an effect at the threshold the sequential design fails
+    barely more often than fixed n; a large shift stops at the first look in almost every draw
+    and scores about a third of the items."""
+    from edgegate.bbq.sequential_sim import simulate
+
+    pol = _pol()
+    near = simulate(answers, "direction", 0.08, pol, n_ambig=900, n_disambig=250, looks=3, draws=150, seed=1)
+    assert abs(near.mean_effect - 0.05) < 0.01
+    assert near.fail_fixed <= near.fail_sequential <= near.fail_fixed + 0.05
+    big = simulate(answers, "direction", 0.3, pol, n_ambig=900, n_disambig=250, looks=3, draws=60, seed=2)
+    assert big.fail_fixed == big.fail_sequential == 1.0 and big.stopped_early > 0.9 and big.mean_items_share < 0.5
+    null = simulate(answers, "direction", 0.0, pol, n_ambig=900, n_disambig=250, looks=3, draws=60, seed=3,
+                    comp="dense")
+    assert null.fail_sequential == null.stopped_early == 0.0
