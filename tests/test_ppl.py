@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -185,3 +186,39 @@ def test_full_mode_scores_every_text_token() -> None:
     assert chunked.dense.n_scored == chunked.dense.n_chunks * (64 - 33)
     # tokens with little context are harder: full-mode PPL is the higher one
     assert full.dense.ppl > chunked.dense.ppl
+
+
+@needs_llama
+def test_a_models_chunks_are_scored_once(tmp_path: Path) -> None:
+    """edgegate.nll_cache: a second run against the same dense model takes the dense model's
+    chunks from the result cache, bit-identical to scoring them; another thread count is another
+    key. Null: a cold cache reuses nothing."""
+    from edgegate.settings import RunSettings
+
+    section = {"runtime": "llamacpp", "max_relative_increase": 0.05, "n_ctx": 128, "text": str(EVAL), "min_chunks": 4}
+    gguf = ROOT / "fixtures" / "models" / "gguf"
+
+    def run(comp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        ctx = CheckContext(compressed_path=comp, dense_path=GGUF, section=section,
+                           settings=RunSettings(threads=1, cache_dir=str(tmp_path)))
+        m = checks.run("perplexity", ctx).measurements
+        return m["extra"]["result_cache"], m
+
+    kept, cold = run(gguf / "dense-q8_0.gguf")
+    n = cold["n"]
+    assert kept == {"dense": {"chunks": n, "from_cache": 0}, "compressed": {"chunks": n, "from_cache": 0}}
+    kept, other = run(gguf / "wanda50-f16.gguf")
+    assert kept == {"dense": {"chunks": n, "from_cache": n}, "compressed": {"chunks": n, "from_cache": 0}}
+    assert other["dense"] == cold["dense"] or other["dense"]["ppl"] == cold["dense"]["ppl"]
+    kept, again = run(gguf / "dense-q8_0.gguf")
+    assert kept["compressed"] == {"chunks": n, "from_cache": n} and again["relative_change"] == cold["relative_change"]
+    # the key holds what may change the numbers (a second llama.cpp run with 2 threads would be
+    # slow on a busy 2-core machine, so the key itself is checked)
+    from edgegate.nll_cache import setting_key
+
+    ch = {"n_ctx": 128, "mode": "chunked", "first": 64, "tokens_sha256": "x"}
+    base = setting_key("llamacpp", 1, ch)
+    assert base == setting_key("llamacpp", 1, dict(ch))
+    for other in (setting_key("llamacpp", 2, ch), setting_key("mlx", 1, ch), setting_key("llamacpp", 1, {**ch, "first": 0}),
+                  setting_key("llamacpp", 1, {**ch, "tokens_sha256": "y"})):
+        assert other != base

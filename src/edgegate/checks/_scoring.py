@@ -15,11 +15,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgegate.checks.base import CheckContext, DataInput, DataInputs, KeptPass, Shard, jsonable
 from edgegate.errors import DatasetError
 from edgegate.settings import RunSettings
+
+if TYPE_CHECKING:
+    from edgegate.backends.pair import ModelPair
+    from edgegate.perplexity import Chunking
 
 
 @dataclass(frozen=True)
@@ -120,12 +124,8 @@ def run_pass(ctx: CheckContext, s: Setup, shard: Shard | None, *, fidelity: bool
                                "top1": [c.top1.astype(int).tolist() for c in res.chunks],
                                "compare_s": res.seconds["compare"]}
         else:
-            nll, seconds = {}, {}
-            for role in ("dense", "compressed"):
-                be = pair.open(role)
-                t1 = time.perf_counter()
-                nll[role] = [a.tolist() for a in ppl.chunk_nlls(be, chunking, idx, progress=ctx.progress, label=role)]
-                seconds[role] = time.perf_counter() - t1
+            nll, seconds, kept = _nll_pass(ctx, s, pair, chunking, idx)
+            extra["result_cache"] = kept
         for role in ("dense", "compressed"):
             be = pair.open(role)
             extra[f"{role}_ident"] = {"runtime": str(be.runtime), "model": str(be.model_path)}
@@ -143,6 +143,46 @@ def run_pass(ctx: CheckContext, s: Setup, shard: Shard | None, *, fidelity: bool
     if fidelity:
         ctx.shared.scoring_pass = KeptPass(s.key(shard), out)
     return out
+
+
+def _nll_pass(
+    ctx: CheckContext, s: Setup, pair: ModelPair, chunking: Chunking, idx: list[int],
+) -> tuple[dict[str, list[list[float]]], dict[str, float], dict[str, dict[str, int]]]:
+    """Both models' per-token NLLs of the chunks ``idx``, each chunk from the result cache when
+    this model already scored it with the same runtime, threads, libraries and tokens
+    (edgegate.nll_cache): a study's dense model is scored once, not once per variant."""
+    from edgegate import perplexity as ppl
+    from edgegate.backends import RUNTIMES
+    from edgegate.bbq.cache import ResultCache
+    from edgegate.nll_cache import NLLCache, setting_key
+
+    spec = RUNTIMES.get(s.runtime)
+    cache = ResultCache.in_dir(ctx.settings.cache_dir) if spec is not None and spec.local else None
+    nll: dict[str, list[list[float]]] = {}
+    seconds: dict[str, float] = {}
+    kept: dict[str, dict[str, int]] = {}
+    try:
+        store = NLLCache(cache) if cache is not None else None
+        setting = setting_key(s.runtime, ctx.settings.threads, {
+            "n_ctx": chunking.n_ctx, "mode": chunking.mode, "first": chunking.first,
+            "tokens_sha256": hashlib.sha256(json.dumps([list(ch) for ch in chunking.chunks]).encode()).hexdigest()})
+        for role in ("dense", "compressed"):
+            be = pair.open(role)
+            t1 = time.perf_counter()
+            model = cache.model_hash(be.model_path) if cache is not None else ""
+            got = store.get(model, setting, idx) if store is not None else {}
+            todo = [k for k in idx if k not in got]
+            for k, arr in zip(todo, ppl.chunk_nlls(be, chunking, todo, progress=ctx.progress, label=role), strict=True):
+                got[k] = arr
+                if store is not None:
+                    store.put(model, setting, k, arr)
+            nll[role] = [got[k].tolist() for k in idx]
+            seconds[role] = time.perf_counter() - t1
+            kept[role] = {"chunks": len(idx), "from_cache": len(idx) - len(todo)}
+    finally:
+        if cache is not None:
+            cache.close()
+    return nll, seconds, kept
 
 
 def reuse(ctx: CheckContext, s: Setup, shard: Shard | None) -> dict[str, Any] | None:

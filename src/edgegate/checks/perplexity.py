@@ -100,6 +100,10 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
         )
     cmp = ppl.compare(results["dense"], results["compressed"])
     cmp.extra.update({k: v for k, v in first["extra"].items() if not k.endswith("_ident")})
+    kept = [p["extra"].get("result_cache") for _, p in measurements]
+    if all(kept):  # chunks scored vs taken from the result cache, summed over the shards
+        cmp.extra["result_cache"] = {role: {key: sum(int(k[role][key]) for k in kept) for key in ("chunks", "from_cache")}
+                                     for role in ("dense", "compressed")}
     res = result_from_comparison(cmp, first["settings"], sum(float(p["duration_s"]) for _, p in measurements))
     if first.get("runtime_choice"):  # `runtime: auto`: the report names the runtime chosen and why
         res = replace(res, measurements={**res.measurements, "runtime_choice": dict(first["runtime_choice"])})
