@@ -127,12 +127,35 @@ def test_a_byte_copy_fails_the_speed_check_for_real(tmp_path: Path) -> None:
     shutil.copyfile(GGUF / "dense-f16.gguf", copy)
     sec = {"runtimes": ["llamacpp"], "repetitions": 3, "warmup": 0, "prompt_tokens": 16, "gen_tokens": 4,
            "threads": 1, "min_speedup": 1.0}
+    # the files decide it (no mechanism, the bar and the claim ask for a speedup): not timed
     res = checks.run("speed", CheckContext(copy, GGUF / "dense-f16.gguf", sec, claims={"speedup": 1.2}))
     v = {x.name: x for x in res.verdicts}
     assert v["min_speedup"].status is Status.FAIL and "no mechanism" in v["min_speedup"].message
-    assert v["claimed_speedup"].status is Status.FAIL
+    assert v["claimed_speedup"].status is Status.FAIL and "not timed" in v["claimed_speedup"].message
+    m = res.measurements["llamacpp"]
+    assert m["timed"] is False and "load" not in m and m["mechanism"]["possible"] is False
+    n = m["mechanism"]["tensors"]
+    assert n > 0 and v["min_speedup"].n == n and v["min_speedup"].ci is not None and v["min_speedup"].ci.level == 1.0
+    # time_when_decided: true times it anyway; the verdicts are the same
+    res = checks.run("speed", CheckContext(copy, GGUF / "dense-f16.gguf", {**sec, "time_when_decided": True},
+                                           claims={"speedup": 1.2}))
+    timed = {x.name: x.status for x in res.verdicts}
+    assert timed == {"min_speedup": Status.FAIL, "claimed_speedup": Status.FAIL}
     load = res.measurements["llamacpp"]["load"]
     assert load["wall_s"] > 0 and "description" in load
+
+
+def test_only_a_verdict_the_files_decide_goes_untimed() -> None:
+    from edgegate.checks.speed import decided_by_files
+
+    same = speed_mechanism(GGUF / "dense-f16.gguf", GGUF / "wanda50-f16.gguf", "llamacpp")
+    q8 = speed_mechanism(GGUF / "dense-f16.gguf", GGUF / "dense-q8_0.gguf", "llamacpp")
+    assert same.possible is False and q8.possible is True
+    assert decided_by_files(same, 1.0, 0.15, None) and decided_by_files(same, None, 0.15, 1.5)
+    assert not decided_by_files(q8, 1.0, 0.15, None)  # a real mechanism: the timing decides
+    assert not decided_by_files(same, 0.9, 0.15, None)  # "at most 10% slower": the timing decides
+    assert not decided_by_files(same, 1.0, 0.15, 1.0)  # a claim of 1x may hold
+    assert not decided_by_files(same, None, 0.15, None)  # nothing asked
 
 
 def test_policy_defaults_live_in_the_schema() -> None:

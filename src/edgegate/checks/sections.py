@@ -46,6 +46,7 @@ class SpeedSection:
     prompt_tokens: int
     gen_tokens: int
     threads: int | None
+    time_when_decided: bool
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class SpeedMeasurement:
     context_note: str | None
     runtime_choice: dict[str, str] | None = None  # `auto` in the list: the runtime chosen and why
     mechanisms: dict[str, Mechanism] = field(default_factory=dict)  # runtime -> could it be faster?
+    untimed: tuple[str, ...] = ()  # runtimes whose verdicts the files decided: not timed
 
 
 def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement | None:
@@ -131,8 +132,15 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
     not_measured: dict[str, Verdict] = {}
     errors: dict[str, dict[str, Any]] = {}
     mechanisms: dict[str, Mechanism] = {}
+    untimed: list[str] = []
     for rt in runtimes:
         why = supports(rt, ctx.dense_path) or supports(rt, ctx.compressed_path)
+        if why is None and not sec.time_when_decided:
+            mech = speed_mechanism(ctx.dense_path, ctx.compressed_path, rt)
+            if decided_by_files(mech, _min_speedup(ctx.section, rt), float(sec.min_effect), ctx.claims.get("speedup")):
+                mechanisms[rt] = mech  # the timing could not change a verdict: not spent
+                untimed.append(rt)
+                continue
         if why is None and not available(rt):
             why = BackendUnavailable(rt, RUNTIMES[rt].extra).one_line()
         if why is not None:
@@ -147,7 +155,15 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
             not_measured[rt] = Verdict("min_speedup", Status.ERROR, f"{rt}: {exc.one_line()}", scope=rt)
             errors[rt] = {"error": exc.to_dict()}
     return SpeedMeasurement(benches, not_measured, errors, tuple(runtimes), ctx.claims.get("speedup"), ctx_note,
-                            choice.as_dict() if choice else None, mechanisms)
+                            choice.as_dict() if choice else None, mechanisms, tuple(untimed))
+
+
+def decided_by_files(mech: Mechanism, thr: float | None, min_effect: float, claim: float | None) -> bool:
+    """True when every speed verdict of a runtime is FAIL whatever a timing would read: no
+    mechanism for a speedup, and the bar and the claim (at least one of them set) ask for one."""
+    if mech.possible is not False or (thr is None and claim is None):
+        return False
+    return (thr is None or speedup_bar(thr, min_effect) > 1.0) and (claim is None or float(claim) > 1.0)
 
 
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
@@ -166,6 +182,12 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
             if rt in m.errors:
                 measurements_out[rt] = m.errors[rt]
             continue
+        if rt in m.untimed:
+            mech = m.mechanisms[rt]
+            measurements_out[rt] = {"timed": False, "mechanism": mech.to_dict(),
+                                    "why": "the files decide the verdict; speed.time_when_decided: true times it anyway"}
+            verdicts.extend(_untimed_verdicts(rt, mech, _min_speedup(section, rt), min_effect, m.claim))
+            continue
         res = m.benches[rt]
         mech = m.mechanisms.get(rt) or Mechanism(None, "not examined")
         out = jsonable(asdict(res))
@@ -175,6 +197,29 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
         verdicts.extend(_runtime_verdicts(rt, res, mech, _min_speedup(section, rt), min_effect, m.claim))
     summary = "; ".join(v.message for v in verdicts if v.name == "min_speedup") or "no runtime measured"
     return CheckResult.from_verdicts("speed", verdicts, measurements_out, summary, time.perf_counter() - t0)
+
+
+def _untimed_verdicts(rt: str, mech: Mechanism, thr: float | None, min_effect: float,
+                      claim: float | None) -> list[Verdict]:
+    """The verdicts the files decide (decided_by_files): evidence is the census of the tensor
+    headers, not a sample, so its interval is the value itself."""
+    share = mech.differing / mech.tensors if mech.tensors else 0.0
+    common: dict[str, Any] = dict(
+        observed=float(mech.differing), unit="tensors stored with another type or size", n=mech.tensors,
+        ci=Interval(float(mech.differing), float(mech.differing), 1.0, "census of every tensor pair (no sampling)"),
+        effect_size=share, effect_size_name="share of tensors stored differently",
+        test="tensor headers compared (storage type and bytes of every tensor pair); not timed: a timing cannot "
+             "change this verdict", scope=rt,
+    )
+    out = []
+    if thr is not None:
+        bar = speedup_bar(thr, min_effect)
+        out.append(Verdict("min_speedup", Status.FAIL, f"{rt}: {mech.reason}; >= {bar:g}x cannot hold (not timed: "
+                           "speed.time_when_decided: true times it anyway)", threshold=bar, comparator=">=", **common))
+    if claim is not None:
+        out.append(Verdict("claimed_speedup", Status.FAIL, f"{rt}: claimed {float(claim):g}x: {mech.reason} (not timed)",
+                           threshold=float(claim), comparator="<=ci_high", **common))
+    return out
 
 
 def _runtime_verdicts(rt: str, res: RuntimeBench, mech: Mechanism, thr: float | None, min_effect: float,

@@ -87,6 +87,9 @@ def row(report: Mapping[str, Any], side: Mapping[str, Any],
             dec = rt["speedups"].get("decode_tps") or {}
             mechanism = (rt.get("mechanism") or {}).get("possible")
             break
+        if isinstance(rt, Mapping) and rt.get("timed") is False:  # the files decided it: no timing
+            mechanism = (rt.get("mechanism") or {}).get("possible")
+            break
     pm = ppl.get("measurements") or {}
     bm = bbq.get("measurements") or {}
     overall = bm.get("overall") or {}
@@ -165,9 +168,9 @@ def markdown(rows: list[dict[str, Any]], missing: list[str]) -> str:
     for r in rows:
         claimed = f" ({r['claimed_sparsity']:.0%})" if r["claimed_sparsity"] is not None else ""
         spd = "n/a" if r["decode_speedup"] is None else f"{r['decode_speedup']:.2f}x" + _ci_txt(r["decode_speedup_ci"], lambda v: f"{v:.2f}")
-        if r.get("speed_mechanism") is False and r["decode_speedup"] is not None:
+        if r.get("speed_mechanism") is False:
             # same bytes, dense kernels: a timing is not a speedup and is not printed as one
-            spd = f"none: same bytes (timed {spd})"
+            spd = f"none: same bytes (timed {spd})" if r["decode_speedup"] is not None else "none: same bytes (not timed)"
         dppl = "n/a" if r["delta_ppl"] is None else fmt_rel(r["delta_ppl"]) + _ci_txt(r["delta_ppl_ci"], fmt_rel)
         dsrs = "n/a" if r["delta_srs"] is None else fmt_pp(r["delta_srs"]) + _ci_txt(r["delta_srs_ci"], fmt_pp)
         flips = "n/a" if r["unbiased_to_biased"] is None else f"{r['unbiased_to_biased']}/{r['bbq_n']}"
