@@ -135,14 +135,14 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
     untimed: list[str] = []
     for rt in runtimes:
         why = supports(rt, ctx.dense_path) or supports(rt, ctx.compressed_path)
+        if why is None and not available(rt):
+            why = BackendUnavailable(rt, RUNTIMES[rt].extra).one_line()
         if why is None and not sec.time_when_decided:
             mech = speed_mechanism(ctx.dense_path, ctx.compressed_path, rt)
             if decided_by_files(mech, _min_speedup(ctx.section, rt), float(sec.min_effect), ctx.claims.get("speedup")):
                 mechanisms[rt] = mech  # the timing could not change a verdict: not spent
                 untimed.append(rt)
                 continue
-        if why is None and not available(rt):
-            why = BackendUnavailable(rt, RUNTIMES[rt].extra).one_line()
         if why is not None:
             not_measured[rt] = Verdict("min_speedup", Status.SKIPPED, f"{rt}: skipped ({why})", scope=rt)
             continue
