@@ -139,15 +139,14 @@ class BBQSection:
         the wrong kind or an unknown key is an InputError naming it, never a traceback later."""
         where, hint = "checks.bbq.policy", "re-run the shard with this edgegate; the file may be damaged"
         if not isinstance(doc, Mapping):
-            raise InputError(f"{where} is not a mapping: {excerpt(doc)}", path=path, field=where, hint=hint)
+            raise InputError(f"expected a mapping, got {excerpt(doc)}", path=path, field=where, hint=hint)
         kinds = {f.name: str(f.type) for f in fields(cls)}
         for key, value in doc.items():
             if key not in kinds:
-                raise InputError(f"{where} has an unknown key {excerpt(key)}", path=path, field=f"{where}.{key}",
-                                 hint=hint)
+                raise InputError("unknown key (not a BBQ policy key)", path=path, field=f"{where}.{key}", hint=hint)
             if value is not None and not _fits(value, kinds[key]):
-                raise InputError(f"{where}.{key} is {excerpt(value)}, expected {kinds[key]}", path=path,
-                                 field=f"{where}.{key}", hint=hint)
+                raise InputError(f"expected {kinds[key]}, got {excerpt(value)}", path=path, field=f"{where}.{key}",
+                                 hint=hint)
         return bbq_section(doc)
 
 
