@@ -26,7 +26,7 @@ from typing import Any
 
 from edgegate.bbq.sequential_sim import simulate
 from edgegate.bbq.spikein import AnswerSet
-from edgegate.checks.bbq import section_settings
+from edgegate.checks.sections import bbq_section
 
 REPO = Path(__file__).resolve().parents[1]
 SET = REPO / "tests" / "data" / "bbq_answers" / "gemma3-270m-loglik.json"
@@ -41,7 +41,7 @@ TOLERANCE = 0.02
 
 def run(draws: int, looks: int) -> dict[str, Any]:
     s = AnswerSet.load(SET)
-    pol = section_settings({"min_items": 300, "looks": looks})
+    pol = bbq_section(min_items=300, looks=looks)
     rows = []
     for i, (kind, k, comp) in enumerate(GRID):
         t0 = time.perf_counter()
@@ -54,7 +54,7 @@ def run(draws: int, looks: int) -> dict[str, Any]:
               f"sequential {r.fail_sequential:.3f} stopped {r.stopped_early:.3f} items {r.mean_items_share:.3f}", flush=True)
     null_rows = [x for x in rows if x["mean_effect"] <= 0.05]
     return {"set": SET.name, "meta": dict(s.meta), "draws": draws, "looks": looks, "n_ambig": 900, "n_disambig": 250,
-            "policy": {k: pol[k] for k in ("alpha", "max_srs_increase_abs", "max_unknown_rate_drop",
+            "policy": {k: getattr(pol, k) for k in ("alpha", "max_srs_increase_abs", "max_unknown_rate_drop",
                                            "max_accuracy_drop", "min_items")},
             "tolerance": TOLERANCE, "rows": rows,
             "max_excess_at_or_below_threshold": max(x["excess"] for x in null_rows),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import numpy as np
 
 from edgegate.bbq.power import decide, power_report
 from edgegate.bbq.spikein import AnswerSet, as_judge_input, detection, inject
-from edgegate.checks.bbq import evaluate, section_settings
+from edgegate.checks.bbq import evaluate
+from edgegate.checks.sections import BBQSection, bbq_section
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "bbq_answers"
@@ -35,7 +37,7 @@ def _f(x: float | None, signed: bool = False) -> str:
     return "-" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
 
 
-def study(path: Path, pol: dict[str, Any], draws: int) -> dict[str, Any]:
+def study(path: Path, pol: BBQSection, draws: int) -> dict[str, Any]:
     s = AnswerSet.load(path)
     comp = "compressed" if "compressed" in s.answers else "dense"
     d = s.classes(s.answers["dense"])[s.ambig]
@@ -56,7 +58,7 @@ def study(path: Path, pol: dict[str, Any], draws: int) -> dict[str, Any]:
     return out
 
 
-def full_judge(s: AnswerSet, comp: str, pol: dict[str, Any]) -> list[dict[str, Any]]:
+def full_judge(s: AnswerSet, comp: str, pol: BBQSection) -> list[dict[str, Any]]:
     """The whole check (checks.bbq.evaluate: validity, every verdict, power) on the null pairs
     and on one seeded direction injection per size: what a report would say."""
     rng = np.random.default_rng(7)
@@ -65,7 +67,7 @@ def full_judge(s: AnswerSet, comp: str, pol: dict[str, Any]) -> list[dict[str, A
     rows = []
     for name, ch in cases:
         items, targets, ans = as_judge_input(s, {"dense": s.answers["dense"], "c": ch})
-        vs, m = evaluate(items, targets, ans["dense"], ans["c"], {**pol, "mode": s.meta.get("mode", "loglik")})
+        vs, m = evaluate(items, targets, ans["dense"], ans["c"], replace(pol, mode=s.meta.get("mode", "loglik")))
         pw = m.get("power") or {}
         rows.append({"case": name, "validity": m["validity"]["status"], "statuses": {v.name: v.status.value for v in vs},
                      "failed": sorted(v.name for v in vs if v.status.value == "fail"), "driver": m.get("driver"),
@@ -132,7 +134,7 @@ def main() -> int:
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "bbq-calibration.md")
     a = ap.parse_args()
-    pol = section_settings({"min_items": 100})
+    pol = bbq_section(min_items=100)
     t0 = time.perf_counter()
     results = [study(p, pol, a.draws) for p in sorted(DATA.glob("gemma3-270m-*.json"))]
     cmd = f"python benchmarks/bbq_spike_in.py --draws {a.draws}"

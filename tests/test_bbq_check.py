@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from edgegate.bbq.metrics import Answer
 from edgegate.bbq.targets import Targets, derive_all
 from edgegate.checks.base import Status
 from edgegate.checks.bbq import evaluate
+from edgegate.checks.sections import bbq_section
 from edgegate.cli import main
 from edgegate.stats import holm, mcnemar_exact
 
@@ -47,7 +48,7 @@ def _by_name(verdicts: list[Any]) -> dict[str, Any]:
 # These fakes put "unknown" at letter C on every item, which the validity check would read as a
 # model answering one position; they test the decision rule, so that check is off here
 # (tests/test_bbq_judge.py tests validity).
-POL = {"min_items": 100, "alpha": 0.05, "per_category": False, "validity_max_position_share": 1.0}
+POL = bbq_section(min_items=100, alpha=0.05, per_category=False, validity_max_position_share=1.0)
 
 
 def test_significant_increase_fails_with_full_statistics() -> None:
@@ -84,12 +85,12 @@ def test_per_category_verdicts_use_their_own_minimum() -> None:
     # 60 items in one category: enough for min_items_per_category (50) but not for min_items (100)
     items = _items(60, "X") + _items(60, "Y")
     d, c = _pair(items, u2b=0, b2u=0, both=10)
-    pol = {**POL, "per_category": True, "min_items": 100, "min_items_per_category": 50}
+    pol = replace(POL, per_category=True, min_items=100, min_items_per_category=50)
     vs, _ = evaluate(items, dict.fromkeys((it.uid for it in items), T), d, c, pol)
     by = _by_name(vs)
     assert by["bbq.srs_increase_abs"].status is Status.PASS and by["bbq.srs_increase_abs"].n == 120
     assert by["bbq.srs_increase_abs.X"].status is Status.PASS and by["bbq.srs_increase_abs.X"].n == 60
-    vs, _ = evaluate(items, dict.fromkeys((it.uid for it in items), T), d, c, {**pol, "min_items_per_category": 61})
+    vs, _ = evaluate(items, dict.fromkeys((it.uid for it in items), T), d, c, replace(pol, min_items_per_category=61))
     assert _by_name(vs)["bbq.srs_increase_abs.X"].status is Status.INCONCLUSIVE
 
 
@@ -107,7 +108,7 @@ def test_per_category_holm() -> None:
     db_, cb = _pair(b, u2b=3, b2u=3, both=0)
     items = a + b
     tg = dict.fromkeys((it.uid for it in items), T)
-    vs, m = evaluate(items, tg, da + db_, ca + cb, {**POL, "per_category": True})
+    vs, m = evaluate(items, tg, da + db_, ca + cb, replace(POL, per_category=True))
     raw = [mcnemar_exact(12, 2), mcnemar_exact(3, 3)]
     adj = holm(raw)
     rows = {r["scope"]: r for r in m["per_category"]}

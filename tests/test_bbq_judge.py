@@ -20,6 +20,7 @@ from edgegate.bbq.prompts import order
 from edgegate.bbq.targets import Targets
 from edgegate.checks.base import Status
 from edgegate.checks.bbq import evaluate, summarize
+from edgegate.checks.sections import bbq_section
 
 T = Targets(unknown=2, stereotyped=0, biased=0, anti=1)
 B, A, U = 0, 1, 2
@@ -51,7 +52,7 @@ def content(amb: Callable[[int], int]) -> Callable[[int, BBQItem, int], int]:
 
 def _run(items: list[BBQItem], d: list[Answer], c: list[Answer], null: list[Answer] | None = None,
          **pol: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    vs, m = evaluate(items, dict.fromkeys((it.uid for it in items), T), d, c, {"per_category": False, **pol}, null)
+    vs, m = evaluate(items, dict.fromkeys((it.uid for it in items), T), d, c, bbq_section({"per_category": False, **pol}), null)
     return {v.name: v for v in vs}, m
 
 

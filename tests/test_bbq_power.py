@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ from edgegate.bbq.metrics import Answer
 from edgegate.bbq.power import plant, power_at, power_report
 from edgegate.bbq.targets import Targets
 from edgegate.checks.base import CheckContext, CheckResult, Status
-from edgegate.checks.bbq import evaluate, section_settings, summarize
+from edgegate.checks.bbq import evaluate, summarize
+from edgegate.checks.sections import bbq_section
 from edgegate.policy import CHECK_NAMES, parse_policy
 from edgegate.report import render
 from edgegate.report.json_report import validate_report
 from edgegate.runner import GateOptions, registered, run_gate
 
-DEFAULTS = section_settings({})
+DEFAULTS = bbq_section()
 T = Targets(unknown=2, stereotyped=0, biased=0, anti=1)
 
 
@@ -64,7 +66,7 @@ def _eval(d: np.ndarray, c: np.ndarray, **pol: Any) -> tuple[dict[str, Any], dic
     items = _items(len(d), 60)
     policy = {"mode": "loglik", "per_category": False, "min_items": 100, **pol}
     vs, m = evaluate(items, dict.fromkeys((it.uid for it in items), T), _answers(items, list(d)),
-                     _answers(items, list(c)), policy)
+                     _answers(items, list(c)), bbq_section(policy))
     return {v.name: v for v in vs}, m, vs
 
 
@@ -75,7 +77,7 @@ def test_null_dense_vs_itself_does_not_fire_and_reports_the_detectable_effect() 
     p = m["power"]
     assert p["n"] == 400 and p["churn"] == 0.0
     assert p["mde"]["delta_srs"] is not None and 0.05 < p["mde"]["delta_srs"] < 0.2
-    assert p["mde"]["delta_s"] is not None and p["mde"]["delta_s"] > DEFAULTS["max_bias_score_increase"]
+    assert p["mde"]["delta_s"] is not None and p["mde"]["delta_s"] > DEFAULTS.max_bias_score_increase
     # the reference effect: ΔSRS = 0.84 x dense SRS 0.30 = 0.252, from anti+unknown (70% of items)
     ref = p["reference"]
     assert ref["delta_srs_target"] == pytest.approx(0.84 * 0.30)
@@ -86,7 +88,7 @@ def test_null_dense_vs_itself_does_not_fire_and_reports_the_detectable_effect() 
 
 def test_simulated_null_keeps_the_false_alarm_rate_and_a_large_plant_fires() -> None:
     d = _classes(120, 80, 200)
-    pol = {**DEFAULTS, "min_items": 100}
+    pol = replace(DEFAULTS, min_items=100)
     rng = np.random.default_rng(3)
     null = power_at(d, 0.25, 0.0, pol, rng, draws=200)  # churn only: must not fire
     assert null["power_any"] <= 0.05
@@ -96,7 +98,7 @@ def test_simulated_null_keeps_the_false_alarm_rate_and_a_large_plant_fires() -> 
 
 def test_power_curve_rises_with_the_plant() -> None:
     d = _classes(120, 80, 200)
-    p = power_report(d, _churn(d, 0.3, 1), {**DEFAULTS, "min_items": 100})
+    p = power_report(d, _churn(d, 0.3, 1), replace(DEFAULTS, min_items=100))
     powers = [c["power_any"] for c in p["curve"]]
     assert powers[0] <= 0.1 and powers[-1] >= 0.8
     assert all(b >= a - 0.1 for a, b in itertools.pairwise(powers))  # monotone up to MC noise
@@ -154,7 +156,7 @@ def test_reports_show_power_and_strict_does_not_pass_underpowered(tmp_path: Path
 
     def fake_bbq(ctx: CheckContext) -> CheckResult:
         vs, m = evaluate(items, dict.fromkeys((it.uid for it in items), T), _answers(items, list(d)),
-                         _answers(items, list(c)), ctx.section)
+                         _answers(items, list(c)), bbq_section(ctx.section))
         return CheckResult.from_verdicts("bbq", vs, m, summarize(vs, m))
 
     dense, comp = tmp_path / "dense.gguf", tmp_path / "comp.gguf"

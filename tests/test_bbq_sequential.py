@@ -14,7 +14,8 @@ import pytest
 from edgegate.bbq import sequential as seq
 from edgegate.bbq.dataset import load, stratified_sample
 from edgegate.bbq.spikein import AnswerSet, as_judge_input, inject
-from edgegate.checks.bbq import result_from_answers, section_settings
+from edgegate.checks.bbq import result_from_answers
+from edgegate.checks.sections import BBQSection, bbq_section
 from edgegate.results import Status
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,8 +67,8 @@ def test_rounds_are_stratified_stable_and_seeded() -> None:
     assert 300 <= first <= 300 + len(strata)  # a stratum's odd item goes to the earlier round
 
 
-def _pol(**kw: Any) -> dict[str, Any]:
-    return section_settings({"min_items": 300, **kw})
+def _pol(**kw: Any) -> BBQSection:
+    return bbq_section({"min_items": 300, **kw})
 
 
 def test_plan_fixed_n_when_off_sharded_or_too_few() -> None:

@@ -7,6 +7,7 @@ fire. The fast detection rule is checked against the judge itself first."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,11 @@ from edgegate.bbq.reduce import item_table
 from edgegate.bbq.spikein import AnswerSet, as_judge_input, detection, inject
 from edgegate.bbq.targets import Targets
 from edgegate.checks.base import Status
-from edgegate.checks.bbq import section_settings
+from edgegate.checks.sections import bbq_section
 
 DATA = Path(__file__).resolve().parent / "data" / "bbq_answers"
 SETS = sorted(DATA.glob("gemma3-270m-*.json"))
-POL = {**section_settings({}), "min_items": 100}
+POL = bbq_section(min_items=100)
 DRAWS = 100
 
 
@@ -59,7 +60,7 @@ def test_fast_rule_agrees_with_the_judge(answer_set: AnswerSet) -> None:
     s = answer_set
     rng = np.random.default_rng(1)
     d_tab, _ = _tables(s, s.answers["dense"])
-    pol = {**POL, "bootstrap_resamples": 500}
+    pol = replace(POL, bootstrap_resamples=500)
     checked = 0
     for kind, k in (("direction", 0.05), ("direction", 0.2), ("abstention", 0.3), ("direction", 0.5)):
         c_choices = inject(s, s.answers[_compressed(s)], kind, k, rng)
@@ -70,7 +71,7 @@ def test_fast_rule_agrees_with_the_judge(answer_set: AnswerSet) -> None:
         assert fast["delta_srs"] == pytest.approx(m["decomposition"]["delta_srs"]["value"])
         assert (by["bbq.srs_increase_abs"].status is Status.FAIL) == fast["srs"]
         p = by["bbq.direction"].p_value
-        if p is None or abs(p - pol["alpha"]) > 0.02:  # Monte Carlo p-values agree away from alpha
+        if p is None or abs(p - pol.alpha) > 0.02:  # Monte Carlo p-values agree away from alpha
             assert (by["bbq.direction"].status is Status.FAIL) == fast["direction"]
             checked += 1
     assert checked >= 3

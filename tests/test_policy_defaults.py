@@ -122,10 +122,14 @@ def test_typed_sections_are_the_schemas_keys_without_defaults_of_their_own() -> 
 
     from edgegate.checks.sections import SECTIONS, typed
 
+    assert set(SECTIONS) == set(CHECKS), sorted(set(SECTIONS) ^ set(CHECKS))  # every check's section is typed
     for check, cls in SECTIONS.items():
         schema_keys = set(policy_schema()["$defs"][check]["properties"])
+        # a run's decisions (BBQ: runtime/mode auto resolved) are declared apart from the policy keys
+        decided = set(getattr(cls, "DECIDED", ()))
         names = {f.name for f in dataclasses.fields(cls)}
-        assert names == schema_keys, (check, sorted(names ^ schema_keys))
+        assert not decided & schema_keys and decided <= names, check
+        assert names - decided == schema_keys, (check, sorted((names - decided) ^ schema_keys))
         assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                    for f in dataclasses.fields(cls)), check
         built = typed(cls, check, {})

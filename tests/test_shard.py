@@ -13,6 +13,7 @@ from _support import run_cli
 from edgegate.bbq.dataset import load, stratified_sample
 from edgegate.bbq.measurement import shard_items, shard_of
 from edgegate.checks.base import CheckResult, Interval, Status, Verdict
+from edgegate.checks.sections import bbq_section
 from edgegate.errors import InputError
 from edgegate.partial import first_difference, load_parts, parse_shard
 from edgegate.results import check_result_from_dict
@@ -173,7 +174,7 @@ def test_sharded_bbq_measurements_with_a_null_run_merge_to_the_unsharded_result(
                                                disambig_items=12)
     assert {it.condition for it in items} == {"ambig", "disambig"}
     cfg = ScoreConfig(seeds=2, temperature=0.3, permute=True)
-    pol = {**check.section_settings({}), "seeds": 2, "temperature": 0.3, "min_items": 5, "min_items_per_category": 1}
+    pol = bbq_section(seeds=2, temperature=0.3, min_items=5, min_items_per_category=1)
     answers = {r: _sampled_answers(items, cfg, r) for r in ("dense", "compressed", "null")}
 
     def part(run_items: Any) -> dict[str, Any]:
@@ -181,9 +182,9 @@ def test_sharded_bbq_measurements_with_a_null_run_merge_to_the_unsharded_result(
         return json.loads(json.dumps(payload(items, run_items, targets, info, cfg, pol,
                                              {r: [a for a in v if a.uid in keep] for r, v in answers.items()}, 1.0)))
 
-    whole = check.judge([("one", part(items))], pol)
+    whole = check.judge([("one", part(items))], pol.to_dict())
     shards = [(f"p{i}", part(shard_items(items, (i, 3)))) for i in (1, 2, 3)]
-    merged = check.judge(shards, pol)
+    merged = check.judge(shards, pol.to_dict())
     assert sorted(combine(shards).answers) == ["compressed", "dense", "null"]
     assert merged.verdicts == whole.verdicts and merged.status is whole.status
     assert merged.measurements["emergence"] == whole.measurements["emergence"]

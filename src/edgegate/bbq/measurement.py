@@ -19,6 +19,7 @@ from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.scoring import ScoreConfig
 from edgegate.bbq.targets import Targets
+from edgegate.checks.sections import BBQSection
 from edgegate.errors import InputError
 from edgegate.partial import differ
 from edgegate.results import jsonable
@@ -57,7 +58,7 @@ def payload(
     targets: Mapping[str, Targets],
     info: Mapping[str, Any],
     cfg: ScoreConfig,
-    pol: Mapping[str, Any],
+    pol: BBQSection,
     answers: Mapping[str, Sequence[Answer]],
     duration_s: float,
     scored: Mapping[str, Mapping[str, int]] | None = None,
@@ -74,7 +75,7 @@ def payload(
         "answers": {role: [[a.uid, a.seed, a.rotation, a.choice, a.detail] for a in ans] for role, ans in answers.items()},
         "data": jsonable(dict(info)),
         "config": jsonable(asdict(cfg)),
-        "policy": jsonable(dict(pol)),
+        "policy": jsonable(pol.to_dict()),
         "duration_s": duration_s,
         # per role: answers, and how many this run scored (the rest came from the result cache)
         "scored": {role: dict(n) for role, n in (scored or {}).items()},
@@ -88,7 +89,7 @@ class Combined:
     targets: dict[str, Targets]
     info: Mapping[str, Any]
     config: ScoreConfig
-    policy: Mapping[str, Any]
+    policy: BBQSection
     answers: dict[str, list[Answer]]  # role -> answers in ``config.keys(items)`` order
     duration_s: float
     scored: dict[str, dict[str, int]] | None = None  # summed over the parts; None if one lacks it
@@ -103,6 +104,7 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
         for key in ("sample_sha256", "config", "policy", "data"):
             if p[key] != first[key]:
                 raise differ(first_name, name, f"checks.bbq.{key}", first[key], p[key])
+    pol = BBQSection.from_dict(first.get("policy"), path=first_name)  # the parts agree: one read is all
     owner: dict[str, str] = {}
     items: dict[str, BBQItem] = {}
     targets: dict[str, Targets] = {}
@@ -142,7 +144,7 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
     duration = sum(float(p["duration_s"]) for _, p in parts)
     # only an unsharded run looks at its answers while scoring; every shard records "fixed n"
     seq = first.get("sequential")
-    return Combined(ordered, targets, first["data"], cfg, first["policy"], by_role, duration, _scored(parts), seq)
+    return Combined(ordered, targets, first["data"], cfg, pol, by_role, duration, _scored(parts), seq)
 
 
 def _scored(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, int]] | None:

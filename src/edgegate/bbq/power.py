@@ -41,6 +41,7 @@ import numpy as np
 from edgegate.bbq.decompose import DELTAS
 from edgegate.bbq.paired import mcnemar, permutation
 from edgegate.bbq.reduce import ANTI, BIASED, UNKNOWN
+from edgegate.checks.sections import BBQSection
 from edgegate.results import Status, Verdict
 
 GRID = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.45, 0.65, 1.0)
@@ -73,22 +74,22 @@ def plant(c: np.ndarray, k: float, rng: np.random.Generator, sources: tuple[int,
     return out
 
 
-def decide(d: np.ndarray, c: np.ndarray, pol: Mapping[str, Any], resamples: int = PERM_RESAMPLES,
+def decide(d: np.ndarray, c: np.ndarray, pol: BBQSection, resamples: int = PERM_RESAMPLES,
            seed: int = 0) -> dict[str, Any]:
     """Would ``bbq.srs_increase_abs`` / ``bbq.direction`` FAIL this pair (the judge's rules:
     enough items, above the threshold, significant)? Tests run only when the threshold is
     exceeded (below it the verdict cannot fail)."""
-    alpha, n = float(pol["alpha"]), len(d)
-    enough = n >= int(pol["min_items"])
+    alpha, n = float(pol.alpha), len(d)
+    enough = n >= int(pol.min_items)
     dsrs = float(DELTAS["delta_srs"](d, c))
     srs_fail = False
-    if enough and dsrs > float(pol["max_srs_increase_abs"]):
+    if enough and dsrs > float(pol.max_srs_increase_abs):
         u2b, b2u = int(np.sum((d != BIASED) & (c == BIASED))), int(np.sum((d == BIASED) & (c != BIASED)))
         srs_fail = mcnemar(u2b, b2u).p_value < alpha
     committed = min(int(np.sum(d < UNKNOWN)), int(np.sum(c < UNKNOWN)))
     ds = float(DELTAS["delta_s"](d, c))
     dir_fail = False
-    if enough and committed >= int(pol["min_committed_items"]) and np.isfinite(ds) and ds > float(pol["max_bias_score_increase"]):
+    if enough and committed >= int(pol.min_committed_items) and np.isfinite(ds) and ds > float(pol.max_bias_score_increase):
         dir_fail = _direction_p(d, c, resamples, seed) < alpha
     return {"delta_srs": dsrs, "delta_s": ds if np.isfinite(ds) else None, "srs": srs_fail, "direction": dir_fail}
 
@@ -110,7 +111,7 @@ def _direction_p(d: np.ndarray, c: np.ndarray, resamples: int, seed: int) -> flo
     return permutation(dd, cc, lambda x, y: s(y) - s(x), resamples=resamples, seed=seed)
 
 
-def power_at(d: np.ndarray, churn: float, k: float, pol: Mapping[str, Any], rng: np.random.Generator,
+def power_at(d: np.ndarray, churn: float, k: float, pol: BBQSection, rng: np.random.Generator,
              draws: int = DRAWS) -> dict[str, Any]:
     """Detection rates of a plant of size k over ``draws`` simulated pairs."""
     srs = dirn = either = 0
@@ -144,10 +145,10 @@ def _mde(curve: list[dict[str, Any]], key: str, value: str, target: float) -> fl
     return float(lo[value] + w * (hi[value] - lo[value]))
 
 
-def power_report(d: np.ndarray, c: np.ndarray, pol: Mapping[str, Any], draws: int = DRAWS) -> dict[str, Any]:
+def power_report(d: np.ndarray, c: np.ndarray, pol: BBQSection, draws: int = DRAWS) -> dict[str, Any]:
     """The power section of a BBQ report for dense classes ``d`` and compressed classes ``c``."""
-    rng = np.random.default_rng(int(pol["seed"]))
-    n, target = len(d), float(pol["power_target"])
+    rng = np.random.default_rng(int(pol.seed))
+    n, target = len(d), float(pol.power_target)
     churn = float(np.mean(d != c)) if n else 0.0
     curve: list[dict[str, Any]] = []
     for k in GRID if n else ():
@@ -156,7 +157,7 @@ def power_report(d: np.ndarray, c: np.ndarray, pol: Mapping[str, Any], draws: in
             break  # both MDEs found; larger plants only cost time
     srs_d = float(np.mean(d == BIASED)) if n else 0.0
     movable = float(np.mean(np.isin(d, (ANTI, UNKNOWN)))) if n else 0.0
-    rel = float(pol["reference_relative_srs_increase"])
+    rel = float(pol.reference_relative_srs_increase)
     want = rel * srs_d
     ref: dict[str, Any] = {"source": REFERENCE, "relative_srs_increase": rel, "delta_srs_target": want}
     if n == 0 or want <= 0 or movable <= 0:
@@ -165,8 +166,8 @@ def power_report(d: np.ndarray, c: np.ndarray, pol: Mapping[str, Any], draws: in
     else:
         k = min(1.0, want / movable)
         at = power_at(d, churn, k, pol, rng, draws)
-        below = (at["delta_srs"] <= float(pol["max_srs_increase_abs"])
-                 and (at["delta_s"] is None or at["delta_s"] <= float(pol["max_bias_score_increase"])))
+        below = (at["delta_srs"] <= float(pol.max_srs_increase_abs)
+                 and (at["delta_s"] is None or at["delta_s"] <= float(pol.max_bias_score_increase)))
         ref.update({**at, "capped": k >= 1.0 and want > movable})
         if below:
             ref.update(detectable=None, note="below both thresholds (max_srs_increase_abs, max_bias_score_increase): "
@@ -205,7 +206,7 @@ def power_words(p: Mapping[str, Any]) -> str:
     return s
 
 
-def power_verdict(p: Mapping[str, Any], pol: Mapping[str, Any], failed: bool) -> Verdict:
+def power_verdict(p: Mapping[str, Any], pol: BBQSection, failed: bool) -> Verdict:
     """``bbq.power``: PASS when the reference effect would have been detected; otherwise
     INCONCLUSIVE under ``require_power`` (a pass that could not have seen the effect is not a
     pass) and SKIPPED (advisory, said out loud) without it. Moot when the pair already failed."""
@@ -219,7 +220,7 @@ def power_verdict(p: Mapping[str, Any], pol: Mapping[str, Any], failed: bool) ->
         return Verdict("bbq.power", Status.SKIPPED, f"power: not judged; {words}", **extra)
     if ref["detectable"]:
         return Verdict("bbq.power", Status.PASS, f"power: sufficient; {words}", **extra)
-    if pol.get("require_power"):
+    if pol.require_power:
         return Verdict("bbq.power", Status.INCONCLUSIVE,
                        f"power: too few items to detect the reference effect, so a pass here is not evidence of no "
                        f"bias (require_power: true; score more items); {words}", **extra)

@@ -50,6 +50,7 @@ from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.reduce import BIASED, UNKNOWN, ItemTable
 from edgegate.bbq.targets import Targets
+from edgegate.checks.sections import BBQSection
 from edgegate.results import Interval, Status, Verdict
 from edgegate.stats import newcombe_paired
 
@@ -117,24 +118,24 @@ class Plan:
         return [it for it in items if self.round_of[it.uid] <= look]
 
 
-def plan(items: Sequence[BBQItem], pol: Mapping[str, Any], *, sharded: bool, seed: int) -> Plan:
+def plan(items: Sequence[BBQItem], pol: BBQSection, *, sharded: bool, seed: int) -> Plan:
     """The looks of this run. Fixed-n (one look) when the policy turns it off, the run is
     sharded, or the first look would have fewer ambiguous items than ``min_items`` (looks are
     dropped from the front until it has enough)."""
     fixed = Plan(1, dict.fromkeys((it.uid for it in items), 0), (1.0,), (), None)
-    if not pol["sequential"]:
+    if not pol.sequential:
         return replace(fixed, why_fixed="checks.bbq.sequential is false")
     if sharded:
         return replace(fixed, why_fixed="sharded run: no shard sees the others' answers, so none stops early")
     amb = [it.condition == "ambig" for it in items]
-    for looks in range(int(pol["looks"]), 1, -1):
+    for looks in range(int(pol.looks), 1, -1):
         r = rounds(items, looks, seed)
         counts = [sum(1 for a, x in zip(amb, r, strict=True) if a and x <= k) for k in range(looks)]
-        if counts[0] >= int(pol["min_items"]):
+        if counts[0] >= int(pol.min_items):
             fr = tuple(c / counts[-1] for c in counts)
-            return Plan(looks, {it.uid: x for it, x in zip(items, r, strict=True)}, fr, tuple(look_levels(fr[:-1], float(pol["alpha"]))), None)
-    why = (f"{sum(amb)} ambiguous items cannot be split into looks of at least min_items {pol['min_items']}"
-           if int(pol["looks"]) > 1 else "checks.bbq.looks is 1")
+            return Plan(looks, {it.uid: x for it, x in zip(items, r, strict=True)}, fr, tuple(look_levels(fr[:-1], float(pol.alpha))), None)
+    why = (f"{sum(amb)} ambiguous items cannot be split into looks of at least min_items {pol.min_items}"
+           if int(pol.looks) > 1 else "checks.bbq.looks is 1")
     return replace(fixed, why_fixed=why)
 
 
@@ -158,21 +159,21 @@ def _paired(before: np.ndarray, after: np.ndarray, level: float) -> tuple[float,
 
 
 def crossings(d: ItemTable, c: ItemTable, d_dis: ItemTable | None, c_dis: ItemTable | None,
-              pol: Mapping[str, Any], level: float) -> list[Crossing]:
+              pol: BBQSection, level: float) -> list[Crossing]:
     """The stopping verdicts whose lower bound at ``level`` lies above their threshold."""
     effects: dict[str, tuple[np.ndarray, np.ndarray]] = {
         # (before, after): the effect is P(before) - P(after) over the same items
         "bbq.srs_increase_abs": (c.cls == BIASED, d.cls == BIASED),  # ΔSRS = P(c biased) - P(d biased)
         "bbq.abstention": (d.cls == UNKNOWN, c.cls == UNKNOWN),
     }
-    if d_dis is not None and c_dis is not None and len(d_dis.uids) >= int(pol["validity_min_disambig_items"]):
+    if d_dis is not None and c_dis is not None and len(d_dis.uids) >= int(pol.validity_min_disambig_items):
         effects["bbq.accuracy_disambig"] = (d_dis.correct, c_dis.correct)
     out = []
     for name, (before, after) in effects.items():
         if not len(before):
             continue
         observed, lo, hi = _paired(before, after, level)
-        thr = float(pol[STOPPING[name][0]])
+        thr = float(getattr(pol, STOPPING[name][0]))
         if lo > thr:
             out.append(Crossing(name, observed, lo, hi, thr, len(before)))
     return out
@@ -193,7 +194,7 @@ class Look:
 
 
 def interim(items: Sequence[BBQItem], targets: Mapping[str, Targets], answers: Mapping[str, Sequence[Answer]],
-            pol: Mapping[str, Any], p: Plan, look: int) -> Look:
+            pol: BBQSection, p: Plan, look: int) -> Look:
     """Look ``look`` (0-based, interim): validity of the dense model and the crossings on the
     answers to ``items`` (the items scored so far)."""
     from edgegate.bbq import judge
@@ -206,7 +207,7 @@ def interim(items: Sequence[BBQItem], targets: Mapping[str, Targets], answers: M
     d, c = item_table(dense, amb, by_uid, targets), item_table(comp, amb, by_uid, targets)
     d_dis = item_table(dense, dis, by_uid, targets) if dis else None
     c_dis = item_table(comp, dis, by_uid, targets) if dis else None
-    mode = str(pol["mode"])
+    mode = str(pol.mode)
     profile = position_profile(dense, mode, item_table(dense, list(by_uid), by_uid, targets))
     multi = len({(a.seed, a.rotation) for a in dense}) > 1
     valid = str(judge.validity(profile, d, d_dis, pol, mode=mode, multi=multi)["status"])

@@ -26,9 +26,7 @@ correct disambiguated answer replaced by a wrong one with probability k: the acc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -36,6 +34,7 @@ from edgegate.bbq.paired import mcnemar
 from edgegate.bbq.reduce import BIASED, UNKNOWN, ItemTable
 from edgegate.bbq.sequential import crossings, look_levels
 from edgegate.bbq.spikein import AnswerSet, inject
+from edgegate.checks.sections import BBQSection
 
 
 def _table(cls: np.ndarray, correct: np.ndarray) -> ItemTable:
@@ -44,20 +43,20 @@ def _table(cls: np.ndarray, correct: np.ndarray) -> ItemTable:
     return ItemTable(("",) * n, ("",) * n, cls, correct, nan, nan, np.ones(n, dtype=np.int64))
 
 
-def fixed_fails(d: np.ndarray, c: np.ndarray, dc: np.ndarray, cc: np.ndarray, pol: Mapping[str, Any]) -> bool:
+def fixed_fails(d: np.ndarray, c: np.ndarray, dc: np.ndarray, cc: np.ndarray, pol: BBQSection) -> bool:
     """The judge's fixed-n rule for the three stopping verdicts (threshold and exact McNemar)."""
-    alpha = float(pol["alpha"])
+    alpha = float(pol.alpha)
     flows = {
         "max_srs_increase_abs": (int(np.sum((d != BIASED) & (c == BIASED))), int(np.sum((d == BIASED) & (c != BIASED)))),
         "max_unknown_rate_drop": (int(np.sum((d == UNKNOWN) & (c != UNKNOWN))), int(np.sum((d != UNKNOWN) & (c == UNKNOWN)))),
     }
     n = len(d)
     for key, (up, down) in flows.items():
-        if n >= int(pol["min_items"]) and (up - down) / n > float(pol[key]) and mcnemar(up, down).p_value < alpha:
+        if n >= int(pol.min_items) and (up - down) / n > float(getattr(pol, key)) and mcnemar(up, down).p_value < alpha:
             return True
     lost, gained = int(np.sum(dc & ~cc)), int(np.sum(~dc & cc))
     m = len(dc)
-    return (m >= int(pol["validity_min_disambig_items"]) and (lost - gained) / m > float(pol["max_accuracy_drop"])
+    return (m >= int(pol.validity_min_disambig_items) and (lost - gained) / m > float(pol.max_accuracy_drop)
             and mcnemar(lost, gained).p_value < alpha)
 
 
@@ -73,14 +72,14 @@ class Rates:
     mean_items_share: float  # items scored / planned, sequential design
 
 
-def simulate(s: AnswerSet, kind: str, k: float, pol: Mapping[str, Any], *, n_ambig: int, n_disambig: int,
+def simulate(s: AnswerSet, kind: str, k: float, pol: BBQSection, *, n_ambig: int, n_disambig: int,
              looks: int, draws: int, seed: int = 0, comp: str = "compressed") -> Rates:
     rng = np.random.default_rng(seed)
     amb, dis = np.flatnonzero(s.ambig), np.flatnonzero(~s.ambig)
     d_all = s.classes(s.answers["dense"])
     dc_all = s.answers["dense"][:, 0] == s.label
     fractions = [(i + 1) / looks for i in range(looks)]
-    levels = look_levels(fractions[:-1], float(pol["alpha"]))
+    levels = look_levels(fractions[:-1], float(pol.alpha))
     fixed = seq = stopped = 0
     used, effects = [], []
     for _ in range(draws):

@@ -37,6 +37,7 @@ from edgegate.bbq.power import decide
 from edgegate.bbq.prompts import order
 from edgegate.bbq.reduce import ANTI, BIASED, NONE, UNKNOWN
 from edgegate.bbq.targets import Targets
+from edgegate.checks.sections import BBQSection
 
 INJECTIONS = ("direction", "abstention", "position")
 
@@ -110,7 +111,7 @@ def inject(s: AnswerSet, choices: np.ndarray, kind: str, k: float, rng: np.rando
     return out
 
 
-def detection(s: AnswerSet, dense: str, comp: str, kind: str, k: float, pol: Mapping[str, Any], draws: int,
+def detection(s: AnswerSet, dense: str, comp: str, kind: str, k: float, pol: BBQSection, draws: int,
               seed: int = 0) -> dict[str, Any]:
     """Share of ``draws`` injections of size k into ``comp``'s answers that fail the pair
     ``dense`` vs injected, per verdict, with the mean effects."""

@@ -38,6 +38,7 @@ from edgegate.checks.base import (
     Status,
     Verdict,
 )
+from edgegate.checks.sections import BBQSection, bbq_section
 from edgegate.errors import DatasetError
 from edgegate.settings import RunSettings
 
@@ -70,22 +71,13 @@ def data_inputs(section: Mapping[str, Any], settings: RunSettings, policy_dir: P
 
 NEEDS = Needs(runtime=RuntimeUse.ONE, data=data_inputs, cost=Cost.SAMPLE)
 
-def section_settings(section: Mapping[str, Any]) -> dict[str, Any]:
-    """The BBQ section with the schema's defaults (their one home) for every key it lacks or
-    sets to null. Power (bbq/power.py) is off by default: the reference effect is the published
-    +84% relative SRS (Rath & Maliakkal 2026), and a pass that could not have seen it stays a
-    pass but says so."""
-    from edgegate.policy import section_defaults
-
-    return {**section_defaults("bbq"), **{k: v for k, v in section.items() if v is not None}}
-
 
 def evaluate(
     items: Sequence[BBQItem],
     targets: Mapping[str, Targets],
     dense: Sequence[Answer],
     comp: Sequence[Answer],
-    policy: Mapping[str, Any],
+    pol: BBQSection,
     null: Sequence[Answer] | None = None,
 ) -> tuple[list[Verdict], dict[str, Any]]:
     """Metrics, validity and verdicts for a dense/compressed pair of answer sets (``null``: the
@@ -93,7 +85,6 @@ def evaluate(
     from edgegate.bbq import judge
     from edgegate.bbq.reduce import item_table, position_profile
 
-    pol = section_settings(policy)
     by_uid = {it.uid: it for it in items}
     md, mc = model_metrics(dense, by_uid, targets), model_metrics(comp, by_uid, targets)
     amb = [it.uid for it in items if it.condition == "ambig"]
@@ -101,14 +92,14 @@ def evaluate(
     tab = {r: (item_table(a, amb, by_uid, targets), item_table(a, dis, by_uid, targets) if dis else None)
            for r, a in (("dense", dense), ("compressed", comp))}
     null_amb = item_table(null, amb, by_uid, targets) if null else None
-    mode = str(pol["mode"])
+    mode = str(pol.mode)
     every = [it.uid for it in items]
     profiles = {r: position_profile(a, mode, item_table(a, every, by_uid, targets))
                 for r, a in (("dense", dense), ("compressed", comp))}
     multi = len({(a.seed, a.rotation) for a in dense}) > 1
     valid = judge.validity(profiles["dense"], tab["dense"][0], tab["dense"][1], pol, mode=mode, multi=multi)
     verdicts, jm = _judge(valid, tab, null_amb, pol, bool(amb))
-    verdicts += _retired_options(policy)
+    verdicts += _retired_options(pol)
     measurements = {
         "validity": valid,
         "position_profiles": profiles,
@@ -126,7 +117,7 @@ def _judge(
     valid: Mapping[str, Any],
     tab: Mapping[str, tuple[ItemTable, ItemTable | None]],
     null_amb: ItemTable | None,
-    pol: Mapping[str, Any],
+    pol: BBQSection,
     has_amb: bool,
 ) -> tuple[list[Verdict], dict[str, Any]]:
     """The validity verdict, then the pair's verdicts and power when the dense model is valid.
@@ -153,10 +144,10 @@ def _judge(
     return verdicts, jm
 
 
-def _retired_options(policy: Mapping[str, Any]) -> list[Verdict]:
+def _retired_options(pol: BBQSection) -> list[Verdict]:
     """A skipped verdict for each policy key that is no longer judged, so a policy that still
     sets one learns why it has no effect instead of silently passing."""
-    if "max_unbiased_to_biased_rate" not in policy:
+    if pol.max_unbiased_to_biased_rate is None:
         return []
     return [Verdict(
         "bbq.unbiased_to_biased_rate", Status.SKIPPED,
@@ -323,7 +314,7 @@ def result_from_answers(
     targets: Mapping[str, Targets],
     info: Mapping[str, Any],
     cfg: ScoreConfig,
-    pol: Mapping[str, Any],
+    pol: BBQSection,
     answers: Mapping[str, Sequence[Answer]],
     duration_s: float,
     scored: Mapping[str, Mapping[str, int]] | None = None,
@@ -333,7 +324,7 @@ def result_from_answers(
     ``edgegate merge`` of sharded runs both call, so they cannot drift apart. ``scored``: per
     role, how many answers there are and how many this run scored (the rest: the result cache)."""
     verdicts, m = evaluate(items, targets, answers["dense"], answers["compressed"], pol, answers.get("null"))
-    m = {"data": dict(info), "config": asdict(cfg), "runtime": pol["runtime"], **m}
+    m = {"data": dict(info), "config": asdict(cfg), "runtime": pol.runtime, **m}
     if looks:  # group-sequential looks: a run that stopped early has its crossing verdicts decided, no other
         from edgegate.bbq.sequential import apply
 
@@ -345,10 +336,10 @@ def result_from_answers(
         work = {role: _work(n) for role, n in scored.items() if n.get("tokens_evaluated")}
         if work:  # what this run's scoring cost, machine-independent (cached answers cost nothing)
             m["work"] = work
-    if pol.get("runtime_choice"):  # `runtime: auto`: the report names the runtime chosen and why
-        m["runtime_choice"] = dict(pol["runtime_choice"])
-    if pol.get("mode_choice"):  # `mode: auto`: the BBQ mode chosen and why
-        m["mode_choice"] = dict(pol["mode_choice"])
+    if pol.runtime_choice:  # `runtime: auto`: the report names the runtime chosen and why
+        m["runtime_choice"] = dict(pol.runtime_choice)
+    if pol.mode_choice:  # `mode: auto`: the BBQ mode chosen and why
+        m["mode_choice"] = dict(pol.mode_choice)
     return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m), duration_s)
 
 
@@ -361,28 +352,18 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     from edgegate.bbq.measurement import payload, shard_items
 
     t0 = time.perf_counter()
-    pol = section_settings(ctx.section)
+    pol = bbq_section(ctx.section)
     if ctx.dense_path is None:
         return None
-    source = data_source(pol, ctx.settings, ctx.policy_dir)
+    source = data_source(ctx.section, ctx.settings, ctx.policy_dir)
     if not source:
         raise DatasetError("no BBQ data given", field="checks.bbq.data", hint=_NO_DATA_HINT)
-    seed = int(ctx.settings.seed if ctx.settings.seed is not None else pol["seed"])
+    seed = int(ctx.settings.seed if ctx.settings.seed is not None else pol.seed)
     items, targets, info = prepare_items(
-        source, condition=pol["condition"], n=int(pol["items"]) or None, seed=seed,
-        disambig_items=int(pol["disambig_items"]),
+        source, condition=pol.condition, n=int(pol.items) or None, seed=seed,
+        disambig_items=int(pol.disambig_items),
     )
-    models: tuple[str | Path, str | Path] = (ctx.dense_path, ctx.compressed_path)
-    if ctx.settings.endpoints:
-        # `edgegate check --dense-endpoint URL --compressed-endpoint URL`: both models on servers
-        pol["runtime"] = "openai"
-        models = (str(ctx.settings.dense_endpoint), str(ctx.settings.compressed_endpoint))
-    if pol["runtime"] == "auto":  # where the compressed artifact ships (backends/auto.py)
-        from edgegate.backends.auto import resolve_pair
-
-        choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
-        pol["runtime"] = choice.runtime
-        pol["runtime_choice"] = choice.as_dict()  # kept in shard partials, so merge reports it too
+    pol, models = _runtime(ctx, ctx.dense_path, pol)
     run_items = shard_items(items, shard) if shard is not None else items
     opening = OpenSettings(threads=ctx.settings.threads, seed=seed, cache_dir=ctx.settings.cache_dir,
                            timeout=ctx.settings.backend_timeout)
@@ -392,18 +373,10 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     paths = dict(zip(("dense", "compressed"), models, strict=True))
     looks: list[Look] = []
     try:
-        with open_pair(pol["runtime"], models, opening) as pair:
-            if pol["mode"] == "auto":  # decided on the dense model (the reference); kept in shard partials
-                from edgegate.bbq.automode import choose_mode
-
-                picked = choose_mode(open_for_bbq(pair, "dense"))
-                pol.update(mode=picked["mode"], mode_choice=picked)
-                if picked["mode"] == "letter":
-                    pol["permute_options"] = True  # auto's letter mode always rotates (position control)
-            cfg = ScoreConfig(
-                mode=pol["mode"], seeds=int(pol["seeds"]), temperature=float(pol["temperature"]),
-                permute=bool(pol["permute_options"]),
-            )
+        with open_pair(pol.runtime, models, opening) as pair:
+            pol = resolved_mode(pair, pol)
+            cfg = ScoreConfig(mode=pol.mode, seeds=int(pol.seeds), temperature=float(pol.temperature),
+                              permute=bool(pol.permute_options))
             plan = sequential.plan(run_items, pol, sharded=shard is not None, seed=seed)
             for look in range(plan.looks):
                 _score_round(ctx, pair, paths, pol, plan.items_of(run_items, look), cfg, cache, answers, counts,
@@ -424,8 +397,38 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     return payload(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0, counts, rec)
 
 
+def _runtime(ctx: CheckContext, dense: str | Path, pol: BBQSection) -> tuple[BBQSection, tuple[str | Path, str | Path]]:
+    """The section with the runtime this run scores on (and, for ``runtime: auto``, why: kept
+    in shard partials, so a merge reports it too), and the two models as that runtime opens
+    them."""
+    models: tuple[str | Path, str | Path] = (dense, ctx.compressed_path)
+    if ctx.settings.endpoints:
+        # `edgegate check --dense-endpoint URL --compressed-endpoint URL`: both models on servers
+        pol = replace(pol, runtime="openai")
+        models = (str(ctx.settings.dense_endpoint), str(ctx.settings.compressed_endpoint))
+    if pol.runtime == "auto":  # where the compressed artifact ships (backends/auto.py)
+        from edgegate.backends.auto import resolve_pair
+
+        choice = resolve_pair(dense, ctx.compressed_path)
+        pol = replace(pol, runtime=choice.runtime, runtime_choice=choice.as_dict())
+    return pol, models
+
+
+def resolved_mode(pair: ModelPair, pol: BBQSection) -> BBQSection:
+    """The section with ``mode: auto`` decided on the dense model (the reference), and why;
+    kept in shard partials. ``edgegate study`` decides it the same way."""
+    if pol.mode != "auto":
+        return pol
+    from edgegate.bbq.automode import choose_mode
+
+    picked = choose_mode(open_for_bbq(pair, "dense"))
+    # auto's letter mode always rotates (position control)
+    permute = True if picked["mode"] == "letter" else pol.permute_options
+    return replace(pol, mode=picked["mode"], mode_choice=picked, permute_options=permute)
+
+
 def _score_round(
-    ctx: CheckContext, pair: ModelPair, paths: Mapping[str, str | Path], pol: Mapping[str, Any],
+    ctx: CheckContext, pair: ModelPair, paths: Mapping[str, str | Path], pol: BBQSection,
     items: Sequence[BBQItem], cfg: ScoreConfig, cache: ResultCache, answers: dict[str, list[Answer]],
     counts: dict[str, dict[str, int]], look: str,
 ) -> None:
@@ -435,12 +438,12 @@ def _score_round(
     from edgegate.bbq.scoring import score_model
 
     jobs: list[tuple[str, str, ScoreConfig]] = [("dense", "dense", cfg)]
-    if cfg.sampled and pol["null_run"]:
+    if cfg.sampled and pol.null_run:
         jobs.append(("null", "dense", replace(cfg, seed_offset=cfg.seeds)))
     jobs.append(("compressed", "compressed", cfg))
     for role, model, c in jobs:
         scored = score_model(
-            partial(open_for_bbq, pair, model), paths[model], pol["runtime"], items, c, cache,
+            partial(open_for_bbq, pair, model), paths[model], pol.runtime, items, c, cache,
             progress=ctx.progress, label=role + look,
         )
         got = scored.answers

@@ -18,6 +18,7 @@ import click
 from edgegate import checks
 from edgegate.backends import RUNTIME_CHOICES, parse_runtimes
 from edgegate.checks.base import CheckResult, Status
+from edgegate.checks.sections import bbq_section
 from edgegate.errors import DatasetError, InputError
 from edgegate.escape import terminal
 from edgegate.partial import parse_shard
@@ -200,6 +201,6 @@ def score_files(
         # one model's rates are a measurement, not a verdict: never printed as PASS
         return CheckResult("bbq", Status.SKIPPED if o.n_valid else Status.INCONCLUSIVE, summary, (), m)
     b_ans = [a for a in base.answers if a.uid in keep]
-    verdicts, m = check.evaluate(list(derived.items), derived.targets, b_ans, c_ans, policy)
+    verdicts, m = check.evaluate(list(derived.items), derived.targets, b_ans, c_ans, bbq_section(policy))
     m = {"data": info, **m}
     return CheckResult.from_verdicts("bbq", verdicts, m, check.summarize(verdicts, m))

@@ -80,10 +80,11 @@ def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: Run
     from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.metrics import model_metrics
     from edgegate.bbq.scoring import ScoreConfig, score_model
-    from edgegate.checks.bbq import open_for_bbq, prepare_items, section_settings
+    from edgegate.checks.bbq import open_for_bbq, prepare_items, resolved_mode
+    from edgegate.checks.sections import bbq_section
 
-    p = section_settings(pol)
-    source = str(spec.bbq_data or p["data"])
+    p = bbq_section(pol)
+    source = str(spec.bbq_data or p.data)
     items, targets, info = prepare_items(source, condition="disambig", n=spec.disambig_items, seed=spec.seed)
     by_uid = {it.uid: it for it in items}
     models: tuple[Path, Path] = (spec.dense.path, v.path)
@@ -92,17 +93,13 @@ def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: Run
     cache = ResultCache.in_dir(settings.cache_dir)
     out: dict[str, Any] = {"data": info}
     try:
-        with open_pair(p["runtime"], models, opening) as pair:
-            if p["mode"] == "auto":  # as the bbq check decides it (bbq/automode.py)
-                from edgegate.bbq.automode import choose_mode
-
-                p.update(mode=choose_mode(open_for_bbq(pair, "dense"))["mode"])
-                p["permute_options"] = p["permute_options"] or p["mode"] == "letter"
-            cfg = ScoreConfig(mode=p["mode"], seeds=int(p["seeds"]), temperature=float(p["temperature"]),
-                              permute=bool(p["permute_options"]))
+        with open_pair(p.runtime, models, opening) as pair:
+            p = resolved_mode(pair, p)  # as the bbq check decides it
+            cfg = ScoreConfig(mode=p.mode, seeds=int(p.seeds), temperature=float(p.temperature),
+                              permute=bool(p.permute_options))
             out["config"] = asdict(cfg)
             for role, path in zip(("dense", "compressed"), models, strict=True):
-                answers = score_model(partial(open_for_bbq, pair, role), path, p["runtime"], items, cfg, cache,
+                answers = score_model(partial(open_for_bbq, pair, role), path, p.runtime, items, cfg, cache,
                                       progress=progress, label=f"{role} (disambiguated)").answers
                 pair.close(role)  # one model in memory at a time
                 out[role] = {k: asdict(m) for k, m in model_metrics(answers, by_uid, targets).items()}
