@@ -25,7 +25,8 @@ def _start(cache: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "edgegate.cli", "bbq", "run", str(DENSE), str(COMP), "--runtime", "llamacpp",
          "--data", str(REPO / "fixtures" / "bbq"), "--items", "9", "--disambig-items", "6", "--min-items", "3",
-         "--threads", "1", "--cache-dir", str(cache), "--allow-inconclusive"],
+         "--threads", "1", "--cache-dir", str(cache), "--allow-inconclusive",
+         "--fixed-n"],  # one scoring call per model: in looks, which run scores which look would be a race
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

@@ -297,6 +297,9 @@ def test_ppl_kl_cli() -> None:
     assert code == 0 and "KL(dense||compressed)" in out and "top-1 agreement" in out and "p99.9" in out
 
 
+BBQ_ITEMS = Path(__file__).resolve().parents[1] / "fixtures" / "bbq"
+
+
 @needs_llama
 def test_gate_runs_fidelity_then_perplexity_on_one_pass(tmp_path: Path) -> None:
     pol = tmp_path / "p.yaml"
@@ -312,6 +315,14 @@ def test_gate_runs_fidelity_then_perplexity_on_one_pass(tmp_path: Path) -> None:
     by = {c["check"]: c for c in report["checks"]}
     assert by["fidelity"]["status"] == "fail" and by["perplexity"]["status"] in ("pass", "fail")
     assert "fidelity check's pass" in by["perplexity"]["measurements"]["extra"]["scored_in"]
+    # fail-fast after the failed fidelity check still judges perplexity (its numbers are in the
+    # pass already: skipping it saves nothing) and skips the checks that would cost minutes
+    pol.write_text(pol.read_text() + f"  bbq: {{runtime: llamacpp, data: {BBQ_ITEMS}}}\n  speed: {{runtimes: [llamacpp]}}\n")
+    code, text = run_cli("check", str(DENSE), str(WANDA), "--policy", str(pol), "--threads", "1", "-q", "--json-out",
+                         str(out), "--fail-fast")
+    by = {c["check"]: c for c in json.loads(out.read_text())["checks"]}
+    assert code == 1 and by["fidelity"]["gate"] == "fail" and by["perplexity"]["gate"] in ("pass", "fail"), text
+    assert by["speed"]["gate"] == by["bbq"]["gate"] == "not-run"
 
 
 def test_a_missing_fidelity_text_is_found_before_measuring(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def decide(
     policy: Policy, strict: bool, only: Sequence[str], skip: Sequence[str],
     result_of: Callable[[str], CheckResult], allow_partial: bool = False,
     *, fail_fast: bool = False, judged_here: Callable[[str], bool] | None = None,
-    order: Sequence[str] = CHECK_NAMES,
+    order: Sequence[str] = CHECK_NAMES, free: Callable[[str], bool] | None = None,
 ) -> Decision:
     """Run ``result_of`` for every selected check in ``order`` (the runner's: cheapest first;
     deselected ones are listed, not run) and apply the gate's rules; outcomes are listed in
@@ -80,7 +80,9 @@ def decide(
     remaining selected checks are not run (``result_of`` is not called for them). The caller
     says whether fail-fast applies (``edgegate merge`` judges measurements that exist: never).
     ``judged_here(name)`` is false for a result that is only a placeholder here (a shard's
-    "measured, judged at merge" or "runs in shard 1"): such a result stops nothing."""
+    "measured, judged at merge" or "runs in shard 1"): such a result stops nothing.
+    ``free(name)``: the check's measurement is already in hand (perplexity from the fidelity
+    check's pass), so fail-fast still judges it: skipping it would save nothing."""
     selected = select_checks(policy, tuple(only), tuple(skip))
     outcomes: list[CheckOutcome] = []
     stop: CheckOutcome | None = None  # the required check that failed or errored (fail-fast)
@@ -94,7 +96,7 @@ def decide(
             res = CheckResult.skipped(cp.name, f"deselected with {flag}")
             outcomes.append(CheckOutcome(cp.name, cp.required, False, res, CheckDecision.DESELECTED, res.summary))
             continue
-        if stop is not None:
+        if stop is not None and not (free is not None and free(cp.name)):
             outcomes.append(_not_run_fail_fast(cp.name, cp.required, stop))
             continue
         outcome = _judge(cp.name, cp.required, result_of(cp.name), policy, strict)

@@ -179,13 +179,16 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
     evidence: dict[str, Any] = {}
     placeholders: set[str] = set()  # a shard's stand-ins for verdicts made elsewhere (fail-fast ignores them)
 
-    def result_of(name: str) -> CheckResult:
-        progress.log(f"edgegate: running check {name}")
-        ctx = CheckContext(
+    def ctx_for(name: str) -> CheckContext:
+        return CheckContext(
             compressed_path=opts.compressed, dense_path=opts.dense, section=_section(name, policy, opts.settings),
             claims=dict(claims), claim_sources=dict(sources), settings=opts.settings, shard=opts.shard,
             shared=shared, progress=progress, policy_dir=policy.base_dir,
         )
+
+    def result_of(name: str) -> CheckResult:
+        progress.log(f"edgegate: running check {name}")
+        ctx = ctx_for(name)
         swapped = _swapped(shared)
         if owned_by_shard_1(name, opts.shard):
             assert opts.shard is not None
@@ -209,7 +212,8 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
 
     decision = decide(policy, opts.strict, opts.only, opts.skip, result_of, opts.allow_partial,
                       fail_fast=policy.fail_fast, judged_here=lambda name: name not in placeholders,
-                      order=checks.run_order(CHECK_NAMES))
+                      order=checks.run_order(CHECK_NAMES),
+                      free=lambda name: checks.already_measured(name, ctx_for(name)))
     if opts.samples_out:
         from edgegate.report.samples import write_samples
 

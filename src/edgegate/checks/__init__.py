@@ -40,6 +40,18 @@ def run_order(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda n: (needs(n).cost, names.index(n))))
 
 
+def already_measured(name: str, ctx: CheckContext) -> bool:
+    """True when check ``name`` would measure nothing new in this run (its module's
+    ``already_measured``, e.g. perplexity after the fidelity check's pass)."""
+    from edgegate.errors import EdgegateError
+
+    fn = getattr(load(name), "already_measured", None)
+    try:
+        return bool(fn is not None and fn(ctx))
+    except EdgegateError:  # the check itself reports the problem if it runs
+        return False
+
+
 def run(name: str, ctx: CheckContext) -> CheckResult:
     """A whole (unsharded) run of check ``name``: measure, then judge the one measurement
     against ``ctx.section``; ``edgegate merge`` calls the same ``judge`` on every shard's."""

@@ -61,6 +61,14 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     return {"settings": settings, **out, "duration_s": 0.0}
 
 
+def already_measured(ctx: CheckContext) -> bool:
+    """The fidelity check's pass already scored these chunks with these models."""
+    from edgegate.checks import _scoring
+
+    s = _scoring.setup(ctx, ctx.section, "perplexity")
+    return s is not None and _scoring.reuse(ctx, s, ctx.shard) is not None
+
+
 def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
     """The verdict from every shard's per-chunk NLLs (the thresholds each shard recorded:
     a merge has checked that they agree with each other and with the policy)."""
