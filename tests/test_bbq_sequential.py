@@ -192,6 +192,8 @@ def test_the_scoring_loop_stops_scoring_and_says_so(tmp_path: Path, monkeypatch:
     assert rec["n_ambig"] == {"planned": 450, "used": rec["looks"][0]["n_ambig"]} and rec["n_ambig"]["used"] < 200
     assert fakes["compressed"].calls == 3 * rec["n_ambig"]["used"]  # 3 answers each; the rest never scored
     assert res.measurements["result_cache"]["compressed"]["answers"] == rec["n_ambig"]["used"]
+    data = res.measurements["data"]
+    assert data["n_sampled"] == 450 and data["n_used"] == rec["n_ambig"]["used"] and data["n_disambig"] == 0
     assert {v.name for v in res.verdicts if v.status is Status.FAIL} == {"bbq.srs_increase_abs"}
     # --fixed-n (sequential: false) scores every item: the same pair fails on the full n
     full = run(sequential=False)

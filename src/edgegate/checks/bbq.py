@@ -394,6 +394,9 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
         looks.append(sequential.Look(plan.looks, sum(it.condition == "ambig" for it in run_items),
                                      sum(it.condition == "disambig" for it in run_items), 1.0, None, None))
     rec = sequential.record(plan, looks, int(info["n_used"]) - int(info["n_disambig"]), int(info["n_disambig"]))
+    if rec["stopped_early"]:  # the data block counts what was judged; the sample drawn stays on record
+        info = {**info, "n_sampled": info["n_used"], "n_used": len(run_items),
+                "n_disambig": rec["n_disambig"]["used"]}
     return payload(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0, counts, rec)
 
 
