@@ -48,8 +48,11 @@ POLICY = f"""version: 1
 name: interrupt
 fail_on_inconclusive: false
 checks:
-  bbq: {{required: true, runtime: llamacpp, items: {ITEMS}, min_items: 10, permute_options: false, disambig_items: 0}}
+  bbq: {{required: true, runtime: llamacpp, items: {ITEMS}, min_items: 10, permute_options: false, disambig_items: 0,
+        sequential: false}}
 """
+# sequential: false: one scoring call per model, so commits come in whole batches of BATCH
+# (in looks, each look's last batch is short and the arithmetic below would not hold)
 
 _RESCORED = """
 CREATE TABLE IF NOT EXISTS rescored (uid TEXT, model TEXT);
