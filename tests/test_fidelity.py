@@ -323,6 +323,7 @@ def test_gate_runs_fidelity_then_perplexity_on_one_pass(tmp_path: Path) -> None:
     by = {c["check"]: c for c in json.loads(out.read_text())["checks"]}
     assert code == 1 and by["fidelity"]["gate"] == "fail" and by["perplexity"]["gate"] in ("pass", "fail"), text
     assert by["speed"]["gate"] == by["bbq"]["gate"] == "not-run"
+    assert "'fidelity' already failed" in by["bbq"]["summary"]  # the first failure, not the free check after it
 
 
 def test_a_missing_fidelity_text_is_found_before_measuring(tmp_path: Path) -> None:

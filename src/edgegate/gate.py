@@ -101,9 +101,10 @@ def decide(
             continue
         outcome = _judge(cp.name, cp.required, result_of(cp.name), policy, strict)
         outcomes.append(outcome)
-        if (fail_fast and outcome.required and outcome.gate in (CheckDecision.FAIL, CheckDecision.ERROR)
+        if (fail_fast and stop is None and outcome.required
+                and outcome.gate in (CheckDecision.FAIL, CheckDecision.ERROR)
                 and (judged_here is None or judged_here(cp.name))):
-            stop = outcome
+            stop = outcome  # the first failure is the one every "not run" names
     outcomes.sort(key=lambda o: CHECK_NAMES.index(o.name))
     status, code, reasons = _overall(outcomes, policy)
     if status is GateStatus.PARTIAL and not allow_partial:
