@@ -112,3 +112,29 @@ def position_profile(answers: Sequence[Answer], mode: str, table: ItemTable | No
     if table is not None and len(table.uids):
         out["majority_share"] = float(np.mean(table.cls != NONE))
     return out
+
+
+@dataclass(frozen=True)
+class PairTables:
+    """Both models' item tables over a set of items: what the judge and an interim look read."""
+
+    amb: dict[str, ItemTable]  # role -> ambiguous items
+    dis: dict[str, ItemTable | None]  # role -> disambiguated items (None: there are none)
+    profiles: dict[str, dict[str, object]]  # role -> position profile over every item
+    multi: bool  # several answers per item (rotations or seeds)
+
+
+def pair_tables(items: Sequence[BBQItem], targets: Mapping[str, Targets],
+                answers: Mapping[str, Sequence[Answer]], mode: str) -> PairTables:
+    """The tables of the dense and compressed answers in ``answers`` over ``items``."""
+    by_uid = {it.uid: it for it in items}
+    amb = [it.uid for it in items if it.condition == "ambig"]
+    dis = [it.uid for it in items if it.condition == "disambig"]
+    roles = ("dense", "compressed")
+    every = list(by_uid)
+    return PairTables(
+        {r: item_table(answers[r], amb, by_uid, targets) for r in roles},
+        {r: item_table(answers[r], dis, by_uid, targets) if dis else None for r in roles},
+        {r: position_profile(answers[r], mode, item_table(answers[r], every, by_uid, targets)) for r in roles},
+        len({(a.seed, a.rotation) for a in answers["dense"]}) > 1,
+    )

@@ -198,22 +198,15 @@ def interim(items: Sequence[BBQItem], targets: Mapping[str, Targets], answers: M
     """Look ``look`` (0-based, interim): validity of the dense model and the crossings on the
     answers to ``items`` (the items scored so far)."""
     from edgegate.bbq import judge
-    from edgegate.bbq.reduce import item_table, position_profile
+    from edgegate.bbq.reduce import pair_tables
 
-    by_uid = {it.uid: it for it in items}
-    amb = [it.uid for it in items if it.condition == "ambig"]
-    dis = [it.uid for it in items if it.condition == "disambig"]
-    dense, comp = answers["dense"], answers["compressed"]
-    d, c = item_table(dense, amb, by_uid, targets), item_table(comp, amb, by_uid, targets)
-    d_dis = item_table(dense, dis, by_uid, targets) if dis else None
-    c_dis = item_table(comp, dis, by_uid, targets) if dis else None
-    mode = str(pol.mode)
-    profile = position_profile(dense, mode, item_table(dense, list(by_uid), by_uid, targets))
-    multi = len({(a.seed, a.rotation) for a in dense}) > 1
-    valid = str(judge.validity(profile, d, d_dis, pol, mode=mode, multi=multi)["status"])
+    t = pair_tables(items, targets, answers, str(pol.mode))
+    d, c, d_dis, c_dis = t.amb["dense"], t.amb["compressed"], t.dis["dense"], t.dis["compressed"]
+    valid = str(judge.validity(t.profiles["dense"], d, d_dis, pol, mode=str(pol.mode), multi=t.multi)["status"])
     level = p.levels[look]
     crossed = crossings(d, c, d_dis, c_dis, pol, level) if valid != "invalid" else []
-    return Look(look + 1, len(amb), len(dis), p.fractions[look], level, valid, tuple(crossed))
+    n_dis = len(d_dis.uids) if d_dis is not None else 0
+    return Look(look + 1, len(d.uids), n_dis, p.fractions[look], level, valid, tuple(crossed))
 
 
 def record(p: Plan, done: Sequence[Look], n_ambig_planned: int, n_disambig_planned: int) -> dict[str, Any]:

@@ -124,14 +124,14 @@ def run_pass(ctx: CheckContext, s: Setup, shard: Shard | None, *, fidelity: bool
                                "top1": [c.top1.astype(int).tolist() for c in res.chunks],
                                "compare_s": res.seconds["compare"]}
         else:
-            nll, seconds, kept = _nll_pass(ctx, s, pair, chunking, idx)
+            nll, seconds, kept = _nll_pass(ctx, s, pair, chunking, idx, _tokens_digest(chunking))
             extra["result_cache"] = kept
         for role in ("dense", "compressed"):
             be = pair.open(role)
             extra[f"{role}_ident"] = {"runtime": str(be.runtime), "model": str(be.model_path)}
         extra["vocab_size"] = int(pair.dense.n_vocab or 0) or None
     extra["text"] = {**s.text_id, "tokens_scored": sum(len(ch) for ch in chunking.chunks)}
-    digest = hashlib.sha256(json.dumps([list(ch) for ch in chunking.chunks]).encode()).hexdigest()
+    digest = _tokens_digest(chunking)
     out.update({
         "chunking": {"n_ctx": chunking.n_ctx, "mode": chunking.mode, "first": chunking.first,
                      "n_chunks": len(chunking.chunks), "n_eval": sum(len(ch) for ch in chunking.chunks),
@@ -145,8 +145,12 @@ def run_pass(ctx: CheckContext, s: Setup, shard: Shard | None, *, fidelity: bool
     return out
 
 
+def _tokens_digest(chunking: Chunking) -> str:
+    return hashlib.sha256(json.dumps([list(ch) for ch in chunking.chunks]).encode()).hexdigest()
+
+
 def _nll_pass(
-    ctx: CheckContext, s: Setup, pair: ModelPair, chunking: Chunking, idx: list[int],
+    ctx: CheckContext, s: Setup, pair: ModelPair, chunking: Chunking, idx: list[int], tokens_sha256: str,
 ) -> tuple[dict[str, list[list[float]]], dict[str, float], dict[str, dict[str, int]]]:
     """Both models' per-token NLLs of the chunks ``idx``, each chunk from the result cache when
     this model already scored it with the same runtime, threads, libraries and tokens
@@ -164,8 +168,7 @@ def _nll_pass(
     try:
         store = NLLCache(cache) if cache is not None else None
         setting = setting_key(s.runtime, ctx.settings.threads, {
-            "n_ctx": chunking.n_ctx, "mode": chunking.mode, "first": chunking.first,
-            "tokens_sha256": hashlib.sha256(json.dumps([list(ch) for ch in chunking.chunks]).encode()).hexdigest()})
+            "n_ctx": chunking.n_ctx, "mode": chunking.mode, "first": chunking.first, "tokens_sha256": tokens_sha256})
         for role in ("dense", "compressed"):
             be = pair.open(role)
             t1 = time.perf_counter()

@@ -83,21 +83,17 @@ def evaluate(
     """Metrics, validity and verdicts for a dense/compressed pair of answer sets (``null``: the
     dense model again with fresh seeds, sampled modes). The judging is bbq.judge's."""
     from edgegate.bbq import judge
-    from edgegate.bbq.reduce import item_table, position_profile
+    from edgegate.bbq.reduce import item_table, pair_tables
 
     by_uid = {it.uid: it for it in items}
     md, mc = model_metrics(dense, by_uid, targets), model_metrics(comp, by_uid, targets)
     amb = [it.uid for it in items if it.condition == "ambig"]
-    dis = [it.uid for it in items if it.condition == "disambig"]
-    tab = {r: (item_table(a, amb, by_uid, targets), item_table(a, dis, by_uid, targets) if dis else None)
-           for r, a in (("dense", dense), ("compressed", comp))}
-    null_amb = item_table(null, amb, by_uid, targets) if null else None
     mode = str(pol.mode)
-    every = [it.uid for it in items]
-    profiles = {r: position_profile(a, mode, item_table(a, every, by_uid, targets))
-                for r, a in (("dense", dense), ("compressed", comp))}
-    multi = len({(a.seed, a.rotation) for a in dense}) > 1
-    valid = judge.validity(profiles["dense"], tab["dense"][0], tab["dense"][1], pol, mode=mode, multi=multi)
+    t = pair_tables(items, targets, {"dense": dense, "compressed": comp}, mode)
+    tab = {r: (t.amb[r], t.dis[r]) for r in ("dense", "compressed")}
+    null_amb = item_table(null, amb, by_uid, targets) if null else None
+    profiles = t.profiles
+    valid = judge.validity(profiles["dense"], tab["dense"][0], tab["dense"][1], pol, mode=mode, multi=t.multi)
     verdicts, jm = _judge(valid, tab, null_amb, pol, bool(amb))
     verdicts += _retired_options(pol)
     measurements = {
