@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgegate.backends.base import Backend
+from edgegate.backends.base import Backend, LoglikResult
 from edgegate.bbq import prompts
 from edgegate.bbq.cache import ResultCache
 from edgegate.bbq.dataset import BBQItem
@@ -156,6 +156,17 @@ class _PrefixCount:
             node = nxt
 
 
+# Where a runtime's way of scoring changed the numbers an answer rests on, its answers are
+# cached under a new key, so one run never mixes answers from both ways (llama.cpp loglik:
+# a context's answers are branches of one decode since this version; see backends/branching.py).
+_SCORING = {("llamacpp", "loglik"): "llamacpp/branched"}
+
+
+def answer_key(runtime: str, mode: str) -> str:
+    """The result cache's backend key for answers scored by ``runtime`` in ``mode``."""
+    return _SCORING.get((runtime, mode), runtime)
+
+
 def tokens_evaluated(backend: Backend) -> int | None:
     """Positions the backend has evaluated so far, where it counts them (local runtimes)."""
     work = getattr(backend, "work", None)
@@ -184,6 +195,7 @@ def score_model(
 
     keys = config.keys(items)
     prompt_key = prompts.template_hash(config.mode, temperature=config.temperature)
+    backend_key = answer_key(runtime, config.mode)
     spec = RUNTIMES.get(runtime)
     if spec is not None and not spec.local:
         # a URL has no file to hash: ask the server who it is (cheap) and key by that
@@ -191,7 +203,7 @@ def score_model(
         model_key = cache.endpoint_hash(backend.info())
     else:
         model_key = cache.model_hash(path)
-        hit = cache.get(model_key, runtime, prompt_key, keys)
+        hit = cache.get(model_key, backend_key, prompt_key, keys)
         if len(hit) == len(keys):
             return Scored([hit[k] for k in keys], 0)
         shown = progress or NullProgress()
@@ -200,8 +212,8 @@ def score_model(
             shown.log(f"edgegate: BBQ ({label}): another edgegate run is scoring this model into the same cache; "
                       "waiting to reuse its answers")
 
-        with cache.scoring_lock(model_key, runtime, prompt_key, on_wait=waiting):
-            hit = cache.get(model_key, runtime, prompt_key, keys)  # what the other run scored meanwhile
+        with cache.scoring_lock(model_key, backend_key, prompt_key, on_wait=waiting):
+            hit = cache.get(model_key, backend_key, prompt_key, keys)  # what the other run scored meanwhile
             if len(hit) == len(keys):
                 return Scored([hit[k] for k in keys], 0)
             return _score_open(open_backend(), runtime, items, config, cache, model_key, progress, label)
@@ -241,7 +253,7 @@ class Scorer:
         self.progress: Progress = progress or NullProgress()
         self.chat = backend.chat_prompt(prompts.SYSTEM, "test") is not None
         self.prompt_key = prompts.template_hash(config.mode, temperature=config.temperature)
-        self.backend_key = backend.runtime
+        self.backend_key = answer_key(backend.runtime, config.mode)
         if cache is not None and model_key is None:
             model_key = cache.model_hash(backend.model_path)
         self.model_key = model_key or str(backend.model_path)
@@ -347,6 +359,30 @@ class Scorer:
         choice = prompts.order(rot)[pos] if pos is not None else None
         return Answer(uid, seed, rot, choice, json.dumps({"text": text}))
 
+    def _loglik_calls(self, reqs: list[tuple[list[int], list[int]]]) -> list[LoglikResult]:
+        """Three requests per item, in calls where no context comes twice: a runtime may score
+        a context's continuations together (llama.cpp branches them in one decode), and an
+        item's scores must not depend on whether another item with the same context and
+        other answers (126 BBQ contexts have two answer sets) came in the same call."""
+        calls: list[list[int]] = []
+        seen: list[set[tuple[int, ...]]] = []
+        for n in range(0, len(reqs), 3):
+            ctx = tuple(reqs[n][0])
+            j = next((j for j, s in enumerate(seen) if ctx not in s), len(calls))
+            if j == len(calls):
+                calls.append([])
+                seen.append(set())
+            calls[j] += [n, n + 1, n + 2]
+            seen[j].add(ctx)
+        res: list[LoglikResult | None] = [None] * len(reqs)
+        for call in calls:
+            got = self.backend.loglikelihood([reqs[i] for i in call])
+            if len(got) != len(call):
+                raise BackendError(f"loglikelihood returned {len(got)} results for {len(call)} requests")
+            for i, r in zip(call, got, strict=True):
+                res[i] = r
+        return [r for r in res if r is not None]
+
     def _loglik(self, batch: list[tuple[tuple[str, int, int], list[int]]], by_uid: dict[str, BBQItem]) -> list[Answer]:
         reqs: list[tuple[list[int], list[int]]] = []
         for (uid, _, _), ctx in batch:
@@ -360,9 +396,7 @@ class Scorer:
                     cont = self.backend.tokenize(prompts.loglik_continuation(item, i), add_special=False)
                 reqs.append((ctx, cont))
                 self.minimal.add(ctx + cont[:-1])  # the last answer token is scored, never evaluated
-        res = self.backend.loglikelihood(reqs)
-        if len(res) != len(reqs):
-            raise BackendError(f"loglikelihood returned {len(res)} results for {len(reqs)} requests")
+        res = self._loglik_calls(reqs)
         out = []
         for n, ((uid, seed, rot), _) in enumerate(batch):
             lps = [res[3 * n + i].logprob for i in range(3)]
