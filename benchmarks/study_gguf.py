@@ -62,7 +62,7 @@ def sanity_ppl(path: Path, text: str, n_tokens: int = 512, threads: int = 2) -> 
     import numpy as np
     from llama_cpp import Llama
 
-    from edgegate.backends.llamacpp import extra_buffers, extra_buffers_for
+    from edgegate.backends.llamacpp_load import extra_buffers, extra_buffers_for
 
     with extra_buffers(llama_cpp, extra_buffers_for(llama_cpp, path)[0]):  # AMX + Q8_0 crash: see there
         llm = Llama(str(path), n_ctx=n_tokens, logits_all=True, verbose=False, n_threads=threads)

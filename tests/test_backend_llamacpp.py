@@ -10,7 +10,7 @@ import pytest
 
 from edgegate.backends import available, open_backend
 from edgegate.backends.hf_to_gguf import WRITER, content_hash
-from edgegate.backends.llamacpp import ensure_gguf
+from edgegate.backends.llamacpp_load import ensure_gguf
 
 pytestmark = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
 ROOT = Path(__file__).resolve().parents[1]

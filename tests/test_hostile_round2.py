@@ -124,7 +124,7 @@ def test_huge_policy_values_are_fast_and_short(name: str, corpus: Path) -> None:
 def test_llamacpp_refusal_is_classified(name: str, kind: type | None, fragment: str, corpus: Path) -> None:
     """classify_refusal alone (no llama.cpp needed); the real refusal runs in cases.yaml
     (llamacpp_refuses_wellformed: exit 3, llamacpp_rejects_*: exit 2)."""
-    from edgegate.backends.llamacpp import classify_refusal
+    from edgegate.backends.llamacpp_load import classify_refusal
     from edgegate.errors import BackendError
 
     if not (corpus / name).exists():

@@ -183,7 +183,7 @@ def test_llama_cpp_extra_buffers_choice_is_recorded(monkeypatch: pytest.MonkeyPa
     """On AMX CPUs llama-cpp-python 0.3.36 crashes on Q8_0 weights with its extra buffer
     types: such models load without them, a forced setting wins, and the choice is said."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    from edgegate.backends.llamacpp import EXTRA_BUFFERS_ENV, extra_buffers_for
+    from edgegate.backends.llamacpp_load import EXTRA_BUFFERS_ENV, extra_buffers_for
 
     amx = "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode()
     monkeypatch.delenv(EXTRA_BUFFERS_ENV, raising=False)
