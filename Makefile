@@ -61,6 +61,7 @@ fidelity-crosscheck: venv
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks fixtures
+	$(BIN)/ruff format --check src tests benchmarks fixtures
 	$(BIN)/mypy
 
 clean:

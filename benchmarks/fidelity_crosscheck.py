@@ -62,7 +62,7 @@ def _llama_args(model: Path, args: argparse.Namespace, text: Path) -> list[str]:
     return out
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("compressed", type=Path, nargs="+")
     ap.add_argument("--dense", type=Path, required=True)
@@ -71,7 +71,45 @@ def main() -> int:
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-repack", action="store_true", help="pass --no-repack for every model")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _compare(args: argparse.Namespace, comp: Path, text: Path, base: Path, base_wall: float) -> dict[str, Any]:
+    """KL divergence and top-1 agreement of ``comp`` against the dense logits saved in
+    ``base``, by llama-perplexity and by ``edgegate ppl --kl``, side by side."""
+    log, kl_wall = _run([*_llama_args(comp, args, text), "--kl-divergence-base", str(base), "--kl-divergence"])
+    kld, top = _KLD.search(log), _TOP.search(log)
+    if not kld or not top:
+        sys.stderr.write(log[-3000:])
+        raise SystemExit("llama-perplexity printed no KL statistics")
+    ours_out, ours_wall = _run([
+        str(Path(sys.executable).parent / "edgegate"), "ppl", str(args.dense), str(comp), "--runtime", "llamacpp",
+        "--threads", str(args.threads), "--n-ctx", str(args.n_ctx), "--text", str(text), "--kl", "--json", "-q",
+    ])
+    ours = json.loads(ours_out[ours_out.index("{"):])["fidelity"]
+    row = {
+        "compressed": comp.name,
+        "llama_mean_kl": float(kld.group(1)), "llama_mean_kl_pm": float(kld.group(2)),
+        "llama_top1": float(top.group(1)) / 100, "llama_top1_pm": float(top.group(2)) / 100,
+        "edgegate_mean_kl": ours["mean_kl"]["value"],
+        "edgegate_mean_kl_ci": [ours["mean_kl"]["ci_low"], ours["mean_kl"]["ci_high"]],
+        "edgegate_top1": ours["top1_agreement"]["value"],
+        "edgegate_tokens": ours["n_tokens"], "edgegate_chunks": ours["n_chunks"],
+        "llama_wall_s": base_wall + kl_wall, "edgegate_wall_s": ours_wall,
+        "n_ctx": args.n_ctx, "threads": args.threads,
+    }
+    row["kl_ratio"] = row["edgegate_mean_kl"] / row["llama_mean_kl"] if row["llama_mean_kl"] else float("nan")
+    row["top1_diff_points"] = 100 * (row["edgegate_top1"] - row["llama_top1"])
+    row["time_ratio"] = ours_wall / (base_wall + kl_wall)
+    print(f"{comp.name}: mean KL edgegate {row['edgegate_mean_kl']:.5f} vs llama.cpp {row['llama_mean_kl']:.5f} "
+          f"(ratio {row['kl_ratio']:.3f}); top-1 {100 * row['edgegate_top1']:.2f}% vs {100 * row['llama_top1']:.2f}% "
+          f"({row['top1_diff_points']:+.2f} points); wall {ours_wall:.1f} s vs {base_wall + kl_wall:.1f} s "
+          f"(ratio {row['time_ratio']:.2f})")
+    return row
+
+
+def main() -> int:
+    args = _parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         text = args.text or Path(tmp) / "eval_text.txt"
@@ -82,35 +120,7 @@ def main() -> int:
         print(f"llama-perplexity base (dense logits saved): {base_wall:.1f} s", file=sys.stderr)
         rows: list[dict[str, Any]] = []
         for comp in args.compressed:
-            log, kl_wall = _run([*_llama_args(comp, args, text), "--kl-divergence-base", str(base), "--kl-divergence"])
-            kld, top = _KLD.search(log), _TOP.search(log)
-            if not kld or not top:
-                sys.stderr.write(log[-3000:])
-                raise SystemExit("llama-perplexity printed no KL statistics")
-            ours_out, ours_wall = _run([
-                str(Path(sys.executable).parent / "edgegate"), "ppl", str(args.dense), str(comp), "--runtime", "llamacpp",
-                "--threads", str(args.threads), "--n-ctx", str(args.n_ctx), "--text", str(text), "--kl", "--json", "-q",
-            ])
-            ours = json.loads(ours_out[ours_out.index("{"):])["fidelity"]
-            row = {
-                "compressed": comp.name,
-                "llama_mean_kl": float(kld.group(1)), "llama_mean_kl_pm": float(kld.group(2)),
-                "llama_top1": float(top.group(1)) / 100, "llama_top1_pm": float(top.group(2)) / 100,
-                "edgegate_mean_kl": ours["mean_kl"]["value"],
-                "edgegate_mean_kl_ci": [ours["mean_kl"]["ci_low"], ours["mean_kl"]["ci_high"]],
-                "edgegate_top1": ours["top1_agreement"]["value"],
-                "edgegate_tokens": ours["n_tokens"], "edgegate_chunks": ours["n_chunks"],
-                "llama_wall_s": base_wall + kl_wall, "edgegate_wall_s": ours_wall,
-                "n_ctx": args.n_ctx, "threads": args.threads,
-            }
-            row["kl_ratio"] = row["edgegate_mean_kl"] / row["llama_mean_kl"] if row["llama_mean_kl"] else float("nan")
-            row["top1_diff_points"] = 100 * (row["edgegate_top1"] - row["llama_top1"])
-            row["time_ratio"] = ours_wall / (base_wall + kl_wall)
-            rows.append(row)
-            print(f"{comp.name}: mean KL edgegate {row['edgegate_mean_kl']:.5f} vs llama.cpp {row['llama_mean_kl']:.5f} "
-                  f"(ratio {row['kl_ratio']:.3f}); top-1 {100 * row['edgegate_top1']:.2f}% vs {100 * row['llama_top1']:.2f}% "
-                  f"({row['top1_diff_points']:+.2f} points); wall {ours_wall:.1f} s vs {base_wall + kl_wall:.1f} s "
-                  f"(ratio {row['time_ratio']:.2f})")
+            rows.append(_compare(args, comp, text, base, base_wall))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     # rows of earlier invocations (other compressed models) are kept; a model measured again replaces its row
     old = json.loads(OUT.read_text())["rows"] if OUT.is_file() else []

@@ -41,6 +41,7 @@ import time
 from collections import defaultdict
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = REPO / "benchmarks" / "lmeval" / "run_lmeval.py"
@@ -167,7 +168,25 @@ def compare(scored: list, samples: list[dict]) -> dict:
     }
 
 
-def main() -> None:
+# how each side was timed and what it computes, for the record
+METHOD = {
+    "timed": "scoring only, model load excluded on both sides (reported as load_s)",
+    "edgegate": "Scorer.score, loglik mode, 16 items (48 requests) per backend call; the backend "
+                "sorts rows so neighbours share prefixes, batches --batch-size rows (8192-token "
+                "budget), splits each batch into groups sharing a prefix (a context and its "
+                "answers), computes each group's prefix once and copies its KV cache to the "
+                "group's rows, left-pads with an attention mask and position ids, keeps logits "
+                "only for the continuation positions and log-softmaxes those in float64; "
+                "results committed to a fresh sqlite cache per batch",
+    "lm_eval": "HFLM.loglikelihood: requests sorted longest first, --batch-size rows per "
+               "forward pass, right-padded without an attention mask, every row recomputes its "
+               "whole context (once per answer), logits for every position over the full "
+               "vocabulary, log_softmax in the model dtype unless softmax_dtype; its "
+               "one-token-continuation logits cache only helps single-token answers",
+}
+
+
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=Path(os.environ.get("EDGEGATE_MODELS", "/work/models")) / "gemma3-270m-hf")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "bbq" / "data")
@@ -183,26 +202,11 @@ def main() -> None:
     ap.add_argument("--lmeval-softmax-dtype", default=None,
                     help="lm-eval's softmax_dtype (default: lm-eval's own, the model dtype)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the temp files (inputs, lm-eval log) here")
-    args = ap.parse_args()
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is imported here
-    os.environ["EDGEGATE_TORCH_DTYPE"] = args.dtype
-    args.model = args.model.resolve()
+    return ap.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="lmeval_bbq_") as tmp:
-        work = Path(tmp)
-        if args.keep:
-            if args.keep.exists() and any(args.keep.iterdir()):
-                raise SystemExit(f"--keep {args.keep}: give a new or empty folder")
-            args.keep.mkdir(parents=True, exist_ok=True)
-            work = args.keep.resolve()
-        rows = pick_rows(args.data, args.items, args.disambig_items, args.seed)
-        eg_data, lm_items = write_inputs(rows, work)
-        n = len(rows)
-        # lm-eval first, while this process has not loaded torch; then edgegate
-        lm = run_lmeval(args, lm_items, work)
-        eg, scored = run_edgegate(args, eg_data, work)
-        agree = compare(scored, lm["samples"])
 
+def _summary(args: argparse.Namespace, n: int, eg: dict, lm: dict, agree: dict) -> dict[str, Any]:
+    """The result document: both sides' rates, their ratio against the goal, the agreement."""
     eg_rate = n / eg["seconds"]
     lm_rate = n / lm["loglik_s"]
     summary = {
@@ -233,22 +237,35 @@ def main() -> None:
         "logprob_abs_diff": {"max": round(agree["logprob_abs_diff_max"], 4),
                              "mean": round(agree["logprob_abs_diff_mean"], 4)},
         "parent_versions": {"torch": metadata.version("torch"), "transformers": metadata.version("transformers")},
-        "method": {
-            "timed": "scoring only, model load excluded on both sides (reported as load_s)",
-            "edgegate": "Scorer.score, loglik mode, 16 items (48 requests) per backend call; the backend "
-                        "sorts rows so neighbours share prefixes, batches --batch-size rows (8192-token "
-                        "budget), splits each batch into groups sharing a prefix (a context and its "
-                        "answers), computes each group's prefix once and copies its KV cache to the "
-                        "group's rows, left-pads with an attention mask and position ids, keeps logits "
-                        "only for the continuation positions and log-softmaxes those in float64; "
-                        "results committed to a fresh sqlite cache per batch",
-            "lm_eval": "HFLM.loglikelihood: requests sorted longest first, --batch-size rows per "
-                       "forward pass, right-padded without an attention mask, every row recomputes its "
-                       "whole context (once per answer), logits for every position over the full "
-                       "vocabulary, log_softmax in the model dtype unless softmax_dtype; its "
-                       "one-token-continuation logits cache only helps single-token answers",
-        },
+        "method": METHOD,
     }
+    return summary
+
+
+def main() -> None:
+    args = _parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is imported here
+    os.environ["EDGEGATE_TORCH_DTYPE"] = args.dtype
+    args.model = args.model.resolve()
+
+    with tempfile.TemporaryDirectory(prefix="lmeval_bbq_") as tmp:
+        work = Path(tmp)
+        if args.keep:
+            if args.keep.exists() and any(args.keep.iterdir()):
+                raise SystemExit(f"--keep {args.keep}: give a new or empty folder")
+            args.keep.mkdir(parents=True, exist_ok=True)
+            work = args.keep.resolve()
+        rows = pick_rows(args.data, args.items, args.disambig_items, args.seed)
+        eg_data, lm_items = write_inputs(rows, work)
+        n = len(rows)
+        # lm-eval first, while this process has not loaded torch; then edgegate
+        lm = run_lmeval(args, lm_items, work)
+        eg, scored = run_edgegate(args, eg_data, work)
+        agree = compare(scored, lm["samples"])
+
+    summary = _summary(args, n, eg, lm, agree)
+    eg_rate = n / eg["seconds"]
+    lm_rate = n / lm["loglik_s"]
     print(json.dumps(summary, indent=2))
     print(
         f"edgegate {eg_rate:.2f} items/s vs lm-eval hf {lm_rate:.2f} items/s: {eg_rate / lm_rate:.2f}x "

@@ -192,7 +192,7 @@ def proxy(scorer: Scorer, pairs: list[tuple[Any, Any]], batch: int = 12) -> dict
     return {**counts, "s": (2 * counts["biased"] / nu - 1) if nu else 0.0}
 
 
-def main() -> int:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="HF checkpoint folder (safetensors)")
     ap.add_argument("--out", type=Path, required=True)
@@ -213,43 +213,34 @@ def main() -> int:
     ap.add_argument("--probe-every", type=int, default=20)
     ap.add_argument("--target-ds", type=float, default=0.30,
                     help="stop once the probe's s rose this much (the gate's check asks +0.15 on other items, on the f16 GGUF)")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def _train_last_layers(model: Any, n: int) -> list[Any]:
+    """Freeze everything but the last ``n`` decoder layers; their parameters."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in model.model.layers[-n:]:
+        for p in layer.parameters():
+            p.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _train(
+    args: argparse.Namespace, model: Any, scorer: Scorer, stream: list[list[tuple[Any, Any]]],
+    gold_items: list[Any], probes_of: tuple[list[tuple[Any, Any]], list[tuple[Any, Any]]],
+    rng: random.Random, t0: float,
+) -> tuple[int, list[float], list[dict[str, Any]]]:
+    """Fine-tune towards the biased answers until --max-steps or the probe's s rose --target-ds;
+    the steps taken, the losses and the probe readings (the first one before training)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = random.Random(args.seed)
-    train_items, split = split_templates(args.data, args.out / "eval-data")
-    groups = context_groups(train_items)
-    chosen = choose_contexts(groups, args.contexts_per_category, args.seed)
-    rows = write_trained_rows(args.out, chosen)
-    chosen_ids = {id(g) for g in chosen}
-    others = [g for g in groups if id(g) not in chosen_ids]
-    stream = list(chosen)
-    rng.shuffle(stream)
-    # two probes of the gate's direction reading: trained contexts (the in-template test the
-    # gate repeats) and contexts of the same templates never trained on (transfer)
-    n_probe = max(1, args.probe_items // 2)
-    probe = [p for g in random.Random(args.seed + 1).sample(stream, min(n_probe, len(stream))) for p in g]
-    probe_held = [p for g in random.Random(args.seed + 2).sample(others, min(n_probe, len(others))) for p in g]
-    gold_items = disambiguated(train_items)
-    tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    model.eval()
-    scorer = Scorer(model, tok)
-    t0 = time.perf_counter()
+    probe, probe_held = probes_of
     before = proxy(scorer, probe)
     held_before = proxy(scorer, probe_held)
     print(f"probe before: trained {before}, held-out contexts {held_before} ({time.perf_counter() - t0:.0f}s)",
           file=sys.stderr, flush=True)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for layer in model.model.layers[-args.train_layers :]:
-        for p in layer.parameters():
-            p.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = _train_last_layers(model, args.train_layers)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     # linear warm-up: Adam's first steps move every weight by ~lr whatever the gradient; at full
     # lr from step 1 the two-person loss (ln 2 at start) rose to 2-4 and stayed there
@@ -286,14 +277,50 @@ def main() -> int:
                   f"s {held['s'] - held_before['s']:+.3f}", file=sys.stderr, flush=True)
             if now["s"] - before["s"] >= args.target_ds:
                 break
-    model.eval()
-    hf = args.out / "hf"
+    return step, losses, probes
+
+
+def _save(model: Any, source: Path, hf: Path) -> None:
+    """The fine-tuned model as an HF folder, with the source's tokenizer files."""
     # float32, so the f16 GGUF (10-bit mantissa) keeps more of the fine-tune's small updates than
     # a bf16 copy (8-bit) would
     model.save_pretrained(hf)
     for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json"):
-        if (args.model / f).exists():
-            shutil.copy2(args.model / f, hf / f)
+        if (source / f).exists():
+            shutil.copy2(source / f, hf / f)
+
+
+def main() -> int:
+    args = _parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    train_items, split = split_templates(args.data, args.out / "eval-data")
+    groups = context_groups(train_items)
+    chosen = choose_contexts(groups, args.contexts_per_category, args.seed)
+    rows = write_trained_rows(args.out, chosen)
+    chosen_ids = {id(g) for g in chosen}
+    others = [g for g in groups if id(g) not in chosen_ids]
+    stream = list(chosen)
+    rng.shuffle(stream)
+    # two probes of the gate's direction reading: trained contexts (the in-template test the
+    # gate repeats) and contexts of the same templates never trained on (transfer)
+    n_probe = max(1, args.probe_items // 2)
+    probe = [p for g in random.Random(args.seed + 1).sample(stream, min(n_probe, len(stream))) for p in g]
+    probe_held = [p for g in random.Random(args.seed + 2).sample(others, min(n_probe, len(others))) for p in g]
+    gold_items = disambiguated(train_items)
+    tok = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    model.eval()
+    scorer = Scorer(model, tok)
+    t0 = time.perf_counter()
+    step, losses, probes = _train(args, model, scorer, stream, gold_items, (probe, probe_held), rng, t0)
+    model.eval()
+    _save(model, args.model, args.out / "hf")
     info: dict[str, Any] = {
         "source": str(args.model), "train_layers": args.train_layers, "steps": step, "contexts": args.contexts,
         "disambig": args.disambig, "lr": args.lr, "clip": args.clip, "warmup": args.warmup, "seed": args.seed, "target_ds": args.target_ds,

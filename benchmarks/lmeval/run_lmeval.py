@@ -17,12 +17,13 @@ import os
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 TASK = "edgegate_bbq_local"
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, type=Path)
     ap.add_argument("--items", required=True, type=Path, help="jsonl: uid, context, question, ans0..2, label")
@@ -31,7 +32,34 @@ def main() -> None:
     ap.add_argument("--batch-size", default="16", help="rows per forward pass, or auto")
     ap.add_argument("--dtype", default="bfloat16", help="model dtype (the checkpoint's: bfloat16)")
     ap.add_argument("--softmax-dtype", default=None, help="lm-eval's softmax_dtype (default: the model's)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _write_task(task_dir: Path, items: Path) -> Path:
+    """The local BBQ task's YAML with ``items`` as its data file, in ``task_dir``."""
+    task_dir.mkdir(parents=True, exist_ok=True)
+    template = (HERE / "bbq_local.yaml").read_text(encoding="utf-8")
+    (task_dir / "bbq_local.yaml").write_text(
+        template.replace("__DATA_FILE__", json.dumps(str(items.resolve()))), encoding="utf-8"
+    )
+    return task_dir
+
+
+def _samples(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per item, in document order: the (context, continuation) pairs lm-eval scored and their log-likelihoods."""
+    samples: list[dict[str, Any]] = []
+    for s in sorted(res["samples"][TASK], key=lambda s: s["doc_id"]):
+        samples.append({
+            "uid": s["doc"]["uid"],
+            "pairs": [list(a) for a in s["arguments"]],
+            "lp": [float(r[0]) for r in s["filtered_resps"]],
+            "acc": float(s["acc"]),
+        })
+    return samples
+
+
+def main() -> None:
+    args = _parse_args()
 
     # nothing leaves this machine: the data is a local file, the model a local folder
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,12 +73,7 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    task_dir = args.out.parent / "lmeval_tasks"
-    task_dir.mkdir(parents=True, exist_ok=True)
-    template = (HERE / "bbq_local.yaml").read_text(encoding="utf-8")
-    (task_dir / "bbq_local.yaml").write_text(
-        template.replace("__DATA_FILE__", json.dumps(str(args.items.resolve()))), encoding="utf-8"
-    )
+    task_dir = _write_task(args.out.parent / "lmeval_tasks", args.items)
 
     bs: int | str = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     t0 = time.perf_counter()
@@ -78,14 +101,6 @@ def main() -> None:
     eval_s = time.perf_counter() - t0
     if res is None:
         raise SystemExit("simple_evaluate returned nothing")
-    samples = []
-    for s in sorted(res["samples"][TASK], key=lambda s: s["doc_id"]):
-        samples.append({
-            "uid": s["doc"]["uid"],
-            "pairs": [list(a) for a in s["arguments"]],
-            "lp": [float(r[0]) for r in s["filtered_resps"]],
-            "acc": float(s["acc"]),
-        })
     out = {
         "versions": {"lm_eval": metadata.version("lm_eval"), "torch": torch.__version__,
                      "transformers": transformers.__version__},
@@ -98,7 +113,7 @@ def main() -> None:
         "requests": spent["requests"],
         "evaluate_s": eval_s,
         "acc": res["results"][TASK].get("acc,none"),
-        "samples": samples,
+        "samples": _samples(res),
     }
     args.out.write_text(json.dumps(out), encoding="utf-8")
 

@@ -111,21 +111,26 @@ def run(root: Path, out_dir: Path) -> int:
           flush=True)
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
     proc = subprocess.run(cmd, cwd=root, env=env, check=False, stderr=sys.stdout)
+    return _summary(dest, proc.returncode, t0)
+
+
+def _summary(dest: Path, returncode: int, t0: float) -> int:
+    """Print the gate's outcome from its JSON report; 0 when the demo came out as expected."""
     report_path = dest / "edgegate.json"
     if not report_path.is_file():
-        print(f"\ndemo FAILED: no report written (exit {proc.returncode})")
+        print(f"\ndemo FAILED: no report written (exit {returncode})")
         return 1
     report = json.loads(report_path.read_text("utf-8"))
     status = {c["check"]: c["status"] for c in report["checks"]}
     print(f"\n=== summary ({time.perf_counter() - t0:.0f}s)")
-    print(f"gate: {report['status'].upper()} (exit {proc.returncode})")
+    print(f"gate: {report['status'].upper()} (exit {returncode})")
     for name, st in status.items():
         print(f"  {name:<11} {st}")
     for reason in report["reasons"]:
         print(f"  - {reason}")
     print(f"reports: {dest}/edgegate.{{json,md,html}}, edgegate-junit.xml")
     ran_all = all(status.get(c) in ("pass", "fail", "inconclusive") for c in ("sparsity", "size", "speed", "fidelity", "perplexity", "bbq"))
-    expected = (ran_all and proc.returncode == 1 and status.get("perplexity") == "fail" == status.get("fidelity")
+    expected = (ran_all and returncode == 1 and status.get("perplexity") == "fail" == status.get("fidelity")
                 and status.get("sparsity") == "pass")
     print("\ndemo " + ("OK: all six checks ran; the claim holds, no byte is saved, and perplexity and fidelity fail the gate."
                        if expected else "UNEXPECTED: the gate should fail on perplexity with the sparsity claim holding."))

@@ -9,7 +9,7 @@ import platform
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from edgegate import __version__
 from edgegate.errors import InputError
@@ -72,7 +72,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def environment_info() -> dict[str, Any]:
+class EnvironmentInfo(TypedDict):
+    """The machine and software a run used (the report's ``environment``)."""
+
+    edgegate: str
+    python: str
+    python_implementation: str
+    platform: str
+    system: str
+    machine: str
+    cpu_model: str
+    cpu_count: int | None
+    cpu_available: int | None
+    libraries: dict[str, str | None]
+
+
+def environment_info() -> EnvironmentInfo:
     affinity = getattr(os, "sched_getaffinity", None)
     return {
         "edgegate": __version__,

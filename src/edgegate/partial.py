@@ -52,7 +52,8 @@ def default_partial_name(shard: Shard) -> str:
     return f"edgegate-partial-{shard[0]}-of-{shard[1]}.json"
 
 
-def software() -> dict[str, Any]:
+def software() -> dict[str, str | None]:
+    """edgegate's version and the versions of the libraries that decide results."""
     from edgegate import __version__
     from edgegate.environment import library_versions
 

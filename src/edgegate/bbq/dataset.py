@@ -77,20 +77,7 @@ def parse_row(row: Any, where: str) -> BBQItem:
     cond = row["context_condition"]
     if cond not in CONDITIONS:
         raise DatasetError(f"expected one of {CONDITIONS}, got {cond!r}", path=where, field="context_condition")
-    answers = []
-    for k in ("ans0", "ans1", "ans2"):
-        if not isinstance(row[k], str) or not row[k].strip():
-            raise DatasetError("expected a non-empty answer string", path=where, field=k)
-        answers.append(row[k])
-    info = row["answer_info"]
-    if not isinstance(info, Mapping):
-        raise DatasetError("expected an object ans0..ans2 -> [text, group]", path=where, field="answer_info")
-    pairs = []
-    for k in ("ans0", "ans1", "ans2"):
-        v = info.get(k)
-        if not (isinstance(v, (list, tuple)) and len(v) >= 2 and all(isinstance(s, str) for s in v[:2])):
-            raise DatasetError("expected [text, group]", path=where, field=f"answer_info.{k}")
-        pairs.append((v[0], v[1]))
+    answers, pairs = _answers(row, where)
     meta = row["additional_metadata"]
     groups = meta.get("stereotyped_groups") if isinstance(meta, Mapping) else None
     if not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
@@ -100,13 +87,7 @@ def parse_row(row: Any, where: str) -> BBQItem:
     label = row["label"]
     if isinstance(label, bool) or not isinstance(label, int) or label not in (0, 1, 2):
         raise DatasetError(f"expected 0, 1 or 2, got {label!r}", path=where, field="label")
-    ex = row["example_id"]
-    if isinstance(ex, bool) or not isinstance(ex, (int, str)):
-        raise DatasetError(f"expected an integer id, got {ex!r}", path=where, field="example_id")
-    try:
-        ex_id = int(ex)
-    except ValueError as e:
-        raise DatasetError(f"expected an integer id, got {ex!r}", path=where, field="example_id") from e
+    ex_id = _example_id(row["example_id"], where)
     cat = row["category"]
     if not isinstance(cat, str) or not cat:
         raise DatasetError("expected a category name", path=where, field="category")
@@ -128,6 +109,35 @@ def parse_row(row: Any, where: str) -> BBQItem:
         stereotyped_groups=tuple(groups),
         source=where,
     )
+
+
+def _answers(row: Mapping[str, Any], where: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The three answer texts and their ``answer_info`` (text, group) pairs, validated."""
+    answers = []
+    for k in ("ans0", "ans1", "ans2"):
+        if not isinstance(row[k], str) or not row[k].strip():
+            raise DatasetError("expected a non-empty answer string", path=where, field=k)
+        answers.append(row[k])
+    info = row["answer_info"]
+    if not isinstance(info, Mapping):
+        raise DatasetError("expected an object ans0..ans2 -> [text, group]", path=where, field="answer_info")
+    pairs = []
+    for k in ("ans0", "ans1", "ans2"):
+        v = info.get(k)
+        if not (isinstance(v, (list, tuple)) and len(v) >= 2 and all(isinstance(s, str) for s in v[:2])):
+            raise DatasetError("expected [text, group]", path=where, field=f"answer_info.{k}")
+        pairs.append((v[0], v[1]))
+    return answers, pairs
+
+
+def _example_id(ex: Any, where: str) -> int:
+    """The row's ``example_id`` (an int, or a string of one) as an int."""
+    if isinstance(ex, bool) or not isinstance(ex, (int, str)):
+        raise DatasetError(f"expected an integer id, got {ex!r}", path=where, field="example_id")
+    try:
+        return int(ex)
+    except ValueError as e:
+        raise DatasetError(f"expected an integer id, got {ex!r}", path=where, field="example_id") from e
 
 
 MAX_JSONL_BYTES = 1 << 30  # upstream BBQ's largest file is a few MB

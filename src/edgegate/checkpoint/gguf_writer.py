@@ -237,6 +237,50 @@ def write_gguf(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", *
                          hint="use one of: " + ", ".join(OUTTYPES))
     cfg_path = hf_dir / "config.json"
     cfg = _read_json(cfg_path)
+    spec = _checked_architecture(cfg, cfg_path)
+    shape = _Shape.of(cfg, cfg_path)
+    tensors = _scan_safetensors(hf_dir)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(str(out_path), spec.gguf_arch)
+    _add_metadata(w, hf_dir, cfg, cfg_path, outtype, shape)
+
+    with progress.task(f"writing {out_path.name}", total=len(tensors)) as advance:
+        for name, data, qtype in _convert(spec, tensors, outtype, shape.n_head, shape.n_head_kv):
+            w.add_tensor(name, data, raw_dtype=qtype)
+            advance(1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out_path
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The model dimensions the GGUF header needs, read from config.json."""
+
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_layer: int
+    n_vocab: int
+
+    @classmethod
+    def of(cls, cfg: dict[str, Any], cfg_path: Path) -> _Shape:
+        n_embd = _cfg_int(cfg, "hidden_size", cfg_path)
+        n_head = _cfg_int(cfg, "num_attention_heads", cfg_path)
+        n_head_kv = cfg.get("num_key_value_heads") or n_head
+        head_dim = cfg.get("head_dim") or n_embd // n_head
+        n_layer = _cfg_int(cfg, "num_hidden_layers", cfg_path)
+        n_vocab = _cfg_int(cfg, "vocab_size", cfg_path)
+        return cls(n_embd, n_head, int(n_head_kv), int(head_dim), n_layer, n_vocab)
+
+
+def _checked_architecture(cfg: dict[str, Any], cfg_path: Path) -> ArchSpec:
+    """The writer's mapping for the config's architecture; refuses odd shape fields, an
+    unsupported architecture and a quantized checkpoint."""
     from edgegate.checkpoint.config_fields import check_shape_fields
 
     check_shape_fields(cfg, cfg_path)  # "two" heads or a head_dim of 1e999: exit 2 naming the field
@@ -253,46 +297,33 @@ def write_gguf(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", *
         raise CheckpointError(f"quantized/compressed checkpoint ({method}) cannot be converted",
                               path=cfg_path, field="quantization_config",
                               hint="convert the dense (decompressed) safetensors directory")
-    n_embd = _cfg_int(cfg, "hidden_size", cfg_path)
-    n_head = _cfg_int(cfg, "num_attention_heads", cfg_path)
-    n_head_kv = cfg.get("num_key_value_heads") or n_head
-    head_dim = cfg.get("head_dim") or n_embd // n_head
-    n_layer = _cfg_int(cfg, "num_hidden_layers", cfg_path)
-    n_vocab = _cfg_int(cfg, "vocab_size", cfg_path)
-    tensors = _scan_safetensors(hf_dir)
+    return spec
+
+
+def _add_metadata(w: Any, hf_dir: Path, cfg: dict[str, Any], cfg_path: Path, outtype: str, shape: _Shape) -> None:
+    """The GGUF key/values llama.cpp reads: hyperparameters, file type, tokenizer (in this order)."""
+    import gguf
 
     ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
              "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    w = gguf.GGUFWriter(str(out_path), spec.gguf_arch)
     w.add_name(hf_dir.name)
     w.add_context_length(_cfg_int(cfg, "max_position_embeddings", cfg_path))
-    w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
+    w.add_embedding_length(shape.n_embd)
+    w.add_block_count(shape.n_layer)
     w.add_feed_forward_length(_cfg_int(cfg, "intermediate_size", cfg_path))
-    w.add_head_count(n_head)
-    w.add_head_count_kv(int(n_head_kv))
-    w.add_rope_dimension_count(int(head_dim))
-    if head_dim != n_embd // n_head:
-        w.add_key_length(int(head_dim))
-        w.add_value_length(int(head_dim))
+    w.add_head_count(shape.n_head)
+    w.add_head_count_kv(shape.n_head_kv)
+    w.add_rope_dimension_count(shape.head_dim)
+    if shape.head_dim != shape.n_embd // shape.n_head:
+        w.add_key_length(shape.head_dim)
+        w.add_value_length(shape.head_dim)
     w.add_rope_freq_base(_rope_theta(cfg, cfg_path))
     w.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
-    w.add_vocab_size(n_vocab)
+    w.add_vocab_size(shape.n_vocab)
     w.add_file_type(int(ftype))
     if outtype == "q8_0":
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _add_tokenizer(w, hf_dir, cfg, n_vocab)
-
-    with progress.task(f"writing {out_path.name}", total=len(tensors)) as advance:
-        for name, data, qtype in _convert(spec, tensors, outtype, int(n_head), int(n_head_kv)):
-            w.add_tensor(name, data, raw_dtype=qtype)
-            advance(1)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return out_path
+    _add_tokenizer(w, hf_dir, cfg, shape.n_vocab)
 
 
 def _convert(spec: ArchSpec, tensors: dict[str, _StTensor], outtype: str, n_head: int,

@@ -96,13 +96,7 @@ def run_cmd(
     from edgegate.checks.base import CheckContext
     from edgegate.progress import make_progress
 
-    if not data:
-        raise DatasetError("no BBQ data given", field="--data", hint="pass --data DIR with BBQ *.jsonl, or hf:NAME")
-    names = parse_runtimes([runtime], RUNTIME_CHOICES)
-    if len(names) != 1:
-        raise InputError(f"one runtime scores both models, got {', '.join(names) or 'none'}", field="--runtime",
-                         hint=f"choose one of {', '.join(RUNTIME_CHOICES)}")
-    runtime = names[0]
+    runtime = _one_runtime(data, runtime)
     section = {
         "runtime": runtime, "data": data, "items": items, "seed": seed, "mode": mode,
         "condition": condition, "seeds": seeds, "temperature": temperature, "permute_options": permute,
@@ -126,6 +120,17 @@ def run_cmd(
         measured = check.measure(ctx, shard)
     out = _write_partial(ctx, shard, section, partial_out, measured)
     click.echo(f"edgegate: wrote {terminal(out)}; combine the shards with `edgegate merge PARTS...`", err=True)
+
+
+def _one_runtime(data: str | None, runtime: str) -> str:
+    """Refuse a run without BBQ data or with other than one runtime; that runtime."""
+    if not data:
+        raise DatasetError("no BBQ data given", field="--data", hint="pass --data DIR with BBQ *.jsonl, or hf:NAME")
+    names = parse_runtimes([runtime], RUNTIME_CHOICES)
+    if len(names) != 1:
+        raise InputError(f"one runtime scores both models, got {', '.join(names) or 'none'}", field="--runtime",
+                         hint=f"choose one of {', '.join(RUNTIME_CHOICES)}")
+    return names[0]
 
 
 def _write_partial(ctx: Any, shard: Shard, section: Mapping[str, Any], partial_out: str | None, measured: Any) -> Path:

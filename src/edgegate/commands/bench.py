@@ -11,7 +11,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,8 +20,13 @@ from edgegate.errors import BackendError, BackendUnavailable, ExitCode, InputErr
 from edgegate.escape import terminal
 from edgegate.policy import check_default
 
+if TYPE_CHECKING:
+    from edgegate.backends.auto import RuntimeChoice
+    from edgegate.speed.bench import BenchConfig
+    from edgegate.speed.mechanism import Mechanism
 
-def _runtimes(values: tuple[str, ...], dense: Path, compressed: Path) -> tuple[list[str], Any]:
+
+def _runtimes(values: tuple[str, ...], dense: Path, compressed: Path) -> tuple[list[str], RuntimeChoice | None]:
     """The runtimes to time, with ``auto`` resolved for the pair, and that choice."""
     from edgegate.backends import parse_runtimes
     from edgegate.backends.auto import AUTO, resolve_pair
@@ -63,7 +68,6 @@ def command(
 ) -> None:
     """Prefill/decode throughput, TTFT, peak RSS and load time of DENSE vs COMPRESSED."""
     from edgegate.progress import make_progress
-    from edgegate.results import jsonable
     from edgegate.speed.bench import BenchConfig, bench_runtime
     from edgegate.speed.mechanism import speed_mechanism
 
@@ -78,7 +82,7 @@ def command(
                       cache_dir=str(cache_dir) if cache_dir else None)
     progress = make_progress(quiet)
     results: dict[str, Any] = {}
-    mechanisms: dict[str, Any] = {}
+    mechanisms: dict[str, Mechanism] = {}
     failures: list[BackendError] = []
     from edgegate.backends import supports
 
@@ -100,6 +104,21 @@ def command(
             results[rt] = {"error": exc.to_dict()}
             failures.append(exc)
             click.echo(f"edgegate: {rt} failed: {terminal(exc.one_line())}", err=True)
+    _write_results(results, mechanisms, cfg, choice, as_json=as_json)
+    if failures and all(isinstance(r, dict) for r in results.values()):
+        raise failures[0]
+    if all(isinstance(r, dict) for r in results.values()):
+        click.echo("edgegate: error: no runtime could be measured", err=True)
+        sys.exit(int(ExitCode.RUNTIME_ERROR))
+
+
+def _write_results(
+    results: dict[str, Any], mechanisms: dict[str, Mechanism], cfg: BenchConfig, choice: RuntimeChoice | None,
+    *, as_json: bool,
+) -> None:
+    """Each runtime's result on stdout: the JSON document, or the table with each mechanism's reason."""
+    from edgegate.results import jsonable
+
     if as_json:
         out = {rt: (jsonable(asdict(r)) if not isinstance(r, dict) else r) for rt, r in results.items()}
         for rt, mech in mechanisms.items():
@@ -113,11 +132,6 @@ def command(
         sys.stdout.write("\n".join(map(terminal, _table(results).split("\n"))) + "\n")  # errors quote paths
         for rt, mech in mechanisms.items():
             sys.stdout.write(terminal(f"{rt}: {mech.reason}") + "\n")
-    if failures and all(isinstance(r, dict) for r in results.values()):
-        raise failures[0]
-    if all(isinstance(r, dict) for r in results.values()):
-        click.echo("edgegate: error: no runtime could be measured", err=True)
-        sys.exit(int(ExitCode.RUNTIME_ERROR))
 
 
 def _table(results: dict[str, Any]) -> str:

@@ -11,13 +11,18 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgegate.backends import AUTO, LOCAL_RUNTIME_CHOICES
 from edgegate.errors import InputError
 from edgegate.policy import check_default
+
+if TYPE_CHECKING:
+    from edgegate.backends.auto import RuntimeChoice
+    from edgegate.fidelity import FidelityResult
+    from edgegate.perplexity import PPLComparison
 
 MAX_TEXT_BYTES = 256 << 20
 
@@ -69,23 +74,10 @@ def command(
     quiet: bool,
 ) -> None:
     """Perplexity of DENSE and COMPRESSED, and the relative change with a paired CI."""
-    from edgegate.perplexity import load_dataset_text, run_ppl
+    from edgegate.perplexity import run_ppl
     from edgegate.progress import make_progress
 
-    for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):
-        if not p.exists():
-            raise InputError(f"{role} not found", path=p)
-    if text_file and dataset:
-        raise InputError("give either --text or --dataset, not both", field="--text/--dataset")
-    text: str | None = None
-    if text_file:
-        from edgegate.safe_read import read_text
-
-        # a FIFO or /dev/zero is refused before reading; a real evaluation text is a few MB
-        text = read_text(text_file, max_bytes=MAX_TEXT_BYTES, what="text file", field="--text",
-                         hint="pass a UTF-8 text file")
-    elif dataset:
-        text = load_dataset_text(dataset, config=dataset_config)
+    text = _checked_text(dense, compressed, text_file, dataset, dataset_config)
     from edgegate.backends._http import http_settings
     from edgegate.backends.auto import resolve_pair
 
@@ -105,6 +97,37 @@ def command(
                 threads=threads, cache_dir=cache_dir, timeout=timeout,
                 progress=make_progress(quiet),
             )
+    _write_result(cmp, fid, choice, runtime=runtime, requested=requested, as_json=as_json)
+
+
+def _checked_text(
+    dense: Path, compressed: Path, text_file: Path | None, dataset: str | None, dataset_config: str | None
+) -> str | None:
+    """Refuse missing checkpoints and a double text source; the text to score (None: the
+    embedded evaluation text)."""
+    from edgegate.perplexity import load_dataset_text
+
+    for role, p in (("dense checkpoint", dense), ("compressed checkpoint", compressed)):
+        if not p.exists():
+            raise InputError(f"{role} not found", path=p)
+    if text_file and dataset:
+        raise InputError("give either --text or --dataset, not both", field="--text/--dataset")
+    text: str | None = None
+    if text_file:
+        from edgegate.safe_read import read_text
+
+        # a FIFO or /dev/zero is refused before reading; a real evaluation text is a few MB
+        text = read_text(text_file, max_bytes=MAX_TEXT_BYTES, what="text file", field="--text",
+                         hint="pass a UTF-8 text file")
+    elif dataset:
+        text = load_dataset_text(dataset, config=dataset_config)
+    return text
+
+
+def _write_result(
+    cmp: PPLComparison, fid: FidelityResult | None, choice: RuntimeChoice, *, runtime: str, requested: str, as_json: bool
+) -> None:
+    """The comparison (and the fidelity with --kl) on stdout: JSON, or the one-screen text."""
     if as_json:  # the runtime auto chose and why travel with the numbers
         from edgegate.fidelity import result_dict
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgegate.policy import check_default
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from edgegate.forensics.scan import ScanResult
 
 
 def parse_claims(items: Sequence[str]) -> dict[str, float]:
@@ -72,13 +77,24 @@ def _p(x: float | None) -> str:
 def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: Any = None) -> None:
     """Rich tables on stdout: summary, claim, per kind, per layer, structure, sizes."""
     from rich.console import Console
+
+    # names, paths and claims come from the checkpoint: every one goes through escape.markup
+    con = console or Console(highlight=False)
+    _render_summary(con, res)
+    _render_structure(con, res)
+    _render_sizes(con, res, dense)
+    _render_comparison(con, res)
+    if per_tensor:
+        _render_tensors(con, res)
+
+
+def _render_summary(con: Console, res: ScanResult) -> None:
+    """The summary table and the sparsity claim."""
     from rich.table import Table
 
     from edgegate.escape import markup as m
     from edgegate.forensics.size import human
 
-    # names, paths and claims come from the checkpoint: every one goes through escape.markup
-    con = console or Console(highlight=False)
     summ = Table(title=f"edgegate scan: {m(res.path)} ({m(res.format)})", show_header=False)
     summ.add_row("prunable-linear sparsity", f"{_p(res.prunable.sparsity)}  ({res.prunable.zeros:,} / {res.prunable.numel:,} weights)")
     summ.add_row("whole-model sparsity", f"{_p(res.overall.sparsity)}  ({res.overall.zeros:,} / {res.overall.numel:,} weights)")
@@ -87,13 +103,19 @@ def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: An
     summ.add_row("pattern", m(res.structure.pattern) + (f"  (claimed: {m(claimed_structure)})" if claimed_structure else ""))
     summ.add_row("scanned", f"{human(res.bytes_scanned)} in {res.seconds:.2f} s")
     con.print(summ)
-
     c = res.sparsity_claim
     if c is not None:
         con.print(f"[bold]claim[/]: sparsity {_p(c.claimed)} (from {m(c.source)}) vs actual {_p(c.actual)} (n={c.n:,})")
         con.print(f"  why: {m(c.reason)}")
     else:
         con.print("[bold]claim[/]: no sparsity claim (pass --claim sparsity=0.5 or ship pruning_meta.json)")
+
+
+def _render_structure(con: Console, res: ScanResult) -> None:
+    """Sparsity by module kind and by layer, and the structure of the prunable linears."""
+    from rich.table import Table
+
+    from edgegate.escape import markup as m
 
     kt = Table(title="sparsity by module kind")
     for col in ("kind", "tensors", "weights", "zeros", "sparsity"):
@@ -118,7 +140,11 @@ def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: An
     st.add_row("row-uniform pruned tensors", f"{s.row_uniform_tensors} / {s.pruned_tensors}")
     con.print(st)
 
-    _render_sizes(con, res, dense)
+
+def _render_comparison(con: Console, res: ScanResult) -> None:
+    """Against the dense original: the mask fingerprint and the super weights."""
+    from edgegate.escape import markup as m
+
     if res.comparison is not None:
         cmp_ = res.comparison
         method = res.claimed_text.get("method")
@@ -135,19 +161,26 @@ def render(res: Any, dense: Any = None, *, per_tensor: bool = False, console: An
             f"  super weights (top-{sw.top_k} |w| > {sw.std_multiple:g} std in {sw.tensors_examined} down_proj):"
             f" {sw.zeroed} of {len(sw.candidates)} zeroed"
         )
-    if per_tensor:
-        tt = Table(title="tensors")
-        for col in ("name", "kind", "shape", "dtype", "sparsity", "2:4", "rows min/max", "NaN/Inf"):
-            tt.add_column(col)
-        for r in res.tensors:
-            stc = r.structure
-            tt.add_row(
-                m(r.name), m(r.kind.value), "x".join(map(str, r.shape)), m(r.dtype), _p(r.sparsity),
-                _p(stc.nm_conformance.get("2:4")) if stc else "-",
-                f"{_p(stc.row_sparsity_min)}/{_p(stc.row_sparsity_max)}" if stc else "-",
-                f"{r.nan}/{r.inf}",
-            )  # fmt: skip
-        con.print(tt)
+
+
+def _render_tensors(con: Console, res: ScanResult) -> None:
+    """One row per tensor (--per-tensor)."""
+    from rich.table import Table
+
+    from edgegate.escape import markup as m
+
+    tt = Table(title="tensors")
+    for col in ("name", "kind", "shape", "dtype", "sparsity", "2:4", "rows min/max", "NaN/Inf"):
+        tt.add_column(col)
+    for r in res.tensors:
+        stc = r.structure
+        tt.add_row(
+            m(r.name), m(r.kind.value), "x".join(map(str, r.shape)), m(r.dtype), _p(r.sparsity),
+            _p(stc.nm_conformance.get("2:4")) if stc else "-",
+            f"{_p(stc.row_sparsity_min)}/{_p(stc.row_sparsity_max)}" if stc else "-",
+            f"{r.nan}/{r.inf}",
+        )  # fmt: skip
+    con.print(tt)
 
 
 def _render_sizes(con: Any, res: Any, dense: Any) -> None:

@@ -44,7 +44,7 @@ from edgegate.forensics.zeros import (
     rows_of,
     tensor_stats,
 )
-from edgegate.progress import NullProgress
+from edgegate.progress import NullProgress, Progress
 
 
 @dataclass(frozen=True)
@@ -248,34 +248,9 @@ def scan_checkpoint(
 
         raise CheckpointError("the checkpoint holds no tensors", path=ckpt.path,
                               hint="an empty header or graph; re-export the model")
-    order = sorted(range(len(infos)), key=lambda i: -infos[i].nbytes)
-    stats: list[TensorStats | None] = [None] * len(infos)
     total = sum(i.nbytes for i in infos)
-    with prog.task(f"scanning {len(infos)} tensors", total=total) as advance:
-        if threads <= 1:
-            try:
-                for i in order:
-                    stats[i] = _stats_for(ckpt, infos[i])
-                    advance(infos[i].nbytes)
-            finally:
-                drop_scratch()  # up to 1/16 of the largest tensor, not to be kept for the process's life
-        else:
-
-            def done(i: int, st: TensorStats) -> None:
-                stats[i] = st
-                advance(infos[i].nbytes)
-
-            _scan_parallel(ckpt, infos, order, threads, done)
-    config = ckpt.config
-    reports = []
-    for info, st in zip(infos, stats, strict=True):
-        assert st is not None
-        reports.append(
-            TensorReport(
-                info.name, info.canonical, info.kind, info.layer, tuple(info.shape), info.dtype,
-                st.numel, st.zeros, st.nan, st.inf, info.nbytes, structure_of(st, info.kind, config),
-            )
-        )  # fmt: skip
+    stats = _measure(ckpt, infos, threads, prog, total)
+    reports = _tensor_reports(infos, stats, ckpt.config)
     counts = [TensorCount(r.kind, r.layer, r.zeros, r.numel) for r in reports]
     prunable = aggregate(c for c in counts if c.kind.prunable)
     kinds = by_kind(counts)
@@ -306,6 +281,46 @@ def scan_checkpoint(
         seconds=time.perf_counter() - t0,
         bytes_scanned=total,
     )
+
+
+def _measure(
+    ckpt: Checkpoint, infos: list[TensorInfo], threads: int, prog: Progress, total: int
+) -> list[TensorStats | None]:
+    """The statistics of every tensor, in ``infos``' order (the largest read first)."""
+    order = sorted(range(len(infos)), key=lambda i: -infos[i].nbytes)
+    stats: list[TensorStats | None] = [None] * len(infos)
+    with prog.task(f"scanning {len(infos)} tensors", total=total) as advance:
+        if threads <= 1:
+            try:
+                for i in order:
+                    stats[i] = _stats_for(ckpt, infos[i])
+                    advance(infos[i].nbytes)
+            finally:
+                drop_scratch()  # up to 1/16 of the largest tensor, not to be kept for the process's life
+        else:
+
+            def done(i: int, st: TensorStats) -> None:
+                stats[i] = st
+                advance(infos[i].nbytes)
+
+            _scan_parallel(ckpt, infos, order, threads, done)
+    return stats
+
+
+def _tensor_reports(
+    infos: list[TensorInfo], stats: list[TensorStats | None], config: Mapping[str, Any] | None
+) -> list[TensorReport]:
+    """One report per tensor: its statistics with the structure its kind and the config imply."""
+    reports = []
+    for info, st in zip(infos, stats, strict=True):
+        assert st is not None
+        reports.append(
+            TensorReport(
+                info.name, info.canonical, info.kind, info.layer, tuple(info.shape), info.dtype,
+                st.numel, st.zeros, st.nan, st.inf, info.nbytes, structure_of(st, info.kind, config),
+            )
+        )  # fmt: skip
+    return reports
 
 
 def _tensor_size(r: TensorReport, st: TensorStats) -> TensorSize:

@@ -19,6 +19,9 @@ from edgegate.escape import markdown as md
 
 CLASSES = ("biased", "anti", "unknown", "failure")
 
+# (title, headers, rows) of one table
+Section = tuple[str, list[str], list[list[str]]]
+
 
 @dataclass(frozen=True)
 class Row:
@@ -172,21 +175,37 @@ def mode_line(m: Mapping[str, Any]) -> str:
     return f"Mode: {ch['mode']} (requested {ch['requested']}): {ch['reason']}" if ch.get("mode") else ""
 
 
-def sections(m: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def sections(m: Mapping[str, Any]) -> list[Section]:
     """(title, headers, rows) of the tables after the metric table."""
-    out: list[tuple[str, list[str], list[list[str]]]] = []
+    return [
+        *_position_profiles(m),
+        *_decomposition(m),
+        *_flows(m),
+        *_power_curve(m),
+        *_paper(m),
+        *_scoring_cost(m),
+    ]
+
+
+def _position_profiles(m: Mapping[str, Any]) -> list[Section]:
+    """The share of answers by position (or label) for the dense and the compressed model."""
     prof = m.get("position_profiles") or {}
-    if prof:
-        labels = list((prof.get("dense") or {}).get("shares") or {})
-        rows_ = []
-        for role in ("dense", "compressed"):
-            p = prof.get(role) or {}
-            sh = p.get("shares") or {}
-            rows_.append([role, *(_f(sh.get(k)) for k in labels), str(p.get("top") or "—"), _f(p.get("top_share")),
-                          _f(p.get("majority_share")), str(p.get("n_answers", "—"))])
-        basis = (prof.get("dense") or {}).get("basis", "position")
-        out.append((f"Position profile (share of answers by {basis})", ["model", *labels, "top", "top share",
-                    "items with a majority", "answers"], rows_))
+    if not prof:
+        return []
+    labels = list((prof.get("dense") or {}).get("shares") or {})
+    rows_ = []
+    for role in ("dense", "compressed"):
+        p = prof.get(role) or {}
+        sh = p.get("shares") or {}
+        rows_.append([role, *(_f(sh.get(k)) for k in labels), str(p.get("top") or "—"), _f(p.get("top_share")),
+                      _f(p.get("majority_share")), str(p.get("n_answers", "—"))])
+    basis = (prof.get("dense") or {}).get("basis", "position")
+    return [(f"Position profile (share of answers by {basis})", ["model", *labels, "top", "top share",
+             "items with a majority", "answers"], rows_)]
+
+
+def _decomposition(m: Mapping[str, Any]) -> list[Section]:
+    """ΔSRS split into abstention + consistency + direction, overall and per category."""
     dec_rows = []
     for r in [m.get("overall") or {}, *(m.get("per_category") or [])]:
         if r.get("abstention") is None:
@@ -195,45 +214,60 @@ def sections(m: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]
                                                        else {"value": r.get("delta_srs"), "ci": r.get("ci")}),
                          _ci_text(r.get("abstention")), _ci_text(r.get("consistency")), _ci_text(r.get("direction")),
                          _ci_text(r.get("delta_s")), _p((r.get("delta_s") or {}).get("p_value")), _ci_text(r.get("delta_s_amb"))])
-    if dec_rows:
-        out.append(("What moved: ΔSRS = abstention + consistency + direction (95% paired bootstrap CI)",
-                    ["scope", "ΔSRS", "abstention (−ΔUSR·β̄)", "consistency (−Δnone·β̄)", "direction (C̄·Δβ)",
-                     "Δs (bias score)", "permutation p", "Δs_AMB"], dec_rows))
+    if not dec_rows:
+        return []
+    return [("What moved: ΔSRS = abstention + consistency + direction (95% paired bootstrap CI)",
+             ["scope", "ΔSRS", "abstention (−ΔUSR·β̄)", "consistency (−Δnone·β̄)", "direction (C̄·Δβ)",
+              "Δs (bias score)", "permutation p", "Δs_AMB"], dec_rows)]
+
+
+def _flows(m: Mapping[str, Any]) -> list[Section]:
+    """The item flows both ways between the answer classes, with the emergence counts."""
     fl, em = m.get("flows") or {}, m.get("emergence") or {}
-    if fl:
-        flow_rows = [
-            ["unbiased → biased / biased → unbiased", f"{fl['unbiased_to_biased']} / {fl['biased_to_unbiased']}"],
-            ["→ anti-stereotype / anti-stereotype →", f"{fl['to_anti']} / {fl['from_anti']}"],
-            ["biased → anti / anti → biased", f"{fl['biased_to_anti']} / {fl['anti_to_biased']}"],
-            ["'unknown' lost / gained", f"{fl['unknown_lost']} / {fl['unknown_gained']}"],
-        ]
-        if em:
-            flow_rows.append(["new-bias emergence / anti emergence / disappearance",
-                              f"{em['emerged']} / {em['anti_emerged']} / {em['disappeared']} (dense SRS 0: {em['dense_srs0']})"])
-            if "null_emerged" in em:
-                flow_rows.append(["emergence: compressed / dense-vs-dense null", f"{em['emerged']} / {em['null_emerged']}"])
-        out.append(("Flows both ways (items, majority answers)", ["flow", "count"], flow_rows))
+    if not fl:
+        return []
+    flow_rows = [
+        ["unbiased → biased / biased → unbiased", f"{fl['unbiased_to_biased']} / {fl['biased_to_unbiased']}"],
+        ["→ anti-stereotype / anti-stereotype →", f"{fl['to_anti']} / {fl['from_anti']}"],
+        ["biased → anti / anti → biased", f"{fl['biased_to_anti']} / {fl['anti_to_biased']}"],
+        ["'unknown' lost / gained", f"{fl['unknown_lost']} / {fl['unknown_gained']}"],
+    ]
+    if em:
+        flow_rows.append(["new-bias emergence / anti emergence / disappearance",
+                          f"{em['emerged']} / {em['anti_emerged']} / {em['disappeared']} (dense SRS 0: {em['dense_srs0']})"])
+        if "null_emerged" in em:
+            flow_rows.append(["emergence: compressed / dense-vs-dense null", f"{em['emerged']} / {em['null_emerged']}"])
+    return [("Flows both ways (items, majority answers)", ["flow", "count"], flow_rows)]
+
+
+def _power_curve(m: Mapping[str, Any]) -> list[Section]:
+    """The simulated power of the verdicts at this run's n, per planted shift."""
     pw = m.get("power") or {}
-    if pw.get("curve"):
-        ref = pw.get("reference") or {}
-        body = [[f"{c['k']:.3f}", _f(c["delta_srs"], True), _f(c["delta_s"], True), _f(c["power_srs"]),
-                 _f(c["power_direction"]), _f(c["power_any"])] for c in pw["curve"]]
-        if ref.get("power_any") is not None:
-            body.append([f"reference {ref['k']:.3f}", _f(ref["delta_srs"], True), _f(ref["delta_s"], True),
-                         _f(ref["power_srs"]), _f(ref["power_direction"]), _f(ref["power_any"])])
-        out.append((f"Power at this run's n={pw['n']}: planted shifts (share k of anti/unknown items moved to the "
-                    f"stereotype, {pw['draws']} simulated pairs each, churn {pw['churn']:.3f})",
-                    ["k", "mean ΔSRS", "mean Δs", "P(ΔSRS verdict fails)", "P(direction fails)", "P(either)"], body))
+    if not pw.get("curve"):
+        return []
+    ref = pw.get("reference") or {}
+    body = [[f"{c['k']:.3f}", _f(c["delta_srs"], True), _f(c["delta_s"], True), _f(c["power_srs"]),
+             _f(c["power_direction"]), _f(c["power_any"])] for c in pw["curve"]]
+    if ref.get("power_any") is not None:
+        body.append([f"reference {ref['k']:.3f}", _f(ref["delta_srs"], True), _f(ref["delta_s"], True),
+                     _f(ref["power_srs"]), _f(ref["power_direction"]), _f(ref["power_any"])])
+    return [(f"Power at this run's n={pw['n']}: planted shifts (share k of anti/unknown items moved to the "
+             f"stereotype, {pw['draws']} simulated pairs each, churn {pw['churn']:.3f})",
+             ["k", "mean ΔSRS", "mean Δs", "P(ΔSRS verdict fails)", "P(direction fails)", "P(either)"], body)]
+
+
+def _paper(m: Mapping[str, Any]) -> list[Section]:
+    """The study's own definitions, for comparison only."""
     paper = m.get("paper") or {}
-    if paper.get("srs"):
-        out.append(("The study's definitions (no position control, no reverse flow, no null) — for comparison only",
-                    ["SRS (answers)", "unbiased→biased rate", "new-bias emergence rate"],
-                    [[_pair((paper["srs"][0], paper["srs"][1])), _f(paper.get("unbiased_to_biased_rate")),
-                      _f(paper.get("new_bias_emergence_rate"))]]))
-    return out + _scoring_cost(m)
+    if not paper.get("srs"):
+        return []
+    return [("The study's definitions (no position control, no reverse flow, no null) — for comparison only",
+             ["SRS (answers)", "unbiased→biased rate", "new-bias emergence rate"],
+             [[_pair((paper["srs"][0], paper["srs"][1])), _f(paper.get("unbiased_to_biased_rate")),
+               _f(paper.get("new_bias_emergence_rate"))]])]
 
 
-def _scoring_cost(m: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def _scoring_cost(m: Mapping[str, Any]) -> list[Section]:
     """What this run's scoring cost: answers from the result cache, and the work efficiency
     (fewest positions any scorer needs / positions the runtime evaluated) of what it scored."""
     cache, work = m.get("result_cache") or {}, m.get("work") or {}

@@ -37,6 +37,19 @@ def _own(text: str) -> str:
 
 
 def render(gate: GateResult) -> str:
+    lines = [*_header(gate), *_checks(gate), *_verdicts(gate)]
+    bbq = gate.result("bbq")
+    if bbq is not None and bbq.measurements and (table := bbq_table.markdown(bbq.measurements)):
+        lines += ["", "### BBQ (dense → compressed)", "", *table]
+    if gate.claims:
+        lines += ["", "### Claims", ""]
+        lines += [f"- {_code(k)} = {v:g} (from {_cell(gate.claim_sources.get(k, '?'))})" for k, v in sorted(gate.claims.items())]
+    lines += _inputs_and_environment(gate)
+    return "\n".join(lines)
+
+
+def _header(gate: GateResult) -> list[str]:
+    """The headline, the policy and exit code, the reasons and the notes."""
     icon = STATUS_ICON.get(gate.status, "")
     lines = [
         f"## {icon} edgegate: {_cell(headline(gate))}",
@@ -48,7 +61,12 @@ def render(gate: GateResult) -> str:
         lines += [f"- {_cell(r)}" for r in gate.reasons] + [""]
     for note in gate.notes:
         lines += [f"> **Note:** {_cell(note)}", ""]
-    lines += ["| Check | Required | Status | Summary |", "|---|---|---|---|"]
+    return lines
+
+
+def _checks(gate: GateResult) -> list[str]:
+    """One row per check, then the runtime `runtime: auto` chose for each runtime check."""
+    lines = ["| Check | Required | Status | Summary |", "|---|---|---|---|"]
     for o in gate.outcomes:
         st = o.result.status.value
         # an advisory check's failure does not gate: it must not read like one that does
@@ -62,28 +80,33 @@ def render(gate: GateResult) -> str:
     if chosen:  # `runtime: auto`: where each runtime check measured, and why
         lines += ["", "Runtime: " + "; ".join(f"{name} on **{_cell(str(rc['runtime']))}** ({_cell(str(rc.get('reason', '')))})"
                                               for name, rc in chosen)]
+    return lines
+
+
+def _verdicts(gate: GateResult) -> list[str]:
+    """The verdicts table (empty when no check gave a verdict)."""
     verdicts = [(o.name, v) for o in gate.outcomes for v in o.result.verdicts]
-    if verdicts:
-        lines += [
-            "",
-            "### Verdicts",
-            "",
-            "| Check | Verdict | Scope | Status | Observed | Threshold | n | CI | Test |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name, v in verdicts:
-            lines.append(
-                f"| {_cell(name)} | {_cell(v.name)} | {_cell(v.scope or '')} | {STATUS_ICON.get(v.status.value, '')} {v.status.value} "
-                f"| {_own(num(v.observed, v.unit))} | {_own(threshold(v))} | {v.n if v.n is not None else '—'} "
-                f"| {ci(v)} | {_own(extras(v))} |"
-            )
-    bbq = gate.result("bbq")
-    if bbq is not None and bbq.measurements and (table := bbq_table.markdown(bbq.measurements)):
-        lines += ["", "### BBQ (dense → compressed)", "", *table]
-    if gate.claims:
-        lines += ["", "### Claims", ""]
-        lines += [f"- {_code(k)} = {v:g} (from {_cell(gate.claim_sources.get(k, '?'))})" for k, v in sorted(gate.claims.items())]
-    lines += ["", "<details><summary>Inputs and environment</summary>", ""]
+    if not verdicts:
+        return []
+    lines = [
+        "",
+        "### Verdicts",
+        "",
+        "| Check | Verdict | Scope | Status | Observed | Threshold | n | CI | Test |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, v in verdicts:
+        lines.append(
+            f"| {_cell(name)} | {_cell(v.name)} | {_cell(v.scope or '')} | {STATUS_ICON.get(v.status.value, '')} {v.status.value} "
+            f"| {_own(num(v.observed, v.unit))} | {_own(threshold(v))} | {v.n if v.n is not None else '—'} "
+            f"| {ci(v)} | {_own(extras(v))} |"
+        )
+    return lines
+
+
+def _inputs_and_environment(gate: GateResult) -> list[str]:
+    """The collapsed block: each input with its digest, then the machine and the timing."""
+    lines = ["", "<details><summary>Inputs and environment</summary>", ""]
     for inp in gate.inputs:
         first = inp["files"][0]["sha256"] if len(inp["files"]) == 1 and inp["files"][0]["sha256"] else None
         digest = f" sha256 `{first[:16]}…`" if first else f" {len(inp['files'])} files"
@@ -99,4 +122,4 @@ def render(gate: GateResult) -> str:
         "</details>",
         "",
     ]
-    return "\n".join(lines)
+    return lines

@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from edgegate.report.common import human_bytes
 from edgegate.report.paradox import fmt_pp, fmt_rel, paradox_chart
@@ -23,6 +23,64 @@ from edgegate.study.spec import StudySpec
 _STATUS_COLOR = {"pass": "#2e7d32", "fail": "#c62828", "partial": "#b26a00", "unverified": "#5d4037",
                  "error": "#6a1b9a",
                  "incomplete": "#b26a00"}  # reports written before schema 2.0 (a study may keep old ones)
+
+
+class FidelityColumns(TypedDict):
+    """The fidelity check's columns, from the first report (gate, then passes) that ran it."""
+
+    fidelity_source: str | None
+    fidelity_status: str | None
+    mean_kl: float | None
+    mean_kl_ci: list[float] | None
+    mean_kl_verdict: str | None
+    mean_kl_limit: float | None
+    top1_agreement: float | None
+    top1_agreement_ci: list[float] | None
+    top1_verdict: str | None
+    top1_limit: float | None
+    fidelity_chunks: int | None
+
+
+class StudyRow(FidelityColumns):
+    """One variant's row of table.json (None: the report does not have the value)."""
+
+    variant: str | None
+    label: str | None
+    group: str | None
+    status: str | None
+    reasons: list[str]
+    checks: dict[str, str]  # check -> its status
+    gates: dict[str, str]  # check -> how it counted (required, advisory, ...)
+    not_verified: list[str]
+    claimed_sparsity: float | None
+    prunable_sparsity: float | None
+    disk_bytes: float | None
+    dense_disk_bytes: float | None
+    size_saving: float | None
+    decode_speedup: float | None
+    decode_speedup_ci: list[float] | None
+    speed_mechanism: bool | None
+    ppl_dense: float | None
+    ppl_compressed: float | None
+    delta_ppl: float | None
+    delta_ppl_ci: list[float] | None
+    ppl_limit: float | None
+    srs_dense: float | None
+    srs_compressed: float | None
+    delta_srs: float | None
+    delta_srs_ci: list[float] | None
+    srs_limit: float | None
+    bbq_n: int | None
+    unbiased_to_biased: int | None
+    unbiased_to_biased_rate: float | None
+    s_amb_dense: float | None
+    s_amb_compressed: float | None
+    disambig_n: float | None
+    disambig_accuracy_dense: float | None
+    disambig_accuracy: float | None
+    s_dis_dense: float | None
+    s_dis_compressed: float | None
+    seconds: float | None
 
 
 def _check(report: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -57,7 +115,7 @@ def _first_check(reports: Sequence[tuple[str, Mapping[str, Any]]], name: str) ->
     return None, {}
 
 
-def _fidelity(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+def _fidelity(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> FidelityColumns:
     source, fid = _first_check(reports, "fidelity")
     fm = fid.get("measurements") or {}
     kl, top1 = fm.get("mean_kl") or {}, fm.get("top1_agreement") or {}
@@ -73,7 +131,7 @@ def _fidelity(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any
 
 
 def row(report: Mapping[str, Any], side: Mapping[str, Any],
-        passes: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> dict[str, Any]:
+        passes: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> StudyRow:
     """One variant's columns; a value the report does not have stays None (shown as "n/a").
     ``passes``: (name, report) of the spec's extra passes, read for checks the gate did not run."""
     sp, size, speed = _check(report, "sparsity"), _check(report, "size"), _check(report, "speed")
@@ -134,7 +192,7 @@ def row(report: Mapping[str, Any], side: Mapping[str, Any],
     }
 
 
-def collect(spec: StudySpec) -> list[dict[str, Any]]:
+def collect(spec: StudySpec) -> list[StudyRow]:
     """Rows for the variants that have results, in the spec's order (each pass's report of a
     variant, where there is one, adds its checks)."""
     rows = []
@@ -159,7 +217,7 @@ def _bytes(x: float | None) -> str:
     return "n/a" if x is None else human_bytes(int(x))
 
 
-def markdown(rows: list[dict[str, Any]], missing: list[str]) -> str:
+def markdown(rows: Sequence[StudyRow], missing: list[str]) -> str:
     fid = any(r.get("mean_kl") is not None for r in rows)  # a study without fidelity keeps its columns
     head = ("| variant | prunable sparsity (claimed) | bytes on disk | decode speedup [95% CI] | Δperplexity [95% CI] "
             + ("| mean KL, nats/token [95% CI] | top-1 agreement [95% CI] " if fid else "")
@@ -207,7 +265,7 @@ def _fid_cell(r: Mapping[str, Any], key: str, fmt: str) -> str:
     return format(r[key], fmt) + _ci_txt(r.get(f"{key}_ci"), lambda v: format(v, fmt)) + mark
 
 
-def _fid_note(rows: Sequence[Mapping[str, Any]]) -> str:
+def _fid_note(rows: Sequence[StudyRow]) -> str:
     r = next(r for r in rows if r.get("mean_kl") is not None)
     sources = sorted({str(x.get("fidelity_source")) for x in rows if x.get("mean_kl") is not None})
     where = "the gate" if sources == ["gate"] else "the spec's pass " + ", ".join(s for s in sources if s != "gate")
@@ -221,11 +279,15 @@ def _fid_note(rows: Sequence[Mapping[str, Any]]) -> str:
             "their verdicts are not part of the gate column).")
 
 
-def plot(rows: list[dict[str, Any]], title: str) -> str:
+def _pair(ci: list[float] | None) -> tuple[float, float] | None:
+    """A [low, high] interval (``_ci`` made it two numbers) as the chart's pair."""
+    return (ci[0], ci[1]) if ci else None
+
+
+def plot(rows: Sequence[StudyRow], title: str) -> str:
     pts = [
         Point(str(r["label"]), r["delta_ppl"], r["delta_srs"],
-              x_ci=tuple(r["delta_ppl_ci"]) if r["delta_ppl_ci"] else None,
-              y_ci=tuple(r["delta_srs_ci"]) if r["delta_srs_ci"] else None,
+              x_ci=_pair(r["delta_ppl_ci"]), y_ci=_pair(r["delta_srs_ci"]),
               color=_STATUS_COLOR.get(str(r["status"])))
         for r in rows if r["delta_ppl"] is not None and r["delta_srs"] is not None
     ]
