@@ -38,7 +38,7 @@ from edgegate.checks.base import (
     Status,
     Verdict,
 )
-from edgegate.checks.sections import BBQSection, bbq_section
+from edgegate.checks.sections import BBQSection
 from edgegate.errors import DatasetError
 from edgegate.settings import RunSettings
 
@@ -50,19 +50,20 @@ if TYPE_CHECKING:
     from edgegate.bbq.sequential import Look
 
 SHARDED = True  # items are split across shards by a stable hash of their uid
+SECTION = BBQSection
 _NO_DATA_HINT = "pass --bbq-data DIR (upstream BBQ *.jsonl) or hf:NAME, or set checks.bbq.data"
 
 
-def data_source(section: Mapping[str, Any], settings: RunSettings, policy_dir: Path | None) -> str | None:
+def data_source(section: BBQSection, settings: RunSettings, policy_dir: Path | None) -> str | None:
     """The BBQ data this run reads: the command line wins over the policy; a relative path in
     the policy resolves against the policy file's folder, as perplexity.text does (a flag's
     path against the cwd)."""
     from edgegate.policy import policy_data_path
 
-    return settings.bbq_data or policy_data_path(section.get("data"), policy_dir)
+    return settings.bbq_data or policy_data_path(section.data, policy_dir)
 
 
-def data_inputs(section: Mapping[str, Any], settings: RunSettings, policy_dir: Path | None) -> list[DataInput]:
+def data_inputs(section: BBQSection, settings: RunSettings, policy_dir: Path | None) -> list[DataInput]:
     source = data_source(section, settings, policy_dir)
     where = "checks.bbq.data" if source and not settings.bbq_data else "--bbq-data"
     return [DataInput("bbq_data", where, source, "BBQ data",
@@ -339,7 +340,7 @@ def result_from_answers(
     return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m), duration_s)
 
 
-def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:
+def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[str, Any] | None:
     """Both models' answers to this shard's items of the seeded sample (every item when
     unsharded), as JSON; None without a dense model."""
     from edgegate.backends.pair import OpenSettings, open_pair
@@ -348,7 +349,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     from edgegate.bbq.measurement import payload, shard_items
 
     t0 = time.perf_counter()
-    pol = bbq_section(ctx.section)
+    pol = ctx.section
     if ctx.dense_path is None:
         return None
     source = data_source(ctx.section, ctx.settings, ctx.policy_dir)
@@ -396,7 +397,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     return payload(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0, counts, rec)
 
 
-def _runtime(ctx: CheckContext, dense: str | Path, pol: BBQSection) -> tuple[BBQSection, tuple[str | Path, str | Path]]:
+def _runtime(ctx: CheckContext[BBQSection], dense: str | Path, pol: BBQSection) -> tuple[BBQSection, tuple[str | Path, str | Path]]:
     """The section with the runtime this run scores on (and, for ``runtime: auto``, why: kept
     in shard partials, so a merge reports it too), and the two models as that runtime opens
     them."""
@@ -427,7 +428,7 @@ def resolved_mode(pair: ModelPair, pol: BBQSection) -> BBQSection:
 
 
 def _score_round(
-    ctx: CheckContext, pair: ModelPair, paths: Mapping[str, str | Path], pol: BBQSection,
+    ctx: CheckContext[BBQSection], pair: ModelPair, paths: Mapping[str, str | Path], pol: BBQSection,
     items: Sequence[BBQItem], cfg: ScoreConfig, cache: ResultCache, answers: dict[str, list[Answer]],
     counts: dict[str, dict[str, int]], look: str,
 ) -> None:
@@ -456,9 +457,9 @@ def _score_round(
         pair.close(model)  # one model in memory at a time; score_model closed its backend
 
 
-def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
-    """The verdicts from every shard's answers (the thresholds each shard recorded: a merge
-    has checked that they agree with each other and with the policy)."""
+def judge(measurements: Sequence[Measured], section: BBQSection) -> CheckResult:
+    """The verdicts from every shard's answers (the thresholds each shard recorded, not
+    ``section``'s: a merge has checked that they agree with each other and with the policy)."""
     from edgegate.bbq.measurement import combine
 
     if measurements[0][1] is None:

@@ -38,7 +38,7 @@ from edgegate.checks.base import (
     Status,
     Verdict,
 )
-from edgegate.checks.sections import FidelitySection, typed
+from edgegate.checks.sections import FidelitySection
 from edgegate.errors import InputError
 from edgegate.partial import differ, first_difference
 
@@ -46,16 +46,17 @@ SHARDED = True  # chunk k is scored by shard k % n + 1, as for perplexity
 # its block carries the perplexity text unless it names its own
 NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("fidelity"), shares_data_of="perplexity", cost=Cost.PASS)
 NAME = "fidelity"
+SECTION = FidelitySection
 
 
-def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:
+def measure(ctx: CheckContext[FidelitySection], shard: Shard | None = None) -> dict[str, Any] | None:
     """This shard's per-token KL, top-1 agreement and NLLs of both models; None without a
     dense model. The pass is left in ``ctx.shared`` for the perplexity check."""
     from edgegate.checks import _scoring
 
     t0 = time.perf_counter()
-    sec = typed(FidelitySection, NAME, ctx.section)
-    s = _scoring.setup(ctx, ctx.section, NAME)
+    sec = ctx.section
+    s = _scoring.setup(ctx, NAME)
     if s is None:
         return None
     settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "mode": s.mode, "min_chunks": int(sec.min_chunks),
@@ -69,7 +70,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     return {"settings": settings, **m, "duration_s": time.perf_counter() - t0}
 
 
-def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
+def judge(measurements: Sequence[Measured], section: FidelitySection) -> CheckResult:
     """The verdicts from every shard's per-token records (the thresholds each shard recorded:
     a merge has checked that they agree with each other and with the policy)."""
     from edgegate.fidelity import result_dict, summarize

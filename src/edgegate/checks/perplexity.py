@@ -32,22 +32,23 @@ from edgegate.checks.base import (
     compare,
     jsonable,
 )
-from edgegate.checks.sections import PerplexitySection, typed
+from edgegate.checks.sections import PerplexitySection
 from edgegate.errors import InputError
 from edgegate.partial import differ, first_difference
 
 SHARDED = True  # chunk k is scored by shard k % n + 1
+SECTION = PerplexitySection
 NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("perplexity"), cost=Cost.PASS)
 
 
-def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:
+def measure(ctx: CheckContext[PerplexitySection], shard: Shard | None = None) -> dict[str, Any] | None:
     """Per-token NLLs of both models on this shard's chunks (every chunk when unsharded),
     never the aggregate; None without a dense model. When the fidelity check already scored
     the same chunks with the same models (``checks._scoring``), its NLLs are used: one pass."""
     from edgegate.checks import _scoring
 
-    sec = typed(PerplexitySection, "perplexity", ctx.section)
-    s = _scoring.setup(ctx, ctx.section, "perplexity")
+    sec = ctx.section
+    s = _scoring.setup(ctx, "perplexity")
     if s is None:
         return None
     settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "min_chunks": int(sec.min_chunks),
@@ -61,15 +62,15 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     return {"settings": settings, **out, "duration_s": 0.0}
 
 
-def already_measured(ctx: CheckContext) -> bool:
+def already_measured(ctx: CheckContext[PerplexitySection]) -> bool:
     """The fidelity check's pass already scored these chunks with these models."""
     from edgegate.checks import _scoring
 
-    s = _scoring.setup(ctx, ctx.section, "perplexity")
+    s = _scoring.setup(ctx, "perplexity")
     return s is not None and _scoring.reuse(ctx, s, ctx.shard) is not None
 
 
-def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
+def judge(measurements: Sequence[Measured], section: PerplexitySection) -> CheckResult:
     """The verdict from every shard's per-chunk NLLs (the thresholds each shard recorded:
     a merge has checked that they agree with each other and with the policy)."""
     import numpy as np

@@ -114,7 +114,7 @@ def run_cmd(
     if partial_out and shard is None:
         raise InputError("--partial-out needs --shard I/N", field="--partial-out")
     ctx = CheckContext(
-        compressed_path=compressed, dense_path=dense, section=section, settings=settings, shard=shard,
+        compressed_path=compressed, dense_path=dense, section=check.SECTION.from_policy(section), settings=settings, shard=shard,
         progress=make_progress(),
     )
     from edgegate.backends._http import http_settings
