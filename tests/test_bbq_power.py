@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from edgegate.bbq.dataset import BBQItem
+from edgegate.bbq.evaluation import evaluate, summarize
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.power import plant, power_at, power_report
 from edgegate.bbq.targets import Targets
 from edgegate.checks.base import CheckContext, CheckResult, Status
-from edgegate.checks.bbq import evaluate, summarize
 from edgegate.checks.sections import bbq_section
 from edgegate.policy import CHECK_NAMES, parse_policy
 from edgegate.report import render

@@ -13,8 +13,8 @@ import pytest
 
 from edgegate.bbq import sequential as seq
 from edgegate.bbq.dataset import load, stratified_sample
+from edgegate.bbq.evaluation import result_from_answers
 from edgegate.bbq.spikein import AnswerSet, as_judge_input, inject
-from edgegate.checks.bbq import result_from_answers
 from edgegate.checks.sections import BBQSection, bbq_section
 from edgegate.results import Status
 
