@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from edgegate.checks.base import CheckContext, DataInput, DataInputs, KeptPass, Shard, jsonable
 from edgegate.checks.sections import FidelitySection, PerplexitySection
@@ -29,6 +29,15 @@ ScoringSection = PerplexitySection | FidelitySection  # the sections whose check
 ScoringContext = CheckContext[PerplexitySection] | CheckContext[FidelitySection]
 
 
+class TextId(TypedDict):
+    """Which text a pass scored: a reviewer can tell the embedded text from a file, and one
+    file from another."""
+
+    source: str
+    sha256: str
+    chars: int
+
+
 @dataclass(frozen=True)
 class Setup:
     """What a scoring pass scores, and where (resolved from a check's policy section)."""
@@ -38,7 +47,7 @@ class Setup:
     n_ctx: int
     mode: str
     body: str
-    text_id: dict[str, Any]
+    text_id: TextId
     models: tuple[str | Path, str | Path]
     choice: Any  # backends.auto.RuntimeChoice when the runtime was auto
 
@@ -98,8 +107,8 @@ def setup(ctx: ScoringContext, check: str) -> Setup | None:
     body = ppl.evaluation_text(text)
     # Which text was scored is part of the evidence: a reviewer must be able to tell the
     # embedded text from a file, and one file from another.
-    text_id = {"source": str(sec.text) if sec.text else "embedded (edgegate's evaluation text)",
-               "sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(), "chars": len(body)}
+    text_id = TextId(source=str(sec.text) if sec.text else "embedded (edgegate's evaluation text)",
+                     sha256=hashlib.sha256(body.encode("utf-8")).hexdigest(), chars=len(body))
     return Setup(runtime, requested, int(n_ctx), str(mode), body, text_id, models, choice)
 
 

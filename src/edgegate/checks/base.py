@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypedDict, TypeVar
 
 from edgegate.checks.sections import PolicySection
 from edgegate.progress import NullProgress, Progress
@@ -47,15 +47,18 @@ __all__ = [
     "CheckModule",
     "CheckResult",
     "DataInput",
+    "Evidence",
     "Interval",
     "Measured",
     "Needs",
+    "ObservedEvidence",
     "PolicySection",
     "RuntimeUse",
     "Shard",
     "SharedWork",
     "Status",
     "Verdict",
+    "VerdictDetail",
     "check_result_from_dict",
     "compare",
     "jsonable",
@@ -65,6 +68,33 @@ Measured = tuple[str, Any]  # (where the measurement came from: "this run" or a 
 THIS_RUN = "this run"
 S = TypeVar("S", bound=PolicySection)  # a check's typed policy section
 S_co = TypeVar("S_co", bound=PolicySection, covariant=True)  # a BBQ context is a context
+
+
+class Evidence(TypedDict, total=False):
+    """The evidence fields of a ``Verdict`` that several verdicts of one check share, kept once
+    and passed as ``Verdict(name, status, message, **evidence)`` (or to ``compare``)."""
+
+    unit: str
+    n: int | None
+    ci: Interval | None
+    effect_size: float | None
+    effect_size_name: str | None
+    test: str | None
+    p_value: float | None
+    scope: str | None
+
+
+class ObservedEvidence(Evidence, total=False):
+    """``Evidence`` with the observed value (each verdict sets its own threshold)."""
+
+    observed: float | None
+
+
+class VerdictDetail(ObservedEvidence, total=False):
+    """Every field of a ``Verdict`` after its name, status and message."""
+
+    threshold: float | None
+    comparator: str | None
 
 
 @dataclass(frozen=True)

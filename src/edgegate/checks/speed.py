@@ -33,6 +33,7 @@ from edgegate.checks.base import (
     Interval,
     Measured,
     Needs,
+    ObservedEvidence,
     RuntimeUse,
     Shard,
     Status,
@@ -89,7 +90,7 @@ class SpeedMeasurement:
 
     benches: dict[str, RuntimeBench]
     not_measured: dict[str, Verdict]  # runtime -> skipped/error verdict
-    errors: dict[str, dict[str, Any]]  # runtime -> error dict kept in the measurements
+    errors: dict[str, dict[str, dict[str, object]]]  # runtime -> {"error": the error as JSON}, kept in the measurements
     runtimes: tuple[str, ...]
     claim: float | None
     context_note: str | None
@@ -131,7 +132,7 @@ def measure(ctx: CheckContext[SpeedSection], shard: Shard | None = None) -> Spee
     )
     benches: dict[str, RuntimeBench] = {}
     not_measured: dict[str, Verdict] = {}
-    errors: dict[str, dict[str, Any]] = {}
+    errors: dict[str, dict[str, dict[str, object]]] = {}
     mechanisms: dict[str, Mechanism] = {}
     untimed: list[str] = []
     for rt in runtimes:
@@ -205,7 +206,7 @@ def _untimed_verdicts(rt: str, mech: Mechanism, thr: float | None, min_effect: f
     """The verdicts the files decide (decided_by_files): evidence is the census of the tensor
     headers, not a sample, so its interval is the value itself."""
     share = mech.differing / mech.tensors if mech.tensors else 0.0
-    common: dict[str, Any] = dict(
+    common = ObservedEvidence(
         observed=float(mech.differing), unit="tensors stored with another type or size", n=mech.tensors,
         ci=Interval(float(mech.differing), float(mech.differing), 1.0, "census of every tensor pair (no sampling)"),
         effect_size=share, effect_size_name="share of tensors stored differently",
@@ -227,7 +228,7 @@ def _runtime_verdicts(rt: str, res: RuntimeBench, mech: Mechanism, thr: float | 
                       claim: float | None) -> list[Verdict]:
     sp = res.decode
     ci = Interval(sp.ci_low, sp.ci_high, sp.level, sp.method) if sp.n >= 2 else None
-    common: dict[str, Any] = dict(
+    common = ObservedEvidence(
         observed=sp.point, unit="x", n=sp.n, ci=ci, effect_size=sp.point,
         effect_size_name="decode speedup (compressed/dense)", test=_TEST, scope=rt,
     )
