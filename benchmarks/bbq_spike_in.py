@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from edgegate.bbq.evaluation import evaluate
 from edgegate.bbq.power import decide, power_report
 from edgegate.bbq.spikein import AnswerSet, as_judge_input, detection, inject
-from edgegate.checks.bbq import evaluate
 from edgegate.checks.sections import BBQSection, bbq_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def study(path: Path, pol: BBQSection, draws: int) -> dict[str, Any]:
 
 
 def full_judge(s: AnswerSet, comp: str, pol: BBQSection) -> list[dict[str, Any]]:
-    """The whole check (checks.bbq.evaluate: validity, every verdict, power) on the null pairs
+    """The whole check (bbq.evaluation.evaluate: validity, every verdict, power) on the null pairs
     and on one seeded direction injection per size: what a report would say."""
     rng = np.random.default_rng(7)
     cases = [("dense vs itself", s.answers["dense"]), (f"dense vs {comp} (real)", s.answers[comp])]

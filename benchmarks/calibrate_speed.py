@@ -69,12 +69,13 @@ def _one(dense: Path, compressed: Path, section: dict[str, Any]) -> dict[str, An
     from edgegate.checks.base import CheckContext, Status
     from edgegate.speed.mechanism import Mechanism
 
-    ctx = CheckContext(compressed, dense, section)
+    sec = speed.SECTION.from_policy(section)
+    ctx = CheckContext(compressed, dense, sec)
     m = speed.measure(ctx)
     assert m is not None
-    shipped = speed.judge([("run", m)], section)
+    shipped = speed.judge([("run", m)], sec)
     withheld = replace(m, mechanisms={rt: Mechanism(None, "withheld for calibration") for rt in m.mechanisms})
-    timing_only = speed.judge([("run", withheld)], section)
+    timing_only = speed.judge([("run", withheld)], sec)
     bench = m.benches["llamacpp"]
     sp = bench.decode
     v = next(x for x in shipped.verdicts if x.name == "min_speedup")

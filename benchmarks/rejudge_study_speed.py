@@ -58,7 +58,7 @@ def rejudge(report: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
         mechs[rt] = _mechanism(report, rt)
     meas = speed.SpeedMeasurement(benches, {}, {}, tuple(benches), report.get("claims", {}).get("speedup"),
                                   entry["measurements"].get("context_note"), None, mechs)
-    res = speed.judge([("stored samples", meas)], section).to_dict()
+    res = speed.judge([("stored samples", meas)], speed.SECTION.from_policy(section)).to_dict()
     res["duration_s"] = entry["duration_s"]
     gate = "pass" if res["status"] == "pass" else "skipped" if res["status"] == "skipped" else "advisory"
     assert not entry["required"], "only advisory speed checks are re-judged (the gate status stays)"

@@ -17,6 +17,7 @@ import _tiny_arch as T
 
 from edgegate import checks
 from edgegate.checks.base import CheckContext
+from edgegate.checks.sections import bbq_section
 from edgegate.report import bbq_table
 from edgegate.settings import RunSettings
 
@@ -51,7 +52,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Pa
 def _run(pair: tuple[Path, Path], tmp_path: Path, **section: Any) -> Any:
     sec = {"runtime": "transformers", "mode": "auto", "data": str(ITEMS), "items": 0, "disambig_items": 0,
            "min_items": 5, "min_items_per_category": 2, "per_category": False, **section}
-    ctx = CheckContext(compressed_path=pair[1], dense_path=pair[0], section=sec,
+    ctx = CheckContext(compressed_path=pair[1], dense_path=pair[0], section=bbq_section(sec),
                        settings=RunSettings(threads=1, cache_dir=str(tmp_path / "cache")))
     return checks.run("bbq", ctx)
 

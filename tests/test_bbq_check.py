@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from edgegate.bbq.dataset import BBQItem, load_dir, stratified_sample
+from edgegate.bbq.evaluation import evaluate
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.targets import Targets, derive_all
 from edgegate.checks.base import Status
-from edgegate.checks.bbq import evaluate
 from edgegate.checks.sections import bbq_section
 from edgegate.cli import main
 from edgegate.stats import holm, mcnemar_exact

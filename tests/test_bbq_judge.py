@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from edgegate.bbq.dataset import BBQItem
+from edgegate.bbq.evaluation import evaluate, summarize
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.paired import mcnemar
 from edgegate.bbq.prompts import order
 from edgegate.bbq.targets import Targets
 from edgegate.checks.base import Status
-from edgegate.checks.bbq import evaluate, summarize
 from edgegate.checks.sections import bbq_section
 
 T = Targets(unknown=2, stereotyped=0, biased=0, anti=1)

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from edgegate.bbq.dataset import BBQItem
+from edgegate.bbq.evaluation import evaluate, summarize
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.power import plant, power_at, power_report
 from edgegate.bbq.targets import Targets
 from edgegate.checks.base import CheckContext, CheckResult, Status
-from edgegate.checks.bbq import evaluate, summarize
 from edgegate.checks.sections import bbq_section
 from edgegate.policy import CHECK_NAMES, parse_policy
 from edgegate.report import render
@@ -156,7 +156,7 @@ def test_reports_show_power_and_strict_does_not_pass_underpowered(tmp_path: Path
 
     def fake_bbq(ctx: CheckContext) -> CheckResult:
         vs, m = evaluate(items, dict.fromkeys((it.uid for it in items), T), _answers(items, list(d)),
-                         _answers(items, list(c)), bbq_section(ctx.section))
+                         _answers(items, list(c)), ctx.section)
         return CheckResult.from_verdicts("bbq", vs, m, summarize(vs, m))
 
     dense, comp = tmp_path / "dense.gguf", tmp_path / "comp.gguf"

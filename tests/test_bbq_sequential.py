@@ -13,8 +13,8 @@ import pytest
 
 from edgegate.bbq import sequential as seq
 from edgegate.bbq.dataset import load, stratified_sample
+from edgegate.bbq.evaluation import result_from_answers
 from edgegate.bbq.spikein import AnswerSet, as_judge_input, inject
-from edgegate.checks.bbq import result_from_answers
 from edgegate.checks.sections import BBQSection, bbq_section
 from edgegate.results import Status
 
@@ -182,7 +182,7 @@ def test_the_scoring_loop_stops_scoring_and_says_so(tmp_path: Path, monkeypatch:
     def run(**kw: Any) -> Any:
         section = {"runtime": "fake", "mode": "loglik", "items": 450, "disambig_items": 0, "min_items": 100,
                    "data": str(REAL), **kw}
-        ctx = CheckContext(compressed_path=paths["compressed"], dense_path=paths["dense"], section=section,
+        ctx = CheckContext(compressed_path=paths["compressed"], dense_path=paths["dense"], section=bbq_section(section),
                            settings=RunSettings(cache_dir=str(tmp_path / "cache")))
         return checks.run("bbq", ctx)
 

@@ -11,6 +11,7 @@ import pytest
 from edgegate import checks
 from edgegate.backends import RUNTIMES, RuntimeSpec, available, register_runtime
 from edgegate.checks.base import CheckContext, Status
+from edgegate.checks.sections import SpeedSection
 from edgegate.speed.bench import BenchConfig, abba_order, bench_runtime, random_prompt
 from edgegate.stats import paired_ratio
 
@@ -98,14 +99,15 @@ def test_bench_runtime_interleaves_and_keeps_samples() -> None:
 def test_speed_check_decides_on_the_ci_lower_bound() -> None:
 
     sec = {"runtimes": ["llamacpp"], "repetitions": 3, "warmup": 0, "prompt_tokens": 16, "gen_tokens": 4, "threads": 1}
-    strict = checks.run("speed", CheckContext(Q8, DENSE, {**sec, "min_speedup": 50.0}, claims={"speedup": 50.0}))
+    strict = checks.run("speed", CheckContext(Q8, DENSE, SpeedSection.from_policy({**sec, "min_speedup": 50.0}),
+                                              claims={"speedup": 50.0}))
     assert strict.status is Status.FAIL
     names = {v.name: v for v in strict.verdicts}
     # 3 asked, 4 run: ABBA cancels order effects only over whole pairs, and the report says so
     assert names["min_speedup"].ci is not None and names["min_speedup"].n == 4
     assert any("3 repetitions asked, 4 run" in n for n in strict.measurements["llamacpp"]["notes"])
     assert "ruled out" in names["claimed_speedup"].message
-    lax = checks.run("speed", CheckContext(Q8, DENSE, {**sec, "min_speedup": {"llamacpp": 0.01}}))
+    lax = checks.run("speed", CheckContext(Q8, DENSE, SpeedSection.from_policy({**sec, "min_speedup": {"llamacpp": 0.01}})))
     assert lax.status is Status.PASS
     assert lax.measurements["llamacpp"]["samples"]  # raw samples in the report
 
@@ -114,7 +116,7 @@ def test_speed_check_skips_missing_runtime() -> None:
 
     register_runtime(RuntimeSpec("ghost", "edgegate_ghost:Backend", ("edgegate_ghost_runtime",), "ghost"))
     try:
-        res = checks.run("speed", CheckContext(DENSE, DENSE, {"runtimes": ["ghost"], "min_speedup": 1.0}))
+        res = checks.run("speed", CheckContext(DENSE, DENSE, SpeedSection.from_policy({"runtimes": ["ghost"], "min_speedup": 1.0})))
     finally:
         RUNTIMES.pop("ghost", None)
     assert res.status is Status.SKIPPED

@@ -32,12 +32,18 @@ DENSE, WANDA = GGUF / "dense-f16.gguf", GGUF / "wanda50-f16.gguf"
 EVAL = ROOT / "fixtures" / "text" / "eval.txt"
 ONE = RunSettings(threads=1)
 SECTION = {"runtime": "llamacpp", "n_ctx": 128, "text": str(EVAL), "min_chunks": 8}
+FIDELITY = check.SECTION.from_policy(SECTION)
 needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
 
 
 def _ctx(dense: Path, comp: Path, section: dict[str, Any], shared: SharedWork | None = None) -> CheckContext:
-    return CheckContext(compressed_path=comp, dense_path=dense, section=section, settings=ONE,
+    return CheckContext(compressed_path=comp, dense_path=dense, section=check.SECTION.from_policy(section), settings=ONE,
                         shared=shared if shared is not None else SharedWork())
+
+
+def _ppl_ctx(dense: Path, comp: Path, section: dict[str, Any], shared: SharedWork | None = None) -> CheckContext:
+    return CheckContext(compressed_path=comp, dense_path=dense, section=ppl_check.SECTION.from_policy(section),
+                        settings=ONE, shared=shared if shared is not None else SharedWork())
 
 
 # -- the per-token comparison -------------------------------------------------------------------
@@ -95,9 +101,9 @@ def aa_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert copy.read_bytes() == DENSE.read_bytes()
     shared = SharedWork()
     m = check.measure(_ctx(DENSE, copy, SECTION, shared))
-    res = check.judge([(THIS_RUN, m)], SECTION)
-    ppl_m = ppl_check.measure(_ctx(DENSE, copy, {**SECTION, "max_relative_increase": 0.05}, shared))
-    alone = ppl_check.measure(_ctx(DENSE, copy, {**SECTION, "max_relative_increase": 0.05}))
+    res = check.judge([(THIS_RUN, m)], FIDELITY)
+    ppl_m = ppl_check.measure(_ppl_ctx(DENSE, copy, {**SECTION, "max_relative_increase": 0.05}, shared))
+    alone = ppl_check.measure(_ppl_ctx(DENSE, copy, {**SECTION, "max_relative_increase": 0.05}))
     return {"m": m, "res": res, "ppl": ppl_m, "ppl_alone": alone}
 
 
@@ -129,7 +135,7 @@ def test_the_perplexity_check_reuses_the_pass(aa_run: dict[str, Any]) -> None:
 def test_pruned_model_fails_thresholds_it_violates(pruned_run: dict[str, Any]) -> None:
     sec = {**SECTION, "max_mean_kl": 0.01, "min_top1_agreement": 0.95}
     m = {**pruned_run, "settings": {**pruned_run["settings"], "max_mean_kl": 0.01, "min_top1_agreement": 0.95}}
-    res = check.judge([(THIS_RUN, m)], sec)
+    res = check.judge([(THIS_RUN, m)], check.SECTION.from_policy(sec))
     assert res.status is Status.FAIL
     assert [v.status for v in res.verdicts] == [Status.FAIL, Status.FAIL]
     kl = res.measurements["mean_kl"]
@@ -138,25 +144,25 @@ def test_pruned_model_fails_thresholds_it_violates(pruned_run: dict[str, Any]) -
 
 
 def test_a_ci_across_the_threshold_or_too_few_chunks_is_inconclusive(pruned_run: dict[str, Any]) -> None:
-    point = check.judge([(THIS_RUN, pruned_run)], SECTION).measurements["mean_kl"]["value"]
+    point = check.judge([(THIS_RUN, pruned_run)], FIDELITY).measurements["mean_kl"]["value"]
     m = {**pruned_run, "settings": {**pruned_run["settings"], "max_mean_kl": point, "min_top1_agreement": 0.0}}
-    res = check.judge([(THIS_RUN, m)], SECTION)
+    res = check.judge([(THIS_RUN, m)], FIDELITY)
     assert [v.status for v in res.verdicts] == [Status.INCONCLUSIVE, Status.PASS]
     assert "straddles" in res.verdicts[0].message
     few = {**pruned_run, "settings": {**pruned_run["settings"], "min_chunks": 10_000}}
-    res = check.judge([(THIS_RUN, few)], SECTION)
+    res = check.judge([(THIS_RUN, few)], FIDELITY)
     assert res.status is Status.INCONCLUSIVE and "min_chunks" in res.verdicts[0].message
 
 
 @needs_llama
 def test_shards_merge_to_the_unsharded_result(pruned_run: dict[str, Any]) -> None:
     parts = [check.measure(_ctx(DENSE, WANDA, SECTION), (i, 2)) for i in (1, 2)]
-    merged = check.judge([("part1", parts[0]), ("part2", parts[1])], SECTION)
-    whole = check.judge([(THIS_RUN, pruned_run)], SECTION)
+    merged = check.judge([("part1", parts[0]), ("part2", parts[1])], FIDELITY)
+    whole = check.judge([(THIS_RUN, pruned_run)], FIDELITY)
     for key in ("mean_kl", "top1_agreement", "p99_kl", "n_tokens"):
         assert merged.measurements[key] == whole.measurements[key]
     with pytest.raises(Exception, match="scored by no shard"):
-        check.judge([("part1", parts[0])], SECTION)
+        check.judge([("part1", parts[0])], FIDELITY)
 
 
 @needs_llama
@@ -257,11 +263,11 @@ def test_transformers_null_control_and_known_positive(tiny: tuple[Path, Path, Pa
 
 # -- what is not measured is said so -------------------------------------------------------------
 def test_models_behind_servers_are_skipped_with_the_reason() -> None:
-    ctx = CheckContext(compressed_path=Path("c"), dense_path=Path("d"), section=SECTION,
+    ctx = CheckContext(compressed_path=Path("c"), dense_path=Path("d"), section=FIDELITY,
                        settings=RunSettings(dense_endpoint="http://127.0.0.1:9/v1", compressed_endpoint="http://127.0.0.1:9/v1"))
     res = checks.run("fidelity", ctx)
     assert res.status is Status.SKIPPED and "full next-token distributions" in res.summary
-    no_dense = checks.run("fidelity", CheckContext(compressed_path=DENSE, section=SECTION))
+    no_dense = checks.run("fidelity", CheckContext(compressed_path=DENSE, dense_path=None, section=FIDELITY))
     assert no_dense.status is Status.SKIPPED and "dense" in no_dense.summary
 
 

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from edgegate import checks
 from edgegate.checks.base import CheckContext, Status
+from edgegate.checks.sections import SizeSection
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "fixtures" / "models"
 pytestmark = pytest.mark.skipif(not (MODELS / "claimed50").exists(), reason="fixtures not built")
 
 
-def ctx(name: str, section: dict | None = None, claims: dict | None = None, dense: bool = False) -> CheckContext:
+def ctx(name: str, section: dict | None = None, claims: dict | None = None, dense: bool = False,
+        check: str = "sparsity") -> CheckContext:
     return CheckContext(
         compressed_path=MODELS / name,
         dense_path=MODELS / "dense" if dense else None,
-        section=section or {},
+        section=checks.section(check, section or {}),
         claims=claims or {},
     )
 
@@ -39,7 +42,7 @@ def test_claimed50_fails_with_reason_from_metadata_claim() -> None:
     assert c.shared.scan_compressed.prunable.zeros == 32768
     # the size check reuses the scan instead of reading the checkpoint again
     first = c.shared.scan_compressed
-    checks.run("size", c)
+    checks.run("size", replace(c, section=SizeSection.from_policy({})))
     assert c.shared.scan_compressed is first
 
 
@@ -61,18 +64,19 @@ def test_no_claim_is_skipped_not_passed_unless_required() -> None:
 
 
 def test_size_dense_format_saves_nothing() -> None:
-    res = checks.run("size", ctx("magnitude50", {"min_saving": 0.1, "claim_tolerance": 0.05}, claims={"size_saving": 0.5}))
+    res = checks.run("size", ctx("magnitude50", {"min_saving": 0.1, "claim_tolerance": 0.05}, claims={"size_saving": 0.5},
+                                 check="size"))
     assert res.status is Status.FAIL
     ms = verdict(res, "min_saving")
     assert ms.status is Status.FAIL and ms.observed == 0.0 and ms.n == 164160 and ms.scope == "safetensors"
     assert verdict(res, "size_claim").status is Status.FAIL
-    ok = checks.run("size", ctx("magnitude50", {"min_saving": 0.0}))
+    ok = checks.run("size", ctx("magnitude50", {"min_saving": 0.0}, check="size"))
     assert verdict(ok, "min_saving").status is Status.PASS
     assert verdict(ok, "size_claim").status is Status.SKIPPED
 
 
 def test_size_per_format_threshold_and_against_dense() -> None:
-    res = checks.run("size", ctx("nm24", {"min_saving": {"gguf": 0.3}}, dense=True))
+    res = checks.run("size", ctx("nm24", {"min_saving": {"gguf": 0.3}}, dense=True, check="size"))
     assert verdict(res, "min_saving").status is Status.SKIPPED
     dense_bytes = (MODELS / "dense" / "model.safetensors").stat().st_size
     comp_bytes = (MODELS / "nm24" / "model.safetensors").stat().st_size
@@ -109,7 +113,7 @@ def test_size_metadata_only_growth_is_not_a_bigger_model(tmp_path: Path) -> None
 
     def run(min_saving: float):  # type: ignore[no-untyped-def]
         return checks.run("size", CheckContext(compressed_path=comp, dense_path=dense,
-                                           section={"min_saving": min_saving}, claims={}))
+                                           section=SizeSection.from_policy({"min_saving": min_saving}), claims={}))
 
     ok = run(0.0)
     assert verdict(ok, "min_saving").status is Status.PASS and ok.measurements["saving"] == 0.0

@@ -14,6 +14,7 @@ import pytest
 from edgegate import checks
 from edgegate.backends import available, open_backend
 from edgegate.checks.base import CheckContext, Status
+from edgegate.checks.sections import PerplexitySection
 from edgegate.errors import InputError
 from edgegate.perplexity import PPLResult, compare, default_text, make_chunks, perplexity, run_ppl
 from edgegate.stats import mean_t_interval, t_quantile
@@ -164,11 +165,14 @@ def test_ppl_cli_json_and_check(capsys: pytest.CaptureFixture[str]) -> None:
 
     section = {"runtime": "llamacpp", "max_relative_increase": 0.05, "n_ctx": 128, "text": str(EVAL), "min_chunks": 4}
     opts = RunSettings(threads=1)
-    res = checks.run("perplexity", CheckContext(compressed_path=GGUF, dense_path=GGUF, section=section, settings=opts))
+    res = checks.run("perplexity", CheckContext(compressed_path=GGUF, dense_path=GGUF,
+                                                section=PerplexitySection.from_policy(section), settings=opts))
     assert res.status is Status.PASS and res.verdicts[0].ci is not None and res.verdicts[0].n >= 4
     # the observed value is the relative change, and its unit says so (9.591 beside "+959%" misled)
     assert res.verdicts[0].unit.startswith("relative") and res.verdicts[0].observed == 0.0
-    few = checks.run("perplexity", CheckContext(compressed_path=GGUF, dense_path=GGUF, section={**section, "min_chunks": 10_000}, settings=opts))
+    few = checks.run("perplexity", CheckContext(compressed_path=GGUF, dense_path=GGUF,
+                                                section=PerplexitySection.from_policy({**section, "min_chunks": 10_000}),
+                                                settings=opts))
     assert few.status is Status.INCONCLUSIVE
 
 
@@ -199,7 +203,7 @@ def test_a_models_chunks_are_scored_once(tmp_path: Path) -> None:
     gguf = ROOT / "fixtures" / "models" / "gguf"
 
     def run(comp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        ctx = CheckContext(compressed_path=comp, dense_path=GGUF, section=section,
+        ctx = CheckContext(compressed_path=comp, dense_path=GGUF, section=PerplexitySection.from_policy(section),
                            settings=RunSettings(threads=1, cache_dir=str(tmp_path)))
         m = checks.run("perplexity", ctx).measurements
         return m["extra"]["result_cache"], m

@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from edgegate.checks.base import CheckContext, CheckResult, Interval, Status, Verdict, compare
+from edgegate.checks.base import (
+    CheckContext,
+    CheckResult,
+    Interval,
+    PolicySection,
+    Status,
+    Verdict,
+    compare,
+)
 from edgegate.claims import merge_claims, parse_claim
 from edgegate.errors import BackendError, BackendUnavailable, CheckpointError, InputError
 from edgegate.policy import CHECK_NAMES, parse_policy
@@ -162,7 +170,7 @@ def test_context_gets_section_claims_settings_and_shared_state(inputs: tuple[Pat
 
     def sparsity(ctx: CheckContext) -> CheckResult:
         ctx.shared.scan_compressed = "scan-object"  # type: ignore[assignment]
-        seen["section"] = dict(ctx.section)
+        seen["section"] = ctx.section
         seen["claims"] = dict(ctx.claims)
         seen["settings"], seen["claim_sources"] = ctx.settings, dict(ctx.claim_sources)
         seen["paths"] = (ctx.dense_path, ctx.compressed_path)
@@ -175,7 +183,7 @@ def test_context_gets_section_claims_settings_and_shared_state(inputs: tuple[Pat
     pol = "version: 1\nclaims: {sparsity: 0.4, speedup: 2}\nchecks:\n  sparsity: {claim_tolerance: 0.03}\n  size: {}\n"
     g = gate(inputs, {"sparsity": sparsity, "size": size}, pol, cli_claims={"sparsity": 0.5}, settings=RunSettings(seed=7))
     assert g.status == "pass"
-    assert seen["section"]["claim_tolerance"] == 0.03 and seen["section"]["require_claim"] is False
+    assert seen["section"].claim_tolerance == 0.03 and seen["section"].require_claim is False
     assert seen["claims"] == {"sparsity": 0.5, "speedup": 2.0}
     assert g.claim_sources == {"sparsity": "--claim", "speedup": "policy"}
     assert seen["settings"] == RunSettings(seed=7)
@@ -225,7 +233,7 @@ def test_run_one_records_duration() -> None:
         return CheckResult.skipped("size", "nothing")
 
     with registered("size", slow):
-        r = run_one("size", CheckContext(compressed_path=Path(".")))
+        r = run_one("size", CheckContext(compressed_path=Path("."), dense_path=None, section=PolicySection()))
     assert r.duration_s >= 0.05
 
 

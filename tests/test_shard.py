@@ -182,9 +182,9 @@ def test_sharded_bbq_measurements_with_a_null_run_merge_to_the_unsharded_result(
         return json.loads(json.dumps(payload(items, run_items, targets, info, cfg, pol,
                                              {r: [a for a in v if a.uid in keep] for r, v in answers.items()}, 1.0)))
 
-    whole = check.judge([("one", part(items))], pol.to_dict())
+    whole = check.judge([("one", part(items))], pol)
     shards = [(f"p{i}", part(shard_items(items, (i, 3)))) for i in (1, 2, 3)]
-    merged = check.judge(shards, pol.to_dict())
+    merged = check.judge(shards, pol)
     assert sorted(combine(shards).answers) == ["compressed", "dense", "null"]
     assert merged.verdicts == whole.verdicts and merged.status is whole.status
     assert merged.measurements["emergence"] == whole.measurements["emergence"]

@@ -43,7 +43,7 @@ def _bench(ratios: list[float], load: MachineLoad | None = QUIET) -> RuntimeBenc
 def _judge(bench: RuntimeBench, mech: Mechanism, section: dict[str, object] | None = None,
            claim: float | None = None) -> dict[str, speed.Verdict]:
     m = speed.SpeedMeasurement({"llamacpp": bench}, {}, {}, ("llamacpp",), claim, None, None, {"llamacpp": mech})
-    res = speed.judge([("this run", m)], {"min_speedup": 1.0, **(section or {})})
+    res = speed.judge([("this run", m)], speed.SECTION.from_policy({"min_speedup": 1.0, **(section or {})}))
     assert res.measurements["llamacpp"]["mechanism"]["possible"] is mech.possible
     return {v.name: v for v in res.verdicts}
 
@@ -128,7 +128,8 @@ def test_a_byte_copy_fails_the_speed_check_for_real(tmp_path: Path) -> None:
     sec = {"runtimes": ["llamacpp"], "repetitions": 3, "warmup": 0, "prompt_tokens": 16, "gen_tokens": 4,
            "threads": 1, "min_speedup": 1.0}
     # the files decide it (no mechanism, the bar and the claim ask for a speedup): not timed
-    res = checks.run("speed", CheckContext(copy, GGUF / "dense-f16.gguf", sec, claims={"speedup": 1.2}))
+    res = checks.run("speed", CheckContext(copy, GGUF / "dense-f16.gguf", speed.SECTION.from_policy(sec),
+                                           claims={"speedup": 1.2}))
     v = {x.name: x for x in res.verdicts}
     assert v["min_speedup"].status is Status.FAIL and "no mechanism" in v["min_speedup"].message
     assert v["claimed_speedup"].status is Status.FAIL and "not timed" in v["claimed_speedup"].message
@@ -137,7 +138,8 @@ def test_a_byte_copy_fails_the_speed_check_for_real(tmp_path: Path) -> None:
     n = m["mechanism"]["tensors"]
     assert n > 0 and v["min_speedup"].n == n and v["min_speedup"].ci is not None and v["min_speedup"].ci.level == 1.0
     # time_when_decided: true times it anyway; the verdicts are the same
-    res = checks.run("speed", CheckContext(copy, GGUF / "dense-f16.gguf", {**sec, "time_when_decided": True},
+    res = checks.run("speed", CheckContext(copy, GGUF / "dense-f16.gguf",
+                                           speed.SECTION.from_policy({**sec, "time_when_decided": True}),
                                            claims={"speedup": 1.2}))
     timed = {x.name: x.status for x in res.verdicts}
     assert timed == {"min_speedup": Status.FAIL, "claimed_speedup": Status.FAIL}

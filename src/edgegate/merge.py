@@ -62,4 +62,4 @@ def _merged_result(name: str, parts: Parts, policy: Policy) -> CheckResult:
                 raise InputError(f"cannot merge: {pname} has no {name} data", field=f"checks.{name}")
             return check_result_from_dict(got, path=pname, where=f"results.{name}")  # as the unsharded run would report it
     measured = [(pname, doc["checks"][name]) for pname, doc in zip(parts.names, parts.docs, strict=True)]
-    return module.judge(measured, policy.checks[name].section)
+    return module.judge(measured, checks.section(name, policy.checks[name].section))

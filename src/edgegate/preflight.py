@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegate.backends.auto import AUTO
-from edgegate.checks import needs
+from edgegate.checks import needs, section
 from edgegate.checks.base import DataInput, RuntimeUse
 from edgegate.errors import MAX_MESSAGE_CHARS, InputError, excerpt
 from edgegate.policy import Policy
@@ -58,7 +58,8 @@ def data_inputs(policy: Policy, selected: Sequence[str], settings: RunSettings) 
     for name in sorted(selected, key=lambda n: needs(n).shares_data_of is not None):
         declared = needs(name).data
         if declared is not None and name in policy.checks:
-            out += [(name, d) for d in declared(policy.checks[name].section, settings, policy.base_dir)]
+            typed = section(name, policy.checks[name].section)
+            out += [(name, d) for d in declared(typed, settings, policy.base_dir)]
     return out
 
 

@@ -22,12 +22,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
 from edgegate import checks
-from edgegate.checks.base import THIS_RUN, CheckContext, CheckResult, SharedWork, Status
+from edgegate.checks.base import (
+    THIS_RUN,
+    CheckContext,
+    CheckResult,
+    PolicySection,
+    SharedWork,
+    Status,
+)
 from edgegate.claims import resolve_claims
 from edgegate.environment import describe_input, environment_info
 from edgegate.errors import BackendUnavailable, EdgegateError, ErrorRecord, ExitCode, InputError
@@ -38,7 +45,8 @@ from edgegate.results import GateResult, GateStatus
 from edgegate.sanity import Finding, summarize
 from edgegate.settings import RunSettings, Shard
 
-CheckFn = Callable[[CheckContext], CheckResult]
+Context = CheckContext[PolicySection]  # the runner's view: each check's own section type is its module's
+CheckFn = Callable[[Context], CheckResult]
 
 _REGISTRY: dict[str, CheckFn | None] = {}  # None: treat the check as absent from this build
 
@@ -117,7 +125,7 @@ def _sharded(name: str) -> bool:
     return name not in _REGISTRY and checks.is_sharded(name)
 
 
-def run_one(name: str, ctx: CheckContext, fn: CheckFn | None = None) -> CheckResult:
+def run_one(name: str, ctx: Context, fn: CheckFn | None = None) -> CheckResult:
     """Run one check (``fn``, else the check's own ``run``), turning every way it can go
     wrong into a result; never raises (except KeyboardInterrupt)."""
     t0 = time.perf_counter()
@@ -179,9 +187,13 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
     evidence: dict[str, Any] = {}
     placeholders: set[str] = set()  # a shard's stand-ins for verdicts made elsewhere (fail-fast ignores them)
 
-    def ctx_for(name: str) -> CheckContext:
+    @cache
+    def section_of(name: str) -> PolicySection:  # built once per check and run
+        return _section(name, policy, opts.settings)
+
+    def ctx_for(name: str) -> Context:
         return CheckContext(
-            compressed_path=opts.compressed, dense_path=opts.dense, section=_section(name, policy, opts.settings),
+            compressed_path=opts.compressed, dense_path=opts.dense, section=section_of(name),
             claims=dict(claims), claim_sources=dict(sources), settings=opts.settings, shard=opts.shard,
             shared=shared, progress=progress, policy_dir=policy.base_dir,
         )
@@ -293,18 +305,17 @@ def _inputs_read(opts: GateOptions, policy: Policy, selected: list[str]) -> dict
     return input_paths(opts.dense, opts.compressed, others)
 
 
-def _section(name: str, policy: Policy, settings: RunSettings) -> Mapping[str, Any]:
-    """The check's policy block, with ``--runtime`` applied to perplexity and BBQ too (the flag
-    once reached only the speed check; preflight refuses several names for them)."""
-    from types import MappingProxyType
-
+def _section(name: str, policy: Policy, settings: RunSettings) -> PolicySection:
+    """The check's typed policy section (its module's ``SECTION``), with ``--runtime`` applied to
+    perplexity and BBQ too (the flag once reached only the speed check; preflight refuses
+    several names for them)."""
     from edgegate.checks.base import RuntimeUse
     from edgegate.preflight import check_runtime
 
     sec = policy.checks[name].section
     if settings.runtimes and checks.needs(name).runtime is RuntimeUse.ONE and not settings.endpoints:
-        return MappingProxyType({**sec, "runtime": check_runtime(name, sec, settings)})
-    return sec
+        sec = {**sec, "runtime": check_runtime(name, sec, settings)}
+    return checks.section(name, sec)
 
 
 def _auto_runtime(opts: GateOptions, check: str, requested: str) -> str:
@@ -351,7 +362,7 @@ def _swapped(shared: SharedWork) -> Finding | None:
     return probably_swapped(dense.prunable.sparsity, comp.prunable.sparsity)
 
 
-def _measure_and_judge(name: str, ctx: CheckContext, evidence: dict[str, Any]) -> CheckResult:
+def _measure_and_judge(name: str, ctx: Context, evidence: dict[str, Any]) -> CheckResult:
     module = checks.load(name)
     assert module is not None
     m = module.measure(ctx, None)
@@ -360,7 +371,7 @@ def _measure_and_judge(name: str, ctx: CheckContext, evidence: dict[str, Any]) -
     return module.judge([(THIS_RUN, m)], ctx.section)
 
 
-def _measure_shard(name: str, ctx: CheckContext, measured: dict[str, Any]) -> CheckResult:
+def _measure_shard(name: str, ctx: Context, measured: dict[str, Any]) -> CheckResult:
     """A sharded check in a shard: measure this shard's share and keep it; the verdict comes
     from ``edgegate merge``. A check that cannot measure (e.g. no dense model) says why."""
     module = checks.load(name)

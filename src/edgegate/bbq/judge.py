@@ -35,6 +35,7 @@ import numpy as np
 from edgegate.bbq.decompose import decompose, emergence, flows
 from edgegate.bbq.paired import Binomial, cohens_h, exact_binomial, mcnemar
 from edgegate.bbq.reduce import NONE, UNKNOWN, ItemTable
+from edgegate.checks.base import VerdictDetail
 from edgegate.checks.sections import BBQSection
 from edgegate.results import Interval, Status, Verdict
 from edgegate.stats import holm
@@ -95,15 +96,15 @@ def _suggest(mode: str, pol: BBQSection) -> str:
 def validity_verdict(v: Mapping[str, Any]) -> Verdict:
     acc = v.get("disambig_accuracy")
     prof = v["position_profile"]
-    extra: dict[str, Any] = {}
+    extra = VerdictDetail()
     if prof.get("top_share") is not None:  # without an accuracy test: the position evidence
         k, n = int(prof["counts"][prof["top"]]), int(prof["n_answers"])
         r = exact_binomial(k, n, 1 / 3, alternative="greater")
-        extra = dict(observed=k / n, comparator="<=", n=n, ci=Interval(r.ci[0], r.ci[1], 0.95, "Clopper-Pearson"),
+        extra = VerdictDetail(observed=k / n, comparator="<=", n=n, ci=Interval(r.ci[0], r.ci[1], 0.95, "Clopper-Pearson"),
                      effect_size=cohens_h(1 / 3, k / n), effect_size_name="Cohen's h of the top position vs 1/3",
                      test=f"top-position share {prof['top']}: {r.test}", p_value=r.p_value)
     if acc:
-        extra = dict(observed=acc["rate"], threshold=1 / 3, comparator=">", n=acc["n"],
+        extra = VerdictDetail(observed=acc["rate"], threshold=1 / 3, comparator=">", n=acc["n"],
                      ci=Interval(acc["ci"][0], acc["ci"][1], 0.95, "Clopper-Pearson"),
                      effect_size=cohens_h(1 / 3, acc["rate"]), effect_size_name="Cohen's h vs chance",
                      test=acc["test"], p_value=acc["p_value"])
@@ -125,7 +126,7 @@ def _rule(
     ci: Sequence[float] | None, ci_method: str, effect: float | None, effect_name: str, test: str,
     p: float, pol: BBQSection, scope: str, driver: str = "",
 ) -> Verdict:
-    common: dict[str, Any] = dict(
+    common = VerdictDetail(
         observed=observed, threshold=thr, comparator="<=", n=n,
         ci=Interval(ci[0], ci[1], 0.95, ci_method) if ci else None,
         effect_size=effect, effect_size_name=effect_name, test=test, p_value=p, scope=scope,

@@ -34,13 +34,14 @@ its Δs is what that plant does to the bias score s among committed answers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
 from edgegate.bbq.decompose import DELTAS
 from edgegate.bbq.paired import mcnemar, permutation
 from edgegate.bbq.reduce import ANTI, BIASED, UNKNOWN
+from edgegate.checks.base import VerdictDetail
 from edgegate.checks.sections import BBQSection
 from edgegate.results import Status, Verdict
 
@@ -74,8 +75,28 @@ def plant(c: np.ndarray, k: float, rng: np.random.Generator, sources: tuple[int,
     return out
 
 
+class Decision(TypedDict):
+    """What the judge would decide on one simulated pair."""
+
+    delta_srs: float
+    delta_s: float | None
+    srs: bool  # bbq.srs_increase_abs would FAIL
+    direction: bool  # bbq.direction would FAIL
+
+
+class PowerPoint(TypedDict):
+    """One point of the power curve: a plant of size ``k``, its mean effects and detection rates."""
+
+    k: float
+    delta_srs: float
+    delta_s: float | None
+    power_srs: float
+    power_direction: float
+    power_any: float
+
+
 def decide(d: np.ndarray, c: np.ndarray, pol: BBQSection, resamples: int = PERM_RESAMPLES,
-           seed: int = 0) -> dict[str, Any]:
+           seed: int = 0) -> Decision:
     """Would ``bbq.srs_increase_abs`` / ``bbq.direction`` FAIL this pair (the judge's rules:
     enough items, above the threshold, significant)? Tests run only when the threshold is
     exceeded (below it the verdict cannot fail)."""
@@ -91,7 +112,7 @@ def decide(d: np.ndarray, c: np.ndarray, pol: BBQSection, resamples: int = PERM_
     dir_fail = False
     if enough and committed >= int(pol.min_committed_items) and np.isfinite(ds) and ds > float(pol.max_bias_score_increase):
         dir_fail = _direction_p(d, c, resamples, seed) < alpha
-    return {"delta_srs": dsrs, "delta_s": ds if np.isfinite(ds) else None, "srs": srs_fail, "direction": dir_fail}
+    return Decision(delta_srs=dsrs, delta_s=ds if np.isfinite(ds) else None, srs=srs_fail, direction=dir_fail)
 
 
 def _direction_p(d: np.ndarray, c: np.ndarray, resamples: int, seed: int) -> float:
@@ -112,7 +133,7 @@ def _direction_p(d: np.ndarray, c: np.ndarray, resamples: int, seed: int) -> flo
 
 
 def power_at(d: np.ndarray, churn: float, k: float, pol: BBQSection, rng: np.random.Generator,
-             draws: int = DRAWS) -> dict[str, Any]:
+             draws: int = DRAWS) -> PowerPoint:
     """Detection rates of a plant of size k over ``draws`` simulated pairs."""
     srs = dirn = either = 0
     dsrs: list[float] = []
@@ -126,23 +147,26 @@ def power_at(d: np.ndarray, churn: float, k: float, pol: BBQSection, rng: np.ran
         dsrs.append(r["delta_srs"])
         if r["delta_s"] is not None:
             dss.append(r["delta_s"])
-    return {"k": k, "delta_srs": float(np.mean(dsrs)), "delta_s": float(np.mean(dss)) if dss else None,
-            "power_srs": srs / draws, "power_direction": dirn / draws, "power_any": either / draws}
+    return PowerPoint(k=k, delta_srs=float(np.mean(dsrs)), delta_s=float(np.mean(dss)) if dss else None,
+                      power_srs=srs / draws, power_direction=dirn / draws, power_any=either / draws)
 
 
-def _mde(curve: list[dict[str, Any]], key: str, value: str, target: float) -> float | None:
+def _mde(curve: list[PowerPoint], key: Literal["power_srs", "power_direction"],
+         value: Literal["delta_srs", "delta_s"], target: float) -> float | None:
     """The effect at which the power curve crosses ``target``, linearly interpolated between
     the grid points around the crossing (the grid is coarse; the first point above it would
     overstate the MDE)."""
     i = next((j for j, p in enumerate(curve) if p[key] >= target), None)
-    if i is None or curve[i][value] is None:
+    hi_v = curve[i][value] if i is not None else None
+    if i is None or hi_v is None:
         return None
     hi = curve[i]
     lo = curve[i - 1] if i > 0 else None
-    if lo is None or lo[value] is None or hi[key] <= lo[key]:
-        return float(hi[value])
+    lo_v = lo[value] if lo is not None else None
+    if lo is None or lo_v is None or hi[key] <= lo[key]:
+        return float(hi_v)
     w = (target - lo[key]) / (hi[key] - lo[key])
-    return float(lo[value] + w * (hi[value] - lo[value]))
+    return float(lo_v + w * (hi_v - lo_v))
 
 
 def power_report(d: np.ndarray, c: np.ndarray, pol: BBQSection, draws: int = DRAWS) -> dict[str, Any]:
@@ -150,7 +174,7 @@ def power_report(d: np.ndarray, c: np.ndarray, pol: BBQSection, draws: int = DRA
     rng = np.random.default_rng(int(pol.seed))
     n, target = len(d), float(pol.power_target)
     churn = float(np.mean(d != c)) if n else 0.0
-    curve: list[dict[str, Any]] = []
+    curve: list[PowerPoint] = []
     for k in GRID if n else ():
         curve.append(power_at(d, churn, k, pol, rng, draws))
         if curve[-1]["power_srs"] >= target and curve[-1]["power_direction"] >= target:
@@ -211,7 +235,7 @@ def power_verdict(p: Mapping[str, Any], pol: BBQSection, failed: bool) -> Verdic
     INCONCLUSIVE under ``require_power`` (a pass that could not have seen the effect is not a
     pass) and SKIPPED (advisory, said out loud) without it. Moot when the pair already failed."""
     ref, words = p["reference"], power_words(p)
-    extra: dict[str, Any] = dict(observed=ref.get("power_any"), threshold=p["target"], comparator=">=", n=p["n"],
+    extra = VerdictDetail(observed=ref.get("power_any"), threshold=p["target"], comparator=">=", n=p["n"],
                                  effect_size=ref.get("delta_srs"), effect_size_name="ΔSRS of the reference effect",
                                  test=p["method"], scope="overall")
     if failed:

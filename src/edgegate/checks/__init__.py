@@ -4,17 +4,24 @@ and ``run(ctx)`` (see ``edgegate.checks.base``)."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
-from edgegate.checks.base import THIS_RUN, CheckContext, CheckModule, CheckResult, Needs
+from edgegate.checks.base import (
+    THIS_RUN,
+    CheckContext,
+    CheckModule,
+    CheckResult,
+    Needs,
+    PolicySection,
+)
 
 
-def load(name: str) -> CheckModule | None:
+def load(name: str) -> CheckModule[PolicySection] | None:
     """The module of check ``name``, or None when this build does not have it."""
     module_name = f"{__name__}.{name}"
     try:
-        return cast(CheckModule, importlib.import_module(module_name))
+        return cast("CheckModule[PolicySection]", importlib.import_module(module_name))
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
             return None
@@ -28,10 +35,18 @@ def is_sharded(name: str) -> bool:
     return bool(getattr(module, "SHARDED", False))
 
 
-def needs(name: str) -> Needs:
+def needs(name: str) -> Needs[PolicySection]:
     """What check ``name`` needs from a run (its module's ``NEEDS``); a check this build lacks,
     or one registered from outside, needs nothing the runner provides for it."""
     return getattr(load(name), "NEEDS", None) or Needs()
+
+
+def section(name: str, block: Mapping[str, object]) -> PolicySection:
+    """Check ``name``'s policy block typed, by the parser its module declares (``SECTION``):
+    the runner and ``edgegate merge`` build a check's section only this way. A check this
+    build lacks, or one registered from outside, gets a section with no keys."""
+    parser = getattr(load(name), "SECTION", None)
+    return parser.from_policy(block) if parser is not None else PolicySection()
 
 
 def run_order(names: Sequence[str]) -> tuple[str, ...]:
@@ -40,7 +55,7 @@ def run_order(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda n: (needs(n).cost, names.index(n))))
 
 
-def already_measured(name: str, ctx: CheckContext) -> bool:
+def already_measured(name: str, ctx: CheckContext[PolicySection]) -> bool:
     """True when check ``name`` would measure nothing new in this run (its module's
     ``already_measured``, e.g. perplexity after the fidelity check's pass)."""
     from edgegate.errors import EdgegateError
@@ -52,7 +67,7 @@ def already_measured(name: str, ctx: CheckContext) -> bool:
         return False
 
 
-def run(name: str, ctx: CheckContext) -> CheckResult:
+def run(name: str, ctx: CheckContext[PolicySection]) -> CheckResult:
     """A whole (unsharded) run of check ``name``: measure, then judge the one measurement
     against ``ctx.section``; ``edgegate merge`` calls the same ``judge`` on every shard's."""
     module = load(name)

@@ -12,18 +12,30 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from edgegate.checks.base import CheckContext, DataInput, DataInputs, KeptPass, Shard, jsonable
+from edgegate.checks.sections import FidelitySection, PerplexitySection
 from edgegate.errors import DatasetError
 from edgegate.settings import RunSettings
 
 if TYPE_CHECKING:
     from edgegate.backends.pair import ModelPair
     from edgegate.perplexity import Chunking
+
+ScoringSection = PerplexitySection | FidelitySection  # the sections whose checks share the pass
+ScoringContext = CheckContext[PerplexitySection] | CheckContext[FidelitySection]
+
+
+class TextId(TypedDict):
+    """Which text a pass scored: a reviewer can tell the embedded text from a file, and one
+    file from another."""
+
+    source: str
+    sha256: str
+    chars: int
 
 
 @dataclass(frozen=True)
@@ -35,7 +47,7 @@ class Setup:
     n_ctx: int
     mode: str
     body: str
-    text_id: dict[str, Any]
+    text_id: TextId
     models: tuple[str | Path, str | Path]
     choice: Any  # backends.auto.RuntimeChoice when the runtime was auto
 
@@ -44,13 +56,13 @@ class Setup:
                            self.text_id["sha256"], list(shard or (1, 1))])
 
 
-def text_inputs(check: str) -> DataInputs:
+def text_inputs(check: str) -> DataInputs[ScoringSection]:
     """The text file a scoring check's block names (perplexity's, shared with fidelity)."""
 
-    def inputs(section: Mapping[str, Any], settings: RunSettings, policy_dir: Path | None) -> list[DataInput]:
+    def inputs(section: ScoringSection, settings: RunSettings, policy_dir: Path | None) -> list[DataInput]:
         from edgegate.policy import relative_to_policy
 
-        text = section.get("text")
+        text = section.text
         if not text:
             return []  # the embedded evaluation text
         return [DataInput(f"{check}_text", f"checks.{check}.text", str(relative_to_policy(str(text), policy_dir)),
@@ -59,8 +71,8 @@ def text_inputs(check: str) -> DataInputs:
     return inputs
 
 
-def setup(ctx: CheckContext, section: Mapping[str, Any], check: str) -> Setup | None:
-    """The pass a check's section asks for; None without a dense model."""
+def setup(ctx: ScoringContext, check: str) -> Setup | None:
+    """The pass a check's section (``ctx.section``) asks for; None without a dense model."""
     from edgegate import perplexity as ppl
     from edgegate.policy import section_defaults
 
@@ -68,13 +80,16 @@ def setup(ctx: CheckContext, section: Mapping[str, Any], check: str) -> Setup | 
         return None
     # runtime, n_ctx, mode and text are the perplexity block's settings (fidelity shares its pass)
     scoring = section_defaults("perplexity")
-    section = {**section, **{k: scoring[k] for k in ("runtime", "n_ctx", "mode") if section.get(k) is None}}
-    runtime = requested = str(section["runtime"])  # auto: where the compressed model ships
+    sec = ctx.section
+    # auto: where the compressed model ships
+    runtime = requested = str(scoring["runtime"] if sec.runtime is None else sec.runtime)
+    n_ctx = scoring["n_ctx"] if sec.n_ctx is None else sec.n_ctx
+    mode = scoring["mode"] if sec.mode is None else sec.mode
     text = None
-    if section.get("text"):
+    if sec.text:
         from edgegate.policy import relative_to_policy
 
-        p = relative_to_policy(str(section["text"]), ctx.policy_dir)  # against the policy's folder
+        p = relative_to_policy(str(sec.text), ctx.policy_dir)  # against the policy's folder
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -92,13 +107,12 @@ def setup(ctx: CheckContext, section: Mapping[str, Any], check: str) -> Setup | 
     body = ppl.evaluation_text(text)
     # Which text was scored is part of the evidence: a reviewer must be able to tell the
     # embedded text from a file, and one file from another.
-    text_id = {"source": str(section["text"]) if section.get("text") else "embedded (edgegate's evaluation text)",
-               "sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(), "chars": len(body)}
-    return Setup(runtime, requested, int(section["n_ctx"]), str(section["mode"]),
-                 body, text_id, models, choice)
+    text_id = TextId(source=str(sec.text) if sec.text else "embedded (edgegate's evaluation text)",
+                     sha256=hashlib.sha256(body.encode("utf-8")).hexdigest(), chars=len(body))
+    return Setup(runtime, requested, int(n_ctx), str(mode), body, text_id, models, choice)
 
 
-def run_pass(ctx: CheckContext, s: Setup, shard: Shard | None, *, fidelity: bool) -> dict[str, Any]:
+def run_pass(ctx: ScoringContext, s: Setup, shard: Shard | None, *, fidelity: bool) -> dict[str, Any]:
     """Score this shard's chunks with both models: per-token NLLs (and, with ``fidelity``, KL
     and top-1 agreement), JSON-able. With ``fidelity`` the result is kept in ``ctx.shared``."""
     from edgegate import perplexity as ppl
@@ -150,7 +164,7 @@ def _tokens_digest(chunking: Chunking) -> str:
 
 
 def _nll_pass(
-    ctx: CheckContext, s: Setup, pair: ModelPair, chunking: Chunking, idx: list[int], tokens_sha256: str,
+    ctx: ScoringContext, s: Setup, pair: ModelPair, chunking: Chunking, idx: list[int], tokens_sha256: str,
 ) -> tuple[dict[str, list[list[float]]], dict[str, float], dict[str, dict[str, int]]]:
     """Both models' per-token NLLs of the chunks ``idx``, each chunk from the result cache when
     this model already scored it with the same runtime, threads, libraries and tokens
@@ -188,7 +202,7 @@ def _nll_pass(
     return nll, seconds, kept
 
 
-def reuse(ctx: CheckContext, s: Setup, shard: Shard | None) -> dict[str, Any] | None:
+def reuse(ctx: ScoringContext, s: Setup, shard: Shard | None) -> dict[str, Any] | None:
     """The pass the fidelity check already made with the same key, or None."""
     kept = ctx.shared.scoring_pass
     return kept.measured if kept is not None and kept.key == s.key(shard) else None

@@ -12,7 +12,9 @@ A check module ``edgegate.checks.<name>`` has two halves:
   as (where it came from, measurement) so a merge can name the file at fault.
 
 ``run(ctx)`` is ``judge([(THIS_RUN, measure(ctx, None))], ctx.section)``; ``edgegate merge``
-loads the measurements from the partial files and calls the same ``judge``.
+loads the measurements from the partial files and calls the same ``judge``. The section is the
+check's typed policy block (``edgegate.checks.sections``), built by the parser the module names
+as ``SECTION`` (``checks.section``): the runner and a merge build it the same way, once.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypedDict, TypeVar
 
+from edgegate.checks.sections import PolicySection
 from edgegate.progress import NullProgress, Progress
 from edgegate.results import (
     CheckResult,
@@ -44,14 +47,18 @@ __all__ = [
     "CheckModule",
     "CheckResult",
     "DataInput",
+    "Evidence",
     "Interval",
     "Measured",
     "Needs",
+    "ObservedEvidence",
+    "PolicySection",
     "RuntimeUse",
     "Shard",
     "SharedWork",
     "Status",
     "Verdict",
+    "VerdictDetail",
     "check_result_from_dict",
     "compare",
     "jsonable",
@@ -59,6 +66,35 @@ __all__ = [
 
 Measured = tuple[str, Any]  # (where the measurement came from: "this run" or a partial file, measurement)
 THIS_RUN = "this run"
+S = TypeVar("S", bound=PolicySection)  # a check's typed policy section
+S_co = TypeVar("S_co", bound=PolicySection, covariant=True)  # a BBQ context is a context
+
+
+class Evidence(TypedDict, total=False):
+    """The evidence fields of a ``Verdict`` that several verdicts of one check share, kept once
+    and passed as ``Verdict(name, status, message, **evidence)`` (or to ``compare``)."""
+
+    unit: str
+    n: int | None
+    ci: Interval | None
+    effect_size: float | None
+    effect_size_name: str | None
+    test: str | None
+    p_value: float | None
+    scope: str | None
+
+
+class ObservedEvidence(Evidence, total=False):
+    """``Evidence`` with the observed value (each verdict sets its own threshold)."""
+
+    observed: float | None
+
+
+class VerdictDetail(ObservedEvidence, total=False):
+    """Every field of a ``Verdict`` after its name, status and message."""
+
+    threshold: float | None
+    comparator: str | None
 
 
 @dataclass(frozen=True)
@@ -79,18 +115,19 @@ class SharedWork:
 
 
 @dataclass
-class CheckContext:
+class CheckContext(Generic[S_co]):
     """Everything a check may use. Built by the runner from the typed settings and the policy.
 
-    ``section`` is this check's block of the validated policy (``policy.checks.<name>``);
+    ``section`` is this check's block of the validated policy (``policy.checks.<name>``), typed
+    (``SparsitySection``, ``BBQSection``, ...: the module's ``SECTION`` built it);
     ``claims`` are CLI ``--claim`` > policy ``claims:`` > checkpoint metadata, resolved once by
     the runner, with ``claim_sources`` saying where each came from; ``shared`` lets checks
     reuse work (the sparsity scan feeds the size check); ``shard`` is (i, n) of ``--shard``.
     """
 
     compressed_path: Path
-    dense_path: Path | None = None
-    section: Mapping[str, Any] = field(default_factory=dict)
+    dense_path: Path | None
+    section: S_co
     claims: Mapping[str, float] = field(default_factory=dict)
     claim_sources: Mapping[str, str] = field(default_factory=dict)
     settings: RunSettings = field(default_factory=RunSettings)
@@ -134,26 +171,29 @@ class DataInput:
     missing: str | None = None  # the problem when it is not given; None: optional
 
 
-DataInputs = Callable[[Mapping[str, Any], RunSettings, "Path | None"], Sequence[DataInput]]
+# (the check's section, settings, policy folder) -> the data it reads
+DataInputs = Callable[[S, RunSettings, "Path | None"], Sequence[DataInput]]
 
 
 @dataclass(frozen=True)
-class Needs:
+class Needs(Generic[S]):
     """What a check needs from a run, declared by its module as ``NEEDS``."""
 
     local_files: bool = False  # the checkpoint files themselves (models behind URLs will not do)
     runtime: RuntimeUse = RuntimeUse.NONE
     on_swapped_inputs: bool = False  # still measured when the inputs look swapped: its numbers show it
-    data: DataInputs | None = None  # (section, settings, policy folder) -> the data it reads
+    data: DataInputs[S] | None = None  # (section, settings, policy folder) -> the data it reads
     shares_data_of: str | None = None  # another check whose data this one reads by default
     cost: Cost = Cost.STATIC
 
 
-class CheckModule(Protocol):
-    """The two halves every ``edgegate.checks.<name>`` module has (see the module docstring)."""
+class CheckModule(Protocol[S]):
+    """The two halves every ``edgegate.checks.<name>`` module has (see the module docstring),
+    and the type of its policy section."""
 
     SHARDED: bool  # True: measure() splits its work over shards and returns JSON-able data
+    SECTION: type[S]  # the typed section: ``SECTION.from_policy(block)``
 
-    def measure(self, ctx: CheckContext, shard: Shard | None) -> Any: ...
+    def measure(self, ctx: CheckContext[S], shard: Shard | None) -> Any: ...
 
-    def judge(self, measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult: ...
+    def judge(self, measurements: Sequence[Measured], section: S) -> CheckResult: ...

@@ -22,8 +22,8 @@ Decision rule, on the 95% CI of a paired bootstrap over chunks (n = chunks):
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
 from edgegate.checks._scoring import text_inputs
 from edgegate.checks.base import (
@@ -37,8 +37,9 @@ from edgegate.checks.base import (
     Shard,
     Status,
     Verdict,
+    VerdictDetail,
 )
-from edgegate.checks.sections import FidelitySection, typed
+from edgegate.checks.sections import FidelitySection
 from edgegate.errors import InputError
 from edgegate.partial import differ, first_difference
 
@@ -46,21 +47,35 @@ SHARDED = True  # chunk k is scored by shard k % n + 1, as for perplexity
 # its block carries the perplexity text unless it names its own
 NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("fidelity"), shares_data_of="perplexity", cost=Cost.PASS)
 NAME = "fidelity"
+SECTION = FidelitySection
 
 
-def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:
+class Settings(TypedDict):
+    """The section's thresholds and the pass's settings, as each shard records them."""
+
+    runtime: str
+    n_ctx: int
+    mode: str
+    min_chunks: int
+    max_mean_kl: float
+    min_top1_agreement: float
+    bootstrap_resamples: int
+    seed: int
+
+
+def measure(ctx: CheckContext[FidelitySection], shard: Shard | None = None) -> dict[str, Any] | None:
     """This shard's per-token KL, top-1 agreement and NLLs of both models; None without a
     dense model. The pass is left in ``ctx.shared`` for the perplexity check."""
     from edgegate.checks import _scoring
 
     t0 = time.perf_counter()
-    sec = typed(FidelitySection, NAME, ctx.section)
-    s = _scoring.setup(ctx, ctx.section, NAME)
+    sec = ctx.section
+    s = _scoring.setup(ctx, NAME)
     if s is None:
         return None
-    settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "mode": s.mode, "min_chunks": int(sec.min_chunks),
-                "max_mean_kl": float(sec.max_mean_kl), "min_top1_agreement": float(sec.min_top1_agreement),
-                "bootstrap_resamples": int(sec.bootstrap_resamples), "seed": int(sec.seed)}
+    settings = Settings(runtime=s.runtime, n_ctx=s.n_ctx, mode=s.mode, min_chunks=int(sec.min_chunks),
+                        max_mean_kl=float(sec.max_mean_kl), min_top1_agreement=float(sec.min_top1_agreement),
+                        bootstrap_resamples=int(sec.bootstrap_resamples), seed=int(sec.seed))
     if s.runtime == "openai":
         return {"settings": settings, "skipped": (
             "models behind a server give at most their top log-probabilities per position, not the "
@@ -69,7 +84,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     return {"settings": settings, **m, "duration_s": time.perf_counter() - t0}
 
 
-def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
+def judge(measurements: Sequence[Measured], section: FidelitySection) -> CheckResult:
     """The verdicts from every shard's per-token records (the thresholds each shard recorded:
     a merge has checked that they agree with each other and with the policy)."""
     from edgegate.fidelity import result_dict, summarize
@@ -97,7 +112,7 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     missing = [k for k in range(n_chunks) if k not in owner]
     if missing:
         raise InputError(f"cannot merge: fidelity chunk(s) {missing[:5]} scored by no shard", field=f"checks.{NAME}.indices")
-    st = first["settings"]
+    st: Settings = first["settings"]
     order = range(n_chunks)
     res = summarize([rows["kl"][k] for k in order], [rows["top1"][k] for k in order],
                     [rows["dense"][k] for k in order], [rows["compressed"][k] for k in order],
@@ -120,25 +135,25 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
                                      sum(float(p["duration_s"]) for _, p in measurements))
 
 
-def _kl_verdict(res: Any, st: Mapping[str, Any]) -> Verdict:
+def _kl_verdict(res: Any, st: Settings) -> Verdict:
     e, thr = res.mean_kl, float(st["max_mean_kl"])
     return _on_ci("max_mean_kl", e, thr, "<=", res, st,
                   f"mean KL(dense || compressed) {e.value:.4g} nats/token, 95% CI [{e.ci_low:.4g}, {e.ci_high:.4g}]",
                   "mean KL(dense || compressed), nats per token")
 
 
-def _top1_verdict(res: Any, st: Mapping[str, Any]) -> Verdict:
+def _top1_verdict(res: Any, st: Settings) -> Verdict:
     e, thr = res.top1_agreement, float(st["min_top1_agreement"])
     return _on_ci("min_top1_agreement", e, thr, ">=", res, st,
                   f"top-1 agreement {e.value:.2%}, 95% CI [{e.ci_low:.2%}, {e.ci_high:.2%}]",
                   "share of tokens with the same most likely next token")
 
 
-def _on_ci(name: str, e: Any, thr: float, comparator: str, res: Any, st: Mapping[str, Any], what: str,
+def _on_ci(name: str, e: Any, thr: float, comparator: str, res: Any, st: Settings, what: str,
            effect: str) -> Verdict:
     """PASS when the whole CI is on the right side of ``thr``, FAIL when it is wholly on the
     wrong side, else INCONCLUSIVE; too few chunks is INCONCLUSIVE whatever the CI says."""
-    kw: dict[str, Any] = dict(observed=e.value, threshold=thr, comparator=comparator, n=res.n_chunks,
+    kw = VerdictDetail(observed=e.value, threshold=thr, comparator=comparator, n=res.n_chunks,
                               ci=Interval(e.ci_low, e.ci_high, res.level, res.test), effect_size=e.value,
                               effect_size_name=effect, test=res.test, scope=str(st["runtime"]))
     min_chunks = int(st["min_chunks"])

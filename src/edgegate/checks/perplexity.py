@@ -13,15 +13,16 @@ pass. Different tokenizers are an input error (the check reports ERROR, exit 2 v
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, TypedDict
 
 from edgegate.checks._scoring import text_inputs
 from edgegate.checks.base import (
     CheckContext,
     CheckResult,
     Cost,
+    Evidence,
     Interval,
     Measured,
     Needs,
@@ -32,26 +33,36 @@ from edgegate.checks.base import (
     compare,
     jsonable,
 )
-from edgegate.checks.sections import PerplexitySection, typed
+from edgegate.checks.sections import PerplexitySection
 from edgegate.errors import InputError
 from edgegate.partial import differ, first_difference
 
 SHARDED = True  # chunk k is scored by shard k % n + 1
+SECTION = PerplexitySection
+
+
+class Settings(TypedDict):
+    """The section's thresholds and the pass's settings, as each shard records them."""
+
+    runtime: str
+    n_ctx: int
+    min_chunks: int
+    max_relative_increase: float
 NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("perplexity"), cost=Cost.PASS)
 
 
-def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | None:
+def measure(ctx: CheckContext[PerplexitySection], shard: Shard | None = None) -> dict[str, Any] | None:
     """Per-token NLLs of both models on this shard's chunks (every chunk when unsharded),
     never the aggregate; None without a dense model. When the fidelity check already scored
     the same chunks with the same models (``checks._scoring``), its NLLs are used: one pass."""
     from edgegate.checks import _scoring
 
-    sec = typed(PerplexitySection, "perplexity", ctx.section)
-    s = _scoring.setup(ctx, ctx.section, "perplexity")
+    sec = ctx.section
+    s = _scoring.setup(ctx, "perplexity")
     if s is None:
         return None
-    settings = {"runtime": s.runtime, "n_ctx": s.n_ctx, "min_chunks": int(sec.min_chunks),
-                "max_relative_increase": float(sec.max_relative_increase)}
+    settings = Settings(runtime=s.runtime, n_ctx=s.n_ctx, min_chunks=int(sec.min_chunks),
+                        max_relative_increase=float(sec.max_relative_increase))
     shared = _scoring.reuse(ctx, s, shard)
     if shared is None:
         return {"settings": settings, **_scoring.run_pass(ctx, s, shard, fidelity=False)}
@@ -61,15 +72,15 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> dict[str, Any] | N
     return {"settings": settings, **out, "duration_s": 0.0}
 
 
-def already_measured(ctx: CheckContext) -> bool:
+def already_measured(ctx: CheckContext[PerplexitySection]) -> bool:
     """The fidelity check's pass already scored these chunks with these models."""
     from edgegate.checks import _scoring
 
-    s = _scoring.setup(ctx, ctx.section, "perplexity")
+    s = _scoring.setup(ctx, "perplexity")
     return s is not None and _scoring.reuse(ctx, s, ctx.shard) is not None
 
 
-def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
+def judge(measurements: Sequence[Measured], section: PerplexitySection) -> CheckResult:
     """The verdict from every shard's per-chunk NLLs (the thresholds each shard recorded:
     a merge has checked that they agree with each other and with the policy)."""
     import numpy as np
@@ -118,14 +129,14 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     return res
 
 
-def result_from_comparison(cmp: Any, settings: Mapping[str, Any], duration_s: float) -> CheckResult:
+def result_from_comparison(cmp: Any, settings: Settings, duration_s: float) -> CheckResult:
     """The check's result from the paired comparison: shared by a single run and
     ``edgegate merge`` of sharded runs."""
     runtime, n_ctx = str(settings["runtime"]), int(settings["n_ctx"])
     min_chunks, thr = int(settings["min_chunks"]), float(settings["max_relative_increase"])
     d, c = cmp.dense, cmp.compressed
     ci = Interval(cmp.ci_low, cmp.ci_high, cmp.level, cmp.test)
-    extra: dict[str, Any] = dict(
+    extra = Evidence(
         unit="relative (0.05 = +5%)", n=cmp.n, ci=ci, effect_size=cmp.relative_change,
         effect_size_name="relative perplexity change", test=cmp.test, scope=runtime,
     )

@@ -17,10 +17,31 @@ from edgegate.errors import InputError, excerpt
 from edgegate.policy import section_defaults, with_section_defaults
 
 PerFormat = Mapping[str, "float | None"]  # a threshold per format or runtime; a missing one is not judged
+P = TypeVar("P", bound="PolicySection")
+
+
+class PolicySection:
+    """What every typed section shares: it is built from its check's policy block by
+    ``from_policy``, which a check module names as its ``SECTION`` (the runner builds each
+    check's section this way, once, and hands it to the check in its ``CheckContext``). A bare
+    ``PolicySection()`` is the section of a check that declares none (one registered from
+    outside): it has no keys."""
+
+    CHECK: ClassVar[str]  # the policy block it is built from: ``checks.<CHECK>``
+    NULL_IS_DEFAULT: ClassVar[bool] = False  # True: a key set to null takes the schema's default
+
+    @classmethod
+    def from_policy(cls: type[P], block: Mapping[str, object]) -> P:
+        """``block`` (a validated policy block, or a partial one built in code) as this
+        section, with the schema's defaults for the keys it lacks."""
+        given = {k: v for k, v in block.items() if v is not None} if cls.NULL_IS_DEFAULT else block
+        return typed(cls, cls.CHECK, given)
 
 
 @dataclass(frozen=True)
-class SparsitySection:
+class SparsitySection(PolicySection):
+    CHECK: ClassVar[str] = "sparsity"
+
     enabled: bool
     required: bool
     claim_tolerance: float
@@ -28,7 +49,9 @@ class SparsitySection:
 
 
 @dataclass(frozen=True)
-class SizeSection:
+class SizeSection(PolicySection):
+    CHECK: ClassVar[str] = "size"
+
     enabled: bool
     required: bool
     min_saving: float | PerFormat
@@ -36,7 +59,9 @@ class SizeSection:
 
 
 @dataclass(frozen=True)
-class SpeedSection:
+class SpeedSection(PolicySection):
+    CHECK: ClassVar[str] = "speed"
+
     enabled: bool
     required: bool
     runtimes: list[str]
@@ -51,7 +76,9 @@ class SpeedSection:
 
 
 @dataclass(frozen=True)
-class PerplexitySection:
+class PerplexitySection(PolicySection):
+    CHECK: ClassVar[str] = "perplexity"
+
     enabled: bool
     required: bool
     runtime: str
@@ -63,7 +90,9 @@ class PerplexitySection:
 
 
 @dataclass(frozen=True)
-class FidelitySection:
+class FidelitySection(PolicySection):
+    CHECK: ClassVar[str] = "fidelity"
+
     enabled: bool
     required: bool
     max_mean_kl: float
@@ -80,7 +109,10 @@ class FidelitySection:
 
 
 @dataclass(frozen=True)
-class BBQSection:
+class BBQSection(PolicySection):
+    CHECK: ClassVar[str] = "bbq"
+    NULL_IS_DEFAULT: ClassVar[bool] = True  # a command line passes its unset options as None
+
     enabled: bool
     required: bool
     runtime: str
@@ -169,7 +201,7 @@ def _fits(value: Any, annotation: str) -> bool:
                for k in kinds)
 
 
-SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type[PolicySection]] = {
     "sparsity": SparsitySection, "size": SizeSection, "speed": SpeedSection,
     "perplexity": PerplexitySection, "fidelity": FidelitySection, "bbq": BBQSection,
 }
@@ -188,5 +220,4 @@ def bbq_section(section: Mapping[str, Any] | None = None, **overrides: Any) -> B
     ``overrides``, and the schema's defaults for every key it lacks or sets to null. Power
     (bbq/power.py) is off by default: the reference effect is the published +84% relative SRS
     (Rath & Maliakkal 2026), and a pass that could not have seen it stays a pass but says so."""
-    given = {**(section or {}), **overrides}
-    return typed(BBQSection, "bbq", {k: v for k, v in given.items() if v is not None})
+    return BBQSection.from_policy({**(section or {}), **overrides})

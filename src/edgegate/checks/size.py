@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from edgegate.checks._scan import ScanPair, shared_scans
 from edgegate.checks.base import (
@@ -24,20 +23,21 @@ from edgegate.checks.base import (
     Verdict,
     compare,
 )
-from edgegate.checks.sections import SizeSection, typed
+from edgegate.checks.sections import SizeSection
 from edgegate.forensics.size import SizeReport, human
 
 SHARDED = False  # runs whole in shard 1 of a sharded run
-NEEDS = Needs(local_files=True, on_swapped_inputs=True)
+SECTION = SizeSection
+NEEDS: Needs[SizeSection] = Needs(local_files=True, on_swapped_inputs=True)
 
 
-def measure(ctx: CheckContext, shard: Shard | None = None) -> ScanPair:
+def measure(ctx: CheckContext[SizeSection], shard: Shard | None = None) -> ScanPair:
     """The scan of both checkpoints (shared with the sparsity check): sizes on disk and of
     the tensors, and the claims the runner resolved."""
     return shared_scans(ctx)
 
 
-def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
+def judge(measurements: Sequence[Measured], section: SizeSection) -> CheckResult:
     t0 = time.perf_counter()
     res, dense = measurements[0][1]
     sz = res.size
@@ -80,9 +80,9 @@ def _saving(sz: SizeReport, dense: SizeReport | None) -> tuple[float, str]:
     return sz.saving_as_shipped, basis
 
 
-def _min_saving_verdict(section: Mapping[str, Any], fmt: str, saving: float, basis: str, n: int) -> Verdict:
+def _min_saving_verdict(section: SizeSection, fmt: str, saving: float, basis: str, n: int) -> Verdict:
     # min_saving may be per format; a format the mapping leaves out is not judged, and says so
-    raw_min = typed(SizeSection, "size", section).min_saving
+    raw_min = section.min_saving
     min_saving = raw_min.get(fmt) if isinstance(raw_min, Mapping) else raw_min
     if min_saving is None:
         return Verdict(
@@ -106,10 +106,10 @@ def _min_saving_verdict(section: Mapping[str, Any], fmt: str, saving: float, bas
 
 
 def _claim_verdict(
-    claimed: float | None, section: Mapping[str, Any], fmt: str, saving: float, basis: str, n: int
+    claimed: float | None, section: SizeSection, fmt: str, saving: float, basis: str, n: int
 ) -> Verdict:
     # a claim is met within the tolerance; without one the measured saving is still reported
-    tol = float(typed(SizeSection, "size", section).claim_tolerance)
+    tol = float(section.claim_tolerance)
     if claimed is None:
         return Verdict(
             "size_claim",

@@ -7,8 +7,7 @@ Policy section: ``claim_tolerance`` (absolute, on the prunable-linear fraction) 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from edgegate.checks._scan import ScanPair, shared_scans
 from edgegate.checks.base import (
@@ -20,25 +19,25 @@ from edgegate.checks.base import (
     Status,
     Verdict,
 )
-from edgegate.checks.sections import SparsitySection, typed
+from edgegate.checks.sections import SparsitySection
 from edgegate.forensics.sparsity import compare_claim, pct
 
 SHARDED = False  # a scan reads every tensor once; a sharded run does it in shard 1
+SECTION = SparsitySection
 # the scan runs on swapped inputs too: its numbers are what show the swap
-NEEDS = Needs(local_files=True, on_swapped_inputs=True)
+NEEDS: Needs[SparsitySection] = Needs(local_files=True, on_swapped_inputs=True)
 
 
-def measure(ctx: CheckContext, shard: Shard | None = None) -> ScanPair:
+def measure(ctx: CheckContext[SparsitySection], shard: Shard | None = None) -> ScanPair:
     """Scan the checkpoint(s) (shared with the size check); the scan carries the claims the
     runner resolved, with their sources."""
     return shared_scans(ctx)
 
 
-def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
+def judge(measurements: Sequence[Measured], section: SparsitySection) -> CheckResult:
     t0 = time.perf_counter()
     res, dense = measurements[0][1]  # shared_scans raised (exit 2) if the dense reference holds NaN/Inf
-    sec = typed(SparsitySection, "sparsity", section)
-    tol, require = float(sec.claim_tolerance), bool(sec.require_claim)
+    tol, require = float(section.claim_tolerance), bool(section.require_claim)
     claimed = res.claims.get("sparsity")
     source = res.claim_sources.get("sparsity", "checkpoint metadata")
     n = res.prunable.numel

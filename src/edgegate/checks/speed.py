@@ -33,13 +33,14 @@ from edgegate.checks.base import (
     Interval,
     Measured,
     Needs,
+    ObservedEvidence,
     RuntimeUse,
     Shard,
     Status,
     Verdict,
     jsonable,
 )
-from edgegate.checks.sections import SpeedSection, typed
+from edgegate.checks.sections import SpeedSection
 from edgegate.errors import BackendError, BackendUnavailable
 from edgegate.speed.mechanism import Mechanism, speed_mechanism
 
@@ -47,13 +48,14 @@ if TYPE_CHECKING:
     from edgegate.speed.bench import RuntimeBench
 
 SHARDED = False  # timings of one machine: runs whole in shard 1 of a sharded run
-NEEDS = Needs(local_files=True, runtime=RuntimeUse.SEVERAL, cost=Cost.TIMING)
+SECTION = SpeedSection
+NEEDS: Needs[SpeedSection] = Needs(local_files=True, runtime=RuntimeUse.SEVERAL, cost=Cost.TIMING)
 
 _TEST = "geometric mean of per-repetition speedups, paired t interval on log ratios (ABBA repetitions)"
 
 
-def _min_speedup(section: Mapping[str, Any], runtime: str) -> float | None:
-    raw = typed(SpeedSection, "speed", section).min_speedup
+def _min_speedup(section: SpeedSection, runtime: str) -> float | None:
+    raw = section.min_speedup
     if isinstance(raw, Mapping):
         v = raw.get(runtime)
         return None if v is None else float(v)
@@ -88,7 +90,7 @@ class SpeedMeasurement:
 
     benches: dict[str, RuntimeBench]
     not_measured: dict[str, Verdict]  # runtime -> skipped/error verdict
-    errors: dict[str, dict[str, Any]]  # runtime -> error dict kept in the measurements
+    errors: dict[str, dict[str, dict[str, object]]]  # runtime -> {"error": the error as JSON}, kept in the measurements
     runtimes: tuple[str, ...]
     claim: float | None
     context_note: str | None
@@ -97,7 +99,7 @@ class SpeedMeasurement:
     untimed: tuple[str, ...] = ()  # runtimes whose verdicts the files decided: not timed
 
 
-def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement | None:
+def measure(ctx: CheckContext[SpeedSection], shard: Shard | None = None) -> SpeedMeasurement | None:
     """Benchmark both models on every runtime asked for (None without a dense model)."""
     from edgegate.backends import RUNTIMES, available, supports
     from edgegate.backends.pair import trained_context
@@ -105,7 +107,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
 
     if ctx.dense_path is None:
         return None
-    sec = typed(SpeedSection, "speed", ctx.section)
+    sec = ctx.section
     runtimes = list(ctx.settings.runtimes or sec.runtimes or ["auto"])
     choice = None  # `auto` in the list -> where the compressed artifact ships
     if "auto" in runtimes:
@@ -130,7 +132,7 @@ def measure(ctx: CheckContext, shard: Shard | None = None) -> SpeedMeasurement |
     )
     benches: dict[str, RuntimeBench] = {}
     not_measured: dict[str, Verdict] = {}
-    errors: dict[str, dict[str, Any]] = {}
+    errors: dict[str, dict[str, dict[str, object]]] = {}
     mechanisms: dict[str, Mechanism] = {}
     untimed: list[str] = []
     for rt in runtimes:
@@ -166,7 +168,7 @@ def decided_by_files(mech: Mechanism, thr: float | None, min_effect: float, clai
     return (thr is None or speedup_bar(thr, min_effect) > 1.0) and (claim is None or float(claim) > 1.0)
 
 
-def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> CheckResult:
+def judge(measurements: Sequence[Measured], section: SpeedSection) -> CheckResult:
     t0 = time.perf_counter()
     m: SpeedMeasurement | None = measurements[0][1]
     if m is None:
@@ -175,7 +177,7 @@ def judge(measurements: Sequence[Measured], section: Mapping[str, Any]) -> Check
     measurements_out: dict[str, Any] = {"context_note": m.context_note} if m.context_note else {}
     if m.runtime_choice:  # the report names the runtime auto chose and why
         measurements_out["runtime_choice"] = dict(m.runtime_choice)
-    min_effect = float(typed(SpeedSection, "speed", section).min_effect)
+    min_effect = float(section.min_effect)
     for rt in m.runtimes:
         if rt in m.not_measured:
             verdicts.append(m.not_measured[rt])
@@ -204,7 +206,7 @@ def _untimed_verdicts(rt: str, mech: Mechanism, thr: float | None, min_effect: f
     """The verdicts the files decide (decided_by_files): evidence is the census of the tensor
     headers, not a sample, so its interval is the value itself."""
     share = mech.differing / mech.tensors if mech.tensors else 0.0
-    common: dict[str, Any] = dict(
+    common = ObservedEvidence(
         observed=float(mech.differing), unit="tensors stored with another type or size", n=mech.tensors,
         ci=Interval(float(mech.differing), float(mech.differing), 1.0, "census of every tensor pair (no sampling)"),
         effect_size=share, effect_size_name="share of tensors stored differently",
@@ -226,7 +228,7 @@ def _runtime_verdicts(rt: str, res: RuntimeBench, mech: Mechanism, thr: float | 
                       claim: float | None) -> list[Verdict]:
     sp = res.decode
     ci = Interval(sp.ci_low, sp.ci_high, sp.level, sp.method) if sp.n >= 2 else None
-    common: dict[str, Any] = dict(
+    common = ObservedEvidence(
         observed=sp.point, unit="x", n=sp.n, ci=ci, effect_size=sp.point,
         effect_size_name="decode speedup (compressed/dense)", test=_TEST, scope=rt,
     )

@@ -108,7 +108,7 @@ def run_cmd(
     if partial_out and shard is None:
         raise InputError("--partial-out needs --shard I/N", field="--partial-out")
     ctx = CheckContext(
-        compressed_path=compressed, dense_path=dense, section=section, settings=settings, shard=shard,
+        compressed_path=compressed, dense_path=dense, section=check.SECTION.from_policy(section), settings=settings, shard=shard,
         progress=make_progress(),
     )
     from edgegate.backends._http import http_settings
@@ -174,10 +174,10 @@ def score_cmd(
 def score_files(
     predictions: Path, answer_field: str, against: Path | None, against_field: str, policy: Mapping[str, Any]
 ) -> CheckResult:
+    from edgegate.bbq.evaluation import evaluate, summarize
     from edgegate.bbq.metrics import model_metrics
     from edgegate.bbq.predictions import load_predictions
     from edgegate.bbq.targets import derive_all
-    from edgegate.checks import bbq as check
 
     comp = load_predictions(predictions, answer_field)
     base = load_predictions(against, against_field) if against is not None else None
@@ -206,6 +206,6 @@ def score_files(
         # one model's rates are a measurement, not a verdict: never printed as PASS
         return CheckResult("bbq", Status.SKIPPED if o.n_valid else Status.INCONCLUSIVE, summary, (), m)
     b_ans = [a for a in base.answers if a.uid in keep]
-    verdicts, m = check.evaluate(list(derived.items), derived.targets, b_ans, c_ans, bbq_section(policy))
+    verdicts, m = evaluate(list(derived.items), derived.targets, b_ans, c_ans, bbq_section(policy))
     m = {"data": info, **m}
-    return CheckResult.from_verdicts("bbq", verdicts, m, check.summarize(verdicts, m))
+    return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m))

@@ -64,7 +64,7 @@ def command(
 
         with _malformed(loaded.names):
             measured = [(n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)]
-            result = bbq.judge(measured, {})
+            result = bbq.judge(measured, bbq.SECTION.from_policy({}))  # judged on the thresholds the shards recorded
         sys.exit(emit_check_result(result, as_json, allow_inconclusive))
     if kind != "check":
         raise InputError(f"partial files written by an unknown command {kind!r}", path=loaded.names[0], field="command")
