@@ -12,8 +12,9 @@ Prompt: edgegate's loglik context (``context\\nQuestion: q\\nAnswer:``) as llama
 with BOS, which is edgegate's context + continuation (" answer") exactly. Both score every
 answer's tokens after the shared context; they differ in the rule that picks an answer
 (llama.cpp: mean log-prob per token; edgegate: the sum) and in batching (llama.cpp packs
-several items' sequences into one decode with a shared-prefix batch; edgegate decodes each
-answer after the context, reusing its KV cells). Printed: wall seconds and items/s of each,
+several items' sequences into one decode with a shared-prefix batch; edgegate decodes one
+item per call, its context once and its answers as KV branches, so an item's scores never
+depend on which items share its decode). Printed: wall seconds and items/s of each,
 their ratio (goal: edgegate >= 1.0x), and both tools' positions evaluated per item where
 known. Each side runs --reps times, alternating; the best round counts. No result cache.
 """
