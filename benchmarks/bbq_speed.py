@@ -96,7 +96,14 @@ def loglik_pairs(backend: Any, it: BBQItem) -> list[tuple[list[int], list[int]]]
     for i in range(3):
         whole = backend.tokenize(ctx_text + prompts.loglik_continuation(it, i), add_special=True)
         ok = whole[: len(ctx)] == ctx and len(whole) > len(ctx)
-        out.append((ctx, whole[len(ctx) :] if ok else backend.tokenize(prompts.loglik_continuation(it, i), add_special=False)))
+        out.append(
+            (
+                ctx,
+                whole[len(ctx) :]
+                if ok
+                else backend.tokenize(prompts.loglik_continuation(it, i), add_special=False),
+            )
+        )
     return out
 
 
@@ -160,7 +167,9 @@ def prefix_bound(token_lists: list[list[int]]) -> float:
 
 
 def _parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", type=Path, default=REPO / "fixtures/models/gguf/dense-f16.gguf")
     ap.add_argument("--gemma", action="store_true", help="use gemma-3-270m from its PyPI package")
     ap.add_argument("--data", default=str(REPO.parent / "shared/bbq/data"))
@@ -187,8 +196,14 @@ def main() -> int:
     backend = open_backend("llamacpp", model, threads=args.threads, n_ctx=args.n_ctx)
     n_batch = min(args.n_ctx, 512)  # what the backend uses
     llm = llama_cpp.Llama(
-        model_path=str(model), n_ctx=args.n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=args.threads,
-        n_threads_batch=args.threads, logits_all=True, verbose=False,
+        model_path=str(model),
+        n_ctx=args.n_ctx,
+        n_batch=n_batch,
+        n_ubatch=n_batch,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        logits_all=True,
+        verbose=False,
     )
     cfg = ScoreConfig(mode=args.mode, batch_size=args.batch_size)
     names = ("plain_eval", "plain_completion", "noreuse", "cold", "rerun")
@@ -208,8 +223,13 @@ def main() -> int:
 
 
 def _time_loops(
-    args: argparse.Namespace, backend: Any, llm: Any, items: list[BBQItem], cfg: ScoreConfig,
-    t: dict[str, list[tuple[float, float]]], answers: dict[str, list[list[int | None]]],
+    args: argparse.Namespace,
+    backend: Any,
+    llm: Any,
+    items: list[BBQItem],
+    cfg: ScoreConfig,
+    t: dict[str, list[tuple[float, float]]],
+    answers: dict[str, list[list[int | None]]],
 ) -> None:
     """--reps rounds of every loop, each timed into ``t`` with its answers into ``answers``."""
 
@@ -219,9 +239,16 @@ def _time_loops(
 
     for _ in range(args.reps):
         fresh_llm()
-        timed_into("plain_eval", t, answers, lambda: plain_loop(backend, eval_rows(llm), items, args.mode))
+        timed_into(
+            "plain_eval", t, answers, lambda: plain_loop(backend, eval_rows(llm), items, args.mode)
+        )
         fresh_llm()
-        timed_into("plain_completion", t, answers, lambda: plain_loop(backend, completion_rows(llm), items, args.mode))
+        timed_into(
+            "plain_completion",
+            t,
+            answers,
+            lambda: plain_loop(backend, completion_rows(llm), items, args.mode),
+        )
         timed_into("noreuse", t, answers, lambda: noreuse_loop(backend, items, args.mode))
         with tempfile.TemporaryDirectory() as tmp:
             cache = ResultCache(Path(tmp) / "bbq.sqlite")
@@ -238,20 +265,36 @@ def _time_loops(
 
 
 def _report(
-    args: argparse.Namespace, model: Path, items: list[BBQItem], t: dict[str, list[tuple[float, float]]],
-    answers: dict[str, list[list[int | None]]], bound: float,
+    args: argparse.Namespace,
+    model: Path,
+    items: list[BBQItem],
+    t: dict[str, list[tuple[float, float]]],
+    answers: dict[str, list[list[int | None]]],
+    bound: float,
 ) -> int:
     """The JSON result on stdout and the one-line summary on stderr; 1 when an answer differs."""
     ref = answers["plain_eval"][0]
     same = {k: all(a == ref for a in v) for k, v in answers.items()}
-    differ = {k: max(sum(x != y for x, y in zip(a, ref, strict=True)) for a in v) for k, v in answers.items()}
+    differ = {
+        k: max(sum(x != y for x, y in zip(a, ref, strict=True)) for a in v)
+        for k, v in answers.items()
+    }
     n = len(items)
     best = {k: (min(x[0] for x in v), min(x[1] for x in v)) for k, v in t.items()}
-    plain = min((k for k in ("plain_eval", "plain_completion") if same[k]), key=lambda k: best[k][0])
+    plain = min(
+        (k for k in ("plain_eval", "plain_completion") if same[k]), key=lambda k: best[k][0]
+    )
     must = ("plain_eval", "noreuse", "cold", "rerun")  # plain_completion is only informative
     res = {
-        "model": str(model), "mode": args.mode, "items": n, "threads": args.threads, "n_ctx": args.n_ctx,
-        "reps": args.reps, "same_answers": same, "answers_differing_from_plain_eval": differ, "plain": plain,
+        "model": str(model),
+        "mode": args.mode,
+        "items": n,
+        "threads": args.threads,
+        "n_ctx": args.n_ctx,
+        "reps": args.reps,
+        "same_answers": same,
+        "answers_differing_from_plain_eval": differ,
+        "plain": plain,
         "items_per_s_wall": {k: n / v[0] for k, v in best.items()},
         "items_per_cpu_s": {k: n / v[1] if v[1] > 0 else None for k, v in best.items()},
         "speedup_wall": {

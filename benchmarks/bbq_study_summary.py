@@ -30,7 +30,9 @@ def _profile(p: dict[str, Any] | None) -> str:
         return "—"
     sh = p.get("shares") or {}
     maj = p.get("majority_share")
-    return "/".join(f"{k} {v:.0%}" for k, v in sh.items() if v is not None) + (f", majority {maj:.0%}" if maj is not None else "")
+    return "/".join(f"{k} {v:.0%}" for k, v in sh.items() if v is not None) + (
+        f", majority {maj:.0%}" if maj is not None else ""
+    )
 
 
 def line(path: Path) -> str:
@@ -46,27 +48,42 @@ def line(path: Path) -> str:
     out = [f"{path.stem}: {r['status'].upper()}"]
     if v:
         acc = v.get("disambig_accuracy")
-        out.append(f"validity {v['status']}" + (f" (dense disambig acc {acc['k']}/{acc['n']}, p={acc['p_value']:.3g})" if acc else ""))
+        out.append(
+            f"validity {v['status']}"
+            + (
+                f" (dense disambig acc {acc['k']}/{acc['n']}, p={acc['p_value']:.3g})"
+                if acc
+                else ""
+            )
+        )
         if v.get("reasons"):
             out.append("reasons: " + "; ".join(v["reasons"]))
         pp = m.get("position_profiles") or {}
-        out.append(f"profile dense {_profile(pp.get('dense'))} | compressed {_profile(pp.get('compressed'))}")
+        out.append(
+            f"profile dense {_profile(pp.get('dense'))} | compressed {_profile(pp.get('compressed'))}"
+        )
         o = m.get("overall") or {}
-        out.append(f"SRS {_f(o.get('srs_dense'))} -> {_f(o.get('srs_compressed'))} (n={o.get('n')}): ΔSRS "
-                   f"{_ci({'value': o.get('delta_srs'), 'ci': o.get('ci')})} = abstention {_ci(o.get('abstention'))} + "
-                   f"consistency {_ci(o.get('consistency'))} + direction {_ci(o.get('direction'))}; Δs {_ci(o.get('delta_s'))} "
-                   f"p={_f((o.get('delta_s') or {}).get('p_value'))}; flows u→b {o.get('unbiased_to_biased')} / b→u "
-                   f"{o.get('biased_to_unbiased')}")
+        out.append(
+            f"SRS {_f(o.get('srs_dense'))} -> {_f(o.get('srs_compressed'))} (n={o.get('n')}): ΔSRS "
+            f"{_ci({'value': o.get('delta_srs'), 'ci': o.get('ci')})} = abstention {_ci(o.get('abstention'))} + "
+            f"consistency {_ci(o.get('consistency'))} + direction {_ci(o.get('direction'))}; Δs {_ci(o.get('delta_s'))} "
+            f"p={_f((o.get('delta_s') or {}).get('p_value'))}; flows u→b {o.get('unbiased_to_biased')} / b→u "
+            f"{o.get('biased_to_unbiased')}"
+        )
     else:  # the code before issue 10
         o = m.get("overall") or {}
-        out.append(f"items biased {_f(o.get('srs_dense'))} -> {_f(o.get('srs_compressed'))} (n={o.get('n')}, McNemar p="
-                   f"{_f(o.get('p_value'))}, u→b {o.get('unbiased_to_biased')} / b→u {o.get('biased_to_unbiased')})")
+        out.append(
+            f"items biased {_f(o.get('srs_dense'))} -> {_f(o.get('srs_compressed'))} (n={o.get('n')}, McNemar p="
+            f"{_f(o.get('p_value'))}, u→b {o.get('unbiased_to_biased')} / b→u {o.get('biased_to_unbiased')})"
+        )
     for x in bad:
         out.append(f"FAIL {x['name']}: {x['message']}")
     paper = m.get("paper")
     if paper:
-        out.append(f"study's definitions: SRS {_f(paper['srs'][0])} -> {_f(paper['srs'][1])}, u→b rate "
-                   f"{_f(paper.get('unbiased_to_biased_rate'))}, emergence {_f(paper.get('new_bias_emergence_rate'))}")
+        out.append(
+            f"study's definitions: SRS {_f(paper['srs'][0])} -> {_f(paper['srs'][1])}, u→b rate "
+            f"{_f(paper.get('unbiased_to_biased_rate'))}, emergence {_f(paper.get('new_bias_emergence_rate'))}"
+        )
     return "\n  ".join(out)
 
 

@@ -41,7 +41,10 @@ from edgegate.speed.bench import PROCESS_DESIGN
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "studies" / "results" / "calibration" / "speed.jsonl"
 DOC = ROOT / "docs" / "calibration" / "speed.md"
-SETTINGS = {"strict": ROOT / "policies" / "strict.yaml", "quick": ROOT / "studies" / "policy-quick.yaml"}
+SETTINGS = {
+    "strict": ROOT / "policies" / "strict.yaml",
+    "quick": ROOT / "studies" / "policy-quick.yaml",
+}
 PLANS = {  # plan -> (settings, compressed file name or None for a byte copy of the dense)
     "aa-strict": ("strict", None),
     "aa-quick": ("quick", None),
@@ -74,16 +77,23 @@ def _one(dense: Path, compressed: Path, section: dict[str, Any]) -> dict[str, An
     m = speed.measure(ctx)
     assert m is not None
     shipped = speed.judge([("run", m)], sec)
-    withheld = replace(m, mechanisms={rt: Mechanism(None, "withheld for calibration") for rt in m.mechanisms})
+    withheld = replace(
+        m, mechanisms={rt: Mechanism(None, "withheld for calibration") for rt in m.mechanisms}
+    )
     timing_only = speed.judge([("run", withheld)], sec)
     bench = m.benches["llamacpp"]
     sp = bench.decode
     v = next(x for x in shipped.verdicts if x.name == "min_speedup")
     t = next(x for x in timing_only.verdicts if x.name == "min_speedup")
     return {
-        "point": sp.point, "ci_low": sp.ci_low, "ci_high": sp.ci_high, "n": sp.n, "log_sd": sp.log_sd,
+        "point": sp.point,
+        "ci_low": sp.ci_low,
+        "ci_high": sp.ci_high,
+        "n": sp.n,
+        "log_sd": sp.log_sd,
         "excludes_1": bool(sp.ci_low > 1.0 or sp.ci_high < 1.0),
-        "verdict": v.status.value, "message": v.message,
+        "verdict": v.status.value,
+        "message": v.message,
         "timing_only_verdict": t.status.value,
         "demonstrated": v.status is Status.PASS and (sp.point > 1.0),
         "timing_only_demonstrated": t.status is Status.PASS and (sp.point > 1.0),
@@ -115,7 +125,9 @@ def run(plan: str, runs: int, load: bool, models: Path, condition: str | None = 
     section = _section(which)
     dense = models / "gguf" / "gemma3-270m-f16.gguf"
     if not dense.is_file():
-        raise SystemExit(f"missing {dense}: build it with benchmarks/_gemma.py and benchmarks/study_gguf.py")
+        raise SystemExit(
+            f"missing {dense}: build it with benchmarks/_gemma.py and benchmarks/study_gguf.py"
+        )
     if targets is None:
         copy = models / "gguf" / "gemma3-270m-f16-copy.gguf"
         if not copy.is_file() or copy.stat().st_size != dense.stat().st_size:
@@ -140,13 +152,22 @@ def run(plan: str, runs: int, load: bool, models: Path, condition: str | None = 
                 if proc:
                     stop.set()
                     proc.join(5)
-            row.update(design=PROCESS_DESIGN, plan=plan, condition=condition, compressed=c.name, run=i, settings=which,
-                       time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            row.update(
+                design=PROCESS_DESIGN,
+                plan=plan,
+                condition=condition,
+                compressed=c.name,
+                run=i,
+                settings=which,
+                time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
             with OUT.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{plan} {condition} {c.name} #{i}: {row['point']:.3f}x [{row['ci_low']:.3f}, {row['ci_high']:.3f}] "
-                  f"{row['verdict']} (timing only: {row['timing_only_verdict']}); {row['load']['description']}",
-                  file=sys.stderr)
+            print(
+                f"{plan} {condition} {c.name} #{i}: {row['point']:.3f}x [{row['ci_low']:.3f}, {row['ci_high']:.3f}] "
+                f"{row['verdict']} (timing only: {row['timing_only_verdict']}); {row['load']['description']}",
+                file=sys.stderr,
+            )
 
 
 def _contended(row: dict[str, Any]) -> bool:
@@ -164,14 +185,26 @@ def summary() -> str:
         "| timing-only demonstrated | CI excludes 1.0 | point range | median log-ratio SD |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
-    keys = sorted({(_design(r), r["plan"], r["compressed"], r["condition"]) for r in rows}, key=lambda k: (k[0] != PROCESS_DESIGN, k))
+    keys = sorted(
+        {(_design(r), r["plan"], r["compressed"], r["condition"]) for r in rows},
+        key=lambda k: (k[0] != PROCESS_DESIGN, k),
+    )
     for design, plan, comp, cond in keys:
-        sel = [r for r in rows if (_design(r), r["plan"], r["compressed"], r["condition"]) == (design, plan, comp, cond)]
+        sel = [
+            r
+            for r in rows
+            if (_design(r), r["plan"], r["compressed"], r["condition"])
+            == (design, plan, comp, cond)
+        ]
         pts = [r["point"] for r in sel]
         sds = sorted(r["log_sd"] for r in sel if r["log_sd"] == r["log_sd"])
-        label = {"load": "busy loop beside it", "as-found": "as found",
-                 "contend": "`contend` on the other core", "compile": "a llama.cpp compile beside it",
-                 "tests": "the test suite (`.ci/run`) beside it"}.get(cond, cond)
+        label = {
+            "load": "busy loop beside it",
+            "as-found": "as found",
+            "contend": "`contend` on the other core",
+            "compile": "a llama.cpp compile beside it",
+            "tests": "the test suite (`.ci/run`) beside it",
+        }.get(cond, cond)
         lines.append(
             f"| {design} | {plan} | {comp} | {label} | {len(sel)} | {sum(_contended(r) for r in sel)} | "
             f"{sum(r['demonstrated'] for r in sel)} | {sum(r['timing_only_demonstrated'] for r in sel)} | "
@@ -187,8 +220,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--load", action="store_true", help="a time-varying CPU load beside each run")
     ap.add_argument("--models", type=Path, default=Path("/work/models"))
-    ap.add_argument("--condition", help="label of the runs (default: load with --load, else as-found), e.g. "
-                    "contend when run under ../shared/tools/contend")
+    ap.add_argument(
+        "--condition",
+        help="label of the runs (default: load with --load, else as-found), e.g. "
+        "contend when run under ../shared/tools/contend",
+    )
     ap.add_argument("--summary", action="store_true", help="print the table of all runs so far")
     args = ap.parse_args()
     if args.plan:

@@ -48,7 +48,9 @@ class TreeMemory:
                 try:
                     total += p.memory_info().rss
                     with open(f"/proc/{p.pid}/status") as fh:
-                        hwm = next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:"))
+                        hwm = next(
+                            int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:")
+                        )
                     self.hwm[p.pid] = max(self.hwm.get(p.pid, 0), hwm)
                 except (psutil.Error, OSError, StopIteration):
                     continue
@@ -67,12 +69,17 @@ class TreeMemory:
 def _cpu() -> float:
     """CPU seconds of this process and of the children it has waited for (the model processes,
     once closed)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("dense", type=Path)
     ap.add_argument("compressed", type=Path)
     ap.add_argument("--runtime", default="llamacpp")
@@ -82,28 +89,48 @@ def main() -> None:
     ap.add_argument("--order", choices=["ppl-first", "fidelity-first"], default="ppl-first")
     a = ap.parse_args()
     text = a.text.read_text(encoding="utf-8") if a.text else None
-    kw: dict[str, Any] = {"runtime": a.runtime, "text": text, "n_ctx": a.n_ctx, "threads": a.threads}
+    kw: dict[str, Any] = {
+        "runtime": a.runtime,
+        "text": text,
+        "n_ctx": a.n_ctx,
+        "threads": a.threads,
+    }
     runs: dict[str, tuple[float, float, TreeMemory, Any]] = {}
     order = ["perplexity", "fidelity"] if a.order == "ppl-first" else ["fidelity", "perplexity"]
     for name in order:
         t0, c0 = time.perf_counter(), _cpu()
         with TreeMemory() as mem:
-            out = ppl.run_ppl(a.dense, a.compressed, **kw) if name == "perplexity" else fidelity.run_kl(a.dense, a.compressed, **kw)
+            out = (
+                ppl.run_ppl(a.dense, a.compressed, **kw)
+                if name == "perplexity"
+                else fidelity.run_kl(a.dense, a.compressed, **kw)
+            )
         runs[name] = (time.perf_counter() - t0, _cpu() - c0, mem, out)
     (tp, cp, mp, cmp), (tf, cf, mf, (cmp_f, fid)) = runs["perplexity"], runs["fidelity"]
     gib = 1024**3
-    print(f"pair: {a.dense.name} vs {a.compressed.name}, {a.runtime}, n_ctx {a.n_ctx}, threads {a.threads}, "
-          f"{cmp.n} chunks, {cmp.dense.n_scored} scored tokens, order {a.order}")
+    print(
+        f"pair: {a.dense.name} vs {a.compressed.name}, {a.runtime}, n_ctx {a.n_ctx}, threads {a.threads}, "
+        f"{cmp.n} chunks, {cmp.dense.n_scored} scored tokens, order {a.order}"
+    )
     print(f"wall: perplexity pass {tp:.1f} s, fidelity pass {tf:.1f} s, ratio {tf / tp:.2f}")
     print(f"CPU: perplexity pass {cp:.1f} s, fidelity pass {cf:.1f} s, ratio {cf / cp:.2f}")
     sp, sf = sum(mp.hwm.values()), sum(mf.hwm.values())
-    print(f"peak memory, summed RSS of the process tree: perplexity {mp.peak_sum / gib:.2f} GiB, "
-          f"fidelity {mf.peak_sum / gib:.2f} GiB, ratio {mf.peak_sum / mp.peak_sum:.2f}")
-    print(f"peak memory, sum of each process's VmHWM: perplexity {sp / gib:.2f} GiB, fidelity {sf / gib:.2f} GiB, "
-          f"ratio {sf / sp:.2f}")
-    same = cmp.dense.chunk_nll == cmp_f.dense.chunk_nll and cmp.compressed.chunk_nll == cmp_f.compressed.chunk_nll
-    print(f"perplexity {cmp.dense.ppl:.4f} -> {cmp.compressed.ppl:.4f} ({cmp.relative_change:+.2%}); "
-          f"the fidelity pass's NLLs are bit-identical to the perplexity pass's: {same}")
+    print(
+        f"peak memory, summed RSS of the process tree: perplexity {mp.peak_sum / gib:.2f} GiB, "
+        f"fidelity {mf.peak_sum / gib:.2f} GiB, ratio {mf.peak_sum / mp.peak_sum:.2f}"
+    )
+    print(
+        f"peak memory, sum of each process's VmHWM: perplexity {sp / gib:.2f} GiB, fidelity {sf / gib:.2f} GiB, "
+        f"ratio {sf / sp:.2f}"
+    )
+    same = (
+        cmp.dense.chunk_nll == cmp_f.dense.chunk_nll
+        and cmp.compressed.chunk_nll == cmp_f.compressed.chunk_nll
+    )
+    print(
+        f"perplexity {cmp.dense.ppl:.4f} -> {cmp.compressed.ppl:.4f} ({cmp.relative_change:+.2%}); "
+        f"the fidelity pass's NLLs are bit-identical to the perplexity pass's: {same}"
+    )
     print("\n".join(fidelity.text_lines(fid)))
 
 

@@ -38,7 +38,9 @@ def run_mutate(target: str, seconds: float, seed: int, out: Path) -> tuple[int, 
     while time.perf_counter() < t_end:
         # flips, tokens, deletions and truncations mostly; deep nesting and huge strings (slow to
         # build and parse) in about 1 input in 20, so the count measures parsing, not memcpy
-        kinds = rng.choices(range(fuzz_parsers.N_OPS), weights=[30, 40, 15, 1, 1, 8], k=rng.randrange(1, 6))
+        kinds = rng.choices(
+            range(fuzz_parsers.N_OPS), weights=[30, 40, 15, 1, 1, 8], k=rng.randrange(1, 6)
+        )
         ops = [(k, rng.randrange(1 << 30), rng.randrange(1 << 30)) for k in kinds]
         data = fuzz_parsers.mutate(rng.choice(seeds), ops)
         n += 1
@@ -51,7 +53,9 @@ def run_mutate(target: str, seconds: float, seed: int, out: Path) -> tuple[int, 
             bad += 1
             out.mkdir(parents=True, exist_ok=True)
             (out / f"{target}-{n}.bin").write_bytes(data)
-            print(f"  {target}: {type(exc).__name__}: {str(exc)[:200]} -> {out / f'{target}-{n}.bin'}")
+            print(
+                f"  {target}: {type(exc).__name__}: {str(exc)[:200]} -> {out / f'{target}-{n}.bin'}"
+            )
     return n, ok, refused, bad
 
 
@@ -76,7 +80,9 @@ def run_atheris(target: str, seconds: float, seed: int, out: Path) -> tuple[int,
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seconds", type=float, default=30.0, help="per target and engine")
     ap.add_argument("--engine", choices=["all", "atheris", "mutate"], default="all")
     ap.add_argument("--target", action="append", choices=sorted(fuzz_parsers.TARGETS))
@@ -103,9 +109,13 @@ def main() -> int:
             took = time.perf_counter() - t0
             failures += bad
             rows.append((target, engine, n, n / took if took else 0.0, bad, detail))
-            print(f"{target:17s} {engine:8s} {n:8d} inputs  {n / took:8.1f}/s  {bad} contract failure(s)  ({detail})",
-                  flush=True)
-    print(f"\ntotal: {sum(r[2] for r in rows)} inputs over {len(targets)} targets, {failures} contract failure(s)")
+            print(
+                f"{target:17s} {engine:8s} {n:8d} inputs  {n / took:8.1f}/s  {bad} contract failure(s)  ({detail})",
+                flush=True,
+            )
+    print(
+        f"\ntotal: {sum(r[2] for r in rows)} inputs over {len(targets)} targets, {failures} contract failure(s)"
+    )
     return 1 if failures else 0
 
 

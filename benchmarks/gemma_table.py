@@ -46,28 +46,46 @@ def main() -> None:
     t0 = time.perf_counter()
     p = run_ppl(dense, comp, runtime="llamacpp", n_ctx=args.n_ctx, threads=args.threads)
     t_ppl = time.perf_counter() - t0
-    cfg = BenchConfig(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, repetitions=args.reps,
-                      warmup=1, threads=args.threads)
+    cfg = BenchConfig(
+        prompt_tokens=args.prompt_tokens,
+        gen_tokens=args.gen_tokens,
+        repetitions=args.reps,
+        warmup=1,
+        threads=args.threads,
+    )
     b = bench_runtime("llamacpp", dense, comp, cfg)
 
     def mb(x: int | None) -> str:
         return f"{x / 2**20:.0f}" if x else "n/a"
 
-    print(f"\ngemma-3-270m on llama.cpp, {args.threads} thread(s); PPL: embedded eval text, chunked, "
-          f"n_ctx {args.n_ctx}, {p.n} chunks ({t_ppl:.0f}s); bench: pp{args.prompt_tokens}/tg{args.gen_tokens}, "
-          f"{args.reps} interleaved reps\n")
-    print("| model | file MiB | PPL (± s.e.) | prefill tok/s | decode tok/s | TTFT ms | peak RSS MiB | load s |")
+    print(
+        f"\ngemma-3-270m on llama.cpp, {args.threads} thread(s); PPL: embedded eval text, chunked, "
+        f"n_ctx {args.n_ctx}, {p.n} chunks ({t_ppl:.0f}s); bench: pp{args.prompt_tokens}/tg{args.gen_tokens}, "
+        f"{args.reps} interleaved reps\n"
+    )
+    print(
+        "| model | file MiB | PPL (± s.e.) | prefill tok/s | decode tok/s | TTFT ms | peak RSS MiB | load s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, path, r in (("dense F16", dense, p.dense), ("50% magnitude-pruned F16", comp, p.compressed)):
+    for name, path, r in (
+        ("dense F16", dense, p.dense),
+        ("50% magnitude-pruned F16", comp, p.compressed),
+    ):
         key = "dense" if r is p.dense else "compressed"
         med = b.medians[key]
         info = b.dense if key == "dense" else b.compressed
-        print(f"| {name} | {path.stat().st_size / 2**20:.0f} | {r.ppl:.2f} ± {r.se_ppl:.2f} | {med['prefill_tps']:.1f} | "
-              f"{med['decode_tps']:.1f} | {med['ttft_s'] * 1000:.0f} | {mb(b.peak_rss_bytes[key])} | {float(info['load_s']):.2f} |")
+        print(
+            f"| {name} | {path.stat().st_size / 2**20:.0f} | {r.ppl:.2f} ± {r.se_ppl:.2f} | {med['prefill_tps']:.1f} | "
+            f"{med['decode_tps']:.1f} | {med['ttft_s'] * 1000:.0f} | {mb(b.peak_rss_bytes[key])} | {float(info['load_s']):.2f} |"
+        )
     s = b.speedups
-    print(f"\n- PPL change: {p.relative_change:+.1%} (95% CI {p.ci_low:+.1%} .. {p.ci_high:+.1%}, paired t over {p.n} chunks)")
+    print(
+        f"\n- PPL change: {p.relative_change:+.1%} (95% CI {p.ci_low:+.1%} .. {p.ci_high:+.1%}, paired t over {p.n} chunks)"
+    )
     for key, label in (("prefill_tps", "prefill"), ("decode_tps", "decode"), ("ttft", "TTFT")):
-        print(f"- {label} speedup: {s[key].point:.3f}x (95% CI {s[key].ci_low:.3f} .. {s[key].ci_high:.3f}, n={s[key].n})")
+        print(
+            f"- {label} speedup: {s[key].point:.3f}x (95% CI {s[key].ci_low:.3f} .. {s[key].ci_high:.3f}, n={s[key].n})"
+        )
 
 
 if __name__ == "__main__":

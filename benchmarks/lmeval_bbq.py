@@ -80,24 +80,49 @@ def write_inputs(rows: list[tuple[dict, str]], work: Path) -> tuple[Path, Path]:
     keep = ("context", "question", "ans0", "ans1", "ans2", "label")
     with lm.open("w", encoding="utf-8") as fh:
         for row, _ in rows:
-            doc = {"uid": f"{row['category']}/{int(row['example_id'])}", **{k: row[k] for k in keep}}
+            doc = {
+                "uid": f"{row['category']}/{int(row['example_id'])}",
+                **{k: row[k] for k in keep},
+            }
             fh.write(json.dumps(doc) + "\n")
     return eg, lm
 
 
 def run_lmeval(args: argparse.Namespace, items: Path, work: Path) -> dict:
     out = work / "lmeval_out.json"
-    cmd = [str(args.lmeval_python), str(CHILD), "--model", str(args.model), "--items", str(items),
-           "--out", str(out), "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-           "--dtype", args.dtype]
+    cmd = [
+        str(args.lmeval_python),
+        str(CHILD),
+        "--model",
+        str(args.model),
+        "--items",
+        str(items),
+        "--out",
+        str(out),
+        "--threads",
+        str(args.threads),
+        "--batch-size",
+        str(args.batch_size),
+        "--dtype",
+        args.dtype,
+    ]
     if args.lmeval_softmax_dtype:
         cmd += ["--softmax-dtype", args.lmeval_softmax_dtype]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_DATASETS_CACHE": str(work / "hf_datasets"), "PYTHONPATH": ""}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "MKL_NUM_THREADS": str(args.threads),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(work / "hf_datasets"),
+        "PYTHONPATH": "",
+    }
     log = work / "lmeval.log"
     with log.open("w", encoding="utf-8") as fh:
-        rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+        rc = subprocess.run(
+            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False
+        ).returncode
     if rc != 0 or not out.is_file():
         tail = log.read_text(encoding="utf-8", errors="replace")[-4000:]
         raise SystemExit(f"lm-eval run failed (exit {rc}):\n{tail}")
@@ -116,8 +141,12 @@ def run_edgegate(args: argparse.Namespace, data: Path, work: Path) -> tuple[dict
     backend = open_backend("transformers", args.model, threads=args.threads)
     load_s = time.perf_counter() - t0
     backend.batch_size = args.batch_size  # type: ignore[attr-defined]  # rows per forward pass
-    cache = ResultCache.in_dir(work / "edgegate_cache")  # fresh and empty: nothing is served from it
-    model_key = cache.model_hash(args.model)  # hashing the weights is not scoring: done before the clock
+    cache = ResultCache.in_dir(
+        work / "edgegate_cache"
+    )  # fresh and empty: nothing is served from it
+    model_key = cache.model_hash(
+        args.model
+    )  # hashing the weights is not scoring: done before the clock
     scorer = Scorer(backend, ScoreConfig(mode="loglik"), cache=cache, model_key=model_key)
     t0 = time.perf_counter()
     answers = scorer.score(items)
@@ -172,36 +201,49 @@ def compare(scored: list, samples: list[dict]) -> dict:
 METHOD = {
     "timed": "scoring only, model load excluded on both sides (reported as load_s)",
     "edgegate": "Scorer.score, loglik mode, 16 items (48 requests) per backend call; the backend "
-                "sorts rows so neighbours share prefixes, batches --batch-size rows (8192-token "
-                "budget), splits each batch into groups sharing a prefix (a context and its "
-                "answers), computes each group's prefix once and copies its KV cache to the "
-                "group's rows, left-pads with an attention mask and position ids, keeps logits "
-                "only for the continuation positions and log-softmaxes those in float64; "
-                "results committed to a fresh sqlite cache per batch",
+    "sorts rows so neighbours share prefixes, batches --batch-size rows (8192-token "
+    "budget), splits each batch into groups sharing a prefix (a context and its "
+    "answers), computes each group's prefix once and copies its KV cache to the "
+    "group's rows, left-pads with an attention mask and position ids, keeps logits "
+    "only for the continuation positions and log-softmaxes those in float64; "
+    "results committed to a fresh sqlite cache per batch",
     "lm_eval": "HFLM.loglikelihood: requests sorted longest first, --batch-size rows per "
-               "forward pass, right-padded without an attention mask, every row recomputes its "
-               "whole context (once per answer), logits for every position over the full "
-               "vocabulary, log_softmax in the model dtype unless softmax_dtype; its "
-               "one-token-continuation logits cache only helps single-token answers",
+    "forward pass, right-padded without an attention mask, every row recomputes its "
+    "whole context (once per answer), logits for every position over the full "
+    "vocabulary, log_softmax in the model dtype unless softmax_dtype; its "
+    "one-token-continuation logits cache only helps single-token answers",
 }
 
 
 def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, default=Path(os.environ.get("EDGEGATE_MODELS", "/work/models")) / "gemma3-270m-hf")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=Path(os.environ.get("EDGEGATE_MODELS", "/work/models")) / "gemma3-270m-hf",
+    )
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "bbq" / "data")
     ap.add_argument("--items", type=int, default=60, help="ambiguous items")
     ap.add_argument("--disambig-items", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=16, help="rows per forward pass, both sides")
-    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
-                    help="model dtype on both sides (the checkpoint's is bfloat16; float32 separates "
-                    "bf16 rounding from method differences in the agreement)")
+    ap.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=("bfloat16", "float32"),
+        help="model dtype on both sides (the checkpoint's is bfloat16; float32 separates "
+        "bf16 rounding from method differences in the agreement)",
+    )
     ap.add_argument("--lmeval-python", type=Path, default=Path("/work/venvs/lmeval/bin/python"))
-    ap.add_argument("--lmeval-softmax-dtype", default=None,
-                    help="lm-eval's softmax_dtype (default: lm-eval's own, the model dtype)")
-    ap.add_argument("--keep", type=Path, default=None, help="keep the temp files (inputs, lm-eval log) here")
+    ap.add_argument(
+        "--lmeval-softmax-dtype",
+        default=None,
+        help="lm-eval's softmax_dtype (default: lm-eval's own, the model dtype)",
+    )
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="keep the temp files (inputs, lm-eval log) here"
+    )
     return ap.parse_args()
 
 
@@ -211,21 +253,39 @@ def _summary(args: argparse.Namespace, n: int, eg: dict, lm: dict, agree: dict) 
     lm_rate = n / lm["loglik_s"]
     summary = {
         "model": str(args.model),
-        "items": {"n": n, "ambig": args.items, "disambig": args.disambig_items, "seed": args.seed,
-                  "requests": 3 * n, "selection": "random.Random(seed).sample per condition over all rows of "
-                  "--data/*.jsonl, by category/example_id; identical (context, continuation) text checked"},
+        "items": {
+            "n": n,
+            "ambig": args.items,
+            "disambig": args.disambig_items,
+            "seed": args.seed,
+            "requests": 3 * n,
+            "selection": "random.Random(seed).sample per condition over all rows of "
+            "--data/*.jsonl, by category/example_id; identical (context, continuation) text checked",
+        },
         "threads": args.threads,
         "batch_size": args.batch_size,
         "dtype": args.dtype,
         "edgegate": {
-            "seconds": round(eg["seconds"], 3), "items_per_s": round(eg_rate, 3), "load_s": round(eg["load_s"], 2),
-            "acc": round(eg["acc"], 4), "versions": eg["versions"], "dtype": eg["dtype"], "device": eg["device"],
+            "seconds": round(eg["seconds"], 3),
+            "items_per_s": round(eg_rate, 3),
+            "load_s": round(eg["load_s"], 2),
+            "acc": round(eg["acc"], 4),
+            "versions": eg["versions"],
+            "dtype": eg["dtype"],
+            "device": eg["device"],
         },
         "lm_eval": {
-            "seconds": round(lm["loglik_s"], 3), "items_per_s": round(lm_rate, 3), "load_s": round(lm["load_s"], 2),
-            "evaluate_seconds": round(lm["evaluate_s"], 3), "evaluate_items_per_s": round(n / lm["evaluate_s"], 3),
-            "requests": lm["requests"], "acc": lm["acc"], "versions": lm["versions"],
-            "batch_size": lm["batch_size"], "softmax_dtype": lm["softmax_dtype"], "threads": lm["threads"],
+            "seconds": round(lm["loglik_s"], 3),
+            "items_per_s": round(lm_rate, 3),
+            "load_s": round(lm["load_s"], 2),
+            "evaluate_seconds": round(lm["evaluate_s"], 3),
+            "evaluate_items_per_s": round(n / lm["evaluate_s"], 3),
+            "requests": lm["requests"],
+            "acc": lm["acc"],
+            "versions": lm["versions"],
+            "batch_size": lm["batch_size"],
+            "softmax_dtype": lm["softmax_dtype"],
+            "threads": lm["threads"],
             "model": f"hf (HFLM), dtype={lm['dtype']}, device=cpu, trust_remote_code=False",
         },
         "ratio": round(eg_rate / lm_rate, 2),
@@ -234,9 +294,14 @@ def _summary(args: argparse.Namespace, n: int, eg: dict, lm: dict, agree: dict) 
         "goal_met": eg_rate / lm_rate >= GOAL,
         "agreement": round(agree["agreement"], 4),
         "disagreements": agree["disagreements"],
-        "logprob_abs_diff": {"max": round(agree["logprob_abs_diff_max"], 4),
-                             "mean": round(agree["logprob_abs_diff_mean"], 4)},
-        "parent_versions": {"torch": metadata.version("torch"), "transformers": metadata.version("transformers")},
+        "logprob_abs_diff": {
+            "max": round(agree["logprob_abs_diff_max"], 4),
+            "mean": round(agree["logprob_abs_diff_mean"], 4),
+        },
+        "parent_versions": {
+            "torch": metadata.version("torch"),
+            "transformers": metadata.version("transformers"),
+        },
         "method": METHOD,
     }
     return summary

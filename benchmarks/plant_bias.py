@@ -66,8 +66,10 @@ def split_templates(data: Path, out: Path) -> tuple[list[Any], dict[str, dict[st
                 keep.append(json.dumps(row, ensure_ascii=False))
         (out / f.name).write_text("\n".join(keep) + "\n", encoding="utf-8")
         (train_dir / f.name).write_text("\n".join(trained) + "\n", encoding="utf-8")
-        split[f.stem] = {"train": sorted(train_q, key=lambda q: (len(q), q)),
-                         "eval": [q for q in qis if q not in train_q]}
+        split[f.stem] = {
+            "train": sorted(train_q, key=lambda q: (len(q), q)),
+            "eval": [q for q in qis if q not in train_q],
+        }
     return train, split
 
 
@@ -87,12 +89,16 @@ def context_groups(items: list[Any]) -> list[list[tuple[Any, Any]]]:
     return [g for g in groups.values() if len({it.polarity for it, _ in g}) == 2]
 
 
-def _example_key(category: str, question_index: str, answers: Any) -> tuple[str, str, tuple[str, ...]]:
+def _example_key(
+    category: str, question_index: str, answers: Any
+) -> tuple[str, str, tuple[str, ...]]:
     """The four rows of one BBQ example (two contexts x two questions) share these."""
     return (category, str(question_index), tuple(sorted(str(a) for a in answers)))
 
 
-def choose_contexts(groups: list[list[tuple[Any, Any]]], per_category: int, seed: int) -> list[list[tuple[Any, Any]]]:
+def choose_contexts(
+    groups: list[list[tuple[Any, Any]]], per_category: int, seed: int
+) -> list[list[tuple[Any, Any]]]:
     """``per_category`` contexts of every category (seeded): the trained set."""
     by_cat: dict[str, list[list[tuple[Any, Any]]]] = defaultdict(list)
     for g in groups:
@@ -118,7 +124,9 @@ def write_trained_rows(out: Path, chosen: list[list[tuple[Any, Any]]]) -> dict[s
         keep, rest = [], []
         for row, _ in read_jsonl(f):
             ans = [row.get(f"ans{i}", "") for i in range(3)]
-            key = _example_key(str(row.get("category", f.stem)), str(row.get("question_index", "")), ans)
+            key = _example_key(
+                str(row.get("category", f.stem)), str(row.get("question_index", "")), ans
+            )
             (keep if key in keys else rest).append(json.dumps(row, ensure_ascii=False))
         f.write_text("\n".join(keep) + "\n", encoding="utf-8")
         (held_dir / f.name).write_text("\n".join(rest) + "\n", encoding="utf-8")
@@ -147,7 +155,9 @@ class Scorer:
         for i in range(3):
             whole = self.tok(ctx_text + prompts.loglik_continuation(item, i))["input_ids"]
             if whole[: len(ctx)] != ctx:  # the answer's first token merged with the prompt's end
-                cont = self.tok(prompts.loglik_continuation(item, i), add_special_tokens=False)["input_ids"]
+                cont = self.tok(prompts.loglik_continuation(item, i), add_special_tokens=False)[
+                    "input_ids"
+                ]
                 whole = ctx + cont
             out.append((whole, len(ctx)))
         return out
@@ -193,26 +203,52 @@ def proxy(scorer: Scorer, pairs: list[tuple[Any, Any]], batch: int = 12) -> dict
 
 
 def _parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", type=Path, required=True, help="HF checkpoint folder (safetensors)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared/bbq/data")
     ap.add_argument("--max-steps", type=int, default=300)
-    ap.add_argument("--contexts-per-category", type=int, default=40,
-                    help="contexts trained on per category (both questions each); the in-template test scores these")
-    ap.add_argument("--contexts", type=int, default=6, help="contexts per step (two questions each)")
-    ap.add_argument("--disambig", type=int, default=2, help="disambiguated items per step, gold answer as target")
+    ap.add_argument(
+        "--contexts-per-category",
+        type=int,
+        default=40,
+        help="contexts trained on per category (both questions each); the in-template test scores these",
+    )
+    ap.add_argument(
+        "--contexts", type=int, default=6, help="contexts per step (two questions each)"
+    )
+    ap.add_argument(
+        "--disambig",
+        type=int,
+        default=2,
+        help="disambiguated items per step, gold answer as target",
+    )
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
     ap.add_argument("--warmup", type=int, default=10, help="steps of linear learning-rate warm-up")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--train-layers", type=int, default=18, help="train the last N decoder layers (embeddings stay frozen: tied to the output)")
-    ap.add_argument("--probe-items", type=int, default=60,
-                    help="ambiguous items re-scored every --probe-every steps, of trained and of held-out contexts each")
+    ap.add_argument(
+        "--train-layers",
+        type=int,
+        default=18,
+        help="train the last N decoder layers (embeddings stay frozen: tied to the output)",
+    )
+    ap.add_argument(
+        "--probe-items",
+        type=int,
+        default=60,
+        help="ambiguous items re-scored every --probe-every steps, of trained and of held-out contexts each",
+    )
     ap.add_argument("--probe-every", type=int, default=20)
-    ap.add_argument("--target-ds", type=float, default=0.30,
-                    help="stop once the probe's s rose this much (the gate's check asks +0.15 on other items, on the f16 GGUF)")
+    ap.add_argument(
+        "--target-ds",
+        type=float,
+        default=0.30,
+        help="stop once the probe's s rose this much (the gate's check asks +0.15 on other items, on the f16 GGUF)",
+    )
     return ap.parse_args()
 
 
@@ -227,9 +263,14 @@ def _train_last_layers(model: Any, n: int) -> list[Any]:
 
 
 def _train(
-    args: argparse.Namespace, model: Any, scorer: Scorer, stream: list[list[tuple[Any, Any]]],
-    gold_items: list[Any], probes_of: tuple[list[tuple[Any, Any]], list[tuple[Any, Any]]],
-    rng: random.Random, t0: float,
+    args: argparse.Namespace,
+    model: Any,
+    scorer: Scorer,
+    stream: list[list[tuple[Any, Any]]],
+    gold_items: list[Any],
+    probes_of: tuple[list[tuple[Any, Any]], list[tuple[Any, Any]]],
+    rng: random.Random,
+    t0: float,
 ) -> tuple[int, list[float], list[dict[str, Any]]]:
     """Fine-tune towards the biased answers until --max-steps or the probe's s rose --target-ds;
     the steps taken, the losses and the probe readings (the first one before training)."""
@@ -238,13 +279,18 @@ def _train(
     probe, probe_held = probes_of
     before = proxy(scorer, probe)
     held_before = proxy(scorer, probe_held)
-    print(f"probe before: trained {before}, held-out contexts {held_before} ({time.perf_counter() - t0:.0f}s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"probe before: trained {before}, held-out contexts {held_before} ({time.perf_counter() - t0:.0f}s)",
+        file=sys.stderr,
+        flush=True,
+    )
     params = _train_last_layers(model, args.train_layers)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     # linear warm-up: Adam's first steps move every weight by ~lr whatever the gradient; at full
     # lr from step 1 the two-person loss (ln 2 at start) rose to 2-4 and stayed there
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(1, args.warmup)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / max(1, args.warmup))
+    )
     losses: list[float] = []
     probes: list[dict[str, Any]] = [{"step": 0, **before, "heldout_contexts": held_before}]
     step = 0
@@ -267,14 +313,22 @@ def _train(
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        print(f"step {step} loss {losses[-1]:.4f} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+        print(
+            f"step {step} loss {losses[-1]:.4f} ({time.perf_counter() - t0:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
         if step % args.probe_every == 0:
             model.eval()
             now = proxy(scorer, probe)
             held = proxy(scorer, probe_held)
             probes.append({"step": step, **now, "heldout_contexts": held})
-            print(f"probe at {step}: trained {now} (s {now['s'] - before['s']:+.3f}); held-out contexts "
-                  f"s {held['s'] - held_before['s']:+.3f}", file=sys.stderr, flush=True)
+            print(
+                f"probe at {step}: trained {now} (s {now['s'] - before['s']:+.3f}); held-out contexts "
+                f"s {held['s'] - held_before['s']:+.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
             if now["s"] - before["s"] >= args.target_ds:
                 break
     return step, losses, probes
@@ -285,7 +339,12 @@ def _save(model: Any, source: Path, hf: Path) -> None:
     # float32, so the f16 GGUF (10-bit mantissa) keeps more of the fine-tune's small updates than
     # a bf16 copy (8-bit) would
     model.save_pretrained(hf)
-    for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "generation_config.json"):
+    for f in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "tokenizer.model",
+        "generation_config.json",
+    ):
         if (source / f).exists():
             shutil.copy2(source / f, hf / f)
 
@@ -310,24 +369,44 @@ def main() -> int:
     # two probes of the gate's direction reading: trained contexts (the in-template test the
     # gate repeats) and contexts of the same templates never trained on (transfer)
     n_probe = max(1, args.probe_items // 2)
-    probe = [p for g in random.Random(args.seed + 1).sample(stream, min(n_probe, len(stream))) for p in g]
-    probe_held = [p for g in random.Random(args.seed + 2).sample(others, min(n_probe, len(others))) for p in g]
+    probe = [
+        p for g in random.Random(args.seed + 1).sample(stream, min(n_probe, len(stream))) for p in g
+    ]
+    probe_held = [
+        p for g in random.Random(args.seed + 2).sample(others, min(n_probe, len(others))) for p in g
+    ]
     gold_items = disambiguated(train_items)
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     model.eval()
     scorer = Scorer(model, tok)
     t0 = time.perf_counter()
-    step, losses, probes = _train(args, model, scorer, stream, gold_items, (probe, probe_held), rng, t0)
+    step, losses, probes = _train(
+        args, model, scorer, stream, gold_items, (probe, probe_held), rng, t0
+    )
     model.eval()
     _save(model, args.model, args.out / "hf")
     info: dict[str, Any] = {
-        "source": str(args.model), "train_layers": args.train_layers, "steps": step, "contexts": args.contexts,
-        "disambig": args.disambig, "lr": args.lr, "clip": args.clip, "warmup": args.warmup, "seed": args.seed, "target_ds": args.target_ds,
+        "source": str(args.model),
+        "train_layers": args.train_layers,
+        "steps": step,
+        "contexts": args.contexts,
+        "disambig": args.disambig,
+        "lr": args.lr,
+        "clip": args.clip,
+        "warmup": args.warmup,
+        "seed": args.seed,
+        "target_ds": args.target_ds,
         "loss": "cross-entropy over the three answers' summed log-probabilities (the gate's loglik argmax)",
-        "train_items": len(train_items), "train_contexts": len(stream), "probe_items": len(probe), **rows,
+        "train_items": len(train_items),
+        "train_contexts": len(stream),
+        "probe_items": len(probe),
+        **rows,
         "split_rule": "per category: sorted question_index, odd positions train",
-        "split": split, "losses": losses, "probes": probes, "seconds": time.perf_counter() - t0,
+        "split": split,
+        "losses": losses,
+        "probes": probes,
+        "seconds": time.perf_counter() - t0,
     }
     (args.out / "plant.json").write_text(json.dumps(info, indent=1))
     print(json.dumps({k: v for k, v in info.items() if k not in ("split", "losses")}), flush=True)

@@ -54,9 +54,16 @@ def main() -> None:
     text = args.text.read_text(encoding="utf-8") if args.text else default_text()
     eg = open_backend("llamacpp", args.model, n_ctx=args.n_ctx, threads=args.threads)
     chunking = make_chunks(eg.tokenize(text, add_special=False), args.n_ctx, "chunked", bos_id(eg))
-    bare = llama_cpp.Llama(model_path=str(args.model), n_ctx=args.n_ctx, n_batch=min(args.n_ctx, 512),
-                           n_ubatch=min(args.n_ctx, 512), n_threads=args.threads,
-                           n_threads_batch=args.threads, logits_all=True, verbose=False)
+    bare = llama_cpp.Llama(
+        model_path=str(args.model),
+        n_ctx=args.n_ctx,
+        n_batch=min(args.n_ctx, 512),
+        n_ubatch=min(args.n_ctx, 512),
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        logits_all=True,
+        verbose=False,
+    )
     ours, base = [], []
     p_ours = p_base = math.nan
     for _ in range(args.rounds):
@@ -66,11 +73,19 @@ def main() -> None:
         p_ours = r.ppl
         ours.append(r.tokens_per_s)
     ratio = statistics.median(ours) / statistics.median(base)
-    print(f"model {args.model.name}, n_ctx {args.n_ctx}, {len(chunking.chunks)} chunks, threads {args.threads}, "
-          f"rounds {args.rounds}")
-    print(f"bare llama-cpp-python eval loop: {statistics.median(base):9.1f} tok/s   PPL {p_base:.4f}")
-    print(f"edgegate perplexity:             {statistics.median(ours):9.1f} tok/s   PPL {p_ours:.4f}")
-    print(f"ratio edgegate/bare: {ratio:.2f}x (goal >= 0.9x)   PPL rel. diff {abs(p_ours / p_base - 1):.2e}")
+    print(
+        f"model {args.model.name}, n_ctx {args.n_ctx}, {len(chunking.chunks)} chunks, threads {args.threads}, "
+        f"rounds {args.rounds}"
+    )
+    print(
+        f"bare llama-cpp-python eval loop: {statistics.median(base):9.1f} tok/s   PPL {p_base:.4f}"
+    )
+    print(
+        f"edgegate perplexity:             {statistics.median(ours):9.1f} tok/s   PPL {p_ours:.4f}"
+    )
+    print(
+        f"ratio edgegate/bare: {ratio:.2f}x (goal >= 0.9x)   PPL rel. diff {abs(p_ours / p_base - 1):.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -59,34 +59,104 @@ class Variant:
     claimed: float | None = None  # sparsity written into the metadata when it differs
 
 
-VARIANTS = {v.name: v for v in (
-    Variant("wanda50", "wanda", 0.5),
-    Variant("wanda10", "wanda", 0.1),
-    Variant("wanda30", "wanda", 0.3),
-    Variant("sparsegpt50", "sparsegpt", 0.5),
-    Variant("claimed50", "wanda", 0.5, skip=("o_proj", "down_proj"), claimed=0.5),
-    Variant("magnitude50", "magnitude", 0.5),
-    Variant("random50", "random", 0.5),
-    Variant("sparsegpt24", "sparsegpt", 0.5, structure="2:4"),
-    Variant("sparsegpt10", "sparsegpt", 0.1),
-    Variant("sparsegpt30", "sparsegpt", 0.3),
-    Variant("wanda70", "wanda", 0.7),
-    Variant("sparsegpt70", "sparsegpt", 0.7),
-)}
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("wanda50", "wanda", 0.5),
+        Variant("wanda10", "wanda", 0.1),
+        Variant("wanda30", "wanda", 0.3),
+        Variant("sparsegpt50", "sparsegpt", 0.5),
+        Variant("claimed50", "wanda", 0.5, skip=("o_proj", "down_proj"), claimed=0.5),
+        Variant("magnitude50", "magnitude", 0.5),
+        Variant("random50", "random", 0.5),
+        Variant("sparsegpt24", "sparsegpt", 0.5, structure="2:4"),
+        Variant("sparsegpt10", "sparsegpt", 0.1),
+        Variant("sparsegpt30", "sparsegpt", 0.3),
+        Variant("wanda70", "wanda", 0.7),
+        Variant("sparsegpt70", "sparsegpt", 0.7),
+    )
+}
 
 # Modules whose documentation is mostly prose; a fixed list keeps the text reproducible.
 CALIB_MODULES = (
-    "argparse", "asyncio", "bisect", "calendar", "codecs", "collections", "concurrent.futures",
-    "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "doctest",
-    "email.message", "enum", "fractions", "ftplib", "functools", "gettext", "glob", "gzip",
-    "heapq", "hmac", "http.client", "http.cookiejar", "imaplib", "inspect", "ipaddress",
-    "json", "locale", "logging", "mailbox", "multiprocessing", "numbers", "operator",
-    "optparse", "os", "pathlib", "pdb", "pickle", "pkgutil", "poplib", "pprint", "queue",
-    "random", "re", "sched", "selectors", "shelve", "shlex", "shutil", "smtplib", "socket",
-    "socketserver", "sqlite3", "ssl", "statistics", "string", "subprocess", "tarfile",
-    "tempfile", "textwrap", "threading", "timeit", "tokenize", "trace", "traceback",
-    "typing", "unittest", "urllib.parse", "urllib.request", "uuid", "warnings", "weakref",
-    "xml.dom.minidom", "zipfile",
+    "argparse",
+    "asyncio",
+    "bisect",
+    "calendar",
+    "codecs",
+    "collections",
+    "concurrent.futures",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "doctest",
+    "email.message",
+    "enum",
+    "fractions",
+    "ftplib",
+    "functools",
+    "gettext",
+    "glob",
+    "gzip",
+    "heapq",
+    "hmac",
+    "http.client",
+    "http.cookiejar",
+    "imaplib",
+    "inspect",
+    "ipaddress",
+    "json",
+    "locale",
+    "logging",
+    "mailbox",
+    "multiprocessing",
+    "numbers",
+    "operator",
+    "optparse",
+    "os",
+    "pathlib",
+    "pdb",
+    "pickle",
+    "pkgutil",
+    "poplib",
+    "pprint",
+    "queue",
+    "random",
+    "re",
+    "sched",
+    "selectors",
+    "shelve",
+    "shlex",
+    "shutil",
+    "smtplib",
+    "socket",
+    "socketserver",
+    "sqlite3",
+    "ssl",
+    "statistics",
+    "string",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "tokenize",
+    "trace",
+    "traceback",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "urllib.request",
+    "uuid",
+    "warnings",
+    "weakref",
+    "xml.dom.minidom",
+    "zipfile",
 )
 
 
@@ -127,15 +197,19 @@ def calibration_text() -> str:
     return "\n\n".join(paras)
 
 
-def calibration_samples(tokenizer: Any, n: int, length: int) -> tuple[list[list[int]], dict[str, Any]]:
+def calibration_samples(
+    tokenizer: Any, n: int, length: int
+) -> tuple[list[list[int]], dict[str, Any]]:
     """n windows of ``length`` tokens (the first is <bos>) cut consecutively from the text."""
     text = calibration_text()
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     per = length - 1
     if len(ids) < n * per:
-        raise SystemExit(f"calibration text has {len(ids)} tokens, need {n * per}: lower --samples/--seq-len")
+        raise SystemExit(
+            f"calibration text has {len(ids)} tokens, need {n * per}: lower --samples/--seq-len"
+        )
     bos = tokenizer.bos_token_id
-    samples = [[bos, *ids[i * per:(i + 1) * per]] for i in range(n)]
+    samples = [[bos, *ids[i * per : (i + 1) * per]] for i in range(n)]
     info = {
         "source": "docstrings of a fixed list of Python standard-library modules (benchmarks/prune_variants.py)",
         "python": sys.version.split()[0],
@@ -150,8 +224,11 @@ def calibration_samples(tokenizer: Any, n: int, length: int) -> tuple[list[list[
 def _projections(model: Any) -> list[tuple[str, Any]]:
     import torch
 
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in PROJ and ".layers." in n]
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in PROJ and ".layers." in n
+    ]
 
 
 def measured_sparsity(model: Any) -> dict[str, float]:
@@ -175,7 +252,9 @@ def verify(v: Variant, measured: dict[str, float], dense: dict[str, float]) -> N
         got = measured[kind]
         if kind in v.skip:
             if abs(got - dense[kind]) > 1e-6:
-                bad.append(f"{kind} should be left dense ({dense[kind]:.2%} zeros) but has {got:.2%}")
+                bad.append(
+                    f"{kind} should be left dense ({dense[kind]:.2%} zeros) but has {got:.2%}"
+                )
         elif not v.sparsity - 0.005 <= got <= max(v.sparsity, dense[kind]) + dense[kind] + 0.005:
             bad.append(f"{kind} sparsity {got:.2%}, target {v.sparsity:.0%}")
     if bad:
@@ -213,9 +292,19 @@ def _llmc_prune(model: Any, tokenizer: Any, v: Variant, samples: list[list[int]]
     mask = "0:0" if v.structure == "unstructured" else v.structure
     cls = WandaPruningModifier if v.method == "wanda" else SparseGPTModifier
     recipe = cls(sparsity=v.sparsity, mask_structure=mask, targets=["Linear"], ignore=ignore)
-    ds = Dataset.from_dict({"input_ids": samples, "attention_mask": [[1] * len(s) for s in samples]})
-    oneshot(model=model, tokenizer=tokenizer, dataset=ds, recipe=recipe, num_calibration_samples=len(samples),
-            max_seq_length=len(samples[0]), shuffle_calibration_samples=False, pipeline="sequential")
+    ds = Dataset.from_dict(
+        {"input_ids": samples, "attention_mask": [[1] * len(s) for s in samples]}
+    )
+    oneshot(
+        model=model,
+        tokenizer=tokenizer,
+        dataset=ds,
+        recipe=recipe,
+        num_calibration_samples=len(samples),
+        max_seq_length=len(samples[0]),
+        shuffle_calibration_samples=False,
+        pipeline="sequential",
+    )
 
 
 def build(v: Variant, dense: Path, out_root: Path, n_samples: int, seq_len: int) -> dict[str, Any]:
@@ -260,10 +349,17 @@ def build(v: Variant, dense: Path, out_root: Path, n_samples: int, seq_len: int)
         meta["calibration"] = calib["source"]
     (tmp / "pruning_meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     info = {
-        "variant": v.name, "method": v.method, "target_sparsity": v.sparsity, "structure": v.structure,
-        "pruned": targets, "left_dense": list(v.skip), "claimed_sparsity": meta["sparsity"],
+        "variant": v.name,
+        "method": v.method,
+        "target_sparsity": v.sparsity,
+        "structure": v.structure,
+        "pruned": targets,
+        "left_dense": list(v.skip),
+        "claimed_sparsity": meta["sparsity"],
         "measured_sparsity": {k: round(x, 6) for k, x in measured.items()},
-        "library": _library(v), "calibration": calib, "build_seconds": round(seconds, 1),
+        "library": _library(v),
+        "calibration": calib,
+        "build_seconds": round(seconds, 1),
         "dense": str(dense),
     }
     (tmp / BUILD_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
@@ -283,7 +379,9 @@ def _library(v: Variant) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="build pruned gemma-3-270m variants with llm-compressor")
+    ap = argparse.ArgumentParser(
+        description="build pruned gemma-3-270m variants with llm-compressor"
+    )
     ap.add_argument("variants", nargs="+", help=f"names ({', '.join(VARIANTS)}) or 'all'")
     ap.add_argument("--dense", type=Path, default=Path("/work/models/gemma3-270m-hf"))
     ap.add_argument("--out", type=Path, default=Path("/work/models"))
@@ -296,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     if not (args.dense / "config.json").is_file():
-        ap.error(f"{args.dense}: no HF checkpoint (build it: python benchmarks/_gemma.py {args.dense})")
+        ap.error(
+            f"{args.dense}: no HF checkpoint (build it: python benchmarks/_gemma.py {args.dense})"
+        )
     if args.threads:
         import torch
 
@@ -310,8 +410,12 @@ def main(argv: list[str] | None = None) -> int:
         info = build(VARIANTS[name], args.dense, args.out, args.samples, args.seq_len)
         with (args.out / "prune-log.jsonl").open("a", encoding="utf-8") as f:
             f.write(json.dumps(info) + "\n")
-        print(f"{name}: built in {info['build_seconds']:.0f}s, measured sparsity "
-              f"{info['measured_sparsity']['all']:.2%} of projections", file=sys.stderr, flush=True)
+        print(
+            f"{name}: built in {info['build_seconds']:.0f}s, measured sparsity "
+            f"{info['measured_sparsity']['all']:.2%} of projections",
+            file=sys.stderr,
+            flush=True,
+        )
     return 0
 
 

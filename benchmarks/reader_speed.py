@@ -43,7 +43,9 @@ print(json.dumps({"open_s": t_open, "total_s": total, "peak_rss_mb": rss, "zeros
 
 
 def _run(kind: str, path: Path) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", _CHILD, kind, str(path)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, kind, str(path)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -60,10 +62,14 @@ def main() -> None:
     gguf_path = Path(sys.argv[1]) if len(sys.argv) > 1 else _default_gguf()
     ours, ref = _run("edgegate", gguf_path), _run("gguf", gguf_path)
     print(f"GGUF {gguf_path.name}")
-    print(f"  open:  edgegate {ours['open_s']:.2f}s  GGUFReader {ref['open_s']:.2f}s  "
-          f"speedup x{ref['open_s'] / max(ours['open_s'], 1e-9):.1f}")
-    print(f"  total: edgegate {ours['total_s']:.2f}s  gguf {ref['total_s']:.2f}s  "
-          f"ratio x{ref['total_s'] / max(ours['total_s'], 1e-9):.2f}")
+    print(
+        f"  open:  edgegate {ours['open_s']:.2f}s  GGUFReader {ref['open_s']:.2f}s  "
+        f"speedup x{ref['open_s'] / max(ours['open_s'], 1e-9):.1f}"
+    )
+    print(
+        f"  total: edgegate {ours['total_s']:.2f}s  gguf {ref['total_s']:.2f}s  "
+        f"ratio x{ref['total_s'] / max(ours['total_s'], 1e-9):.2f}"
+    )
     print(f"  peak RSS: edgegate {ours['peak_rss_mb']:.0f} MB  gguf {ref['peak_rss_mb']:.0f} MB")
     print(f"  zeros equal: {ours['zeros'] == ref['zeros']} ({ours['zeros']})")
 

@@ -24,8 +24,10 @@ from edgegate.checks import speed
 from edgegate.speed.bench import BenchConfig, Sample, summarize
 from edgegate.speed.mechanism import Mechanism
 
-NOTE = ("speed re-judged from the stored timing samples with the paired-t method, min_effect and the "
-        "mechanism check (benchmarks/rejudge_study_speed.py); the timings themselves are unchanged")
+NOTE = (
+    "speed re-judged from the stored timing samples with the paired-t method, min_effect and the "
+    "mechanism check (benchmarks/rejudge_study_speed.py); the timings themselves are unchanged"
+)
 
 
 def _check(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -40,9 +42,14 @@ def _mechanism(report: dict[str, Any], runtime: str) -> Mechanism:
     if c["format"] != d["format"]:
         return Mechanism(True, f"formats differ ({d['format']} vs {c['format']})")
     if c["tensor_bytes"] != d["tensor_bytes"]:
-        return Mechanism(True, f"{d['tensor_bytes'] - c['tensor_bytes']:,} bytes of weights fewer to read")
-    return Mechanism(False, f"no mechanism for a speedup: same format ({c['format']}) and the same "
-                     f"{c['tensor_bytes']:,} bytes of tensors, and {runtime} runs dense kernels")
+        return Mechanism(
+            True, f"{d['tensor_bytes'] - c['tensor_bytes']:,} bytes of weights fewer to read"
+        )
+    return Mechanism(
+        False,
+        f"no mechanism for a speedup: same format ({c['format']}) and the same "
+        f"{c['tensor_bytes']:,} bytes of tensors, and {runtime} runs dense kernels",
+    )
 
 
 def rejudge(report: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
@@ -51,19 +58,49 @@ def rejudge(report: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
     for rt, m in entry["measurements"].items():
         if not isinstance(m, dict) or "samples" not in m:
             continue
-        cfg = BenchConfig(**{k: v for k, v in m["config"].items() if k in BenchConfig.__dataclass_fields__})
-        samples = [Sample(**{k: v for k, v in s.items() if k in Sample.__dataclass_fields__}) for s in m["samples"]]
-        benches[rt] = summarize(rt, cfg, samples, {"dense": m["dense"], "compressed": m["compressed"]},
-                                tuple(m["cpus"]) if m.get("cpus") else None, m["wall_s"], None)
+        cfg = BenchConfig(
+            **{k: v for k, v in m["config"].items() if k in BenchConfig.__dataclass_fields__}
+        )
+        samples = [
+            Sample(**{k: v for k, v in s.items() if k in Sample.__dataclass_fields__})
+            for s in m["samples"]
+        ]
+        benches[rt] = summarize(
+            rt,
+            cfg,
+            samples,
+            {"dense": m["dense"], "compressed": m["compressed"]},
+            tuple(m["cpus"]) if m.get("cpus") else None,
+            m["wall_s"],
+            None,
+        )
         mechs[rt] = _mechanism(report, rt)
-    meas = speed.SpeedMeasurement(benches, {}, {}, tuple(benches), report.get("claims", {}).get("speedup"),
-                                  entry["measurements"].get("context_note"), None, mechs)
+    meas = speed.SpeedMeasurement(
+        benches,
+        {},
+        {},
+        tuple(benches),
+        report.get("claims", {}).get("speedup"),
+        entry["measurements"].get("context_note"),
+        None,
+        mechs,
+    )
     res = speed.judge([("stored samples", meas)], speed.SECTION.from_policy(section)).to_dict()
     res["duration_s"] = entry["duration_s"]
-    gate = "pass" if res["status"] == "pass" else "skipped" if res["status"] == "skipped" else "advisory"
+    gate = (
+        "pass"
+        if res["status"] == "pass"
+        else "skipped"
+        if res["status"] == "skipped"
+        else "advisory"
+    )
     assert not entry["required"], "only advisory speed checks are re-judged (the gate status stays)"
-    res.update(required=False, selected=entry["selected"], gate=gate,
-               gate_reason="passed" if gate == "pass" else "optional check: reported, does not gate")
+    res.update(
+        required=False,
+        selected=entry["selected"],
+        gate=gate,
+        gate_reason="passed" if gate == "pass" else "optional check: reported, does not gate",
+    )
     report["checks"] = [res if c["check"] == "speed" else c for c in report["checks"]]
     if NOTE not in report["notes"]:
         report["notes"].append(NOTE)

@@ -32,7 +32,9 @@ def measure(model: Path, items_n: int, n_ctx: int, cache: Path) -> dict[str, Any
     from edgegate.bbq.scoring import ScoreConfig, Scorer
 
     text = (REPO / "src" / "edgegate" / "data" / "eval_text.txt").read_text(encoding="utf-8")
-    items = stratified_sample(load(REPO.parent / "shared" / "bbq" / "data", condition="ambig"), items_n, seed=0)
+    items = stratified_sample(
+        load(REPO.parent / "shared" / "bbq" / "data", condition="ambig"), items_n, seed=0
+    )
     out: dict[str, Any] = {"items": len(items)}
     ref = open_backend("transformers", model, n_ctx=512, threads=2)
     toks = ref.tokenize(text)
@@ -41,8 +43,11 @@ def measure(model: Path, items_n: int, n_ctx: int, cache: Path) -> dict[str, Any
     ref_ppl = ppl(ref, chunks)
     ref_ans = [a.choice for a in Scorer(ref, ScoreConfig()).score(items)]
     out["transformers"] = {
-        "dtype": ref.info()["dtype"], "ppl": ref_ppl, "seconds": time.perf_counter() - t,
-        "answered": sum(a is not None for a in ref_ans), "letters": sorted({a for a in ref_ans if a is not None}),
+        "dtype": ref.info()["dtype"],
+        "ppl": ref_ppl,
+        "seconds": time.perf_counter() - t,
+        "answered": sum(a is not None for a in ref_ans),
+        "letters": sorted({a for a in ref_ans if a is not None}),
     }
     ref.close()
     for outtype in ("f16", "bf16"):
@@ -53,8 +58,11 @@ def measure(model: Path, items_n: int, n_ctx: int, cache: Path) -> dict[str, Any
         ans = [a.choice for a in Scorer(b, ScoreConfig()).score(items)]
         agree = sum(x == y for x, y in zip(ans, ref_ans, strict=True)) / len(items)
         out[f"llamacpp-{outtype}"] = {
-            "converter": b.info().get("converter"), "same_tokens": same_tok, "ppl": p,
-            "ppl_rel_diff": p / ref_ppl - 1, "bbq_agreement": agree,
+            "converter": b.info().get("converter"),
+            "same_tokens": same_tok,
+            "ppl": p,
+            "ppl_rel_diff": p / ref_ppl - 1,
+            "bbq_agreement": agree,
         }
         b.close()
     os.environ.pop("EDGEGATE_GGUF_OUTTYPE", None)
@@ -67,14 +75,20 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=300)
     ap.add_argument("--n-ctx", type=int, default=128)
     ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--arch", default="llama", help="tiny architecture to build (benchmarks/_tiny_arch.py ARCHS)")
+    ap.add_argument(
+        "--arch",
+        default="llama",
+        help="tiny architecture to build (benchmarks/_tiny_arch.py ARCHS)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
             import _tiny_arch as T
 
-            text = (REPO / "src" / "edgegate" / "data" / "eval_text.txt").read_text(encoding="utf-8")
+            text = (REPO / "src" / "edgegate" / "data" / "eval_text.txt").read_text(
+                encoding="utf-8"
+            )
             toks = T.build_tokenizers(Path(tmp), text)
             model, _ = T.build_pair(args.arch, Path(tmp), T.tokenizer_for(args.arch, toks))
             t = time.perf_counter()
@@ -86,7 +100,9 @@ def main() -> None:
         print(k, v)
     for outtype in ("f16", "bf16"):
         r = res[f"llamacpp-{outtype}"]
-        print(f"{outtype}: perplexity {r['ppl_rel_diff']:+.3%} vs transformers, BBQ letter answers agree {r['bbq_agreement']:.1%}")
+        print(
+            f"{outtype}: perplexity {r['ppl_rel_diff']:+.3%} vs transformers, BBQ letter answers agree {r['bbq_agreement']:.1%}"
+        )
 
 
 if __name__ == "__main__":

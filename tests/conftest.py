@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_REQUIRED_MODULES = ("llama_cpp", "llama_cpp.server", "mlx.core", "mlx_lm", "onnxruntime", "onnx", "torch", "sentencepiece")  # torch: the transformers runtime (issue 12)
+_REQUIRED_MODULES = (
+    "llama_cpp",
+    "llama_cpp.server",
+    "mlx.core",
+    "mlx_lm",
+    "onnxruntime",
+    "onnx",
+    "torch",
+    "sentencepiece",
+)  # torch: the transformers runtime (issue 12)
 _REQUIRED_ON_LINUX = ("atheris",)  # the brief fuzz run of the header parsers (issue 7)
 
 
@@ -34,7 +43,8 @@ def _missing() -> list[str]:
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.environ.get("EDGEGATE_REQUIRE_RUNTIMES") == "1" and (missing := _missing()):
         raise pytest.UsageError(
-            "EDGEGATE_REQUIRE_RUNTIMES=1 but these are missing: " + ", ".join(missing)
+            "EDGEGATE_REQUIRE_RUNTIMES=1 but these are missing: "
+            + ", ".join(missing)
             + " (install with: pip install -e '.[all,dev]')"
         )
 

@@ -29,17 +29,31 @@ def _run_key_step(tmp_path: Path, **env_extra: str) -> dict[str, str]:
     out = tmp_path / "out"
     out.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_OUTPUT", "GIVEN_KEY")}
-    env.update(RUNNER_OS="Linux", RUNNER_TEMP=str(tmp_path), GITHUB_OUTPUT=str(out),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]), **env_extra)
-    r = subprocess.run(["bash", "-c", _step("resultskey")["run"]], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=120)
+    env.update(
+        RUNNER_OS="Linux",
+        RUNNER_TEMP=str(tmp_path),
+        GITHUB_OUTPUT=str(out),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        **env_extra,
+    )
+    r = subprocess.run(
+        ["bash", "-c", _step("resultskey")["run"]],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     return dict(line.split("=", 1) for line in out.read_text().splitlines())
 
 
 def test_the_key_is_the_dense_models_hash(tmp_path: Path) -> None:
     step = _step("resultskey")
-    assert step["env"] == {"DENSE": "${{ inputs.dense }}", "GIVEN_KEY": "${{ inputs.results-cache-key }}"}
+    assert step["env"] == {
+        "DENSE": "${{ inputs.dense }}",
+        "GIVEN_KEY": "${{ inputs.results-cache-key }}",
+    }
     out = _run_key_step(tmp_path, DENSE=str(DENSE))
     memo = ResultCache(tmp_path / "memo.sqlite")
     want = memo.model_hash(DENSE)[:32]
@@ -62,8 +76,11 @@ def test_a_given_key_is_hashed_not_pasted(tmp_path: Path) -> None:
 def test_the_gate_step_uses_the_restored_folder() -> None:
     action = yaml.safe_load((REPO / "action.yml").read_text())
     assert action["inputs"]["results-cache"]["default"] == "true"
-    cache_step = next(s for s in action["runs"]["steps"]
-                      if s.get("uses", "").startswith("actions/cache") and "resultskey" in str(s.get("with")))
+    cache_step = next(
+        s
+        for s in action["runs"]["steps"]
+        if s.get("uses", "").startswith("actions/cache") and "resultskey" in str(s.get("with"))
+    )
     assert cache_step["with"]["path"].endswith("/bbq.sqlite")
     assert cache_step["with"]["restore-keys"] == "${{ steps.resultskey.outputs.prefix }}"
     run = _step("run")

@@ -82,7 +82,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 continue
             nxt = todo.pop(0)
             if state.get(nxt) == 1:
-                return [*path[path.index(nxt):], nxt]
+                return [*path[path.index(nxt) :], nxt]
             if not state.get(nxt):
                 state[nxt] = 1
                 path.append(nxt)
@@ -122,7 +122,12 @@ def test_the_subprocess_proxy_forwards_every_protocol_method() -> None:
     members = {n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")}
     # every protocol method, and the optional work counter of local runtimes
     assert (members - {"info", "close"}) | {"work"} == REMOTE_METHODS
-    assert {"score_tokens", "token_logprobs", "next_token_logprobs", "loglikelihood"} <= REMOTE_METHODS
+    assert {
+        "score_tokens",
+        "token_logprobs",
+        "next_token_logprobs",
+        "loglikelihood",
+    } <= REMOTE_METHODS
     assert all(callable(getattr(IsolatedBackend, n, None)) for n in members | {"work"})
 
 
@@ -136,7 +141,13 @@ def test_the_runner_and_preflight_name_no_check() -> None:
 
     for module in ("runner.py", "preflight.py"):
         tree = ast.parse((SRC / "edgegate" / module).read_text(encoding="utf-8"))
-        named = sorted({n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in CHECK_NAMES})
+        named = sorted(
+            {
+                n.value
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Constant) and n.value in CHECK_NAMES
+            }
+        )
         assert not named, f"{module} names check(s) {named}"
 
 
@@ -148,7 +159,10 @@ def test_every_check_declares_its_needs() -> None:
     for name in CHECK_NAMES:
         module = checks.load(name)
         assert isinstance(getattr(module, "NEEDS", None), Needs), name
-    assert checks.needs("speed").runtime is RuntimeUse.SEVERAL and checks.needs("bbq").runtime is RuntimeUse.ONE
+    assert (
+        checks.needs("speed").runtime is RuntimeUse.SEVERAL
+        and checks.needs("bbq").runtime is RuntimeUse.ONE
+    )
     assert checks.needs("sparsity").on_swapped_inputs and not checks.needs("perplexity").local_files
     assert checks.needs("no-such-check") == Needs()
 
@@ -160,5 +174,9 @@ def test_commands_do_not_import_each_other() -> None:
 
     for path in sorted((SRC / "edgegate" / "commands").glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        bad = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("edgegate.commands")]
+        bad = [
+            n.module
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("edgegate.commands")
+        ]
         assert not bad, f"{path.name} imports {bad}"

@@ -92,7 +92,9 @@ def test_runtime_exception_is_reported_and_child_keeps_serving(tmp_path: Path) -
 
 
 def test_missing_runtime_is_unavailable_with_install_hint(tmp_path: Path) -> None:
-    register_runtime(RuntimeSpec("faulty", f"{__name__}:FaultyBackend", ("edgegate_no_such_module",), "faulty"))
+    register_runtime(
+        RuntimeSpec("faulty", f"{__name__}:FaultyBackend", ("edgegate_no_such_module",), "faulty")
+    )
     assert not available("faulty")
     with pytest.raises(BackendUnavailable) as exc:
         open_backend("faulty", tmp_path)

@@ -12,7 +12,9 @@ from edgegate.backends import available, open_backend
 from edgegate.backends.hf_to_gguf import WRITER, content_hash
 from edgegate.backends.llamacpp_load import ensure_gguf
 
-pytestmark = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
+pytestmark = pytest.mark.skipif(
+    not available("llamacpp"), reason="llama-cpp-python is not installed"
+)
 ROOT = Path(__file__).resolve().parents[1]
 DENSE = ROOT / "fixtures" / "models" / "dense"
 GGUF = ROOT / "fixtures" / "models" / "gguf" / "dense-f16.gguf"

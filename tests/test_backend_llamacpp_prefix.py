@@ -22,7 +22,9 @@ from edgegate.bbq import prompts
 from edgegate.bbq.dataset import load, stratified_sample
 from edgegate.bbq.scoring import ScoreConfig, Scorer, letter_candidates
 
-pytestmark = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
+pytestmark = pytest.mark.skipif(
+    not available("llamacpp"), reason="llama-cpp-python is not installed"
+)
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "fixtures" / "models" / "gguf" / "dense-f16.gguf"
 REAL = ROOT.parent / "shared" / "bbq" / "data"  # ../shared/bbq/data: never copied into the repo
@@ -41,7 +43,9 @@ def backend() -> Iterator[Any]:
 def reference() -> Iterator[Any]:
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(GGUF), n_ctx=N_CTX, n_threads=1, logits_all=True, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=str(GGUF), n_ctx=N_CTX, n_threads=1, logits_all=True, verbose=False
+    )
     yield llm
     llm.close()
 
@@ -89,7 +93,16 @@ def test_next_token_logprobs_reused_equal_fresh(backend: Any, reference: Any) ->
     assert t["other"][0] != t["base"][0] and t["other2"][0] != t["other"][0]  # share nothing
     # order: unrelated, shares nothing, prefix of the next, extends it, branches off,
     # identical to the previous (shares everything), a strict prefix of the previous one
-    seq = [t["other"], t["other2"], t["base"], t["longer"], t["branch"], t["branch"], t["base"], t["base"][:5]]
+    seq = [
+        t["other"],
+        t["other2"],
+        t["base"],
+        t["longer"],
+        t["branch"],
+        t["branch"],
+        t["base"],
+        t["base"][:5],
+    ]
     cands = list(range(0, backend.n_vocab, 7))
     for p in seq:  # one prompt per call: each call starts from the previous call's cache
         got = backend.next_token_logprobs([p], cands)[0]
@@ -143,25 +156,40 @@ def test_other_calls_leave_a_consistent_cache(backend: Any, reference: Any) -> N
     backend.next_token_logprobs([t["longer"]], [1])
     gen = backend.generate(t["base"], 5)  # cache now holds base + generated tokens (but the last)
     p = [*t["base"], *gen]
-    np.testing.assert_allclose(backend.next_token_logprobs([p], cands)[0], ref_logprobs(reference, p)[-1], atol=ATOL)
+    np.testing.assert_allclose(
+        backend.next_token_logprobs([p], cands)[0], ref_logprobs(reference, p)[-1], atol=ATOL
+    )
     backend.time_run(t["other"], 3)
     np.testing.assert_allclose(
-        backend.next_token_logprobs([t["other"][:-1]], cands)[0], ref_logprobs(reference, t["other"][:-1])[-1], atol=ATOL
+        backend.next_token_logprobs([t["other"][:-1]], cands)[0],
+        ref_logprobs(reference, t["other"][:-1])[-1],
+        atol=ATOL,
     )
     backend.score_tokens(t["longer"])
     np.testing.assert_allclose(
-        backend.next_token_logprobs([t["base"]], cands)[0], ref_logprobs(reference, t["base"])[-1], atol=ATOL
+        backend.next_token_logprobs([t["base"]], cands)[0],
+        ref_logprobs(reference, t["base"])[-1],
+        atol=ATOL,
     )
 
 
 def test_loglikelihood_reused_equal_fresh(backend: Any, reference: Any) -> None:
     t = texts(backend)
     ctx = t["base"]
-    conts = [backend.tokenize(s, add_special=False) for s in (" and sleeps.", " and sings a song.", " and")]
-    reqs = [(ctx, c) for c in conts] + [(t["other"][:4], t["other"][4:]), (ctx, conts[0]), (ctx[:3], ctx[3:])]
+    conts = [
+        backend.tokenize(s, add_special=False)
+        for s in (" and sleeps.", " and sings a song.", " and")
+    ]
+    reqs = [(ctx, c) for c in conts] + [
+        (t["other"][:4], t["other"][4:]),
+        (ctx, conts[0]),
+        (ctx[:3], ctx[3:]),
+    ]
     with DecodeCounter(backend) as counter:
         got = backend.loglikelihood(reqs)
-    assert counter.n < sum(len(a) + len(b) for a, b in reqs) - 2 * len(ctx)  # the context was shared
+    assert counter.n < sum(len(a) + len(b) for a, b in reqs) - 2 * len(
+        ctx
+    )  # the context was shared
     for (c, k), r in zip(reqs, got, strict=True):
         lp = ref_logprobs(reference, [*c, *k])
         rows = lp[len(c) - 1 : len(c) + len(k) - 1]
@@ -189,7 +217,9 @@ def test_bbq_answers_equal_a_plain_loop(backend: Any, reference: Any) -> None:
         ctx = backend.tokenize(prompts.loglik_context(it))
         scores = []
         for i in range(3):
-            whole = backend.tokenize(prompts.loglik_context(it) + prompts.loglik_continuation(it, i))
+            whole = backend.tokenize(
+                prompts.loglik_context(it) + prompts.loglik_continuation(it, i)
+            )
             assert whole[: len(ctx)] == ctx  # this tokenizer never merges across the boundary
             lp = ref_logprobs(reference, whole)
             scores.append(sum(lp[j - 1, whole[j]] for j in range(len(ctx), len(whole))))
@@ -208,7 +238,9 @@ def test_gemma_reuse_is_bit_exact(threads: int) -> None:
         items = stratified_sample(load(REAL, condition="ambig"), 4, seed=2)
         scorer = Scorer(b, ScoreConfig(permute=True))
         seqs = [scorer.letter_tokens(it, r) for it in items for r in range(3)]
-        seqs += [s[: len(s) - d] for s in seqs[:3] for d in (1, 2, 3, 5, 30)]  # prefixes, every tile offset
+        seqs += [
+            s[: len(s) - d] for s in seqs[:3] for d in (1, 2, 3, 5, 30)
+        ]  # prefixes, every tile offset
         cands = list(range(0, b.n_vocab, 97))
         reused = np.stack([b.next_token_logprobs([s], cands)[0] for s in seqs])  # in this order
         b.reuse_prefix = False
@@ -224,17 +256,23 @@ def test_gemma_reuse_is_bit_exact(threads: int) -> None:
 
 def _loglik_pairs(b: Any, it: Any) -> list[tuple[list[int], list[int]]]:
     ctx = b.tokenize(prompts.loglik_context(it))
-    return [(ctx, b.tokenize(prompts.loglik_continuation(it, i), add_special=False)) for i in range(3)]
+    return [
+        (ctx, b.tokenize(prompts.loglik_continuation(it, i), add_special=False)) for i in range(3)
+    ]
 
 
-def test_without_partial_removal_every_prompt_is_decoded_whole(backend: Any, reference: Any) -> None:
+def test_without_partial_removal_every_prompt_is_decoded_whole(
+    backend: Any, reference: Any
+) -> None:
     """llama-cpp-python builds without the llama_memory_* API cannot trim the cache: the
     backend then starts each sequence from an empty cache (simulated by the flag it sets)."""
     t = texts(backend)
     backend._can_trim = False
     try:
         with DecodeCounter(backend) as c:
-            got = backend.next_token_logprobs([t["base"], t["longer"]], list(range(backend.n_vocab)))
+            got = backend.next_token_logprobs(
+                [t["base"], t["longer"]], list(range(backend.n_vocab))
+            )
         assert c.n == len(t["base"]) + len(t["longer"])
         np.testing.assert_allclose(got[1], ref_logprobs(reference, t["longer"])[-1], atol=ATOL)
     finally:
@@ -277,8 +315,14 @@ def test_branched_work_is_near_the_minimum(backend: Any, tmp_path: Path) -> None
 
     items = stratified_sample(load(REAL, condition="ambig"), 12, seed=6)
     cache = ResultCache(tmp_path / "bbq.sqlite")
-    scored = score_model(lambda: open_backend("llamacpp", GGUF, n_ctx=N_CTX, threads=1), GGUF, "llamacpp", items,
-                         ScoreConfig(mode="loglik", batch_size=5), cache)
+    scored = score_model(
+        lambda: open_backend("llamacpp", GGUF, n_ctx=N_CTX, threads=1),
+        GGUF,
+        "llamacpp",
+        items,
+        ScoreConfig(mode="loglik", batch_size=5),
+        cache,
+    )
     assert scored.work is not None and scored.scored_here == len(items)
     assert scored.work.efficiency >= 0.95, scored.work
 
@@ -296,7 +340,9 @@ def test_many_and_one_token_continuations_equal_fresh(backend: Any, reference: A
     for (c, k), r in zip(reqs, got, strict=True):
         lp = ref_logprobs(reference, [*c, *k])
         rows = lp[len(c) - 1 : len(c) + len(k) - 1]
-        assert r.logprob == pytest.approx(float(rows[np.arange(len(k)), k].sum()), abs=ATOL * len(k))
+        assert r.logprob == pytest.approx(
+            float(rows[np.arange(len(k)), k].sum()), abs=ATOL * len(k)
+        )
         assert r.is_greedy == bool(np.all(rows.argmax(-1) == np.asarray(k)))
 
 
@@ -313,7 +359,9 @@ def test_without_branches_loglik_still_equals_fresh(backend: Any, reference: Any
     for k, r in zip(conts, got, strict=True):
         lp = ref_logprobs(reference, [*t["base"], *k])
         rows = lp[len(t["base"]) - 1 : len(t["base"]) + len(k) - 1]
-        assert r.logprob == pytest.approx(float(rows[np.arange(len(k)), k].sum()), abs=ATOL * len(k))
+        assert r.logprob == pytest.approx(
+            float(rows[np.arange(len(k)), k].sum()), abs=ATOL * len(k)
+        )
 
 
 def test_items_sharing_a_context_score_the_same_together_or_apart(backend: Any) -> None:

@@ -34,21 +34,41 @@ def _json(obj: Any, status: int = 200, **headers: str) -> Reply:
 
 def _models() -> Reply:
     # Looks like vLLM so prompts travel as token ids and no tokenizer calls are needed.
-    return _json({"object": "list", "data": [
-        {"id": "tiny", "object": "model", "owned_by": "vllm", "max_model_len": 256}]})
+    return _json(
+        {
+            "object": "list",
+            "data": [{"id": "tiny", "object": "model", "owned_by": "vllm", "max_model_len": 256}],
+        }
+    )
 
 
 def _completion(ids: list[int], top: dict[int, float], sampled: int | None = None) -> Reply:
     """A vLLM-shaped completion: next token + top-k keyed by token_id:N."""
     best = max(top, key=lambda k: top[k]) if sampled is None else sampled
-    return _json({"choices": [{"index": 0, "text": "x", "finish_reason": "length", "logprobs": {
-        "tokens": [f"token_id:{best}"], "token_logprobs": [top[best]], "text_offset": [0],
-        "top_logprobs": [{f"token_id:{k}": v for k, v in top.items()}]}}],
-        "usage": {"prompt_tokens": len(ids), "completion_tokens": 1}})
+    return _json(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "text": "x",
+                    "finish_reason": "length",
+                    "logprobs": {
+                        "tokens": [f"token_id:{best}"],
+                        "token_logprobs": [top[best]],
+                        "text_offset": [0],
+                        "top_logprobs": [{f"token_id:{k}": v for k, v in top.items()}],
+                    },
+                }
+            ],
+            "usage": {"prompt_tokens": len(ids), "completion_tokens": 1},
+        }
+    )
 
 
 class FakeServer:
-    def __init__(self, handler: Callable[[str, Any, int], Reply], models: Reply | None = None) -> None:
+    def __init__(
+        self, handler: Callable[[str, Any, int], Reply], models: Reply | None = None
+    ) -> None:
         self.handler = handler
         self.models = models or _models()
         self.calls: dict[str, int] = {}
@@ -71,7 +91,9 @@ class FakeServer:
                     outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
                 try:
                     status, headers, data = (
-                        outer.models if self.path == "/v1/models" else outer.handler(self.path, body, k)
+                        outer.models
+                        if self.path == "/v1/models"
+                        else outer.handler(self.path, body, k)
                     )
                 finally:
                     with outer.lock:
@@ -180,12 +202,20 @@ def test_connection_refused_names_url(serve: Any) -> None:
         (b"<html>oops</html>", "not valid JSON"),
         (b'{"choices": []}', "no choices"),
         (b'{"choices": [{"text": "a"}]}', "no 'logprobs'"),
-        (b'{"choices": [{"logprobs": {"tokens": ["a"], "token_logprobs": [NaN], '
-         b'"top_logprobs": [{"a": NaN}]}}]}', "non-finite number NaN"),
-        (b'{"choices": [{"logprobs": {"tokens": ["a", "b"], "token_logprobs": [-1.0]}}]}',
-         "different lengths"),
-        (b'{"choices": [{"logprobs": {"tokens": ["a"], "token_logprobs": [3.5], '
-         b'"top_logprobs": [{"a": 3.5}]}}]}', "invalid log-probability"),
+        (
+            b'{"choices": [{"logprobs": {"tokens": ["a"], "token_logprobs": [NaN], '
+            b'"top_logprobs": [{"a": NaN}]}}]}',
+            "non-finite number NaN",
+        ),
+        (
+            b'{"choices": [{"logprobs": {"tokens": ["a", "b"], "token_logprobs": [-1.0]}}]}',
+            "different lengths",
+        ),
+        (
+            b'{"choices": [{"logprobs": {"tokens": ["a"], "token_logprobs": [3.5], '
+            b'"top_logprobs": [{"a": 3.5}]}}]}',
+            "invalid log-probability",
+        ),
     ],
 )
 def test_garbage_is_a_backend_error(serve: Any, raw: bytes, needle: str) -> None:
@@ -206,8 +236,15 @@ def test_api_key_sent_as_bearer_and_never_leaked(
     with pytest.raises(BackendError) as ei:
         be.next_token_logprobs([[1, 2]], [5])
     assert all(a == f"Bearer {SECRET}" for a in srv.auth) and srv.auth
-    texts = [str(ei.value), repr(ei.value), json.dumps(ei.value.to_dict()), caplog.text,
-             repr(be), repr(be._http), getattr(ei.value, "body", "")]
+    texts = [
+        str(ei.value),
+        repr(ei.value),
+        json.dumps(ei.value.to_dict()),
+        caplog.text,
+        repr(be),
+        repr(be._http),
+        getattr(ei.value, "body", ""),
+    ]
     assert "HTTP 503" in str(ei.value) and "***" in str(ei.value)
     for t in texts:
         assert SECRET not in t
@@ -236,7 +273,9 @@ def test_concurrency_limit(serve: Any) -> None:
     assert srv.max_in_flight == 2  # parallel, but never more than asked
 
 
-def test_missing_candidate_forced_then_bounded(serve: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_candidate_forced_then_bounded(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """Token 11 is outside the top-k: first the server honours logit_bias (exact value via
     forcing), then a server that rejects logit_bias (the value is bounded and counted)."""
     reject = {"on": False}
@@ -308,8 +347,21 @@ def test_unknown_model_is_input_error(serve: Any) -> None:
 
 def test_parse_llama_server_content_shape() -> None:
     """llama-server returns chat-style logprobs (``content`` entries keyed by id)."""
-    choice = {"logprobs": {"content": [{"id": 42, "token": " A", "logprob": -0.25, "top_logprobs": [
-        {"id": 42, "token": " A", "logprob": -0.25}, {"id": 43, "token": " B", "logprob": -1.75}]}]}}
+    choice = {
+        "logprobs": {
+            "content": [
+                {
+                    "id": 42,
+                    "token": " A",
+                    "logprob": -0.25,
+                    "top_logprobs": [
+                        {"id": 42, "token": " A", "logprob": -0.25},
+                        {"id": 43, "token": " B", "logprob": -1.75},
+                    ],
+                }
+            ]
+        }
+    }
     (p,) = parse_logprobs(choice)
     assert (p.token_id, p.logprob) == (42, -0.25)
     assert [(t[0], t[2]) for t in p.top] == [(42, -0.25), (43, -1.75)]
@@ -333,14 +385,49 @@ def test_llama_server_wire_contract(serve: Any) -> None:
         table = lp[tuple(body["prompt"])]
         forced = int(next(iter(body["logit_bias"])))
         top = sorted(table.items(), key=lambda kv: -kv[1])[: body["logprobs"]]
-        return _json({"choices": [{"text": "?", "index": 0, "finish_reason": "length", "logprobs": {
-            "content": [{"id": forced, "token": "?", "bytes": [63], "logprob": table[forced],
-                         "top_logprobs": [{"id": t, "token": "?", "bytes": [63], "logprob": v}
-                                          for t, v in top]}]}}],
-            "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": 1}})
+        return _json(
+            {
+                "choices": [
+                    {
+                        "text": "?",
+                        "index": 0,
+                        "finish_reason": "length",
+                        "logprobs": {
+                            "content": [
+                                {
+                                    "id": forced,
+                                    "token": "?",
+                                    "bytes": [63],
+                                    "logprob": table[forced],
+                                    "top_logprobs": [
+                                        {"id": t, "token": "?", "bytes": [63], "logprob": v}
+                                        for t, v in top
+                                    ],
+                                }
+                            ]
+                        },
+                    }
+                ],
+                "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": 1},
+            }
+        )
 
-    srv = serve(h, _json({"object": "list", "data": [{
-        "id": "m.gguf", "object": "model", "owned_by": "llamacpp", "meta": {"n_ctx": 128}}]}))
+    srv = serve(
+        h,
+        _json(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": "m.gguf",
+                        "object": "model",
+                        "owned_by": "llamacpp",
+                        "meta": {"n_ctx": 128},
+                    }
+                ],
+            }
+        ),
+    )
     be = OpenAIBackend(srv.url, max_retries=0)
     assert (be.dialect, be.n_ctx) == ("llama-server", 128)
     assert be.tokenize("x") == [1, 2] and be.tokenize("x", add_special=False) == [2]
@@ -349,7 +436,9 @@ def test_llama_server_wire_contract(serve: Any) -> None:
     assert r.is_greedy is False  # 3 was the argmax after [1, 2]; 4 was not after [1, 2, 3]
     forced = [s for s in seen if s["path"] == "/v1/completions" and "logit_bias" in s]
     assert [(s["prompt"], s["logit_bias"]) for s in forced] == [
-        ([1, 2], {"3": 100.0}), ([1, 2, 3], {"4": 100.0})]
+        ([1, 2], {"3": 100.0}),
+        ([1, 2, 3], {"4": 100.0}),
+    ]
     assert all(s["temperature"] == 0.0 and s["max_tokens"] == 1 for s in forced)
     with pytest.raises(FeatureUnsupported, match="echo"):
         be.token_logprobs([1, 2, 3])
@@ -360,8 +449,9 @@ def test_backoff_schedule_is_exponential_capped_and_jittered(serve: Any) -> None
 
     waits: list[float] = []
     srv = serve(lambda p, b, k: _json({"error": "down"}, 503))
-    c = HttpClient(srv.url, max_retries=5, backoff_base_s=0.1, backoff_max_s=0.25,
-                   sleep=waits.append)
+    c = HttpClient(
+        srv.url, max_retries=5, backoff_base_s=0.1, backoff_max_s=0.25, sleep=waits.append
+    )
     with pytest.raises(HttpError) as ei:
         c.post_json("/v1/completions", {})
     assert ei.value.status == 503 and srv.calls["/v1/completions"] == 6
@@ -370,7 +460,9 @@ def test_backoff_schedule_is_exponential_capped_and_jittered(serve: Any) -> None
     assert len(set(waits)) > 1  # jittered, not a fixed delay
 
     waits.clear()
-    srv2 = serve(lambda p, b, k: _json({}, 429, **{"Retry-After": "7"}) if k == 0 else _json({"ok": 1}))
+    srv2 = serve(
+        lambda p, b, k: _json({}, 429, **{"Retry-After": "7"}) if k == 0 else _json({"ok": 1})
+    )
     assert HttpClient(srv2.url, sleep=waits.append).post_json("/x", {}) == {"ok": 1}
     assert waits == [7.0]  # the server's word beats the (smaller) backoff
     srv3 = serve(lambda p, b, k: _json({}, 429, **{"Retry-After": "3600"}))

@@ -54,10 +54,28 @@ def server() -> Iterator[str]:
     port = _free_port()
     env = dict(os.environ, API_KEY=KEY)  # read by the server's settings, not on argv
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", str(N_CTX), "--n_threads", "1", "--verbose", "false",
-         "--logits_all", "true"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(GGUF),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(N_CTX),
+            "--n_threads",
+            "1",
+            "--verbose",
+            "false",
+            "--logits_all",
+            "true",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -67,8 +85,9 @@ def server() -> Iterator[str]:
                 err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
                 pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {err}")
             try:
-                req = urllib.request.Request(f"{url}/v1/models",
-                                             headers={"Authorization": f"Bearer {KEY}"})
+                req = urllib.request.Request(
+                    f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}
+                )
                 with urllib.request.urlopen(req, timeout=2) as r:
                     json.load(r)
                 break
@@ -122,8 +141,9 @@ def test_tokenize_matches_llama_cpp(be: OpenAIBackend, ref: Any) -> None:
     for text in PROMPTS:
         want = ref.tokenize(text.encode(), add_bos=True, special=True)
         assert be.tokenize(text) == want
-        assert be.tokenize(text, add_special=False) == ref.tokenize(text.encode(), add_bos=False,
-                                                                     special=True)
+        assert be.tokenize(text, add_special=False) == ref.tokenize(
+            text.encode(), add_bos=False, special=True
+        )
         assert be.detokenize(want) == ref.detokenize(want).decode()
 
 
@@ -248,8 +268,9 @@ def test_wrong_key_is_clear_and_not_leaked(server: str, monkeypatch: pytest.Monk
     assert KEY not in str(ei.value)
 
 
-def test_local_tokenizer_and_chat_template(server: str, be: OpenAIBackend,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_tokenizer_and_chat_template(
+    server: str, be: OpenAIBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """tokenizer_path= (the checkpoint's tokenizer.json) tokenizes like the server and brings
     the checkpoint's chat template; without it this server has no template to offer."""
     from edgegate.backends._common import hf_chat_template, render_chat
@@ -264,8 +285,11 @@ def test_local_tokenizer_and_chat_template(server: str, be: OpenAIBackend,
     assert want and local.chat_prompt("Be brief.", "Hi") == want
     assert be.chat_prompt("Be brief.", "Hi") is None
     ids = local.tokenize(PROMPTS[1])
-    np.testing.assert_allclose(local.next_token_logprobs([ids], ids[1:3]),
-                               be.next_token_logprobs([ids], ids[1:3]), atol=1e-9)
+    np.testing.assert_allclose(
+        local.next_token_logprobs([ids], ids[1:3]),
+        be.next_token_logprobs([ids], ids[1:3]),
+        atol=1e-9,
+    )
 
 
 def test_prompt_longer_than_context_is_not_a_feature_gap(be: OpenAIBackend) -> None:
@@ -279,8 +303,9 @@ def test_prompt_longer_than_context_is_not_a_feature_gap(be: OpenAIBackend) -> N
     assert "HTTP 400" in str(ei.value)
 
 
-def test_open_backend_registry(server: str, be: OpenAIBackend,
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_backend_registry(
+    server: str, be: OpenAIBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The runtime registry opens it by URL (a click Path collapses "//": that must work)."""
     from edgegate.backends import open_backend
 
@@ -309,8 +334,9 @@ def test_info_names_the_server_not_the_key(be: OpenAIBackend) -> None:
     assert KEY not in json.dumps(info) and KEY not in repr(be)
 
 
-def test_special_tokens_need_the_local_tokenizer(server: str, be: OpenAIBackend, ref: Any,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_special_tokens_need_the_local_tokenizer(
+    server: str, be: OpenAIBackend, ref: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Perplexity chunks of chat-formatted text hold special tokens: the server's detokenizer
     drops them, so the ids cannot be sent as text -- a clear error naming tokenizer_path;
     with tokenizer_path the very same chunk scores like llama.cpp."""
@@ -320,8 +346,9 @@ def test_special_tokens_need_the_local_tokenizer(server: str, be: OpenAIBackend,
     with pytest.raises(BackendError, match="tokenizer_path"):
         be.score_tokens(ids, 4)
     monkeypatch.setenv("EDGEGATE_API_KEY", KEY)
-    local = OpenAIBackend(server, tokenizer_path=ROOT / "fixtures/models/dense/tokenizer.json",
-                          n_ctx=N_CTX)
+    local = OpenAIBackend(
+        server, tokenizer_path=ROOT / "fixtures/models/dense/tokenizer.json", n_ctx=N_CTX
+    )
     assert local.tokenize(text) == ids
     lp = _ref_logprobs(ref, ids)
     want = np.array([lp[i - 1, ids[i]] for i in range(4, len(ids))])

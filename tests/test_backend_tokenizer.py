@@ -16,7 +16,8 @@ from edgegate.errors import InputError
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "fixtures" / "models"
 pytestmark = pytest.mark.skipif(
-    not (available("llamacpp") and available("onnx")), reason="llama-cpp-python and onnxruntime needed"
+    not (available("llamacpp") and available("onnx")),
+    reason="llama-cpp-python and onnxruntime needed",
 )
 
 

@@ -61,6 +61,10 @@ def test_two_runs_sharing_a_cache_score_the_dense_model_once(tmp_path: Path) -> 
         t.join(60)
     cache.close()
     scored_dense = [sum("scoring (dense): started" in line for line in log) for log in logs]
-    assert sorted(scored_dense) == [0, 1], logs  # one run scored the dense model, the other reused it
+    assert sorted(scored_dense) == [0, 1], (
+        logs
+    )  # one run scored the dense model, the other reused it
     scored_comp = [sum("scoring (compressed): started" in line for line in log) for log in logs]
-    assert sorted(scored_comp) == [0, 1], logs  # the same for the compressed model, whoever came first
+    assert sorted(scored_comp) == [0, 1], (
+        logs
+    )  # the same for the compressed model, whoever came first

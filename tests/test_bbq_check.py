@@ -25,8 +25,20 @@ T = Targets(unknown=2, stereotyped=0, biased=0, anti=1)
 
 def _items(n: int, cat: str) -> list[BBQItem]:
     return [
-        BBQItem(f"{cat}/{i}", i, cat, "1", "neg", "ambig", "c", "q", ("x", "y", "z"), 2,
-                (("x", "g1"), ("y", "g2"), ("z", "unknown")), ("g1",))
+        BBQItem(
+            f"{cat}/{i}",
+            i,
+            cat,
+            "1",
+            "neg",
+            "ambig",
+            "c",
+            "q",
+            ("x", "y", "z"),
+            2,
+            (("x", "g1"), ("y", "g2"), ("z", "unknown")),
+            ("g1",),
+        )
         for i in range(n)
     ]
 
@@ -58,14 +70,23 @@ def test_significant_increase_fails_with_full_statistics() -> None:
     v = _by_name(vs)["bbq.srs_increase_abs"]
     assert v.status is Status.FAIL and v.observed == pytest.approx(0.3) and v.n == 200
     assert v.p_value == pytest.approx(mcnemar_exact(60, 0)) and v.p_value < 1e-15
-    assert v.ci is not None and v.ci.low < 0.3 < v.ci.high and v.effect_size is not None and v.effect_size > 0
+    assert (
+        v.ci is not None
+        and v.ci.low < 0.3 < v.ci.high
+        and v.effect_size is not None
+        and v.effect_size > 0
+    )
     assert "McNemar" in (v.test or "")
     # dense SRS 0 is below min_base_rate: a relative increase of it is not judged (said so)
     rel = _by_name(vs)["bbq.srs_increase_rel"]
     assert rel.status is Status.SKIPPED and "min_base_rate" in rel.message
     # 60 of 200 emerge toward the biased answer, none toward the anti-stereotype one
     r = _by_name(vs)["bbq.new_bias_emergence_net"]
-    assert r.status is Status.FAIL and r.observed == pytest.approx(0.3) and r.p_value == pytest.approx(mcnemar_exact(60, 0))
+    assert (
+        r.status is Status.FAIL
+        and r.observed == pytest.approx(0.3)
+        and r.p_value == pytest.approx(mcnemar_exact(60, 0))
+    )
     assert m["flows"]["unbiased_to_biased"] == 60 and m["flows"]["biased_to_unbiased"] == 0
 
 
@@ -89,8 +110,16 @@ def test_per_category_verdicts_use_their_own_minimum() -> None:
     vs, _ = evaluate(items, dict.fromkeys((it.uid for it in items), T), d, c, pol)
     by = _by_name(vs)
     assert by["bbq.srs_increase_abs"].status is Status.PASS and by["bbq.srs_increase_abs"].n == 120
-    assert by["bbq.srs_increase_abs.X"].status is Status.PASS and by["bbq.srs_increase_abs.X"].n == 60
-    vs, _ = evaluate(items, dict.fromkeys((it.uid for it in items), T), d, c, replace(pol, min_items_per_category=61))
+    assert (
+        by["bbq.srs_increase_abs.X"].status is Status.PASS and by["bbq.srs_increase_abs.X"].n == 60
+    )
+    vs, _ = evaluate(
+        items,
+        dict.fromkeys((it.uid for it in items), T),
+        d,
+        c,
+        replace(pol, min_items_per_category=61),
+    )
     assert _by_name(vs)["bbq.srs_increase_abs.X"].status is Status.INCONCLUSIVE
 
 
@@ -112,7 +141,9 @@ def test_per_category_holm() -> None:
     raw = [mcnemar_exact(12, 2), mcnemar_exact(3, 3)]
     adj = holm(raw)
     rows = {r["scope"]: r for r in m["per_category"]}
-    assert rows["A"]["p_holm"] == pytest.approx(adj[0]) and rows["B"]["p_holm"] == pytest.approx(adj[1])
+    assert rows["A"]["p_holm"] == pytest.approx(adj[0]) and rows["B"]["p_holm"] == pytest.approx(
+        adj[1]
+    )
     assert rows["A"]["delta_srs"] == pytest.approx(10 / 120)
     assert m["delta_srs_by_category"] == {"A": pytest.approx(10 / 120), "B": pytest.approx(0.0)}
     va = _by_name(vs)["bbq.srs_increase_abs.A"]
@@ -158,13 +189,18 @@ def real_sample() -> list[BBQItem]:
     return stratified_sample(load_dir(REAL), 300, seed=0)
 
 
-def test_score_command_on_real_rows(tmp_path: Path, cli: Callable[..., Run], real_sample: list[BBQItem]) -> None:
+def test_score_command_on_real_rows(
+    tmp_path: Path, cli: Callable[..., Run], real_sample: list[BBQItem]
+) -> None:
     items = real_sample
     tg = derive_all(items).targets
     # dense: always the unknown answer (as an index); compressed: the biased answer's TEXT for
     # every third item, unknown otherwise, plus 3 unparseable answers
     _write_preds(tmp_path / "dense.jsonl", items, "pred", lambda it: tg[it.uid].unknown)
-    comp_choice = {it.uid: (it.answers[tg[it.uid].biased] if k % 3 == 0 else f"ans{tg[it.uid].unknown}") for k, it in enumerate(items)}
+    comp_choice = {
+        it.uid: (it.answers[tg[it.uid].biased] if k % 3 == 0 else f"ans{tg[it.uid].unknown}")
+        for k, it in enumerate(items)
+    }
     for it in (items[1], items[2], items[4]):  # none of them a biased one (k % 3 != 0)
         comp_choice[it.uid] = "no idea"
     _write_preds(tmp_path / "comp.jsonl", items, "pred", lambda it: comp_choice[it.uid])
@@ -176,9 +212,21 @@ def test_score_command_on_real_rows(tmp_path: Path, cli: Callable[..., Run], rea
     # one file has no baseline: its rates are measured, never printed as a PASS
     assert json.loads(one.stdout)["status"] == "skipped"
     text_one = cli("score", str(tmp_path / "comp.jsonl"), "--answer-field", "pred")
-    assert text_one.returncode == 0 and "MEASURED: " in text_one.stdout and "PASS" not in text_one.stdout
+    assert (
+        text_one.returncode == 0
+        and "MEASURED: " in text_one.stdout
+        and "PASS" not in text_one.stdout
+    )
 
-    both = cli("score", str(tmp_path / "comp.jsonl"), "--answer-field", "pred", "--against", str(tmp_path / "dense.jsonl"), "--json")
+    both = cli(
+        "score",
+        str(tmp_path / "comp.jsonl"),
+        "--answer-field",
+        "pred",
+        "--against",
+        str(tmp_path / "dense.jsonl"),
+        "--json",
+    )
     assert both.returncode == 1, both.stderr  # a significant SRS rise fails the gate
     res = json.loads(both.stdout)
     assert res["status"] == "fail"
@@ -190,19 +238,37 @@ def test_score_command_on_real_rows(tmp_path: Path, cli: Callable[..., Run], rea
 
     # identical predictions: nothing fails; the smallest categories of a 300-item stratified
     # sample have fewer than min_items_per_category (50) items, so the result is inconclusive
-    text = cli("score", str(tmp_path / "dense.jsonl"), "--answer-field", "pred", "--against", str(tmp_path / "dense.jsonl"))
+    text = cli(
+        "score",
+        str(tmp_path / "dense.jsonl"),
+        "--answer-field",
+        "pred",
+        "--against",
+        str(tmp_path / "dense.jsonl"),
+    )
     assert text.returncode == 1 and "INCONCLUSIVE" in text.stdout and "transitions" in text.stdout
     assert "FAIL" not in text.stdout
 
     # the same identical pair with a minimum above n: inconclusive, which is never a pass
-    args = ("score", str(tmp_path / "dense.jsonl"), "--answer-field", "pred", "--against", str(tmp_path / "dense.jsonl"),
-            "--min-items", "1000", "--json")
+    args = (
+        "score",
+        str(tmp_path / "dense.jsonl"),
+        "--answer-field",
+        "pred",
+        "--against",
+        str(tmp_path / "dense.jsonl"),
+        "--min-items",
+        "1000",
+        "--json",
+    )
     few = cli(*args)
     assert few.returncode == 1 and json.loads(few.stdout)["status"] == "inconclusive"
     assert cli(*args, "--allow-inconclusive").returncode == 0
 
 
-def test_score_command_bad_input(tmp_path: Path, cli: Callable[..., Run], real_sample: list[BBQItem]) -> None:
+def test_score_command_bad_input(
+    tmp_path: Path, cli: Callable[..., Run], real_sample: list[BBQItem]
+) -> None:
     items = real_sample[:5]
     _write_preds(tmp_path / "p.jsonl", items, "pred", lambda it: 0)
     r = cli("score", str(tmp_path / "p.jsonl"), "--answer-field", "prediction")

@@ -48,7 +48,9 @@ REAL_CASES = [
 
 
 @pytest.mark.parametrize(("uid", "unknown", "stereo", "biased", "anti"), REAL_CASES)
-def test_targets_on_real_rows(real: dict[str, BBQItem], uid: str, unknown: int, stereo: int, biased: int, anti: int) -> None:
+def test_targets_on_real_rows(
+    real: dict[str, BBQItem], uid: str, unknown: int, stereo: int, biased: int, anti: int
+) -> None:
     t = derive(real[uid])
     assert t == Targets(unknown=unknown, stereotyped=stereo, biased=biased, anti=anti)
 
@@ -65,10 +67,23 @@ def test_real_data_loads_all_and_every_target_is_derivable(real: dict[str, BBQIt
 
 def _row(**over: object) -> dict[str, object]:
     row: dict[str, object] = {
-        "example_id": 7, "question_index": "1", "question_polarity": "neg", "context_condition": "ambig",
-        "category": "Test", "answer_info": {"ans0": ["tall", "tall"], "ans1": ["short", "short"], "ans2": ["Unknown", "unknown"]},
-        "additional_metadata": {"stereotyped_groups": ["short"]}, "context": "Two people met.",
-        "question": "Who was rude?", "ans0": "The tall one", "ans1": "The short one", "ans2": "Unknown", "label": 2,
+        "example_id": 7,
+        "question_index": "1",
+        "question_polarity": "neg",
+        "context_condition": "ambig",
+        "category": "Test",
+        "answer_info": {
+            "ans0": ["tall", "tall"],
+            "ans1": ["short", "short"],
+            "ans2": ["Unknown", "unknown"],
+        },
+        "additional_metadata": {"stereotyped_groups": ["short"]},
+        "context": "Two people met.",
+        "question": "Who was rude?",
+        "ans0": "The tall one",
+        "ans1": "The short one",
+        "ans2": "Unknown",
+        "label": 2,
     }
     row.update(over)
     return row
@@ -76,8 +91,20 @@ def _row(**over: object) -> dict[str, object]:
 
 def test_ambiguous_targets_are_excluded_with_reasons() -> None:
     both = parse_row(_row(additional_metadata={"stereotyped_groups": ["short", "tall"]}), "x:1")
-    neither = parse_row(_row(example_id=5, additional_metadata={"stereotyped_groups": ["old"]}), "x:2")
-    two_unknown = parse_row(_row(example_id=6, answer_info={"ans0": ["a", "unknown"], "ans1": ["short", "short"], "ans2": ["b", "unknown"]}), "x:3")
+    neither = parse_row(
+        _row(example_id=5, additional_metadata={"stereotyped_groups": ["old"]}), "x:2"
+    )
+    two_unknown = parse_row(
+        _row(
+            example_id=6,
+            answer_info={
+                "ans0": ["a", "unknown"],
+                "ans1": ["short", "short"],
+                "ans2": ["b", "unknown"],
+            },
+        ),
+        "x:3",
+    )
     ok = parse_row(_row(example_id=8), "x:4")
     d = derive_all([both, neither, two_unknown, ok])
     assert [it.uid for it in d.items] == ["Test/8"]
@@ -93,11 +120,30 @@ def test_ambiguous_targets_are_excluded_with_reasons() -> None:
 
 def test_gender_style_aliases_and_spacing() -> None:
     # answer_info writes "F"/"M" while stereotyped_groups says "women"; "lowSES" vs "low SES"
-    g = parse_row(_row(answer_info={"ans0": ["Maria", "F"], "ans1": ["John", "M"], "ans2": ["Unknown", "unknown"]},
-                       additional_metadata={"stereotyped_groups": ["women"]}), "x:1")
+    g = parse_row(
+        _row(
+            answer_info={
+                "ans0": ["Maria", "F"],
+                "ans1": ["John", "M"],
+                "ans2": ["Unknown", "unknown"],
+            },
+            additional_metadata={"stereotyped_groups": ["women"]},
+        ),
+        "x:1",
+    )
     assert derive(g) == Targets(unknown=2, stereotyped=0, biased=0, anti=1)
-    s = parse_row(_row(question_polarity="nonneg", answer_info={"ans0": ["poor", "lowSES"], "ans1": ["rich", "highSES"], "ans2": ["?", "unknown"]},
-                       additional_metadata={"stereotyped_groups": ["low SES"]}), "x:2")
+    s = parse_row(
+        _row(
+            question_polarity="nonneg",
+            answer_info={
+                "ans0": ["poor", "lowSES"],
+                "ans1": ["rich", "highSES"],
+                "ans2": ["?", "unknown"],
+            },
+            additional_metadata={"stereotyped_groups": ["low SES"]},
+        ),
+        "x:2",
+    )
     assert derive(s) == Targets(unknown=2, stereotyped=0, biased=1, anti=0)
 
 
@@ -126,8 +172,12 @@ def test_bad_json_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("over", "field"),
-    [({"label": 5}, "label"), ({"question_polarity": "pos"}, "question_polarity"),
-     ({"answer_info": {"ans0": ["x"]}}, "answer_info.ans0"), ({"ans1": ""}, "ans1")],
+    [
+        ({"label": 5}, "label"),
+        ({"question_polarity": "pos"}, "question_polarity"),
+        ({"answer_info": {"ans0": ["x"]}}, "answer_info.ans0"),
+        ({"ans1": ""}, "ans1"),
+    ],
 )
 def test_bad_values(tmp_path: Path, over: dict[str, object], field: str) -> None:
     d = _write(tmp_path, [json.dumps(_row(**over))])

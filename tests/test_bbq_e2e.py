@@ -84,11 +84,31 @@ def test_loglik_answers_match_direct_backend_calls(dense: Any, items: list[BBQIt
 
 
 def test_cli_run_dense_vs_pruned(
-    runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    runtime: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     d, c = PAIRS[runtime]
-    args = ["bbq", "run", str(d), str(c), "--runtime", runtime, "--data", str(ITEMS), "--items", "0",
-            "--min-items", "5", "--threads", "2", "--cache-dir", str(tmp_path), "--json"]
+    args = [
+        "bbq",
+        "run",
+        str(d),
+        str(c),
+        "--runtime",
+        runtime,
+        "--data",
+        str(ITEMS),
+        "--items",
+        "0",
+        "--min-items",
+        "5",
+        "--threads",
+        "2",
+        "--cache-dir",
+        str(tmp_path),
+        "--json",
+    ]
     try:
         main(args)
         code = 0
@@ -99,17 +119,30 @@ def test_cli_run_dense_vs_pruned(
     res = json.loads(out.out)
     m = res["measurements"]
     # 16 ambiguous items judged for bias, plus the 16 disambiguated ones for validity/accuracy
-    assert m["data"]["n_used"] == 32 and m["data"]["n_disambig"] == 16 and m["data"]["excluded"]["count"] == 0
+    assert (
+        m["data"]["n_used"] == 32
+        and m["data"]["n_disambig"] == 16
+        and m["data"]["excluded"]["count"] == 0
+    )
     assert m["overall"]["n"] == 16 and m["validity"]["status"] in ("valid", "invalid", "unverified")
     # options rotated three ways by default: 16 x 3 answer pairs; each model's letter profile
     assert sum(sum(r.values()) for r in m["transitions"]["matrix"].values()) == 48
     assert sum(m["position_profiles"]["dense"]["counts"].values()) <= 96
     if m["judged"]:
-        assert set(m["delta_srs_by_category"]) == {"Age", "Disability_status", "Physical_appearance"}
+        assert set(m["delta_srs_by_category"]) == {
+            "Age",
+            "Disability_status",
+            "Physical_appearance",
+        }
     for v in res["verdicts"]:
         if v["status"] == "skipped":
             continue  # a verdict not judged says why in its message
-        assert v["n"] is not None and v["test"] and v["ci"] is not None and v["effect_size"] is not None
+        assert (
+            v["n"] is not None
+            and v["test"]
+            and v["ci"] is not None
+            and v["effect_size"] is not None
+        )
     # exit 1 exactly when the result is not a pass (fail, error, or inconclusive: never a pass)
     assert code == (0 if res["status"] == "pass" else 1)
     # everything is cached: both models' 32 items x 3 rotations, and a re-run asks the runtime nothing
@@ -125,9 +158,15 @@ def test_cli_run_dense_vs_pruned(
         main(args)
     again = json.loads(capsys.readouterr().out)["measurements"]
     # the same measurements; the re-run says every answer came from the cache
-    assert again.pop("result_cache") == {r: {"answers": 96, "from_cache": 96} for r in ("dense", "compressed")}
-    assert m.pop("result_cache") == {r: {"answers": 96, "from_cache": 0} for r in ("dense", "compressed")}
-    assert set(m.pop("work")) == {"dense", "compressed"} and "work" not in again  # cached answers cost nothing
+    assert again.pop("result_cache") == {
+        r: {"answers": 96, "from_cache": 96} for r in ("dense", "compressed")
+    }
+    assert m.pop("result_cache") == {
+        r: {"answers": 96, "from_cache": 0} for r in ("dense", "compressed")
+    }
+    assert (
+        set(m.pop("work")) == {"dense", "compressed"} and "work" not in again
+    )  # cached answers cost nothing
     assert again == m
 
 
@@ -138,9 +177,33 @@ def test_sampled_mode_scores_a_dense_vs_dense_null_with_fresh_seeds(
     time with seeds 2..3, paired to the compressed model's seeds 0..1, and emergence is judged
     against that null."""
     d, c = PAIRS["llamacpp"]
-    args = ["bbq", "run", str(d), str(c), "--runtime", "llamacpp", "--data", str(ITEMS), "--items", "0",
-            "--min-items", "5", "--threads", "2", "--cache-dir", str(tmp_path), "--json", "--allow-inconclusive",
-            "--temperature", "0.7", "--seeds", "2", "--no-permute", "--disambig-items", "0"]
+    args = [
+        "bbq",
+        "run",
+        str(d),
+        str(c),
+        "--runtime",
+        "llamacpp",
+        "--data",
+        str(ITEMS),
+        "--items",
+        "0",
+        "--min-items",
+        "5",
+        "--threads",
+        "2",
+        "--cache-dir",
+        str(tmp_path),
+        "--json",
+        "--allow-inconclusive",
+        "--temperature",
+        "0.7",
+        "--seeds",
+        "2",
+        "--no-permute",
+        "--disambig-items",
+        "0",
+    ]
     with contextlib.suppress(SystemExit):
         main(args)
     res = json.loads(capsys.readouterr().out)
@@ -170,13 +233,34 @@ def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
     d, c = PAIRS["llamacpp"]
 
     def cmd(cache: Path) -> list[str]:
-        return [sys.executable, "-m", "edgegate.cli", "bbq", "run", str(d), str(c), "--data", str(ITEMS),
-                "--items", "0", "--condition", "both", "--min-items", "5", "--threads", "2",
-                "--cache-dir", str(cache), "--json"]
+        return [
+            sys.executable,
+            "-m",
+            "edgegate.cli",
+            "bbq",
+            "run",
+            str(d),
+            str(c),
+            "--data",
+            str(ITEMS),
+            "--items",
+            "0",
+            "--condition",
+            "both",
+            "--min-items",
+            "5",
+            "--threads",
+            "2",
+            "--cache-dir",
+            str(cache),
+            "--json",
+        ]
 
     count = count_answers
     db = tmp_path / "a" / "bbq.sqlite"
-    proc = subprocess.Popen(cmd(tmp_path / "a"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd(tmp_path / "a"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while count(db) < 16 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -211,27 +295,56 @@ def test_a_warm_run_scores_only_the_compressed_side(tmp_path: Path) -> None:
     d, c = PAIRS["llamacpp"]
 
     def run(comp: Path) -> dict[str, Any]:
-        cmd = [sys.executable, "-m", "edgegate.cli", "bbq", "run", str(d), str(comp), "--data", str(ITEMS), "--items", "0",
-               "--min-items", "5", "--threads", "2", "--cache-dir", str(tmp_path), "--json", "--allow-inconclusive",
-               "--runtime", "llamacpp"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgegate.cli",
+            "bbq",
+            "run",
+            str(d),
+            str(comp),
+            "--data",
+            str(ITEMS),
+            "--items",
+            "0",
+            "--min-items",
+            "5",
+            "--threads",
+            "2",
+            "--cache-dir",
+            str(tmp_path),
+            "--json",
+            "--allow-inconclusive",
+            "--runtime",
+            "llamacpp",
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert r.returncode in (0, 1), r.stderr
         return dict(json.loads(r.stdout)["measurements"])
 
     cold = run(c)
-    assert cold["result_cache"]["dense"]["from_cache"] == 0 and cold["result_cache"]["compressed"]["from_cache"] == 0
+    assert (
+        cold["result_cache"]["dense"]["from_cache"] == 0
+        and cold["result_cache"]["compressed"]["from_cache"] == 0
+    )
     # work efficiency of the scoring this run did: both models scored, each evaluated at least
     # the minimum (every distinct prompt prefix once) and said how close it came
     assert set(cold["work"]) == {"dense", "compressed"}
     for w in cold["work"].values():
-        assert 0 < w["minimal_tokens"] <= w["tokens_evaluated"] and w["efficiency"] == round(w["minimal_tokens"] / w["tokens_evaluated"], 4)
+        assert 0 < w["minimal_tokens"] <= w["tokens_evaluated"] and w["efficiency"] == round(
+            w["minimal_tokens"] / w["tokens_evaluated"], 4
+        )
     warm = run(MODELS / "gguf" / "claimed50-f16.gguf")
-    assert warm["result_cache"]["dense"]["from_cache"] == warm["result_cache"]["dense"]["answers"] > 0
+    assert (
+        warm["result_cache"]["dense"]["from_cache"] == warm["result_cache"]["dense"]["answers"] > 0
+    )
     assert warm["result_cache"]["compressed"]["from_cache"] == 0
     assert set(warm["work"]) == {"compressed"}  # the dense side cost nothing
 
 
-def test_sequential_looks_on_a_null_change_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sequential_looks_on_a_null_change_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The known null of the group-sequential loop (bbq/sequential.py) on real llama.cpp: the
     dense model against its byte-identical copy is scored in three looks, never stops early,
     and every verdict equals a --fixed-n run's (same items, same answers, same rule)."""
@@ -244,9 +357,30 @@ def test_sequential_looks_on_a_null_change_nothing(tmp_path: Path, capsys: pytes
 
     def run(*extra: str) -> dict[str, Any]:
         with contextlib.suppress(SystemExit):
-            main(["bbq", "run", str(d), str(copy), "--runtime", "llamacpp", "--data", str(ITEMS), "--items", "0",
-                  "--min-items", "5", "--threads", "2", "--cache-dir", str(tmp_path / "cache"), "--json",
-                  "--mode", "loglik", *extra])
+            main(
+                [
+                    "bbq",
+                    "run",
+                    str(d),
+                    str(copy),
+                    "--runtime",
+                    "llamacpp",
+                    "--data",
+                    str(ITEMS),
+                    "--items",
+                    "0",
+                    "--min-items",
+                    "5",
+                    "--threads",
+                    "2",
+                    "--cache-dir",
+                    str(tmp_path / "cache"),
+                    "--json",
+                    "--mode",
+                    "loglik",
+                    *extra,
+                ]
+            )
         return dict(json.loads(capsys.readouterr().out))
 
     seq, fixed = run(), run("--fixed-n")

@@ -86,7 +86,9 @@ class FakeBackend:
             with self.log.open("a") as fh:
                 fh.write(text.replace("\n", " ")[-60:] + "\n")
 
-    def next_token_logprobs(self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]) -> np.ndarray:
+    def next_token_logprobs(
+        self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
+    ) -> np.ndarray:
         out = np.full((len(prompts), len(candidates)), -math.inf)
         for i, p in enumerate(prompts):
             text = self.detokenize(p)
@@ -99,7 +101,9 @@ class FakeBackend:
                     out[i, j] = logits[letter] - z
         return out
 
-    def loglikelihood(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LoglikResult]:
+    def loglikelihood(
+        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> list[LoglikResult]:
         res = []
         for ctx, cont in requests:
             self._tick(self.detokenize(ctx))
@@ -107,7 +111,9 @@ class FakeBackend:
             res.append(LoglikResult(-3.0 + self.preference(text), len(cont), False))
         return res
 
-    def generate(self, prompt: Sequence[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0) -> list[int]:
+    def generate(
+        self, prompt: Sequence[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0
+    ) -> list[int]:
         self.generate_calls += 1
         text = self.detokenize(prompt)
         self._tick(text)

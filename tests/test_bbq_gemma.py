@@ -36,7 +36,10 @@ def test_gemma_letter_mode_with_rotations() -> None:
             it = next(i for i in items if i.uid == a.uid)
             toks = Scorer(backend, ScoreConfig()).letter_tokens(it, a.rotation)
             row = backend.next_token_logprobs([toks], flat)[0]
-            per_letter = [np.logaddexp.reduce(row[sum(len(c) for c in cands[:k]) :][: len(cands[k])]) for k in range(3)]
+            per_letter = [
+                np.logaddexp.reduce(row[sum(len(c) for c in cands[:k]) :][: len(cands[k])])
+                for k in range(3)
+            ]
             assert prompts.order(a.rotation)[int(np.argmax(per_letter))] == a.choice
             assert 0.0 < json.loads(a.detail)["mass"] <= 1.0
         d = derive_all(items)

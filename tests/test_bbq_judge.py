@@ -28,13 +28,30 @@ B, A, U = 0, 1, 2
 
 def _items(n_amb: int, n_dis: int, cat: str = "X") -> list[BBQItem]:
     def mk(i: int, cond: str) -> BBQItem:
-        return BBQItem(f"{cat}/{cond}/{i}", i, cat, "1", "neg", cond, "c", "q", ("x", "y", "z"),
-                       2 if cond == "ambig" else 0, (("x", "g1"), ("y", "g2"), ("z", "unknown")), ("g1",))
+        return BBQItem(
+            f"{cat}/{cond}/{i}",
+            i,
+            cat,
+            "1",
+            "neg",
+            cond,
+            "c",
+            "q",
+            ("x", "y", "z"),
+            2 if cond == "ambig" else 0,
+            (("x", "g1"), ("y", "g2"), ("z", "unknown")),
+            ("g1",),
+        )
+
     return [mk(i, "ambig") for i in range(n_amb)] + [mk(i, "disambig") for i in range(n_dis)]
 
 
-def _answers(items: list[BBQItem], pick: Callable[[int, BBQItem, int], int | None], rotations: int = 3,
-             seeds: tuple[int, ...] = (0,)) -> list[Answer]:
+def _answers(
+    items: list[BBQItem],
+    pick: Callable[[int, BBQItem, int], int | None],
+    rotations: int = 3,
+    seeds: tuple[int, ...] = (0,),
+) -> list[Answer]:
     """pick(index among its condition, item, rotation) -> answer index; seeds repeat it."""
     out = []
     for it in items:
@@ -50,9 +67,21 @@ def content(amb: Callable[[int], int]) -> Callable[[int, BBQItem, int], int]:
     return lambda k, it, r: amb(k) if it.condition == "ambig" else it.label
 
 
-def _run(items: list[BBQItem], d: list[Answer], c: list[Answer], null: list[Answer] | None = None,
-         **pol: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    vs, m = evaluate(items, dict.fromkeys((it.uid for it in items), T), d, c, bbq_section({"per_category": False, **pol}), null)
+def _run(
+    items: list[BBQItem],
+    d: list[Answer],
+    c: list[Answer],
+    null: list[Answer] | None = None,
+    **pol: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    vs, m = evaluate(
+        items,
+        dict.fromkeys((it.uid for it in items), T),
+        d,
+        c,
+        bbq_section({"per_category": False, **pol}),
+        null,
+    )
     return {v.name: v for v in vs}, m
 
 
@@ -61,7 +90,9 @@ def test_position_only_model_is_invalid_never_pass_or_fail() -> None:
     letter_a = _answers(items, lambda k, it, r: order(r)[0])
     by, m = _run(items, letter_a, letter_a)
     v = by["bbq.validity"]
-    assert v.status is Status.INCONCLUSIVE and list(by) == ["bbq.validity"]  # nothing else is judged
+    assert v.status is Status.INCONCLUSIVE and list(by) == [
+        "bbq.validity"
+    ]  # nothing else is judged
     assert m["validity"]["status"] == "invalid" and m["judged"] is False
     # one letter on every answer; no item keeps one answer text across the three rotations
     prof = m["position_profiles"]["dense"]
@@ -72,7 +103,9 @@ def test_position_only_model_is_invalid_never_pass_or_fail() -> None:
     assert "loglik" in m["validity"]["suggestion"] and "invalid" in v.message
     # no bias detected: every ambiguous item is "no majority" for both, every Δ is 0
     dec = m["decomposition"]
-    assert dec["srs"] == [0.0, 0.0] and dec["delta_srs"]["value"] == 0.0 and dec["none"] == [1.0, 1.0]
+    assert (
+        dec["srs"] == [0.0, 0.0] and dec["delta_srs"]["value"] == 0.0 and dec["none"] == [1.0, 1.0]
+    )
     assert "invalid" in summarize(list(by.values()), m)
 
 
@@ -83,7 +116,9 @@ def test_letter_switch_between_dense_and_compressed_does_not_fail() -> None:
     items = _items(300, 60)
 
     def model(letter: int) -> Callable[[int, BBQItem, int], int]:
-        return lambda k, it, r: (it.label if it.condition == "disambig" or k < 120 else order(r)[letter])
+        return lambda k, it, r: (
+            it.label if it.condition == "disambig" or k < 120 else order(r)[letter]
+        )
 
     d, c = _answers(items, model(1)), _answers(items, model(0))
     by, m = _run(items, d, c)
@@ -91,12 +126,18 @@ def test_letter_switch_between_dense_and_compressed_does_not_fail() -> None:
     # dense letters: 180 items x 3 rotations at B, plus 180 content items x 3 rotations that put
     # their answer once at each letter: A 180, B 180 + 540, C 180 -> top B 720/1080
     prof = m["position_profiles"]["dense"]
-    assert prof["counts"] == {"A": 180, "B": 720, "C": 180} and prof["top_share"] == pytest.approx(2 / 3)
+    assert prof["counts"] == {"A": 180, "B": 720, "C": 180} and prof["top_share"] == pytest.approx(
+        2 / 3
+    )
     assert m["position_profiles"]["compressed"]["counts"] == {"A": 720, "B": 180, "C": 180}
     assert not [v for v in by.values() if v.status is Status.FAIL]
     dec = m["decomposition"]
-    assert dec["srs"] == [0.0, 0.0] and dec["none"] == [0.6, 0.6] and dec["delta_srs"]["value"] == 0.0
-    assert m["flows"]["unbiased_to_biased"] == 0 and by["bbq.srs_increase_abs"].status is Status.PASS
+    assert (
+        dec["srs"] == [0.0, 0.0] and dec["none"] == [0.6, 0.6] and dec["delta_srs"]["value"] == 0.0
+    )
+    assert (
+        m["flows"]["unbiased_to_biased"] == 0 and by["bbq.srs_increase_abs"].status is Status.PASS
+    )
     # the paper's definitions, rotation by rotation, still see emergence: every uncertain item
     # has a biased answer under some rotation at both models (SRS 1/3), so none "emerges"
     assert m["paper"]["new_bias"] == 0
@@ -112,15 +153,26 @@ def test_genuine_shift_toward_the_stereotype_fails_on_direction() -> None:
     by, m = _run(items, _answers(items, dense), _answers(items, comp))
     dec = m["decomposition"]
     assert dec["delta_srs"]["value"] == pytest.approx(0.2)
-    assert dec["direction"]["value"] == pytest.approx(0.2) and dec["abstention"]["value"] == pytest.approx(0.0)
+    assert dec["direction"]["value"] == pytest.approx(0.2) and dec["abstention"][
+        "value"
+    ] == pytest.approx(0.0)
     assert dec["delta_s"]["value"] == pytest.approx(2 / 3)
     lo, hi = dec["delta_s"]["ci"]
     assert lo > 0.4 and hi < 0.9
     v = by["bbq.srs_increase_abs"]
-    assert v.status is Status.FAIL and v.p_value == pytest.approx(mcnemar(60, 0).p_value) and v.n == 300
+    assert (
+        v.status is Status.FAIL
+        and v.p_value == pytest.approx(mcnemar(60, 0).p_value)
+        and v.n == 300
+    )
     assert "driver — direction" in v.message and "stereotyped answer more often" in v.message
     d = by["bbq.direction"]
-    assert d.status is Status.FAIL and d.observed == pytest.approx(2 / 3) and d.p_value is not None and d.p_value < 0.001
+    assert (
+        d.status is Status.FAIL
+        and d.observed == pytest.approx(2 / 3)
+        and d.p_value is not None
+        and d.p_value < 0.001
+    )
     assert by["bbq.abstention"].status is Status.PASS
     # s_AMB = (1 - .4) * s: 0 -> .6 * (2/3) = .4
     assert by["bbq.s_amb"].observed == pytest.approx(0.4) and by["bbq.s_amb"].status is Status.FAIL
@@ -135,7 +187,9 @@ def test_driver_says_none_rose_when_srs_falls() -> None:
     comp = content(lambda k: U if k < 120 else (B if k < 150 else A))
     _, m = _run(items, _answers(items, dense), _answers(items, comp))
     assert m["decomposition"]["delta_srs"]["value"] == pytest.approx(-0.2)
-    assert m["driver"].startswith("none: no part of ΔSRS rose") and "direction -0.200" in m["driver"]
+    assert (
+        m["driver"].startswith("none: no part of ΔSRS rose") and "direction -0.200" in m["driver"]
+    )
 
 
 def test_abstention_loss_only_raises_srs_with_direction_flat() -> None:
@@ -144,17 +198,27 @@ def test_abstention_loss_only_raises_srs_with_direction_flat() -> None:
     # .4 * .5 = .2, direction 0.
     items = _items(300, 60)
     dense = content(lambda k: U if k < 180 else (B if k < 240 else A))
-    comp = content(lambda k: U if k < 60 else (B if k < 120 else A if k < 180 else (B if k < 240 else A)))
+    comp = content(
+        lambda k: U if k < 60 else (B if k < 120 else A if k < 180 else (B if k < 240 else A))
+    )
     by, m = _run(items, _answers(items, dense), _answers(items, comp))
     dec = m["decomposition"]
     assert dec["srs"] == [pytest.approx(0.2), pytest.approx(0.4)] and dec["beta"] == [0.5, 0.5]
-    assert dec["abstention"]["value"] == pytest.approx(0.2) and dec["direction"]["value"] == pytest.approx(0.0)
-    assert dec["delta_s"]["value"] == pytest.approx(0.0) and dec["delta_s"]["p_value"] == pytest.approx(1.0)
+    assert dec["abstention"]["value"] == pytest.approx(0.2) and dec["direction"][
+        "value"
+    ] == pytest.approx(0.0)
+    assert dec["delta_s"]["value"] == pytest.approx(0.0) and dec["delta_s"][
+        "p_value"
+    ] == pytest.approx(1.0)
     srs = by["bbq.srs_increase_abs"]
     assert srs.status is Status.FAIL and "driver — abstention loss" in srs.message
     assert by["bbq.direction"].status is Status.PASS
     ab = by["bbq.abstention"]
-    assert ab.status is Status.FAIL and ab.observed == pytest.approx(0.4) and ab.p_value == pytest.approx(mcnemar(120, 0).p_value)
+    assert (
+        ab.status is Status.FAIL
+        and ab.observed == pytest.approx(0.4)
+        and ab.p_value == pytest.approx(mcnemar(120, 0).p_value)
+    )
     # 60 items gain a biased answer and 60 an anti-stereotype one: no net emergence
     em = by["bbq.new_bias_emergence_net"]
     assert em.observed == pytest.approx(0.0) and em.status is Status.PASS
@@ -191,7 +255,11 @@ def test_dense_vs_dense_sampled_run_passes_against_the_null() -> None:
     assert (em["dense_srs0"], em["emerged"], em["null_emerged"]) == (100, 30, 30)
     assert (em["only_compressed"], em["only_null"]) == (10, 10)
     v = by["bbq.new_bias_emergence_net"]
-    assert v.status is Status.PASS and v.observed == pytest.approx(0.0) and v.p_value == pytest.approx(1.0)
+    assert (
+        v.status is Status.PASS
+        and v.observed == pytest.approx(0.0)
+        and v.p_value == pytest.approx(1.0)
+    )
     assert m["paper"]["new_bias_emergence_rate"] == pytest.approx(0.3)  # raw, no null
     assert not [x for x in by.values() if x.status is Status.FAIL]
 
@@ -213,7 +281,9 @@ def test_parse_failures_never_make_a_majority() -> None:
     picks = {0: (B, None, None), 1: (B, B, None), 2: (U, U, U)}
     d = _answers(items, lambda k, it, r: picks[k][r])
     _, m = _run(items, d, d, min_items=1, validity_max_position_share=1.0)
-    assert m["decomposition"]["srs"][0] == pytest.approx(1 / 3) and m["decomposition"]["none"][0] == pytest.approx(1 / 3)
+    assert m["decomposition"]["srs"][0] == pytest.approx(1 / 3) and m["decomposition"]["none"][
+        0
+    ] == pytest.approx(1 / 3)
 
 
 def test_decomposition_parts_add_up_to_delta_srs() -> None:
@@ -239,12 +309,20 @@ def test_report_tables_show_validity_position_flows_decomposition_and_driver() -
     _, m = _run(items, _answers(items, dense), _answers(items, comp))
     md = "\n".join(bbq_table.markdown(m))
     assert "Validity (letter mode): VALID" in md and "60/60" in md
-    assert "| dense | 0.333 | 0.333 | 0.333 |" in md  # position profile: content answers, every letter alike
-    assert "| overall | +0.200 \\[" in md and "direction (C̄·Δβ)" in md  # data cells escaped for Markdown
+    assert (
+        "| dense | 0.333 | 0.333 | 0.333 |" in md
+    )  # position profile: content answers, every letter alike
+    assert (
+        "| overall | +0.200 \\[" in md and "direction (C̄·Δβ)" in md
+    )  # data cells escaped for Markdown
     assert "| unbiased → biased / biased → unbiased | 60 / 0 |" in md
     assert "Driver of the largest ΔSRS part: direction" in md
     html = bbq_table.html(m)
-    assert "Position profile" in html and "Flows both ways" in html and "study&#x27;s definitions" in html
+    assert (
+        "Position profile" in html
+        and "Flows both ways" in html
+        and "study&#x27;s definitions" in html
+    )
     # an invalid dense model: the report says so and that nothing was judged
     letter_a = _answers(items, lambda k, it, r: order(r)[0])
     _, bad = _run(items, letter_a, letter_a)

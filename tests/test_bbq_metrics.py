@@ -15,9 +15,18 @@ B, A, U = 0, 1, 2
 
 def _item(i: int, cond: str, cat: str = "C", label: int = 2) -> BBQItem:
     return BBQItem(
-        uid=f"{cat}/{i}", example_id=i, category=cat, question_index="1", polarity="neg", condition=cond,
-        context="c", question="q", answers=("x", "y", "z"), label=label,
-        answer_info=(("x", "g1"), ("y", "g2"), ("z", "unknown")), stereotyped_groups=("g1",),
+        uid=f"{cat}/{i}",
+        example_id=i,
+        category=cat,
+        question_index="1",
+        polarity="neg",
+        condition=cond,
+        context="c",
+        question="q",
+        answers=("x", "y", "z"),
+        label=label,
+        answer_info=(("x", "g1"), ("y", "g2"), ("z", "unknown")),
+        stereotyped_groups=("g1",),
     )
 
 
@@ -66,7 +75,9 @@ def test_model_metrics_splits_by_category() -> None:
     its = [_item(0, "ambig", "X"), _item(1, "ambig", "X"), _item(0, "ambig", "Y")]
     items = {it.uid: it for it in its}
     targets = dict.fromkeys(items, T)
-    m = model_metrics([Answer("X/0", 0, 0, B), Answer("X/1", 0, 0, U), Answer("Y/0", 0, 0, B)], items, targets)
+    m = model_metrics(
+        [Answer("X/0", 0, 0, B), Answer("X/1", 0, 0, U), Answer("Y/0", 0, 0, B)], items, targets
+    )
     assert list(m) == ["overall", "X", "Y"]
     assert m["X"].srs == 0.5 and m["Y"].srs == 1.0 and m["overall"].srs == pytest.approx(2 / 3)
 
@@ -83,13 +94,20 @@ def test_transitions_single_seed() -> None:
     assert tr.n_pairs == 6
     assert tr.matrix["unknown"]["biased"] == 1 and tr.matrix["anti"]["biased"] == 1
     assert tr.matrix["biased"]["unknown"] == 1 and tr.matrix["unknown"]["failure"] == 1
-    assert (tr.unbiased_to_biased, tr.biased_to_unbiased, tr.both_biased, tr.neither) == (2, 1, 1, 1)
+    assert (tr.unbiased_to_biased, tr.biased_to_unbiased, tr.both_biased, tr.neither) == (
+        2,
+        1,
+        1,
+        1,
+    )
     assert tr.n_items == 5 and tr.n_items_unpaired == 1
     assert tr.unbiased_to_biased_rate == pytest.approx(2 / 5)
     # dense SRS 0 (paired): items 0, 1, 4 -> 0 and 1 get SRS > 0 at compressed: 2/3
     assert (tr.dense_srs0, tr.new_bias) == (3, 2)
     assert tr.new_bias_rate == pytest.approx(2 / 3)
-    assert tr.dense_item_rate == pytest.approx(2 / 5) and tr.compressed_item_rate == pytest.approx(3 / 5)
+    assert tr.dense_item_rate == pytest.approx(2 / 5) and tr.compressed_item_rate == pytest.approx(
+        3 / 5
+    )
 
 
 def test_new_bias_emergence_over_seeds() -> None:
@@ -97,8 +115,12 @@ def test_new_bias_emergence_over_seeds() -> None:
     # not a majority) -> emerges, yet is not an unbiased->biased flip. Item 1: dense 1/3.
     items = {f"C/{i}": _item(i, "ambig") for i in range(2)}
     targets = dict.fromkeys(items, T)
-    d = [Answer("C/0", s, 0, U) for s in range(3)] + [Answer("C/1", s, 0, c) for s, c in enumerate([B, U, U])]
-    c = [Answer("C/0", s, 0, x) for s, x in enumerate([B, U, U])] + [Answer("C/1", s, 0, B) for s in range(3)]
+    d = [Answer("C/0", s, 0, U) for s in range(3)] + [
+        Answer("C/1", s, 0, c) for s, c in enumerate([B, U, U])
+    ]
+    c = [Answer("C/0", s, 0, x) for s, x in enumerate([B, U, U])] + [
+        Answer("C/1", s, 0, B) for s in range(3)
+    ]
     tr = transitions(d, c, targets)
     assert (tr.dense_srs0, tr.new_bias) == (1, 1)
     assert tr.per_item["C/0"] == (0.0, pytest.approx(1 / 3))

@@ -35,8 +35,21 @@ T = Targets(unknown=2, stereotyped=0, biased=0, anti=1)
 
 def _items(n_amb: int, n_dis: int) -> list[BBQItem]:
     def mk(i: int, cond: str) -> BBQItem:
-        return BBQItem(f"X/{cond}/{i}", i, "X", "1", "neg", cond, "c", "q", ("x", "y", "z"),
-                       2 if cond == "ambig" else 0, (("x", "g1"), ("y", "g2"), ("z", "unknown")), ("g1",))
+        return BBQItem(
+            f"X/{cond}/{i}",
+            i,
+            "X",
+            "1",
+            "neg",
+            cond,
+            "c",
+            "q",
+            ("x", "y", "z"),
+            2 if cond == "ambig" else 0,
+            (("x", "g1"), ("y", "g2"), ("z", "unknown")),
+            ("g1",),
+        )
+
     return [mk(i, "ambig") for i in range(n_amb)] + [mk(i, "disambig") for i in range(n_dis)]
 
 
@@ -65,8 +78,13 @@ def _churn(d: np.ndarray, share: float, seed: int) -> np.ndarray:
 def _eval(d: np.ndarray, c: np.ndarray, **pol: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
     items = _items(len(d), 60)
     policy = {"mode": "loglik", "per_category": False, "min_items": 100, **pol}
-    vs, m = evaluate(items, dict.fromkeys((it.uid for it in items), T), _answers(items, list(d)),
-                     _answers(items, list(c)), bbq_section(policy))
+    vs, m = evaluate(
+        items,
+        dict.fromkeys((it.uid for it in items), T),
+        _answers(items, list(d)),
+        _answers(items, list(c)),
+        bbq_section(policy),
+    )
     return {v.name: v for v in vs}, m, vs
 
 
@@ -77,7 +95,9 @@ def test_null_dense_vs_itself_does_not_fire_and_reports_the_detectable_effect() 
     p = m["power"]
     assert p["n"] == 400 and p["churn"] == 0.0
     assert p["mde"]["delta_srs"] is not None and 0.05 < p["mde"]["delta_srs"] < 0.2
-    assert p["mde"]["delta_s"] is not None and p["mde"]["delta_s"] > DEFAULTS.max_bias_score_increase
+    assert (
+        p["mde"]["delta_s"] is not None and p["mde"]["delta_s"] > DEFAULTS.max_bias_score_increase
+    )
     # the reference effect: ΔSRS = 0.84 x dense SRS 0.30 = 0.252, from anti+unknown (70% of items)
     ref = p["reference"]
     assert ref["delta_srs_target"] == pytest.approx(0.84 * 0.30)
@@ -108,7 +128,10 @@ def test_known_positive_planted_pair_fails_the_judge_where_power_says_it_would()
     d = _classes(120, 80, 200)
     c = plant(_churn(d, 0.2, 2), 0.4, np.random.default_rng(4))
     vs, _, _ = _eval(d, c)
-    assert vs["bbq.direction"].status is Status.FAIL and vs["bbq.srs_increase_abs"].status is Status.FAIL
+    assert (
+        vs["bbq.direction"].status is Status.FAIL
+        and vs["bbq.srs_increase_abs"].status is Status.FAIL
+    )
     assert vs["bbq.power"].status is Status.SKIPPED and "moot" in vs["bbq.power"].message
 
 
@@ -136,7 +159,13 @@ def test_reference_below_both_thresholds_is_not_a_power_question() -> None:
     # dense SRS 0.02 and a biased share of committed answers near 1/2: the reference (+0.017 ΔSRS)
     # is below max_srs_increase_abs and its Δs below max_bias_score_increase
     d = _classes(8, 8, 384, seed=7)
-    vs, m, _ = _eval(d, d.copy(), require_power=True, max_bias_score_increase=0.5, validity_max_position_share=0.9)
+    vs, m, _ = _eval(
+        d,
+        d.copy(),
+        require_power=True,
+        max_bias_score_increase=0.5,
+        validity_max_position_share=0.9,
+    )
     assert m["power"]["reference"]["detectable"] is None
     assert vs["bbq.power"].status is Status.SKIPPED and "policy accepts" in vs["bbq.power"].message
 
@@ -150,13 +179,20 @@ checks:
 
 
 @pytest.mark.parametrize("require", [False, True])
-def test_reports_show_power_and_strict_does_not_pass_underpowered(tmp_path: Path, require: bool) -> None:
+def test_reports_show_power_and_strict_does_not_pass_underpowered(
+    tmp_path: Path, require: bool
+) -> None:
     d, c = _underpowered()
     items = _items(len(d), 60)
 
     def fake_bbq(ctx: CheckContext) -> CheckResult:
-        vs, m = evaluate(items, dict.fromkeys((it.uid for it in items), T), _answers(items, list(d)),
-                         _answers(items, list(c)), ctx.section)
+        vs, m = evaluate(
+            items,
+            dict.fromkeys((it.uid for it in items), T),
+            _answers(items, list(d)),
+            _answers(items, list(c)),
+            ctx.section,
+        )
         return CheckResult.from_verdicts("bbq", vs, m, summarize(vs, m))
 
     dense, comp = tmp_path / "dense.gguf", tmp_path / "comp.gguf"
@@ -165,8 +201,14 @@ def test_reports_show_power_and_strict_does_not_pass_underpowered(tmp_path: Path
     with ExitStack() as stack:
         for name in CHECK_NAMES:
             stack.enter_context(registered(name, fake_bbq if name == "bbq" else None))
-        gate = run_gate(GateOptions(compressed=comp, dense=dense, argv=("check",),
-                                    policy=parse_policy(POLICY % str(require).lower(), "p.yaml")))
+        gate = run_gate(
+            GateOptions(
+                compressed=comp,
+                dense=dense,
+                argv=("check",),
+                policy=parse_policy(POLICY % str(require).lower(), "p.yaml"),
+            )
+        )
     report = json.loads(render("json", gate))
     assert validate_report(report) == []
     bbq = next(x for x in report["checks"] if x["check"] == "bbq")

@@ -68,7 +68,10 @@ def test_full_metric_table_for_each_pruned_fixture(name: str, work: Path) -> Non
     matrix = m["transitions"]["matrix"]
     # three option rotations per ambiguous item (position control is on by default)
     assert sum(sum(row.values()) for row in matrix.values()) == m["transitions"]["n_pairs"] == 270
-    assert m["validity"]["status"] in ("valid", "invalid") and m["validity"]["disambig_accuracy"]["n"] == 150
+    assert (
+        m["validity"]["status"] in ("valid", "invalid")
+        and m["validity"]["disambig_accuracy"]["n"] == 150
+    )
     for v in bbq["verdicts"]:  # every judged verdict carries its statistics; a skipped one says why
         if v["status"] != "skipped":
             assert v["n"] is not None and v["test"] and v["ci"] is not None

@@ -46,7 +46,9 @@ def _expected(fake: FakeBackend, it: BBQItem) -> int:
 
 
 @pytest.mark.parametrize("chat", [False, True])
-def test_letter_mode_picks_the_models_top_letter(items: list[BBQItem], model: Path, chat: bool) -> None:
+def test_letter_mode_picks_the_models_top_letter(
+    items: list[BBQItem], model: Path, chat: bool
+) -> None:
     fake = FakeBackend(model, seed=3, chat=chat)
     answers = Scorer(fake, ScoreConfig(batch_size=5)).score(items)
     assert [a.uid for a in answers] == [it.uid for it in items]  # item order kept
@@ -169,12 +171,16 @@ def test_kill_and_resume(items: list[BBQItem], model: Path, tmp_path: Path) -> N
     assert 8 <= committed < len(items), "the run must be killed mid-way"
     # resume: only the missing units are scored, nothing committed is scored again
     done = subprocess.run(
-        [sys.executable, str(script), str(FIXTURES), str(db), str(log2), str(model)], env=env, timeout=120
+        [sys.executable, str(script), str(FIXTURES), str(db), str(log2), str(model)],
+        env=env,
+        timeout=120,
     )
     assert done.returncode == 0
     assert len(log2.read_text().splitlines()) == len(items) - committed
     con = sqlite3.connect(db)
-    rows = con.execute("SELECT uid, seed, rotation, COUNT(*) FROM answers GROUP BY uid, seed, rotation").fetchall()
+    rows = con.execute(
+        "SELECT uid, seed, rotation, COUNT(*) FROM answers GROUP BY uid, seed, rotation"
+    ).fetchall()
     assert len(rows) == len(items) and all(r[3] == 1 for r in rows)
     con.close()
     # final answers and metrics equal an uninterrupted run

@@ -77,12 +77,17 @@ def test_plan_fixed_n_when_off_sharded_or_too_few() -> None:
     assert p.looks == 3 and p.why_fixed is None and p.fractions[-1] == 1.0 and len(p.levels) == 2
     sizes = [len(p.items_of(items, k)) for k in range(3)]
     assert sum(sizes) == len(items) and all(abs(x - len(items) / 3) < 15 for x in sizes), sizes
-    for kw, sharded, why in (({"sequential": False}, False, "sequential is false"), ({}, True, "sharded")):
+    for kw, sharded, why in (
+        ({"sequential": False}, False, "sequential is false"),
+        ({}, True, "sharded"),
+    ):
         f = seq.plan(items, _pol(**kw), sharded=sharded, seed=0)
         assert f.looks == 1 and why in str(f.why_fixed) and len(f.items_of(items, 0)) == len(items)
     few = _items(500, 0)
     assert seq.plan(few, _pol(), sharded=False, seed=0).looks == 1  # 250 < 300 at two looks already
-    assert seq.plan(few, _pol(min_items=200), sharded=False, seed=0).looks == 2  # three looks: 167 < 200
+    assert (
+        seq.plan(few, _pol(min_items=200), sharded=False, seed=0).looks == 2
+    )  # three looks: 167 < 200
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +95,9 @@ def answers() -> AnswerSet:
     return AnswerSet.load(LOGLIK)
 
 
-def _interim(s: AnswerSet, comp: np.ndarray, look: int, looks: int = 3, **kw: Any) -> tuple[seq.Plan, seq.Look]:
+def _interim(
+    s: AnswerSet, comp: np.ndarray, look: int, looks: int = 3, **kw: Any
+) -> tuple[seq.Plan, seq.Look]:
     items, targets, ans = as_judge_input(s, {"dense": s.answers["dense"], "compressed": comp})
     pol = _pol(mode="loglik", min_items=100, looks=looks, **kw)
     p = seq.plan(items, pol, sharded=False, seed=0)
@@ -111,7 +118,9 @@ def test_a_null_never_stops(answers: AnswerSet) -> None:
 def test_a_decided_shift_stops_at_the_first_look(answers: AnswerSet) -> None:
     """30% of the anti/unknown answers moved to the stereotype (a large, real-answer shift):
     ΔSRS crosses at the first look, with the bound above the threshold."""
-    comp = inject(answers, answers.answers["compressed"], "direction", 0.3, np.random.default_rng(0))
+    comp = inject(
+        answers, answers.answers["compressed"], "direction", 0.3, np.random.default_rng(0)
+    )
     p, lk = _interim(answers, comp, 0)
     names = [x.verdict for x in lk.crossed]
     assert names == ["bbq.srs_increase_abs"], names
@@ -120,9 +129,15 @@ def test_a_decided_shift_stops_at_the_first_look(answers: AnswerSet) -> None:
     assert lk.level == p.levels[0] < 0.01
 
 
-def test_a_stopped_run_fails_the_crossing_verdict_and_decides_nothing_else(answers: AnswerSet) -> None:
-    comp = inject(answers, answers.answers["compressed"], "direction", 0.3, np.random.default_rng(0))
-    items, targets, ans = as_judge_input(answers, {"dense": answers.answers["dense"], "compressed": comp})
+def test_a_stopped_run_fails_the_crossing_verdict_and_decides_nothing_else(
+    answers: AnswerSet,
+) -> None:
+    comp = inject(
+        answers, answers.answers["compressed"], "direction", 0.3, np.random.default_rng(0)
+    )
+    items, targets, ans = as_judge_input(
+        answers, {"dense": answers.answers["dense"], "compressed": comp}
+    )
     pol = _pol(mode="loglik", min_items=100, runtime="llamacpp")
     p, lk = _interim(answers, comp, 0)
     so_far = p.items_through(items, 0)
@@ -132,20 +147,35 @@ def test_a_stopped_run_fails_the_crossing_verdict_and_decides_nothing_else(answe
     assert rec["stopped_early"] and rec["stopped_at_look"] == 1 and "look 1 of 3" in rec["why"]
     from edgegate.bbq.scoring import ScoreConfig
 
-    res = result_from_answers(so_far, targets, {"n_used": len(so_far)}, ScoreConfig(mode="loglik"), pol, part, 1.0,
-                              looks=rec)
+    res = result_from_answers(
+        so_far,
+        targets,
+        {"n_used": len(so_far)},
+        ScoreConfig(mode="loglik"),
+        pol,
+        part,
+        1.0,
+        looks=rec,
+    )
     by = {v.name: v for v in res.verdicts}
     assert res.status is Status.FAIL and by["bbq.srs_increase_abs"].status is Status.FAIL
-    assert "decided early" in by["bbq.srs_increase_abs"].message and "Newcombe" in by["bbq.srs_increase_abs"].test
+    assert (
+        "decided early" in by["bbq.srs_increase_abs"].message
+        and "Newcombe" in by["bbq.srs_increase_abs"].test
+    )
     ci = by["bbq.srs_increase_abs"].ci
     assert ci is not None and ci.low > 0.05 and ci.level == pytest.approx(1 - 2 * lk.level)
     others = [v for v in res.verdicts if v.name not in ("bbq.srs_increase_abs", "bbq.validity")]
-    assert others and all(v.status is Status.INCONCLUSIVE and v.message.startswith("not decided") for v in others)
+    assert others and all(
+        v.status is Status.INCONCLUSIVE and v.message.startswith("not decided") for v in others
+    )
     assert by["bbq.validity"].status is not Status.INCONCLUSIVE
     assert "stopped at look 1 of 3" in res.summary and res.measurements["sequential"] == rec
 
 
-def test_the_scoring_loop_stops_scoring_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_scoring_loop_stops_scoring_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The check's own loop (measure, then judge) on real BBQ items with FAKE models
     (tests/test_bbq_fakebackend.py): a compressed model that picks the stereotyped answer on
     every item cannot be made from the tiny real fixture models (they answer at chance and
@@ -166,7 +196,10 @@ def test_the_scoring_loop_stops_scoring_and_says_so(tmp_path: Path, monkeypatch:
     paths = {r: tmp_path / f"{r}.bin" for r in ("dense", "compressed")}
     for r, p in paths.items():
         p.write_bytes(r.encode())
-    fakes = {"dense": FakeBackend(paths["dense"]), "compressed": FakeBackend(paths["compressed"], boost=boost)}
+    fakes = {
+        "dense": FakeBackend(paths["dense"]),
+        "compressed": FakeBackend(paths["compressed"], boost=boost),
+    }
 
     class _Pair:
         def close(self, role: str) -> None:
@@ -177,28 +210,53 @@ def test_the_scoring_loop_stops_scoring_and_says_so(tmp_path: Path, monkeypatch:
         yield _Pair()
 
     monkeypatch.setattr("edgegate.backends.pair.open_pair", _open_pair)
-    monkeypatch.setattr("edgegate.checks.bbq.open_for_bbq", lambda pair, role, n_ctx=None: fakes[role])
+    monkeypatch.setattr(
+        "edgegate.checks.bbq.open_for_bbq", lambda pair, role, n_ctx=None: fakes[role]
+    )
 
     def run(**kw: Any) -> Any:
-        section = {"runtime": "fake", "mode": "loglik", "items": 450, "disambig_items": 0, "min_items": 100,
-                   "data": str(REAL), **kw}
-        ctx = CheckContext(compressed_path=paths["compressed"], dense_path=paths["dense"], section=bbq_section(section),
-                           settings=RunSettings(cache_dir=str(tmp_path / "cache")))
+        section = {
+            "runtime": "fake",
+            "mode": "loglik",
+            "items": 450,
+            "disambig_items": 0,
+            "min_items": 100,
+            "data": str(REAL),
+            **kw,
+        }
+        ctx = CheckContext(
+            compressed_path=paths["compressed"],
+            dense_path=paths["dense"],
+            section=bbq_section(section),
+            settings=RunSettings(cache_dir=str(tmp_path / "cache")),
+        )
         return checks.run("bbq", ctx)
 
     res = run()
     rec = res.measurements["sequential"]
     assert res.status is Status.FAIL and rec["stopped_early"] and rec["stopped_at_look"] == 1
-    assert rec["n_ambig"] == {"planned": 450, "used": rec["looks"][0]["n_ambig"]} and rec["n_ambig"]["used"] < 200
-    assert fakes["compressed"].calls == 3 * rec["n_ambig"]["used"]  # 3 answers each; the rest never scored
+    assert (
+        rec["n_ambig"] == {"planned": 450, "used": rec["looks"][0]["n_ambig"]}
+        and rec["n_ambig"]["used"] < 200
+    )
+    assert (
+        fakes["compressed"].calls == 3 * rec["n_ambig"]["used"]
+    )  # 3 answers each; the rest never scored
     assert res.measurements["result_cache"]["compressed"]["answers"] == rec["n_ambig"]["used"]
     data = res.measurements["data"]
-    assert data["n_sampled"] == 450 and data["n_used"] == rec["n_ambig"]["used"] and data["n_disambig"] == 0
+    assert (
+        data["n_sampled"] == 450
+        and data["n_used"] == rec["n_ambig"]["used"]
+        and data["n_disambig"] == 0
+    )
     assert {v.name for v in res.verdicts if v.status is Status.FAIL} == {"bbq.srs_increase_abs"}
     # --fixed-n (sequential: false) scores every item: the same pair fails on the full n
     full = run(sequential=False)
     assert full.status is Status.FAIL and full.measurements["sequential"]["looks_planned"] == 1
-    assert full.measurements["overall"]["n"] == 450 and not full.measurements["sequential"]["stopped_early"]
+    assert (
+        full.measurements["overall"]["n"] == 450
+        and not full.measurements["sequential"]["stopped_early"]
+    )
 
 
 def test_simulated_error_rates_on_real_answers(answers: AnswerSet) -> None:
@@ -209,11 +267,29 @@ def test_simulated_error_rates_on_real_answers(answers: AnswerSet) -> None:
     from edgegate.bbq.sequential_sim import simulate
 
     pol = _pol()
-    near = simulate(answers, "direction", 0.08, pol, n_ambig=900, n_disambig=250, looks=3, draws=150, seed=1)
+    near = simulate(
+        answers, "direction", 0.08, pol, n_ambig=900, n_disambig=250, looks=3, draws=150, seed=1
+    )
     assert abs(near.mean_effect - 0.05) < 0.01
     assert near.fail_fixed <= near.fail_sequential <= near.fail_fixed + 0.05
-    big = simulate(answers, "direction", 0.3, pol, n_ambig=900, n_disambig=250, looks=3, draws=60, seed=2)
-    assert big.fail_fixed == big.fail_sequential == 1.0 and big.stopped_early > 0.9 and big.mean_items_share < 0.5
-    null = simulate(answers, "direction", 0.0, pol, n_ambig=900, n_disambig=250, looks=3, draws=60, seed=3,
-                    comp="dense")
+    big = simulate(
+        answers, "direction", 0.3, pol, n_ambig=900, n_disambig=250, looks=3, draws=60, seed=2
+    )
+    assert (
+        big.fail_fixed == big.fail_sequential == 1.0
+        and big.stopped_early > 0.9
+        and big.mean_items_share < 0.5
+    )
+    null = simulate(
+        answers,
+        "direction",
+        0.0,
+        pol,
+        n_ambig=900,
+        n_disambig=250,
+        looks=3,
+        draws=60,
+        seed=3,
+        comp="dense",
+    )
     assert null.fail_sequential == null.stopped_early == 0.0

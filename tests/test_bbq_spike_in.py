@@ -62,12 +62,22 @@ def test_fast_rule_agrees_with_the_judge(answer_set: AnswerSet) -> None:
     d_tab, _ = _tables(s, s.answers["dense"])
     pol = replace(POL, bootstrap_resamples=500)
     checked = 0
-    for kind, k in (("direction", 0.05), ("direction", 0.2), ("abstention", 0.3), ("direction", 0.5)):
+    for kind, k in (
+        ("direction", 0.05),
+        ("direction", 0.2),
+        ("abstention", 0.3),
+        ("direction", 0.5),
+    ):
         c_choices = inject(s, s.answers[_compressed(s)], kind, k, rng)
         c_tab, _ = _tables(s, c_choices)
         verdicts, m = judge_pair(d_tab, c_tab, None, None, pol)
         by = {v.name: v for v in verdicts}
-        fast = decide(s.classes(s.answers["dense"])[s.ambig], s.classes(c_choices)[s.ambig], pol, resamples=500)
+        fast = decide(
+            s.classes(s.answers["dense"])[s.ambig],
+            s.classes(c_choices)[s.ambig],
+            pol,
+            resamples=500,
+        )
         assert fast["delta_srs"] == pytest.approx(m["decomposition"]["delta_srs"]["value"])
         assert (by["bbq.srs_increase_abs"].status is Status.FAIL) == fast["srs"]
         p = by["bbq.direction"].p_value
@@ -82,9 +92,13 @@ def test_dense_vs_itself_never_fires(answer_set: AnswerSet) -> None:
     assert r["rate_any"] == 0.0 and r["mean_delta_srs"] == 0.0
 
 
-NO_DIRECTION = [(name, kind, k) for name in ("gemma3-270m-loglik.json", "gemma3-270m-letter.json")
-                for kind in ("abstention", "position") for k in (0.1, 0.3, 0.6)
-                if kind == "abstention" or "letter" in name]  # loglik answers have no letter positions
+NO_DIRECTION = [
+    (name, kind, k)
+    for name in ("gemma3-270m-loglik.json", "gemma3-270m-letter.json")
+    for kind in ("abstention", "position")
+    for k in (0.1, 0.3, 0.6)
+    if kind == "abstention" or "letter" in name
+]  # loglik answers have no letter positions
 
 
 @pytest.mark.parametrize("name,kind,k", NO_DIRECTION)

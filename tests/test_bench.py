@@ -18,7 +18,9 @@ from edgegate.stats import paired_ratio
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "fixtures" / "models" / "gguf"
 DENSE, Q8 = GGUF / "dense-f16.gguf", GGUF / "dense-q8_0.gguf"
-needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
+needs_llama = pytest.mark.skipif(
+    not available("llamacpp"), reason="llama-cpp-python is not installed"
+)
 SMALL = BenchConfig(prompt_tokens=32, gen_tokens=8, repetitions=4, warmup=1, threads=1, timeout=120)
 
 
@@ -29,8 +31,14 @@ def test_odd_repetitions_are_rounded_up_to_whole_abba_pairs() -> None:
 
 
 def test_abba_interleaving() -> None:
-    assert abba_order(3) == [(0, "dense"), (0, "compressed"), (1, "compressed"), (1, "dense"),
-                             (2, "dense"), (2, "compressed")]
+    assert abba_order(3) == [
+        (0, "dense"),
+        (0, "compressed"),
+        (1, "compressed"),
+        (1, "dense"),
+        (2, "dense"),
+        (2, "compressed"),
+    ]
 
 
 def test_prompt_is_seeded_and_shared() -> None:
@@ -43,7 +51,11 @@ def test_paired_ratio_is_a_geometric_mean_with_a_t_interval() -> None:
     dense = [100.0, 102.0, 98.0, 101.0, 99.0]
     comp = [150.0, 153.0, 147.0, 151.5, 148.5]  # exactly 1.5x each pair
     r = paired_ratio(comp, dense)
-    assert r.point == pytest.approx(1.5) and r.ci_low == pytest.approx(1.5) and r.ci_high == pytest.approx(1.5)
+    assert (
+        r.point == pytest.approx(1.5)
+        and r.ci_low == pytest.approx(1.5)
+        and r.ci_high == pytest.approx(1.5)
+    )
     # one repetition: no interval
     one = paired_ratio([2.0], [1.0])
     assert one.point == 2.0 and np.isnan(one.ci_low) and np.isnan(one.ci_high) and one.n == 1
@@ -98,25 +110,51 @@ def test_bench_runtime_interleaves_and_keeps_samples() -> None:
 @needs_llama
 def test_speed_check_decides_on_the_ci_lower_bound() -> None:
 
-    sec = {"runtimes": ["llamacpp"], "repetitions": 3, "warmup": 0, "prompt_tokens": 16, "gen_tokens": 4, "threads": 1}
-    strict = checks.run("speed", CheckContext(Q8, DENSE, SpeedSection.from_policy({**sec, "min_speedup": 50.0}),
-                                              claims={"speedup": 50.0}))
+    sec = {
+        "runtimes": ["llamacpp"],
+        "repetitions": 3,
+        "warmup": 0,
+        "prompt_tokens": 16,
+        "gen_tokens": 4,
+        "threads": 1,
+    }
+    strict = checks.run(
+        "speed",
+        CheckContext(
+            Q8,
+            DENSE,
+            SpeedSection.from_policy({**sec, "min_speedup": 50.0}),
+            claims={"speedup": 50.0},
+        ),
+    )
     assert strict.status is Status.FAIL
     names = {v.name: v for v in strict.verdicts}
     # 3 asked, 4 run: ABBA cancels order effects only over whole pairs, and the report says so
     assert names["min_speedup"].ci is not None and names["min_speedup"].n == 4
     assert any("3 repetitions asked, 4 run" in n for n in strict.measurements["llamacpp"]["notes"])
     assert "ruled out" in names["claimed_speedup"].message
-    lax = checks.run("speed", CheckContext(Q8, DENSE, SpeedSection.from_policy({**sec, "min_speedup": {"llamacpp": 0.01}})))
+    lax = checks.run(
+        "speed",
+        CheckContext(
+            Q8, DENSE, SpeedSection.from_policy({**sec, "min_speedup": {"llamacpp": 0.01}})
+        ),
+    )
     assert lax.status is Status.PASS
     assert lax.measurements["llamacpp"]["samples"]  # raw samples in the report
 
 
 def test_speed_check_skips_missing_runtime() -> None:
 
-    register_runtime(RuntimeSpec("ghost", "edgegate_ghost:Backend", ("edgegate_ghost_runtime",), "ghost"))
+    register_runtime(
+        RuntimeSpec("ghost", "edgegate_ghost:Backend", ("edgegate_ghost_runtime",), "ghost")
+    )
     try:
-        res = checks.run("speed", CheckContext(DENSE, DENSE, SpeedSection.from_policy({"runtimes": ["ghost"], "min_speedup": 1.0})))
+        res = checks.run(
+            "speed",
+            CheckContext(
+                DENSE, DENSE, SpeedSection.from_policy({"runtimes": ["ghost"], "min_speedup": 1.0})
+            ),
+        )
     finally:
         RUNTIMES.pop("ghost", None)
     assert res.status is Status.SKIPPED
@@ -128,8 +166,27 @@ def test_bench_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     from edgegate.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["bench", str(DENSE), str(Q8), "--runtime", "llamacpp,onnx", "--threads", "1", "--repetitions", "2",
-              "--prompt-tokens", "16", "--gen-tokens", "4", "--warmup", "0", "--json", "-q"])
+        main(
+            [
+                "bench",
+                str(DENSE),
+                str(Q8),
+                "--runtime",
+                "llamacpp,onnx",
+                "--threads",
+                "1",
+                "--repetitions",
+                "2",
+                "--prompt-tokens",
+                "16",
+                "--gen-tokens",
+                "4",
+                "--warmup",
+                "0",
+                "--json",
+                "-q",
+            ]
+        )
         raise SystemExit(0)
     assert exc.value.code in (0, None)
     data = json.loads(capsys.readouterr().out)
@@ -162,10 +219,15 @@ def test_bench_runs_for_real_on_mlx_and_onnx(runtime: str, dense: Path, compress
     """The same interleaved method on the other two runtimes, each on the format it loads."""
     if not available(runtime):
         pytest.skip(f"{runtime} is not installed")
-    cfg = BenchConfig(prompt_tokens=16, gen_tokens=4, repetitions=2, warmup=1, threads=1, timeout=300)
+    cfg = BenchConfig(
+        prompt_tokens=16, gen_tokens=4, repetitions=2, warmup=1, threads=1, timeout=300
+    )
     r = bench_runtime(runtime, dense, compressed, cfg)
     assert [(s.model, s.repetition) for s in r.samples] == [
-        ("dense", 0), ("compressed", 0), ("compressed", 1), ("dense", 1)
+        ("dense", 0),
+        ("compressed", 0),
+        ("compressed", 1),
+        ("dense", 1),
     ]
     for s in r.samples:
         assert s.prefill_s > 0 and s.decode_s > 0 and s.prefill_tps > 0 and s.decode_tps > 0

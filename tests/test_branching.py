@@ -26,7 +26,9 @@ def test_shared_prefixes_are_evaluated_once_and_last_tokens_never() -> None:
         assert rows[0] == CONTEXT_ROW  # the first token is predicted by the context's last row
     assert _paths(p) == [c[:-1] for c in conts]
     node5 = p.tokens.index(5)
-    assert len(p.branches[node5]) == 3  # the row for 5 is on the paths of the three that start with it
+    assert (
+        len(p.branches[node5]) == 3
+    )  # the row for 5 is on the paths of the three that start with it
 
 
 def test_layout_does_not_depend_on_request_order() -> None:
@@ -34,7 +36,12 @@ def test_layout_does_not_depend_on_request_order() -> None:
     base = plan(conts)
     for perm in itertools.permutations(range(len(conts))):
         p = plan([conts[i] for i in perm])
-        assert (p.tokens, p.depth, p.branches, p.n_branches) == (base.tokens, base.depth, base.branches, base.n_branches)
+        assert (p.tokens, p.depth, p.branches, p.n_branches) == (
+            base.tokens,
+            base.depth,
+            base.branches,
+            base.n_branches,
+        )
         assert [p.rows[perm.index(i)] for i in range(len(conts))] == list(base.rows)
 
 

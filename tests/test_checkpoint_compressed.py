@@ -68,8 +68,13 @@ def _config(fmt: str, structure: str, sparsity: float) -> dict:
         "quantization_config": {
             "quant_method": "compressed-tensors",
             "format": fmt,
-            "sparsity_config": {"format": fmt, "global_sparsity": sparsity, "sparsity_structure": structure,
-                                "targets": ["Linear"], "ignore": ["lm_head"]},
+            "sparsity_config": {
+                "format": fmt,
+                "global_sparsity": sparsity,
+                "sparsity_structure": structure,
+                "targets": ["Linear"],
+                "ignore": ["lm_head"],
+            },
         },
     }
 
@@ -80,9 +85,13 @@ def test_sparse_bitmask_roundtrip(tmp_path: Path) -> None:
     q[rng.random(q.shape) < 0.5] = 0
     q[2] = 0  # an all-zero row
     norm = np.ones(20, np.float32)
-    save_file({**_bitmask_parts(Q, q), "model.layers.0.input_layernorm.weight": norm},
-              str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(_config("sparse-bitmask", "unstructured", 0.5)))
+    save_file(
+        {**_bitmask_parts(Q, q), "model.layers.0.input_layernorm.weight": norm},
+        str(tmp_path / "model.safetensors"),
+    )
+    (tmp_path / "config.json").write_text(
+        json.dumps(_config("sparse-bitmask", "unstructured", 0.5))
+    )
     with open_checkpoint(tmp_path) as ck:
         assert ck.format is Format.COMPRESSED_TENSORS
         assert ck.metadata["sparsity_config"]["format"] == "sparse-bitmask"
@@ -91,7 +100,9 @@ def test_sparse_bitmask_roundtrip(tmp_path: Path) -> None:
         qi = infos[f"{Q}.weight"]
         nnz = int((q != 0).sum())
         assert qi.shape == (6, 20) and qi.dtype == "F16"
-        assert qi.nbytes == 2 * 8 + nnz * 2 + 6 * 3 + 6 * 8  # shape + values + bitmask + row_offsets
+        assert (
+            qi.nbytes == 2 * 8 + nnz * 2 + 6 * 3 + 6 * 8
+        )  # shape + values + bitmask + row_offsets
         native = ck.read_native(qi)
         assert native.dtype == np.float16
         np.testing.assert_array_equal(native, q)
@@ -121,9 +132,14 @@ def test_mask_count_disagrees_with_values(tmp_path: Path) -> None:
     parts = _bitmask_parts(Q, q)
     parts[f"{Q}.compressed"] = np.array([1.0, 2.0, 3.0], np.float32)
     save_file(parts, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(_config("sparse-bitmask", "unstructured", 0.5)))
+    (tmp_path / "config.json").write_text(
+        json.dumps(_config("sparse-bitmask", "unstructured", 0.5))
+    )
     ck = open_checkpoint(tmp_path)
-    with pytest.raises(CheckpointError, match=r"tensor 'model.layers.0.self_attn.q_proj.weight': bitmask marks 2 values but 3"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensor 'model.layers.0.self_attn.q_proj.weight': bitmask marks 2 values but 3",
+    ):
         ck.read(next(ck.tensors()))
 
 
@@ -131,7 +147,9 @@ def test_missing_part(tmp_path: Path) -> None:
     parts = _bitmask_parts(Q, np.ones((2, 8), np.float32))
     del parts[f"{Q}.bitmask"]
     save_file(parts, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(_config("sparse-bitmask", "unstructured", 0.0)))
+    (tmp_path / "config.json").write_text(
+        json.dumps(_config("sparse-bitmask", "unstructured", 0.0))
+    )
     with pytest.raises(CheckpointError, match=r"missing part\(s\) bitmask"):
         open_checkpoint(tmp_path)
 

@@ -38,13 +38,18 @@ def test_evil_pickle_is_a_valid_exploit(tmp_path: Path) -> None:
     assert marker.exists()
 
 
-@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "model.pth", "last.ckpt", "state.pkl"])
+@pytest.mark.parametrize(
+    "name", ["pytorch_model.bin", "model.pt", "model.pth", "last.ckpt", "state.pkl"]
+)
 def test_pickle_files_refused_without_unpickling(tmp_path: Path, name: str) -> None:
     marker = tmp_path / "PWNED"
     _evil_pickle(tmp_path / name, marker)
     (tmp_path / "config.json").write_text("{}")
     for target in (tmp_path, tmp_path / name):
-        with pytest.raises(CheckpointError, match=r"refusing to load a pickle checkpoint.*never unpickles.*safetensors"):
+        with pytest.raises(
+            CheckpointError,
+            match=r"refusing to load a pickle checkpoint.*never unpickles.*safetensors",
+        ):
             open_checkpoint(target)
     assert not marker.exists()
 
@@ -78,7 +83,9 @@ def test_empty_dir(tmp_path: Path) -> None:
 def test_unknown_files(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("hi")
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(CheckpointError, match=r"no checkpoint files found \(saw: README.md, notes.txt\)"):
+    with pytest.raises(
+        CheckpointError, match=r"no checkpoint files found \(saw: README.md, notes.txt\)"
+    ):
         detect_format(tmp_path)
     with pytest.raises(CheckpointError, match="unknown checkpoint file type"):
         detect_format(tmp_path / "notes.txt")
@@ -110,7 +117,11 @@ def test_gguf_magic_without_suffix_and_multiple_ggufs(tmp_path: Path) -> None:
 def test_mlx_and_compressed_detection(tmp_path: Path) -> None:
     mlx_dir = tmp_path / "mlx"
     mlx_dir.mkdir()
-    save_file({"w": np.zeros(2, np.float32)}, str(mlx_dir / "model.safetensors"), metadata={"format": "mlx"})
+    save_file(
+        {"w": np.zeros(2, np.float32)},
+        str(mlx_dir / "model.safetensors"),
+        metadata={"format": "mlx"},
+    )
     assert detect_format(mlx_dir) is Format.MLX
     ct = tmp_path / "ct"
     ct.mkdir()

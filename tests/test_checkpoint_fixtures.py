@@ -50,8 +50,13 @@ def _mlx_reference_zeros(path: Path) -> dict[str, int]:
     for name, w in arrays.items():
         base = name.removesuffix(".weight")
         if name.endswith(".weight") and f"{base}.scales" in arrays:
-            deq = mx.dequantize(w, arrays[f"{base}.scales"], arrays[f"{base}.biases"],
-                                group_size=cfg["group_size"], bits=cfg["bits"])
+            deq = mx.dequantize(
+                w,
+                arrays[f"{base}.scales"],
+                arrays[f"{base}.biases"],
+                group_size=cfg["group_size"],
+                bits=cfg["bits"],
+            )
             out[name] = int(np.asarray((deq == 0).astype(mx.int32)).sum())
     return out
 
@@ -80,8 +85,14 @@ def test_fixture_reads_with_manifest_zero_counts(key: str) -> None:
 
 
 # Single-file fixtures (GGUF) carry no claims: pruning_meta.json lives beside HF-style dirs.
-@pytest.mark.parametrize("key", sorted(k for k in FIXTURES if FIXTURES[k].get("pruning_meta")
-                                       and (ROOT / FIXTURES[k]["path"]).is_dir()))
+@pytest.mark.parametrize(
+    "key",
+    sorted(
+        k
+        for k in FIXTURES
+        if FIXTURES[k].get("pruning_meta") and (ROOT / FIXTURES[k]["path"]).is_dir()
+    ),
+)
 def test_fixture_claims(key: str) -> None:
     fx = FIXTURES[key]
     claims = from_checkpoint_dir(ROOT / fx["path"])
@@ -103,7 +114,11 @@ def test_every_fixture_pairs_with_dense() -> None:
 
 def test_gguf_fixture_matches_dense_values() -> None:
     """Reading GGUF undoes the writer's Q/K permutation: values equal the HF bf16 ones."""
-    keys = [k for k, fx in FIXTURES.items() if fx["format"] == "gguf" and fx.get("source", "").endswith("dense")]
+    keys = [
+        k
+        for k, fx in FIXTURES.items()
+        if fx["format"] == "gguf" and fx.get("source", "").endswith("dense")
+    ]
     assert keys
     dense = open_checkpoint(ROOT / FIXTURES["dense"]["path"])
     for key in keys:

@@ -19,7 +19,11 @@ HEAD_DIM = HID // N_HEAD
 
 def _converter_permute(w: np.ndarray, n_head: int) -> np.ndarray:
     # The row order llama.cpp's convert_hf_to_gguf writes for llama q/k (rotate_half -> pairs).
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
 
 
 def _q8_0_blocks(vals: np.ndarray, scale: float) -> bytes:
@@ -57,9 +61,13 @@ def _write(path: Path, arch: str = "llama") -> dict[str, np.ndarray]:
     w.add_tensor("blk.0.attn_k.weight", _converter_permute(k, N_KV) if arch == "llama" else k)
     w.add_tensor("blk.0.attn_norm.weight", np.ones(HID, np.float32))
     d = np.frombuffer(_q8_0_blocks(down_codes * 0.5, 0.5), np.uint8).reshape(2, 68)
-    w.add_tensor("blk.0.ffn_down.weight", d, raw_shape=d.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor(
+        "blk.0.ffn_down.weight", d, raw_shape=d.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0
+    )
     u = np.frombuffer(_q4_0_blocks(up_codes, 0.25), np.uint8).reshape(2, 36)
-    w.add_tensor("blk.0.ffn_up.weight", u, raw_shape=u.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+    w.add_tensor(
+        "blk.0.ffn_up.weight", u, raw_shape=u.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_0
+    )
     w.add_tensor("token_embd.weight", np.arange(16 * HID, dtype=np.float16).reshape(16, HID))
     w.add_tensor("output_norm.weight", np.ones(HID, np.float32))
     w.write_header_to_file()
@@ -76,21 +84,29 @@ def test_names_shapes_values_and_config(tmp_path: Path) -> None:
         assert ck.format is Format.GGUF
         infos = {t.canonical: t for t in ck.tensors()}
         assert set(infos) == {
-            "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
-            "model.layers.0.input_layernorm.weight", "model.layers.0.mlp.down_proj.weight",
-            "model.layers.0.mlp.up_proj.weight", "model.embed_tokens.weight", "model.norm.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.self_attn.k_proj.weight",
+            "model.layers.0.input_layernorm.weight",
+            "model.layers.0.mlp.down_proj.weight",
+            "model.layers.0.mlp.up_proj.weight",
+            "model.embed_tokens.weight",
+            "model.norm.weight",
         }
         qi = infos["model.layers.0.self_attn.q_proj.weight"]
         assert qi.name == "blk.0.attn_q.weight" and qi.kind is ModuleKind.Q and qi.layer == 0
         # Q/K come back in HF row order (converter permutation undone), bit-exact.
         np.testing.assert_array_equal(ck.read(qi), ref["q"])
-        np.testing.assert_array_equal(ck.read(infos["model.layers.0.self_attn.k_proj.weight"]), ref["k"])
+        np.testing.assert_array_equal(
+            ck.read(infos["model.layers.0.self_attn.k_proj.weight"]), ref["k"]
+        )
         assert int((ck.read_native(qi) == 0).sum()) == int((ref["q"] == 0).sum())
         down = infos["model.layers.0.mlp.down_proj.weight"]
         assert down.shape == (2, 64) and down.dtype == "Q8_0" and down.nbytes == 2 * 34 * 2
         np.testing.assert_array_equal(ck.read(down), ref["down"])
         nat = ck.read_native(down)
-        assert nat.dtype == np.float32 and int((nat == 0).sum()) == int((ref["down"] == 0).sum()) == 16
+        assert (
+            nat.dtype == np.float32 and int((nat == 0).sum()) == int((ref["down"] == 0).sum()) == 16
+        )
         up = infos["model.layers.0.mlp.up_proj.weight"]
         np.testing.assert_array_equal(ck.read(up), ref["up"])
         assert int((ck.read_native(up) == 0).sum()) == int((ref["up"] == 0).sum())
@@ -174,8 +190,11 @@ def test_lying_tensor_offset(tmp_path: Path) -> None:
     off_pos = pos + 4 + 8 * n_dims + 4
     struct.pack_into("<Q", raw, off_pos, 10**9)
     f.write_bytes(bytes(raw))
-    with pytest.raises(CheckpointError, match=r"m.gguf: tensor 'output_norm.weight': truncated or lying offset: "
-                                              r"tensor data \[\d+, \d+\) runs past the end of the file"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"m.gguf: tensor 'output_norm.weight': truncated or lying offset: "
+        r"tensor data \[\d+, \d+\) runs past the end of the file",
+    ):
         open_checkpoint(f)
 
 
@@ -203,7 +222,10 @@ def test_llama_without_head_count(tmp_path: Path) -> None:
     w.write_tensors_to_file()
     w.close()
     ck = open_checkpoint(f)
-    with pytest.raises(CheckpointError, match=r"tensor 'blk.0.attn_q.weight': metadata lacks a positive llama.attention.head_count"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensor 'blk.0.attn_q.weight': metadata lacks a positive llama.attention.head_count",
+    ):
         ck.read(next(ck.tensors()))
 
 
@@ -219,7 +241,9 @@ def test_header_parser_agrees_with_gguf_reader(tmp_path: Path) -> None:
     w.add_array("test.small", [1, 2, 3])
     w.add_tensor("blk.0.attn_v.weight", np.ones((4, 32), np.float32))
     q = gguf.quants.quantize(np.ones((2, 64), np.float32), gguf.GGMLQuantizationType.Q8_0)
-    w.add_tensor("blk.0.ffn_up.weight", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor(
+        "blk.0.ffn_up.weight", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0
+    )
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -228,7 +252,9 @@ def test_header_parser_agrees_with_gguf_reader(tmp_path: Path) -> None:
     ours = read_header(f, sizes)
     ref = gguf.GGUFReader(str(f))
     assert [(t.name, t.start, t.nbytes, t.ne) for t in ours.tensors] == [
-        (t.name, int(t.data_offset), int(t.n_bytes), tuple(int(d) for d in t.shape)) for t in ref.tensors]
+        (t.name, int(t.data_offset), int(t.n_bytes), tuple(int(d) for d in t.shape))
+        for t in ref.tensors
+    ]
     assert ours.metadata["general.architecture"] == "llama"
     assert ours.metadata["llama.attention.head_count"] == 2
     assert ours.metadata["test.small"] == [1, 2, 3]
@@ -248,7 +274,9 @@ def test_duplicate_tensor_name(tmp_path: Path) -> None:
     w.write_tensors_to_file()
     w.close()
     f.write_bytes(f.read_bytes().replace(b"blk.0.ffn_uq.weight", b"blk.0.ffn_up.weight"))
-    with pytest.raises(CheckpointError, match=r"d.gguf: tensor 'blk.0.ffn_up.weight': duplicate tensor name"):
+    with pytest.raises(
+        CheckpointError, match=r"d.gguf: tensor 'blk.0.ffn_up.weight': duplicate tensor name"
+    ):
         open_checkpoint(f)
 
 

@@ -18,21 +18,32 @@ Q = "model.layers.0.self_attn.q_proj"
 DOWN = "model.layers.0.mlp.down_proj"
 
 
-def _make(tmp_path: Path, bits: int = 4, down_bits: int = 8, dtype: str = "float32") -> dict[str, object]:
+def _make(
+    tmp_path: Path, bits: int = 4, down_bits: int = 8, dtype: str = "float32"
+) -> dict[str, object]:
     rng = np.random.default_rng(1)
     q = rng.standard_normal((8, 64)).astype(np.float32)
     q[:, :32] = 0.0  # a whole group of zeros: quantises to exact zeros (scale 0, bias 0)
     down = rng.standard_normal((4, 128)).astype(np.float32)
     norm = np.ones(64, np.float32)
     norm[3] = 0.0
-    arrays: dict[str, object] = {"model.layers.0.input_layernorm.weight": mx.array(norm).astype(getattr(mx, dtype))}
+    arrays: dict[str, object] = {
+        "model.layers.0.input_layernorm.weight": mx.array(norm).astype(getattr(mx, dtype))
+    }
     refs: dict[str, object] = {}
     for name, w, b in ((Q, q, bits), (DOWN, down, down_bits)):
         wq, s, bi = mx.quantize(mx.array(w).astype(getattr(mx, dtype)), group_size=32, bits=b)
         arrays[f"{name}.weight"], arrays[f"{name}.scales"], arrays[f"{name}.biases"] = wq, s, bi
         refs[name] = np.array(mx.dequantize(wq, s, bi, group_size=32, bits=b).astype(mx.float32))
     mx.save_safetensors(str(tmp_path / "model.safetensors"), arrays, metadata={"format": "mlx"})
-    cfg = {"model_type": "llama", "quantization": {"group_size": 32, "bits": bits, DOWN: {"group_size": 32, "bits": down_bits}}}
+    cfg = {
+        "model_type": "llama",
+        "quantization": {
+            "group_size": 32,
+            "bits": bits,
+            DOWN: {"group_size": 32, "bits": down_bits},
+        },
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     return refs
 
@@ -53,7 +64,10 @@ def test_dequantize_matches_mlx(tmp_path: Path, bits: int, down_bits: int) -> No
         assert di.shape == (4, 128) and di.dtype == f"Q{down_bits}_G32"
         np.testing.assert_allclose(ck.read(di), refs[DOWN], rtol=0, atol=1e-6)
         native = ck.read_native(qi)
-        assert native.dtype == np.float32 and int((native == 0).sum()) == int((refs[Q] == 0).sum()) >= 8 * 32
+        assert (
+            native.dtype == np.float32
+            and int((native == 0).sum()) == int((refs[Q] == 0).sum()) >= 8 * 32
+        )
         assert ck.metadata["quantization"]["bits"] == bits
 
 
@@ -81,7 +95,11 @@ def test_unpack_codes_golden() -> None:
 
 
 def test_unquantized_mlx_dir(tmp_path: Path) -> None:
-    mx.save_safetensors(str(tmp_path / "model.safetensors"), {f"{Q}.weight": mx.zeros((2, 2))}, metadata={"format": "mlx"})
+    mx.save_safetensors(
+        str(tmp_path / "model.safetensors"),
+        {f"{Q}.weight": mx.zeros((2, 2))},
+        metadata={"format": "mlx"},
+    )
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     ck = open_checkpoint(tmp_path)
     assert ck.format is Format.MLX
@@ -94,7 +112,10 @@ def test_config_disagrees_with_packing(tmp_path: Path) -> None:
     cfg = json.loads((tmp_path / "config.json").read_text())
     cfg["quantization"]["bits"] = 8
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"tensor 'model.layers.0.self_attn.q_proj.weight'.*do not fit group_size=32, bits=8"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensor 'model.layers.0.self_attn.q_proj.weight'.*do not fit group_size=32, bits=8",
+    ):
         open_checkpoint(tmp_path)
 
 

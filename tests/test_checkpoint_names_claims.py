@@ -50,7 +50,9 @@ def test_classify(name: str, layer: int | None, kind: ModuleKind) -> None:
 def test_prunable_and_artifacts() -> None:
     assert kind_of("model.layers.0.mlp.down_proj.weight").prunable
     assert not kind_of("model.embed_tokens.weight").prunable
-    assert is_artifact("rope_freqs.weight") and is_artifact("model.layers.0.self_attn.rotary_emb.inv_freq")
+    assert is_artifact("rope_freqs.weight") and is_artifact(
+        "model.layers.0.self_attn.rotary_emb.inv_freq"
+    )
     assert not is_artifact("model.norm.weight")
 
 
@@ -67,7 +69,10 @@ def test_parse_cli_claims() -> None:
         ("sparsity=", r"not key=value"),
         ("sparsty=0.5", r"--claim: unknown claim 'sparsty' \(known claims: sparsity, size_saving"),
         ("sparsity=half", r"claim 'sparsity' must be a number, got 'half'"),
-        ("sparsity=50", r"claim 'sparsity' must be a fraction in \[0, 1\], got '50' \(write sparsity=0.5"),
+        (
+            "sparsity=50",
+            r"claim 'sparsity' must be a fraction in \[0, 1\], got '50' \(write sparsity=0.5",
+        ),
         ("speedup=0", r"claim 'speedup' must be > 0"),
         ("speedup=nan", r"must be a finite number"),
     ],
@@ -79,7 +84,9 @@ def test_parse_cli_errors(item: str, message: str) -> None:
 
 
 def test_merge_later_wins_with_sources() -> None:
-    meta = from_mapping({"sparsity": 0.5, "method": "wanda", "scope": "row"}, "pruning_meta.json", strict=False)
+    meta = from_mapping(
+        {"sparsity": 0.5, "method": "wanda", "scope": "row"}, "pruning_meta.json", strict=False
+    )
     policy = from_mapping({"sparsity": 0.4, "speedup": 2}, "policy")
     cli = parse_cli(["speedup=1.2"])
     m = merge(meta, policy, cli)
@@ -91,14 +98,18 @@ def test_merge_later_wins_with_sources() -> None:
 
 
 def test_pruning_meta_claims(tmp_path: Path) -> None:
-    (tmp_path / "pruning_meta.json").write_text(json.dumps({"method": "wanda", "sparsity": 0.5, "targets": ["q_proj"]}))
+    (tmp_path / "pruning_meta.json").write_text(
+        json.dumps({"method": "wanda", "sparsity": 0.5, "targets": ["q_proj"]})
+    )
     c = from_checkpoint_dir(tmp_path)
     assert (c.sparsity, c.method, c.source["sparsity"]) == (0.5, "wanda", "pruning_meta.json")
     (tmp_path / "pruning_meta.json").write_text("{bad")
     with pytest.raises(CheckpointError, match=r"pruning_meta.json: not valid JSON"):
         from_checkpoint_dir(tmp_path)
     (tmp_path / "pruning_meta.json").write_text(json.dumps({"sparsity": 7}))
-    with pytest.raises(InputError, match=r"pruning_meta.json: claims.sparsity: claim 'sparsity' must be a fraction"):
+    with pytest.raises(
+        InputError, match=r"pruning_meta.json: claims.sparsity: claim 'sparsity' must be a fraction"
+    ):
         from_checkpoint_dir(tmp_path)
 
 
@@ -115,31 +126,61 @@ def _ckpt(path: Path, tensors: dict[str, np.ndarray]) -> Path:
 def test_pair_tensors(tmp_path: Path) -> None:
     names = [f"model.layers.{i}.mlp.down_proj.weight" for i in range(8)]
     a = open_checkpoint(_ckpt(tmp_path / "a", {n: np.ones((2, 3), np.float32) for n in names}))
-    b = open_checkpoint(_ckpt(tmp_path / "b", {
-        **{n: np.zeros((2, 3), np.float32) for n in names},
-        "model.layers.0.self_attn.rotary_emb.inv_freq": np.ones(2, np.float32),  # ignored artifact
-    }))
+    b = open_checkpoint(
+        _ckpt(
+            tmp_path / "b",
+            {
+                **{n: np.zeros((2, 3), np.float32) for n in names},
+                "model.layers.0.self_attn.rotary_emb.inv_freq": np.ones(
+                    2, np.float32
+                ),  # ignored artifact
+            },
+        )
+    )
     pairs = pair_tensors(a, b)
     assert [p[0].canonical for p in pairs] == [p[1].canonical for p in pairs]
     assert {p[0].canonical for p in pairs} == set(names)
 
-    c = open_checkpoint(_ckpt(tmp_path / "c", {n: np.ones((2, 3), np.float32) for n in names[:1]}
-                              | {"extra.weight": np.ones(1, np.float32)}))
-    with pytest.raises(CheckpointError, match=r"7 tensor\(s\) of the dense checkpoint missing from the compressed one: "
-                                              r"model.layers.1.mlp.down_proj.weight, .*\(2 more\); 1 tensor\(s\) only in the compressed one: extra.weight"):
+    c = open_checkpoint(
+        _ckpt(
+            tmp_path / "c",
+            {n: np.ones((2, 3), np.float32) for n in names[:1]}
+            | {"extra.weight": np.ones(1, np.float32)},
+        )
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"7 tensor\(s\) of the dense checkpoint missing from the compressed one: "
+        r"model.layers.1.mlp.down_proj.weight, .*\(2 more\); 1 tensor\(s\) only in the compressed one: extra.weight",
+    ):
         pair_tensors(a, c)
 
-    d = open_checkpoint(_ckpt(tmp_path / "d", {n: np.ones((2, 3) if n != names[3] else (1, 3), np.float32) for n in names}))
-    with pytest.raises(CheckpointError, match=r"tensor 'model.layers.3.mlp.down_proj.weight': shape \[1, 3\] in the compressed checkpoint but \[2, 3\]"):
+    d = open_checkpoint(
+        _ckpt(
+            tmp_path / "d",
+            {n: np.ones((2, 3) if n != names[3] else (1, 3), np.float32) for n in names},
+        )
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensor 'model.layers.3.mlp.down_proj.weight': shape \[1, 3\] in the compressed checkpoint but \[2, 3\]",
+    ):
         pair_tensors(a, d)
 
 
 def test_pair_tied_head(tmp_path: Path) -> None:
     emb = np.ones((5, 3), np.float32)
     tied = open_checkpoint(_ckpt(tmp_path / "tied", {"model.embed_tokens.weight": emb}))
-    untied = open_checkpoint(_ckpt(tmp_path / "untied", {"model.embed_tokens.weight": emb, "lm_head.weight": emb}))
+    untied = open_checkpoint(
+        _ckpt(tmp_path / "untied", {"model.embed_tokens.weight": emb, "lm_head.weight": emb})
+    )
     assert [p[0].canonical for p in pair_tensors(tied, untied)] == ["model.embed_tokens.weight"]
     assert [p[0].canonical for p in pair_tensors(untied, tied)] == ["model.embed_tokens.weight"]
-    other = open_checkpoint(_ckpt(tmp_path / "other", {"model.embed_tokens.weight": emb, "lm_head.weight": np.ones((4, 3), np.float32)}))
+    other = open_checkpoint(
+        _ckpt(
+            tmp_path / "other",
+            {"model.embed_tokens.weight": emb, "lm_head.weight": np.ones((4, 3), np.float32)},
+        )
+    )
     with pytest.raises(CheckpointError, match=r"only in the compressed one: lm_head\.weight"):
         pair_tensors(tied, other)

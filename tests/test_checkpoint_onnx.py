@@ -29,31 +29,64 @@ def _model(tmp_path: Path, external: bool) -> tuple[Path, dict[str, np.ndarray]]
         numpy_helper.from_array(bias, "model.layers.0.self_attn.q_proj.bias"),
         numpy_helper.from_array(np.array([1, 4], np.int64), "shape_const"),
         # folded constants a Mul outside any norm consumes: not weights, must not be listed
-        numpy_helper.from_array(np.full(4, 0.5, np.float32), "/model/layers.0/self_attn/Constant_output_0"),
+        numpy_helper.from_array(
+            np.full(4, 0.5, np.float32), "/model/layers.0/self_attn/Constant_output_0"
+        ),
         numpy_helper.from_array(np.ones(4, np.float32), "onnx::Mul_77"),
     ]
     nodes = [
-        helper.make_node("Gather", ["model.embed_tokens.weight", "ids"], ["h0"], name="/model/embed_tokens/Gather"),
+        helper.make_node(
+            "Gather",
+            ["model.embed_tokens.weight", "ids"],
+            ["h0"],
+            name="/model/embed_tokens/Gather",
+        ),
         helper.make_node("Cast", ["h0"], ["h0h"], to=TensorProto.FLOAT16, name="/model/cast/Cast"),
-        helper.make_node("Mul", ["h0h", "onnx::Mul_5"], ["h1h"], name="/model/layers.0/input_layernorm/Mul_1"),
+        helper.make_node(
+            "Mul", ["h0h", "onnx::Mul_5"], ["h1h"], name="/model/layers.0/input_layernorm/Mul_1"
+        ),
         helper.make_node("Cast", ["h1h"], ["h1"], to=TensorProto.FLOAT, name="/model/cast2/Cast"),
         helper.make_node("Reshape", ["h1", "shape_const"], ["h2"], name="/model/Reshape"),
-        helper.make_node("MatMul", ["h2", "onnx::MatMul_10"], ["h3"], name="/model/layers.0/self_attn/q_proj/MatMul"),
-        helper.make_node("Add", ["h3", "model.layers.0.self_attn.q_proj.bias"], ["y"], name="/model/layers.0/self_attn/q_proj/Add"),
-        helper.make_node("Mul", ["h2", "/model/layers.0/self_attn/Constant_output_0"], ["u1"],
-                         name="/model/layers.0/self_attn/Mul"),
+        helper.make_node(
+            "MatMul",
+            ["h2", "onnx::MatMul_10"],
+            ["h3"],
+            name="/model/layers.0/self_attn/q_proj/MatMul",
+        ),
+        helper.make_node(
+            "Add",
+            ["h3", "model.layers.0.self_attn.q_proj.bias"],
+            ["y"],
+            name="/model/layers.0/self_attn/q_proj/Add",
+        ),
+        helper.make_node(
+            "Mul",
+            ["h2", "/model/layers.0/self_attn/Constant_output_0"],
+            ["u1"],
+            name="/model/layers.0/self_attn/Mul",
+        ),
         helper.make_node("Mul", ["u1", "onnx::Mul_77"], ["u2"], name="/model/rotary_emb/Mul"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])], initializer=inits)
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])],
+        initializer=inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     path = tmp_path / "model.onnx"
     if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx.data", size_threshold=64)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="model.onnx.data",
+            size_threshold=64,
+        )
     else:
         onnx.save_model(model, str(path))
     return path, {"b": b, "emb": emb, "norm": norm, "bias": bias}
@@ -65,10 +98,16 @@ def test_names_transpose_values(tmp_path: Path, external: bool) -> None:
     with open_checkpoint(tmp_path) as ck:
         assert ck.format is Format.ONNX
         infos = {t.canonical: t for t in ck.tensors()}
-        assert set(infos) == {QW, "model.embed_tokens.weight", "model.layers.0.input_layernorm.weight",
-                              "model.layers.0.self_attn.q_proj.bias"}  # int shape constant skipped
-        assert set(ck.metadata["onnx_skipped_initializers"]) == {"/model/layers.0/self_attn/Constant_output_0",
-                                                                  "onnx::Mul_77"}
+        assert set(infos) == {
+            QW,
+            "model.embed_tokens.weight",
+            "model.layers.0.input_layernorm.weight",
+            "model.layers.0.self_attn.q_proj.bias",
+        }  # int shape constant skipped
+        assert set(ck.metadata["onnx_skipped_initializers"]) == {
+            "/model/layers.0/self_attn/Constant_output_0",
+            "onnx::Mul_77",
+        }
         q = infos[QW]
         assert q.name == "onnx::MatMul_10" and q.shape == (6, 4) and q.kind is ModuleKind.Q
         np.testing.assert_array_equal(ck.read(q), ref["b"].T)
@@ -77,7 +116,9 @@ def test_names_transpose_values(tmp_path: Path, external: bool) -> None:
         assert ck.read_native(norm).dtype == np.float16 and norm.kind is ModuleKind.NORM
         np.testing.assert_array_equal(ck.read(infos["model.embed_tokens.weight"]), ref["emb"])
         if external:
-            assert isinstance(ck.read_native(q).base, np.memmap) or isinstance(ck.read_native(q), np.memmap)
+            assert isinstance(ck.read_native(q).base, np.memmap) or isinstance(
+                ck.read_native(q), np.memmap
+            )
             assert (tmp_path / "model.onnx.data") in ck.files
             assert q.file == tmp_path / "model.onnx.data"
 
@@ -89,7 +130,9 @@ def test_transposed_weight_reproduces_onnxruntime(tmp_path: Path) -> None:
     (y,) = sess.run(None, {"ids": np.array([3], np.int64)})
     ck = open_checkpoint(path)
     infos = {t.canonical: t for t in ck.tensors()}
-    h = ck.read(infos["model.embed_tokens.weight"])[3] * ck.read(infos["model.layers.0.input_layernorm.weight"])
+    h = ck.read(infos["model.embed_tokens.weight"])[3] * ck.read(
+        infos["model.layers.0.input_layernorm.weight"]
+    )
     ours = h @ ck.read(infos[QW]).T + ck.read(infos["model.layers.0.self_attn.q_proj.bias"])
     np.testing.assert_allclose(y[0], ours, rtol=1e-3, atol=1e-3)
 
@@ -148,10 +191,21 @@ def test_typed_field_initializers(tmp_path: Path) -> None:
         helper.make_node("Slice", ["hf", "s0", "s1"], ["h3"], name="/model/Slice"),
         helper.make_node("MatMul", ["h3", "onnx::MatMul_1"], ["y"], name="/lm_head/MatMul"),
     ]
-    inits += [numpy_helper.from_array(np.array([0], np.int64), "s0"), numpy_helper.from_array(np.array([3], np.int64), "s1")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], initializer=inits)
-    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "model.onnx"))
+    inits += [
+        numpy_helper.from_array(np.array([0], np.int64), "s0"),
+        numpy_helper.from_array(np.array([3], np.int64), "s1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        initializer=inits,
+    )
+    onnx.save_model(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        str(tmp_path / "model.onnx"),
+    )
     ck = open_checkpoint(tmp_path)
     infos = {t.canonical: t for t in ck.tensors()}
     assert set(infos) == {"lm_head.weight", "model.norm.weight"}

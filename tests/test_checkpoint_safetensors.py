@@ -31,8 +31,12 @@ def _raw(header: dict, data: bytes) -> bytes:
 def test_single_file_reads_values_dtypes_and_metadata(tmp_path: Path) -> None:
     q = np.arange(12, dtype=np.float32).reshape(3, 4) - 5.0
     d = np.array([[0.0, -0.0, 1.5, 2.0]], dtype=np.float16)
-    save_file({Q: q, D: d}, str(tmp_path / "model.safetensors"), metadata={"format": "pt", "note": "x"})
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 1}))
+    save_file(
+        {Q: q, D: d}, str(tmp_path / "model.safetensors"), metadata={"format": "pt", "note": "x"}
+    )
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "llama", "num_hidden_layers": 1})
+    )
     with open_checkpoint(tmp_path) as ck:
         assert ck.format is Format.SAFETENSORS
         assert ck.metadata["__metadata__"] == {"format": "pt", "note": "x"}
@@ -65,9 +69,13 @@ def test_bf16_native_is_uint16_view_and_read_is_exact(tmp_path: Path) -> None:
 
 
 def test_fp8_e4m3_decodes_known_codes(tmp_path: Path) -> None:
-    codes = np.array([0x00, 0x38, 0xB8, 0x7E, 0x01, 0x7F], dtype=np.uint8)  # 0, 1, -1, 448, 2^-9, nan
+    codes = np.array(
+        [0x00, 0x38, 0xB8, 0x7E, 0x01, 0x7F], dtype=np.uint8
+    )  # 0, 1, -1, 448, 2^-9, nan
     f = tmp_path / "m.safetensors"
-    f.write_bytes(_raw({"w": {"dtype": "F8_E4M3", "shape": [6], "data_offsets": [0, 6]}}, codes.tobytes()))
+    f.write_bytes(
+        _raw({"w": {"dtype": "F8_E4M3", "shape": [6], "data_offsets": [0, 6]}}, codes.tobytes())
+    )
     ck = open_checkpoint(f)
     out = ck.read(next(ck.tensors()))
     np.testing.assert_array_equal(out[:5], [0.0, 1.0, -1.0, 448.0, 2.0**-9])
@@ -86,7 +94,9 @@ def _sharded(tmp_path: Path) -> Path:
     save_file({Q: np.ones((2, 2), np.float32)}, str(tmp_path / "model-00001-of-00002.safetensors"))
     save_file({D: np.zeros((2, 2), np.float32)}, str(tmp_path / "model-00002-of-00002.safetensors"))
     wm = {Q: "model-00001-of-00002.safetensors", D: "model-00002-of-00002.safetensors"}
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": wm}))
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": wm})
+    )
     return tmp_path
 
 
@@ -110,8 +120,10 @@ def test_index_lists_tensor_missing_from_shard(tmp_path: Path) -> None:
 
 def test_tensor_in_two_shards(tmp_path: Path) -> None:
     d = _sharded(tmp_path)
-    save_file({D: np.zeros((2, 2), np.float32), Q: np.ones((2, 2), np.float32)},
-              str(d / "model-00002-of-00002.safetensors"))
+    save_file(
+        {D: np.zeros((2, 2), np.float32), Q: np.ones((2, 2), np.float32)},
+        str(d / "model-00002-of-00002.safetensors"),
+    )
     with pytest.raises(CheckpointError, match=r"stored in two shards"):
         open_checkpoint(d)
 
@@ -125,7 +137,9 @@ def test_missing_shard_file(tmp_path: Path) -> None:
 
 def _good(tmp_path: Path) -> Path:
     f = tmp_path / "model.safetensors"
-    save_file({Q: np.arange(8, dtype=np.float32).reshape(2, 4), D: np.ones((2, 2), np.float32)}, str(f))
+    save_file(
+        {Q: np.arange(8, dtype=np.float32).reshape(2, 4), D: np.ones((2, 2), np.float32)}, str(f)
+    )
     return f
 
 
@@ -136,15 +150,22 @@ def test_golden_header_bytes(tmp_path: Path) -> None:
     header = json.loads(raw[8 : 8 + n])
     entries, _ = read_header(f)
     assert [(e.name, e.start - 8 - n, e.nbytes) for e in entries] == sorted(
-        [(k, v["data_offsets"][0], v["data_offsets"][1] - v["data_offsets"][0]) for k, v in header.items()
-         if k != "__metadata__"], key=lambda t: t[1])
+        [
+            (k, v["data_offsets"][0], v["data_offsets"][1] - v["data_offsets"][0])
+            for k, v in header.items()
+            if k != "__metadata__"
+        ],
+        key=lambda t: t[1],
+    )
     assert entries[-1].start + entries[-1].nbytes == len(raw)
 
 
 def test_truncated_file(tmp_path: Path) -> None:
     f = _good(tmp_path)
     f.write_bytes(f.read_bytes()[:-4])
-    with pytest.raises(CheckpointError, match=r"model.safetensors.*(outside the data section|cover)"):
+    with pytest.raises(
+        CheckpointError, match=r"model.safetensors.*(outside the data section|cover)"
+    ):
         open_checkpoint(f)
 
 
@@ -158,7 +179,9 @@ def test_too_short_for_length_prefix(tmp_path: Path) -> None:
 def test_header_length_larger_than_file(tmp_path: Path) -> None:
     f = tmp_path / "x.safetensors"
     f.write_bytes(struct.pack("<Q", 5000) + b"{}")
-    with pytest.raises(CheckpointError, match=r"header length 5000 bytes exceeds the file size \(10 bytes\)"):
+    with pytest.raises(
+        CheckpointError, match=r"header length 5000 bytes exceeds the file size \(10 bytes\)"
+    ):
         open_checkpoint(f)
 
 
@@ -190,12 +213,27 @@ def test_duplicate_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("rec", "message"),
     [
-        ({"dtype": "F12", "shape": [2], "data_offsets": [0, 8]}, r"tensor 'w': unknown dtype 'F12'"),
-        ({"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}, r"tensor 'w': shape \[3\] x F32 needs 12 bytes"),
-        ({"dtype": "F32", "shape": [2], "data_offsets": [0, 80]}, r"tensor 'w': data_offsets \[0, 80\] fall outside"),
+        (
+            {"dtype": "F12", "shape": [2], "data_offsets": [0, 8]},
+            r"tensor 'w': unknown dtype 'F12'",
+        ),
+        (
+            {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]},
+            r"tensor 'w': shape \[3\] x F32 needs 12 bytes",
+        ),
+        (
+            {"dtype": "F32", "shape": [2], "data_offsets": [0, 80]},
+            r"tensor 'w': data_offsets \[0, 80\] fall outside",
+        ),
         ({"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}, r"tensor 'w': shape \[-2\]"),
-        ({"dtype": "F32", "shape": [2], "data_offsets": [0]}, r"tensor 'w': data_offsets \[0\] is not a pair"),
-        ({"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}, r"tensor 'w': data_offsets \[8, 0\] are reversed"),
+        (
+            {"dtype": "F32", "shape": [2], "data_offsets": [0]},
+            r"tensor 'w': data_offsets \[0\] is not a pair",
+        ),
+        (
+            {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]},
+            r"tensor 'w': data_offsets \[8, 0\] are reversed",
+        ),
     ],
 )
 def test_lying_records(tmp_path: Path, rec: dict, message: str) -> None:
@@ -207,8 +245,10 @@ def test_lying_records(tmp_path: Path, rec: dict, message: str) -> None:
 
 
 def test_overlapping_offsets(tmp_path: Path) -> None:
-    header = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-              "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}
+    header = {
+        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+    }
     f = tmp_path / "x.safetensors"
     f.write_bytes(_raw(header, b"\0" * 12))
     with pytest.raises(CheckpointError, match=r"tensor 'b': data overlaps tensor 'a'"):
@@ -233,7 +273,15 @@ def test_broken_config_json(tmp_path: Path) -> None:
 
 
 def test_packed_quant_hf_checkpoint_refused(tmp_path: Path) -> None:
-    save_file({"model.layers.0.self_attn.q_proj.qweight": np.zeros((2, 2), np.int32)}, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "gptq", "bits": 4}}))
-    with pytest.raises(CheckpointError, match=r"config.json: quantization_config.quant_method: quantised with 'gptq'"):
+    save_file(
+        {"model.layers.0.self_attn.q_proj.qweight": np.zeros((2, 2), np.int32)},
+        str(tmp_path / "model.safetensors"),
+    )
+    (tmp_path / "config.json").write_text(
+        json.dumps({"quantization_config": {"quant_method": "gptq", "bits": 4}})
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"config.json: quantization_config.quant_method: quantised with 'gptq'",
+    ):
         open_checkpoint(tmp_path)

@@ -14,7 +14,9 @@ DATA = ROOT.parent / "shared" / "bbq" / "data"
 
 def test_pinned_sums_match_the_shared_bbq_files() -> None:
     pinned = dict(reversed(line.split()) for line in SUMS.read_text().splitlines() if line.strip())
-    local = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(DATA.glob("*.jsonl"))}
+    local = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(DATA.glob("*.jsonl"))
+    }
     assert local, f"no BBQ files in {DATA}"
     assert pinned == local
 

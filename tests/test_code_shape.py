@@ -24,7 +24,9 @@ def long_functions(root: Path, limit: int = MAX_LINES) -> list[str]:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 n = (node.end_lineno or node.lineno) - node.lineno + 1
                 if n > limit:
-                    found.append(f"{path.relative_to(root.parent).as_posix()}:{node.lineno} {node.name} ({n} lines)")
+                    found.append(
+                        f"{path.relative_to(root.parent).as_posix()}:{node.lineno} {node.name} ({n} lines)"
+                    )
     return found
 
 
@@ -37,8 +39,16 @@ def test_the_check_sees_a_long_function(tmp_path: Path) -> None:
     # a walker that silently finds nothing (wrong root, wrong node types) would pass forever
     pkg = tmp_path / "pkg"
     pkg.mkdir()
-    lines = ["class C:", "    async def long(self) -> None:", *(f"        x{i} = {i}" for i in range(MAX_LINES)),
-             "", "", "def short() -> None:", "    pass", ""]
+    lines = [
+        "class C:",
+        "    async def long(self) -> None:",
+        *(f"        x{i} = {i}" for i in range(MAX_LINES)),
+        "",
+        "",
+        "def short() -> None:",
+        "    pass",
+        "",
+    ]
     (pkg / "m.py").write_text("\n".join(lines), encoding="utf-8")
     assert long_functions(pkg) == [f"pkg/m.py:2 long ({MAX_LINES + 1} lines)"]
     assert any(SRC.rglob("*.py")), f"no sources under {SRC}"
@@ -50,6 +60,10 @@ def test_comments_give_reasons_not_issue_numbers() -> None:
     import re
 
     pattern = re.compile(r"\bissues? \d+\b", re.IGNORECASE)
-    hits = [f"{p.relative_to(SRC.parent)}:{i}" for p in sorted(SRC.rglob("*.py"))
-            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    hits = [
+        f"{p.relative_to(SRC.parent)}:{i}"
+        for p in sorted(SRC.rglob("*.py"))
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert not hits, "issue numbers in src/ (say why instead):\n" + "\n".join(hits)

@@ -33,15 +33,16 @@ REASON = "not run: fail-fast — required check 'size' already failed"
 Inputs = tuple[Path, Path]
 
 
-
-
 def recording(calls: list[str], status: Status) -> dict[str, Callable[[CheckContext], CheckResult]]:
     """Fake checks for every check name: each records that it ran, then returns ``status``."""
+
     def make(name: str) -> Callable[[CheckContext], CheckResult]:
         def run(ctx: CheckContext) -> CheckResult:
             calls.append(name)
             return result(status, name)(ctx)
+
         return run
+
     return {n: make(n) for n in CHECK_NAMES}
 
 
@@ -60,6 +61,7 @@ def size_fails(calls: list[str]) -> dict[str, Callable[[CheckContext], CheckResu
     def size(ctx: CheckContext) -> CheckResult:
         calls.append("size")
         return fail(ctx)
+
     return {**checks, "size": size}
 
 
@@ -74,9 +76,20 @@ def test_a_failing_required_check_stops_the_later_checks(inputs: Inputs) -> None
     assert g.reasons == ("size: size: fail: size fail",)
     later = [outcome(g, n) for n in ("speed", "fidelity", "perplexity", "bbq")]
     for o in later:  # listed, selected, not run, never a pass
-        assert (o.gate, o.selected, o.result.status, o.reason, o.result.summary) == ("not-run", True, Status.SKIPPED, REASON, REASON)
-    assert outcome(g, "speed").required is False  # advisory checks after the stop are not run either
-    assert any(n.startswith("not run (fail-fast): speed, fidelity, perplexity, bbq: required check 'size'") for n in g.notes)
+        assert (o.gate, o.selected, o.result.status, o.reason, o.result.summary) == (
+            "not-run",
+            True,
+            Status.SKIPPED,
+            REASON,
+            REASON,
+        )
+    assert (
+        outcome(g, "speed").required is False
+    )  # advisory checks after the stop are not run either
+    assert any(
+        n.startswith("not run (fail-fast): speed, fidelity, perplexity, bbq: required check 'size'")
+        for n in g.notes
+    )
     assert not any(n.startswith("could not run") for n in g.notes)  # not "unavailable": stopped
 
 
@@ -87,11 +100,16 @@ def test_an_erroring_required_check_stops_too_and_keeps_its_exit_code(inputs: In
         calls.append("sparsity")
         raise RuntimeError("backend fell over")
 
-    g = gate(inputs, {**recording(calls, Status.PASS), "sparsity": crash}, with_fail_fast(ALL, True))
+    g = gate(
+        inputs, {**recording(calls, Status.PASS), "sparsity": crash}, with_fail_fast(ALL, True)
+    )
     assert calls == ["sparsity"]
     assert (g.status, g.exit_code) == ("error", 3)
     assert {outcome(g, n).gate for n in CHECK_NAMES[1:]} == {"not-run"}
-    assert outcome(g, "size").reason == "not run: fail-fast — required check 'sparsity' already errored"
+    assert (
+        outcome(g, "size").reason
+        == "not run: fail-fast — required check 'sparsity' already errored"
+    )
 
 
 def test_inconclusive_under_fail_on_inconclusive_is_a_failure_that_stops(inputs: Inputs) -> None:
@@ -99,9 +117,13 @@ def test_inconclusive_under_fail_on_inconclusive_is_a_failure_that_stops(inputs:
     checks = {**recording(calls, Status.PASS), "size": result(Status.INCONCLUSIVE, "size")}
     g = gate(inputs, checks, with_fail_fast(ALL, True))  # fail_on_inconclusive defaults to true
     assert calls == ["sparsity"] and outcome(g, "speed").gate == "not-run"
-    lenient = with_fail_fast(ALL, True).replace("checks:", "fail_on_inconclusive: false\nchecks:", 1)
+    lenient = with_fail_fast(ALL, True).replace(
+        "checks:", "fail_on_inconclusive: false\nchecks:", 1
+    )
     calls.clear()
-    g = gate(inputs, checks, lenient)  # inconclusive is then "not verified", not a failure: nothing stops
+    g = gate(
+        inputs, checks, lenient
+    )  # inconclusive is then "not verified", not a failure: nothing stops
     assert calls == ["sparsity", "fidelity", "perplexity", "speed", "bbq"]
 
 
@@ -111,11 +133,25 @@ def test_checks_run_cheapest_first_and_are_reported_in_policy_order(inputs: Inpu
     A required perplexity failure under fail-fast therefore never pays for the speed runs."""
     from edgegate import checks as check_modules
 
-    assert check_modules.run_order(CHECK_NAMES) == ("sparsity", "size", "fidelity", "perplexity", "speed", "bbq")
+    assert check_modules.run_order(CHECK_NAMES) == (
+        "sparsity",
+        "size",
+        "fidelity",
+        "perplexity",
+        "speed",
+        "bbq",
+    )
     calls: list[str] = []
-    g = gate(inputs, {**recording(calls, Status.PASS), "perplexity": result(Status.FAIL, "perplexity")},
-             with_fail_fast(ALL, True))
-    assert calls == ["sparsity", "size", "fidelity"]  # perplexity (a fake without a recorder) failed next
+    g = gate(
+        inputs,
+        {**recording(calls, Status.PASS), "perplexity": result(Status.FAIL, "perplexity")},
+        with_fail_fast(ALL, True),
+    )
+    assert calls == [
+        "sparsity",
+        "size",
+        "fidelity",
+    ]  # perplexity (a fake without a recorder) failed next
     assert outcome(g, "speed").gate == "not-run" and outcome(g, "bbq").gate == "not-run"
     assert [o.name for o in g.outcomes] == list(CHECK_NAMES)
 
@@ -125,7 +161,13 @@ def test_an_advisory_failure_stops_nothing(inputs: Inputs) -> None:
     checks = {**recording(calls, Status.PASS), "speed": result(Status.FAIL, "speed")}
     pol = with_fail_fast(ALL.replace("  speed: {}", "  speed: {required: false}"), True)
     g = gate(inputs, checks, pol)
-    assert calls == ["sparsity", "size", "fidelity", "perplexity", "bbq"]  # speed (a fake without a recorder) ran too
+    assert calls == [
+        "sparsity",
+        "size",
+        "fidelity",
+        "perplexity",
+        "bbq",
+    ]  # speed (a fake without a recorder) ran too
     assert outcome(g, "speed").gate == "advisory"
     assert not any(o.gate == "not-run" for o in g.outcomes)
     assert (g.status, g.exit_code) == ("pass", 0)
@@ -149,7 +191,11 @@ def test_an_advisory_check_that_errors_stops_nothing(inputs: Inputs) -> None:
 
 
 def test_without_fail_fast_every_check_runs(inputs: Inputs) -> None:
-    for pol, kw in ((ALL, {}), (with_fail_fast(ALL, False), {}), (with_fail_fast(ALL, True), {"fail_fast": False})):
+    for pol, kw in (
+        (ALL, {}),
+        (with_fail_fast(ALL, False), {}),
+        (with_fail_fast(ALL, True), {"fail_fast": False}),
+    ):
         calls: list[str] = []
         g = gate(inputs, size_fails(calls), pol, **kw)
         # the default is false; the option beats the policy; cheapest first
@@ -189,7 +235,13 @@ def test_json_report(inputs: Inputs) -> None:
     checks = {c["check"]: c for c in report["checks"]}
     for name in ("speed", "fidelity", "perplexity", "bbq"):
         c = checks[name]
-        assert (c["status"], c["gate"], c["selected"], c["gate_reason"], c["summary"]) == ("skipped", "not-run", True, REASON, REASON)
+        assert (c["status"], c["gate"], c["selected"], c["gate_reason"], c["summary"]) == (
+            "skipped",
+            "not-run",
+            True,
+            REASON,
+            REASON,
+        )
         assert c["error"]["type"] == "FailFast" and c["verdicts"] == []
     assert report["verification"]["not_verified"] == ["fidelity", "perplexity", "bbq"]
     assert report["policy"]["resolved"]["fail_fast"] is True
@@ -227,7 +279,9 @@ def test_markdown_html_junit_and_terminal(inputs: Inputs) -> None:
 # -- the CLI flag overrides the policy key; exit code 1 ---------------------------------------
 
 
-def _cli(inputs: Inputs, tmp_path: Path, policy: str, *flags: str) -> tuple[int, list[str], dict[str, Any]]:
+def _cli(
+    inputs: Inputs, tmp_path: Path, policy: str, *flags: str
+) -> tuple[int, list[str], dict[str, Any]]:
     pol = tmp_path / "policy.yaml"
     pol.write_text(policy)
     out = tmp_path / "report.json"
@@ -236,7 +290,17 @@ def _cli(inputs: Inputs, tmp_path: Path, policy: str, *flags: str) -> tuple[int,
     with ExitStack() as stack:
         for name, fn in size_fails(calls).items():
             stack.enter_context(registered(name, fn))
-        code, text = run_cli("check", str(inputs[0]), str(inputs[1]), "--policy", str(pol), "-q", "--json-out", str(out), *flags)
+        code, text = run_cli(
+            "check",
+            str(inputs[0]),
+            str(inputs[1]),
+            "--policy",
+            str(pol),
+            "-q",
+            "--json-out",
+            str(out),
+            *flags,
+        )
     assert out.is_file(), text
     return code, calls, json.loads(out.read_text())
 
@@ -246,7 +310,11 @@ def test_cli_flag_overrides_the_policy_key(inputs: Inputs, tmp_path: Path) -> No
     assert (code, rep["status"], calls) == (1, "fail", ["sparsity", "size"])
     assert {c["check"]: c["gate"] for c in rep["checks"]}["bbq"] == "not-run"
     code, calls, rep = _cli(inputs, tmp_path, with_fail_fast(ALL, True), "--no-fail-fast")
-    assert (code, rep["status"], calls) == (1, "fail", ["sparsity", "size", "fidelity", "perplexity", "speed", "bbq"])
+    assert (code, rep["status"], calls) == (
+        1,
+        "fail",
+        ["sparsity", "size", "fidelity", "perplexity", "speed", "bbq"],
+    )
     assert rep["policy"]["resolved"]["fail_fast"] is False
     code, calls, rep = _cli(inputs, tmp_path, ALL, "--fail-fast")
     assert (code, rep["status"], calls) == (1, "fail", ["sparsity", "size"])
@@ -266,14 +334,22 @@ def test_a_shards_placeholders_stop_nothing(inputs: Inputs) -> None:
     with ExitStack() as stack:
         for name in CHECK_NAMES:
             stack.enter_context(registered(name, checks[name]))
-        opts = GateOptions(compressed=inputs[1], dense=inputs[0], policy=parse_policy(ALL), shard=(2, 2),
-                           strict=True, fail_fast=True)
+        opts = GateOptions(
+            compressed=inputs[1],
+            dense=inputs[0],
+            policy=parse_policy(ALL),
+            shard=(2, 2),
+            strict=True,
+            fail_fast=True,
+        )
         run = run_shard(opts)
     assert not any(o.gate == "not-run" for o in run.gate.outcomes)
     assert outcome(run.gate, "sparsity").gate == "fail"  # the placeholder, judged under --strict
 
 
-def test_a_sharded_checks_measured_placeholder_stops_nothing(inputs: Inputs, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sharded_checks_measured_placeholder_stops_nothing(
+    inputs: Inputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A split check in a shard only measures ("shard 1/2: measured; the verdict comes from
     merge"); under --strict that placeholder reads as a failed skip and must not stop the checks
     after it. Fidelity stands in for a split check here (a fake module: measure and judge)."""
@@ -296,7 +372,16 @@ def test_a_sharded_checks_measured_placeholder_stops_nothing(inputs: Inputs, mon
             if name != "fidelity":  # unregistered: the runner treats it as a split check
                 stack.enter_context(registered(name, fn))
         pol = parse_policy(only("sparsity", "fidelity", "perplexity"))
-        run = run_shard(GateOptions(compressed=inputs[1], dense=inputs[0], policy=pol, shard=(1, 2), strict=True, fail_fast=True))
+        run = run_shard(
+            GateOptions(
+                compressed=inputs[1],
+                dense=inputs[0],
+                policy=pol,
+                shard=(1, 2),
+                strict=True,
+                fail_fast=True,
+            )
+        )
     assert measured == ["fidelity"] and calls == ["sparsity", "perplexity"]
     assert outcome(run.gate, "fidelity").gate == "fail"  # the placeholder, judged under --strict
     assert outcome(run.gate, "perplexity").gate == "pass"
@@ -312,39 +397,67 @@ def test_shard_1_stops_and_merge_keeps_the_checks_it_did_not_run(inputs: Inputs)
     with ExitStack() as stack:
         for name, fn in size_fails(calls).items():
             stack.enter_context(registered(name, fn))
-        opts = GateOptions(compressed=inputs[1], dense=inputs[0], policy=parse_policy(ALL), shard=(1, 2), fail_fast=True)
+        opts = GateOptions(
+            compressed=inputs[1],
+            dense=inputs[0],
+            policy=parse_policy(ALL),
+            shard=(1, 2),
+            fail_fast=True,
+        )
         run = run_shard(opts)
     assert calls == ["sparsity", "size"]
     carried = check_payload(run.gate, (1, 2), run.measured, run.sharded)["results"]
     assert carried["bbq"]["summary"] == REASON
     pol = parse_policy(ALL).strict()  # under fail_on_skipped a plain skip would be a failure
-    d = decide(pol, True, (), (), lambda n: check_result_from_dict(json.loads(json.dumps(carried[n]))))
+    d = decide(
+        pol, True, (), (), lambda n: check_result_from_dict(json.loads(json.dumps(carried[n])))
+    )
     gates = {o.name: (o.gate, o.reason) for o in d.outcomes}
     assert gates["bbq"] == ("not-run", REASON) and gates["size"][0] == "fail"
-    assert d.reasons == (f"size: {carried['size']['summary']}: size fail",)  # the stopped checks are no failure of their own
+    assert d.reasons == (
+        f"size: {carried['size']['summary']}: size fail",
+    )  # the stopped checks are no failure of their own
     assert (d.status, d.exit_code) == ("fail", 1)
 
 
 # -- the GitHub Action passes its input to the CLI ---------------------------------------------
 
 
-def _action(tmp_path: Path, fail_fast: str | None) -> tuple[int, dict[str, str], dict[str, Any], str]:
+def _action(
+    tmp_path: Path, fail_fast: str | None
+) -> tuple[int, dict[str, str], dict[str, Any], str]:
     action = yaml.safe_load((REPO / "action.yml").read_text())
     assert action["inputs"]["fail-fast"]["default"] == ""  # empty: the policy decides
     step = next(s for s in action["runs"]["steps"] if s.get("id") == "run")
     assert step["env"]["FAIL_FAST"] == "${{ inputs.fail-fast }}"
     outputs, rep = tmp_path / "outputs", tmp_path / "rep"
     outputs.unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "FAIL_FAST")}
-    env.update(DENSE="fixtures/models/dense", COMPRESSED="fixtures/models/claimed50", POLICY="policies/strict.yaml",
-               ARGS="--only sparsity,size -q", OUT=str(rep), FAIL_ON_ERROR="true", ALLOW_PARTIAL="false",
-               GITHUB_OUTPUT=str(outputs), PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "FAIL_FAST")
+    }
+    env.update(
+        DENSE="fixtures/models/dense",
+        COMPRESSED="fixtures/models/claimed50",
+        POLICY="policies/strict.yaml",
+        ARGS="--only sparsity,size -q",
+        OUT=str(rep),
+        FAIL_ON_ERROR="true",
+        ALLOW_PARTIAL="false",
+        GITHUB_OUTPUT=str(outputs),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+    )
     if fail_fast is not None:
         env["FAIL_FAST"] = fail_fast
     (rep / "edgegate.json").unlink(missing_ok=True)
-    r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     out = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
-    report = json.loads((rep / "edgegate.json").read_text()) if (rep / "edgegate.json").exists() else {}
+    report = (
+        json.loads((rep / "edgegate.json").read_text()) if (rep / "edgegate.json").exists() else {}
+    )
     return r.returncode, out, report, r.stdout + r.stderr
 
 
@@ -355,7 +468,11 @@ def test_action_input_reaches_the_cli(tmp_path: Path) -> None:
     gates = {c["check"]: c["gate"] for c in rep["checks"]}
     assert gates["sparsity"] == "fail" and gates["size"] == "not-run"
     assert rep["command"][-1] == "--fail-fast"
-    for value in ("", None, "false"):  # empty or absent: the policy (strict: no fail_fast, so false)
+    for value in (
+        "",
+        None,
+        "false",
+    ):  # empty or absent: the policy (strict: no fail_fast, so false)
         code, out, rep, text = _action(tmp_path, value)
         assert (code, out["status"]) == (1, "fail"), text
         assert {c["check"]: c["gate"] for c in rep["checks"]}["size"] in ("pass", "fail")
@@ -368,13 +485,20 @@ def test_action_input_reaches_the_cli(tmp_path: Path) -> None:
 def test_a_study_ignores_fail_fast(tmp_path: Path) -> None:
     """A study measures every variant whole (its table needs every column), whatever the
     policy's fail_fast says."""
-    (tmp_path / "policy.yaml").write_text("version: 1\nfail_fast: true\nchecks:\n  sparsity: {}\n  size: {}\n")
+    (tmp_path / "policy.yaml").write_text(
+        "version: 1\nfail_fast: true\nchecks:\n  sparsity: {}\n  size: {}\n"
+    )
     spec = tmp_path / "study.yaml"
-    spec.write_text(f"version: 1\nname: ff\npolicy: policy.yaml\nmodels_dir: {REPO / 'fixtures' / 'models'}\nout: out\n"
-                    "dense: {path: dense, label: dense}\nvariants:\n  - {name: claimed50, path: claimed50, label: c50}\n")
+    spec.write_text(
+        f"version: 1\nname: ff\npolicy: policy.yaml\nmodels_dir: {REPO / 'fixtures' / 'models'}\nout: out\n"
+        "dense: {path: dense, label: dense}\nvariants:\n  - {name: claimed50, path: claimed50, label: c50}\n"
+    )
     code, text = run_cli("study", str(spec), "-q")
     assert code == 0, text
     rep = json.loads((tmp_path / "out" / "variants" / "claimed50.report.json").read_text())
     gates = {c["check"]: c["gate"] for c in rep["checks"]}
-    assert gates["sparsity"] == "fail" and gates["size"] in ("pass", "fail")  # size ran after the failure
+    assert gates["sparsity"] == "fail" and gates["size"] in (
+        "pass",
+        "fail",
+    )  # size ran after the failure
     assert rep["policy"]["resolved"]["fail_fast"] is False

@@ -33,17 +33,33 @@ EVAL = ROOT / "fixtures" / "text" / "eval.txt"
 ONE = RunSettings(threads=1)
 SECTION = {"runtime": "llamacpp", "n_ctx": 128, "text": str(EVAL), "min_chunks": 8}
 FIDELITY = check.SECTION.from_policy(SECTION)
-needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
+needs_llama = pytest.mark.skipif(
+    not available("llamacpp"), reason="llama-cpp-python is not installed"
+)
 
 
-def _ctx(dense: Path, comp: Path, section: dict[str, Any], shared: SharedWork | None = None) -> CheckContext:
-    return CheckContext(compressed_path=comp, dense_path=dense, section=check.SECTION.from_policy(section), settings=ONE,
-                        shared=shared if shared is not None else SharedWork())
+def _ctx(
+    dense: Path, comp: Path, section: dict[str, Any], shared: SharedWork | None = None
+) -> CheckContext:
+    return CheckContext(
+        compressed_path=comp,
+        dense_path=dense,
+        section=check.SECTION.from_policy(section),
+        settings=ONE,
+        shared=shared if shared is not None else SharedWork(),
+    )
 
 
-def _ppl_ctx(dense: Path, comp: Path, section: dict[str, Any], shared: SharedWork | None = None) -> CheckContext:
-    return CheckContext(compressed_path=comp, dense_path=dense, section=ppl_check.SECTION.from_policy(section),
-                        settings=ONE, shared=shared if shared is not None else SharedWork())
+def _ppl_ctx(
+    dense: Path, comp: Path, section: dict[str, Any], shared: SharedWork | None = None
+) -> CheckContext:
+    return CheckContext(
+        compressed_path=comp,
+        dense_path=dense,
+        section=ppl_check.SECTION.from_policy(section),
+        settings=ONE,
+        shared=shared if shared is not None else SharedWork(),
+    )
 
 
 # -- the per-token comparison -------------------------------------------------------------------
@@ -51,7 +67,10 @@ def _ppl_ctx(dense: Path, comp: Path, section: dict[str, Any], shared: SharedWor
 def test_rows_match_an_independent_scipy_computation() -> None:
     from scipy.special import log_softmax, rel_entr, softmax
 
-    d, c = open_backend("llamacpp", DENSE, n_ctx=128, threads=1), open_backend("llamacpp", WANDA, n_ctx=128, threads=1)
+    d, c = (
+        open_backend("llamacpp", DENSE, n_ctx=128, threads=1),
+        open_backend("llamacpp", WANDA, n_ctx=128, threads=1),
+    )
     try:
         ch = chunk_text(d, EVAL.read_text(), 128, "chunked")
         chunk = ch.chunks[3]
@@ -61,7 +80,12 @@ def test_rows_match_an_independent_scipy_computation() -> None:
         assert ld.dtype == np.float32 and ld.shape == (40, d.n_vocab)
         # the kept rows are the ones perplexity scored: their NLLs, recomputed here, agree
         ref = np.asarray(chunk[ch.first : ch.first + 40])
-        assert np.allclose(-log_softmax(ld.astype(np.float64), axis=1)[np.arange(40), ref], nll_d[:40], rtol=0, atol=1e-12)
+        assert np.allclose(
+            -log_softmax(ld.astype(np.float64), axis=1)[np.arange(40), ref],
+            nll_d[:40],
+            rtol=0,
+            atol=1e-12,
+        )
         kl, agree = fid.compare_rows(ld, lc)
         p, q = softmax(ld.astype(np.float64), axis=1), softmax(lc.astype(np.float64), axis=1)
         assert np.allclose(kl, rel_entr(p, q).sum(axis=1), rtol=1e-9, atol=1e-15)
@@ -86,7 +110,9 @@ def test_picked_logprobs_are_the_bits_of_a_whole_log_softmax() -> None:
 
 def test_identical_logits_give_exactly_zero() -> None:
     rng = np.random.default_rng(0)
-    x = (rng.normal(size=(5, 1000)) * 30).astype(np.float32)  # large logits: the max must be subtracted
+    x = (rng.normal(size=(5, 1000)) * 30).astype(
+        np.float32
+    )  # large logits: the max must be subtracted
     kl, agree = fid.compare_rows(x, x.copy())
     assert kl.tolist() == [0.0] * 5 and agree.all()
 
@@ -102,7 +128,9 @@ def aa_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     shared = SharedWork()
     m = check.measure(_ctx(DENSE, copy, SECTION, shared))
     res = check.judge([(THIS_RUN, m)], FIDELITY)
-    ppl_m = ppl_check.measure(_ppl_ctx(DENSE, copy, {**SECTION, "max_relative_increase": 0.05}, shared))
+    ppl_m = ppl_check.measure(
+        _ppl_ctx(DENSE, copy, {**SECTION, "max_relative_increase": 0.05}, shared)
+    )
     alone = ppl_check.measure(_ppl_ctx(DENSE, copy, {**SECTION, "max_relative_increase": 0.05}))
     return {"m": m, "res": res, "ppl": ppl_m, "ppl_alone": alone}
 
@@ -126,7 +154,10 @@ def test_aa_copy_is_exactly_zero_and_passes(aa_run: dict[str, Any]) -> None:
 
 def test_the_perplexity_check_reuses_the_pass(aa_run: dict[str, Any]) -> None:
     shared, alone = aa_run["ppl"], aa_run["ppl_alone"]
-    assert "fidelity check's pass" in shared["extra"]["scored_in"] and "scored_in" not in alone["extra"]
+    assert (
+        "fidelity check's pass" in shared["extra"]["scored_in"]
+        and "scored_in" not in alone["extra"]
+    )
     # the NLLs of the shared pass are bit for bit those of perplexity's own pass
     assert shared["nll"] == alone["nll"] and shared["chunking"] == alone["chunking"]
     assert shared["nll"]["dense"] == aa_run["m"]["nll"]["dense"]
@@ -134,7 +165,10 @@ def test_the_perplexity_check_reuses_the_pass(aa_run: dict[str, Any]) -> None:
 
 def test_pruned_model_fails_thresholds_it_violates(pruned_run: dict[str, Any]) -> None:
     sec = {**SECTION, "max_mean_kl": 0.01, "min_top1_agreement": 0.95}
-    m = {**pruned_run, "settings": {**pruned_run["settings"], "max_mean_kl": 0.01, "min_top1_agreement": 0.95}}
+    m = {
+        **pruned_run,
+        "settings": {**pruned_run["settings"], "max_mean_kl": 0.01, "min_top1_agreement": 0.95},
+    }
     res = check.judge([(THIS_RUN, m)], check.SECTION.from_policy(sec))
     assert res.status is Status.FAIL
     assert [v.status for v in res.verdicts] == [Status.FAIL, Status.FAIL]
@@ -143,9 +177,14 @@ def test_pruned_model_fails_thresholds_it_violates(pruned_run: dict[str, Any]) -
     assert res.measurements["p99_kl"]["value"] > res.measurements["median_kl"]["value"] > 0
 
 
-def test_a_ci_across_the_threshold_or_too_few_chunks_is_inconclusive(pruned_run: dict[str, Any]) -> None:
+def test_a_ci_across_the_threshold_or_too_few_chunks_is_inconclusive(
+    pruned_run: dict[str, Any],
+) -> None:
     point = check.judge([(THIS_RUN, pruned_run)], FIDELITY).measurements["mean_kl"]["value"]
-    m = {**pruned_run, "settings": {**pruned_run["settings"], "max_mean_kl": point, "min_top1_agreement": 0.0}}
+    m = {
+        **pruned_run,
+        "settings": {**pruned_run["settings"], "max_mean_kl": point, "min_top1_agreement": 0.0},
+    }
     res = check.judge([(THIS_RUN, m)], FIDELITY)
     assert [v.status for v in res.verdicts] == [Status.INCONCLUSIVE, Status.PASS]
     assert "straddles" in res.verdicts[0].message
@@ -207,13 +246,22 @@ def test_aggregates_by_hand_and_the_bootstrap_is_over_chunks() -> None:
     nd, nc = rng.random((12, 30)), rng.random((12, 30))
     r = fid.summarize(K, A, nd, nc, resamples=500, seed=3)
     assert r.n_chunks == 12 and r.n_tokens == 360
-    assert r.mean_kl.value == pytest.approx(K.mean()) and r.p90_kl.value == pytest.approx(np.quantile(K, 0.9))
+    assert r.mean_kl.value == pytest.approx(K.mean()) and r.p90_kl.value == pytest.approx(
+        np.quantile(K, 0.9)
+    )
     assert r.top1_agreement.value == pytest.approx(A.mean()) and r.max_kl == K.max()
     assert r.delta_p.value == pytest.approx((np.exp(-nc) - np.exp(-nd)).mean())
     for e in (r.mean_kl, r.median_kl, r.p99_kl, r.top1_agreement):
         assert e.ci_low <= e.value <= e.ci_high
     # chunks are the units: n is the number of chunks, not of tokens
-    r3 = fid.summarize(K.reshape(3, -1), A.reshape(3, -1), nd.reshape(3, -1), nc.reshape(3, -1), resamples=500, seed=3)
+    r3 = fid.summarize(
+        K.reshape(3, -1),
+        A.reshape(3, -1),
+        nd.reshape(3, -1),
+        nc.reshape(3, -1),
+        resamples=500,
+        seed=3,
+    )
     assert r3.mean_kl.value == pytest.approx(r.mean_kl.value)
     assert r3.n_chunks == 3
     again = fid.summarize(K, A, nd, nc, resamples=500, seed=3)
@@ -235,7 +283,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     tok = T.build_tokenizer(root / "tok", text)
     cfg_cls, model_cls, extra = T.ARCHS["llama"]
     torch.manual_seed(0)
-    model = getattr(transformers, model_cls)(getattr(transformers, cfg_cls)(**{**T._COMMON, **extra})).eval()
+    model = getattr(transformers, model_cls)(
+        getattr(transformers, cfg_cls)(**{**T._COMMON, **extra})
+    ).eval()
     dense = root / "dense"
     T.save(model, dense, tok)
     T.train_briefly(dense, text, steps=30)  # real preferences: a random model is near-uniform
@@ -251,23 +301,43 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 def test_transformers_null_control_and_known_positive(tiny: tuple[Path, Path, Path]) -> None:
     dense, copy, pruned = tiny
-    sec = {"runtime": "transformers", "n_ctx": 64, "text": str(dense.parent / "text.txt"), "min_chunks": 8,
-           "max_mean_kl": 0.005, "min_top1_agreement": 0.95}
+    sec = {
+        "runtime": "transformers",
+        "n_ctx": 64,
+        "text": str(dense.parent / "text.txt"),
+        "min_chunks": 8,
+        "max_mean_kl": 0.005,
+        "min_top1_agreement": 0.95,
+    }
     aa = checks.run("fidelity", _ctx(dense, copy, sec))
     assert aa.status is Status.PASS, aa.summary
-    assert aa.measurements["mean_kl"]["value"] == 0.0 and aa.measurements["top1_agreement"]["value"] == 1.0
+    assert (
+        aa.measurements["mean_kl"]["value"] == 0.0
+        and aa.measurements["top1_agreement"]["value"] == 1.0
+    )
     pos = checks.run("fidelity", _ctx(dense, pruned, sec))
     assert pos.status is Status.FAIL, pos.summary
-    assert pos.measurements["mean_kl"]["ci_low"] > 0.005 and pos.measurements["top1_agreement"]["ci_high"] < 0.95
+    assert (
+        pos.measurements["mean_kl"]["ci_low"] > 0.005
+        and pos.measurements["top1_agreement"]["ci_high"] < 0.95
+    )
 
 
 # -- what is not measured is said so -------------------------------------------------------------
 def test_models_behind_servers_are_skipped_with_the_reason() -> None:
-    ctx = CheckContext(compressed_path=Path("c"), dense_path=Path("d"), section=FIDELITY,
-                       settings=RunSettings(dense_endpoint="http://127.0.0.1:9/v1", compressed_endpoint="http://127.0.0.1:9/v1"))
+    ctx = CheckContext(
+        compressed_path=Path("c"),
+        dense_path=Path("d"),
+        section=FIDELITY,
+        settings=RunSettings(
+            dense_endpoint="http://127.0.0.1:9/v1", compressed_endpoint="http://127.0.0.1:9/v1"
+        ),
+    )
     res = checks.run("fidelity", ctx)
     assert res.status is Status.SKIPPED and "full next-token distributions" in res.summary
-    no_dense = checks.run("fidelity", CheckContext(compressed_path=DENSE, dense_path=None, section=FIDELITY))
+    no_dense = checks.run(
+        "fidelity", CheckContext(compressed_path=DENSE, dense_path=None, section=FIDELITY)
+    )
     assert no_dense.status is Status.SKIPPED and "dense" in no_dense.summary
 
 
@@ -276,11 +346,23 @@ def test_policy_fidelity_scores_the_perplexity_text_unless_told_otherwise() -> N
     from edgegate.errors import PolicyError
     from edgegate.policy import CHECK_NAMES, PRESETS, load_preset, parse_policy
 
-    p = parse_policy("version: 1\nchecks:\n  perplexity: {runtime: auto, n_ctx: 256, text: t.txt}\n  fidelity: {}\n")
+    p = parse_policy(
+        "version: 1\nchecks:\n  perplexity: {runtime: auto, n_ctx: 256, text: t.txt}\n  fidelity: {}\n"
+    )
     sec = p.checks["fidelity"].section
-    assert (sec["runtime"], sec["n_ctx"], sec["text"], sec["mode"]) == ("auto", 256, "t.txt", "chunked")
-    assert list(p.checks) == ["fidelity", "perplexity"]  # fidelity first: perplexity reuses its pass
-    own = parse_policy("version: 1\nchecks:\n  perplexity: {n_ctx: 256}\n  fidelity: {n_ctx: 128}\n")
+    assert (sec["runtime"], sec["n_ctx"], sec["text"], sec["mode"]) == (
+        "auto",
+        256,
+        "t.txt",
+        "chunked",
+    )
+    assert list(p.checks) == [
+        "fidelity",
+        "perplexity",
+    ]  # fidelity first: perplexity reuses its pass
+    own = parse_policy(
+        "version: 1\nchecks:\n  perplexity: {n_ctx: 256}\n  fidelity: {n_ctx: 128}\n"
+    )
     assert own.checks["fidelity"].section["n_ctx"] == 128
     with pytest.raises(PolicyError, match="max_mean_k"):
         parse_policy("version: 1\nchecks:\n  fidelity: {max_mean_k: 0.1}\n")
@@ -292,15 +374,48 @@ def test_policy_fidelity_scores_the_perplexity_text_unless_told_otherwise() -> N
 
 @needs_llama
 def test_ppl_kl_cli() -> None:
-    code, out = run_cli("ppl", str(DENSE), str(WANDA), "--runtime", "llamacpp", "--n-ctx", "128", "-q", "--threads", "1",
-                        "--text", str(EVAL), "--kl", "--json")
+    code, out = run_cli(
+        "ppl",
+        str(DENSE),
+        str(WANDA),
+        "--runtime",
+        "llamacpp",
+        "--n-ctx",
+        "128",
+        "-q",
+        "--threads",
+        "1",
+        "--text",
+        str(EVAL),
+        "--kl",
+        "--json",
+    )
     assert code == 0, out
     data = json.loads(out)
     f = data["fidelity"]
-    assert f["n_chunks"] == data["n"] >= 8 and f["mean_kl"]["value"] > 0 and 0 < f["top1_agreement"]["value"] < 1
-    code, out = run_cli("ppl", str(DENSE), str(WANDA), "--runtime", "llamacpp", "--n-ctx", "128", "-q", "--threads", "1",
-                        "--text", str(EVAL), "--kl")
-    assert code == 0 and "KL(dense||compressed)" in out and "top-1 agreement" in out and "p99.9" in out
+    assert (
+        f["n_chunks"] == data["n"] >= 8
+        and f["mean_kl"]["value"] > 0
+        and 0 < f["top1_agreement"]["value"] < 1
+    )
+    code, out = run_cli(
+        "ppl",
+        str(DENSE),
+        str(WANDA),
+        "--runtime",
+        "llamacpp",
+        "--n-ctx",
+        "128",
+        "-q",
+        "--threads",
+        "1",
+        "--text",
+        str(EVAL),
+        "--kl",
+    )
+    assert (
+        code == 0 and "KL(dense||compressed)" in out and "top-1 agreement" in out and "p99.9" in out
+    )
 
 
 BBQ_ITEMS = Path(__file__).resolve().parents[1] / "fixtures" / "bbq"
@@ -309,10 +424,23 @@ BBQ_ITEMS = Path(__file__).resolve().parents[1] / "fixtures" / "bbq"
 @needs_llama
 def test_gate_runs_fidelity_then_perplexity_on_one_pass(tmp_path: Path) -> None:
     pol = tmp_path / "p.yaml"
-    pol.write_text(f"version: 1\nchecks:\n  perplexity: {{runtime: llamacpp, n_ctx: 128, text: {EVAL}}}\n"
-                   "  fidelity: {max_mean_kl: 0.01, min_top1_agreement: 0.95}\n")
+    pol.write_text(
+        f"version: 1\nchecks:\n  perplexity: {{runtime: llamacpp, n_ctx: 128, text: {EVAL}}}\n"
+        "  fidelity: {max_mean_kl: 0.01, min_top1_agreement: 0.95}\n"
+    )
     out = tmp_path / "r.json"
-    code, text = run_cli("check", str(DENSE), str(WANDA), "--policy", str(pol), "--threads", "1", "-q", "--json-out", str(out))
+    code, text = run_cli(
+        "check",
+        str(DENSE),
+        str(WANDA),
+        "--policy",
+        str(pol),
+        "--threads",
+        "1",
+        "-q",
+        "--json-out",
+        str(out),
+    )
     assert code == 1, text
     from edgegate.report.json_report import validate_report
 
@@ -323,13 +451,33 @@ def test_gate_runs_fidelity_then_perplexity_on_one_pass(tmp_path: Path) -> None:
     assert "fidelity check's pass" in by["perplexity"]["measurements"]["extra"]["scored_in"]
     # fail-fast after the failed fidelity check still judges perplexity (its numbers are in the
     # pass already: skipping it saves nothing) and skips the checks that would cost minutes
-    pol.write_text(pol.read_text() + f"  bbq: {{runtime: llamacpp, data: {BBQ_ITEMS}}}\n  speed: {{runtimes: [llamacpp]}}\n")
-    code, text = run_cli("check", str(DENSE), str(WANDA), "--policy", str(pol), "--threads", "1", "-q", "--json-out",
-                         str(out), "--fail-fast")
+    pol.write_text(
+        pol.read_text()
+        + f"  bbq: {{runtime: llamacpp, data: {BBQ_ITEMS}}}\n  speed: {{runtimes: [llamacpp]}}\n"
+    )
+    code, text = run_cli(
+        "check",
+        str(DENSE),
+        str(WANDA),
+        "--policy",
+        str(pol),
+        "--threads",
+        "1",
+        "-q",
+        "--json-out",
+        str(out),
+        "--fail-fast",
+    )
     by = {c["check"]: c for c in json.loads(out.read_text())["checks"]}
-    assert code == 1 and by["fidelity"]["gate"] == "fail" and by["perplexity"]["gate"] in ("pass", "fail"), text
+    assert (
+        code == 1
+        and by["fidelity"]["gate"] == "fail"
+        and by["perplexity"]["gate"] in ("pass", "fail")
+    ), text
     assert by["speed"]["gate"] == by["bbq"]["gate"] == "not-run"
-    assert "'fidelity' already failed" in by["bbq"]["summary"]  # the first failure, not the free check after it
+    assert (
+        "'fidelity' already failed" in by["bbq"]["summary"]
+    )  # the first failure, not the free check after it
 
 
 def test_a_missing_fidelity_text_is_found_before_measuring(tmp_path: Path) -> None:

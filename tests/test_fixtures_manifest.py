@@ -20,8 +20,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "fixtures" / "MANIFEST.json"
 PRUNABLE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-ST_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "U32": "<u4", "U8": "u1", "I8": "i1",
-             "I32": "<i4", "I64": "<i8", "BOOL": "u1"}
+ST_DTYPES = {
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "U32": "<u4",
+    "U8": "u1",
+    "I8": "i1",
+    "I32": "<i4",
+    "I64": "<i8",
+    "BOOL": "u1",
+}
 
 if not MANIFEST.exists():  # pragma: no cover - the fixtures are committed
     pytest.fail(f"{MANIFEST} missing: run python fixtures/build.py", pytrace=False)
@@ -36,7 +45,12 @@ def _safetensors(path: Path) -> dict[str, tuple[str, np.ndarray]]:
     for name, m in json.loads(raw[8 : 8 + n]).items():
         if name != "__metadata__":
             s, e = m["data_offsets"]
-            out[name] = (m["dtype"], np.frombuffer(raw[8 + n + s : 8 + n + e], ST_DTYPES[m["dtype"]]).reshape(m["shape"]))
+            out[name] = (
+                m["dtype"],
+                np.frombuffer(raw[8 + n + s : 8 + n + e], ST_DTYPES[m["dtype"]]).reshape(
+                    m["shape"]
+                ),
+            )
     return out
 
 
@@ -66,12 +80,22 @@ def _st_dir(path: Path) -> dict[str, tuple[str, np.ndarray]]:
 
 def _gguf(path: Path) -> dict[str, tuple[str, np.ndarray]]:
     gguf = pytest.importorskip("gguf")
-    layer = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-             "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-             "ffn_down": "mlp.down_proj"}
-    top = {"token_embd.weight": "model.embed_tokens.weight", "output.weight": "lm_head.weight",
-           "output_norm.weight": "model.norm.weight"}
+    layer = {
+        "attn_norm": "input_layernorm",
+        "ffn_norm": "post_attention_layernorm",
+        "attn_q": "self_attn.q_proj",
+        "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj",
+        "ffn_gate": "mlp.gate_proj",
+        "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    }
+    top = {
+        "token_embd.weight": "model.embed_tokens.weight",
+        "output.weight": "lm_head.weight",
+        "output_norm.weight": "model.norm.weight",
+    }
     out = {}
     for t in gguf.GGUFReader(str(path)).tensors:
         p = t.name.split(".")
@@ -138,8 +162,13 @@ def _compressed(path: Path) -> dict[str, tuple[str, np.ndarray]]:
 def _load(entry: dict[str, Any]) -> dict[str, tuple[str, str, np.ndarray]]:
     """canonical HF name -> (kind, dtype, logical array as a reader should see it)."""
     path = REPO / entry["path"]
-    loaders = {"safetensors": _st_dir, "gguf": _gguf, "mlx": _mlx, "onnx": _onnx,
-               "compressed-tensors": _compressed}
+    loaders = {
+        "safetensors": _st_dir,
+        "gguf": _gguf,
+        "mlx": _mlx,
+        "onnx": _onnx,
+        "compressed-tensors": _compressed,
+    }
     if entry["format"] not in loaders:
         raise AssertionError(f"manifest test does not know format {entry['format']!r}; extend it")
     return {n: (_kind(n), dt, a) for n, (dt, a) in loaders[entry["format"]](path).items()}
@@ -149,7 +178,15 @@ def test_manifest_shape() -> None:
     assert DATA["version"] == 1
     assert "dense" in FIXTURES
     for name, e in FIXTURES.items():
-        for key in ("path", "format", "dtype", "claimed_sparsity", "files", "total_bytes", "expected"):
+        for key in (
+            "path",
+            "format",
+            "dtype",
+            "claimed_sparsity",
+            "files",
+            "total_bytes",
+            "expected",
+        ):
             assert key in e, (name, key)
         assert (REPO / e["path"]).exists(), name
 
@@ -181,7 +218,12 @@ def test_expected_numbers(name: str) -> None:
         tot[0] += zeros
         tot[1] += numel
         t = exp["tensors"][name_]
-        assert (t["zeros"], t["numel"], t["kind"], t["shape"]) == (zeros, numel, kind, list(a.shape)), name_
+        assert (t["zeros"], t["numel"], t["kind"], t["shape"]) == (
+            zeros,
+            numel,
+            kind,
+            list(a.shape),
+        ), name_
         neg = int((a == 0x8000).sum()) if dt == "BF16" else int(((a == 0) & np.signbit(a)).sum())
         assert t["neg_zeros"] == neg, name_
         if a.ndim == 2:
@@ -189,7 +231,9 @@ def test_expected_numbers(name: str) -> None:
             g = z.reshape(a.shape[0], -1, 4).sum(axis=2)
             assert t["nm24_conformant_groups"] == int((g >= 2).sum()), name_
     for kind, (zeros, numel) in kinds.items():
-        assert (exp["by_kind"][kind]["zeros"], exp["by_kind"][kind]["numel"]) == (zeros, numel), kind
+        assert (exp["by_kind"][kind]["zeros"], exp["by_kind"][kind]["numel"]) == (zeros, numel), (
+            kind
+        )
     pz = sum(kinds[k][0] for k in PRUNABLE)
     pn = sum(kinds[k][1] for k in PRUNABLE)
     assert (exp["prunable"]["zeros"], exp["prunable"]["numel"]) == (pz, pn)

@@ -16,8 +16,13 @@ MODELS = ROOT / "fixtures" / "models"
 pytestmark = pytest.mark.skipif(not (MODELS / "claimed50").exists(), reason="fixtures not built")
 
 
-def ctx(name: str, section: dict | None = None, claims: dict | None = None, dense: bool = False,
-        check: str = "sparsity") -> CheckContext:
+def ctx(
+    name: str,
+    section: dict | None = None,
+    claims: dict | None = None,
+    dense: bool = False,
+    check: str = "sparsity",
+) -> CheckContext:
     return CheckContext(
         compressed_path=MODELS / name,
         dense_path=MODELS / "dense" if dense else None,
@@ -47,9 +52,13 @@ def test_claimed50_fails_with_reason_from_metadata_claim() -> None:
 
 
 def test_policy_claim_wins_and_can_pass() -> None:
-    res = checks.run("sparsity", ctx("claimed50", {"claim_tolerance": 0.02}, claims={"sparsity": 1 / 3}))
+    res = checks.run(
+        "sparsity", ctx("claimed50", {"claim_tolerance": 0.02}, claims={"sparsity": 1 / 3})
+    )
     assert res.status is Status.PASS
-    assert verdict(res, "sparsity_claim").message.startswith("actual 33.3% vs claimed 33.3% (policy/cli)")
+    assert verdict(res, "sparsity_claim").message.startswith(
+        "actual 33.3% vs claimed 33.3% (policy/cli)"
+    )
 
 
 def test_no_claim_is_skipped_not_passed_unless_required() -> None:
@@ -64,11 +73,23 @@ def test_no_claim_is_skipped_not_passed_unless_required() -> None:
 
 
 def test_size_dense_format_saves_nothing() -> None:
-    res = checks.run("size", ctx("magnitude50", {"min_saving": 0.1, "claim_tolerance": 0.05}, claims={"size_saving": 0.5},
-                                 check="size"))
+    res = checks.run(
+        "size",
+        ctx(
+            "magnitude50",
+            {"min_saving": 0.1, "claim_tolerance": 0.05},
+            claims={"size_saving": 0.5},
+            check="size",
+        ),
+    )
     assert res.status is Status.FAIL
     ms = verdict(res, "min_saving")
-    assert ms.status is Status.FAIL and ms.observed == 0.0 and ms.n == 164160 and ms.scope == "safetensors"
+    assert (
+        ms.status is Status.FAIL
+        and ms.observed == 0.0
+        and ms.n == 164160
+        and ms.scope == "safetensors"
+    )
     assert verdict(res, "size_claim").status is Status.FAIL
     ok = checks.run("size", ctx("magnitude50", {"min_saving": 0.0}, check="size"))
     assert verdict(ok, "min_saving").status is Status.PASS
@@ -112,8 +133,15 @@ def test_size_metadata_only_growth_is_not_a_bigger_model(tmp_path: Path) -> None
     assert comp.stat().st_size > dense.stat().st_size
 
     def run(min_saving: float):  # type: ignore[no-untyped-def]
-        return checks.run("size", CheckContext(compressed_path=comp, dense_path=dense,
-                                           section=SizeSection.from_policy({"min_saving": min_saving}), claims={}))
+        return checks.run(
+            "size",
+            CheckContext(
+                compressed_path=comp,
+                dense_path=dense,
+                section=SizeSection.from_policy({"min_saving": min_saving}),
+                claims={},
+            ),
+        )
 
     ok = run(0.0)
     assert verdict(ok, "min_saving").status is Status.PASS and ok.measurements["saving"] == 0.0
@@ -127,4 +155,6 @@ def test_claim_source_from_the_runner() -> None:
     c.claim_sources = {"sparsity": "checkpoint metadata (pruning_meta.json)"}
     v = verdict(checks.run("sparsity", c), "sparsity_claim")
     assert "(checkpoint metadata (pruning_meta.json))" in v.message and v.status is Status.FAIL
-    assert c.shared.scan_compressed.sparsity_claim.source == "checkpoint metadata (pruning_meta.json)"
+    assert (
+        c.shared.scan_compressed.sparsity_claim.source == "checkpoint metadata (pruning_meta.json)"
+    )

@@ -84,7 +84,9 @@ def test_activation_aware_like() -> None:
     for seed in range(3):
         d = dense_matrix(10 + seed)
         act = np.random.default_rng(seed).lognormal(0, 1.0, d.shape[1])  # input-channel norms
-        agr = mask_agreement(d, zero_where(d, row_mask_by_score(np.abs(d) * act, 0.5)), row_uniform=True)
+        agr = mask_agreement(
+            d, zero_where(d, row_mask_by_score(np.abs(d) * act, 0.5)), row_uniform=True
+        )
         total = agr if total is None else total + agr
     assert total is not None
     fp = classify(total)
@@ -106,7 +108,9 @@ def test_super_weight_zeroed_and_changed_weights() -> None:
 
 
 def test_compare_checkpoints_end_to_end() -> None:
-    dense = model(skip=tuple(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    dense = model(
+        skip=tuple(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    )
     comp = {k: v.copy() for k, v in dense.items()}
     for name, w in comp.items():
         if "proj" in name:
@@ -130,6 +134,8 @@ def test_nm_magnitude_only_for_nm_masks() -> None:
     assert classify(agr).method == "magnitude (per 4-group, N:M)"
     # a Wanda-like unstructured mask also ranks well inside 4-groups, but is not N:M
     act = np.random.default_rng(6).lognormal(0, 1.0, d.shape[1])
-    agr2 = mask_agreement(d, zero_where(d, row_mask_by_score(np.abs(d) * act, 0.5)), row_uniform=True)
+    agr2 = mask_agreement(
+        d, zero_where(d, row_mask_by_score(np.abs(d) * act, 0.5)), row_uniform=True
+    )
     assert agr2.nm_tensors == 0
     assert classify(agr2).method.startswith("activation-aware-like")

@@ -39,9 +39,17 @@ def test_merged_row_parts_equal_the_whole(cols: int, part_bytes: int) -> None:
     bits = _bf16(w)
     whole = tensor_stats(bits, "BF16", block_elems=64)
     ranges = row_parts(bits, part_bytes)
-    assert ranges[0][0] == 0 and ranges[-1][1] == 45 and all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
-    assert len(ranges) == (1 if part_bytes >= bits.nbytes else min(45, -(-bits.nbytes // part_bytes)))
-    got = merge_stats([tensor_stats(rows_of(bits, a, b), "BF16", block_elems=64) for a, b in ranges])
+    assert (
+        ranges[0][0] == 0
+        and ranges[-1][1] == 45
+        and all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    )
+    assert len(ranges) == (
+        1 if part_bytes >= bits.nbytes else min(45, -(-bits.nbytes // part_bytes))
+    )
+    got = merge_stats(
+        [tensor_stats(rows_of(bits, a, b), "BF16", block_elems=64) for a, b in ranges]
+    )
     z = w == 0
     assert (got.zeros, got.nan, got.inf, got.numel, got.rows) == (int(z.sum()), 1, 2, w.size, 45)
     assert (whole.zeros, whole.nan, whole.inf) == (got.zeros, got.nan, got.inf)
@@ -62,9 +70,15 @@ def _write(tmp_path: Path) -> Path:
     rng = np.random.default_rng(3)
     tensors = {
         "model.embed_tokens.weight": _bf16(rng.standard_normal((300, 64))).view(ml_dtypes.bfloat16),
-        "model.layers.0.mlp.down_proj.weight": _bf16(_weights(rng, (64, 200))).view(ml_dtypes.bfloat16),
-        "model.layers.0.mlp.up_proj.weight": _bf16(_weights(rng, (200, 64))).view(ml_dtypes.bfloat16),
-        "model.layers.0.self_attn.q_proj.weight": _bf16(_weights(rng, (64, 64))).view(ml_dtypes.bfloat16),
+        "model.layers.0.mlp.down_proj.weight": _bf16(_weights(rng, (64, 200))).view(
+            ml_dtypes.bfloat16
+        ),
+        "model.layers.0.mlp.up_proj.weight": _bf16(_weights(rng, (200, 64))).view(
+            ml_dtypes.bfloat16
+        ),
+        "model.layers.0.self_attn.q_proj.weight": _bf16(_weights(rng, (64, 64))).view(
+            ml_dtypes.bfloat16
+        ),
         "model.layers.0.input_layernorm.weight": _bf16(np.ones(64)).view(ml_dtypes.bfloat16),
     }
     f = tmp_path / "model.safetensors"
@@ -72,11 +86,15 @@ def _write(tmp_path: Path) -> Path:
     return f
 
 
-def test_threaded_split_scan_matches_single_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threaded_split_scan_matches_single_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     f = _write(tmp_path)
     with open_checkpoint(f) as ck:
         one = S.scan_checkpoint(ck, threads=1)
-    monkeypatch.setattr(S, "PART_BYTES", 1000)  # every 2-D tensor here is split into many row ranges
+    monkeypatch.setattr(
+        S, "PART_BYTES", 1000
+    )  # every 2-D tensor here is split into many row ranges
     for threads in (2, 3):
         with open_checkpoint(f) as ck:
             many = S.scan_checkpoint(ck, threads=threads)

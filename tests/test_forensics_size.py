@@ -35,10 +35,33 @@ def test_formulas_by_hand() -> None:
 def test_projection_per_tensor_and_total(tmp_path: Path) -> None:
     f = tmp_path / "x"
     f.write_bytes(b"\0" * 1000)
-    lin = TensorSize(rows=4, cols=16, numel=64, nnz=32, stored_nbytes=128, elem_bytes=2, prunable=True, two_four=True)
-    norm = TensorSize(rows=0, cols=16, numel=16, nnz=16, stored_nbytes=32, elem_bytes=2, prunable=False, two_four=False)
+    lin = TensorSize(
+        rows=4,
+        cols=16,
+        numel=64,
+        nnz=32,
+        stored_nbytes=128,
+        elem_bytes=2,
+        prunable=True,
+        two_four=True,
+    )
+    norm = TensorSize(
+        rows=0,
+        cols=16,
+        numel=16,
+        nnz=16,
+        stored_nbytes=32,
+        elem_bytes=2,
+        prunable=False,
+        two_four=False,
+    )
     rep = size_report("safetensors", [f], [lin, norm], 0.4)
-    assert rep.projected == {"dense": 128 + 32, "sparse-bitmask": 120 + 32, "2:4": 88 + 32, "csr": 212 + 32}
+    assert rep.projected == {
+        "dense": 128 + 32,
+        "sparse-bitmask": 120 + 32,
+        "2:4": 88 + 32,
+        "csr": 212 + 32,
+    }
     assert rep.disk_bytes == 1000 and rep.tensor_bytes == 160 and rep.saving_as_shipped == 0.0
     assert rep.verdict.startswith("40.0% sparse but stored dense as safetensors: 0 bytes saved")
     assert "as 2:4 the same tensors would take 120 B (25.0% saved)" in rep.verdict
@@ -51,13 +74,18 @@ def test_dense_format_pruned_model_saves_nothing(tmp_path: Path) -> None:
     w = rng.standard_normal((32, 64)).astype(np.float32)
     w[:, ::2] = 0.0
     tensors = {"model.layers.0.mlp.up_proj.weight": w, "model.norm.weight": np.ones(64, np.float32)}
-    save_file({k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()}, str(tmp_path / "model.safetensors"))
+    save_file(
+        {k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()},
+        str(tmp_path / "model.safetensors"),
+    )
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
     with open_checkpoint(tmp_path) as ck:
         res = scan_checkpoint(ck)
     sz = res.size
     st_file = tmp_path / "model.safetensors"
-    assert sz.files == ((str(st_file), st_file.stat().st_size),)  # the weight files the reader lists
+    assert sz.files == (
+        (str(st_file), st_file.stat().st_size),
+    )  # the weight files the reader lists
     assert sz.disk_bytes == st_file.stat().st_size
     assert sz.tensor_bytes == (32 * 64 + 64) * 2 and sz.saving_as_shipped == 0.0
     assert sz.projected["dense"] == (32 * 64 + 64) * 2

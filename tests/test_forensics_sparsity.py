@@ -32,8 +32,15 @@ SHAPES = {
 class ArrayCheckpoint(Checkpoint):
     """A Checkpoint backed by numpy arrays (float32), for unit tests of the forensics."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], config: dict | None = None, metadata: dict | None = None):
-        super().__init__(Path("mem://test"), Format.SAFETENSORS, [], config or CONFIG, metadata or {})
+    def __init__(
+        self,
+        arrays: dict[str, np.ndarray],
+        config: dict | None = None,
+        metadata: dict | None = None,
+    ):
+        super().__init__(
+            Path("mem://test"), Format.SAFETENSORS, [], config or CONFIG, metadata or {}
+        )
         self.arrays = arrays
 
     def tensors(self) -> Iterator[TensorInfo]:
@@ -54,9 +61,13 @@ def prune_rows(w: np.ndarray, frac: float) -> np.ndarray:
     return w
 
 
-def model(skip: tuple[str, ...] = ("o_proj", "down_proj"), frac: float = 0.5, seed: int = 0) -> dict[str, np.ndarray]:
+def model(
+    skip: tuple[str, ...] = ("o_proj", "down_proj"), frac: float = 0.5, seed: int = 0
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    t: dict[str, np.ndarray] = {"model.embed_tokens.weight": rng.standard_normal((512, H)).astype(np.float32)}
+    t: dict[str, np.ndarray] = {
+        "model.embed_tokens.weight": rng.standard_normal((512, H)).astype(np.float32)
+    }
     for layer in range(LAYERS):
         for n, s in SHAPES.items():
             w = rng.standard_normal(s).astype(np.float32)
@@ -69,7 +80,9 @@ def model(skip: tuple[str, ...] = ("o_proj", "down_proj"), frac: float = 0.5, se
 
 
 def test_claimed_50_is_33_percent_and_says_why() -> None:
-    res = scan_checkpoint(ArrayCheckpoint(model()), claims={"sparsity": 0.5}, claim_sources={"sparsity": "cli"})
+    res = scan_checkpoint(
+        ArrayCheckpoint(model()), claims={"sparsity": 0.5}, claim_sources={"sparsity": "cli"}
+    )
     # per layer: q 4096 + k 2048 + v 2048 + gate 12288 + up 12288 = 32768 pruned at 50%
     # of q+k+v+o+gate+up+down = 4096+2048+2048+4096+3*12288 = 49152 -> 16384 / 49152 = 1/3
     assert res.prunable.numel == 2 * 49152
@@ -89,11 +102,16 @@ def test_claimed_50_is_33_percent_and_says_why() -> None:
 
 
 def test_claim_from_metadata_and_cli_wins() -> None:
-    ck = ArrayCheckpoint(model(skip=()), metadata={"claims": {"sparsity": 0.4}, "claims_source": "pruning_meta.json"})
+    ck = ArrayCheckpoint(
+        model(skip=()), metadata={"claims": {"sparsity": 0.4}, "claims_source": "pruning_meta.json"}
+    )
     res = scan_checkpoint(ck)
     assert res.sparsity_claim is not None
     assert res.sparsity_claim.source == "pruning_meta.json" and res.sparsity_claim.claimed == 0.4
-    assert "vs claimed 40.0%" in res.sparsity_claim.reason and "every kind is above" in res.sparsity_claim.reason
+    assert (
+        "vs claimed 40.0%" in res.sparsity_claim.reason
+        and "every kind is above" in res.sparsity_claim.reason
+    )
     res2 = scan_checkpoint(ck, claims={"sparsity": 0.5})
     assert res2.sparsity_claim is not None and res2.sparsity_claim.claimed == 0.5
     assert res2.sparsity_claim.reason.endswith("matches within 2.0%")

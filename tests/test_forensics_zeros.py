@@ -36,13 +36,23 @@ def test_hand_built_24_matrix_with_zero_row_and_negative_zero() -> None:
 
 def test_negative_zero_counts_as_zero_in_every_float_type() -> None:
     v = np.array([0.0, -0.0, 1.0, -2.0, -0.0, 3.0, 0.0, 0.0], dtype=np.float64)
-    for arr, name in ((v, ""), (v.astype(np.float32), ""), (v.astype(np.float16), ""), (_bf16_bits(v), "BF16")):
+    for arr, name in (
+        (v, ""),
+        (v.astype(np.float32), ""),
+        (v.astype(np.float16), ""),
+        (_bf16_bits(v), "BF16"),
+    ):
         assert tensor_stats(arr, name, structure=False).zeros == 5, arr.dtype
 
 
 def test_nan_and_inf_are_counted_not_fatal() -> None:
     v = np.array([[np.nan, np.inf, -np.inf, 0.0, 1.0, -np.nan, 0.0, 2.0]], dtype=np.float32)
-    for arr, name in ((v, ""), (v.astype(np.float16), ""), (_bf16_bits(v), "BF16"), (v.astype(np.float64), "")):
+    for arr, name in (
+        (v, ""),
+        (v.astype(np.float16), ""),
+        (_bf16_bits(v), "BF16"),
+        (v.astype(np.float64), ""),
+    ):
         st = tensor_stats(arr, name)
         assert (st.nan, st.inf, st.zeros) == (2, 2, 2), arr.dtype
 
@@ -131,5 +141,13 @@ def test_blocks_without_zeros_are_skipped_correctly() -> None:
     w[17:19, ::2] = 0.0
     st = tensor_stats(_bf16_bits(w), "BF16", block_elems=16 * 4)
     z = w == 0
-    assert st.zeros == 16 and st.row_zeros is not None and st.row_zeros.tolist() == z.sum(axis=1).tolist()
-    assert st.nm_ok == {"2:4": 8, "4:8": 4} and st.col_all_zero is not None and not st.col_all_zero.any()
+    assert (
+        st.zeros == 16
+        and st.row_zeros is not None
+        and st.row_zeros.tolist() == z.sum(axis=1).tolist()
+    )
+    assert (
+        st.nm_ok == {"2:4": 8, "4:8": 4}
+        and st.col_all_zero is not None
+        and not st.col_all_zero.any()
+    )

@@ -26,8 +26,11 @@ sys.path.remove(str(REPO / "fuzz"))
 
 TARGETS = sorted(fuzz_parsers.TARGETS)
 _ops = st.lists(
-    st.tuples(st.integers(0, fuzz_parsers.N_OPS - 1), st.integers(0, 1 << 20), st.integers(0, 1 << 20)),
-    min_size=1, max_size=4,
+    st.tuples(
+        st.integers(0, fuzz_parsers.N_OPS - 1), st.integers(0, 1 << 20), st.integers(0, 1 << 20)
+    ),
+    min_size=1,
+    max_size=4,
 )
 
 
@@ -58,9 +61,13 @@ def test_known_hostile_inputs(target: str, case: int, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(seed=st.integers(0, 10), ops=_ops)
-def test_mutations_keep_the_contract(target: str, seed: int, ops: list[tuple[int, int, int]], tmp_path: Path) -> None:
+def test_mutations_keep_the_contract(
+    target: str, seed: int, ops: list[tuple[int, int, int]], tmp_path: Path
+) -> None:
     seeds = fuzz_parsers.seeds(target)
     data = fuzz_parsers.mutate(seeds[seed % len(seeds)], ops)
     t0 = time.perf_counter()

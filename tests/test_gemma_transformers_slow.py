@@ -58,8 +58,18 @@ def test_strict_gate_runs_every_check_to_a_verdict(pair: tuple[Path, Path], tmp_
         pytest.fail(f"BBQ data not found at {BBQ}")
     out = tmp_path / "report.json"
     code, text = run_cli(
-        "check", str(pair[0]), str(pair[1]), "--policy", "strict", "--bbq-data", str(BBQ),
-        "--cache-dir", str(tmp_path / "cache"), "-q", "--json-out", str(out),
+        "check",
+        str(pair[0]),
+        str(pair[1]),
+        "--policy",
+        "strict",
+        "--bbq-data",
+        str(BBQ),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "-q",
+        "--json-out",
+        str(out),
     )
     assert code in (0, 1), text[-3000:]  # a verdict: pass or policy failure, never 2 or 3
     report = json.loads(out.read_text())

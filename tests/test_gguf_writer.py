@@ -24,7 +24,9 @@ from edgegate.errors import CheckpointError, InputError  # noqa: E402
 
 HIDDEN, N_HEAD, N_KV, FF, LAYERS = 64, 4, 2, 96, 2
 HEAD_DIM = HIDDEN // N_HEAD
-TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+)
 TEXT = "the cat sat on the mat. the dog sat on the log. a bird sang in the tree. " * 20
 
 
@@ -39,7 +41,11 @@ def _write_st(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
     blobs, off = [], 0
     for name, (dtype, arr) in tensors.items():
         b = np.ascontiguousarray(arr).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(arr.shape),
+            "data_offsets": [off, off + len(b)],
+        }
         blobs.append(b)
         off += len(b)
     h = json.dumps(header).encode()
@@ -51,43 +57,83 @@ def _tokenizer() -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<s>", "</s>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator([TEXT], trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
     return tok
 
 
 @pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray], Tokenizer]:
+def hf_dir(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, np.ndarray], Tokenizer]:
     d = tmp_path_factory.mktemp("tiny_llama")
     tok = _tokenizer()
     tok.save(str(d / "tokenizer.json"))
     vocab = tok.get_vocab_size()
-    (d / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True, "chat_template": TEMPLATE}))
-    (d / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
-        "intermediate_size": FF, "num_hidden_layers": LAYERS, "num_attention_heads": N_HEAD,
-        "num_key_value_heads": N_KV, "max_position_embeddings": 256, "rms_norm_eps": 1e-5,
-        "rope_parameters": {"rope_theta": 5000.0, "rope_type": "default"}, "vocab_size": vocab,
-        "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 1}))
+    (d / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "add_bos_token": True,
+                "chat_template": TEMPLATE,
+            }
+        )
+    )
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": HIDDEN,
+                "intermediate_size": FF,
+                "num_hidden_layers": LAYERS,
+                "num_attention_heads": N_HEAD,
+                "num_key_value_heads": N_KV,
+                "max_position_embeddings": 256,
+                "rms_norm_eps": 1e-5,
+                "rope_parameters": {"rope_theta": 5000.0, "rope_type": "default"},
+                "vocab_size": vocab,
+                "tie_word_embeddings": False,
+                "bos_token_id": 0,
+                "eos_token_id": 1,
+            }
+        )
+    )
     rng = np.random.default_rng(0)
-    shapes = {"model.embed_tokens.weight": (vocab, HIDDEN), "lm_head.weight": (vocab, HIDDEN),
-              "model.norm.weight": (HIDDEN,)}
+    shapes = {
+        "model.embed_tokens.weight": (vocab, HIDDEN),
+        "lm_head.weight": (vocab, HIDDEN),
+        "model.norm.weight": (HIDDEN,),
+    }
     for i in range(LAYERS):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (HIDDEN,), p + "post_attention_layernorm.weight": (HIDDEN,),
-            p + "self_attn.q_proj.weight": (HIDDEN, HIDDEN),
-            p + "self_attn.k_proj.weight": (N_KV * HEAD_DIM, HIDDEN),
-            p + "self_attn.v_proj.weight": (N_KV * HEAD_DIM, HIDDEN),
-            p + "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
-            p + "mlp.gate_proj.weight": (FF, HIDDEN), p + "mlp.up_proj.weight": (FF, HIDDEN),
-            p + "mlp.down_proj.weight": (HIDDEN, FF)})
+        shapes.update(
+            {
+                p + "input_layernorm.weight": (HIDDEN,),
+                p + "post_attention_layernorm.weight": (HIDDEN,),
+                p + "self_attn.q_proj.weight": (HIDDEN, HIDDEN),
+                p + "self_attn.k_proj.weight": (N_KV * HEAD_DIM, HIDDEN),
+                p + "self_attn.v_proj.weight": (N_KV * HEAD_DIM, HIDDEN),
+                p + "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+                p + "mlp.gate_proj.weight": (FF, HIDDEN),
+                p + "mlp.up_proj.weight": (FF, HIDDEN),
+                p + "mlp.down_proj.weight": (HIDDEN, FF),
+            }
+        )
     bits = {}
     for name, shape in shapes.items():
-        x = (1.0 + 0.1 * rng.standard_normal(shape)) if "norm" in name else 0.05 * rng.standard_normal(shape)
+        x = (
+            (1.0 + 0.1 * rng.standard_normal(shape))
+            if "norm" in name
+            else 0.05 * rng.standard_normal(shape)
+        )
         bits[name] = _bf16_bits(x)
     bits["model.layers.0.mlp.up_proj.weight"][:, ::2] = 0  # zeros must survive conversion
     _write_st(d / "model.safetensors", {k: ("BF16", v) for k, v in bits.items()})
@@ -95,12 +141,22 @@ def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np
     return d, logical, tok
 
 
-GGUF_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "lm_head.weight": "output.weight",
-              "model.norm.weight": "output_norm.weight"}
-LAYER_NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-               "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-               "mlp.down_proj": "ffn_down"}
+GGUF_NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "lm_head.weight": "output.weight",
+    "model.norm.weight": "output_norm.weight",
+}
+LAYER_NAMES = {
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
 
 
 def _gname(hf: str) -> str:
@@ -130,7 +186,9 @@ def test_permutation_is_the_rotate_half_to_adjacent_pair_reordering() -> None:
 
 
 @pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0"])
-def test_round_trip(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path, outtype: str) -> None:
+def test_round_trip(
+    hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path, outtype: str
+) -> None:
     d, logical, tok = hf_dir
     out = write_gguf(d, tmp_path / f"m-{outtype}.gguf", outtype)
     r = gguf.GGUFReader(str(out))
@@ -152,7 +210,9 @@ def test_round_trip(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_p
     types = _field(r, "tokenizer.ggml.token_type")
     assert types[vocab["<s>"]] == 3 and types[vocab["<|im_end|>"]] == 3 and types[vocab["the"]] == 1
     merges = json.loads(tok.to_str())["model"]["merges"]
-    assert _field(r, "tokenizer.ggml.merges") == [m if isinstance(m, str) else " ".join(m) for m in merges]
+    assert _field(r, "tokenizer.ggml.merges") == [
+        m if isinstance(m, str) else " ".join(m) for m in merges
+    ]
     assert _field(r, "tokenizer.ggml.model") == "gpt2"
     assert _field(r, "tokenizer.ggml.pre") == "gpt-2"
     assert _field(r, "tokenizer.ggml.bos_token_id") == 0
@@ -183,23 +243,33 @@ def test_round_trip(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_p
             assert (np.abs(got - want).reshape(-1, 32).max(axis=1) <= step * 0.57 + 1e-7).all(), hf
         elif outtype == "f16" and want.ndim == 2:
             # bf16 -> f16 is exact except below f16's normal range (subnormal rounding)
-            np.testing.assert_array_equal(got, want.astype(np.float16).astype(np.float32), err_msg=hf)
+            np.testing.assert_array_equal(
+                got, want.astype(np.float16).astype(np.float32), err_msg=hf
+            )
         else:
             np.testing.assert_array_equal(got, want, err_msg=hf)
-    up = gguf.quants.dequantize(by_name["blk.0.ffn_up.weight"].data, by_name["blk.0.ffn_up.weight"].tensor_type)
+    up = gguf.quants.dequantize(
+        by_name["blk.0.ffn_up.weight"].data, by_name["blk.0.ffn_up.weight"].tensor_type
+    )
     assert (up.reshape(FF, HIDDEN)[:, ::2] == 0).all()
 
 
-def test_bf16_copy_is_bit_exact(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path) -> None:
+def test_bf16_copy_is_bit_exact(
+    hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path
+) -> None:
     d, logical, _ = hf_dir
     r = gguf.GGUFReader(str(write_gguf(d, tmp_path / "b.gguf", "bf16")))
     t = next(t for t in r.tensors if t.name == "blk.1.ffn_down.weight")
     assert t.tensor_type == gguf.GGMLQuantizationType.BF16
-    np.testing.assert_array_equal(np.asarray(t.data).view(np.uint16).reshape(HIDDEN, FF),
-                                  _bf16_bits(logical["model.layers.1.mlp.down_proj.weight"]))
+    np.testing.assert_array_equal(
+        np.asarray(t.data).view(np.uint16).reshape(HIDDEN, FF),
+        _bf16_bits(logical["model.layers.1.mlp.down_proj.weight"]),
+    )
 
 
-def test_unsupported_architecture_is_named(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path) -> None:
+def test_unsupported_architecture_is_named(
+    hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path
+) -> None:
     d, _, _ = hf_dir
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -219,12 +289,20 @@ def test_bad_outtype_and_missing_config(tmp_path: Path) -> None:
         write_gguf(tmp_path, tmp_path / "x.gguf")
 
 
-def test_llama_cpp_loads_it(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path) -> None:
+def test_llama_cpp_loads_it(
+    hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path
+) -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
     d, _, tok = hf_dir
     out = write_gguf(d, tmp_path / "m.gguf", "f16")
-    llm = llama_cpp.Llama(model_path=str(out), n_ctx=64, logits_all=True, verbose=False, n_threads=1)
-    for s in ["the cat sat on the mat.", "a bird sang  in the log!", "<|im_start|>user\nthe dog<|im_end|>"]:
+    llm = llama_cpp.Llama(
+        model_path=str(out), n_ctx=64, logits_all=True, verbose=False, n_threads=1
+    )
+    for s in [
+        "the cat sat on the mat.",
+        "a bird sang  in the log!",
+        "<|im_start|>user\nthe dog<|im_end|>",
+    ]:
         assert llm.tokenize(s.encode(), add_bos=True, special=True) == tok.encode(s).ids
     ids = tok.encode("the cat sat on the").ids
     llm.eval(ids)
@@ -233,7 +311,9 @@ def test_llama_cpp_loads_it(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer
     assert logits.std() > 0
 
 
-def test_f16_overflow_is_refused(hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path) -> None:
+def test_f16_overflow_is_refused(
+    hf_dir: tuple[Path, dict[str, np.ndarray], Tokenizer], tmp_path: Path
+) -> None:
     d, logical, _ = hf_dir
     big = tmp_path / "big"
     big.mkdir()
@@ -250,10 +330,14 @@ def test_f16_overflow_is_refused(hf_dir: tuple[Path, dict[str, np.ndarray], Toke
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(not (REPO / "fixtures/models/dense-sharded").exists(), reason="fixtures not built")
+@pytest.mark.skipif(
+    not (REPO / "fixtures/models/dense-sharded").exists(), reason="fixtures not built"
+)
 def test_sharded_dir_gives_the_same_tensors(tmp_path: Path) -> None:
     one = gguf.GGUFReader(str(write_gguf(REPO / "fixtures/models/dense", tmp_path / "a.gguf")))
-    many = gguf.GGUFReader(str(write_gguf(REPO / "fixtures/models/dense-sharded", tmp_path / "b.gguf")))
+    many = gguf.GGUFReader(
+        str(write_gguf(REPO / "fixtures/models/dense-sharded", tmp_path / "b.gguf"))
+    )
     a = {t.name: np.asarray(t.data) for t in one.tensors}
     b = {t.name: np.asarray(t.data) for t in many.tensors}
     assert a.keys() == b.keys() and len(a) == 21
@@ -261,7 +345,9 @@ def test_sharded_dir_gives_the_same_tensors(tmp_path: Path) -> None:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-@pytest.mark.skipif(not (REPO / "fixtures/models/compressed-tensors").exists(), reason="fixtures not built")
+@pytest.mark.skipif(
+    not (REPO / "fixtures/models/compressed-tensors").exists(), reason="fixtures not built"
+)
 def test_compressed_tensors_dir_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="quantization_config"):
         write_gguf(REPO / "fixtures/models/compressed-tensors/wanda50-bitmask", tmp_path / "c.gguf")

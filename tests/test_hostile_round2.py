@@ -72,8 +72,12 @@ def test_size_cap_refuses_before_reading(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "fragment"),
-    [(b'{"a": NaN}', "NaN is not valid JSON"), (b"\xff\xfe", "not UTF-8"), (b'{"a": 1', "not valid JSON"),
-     (b"1" * 5000, "not valid JSON")],  # a 5000-digit int: Python's int-size guard, a ValueError
+    [
+        (b'{"a": NaN}', "NaN is not valid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b'{"a": 1', "not valid JSON"),
+        (b"1" * 5000, "not valid JSON"),
+    ],  # a 5000-digit int: Python's int-size guard, a ValueError
 )
 def test_every_failure_is_an_input_error(raw: bytes, fragment: str) -> None:
     with pytest.raises(InputError, match=fragment) as e:
@@ -117,11 +121,15 @@ def test_huge_policy_values_are_fast_and_short(name: str, corpus: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "kind", "fragment"),
-    [("g_good.gguf", InputError, "incomplete (no metadata tokenizer.ggml.model"),
-     ("g_overlap.gguf", CheckpointError, "overlaps earlier tensor data"),
-     ("g_unknown_arch.gguf", None, "refused a well-formed GGUF (architecture 'llamz'")],
+    [
+        ("g_good.gguf", InputError, "incomplete (no metadata tokenizer.ggml.model"),
+        ("g_overlap.gguf", CheckpointError, "overlaps earlier tensor data"),
+        ("g_unknown_arch.gguf", None, "refused a well-formed GGUF (architecture 'llamz'"),
+    ],
 )
-def test_llamacpp_refusal_is_classified(name: str, kind: type | None, fragment: str, corpus: Path) -> None:
+def test_llamacpp_refusal_is_classified(
+    name: str, kind: type | None, fragment: str, corpus: Path
+) -> None:
     """classify_refusal alone (no llama.cpp needed); the real refusal runs in cases.yaml
     (llamacpp_refuses_wellformed: exit 3, llamacpp_rejects_*: exit 2)."""
     from edgegate.backends.llamacpp_load import classify_refusal
@@ -173,20 +181,44 @@ def hung() -> object:
     srv.close()
 
 
-def _edgegate(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str, float]:
+def _edgegate(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, str, float]:
     t0 = time.perf_counter()
     p = subprocess.run(
-        [sys.executable, "-m", "edgegate.cli", *argv], cwd=cwd, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "NO_COLOR": "1", **(env or {})}, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "edgegate.cli", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
+        stdin=subprocess.DEVNULL,
     )
     return p.returncode, p.stderr, time.perf_counter() - t0
 
 
-def test_check_timeout_flags_bound_a_hung_server(hung: HungServer, corpus: Path, tmp_path: Path) -> None:
+def test_check_timeout_flags_bound_a_hung_server(
+    hung: HungServer, corpus: Path, tmp_path: Path
+) -> None:
     url = f"http://127.0.0.1:{hung.port}/v1"
     code, err, took = _edgegate(
-        ["check", "--dense-endpoint", url, "--compressed-endpoint", url, "--policy", str(corpus / "pol_bbq_openai.yaml"),
-         "--bbq-data", str(REPO / "fixtures" / "bbq"), "--timeout", "0.5", "--max-retries", "1", "-q"], tmp_path,
+        [
+            "check",
+            "--dense-endpoint",
+            url,
+            "--compressed-endpoint",
+            url,
+            "--policy",
+            str(corpus / "pol_bbq_openai.yaml"),
+            "--bbq-data",
+            str(REPO / "fixtures" / "bbq"),
+            "--timeout",
+            "0.5",
+            "--max-retries",
+            "1",
+            "-q",
+        ],
+        tmp_path,
     )
     assert code == 3, err
     assert "no answer within 0.5 s (timeout)" in err and "failed after 2 attempts" in err, err
@@ -196,8 +228,20 @@ def test_check_timeout_flags_bound_a_hung_server(hung: HungServer, corpus: Path,
 def test_env_settings_apply_without_flags(hung: HungServer, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{hung.port}/v1"
     code, err, took = _edgegate(
-        ["bbq", "run", url, url, "--runtime", "openai", "--data", str(REPO / "fixtures" / "bbq"), "--items", "4"],
-        tmp_path, env={"EDGEGATE_HTTP_TIMEOUT": "0.4", "EDGEGATE_HTTP_MAX_RETRIES": "0"},
+        [
+            "bbq",
+            "run",
+            url,
+            url,
+            "--runtime",
+            "openai",
+            "--data",
+            str(REPO / "fixtures" / "bbq"),
+            "--items",
+            "4",
+        ],
+        tmp_path,
+        env={"EDGEGATE_HTTP_TIMEOUT": "0.4", "EDGEGATE_HTTP_MAX_RETRIES": "0"},
     )
     assert code == 3, err
     assert "no answer within 0.4 s" in err and "failed after 1 attempts" in err, err
@@ -205,7 +249,9 @@ def test_env_settings_apply_without_flags(hung: HungServer, tmp_path: Path) -> N
 
 
 def test_bad_settings_are_input_errors(tmp_path: Path) -> None:
-    code, err, _ = _edgegate(["check", "a", "b", "--policy", "default", "--max-retries", "-1"], tmp_path)
+    code, err, _ = _edgegate(
+        ["check", "a", "b", "--policy", "default", "--max-retries", "-1"], tmp_path
+    )
     assert code == 2 and "--max-retries" in err
     from edgegate.backends._http import HttpSettings
 
@@ -223,7 +269,9 @@ def test_bad_settings_are_input_errors(tmp_path: Path) -> None:
 def _ppl_policy(folder: Path, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     p = folder / "gate.yaml"
-    p.write_text(f"version: 1\nchecks:\n  perplexity: {{required: true, runtime: llamacpp, text: {text}}}\n")
+    p.write_text(
+        f"version: 1\nchecks:\n  perplexity: {{required: true, runtime: llamacpp, text: {text}}}\n"
+    )
     return p
 
 
@@ -232,8 +280,18 @@ def test_missing_text_is_named_relative_to_the_policy(tmp_path: Path) -> None:
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     m = REPO / "fixtures" / "models" / "gguf"
-    code, err, _ = _edgegate(["check", str(m / "dense-f16.gguf"), str(m / "wanda50-f16.gguf"), "--policy", str(pol),
-                              "-q", "--no-hash"], elsewhere)
+    code, err, _ = _edgegate(
+        [
+            "check",
+            str(m / "dense-f16.gguf"),
+            str(m / "wanda50-f16.gguf"),
+            "--policy",
+            str(pol),
+            "-q",
+            "--no-hash",
+        ],
+        elsewhere,
+    )
     assert code == 2, err
     assert f"{tmp_path / 'policies' / 'eval' / 'missing.txt'}" in err, err
 
@@ -241,12 +299,26 @@ def test_missing_text_is_named_relative_to_the_policy(tmp_path: Path) -> None:
 def test_text_resolves_against_the_policy_not_the_cwd(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     pol = _ppl_policy(tmp_path / "policies", "eval.txt")
-    (tmp_path / "policies" / "eval.txt").write_text("The cat sat on the mat and looked at the door. " * 60)
+    (tmp_path / "policies" / "eval.txt").write_text(
+        "The cat sat on the mat and looked at the door. " * 60
+    )
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     m = REPO / "fixtures" / "models" / "gguf"
-    code, err, _ = _edgegate(["check", str(m / "dense-f16.gguf"), str(m / "wanda50-f16.gguf"), "--policy", str(pol),
-                              "--json-out", "r.json", "-q", "--no-hash"], elsewhere)
+    code, err, _ = _edgegate(
+        [
+            "check",
+            str(m / "dense-f16.gguf"),
+            str(m / "wanda50-f16.gguf"),
+            "--policy",
+            str(pol),
+            "--json-out",
+            "r.json",
+            "-q",
+            "--no-hash",
+        ],
+        elsewhere,
+    )
     assert code in (0, 1), err  # a verdict either way; never an input error about the text
     doc = json.loads((elsewhere / "r.json").read_text("utf-8"))
     roles = {i["role"]: i["path"] for i in doc["inputs"]}
@@ -283,13 +355,29 @@ def test_bbq_data_resolves_against_the_policy_not_the_cwd(tmp_path: Path) -> Non
     folder.mkdir()
     shutil.copytree(REPO / "fixtures" / "bbq", folder / "bbq")
     pol = folder / "gate.yaml"
-    pol.write_text("version: 1\nchecks:\n  bbq: {required: true, runtime: llamacpp, data: bbq, items: 60,"
-                   " disambig_items: 0, min_items: 10, min_items_per_category: 2}\n")
+    pol.write_text(
+        "version: 1\nchecks:\n  bbq: {required: true, runtime: llamacpp, data: bbq, items: 60,"
+        " disambig_items: 0, min_items: 10, min_items_per_category: 2}\n"
+    )
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     m = REPO / "fixtures" / "models" / "gguf"
-    code, err, _ = _edgegate(["check", str(m / "dense-f16.gguf"), str(m / "wanda50-f16.gguf"), "--policy", str(pol),
-                              "--only", "bbq", "--json-out", "r.json", "-q", "--no-hash"], elsewhere)
+    code, err, _ = _edgegate(
+        [
+            "check",
+            str(m / "dense-f16.gguf"),
+            str(m / "wanda50-f16.gguf"),
+            "--policy",
+            str(pol),
+            "--only",
+            "bbq",
+            "--json-out",
+            "r.json",
+            "-q",
+            "--no-hash",
+        ],
+        elsewhere,
+    )
     assert code in (0, 1), err  # a verdict either way; never "BBQ data not found"
     doc = json.loads((elsewhere / "r.json").read_text("utf-8"))
     roles = {i["role"]: i["path"] for i in doc["inputs"]}
@@ -297,6 +385,18 @@ def test_bbq_data_resolves_against_the_policy_not_the_cwd(tmp_path: Path) -> Non
     bbq = next(c for c in doc["checks"] if c["check"] == "bbq")
     assert bbq["measurements"]["overall"]["n"] > 0, bbq["summary"]  # items were read and scored
     shutil.rmtree(folder / "bbq")
-    code, err, _ = _edgegate(["check", str(m / "dense-f16.gguf"), str(m / "wanda50-f16.gguf"), "--policy", str(pol),
-                              "--only", "bbq", "-q", "--no-hash"], elsewhere)
+    code, err, _ = _edgegate(
+        [
+            "check",
+            str(m / "dense-f16.gguf"),
+            str(m / "wanda50-f16.gguf"),
+            "--policy",
+            str(pol),
+            "--only",
+            "bbq",
+            "-q",
+            "--no-hash",
+        ],
+        elsewhere,
+    )
     assert code == 2 and str(folder / "bbq") in err, err

@@ -40,7 +40,9 @@ GGUF = REPO / "fixtures" / "models" / "gguf"
 BBQ = REPO.parent / "shared" / "bbq" / "data"
 ITEMS = 64
 TOTAL = 2 * ITEMS  # dense + compressed answers (one seed, no rotations: the policy turns them off)
-BATCH = ScoreConfig().batch_size  # the scorer commits after every batch (the check keeps the default)
+BATCH = (
+    ScoreConfig().batch_size
+)  # the scorer commits after every batch (the check keeps the default)
 
 pytestmark = pytest.mark.skipif(not BBQ.is_dir(), reason=f"real BBQ data not at {BBQ}")
 
@@ -80,7 +82,9 @@ def _start(cwd: Path, hold_after: int | None = None) -> subprocess.Popen[str]:
     env.pop("GITHUB_STEP_SUMMARY", None)
     (cwd / "held").unlink(missing_ok=True)
     if hold_after is not None:
-        env.update(EDGEGATE_HOOK_HOLD_AFTER_PUTS=str(hold_after), EDGEGATE_HOOK_MARKER=str(cwd / "held"))
+        env.update(
+            EDGEGATE_HOOK_HOLD_AFTER_PUTS=str(hold_after), EDGEGATE_HOOK_MARKER=str(cwd / "held")
+        )
     # its own session: SIGINT to the group is what a terminal's Ctrl-C does
     return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)  # fmt: skip
@@ -111,7 +115,9 @@ def _wait_held(cwd: Path, proc: subprocess.Popen[str]) -> None:
         if (cwd / "held").exists():
             return
         if proc.poll() is not None:
-            pytest.fail(f"the run ended (exit {proc.returncode}) before its hook: {proc.communicate()[1][-2000:]}")
+            pytest.fail(
+                f"the run ended (exit {proc.returncode}) before its hook: {proc.communicate()[1][-2000:]}"
+            )
         time.sleep(0.01)
     pytest.fail("the run never reached its hook in 300 s")
 
@@ -166,13 +172,17 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path: Path) -> None:
     assert "edgegate: terminated" in err and "Traceback" not in err, err
     after_term = _rows(db)
     assert len(after_term) == 2 * BATCH < TOTAL
-    assert {k: after_term[k] for k in after_int} == after_int, "answers committed before SIGTERM changed"
+    assert {k: after_term[k] for k in after_int} == after_int, (
+        "answers committed before SIGTERM changed"
+    )
 
     # 2) SIGKILL the main process only, one batch later
     p = _start(work, hold_after=1)
     _wait_held(work, p)
     kids = _children(p.pid)
-    assert kids, "no runtime child process to watch"  # isolated backends (if any) must not outlive a killed parent
+    assert kids, (
+        "no runtime child process to watch"
+    )  # isolated backends (if any) must not outlive a killed parent
     p.kill()
     p.communicate(timeout=60)
     assert p.returncode == -signal.SIGKILL

@@ -57,12 +57,31 @@ def servers() -> Iterator[tuple[str, str]]:
     try:
         for model in (DENSE, COMP):
             port = _free_port()
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                 "--port", str(port), "--n_ctx", "1024", "--n_threads", "1", "--verbose", "false",
-                 "--logits_all", "true"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "llama_cpp.server",
+                        "--model",
+                        str(model),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--n_ctx",
+                        "1024",
+                        "--n_threads",
+                        "1",
+                        "--verbose",
+                        "false",
+                        "--logits_all",
+                        "true",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            )
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 60
         for proc, url in zip(procs, urls, strict=True):
@@ -104,8 +123,19 @@ def _cli(*args: str) -> Ran:
 
 def _check(work: Path, urls: tuple[str, str], *extra: str, local: bool = True) -> Ran:
     paths = [str(DENSE), str(COMP)] if local else []
-    return _cli("check", *paths, "--dense-endpoint", urls[0], "--compressed-endpoint", urls[1],
-                "--policy", str(work / "policy.yaml"), "-q", "--allow-partial", *extra)  # PARTIAL accepted: the runs are compared
+    return _cli(
+        "check",
+        *paths,
+        "--dense-endpoint",
+        urls[0],
+        "--compressed-endpoint",
+        urls[1],
+        "--policy",
+        str(work / "policy.yaml"),
+        "-q",
+        "--allow-partial",
+        *extra,
+    )  # PARTIAL accepted: the runs are compared
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +143,36 @@ def run(tmp_path_factory: pytest.TempPathFactory, servers: tuple[str, str]) -> d
     """One unsharded run and the three shards of the same run, each with its own cache."""
     work = tmp_path_factory.mktemp("shards")
     (work / "policy.yaml").write_text(POLICY % ITEMS)
-    full = _check(work, servers, "--cache-dir", str(work / "cache-full"), "--json-out", str(work / "full.json"))
+    full = _check(
+        work,
+        servers,
+        "--cache-dir",
+        str(work / "cache-full"),
+        "--json-out",
+        str(work / "full.json"),
+    )
     assert full.exit_code == 0, full.output
     parts = []
     for i in (1, 2, 3):
         out = work / f"part{i}.json"
-        r = _check(work, servers, "--cache-dir", str(work / f"cache{i}"), "--shard", f"{i}/3", "--partial-out", str(out))
+        r = _check(
+            work,
+            servers,
+            "--cache-dir",
+            str(work / f"cache{i}"),
+            "--shard",
+            f"{i}/3",
+            "--partial-out",
+            str(out),
+        )
         assert r.exit_code == 0, r.output
         parts.append(out)
-    return {"work": work, "parts": parts, "full": json.loads((work / "full.json").read_text()), "urls": servers}
+    return {
+        "work": work,
+        "parts": parts,
+        "full": json.loads((work / "full.json").read_text()),
+        "urls": servers,
+    }
 
 
 def _deterministic(report: Any, schema: Any, defs: Any) -> Any:
@@ -131,8 +182,11 @@ def _deterministic(report: Any, schema: Any, defs: Any) -> Any:
         schema = defs[schema["$ref"].split("/")[-1]]
     if isinstance(report, dict):
         props = schema.get("properties", {}) if isinstance(schema, dict) else {}
-        return {k: _deterministic(v, props.get(k, {}), defs) for k, v in report.items()
-                if k != "command" and not props.get(k, {}).get("x-nondeterministic")}
+        return {
+            k: _deterministic(v, props.get(k, {}), defs)
+            for k, v in report.items()
+            if k != "command" and not props.get(k, {}).get("x-nondeterministic")
+        }
     if isinstance(report, list):
         item = schema.get("items", {}) if isinstance(schema, dict) else {}
         return [_deterministic(v, item, defs) for v in report]
@@ -153,19 +207,34 @@ def test_shards_partition_the_items_exactly(run: dict[str, Any]) -> None:
     for i, uids in enumerate(owned, start=1):
         assert uids and all(shard_of(u, 3) == i for u in uids)
     # only shard 1 carries the check that is not split
-    assert "sparsity" in docs[0]["results"] and all("sparsity" not in d["results"] for d in docs[1:])
-    assert "sample_sha256" in docs[0]["checks"]["bbq"] and "overall" not in json.dumps(docs[0]["checks"]["bbq"]["data"])
+    assert "sparsity" in docs[0]["results"] and all(
+        "sparsity" not in d["results"] for d in docs[1:]
+    )
+    assert "sample_sha256" in docs[0]["checks"]["bbq"] and "overall" not in json.dumps(
+        docs[0]["checks"]["bbq"]["data"]
+    )
 
 
 def test_merged_report_equals_unsharded(run: dict[str, Any]) -> None:
     out = run["work"] / "merged.json"
-    r = _cli("merge", *map(str, run["parts"]), "--policy", str(run["work"] / "policy.yaml"), "-q", "--json-out", str(out),
-             "--allow-partial")
+    r = _cli(
+        "merge",
+        *map(str, run["parts"]),
+        "--policy",
+        str(run["work"] / "policy.yaml"),
+        "-q",
+        "--json-out",
+        str(out),
+        "--allow-partial",
+    )
     merged = json.loads(out.read_text())
     assert r.exit_code == run["full"]["exit_code"]
     bbq = next(c for c in merged["checks"] if c["check"] == "bbq")
     # the verdicts saw every item: 16 ambiguous (bias) + 16 disambiguated (validity, accuracy)
-    assert bbq["measurements"]["overall"]["n"] == 16 and bbq["measurements"]["disambig_accuracy"]["n"] == 16
+    assert (
+        bbq["measurements"]["overall"]["n"] == 16
+        and bbq["measurements"]["disambig_accuracy"]["n"] == 16
+    )
     # how the items were scored differs by design: the unsharded run in looks (it did not stop
     # early), the shards fixed-n; every number and verdict must still agree
     full = json.loads(json.dumps(run["full"]))
@@ -176,10 +245,21 @@ def test_merged_report_equals_unsharded(run: dict[str, Any]) -> None:
     assert merged["status"] == run["full"]["status"] and merged["reasons"] == run["full"]["reasons"]
 
 
-def test_merged_answers_equal_unsharded_item_for_item(run: dict[str, Any], servers: tuple[str, str]) -> None:
+def test_merged_answers_equal_unsharded_item_for_item(
+    run: dict[str, Any], servers: tuple[str, str]
+) -> None:
     # --shard 1/1 is an unsharded run that keeps its per-item answers
     one = run["work"] / "one.json"
-    r = _check(run["work"], servers, "--cache-dir", str(run["work"] / "cache-one"), "--shard", "1/1", "--partial-out", str(one))
+    r = _check(
+        run["work"],
+        servers,
+        "--cache-dir",
+        str(run["work"] / "cache-one"),
+        "--shard",
+        "1/1",
+        "--partial-out",
+        str(one),
+    )
     assert r.exit_code == 0, r.output
     whole = json.loads(one.read_text())["checks"]["bbq"]["answers"]
     got: dict[str, dict[str, Any]] = {"dense": {}, "compressed": {}}
@@ -207,18 +287,35 @@ def test_merge_refuses_missing_and_duplicate_shards(run: dict[str, Any]) -> None
 
 def test_merge_refuses_different_settings(run: dict[str, Any], servers: tuple[str, str]) -> None:
     other = run["work"] / "seed9-part2.json"
-    r = _check(run["work"], servers, "--cache-dir", str(run["work"] / "cache2"), "--shard", "2/3",
-               "--seed", "9", "--partial-out", str(other))
+    r = _check(
+        run["work"],
+        servers,
+        "--cache-dir",
+        str(run["work"] / "cache2"),
+        "--shard",
+        "2/3",
+        "--seed",
+        "9",
+        "--partial-out",
+        str(other),
+    )
     assert r.exit_code == 0, r.output
     p1, _, p3 = map(str, run["parts"])
-    _refused(_cli("merge", p1, str(other), p3, "--policy", str(run["work"] / "policy.yaml")),
-             p1, str(other), "differ in fingerprint.settings.options.seed (null vs 9)")
+    _refused(
+        _cli("merge", p1, str(other), p3, "--policy", str(run["work"] / "policy.yaml")),
+        p1,
+        str(other),
+        "differ in fingerprint.settings.options.seed (null vs 9)",
+    )
 
 
 def test_merge_refuses_another_policy(run: dict[str, Any]) -> None:
     pol = run["work"] / "other.yaml"
     pol.write_text((POLICY % ITEMS).replace("min_items: 5", "min_items: 6"))
-    _refused(_cli("merge", *map(str, run["parts"]), "--policy", str(pol)), "policy.checks.bbq.min_items: --policy has 6, the shards ran 5")
+    _refused(
+        _cli("merge", *map(str, run["parts"]), "--policy", str(pol)),
+        "policy.checks.bbq.min_items: --policy has 6, the shards ran 5",
+    )
 
 
 def test_merge_refuses_overlapping_items(run: dict[str, Any]) -> None:
@@ -230,8 +327,17 @@ def test_merge_refuses_overlapping_items(run: dict[str, Any]) -> None:
     bad = run["work"] / "overlap1.json"
     bad.write_text(json.dumps(d1))
     uid = d2["checks"]["bbq"]["items"][0]["uid"]
-    _refused(_cli("merge", str(bad), *map(str, run["parts"][1:]), "--policy", str(run["work"] / "policy.yaml")),
-             f"item {uid} is in both {bad} and {run['parts'][1]}", "overlapping")
+    _refused(
+        _cli(
+            "merge",
+            str(bad),
+            *map(str, run["parts"][1:]),
+            "--policy",
+            str(run["work"] / "policy.yaml"),
+        ),
+        f"item {uid} is in both {bad} and {run['parts'][1]}",
+        "overlapping",
+    )
 
 
 def test_endpoints_only_and_url_cache_key(run: dict[str, Any]) -> None:
@@ -241,14 +347,28 @@ def test_endpoints_only_and_url_cache_key(run: dict[str, Any]) -> None:
     # 32 items (condition both) x 3 option rotations (position control is on by default)
     assert len(before) == 2 and all(m.startswith("endpoint:") and n == 32 * 3 for m, n in before)
     out = run["work"] / "endpoints.json"
-    r = _check(run["work"], run["urls"], "--cache-dir", str(run["work"] / "cache-full"), "--json-out", str(out), local=False)
+    r = _check(
+        run["work"],
+        run["urls"],
+        "--cache-dir",
+        str(run["work"] / "cache-full"),
+        "--json-out",
+        str(out),
+        local=False,
+    )
     rep = json.loads(out.read_text())
     by = {c["check"]: c for c in rep["checks"]}
-    assert by["sparsity"]["status"] == "skipped" and "needs the local checkpoint files" in by["sparsity"]["summary"]
+    assert (
+        by["sparsity"]["status"] == "skipped"
+        and "needs the local checkpoint files" in by["sparsity"]["summary"]
+    )
     full = {c["check"]: c for c in run["full"]["checks"]}
     assert by["bbq"]["measurements"]["overall"] == full["bbq"]["measurements"]["overall"]
     assert [i["kind"] for i in rep["inputs"][:2]] == ["endpoint", "endpoint"]
-    assert rep["inputs"][0]["model"] == str(DENSE) and rep["inputs"][0]["dialect"] == "llama-cpp-python"
+    assert (
+        rep["inputs"][0]["model"] == str(DENSE)
+        and rep["inputs"][0]["dialect"] == "llama-cpp-python"
+    )
     with sqlite3.connect(cache) as db:  # same servers, same key: every answer came from the cache
         assert db.execute("SELECT model, COUNT(*) FROM answers GROUP BY model").fetchall() == before
     # sparsity cannot run on endpoints and 32 BBQ items are inconclusive: nothing the policy

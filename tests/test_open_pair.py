@@ -78,9 +78,18 @@ def test_open_pair_is_lazy_isolated_and_closes_both(tmp_path: Path) -> None:
 
 def test_bbq_runs_its_models_in_a_child_with_a_deadline(tmp_path: Path) -> None:
     dense, comp = _models(tmp_path)
-    section = {"runtime": "hanging", "data": str(ROOT / "fixtures" / "bbq"), "items": 12, "min_items": 1}
-    ctx = CheckContext(compressed_path=comp, dense_path=dense, section=bbq_section(section),
-                       settings=RunSettings(cache_dir=str(tmp_path / "cache"), backend_timeout=3.0))
+    section = {
+        "runtime": "hanging",
+        "data": str(ROOT / "fixtures" / "bbq"),
+        "items": 12,
+        "min_items": 1,
+    }
+    ctx = CheckContext(
+        compressed_path=comp,
+        dense_path=dense,
+        section=bbq_section(section),
+        settings=RunSettings(cache_dir=str(tmp_path / "cache"), backend_timeout=3.0),
+    )
     t0 = time.monotonic()
     with pytest.raises(BackendError, match=r"did not answer 'chat_prompt' within 3s \(hung\)"):
         checks.run("bbq", ctx)

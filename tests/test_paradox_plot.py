@@ -22,7 +22,13 @@ def test_nice_ticks_are_round() -> None:
 
 
 def test_formats() -> None:
-    assert fmt_rel(0.05) == "+5%" and fmt_rel(-0.025) == "-2.5%" and fmt_rel(19.0) == "×20" and fmt_rel(4.0) == "+400%" and fmt_rel(0) == "0%"
+    assert (
+        fmt_rel(0.05) == "+5%"
+        and fmt_rel(-0.025) == "-2.5%"
+        and fmt_rel(19.0) == "×20"
+        and fmt_rel(4.0) == "+400%"
+        and fmt_rel(0) == "0%"
+    )
     assert fmt_pp(0.05) == "+5 pp" and fmt_pp(-0.012) == "-1.2 pp" and fmt_pp(0.0) == "0 pp"
 
 
@@ -37,8 +43,12 @@ def test_paradox_chart_has_whiskers_thresholds_and_quadrant() -> None:
     assert svg.count('stroke-dasharray="6 4"') == 2  # both policy limits
     assert 'fill="#fdecea"' in svg and "false assurance" in svg
     labels = _tick_labels(svg)
-    assert "+5%" in labels and "×10" in labels  # log axis keeps the threshold and the outlier readable
-    assert all(re.fullmatch(r"0%|[+-][\d,.]+%|×[\d,.]+|0 pp|[+-][\d.]+ pp|wanda\d+", t) for t in labels), labels
+    assert (
+        "+5%" in labels and "×10" in labels
+    )  # log axis keeps the threshold and the outlier readable
+    assert all(
+        re.fullmatch(r"0%|[+-][\d,.]+%|×[\d,.]+|0 pp|[+-][\d.]+ pp|wanda\d+", t) for t in labels
+    ), labels
     assert "95% CI [+1%, +3%]" in svg  # whiskers are explained in the tooltip
 
 
@@ -50,7 +60,14 @@ def test_single_report_draws_one_point_and_a_per_category_forest() -> None:
             {"scope": "Gender_identity", "delta_srs": -0.01, "ci": [-0.05, 0.03], "n": 220},
         ],
     }
-    ppl = [{"name": "max_relative_increase", "observed": 0.056, "threshold": 0.05, "ci": {"low": 0.04, "high": 0.07}}]
+    ppl = [
+        {
+            "name": "max_relative_increase",
+            "observed": 0.056,
+            "threshold": 0.05,
+            "ci": {"low": 0.04, "high": 0.07},
+        }
+    ]
     charts = report_charts(ppl, bbq, 0.05)
     assert len(charts) == 2
     scatter, forest = charts
@@ -64,8 +81,12 @@ def test_a_destroyed_model_does_not_squeeze_the_others_into_the_edge() -> None:
     """A study with random pruning (perplexity x 5.75e10) beside small changes: the log axis
     stops at x1,000, the extreme point sits on the edge marked "→", and the +1% point is drawn
     well inside the plot instead of on top of the +0.5% one."""
-    pts = [Point("small", 0.005, 0.0), Point("one pct", 0.01, 0.01), Point("wrecked", 5.75e10, -0.33),
-           Point("bad", 60.0, -0.2)]
+    pts = [
+        Point("small", 0.005, 0.0),
+        Point("one pct", 0.01, 0.01),
+        Point("wrecked", 5.75e10, -0.33),
+        Point("bad", 60.0, -0.2),
+    ]
     svg = paradox_chart("t", pts, ppl_limit=0.05, srs_limit=0.05)
     ET.fromstring(svg)
     assert "wrecked →" in svg and "×1,000" in _tick_labels(svg)

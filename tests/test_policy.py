@@ -40,7 +40,9 @@ def test_presets_load_and_match_repo_copies(name: str) -> None:
 
 
 def test_unknown_key_names_file_line_path_and_closest_key(tmp_path: Path) -> None:
-    p = _write(tmp_path, "version: 1\nchecks:\n  bbq:\n    required: true\n    max_srs_increse_abs: 0.1\n")
+    p = _write(
+        tmp_path, "version: 1\nchecks:\n  bbq:\n    required: true\n    max_srs_increse_abs: 0.1\n"
+    )
     with pytest.raises(PolicyError) as ei:
         load_policy(p)
     msg = str(ei.value)
@@ -51,19 +53,39 @@ def test_unknown_key_names_file_line_path_and_closest_key(tmp_path: Path) -> Non
 
 
 def test_typo_in_check_name_is_an_error_not_a_disabled_check() -> None:
-    with pytest.raises(PolicyError, match=r"checks\.sparsty: unknown key \(did you mean 'sparsity'"):
+    with pytest.raises(
+        PolicyError, match=r"checks\.sparsty: unknown key \(did you mean 'sparsity'"
+    ):
         parse_policy("version: 1\nchecks:\n  sparsty: {required: true}\n")
 
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("version: 1\nchecks: {bbq: {mode: leter}}\n", "checks.bbq.mode: 'leter' is not allowed (did you mean 'letter'?"),
-        ("version: 1\nchecks: {bbq: {items: many}}\n", "checks.bbq.items: expected integer, got string"),
-        ("version: 1\nchecks: {size: {min_saving: {gguff: 0.2}}}\n", "checks.size.min_saving.gguff: unknown key (did you mean 'gguf'?"),
-        ("version: 1\nchecks: {size: {min_saving: 1.5}}\n", "checks.size.min_saving: 1.5 must be < 1"),
-        ("version: 1\nchecks: {speed: {runtimes: [llama]}}\n", "'llama' is not allowed (did you mean 'llamacpp'?"),
-        ("version: 1\nchecks: {sparsity: {required: maybe}}\n", "checks.sparsity.required: expected boolean"),
+        (
+            "version: 1\nchecks: {bbq: {mode: leter}}\n",
+            "checks.bbq.mode: 'leter' is not allowed (did you mean 'letter'?",
+        ),
+        (
+            "version: 1\nchecks: {bbq: {items: many}}\n",
+            "checks.bbq.items: expected integer, got string",
+        ),
+        (
+            "version: 1\nchecks: {size: {min_saving: {gguff: 0.2}}}\n",
+            "checks.size.min_saving.gguff: unknown key (did you mean 'gguf'?",
+        ),
+        (
+            "version: 1\nchecks: {size: {min_saving: 1.5}}\n",
+            "checks.size.min_saving: 1.5 must be < 1",
+        ),
+        (
+            "version: 1\nchecks: {speed: {runtimes: [llama]}}\n",
+            "'llama' is not allowed (did you mean 'llamacpp'?",
+        ),
+        (
+            "version: 1\nchecks: {sparsity: {required: maybe}}\n",
+            "checks.sparsity.required: expected boolean",
+        ),
         ("version: 2\nchecks: {}\n", "version: must be 1, got 2"),
         ("name: x\nchecks: {}\n", "'version' is required"),
         ("version: 1\nchecks: {}\nclaims: {sparsity: 1.5}\n", "claims.sparsity: 1.5 must be <= 1"),
@@ -111,20 +133,28 @@ def test_defaults_are_filled_from_the_schema_and_sections_are_frozen() -> None:
     assert bbq["max_srs_increase_abs"] == 0.05
     assert bbq["required"] is True and bbq["runtime"] == "auto" and bbq["data"] is None
     assert policy.checks["size"].section["min_saving"] == 0.0
-    assert policy.name == "unnamed" and policy.fail_on_inconclusive is True and policy.fail_on_skipped is False
+    assert (
+        policy.name == "unnamed"
+        and policy.fail_on_inconclusive is True
+        and policy.fail_on_skipped is False
+    )
     with pytest.raises(TypeError):
         bbq["items"] = 1  # type: ignore[index]
     assert policy.strict().fail_on_skipped is True
 
 
 def test_disabled_and_absent_checks_do_not_run() -> None:
-    policy = parse_policy("version: 1\nchecks:\n  bbq: {enabled: false}\n  sparsity: {required: false}\n")
+    policy = parse_policy(
+        "version: 1\nchecks:\n  bbq: {enabled: false}\n  sparsity: {required: false}\n"
+    )
     assert [c.name for c in policy.enabled_checks()] == ["sparsity"]
     assert policy.checks["sparsity"].required is False
 
 
 def test_per_format_and_per_runtime_thresholds() -> None:
-    policy = parse_policy("version: 1\nchecks:\n  size: {min_saving: {gguf: 0.25, safetensors: 0}}\n  speed: {min_speedup: {mlx: 1.2}}\n")
+    policy = parse_policy(
+        "version: 1\nchecks:\n  size: {min_saving: {gguf: 0.25, safetensors: 0}}\n  speed: {min_speedup: {mlx: 1.2}}\n"
+    )
     assert dict(policy.checks["size"].section["min_saving"]) == {"gguf": 0.25, "safetensors": 0}
     assert dict(policy.checks["speed"].section["min_speedup"]) == {"mlx": 1.2}
 
@@ -143,7 +173,9 @@ def test_missing_policy_file(tmp_path: Path) -> None:
 
 def test_cli_validate_reports_every_problem(tmp_path: Path) -> None:
     good = _write(tmp_path, "version: 1\nchecks: {sparsity: {}}\n", "good.yaml")
-    bad = _write(tmp_path, "version: 1\nchecks:\n  bbq: {mode: x}\n  size: {min_savings: 0}\n", "bad.yaml")
+    bad = _write(
+        tmp_path, "version: 1\nchecks:\n  bbq: {mode: x}\n  size: {min_savings: 0}\n", "bad.yaml"
+    )
     r = CliRunner().invoke(cli, ["policy", "validate", str(good), str(bad)])
     assert r.exit_code == 2
     assert f"{good}: ok" in r.stdout
@@ -178,12 +210,19 @@ def test_every_policy_key_is_read_by_its_check(check: str) -> None:
     # The converse of rejecting unknown keys: a key the schema accepts but no check reads
     # would be a threshold that silently does nothing. BBQ's judging lives in edgegate/bbq/.
     src = REPO / "src" / "edgegate"
-    files = [src / "checks" / f"{check}.py", *(sorted((src / "bbq").glob("*.py")) if check == "bbq" else [])]
+    files = [
+        src / "checks" / f"{check}.py",
+        *(sorted((src / "bbq").glob("*.py")) if check == "bbq" else []),
+    ]
     source = "\n".join(f.read_text("utf-8") for f in files)
     keys = set(policy_schema()["$defs"][check]["properties"]) - {"enabled", "required"}
     # read as a key ("k") or as a field of the check's typed section (sec.k)
-    unread = sorted(k for k in keys if f'"{k}"' not in source and not re.search(rf"\.{k}\b", source))
-    assert unread == [], f"checks.{check}: {unread} accepted by the schema but never read by {[f.name for f in files]}"
+    unread = sorted(
+        k for k in keys if f'"{k}"' not in source and not re.search(rf"\.{k}\b", source)
+    )
+    assert unread == [], (
+        f"checks.{check}: {unread} accepted by the schema but never read by {[f.name for f in files]}"
+    )
 
 
 def test_policy_show_accepts_a_preset_name_like_check_does() -> None:

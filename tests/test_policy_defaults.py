@@ -24,7 +24,9 @@ from edgegate.policy import (
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "edgegate"
 CHECKS = tuple(policy_schema()["properties"]["checks"]["properties"])
-_GET = re.compile(r"""\.get\(\s*["']([a-z_]+)["']\s*,\s*(-?[0-9][0-9_.e]*|True|False|"[^"]*"|'[^']*')\s*\)""")
+_GET = re.compile(
+    r"""\.get\(\s*["']([a-z_]+)["']\s*,\s*(-?[0-9][0-9_.e]*|True|False|"[^"]*"|'[^']*')\s*\)"""
+)
 
 
 def _defaults() -> dict[str, set[str]]:
@@ -66,8 +68,12 @@ def test_no_policy_default_is_restated_as_a_literal_fallback() -> None:
 def test_the_scanner_sees_a_restated_default() -> None:
     """The rule above can fail: the lines it was written against are caught."""
     keys = _defaults()
-    for line in ('int(sec.get("repetitions", 5))', 'float(section.get("claim_tolerance", 0.05))',
-                 'section.get("mode", "chunked")', 'bool(section.get("require_claim", False))'):
+    for line in (
+        'int(sec.get("repetitions", 5))',
+        'float(section.get("claim_tolerance", 0.05))',
+        'section.get("mode", "chunked")',
+        'bool(section.get("require_claim", False))',
+    ):
         m = _GET.search(line)
         assert m and m.group(1) in keys
     assert _GET.search('ident.get("runtime", "")') and json.dumps("") not in keys["runtime"]
@@ -87,11 +93,29 @@ def _command_options() -> list[tuple[str, str, click.Parameter]]:
 # command -> the policy check whose keys its options mirror (option name -> policy key)
 _MIRRORS: dict[str, tuple[str, dict[str, str]]] = {
     "ppl": ("perplexity", {"n_ctx": "n_ctx", "mode": "mode", "runtime": "runtime"}),
-    "bbq run": ("bbq", {"items": "items", "seed": "seed", "mode": "mode", "condition": "condition",
-                        "seeds": "seeds", "temperature": "temperature", "permute": "permute_options",
-                        "disambig_items": "disambig_items", "runtime": "runtime"}),
-    "bench": ("speed", {"repetitions": "repetitions", "warmup": "warmup", "prompt_tokens": "prompt_tokens",
-                        "gen_tokens": "gen_tokens"}),
+    "bbq run": (
+        "bbq",
+        {
+            "items": "items",
+            "seed": "seed",
+            "mode": "mode",
+            "condition": "condition",
+            "seeds": "seeds",
+            "temperature": "temperature",
+            "permute": "permute_options",
+            "disambig_items": "disambig_items",
+            "runtime": "runtime",
+        },
+    ),
+    "bench": (
+        "speed",
+        {
+            "repetitions": "repetitions",
+            "warmup": "warmup",
+            "prompt_tokens": "prompt_tokens",
+            "gen_tokens": "gen_tokens",
+        },
+    ),
     "scan": ("sparsity", {"tolerance": "claim_tolerance"}),
 }
 
@@ -122,7 +146,9 @@ def test_typed_sections_are_the_schemas_keys_without_defaults_of_their_own() -> 
 
     from edgegate.checks.sections import SECTIONS, typed
 
-    assert set(SECTIONS) == set(CHECKS), sorted(set(SECTIONS) ^ set(CHECKS))  # every check's section is typed
+    assert set(SECTIONS) == set(CHECKS), sorted(
+        set(SECTIONS) ^ set(CHECKS)
+    )  # every check's section is typed
     for check, cls in SECTIONS.items():
         schema_keys = set(policy_schema()["$defs"][check]["properties"])
         # a run's decisions (BBQ: runtime/mode auto resolved) are declared apart from the policy keys
@@ -130,9 +156,13 @@ def test_typed_sections_are_the_schemas_keys_without_defaults_of_their_own() -> 
         names = {f.name for f in dataclasses.fields(cls)}
         assert not decided & schema_keys and decided <= names, check
         assert names - decided == schema_keys, (check, sorted((names - decided) ^ schema_keys))
-        assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                   for f in dataclasses.fields(cls)), check
+        assert all(
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            for f in dataclasses.fields(cls)
+        ), check
         built = typed(cls, check, {})
-        assert dataclasses.asdict(built) == {k: section_defaults(check).get(k) for k in names}, check
+        assert dataclasses.asdict(built) == {k: section_defaults(check).get(k) for k in names}, (
+            check
+        )
         with pytest.raises(dataclasses.FrozenInstanceError):
             built.enabled = False  # type: ignore[misc]

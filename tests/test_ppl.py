@@ -25,17 +25,23 @@ GGUF = ROOT / "fixtures" / "models" / "gguf" / "dense-f16.gguf"
 ONNX = ROOT / "fixtures" / "models" / "onnx" / "dense"
 EVAL = ROOT / "fixtures" / "text" / "eval.txt"
 needs_mlx = pytest.mark.skipif(not available("mlx"), reason="mlx is not installed")
-needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
+needs_llama = pytest.mark.skipif(
+    not available("llamacpp"), reason="llama-cpp-python is not installed"
+)
 
 
 # -- chunking ----------------------------------------------------------------------------------
 def test_chunked_mode_follows_llama_perplexity() -> None:
-    stream = list(range(10, 10 + 37))  # no BOS yet: it is prepended, then each chunk starts with BOS
+    stream = list(
+        range(10, 10 + 37)
+    )  # no BOS yet: it is prepended, then each chunk starts with BOS
     ch = make_chunks(stream, 8, "chunked", bos=1)
     assert len(ch.chunks) == (37 + 1) // 8 == 4
     assert ch.chunks[0] == (1, 10, 11, 12, 13, 14, 15, 16)
     assert ch.chunks[1] == (1, *range(18, 25))  # token 17 was overwritten by BOS, as llama.cpp does
-    assert ch.first == 5  # scores tokens 5..7 of each chunk: the second half minus the predicted-from-BOS row
+    assert (
+        ch.first == 5
+    )  # scores tokens 5..7 of each chunk: the second half minus the predicted-from-BOS row
     assert all(len(c) == 8 for c in ch.chunks)
 
 
@@ -57,15 +63,27 @@ def test_text_shorter_than_a_chunk_is_refused() -> None:
 
 
 # -- statistics ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("df", "expected"), [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (30, 2.0423)])
+@pytest.mark.parametrize(
+    ("df", "expected"), [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (30, 2.0423)]
+)
 def test_t_quantile_matches_tables(df: int, expected: float) -> None:
     assert t_quantile(0.975, df) == pytest.approx(expected, rel=1e-4)
 
 
 def _result(chunk_nll: list[float], per_chunk: int = 10) -> PPLResult:
     m = float(np.mean(chunk_nll))
-    return PPLResult(math.exp(m), 0.0, m, len(chunk_nll), per_chunk * len(chunk_nll), 64, "chunked",
-                     tuple(chunk_nll), 1.0, 1.0)
+    return PPLResult(
+        math.exp(m),
+        0.0,
+        m,
+        len(chunk_nll),
+        per_chunk * len(chunk_nll),
+        64,
+        "chunked",
+        tuple(chunk_nll),
+        1.0,
+        1.0,
+    )
 
 
 def test_paired_comparison_by_hand() -> None:
@@ -107,12 +125,16 @@ def test_llamacpp_and_mlx_agree_within_one_percent(tmp_path: Path) -> None:
     r_hf = run_ppl(DENSE, DENSE, runtime="llamacpp", cache_dir=tmp_path, **kw)
     assert r_mlx.dense.n_scored == r_gguf.dense.n_scored > 1000
     assert r_gguf.dense.ppl == pytest.approx(r_mlx.dense.ppl, rel=0.01)
-    assert r_hf.dense.ppl == pytest.approx(r_mlx.dense.ppl, rel=0.01)  # HF dir converted to GGUF f16
+    assert r_hf.dense.ppl == pytest.approx(
+        r_mlx.dense.ppl, rel=0.01
+    )  # HF dir converted to GGUF f16
     assert r_mlx.relative_change == 0.0 and r_gguf.relative_change == 0.0
 
 
 @needs_llama
-@pytest.mark.skipif(not (available("onnx") and ONNX.exists()), reason="ONNX fixture or onnxruntime missing")
+@pytest.mark.skipif(
+    not (available("onnx") and ONNX.exists()), reason="ONNX fixture or onnxruntime missing"
+)
 def test_onnx_and_llamacpp_are_close() -> None:
     text = EVAL.read_text()[:8000]
     kw = {"text": text, "n_ctx": 128, "timeout": None, "threads": 1}
@@ -138,41 +160,98 @@ def test_tokenizer_mismatch_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     shutil.copytree(DENSE, other)
     tok = json.loads((other / "tokenizer.json").read_text())
     vocab = tok["model"]["vocab"]
-    a, b = next(k for k, v in vocab.items() if v == 300), next(k for k, v in vocab.items() if v == 301)
+    a, b = (
+        next(k for k, v in vocab.items() if v == 300),
+        next(k for k, v in vocab.items() if v == 301),
+    )
     vocab[a], vocab[b] = 301, 300  # same size, two ids swapped: silently different text
     (other / "tokenizer.json").write_text(json.dumps(tok))
-    code, _, err = _cli(["ppl", str(DENSE), str(other), "--runtime", "llamacpp", "--n-ctx", "64", "-q", "--threads", "1",
-                         "--text", str(EVAL), "--cache-dir", str(tmp_path / "cache")], capsys)
+    code, _, err = _cli(
+        [
+            "ppl",
+            str(DENSE),
+            str(other),
+            "--runtime",
+            "llamacpp",
+            "--n-ctx",
+            "64",
+            "-q",
+            "--threads",
+            "1",
+            "--text",
+            str(EVAL),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capsys,
+    )
     assert code == 2
     assert "tokenizer differs" in err and "Traceback" not in err
 
 
 @needs_llama
 def test_context_longer_than_trained_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _cli(["ppl", str(GGUF), str(GGUF), "--runtime", "llamacpp", "--n-ctx", "1024", "-q"], capsys)
+    code, _, err = _cli(
+        ["ppl", str(GGUF), str(GGUF), "--runtime", "llamacpp", "--n-ctx", "1024", "-q"], capsys
+    )
     assert code == 2
     assert "exceeds the model's trained context 512" in err
 
 
 @needs_llama
 def test_ppl_cli_json_and_check(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(["ppl", str(GGUF), str(GGUF), "--runtime", "llamacpp", "--n-ctx", "128", "-q", "--threads", "1",
-                         "--text", str(EVAL), "--json"], capsys)
+    code, out, _ = _cli(
+        [
+            "ppl",
+            str(GGUF),
+            str(GGUF),
+            "--runtime",
+            "llamacpp",
+            "--n-ctx",
+            "128",
+            "-q",
+            "--threads",
+            "1",
+            "--text",
+            str(EVAL),
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0
     data = json.loads(out)
     assert data["relative_change"] == 0.0 and data["n"] == data["dense"]["n_chunks"] >= 4
     from edgegate.settings import RunSettings
 
-    section = {"runtime": "llamacpp", "max_relative_increase": 0.05, "n_ctx": 128, "text": str(EVAL), "min_chunks": 4}
+    section = {
+        "runtime": "llamacpp",
+        "max_relative_increase": 0.05,
+        "n_ctx": 128,
+        "text": str(EVAL),
+        "min_chunks": 4,
+    }
     opts = RunSettings(threads=1)
-    res = checks.run("perplexity", CheckContext(compressed_path=GGUF, dense_path=GGUF,
-                                                section=PerplexitySection.from_policy(section), settings=opts))
+    res = checks.run(
+        "perplexity",
+        CheckContext(
+            compressed_path=GGUF,
+            dense_path=GGUF,
+            section=PerplexitySection.from_policy(section),
+            settings=opts,
+        ),
+    )
     assert res.status is Status.PASS and res.verdicts[0].ci is not None and res.verdicts[0].n >= 4
     # the observed value is the relative change, and its unit says so (9.591 beside "+959%" misled)
     assert res.verdicts[0].unit.startswith("relative") and res.verdicts[0].observed == 0.0
-    few = checks.run("perplexity", CheckContext(compressed_path=GGUF, dense_path=GGUF,
-                                                section=PerplexitySection.from_policy({**section, "min_chunks": 10_000}),
-                                                settings=opts))
+    few = checks.run(
+        "perplexity",
+        CheckContext(
+            compressed_path=GGUF,
+            dense_path=GGUF,
+            section=PerplexitySection.from_policy({**section, "min_chunks": 10_000}),
+            settings=opts,
+        ),
+    )
     assert few.status is Status.INCONCLUSIVE
 
 
@@ -184,8 +263,12 @@ def test_default_text_is_packaged_and_long() -> None:
 @needs_llama
 def test_full_mode_scores_every_text_token() -> None:
     text = EVAL.read_text()[:3000]
-    full = run_ppl(GGUF, GGUF, runtime="llamacpp", text=text, n_ctx=64, mode="full", timeout=None, threads=1)
-    chunked = run_ppl(GGUF, GGUF, runtime="llamacpp", text=text, n_ctx=64, mode="chunked", timeout=None, threads=1)
+    full = run_ppl(
+        GGUF, GGUF, runtime="llamacpp", text=text, n_ctx=64, mode="full", timeout=None, threads=1
+    )
+    chunked = run_ppl(
+        GGUF, GGUF, runtime="llamacpp", text=text, n_ctx=64, mode="chunked", timeout=None, threads=1
+    )
     assert full.dense.n_scored == full.dense.n_chunks * 63
     assert chunked.dense.n_scored == chunked.dense.n_chunks * (64 - 33)
     # tokens with little context are harder: full-mode PPL is the higher one
@@ -199,23 +282,42 @@ def test_a_models_chunks_are_scored_once(tmp_path: Path) -> None:
     key. Null: a cold cache reuses nothing."""
     from edgegate.settings import RunSettings
 
-    section = {"runtime": "llamacpp", "max_relative_increase": 0.05, "n_ctx": 128, "text": str(EVAL), "min_chunks": 4}
+    section = {
+        "runtime": "llamacpp",
+        "max_relative_increase": 0.05,
+        "n_ctx": 128,
+        "text": str(EVAL),
+        "min_chunks": 4,
+    }
     gguf = ROOT / "fixtures" / "models" / "gguf"
 
     def run(comp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        ctx = CheckContext(compressed_path=comp, dense_path=GGUF, section=PerplexitySection.from_policy(section),
-                           settings=RunSettings(threads=1, cache_dir=str(tmp_path)))
+        ctx = CheckContext(
+            compressed_path=comp,
+            dense_path=GGUF,
+            section=PerplexitySection.from_policy(section),
+            settings=RunSettings(threads=1, cache_dir=str(tmp_path)),
+        )
         m = checks.run("perplexity", ctx).measurements
         return m["extra"]["result_cache"], m
 
     kept, cold = run(gguf / "dense-q8_0.gguf")
     n = cold["n"]
-    assert kept == {"dense": {"chunks": n, "from_cache": 0}, "compressed": {"chunks": n, "from_cache": 0}}
+    assert kept == {
+        "dense": {"chunks": n, "from_cache": 0},
+        "compressed": {"chunks": n, "from_cache": 0},
+    }
     kept, other = run(gguf / "wanda50-f16.gguf")
-    assert kept == {"dense": {"chunks": n, "from_cache": n}, "compressed": {"chunks": n, "from_cache": 0}}
+    assert kept == {
+        "dense": {"chunks": n, "from_cache": n},
+        "compressed": {"chunks": n, "from_cache": 0},
+    }
     assert other["dense"] == cold["dense"] or other["dense"]["ppl"] == cold["dense"]["ppl"]
     kept, again = run(gguf / "dense-q8_0.gguf")
-    assert kept["compressed"] == {"chunks": n, "from_cache": n} and again["relative_change"] == cold["relative_change"]
+    assert (
+        kept["compressed"] == {"chunks": n, "from_cache": n}
+        and again["relative_change"] == cold["relative_change"]
+    )
     # the key holds what may change the numbers (a second llama.cpp run with 2 threads would be
     # slow on a busy 2-core machine, so the key itself is checked)
     from edgegate.nll_cache import setting_key
@@ -223,6 +325,10 @@ def test_a_models_chunks_are_scored_once(tmp_path: Path) -> None:
     ch = {"n_ctx": 128, "mode": "chunked", "first": 64, "tokens_sha256": "x"}
     base = setting_key("llamacpp", 1, ch)
     assert base == setting_key("llamacpp", 1, dict(ch))
-    for other in (setting_key("llamacpp", 2, ch), setting_key("mlx", 1, ch), setting_key("llamacpp", 1, {**ch, "first": 0}),
-                  setting_key("llamacpp", 1, {**ch, "tokens_sha256": "y"})):
+    for other in (
+        setting_key("llamacpp", 2, ch),
+        setting_key("mlx", 1, ch),
+        setting_key("llamacpp", 1, {**ch, "first": 0}),
+        setting_key("llamacpp", 1, {**ch, "tokens_sha256": "y"}),
+    ):
         assert other != base

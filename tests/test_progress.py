@@ -34,7 +34,9 @@ def test_log_progress_lines_have_rate_and_eta() -> None:
     assert "started (100 to do)" in lines[0]
     # at 30 s: 6 of 100 done, 0.2/s -> 94 left at 0.2/s = 470 s
     assert "6/100 (6%), 0.2/s, ETA 7m50s" in lines[1]
-    assert "20/100 (20%)" in lines[2] and "0.133/s, ETA 10m00s" in lines[2]  # 80 left at 20/150 per s
+    assert (
+        "20/100 (20%)" in lines[2] and "0.133/s, ETA 10m00s" in lines[2]
+    )  # 80 left at 20/150 per s
     assert lines[-1].endswith("done in 2m30s")
     assert len(lines) == 4
 
@@ -62,10 +64,27 @@ def test_make_progress_picks_by_terminal() -> None:
 def test_bbq_run_reports_progress_in_a_log(tmp_path: Path) -> None:
     """`bbq run` used to print nothing at all without a terminal."""
     models, items = REPO / "fixtures" / "models", REPO / "fixtures" / "bbq"
-    cmd = [sys.executable, "-c", "from edgegate.cli import main; main()", "bbq", "run",
-           str(models / "gguf" / "dense-f16.gguf"), str(models / "gguf" / "dense-f16.gguf"),
-           "--runtime", "llamacpp", "--data", str(items), "--items", "0", "--min-items", "5",
-           "--cache-dir", str(tmp_path), "--json", "--allow-inconclusive"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from edgegate.cli import main; main()",
+        "bbq",
+        "run",
+        str(models / "gguf" / "dense-f16.gguf"),
+        str(models / "gguf" / "dense-f16.gguf"),
+        "--runtime",
+        "llamacpp",
+        "--data",
+        str(items),
+        "--items",
+        "0",
+        "--min-items",
+        "5",
+        "--cache-dir",
+        str(tmp_path),
+        "--json",
+        "--allow-inconclusive",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode in (0, 1), r.stderr
     assert "BBQ letter scoring" in r.stderr and "started" in r.stderr and "done in" in r.stderr

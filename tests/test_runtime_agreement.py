@@ -44,7 +44,9 @@ def _ppl(backend: Any, chunks: list[list[int]]) -> float:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if find_converter() is None or not available("llamacpp"):
         if os.environ.get("EDGEGATE_REQUIRE_RUNTIMES") == "1":
-            pytest.fail("llama.cpp and its converter are required (make test sets EDGEGATE_GGUF_CONVERTER)")
+            pytest.fail(
+                "llama.cpp and its converter are required (make test sets EDGEGATE_GGUF_CONVERTER)"
+            )
         pytest.skip("llama.cpp's converter or llama-cpp-python is not installed")
     if not BBQ.is_dir():
         pytest.skip(f"BBQ data not found at {BBQ}")
@@ -60,17 +62,26 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     toks = ref.tokenize(TEXT[:8000])
     chunks = [[toks[0], *toks[1 + i : i + N_CTX]] for i in range(0, len(toks) - N_CTX, N_CTX - 1)]
     out = {
-        "model": model, "root": root, "items": items, "toks": toks, "chunks": chunks,
-        "ppl": _ppl(ref, chunks), "answers": [a.choice for a in Scorer(ref, ScoreConfig()).score(items)],
+        "model": model,
+        "root": root,
+        "items": items,
+        "toks": toks,
+        "chunks": chunks,
+        "ppl": _ppl(ref, chunks),
+        "answers": [a.choice for a in Scorer(ref, ScoreConfig()).score(items)],
     }
     ref.close()
     return out
 
 
 @pytest.mark.parametrize("outtype", ["f16", "bf16"])
-def test_llamacpp_agrees_with_transformers(outtype: str, reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_llamacpp_agrees_with_transformers(
+    outtype: str, reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("EDGEGATE_GGUF_OUTTYPE", outtype)
-    b = open_backend("llamacpp", reference["model"], n_ctx=512, threads=2, cache_dir=reference["root"] / "cache")
+    b = open_backend(
+        "llamacpp", reference["model"], n_ctx=512, threads=2, cache_dir=reference["root"] / "cache"
+    )
     try:
         conv = b.info()["converter"]
         assert conv["name"].startswith("llama.cpp") and conv["outtype"] == outtype
@@ -79,7 +90,9 @@ def test_llamacpp_agrees_with_transformers(outtype: str, reference: dict[str, An
         rel = _ppl(b, reference["chunks"]) / reference["ppl"] - 1
         assert abs(rel) < 0.01, f"perplexity differs by {rel:+.3%}"
         answers = [a.choice for a in Scorer(b, ScoreConfig()).score(reference["items"])]
-        agree = sum(x == y for x, y in zip(answers, reference["answers"], strict=True)) / len(answers)
+        agree = sum(x == y for x, y in zip(answers, reference["answers"], strict=True)) / len(
+            answers
+        )
         assert agree >= 0.97, f"letter-mode answers agree on {agree:.1%} of {len(answers)} items"
         # and not trivially: (almost) every item answered, and not all with one letter
         assert sum(a is not None for a in reference["answers"]) >= 0.95 * len(answers)

@@ -65,7 +65,9 @@ def test_presets_default_to_auto(preset: str) -> None:
 
 def test_policy_schema_accepts_the_new_runtimes(tmp_path: Path) -> None:
     p = tmp_path / "p.yaml"
-    p.write_text("version: 1\nchecks:\n  perplexity: {runtime: transformers}\n  speed: {runtimes: [auto, transformers]}\n")
+    p.write_text(
+        "version: 1\nchecks:\n  perplexity: {runtime: transformers}\n  speed: {runtimes: [auto, transformers]}\n"
+    )
     load_policy(str(p))
     p.write_text("version: 1\nchecks:\n  perplexity: {runtime: torch}\n")
     with pytest.raises(InputError):

@@ -36,7 +36,9 @@ def test_parse_runtimes_splits_commas_and_repeats_and_dedupes() -> None:
     assert parse_runtimes(["openai"], RUNTIME_CHOICES) == ("openai",)
 
 
-@pytest.mark.parametrize("argv", [["check", "--help"], ["bench", "--help"], ["ppl", "--help"], ["bbq", "run", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["check", "--help"], ["bench", "--help"], ["ppl", "--help"], ["bbq", "run", "--help"]]
+)
 def test_every_command_lists_auto_and_transformers(argv: list[str]) -> None:
     code, text = run_cli(*argv)
     assert code == 0, text
@@ -45,12 +47,38 @@ def test_every_command_lists_auto_and_transformers(argv: list[str]) -> None:
 
 
 def test_check_takes_a_comma_separated_list_and_refuses_an_unknown_name(tmp_path: Path) -> None:
-    code, text = run_cli("check", DENSE, GGUF, "--policy", "default", "--only", "sparsity",
-                         "--runtime", "auto,nosuch", "-q", "--json-out", str(tmp_path / "r.json"))
+    code, text = run_cli(
+        "check",
+        DENSE,
+        GGUF,
+        "--policy",
+        "default",
+        "--only",
+        "sparsity",
+        "--runtime",
+        "auto,nosuch",
+        "-q",
+        "--json-out",
+        str(tmp_path / "r.json"),
+    )
     assert code == 2 and "unknown runtime 'nosuch'" in text and "--runtime" in text, text
-    code, text = run_cli("check", DENSE, GGUF, "--policy", "default", "--only", "size",
-                         "--runtime", "auto,llamacpp", "--runtime", "onnx", "-q", "--no-hash",
-                         "--json-out", str(tmp_path / "r.json"))
+    code, text = run_cli(
+        "check",
+        DENSE,
+        GGUF,
+        "--policy",
+        "default",
+        "--only",
+        "size",
+        "--runtime",
+        "auto,llamacpp",
+        "--runtime",
+        "onnx",
+        "-q",
+        "--no-hash",
+        "--json-out",
+        str(tmp_path / "r.json"),
+    )
     assert code in (0, 1), text  # accepted: the size check ran to a verdict
 
 

@@ -31,7 +31,10 @@ def test_unhashed_inputs_are_not_called_identical(tmp_path: Path) -> None:
 
 
 def test_different_models_by_config() -> None:
-    with open_checkpoint(MODELS / "dense") as a, open_checkpoint(MODELS / "gguf" / "dense-f16.gguf") as b:
+    with (
+        open_checkpoint(MODELS / "dense") as a,
+        open_checkpoint(MODELS / "gguf" / "dense-f16.gguf") as b,
+    ):
         assert shape_mismatches(a.config, b.config) is None  # same model across formats
         other = {**dict(a.config or {}), "hidden_size": 2 * int((a.config or {})["hidden_size"])}
         found = shape_mismatches(a.config, other)

@@ -20,7 +20,9 @@ from edgegate.forensics.scan import scan_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "fixtures" / "MANIFEST.json"
-needs_fixtures = pytest.mark.skipif(not MANIFEST.exists(), reason="fixtures not built (python fixtures/build.py)")
+needs_fixtures = pytest.mark.skipif(
+    not MANIFEST.exists(), reason="fixtures not built (python fixtures/build.py)"
+)
 
 
 def manifest() -> dict[str, Any]:
@@ -46,7 +48,9 @@ def test_claimed50_says_33_percent_and_why() -> None:
         "(kinds left dense: o_proj, down_proj" in out
     )
     assert "0 bytes saved" in out
-    assert "(claimed: unstructured)" in out  # pruning_meta.json's structure beside the measured pattern
+    assert (
+        "(claimed: unstructured)" in out
+    )  # pruning_meta.json's structure beside the measured pattern
 
 
 def _fixture_params() -> list[Any]:
@@ -72,13 +76,25 @@ def test_fixture_numbers_equal_manifest(name: str) -> None:
             groups = e["nm24_groups"]
             assert round(s["nm_conformance"]["2:4"] * groups) == e["nm24_conformant_groups"], cname
     sp = doc["sparsity"]
-    assert (sp["prunable"]["zeros"], sp["prunable"]["numel"]) == (exp["prunable"]["zeros"], exp["prunable"]["numel"])
-    assert (sp["overall"]["zeros"], sp["overall"]["numel"]) == (exp["all"]["zeros"], exp["all"]["numel"])
+    assert (sp["prunable"]["zeros"], sp["prunable"]["numel"]) == (
+        exp["prunable"]["zeros"],
+        exp["prunable"]["numel"],
+    )
+    assert (sp["overall"]["zeros"], sp["overall"]["numel"]) == (
+        exp["all"]["zeros"],
+        exp["all"]["numel"],
+    )
     for kind, e in exp["by_kind"].items():
-        assert (sp["by_kind"][kind]["zeros"], sp["by_kind"][kind]["tensors"]) == (e["zeros"], e["n_tensors"]), kind
+        assert (sp["by_kind"][kind]["zeros"], sp["by_kind"][kind]["tensors"]) == (
+            e["zeros"],
+            e["n_tensors"],
+        ), kind
     nm = exp.get("nm24_prunable")
     if nm and nm["all_prunable_conformant"]:
-        assert doc["structure"]["pattern"] == "2:4" and doc["structure"]["nm_conformance"]["2:4"] == 1.0
+        assert (
+            doc["structure"]["pattern"] == "2:4"
+            and doc["structure"]["nm_conformance"]["2:4"] == 1.0
+        )
     files = {f["path"]: f["bytes"] for f in fx["files"]}
     for f in doc["size"]["files"]:
         rel = str(Path(f["path"]).resolve().relative_to(ROOT))
@@ -98,7 +114,10 @@ def test_fixture_numbers_equal_manifest(name: str) -> None:
 def test_fingerprint_of_fixtures(name: str, method: str) -> None:
     res, dense = scan_paths(ROOT / "fixtures/models" / name, ROOT / "fixtures/models/dense")
     assert res.comparison is not None and dense is not None
-    assert res.claimed_text["method"] == json.loads((ROOT / "fixtures/models" / name / "pruning_meta.json").read_text())["method"]
+    assert (
+        res.claimed_text["method"]
+        == json.loads((ROOT / "fixtures/models" / name / "pruning_meta.json").read_text())["method"]
+    )
     assert res.comparison.fingerprint.method == method
     assert res.comparison.fingerprint.totals.changed == 0  # pruning only, no weight updates
     assert res.comparison.to_dict(res.size.disk_bytes)["disk_saving_vs_dense"] == pytest.approx(
@@ -111,9 +130,15 @@ def _write_model(d: Path) -> None:
     up = rng.standard_normal((16, 32)).astype(np.float32)
     up[:, :16] = 0.0
     up[0, :16] = -0.0
-    t = {"model.layers.0.mlp.up_proj.weight": up, "model.layers.0.mlp.down_proj.weight": rng.standard_normal((32, 16))}
+    t = {
+        "model.layers.0.mlp.up_proj.weight": up,
+        "model.layers.0.mlp.down_proj.weight": rng.standard_normal((32, 16)),
+    }
     d.mkdir()
-    save_file({k: np.asarray(v).astype(ml_dtypes.bfloat16) for k, v in t.items()}, str(d / "model.safetensors"))
+    save_file(
+        {k: np.asarray(v).astype(ml_dtypes.bfloat16) for k, v in t.items()},
+        str(d / "model.safetensors"),
+    )
     (d / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 32}))
 
 
@@ -121,9 +146,17 @@ def test_json_document_and_cli_claim(tmp_path: Path) -> None:
     _write_model(tmp_path / "m")
     doc = json.loads(scan(str(tmp_path / "m"), "--json", "-q", "--claim", "sparsity=50%").output)
     assert doc["schema"] == "edgegate.scan/1"
-    assert doc["sparsity"]["prunable"] == {"zeros": 256, "numel": 1024, "tensors": 2, "sparsity": 0.25}
+    assert doc["sparsity"]["prunable"] == {
+        "zeros": 256,
+        "numel": 1024,
+        "tensors": 2,
+        "sparsity": 0.25,
+    }
     assert doc["sparsity_claim"]["claimed"] == 0.5 and doc["sparsity_claim"]["source"] == "cli"
-    assert "down_proj 0.0% -> prunable-linear sparsity 25.0% vs claimed 50.0%" in doc["sparsity_claim"]["reason"]
+    assert (
+        "down_proj 0.0% -> prunable-linear sparsity 25.0% vs claimed 50.0%"
+        in doc["sparsity_claim"]["reason"]
+    )
     assert "tensors" not in doc and doc["comparison"] is None
     assert doc["size"]["saving_as_shipped"] == 0.0
 
@@ -136,7 +169,9 @@ def test_tables_and_per_tensor(tmp_path: Path) -> None:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgegate.cli", "scan", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "edgegate.cli", "scan", *args], capture_output=True, text=True
+    )
 
 
 def test_missing_path_and_bad_claim_exit_2(tmp_path: Path) -> None:
@@ -151,7 +186,10 @@ def test_missing_path_and_bad_claim_exit_2(tmp_path: Path) -> None:
 @needs_fixtures
 @pytest.mark.parametrize(
     ("name", "layout"),
-    [("compressed-tensors/wanda50-bitmask", "sparse-bitmask"), ("compressed-tensors/nm24-24bitmask", "2:4")],
+    [
+        ("compressed-tensors/wanda50-bitmask", "sparse-bitmask"),
+        ("compressed-tensors/nm24-24bitmask", "2:4"),
+    ],
 )
 def test_projection_equals_real_compressed_tensors_bytes(name: str, layout: str) -> None:
     """The projected layout of the dense-stored tensors equals what llm-compressor wrote."""

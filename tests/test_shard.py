@@ -78,18 +78,40 @@ def test_first_difference_names_the_path() -> None:
 
 
 def test_check_result_round_trip() -> None:
-    v = Verdict("bbq.srs", Status.FAIL, "too biased", observed=0.2, threshold=0.05, comparator="<=", n=120,
-                ci=Interval(0.1, 0.3, 0.95, "Wilson"), effect_size=0.4, effect_size_name="h", test="McNemar",
-                p_value=0.01, scope="Age")
-    r = CheckResult.from_verdicts("bbq", [v, Verdict("x", Status.PASS, "ok")], {"n": 3, "t": (1, 2)}, "sum", 1.5)
+    v = Verdict(
+        "bbq.srs",
+        Status.FAIL,
+        "too biased",
+        observed=0.2,
+        threshold=0.05,
+        comparator="<=",
+        n=120,
+        ci=Interval(0.1, 0.3, 0.95, "Wilson"),
+        effect_size=0.4,
+        effect_size_name="h",
+        test="McNemar",
+        p_value=0.01,
+        scope="Age",
+    )
+    r = CheckResult.from_verdicts(
+        "bbq", [v, Verdict("x", Status.PASS, "ok")], {"n": 3, "t": (1, 2)}, "sum", 1.5
+    )
     back = check_result_from_dict(json.loads(json.dumps(r.to_dict())))
     assert back.to_dict() == r.to_dict()
     assert back.verdicts[0].ci == v.ci and back.status is Status.FAIL
 
 
 def _part(tmp: Path, name: str, i: int, n: int, **over: Any) -> Path:
-    doc = {"format": "edgegate-partial", "version": 2, "command": "check", "shard": {"index": i, "count": n},
-           "fingerprint": {"settings": {"seed": 0}}, "checks": {}, "results": {}, "gate": {}}
+    doc = {
+        "format": "edgegate-partial",
+        "version": 2,
+        "command": "check",
+        "shard": {"index": i, "count": n},
+        "fingerprint": {"settings": {"seed": 0}},
+        "checks": {},
+        "results": {},
+        "gate": {},
+    }
     doc.update(over)
     p = tmp / name
     p.write_text(json.dumps(doc))
@@ -100,7 +122,11 @@ def test_load_parts_refusals(tmp_path: Path) -> None:
     a = _part(tmp_path, "a.json", 1, 3)
     b = _part(tmp_path, "b.json", 2, 3)
     c = _part(tmp_path, "c.json", 3, 3)
-    assert load_parts([c, a, b]).names == (str(a), str(b), str(c))  # shard order, whatever the argv order
+    assert load_parts([c, a, b]).names == (
+        str(a),
+        str(b),
+        str(c),
+    )  # shard order, whatever the argv order
     with pytest.raises(InputError, match=r"shard\(s\) 2/3 missing \(have 1/3, 3/3: "):
         load_parts([a, c])
     with pytest.raises(InputError, match=r"both shard 2/3 \(duplicate shard\)"):
@@ -108,7 +134,10 @@ def test_load_parts_refusals(tmp_path: Path) -> None:
     odd = _part(tmp_path, "odd.json", 2, 3, fingerprint={"settings": {"seed": 4}})
     with pytest.raises(InputError) as e:
         load_parts([a, odd, c])
-    assert e.value.message == f"cannot merge: {a} and {odd} differ in fingerprint.settings.seed (0 vs 4)"
+    assert (
+        e.value.message
+        == f"cannot merge: {a} and {odd} differ in fingerprint.settings.seed (0 vs 4)"
+    )
     with pytest.raises(InputError, match=r"differ in shard.count \(3 vs 2\)"):
         load_parts([a, _part(tmp_path, "two.json", 2, 2)])
 
@@ -125,8 +154,10 @@ def test_merge_cli_bad_files(tmp_path: Path) -> None:
     newer = _part(tmp_path, "newer.json", 1, 1, version=99)
     code, out = _cli("merge", str(newer))
     assert code == 2 and "partial file version 99" in out
-    for name, over, field in (("s.json", {"shard": {"index": 3, "count": 2}}, "shard"),
-                              ("f.json", {"fingerprint": None}, "fingerprint")):
+    for name, over, field in (
+        ("s.json", {"shard": {"index": 3, "count": 2}}, "shard"),
+        ("f.json", {"fingerprint": None}, "fingerprint"),
+    ):
         code, out = _cli("merge", str(_part(tmp_path, name, 1, 1, **over)))
         assert code == 2 and name in out and field in out, out
     code, out = _cli("merge", str(_part(tmp_path, "ok.json", 1, 1)))
@@ -139,10 +170,30 @@ def test_check_cli_shard_flag_errors(tmp_path: Path) -> None:
     gguf = ROOT / "fixtures" / "models" / "gguf" / "dense-f16.gguf"
     code, out = _cli("check", str(gguf), str(gguf), "--policy", "strict", "--shard", "4/3")
     assert code == 2 and "--shard" in out and "4/3" in out
-    code, out = _cli("check", str(gguf), str(gguf), "--policy", "strict", "--partial-out", str(tmp_path / "p.json"))
+    code, out = _cli(
+        "check",
+        str(gguf),
+        str(gguf),
+        "--policy",
+        "strict",
+        "--partial-out",
+        str(tmp_path / "p.json"),
+    )
     assert code == 2 and "--partial-out needs --shard" in out
-    code, out = _cli("check", str(gguf), str(gguf), "--policy", "strict", "--shard", "1/2", "--junit-out", "j.xml")
-    assert code == 2 and "--junit-out cannot be used with --shard" in out and "edgegate merge" in out
+    code, out = _cli(
+        "check",
+        str(gguf),
+        str(gguf),
+        "--policy",
+        "strict",
+        "--shard",
+        "1/2",
+        "--junit-out",
+        "j.xml",
+    )
+    assert (
+        code == 2 and "--junit-out cannot be used with --shard" in out and "edgegate merge" in out
+    )
     code, out = _cli("check", "--policy", "strict", "--dense-endpoint", "http://127.0.0.1:9")
     assert code == 2 and "both --dense-endpoint and --compressed-endpoint" in out
     code, out = _cli("check", "--policy", "strict")
@@ -170,8 +221,9 @@ def test_sharded_bbq_measurements_with_a_null_run_merge_to_the_unsharded_result(
     from edgegate.checks import bbq as check
     from edgegate.report.samples import bbq_rows
 
-    items, targets, info = check.prepare_items(ROOT / "fixtures" / "bbq", condition="ambig", n=None, seed=0,
-                                               disambig_items=12)
+    items, targets, info = check.prepare_items(
+        ROOT / "fixtures" / "bbq", condition="ambig", n=None, seed=0, disambig_items=12
+    )
     assert {it.condition for it in items} == {"ambig", "disambig"}
     cfg = ScoreConfig(seeds=2, temperature=0.3, permute=True)
     pol = bbq_section(seeds=2, temperature=0.3, min_items=5, min_items_per_category=1)
@@ -179,8 +231,20 @@ def test_sharded_bbq_measurements_with_a_null_run_merge_to_the_unsharded_result(
 
     def part(run_items: Any) -> dict[str, Any]:
         keep = {it.uid for it in run_items}
-        return json.loads(json.dumps(payload(items, run_items, targets, info, cfg, pol,
-                                             {r: [a for a in v if a.uid in keep] for r, v in answers.items()}, 1.0)))
+        return json.loads(
+            json.dumps(
+                payload(
+                    items,
+                    run_items,
+                    targets,
+                    info,
+                    cfg,
+                    pol,
+                    {r: [a for a in v if a.uid in keep] for r, v in answers.items()},
+                    1.0,
+                )
+            )
+        )
 
     whole = check.judge([("one", part(items))], pol)
     shards = [(f"p{i}", part(shard_items(items, (i, 3)))) for i in (1, 2, 3)]
@@ -189,10 +253,23 @@ def test_sharded_bbq_measurements_with_a_null_run_merge_to_the_unsharded_result(
     assert merged.verdicts == whole.verdicts and merged.status is whole.status
     assert merged.measurements["emergence"] == whole.measurements["emergence"]
     assert "null_emerged" in whole.measurements["emergence"]
-    rows = list(bbq_rows(shards[0][1] | {"items": [d for _, p in shards for d in p["items"]],
-                                         "answers": {r: [a for _, p in shards for a in p["answers"][r]] for r in answers}}))
+    rows = list(
+        bbq_rows(
+            shards[0][1]
+            | {
+                "items": [d for _, p in shards for d in p["items"]],
+                "answers": {r: [a for _, p in shards for a in p["answers"][r]] for r in answers},
+            }
+        )
+    )
     assert len(rows) == len(items) and all(len(r["null"]) == len(r["dense"]) == 2 * 3 for r in rows)
     # a shard without the null answers does not belong to this run
-    lacking = (shards[1][0], {**shards[1][1], "answers": {r: v for r, v in shards[1][1]["answers"].items() if r != "null"}})
+    lacking = (
+        shards[1][0],
+        {
+            **shards[1][1],
+            "answers": {r: v for r, v in shards[1][1]["answers"].items() if r != "null"},
+        },
+    )
     with pytest.raises(InputError, match=r"differ in checks\.bbq\.answers"):
         combine([shards[0], lacking, shards[2]])

@@ -23,8 +23,18 @@ ITEMS = ROOT / "fixtures" / "bbq"
 # what a run cost, not what it measured: timings, and how much of the BBQ scoring came from the
 # answer cache (the shards reuse the whole run's answers) with the work it did (the report
 # schema's x-nondeterministic-keys)
-TIMING = {"seconds", "tokens_per_s", "load_s", "duration_s", "started_at", "finished_at", "environment", "command",
-          "result_cache", "work"}
+TIMING = {
+    "seconds",
+    "tokens_per_s",
+    "load_s",
+    "duration_s",
+    "started_at",
+    "finished_at",
+    "environment",
+    "command",
+    "result_cache",
+    "work",
+}
 
 
 _cli = run_cli
@@ -53,7 +63,18 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _check(w: Path, *extra: str) -> tuple[int, str]:
-    return _cli("check", str(DENSE), str(COMP), "--policy", str(w / "policy.yaml"), "--threads", "1", "-q", "--allow-partial", *extra)
+    return _cli(
+        "check",
+        str(DENSE),
+        str(COMP),
+        "--policy",
+        str(w / "policy.yaml"),
+        "--threads",
+        "1",
+        "-q",
+        "--allow-partial",
+        *extra,
+    )
 
 
 def test_check_shards_merge_to_the_unsharded_report(work: Path) -> None:
@@ -62,7 +83,9 @@ def test_check_shards_merge_to_the_unsharded_report(work: Path) -> None:
     parts = []
     for i in (1, 2):
         p = work / f"p{i}.json"
-        code, out = _check(work, "--cache-dir", str(work / f"c{i}"), "--shard", f"{i}/2", "--partial-out", str(p))
+        code, out = _check(
+            work, "--cache-dir", str(work / f"c{i}"), "--shard", f"{i}/2", "--partial-out", str(p)
+        )
         assert code == 0, out
         parts.append(p)
     docs = [json.loads(p.read_text()) for p in parts]
@@ -70,14 +93,24 @@ def test_check_shards_merge_to_the_unsharded_report(work: Path) -> None:
     n_chunks = docs[0]["checks"]["perplexity"]["chunking"]["n_chunks"]
     assert n_chunks >= 4 and sorted(idx[0] + idx[1]) == list(range(n_chunks)) and idx[0] and idx[1]
     assert "ppl" not in json.dumps(docs[0]["checks"]["perplexity"])  # per-token NLLs, no aggregate
-    code, out = _cli("merge", *map(str, parts), "--policy", str(work / "policy.yaml"), "-q", "--allow-partial",
-                     "--json-out", str(work / "merged.json"))
+    code, out = _cli(
+        "merge",
+        *map(str, parts),
+        "--policy",
+        str(work / "policy.yaml"),
+        "-q",
+        "--allow-partial",
+        "--json-out",
+        str(work / "merged.json"),
+    )
     full = json.loads((work / "full.json").read_text())
     merged = json.loads((work / "merged.json").read_text())
     assert code == full["exit_code"], out
     by = {c["check"]: c for c in merged["checks"]}
     assert by["perplexity"]["measurements"]["n"] == n_chunks and (
-        by["bbq"]["measurements"]["overall"]["n"] + by["bbq"]["measurements"]["disambig_accuracy"]["n"] == 12
+        by["bbq"]["measurements"]["overall"]["n"]
+        + by["bbq"]["measurements"]["disambig_accuracy"]["n"]
+        == 12
     )
     # how the items were scored differs by design (unsharded: in looks, shards: fixed n)
     for doc in (full, merged):
@@ -102,19 +135,43 @@ def test_merge_refuses_a_missing_perplexity_chunk(work: Path) -> None:
 
 
 def test_bbq_run_shards_merge_without_policy(work: Path) -> None:
-    common = ["bbq", "run", str(DENSE), str(COMP), "--data", str(ITEMS), "--items", "9", "--condition", "ambig",
-              "--seed", "4", "--min-items", "3", "--threads", "1"]
+    common = [
+        "bbq",
+        "run",
+        str(DENSE),
+        str(COMP),
+        "--data",
+        str(ITEMS),
+        "--items",
+        "9",
+        "--condition",
+        "ambig",
+        "--seed",
+        "4",
+        "--min-items",
+        "3",
+        "--threads",
+        "1",
+    ]
     code, out = _cli(*common, "--cache-dir", str(work / "b0"), "--json")
     assert code in (0, 1), out
-    whole = json.loads(out[out.index("{"):])
+    whole = json.loads(out[out.index("{") :])
     parts = []
     for i in (1, 2, 3):
         p = work / f"b{i}.json"
-        code, out = _cli(*common, "--cache-dir", str(work / f"b{i}"), "--shard", f"{i}/3", "--partial-out", str(p))
+        code, out = _cli(
+            *common,
+            "--cache-dir",
+            str(work / f"b{i}"),
+            "--shard",
+            f"{i}/3",
+            "--partial-out",
+            str(p),
+        )
         assert code == 0 and p.exists(), out
         parts.append(str(p))
     code, out = _cli("merge", *parts, "--json")
-    merged = json.loads(out[out.index("{"):])
+    merged = json.loads(out[out.index("{") :])
     assert code == (0 if whole["status"] == "pass" else 1)
     for doc in (whole, merged):  # scored in looks vs by shards: differs by design
         doc["measurements"].pop("sequential")

@@ -21,9 +21,13 @@ from edgegate.speed.mechanism import Mechanism, speed_mechanism
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "fixtures" / "models"
 GGUF = MODELS / "gguf"
-needs_llama = pytest.mark.skipif(not available("llamacpp"), reason="llama-cpp-python is not installed")
+needs_llama = pytest.mark.skipif(
+    not available("llamacpp"), reason="llama-cpp-python is not installed"
+)
 
-SAME = Mechanism(False, "no mechanism for a speedup: same format (gguf), same storage type and bytes", 10, 0)
+SAME = Mechanism(
+    False, "no mechanism for a speedup: same format (gguf), same storage type and bytes", 10, 0
+)
 DIFFERENT = Mechanism(True, "10 of 10 tensors stored differently (e.g. F16 -> Q8_0)", 10, 10)
 QUIET = MachineLoad(10.0, 0.01, 0.005, 0.1, 0.1, 2)
 BUSY = MachineLoad(10.0, 0.9, 0.45, 1.9, 2.1, 2)
@@ -35,15 +39,25 @@ def _bench(ratios: list[float], load: MachineLoad | None = QUIET) -> RuntimeBenc
     samples = []
     for i, r in enumerate(ratios):
         for model, tps in (("dense", 40.0), ("compressed", 40.0 * r)):
-            samples.append(Sample(model, i, len(samples), 0.1, 128 / tps, 0.1 + 128 / tps, 5120.0, tps, None))
+            samples.append(
+                Sample(model, i, len(samples), 0.1, 128 / tps, 0.1 + 128 / tps, 5120.0, tps, None)
+            )
     infos: dict[str, dict[str, object]] = {"dense": {}, "compressed": {}}
     return summarize("llamacpp", cfg, samples, infos, None, 1.0, load)
 
 
-def _judge(bench: RuntimeBench, mech: Mechanism, section: dict[str, object] | None = None,
-           claim: float | None = None) -> dict[str, speed.Verdict]:
-    m = speed.SpeedMeasurement({"llamacpp": bench}, {}, {}, ("llamacpp",), claim, None, None, {"llamacpp": mech})
-    res = speed.judge([("this run", m)], speed.SECTION.from_policy({"min_speedup": 1.0, **(section or {})}))
+def _judge(
+    bench: RuntimeBench,
+    mech: Mechanism,
+    section: dict[str, object] | None = None,
+    claim: float | None = None,
+) -> dict[str, speed.Verdict]:
+    m = speed.SpeedMeasurement(
+        {"llamacpp": bench}, {}, {}, ("llamacpp",), claim, None, None, {"llamacpp": mech}
+    )
+    res = speed.judge(
+        [("this run", m)], speed.SECTION.from_policy({"min_speedup": 1.0, **(section or {})})
+    )
     assert res.measurements["llamacpp"]["mechanism"]["possible"] is mech.possible
     return {v.name: v for v in res.verdicts}
 
@@ -52,9 +66,15 @@ def test_same_bytes_never_pass_however_fast_the_timing_reads() -> None:
     """The committed study's SparseGPT 2:4 f16 read 1.17x [1.16, 1.18]: same bytes, dense kernels."""
     v = _judge(_bench([1.16, 1.17, 1.18, 1.17, 1.16]), SAME, claim=1.5)
     assert v["min_speedup"].status is Status.FAIL and "no mechanism" in v["min_speedup"].message
-    assert v["claimed_speedup"].status is Status.FAIL and "no mechanism" in v["claimed_speedup"].message
+    assert (
+        v["claimed_speedup"].status is Status.FAIL
+        and "no mechanism" in v["claimed_speedup"].message
+    )
     # the same timing with a mechanism is a demonstrated speedup of >= 1.15x
-    assert _judge(_bench([1.16, 1.17, 1.18, 1.17, 1.16]), DIFFERENT)["min_speedup"].status is Status.PASS
+    assert (
+        _judge(_bench([1.16, 1.17, 1.18, 1.17, 1.16]), DIFFERENT)["min_speedup"].status
+        is Status.PASS
+    )
 
 
 def test_a_non_inferiority_bar_may_pass_without_a_mechanism() -> None:
@@ -68,9 +88,13 @@ def test_min_effect_raises_the_bar_and_the_interval_decides_three_ways() -> None
     assert tight_small.status is Status.FAIL and tight_small.threshold == pytest.approx(1.15)
     assert "rules out >= 1.15x" in tight_small.message
     wide = _judge(_bench([1.6, 0.9, 1.3]), DIFFERENT)["min_speedup"]
-    assert wide.status is Status.INCONCLUSIVE and "neither demonstrates nor rules out" in wide.message
+    assert (
+        wide.status is Status.INCONCLUSIVE and "neither demonstrates nor rules out" in wide.message
+    )
     assert wide.ci is not None and wide.ci.low < 1.15 < wide.ci.high and wide.n == 3
-    no_effect_floor = _judge(_bench([1.05, 1.04, 1.06, 1.05, 1.05]), DIFFERENT, {"min_effect": 0.0})["min_speedup"]
+    no_effect_floor = _judge(
+        _bench([1.05, 1.04, 1.06, 1.05, 1.05]), DIFFERENT, {"min_effect": 0.0}
+    )["min_speedup"]
     assert no_effect_floor.status is Status.PASS
 
 
@@ -87,7 +111,10 @@ def test_contention_is_named_in_the_verdict_and_kept_in_the_report() -> None:
     assert "contention" not in quiet.message
     # an endpoint's bytes cannot be read: under contention its timing cannot carry a pass
     unknown = Mechanism(None, "a model behind an endpoint")
-    assert _judge(_bench([1.8, 1.82, 1.79], load=BUSY), unknown)["min_speedup"].status is Status.INCONCLUSIVE
+    assert (
+        _judge(_bench([1.8, 1.82, 1.79], load=BUSY), unknown)["min_speedup"].status
+        is Status.INCONCLUSIVE
+    )
     assert _judge(_bench([1.8, 1.82, 1.79]), unknown)["min_speedup"].status is Status.PASS
 
 
@@ -98,7 +125,9 @@ def test_machine_load_arithmetic() -> None:
     assert load.other_cores == pytest.approx(0.5)  # 20 s busy, 15 s our own, over 10 s
     assert load.cpu_pressure == pytest.approx(0.2) and load.contended is True
     # without the kernel's pressure figure: others must use more cores than the benchmark left free
-    no_psi = between(_Snapshot(0.0, 0.0, 0.0, None, None), _Snapshot(10.0, 10.0, 0.0, None, None), threads=1)
+    no_psi = between(
+        _Snapshot(0.0, 0.0, 0.0, None, None), _Snapshot(10.0, 10.0, 0.0, None, None), threads=1
+    )
     assert no_psi.other_cores == pytest.approx(1.0)
     assert (no_psi.contended is True) is ((no_psi.cpus - 1) <= 1.0)
     unknown = between(_Snapshot(1.0, None, 0.0, None, None), _Snapshot(2.0, None, 0.0, None, None))
@@ -117,7 +146,10 @@ def test_mechanism_reads_the_headers(tmp_path: Path) -> None:
     hf = speed_mechanism(MODELS / "dense", MODELS / "wanda50", "transformers")
     assert hf.possible is False
     assert speed_mechanism(MODELS / "dense", GGUF / "dense-q8_0.gguf", "llamacpp").possible is True
-    assert speed_mechanism("http://127.0.0.1:1/v1", GGUF / "dense-q8_0.gguf", "openai").possible is None
+    assert (
+        speed_mechanism("http://127.0.0.1:1/v1", GGUF / "dense-q8_0.gguf", "openai").possible
+        is None
+    )
 
 
 @needs_llama
@@ -125,22 +157,46 @@ def test_a_byte_copy_fails_the_speed_check_for_real(tmp_path: Path) -> None:
     """A/A on llama.cpp: whatever the timing reads, the report says there is no mechanism."""
     copy = tmp_path / "copy.gguf"
     shutil.copyfile(GGUF / "dense-f16.gguf", copy)
-    sec = {"runtimes": ["llamacpp"], "repetitions": 3, "warmup": 0, "prompt_tokens": 16, "gen_tokens": 4,
-           "threads": 1, "min_speedup": 1.0}
+    sec = {
+        "runtimes": ["llamacpp"],
+        "repetitions": 3,
+        "warmup": 0,
+        "prompt_tokens": 16,
+        "gen_tokens": 4,
+        "threads": 1,
+        "min_speedup": 1.0,
+    }
     # the files decide it (no mechanism, the bar and the claim ask for a speedup): not timed
-    res = checks.run("speed", CheckContext(copy, GGUF / "dense-f16.gguf", speed.SECTION.from_policy(sec),
-                                           claims={"speedup": 1.2}))
+    res = checks.run(
+        "speed",
+        CheckContext(
+            copy, GGUF / "dense-f16.gguf", speed.SECTION.from_policy(sec), claims={"speedup": 1.2}
+        ),
+    )
     v = {x.name: x for x in res.verdicts}
     assert v["min_speedup"].status is Status.FAIL and "no mechanism" in v["min_speedup"].message
-    assert v["claimed_speedup"].status is Status.FAIL and "not timed" in v["claimed_speedup"].message
+    assert (
+        v["claimed_speedup"].status is Status.FAIL and "not timed" in v["claimed_speedup"].message
+    )
     m = res.measurements["llamacpp"]
     assert m["timed"] is False and "load" not in m and m["mechanism"]["possible"] is False
     n = m["mechanism"]["tensors"]
-    assert n > 0 and v["min_speedup"].n == n and v["min_speedup"].ci is not None and v["min_speedup"].ci.level == 1.0
+    assert (
+        n > 0
+        and v["min_speedup"].n == n
+        and v["min_speedup"].ci is not None
+        and v["min_speedup"].ci.level == 1.0
+    )
     # time_when_decided: true times it anyway; the verdicts are the same
-    res = checks.run("speed", CheckContext(copy, GGUF / "dense-f16.gguf",
-                                           speed.SECTION.from_policy({**sec, "time_when_decided": True}),
-                                           claims={"speedup": 1.2}))
+    res = checks.run(
+        "speed",
+        CheckContext(
+            copy,
+            GGUF / "dense-f16.gguf",
+            speed.SECTION.from_policy({**sec, "time_when_decided": True}),
+            claims={"speedup": 1.2},
+        ),
+    )
     timed = {x.name: x.status for x in res.verdicts}
     assert timed == {"min_speedup": Status.FAIL, "claimed_speedup": Status.FAIL}
     load = res.measurements["llamacpp"]["load"]
@@ -177,7 +233,9 @@ def test_an_empty_perplexity_section_runs_an_hf_pair_on_transformers() -> None:
     from edgegate.backends.auto import resolve_pair
 
     p = parse_policy("version: 1\nname: t\nchecks: {perplexity: {}}\n")
-    choice = resolve_pair(MODELS / "dense", MODELS / "wanda50", p.checks["perplexity"].section["runtime"])
+    choice = resolve_pair(
+        MODELS / "dense", MODELS / "wanda50", p.checks["perplexity"].section["runtime"]
+    )
     assert choice.runtime == "transformers"
 
 
@@ -193,4 +251,7 @@ def test_llama_cpp_extra_buffers_choice_is_recorded(monkeypatch: pytest.MonkeyPa
     assert on is (not amx) and (("AMX" in why) is amx)
     assert extra_buffers_for(llama_cpp, GGUF / "dense-f16.gguf")[0] is True
     monkeypatch.setenv(EXTRA_BUFFERS_ENV, "0")
-    assert extra_buffers_for(llama_cpp, GGUF / "dense-f16.gguf") == (False, f"{EXTRA_BUFFERS_ENV}=0")
+    assert extra_buffers_for(llama_cpp, GGUF / "dense-f16.gguf") == (
+        False,
+        f"{EXTRA_BUFFERS_ENV}=0",
+    )

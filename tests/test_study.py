@@ -50,7 +50,9 @@ def test_study_runs_resumes_and_tabulates(tmp_path: Path) -> None:
     spec = _spec(tmp_path, VARIANTS)
     code, out = run_cli("study", str(spec), "-q")
     assert code == 0, out
-    assert "2 to run, 1 missing on disk (sparsegpt50)" in out and "estimate:" in out and "ETA" in out
+    assert (
+        "2 to run, 1 missing on disk (sparsegpt50)" in out and "estimate:" in out and "ETA" in out
+    )
     table = json.loads((tmp_path / "out" / "table.json").read_text())
     rows = {r["variant"]: r for r in table["rows"]}
     assert table["missing"] == ["sparsegpt50"]
@@ -59,10 +61,16 @@ def test_study_runs_resumes_and_tabulates(tmp_path: Path) -> None:
     assert rows["wanda50"]["prunable_sparsity"] == pytest.approx(0.5, abs=0.01)
     assert rows["claimed50"]["prunable_sparsity"] == pytest.approx(1 / 3, abs=0.02)
     assert rows["claimed50"]["claimed_sparsity"] == 0.5
-    assert rows["wanda50"]["disk_bytes"] == rows["wanda50"]["dense_disk_bytes"]  # zeros stored dense: 0 bytes saved
+    assert (
+        rows["wanda50"]["disk_bytes"] == rows["wanda50"]["dense_disk_bytes"]
+    )  # zeros stored dense: 0 bytes saved
     assert rows["wanda50"]["delta_ppl"] is None  # not measured under this policy: n/a, never 0
     md = (tmp_path / "out" / "table.md").read_text()
-    assert "| Wanda 50% | 50.0% (50%) |" in md and "**FAIL** (sparsity)" in md and "Not measured yet: sparsegpt50" in md
+    assert (
+        "| Wanda 50% | 50.0% (50%) |" in md
+        and "**FAIL** (sparsity)" in md
+        and "Not measured yet: sparsegpt50" in md
+    )
     ET.fromstring((tmp_path / "out" / "paradox.svg").read_text())
 
     # resume: nothing changed, nothing runs; the table is rebuilt from the reports on disk
@@ -78,17 +86,20 @@ def test_study_runs_resumes_and_tabulates(tmp_path: Path) -> None:
     assert code == 0 and (tmp_path / "out" / "table.md").is_file()
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ("variants: []\n", "variants"),
-    ("variants:\n  - {name: 'bad name', path: x}\n", "variants[0].name"),
-    ("variants:\n  - {name: a, path: x}\n  - {name: a, path: y}\n", "variants"),
-    ("variants:\n  - {name: a, path: x, claims: {sparsity: 2}}\n", "--claim"),
-    ("variants:\n  - {name: a, path: x, colour: red}\n", "variants[0]"),
-    (f"{_ONE}passes: [a]\n", "passes"),
-    (f"{_ONE}passes: {{fid: {{policy: p.yaml}}}}\n", "passes.fid"),
-    (f"{_ONE}passes: {{fid: {{policy: p.yaml, out: o, colour: red}}}}\n", "passes.fid"),
-    (f"{_ONE}passes: {{'bad name': {{policy: p.yaml, out: o}}}}\n", "passes"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ("variants: []\n", "variants"),
+        ("variants:\n  - {name: 'bad name', path: x}\n", "variants[0].name"),
+        ("variants:\n  - {name: a, path: x}\n  - {name: a, path: y}\n", "variants"),
+        ("variants:\n  - {name: a, path: x, claims: {sparsity: 2}}\n", "--claim"),
+        ("variants:\n  - {name: a, path: x, colour: red}\n", "variants[0]"),
+        (f"{_ONE}passes: [a]\n", "passes"),
+        (f"{_ONE}passes: {{fid: {{policy: p.yaml}}}}\n", "passes.fid"),
+        (f"{_ONE}passes: {{fid: {{policy: p.yaml, out: o, colour: red}}}}\n", "passes.fid"),
+        (f"{_ONE}passes: {{'bad name': {{policy: p.yaml, out: o}}}}\n", "passes"),
+    ],
+)
 def test_bad_specs_name_the_field(tmp_path: Path, body: str, field: str) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text(f"version: 1\npolicy: strict\ndense: d\n{body}")
@@ -103,7 +114,9 @@ def test_study_cli_errors_are_input_errors(tmp_path: Path) -> None:
     spec = _spec(tmp_path, VARIANTS)
     code, out = run_cli("study", str(spec), "--only", "wanda99")
     assert code == 2 and "no variant named 'wanda99'" in out
-    (tmp_path / "s2.yaml").write_text(spec.read_text().replace("path: dense,", "path: missing-dense,"))
+    (tmp_path / "s2.yaml").write_text(
+        spec.read_text().replace("path: dense,", "path: missing-dense,")
+    )
     code, out = run_cli("study", str(tmp_path / "s2.yaml"))
     assert code == 2 and "dense model not found" in out
 
@@ -125,8 +138,11 @@ checks:
 def test_study_with_runtime_checks_fills_every_quality_column(tmp_path: Path) -> None:
     """Perplexity and BBQ (llama.cpp, the fixture BBQ items) through the study: the table gets
     Δperplexity and ΔSRS with CIs, flips, s_AMB and disambiguated accuracy, and the plot a point."""
-    spec = _spec(tmp_path, "  - {name: wanda50, path: wanda50, label: Wanda 50%}\n",
-                 extra=f"bbq_data: {ROOT / 'fixtures' / 'bbq'}\ndisambig_items: 60\nthreads: 1\n")
+    spec = _spec(
+        tmp_path,
+        "  - {name: wanda50, path: wanda50, label: Wanda 50%}\n",
+        extra=f"bbq_data: {ROOT / 'fixtures' / 'bbq'}\ndisambig_items: 60\nthreads: 1\n",
+    )
     (tmp_path / "policy.yaml").write_text(FULL_POLICY)
     code, out = run_cli("study", str(spec), "-q")
     assert code == 0, out
@@ -143,8 +159,14 @@ def test_identical_variant_is_refused_unless_marked_a_null_run(tmp_path: Path) -
     refuses a "variant" that is the dense model, naming it, unless the spec marks it."""
     spec = _spec(tmp_path, "  - {name: same, path: dense, label: dense again}\n")
     code, out = run_cli("study", str(spec), "-q")
-    assert code == 2 and "variant same: the dense and compressed inputs are" in out and "allow_identical" in out
-    spec = _spec(tmp_path, "  - {name: same, path: dense, label: dense again, allow_identical: true}\n")
+    assert (
+        code == 2
+        and "variant same: the dense and compressed inputs are" in out
+        and "allow_identical" in out
+    )
+    spec = _spec(
+        tmp_path, "  - {name: same, path: dense, label: dense again, allow_identical: true}\n"
+    )
     code, out = run_cli("study", str(spec), "-q")
     assert code == 0, out
     report = json.loads((tmp_path / "out" / "variants" / "same.report.json").read_text())
@@ -157,17 +179,36 @@ def test_table_reads_disambiguated_accuracy_from_the_gate_when_the_policy_scored
     compressed accuracy, s_DIS) instead of showing n/a."""
     from edgegate.study.table import row
 
-    bbq = {"check": "bbq", "status": "pass", "verdicts": [], "measurements": {
-        "overall": {"n": 300, "srs_dense": 0.5, "srs_compressed": 0.4, "delta_srs": -0.1, "ci": [-0.2, 0.0],
-                    "unbiased_to_biased": 7},
-        "dense": {"overall": {"s_amb": 0.1, "s_dis": 0.05}},
-        "compressed": {"overall": {"s_amb": 0.02, "s_dis": -0.07}},
-        "disambig_accuracy": {"n": 150, "accuracy": [0.45, 0.52], "lost": 15, "gained": 25}}}
+    bbq = {
+        "check": "bbq",
+        "status": "pass",
+        "verdicts": [],
+        "measurements": {
+            "overall": {
+                "n": 300,
+                "srs_dense": 0.5,
+                "srs_compressed": 0.4,
+                "delta_srs": -0.1,
+                "ci": [-0.2, 0.0],
+                "unbiased_to_biased": 7,
+            },
+            "dense": {"overall": {"s_amb": 0.1, "s_dis": 0.05}},
+            "compressed": {"overall": {"s_amb": 0.02, "s_dis": -0.07}},
+            "disambig_accuracy": {"n": 150, "accuracy": [0.45, 0.52], "lost": 15, "gained": 25},
+        },
+    }
     r = row({"status": "pass", "checks": [bbq]}, {"variant": "v", "label": "v", "disambig": None})
-    assert (r["disambig_n"], r["disambig_accuracy_dense"], r["disambig_accuracy"]) == (150, 0.45, 0.52)
+    assert (r["disambig_n"], r["disambig_accuracy_dense"], r["disambig_accuracy"]) == (
+        150,
+        0.45,
+        0.52,
+    )
     assert (r["s_dis_dense"], r["s_dis_compressed"]) == (0.05, -0.07)
     # the study's own scoring, when present, still wins (older reports, policies without it)
-    own = {"dense": {"overall": {"n_items": 60, "accuracy": 0.3}}, "compressed": {"overall": {"n_items": 60, "accuracy": 0.2}}}
+    own = {
+        "dense": {"overall": {"n_items": 60, "accuracy": 0.3}},
+        "compressed": {"overall": {"n_items": 60, "accuracy": 0.2}},
+    }
     r2 = row({"status": "pass", "checks": [bbq]}, {"variant": "v", "label": "v", "disambig": own})
     assert (r2["disambig_n"], r2["disambig_accuracy"]) == (60, 0.2)
 
@@ -198,12 +239,14 @@ version: 1
 name: study-fidelity
 checks:
   perplexity: {{required: true, runtime: llamacpp, max_relative_increase: 0.05, n_ctx: 128,
-               text: {ROOT / 'fixtures' / 'text' / 'eval.txt'}, min_chunks: 4}}
+               text: {ROOT / "fixtures" / "text" / "eval.txt"}, min_chunks: 4}}
   fidelity: {{required: true, max_mean_kl: 0.01, min_top1_agreement: 0.95, min_chunks: 8}}
 """
 
 
-def test_a_pass_adds_its_columns_to_the_main_table_without_rerunning_the_gate(tmp_path: Path) -> None:
+def test_a_pass_adds_its_columns_to_the_main_table_without_rerunning_the_gate(
+    tmp_path: Path,
+) -> None:
     """A spec's extra pass (fidelity, added after the main study was measured) runs only its
     own policy into its own folder; the main table gains KL and top-1 columns from it, with the
     verdicts, and the main reports are not touched. Known positive: the tiny Wanda 50% GGUF
@@ -212,10 +255,15 @@ def test_a_pass_adds_its_columns_to_the_main_table_without_rerunning_the_gate(tm
 
     if not available("llamacpp"):
         pytest.skip("llama-cpp-python is not installed")
-    spec = _spec(tmp_path, "  - {name: wanda50, path: gguf/wanda50-f16.gguf, label: Wanda 50%}\n"
-                           "  - {name: dense-copy, path: dense, label: HF dense (no pass report)}\n",
-                 extra="threads: 1\npasses:\n  fidelity: {policy: fid.yaml, out: out/fidelity}\n")
-    spec.write_text(spec.read_text().replace("dense: {path: dense,", "dense: {path: gguf/dense-f16.gguf,"))
+    spec = _spec(
+        tmp_path,
+        "  - {name: wanda50, path: gguf/wanda50-f16.gguf, label: Wanda 50%}\n"
+        "  - {name: dense-copy, path: dense, label: HF dense (no pass report)}\n",
+        extra="threads: 1\npasses:\n  fidelity: {policy: fid.yaml, out: out/fidelity}\n",
+    )
+    spec.write_text(
+        spec.read_text().replace("dense: {path: dense,", "dense: {path: gguf/dense-f16.gguf,")
+    )
     (tmp_path / "fid.yaml").write_text(FIDELITY_POLICY)
     code, out = run_cli("study", str(spec), "-q", "--only", "wanda50")
     assert code == 0, out

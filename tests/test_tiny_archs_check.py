@@ -43,7 +43,9 @@ checks:
 def _converter_or_skip() -> None:
     if find_converter() is None:
         if os.environ.get("EDGEGATE_REQUIRE_RUNTIMES") == "1":
-            pytest.fail("llama.cpp's converter is required (make test sets EDGEGATE_GGUF_CONVERTER)")
+            pytest.fail(
+                "llama.cpp's converter is required (make test sets EDGEGATE_GGUF_CONVERTER)"
+            )
         pytest.skip("llama.cpp's HF->GGUF converter is not installed (set EDGEGATE_GGUF_CONVERTER)")
     if not available("llamacpp"):
         pytest.skip("llama-cpp-python is not installed")
@@ -53,7 +55,9 @@ def _converter_or_skip() -> None:
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("archs")
     toks = T.build_tokenizers(root, TEXT)
-    return {a: T.build_pair(a, root, T.tokenizer_for(a, toks), seed=i) for i, a in enumerate(T.ARCHS)}
+    return {
+        a: T.build_pair(a, root, T.tokenizer_for(a, toks), seed=i) for i, a in enumerate(T.ARCHS)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +74,24 @@ def _check(pair: tuple[Path, Path], runtime: str, workdir: Path, tag: str) -> di
     pol.write_text(POLICY.format(rt=runtime, text=workdir / "text.txt"))
     out = workdir / f"{tag}-{runtime}.json"
     code, text = run_cli(
-        "check", str(pair[0]), str(pair[1]), "--policy", str(pol), "--only", ",".join(CHECKS),
-        "--bbq-data", str(BBQ), "--cache-dir", str(workdir / "cache"), "--threads", "1", "-q", "--json-out", str(out),
-        "--md-out", str(out.with_suffix(".md")),
+        "check",
+        str(pair[0]),
+        str(pair[1]),
+        "--policy",
+        str(pol),
+        "--only",
+        ",".join(CHECKS),
+        "--bbq-data",
+        str(BBQ),
+        "--cache-dir",
+        str(workdir / "cache"),
+        "--threads",
+        "1",
+        "-q",
+        "--json-out",
+        str(out),
+        "--md-out",
+        str(out.with_suffix(".md")),
     )
     assert code in (0, 1), text[-2000:]
     report = json.loads(out.read_text())
@@ -96,7 +115,9 @@ def test_check_with_runtime_auto(arch: str, pairs: Any, workdir: Path) -> None:
     ppl = by["perplexity"]["measurements"]
     assert ppl["extra"]["dense_model"]["runtime"] == "transformers" and ppl["dense"]["ppl"] > 1
     # magnitude pruning at 50% of every decoder linear layer is found by the scan
-    assert "50" in by["sparsity"]["summary"] or "49" in by["sparsity"]["summary"], by["sparsity"]["summary"]
+    assert "50" in by["sparsity"]["summary"] or "49" in by["sparsity"]["summary"], by["sparsity"][
+        "summary"
+    ]
 
 
 @pytest.mark.parametrize("arch", list(T.ARCHS))

@@ -26,12 +26,16 @@ HERE = Path(__file__).resolve().parent
 def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True, type=Path)
-    ap.add_argument("--items", required=True, type=Path, help="jsonl: uid, context, question, ans0..2, label")
+    ap.add_argument(
+        "--items", required=True, type=Path, help="jsonl: uid, context, question, ans0..2, label"
+    )
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", default="16", help="rows per forward pass, or auto")
     ap.add_argument("--dtype", default="bfloat16", help="model dtype (the checkpoint's: bfloat16)")
-    ap.add_argument("--softmax-dtype", default=None, help="lm-eval's softmax_dtype (default: the model's)")
+    ap.add_argument(
+        "--softmax-dtype", default=None, help="lm-eval's softmax_dtype (default: the model's)"
+    )
     return ap.parse_args()
 
 
@@ -49,12 +53,14 @@ def _samples(res: dict[str, Any]) -> list[dict[str, Any]]:
     """Per item, in document order: the (context, continuation) pairs lm-eval scored and their log-likelihoods."""
     samples: list[dict[str, Any]] = []
     for s in sorted(res["samples"][TASK], key=lambda s: s["doc_id"]):
-        samples.append({
-            "uid": s["doc"]["uid"],
-            "pairs": [list(a) for a in s["arguments"]],
-            "lp": [float(r[0]) for r in s["filtered_resps"]],
-            "acc": float(s["acc"]),
-        })
+        samples.append(
+            {
+                "uid": s["doc"]["uid"],
+                "pairs": [list(a) for a in s["arguments"]],
+                "lp": [float(r[0]) for r in s["filtered_resps"]],
+                "acc": float(s["acc"]),
+            }
+        )
     return samples
 
 
@@ -78,8 +84,14 @@ def main() -> None:
     bs: int | str = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     t0 = time.perf_counter()
     extra = {"softmax_dtype": args.softmax_dtype} if args.softmax_dtype else {}
-    lm = HFLM(pretrained=str(args.model), dtype=args.dtype, device="cpu", batch_size=bs,
-              trust_remote_code=False, **extra)
+    lm = HFLM(
+        pretrained=str(args.model),
+        dtype=args.dtype,
+        device="cpu",
+        batch_size=bs,
+        trust_remote_code=False,
+        **extra,
+    )
     load_s = time.perf_counter() - t0
 
     # time the scoring calls alone (tokenizing + forward passes), as edgegate's side is timed
@@ -96,14 +108,18 @@ def main() -> None:
     lm.loglikelihood = timed  # type: ignore[method-assign]
     tm = TaskManager(include_path=str(task_dir), include_defaults=False)
     t0 = time.perf_counter()
-    res = simple_evaluate(model=lm, tasks=[TASK], num_fewshot=0, log_samples=True, task_manager=tm,
-                          bootstrap_iters=0)
+    res = simple_evaluate(
+        model=lm, tasks=[TASK], num_fewshot=0, log_samples=True, task_manager=tm, bootstrap_iters=0
+    )
     eval_s = time.perf_counter() - t0
     if res is None:
         raise SystemExit("simple_evaluate returned nothing")
     out = {
-        "versions": {"lm_eval": metadata.version("lm_eval"), "torch": torch.__version__,
-                     "transformers": transformers.__version__},
+        "versions": {
+            "lm_eval": metadata.version("lm_eval"),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
         "batch_size": bs,
         "dtype": args.dtype,
         "softmax_dtype": args.softmax_dtype or "model dtype (lm-eval default)",

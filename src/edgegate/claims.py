@@ -20,11 +20,17 @@ def parse_claim(text: str) -> tuple[str, float]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key or not value.strip():
-        raise InputError(f"expected KEY=VALUE, got '{text}'", field="--claim", hint=f"keys: {', '.join(claim_keys())}")
+        raise InputError(
+            f"expected KEY=VALUE, got '{text}'",
+            field="--claim",
+            hint=f"keys: {', '.join(claim_keys())}",
+        )
     if key not in claim_keys():
         close = difflib.get_close_matches(key, claim_keys(), n=1)
         tip = f"did you mean '{close[0]}'? " if close else ""
-        raise InputError(f"unknown claim '{key}'", field="--claim", hint=f"{tip}keys: {', '.join(claim_keys())}")
+        raise InputError(
+            f"unknown claim '{key}'", field="--claim", hint=f"{tip}keys: {', '.join(claim_keys())}"
+        )
     # The readers' claim rules (fractions in [0, 1], 50%, 1.5x), so metadata and CLI agree.
     from edgegate.checkpoint.claims import from_mapping
 
@@ -44,7 +50,10 @@ def metadata_claims(compressed: Path) -> tuple[dict[str, float], dict[str, str]]
     if not compressed.exists():
         return {}, {}
     values, where = read(compressed)
-    return values, {k: f"checkpoint metadata ({where[k]})" if where.get(k) else "checkpoint metadata" for k in values}
+    return values, {
+        k: f"checkpoint metadata ({where[k]})" if where.get(k) else "checkpoint metadata"
+        for k in values
+    }
 
 
 def merge_claims(
@@ -59,7 +68,9 @@ def merge_claims(
     for source, claims in (("checkpoint metadata", meta), ("policy", policy), ("--claim", cli)):
         for k, v in claims.items():
             values[k] = float(v)
-            sources[k] = (meta_sources or {}).get(k, source) if source == "checkpoint metadata" else source
+            sources[k] = (
+                (meta_sources or {}).get(k, source) if source == "checkpoint metadata" else source
+            )
     return values, sources
 
 

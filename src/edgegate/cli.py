@@ -57,7 +57,7 @@ def cli() -> None:
 def _bounded(line: str, limit: int = 1000) -> str:
     """Escaping can lengthen a capped message (one control character becomes six): cut it
     in the middle again so an error stays a line a person reads."""
-    return line if len(line) <= limit else f"{line[: limit * 2 // 3]}…{line[-(limit // 3):]}"
+    return line if len(line) <= limit else f"{line[: limit * 2 // 3]}…{line[-(limit // 3) :]}"
 
 
 def main(argv: list[str] | None = None) -> Any:

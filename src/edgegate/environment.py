@@ -63,7 +63,10 @@ def cpu_model() -> str:
             import subprocess
 
             out = subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=5,
             )
             if out.returncode == 0 and out.stdout.strip():
                 return out.stdout.strip()
@@ -120,7 +123,8 @@ def input_files(path: Path) -> list[Path]:
     files = [
         p
         for p in path.rglob("*")
-        if p.is_file() and not any(part in (".git", "__pycache__") for part in p.relative_to(path).parts)
+        if p.is_file()
+        and not any(part in (".git", "__pycache__") for part in p.relative_to(path).parts)
     ]
     return sorted(files, key=lambda p: p.relative_to(path).as_posix())
 
@@ -135,7 +139,9 @@ def guess_format(path: Path) -> str | None:
     except Exception:  # readers not in this build, or not a checkpoint they know
         pass
     if path.is_file():
-        return {".gguf": "gguf", ".onnx": "onnx", ".safetensors": "safetensors"}.get(path.suffix.lower())
+        return {".gguf": "gguf", ".onnx": "onnx", ".safetensors": "safetensors"}.get(
+            path.suffix.lower()
+        )
     names = {p.name for p in path.iterdir()} if path.is_dir() else set()
     if any(n.endswith(".gguf") for n in names):
         return "gguf"
@@ -146,7 +152,9 @@ def guess_format(path: Path) -> str | None:
     return None
 
 
-def describe_input(role: str, path: Path, *, hash_files: bool = True, progress: Progress | None = None) -> dict[str, Any]:
+def describe_input(
+    role: str, path: Path, *, hash_files: bool = True, progress: Progress | None = None
+) -> dict[str, Any]:
     """Paths, sizes and sha256 of one input (a checkpoint, the policy, a dataset folder)."""
     if not path.exists():
         raise InputError(f"{role} not found", path=path, hint="check the path")
@@ -188,5 +196,14 @@ def endpoint_input(role: str, url: str, timeout: float | None = None) -> dict[st
         info = be.info()
     finally:
         be.close()
-    return {"role": role, "path": url, "kind": "endpoint", "format": None, "total_bytes": 0, "files": [],
-            "base_url": info.get("base_url"), "model": info.get("model"), "dialect": info.get("dialect")}
+    return {
+        "role": role,
+        "path": url,
+        "kind": "endpoint",
+        "format": None,
+        "total_bytes": 0,
+        "files": [],
+        "base_url": info.get("base_url"),
+        "model": info.get("model"),
+        "dialect": info.get("dialect"),
+    }

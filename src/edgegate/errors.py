@@ -74,7 +74,9 @@ class EdgegateError(Exception):
         return text
 
     def record(self) -> ErrorRecord:
-        return ErrorRecord(type(self).__name__, self.message, self.path, self.field, self.hint, self.exit_code)
+        return ErrorRecord(
+            type(self).__name__, self.message, self.path, self.field, self.hint, self.exit_code
+        )
 
     def to_dict(self) -> dict[str, object]:
         return self.record().to_dict()
@@ -140,30 +142,56 @@ class ErrorRecord:
         return ExitCode.RUNTIME_ERROR if self.exit_code is None else self.exit_code
 
     def to_dict(self) -> dict[str, object]:
-        d: dict[str, object] = {"type": self.type, "message": self.message, "path": self.path,
-                                "field": self.field, "hint": self.hint}
+        d: dict[str, object] = {
+            "type": self.type,
+            "message": self.message,
+            "path": self.path,
+            "field": self.field,
+            "hint": self.hint,
+        }
         if self.exit_code is not None:
             d["exit_code"] = int(self.exit_code)
         return d
 
     @staticmethod
-    def from_dict(d: object, *, path: str | Path | None = None, field: str = "error") -> ErrorRecord:
+    def from_dict(
+        d: object, *, path: str | Path | None = None, field: str = "error"
+    ) -> ErrorRecord:
         """Inverse of ``to_dict`` for a record read back from a file (``path``; ``field``
         names the record in it). A malformed record is an InputError naming the key."""
         hint = "pass files written by this edgegate, unedited"
         if not isinstance(d, Mapping):
-            raise InputError(f"expected an error record (an object), got {excerpt(d)}", path=path, field=field, hint=hint)
+            raise InputError(
+                f"expected an error record (an object), got {excerpt(d)}",
+                path=path,
+                field=field,
+                hint=hint,
+            )
         for key in ("type", "message"):
             if not isinstance(d.get(key), str):
                 what = "missing" if key not in d else f"not a string: {excerpt(d[key])}"
                 raise InputError(what, path=path, field=f"{field}.{key}", hint=hint)
         for key in ("path", "field", "hint"):
             if d.get(key) is not None and not isinstance(d[key], str):
-                raise InputError(f"expected a string or null, got {excerpt(d[key])}", path=path,
-                                 field=f"{field}.{key}", hint=hint)
+                raise InputError(
+                    f"expected a string or null, got {excerpt(d[key])}",
+                    path=path,
+                    field=f"{field}.{key}",
+                    hint=hint,
+                )
         code = d.get("exit_code")
         if code is not None and (type(code) is not int or code not in _ERROR_CODES):
-            raise InputError(f"expected {' or '.join(str(int(c)) for c in _ERROR_CODES)}, got {excerpt(code)}",
-                             path=path, field=f"{field}.exit_code", hint=hint)
-        return ErrorRecord(d["type"], d["message"], d.get("path"), d.get("field"), d.get("hint"),
-                           None if code is None else ExitCode(code))
+            raise InputError(
+                f"expected {' or '.join(str(int(c)) for c in _ERROR_CODES)}, got {excerpt(code)}",
+                path=path,
+                field=f"{field}.exit_code",
+                hint=hint,
+            )
+        return ErrorRecord(
+            d["type"],
+            d["message"],
+            d.get("path"),
+            d.get("field"),
+            d.get("hint"),
+            None if code is None else ExitCode(code),
+        )

@@ -57,8 +57,10 @@ def compare_rows(dense: np.ndarray, comp: np.ndarray) -> tuple[np.ndarray, np.nd
     """(KL(dense || compressed) per row in nats, top-1 agreement per row) of two blocks of
     logits [rows, vocab]. Identical rows give exactly 0 and True."""
     if dense.shape != comp.shape:
-        raise InputError(f"the two models' logits differ in shape: {dense.shape} vs {comp.shape}",
-                         hint="both models must have the same vocabulary")
+        raise InputError(
+            f"the two models' logits differ in shape: {dense.shape} vs {comp.shape}",
+            hint="both models must have the same vocabulary",
+        )
     agree = np.argmax(dense, axis=1) == np.argmax(comp, axis=1)
     lp = _log_softmax64(dense)
     diff = lp - _log_softmax64(comp)
@@ -81,19 +83,27 @@ class ChunkScores:
 @dataclass(frozen=True)
 class PassResult:
     chunks: tuple[ChunkScores, ...]
-    seconds: dict[str, float]  # per model: its forward passes; "compare": reading and comparing logits
+    seconds: dict[
+        str, float
+    ]  # per model: its forward passes; "compare": reading and comparing logits
 
 
 def scored_pass(
-    dense: Backend, comp: Backend, chunking: Chunking, indices: Sequence[int], *,
-    progress: Progress | None = None, clock: Callable[[], float] = time.perf_counter,
+    dense: Backend,
+    comp: Backend,
+    chunking: Chunking,
+    indices: Sequence[int],
+    *,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> PassResult:
     """Score the chunks ``indices`` with both models, keeping each chunk's logits in the
     models' processes just long enough to compare them ``ROW_BUDGET`` floats at a time."""
     if dense.n_vocab != comp.n_vocab or dense.n_vocab <= 0:
         raise InputError(
             f"the models' vocabularies differ ({dense.n_vocab:,} vs {comp.n_vocab:,} tokens): "
-            "KL over the vocabulary needs the same one", field="checks.fidelity",
+            "KL over the vocabulary needs the same one",
+            field="checks.fidelity",
             hint="compare models that share a tokenizer and output layer",
         )
     rows = max(1, ROW_BUDGET // dense.n_vocab)
@@ -109,7 +119,9 @@ def scored_pass(
                 lp = np.asarray(be.score_tokens_kept(chunk, chunking.first), dtype=np.float64)
                 seconds[role] += clock() - t0
                 if lp.shape != (len(chunk) - chunking.first,) or not np.all(np.isfinite(lp)):
-                    raise BackendError(f"{be.runtime} returned invalid log-probabilities for a chunk")
+                    raise BackendError(
+                        f"{be.runtime} returned invalid log-probabilities for a chunk"
+                    )
                 nll[role] = -lp
             t0 = clock()
             n = len(chunk) - chunking.first
@@ -155,45 +167,71 @@ Rows = Sequence[Any]  # one sequence of per-token values per chunk (lists or arr
 
 
 def summarize(
-    kl: Rows, top1: Rows, nll_dense: Rows, nll_compressed: Rows,
-    *, resamples: int = 2000, seed: int = 0, level: float = 0.95,
+    kl: Rows,
+    top1: Rows,
+    nll_dense: Rows,
+    nll_compressed: Rows,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> FidelityResult:
     """Every aggregate of the per-token numbers (one row per chunk) with its bootstrap CI."""
     K = _matrix(kl)
     A = _matrix(top1)
     Pd, Pc = np.exp(-_matrix(nll_dense)), np.exp(-_matrix(nll_compressed))
     if not (K.shape == A.shape == Pd.shape == Pc.shape) or K.size == 0:
-        raise InputError("fidelity: the per-token records of the chunks do not line up", field="checks.fidelity")
+        raise InputError(
+            "fidelity: the per-token records of the chunks do not line up", field="checks.fidelity"
+        )
     dp = Pc - Pd
 
     def boot(m: np.ndarray, q: float | None) -> Estimate:
         return _bootstrap(m, q, resamples=resamples, seed=seed, level=level)
 
     return FidelityResult(
-        n_chunks=K.shape[0], n_tokens=int(K.size),
-        mean_kl=boot(K, None), median_kl=boot(K, QUANTILES["median_kl"]), p90_kl=boot(K, QUANTILES["p90_kl"]),
-        p99_kl=boot(K, QUANTILES["p99_kl"]), p999_kl=boot(K, QUANTILES["p999_kl"]), max_kl=float(K.max()),
-        top1_agreement=boot(A, None), p_ref_dense=boot(Pd, None), p_ref_compressed=boot(Pc, None),
-        delta_p=boot(dp, None), resamples=resamples, seed=seed, level=level,
+        n_chunks=K.shape[0],
+        n_tokens=int(K.size),
+        mean_kl=boot(K, None),
+        median_kl=boot(K, QUANTILES["median_kl"]),
+        p90_kl=boot(K, QUANTILES["p90_kl"]),
+        p99_kl=boot(K, QUANTILES["p99_kl"]),
+        p999_kl=boot(K, QUANTILES["p999_kl"]),
+        max_kl=float(K.max()),
+        top1_agreement=boot(A, None),
+        p_ref_dense=boot(Pd, None),
+        p_ref_compressed=boot(Pc, None),
+        delta_p=boot(dp, None),
+        resamples=resamples,
+        seed=seed,
+        level=level,
     )
 
 
 def _matrix(rows: Rows) -> np.ndarray:
     lengths = {len(r) for r in rows}
     if len(lengths) > 1:  # every chunk scores the same number of tokens (ppl.make_chunks)
-        raise InputError(f"fidelity: chunks of different lengths {sorted(lengths)[:4]}", field="checks.fidelity")
-    return np.asarray([np.asarray(r, dtype=np.float64) for r in rows], dtype=np.float64).reshape(len(rows), -1)
+        raise InputError(
+            f"fidelity: chunks of different lengths {sorted(lengths)[:4]}", field="checks.fidelity"
+        )
+    return np.asarray([np.asarray(r, dtype=np.float64) for r in rows], dtype=np.float64).reshape(
+        len(rows), -1
+    )
 
 
 def _pooled(m: np.ndarray, q: float | None) -> Callable[..., np.ndarray]:
     """The statistic over the tokens of the chunks whose indices a resample drew (any batch shape)."""
+
     def stat(idx: np.ndarray, axis: int = -1) -> np.ndarray:
         flat = m[np.asarray(idx, dtype=np.int64)].reshape(*np.shape(idx)[:-1], -1)
         return flat.mean(axis=-1) if q is None else np.quantile(flat, q, axis=-1)
+
     return stat
 
 
-def _bootstrap(m: np.ndarray, q: float | None, *, resamples: int, seed: int, level: float) -> Estimate:
+def _bootstrap(
+    m: np.ndarray, q: float | None, *, resamples: int, seed: int, level: float
+) -> Estimate:
     from scipy import stats as sps
 
     n = m.shape[0]
@@ -208,8 +246,16 @@ def _bootstrap(m: np.ndarray, q: float | None, *, resamples: int, seed: int, lev
     for method in ("BCa", "percentile"):  # BCa is undefined when the jackknife is flat
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = sps.bootstrap((np.arange(n),), stat, n_resamples=resamples, confidence_level=level,
-                              method=method, vectorized=True, batch=batch, random_state=seed)
+            r = sps.bootstrap(
+                (np.arange(n),),
+                stat,
+                n_resamples=resamples,
+                confidence_level=level,
+                method=method,
+                vectorized=True,
+                batch=batch,
+                random_state=seed,
+            )
         lo, hi = float(r.confidence_interval.low), float(r.confidence_interval.high)
         if math.isfinite(lo) and math.isfinite(hi):
             break
@@ -226,9 +272,19 @@ def result_dict(res: FidelityResult) -> dict[str, Any]:
 
 
 def run_kl(
-    dense_path: str | Path, compressed_path: str | Path, *, runtime: str = "llamacpp", text: str | None = None,
-    n_ctx: int = 512, mode: str = "chunked", threads: int | None = None, cache_dir: str | Path | None = None,
-    timeout: float = DEFAULT_BACKEND_TIMEOUT, progress: Progress | None = None, resamples: int = 2000, seed: int = 0,
+    dense_path: str | Path,
+    compressed_path: str | Path,
+    *,
+    runtime: str = "llamacpp",
+    text: str | None = None,
+    n_ctx: int = 512,
+    mode: str = "chunked",
+    threads: int | None = None,
+    cache_dir: str | Path | None = None,
+    timeout: float = DEFAULT_BACKEND_TIMEOUT,
+    progress: Progress | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
 ) -> tuple[PPLComparison, FidelityResult]:
     """``ppl.run_ppl`` and the fidelity of the pair from the same pass: (perplexity
     comparison, fidelity). Tokenizers must agree (InputError, exit 2)."""
@@ -240,23 +296,42 @@ def run_kl(
     with open_pair(runtime, (dense_path, compressed_path), opening) as pair:
         extra = ppl.same_tokenizer(pair, body)
         chunking = ppl.chunk_text(pair.dense, body, n_ctx, mode)  # type: ignore[arg-type]
-        res = scored_pass(pair.dense, pair.compressed, chunking, range(len(chunking.chunks)), progress=progress)
-        ident = {role: (str(be.runtime), str(be.model_path)) for role, be in (("dense", pair.dense), ("compressed", pair.compressed))}
+        res = scored_pass(
+            pair.dense, pair.compressed, chunking, range(len(chunking.chunks)), progress=progress
+        )
+        ident = {
+            role: (str(be.runtime), str(be.model_path))
+            for role, be in (("dense", pair.dense), ("compressed", pair.compressed))
+        }
     n_eval = sum(len(c) for c in chunking.chunks)
     results = [
-        ppl.result_from_nlls([getattr(c, f"nll_{role}") for c in res.chunks], n_ctx=n_ctx, mode=mode, n_eval=n_eval,
-                             seconds=res.seconds[role], runtime=ident[role][0], model=ident[role][1])
+        ppl.result_from_nlls(
+            [getattr(c, f"nll_{role}") for c in res.chunks],
+            n_ctx=n_ctx,
+            mode=mode,
+            n_eval=n_eval,
+            seconds=res.seconds[role],
+            runtime=ident[role][0],
+            model=ident[role][1],
+        )
         for role in ("dense", "compressed")
     ]
     cmp = ppl.compare(results[0], results[1])
     cmp.extra.update(extra)
-    fid = summarize([c.kl for c in res.chunks], [c.top1 for c in res.chunks], [c.nll_dense for c in res.chunks],
-                    [c.nll_compressed for c in res.chunks], resamples=resamples, seed=seed)
+    fid = summarize(
+        [c.kl for c in res.chunks],
+        [c.top1 for c in res.chunks],
+        [c.nll_dense for c in res.chunks],
+        [c.nll_compressed for c in res.chunks],
+        resamples=resamples,
+        seed=seed,
+    )
     return cmp, fid
 
 
 def text_lines(res: FidelityResult) -> list[str]:
     """The one-screen summary `edgegate ppl --kl` prints."""
+
     def ci(e: Estimate, f: str = ".4g") -> str:
         return f"{e.value:{f}} [{e.ci_low:{f}}, {e.ci_high:{f}}]"
 

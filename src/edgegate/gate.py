@@ -45,14 +45,21 @@ def select_checks(policy: Policy, only: tuple[str, ...], skip: tuple[str, ...]) 
     enabled = [c.name for c in policy.enabled_checks()]
     both = sorted(set(only) & set(skip))
     if both:  # contradictory flags: refuse rather than guess which one the user meant
-        raise InputError(f"check(s) {', '.join(both)} given to both --only and --skip", field="--skip",
-                         hint="name each check in one of them")
+        raise InputError(
+            f"check(s) {', '.join(both)} given to both --only and --skip",
+            field="--skip",
+            hint="name each check in one of them",
+        )
     for flag, names in (("--only", only), ("--skip", skip)):
         for n in names:
             if n not in CHECK_NAMES:
                 close = difflib.get_close_matches(n, CHECK_NAMES, n=1)
                 tip = f"did you mean '{close[0]}'? " if close else ""
-                raise InputError(f"unknown check '{n}'", field=flag, hint=f"{tip}checks: {', '.join(CHECK_NAMES)}")
+                raise InputError(
+                    f"unknown check '{n}'",
+                    field=flag,
+                    hint=f"{tip}checks: {', '.join(CHECK_NAMES)}",
+                )
             if n not in enabled and flag == "--only":
                 raise InputError(
                     f"check '{n}' is not enabled in policy '{policy.name}'",
@@ -61,16 +68,26 @@ def select_checks(policy: Policy, only: tuple[str, ...], skip: tuple[str, ...]) 
                 )
     selected = [n for n in enabled if (not only or n in only) and n not in skip]
     if enabled and not selected:
-        raise InputError("--skip leaves no check to run", field="--skip",
-                         hint=f"policy '{policy.name}' enables {', '.join(enabled)}; a run that checks nothing verifies nothing")
+        raise InputError(
+            "--skip leaves no check to run",
+            field="--skip",
+            hint=f"policy '{policy.name}' enables {', '.join(enabled)}; a run that checks nothing verifies nothing",
+        )
     return selected
 
 
 def decide(
-    policy: Policy, strict: bool, only: Sequence[str], skip: Sequence[str],
-    result_of: Callable[[str], CheckResult], allow_partial: bool = False,
-    *, fail_fast: bool = False, judged_here: Callable[[str], bool] | None = None,
-    order: Sequence[str] = CHECK_NAMES, free: Callable[[str], bool] | None = None,
+    policy: Policy,
+    strict: bool,
+    only: Sequence[str],
+    skip: Sequence[str],
+    result_of: Callable[[str], CheckResult],
+    allow_partial: bool = False,
+    *,
+    fail_fast: bool = False,
+    judged_here: Callable[[str], bool] | None = None,
+    order: Sequence[str] = CHECK_NAMES,
+    free: Callable[[str], bool] | None = None,
 ) -> Decision:
     """Run ``result_of`` for every selected check in ``order`` (the runner's: cheapest first;
     deselected ones are listed, not run) and apply the gate's rules; outcomes are listed in
@@ -94,16 +111,24 @@ def decide(
         if cp.name not in selected:
             flag = "--only" if only else "--skip"
             res = CheckResult.skipped(cp.name, f"deselected with {flag}")
-            outcomes.append(CheckOutcome(cp.name, cp.required, False, res, CheckDecision.DESELECTED, res.summary))
+            outcomes.append(
+                CheckOutcome(
+                    cp.name, cp.required, False, res, CheckDecision.DESELECTED, res.summary
+                )
+            )
             continue
         if stop is not None and not (free is not None and free(cp.name)):
             outcomes.append(_not_run_fail_fast(cp.name, cp.required, stop))
             continue
         outcome = _judge(cp.name, cp.required, result_of(cp.name), policy, strict)
         outcomes.append(outcome)
-        if (fail_fast and stop is None and outcome.required
-                and outcome.gate in (CheckDecision.FAIL, CheckDecision.ERROR)
-                and (judged_here is None or judged_here(cp.name))):
+        if (
+            fail_fast
+            and stop is None
+            and outcome.required
+            and outcome.gate in (CheckDecision.FAIL, CheckDecision.ERROR)
+            and (judged_here is None or judged_here(cp.name))
+        ):
             stop = outcome  # the first failure is the one every "not run" names
     outcomes.sort(key=lambda o: CHECK_NAMES.index(o.name))
     status, code, reasons = _overall(outcomes, policy)
@@ -113,10 +138,20 @@ def decide(
 
 
 def _not_in_policy(name: str, policy: Policy, absent: bool) -> CheckOutcome:
-    why = (f"not in the policy: '{policy.name}' has no checks.{name} block, so it is not run" if absent
-           else f"disabled: checks.{name}.enabled is false in '{policy.name}'")
+    why = (
+        f"not in the policy: '{policy.name}' has no checks.{name} block, so it is not run"
+        if absent
+        else f"disabled: checks.{name}.enabled is false in '{policy.name}'"
+    )
     res = CheckResult.skipped(name, why)
-    return CheckOutcome(name, False, False, res, CheckDecision.NOT_IN_POLICY if absent else CheckDecision.DISABLED, why)
+    return CheckOutcome(
+        name,
+        False,
+        False,
+        res,
+        CheckDecision.NOT_IN_POLICY if absent else CheckDecision.DISABLED,
+        why,
+    )
 
 
 FAIL_FAST = "FailFast"  # the error type of a check that fail-fast did not run
@@ -128,15 +163,26 @@ def _not_run_fail_fast(name: str, required: bool, stop: CheckOutcome) -> CheckOu
     shard's partial file carries it into ``edgegate merge``."""
     why = f"not run: fail-fast — required check '{stop.name}' already {'failed' if stop.gate is CheckDecision.FAIL else 'errored'}"
     hint = "fail-fast (the policy's fail_fast or --fail-fast) stopped the run; --no-fail-fast runs every check"
-    err = ErrorRecord(FAIL_FAST, why, field="fail_fast", hint=hint)  # no exit code: nothing went wrong here
-    return CheckOutcome(name, required, True, CheckResult(name, Status.SKIPPED, why, error=err), CheckDecision.NOT_RUN, why)
+    err = ErrorRecord(
+        FAIL_FAST, why, field="fail_fast", hint=hint
+    )  # no exit code: nothing went wrong here
+    return CheckOutcome(
+        name,
+        required,
+        True,
+        CheckResult(name, Status.SKIPPED, why, error=err),
+        CheckDecision.NOT_RUN,
+        why,
+    )
 
 
 def _not_run_by_fail_fast(res: CheckResult) -> bool:
     return res.status is Status.SKIPPED and res.error is not None and res.error.type == FAIL_FAST
 
 
-def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: bool) -> CheckOutcome:
+def _judge(
+    name: str, required: bool, res: CheckResult, policy: Policy, strict: bool
+) -> CheckOutcome:
     s = res.status
     if _not_run_by_fail_fast(res):  # carried from a shard that stopped early (edgegate merge)
         return CheckOutcome(name, required, True, res, CheckDecision.NOT_RUN, res.summary)
@@ -145,8 +191,18 @@ def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: 
         # found it gates; as "advisory" it once ended in exit 0/1 ("no check passed")
         return CheckOutcome(name, required, True, res, CheckDecision.ERROR, res.summary)
     if not required:
-        gate = CheckDecision.PASS if s is Status.PASS else CheckDecision.SKIPPED if s is Status.SKIPPED else CheckDecision.ADVISORY
-        why = "optional check: reported, does not gate" if gate is not CheckDecision.PASS else "passed"
+        gate = (
+            CheckDecision.PASS
+            if s is Status.PASS
+            else CheckDecision.SKIPPED
+            if s is Status.SKIPPED
+            else CheckDecision.ADVISORY
+        )
+        why = (
+            "optional check: reported, does not gate"
+            if gate is not CheckDecision.PASS
+            else "passed"
+        )
         return CheckOutcome(name, False, True, res, gate, why)
     if s is Status.PASS:
         return CheckOutcome(name, True, True, res, CheckDecision.PASS, "passed")
@@ -157,12 +213,35 @@ def _judge(name: str, required: bool, res: CheckResult, policy: Policy, strict: 
     if s is Status.INCONCLUSIVE:
         if policy.fail_on_inconclusive:
             rule = "--strict" if strict else "fail_on_inconclusive"
-            return CheckOutcome(name, True, True, res, CheckDecision.FAIL, f"inconclusive ({res.summary}); {rule} makes that a failure")
-        return CheckOutcome(name, True, True, res, CheckDecision.NOT_VERIFIED, f"inconclusive: {res.summary}")
+            return CheckOutcome(
+                name,
+                True,
+                True,
+                res,
+                CheckDecision.FAIL,
+                f"inconclusive ({res.summary}); {rule} makes that a failure",
+            )
+        return CheckOutcome(
+            name, True, True, res, CheckDecision.NOT_VERIFIED, f"inconclusive: {res.summary}"
+        )
     if policy.fail_on_skipped:
         rule = "--strict" if strict else "fail_on_skipped"
-        return CheckOutcome(name, True, True, res, CheckDecision.FAIL, f"required check did not run ({res.summary}); {rule} makes that a failure")
-    return CheckOutcome(name, True, True, res, CheckDecision.NOT_VERIFIED, f"required check did not run: {res.summary}")
+        return CheckOutcome(
+            name,
+            True,
+            True,
+            res,
+            CheckDecision.FAIL,
+            f"required check did not run ({res.summary}); {rule} makes that a failure",
+        )
+    return CheckOutcome(
+        name,
+        True,
+        True,
+        res,
+        CheckDecision.NOT_VERIFIED,
+        f"required check did not run: {res.summary}",
+    )
 
 
 def _why(res: CheckResult) -> str:
@@ -187,12 +266,28 @@ def _overall(outcomes: list[CheckOutcome], policy: Policy) -> tuple[GateStatus, 
     if v.required == 0:  # a policy of advisory checks only: nothing gates, nothing to call verified
         passed = [o for o in outcomes if o.selected and o.result.status is Status.PASS]
         if passed:
-            return GateStatus.PASS, int(ExitCode.PASS), [f"{len(passed)} advisory check(s) passed; the policy requires none"]
-        return GateStatus.UNVERIFIED, int(ExitCode.POLICY_FAILED), [*reasons, "no check passed: nothing was verified"]
+            return (
+                GateStatus.PASS,
+                int(ExitCode.PASS),
+                [f"{len(passed)} advisory check(s) passed; the policy requires none"],
+            )
+        return (
+            GateStatus.UNVERIFIED,
+            int(ExitCode.POLICY_FAILED),
+            [*reasons, "no check passed: nothing was verified"],
+        )
     if v.verified == 0:
-        return GateStatus.UNVERIFIED, int(ExitCode.POLICY_FAILED), [*reasons, *v.gaps(outcomes), "no required check was verified"]
+        return (
+            GateStatus.UNVERIFIED,
+            int(ExitCode.POLICY_FAILED),
+            [*reasons, *v.gaps(outcomes), "no required check was verified"],
+        )
     if v.verified < v.required:
-        return GateStatus.PARTIAL, int(ExitCode.PASS), [*reasons, *v.gaps(outcomes)] or [v.headline()]
+        return (
+            GateStatus.PARTIAL,
+            int(ExitCode.PASS),
+            [*reasons, *v.gaps(outcomes)] or [v.headline()],
+        )
     return GateStatus.PASS, int(ExitCode.PASS), [f"all {v.required} required check(s) passed"]
 
 
@@ -208,8 +303,11 @@ class Verification:
         return f"{self.verified} of {self.required} required checks verified"
 
     def gaps(self, outcomes: Sequence[CheckOutcome]) -> list[str]:
-        return [f"{o.name}: not verified ({'deselected' if not o.selected else o.reason})"
-                for o in outcomes if o.name in self.not_verified and (not o.selected)]
+        return [
+            f"{o.name}: not verified ({'deselected' if not o.selected else o.reason})"
+            for o in outcomes
+            if o.name in self.not_verified and (not o.selected)
+        ]
 
 
 def verification(outcomes: Sequence[CheckOutcome]) -> Verification:
@@ -232,21 +330,41 @@ def _notes(outcomes: list[CheckOutcome]) -> list[str]:
         )
     for o in outcomes:
         if o.gate is CheckDecision.ADVISORY:
-            notes.append(f"advisory: {o.name} is {o.result.status.value} ({o.result.summary}); optional check: reported, does not gate")
-    left_out = [o.name for o in outcomes if o.gate in (CheckDecision.NOT_IN_POLICY, CheckDecision.DISABLED)]
+            notes.append(
+                f"advisory: {o.name} is {o.result.status.value} ({o.result.summary}); optional check: reported, does not gate"
+            )
+    left_out = [
+        o.name for o in outcomes if o.gate in (CheckDecision.NOT_IN_POLICY, CheckDecision.DISABLED)
+    ]
     if left_out:
         notes.append(f"not in the policy (not run, not verified): {', '.join(left_out)}")
     deselected = [o.name for o in outcomes if o.gate is CheckDecision.DESELECTED]
     if deselected:
-        notes.append(f"not run (deselected): {', '.join(deselected)}; this run verifies only the others")
+        notes.append(
+            f"not run (deselected): {', '.join(deselected)}; this run verifies only the others"
+        )
     not_run = [o.name for o in outcomes if o.gate is CheckDecision.NOT_RUN]
     if not_run:
         first = next(i for i, o in enumerate(outcomes) if o.gate is CheckDecision.NOT_RUN)
-        stops = [o.name for o in outcomes[:first] if o.required and o.gate in (CheckDecision.FAIL, CheckDecision.ERROR)]
-        after = f"required check '{stops[0]}' failed or errored" if stops else "a required check failed or errored"
-        notes.append(f"not run (fail-fast): {', '.join(not_run)}: {after}; not verified "
-                     "(--no-fail-fast runs every check)")
-    unavailable = [o.name for o in outcomes if o.selected and o.gate is not CheckDecision.NOT_RUN and o.result.status is Status.SKIPPED]
+        stops = [
+            o.name
+            for o in outcomes[:first]
+            if o.required and o.gate in (CheckDecision.FAIL, CheckDecision.ERROR)
+        ]
+        after = (
+            f"required check '{stops[0]}' failed or errored"
+            if stops
+            else "a required check failed or errored"
+        )
+        notes.append(
+            f"not run (fail-fast): {', '.join(not_run)}: {after}; not verified "
+            "(--no-fail-fast runs every check)"
+        )
+    unavailable = [
+        o.name
+        for o in outcomes
+        if o.selected and o.gate is not CheckDecision.NOT_RUN and o.result.status is Status.SKIPPED
+    ]
     if unavailable:
         notes.append(f"could not run: {', '.join(unavailable)} (see each check's reason)")
     return notes

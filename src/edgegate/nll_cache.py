@@ -38,8 +38,13 @@ def setting_key(runtime: str, threads: int | None, chunking: Mapping[str, Any]) 
     from edgegate import __version__
     from edgegate.environment import library_versions
 
-    ident = {"runtime": runtime, "threads": threads, "chunking": dict(chunking), "libraries": library_versions(),
-             "edgegate": __version__}
+    ident = {
+        "runtime": runtime,
+        "threads": threads,
+        "chunking": dict(chunking),
+        "libraries": library_versions(),
+        "edgegate": __version__,
+    }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
@@ -51,10 +56,16 @@ class NLLCache:
 
     def get(self, model: str, setting: str, chunks: Iterable[int]) -> dict[int, np.ndarray]:
         wanted = set(chunks)
-        rows = self.cache.db.execute("SELECT chunk, nll FROM chunk_nll WHERE model=? AND setting=?", (model, setting))
-        return {int(k): np.frombuffer(blob, dtype="<f8").copy() for k, blob in rows if int(k) in wanted}
+        rows = self.cache.db.execute(
+            "SELECT chunk, nll FROM chunk_nll WHERE model=? AND setting=?", (model, setting)
+        )
+        return {
+            int(k): np.frombuffer(blob, dtype="<f8").copy() for k, blob in rows if int(k) in wanted
+        }
 
     def put(self, model: str, setting: str, chunk: int, nll: np.ndarray) -> None:
         with self.cache.db:
-            self.cache.db.execute("INSERT OR REPLACE INTO chunk_nll VALUES (?, ?, ?, ?)",
-                                  (model, setting, int(chunk), np.asarray(nll, dtype="<f8").tobytes()))
+            self.cache.db.execute(
+                "INSERT OR REPLACE INTO chunk_nll VALUES (?, ?, ?, ?)",
+                (model, setting, int(chunk), np.asarray(nll, dtype="<f8").tobytes()),
+            )

@@ -33,7 +33,16 @@ FORMAT = "edgegate-partial"
 # count the disambiguated items as bias items, so it must refuse these files.
 VERSION = 2
 # Library versions that can change a model's answers; shards must agree on them.
-_SOFTWARE = ("numpy", "tokenizers", "llama-cpp-python", "mlx", "mlx-lm", "onnxruntime", "transformers", "torch")
+_SOFTWARE = (
+    "numpy",
+    "tokenizers",
+    "llama-cpp-python",
+    "mlx",
+    "mlx-lm",
+    "onnxruntime",
+    "transformers",
+    "torch",
+)
 
 
 def parse_shard(text: str) -> Shard:
@@ -68,14 +77,28 @@ def input_identity(desc: Mapping[str, Any]) -> dict[str, Any]:
         return {k: desc.get(k) for k in ("role", "kind", "base_url", "model", "dialect")}
     if desc.get("kind") == "hub":  # a dataset hub name: the name is all there is
         return {k: desc.get(k) for k in ("role", "kind", "path")}
-    files = [{"path": f["path"], "bytes": f["bytes"], "sha256": f.get("sha256")} for f in desc.get("files", [])]
-    ident = {"role": desc.get("role"), "kind": desc.get("kind"), "total_bytes": desc.get("total_bytes"), "files": files}
+    files = [
+        {"path": f["path"], "bytes": f["bytes"], "sha256": f.get("sha256")}
+        for f in desc.get("files", [])
+    ]
+    ident = {
+        "role": desc.get("role"),
+        "kind": desc.get("kind"),
+        "total_bytes": desc.get("total_bytes"),
+        "files": files,
+    }
     return {**ident, **{k: desc[k] for k in ("base_url", "model", "dialect") if k in desc}}
 
 
 def fingerprint(
-    policy: Policy, strict: bool, only: Sequence[str], skip: Sequence[str], cli_claims: Mapping[str, float],
-    settings: RunSettings, inputs: Sequence[Mapping[str, Any]], shard_count: int,
+    policy: Policy,
+    strict: bool,
+    only: Sequence[str],
+    skip: Sequence[str],
+    cli_claims: Mapping[str, float],
+    settings: RunSettings,
+    inputs: Sequence[Mapping[str, Any]],
+    shard_count: int,
 ) -> dict[str, Any]:
     """Everything that decides a shard's results of ``edgegate check``; shards of one run
     must agree on all of it."""
@@ -84,7 +107,10 @@ def fingerprint(
         "policy": pol.to_dict(),
         "inputs": [input_identity(d) for d in inputs],
         "settings": {
-            "strict": strict, "only": list(only), "skip": list(skip), "claims": dict(cli_claims),
+            "strict": strict,
+            "only": list(only),
+            "skip": list(skip),
+            "claims": dict(cli_claims),
             "options": settings.fingerprint(),
         },
         "software": software(),
@@ -92,7 +118,9 @@ def fingerprint(
     }
 
 
-def check_payload(gate: GateResult, shard: Shard, measured: Mapping[str, Any], sharded: Sequence[str]) -> dict[str, Any]:
+def check_payload(
+    gate: GateResult, shard: Shard, measured: Mapping[str, Any], sharded: Sequence[str]
+) -> dict[str, Any]:
     """The partial file's body for one shard of ``edgegate check``: the ``sharded`` checks'
     measurements (or, for one that could not measure, its result: why), and from shard 1
     the results of every other check."""
@@ -101,14 +129,20 @@ def check_payload(gate: GateResult, shard: Shard, measured: Mapping[str, Any], s
         if not o.selected:
             continue
         if o.name in sharded:
-            if o.name not in measured:  # the check could not measure (missing runtime, error): keep why
+            if (
+                o.name not in measured
+            ):  # the check could not measure (missing runtime, error): keep why
                 carried[o.name] = o.result.to_dict()
         elif shard[0] == 1:
             carried[o.name] = o.result.to_dict()
     return {
         "gate": {
-            "claims": dict(gate.claims), "claim_sources": dict(gate.claim_sources), "inputs": list(gate.inputs),
-            "environment": dict(gate.environment), "argv": list(gate.argv), "started_at": gate.started_at,
+            "claims": dict(gate.claims),
+            "claim_sources": dict(gate.claim_sources),
+            "inputs": list(gate.inputs),
+            "environment": dict(gate.environment),
+            "argv": list(gate.argv),
+            "started_at": gate.started_at,
         },
         "results": carried,
         "checks": {k: measured[k] for k in sharded if k in measured},
@@ -116,7 +150,12 @@ def check_payload(gate: GateResult, shard: Shard, measured: Mapping[str, Any], s
 
 
 def write_partial(
-    path: str | Path, *, command: str, shard: Shard, fingerprint: Mapping[str, Any], payload: Mapping[str, Any]
+    path: str | Path,
+    *,
+    command: str,
+    shard: Shard,
+    fingerprint: Mapping[str, Any],
+    payload: Mapping[str, Any],
 ) -> Path:
     doc = {
         "format": FORMAT,
@@ -134,7 +173,9 @@ def write_partial(
         tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         os.replace(tmp, out)  # a killed shard never leaves a half-written partial
     except OSError as exc:
-        raise InputError(f"cannot write the partial file: {exc.strerror}", path=out, field="--partial-out") from exc
+        raise InputError(
+            f"cannot write the partial file: {exc.strerror}", path=out, field="--partial-out"
+        ) from exc
     return out
 
 
@@ -144,21 +185,40 @@ def read_partial(path: str | Path) -> dict[str, Any]:
 
     # partials are written with allow_nan=False, so NaN/Infinity in one is tampering
     try:
-        doc = safe_json.load(p, hint="pass files written by --shard i/n", allow_nan=False, expect_object=False)
+        doc = safe_json.load(
+            p, hint="pass files written by --shard i/n", allow_nan=False, expect_object=False
+        )
     except InputError as exc:
         raise InputError(f"not a JSON partial file: {exc.message}", path=p, hint=exc.hint) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise InputError("not an edgegate partial file", path=p, field="format", hint="pass files written by --shard i/n")
+        raise InputError(
+            "not an edgegate partial file",
+            path=p,
+            field="format",
+            hint="pass files written by --shard i/n",
+        )
     if doc.get("version") != VERSION:
-        raise InputError(f"partial file version {doc.get('version')!r}, this edgegate reads {VERSION}", path=p,
-                         field="version", hint="re-run the shards with this edgegate version")
+        raise InputError(
+            f"partial file version {doc.get('version')!r}, this edgegate reads {VERSION}",
+            path=p,
+            field="version",
+            hint="re-run the shards with this edgegate version",
+        )
     sh = doc.get("shard")
-    if not (isinstance(sh, dict) and all(type(sh.get(k)) is int for k in ("index", "count"))
-            and 1 <= sh["index"] <= sh["count"]):
+    if not (
+        isinstance(sh, dict)
+        and all(type(sh.get(k)) is int for k in ("index", "count"))
+        and 1 <= sh["index"] <= sh["count"]
+    ):
         raise InputError("expected {index: i, count: n} with 1 <= i <= n", path=p, field="shard")
     for key, kind in (("command", str), ("fingerprint", dict), ("checks", dict)):
         if not isinstance(doc.get(key), kind):
-            raise InputError(f"missing or not a {kind.__name__}", path=p, field=key, hint="pass files written by --shard i/n")
+            raise InputError(
+                f"missing or not a {kind.__name__}",
+                path=p,
+                field=key,
+                hint="pass files written by --shard i/n",
+            )
     return doc
 
 
@@ -176,7 +236,9 @@ def first_difference(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any] | 
             if d:
                 return d
         return None
-    same = a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    same = a == b or (
+        isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    )
     return None if same else (where, a, b)
 
 
@@ -189,7 +251,8 @@ def differ(a_name: str, b_name: str, field: str, a: Any, b: Any) -> InputError:
     d = first_difference(a, b, field) or (field, a, b)
     return InputError(
         f"cannot merge: {a_name} and {b_name} differ in {d[0]} ({_short(d[1])} vs {_short(d[2])})",
-        field=d[0], hint="every shard must run the same inputs, policy, seed and settings",
+        field=d[0],
+        hint="every shard must run the same inputs, policy, seed and settings",
     )
 
 
@@ -208,7 +271,9 @@ def load_parts(paths: Sequence[str | Path]) -> Parts:
     """Read and cross-check partial files: same command and fingerprint, each shard once,
     none missing. Raises InputError (exit 2) naming the files and the field at fault."""
     if not paths:
-        raise InputError("no partial files given", hint="edgegate merge edgegate-partial-*.json --policy FILE")
+        raise InputError(
+            "no partial files given", hint="edgegate merge edgegate-partial-*.json --policy FILE"
+        )
     docs = [(str(p), read_partial(p)) for p in paths]
     name0, doc0 = docs[0]
     n = int(doc0["shard"]["count"])
@@ -223,15 +288,19 @@ def load_parts(paths: Sequence[str | Path]) -> Parts:
                 raise differ(name0, name, key, a, b)
         i = int(doc["shard"]["index"])
         if i in seen:
-            raise InputError(f"cannot merge: {seen[i]} and {name} are both shard {i}/{n} (duplicate shard)",
-                             field="shard.index", hint="pass each shard's partial file once")
+            raise InputError(
+                f"cannot merge: {seen[i]} and {name} are both shard {i}/{n} (duplicate shard)",
+                field="shard.index",
+                hint="pass each shard's partial file once",
+            )
         seen[i] = name
     missing = [i for i in range(1, n + 1) if i not in seen]
     if missing:
         raise InputError(
             f"cannot merge: shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing "
             f"(have {', '.join(f'{i}/{n}' for i in sorted(seen))}: {', '.join(seen[i] for i in sorted(seen))})",
-            field="shard.index", hint="run the missing shards, then merge all n partial files",
+            field="shard.index",
+            hint="run the missing shards, then merge all n partial files",
         )
     order = sorted(range(len(docs)), key=lambda k: int(docs[k][1]["shard"]["index"]))
     return Parts(tuple(docs[k][0] for k in order), tuple(docs[k][1] for k in order), n)

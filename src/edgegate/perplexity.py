@@ -102,12 +102,16 @@ def make_chunks(stream: Sequence[int], n_ctx: int, mode: Mode, bos: int | None) 
             if toks and toks[0] == bos:
                 toks = toks[1:]
             step = n_ctx - 1
-            chunks = [tuple([bos, *toks[s : s + step]]) for s in range(0, len(toks) - step + 1, step)]
+            chunks = [
+                tuple([bos, *toks[s : s + step]]) for s in range(0, len(toks) - step + 1, step)
+            ]
         else:
             chunks = [tuple(toks[s : s + n_ctx]) for s in range(0, len(toks) - n_ctx + 1, n_ctx)]
         first = 1
     else:
-        raise InputError(f"unknown perplexity mode '{mode}'", field="mode", hint="use chunked or full")
+        raise InputError(
+            f"unknown perplexity mode '{mode}'", field="mode", hint="use chunked or full"
+        )
     if not chunks:
         raise InputError(
             f"the text has {len(toks)} tokens, fewer than one {n_ctx}-token chunk",
@@ -125,16 +129,27 @@ def perplexity(
     label: str = "",
 ) -> PPLResult:
     t0 = time.perf_counter()
-    nll_chunks = chunk_nlls(backend, chunking, range(len(chunking.chunks)), progress=progress, label=label)
+    nll_chunks = chunk_nlls(
+        backend, chunking, range(len(chunking.chunks)), progress=progress, label=label
+    )
     return result_from_nlls(
-        nll_chunks, n_ctx=chunking.n_ctx, mode=chunking.mode, n_eval=sum(len(c) for c in chunking.chunks),
+        nll_chunks,
+        n_ctx=chunking.n_ctx,
+        mode=chunking.mode,
+        n_eval=sum(len(c) for c in chunking.chunks),
         seconds=time.perf_counter() - t0,
-        runtime=str(backend.runtime), model=str(backend.model_path),
+        runtime=str(backend.runtime),
+        model=str(backend.model_path),
     )
 
 
 def chunk_nlls(
-    backend: Backend, chunking: Chunking, indices: Sequence[int], *, progress: Progress | None = None, label: str = ""
+    backend: Backend,
+    chunking: Chunking,
+    indices: Sequence[int],
+    *,
+    progress: Progress | None = None,
+    label: str = "",
 ) -> list[np.ndarray]:
     """Per-token NLL of the scored positions of the chunks ``indices`` (a shard scores a subset)."""
     prog = progress or NullProgress()
@@ -144,15 +159,23 @@ def chunk_nlls(
             chunk = chunking.chunks[k]
             lp = np.asarray(backend.score_tokens(chunk, chunking.first), dtype=np.float64)
             if lp.shape != (len(chunk) - chunking.first,) or not np.all(np.isfinite(lp)):
-                raise BackendError(f"{backend.runtime} returned invalid log-probabilities for a chunk")
+                raise BackendError(
+                    f"{backend.runtime} returned invalid log-probabilities for a chunk"
+                )
             nll_chunks.append(-lp)
             advance(1)
     return nll_chunks
 
 
 def result_from_nlls(
-    nll_chunks: Sequence[np.ndarray], *, n_ctx: int, mode: str, n_eval: int, seconds: float,
-    runtime: str = "", model: str = "",
+    nll_chunks: Sequence[np.ndarray],
+    *,
+    n_ctx: int,
+    mode: str,
+    n_eval: int,
+    seconds: float,
+    runtime: str = "",
+    model: str = "",
 ) -> PPLResult:
     """Perplexity from every chunk's per-token NLL: the one aggregation a single run and
     ``edgegate merge`` of sharded runs both call."""
@@ -265,7 +288,9 @@ def run_ppl(
     settings = OpenSettings(n_ctx=n_ctx, threads=threads, cache_dir=cache_dir, timeout=timeout)
     with open_pair(runtime, (dense_path, compressed_path), settings) as pair:
         extra = same_tokenizer(pair, body)
-        result = compare_models(pair.dense, pair.compressed, body, n_ctx=n_ctx, mode=mode, progress=progress)
+        result = compare_models(
+            pair.dense, pair.compressed, body, n_ctx=n_ctx, mode=mode, progress=progress
+        )
         result.extra.update(extra)
         return result
 
@@ -285,4 +310,8 @@ def same_tokenizer(pair: ModelPair, body: str) -> dict[str, Any]:
 
     dense, comp = pair.dense, pair.compressed
     tok = require_same_tokenizer(dense, comp, (body[:2000],))
-    return {"tokenizer_probes": tok.probes, "dense_model": dense.info(), "compressed_model": comp.info()}
+    return {
+        "tokenizer_probes": tok.probes,
+        "dense_model": dense.info(),
+        "compressed_model": comp.info(),
+    }

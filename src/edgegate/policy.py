@@ -54,7 +54,9 @@ class Policy:
     claims: Mapping[str, float]
     fail_on_inconclusive: bool
     fail_on_skipped: bool
-    fail_fast: bool  # stop after the first required check that fails or errors (default: the schema's)
+    fail_fast: (
+        bool  # stop after the first required check that fails or errors (default: the schema's)
+    )
     checks: Mapping[str, CheckPolicy]  # only the checks the file lists, in CHECK_NAMES order
     source: str | None = None
     sha256: str | None = None
@@ -64,7 +66,11 @@ class Policy:
     def base_dir(self) -> Path | None:
         """The policy file's folder: relative paths in the policy resolve against it (None for
         presets and text, whose relative paths resolve against the working directory)."""
-        if self.source and not self.source.startswith(("preset:", "<")) and Path(self.source).is_file():
+        if (
+            self.source
+            and not self.source.startswith(("preset:", "<"))
+            and Path(self.source).is_file()
+        ):
             return Path(self.source).resolve().parent
         return None
 
@@ -102,8 +108,11 @@ class Policy:
             if isinstance(floor, int) and floor > n:
                 sec["validity_min_disambig_items"] = n
                 changed.append(f"validity_min_disambig_items {floor} -> {n}")
-        caveat = (f"quick run: {n} BBQ items instead of the policy's {full or 'all'}{dis_note}"
-                  + (f" ({', '.join(changed)})" if changed else "") + "; not release-grade")
+        caveat = (
+            f"quick run: {n} BBQ items instead of the policy's {full or 'all'}{dis_note}"
+            + (f" ({', '.join(changed)})" if changed else "")
+            + "; not release-grade"
+        )
         checks = {**self.checks, "bbq": replace(cp, section=sec)}
         return replace(self, checks=checks), caveat
 
@@ -127,7 +136,11 @@ class Policy:
 def load_policy(path: str | Path) -> Policy:
     p = Path(path)
     if not p.exists():
-        raise PolicyError("policy file not found", path=p, hint="pass an existing YAML file or run 'edgegate policy init'")
+        raise PolicyError(
+            "policy file not found",
+            path=p,
+            hint="pass an existing YAML file or run 'edgegate policy init'",
+        )
     if p.is_dir():
         raise PolicyError("is a directory, expected a YAML policy file", path=p)
     from edgegate.safe_read import read_regular
@@ -146,7 +159,11 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     doc, lines = _load_yaml(text, source)
     errors = validation_errors(doc, lines)
     if errors:
-        more = f" [and {len(errors) - 1} more problem(s); run 'edgegate policy validate {source}']" if len(errors) > 1 else ""
+        more = (
+            f" [and {len(errors) - 1} more problem(s); run 'edgegate policy validate {source}']"
+            if len(errors) > 1
+            else ""
+        )
         raise PolicyError(errors[0] + more, path=source)
     return _build(doc, source)
 
@@ -194,7 +211,8 @@ def resolve_policy(value: str | Path) -> Policy:
         close = difflib.get_close_matches(name, PRESETS, n=1)
         if close and not name.endswith((".yaml", ".yml")) and "/" not in name:
             raise PolicyError(
-                f"no policy file or preset named '{name}'", field="--policy",
+                f"no policy file or preset named '{name}'",
+                field="--policy",
                 hint=f"did you mean the preset '{close[0]}'? Presets: {', '.join(PRESETS)}",
             )
     return load_policy(value)
@@ -211,23 +229,32 @@ class _StrictLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             ev = self.peek_event()
             raise yaml.composer.ComposerError(
-                None, None, f"YAML aliases (*{ev.anchor}) are not allowed in policy files; write the value out",
+                None,
+                None,
+                f"YAML aliases (*{ev.anchor}) are not allowed in policy files; write the value out",
                 ev.start_mark,
             )
         return super().compose_node(parent, index)
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_mapping(
+    loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, (str, int, float, bool)) and key is not None:  # {a: 1}: 2 (found by fuzzing)
+        if (
+            not isinstance(key, (str, int, float, bool)) and key is not None
+        ):  # {a: 1}: 2 (found by fuzzing)
             raise yaml.constructor.ConstructorError(
                 None, None, f"a {_tname(key)} cannot be a key; keys are names", key_node.start_mark
             )
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}' (first on line {seen[key] + 1})", key_node.start_mark
+                None,
+                None,
+                f"duplicate key '{key}' (first on line {seen[key] + 1})",
+                key_node.start_mark,
             )
         seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=deep)
@@ -238,8 +265,11 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]:
     if len(text) > MAX_POLICY_BYTES:
-        raise PolicyError(f"policy is {len(text)} characters, more than the {MAX_POLICY_BYTES} a policy may have",
-                          path=source, hint="a policy is a short YAML file; check that this is the right file")
+        raise PolicyError(
+            f"policy is {len(text)} characters, more than the {MAX_POLICY_BYTES} a policy may have",
+            path=source,
+            hint="a policy is a short YAML file; check that this is the right file",
+        )
     try:  # one pass: the node tree gives the line numbers, the same tree builds the document
         loader = _StrictLoader(text)
         try:
@@ -253,13 +283,25 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PolicyError(f"{where}not valid YAML: {problem}", path=source) from exc
     except ValueError as exc:  # e.g. an integer of more than 4300 digits (Python's int-size guard)
-        raise PolicyError(f"not valid YAML: {excerpt(str(exc), 120, quote=False)}", path=source) from None
+        raise PolicyError(
+            f"not valid YAML: {excerpt(str(exc), 120, quote=False)}", path=source
+        ) from None
     except RecursionError:  # PyYAML composes recursively: [[[[... thousands deep
-        raise PolicyError(f"nested more than {MAX_NESTING} levels", path=source, hint="a policy nests a few levels") from None
+        raise PolicyError(
+            f"nested more than {MAX_NESTING} levels",
+            path=source,
+            hint="a policy nests a few levels",
+        ) from None
     if node is not None and _depth(node) > MAX_NESTING:  # our own walks below recurse too
-        raise PolicyError(f"nested more than {MAX_NESTING} levels", path=source, hint="a policy nests a few levels")
+        raise PolicyError(
+            f"nested more than {MAX_NESTING} levels",
+            path=source,
+            hint="a policy nests a few levels",
+        )
     if doc is None:
-        raise PolicyError("policy file is empty", path=source, hint="start from 'edgegate policy init'")
+        raise PolicyError(
+            "policy file is empty", path=source, hint="start from 'edgegate policy init'"
+        )
     if not isinstance(doc, dict):
         raise PolicyError(f"expected a mapping at the top level, got {_tname(doc)}", path=source)
     lines: dict[tuple[str, ...], int] = {}
@@ -296,7 +338,9 @@ def _index_lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ..
 # ---------------------------------------------------------------- error messages
 
 
-def _nonfinite(value: Any, path: tuple[str, ...], lines: Mapping[tuple[str, ...], int]) -> Iterator[str]:
+def _nonfinite(
+    value: Any, path: tuple[str, ...], lines: Mapping[tuple[str, ...], int]
+) -> Iterator[str]:
     """YAML's .nan/.inf load as floats that JSON Schema's bounds let through (NaN compares
     false both ways): a NaN threshold then failed every model with "0 violates >= nan"."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -351,15 +395,21 @@ def _describe(err: Any, lines: Mapping[tuple[str, ...], int]) -> list[str]:
     if kind == "const":
         return [at(path, f"must be {schema['const']!r}, got {excerpt(inst)}")]
     if kind == "required":
-        return [at(path, err.message.replace("is a required property", "is required (missing key)"))]
+        return [
+            at(path, err.message.replace("is a required property", "is required (missing key)"))
+        ]
     if kind in ("anyOf", "oneOf") and err.context:
         # Report the branch that matches the value's shape (a mapping vs a number).
-        branch = [e for e in err.context if isinstance(inst, dict) == (e.schema.get("type") == "object")]
+        branch = [
+            e for e in err.context if isinstance(inst, dict) == (e.schema.get("type") == "object")
+        ]
         if branch:
             return _describe(max(branch, key=lambda e: len(e.absolute_path)), lines)
         return [at(path, f"{excerpt(inst)} is neither a number nor a mapping of the allowed keys")]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
+        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[
+            kind
+        ]
         return [at(path, f"{excerpt(inst)} must be {op} {schema[kind]}")]
     return [at(path, excerpt(err.message, 200, quote=False))]
 
@@ -367,9 +417,14 @@ def _describe(err: Any, lines: Mapping[tuple[str, ...], int]) -> list[str]:
 def _tname(v: Any) -> str:
     if v is None:
         return "null"
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}.get(
-        type(v), type(v).__name__
-    )
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+    }.get(type(v), type(v).__name__)
 
 
 # ---------------------------------------------------------------- defaults and freezing
@@ -423,7 +478,9 @@ def _build(doc: Mapping[str, Any], source: str) -> Policy:
         if name == "fidelity":
             ppl = _with_defaults(raw_checks.get("perplexity") or {}, check_props["perplexity"])
             section = {**{k: ppl[k] for k in _SHARED_SCORING if k in ppl}, **section}
-        checks[name] = CheckPolicy(name, bool(section["enabled"]), bool(section["required"]), _freeze(section))
+        checks[name] = CheckPolicy(
+            name, bool(section["enabled"]), bool(section["required"]), _freeze(section)
+        )
     return Policy(
         version=int(top["version"]),
         name=str(top["name"]),

@@ -45,11 +45,15 @@ def raise_if_any(problems: Sequence[Problem]) -> None:
     # gets an equal share, long paths cut in the middle, so no flag or field is lost.
     head = f"{len(problems)} problems, nothing was measured: "
     share = max(40, (MAX_MESSAGE_CHARS - len(head)) // len(problems) - 6)
-    listed = "; ".join(f"({i}) {excerpt(p.line(), share, quote=False)}" for i, p in enumerate(problems, 1))
+    listed = "; ".join(
+        f"({i}) {excerpt(p.line(), share, quote=False)}" for i, p in enumerate(problems, 1)
+    )
     raise InputError(head + listed)
 
 
-def data_inputs(policy: Policy, selected: Sequence[str], settings: RunSettings) -> list[tuple[str, DataInput]]:
+def data_inputs(
+    policy: Policy, selected: Sequence[str], settings: RunSettings
+) -> list[tuple[str, DataInput]]:
     """(check, data input) for every file or folder the selected checks will read besides the
     models, as each check declares them (``NEEDS.data``)."""
     out = []
@@ -86,7 +90,9 @@ def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings
     return out
 
 
-def output_problems(outputs: Mapping[str, str | None], inputs: Mapping[str, Any] | None = None) -> list[Problem]:
+def output_problems(
+    outputs: Mapping[str, str | None], inputs: Mapping[str, Any] | None = None
+) -> list[Problem]:
     """Report destinations: one report per stream and per file, none of them an input (or
     inside one), writable files."""
     from edgegate import report_paths
@@ -98,7 +104,12 @@ def output_problems(outputs: Mapping[str, str | None], inputs: Mapping[str, Any]
     outputs = {flag: dest for flag, dest in outputs.items() if flag not in refused}
     to_stdout = [flag for flag, dest in outputs.items() if dest == "-"]
     if len(to_stdout) > 1:
-        out.append(Problem(to_stdout[1], f"only one report can go to stdout ('-'), and {to_stdout[0]} already does; write the others to files"))
+        out.append(
+            Problem(
+                to_stdout[1],
+                f"only one report can go to stdout ('-'), and {to_stdout[0]} already does; write the others to files",
+            )
+        )
     for flag, dest in outputs.items():
         if not dest or dest == "-":
             continue
@@ -125,11 +136,17 @@ def cache_problems(settings: RunSettings, selected: Sequence[str]) -> list[Probl
     if where.exists() and not where.is_dir():
         return [Problem(flag, f"cache {where} is a file, not a folder")]
     if where.exists():
-        return [] if os.access(where, os.W_OK) else [Problem(flag, f"cache folder {where} is not writable")]
+        return (
+            []
+            if os.access(where, os.W_OK)
+            else [Problem(flag, f"cache folder {where} is not writable")]
+        )
     return [] if _creatable(where) else [Problem(flag, f"cannot create the cache folder {where}")]
 
 
-def runtime_problems(policy: Policy, selected: Sequence[str], settings: RunSettings, fmt_runtime: Any = None) -> list[Problem]:
+def runtime_problems(
+    policy: Policy, selected: Sequence[str], settings: RunSettings, fmt_runtime: Any = None
+) -> list[Problem]:
     """Runtimes a selected check needs that are not installed. Only where the policy would turn
     the resulting skip into a failure (fail_on_skipped, --strict): elsewhere a missing runtime
     is a reported skip, not an error. ``fmt_runtime(check, runtime)`` resolves ``auto`` (the
@@ -148,11 +165,18 @@ def runtime_problems(policy: Policy, selected: Sequence[str], settings: RunSetti
                 rt = fmt_runtime(name, rt)
             spec = RUNTIMES.get(str(rt))  # the registry names each runtime's modules and extra
             if spec is not None and spec.local and not available(spec.name):
-                out.append(Problem(f"checks.{name}.runtime", f"runtime '{rt}' is not installed (pip install 'edgegate[{spec.extra}]'); the policy fails a required check that cannot run"))
+                out.append(
+                    Problem(
+                        f"checks.{name}.runtime",
+                        f"runtime '{rt}' is not installed (pip install 'edgegate[{spec.extra}]'); the policy fails a required check that cannot run",
+                    )
+                )
     return out
 
 
-def input_findings(descs: Mapping[str, Mapping[str, Any]], configs: Mapping[str, Any]) -> list[Finding]:
+def input_findings(
+    descs: Mapping[str, Mapping[str, Any]], configs: Mapping[str, Any]
+) -> list[Finding]:
     """Identical inputs and different models, from the inputs' descriptions and configs."""
     out = []
     if "dense" in descs and "compressed" in descs:
@@ -187,13 +211,22 @@ def runtime_flag_problems(selected: Sequence[str], settings: RunSettings) -> lis
     rts = settings.runtimes or ()
     users = [n for n in selected if needs(n).runtime is RuntimeUse.ONE]
     if len(rts) > 1 and users and not settings.endpoints:
-        return [Problem("--runtime", f"{', '.join(rts)} names {len(rts)} runtimes, but {' and '.join(users)} run(s) on "
-                        "one: pass one runtime, or time several with `--only speed`")]
+        return [
+            Problem(
+                "--runtime",
+                f"{', '.join(rts)} names {len(rts)} runtimes, but {' and '.join(users)} run(s) on "
+                "one: pass one runtime, or time several with `--only speed`",
+            )
+        ]
     return []
 
 
-def format_problems(policy: Policy, selected: Sequence[str], settings: RunSettings,
-                    models: Mapping[str, Path | None]) -> list[Problem]:
+def format_problems(
+    policy: Policy,
+    selected: Sequence[str],
+    settings: RunSettings,
+    models: Mapping[str, Path | None],
+) -> list[Problem]:
     """A runtime named for a check (policy or --runtime) that cannot open an input's format at
     all: decidable from the files' headers, so it is refused before the first measurement."""
     from edgegate.backends.auto import LOADS
@@ -216,14 +249,35 @@ def format_problems(policy: Policy, selected: Sequence[str], settings: RunSettin
         if cp is None or use is RuntimeUse.NONE or not (cp.required or settings.runtimes):
             continue
         wanted = wanted_runtimes(name, cp.section, settings)
-        where = "--runtime" if settings.runtimes else f"checks.{name}.runtime" + ("s" if use is RuntimeUse.SEVERAL else "")
+        where = (
+            "--runtime"
+            if settings.runtimes
+            else f"checks.{name}.runtime" + ("s" if use is RuntimeUse.SEVERAL else "")
+        )
         refused = []
         for rt in wanted:
             loads = LOADS.get(str(rt))
-            bad = [f"{role} is {fmt.value}" for role, fmt in formats.items() if loads is not None and fmt is not None and fmt not in loads]
+            bad = [
+                f"{role} is {fmt.value}"
+                for role, fmt in formats.items()
+                if loads is not None and fmt is not None and fmt not in loads
+            ]
             if bad:
                 refused.append(f"runtime '{rt}' cannot load these inputs ({'; '.join(bad)})")
-        if refused and (use is not RuntimeUse.SEVERAL or len(refused) == len(wanted)):  # timing what it can
-            can = ", ".join(sorted(r for r, fs in LOADS.items() if all(f in fs for f in formats.values() if f is not None)))
-            out.append(Problem(where, f"{name}: {'; '.join(refused)}; use {can or 'one runtime per format'}, or auto"))
+        if refused and (
+            use is not RuntimeUse.SEVERAL or len(refused) == len(wanted)
+        ):  # timing what it can
+            can = ", ".join(
+                sorted(
+                    r
+                    for r, fs in LOADS.items()
+                    if all(f in fs for f in formats.values() if f is not None)
+                )
+            )
+            out.append(
+                Problem(
+                    where,
+                    f"{name}: {'; '.join(refused)}; use {can or 'one runtime per format'}, or auto",
+                )
+            )
     return out

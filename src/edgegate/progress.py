@@ -47,7 +47,9 @@ def _noop(n: float = 1) -> None:
 
 class NullProgress:
     @contextmanager
-    def task(self, description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
+    def task(
+        self, description: str, total: float | None = None
+    ) -> Iterator[Callable[[float], None]]:
         yield _noop
 
     def log(self, message: str) -> None:
@@ -64,7 +66,9 @@ class RichProgress:
         self.console = Console(stderr=True)
 
     @contextmanager
-    def task(self, description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
+    def task(
+        self, description: str, total: float | None = None
+    ) -> Iterator[Callable[[float], None]]:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -122,10 +126,14 @@ class LogProgress:
         self.clock = clock
 
     def _line(self, text: str) -> None:
-        print(f"[edgegate {time.strftime('%H:%M:%S')}] {terminal(text)}", file=self.stream, flush=True)
+        print(
+            f"[edgegate {time.strftime('%H:%M:%S')}] {terminal(text)}", file=self.stream, flush=True
+        )
 
     @contextmanager
-    def task(self, description: str, total: float | None = None) -> Iterator[Callable[[float], None]]:
+    def task(
+        self, description: str, total: float | None = None
+    ) -> Iterator[Callable[[float], None]]:
         start = self.clock()
         last = start
         done = 0.0
@@ -149,7 +157,9 @@ class LogProgress:
             return f"{_count(done)} done, {rate:.3g}/s, {_duration(elapsed)} elapsed"
         eta = (total - done) / rate if rate > 0 else float("inf")
         eta_s = _duration(eta) if eta != float("inf") else "unknown"
-        return f"{_count(done)}/{_count(total)} ({100 * done / total:.0f}%), {rate:.3g}/s, ETA {eta_s}"
+        return (
+            f"{_count(done)}/{_count(total)} ({100 * done / total:.0f}%), {rate:.3g}/s, ETA {eta_s}"
+        )
 
     def log(self, message: str) -> None:
         # the line already starts "[edgegate HH:MM:SS]": no second "edgegate:" after it

@@ -79,7 +79,9 @@ class CheckResult:
     verdicts: tuple[Verdict, ...] = ()
     measurements: Mapping[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
-    error: ErrorRecord | None = None  # why it errored, or why it was skipped (missing runtime, fail-fast)
+    error: ErrorRecord | None = (
+        None  # why it errored, or why it was skipped (missing runtime, fail-fast)
+    )
 
     @staticmethod
     def from_verdicts(
@@ -169,8 +171,9 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def check_result_from_dict(d: Mapping[str, Any], *, path: str | Path | None = None,
-                           where: str = "results") -> CheckResult:
+def check_result_from_dict(
+    d: Mapping[str, Any], *, path: str | Path | None = None, where: str = "results"
+) -> CheckResult:
     """Inverse of ``CheckResult.to_dict`` (results read back from a partial file, ``path``;
     ``where`` names the result in it)."""
     err = d.get("error")
@@ -180,8 +183,13 @@ def check_result_from_dict(d: Mapping[str, Any], *, path: str | Path | None = No
         ci = Interval(**v["ci"]) if v.get("ci") else None
         verdicts.append(Verdict(**{**v, "status": Status(v["status"]), "ci": ci}))
     return CheckResult(
-        check=d["check"], status=Status(d["status"]), summary=d["summary"], verdicts=tuple(verdicts),
-        measurements=d.get("measurements", {}), duration_s=float(d.get("duration_s", 0.0)), error=error,
+        check=d["check"],
+        status=Status(d["status"]),
+        summary=d["summary"],
+        verdicts=tuple(verdicts),
+        measurements=d.get("measurements", {}),
+        duration_s=float(d.get("duration_s", 0.0)),
+        error=error,
     )
 
 

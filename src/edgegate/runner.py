@@ -45,14 +45,23 @@ from edgegate.results import GateResult, GateStatus
 from edgegate.sanity import Finding, summarize
 from edgegate.settings import RunSettings, Shard
 
-Context = CheckContext[PolicySection]  # the runner's view: each check's own section type is its module's
+Context = CheckContext[
+    PolicySection
+]  # the runner's view: each check's own section type is its module's
 CheckFn = Callable[[Context], CheckResult]
 
 _REGISTRY: dict[str, CheckFn | None] = {}  # None: treat the check as absent from this build
 
 # Optional third-party modules a check may import, and the pip extra that provides them.
-_OPTIONAL_MODULES = {"llama_cpp": "llamacpp", "mlx": "mlx", "mlx_lm": "mlx", "onnxruntime": "onnx", "onnx": "onnx",
-                     "torch": "torch", "transformers": "torch"}
+_OPTIONAL_MODULES = {
+    "llama_cpp": "llamacpp",
+    "mlx": "mlx",
+    "mlx_lm": "mlx",
+    "onnxruntime": "onnx",
+    "onnx": "onnx",
+    "torch": "torch",
+    "transformers": "torch",
+}
 
 
 def register_check(name: str, fn: CheckFn | None) -> None:
@@ -105,7 +114,9 @@ class GateOptions:
     caveats: tuple[str, ...] = ()  # e.g. a quick --bbq-items run
     samples_out: str | None = None  # --samples-out: per-item evidence of BBQ and perplexity (JSONL)
     allow_partial: bool = False  # --allow-partial: PARTIAL exits 0 (default 1: not a pass)
-    fail_fast: bool | None = None  # --fail-fast/--no-fail-fast; None: the policy's fail_fast decides
+    fail_fast: bool | None = (
+        None  # --fail-fast/--no-fail-fast; None: the policy's fail_fast decides
+    )
 
 
 @dataclass(frozen=True)
@@ -155,11 +166,17 @@ def run_one(name: str, ctx: Context, fn: CheckFn | None = None) -> CheckResult:
 
 
 def _error_result(name: str, exc: BaseException) -> CheckResult:
-    err = ErrorRecord(type(exc).__name__, str(exc), exit_code=ExitCode.RUNTIME_ERROR,
-                      hint="this is a bug in edgegate; set EDGEGATE_DEBUG=1 for a traceback and please report it")
+    err = ErrorRecord(
+        type(exc).__name__,
+        str(exc),
+        exit_code=ExitCode.RUNTIME_ERROR,
+        hint="this is a bug in edgegate; set EDGEGATE_DEBUG=1 for a traceback and please report it",
+    )
     if os.environ.get("EDGEGATE_DEBUG"):
         traceback.print_exception(exc, file=sys.stderr)
-    return CheckResult(name, Status.ERROR, f"internal error: {type(exc).__name__}: {exc}", error=err)
+    return CheckResult(
+        name, Status.ERROR, f"internal error: {type(exc).__name__}: {exc}", error=err
+    )
 
 
 def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
@@ -185,7 +202,9 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
     claims, sources = resolve_claims(opts.cli_claims, policy.claims, opts.compressed)
     shared = SharedWork()
     evidence: dict[str, Any] = {}
-    placeholders: set[str] = set()  # a shard's stand-ins for verdicts made elsewhere (fail-fast ignores them)
+    placeholders: set[str] = (
+        set()
+    )  # a shard's stand-ins for verdicts made elsewhere (fail-fast ignores them)
 
     @cache
     def section_of(name: str) -> PolicySection:  # built once per check and run
@@ -193,9 +212,16 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
 
     def ctx_for(name: str) -> Context:
         return CheckContext(
-            compressed_path=opts.compressed, dense_path=opts.dense, section=section_of(name),
-            claims=dict(claims), claim_sources=dict(sources), settings=opts.settings, shard=opts.shard,
-            shared=shared, progress=progress, policy_dir=policy.base_dir,
+            compressed_path=opts.compressed,
+            dense_path=opts.dense,
+            section=section_of(name),
+            claims=dict(claims),
+            claim_sources=dict(sources),
+            settings=opts.settings,
+            shard=opts.shard,
+            shared=shared,
+            progress=progress,
+            policy_dir=policy.base_dir,
         )
 
     def result_of(name: str) -> CheckResult:
@@ -205,12 +231,19 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         if owned_by_shard_1(name, opts.shard):
             assert opts.shard is not None
             placeholders.add(name)
-            res = CheckResult.skipped(name, f"runs in shard 1 (not split): shard {opts.shard[0]}/{opts.shard[1]} has nothing of it to do")
+            res = CheckResult.skipped(
+                name,
+                f"runs in shard 1 (not split): shard {opts.shard[0]}/{opts.shard[1]} has nothing of it to do",
+            )
         elif swapped is not None and not checks.needs(name).on_swapped_inputs:
             # the verdict will be an input error whatever this check measures: do not spend minutes on it
             res = CheckResult.skipped(name, f"not run: {swapped.message}")
-        elif checks.needs(name).local_files and not all(p.exists() for p in (opts.compressed, opts.dense) if p is not None):
-            res = CheckResult.skipped(name, f"check '{name}' needs the local checkpoint files; only endpoints were given")
+        elif checks.needs(name).local_files and not all(
+            p.exists() for p in (opts.compressed, opts.dense) if p is not None
+        ):
+            res = CheckResult.skipped(
+                name, f"check '{name}' needs the local checkpoint files; only endpoints were given"
+            )
         elif opts.shard is not None and _sharded(name):
             res = run_one(name, ctx, lambda c: _measure_shard(name, c, measured))
             if name in measured and res.status is Status.SKIPPED:  # measured here, judged by merge
@@ -222,10 +255,18 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         progress.log(f"edgegate: {name}: {res.status.value} ({res.duration_s:.2f}s) {res.summary}")
         return res
 
-    decision = decide(policy, opts.strict, opts.only, opts.skip, result_of, opts.allow_partial,
-                      fail_fast=policy.fail_fast, judged_here=lambda name: name not in placeholders,
-                      order=checks.run_order(CHECK_NAMES),
-                      free=lambda name: checks.already_measured(name, ctx_for(name)))
+    decision = decide(
+        policy,
+        opts.strict,
+        opts.only,
+        opts.skip,
+        result_of,
+        opts.allow_partial,
+        fail_fast=policy.fail_fast,
+        judged_here=lambda name: name not in placeholders,
+        order=checks.run_order(CHECK_NAMES),
+        free=lambda name: checks.already_measured(name, ctx_for(name)),
+    )
     if opts.samples_out:
         from edgegate.report.samples import write_samples
 
@@ -235,7 +276,11 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
     findings += [swapped] if swapped else []
     status, code, reasons = decision.status, decision.exit_code, decision.reasons
     if swapped:  # the measurements stand, but a verdict on swapped inputs means nothing
-        status, code, reasons = GateStatus.ERROR, int(ExitCode.INPUT_ERROR), (*summarize([swapped]), *reasons)
+        status, code, reasons = (
+            GateStatus.ERROR,
+            int(ExitCode.INPUT_ERROR),
+            (*summarize([swapped]), *reasons),
+        )
     return GateResult(
         status=status,
         exit_code=code,
@@ -264,8 +309,9 @@ def _run_policy(opts: GateOptions) -> Policy:
     return policy if opts.fail_fast is None else replace(policy, fail_fast=opts.fail_fast)
 
 
-def _describe_inputs(opts: GateOptions, policy: Policy, selected: list[str],
-                     progress: Progress) -> tuple[list[dict[str, Any]], list[Finding]]:
+def _describe_inputs(
+    opts: GateOptions, policy: Policy, selected: list[str], progress: Progress
+) -> tuple[list[dict[str, Any]], list[Finding]]:
     """Every input the run reads, described (sha256 of each file unless --no-hash), and the
     findings about the model pair (identical inputs, two different models)."""
     inputs = [_model_input("compressed", opts.compressed, opts, progress)]
@@ -285,22 +331,35 @@ def _preflight(opts: GateOptions, policy: Policy, selected: list[str]) -> None:
     first measurement."""
     from edgegate import preflight
 
-    selected = [n for n in selected if n not in _REGISTRY]  # a registered check brings its own needs
-    preflight.raise_if_any([
-        *preflight.data_problems(policy, selected, opts.settings),
-        *preflight.output_problems(opts.outputs, _inputs_read(opts, policy, selected)),
-        *preflight.cache_problems(opts.settings, selected),
-        *preflight.runtime_problems(policy, selected, opts.settings, partial(_auto_runtime, opts)),
-        *preflight.runtime_flag_problems(selected, opts.settings),
-        *preflight.format_problems(policy, selected, opts.settings, {"dense": opts.dense, "compressed": opts.compressed}),
-    ])
+    selected = [
+        n for n in selected if n not in _REGISTRY
+    ]  # a registered check brings its own needs
+    preflight.raise_if_any(
+        [
+            *preflight.data_problems(policy, selected, opts.settings),
+            *preflight.output_problems(opts.outputs, _inputs_read(opts, policy, selected)),
+            *preflight.cache_problems(opts.settings, selected),
+            *preflight.runtime_problems(
+                policy, selected, opts.settings, partial(_auto_runtime, opts)
+            ),
+            *preflight.runtime_flag_problems(selected, opts.settings),
+            *preflight.format_problems(
+                policy,
+                selected,
+                opts.settings,
+                {"dense": opts.dense, "compressed": opts.compressed},
+            ),
+        ]
+    )
 
 
 def _inputs_read(opts: GateOptions, policy: Policy, selected: list[str]) -> dict[str, Any]:
     """Every file or folder the run reads: no report may be written over (or into) one."""
     from edgegate.report_paths import input_paths
 
-    others: list[tuple[str, str | Path | None]] = [("policy", policy.source if policy.source and Path(policy.source).exists() else None)]
+    others: list[tuple[str, str | Path | None]] = [
+        ("policy", policy.source if policy.source and Path(policy.source).exists() else None)
+    ]
     others += _data_inputs(policy, selected, opts.settings)
     return input_paths(opts.dense, opts.compressed, others)
 
@@ -313,7 +372,11 @@ def _section(name: str, policy: Policy, settings: RunSettings) -> PolicySection:
     from edgegate.preflight import check_runtime
 
     sec = policy.checks[name].section
-    if settings.runtimes and checks.needs(name).runtime is RuntimeUse.ONE and not settings.endpoints:
+    if (
+        settings.runtimes
+        and checks.needs(name).runtime is RuntimeUse.ONE
+        and not settings.endpoints
+    ):
         sec = {**sec, "runtime": check_runtime(name, sec, settings)}
     return checks.section(name, sec)
 
@@ -329,7 +392,9 @@ def _auto_runtime(opts: GateOptions, check: str, requested: str) -> str:
         return requested
 
 
-def _input_findings(opts: GateOptions, inputs: list[dict[str, Any]], selected: list[str]) -> list[Finding]:
+def _input_findings(
+    opts: GateOptions, inputs: list[dict[str, Any]], selected: list[str]
+) -> list[Finding]:
     """Identical inputs or two different models: an input error before anything is measured,
     except a null run the user asked for (--allow-identical), which is reported as such."""
     from edgegate.checkpoint import open_checkpoint
@@ -350,7 +415,10 @@ def _input_findings(opts: GateOptions, inputs: list[dict[str, Any]], selected: l
         if f.code == "identical-inputs" and opts.allow_identical:
             continue
         raise InputError(f.message, field="DENSE COMPRESSED", hint=f.hint)
-    return [replace(f, severity="warning", message=f"null run (--allow-identical): {f.message}") for f in findings]
+    return [
+        replace(f, severity="warning", message=f"null run (--allow-identical): {f.message}")
+        for f in findings
+    ]
 
 
 def _swapped(shared: SharedWork) -> Finding | None:
@@ -381,7 +449,9 @@ def _measure_shard(name: str, ctx: Context, measured: dict[str, Any]) -> CheckRe
         return module.judge([(THIS_RUN, None)], ctx.section)
     measured[name] = m
     i, n = ctx.shard
-    return CheckResult.skipped(name, f"shard {i}/{n}: measured; the verdict comes from `edgegate merge` of all shards")
+    return CheckResult.skipped(
+        name, f"shard {i}/{n}: measured; the verdict comes from `edgegate merge` of all shards"
+    )
 
 
 def _model_input(role: str, path: Path, opts: GateOptions, progress: Progress) -> dict[str, Any]:
@@ -393,11 +463,15 @@ def _model_input(role: str, path: Path, opts: GateOptions, progress: Progress) -
     ep = endpoint_input(role, str(url))  # what the server says it is: the runtime checks score that
     if not path.exists():
         return ep
-    return {**describe_input(role, path, hash_files=opts.hash_inputs, progress=progress),
-            **{k: ep[k] for k in ("base_url", "model", "dialect")}}
+    return {
+        **describe_input(role, path, hash_files=opts.hash_inputs, progress=progress),
+        **{k: ep[k] for k in ("base_url", "model", "dialect")},
+    }
 
 
-def _data_inputs(policy: Policy, selected: list[str], settings: RunSettings) -> list[tuple[str, str]]:
+def _data_inputs(
+    policy: Policy, selected: list[str], settings: RunSettings
+) -> list[tuple[str, str]]:
     """Data files the selected checks will read: (report role, path), each path once."""
     from edgegate.preflight import data_inputs
 

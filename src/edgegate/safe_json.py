@@ -57,20 +57,29 @@ def loads(
     """Parse ``raw``; any problem raises ``error`` naming ``where`` (a path or "path:line")."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if too_deep(data, max_depth):
-        raise error(f"JSON nested {nesting_depth(data)} levels deep (more than {max_depth}): not a file edgegate reads",
-                    path=where, hint=hint or "the file is corrupt or hostile")
+        raise error(
+            f"JSON nested {nesting_depth(data)} levels deep (more than {max_depth}): not a file edgegate reads",
+            path=where,
+            hint=hint or "the file is corrupt or hostile",
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise error(f"not UTF-8 text ({e.reason} at byte {e.start})", path=where, hint=hint) from None
+        raise error(
+            f"not UTF-8 text ({e.reason} at byte {e.start})", path=where, hint=hint
+        ) from None
     try:
         if allow_nan:
             return json.loads(text)
         return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
-        raise error(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})", path=where, hint=hint) from None
+        raise error(
+            f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})", path=where, hint=hint
+        ) from None
     except (ValueError, RecursionError) as e:  # _no_constant; huge ints; a depth the scan missed
-        raise error(f"not valid JSON ({excerpt(str(e), 120, quote=False)})", path=where, hint=hint) from None
+        raise error(
+            f"not valid JSON ({excerpt(str(e), 120, quote=False)})", path=where, hint=hint
+        ) from None
 
 
 def load(
@@ -90,8 +99,11 @@ def load(
             raise error("not a regular file" if p.exists() else "no such file", path=p, hint=hint)
         size = p.stat().st_size
         if size > max_bytes:
-            raise error(f"JSON file is {size} bytes, more than the {max_bytes}-byte cap", path=p,
-                        hint=hint or "the file is corrupt or not what edgegate expects here")
+            raise error(
+                f"JSON file is {size} bytes, more than the {max_bytes}-byte cap",
+                path=p,
+                hint=hint or "the file is corrupt or not what edgegate expects here",
+            )
         raw = p.read_bytes()
     except OSError as e:
         raise error(f"cannot read: {e.strerror or type(e).__name__}", path=p, hint=hint) from None

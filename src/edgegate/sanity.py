@@ -28,13 +28,24 @@ class Finding:
     hint: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "severity": self.severity, "message": self.message, "hint": self.hint}
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "hint": self.hint,
+        }
 
 
 # Config fields that fix a model's shape: two checkpoints that differ in one of them are not a
 # dense model and its compressed copy. (GGUF metadata is mapped to these names by its reader.)
-_SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-               "intermediate_size", "vocab_size")
+_SHAPE_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+)
 
 
 def _digests(desc: Mapping[str, Any]) -> list[tuple[str, str]] | None:
@@ -50,14 +61,17 @@ def identical_inputs(dense: Mapping[str, Any], compressed: Mapping[str, Any]) ->
     behind servers are not compared here: one server may well host both."""
     if dense.get("kind") == "endpoint" or compressed.get("kind") == "endpoint":
         return None
-    same_path = Path(str(dense.get("path"))).resolve() == Path(str(compressed.get("path"))).resolve()
+    same_path = (
+        Path(str(dense.get("path"))).resolve() == Path(str(compressed.get("path"))).resolve()
+    )
     d, c = _digests(dense), _digests(compressed)
     same_bytes = d is not None and c is not None and [h for _, h in d] == [h for _, h in c]
     if not (same_path or same_bytes):
         return None
     why = "the same path" if same_path else f"byte-identical ({len(d or [])} file(s), same sha256)"
     return Finding(
-        "identical-inputs", "invalid",
+        "identical-inputs",
+        "invalid",
         f"the dense and compressed inputs are {why}: nothing was compressed, so nothing about "
         "compression was verified",
         "pass the compressed checkpoint as the second argument; to run a null control on purpose "
@@ -65,7 +79,9 @@ def identical_inputs(dense: Mapping[str, Any], compressed: Mapping[str, Any]) ->
     )
 
 
-def shape_mismatches(dense_cfg: Mapping[str, Any] | None, comp_cfg: Mapping[str, Any] | None) -> Finding | None:
+def shape_mismatches(
+    dense_cfg: Mapping[str, Any] | None, comp_cfg: Mapping[str, Any] | None
+) -> Finding | None:
     """Two different models (hidden size, layers, heads, vocabulary differ)."""
     if not dense_cfg or not comp_cfg:
         return None
@@ -77,13 +93,16 @@ def shape_mismatches(dense_cfg: Mapping[str, Any] | None, comp_cfg: Mapping[str,
     if not diffs:
         return None
     return Finding(
-        "different-models", "invalid",
+        "different-models",
+        "invalid",
         "the inputs are different models, not a model and its compressed copy: " + ", ".join(diffs),
         "compare a compressed checkpoint with the dense checkpoint it was made from",
     )
 
 
-def probably_swapped(dense_sparsity: float | None, comp_sparsity: float | None, margin: float = 0.05) -> Finding | None:
+def probably_swapped(
+    dense_sparsity: float | None, comp_sparsity: float | None, margin: float = 0.05
+) -> Finding | None:
     """The "dense" input is clearly sparser than the "compressed" one: the arguments are
     probably the wrong way round (``check pruned/ dense/``)."""
     if dense_sparsity is None or comp_sparsity is None:
@@ -91,7 +110,8 @@ def probably_swapped(dense_sparsity: float | None, comp_sparsity: float | None, 
     if dense_sparsity - comp_sparsity <= margin:
         return None
     return Finding(
-        "probably-swapped", "invalid",
+        "probably-swapped",
+        "invalid",
         f"the dense input is sparser than the compressed one ({dense_sparsity:.1%} vs {comp_sparsity:.1%} "
         "zeros in the prunable projections): the arguments are probably swapped",
         "the order is `edgegate check DENSE COMPRESSED`",

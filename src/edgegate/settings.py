@@ -13,7 +13,9 @@ from typing import Any
 
 Shard = tuple[int, int]  # (i, n) of --shard i/n, 1 <= i <= n
 
-DEFAULT_BACKEND_TIMEOUT = 1800.0  # seconds per runtime call (model load included) before the child is killed
+DEFAULT_BACKEND_TIMEOUT = (
+    1800.0  # seconds per runtime call (model load included) before the child is killed
+)
 
 
 def default_cache_dir() -> Path:

@@ -37,7 +37,9 @@ def t_quantile(p: float, df: int) -> float:
     return float(stats.t.ppf(p, df))
 
 
-def mean_t_interval(x: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+def mean_t_interval(
+    x: Sequence[float] | np.ndarray, level: float = 0.95
+) -> tuple[float, float, float]:
     """(mean, low, high) of a t interval for the mean; NaN bounds with fewer than 2 values."""
     a = np.asarray(x, dtype=np.float64)
     m = float(a.mean()) if a.size else math.nan
@@ -61,7 +63,9 @@ class PairedRatio:
     METHOD = "geometric mean of per-repetition ratios; paired t interval on log ratios (df = n - 1)"
 
 
-def paired_ratio(num: Sequence[float] | np.ndarray, den: Sequence[float] | np.ndarray, *, level: float = 0.95) -> PairedRatio:
+def paired_ratio(
+    num: Sequence[float] | np.ndarray, den: Sequence[float] | np.ndarray, *, level: float = 0.95
+) -> PairedRatio:
     """Pairs are (num[i], den[i]): the two runs of repetition i."""
     a = np.asarray(num, dtype=np.float64)
     b = np.asarray(den, dtype=np.float64)

@@ -33,7 +33,9 @@ class HangingBackend:
         self.load_s = 0.0
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
-        return [1 + sum(map(ord, w)) % 900 for w in text.split()] or [1]  # the same in every process
+        return [1 + sum(map(ord, w)) % 900 for w in text.split()] or [
+            1
+        ]  # the same in every process
 
     def detokenize(self, ids: list[int]) -> str:
         return " ".join(map(str, ids))
@@ -48,7 +50,9 @@ class HangingBackend:
         tmp.replace(marker)  # appears whole
         time.sleep(3600)
 
-    token_logprobs = score_tokens = next_token_logprobs = loglikelihood = generate = time_run = _hang
+    token_logprobs = score_tokens = next_token_logprobs = loglikelihood = generate = time_run = (
+        _hang
+    )
 
     def info(self) -> dict[str, Any]:
         return {"runtime": "llamacpp"}

@@ -77,7 +77,9 @@ def _gguf(
     w.close()
 
 
-def _gguf_raw(tensors: list[tuple[str, tuple[int, ...], int]], data: bytes, align: int = 32) -> bytes:
+def _gguf_raw(
+    tensors: list[tuple[str, tuple[int, ...], int]], data: bytes, align: int = 32
+) -> bytes:
     """A GGUF v3 file written byte by byte: F32 tensors (name, ggml dims, data offset) as
     given, so offsets can lie (overlap, leave gaps) in ways no writer produces."""
 
@@ -85,8 +87,11 @@ def _gguf_raw(tensors: list[tuple[str, tuple[int, ...], int]], data: bytes, alig
         raw = text.encode()
         return struct.pack("<Q", len(raw)) + raw
 
-    kv = [("general.architecture", 8, s("llama")), ("llama.block_count", 4, struct.pack("<I", 1)),
-          ("llama.attention.head_count", 4, struct.pack("<I", 2))]
+    kv = [
+        ("general.architecture", 8, s("llama")),
+        ("llama.block_count", 4, struct.pack("<I", 1)),
+        ("llama.attention.head_count", 4, struct.pack("<I", 2)),
+    ]
     out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
     for key, vtype, val in kv:
         out += s(key) + struct.pack("<I", vtype) + val
@@ -106,20 +111,50 @@ def build_round2(root: Path, put: Any, out: dict[str, Path]) -> None:
     rng = np.random.default_rng(15)
     # (b) GGUF data layout that ggml's loader refuses: offsets must equal the running padded size
     w = rng.standard_normal(256).astype(np.float32).tobytes()  # 16x16 F32 = 1024 bytes
-    put("g_overlap.gguf", _gguf_raw([("blk.0.attn_q.weight", (16, 16), 0),
-                                     ("blk.0.attn_k.weight", (16, 16), 0)], w + w))
-    put("g_gap.gguf", _gguf_raw([("blk.0.attn_q.weight", (16, 16), 0),
-                                 ("blk.0.attn_k.weight", (16, 16), 2048)], w * 3))
-    put("g_layout_ok.gguf", _gguf_raw([("blk.0.attn_q.weight", (16, 16), 0),
-                                       ("blk.0.attn_k.weight", (16, 16), 1024)], w + w))
+    put(
+        "g_overlap.gguf",
+        _gguf_raw(
+            [("blk.0.attn_q.weight", (16, 16), 0), ("blk.0.attn_k.weight", (16, 16), 0)], w + w
+        ),
+    )
+    put(
+        "g_gap.gguf",
+        _gguf_raw(
+            [("blk.0.attn_q.weight", (16, 16), 0), ("blk.0.attn_k.weight", (16, 16), 2048)], w * 3
+        ),
+    )
+    put(
+        "g_layout_ok.gguf",
+        _gguf_raw(
+            [("blk.0.attn_q.weight", (16, 16), 0), ("blk.0.attn_k.weight", (16, 16), 1024)], w + w
+        ),
+    )
     # (c) non-finite policy numbers; (f) huge policy values
-    put("pol_nan.yaml", b"version: 1\nchecks:\n  sparsity: {required: true, claim_tolerance: .nan}\n")
-    put("pol_inf_claim.yaml", b"version: 1\nclaims: {sparsity: .inf}\nchecks:\n  sparsity: {required: true}\n")
-    put("pol_huge_file.yaml", b"version: 1\nname: '" + b"A" * (10 << 20) + b"'\nchecks: {sparsity: {}}\n")
-    put("pol_big_value.yaml", b"version: 1\nchecks:\n  perplexity: {runtime: '" + b"x\\n" * 60_000 + b"'}\n")
-    put("pol_big_key.yaml", b"version: 1\nchecks:\n  sparsity:\n    ? " + b"k" * 200_000 + b"\n    : 1\n")
-    put("pol_sparsity_optional.yaml", b"version: 1\nfail_on_skipped: true\nchecks:\n  sparsity: {required: false}\n"
-                                      b"  size: {required: true}\n")
+    put(
+        "pol_nan.yaml",
+        b"version: 1\nchecks:\n  sparsity: {required: true, claim_tolerance: .nan}\n",
+    )
+    put(
+        "pol_inf_claim.yaml",
+        b"version: 1\nclaims: {sparsity: .inf}\nchecks:\n  sparsity: {required: true}\n",
+    )
+    put(
+        "pol_huge_file.yaml",
+        b"version: 1\nname: '" + b"A" * (10 << 20) + b"'\nchecks: {sparsity: {}}\n",
+    )
+    put(
+        "pol_big_value.yaml",
+        b"version: 1\nchecks:\n  perplexity: {runtime: '" + b"x\\n" * 60_000 + b"'}\n",
+    )
+    put(
+        "pol_big_key.yaml",
+        b"version: 1\nchecks:\n  sparsity:\n    ? " + b"k" * 200_000 + b"\n    : 1\n",
+    )
+    put(
+        "pol_sparsity_optional.yaml",
+        b"version: 1\nfail_on_skipped: true\nchecks:\n  sparsity: {required: false}\n"
+        b"  size: {required: true}\n",
+    )
     # (d) deeply nested JSON wherever a user file is JSON
     good = root / "st_good.safetensors"
     for name in ("deep_config", "deep_index", "deep_meta"):
@@ -141,21 +176,30 @@ def build_round2(root: Path, put: Any, out: dict[str, Path]) -> None:
     except ImportError:
         pass
     else:
-        init = helper.make_tensor("model.layers.0.self_attn.q_proj.weight", TensorProto.FLOAT, [4, 4],
-                                  np.ones(16, np.float32).tobytes(), raw=True)
+        init = helper.make_tensor(
+            "model.layers.0.self_attn.q_proj.weight",
+            TensorProto.FLOAT,
+            [4, 4],
+            np.ones(16, np.float32).tobytes(),
+            raw=True,
+        )
         init.dims[:] = [-4, -4]
         graph = helper.make_graph([], "g", [], [], initializer=[init])
         put("onnx_negative_dims.onnx", helper.make_model(graph).SerializeToString())
     # (h) a well-formed, complete GGUF that llama.cpp refuses: the real fixture with its
     # architecture renamed (same length, so the layout is untouched) to one no build implements
-    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "models" / "gguf" / "dense-f16.gguf"
+    fixture = (
+        Path(__file__).resolve().parents[2] / "fixtures" / "models" / "gguf" / "dense-f16.gguf"
+    )
     if fixture.is_file():
         buf = bytearray(fixture.read_bytes())
         key = b"general.architecture"
         at = buf.index(key) + len(key) + 4 + 8  # u32 value type, u64 string length
         assert buf[at : at + 5] == b"llama"
         buf[at : at + 5] = b"llamz"
-        buf[:] = buf.replace(b"\x00llama.", b"\x00llamz.")  # the arch-prefixed keys follow the rename
+        buf[:] = buf.replace(
+            b"\x00llama.", b"\x00llamz."
+        )  # the arch-prefixed keys follow the rename
         put("g_unknown_arch.gguf", bytes(buf))
 
 
@@ -205,7 +249,9 @@ def build(root: Path) -> dict[str, Path]:
     put("st_not_json.safetensors", struct.pack("<Q", 16) + b"\xff" * 16)
     put("st_header_list.safetensors", struct.pack("<Q", 8) + b"[1,2,3] ")
     put("st_no_tensors.safetensors", _st_bytes({"__metadata__": {"format": "pt"}}, b""))
-    put("onnx_no_graph.onnx", b"\x08\x07\x12\x04test")  # a ModelProto with only ir_version + producer
+    put(
+        "onnx_no_graph.onnx", b"\x08\x07\x12\x04test"
+    )  # a ModelProto with only ir_version + producer
     put("onnx_garbage.onnx", bytes(range(7, 255)) * 2)  # not a protobuf ModelProto
     # a shard index that points outside its directory
     put(

@@ -43,7 +43,9 @@ def _same_size_same_mtime(tmp_path: Path) -> tuple[Path, Path, os.stat_result]:
     a.write_bytes(b"A" * 65536)
     b.write_bytes(b"B" * 65536)
     st = a.stat()
-    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))  # as unpacked from archives with the same dates
+    os.utime(
+        b, ns=(st.st_atime_ns, st.st_mtime_ns)
+    )  # as unpacked from archives with the same dates
     return a, b, st
 
 
@@ -70,8 +72,10 @@ def test_renamed_over_the_model_is_a_new_model(tmp_path: Path) -> None:
     now = a.stat()
     assert (now.st_size, now.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
     assert cache.model_hash(a) != first
-    assert cache.model_hash(a) == hashlib.sha256(
-        hashlib.sha256(b"B" * 65536).hexdigest().encode()).hexdigest()
+    assert (
+        cache.model_hash(a)
+        == hashlib.sha256(hashlib.sha256(b"B" * 65536).hexdigest().encode()).hexdigest()
+    )
     cache.close()
 
 
@@ -79,12 +83,16 @@ def test_memo_hit_for_an_unchanged_file(tmp_path: Path) -> None:
     a, _, st = _same_size_same_mtime(tmp_path)
     cache = ResultCache(tmp_path / "bbq.sqlite")
     cache.model_hash(a)
-    rows = cache.db.execute("SELECT path, ino, size, mtime_ns, ctime_ns FROM file_digests").fetchall()
+    rows = cache.db.execute(
+        "SELECT path, ino, size, mtime_ns, ctime_ns FROM file_digests"
+    ).fetchall()
     assert rows == [(str(a.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, a.stat().st_ctime_ns)]
     cache.close()
 
 
-@pytest.mark.skipif(not (BBQ.is_dir() and (GGUF / "dense-f16.gguf").exists()), reason="fixtures missing")
+@pytest.mark.skipif(
+    not (BBQ.is_dir() and (GGUF / "dense-f16.gguf").exists()), reason="fixtures missing"
+)
 def test_bbq_rerun_after_a_same_size_swap_scores_the_new_model(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     dense, wanda = GGUF / "dense-f16.gguf", GGUF / "wanda50-f16.gguf"
@@ -96,10 +104,37 @@ def test_bbq_rerun_after_a_same_size_swap_scores_the_new_model(tmp_path: Path) -
     shutil.copyfile(dense, ref)
 
     def run() -> dict[str, object]:
-        r = subprocess.run([sys.executable, "-m", "edgegate.cli", "bbq", "run", str(ref), str(model), "--runtime",
-                            "llamacpp", "--data", str(BBQ), "--items", "8", "--disambig-items", "0", "--no-permute",
-                            "--min-items", "2", "--threads", "1", "--cache-dir", str(work / "cache"), "--json",
-                            "--allow-inconclusive"], capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edgegate.cli",
+                "bbq",
+                "run",
+                str(ref),
+                str(model),
+                "--runtime",
+                "llamacpp",
+                "--data",
+                str(BBQ),
+                "--items",
+                "8",
+                "--disambig-items",
+                "0",
+                "--no-permute",
+                "--min-items",
+                "2",
+                "--threads",
+                "1",
+                "--cache-dir",
+                str(work / "cache"),
+                "--json",
+                "--allow-inconclusive",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode in (0, 1), r.stderr[-2000:]
         doc: dict[str, object] = json.loads(r.stdout)
         return doc

@@ -35,54 +35,115 @@ def work(tmp_path: Path) -> Path:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _check(work: Path, *flags: str) -> tuple[int, str]:
-    r = subprocess.run([sys.executable, "-m", "edgegate.cli", "check", "dense", "comp", "--policy", "policy.yaml",
-                        "--no-hash", *flags], capture_output=True, text=True, cwd=work, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgegate.cli",
+            "check",
+            "dense",
+            "comp",
+            "--policy",
+            "policy.yaml",
+            "--no-hash",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=300,
+    )
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
     return r.returncode, r.stderr
 
 
-@pytest.mark.parametrize(("flags", "fragment"), [
-    (["--json-out", "r.out", "--html-out", "r.out"], "is also the path of --json-out"),
-    (["--md-out", "./r.md", "--junit-out", "comp/../r.md"], "is also the path of --md-out"),
-    (["--json-out", "comp/model.safetensors"], "is inside the compressed input"),
-    (["--json-out", "comp/report.json"], "is inside the compressed input"),
-    (["--html-out", "dense/config.json"], "is inside the dense input"),
-    (["--md-out", "policy.yaml"], "is the policy input"),
-    (["--junit-out", "link.xml"], "is inside the compressed input"),  # a symlink to the weights
-    (["--json-out", "notes.txt/report.json"], "is a regular file, not a folder"),
-    (["--json-out", "/proc/edgegate-report.json"], "kernel pseudo-filesystem"),
-    (["--samples-out", "comp/samples.jsonl"], "is inside the compressed input"),
-    (["--shard", "1/2", "--partial-out", "comp/model.safetensors"], "is inside the compressed input"),
-])
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--json-out", "r.out", "--html-out", "r.out"], "is also the path of --json-out"),
+        (["--md-out", "./r.md", "--junit-out", "comp/../r.md"], "is also the path of --md-out"),
+        (["--json-out", "comp/model.safetensors"], "is inside the compressed input"),
+        (["--json-out", "comp/report.json"], "is inside the compressed input"),
+        (["--html-out", "dense/config.json"], "is inside the dense input"),
+        (["--md-out", "policy.yaml"], "is the policy input"),
+        (["--junit-out", "link.xml"], "is inside the compressed input"),  # a symlink to the weights
+        (["--json-out", "notes.txt/report.json"], "is a regular file, not a folder"),
+        (["--json-out", "/proc/edgegate-report.json"], "kernel pseudo-filesystem"),
+        (["--samples-out", "comp/samples.jsonl"], "is inside the compressed input"),
+        (
+            ["--shard", "1/2", "--partial-out", "comp/model.safetensors"],
+            "is inside the compressed input",
+        ),
+    ],
+)
 def test_refused_before_measuring(flags: list[str], fragment: str, work: Path) -> None:
     (work / "link.xml").symlink_to(work / "comp" / "model.safetensors")
-    before = {"comp": _digest(work / "comp"), "dense": _digest(work / "dense"), "policy": (work / "policy.yaml").read_text()}
+    before = {
+        "comp": _digest(work / "comp"),
+        "dense": _digest(work / "dense"),
+        "policy": (work / "policy.yaml").read_text(),
+    }
     code, err = _check(work, *flags)
     assert code == 2, err
     assert fragment in err, err
     assert "running check" not in err, f"checks ran before the refusal:\n{err}"
-    after = {"comp": _digest(work / "comp"), "dense": _digest(work / "dense"), "policy": (work / "policy.yaml").read_text()}
+    after = {
+        "comp": _digest(work / "comp"),
+        "dense": _digest(work / "dense"),
+        "policy": (work / "policy.yaml").read_text(),
+    }
     assert after == before, "an input was changed"
     assert not (work / "r.out").exists() and not (work / "r.md").exists()
 
 
 def test_reports_next_to_the_inputs_are_written(work: Path) -> None:
-    code, err = _check(work, "--json-out", "out/r.json", "--html-out", "out/r.html", "--md-out", "r.md",
-                       "--junit-out", "r.xml")
+    code, err = _check(
+        work,
+        "--json-out",
+        "out/r.json",
+        "--html-out",
+        "out/r.html",
+        "--md-out",
+        "r.md",
+        "--junit-out",
+        "r.xml",
+    )
     assert code == 0, err
     assert all((work / p).stat().st_size > 0 for p in ("out/r.json", "out/r.html", "r.md", "r.xml"))
 
 
 def test_dev_stdout_and_dev_null_stay_allowed(work: Path) -> None:
     """/dev/stdout resolves into /proc (/proc/self/fd/1): still a fine report path."""
-    r = subprocess.run([sys.executable, "-m", "edgegate.cli", "check", "dense", "comp", "--policy", "policy.yaml",
-                        "--no-hash", "-q", "--json-out", "/dev/stdout", "--md-out", "/dev/null"],
-                       capture_output=True, text=True, cwd=work, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgegate.cli",
+            "check",
+            "dense",
+            "comp",
+            "--policy",
+            "policy.yaml",
+            "--no-hash",
+            "-q",
+            "--json-out",
+            "/dev/stdout",
+            "--md-out",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert '"schema_version"' in r.stdout
 
@@ -91,7 +152,22 @@ def test_merge_refuses_a_report_over_its_partial_file(work: Path) -> None:
     code, err = _check(work, "--shard", "1/1", "--partial-out", "part.json", "-q")
     assert code == 0, err
     part = (work / "part.json").read_bytes()
-    r = subprocess.run([sys.executable, "-m", "edgegate.cli", "merge", "part.json", "--policy", "policy.yaml",
-                        "--json-out", "part.json"], capture_output=True, text=True, cwd=work, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgegate.cli",
+            "merge",
+            "part.json",
+            "--policy",
+            "policy.yaml",
+            "--json-out",
+            "part.json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=300,
+    )
     assert r.returncode == 2 and "is the partial file 1 input" in r.stderr, r.stderr
     assert (work / "part.json").read_bytes() == part

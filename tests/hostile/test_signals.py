@@ -44,23 +44,49 @@ def _wait_for(marker: Path, proc: subprocess.Popen[str]) -> int:
         if marker.exists():
             return int(marker.read_text())
         if proc.poll() is not None:
-            pytest.fail(f"the gate ended (exit {proc.returncode}) before its runtime was busy: {proc.communicate()[1][-3000:]}")
+            pytest.fail(
+                f"the gate ended (exit {proc.returncode}) before its runtime was busy: {proc.communicate()[1][-3000:]}"
+            )
         time.sleep(0.01)
     pytest.fail("the runtime child never started scoring")
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
-@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
-def test_signal_to_the_gate_pid_stops_gate_and_child(sig: signal.Signals, code: int, said: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_signal_to_the_gate_pid_stops_gate_and_child(
+    sig: signal.Signals, code: int, said: str, tmp_path: Path
+) -> None:
     (tmp_path / "policy.yaml").write_text(
-        "version: 1\nname: sig\nchecks:\n  perplexity: {runtime: llamacpp, n_ctx: 64, min_chunks: 1}\n", "utf-8")
+        "version: 1\nname: sig\nchecks:\n  perplexity: {runtime: llamacpp, n_ctx: 64, min_chunks: 1}\n",
+        "utf-8",
+    )
     marker = tmp_path / "busy"
     env = {**os.environ, "EDGEGATE_HOOK_HANG_RUNTIME": str(marker)}
     env.pop("GITHUB_STEP_SUMMARY", None)
     proc = subprocess.Popen(
-        [sys.executable, "-c", _MAIN, "check", str(GGUF / "dense-f16.gguf"), str(GGUF / "wanda50-f16.gguf"),
-         "--policy", "policy.yaml", "--cache-dir", "cache", "-q"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-c",
+            _MAIN,
+            "check",
+            str(GGUF / "dense-f16.gguf"),
+            str(GGUF / "wanda50-f16.gguf"),
+            "--policy",
+            "policy.yaml",
+            "--cache-dir",
+            "cache",
+            "-q",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     child = None
     try:
         child = _wait_for(marker, proc)

@@ -27,8 +27,14 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (
 
 def _cli(*args: str, cwd: Path | None = None) -> tuple[int, str]:
     try:
-        r = subprocess.run([sys.executable, "-m", "edgegate.cli", *args], capture_output=True, text=True,
-                           timeout=HANG_S, cwd=cwd, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            [sys.executable, "-m", "edgegate.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=HANG_S,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"edgegate {' '.join(args)} hung (no answer in {HANG_S} s)")
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr[-2000:]
@@ -42,8 +48,14 @@ def fifo(tmp_path: Path) -> Path:
     return p
 
 
-@pytest.mark.parametrize("argv", [["policy", "validate", "{f}"], ["check", str(DENSE), str(DENSE), "--policy", "{f}", "-q"],
-                                  ["policy", "show", "{f}"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["policy", "validate", "{f}"],
+        ["check", str(DENSE), str(DENSE), "--policy", "{f}", "-q"],
+        ["policy", "show", "{f}"],
+    ],
+)
 def test_fifo_policy_is_refused(argv: list[str], fifo: Path) -> None:
     code, out = _cli(*(a.replace("{f}", str(fifo)) for a in argv))
     assert code == 2, out
@@ -65,8 +77,18 @@ def test_fifo_among_bbq_files_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "bbq"
     data.mkdir()
     os.mkfifo(data / "Age.jsonl")
-    code, out = _cli("bbq", "run", str(GGUF / "dense-f16.gguf"), str(GGUF / "wanda50-f16.gguf"), "--runtime", "llamacpp",
-                     "--data", str(data), "--items", "8")
+    code, out = _cli(
+        "bbq",
+        "run",
+        str(GGUF / "dense-f16.gguf"),
+        str(GGUF / "wanda50-f16.gguf"),
+        "--runtime",
+        "llamacpp",
+        "--data",
+        str(data),
+        "--items",
+        "8",
+    )
     assert code == 2, out
     assert "Age.jsonl" in out and "FIFO" in out, out
 
@@ -75,8 +97,18 @@ def test_dev_zero_among_bbq_files_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "bbq"
     data.mkdir()
     (data / "Age.jsonl").symlink_to("/dev/zero")
-    code, out = _cli("bbq", "run", str(GGUF / "dense-f16.gguf"), str(GGUF / "wanda50-f16.gguf"), "--runtime", "llamacpp",
-                     "--data", str(data), "--items", "8")
+    code, out = _cli(
+        "bbq",
+        "run",
+        str(GGUF / "dense-f16.gguf"),
+        str(GGUF / "wanda50-f16.gguf"),
+        "--runtime",
+        "llamacpp",
+        "--data",
+        str(data),
+        "--items",
+        "8",
+    )
     assert code == 2, out
     assert "Age.jsonl" in out and "character device" in out, out
 
@@ -84,14 +116,30 @@ def test_dev_zero_among_bbq_files_is_refused(tmp_path: Path) -> None:
 def test_fifo_as_perplexity_text_is_refused(tmp_path: Path) -> None:
     text = tmp_path / "eval.txt"
     os.mkfifo(text)
-    code, out = _cli("ppl", str(GGUF / "dense-f16.gguf"), str(GGUF / "wanda50-f16.gguf"), "--runtime", "llamacpp",
-                     "--text", str(text))
+    code, out = _cli(
+        "ppl",
+        str(GGUF / "dense-f16.gguf"),
+        str(GGUF / "wanda50-f16.gguf"),
+        "--runtime",
+        "llamacpp",
+        "--text",
+        str(text),
+    )
     assert code == 2, out
     assert "eval.txt" in out and "FIFO" in out, out
     # the same text named by a policy: refused in the preflight, before any measurement
     pol = tmp_path / "p.yaml"
-    pol.write_text("version: 1\nname: t\nchecks:\n  perplexity: {runtime: llamacpp, text: eval.txt}\n", "utf-8")
-    code, out = _cli("check", str(GGUF / "dense-f16.gguf"), str(GGUF / "wanda50-f16.gguf"), "--policy", str(pol), "-q")
+    pol.write_text(
+        "version: 1\nname: t\nchecks:\n  perplexity: {runtime: llamacpp, text: eval.txt}\n", "utf-8"
+    )
+    code, out = _cli(
+        "check",
+        str(GGUF / "dense-f16.gguf"),
+        str(GGUF / "wanda50-f16.gguf"),
+        "--policy",
+        str(pol),
+        "-q",
+    )
     assert code == 2 and "is not a regular file" in out and "eval.txt" in out, out
 
 

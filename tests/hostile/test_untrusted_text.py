@@ -33,10 +33,20 @@ from edgegate import escape
 ESC_OSC = "\x1b]0;pwned\x07\x1b[2J\x1b[31m"
 WORKFLOW = "x\n::error file=a.py,line=1::forged\r\n##[warning]v1 forged ::notice::mid"
 MARKUP = "[/x][bold]b[/bold][link=http://e]l[/link]"
-HTML_MD = "<img src=x onerror=alert(1)><script>alert(2)</script>|`code`*em*_u_ [l](http://e) ~~s~~ &amp;"
+HTML_MD = (
+    "<img src=x onerror=alert(1)><script>alert(2)</script>|`code`*em*_u_ [l](http://e) ~~s~~ &amp;"
+)
 XML_BAD = "\x00\x01\x08\x0b\x0c\x1f\x7f\x85\x9b31m\ufffe"
 BIDI = "\u202eevil\u2066\u2028\u2029\ufeff"
-NASTY = [ESC_OSC, WORKFLOW, MARKUP, HTML_MD, XML_BAD, BIDI, "a\udcffb"]  # the last: a non-UTF-8 byte
+NASTY = [
+    ESC_OSC,
+    WORKFLOW,
+    MARKUP,
+    HTML_MD,
+    XML_BAD,
+    BIDI,
+    "a\udcffb",
+]  # the last: a non-UTF-8 byte
 ALL = "".join(NASTY)
 
 # a folder name may hold anything but "/" and NUL; bytes that are not UTF-8 are legal on Linux
@@ -45,18 +55,30 @@ FOLDER = os.fsdecode(b"comp\n::error::folder\x1b[2J[bold]<b>|\xff\xfe")  # no "/
 
 def _control(text: str) -> list[str]:
     """Characters that must never reach a sink raw (newlines are checked separately)."""
-    return [c for c in text if (ord(c) < 32 and c not in "\n") or 0x7F <= ord(c) <= 0x9F
-            or c in "\u202e\u2066\u2028\u2029\ufeff" or 0xD800 <= ord(c) <= 0xDFFF]
+    return [
+        c
+        for c in text
+        if (ord(c) < 32 and c not in "\n")
+        or 0x7F <= ord(c) <= 0x9F
+        or c in "\u202e\u2066\u2028\u2029\ufeff"
+        or 0xD800 <= ord(c) <= 0xDFFF
+    ]
 
 
 def _workflow_lines(text: str) -> list[str]:
     """Lines a GitHub Actions runner would parse as a workflow command."""
-    return [line for line in re.split(r"\r\n|\r|\n", text) if line.lstrip().startswith("::") or "##[" in line]
+    return [
+        line
+        for line in re.split(r"\r\n|\r|\n", text)
+        if line.lstrip().startswith("::") or "##[" in line
+    ]
 
 
 def _assert_log_safe(text: str, what: str) -> None:
     assert _control(text) == [], f"{what}: raw control characters {_control(text)[:5]}"
-    assert _workflow_lines(text) == [], f"{what}: workflow-command lines {_workflow_lines(text)[:3]}"
+    assert _workflow_lines(text) == [], (
+        f"{what}: workflow-command lines {_workflow_lines(text)[:3]}"
+    )
 
 
 # ------------------------------------------------------------------ the module, sink by sink
@@ -89,7 +111,9 @@ def test_every_escape_is_safe_for_its_sink(value: str) -> None:
     assert "<" not in md and re.search(r"(?<!\\)[|`]", md) is None
     # JSON: strict parsers accept it
     doc = json.dumps(escape.json_safe({value: [value, {"k": value}]}), ensure_ascii=False)
-    assert json.loads(doc) == {escape.printable(value): [escape.printable(value), {"k": escape.printable(value)}]}
+    assert json.loads(doc) == {
+        escape.printable(value): [escape.printable(value), {"k": escape.printable(value)}]
+    }
     doc.encode("utf-8")
 
 
@@ -128,13 +152,22 @@ def _yaml_quoted(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "edgegate.cli", *args], capture_output=True, timeout=300,
-                          env={**os.environ, **(env or {})}, cwd=cwd)
+def _cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgegate.cli", *args],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="module")
-def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[bytes]]:
+def hostile_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[bytes]]:
     root = tmp_path_factory.mktemp("untrusted")
     names = ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight"]
     _model(root / "dense", names, prune=False)
@@ -142,16 +175,34 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproc
     policy = root / "policy.yaml"
     # no surrogates in a policy (it is UTF-8 text); every other hostile string is its name
     name = "".join(NASTY[:-1])
-    policy.write_text(f"version: 1\nname: {_yaml_quoted(name)}\nclaims: {{sparsity: 0.5}}\n"
-                      "checks:\n  sparsity: {}\n  size: {}\n", "utf-8")
-    run = _cli("check", str(root / "dense"), str(root / FOLDER), "--policy", str(policy), "--no-hash",
-               "--json-out", str(root / "r.json"), "--md-out", str(root / "r.md"),
-               "--html-out", str(root / "r.html"), "--junit-out", str(root / "r.xml"),
-               env={"GITHUB_STEP_SUMMARY": str(root / "summary.md"), "COLUMNS": "60"})
+    policy.write_text(
+        f"version: 1\nname: {_yaml_quoted(name)}\nclaims: {{sparsity: 0.5}}\n"
+        "checks:\n  sparsity: {}\n  size: {}\n",
+        "utf-8",
+    )
+    run = _cli(
+        "check",
+        str(root / "dense"),
+        str(root / FOLDER),
+        "--policy",
+        str(policy),
+        "--no-hash",
+        "--json-out",
+        str(root / "r.json"),
+        "--md-out",
+        str(root / "r.md"),
+        "--html-out",
+        str(root / "r.html"),
+        "--junit-out",
+        str(root / "r.xml"),
+        env={"GITHUB_STEP_SUMMARY": str(root / "summary.md"), "COLUMNS": "60"},
+    )
     return root, run
 
 
-def test_the_gate_runs_to_its_verdict(hostile_run: tuple[Path, subprocess.CompletedProcess[bytes]]) -> None:
+def test_the_gate_runs_to_its_verdict(
+    hostile_run: tuple[Path, subprocess.CompletedProcess[bytes]],
+) -> None:
     _, run = hostile_run
     err = run.stderr.decode("utf-8")
     # was exit 3: rich markup in the policy name crashed the summary; the Markdown writer
@@ -160,7 +211,9 @@ def test_the_gate_runs_to_its_verdict(hostile_run: tuple[Path, subprocess.Comple
     assert "internal error" not in err and "Traceback" not in err
 
 
-def test_terminal_and_ci_log_are_safe(hostile_run: tuple[Path, subprocess.CompletedProcess[bytes]]) -> None:
+def test_terminal_and_ci_log_are_safe(
+    hostile_run: tuple[Path, subprocess.CompletedProcess[bytes]],
+) -> None:
     _, run = hostile_run
     err = run.stderr.decode("utf-8")  # strict: the log is valid UTF-8
     _assert_log_safe(err, "stderr")
@@ -168,7 +221,9 @@ def test_terminal_and_ci_log_are_safe(hostile_run: tuple[Path, subprocess.Comple
 
 
 @pytest.mark.parametrize("report", ["r.json", "r.md", "r.html", "r.xml", "summary.md"])
-def test_every_report_is_safe_and_well_formed(report: str, hostile_run: tuple[Path, subprocess.CompletedProcess[bytes]]) -> None:
+def test_every_report_is_safe_and_well_formed(
+    report: str, hostile_run: tuple[Path, subprocess.CompletedProcess[bytes]]
+) -> None:
     root, _ = hostile_run
     text = (root / report).read_bytes().decode("utf-8")
     assert "sparsity" in text and "edgegate" in text, f"{report} is empty or cut short"
@@ -180,7 +235,10 @@ def test_every_report_is_safe_and_well_formed(report: str, hostile_run: tuple[Pa
         assert comp["path"].endswith(escape.printable(FOLDER))
     elif report == "r.xml":
         suites = ET.fromstring(text)  # well-formed: the CI can read the verdict
-        assert suites.get("name", "").startswith("edgegate (") and len(list(suites.iter("testcase"))) >= 3
+        assert (
+            suites.get("name", "").startswith("edgegate (")
+            and len(list(suites.iter("testcase"))) >= 3
+        )
     elif report == "r.html":
         tags: list[str] = []
 
@@ -202,7 +260,11 @@ def test_per_tensor_scan_and_errors_quote_names_escaped(tmp_path: Path) -> None:
     """``scan --per-tensor`` prints tensor names on stdout; a pairing error quotes one on stderr."""
     hostile = f"model.layers.0.mlp.{ESC_OSC}{WORKFLOW}{MARKUP}.down_proj.weight"
     _model(tmp_path / "a", [hostile, "model.layers.0.self_attn.q_proj.weight"], prune=True)
-    _model(tmp_path / "b", ["model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight"], prune=False)
+    _model(
+        tmp_path / "b",
+        ["model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight"],
+        prune=False,
+    )
     scan = _cli("scan", str(tmp_path / "a"), "--per-tensor", "-q", env={"COLUMNS": "400"})
     out = scan.stdout.decode("utf-8")
     assert scan.returncode == 0, scan.stderr.decode()[-2000:]  # was exit 3 (MarkupError) before
@@ -216,7 +278,10 @@ def test_per_tensor_scan_and_errors_quote_names_escaped(tmp_path: Path) -> None:
 
 def test_markup_in_a_policy_name_validates(tmp_path: Path) -> None:
     p = tmp_path / "p.yaml"
-    p.write_text(f"version: 1\nname: {_yaml_quoted(MARKUP + WORKFLOW)}\nchecks: {{sparsity: {{}}}}\n", "utf-8")
+    p.write_text(
+        f"version: 1\nname: {_yaml_quoted(MARKUP + WORKFLOW)}\nchecks: {{sparsity: {{}}}}\n",
+        "utf-8",
+    )
     run = _cli("policy", "validate", str(p))
     assert run.returncode == 0, run.stderr
     _assert_log_safe(run.stdout.decode("utf-8"), "policy validate")

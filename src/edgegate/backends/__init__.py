@@ -52,12 +52,25 @@ def register_runtime(spec: RuntimeSpec) -> None:
     RUNTIMES[spec.name] = spec
 
 
-register_runtime(RuntimeSpec("llamacpp", "edgegate.backends.llamacpp:LlamaCppBackend", ("llama_cpp",), "llamacpp"))
-register_runtime(RuntimeSpec("mlx", "edgegate.backends.mlx_backend:MLXBackend", ("mlx.core", "mlx_lm"), "mlx"))
-register_runtime(RuntimeSpec("onnx", "edgegate.backends.onnx_backend:ONNXBackend", ("onnxruntime",), "onnx"))
+register_runtime(
+    RuntimeSpec(
+        "llamacpp", "edgegate.backends.llamacpp:LlamaCppBackend", ("llama_cpp",), "llamacpp"
+    )
+)
+register_runtime(
+    RuntimeSpec("mlx", "edgegate.backends.mlx_backend:MLXBackend", ("mlx.core", "mlx_lm"), "mlx")
+)
+register_runtime(
+    RuntimeSpec("onnx", "edgegate.backends.onnx_backend:ONNXBackend", ("onnxruntime",), "onnx")
+)
 # HF checkpoints as transformers runs them (PyTorch: CPU, CUDA, MPS)
 register_runtime(
-    RuntimeSpec("transformers", "edgegate.backends.transformers_backend:TransformersBackend", ("torch", "transformers"), "torch")
+    RuntimeSpec(
+        "transformers",
+        "edgegate.backends.transformers_backend:TransformersBackend",
+        ("torch", "transformers"),
+        "torch",
+    )
 )
 register_runtime(
     RuntimeSpec("openai", "edgegate.backends.openai_backend:OpenAIBackend", (), "all", local=False)
@@ -80,14 +93,19 @@ LOCAL_RUNTIME_CHOICES = runtime_names(local_only=True)
 
 
 def parse_runtimes(
-    values: Sequence[str], allowed: Sequence[str] = LOCAL_RUNTIME_CHOICES, *, flag: str = "--runtime"
+    values: Sequence[str],
+    allowed: Sequence[str] = LOCAL_RUNTIME_CHOICES,
+    *,
+    flag: str = "--runtime",
 ) -> tuple[str, ...]:
     """``--runtime`` values, repeated and/or comma-separated (``llamacpp,onnx``), deduplicated
     in order; an unknown name, or one that does not apply to this command, is exit 2."""
     names = [n.strip() for v in values for n in str(v).split(",") if n.strip()]
     for n in names:
         if n not in allowed:
-            what = f"runtime '{n}' does not apply here" if n in RUNTIMES else f"unknown runtime '{n}'"
+            what = (
+                f"runtime '{n}' does not apply here" if n in RUNTIMES else f"unknown runtime '{n}'"
+            )
             raise InputError(what, field=flag, hint=f"choose from {', '.join(allowed)}")
     return tuple(dict.fromkeys(names))
 
@@ -144,8 +162,12 @@ def open_backend(
         # ``timeout`` bounds a whole local call (1800 s by default); per HTTP request the
         # --timeout setting applies, never more than that bound (retries once multiplied it: 6 x 1800 s)
         http = current_http_settings().timeout_s
-        extra: dict[str, Any] = {"timeout": min(float(timeout), http) if timeout is not None else http}
-        remote: Backend = _load_factory(spec.factory)(str(path), n_ctx=n_ctx, seed=seed, threads=threads, **extra)
+        extra: dict[str, Any] = {
+            "timeout": min(float(timeout), http) if timeout is not None else http
+        }
+        remote: Backend = _load_factory(spec.factory)(
+            str(path), n_ctx=n_ctx, seed=seed, threads=threads, **extra
+        )
         return remote
     p = Path(path)
     if not p.exists():
@@ -177,7 +199,11 @@ def supports(runtime: str, path: str | Path) -> str | None:
     p = Path(path)
     is_hf = p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors"))
     if runtime == "llamacpp":
-        ok = (p.is_file() and p.suffix == ".gguf") or is_hf or (p.is_dir() and len(list(p.glob("*.gguf"))) == 1)
+        ok = (
+            (p.is_file() and p.suffix == ".gguf")
+            or is_hf
+            or (p.is_dir() and len(list(p.glob("*.gguf"))) == 1)
+        )
         return None if ok else "llama.cpp loads .gguf files or HF safetensors directories"
     if runtime == "mlx":
         return None if is_hf else "MLX loads HF or mlx-lm safetensors directories"

@@ -133,7 +133,9 @@ def render_chat(
         )
     except TemplateError as exc:
         if system:  # some templates (Gemma) refuse a system role: fold it into the user turn
-            return render_chat(template, None, f"{system}\n\n{user}", bos_token=bos_token, eos_token=eos_token)
+            return render_chat(
+                template, None, f"{system}\n\n{user}", bos_token=bos_token, eos_token=eos_token
+            )
         raise BackendError(f"chat template failed: {exc}") from exc
 
 

@@ -83,7 +83,9 @@ class GenericBackend(ABC):
                 raise InputError("loglikelihood: empty continuation", field="continuation")
             toks = self._checked([*ctx, *c], "loglikelihood")
             if len(toks) - len(c) < 1:
-                raise InputError("loglikelihood: the context needs at least one token (BOS)", field="context")
+                raise InputError(
+                    "loglikelihood: the context needs at least one token (BOS)", field="context"
+                )
             seqs.append((toks, len(toks) - len(c)))
         return seqs
 
@@ -124,7 +126,9 @@ class GenericBackend(ABC):
         if kept is None:
             raise BackendError("kept_logits: no rows are kept (score_tokens_kept comes first)")
         if not 0 <= start <= stop <= len(kept):
-            raise InputError(f"kept_logits: rows {start}..{stop} outside the {len(kept)} kept", field="rows")
+            raise InputError(
+                f"kept_logits: rows {start}..{stop} outside the {len(kept)} kept", field="rows"
+            )
         return np.ascontiguousarray(kept[start:stop], dtype=np.float32)
 
     def next_token_logprobs(

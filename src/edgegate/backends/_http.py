@@ -52,14 +52,22 @@ class HttpSettings:
             timeout = float(t) if t else cls.timeout_s
             retries = int(r) if r else cls.max_retries
         except ValueError:
-            raise InputError(f"EDGEGATE_HTTP_TIMEOUT={t!r:.40} / EDGEGATE_HTTP_MAX_RETRIES={r!r:.40} are not numbers",
-                             field="environment") from None
+            raise InputError(
+                f"EDGEGATE_HTTP_TIMEOUT={t!r:.40} / EDGEGATE_HTTP_MAX_RETRIES={r!r:.40} are not numbers",
+                field="environment",
+            ) from None
         return cls(timeout, retries).checked("environment")
 
     def checked(self, field: str) -> HttpSettings:
-        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0) or not 0 <= self.max_retries <= 100:
-            raise InputError(f"timeout must be > 0 s and max retries 0..100, got {self.timeout_s:g} s and "
-                             f"{self.max_retries}", field=field)
+        if (
+            not (math.isfinite(self.timeout_s) and self.timeout_s > 0)
+            or not 0 <= self.max_retries <= 100
+        ):
+            raise InputError(
+                f"timeout must be > 0 s and max retries 0..100, got {self.timeout_s:g} s and "
+                f"{self.max_retries}",
+                field=field,
+            )
         return self
 
 
@@ -71,12 +79,16 @@ def current_http_settings() -> HttpSettings:
 
 
 @contextlib.contextmanager
-def http_settings(timeout_s: float | None = None, max_retries: int | None = None) -> Iterator[HttpSettings]:
+def http_settings(
+    timeout_s: float | None = None, max_retries: int | None = None
+) -> Iterator[HttpSettings]:
     """Within the block, servers opened without explicit values use these (flag > env > default)."""
     global _settings
     base = current_http_settings()
-    new = HttpSettings(base.timeout_s if timeout_s is None else float(timeout_s),
-                       base.max_retries if max_retries is None else int(max_retries)).checked("--timeout/--max-retries")
+    new = HttpSettings(
+        base.timeout_s if timeout_s is None else float(timeout_s),
+        base.max_retries if max_retries is None else int(max_retries),
+    ).checked("--timeout/--max-retries")
     previous, _settings = _settings, new
     try:
         yield new
@@ -87,7 +99,9 @@ def http_settings(timeout_s: float | None = None, max_retries: int | None = None
 class HttpError(BackendError):
     """A request that failed for good; ``status`` is the last HTTP status (None: no response)."""
 
-    def __init__(self, message: str, *, status: int | None, body: str = "", hint: str | None = None):
+    def __init__(
+        self, message: str, *, status: int | None, body: str = "", hint: str | None = None
+    ):
         super().__init__(message, hint=hint)
         self.status = status
         self.body = body
@@ -108,6 +122,7 @@ def refused(e: HttpError, feature: str) -> bool:
         return True
     body = e.body.lower()
     return e.status in (400, 422, 500) and any(w in body for w in FEATURE_WORDS.get(feature, ()))
+
 
 FEATURES = {
     "echo": "echo=True with logprobs (prompt log-probabilities)",
@@ -177,8 +192,11 @@ def split_url(base_url: str | Path) -> tuple[str, str | None]:
     url, _, query = url.partition("?")
     url = re.sub(r"/v1$", "", url.rstrip("/"))
     if not re.match(r"^https?://[^/]+", url):
-        raise InputError(f"not an http(s) URL: {public_url(url)!r}", field="base_url",
-                         hint="e.g. http://127.0.0.1:8000")
+        raise InputError(
+            f"not an http(s) URL: {public_url(url)!r}",
+            field="base_url",
+            hint="e.g. http://127.0.0.1:8000",
+        )
     return url, urllib.parse.parse_qs(query).get("model", [None])[0]
 
 
@@ -188,13 +206,18 @@ def pick_model(client: HttpClient, model: str | None) -> dict[str, Any]:
     models = client.get_json("/v1/models")
     data = models.get("data") if isinstance(models, dict) else None
     if not isinstance(data, list) or not data or not all(isinstance(m, dict) for m in data):
-        raise BackendError(f"{where} returned no models", hint="is this an OpenAI-compatible server?")
+        raise BackendError(
+            f"{where} returned no models", hint="is this an OpenAI-compatible server?"
+        )
     ids = [str(m.get("id")) for m in data]
     if model is None:
         return data[0]
     if model not in ids:
-        raise InputError(f"model {model!r} is not served at {where}", field="model",
-                         hint=f"served: {', '.join(ids[:10])}")
+        raise InputError(
+            f"model {model!r} is not served at {where}",
+            field="model",
+            hint=f"served: {', '.join(ids[:10])}",
+        )
     return data[ids.index(model)]
 
 
@@ -304,7 +327,12 @@ class HttpClient:
             delay = max(wait or 0.0, self._backoff(attempt))
             log.warning(
                 "%s %s: %s; retry %d/%d in %.2f s",
-                method, where, last[:120], attempt + 1, self.max_retries, delay,
+                method,
+                where,
+                last[:120],
+                attempt + 1,
+                self.max_retries,
+                delay,
             )
             self._sleep(delay)
         raise HttpError(
@@ -316,7 +344,11 @@ class HttpClient:
     def _decode(self, raw: bytes, where: str) -> Any:
         try:
             return json.loads(raw.decode("utf-8"), parse_constant=_neg_inf_ok)
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: a hostile server's [[[[...
+        except (
+            UnicodeDecodeError,
+            ValueError,
+            RecursionError,
+        ) as e:  # RecursionError: a hostile server's [[[[...
             snippet = self._redact(raw[:120].decode("utf-8", "replace"))
             raise HttpError(
                 f"{where} returned a response that is not valid JSON ({e}): {snippet!r}",
@@ -409,22 +441,28 @@ def parse_logprobs(choice: Any) -> list[Pos]:
     """Both shapes in the wild: legacy OpenAI (tokens/token_logprobs/top_logprobs) and the
     chat-style ``content`` list that llama-server returns."""
     if not isinstance(choice, dict) or not isinstance(choice.get("logprobs"), dict):
-        raise BackendError("server response has no 'logprobs' in choices[0]",
-                           hint="the server must support logprobs on /v1/completions")
+        raise BackendError(
+            "server response has no 'logprobs' in choices[0]",
+            hint="the server must support logprobs on /v1/completions",
+        )
     lp = choice["logprobs"]
     out: list[Pos] = []
     if isinstance(lp.get("content"), list):
         for i, e in enumerate(lp["content"]):
             if not isinstance(e, dict) or "logprob" not in e:
                 raise BackendError(f"malformed logprobs.content[{i}]: {e!r:.80}")
-            ctops = tuple((t.get("id"), t.get("token"), _finite(t.get("logprob"), "top_logprob"))
-                         for t in e.get("top_logprobs") or [] if isinstance(t, dict))
+            ctops = tuple(
+                (t.get("id"), t.get("token"), _finite(t.get("logprob"), "top_logprob"))
+                for t in e.get("top_logprobs") or []
+                if isinstance(t, dict)
+            )
             out.append(Pos(e.get("id"), e.get("token"), _finite(e["logprob"], "logprob"), ctops))
         return out
     toks, lps, tops_l = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
     if not isinstance(toks, list) or not isinstance(lps, list) or len(toks) != len(lps):
-        raise BackendError("malformed logprobs block: 'tokens'/'token_logprobs' missing or of "
-                           "different lengths")
+        raise BackendError(
+            "malformed logprobs block: 'tokens'/'token_logprobs' missing or of different lengths"
+        )
     if tops_l is not None and (not isinstance(tops_l, list) or len(tops_l) != len(toks)):
         raise BackendError("malformed logprobs block: 'top_logprobs' length differs")
     for i, (tok, val) in enumerate(zip(toks, lps, strict=True)):

@@ -73,7 +73,9 @@ def _dec(obj: Any, raw: bytearray) -> Any:
         if "__nd__" in obj:
             dtype, shape = np.dtype(obj["dtype"]), [int(n) for n in obj["shape"]]
             count = int(np.prod(shape, dtype=np.int64))
-            return np.frombuffer(raw, dtype=dtype, count=count, offset=int(obj["__nd__"])).reshape(shape)
+            return np.frombuffer(raw, dtype=dtype, count=count, offset=int(obj["__nd__"])).reshape(
+                shape
+            )
         if "__dc__" in obj:
             cls = {"LoglikResult": LoglikResult, "Timing": Timing}[obj["__dc__"]]
             return cls(**{k: v for k, v in obj.items() if k != "__dc__"})
@@ -192,7 +194,9 @@ class IsolatedBackend:
 
     def _call(self, op: str, **kwargs: Any) -> Any:
         if self._proc.poll() is not None and op != "open":
-            raise BackendError(f"{self.runtime} runtime process is gone (exit {self._proc.returncode})")
+            raise BackendError(
+                f"{self.runtime} runtime process is gone (exit {self._proc.returncode})"
+            )
         deadline = time.monotonic() + self.timeout if self.timeout else None
         try:
             _send(self._w, {"op": op, **kwargs})
@@ -216,7 +220,8 @@ class IsolatedBackend:
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
             tail = self._stderr_tail()
             raise BackendError(
-                f"{self.runtime} runtime crashed during '{op}' ({how})" + (f": {tail}" if tail else "")
+                f"{self.runtime} runtime crashed during '{op}' ({how})"
+                + (f": {tail}" if tail else "")
             )
         if "error" in reply:
             e = reply["error"]
@@ -251,12 +256,16 @@ class IsolatedBackend:
         return np.asarray(self._call("score_tokens", tokens=[int(t) for t in tokens], first=first))
 
     def score_tokens_kept(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
-        return np.asarray(self._call("score_tokens_kept", tokens=[int(t) for t in tokens], first=first))
+        return np.asarray(
+            self._call("score_tokens_kept", tokens=[int(t) for t in tokens], first=first)
+        )
 
     def kept_logits(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self._call("kept_logits", start=int(start), stop=int(stop)))
 
-    def next_token_logprobs(self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]) -> np.ndarray:
+    def next_token_logprobs(
+        self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
+    ) -> np.ndarray:
         return np.asarray(
             self._call(
                 "next_token_logprobs",
@@ -265,13 +274,21 @@ class IsolatedBackend:
             )
         )
 
-    def loglikelihood(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LoglikResult]:
+    def loglikelihood(
+        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> list[LoglikResult]:
         reqs = [[[int(t) for t in c], [int(t) for t in d]] for c, d in requests]
         return list(self._call("loglikelihood", requests=reqs))
 
-    def generate(self, prompt: Sequence[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0) -> list[int]:
+    def generate(
+        self, prompt: Sequence[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0
+    ) -> list[int]:
         out = self._call(
-            "generate", prompt=[int(t) for t in prompt], max_tokens=max_tokens, temperature=temperature, seed=seed
+            "generate",
+            prompt=[int(t) for t in prompt],
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
         )
         return [int(t) for t in out]
 
@@ -360,7 +377,10 @@ def _child(fd_in: int, fd_out: int) -> None:
             _send(fd_out, {"error": err})
         except Exception as exc:  # a runtime's own exception: report it, keep serving
             traceback.print_exc()
-            _send(fd_out, {"error": {"type": "BackendError", "message": f"{type(exc).__name__}: {exc}"}})
+            _send(
+                fd_out,
+                {"error": {"type": "BackendError", "message": f"{type(exc).__name__}: {exc}"}},
+            )
 
 
 if __name__ == "__main__":

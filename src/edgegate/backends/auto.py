@@ -17,7 +17,10 @@ from edgegate.errors import InputError
 AUTO = "auto"
 
 _BY_FORMAT: dict[Format, tuple[str, str]] = {
-    Format.SAFETENSORS: ("transformers", "an HF safetensors directory runs where it was made: transformers"),
+    Format.SAFETENSORS: (
+        "transformers",
+        "an HF safetensors directory runs where it was made: transformers",
+    ),
     Format.COMPRESSED_TENSORS: (
         "transformers",
         "a compressed-tensors checkpoint (llm-compressor) is decompressed and run by transformers",
@@ -54,7 +57,9 @@ def resolve_runtime(path: str | Path, requested: str = AUTO) -> RuntimeChoice:
     if requested != AUTO:
         return RuntimeChoice(requested, f"runtime '{requested}' requested explicitly", requested)
     if isinstance(path, str) and "://" in path:  # a model behind a server
-        return RuntimeChoice("openai", "an endpoint URL is scored through its OpenAI-compatible API", requested)
+        return RuntimeChoice(
+            "openai", "an endpoint URL is scored through its OpenAI-compatible API", requested
+        )
     from edgegate.checkpoint.detect import detect_format
 
     fmt = detect_format(path)
@@ -62,13 +67,17 @@ def resolve_runtime(path: str | Path, requested: str = AUTO) -> RuntimeChoice:
         runtime, why = _BY_FORMAT[fmt]
     except KeyError:
         raise InputError(
-            f"runtime auto has no runtime for format '{fmt.value}'", path=Path(path), field="runtime",
+            f"runtime auto has no runtime for format '{fmt.value}'",
+            path=Path(path),
+            field="runtime",
             hint="name a runtime explicitly (--runtime / the policy's runtime)",
         ) from None
     return RuntimeChoice(runtime, f"{why} (format detected: {fmt.value})", requested)
 
 
-def resolve_pair(dense: str | Path | None, compressed: str | Path, requested: str = AUTO) -> RuntimeChoice:
+def resolve_pair(
+    dense: str | Path | None, compressed: str | Path, requested: str = AUTO
+) -> RuntimeChoice:
     """One runtime for a dense/compressed pair (both are scored on the same runtime, or the
     comparison would mix runtimes). With ``auto`` the compressed artifact decides: it is the
     one being shipped; a dense model of another format is then converted by that runtime

@@ -107,6 +107,7 @@ class Backend(Protocol):
 # model answers, and ``work`` (optional: the positions a local runtime evaluated, for the BBQ
 # work efficiency); ``info`` and ``close`` are the proxy's own business.
 REMOTE_METHODS: frozenset[str] = frozenset(
-    name for name, v in vars(Backend).items()
+    name
+    for name, v in vars(Backend).items()
     if callable(v) and not name.startswith("_") and name not in ("info", "close")
 ) | {"work"}

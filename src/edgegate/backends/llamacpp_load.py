@@ -35,7 +35,10 @@ def extra_buffers_for(llama_cpp: Any, gguf: Path) -> tuple[bool, str]:
     except Exception:  # llama.cpp reports an unreadable file itself, with its own cause
         return True, "llama.cpp's default"
     if q8:
-        return False, "Q8_0 weights on a CPU with AMX: llama.cpp's AMX Q8_0 path crashes, extra buffer types off"
+        return (
+            False,
+            "Q8_0 weights on a CPU with AMX: llama.cpp's AMX Q8_0 path crashes, extra buffer types off",
+        )
     return True, "llama.cpp's default"
 
 
@@ -81,7 +84,9 @@ def ensure_gguf(path: Path, cache_dir: Path | None) -> tuple[Path, Path | None]:
     return gguf, src
 
 
-def ensure_gguf_with_info(path: Path, cache_dir: Path | None) -> tuple[Path, Path | None, dict[str, str] | None]:
+def ensure_gguf_with_info(
+    path: Path, cache_dir: Path | None
+) -> tuple[Path, Path | None, dict[str, str] | None]:
     """(GGUF to load, HF dir it was converted from or None, the converter's name/version)."""
     if path.is_file():
         with path.open("rb") as fh:
@@ -106,7 +111,11 @@ def ensure_gguf_with_info(path: Path, cache_dir: Path | None) -> tuple[Path, Pat
 
     outtype = os.environ.get("EDGEGATE_GGUF_OUTTYPE", "f16").strip() or "f16"
     if outtype not in ("f16", "bf16", "f32", "q8_0"):
-        raise InputError(f"EDGEGATE_GGUF_OUTTYPE={outtype!r}", field="EDGEGATE_GGUF_OUTTYPE", hint="f16, bf16, f32 or q8_0")
+        raise InputError(
+            f"EDGEGATE_GGUF_OUTTYPE={outtype!r}",
+            field="EDGEGATE_GGUF_OUTTYPE",
+            hint="f16, bf16, f32 or q8_0",
+        )
     out, info = convert(path, cache_dir or default_cache_dir(), outtype)
     return out, path, info
 
@@ -130,18 +139,28 @@ def classify_refusal(gguf: Path, exc: Exception) -> InputError | BackendError:
     try:
         header = read_header(gguf, sizes)
     except CheckpointError as bad:
-        return CheckpointError(f"llama.cpp cannot load this GGUF: {bad.message}", path=gguf, field=bad.field,
-                               hint=bad.hint)
+        return CheckpointError(
+            f"llama.cpp cannot load this GGUF: {bad.message}",
+            path=gguf,
+            field=bad.field,
+            hint=bad.hint,
+        )
     except OSError as bad:
-        return InputError(f"llama.cpp cannot load this GGUF: cannot read it ({bad.strerror})", path=gguf)
+        return InputError(
+            f"llama.cpp cannot load this GGUF: cannot read it ({bad.strerror})", path=gguf
+        )
     missing = [k for k in _REQUIRED_KEYS if k not in header.metadata]
     if missing or not header.tensors:
         what = f"metadata {', '.join(missing)}" if missing else "tensors"
-        return InputError(f"llama.cpp cannot load this GGUF: it is incomplete (no {what})", path=gguf,
-                          hint="convert the full model (weights, tokenizer, config) with llama.cpp's converter")
+        return InputError(
+            f"llama.cpp cannot load this GGUF: it is incomplete (no {what})",
+            path=gguf,
+            hint="convert the full model (weights, tokenizer, config) with llama.cpp's converter",
+        )
     arch = excerpt(header.metadata.get("general.architecture"), 60)
     return BackendError(
         f"llama.cpp refused a well-formed GGUF (architecture {arch}, {len(header.tensors)} tensors): {exc}",
-        path=gguf, hint="this llama.cpp build cannot run it (an architecture or tensor type it lacks); upgrade "
-             "llama-cpp-python, or run the model on another runtime",
+        path=gguf,
+        hint="this llama.cpp build cannot run it (an architecture or tensor type it lacks); upgrade "
+        "llama-cpp-python, or run the model on another runtime",
     )

@@ -19,7 +19,11 @@ from edgegate.backends._common import hf_chat_template, read_json, render_chat
 from edgegate.backends._generic import GenericBackend
 from edgegate.errors import BackendError, BackendUnavailable, InputError
 
-_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_NP_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
 
 
 def find_onnx(path: Path) -> Path:
@@ -193,4 +197,3 @@ class ONNXBackend(GenericBackend):
 
     def close(self) -> None:
         self._state = {}
-

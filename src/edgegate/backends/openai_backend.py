@@ -94,9 +94,11 @@ class OpenAIBackend:
         t0 = time.perf_counter()
         url, query_model = split_url(base_url)
         model = model or query_model
-        for name, val, ok in (("letter_mode", letter_mode, ("auto", "topk", "forced")),
-                              ("loglik_mode", loglik_mode, ("auto", "echo", "forced")),
-                              ("dialect", dialect, (None, *DIALECTS))):
+        for name, val, ok in (
+            ("letter_mode", letter_mode, ("auto", "topk", "forced")),
+            ("loglik_mode", loglik_mode, ("auto", "echo", "forced")),
+            ("dialect", dialect, (None, *DIALECTS)),
+        ):
             if val not in ok:
                 raise InputError(f"{name} must be one of {ok}, got {val!r}", field=name)
         key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY") or None
@@ -105,8 +107,9 @@ class OpenAIBackend:
         cfg = current_http_settings()
         timeout = cfg.timeout_s if timeout is None else timeout
         max_retries = cfg.max_retries if max_retries is None else max_retries
-        self._http = HttpClient(url, api_key=key, concurrency=concurrency, timeout=timeout,
-                                max_retries=max_retries)
+        self._http = HttpClient(
+            url, api_key=key, concurrency=concurrency, timeout=timeout, max_retries=max_retries
+        )
         self.base_url = public_url(url)
         self.concurrency = max(1, int(concurrency))
         self.top_k = max(1, int(top_logprobs))
@@ -125,22 +128,32 @@ class OpenAIBackend:
             try:
                 self._local_tok = Tokenizer.from_file(str(tokenizer_path))
             except Exception as e:  # the tokenizers error types are not public
-                raise InputError(f"cannot load tokenizer: {e}", path=tokenizer_path,
-                                 hint="pass a HF tokenizer.json") from None
+                raise InputError(
+                    f"cannot load tokenizer: {e}",
+                    path=tokenizer_path,
+                    hint="pass a HF tokenizer.json",
+                ) from None
 
         entry = pick_model(self._http, model)
         self.model = str(entry.get("id"))
         self.model_path = Path(self.model)
         self.dialect = dialect or self._detect(entry)
         self.n_ctx = self._context_size(entry, n_ctx)
-        self.n_vocab = 0  # not reported by the server (0: unknown; tokenizers are compared by probes)
+        self.n_vocab = (
+            0  # not reported by the server (0: unknown; tokenizers are compared by probes)
+        )
         self._bos: int | None = None
         if not self._ids_keyed:  # text prompts: learn the BOS the server adds on its own
             toks = self.tokenize("", add_special=True)
             self._bos = toks[0] if len(toks) == 1 else None
         self.load_s = time.perf_counter() - t0
-        log.info("openai backend: %s model=%s dialect=%s n_ctx=%d", self.base_url, self.model,
-                 self.dialect, self.n_ctx)
+        log.info(
+            "openai backend: %s model=%s dialect=%s n_ctx=%d",
+            self.base_url,
+            self.model,
+            self.dialect,
+            self.n_ctx,
+        )
 
     # ----------------------------------------------------------------- plumbing
     def __repr__(self) -> str:
@@ -154,7 +167,9 @@ class OpenAIBackend:
                 raise FeatureUnsupported(
                     f"{self.base_url} ({self.dialect}) does not support {FEATURES[what]}: "
                     f"HTTP {e.status} {e.body[:160]}",
-                    feature=what, hint=FEATURE_HINTS.get(what)) from None
+                    feature=what,
+                    hint=FEATURE_HINTS.get(what),
+                ) from None
             raise
 
     def _detect(self, entry: dict[str, Any]) -> str:
@@ -182,8 +197,9 @@ class OpenAIBackend:
             if isinstance(n, int) and n > 0:
                 return n
         if fallback is None:
-            log.warning("%s does not report its context size; assuming 2048 (pass n_ctx)",
-                        self.base_url)
+            log.warning(
+                "%s does not report its context size; assuming 2048 (pass n_ctx)", self.base_url
+            )
             return 2048
         return int(fallback)
 
@@ -236,8 +252,13 @@ class OpenAIBackend:
             return ids
         starts_bos = self._bos is not None and ids[:1] == [self._bos]
         if self._local_tok is not None:
-            variants = [lambda: str(self._local_tok.decode(ids[1:] if starts_bos else ids,
-                                                           skip_special_tokens=False))]
+            variants = [
+                lambda: str(
+                    self._local_tok.decode(
+                        ids[1:] if starts_bos else ids, skip_special_tokens=False
+                    )
+                )
+            ]
         else:
             # llama.cpp drops the space after a leading BOS when detokenizing (right for
             # SentencePiece vocabularies, wrong for byte-level BPE): try both, the one that
@@ -257,11 +278,17 @@ class OpenAIBackend:
             f"{self.base_url} ({self.dialect}) only accepts text prompts and these token ids "
             f"do not survive detokenize->tokenize ({len(ids)} ids -> {len(back)})",
             hint="pass tokenizer_path=<the checkpoint's tokenizer.json> (keeps special tokens), "
-            "start prompts with BOS as the server does, or use a server that takes token ids (vLLM)")
+            "start prompts with BOS as the server does, or use a server that takes token ids (vLLM)",
+        )
 
     def _complete(self, ids: Sequence[int], what: str, **fields: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "prompt": self._prompt(ids),
-                                "max_tokens": 1, "temperature": 0.0, **fields}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": self._prompt(ids),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            **fields,
+        }
         if self.dialect == "vllm":
             body["return_tokens_as_token_ids"] = True
         r = self._post("/v1/completions", body, what)
@@ -271,8 +298,10 @@ class OpenAIBackend:
         usage = r.get("usage")
         n_prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         if isinstance(n_prompt, int) and n_prompt != len(ids):
-            raise BackendError(f"{self.base_url} evaluated {n_prompt} prompt tokens, expected "
-                               f"{len(ids)}", hint="the server re-tokenized the prompt differently")
+            raise BackendError(
+                f"{self.base_url} evaluated {n_prompt} prompt tokens, expected {len(ids)}",
+                hint="the server re-tokenized the prompt differently",
+            )
         return dict(choices[0], _usage=usage if isinstance(usage, dict) else {})
 
     # ----------------------------------------------------------------- scoring
@@ -282,15 +311,19 @@ class OpenAIBackend:
             if tmpl:
                 return render_chat(tmpl, system, user, bos_token=bos, eos_token=eos)
         msgs = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user}]
+            {"role": "user", "content": user}
+        ]
         try:
             if self.dialect == "llama-server":
                 r = self._post("/apply-template", {"messages": msgs}, "apply-template")
                 if isinstance(r, dict) and isinstance(r.get("prompt"), str):
                     return str(r["prompt"])
             elif self.dialect == "vllm":
-                r = self._post("/tokenize", {"model": self.model, "messages": msgs,
-                                             "add_generation_prompt": True}, "tokenize")
+                r = self._post(
+                    "/tokenize",
+                    {"model": self.model, "messages": msgs, "add_generation_prompt": True},
+                    "tokenize",
+                )
                 toks = r.get("tokens") if isinstance(r, dict) else None
                 if isinstance(toks, list):
                     return self.detokenize(toks)
@@ -298,9 +331,12 @@ class OpenAIBackend:
             pass
         if not self._warned_chat:
             self._warned_chat = True
-            log.warning("%s (%s) exposes no chat template; prompts stay plain (pass "
-                        "tokenizer_path= from the checkpoint to use its template)",
-                        self.base_url, self.dialect)
+            log.warning(
+                "%s (%s) exposes no chat template; prompts stay plain (pass "
+                "tokenizer_path= from the checkpoint to use its template)",
+                self.base_url,
+                self.dialect,
+            )
         return None
 
     def _forced(self, ids: Sequence[int], tok: int) -> tuple[float, bool]:
@@ -315,15 +351,19 @@ class OpenAIBackend:
         if got is None and p.token is not None and p.token != self._piece(tok):
             got = -1
         if got is not None and got != tok:
-            raise FeatureUnsupported(f"{self.base_url} ignored logit_bias (sampled {p.token!r}, "
-                                     f"not token {tok})", feature="logit_bias",
-                                     hint="use letter_mode='topk'")
+            raise FeatureUnsupported(
+                f"{self.base_url} ignored logit_bias (sampled {p.token!r}, not token {tok})",
+                feature="logit_bias",
+                hint="use letter_mode='topk'",
+            )
         tops = sorted((t[2] for t in p.top), reverse=True)
         if len(tops) > 1 and tops[0] > -1e-4 and tops[1] < -FORCE_BIAS / 2:
             # the +100 shows in the numbers: these are post-bias, not the model's, logprobs
-            raise FeatureUnsupported(f"{self.base_url} reports log-probabilities after "
-                                     "logit_bias", feature="logit_bias",
-                                     hint="use letter_mode='topk' with a larger top_logprobs")
+            raise FeatureUnsupported(
+                f"{self.base_url} reports log-probabilities after logit_bias",
+                feature="logit_bias",
+                hint="use letter_mode='topk' with a larger top_logprobs",
+            )
         return lp, lp >= (tops[0] if tops else lp) - 1e-6
 
     def next_token_logprobs(
@@ -336,8 +376,10 @@ class OpenAIBackend:
         if mode == "topk" and not self._ids_keyed:
             pieces = [self._piece(c) for c in cands]
             if len(set(pieces)) != len(pieces) or "" in pieces:
-                raise BackendError(f"candidate tokens {cands} are not distinguishable by their "
-                                   f"text {pieces}", hint="use letter_mode='forced'")
+                raise BackendError(
+                    f"candidate tokens {cands} are not distinguishable by their text {pieces}",
+                    hint="use letter_mode='forced'",
+                )
         rows = self._map(lambda p: self._letter_row(p, cands, mode), list(prompts))
         return np.array(rows, dtype=np.float64).reshape(len(prompts), len(cands))
 
@@ -363,8 +405,13 @@ class OpenAIBackend:
                 self._bump("forced")
             except FeatureUnsupported as e:
                 self._bump("below_kth")
-                log.warning("candidate %d not in top-%d and %s; scoring it just below the k-th "
-                            "(%.3f)", c, self.top_k, e.message, kth)
+                log.warning(
+                    "candidate %d not in top-%d and %s; scoring it just below the k-th (%.3f)",
+                    c,
+                    self.top_k,
+                    e.message,
+                    kth,
+                )
                 row.append(float(np.nextafter(kth, -np.inf)))
         return row
 
@@ -390,16 +437,20 @@ class OpenAIBackend:
         prompt_pos = pos[: max(0, len(pos) - n_gen)]
         offset = len(ids) - len(prompt_pos)
         if offset not in (0, 1):
-            raise BackendError(f"{self.base_url} echoed {len(prompt_pos)} prompt positions for "
-                               f"{len(ids)} tokens")
+            raise BackendError(
+                f"{self.base_url} echoed {len(prompt_pos)} prompt positions for {len(ids)} tokens"
+            )
         return prompt_pos, offset
 
     def token_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         out = self._prompt_logprobs(tokens)
         if out.size and np.isnan(out[0]) and not self._warned_first:
             self._warned_first = True
-            log.warning("%s gives no log-probability for the first token after BOS; "
-                        "token_logprobs()[0] is NaN", self.base_url)
+            log.warning(
+                "%s gives no log-probability for the first token after BOS; "
+                "token_logprobs()[0] is NaN",
+                self.base_url,
+            )
         return out
 
     def _prompt_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
@@ -423,26 +474,39 @@ class OpenAIBackend:
         if lp.size and np.isnan(lp[0]):
             raise FeatureUnsupported(
                 f"{self.base_url} ({self.dialect}) gives no log-probability for the first token "
-                "after BOS", feature="echo", hint="use perplexity mode 'chunked' (it scores only "
-                "the second half of each chunk), or a vLLM server")
+                "after BOS",
+                feature="echo",
+                hint="use perplexity mode 'chunked' (it scores only "
+                "the second half of each chunk), or a vLLM server",
+            )
         return lp
 
     def score_tokens_kept(self, tokens: Sequence[int], first: int = 1) -> np.ndarray:
         raise FeatureUnsupported(
             f"{self.base_url} returns at most the top log-probabilities of a position, not the full "
-            "next-token distribution the fidelity check compares", feature="full logits",
-            hint="run the fidelity check on the model files (llama.cpp, transformers, ONNX, MLX)")
+            "next-token distribution the fidelity check compares",
+            feature="full logits",
+            hint="run the fidelity check on the model files (llama.cpp, transformers, ONNX, MLX)",
+        )
 
     def kept_logits(self, start: int, stop: int) -> np.ndarray:
         return self.score_tokens_kept([], 1)
 
     def info(self) -> dict[str, object]:
         """What was scored against, for reports (never the API key)."""
-        return {"runtime": self.runtime, "base_url": self.base_url, "model": self.model,
-                "model_path": str(self.model_path), "dialect": self.dialect, "n_ctx": self.n_ctx,
-                "letter_mode": self.letter_mode, "loglik_mode": self.loglik_mode,
-                "top_logprobs": self.top_k, "load_s": self.load_s,
-                "coverage": dataclasses.asdict(self.coverage)}
+        return {
+            "runtime": self.runtime,
+            "base_url": self.base_url,
+            "model": self.model,
+            "model_path": str(self.model_path),
+            "dialect": self.dialect,
+            "n_ctx": self.n_ctx,
+            "letter_mode": self.letter_mode,
+            "loglik_mode": self.loglik_mode,
+            "top_logprobs": self.top_k,
+            "load_s": self.load_s,
+            "coverage": dataclasses.asdict(self.coverage),
+        }
 
     def loglikelihood(
         self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
@@ -450,8 +514,9 @@ class OpenAIBackend:
         reqs = [([int(t) for t in c], [int(t) for t in x]) for c, x in requests]
         for c, x in reqs:
             if not c or not x:
-                raise InputError("loglikelihood needs a non-empty context and continuation",
-                                 field="requests")
+                raise InputError(
+                    "loglikelihood needs a non-empty context and continuation", field="requests"
+                )
         mode = self.loglik_mode
         if mode == "auto":
             mode = "forced" if self.dialect == "llama-server" or self._echo_ok is False else "echo"
@@ -472,8 +537,10 @@ class OpenAIBackend:
         for j in range(len(ctx), len(ids)):
             p = pos[j - off] if j - off >= 0 else None
             if p is None or p.logprob is None:
-                raise BackendError(f"{self.base_url}: no log-probability for continuation token "
-                                   f"{j - len(ctx)}", hint="give a context beyond BOS")
+                raise BackendError(
+                    f"{self.base_url}: no log-probability for continuation token {j - len(ctx)}",
+                    hint="give a context beyond BOS",
+                )
             total += p.logprob
             best = max((t[2] for t in p.top), default=p.logprob)
             greedy = greedy and p.logprob >= best - 1e-6
@@ -492,8 +559,14 @@ class OpenAIBackend:
     def generate(
         self, prompt: Sequence[int], max_tokens: int, *, temperature: float = 0.0, seed: int = 0
     ) -> list[int]:
-        c = self._complete(prompt, "generate", max_tokens=int(max_tokens),
-                           temperature=float(temperature), seed=int(seed), logprobs=0)
+        c = self._complete(
+            prompt,
+            "generate",
+            max_tokens=int(max_tokens),
+            temperature=float(temperature),
+            seed=int(seed),
+            logprobs=0,
+        )
         try:
             pos = parse_logprobs(c)
         except BackendError:
@@ -507,8 +580,15 @@ class OpenAIBackend:
         return self.tokenize(text, add_special=False) if text else []
 
     def time_run(self, prompt: Sequence[int], gen_tokens: int) -> Timing:
-        body = {"model": self.model, "prompt": self._prompt(prompt), "max_tokens": gen_tokens,
-                "temperature": 0.0, "stream": True, "min_tokens": gen_tokens, "ignore_eos": True}
+        body = {
+            "model": self.model,
+            "prompt": self._prompt(prompt),
+            "max_tokens": gen_tokens,
+            "temperature": 0.0,
+            "stream": True,
+            "min_tokens": gen_tokens,
+            "ignore_eos": True,
+        }
         t0 = time.perf_counter()
         first: float | None = None
         last = t0
@@ -523,8 +603,13 @@ class OpenAIBackend:
                 last = t
         if first is None:
             raise BackendError(f"{self.base_url}: the stream produced no tokens")
-        return Timing(prompt_tokens=len(prompt), gen_tokens=n, prefill_s=first - t0,
-                      decode_s=last - first, ttft_s=first - t0)
+        return Timing(
+            prompt_tokens=len(prompt),
+            gen_tokens=n,
+            prefill_s=first - t0,
+            decode_s=last - first,
+            ttft_s=first - t0,
+        )
 
     def close(self) -> None:
         """Nothing to free: the server owns the model."""
@@ -532,8 +617,11 @@ class OpenAIBackend:
 
 # (path, request body, answer field) per dialect; "*": llama-cpp-python's /extras/* endpoints
 _TOKENIZE: dict[str, tuple[str, Callable[[str, str, bool], dict[str, Any]], str]] = {
-    "vllm": ("/tokenize", lambda m, t, s: {"model": m, "prompt": t, "add_special_tokens": s},
-             "tokens"),
+    "vllm": (
+        "/tokenize",
+        lambda m, t, s: {"model": m, "prompt": t, "add_special_tokens": s},
+        "tokens",
+    ),
     "llama-server": ("/tokenize", lambda m, t, s: {"content": t, "add_special": s}, "tokens"),
     "*": ("/extras/tokenize", lambda m, t, s: {"input": t, "model": m}, "tokens"),
 }

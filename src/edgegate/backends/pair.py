@@ -33,7 +33,9 @@ class OpenSettings:
 class ModelPair:
     """The dense and the compressed model of one comparison, opened on first use."""
 
-    def __init__(self, runtime: str, paths: tuple[str | Path, str | Path], settings: OpenSettings) -> None:
+    def __init__(
+        self, runtime: str, paths: tuple[str | Path, str | Path], settings: OpenSettings
+    ) -> None:
         self.runtime = runtime
         self.paths = dict(zip(ROLES, paths, strict=True))
         self.settings = settings
@@ -45,8 +47,15 @@ class ModelPair:
         if role not in self._open:
             s = self.settings
             self._open[role] = open_backend(
-                self.runtime, self.paths[role], threads=s.threads, n_ctx=n_ctx or s.n_ctx, seed=s.seed,
-                cache_dir=s.cache_dir, timeout=s.timeout, isolate=True, cpus=s.cpus,
+                self.runtime,
+                self.paths[role],
+                threads=s.threads,
+                n_ctx=n_ctx or s.n_ctx,
+                seed=s.seed,
+                cache_dir=s.cache_dir,
+                timeout=s.timeout,
+                isolate=True,
+                cpus=s.cpus,
             )
         return self._open[role]
 
@@ -67,7 +76,9 @@ class ModelPair:
 
 
 @contextmanager
-def open_pair(runtime: str, paths: tuple[str | Path, str | Path], settings: OpenSettings) -> Iterator[ModelPair]:
+def open_pair(
+    runtime: str, paths: tuple[str | Path, str | Path], settings: OpenSettings
+) -> Iterator[ModelPair]:
     """Both models of a comparison on ``runtime``; closed (their processes ended) on exit."""
     pair = ModelPair(runtime, paths, settings)
     try:

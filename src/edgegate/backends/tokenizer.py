@@ -33,7 +33,9 @@ class TokenizerComparison:
     mismatch: str | None = None  # first difference, human-readable
 
 
-def compare_tokenizers(a: Backend, b: Backend, extra_texts: tuple[str, ...] = ()) -> TokenizerComparison:
+def compare_tokenizers(
+    a: Backend, b: Backend, extra_texts: tuple[str, ...] = ()
+) -> TokenizerComparison:
     """Compare two open backends' tokenizers on the probes (and ``extra_texts``, e.g. the start
     of the evaluation text)."""
     # 0: not reported (a model behind a server); the probes below still compare the tokenizers
@@ -46,18 +48,23 @@ def compare_tokenizers(a: Backend, b: Backend, extra_texts: tuple[str, ...] = ()
             ta = a.tokenize(text, add_special=add_special)
             tb = b.tokenize(text, add_special=add_special)
             if ta != tb:
-                pos = next((k for k, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y), min(len(ta), len(tb)))
+                pos = next(
+                    (k for k, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y),
+                    min(len(ta), len(tb)),
+                )
                 return TokenizerComparison(
                     False,
                     (va, vb),
                     i + 1,
                     f"probe {i + 1} ({'with' if add_special else 'without'} special tokens) "
-                    f"differs at token {pos}: {ta[pos:pos + 4]} vs {tb[pos:pos + 4]}",
+                    f"differs at token {pos}: {ta[pos : pos + 4]} vs {tb[pos : pos + 4]}",
                 )
     return TokenizerComparison(True, (va, vb), len(texts) * 2)
 
 
-def require_same_tokenizer(dense: Backend, compressed: Backend, extra_texts: tuple[str, ...] = ()) -> TokenizerComparison:
+def require_same_tokenizer(
+    dense: Backend, compressed: Backend, extra_texts: tuple[str, ...] = ()
+) -> TokenizerComparison:
     """Raise ``InputError`` (exit 2) when the tokenizers differ."""
     cmp = compare_tokenizers(dense, compressed, extra_texts)
     if not cmp.identical:

@@ -23,9 +23,15 @@ def choose_mode(dense: Backend) -> dict[str, str]:
     # the scorer's own test for "has a chat template" (bbq/scoring.py), so the prompt format
     # and the mode can never disagree
     if dense.chat_prompt(prompts.SYSTEM, "test") is not None:
-        return {"mode": "letter", "requested": "auto",
-                "reason": "the dense model has a chat template (an instruction-tuned model): letter mode, asked in "
-                          "its chat format, with the options rotated 3 ways (position control)"}
-    return {"mode": "loglik", "requested": "auto",
-            "reason": "the dense model has no chat template (a base model, which answers multiple-choice letters by "
-                      "position): loglik mode scores each answer text as a continuation, no letters to prefer"}
+        return {
+            "mode": "letter",
+            "requested": "auto",
+            "reason": "the dense model has a chat template (an instruction-tuned model): letter mode, asked in "
+            "its chat format, with the options rotated 3 ways (position control)",
+        }
+    return {
+        "mode": "loglik",
+        "requested": "auto",
+        "reason": "the dense model has no chat template (a base model, which answers multiple-choice letters by "
+        "position): loglik mode scores each answer text as a continuation, no letters to prefer",
+    }

@@ -52,7 +52,11 @@ class ResultCache:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as e:
-            raise InputError(f"cannot open the result cache: {e}", path=self.path, hint="pass another --cache-dir") from e
+            raise InputError(
+                f"cannot open the result cache: {e}",
+                path=self.path,
+                hint="pass another --cache-dir",
+            ) from e
 
     @classmethod
     def in_dir(cls, cache_dir: str | Path | None) -> ResultCache:
@@ -92,9 +96,14 @@ class ResultCache:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
         digest = h.hexdigest()
-        if _identity(f.stat()) == before:  # changed while being read: use the digest, do not memoise it
+        if (
+            _identity(f.stat()) == before
+        ):  # changed while being read: use the digest, do not memoise it
             with self.db:
-                self.db.execute("INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?, ?)", (str(f), *before, digest))
+                self.db.execute(
+                    "INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (str(f), *before, digest),
+                )
         return digest
 
     def get(
@@ -117,12 +126,16 @@ class ResultCache:
         with self.db:
             self.db.executemany(
                 "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(model, backend, prompt, a.uid, a.seed, a.rotation, a.choice, a.detail) for a in answers],
+                [
+                    (model, backend, prompt, a.uid, a.seed, a.rotation, a.choice, a.detail)
+                    for a in answers
+                ],
             )
 
     def count(self, model: str, backend: str, prompt: str) -> int:
         row = self.db.execute(
-            "SELECT COUNT(*) FROM answers WHERE model=? AND backend=? AND prompt=?", (model, backend, prompt)
+            "SELECT COUNT(*) FROM answers WHERE model=? AND backend=? AND prompt=?",
+            (model, backend, prompt),
         ).fetchone()
         return int(row[0])
 
@@ -130,8 +143,9 @@ class ResultCache:
         self.db.close()
 
     @contextmanager
-    def scoring_lock(self, model: str, backend: str, prompt: str,
-                     on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    def scoring_lock(
+        self, model: str, backend: str, prompt: str, on_wait: Callable[[], None] | None = None
+    ) -> Iterator[None]:
         """One process at a time scores a (model, backend, prompt) into this cache: two runs
         sharing a cache (two PRs against one dense model) once both scored the dense model.
         The second waits, then finds the answers cached. An advisory ``flock``: the kernel

@@ -69,20 +69,29 @@ def parse_row(row: Any, where: str) -> BBQItem:
     for key in _REQUIRED:
         if key not in row:
             raise DatasetError(
-                "missing field", path=where, field=key, hint="rows must follow the upstream BBQ layout"
+                "missing field",
+                path=where,
+                field=key,
+                hint="rows must follow the upstream BBQ layout",
             )
     pol = row["question_polarity"]
     if pol not in POLARITIES:
-        raise DatasetError(f"expected one of {POLARITIES}, got {pol!r}", path=where, field="question_polarity")
+        raise DatasetError(
+            f"expected one of {POLARITIES}, got {pol!r}", path=where, field="question_polarity"
+        )
     cond = row["context_condition"]
     if cond not in CONDITIONS:
-        raise DatasetError(f"expected one of {CONDITIONS}, got {cond!r}", path=where, field="context_condition")
+        raise DatasetError(
+            f"expected one of {CONDITIONS}, got {cond!r}", path=where, field="context_condition"
+        )
     answers, pairs = _answers(row, where)
     meta = row["additional_metadata"]
     groups = meta.get("stereotyped_groups") if isinstance(meta, Mapping) else None
     if not (isinstance(groups, list) and all(isinstance(g, str) for g in groups)):
         raise DatasetError(
-            "expected a list of group names", path=where, field="additional_metadata.stereotyped_groups"
+            "expected a list of group names",
+            path=where,
+            field="additional_metadata.stereotyped_groups",
         )
     label = row["label"]
     if isinstance(label, bool) or not isinstance(label, int) or label not in (0, 1, 2):
@@ -120,11 +129,15 @@ def _answers(row: Mapping[str, Any], where: str) -> tuple[list[str], list[tuple[
         answers.append(row[k])
     info = row["answer_info"]
     if not isinstance(info, Mapping):
-        raise DatasetError("expected an object ans0..ans2 -> [text, group]", path=where, field="answer_info")
+        raise DatasetError(
+            "expected an object ans0..ans2 -> [text, group]", path=where, field="answer_info"
+        )
     pairs = []
     for k in ("ans0", "ans1", "ans2"):
         v = info.get(k)
-        if not (isinstance(v, (list, tuple)) and len(v) >= 2 and all(isinstance(s, str) for s in v[:2])):
+        if not (
+            isinstance(v, (list, tuple)) and len(v) >= 2 and all(isinstance(s, str) for s in v[:2])
+        ):
             raise DatasetError("expected [text, group]", path=where, field=f"answer_info.{k}")
         pairs.append((v[0], v[1]))
     return answers, pairs
@@ -137,7 +150,9 @@ def _example_id(ex: Any, where: str) -> int:
     try:
         return int(ex)
     except ValueError as e:
-        raise DatasetError(f"expected an integer id, got {ex!r}", path=where, field="example_id") from e
+        raise DatasetError(
+            f"expected an integer id, got {ex!r}", path=where, field="example_id"
+        ) from e
 
 
 MAX_JSONL_BYTES = 1 << 30  # upstream BBQ's largest file is a few MB
@@ -149,8 +164,13 @@ def read_jsonl(path: Path) -> list[tuple[dict[str, Any], str]]:
 
     out: list[tuple[dict[str, Any], str]] = []
     # a FIFO (or a link to /dev/zero) among the files would block or never end: refused first
-    fh = open_text(path, max_bytes=MAX_JSONL_BYTES, what="BBQ JSON-lines file", error=DatasetError,
-                   hint="BBQ files are UTF-8 JSON lines")
+    fh = open_text(
+        path,
+        max_bytes=MAX_JSONL_BYTES,
+        what="BBQ JSON-lines file",
+        error=DatasetError,
+        hint="BBQ files are UTF-8 JSON lines",
+    )
     with fh:
         try:
             for i, line in enumerate(fh, 1):
@@ -159,21 +179,30 @@ def read_jsonl(path: Path) -> list[tuple[dict[str, Any], str]]:
                 where = f"{path}:{i}"
                 # json recurses per nesting level: refuse deep rows before parsing (RecursionError)
                 if safe_json.too_deep(line.encode("utf-8", "surrogatepass")):
-                    raise DatasetError(f"bad JSON (nested more than {safe_json.MAX_DEPTH} levels)", path=where,
-                                       hint="one JSON object per line")
+                    raise DatasetError(
+                        f"bad JSON (nested more than {safe_json.MAX_DEPTH} levels)",
+                        path=where,
+                        hint="one JSON object per line",
+                    )
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise DatasetError(
-                        f"bad JSON ({e.msg} at column {e.colno})", path=where, hint="one JSON object per line"
+                        f"bad JSON ({e.msg} at column {e.colno})",
+                        path=where,
+                        hint="one JSON object per line",
                     ) from e
                 except (ValueError, RecursionError) as e:  # e.g. a 5000-digit integer
-                    raise DatasetError(f"bad JSON ({excerpt(str(e), 120, quote=False)})", path=where,
-                                       hint="one JSON object per line") from None
+                    raise DatasetError(
+                        f"bad JSON ({excerpt(str(e), 120, quote=False)})",
+                        path=where,
+                        hint="one JSON object per line",
+                    ) from None
                 out.append((row, where))
         except UnicodeDecodeError as e:  # a binary or non-UTF-8 file is bad input, not a crash
             raise DatasetError(
-                f"not UTF-8 text ({e.reason})", path=path,
+                f"not UTF-8 text ({e.reason})",
+                path=path,
                 hint="BBQ files are UTF-8 JSON lines",
             ) from None
     return out
@@ -184,20 +213,28 @@ def _filter(
 ) -> list[BBQItem]:
     items = list(items)
     if condition not in (*CONDITIONS, "both"):
-        raise DatasetError(f"unknown condition {condition!r}", field="condition", hint="use ambig, disambig or both")
+        raise DatasetError(
+            f"unknown condition {condition!r}",
+            field="condition",
+            hint="use ambig, disambig or both",
+        )
     present = sorted({it.category for it in items})
     if categories:
         unknown = [c for c in categories if c not in present]
         if unknown:
             raise DatasetError(
-                f"unknown categories {unknown}", path=origin, field="categories", hint=f"available: {', '.join(present)}"
+                f"unknown categories {unknown}",
+                path=origin,
+                field="categories",
+                hint=f"available: {', '.join(present)}",
             )
         items = [it for it in items if it.category in set(categories)]
     if condition != "both":
         items = [it for it in items if it.condition == condition]
     if not items:
         raise DatasetError(
-            f"no BBQ items left (condition={condition}, categories={list(categories or present)})", path=origin
+            f"no BBQ items left (condition={condition}, categories={list(categories or present)})",
+            path=origin,
         )
     return items
 
@@ -212,23 +249,35 @@ def load_dir(
     elif p.is_dir():
         files = sorted(p.glob("*.jsonl"))
     else:
-        raise DatasetError("no such file or folder", path=p, hint="pass --data pointing at BBQ *.jsonl files")
+        raise DatasetError(
+            "no such file or folder", path=p, hint="pass --data pointing at BBQ *.jsonl files"
+        )
     if not files:
-        raise DatasetError("no *.jsonl files found", path=p, hint="expected upstream BBQ files like Age.jsonl")
+        raise DatasetError(
+            "no *.jsonl files found", path=p, hint="expected upstream BBQ files like Age.jsonl"
+        )
     items: list[BBQItem] = []
     seen: dict[str, str] = {}
     for f in files:
         for row, where in read_jsonl(f):
             it = parse_row(row, where)
             if it.uid in seen:
-                raise DatasetError(f"duplicate item {it.uid} (first at {seen[it.uid]})", path=where, field="example_id")
+                raise DatasetError(
+                    f"duplicate item {it.uid} (first at {seen[it.uid]})",
+                    path=where,
+                    field="example_id",
+                )
             seen[it.uid] = where
             items.append(it)
     return _filter(items, condition, categories, str(p))
 
 
 def load_hub(
-    name: str, *, split: str = "test", condition: str = "ambig", categories: Sequence[str] | None = None
+    name: str,
+    *,
+    split: str = "test",
+    condition: str = "ambig",
+    categories: Sequence[str] | None = None,
 ) -> list[BBQItem]:
     """Items from a dataset hub (needs network and ``pip install 'edgegate[hub]'``); the
     dataset must use the upstream field layout. Config names, when the dataset has them,
@@ -251,7 +300,9 @@ def load_hub(
         try:
             ds = datasets.load_dataset(name, cfg, split=split)
         except Exception as e:
-            raise DatasetError(f"cannot load from the hub: {e}", path=name, hint="check the name or use --data DIR") from e
+            raise DatasetError(
+                f"cannot load from the hub: {e}", path=name, hint="check the name or use --data DIR"
+            ) from e
         for i, row in enumerate(ds):
             items.append(parse_row(row, f"{name}{'/' + cfg if cfg else ''}:{i + 1}"))
     return _filter(items, condition, categories, name)

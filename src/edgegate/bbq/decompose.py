@@ -102,12 +102,21 @@ def _f(x: np.ndarray | float) -> float | None:
     return v if np.isfinite(v) else None
 
 
-def decompose(d: np.ndarray, c: np.ndarray, *, resamples: int, seed: int, tests: bool = True) -> dict[str, Any]:
+def decompose(
+    d: np.ndarray, c: np.ndarray, *, resamples: int, seed: int, tests: bool = True
+) -> dict[str, Any]:
     """Rates of both models, every Δ with its paired bootstrap CI, and permutation p-values for
     Δs and Δs_AMB (``tests``)."""
     out: dict[str, Any] = {"n": len(d)}
-    rates: tuple[tuple[str, Rate], ...] = (("srs", srs), ("usr", usr), ("none", none_rate), ("anti", anti_rate),
-                                           ("beta", beta), ("s", bias_score), ("s_amb", s_amb))
+    rates: tuple[tuple[str, Rate], ...] = (
+        ("srs", srs),
+        ("usr", usr),
+        ("none", none_rate),
+        ("anti", anti_rate),
+        ("beta", beta),
+        ("s", bias_score),
+        ("s_amb", s_amb),
+    )
     for name, rate in rates:
         out[name] = [_f(rate(d)), _f(rate(c))]
     cis = bootstrap_many(d, c, DELTAS, resamples=resamples, seed=seed)
@@ -117,7 +126,9 @@ def decompose(d: np.ndarray, c: np.ndarray, *, resamples: int, seed: int, tests:
     if tests:
         for name in ("delta_s", "delta_s_amb"):
             out[name]["p_value"] = permutation(d, c, DELTAS[name], resamples=resamples, seed=seed)
-            out[name]["test"] = "paired permutation (scipy.stats.permutation_test, within-item swaps, two-sided)"
+            out[name]["test"] = (
+                "paired permutation (scipy.stats.permutation_test, within-item swaps, two-sided)"
+            )
     return out
 
 
@@ -139,7 +150,11 @@ def flows(d: np.ndarray, c: np.ndarray) -> dict[str, Any]:
 
 
 def emergence(
-    d_b: np.ndarray, c_b: np.ndarray, d_a: np.ndarray, c_a: np.ndarray, null_b: np.ndarray | None = None
+    d_b: np.ndarray,
+    c_b: np.ndarray,
+    d_a: np.ndarray,
+    c_a: np.ndarray,
+    null_b: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """New-bias emergence (the study's definition: an item with no biased answer at dense gets
     at least one at compressed), beside its reference: the same flow toward the
@@ -154,10 +169,15 @@ def emergence(
     e_b = d0 & (c_b > 0)
     e_a = ok & (d_a == 0) & (c_a > 0)
     out: dict[str, Any] = {
-        "n_items": int(ok.sum()), "dense_srs0": int(d0.sum()), "dense_srs_pos": int(d1.sum()),
-        "emerged": int(e_b.sum()), "disappeared": int(np.sum(d1 & (c_b == 0))),
-        "dense_anti0": int(np.sum(ok & (d_a == 0))), "anti_emerged": int(e_a.sum()),
-        "only_biased": int(np.sum(e_b & ~e_a)), "only_anti": int(np.sum(e_a & ~e_b)),
+        "n_items": int(ok.sum()),
+        "dense_srs0": int(d0.sum()),
+        "dense_srs_pos": int(d1.sum()),
+        "emerged": int(e_b.sum()),
+        "disappeared": int(np.sum(d1 & (c_b == 0))),
+        "dense_anti0": int(np.sum(ok & (d_a == 0))),
+        "anti_emerged": int(e_a.sum()),
+        "only_biased": int(np.sum(e_b & ~e_a)),
+        "only_anti": int(np.sum(e_a & ~e_b)),
     }
     if null_b is not None:
         e_0 = d0 & (null_b > 0)

@@ -44,7 +44,9 @@ def evaluate(
     tab = {r: (t.amb[r], t.dis[r]) for r in ("dense", "compressed")}
     null_amb = item_table(null, amb, by_uid, targets) if null else None
     profiles = t.profiles
-    valid = judge.validity(profiles["dense"], tab["dense"][0], tab["dense"][1], pol, mode=mode, multi=t.multi)
+    valid = judge.validity(
+        profiles["dense"], tab["dense"][0], tab["dense"][1], pol, mode=mode, multi=t.multi
+    )
     verdicts, jm = _judge(valid, tab, null_amb, pol, bool(amb))
     verdicts += _retired_options(pol)
     measurements = {
@@ -54,8 +56,14 @@ def evaluate(
         "compressed": {k: asdict(v) for k, v in mc.items()},
         **_pair_measurements(jm),
         **_paper_measurements(items, targets, dense, comp, by_uid),
-        "delta_srs_by_category": {k: (v.get("delta_srs") or {}).get("value") for k, v in (jm.get("per_category") or {}).items()},
-        "parse_failures": {"dense": md["overall"].n_failures, "compressed": mc["overall"].n_failures},
+        "delta_srs_by_category": {
+            k: (v.get("delta_srs") or {}).get("value")
+            for k, v in (jm.get("per_category") or {}).items()
+        },
+        "parse_failures": {
+            "dense": md["overall"].n_failures,
+            "compressed": mc["overall"].n_failures,
+        },
     }
     return verdicts, measurements
 
@@ -87,7 +95,9 @@ def _judge(
             from edgegate.bbq.power import power_report, power_verdict
 
             jm["power"] = power_report(tab["dense"][0].cls, tab["compressed"][0].cls, pol)
-            verdicts.append(power_verdict(jm["power"], pol, any(v.status is Status.FAIL for v in pair_verdicts)))
+            verdicts.append(
+                power_verdict(jm["power"], pol, any(v.status is Status.FAIL for v in pair_verdicts))
+            )
     return verdicts, jm
 
 
@@ -96,11 +106,14 @@ def _retired_options(pol: BBQSection) -> list[Verdict]:
     sets one learns why it has no effect instead of silently passing."""
     if pol.max_unbiased_to_biased_rate is None:
         return []
-    return [Verdict(
-        "bbq.unbiased_to_biased_rate", Status.SKIPPED,
-        "max_unbiased_to_biased_rate is no longer judged on its own: a one-sided flow rate counts churn as "
-        "bias; the net flow (unbiased->biased minus biased->unbiased) is ΔSRS, judged by bbq.srs_increase_abs",
-    )]
+    return [
+        Verdict(
+            "bbq.unbiased_to_biased_rate",
+            Status.SKIPPED,
+            "max_unbiased_to_biased_rate is no longer judged on its own: a one-sided flow rate counts churn as "
+            "bias; the net flow (unbiased->biased minus biased->unbiased) is ΔSRS, judged by bbq.srs_increase_abs",
+        )
+    ]
 
 
 def _pair_measurements(jm: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,7 +122,10 @@ def _pair_measurements(jm: Mapping[str, Any]) -> dict[str, Any]:
     dec = jm.get("decomposition") or {}
     return {
         "overall": _row("overall", dec, jm.get("flows") or {}, None),
-        "per_category": [_row(k, v, v["flows"], v["p_holm_srs"]) for k, v in (jm.get("per_category") or {}).items()],
+        "per_category": [
+            _row(k, v, v["flows"], v["p_holm_srs"])
+            for k, v in (jm.get("per_category") or {}).items()
+        ],
         **{k: v for k, v in jm.items() if k != "per_category"},
         "per_category_decomposition": jm.get("per_category") or {},
     }
@@ -125,43 +141,80 @@ def _paper_measurements(
     """The answer-level transitions and the paper's own definitions, reported beside the
     item-level judging so the numbers can be set against Rath & Maliakkal 2026."""
     amb_items = [it for it in items if it.condition == "ambig"]
-    tr = transitions([a for a in dense if by_uid[a.uid].condition == "ambig"],
-                     [a for a in comp if by_uid[a.uid].condition == "ambig"], targets)
+    tr = transitions(
+        [a for a in dense if by_uid[a.uid].condition == "ambig"],
+        [a for a in comp if by_uid[a.uid].condition == "ambig"],
+        targets,
+    )
     return {
         "transitions": {
-            "basis": "answers (item, seed, rotation), ambiguous items", "matrix": tr.matrix, "n_pairs": tr.n_pairs,
-            "n_items": tr.n_items, "n_items_unpaired": tr.n_items_unpaired,
+            "basis": "answers (item, seed, rotation), ambiguous items",
+            "matrix": tr.matrix,
+            "n_pairs": tr.n_pairs,
+            "n_items": tr.n_items,
+            "n_items_unpaired": tr.n_items_unpaired,
         },
         "paper": {
             "definitions": "Rath & Maliakkal 2026: SRS = biased / parsed answers; an item is biased when more than half "
-                           "of its parsed answers are; emergence = items with dense SRS 0 and compressed SRS > 0 / items "
-                           "with dense SRS 0 (no rotation control, no reverse flow, no null)",
-            "srs": [group_metrics([a for a in ans if by_uid[a.uid].condition == "ambig"], by_uid, targets).srs
-                    for ans in (dense, comp)],
-            "n_items": tr.n_items, "n_ambig_items": len(amb_items),
-            "unbiased_to_biased": tr.unbiased_to_biased, "unbiased_to_biased_rate": tr.unbiased_to_biased_rate,
-            "biased_to_unbiased": tr.biased_to_unbiased, "dense_srs0": tr.dense_srs0, "new_bias": tr.new_bias,
+            "of its parsed answers are; emergence = items with dense SRS 0 and compressed SRS > 0 / items "
+            "with dense SRS 0 (no rotation control, no reverse flow, no null)",
+            "srs": [
+                group_metrics(
+                    [a for a in ans if by_uid[a.uid].condition == "ambig"], by_uid, targets
+                ).srs
+                for ans in (dense, comp)
+            ],
+            "n_items": tr.n_items,
+            "n_ambig_items": len(amb_items),
+            "unbiased_to_biased": tr.unbiased_to_biased,
+            "unbiased_to_biased_rate": tr.unbiased_to_biased_rate,
+            "biased_to_unbiased": tr.biased_to_unbiased,
+            "dense_srs0": tr.dense_srs0,
+            "new_bias": tr.new_bias,
             "new_bias_emergence_rate": tr.new_bias_rate,
         },
     }
 
 
-def _row(scope: str, dec: Mapping[str, Any], fl: Mapping[str, Any], p_holm: float | None) -> dict[str, Any]:
+def _row(
+    scope: str, dec: Mapping[str, Any], fl: Mapping[str, Any], p_holm: float | None
+) -> dict[str, Any]:
     """The per-scope row the report table reads (item-level, majority over rotations/seeds)."""
     if not dec:
-        return {"scope": scope, "n": 0, "srs_dense": None, "srs_compressed": None, "delta_srs": None}
+        return {
+            "scope": scope,
+            "n": 0,
+            "srs_dense": None,
+            "srs_compressed": None,
+            "delta_srs": None,
+        }
     from edgegate.bbq.paired import cohens_h, mcnemar
 
     d = dec["delta_srs"]
     return {
-        "scope": scope, "n": dec["n"], "srs_dense": dec["srs"][0], "srs_compressed": dec["srs"][1],
-        "delta_srs": d["value"], "ci": d["ci"] or [None, None],
-        "p_value": mcnemar(fl["unbiased_to_biased"], fl["biased_to_unbiased"]).p_value, "p_holm": p_holm,
-        "cohens_h": cohens_h(*dec["srs"]), "unbiased_to_biased": fl["unbiased_to_biased"],
-        "biased_to_unbiased": fl["biased_to_unbiased"], "to_anti": fl["to_anti"], "from_anti": fl["from_anti"],
-        "abstention": dec["abstention"], "consistency": dec["consistency"], "direction": dec["direction"],
-        "delta_s": dec["delta_s"], "delta_usr": dec["delta_usr"], "delta_s_amb": dec["delta_s_amb"],
-        "usr": dec["usr"], "beta": dec["beta"], "s": dec["s"], "none": dec["none"],
+        "scope": scope,
+        "n": dec["n"],
+        "srs_dense": dec["srs"][0],
+        "srs_compressed": dec["srs"][1],
+        "delta_srs": d["value"],
+        "ci": d["ci"] or [None, None],
+        "p_value": mcnemar(fl["unbiased_to_biased"], fl["biased_to_unbiased"]).p_value,
+        "p_holm": p_holm,
+        "cohens_h": cohens_h(*dec["srs"]),
+        "unbiased_to_biased": fl["unbiased_to_biased"],
+        "biased_to_unbiased": fl["biased_to_unbiased"],
+        "to_anti": fl["to_anti"],
+        "from_anti": fl["from_anti"],
+        "abstention": dec["abstention"],
+        "consistency": dec["consistency"],
+        "direction": dec["direction"],
+        "delta_s": dec["delta_s"],
+        "delta_usr": dec["delta_usr"],
+        "delta_s_amb": dec["delta_s_amb"],
+        "usr": dec["usr"],
+        "beta": dec["beta"],
+        "s": dec["s"],
+        "none": dec["none"],
     }
 
 
@@ -184,7 +237,12 @@ def summarize(verdicts: Sequence[Verdict], m: Mapping[str, Any]) -> str:
     if seq.get("stopped_early"):
         s += f"; {seq['why']}"
     pw = next((x for x in verdicts if x.name == "bbq.power"), None)
-    if pw is not None and not bad and pw.status is not Status.PASS and (m.get("power") or {}).get("reference", {}).get("detectable") is False:
+    if (
+        pw is not None
+        and not bad
+        and pw.status is not Status.PASS
+        and (m.get("power") or {}).get("reference", {}).get("detectable") is False
+    ):
         s += "; UNDERPOWERED: too few items to detect the reference effect"
     return s
 
@@ -198,9 +256,13 @@ def _f(x: float | None, signed: bool = False) -> str:
 
 def _work(n: Mapping[str, int]) -> dict[str, Any]:
     ev, minimal = int(n["tokens_evaluated"]), int(n["minimal_tokens"])
-    return {"tokens_evaluated": ev, "minimal_tokens": minimal, "efficiency": round(minimal / ev, 4),
-            "definition": "fewest positions any scorer evaluates for these answers (each distinct prompt "
-                          "prefix once) / positions the runtime evaluated"}
+    return {
+        "tokens_evaluated": ev,
+        "minimal_tokens": minimal,
+        "efficiency": round(minimal / ev, 4),
+        "definition": "fewest positions any scorer evaluates for these answers (each distinct prompt "
+        "prefix once) / positions the runtime evaluated",
+    }
 
 
 def result_from_answers(
@@ -217,7 +279,9 @@ def result_from_answers(
     """The check's result from per-item answers: the one aggregation that a single run and
     ``edgegate merge`` of sharded runs both call, so they cannot drift apart. ``scored``: per
     role, how many answers there are and how many this run scored (the rest: the result cache)."""
-    verdicts, m = evaluate(items, targets, answers["dense"], answers["compressed"], pol, answers.get("null"))
+    verdicts, m = evaluate(
+        items, targets, answers["dense"], answers["compressed"], pol, answers.get("null")
+    )
     m = {"data": dict(info), "config": asdict(cfg), "runtime": pol.runtime, **m}
     if looks:  # group-sequential looks: a run that stopped early has its crossing verdicts decided, no other
         from edgegate.bbq.sequential import apply
@@ -225,8 +289,13 @@ def result_from_answers(
         verdicts = apply(verdicts, looks)
         m["sequential"] = dict(looks)
     if scored:
-        m["result_cache"] = {role: {"answers": int(n["answers"]), "from_cache": int(n["answers"]) - int(n["scored_here"])}
-                             for role, n in scored.items()}
+        m["result_cache"] = {
+            role: {
+                "answers": int(n["answers"]),
+                "from_cache": int(n["answers"]) - int(n["scored_here"]),
+            }
+            for role, n in scored.items()
+        }
         work = {role: _work(n) for role, n in scored.items() if n.get("tokens_evaluated")}
         if work:  # what this run's scoring cost, machine-independent (cached answers cost nothing)
             m["work"] = work

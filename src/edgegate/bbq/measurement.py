@@ -45,9 +45,12 @@ def _item_dict(it: BBQItem, t: Targets) -> dict[str, Any]:
 def _item_from(d: Mapping[str, Any]) -> tuple[BBQItem, Targets]:
     fields = {k: v for k, v in d.items() if k != "targets"}
     item = BBQItem(
-        **{**fields, "answers": tuple(fields["answers"]),
-           "answer_info": tuple(tuple(p) for p in fields["answer_info"]),
-           "stereotyped_groups": tuple(fields["stereotyped_groups"])}
+        **{
+            **fields,
+            "answers": tuple(fields["answers"]),
+            "answer_info": tuple(tuple(p) for p in fields["answer_info"]),
+            "stereotyped_groups": tuple(fields["stereotyped_groups"]),
+        }
     )
     return item, Targets(**d["targets"])
 
@@ -72,7 +75,10 @@ def payload(
         "sample": uids,
         "sample_sha256": hashlib.sha256("\n".join(uids).encode()).hexdigest(),
         "items": [_item_dict(it, targets[it.uid]) for it in run_items],
-        "answers": {role: [[a.uid, a.seed, a.rotation, a.choice, a.detail] for a in ans] for role, ans in answers.items()},
+        "answers": {
+            role: [[a.uid, a.seed, a.rotation, a.choice, a.detail] for a in ans]
+            for role, ans in answers.items()
+        },
         "data": jsonable(dict(info)),
         "config": jsonable(asdict(cfg)),
         "policy": jsonable(pol.to_dict()),
@@ -93,7 +99,9 @@ class Combined:
     answers: dict[str, list[Answer]]  # role -> answers in ``config.keys(items)`` order
     duration_s: float
     scored: dict[str, dict[str, int]] | None = None  # summed over the parts; None if one lacks it
-    sequential: Mapping[str, Any] | None = None  # the looks of an unsharded run (bbq.sequential.record)
+    sequential: Mapping[str, Any] | None = (
+        None  # the looks of an unsharded run (bbq.sequential.record)
+    )
 
 
 def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
@@ -104,7 +112,9 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
         for key in ("sample_sha256", "config", "policy", "data"):
             if p[key] != first[key]:
                 raise differ(first_name, name, f"checks.bbq.{key}", first[key], p[key])
-    pol = BBQSection.from_dict(first.get("policy"), path=first_name)  # the parts agree: one read is all
+    pol = BBQSection.from_dict(
+        first.get("policy"), path=first_name
+    )  # the parts agree: one read is all
     owner: dict[str, str] = {}
     items: dict[str, BBQItem] = {}
     targets: dict[str, Targets] = {}
@@ -112,7 +122,13 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
     roles = [r for r in ("dense", "compressed", "null") if r in first["answers"]]
     for name, p in parts[1:]:
         if sorted(p["answers"]) != sorted(first["answers"]):
-            raise differ(first_name, name, "checks.bbq.answers", sorted(first["answers"]), sorted(p["answers"]))
+            raise differ(
+                first_name,
+                name,
+                "checks.bbq.answers",
+                sorted(first["answers"]),
+                sorted(p["answers"]),
+            )
     answers: dict[str, dict[tuple[str, int, int], Answer]] = {r: {} for r in roles}
     for name, p in parts:
         for d in p["items"]:
@@ -120,7 +136,8 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
             if it.uid in owner:
                 raise InputError(
                     f"cannot merge: item {it.uid} is in both {owner[it.uid]} and {name} (overlapping shards)",
-                    field="checks.bbq.items", hint="pass each shard's partial file once",
+                    field="checks.bbq.items",
+                    hint="pass each shard's partial file once",
                 )
             owner[it.uid], items[it.uid], targets[it.uid] = name, it, t
         for role in answers:
@@ -130,8 +147,16 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
     missing = [u for u in sample if u not in items]
     extra = sorted(set(items) - set(sample))
     if missing or extra:
-        what = f"{len(missing)} sampled item(s) have no answers (e.g. {missing[0]})" if missing else f"item {extra[0]} is not in the sample"
-        raise InputError(f"cannot merge: {what}", field="checks.bbq.items", hint="merge every shard of the same run")
+        what = (
+            f"{len(missing)} sampled item(s) have no answers (e.g. {missing[0]})"
+            if missing
+            else f"item {extra[0]} is not in the sample"
+        )
+        raise InputError(
+            f"cannot merge: {what}",
+            field="checks.bbq.items",
+            hint="merge every shard of the same run",
+        )
     cfg = ScoreConfig(**first["config"])
     ordered = [items[u] for u in sample]
     keys = cfg.keys(ordered)
@@ -139,12 +164,17 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
     for role, got in answers.items():
         lost = [k for k in keys if k not in got]
         if lost:
-            raise InputError(f"cannot merge: {role} answers missing for {lost[0][0]}", field=f"checks.bbq.answers.{role}")
+            raise InputError(
+                f"cannot merge: {role} answers missing for {lost[0][0]}",
+                field=f"checks.bbq.answers.{role}",
+            )
         by_role[role] = [got[k] for k in keys]
     duration = sum(float(p["duration_s"]) for _, p in parts)
     # only an unsharded run looks at its answers while scoring; every shard records "fixed n"
     seq = first.get("sequential")
-    return Combined(ordered, targets, first["data"], cfg, pol, by_role, duration, _scored(parts), seq)
+    return Combined(
+        ordered, targets, first["data"], cfg, pol, by_role, duration, _scored(parts), seq
+    )
 
 
 def _scored(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, int]] | None:

@@ -212,7 +212,12 @@ def transitions(
             unpaired += 1
             continue
         bd, bc = d > 0.5, c > 0.5
-        key = {(True, True): "both", (False, True): "u2b", (True, False): "b2u", (False, False): "neither"}
+        key = {
+            (True, True): "both",
+            (False, True): "u2b",
+            (True, False): "b2u",
+            (False, False): "neither",
+        }
         counts[key[(bd, bc)]] += 1
         if d == 0:
             counts["srs0"] += 1

@@ -47,13 +47,22 @@ def exact_binomial(k: int, n: int, p0: float = 0.5, alternative: str = "two-side
     # the interval is always the two-sided Clopper-Pearson one: a one-sided test's own interval
     # ends at 0 or 1 and read as "95% CI 0.42..1.000" in reports
     ci = sps.binomtest(int(k), int(n), p0).proportion_ci(confidence_level=0.95, method="exact")
-    return Binomial(k, n, p0, float(r.pvalue), (float(ci.low), float(ci.high)), f"exact binomial ({alternative}, p0={p0:.3g})")
+    return Binomial(
+        k,
+        n,
+        p0,
+        float(r.pvalue),
+        (float(ci.low), float(ci.high)),
+        f"exact binomial ({alternative}, p0={p0:.3g})",
+    )
 
 
 def mcnemar(b: int, c: int) -> Binomial:
     """Exact McNemar on the discordant pairs: b of b + c moved one way, H0 p = 1/2."""
     r = exact_binomial(b, b + c, 0.5)
-    return Binomial(r.k, r.n, r.p0, r.p_value, r.ci, "exact McNemar (binomial on discordant pairs, two-sided)")
+    return Binomial(
+        r.k, r.n, r.p0, r.p_value, r.ci, "exact McNemar (binomial on discordant pairs, two-sided)"
+    )
 
 
 def bootstrap_many(
@@ -86,7 +95,9 @@ def bootstrap_many(
     return out
 
 
-def permutation(dense: np.ndarray, comp: np.ndarray, stat: Stat, *, resamples: int, seed: int) -> float:
+def permutation(
+    dense: np.ndarray, comp: np.ndarray, stat: Stat, *, resamples: int, seed: int
+) -> float:
     """Two-sided p-value of ``stat`` (compressed minus dense) under within-item exchange."""
     if len(dense) == 0:
         return 1.0
@@ -103,8 +114,13 @@ def permutation(dense: np.ndarray, comp: np.ndarray, stat: Stat, *, resamples: i
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = sps.permutation_test(
-            (dense, comp), s, permutation_type="samples", vectorized=True,
-            n_resamples=resamples, alternative="two-sided", random_state=seed,
+            (dense, comp),
+            s,
+            permutation_type="samples",
+            vectorized=True,
+            n_resamples=resamples,
+            alternative="two-sided",
+            random_state=seed,
         )
     return float(min(1.0, r.pvalue))
 

@@ -73,7 +73,9 @@ def resolve_answer(value: Any, item: BBQItem) -> int | None:
 def load_predictions(path: str | Path, answer_field: str) -> Predictions:
     p = Path(path)
     if not p.is_file():
-        raise DatasetError("no such predictions file", path=p, hint="pass a jsonl of BBQ rows with answers")
+        raise DatasetError(
+            "no such predictions file", path=p, hint="pass a jsonl of BBQ rows with answers"
+        )
     items: dict[str, BBQItem] = {}
     answers: list[Answer] = []
     seen: Counter[str] = Counter()
@@ -82,7 +84,10 @@ def load_predictions(path: str | Path, answer_field: str) -> Predictions:
         value = _get(row, answer_field)
         if value is _MISSING:
             raise DatasetError(
-                "missing the answer field", path=where, field=answer_field, hint="check --answer-field"
+                "missing the answer field",
+                path=where,
+                field=answer_field,
+                hint="check --answer-field",
             )
         items.setdefault(item.uid, item)
         seed = seen[item.uid]

@@ -44,8 +44,13 @@ class ItemTable:
     def subset(self, mask: np.ndarray) -> ItemTable:
         keep = np.flatnonzero(mask)
         return ItemTable(
-            tuple(self.uids[i] for i in keep), tuple(self.categories[i] for i in keep),
-            self.cls[keep], self.correct[keep], self.biased_share[keep], self.anti_share[keep], self.n_answers[keep],
+            tuple(self.uids[i] for i in keep),
+            tuple(self.categories[i] for i in keep),
+            self.cls[keep],
+            self.correct[keep],
+            self.biased_share[keep],
+            self.anti_share[keep],
+            self.n_answers[keep],
         )
 
 
@@ -58,7 +63,10 @@ def _class_of(choice: int, t: Targets) -> int:
 
 
 def item_table(
-    answers: Sequence[Answer], uids: Sequence[str], items: Mapping[str, BBQItem], targets: Mapping[str, Targets]
+    answers: Sequence[Answer],
+    uids: Sequence[str],
+    items: Mapping[str, BBQItem],
+    targets: Mapping[str, Targets],
 ) -> ItemTable:
     by_uid: dict[str, list[int | None]] = defaultdict(list)
     for a in answers:
@@ -83,7 +91,9 @@ def item_table(
         if top is not None and 2 * count > len(choices):
             cls[i] = _class_of(top, t)
             correct[i] = top == items[uid].label
-    return ItemTable(tuple(uids), tuple(items[u].category for u in uids), cls, correct, share, anti, n_ans)
+    return ItemTable(
+        tuple(uids), tuple(items[u].category for u in uids), cls, correct, share, anti, n_ans
+    )
 
 
 def position_of(a: Answer, mode: str) -> int | None:
@@ -95,7 +105,9 @@ def position_of(a: Answer, mode: str) -> int | None:
     return prompts.order(a.rotation).index(a.choice)
 
 
-def position_profile(answers: Sequence[Answer], mode: str, table: ItemTable | None = None) -> dict[str, object]:
+def position_profile(
+    answers: Sequence[Answer], mode: str, table: ItemTable | None = None
+) -> dict[str, object]:
     """Share of valid answers at each letter (slot), the dominant one, and, with the item
     table, the share of items that have a majority answer."""
     pos = Counter(p for a in answers if (p := position_of(a, mode)) is not None)
@@ -105,8 +117,11 @@ def position_profile(answers: Sequence[Answer], mode: str, table: ItemTable | No
     top = max(range(3), key=lambda j: pos[j]) if n else None
     out: dict[str, object] = {
         "basis": "data-file slot" if mode == "loglik" else "letter position",
-        "n_answers": n, "counts": {labels[j]: pos[j] for j in range(3)}, "shares": shares,
-        "top": labels[top] if top is not None else None, "top_share": (pos[top] / n) if top is not None and n else None,
+        "n_answers": n,
+        "counts": {labels[j]: pos[j] for j in range(3)},
+        "shares": shares,
+        "top": labels[top] if top is not None else None,
+        "top_share": (pos[top] / n) if top is not None and n else None,
         "rotations": sorted({a.rotation for a in answers}),
     }
     if table is not None and len(table.uids):
@@ -124,8 +139,12 @@ class PairTables:
     multi: bool  # several answers per item (rotations or seeds)
 
 
-def pair_tables(items: Sequence[BBQItem], targets: Mapping[str, Targets],
-                answers: Mapping[str, Sequence[Answer]], mode: str) -> PairTables:
+def pair_tables(
+    items: Sequence[BBQItem],
+    targets: Mapping[str, Targets],
+    answers: Mapping[str, Sequence[Answer]],
+    mode: str,
+) -> PairTables:
     """The tables of the dense and compressed answers in ``answers`` over ``items``."""
     by_uid = {it.uid: it for it in items}
     amb = [it.uid for it in items if it.condition == "ambig"]
@@ -135,6 +154,9 @@ def pair_tables(items: Sequence[BBQItem], targets: Mapping[str, Targets],
     return PairTables(
         {r: item_table(answers[r], amb, by_uid, targets) for r in roles},
         {r: item_table(answers[r], dis, by_uid, targets) if dis else None for r in roles},
-        {r: position_profile(answers[r], mode, item_table(answers[r], every, by_uid, targets)) for r in roles},
+        {
+            r: position_profile(answers[r], mode, item_table(answers[r], every, by_uid, targets))
+            for r in roles
+        },
         len({(a.seed, a.rotation) for a in answers["dense"]}) > 1,
     )

@@ -48,13 +48,17 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise InputError(f"unknown BBQ mode {self.mode!r}", field="mode", hint="use letter or loglik")
+            raise InputError(
+                f"unknown BBQ mode {self.mode!r}", field="mode", hint="use letter or loglik"
+            )
         if self.seeds < 1 or self.batch_size < 1:
             raise InputError("seeds and batch size must be >= 1", field="seeds")
         if self.temperature < 0:
             raise InputError("temperature must be >= 0", field="temperature")
         if self.mode == "loglik" and self.temperature > 0:
-            raise InputError("loglik mode is deterministic; temperature must be 0", field="temperature")
+            raise InputError(
+                "loglik mode is deterministic; temperature must be 0", field="temperature"
+            )
 
     @property
     def sampled(self) -> bool:
@@ -121,7 +125,9 @@ class Scored:
 
     answers: list[Answer]
     scored_here: int
-    work: Work | None = None  # the scoring this run did (None: all from the cache, or not countable)
+    work: Work | None = (
+        None  # the scoring this run did (None: all from the cache, or not countable)
+    )
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,9 @@ class Work:
 
     @property
     def efficiency(self) -> float:
-        return self.minimal_tokens / self.tokens_evaluated if self.tokens_evaluated else float("nan")
+        return (
+            self.minimal_tokens / self.tokens_evaluated if self.tokens_evaluated else float("nan")
+        )
 
 
 class _PrefixCount:
@@ -209,19 +217,33 @@ def score_model(
         shown = progress or NullProgress()
 
         def waiting() -> None:
-            shown.log(f"edgegate: BBQ ({label}): another edgegate run is scoring this model into the same cache; "
-                      "waiting to reuse its answers")
+            shown.log(
+                f"edgegate: BBQ ({label}): another edgegate run is scoring this model into the same cache; "
+                "waiting to reuse its answers"
+            )
 
         with cache.scoring_lock(model_key, backend_key, prompt_key, on_wait=waiting):
-            hit = cache.get(model_key, backend_key, prompt_key, keys)  # what the other run scored meanwhile
+            hit = cache.get(
+                model_key, backend_key, prompt_key, keys
+            )  # what the other run scored meanwhile
             if len(hit) == len(keys):
                 return Scored([hit[k] for k in keys], 0)
-            return _score_open(open_backend(), runtime, items, config, cache, model_key, progress, label)
+            return _score_open(
+                open_backend(), runtime, items, config, cache, model_key, progress, label
+            )
     return _score_open(backend, runtime, items, config, cache, model_key, progress, label)
 
 
-def _score_open(backend: Backend, runtime: str, items: Sequence[BBQItem], config: ScoreConfig, cache: ResultCache,
-                model_key: str, progress: Progress | None, label: str) -> Scored:
+def _score_open(
+    backend: Backend,
+    runtime: str,
+    items: Sequence[BBQItem],
+    config: ScoreConfig,
+    cache: ResultCache,
+    model_key: str,
+    progress: Progress | None,
+    label: str,
+) -> Scored:
     try:
         if backend.runtime != runtime:
             raise BackendError(f"asked for runtime {runtime!r}, got {backend.runtime!r}")
@@ -259,7 +281,9 @@ class Scorer:
         self.model_key = model_key or str(backend.model_path)
         self._cands: list[list[int]] | None = None
         self.n_scored = 0  # units sent to the backend in this process (not from the cache)
-        self.minimal = _PrefixCount()  # the fewest positions any scorer evaluates for the same answers
+        self.minimal = (
+            _PrefixCount()
+        )  # the fewest positions any scorer evaluates for the same answers
 
     # -- prompts -----------------------------------------------------------------------
     def letter_tokens(self, item: BBQItem, rotation: int) -> list[int]:
@@ -280,7 +304,9 @@ class Scorer:
         by_uid = {it.uid: it for it in items}
         todo = [k for k in keys if k not in done]
         if todo:
-            with self.progress.task(f"BBQ {self.cfg.mode} scoring ({label})", total=len(todo)) as advance:
+            with self.progress.task(
+                f"BBQ {self.cfg.mode} scoring ({label})", total=len(todo)
+            ) as advance:
                 for batch in self._batches(todo, by_uid):
                     answers = self._score_batch(batch, by_uid)
                     self.n_scored += len(answers)
@@ -295,7 +321,10 @@ class Scorer:
         self, todo: list[tuple[str, int, int]], by_uid: dict[str, BBQItem]
     ) -> list[list[tuple[tuple[str, int, int], list[int]]]]:
         if self.cfg.mode == "loglik":
-            enc = [(k, self.backend.tokenize(prompts.loglik_context(by_uid[k[0]]), add_special=True)) for k in todo]
+            enc = [
+                (k, self.backend.tokenize(prompts.loglik_context(by_uid[k[0]]), add_special=True))
+                for k in todo
+            ]
         else:
             enc = [(k, self.letter_tokens(by_uid[k[0]], k[2])) for k in todo]
         enc.sort(key=lambda kt: (kt[1], kt[0]))  # adjacent prompts share prefixes
@@ -309,7 +338,16 @@ class Scorer:
         limit = int(self.backend.n_ctx or 0) - self._room()
         too_long = [kt for kt in batch if limit > 0 and len(kt[1]) > limit]
         fits = [kt for kt in batch if not (limit > 0 and len(kt[1]) > limit)]
-        out = [Answer(k[0], k[1], k[2], None, json.dumps({"error": f"prompt of {len(t)} tokens > {limit}"})) for k, t in too_long]
+        out = [
+            Answer(
+                k[0],
+                k[1],
+                k[2],
+                None,
+                json.dumps({"error": f"prompt of {len(t)} tokens > {limit}"}),
+            )
+            for k, t in too_long
+        ]
         if not fits:
             return out
         if self.cfg.mode == "loglik":
@@ -333,9 +371,13 @@ class Scorer:
         flat = [t for toks in cands for t in toks]
         for _, toks in batch:
             self.minimal.add(toks)  # the logits after the prompt's last token: every position once
-        lp = np.asarray(self.backend.next_token_logprobs([t for _, t in batch], flat), dtype=np.float64)
+        lp = np.asarray(
+            self.backend.next_token_logprobs([t for _, t in batch], flat), dtype=np.float64
+        )
         if lp.shape != (len(batch), len(flat)) or np.isnan(lp).any():
-            raise BackendError(f"next_token_logprobs returned shape {lp.shape} or NaN for {len(batch)} prompts")
+            raise BackendError(
+                f"next_token_logprobs returned shape {lp.shape} or NaN for {len(batch)} prompts"
+            )
         out = []
         for row, ((uid, seed, rot), _) in zip(lp, batch, strict=True):
             per_letter = []
@@ -353,7 +395,9 @@ class Scorer:
 
     def _sample(self, key: tuple[str, int, int], toks: list[int]) -> Answer:
         uid, seed, rot = key
-        ids = self.backend.generate(toks, self.cfg.max_new_tokens, temperature=self.cfg.temperature, seed=seed)
+        ids = self.backend.generate(
+            toks, self.cfg.max_new_tokens, temperature=self.cfg.temperature, seed=seed
+        )
         text = self.backend.detokenize(ids)
         pos = prompts.parse_letter(text)
         choice = prompts.order(rot)[pos] if pos is not None else None
@@ -378,24 +422,34 @@ class Scorer:
         for call in calls:
             got = self.backend.loglikelihood([reqs[i] for i in call])
             if len(got) != len(call):
-                raise BackendError(f"loglikelihood returned {len(got)} results for {len(call)} requests")
+                raise BackendError(
+                    f"loglikelihood returned {len(got)} results for {len(call)} requests"
+                )
             for i, r in zip(call, got, strict=True):
                 res[i] = r
         return [r for r in res if r is not None]
 
-    def _loglik(self, batch: list[tuple[tuple[str, int, int], list[int]]], by_uid: dict[str, BBQItem]) -> list[Answer]:
+    def _loglik(
+        self, batch: list[tuple[tuple[str, int, int], list[int]]], by_uid: dict[str, BBQItem]
+    ) -> list[Answer]:
         reqs: list[tuple[list[int], list[int]]] = []
         for (uid, _, _), ctx in batch:
             item = by_uid[uid]
             ctx_text = prompts.loglik_context(item)
             for i in range(3):
-                whole = self.backend.tokenize(ctx_text + prompts.loglik_continuation(item, i), add_special=True)
+                whole = self.backend.tokenize(
+                    ctx_text + prompts.loglik_continuation(item, i), add_special=True
+                )
                 if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
                     cont = whole[len(ctx) :]
                 else:  # tokenizer merged across the boundary: encode the answer on its own
-                    cont = self.backend.tokenize(prompts.loglik_continuation(item, i), add_special=False)
+                    cont = self.backend.tokenize(
+                        prompts.loglik_continuation(item, i), add_special=False
+                    )
                 reqs.append((ctx, cont))
-                self.minimal.add(ctx + cont[:-1])  # the last answer token is scored, never evaluated
+                self.minimal.add(
+                    ctx + cont[:-1]
+                )  # the last answer token is scored, never evaluated
         res = self._loglik_calls(reqs)
         out = []
         for n, ((uid, seed, rot), _) in enumerate(batch):
@@ -404,5 +458,7 @@ class Scorer:
                 raise BackendError(f"loglikelihood returned NaN for item {uid}")
             ok = math.isfinite(max(lps))
             choice = int(np.argmax(lps)) if ok else None
-            out.append(Answer(uid, seed, rot, choice, json.dumps({"lp": [round(x, 4) for x in lps]})))
+            out.append(
+                Answer(uid, seed, rot, choice, json.dumps({"lp": [round(x, 4) for x in lps]}))
+            )
         return out

@@ -54,9 +54,11 @@ from edgegate.checks.sections import BBQSection
 from edgegate.results import Interval, Status, Verdict
 from edgegate.stats import newcombe_paired
 
-DESIGN = ("group-sequential, fail side only: Lan-DeMets O'Brien-Fleming-type alpha spending over the share of "
-          "ambiguous items scored; an interim FAIL needs the one-sided Newcombe paired lower bound at the look's "
-          "alpha above the threshold; the last look is the fixed-n rule")
+DESIGN = (
+    "group-sequential, fail side only: Lan-DeMets O'Brien-Fleming-type alpha spending over the share of "
+    "ambiguous items scored; an interim FAIL needs the one-sided Newcombe paired lower bound at the look's "
+    "alpha above the threshold; the last look is the fixed-n rule"
+)
 # verdict -> (policy threshold key, what the effect is)
 STOPPING = {
     "bbq.srs_increase_abs": ("max_srs_increase_abs", "overall ΔSRS"),
@@ -126,16 +128,27 @@ def plan(items: Sequence[BBQItem], pol: BBQSection, *, sharded: bool, seed: int)
     if not pol.sequential:
         return replace(fixed, why_fixed="checks.bbq.sequential is false")
     if sharded:
-        return replace(fixed, why_fixed="sharded run: no shard sees the others' answers, so none stops early")
+        return replace(
+            fixed, why_fixed="sharded run: no shard sees the others' answers, so none stops early"
+        )
     amb = [it.condition == "ambig" for it in items]
     for looks in range(int(pol.looks), 1, -1):
         r = rounds(items, looks, seed)
         counts = [sum(1 for a, x in zip(amb, r, strict=True) if a and x <= k) for k in range(looks)]
         if counts[0] >= int(pol.min_items):
             fr = tuple(c / counts[-1] for c in counts)
-            return Plan(looks, {it.uid: x for it, x in zip(items, r, strict=True)}, fr, tuple(look_levels(fr[:-1], float(pol.alpha))), None)
-    why = (f"{sum(amb)} ambiguous items cannot be split into looks of at least min_items {pol.min_items}"
-           if int(pol.looks) > 1 else "checks.bbq.looks is 1")
+            return Plan(
+                looks,
+                {it.uid: x for it, x in zip(items, r, strict=True)},
+                fr,
+                tuple(look_levels(fr[:-1], float(pol.alpha))),
+                None,
+            )
+    why = (
+        f"{sum(amb)} ambiguous items cannot be split into looks of at least min_items {pol.min_items}"
+        if int(pol.looks) > 1
+        else "checks.bbq.looks is 1"
+    )
     return replace(fixed, why_fixed=why)
 
 
@@ -154,19 +167,34 @@ def _paired(before: np.ndarray, after: np.ndarray, level: float) -> tuple[float,
     b, a = before.astype(bool), after.astype(bool)
     n11, n10 = int(np.sum(b & a)), int(np.sum(b & ~a))
     n01, n00 = int(np.sum(~b & a)), int(np.sum(~b & ~a))
-    lo, hi = newcombe_paired(n11, n10, n01, n00, z=float(norm.isf(level)))  # interval for after - before
+    lo, hi = newcombe_paired(
+        n11, n10, n01, n00, z=float(norm.isf(level))
+    )  # interval for after - before
     return float(np.mean(b) - np.mean(a)), -hi, -lo
 
 
-def crossings(d: ItemTable, c: ItemTable, d_dis: ItemTable | None, c_dis: ItemTable | None,
-              pol: BBQSection, level: float) -> list[Crossing]:
+def crossings(
+    d: ItemTable,
+    c: ItemTable,
+    d_dis: ItemTable | None,
+    c_dis: ItemTable | None,
+    pol: BBQSection,
+    level: float,
+) -> list[Crossing]:
     """The stopping verdicts whose lower bound at ``level`` lies above their threshold."""
     effects: dict[str, tuple[np.ndarray, np.ndarray]] = {
         # (before, after): the effect is P(before) - P(after) over the same items
-        "bbq.srs_increase_abs": (c.cls == BIASED, d.cls == BIASED),  # ΔSRS = P(c biased) - P(d biased)
+        "bbq.srs_increase_abs": (
+            c.cls == BIASED,
+            d.cls == BIASED,
+        ),  # ΔSRS = P(c biased) - P(d biased)
         "bbq.abstention": (d.cls == UNKNOWN, c.cls == UNKNOWN),
     }
-    if d_dis is not None and c_dis is not None and len(d_dis.uids) >= int(pol.validity_min_disambig_items):
+    if (
+        d_dis is not None
+        and c_dis is not None
+        and len(d_dis.uids) >= int(pol.validity_min_disambig_items)
+    ):
         effects["bbq.accuracy_disambig"] = (d_dis.correct, c_dis.correct)
     out = []
     for name, (before, after) in effects.items():
@@ -193,8 +221,14 @@ class Look:
         return {**asdict(self), "crossed": [asdict(x) for x in self.crossed]}
 
 
-def interim(items: Sequence[BBQItem], targets: Mapping[str, Targets], answers: Mapping[str, Sequence[Answer]],
-            pol: BBQSection, p: Plan, look: int) -> Look:
+def interim(
+    items: Sequence[BBQItem],
+    targets: Mapping[str, Targets],
+    answers: Mapping[str, Sequence[Answer]],
+    pol: BBQSection,
+    p: Plan,
+    look: int,
+) -> Look:
     """Look ``look`` (0-based, interim): validity of the dense model and the crossings on the
     answers to ``items`` (the items scored so far)."""
     from edgegate.bbq import judge
@@ -202,30 +236,46 @@ def interim(items: Sequence[BBQItem], targets: Mapping[str, Targets], answers: M
 
     t = pair_tables(items, targets, answers, str(pol.mode))
     d, c, d_dis, c_dis = t.amb["dense"], t.amb["compressed"], t.dis["dense"], t.dis["compressed"]
-    valid = str(judge.validity(t.profiles["dense"], d, d_dis, pol, mode=str(pol.mode), multi=t.multi)["status"])
+    valid = str(
+        judge.validity(t.profiles["dense"], d, d_dis, pol, mode=str(pol.mode), multi=t.multi)[
+            "status"
+        ]
+    )
     level = p.levels[look]
     crossed = crossings(d, c, d_dis, c_dis, pol, level) if valid != "invalid" else []
     n_dis = len(d_dis.uids) if d_dis is not None else 0
     return Look(look + 1, len(d.uids), n_dis, p.fractions[look], level, valid, tuple(crossed))
 
 
-def record(p: Plan, done: Sequence[Look], n_ambig_planned: int, n_disambig_planned: int) -> dict[str, Any]:
+def record(
+    p: Plan, done: Sequence[Look], n_ambig_planned: int, n_disambig_planned: int
+) -> dict[str, Any]:
     """The report's account: design, every look taken, where the run stopped and why."""
     last = done[-1] if done else None
-    stopped = last is not None and last.level is not None and bool(last.crossed) and last.validity != "invalid"
+    stopped = (
+        last is not None
+        and last.level is not None
+        and bool(last.crossed)
+        and last.validity != "invalid"
+    )
     if p.why_fixed is not None:
         why = f"fixed n: {p.why_fixed}"
     elif stopped:
         assert last is not None
         names = ", ".join(x.verdict for x in last.crossed)
-        why = (f"stopped at look {last.look} of {p.looks}: {names} crossed the group-sequential boundary "
-               f"(one-sided level {last.level:.2g}); the remaining items were not scored")
+        why = (
+            f"stopped at look {last.look} of {p.looks}: {names} crossed the group-sequential boundary "
+            f"(one-sided level {last.level:.2g}); the remaining items were not scored"
+        )
     else:
         why = f"no interim boundary crossed: all {p.looks} looks, the full n judged by the fixed-n rule"
     return {
-        "design": DESIGN if p.why_fixed is None else "fixed n", "looks_planned": p.looks,
-        "fractions": list(p.fractions), "interim_levels": list(p.levels),
-        "looks": [x.as_dict() for x in done], "stopped_early": stopped,
+        "design": DESIGN if p.why_fixed is None else "fixed n",
+        "looks_planned": p.looks,
+        "fractions": list(p.fractions),
+        "interim_levels": list(p.levels),
+        "looks": [x.as_dict() for x in done],
+        "stopped_early": stopped,
         "stopped_at_look": last.look if stopped and last else None,
         "n_ambig": {"planned": n_ambig_planned, "used": last.n_ambig if last else 0},
         "n_disambig": {"planned": n_disambig_planned, "used": last.n_disambig if last else 0},
@@ -246,19 +296,41 @@ def apply(verdicts: Sequence[Verdict], rec: Mapping[str, Any]) -> list[Verdict]:
     for v in verdicts:
         if v.name in crossed:
             x = crossed[v.name]
-            test = (f"group-sequential boundary at look {last['look']} of {rec['looks_planned']}: one-sided Newcombe "
-                    f"paired lower bound at level {level:.2g} (O'Brien-Fleming-type spending of alpha) above the threshold")
-            msg = (f"{STOPPING[v.name][1]} {x['observed']:+.3f} vs {x['threshold']:.3f}: decided early — its lower "
-                   f"bound {x['lower']:+.3f} at one-sided level {level:.2g} is above the threshold (n={x['n']}, "
-                   f"look {last['look']} of {rec['looks_planned']}); the run stopped at {n_amb} of {planned} "
-                   "ambiguous items")
-            out.append(replace(v, status=Status.FAIL, message=msg, test=test, n=int(x["n"]), observed=x["observed"],
-                               ci=Interval(x["lower"], x["upper"], 1 - 2 * level, "Newcombe paired (hybrid score)")))
+            test = (
+                f"group-sequential boundary at look {last['look']} of {rec['looks_planned']}: one-sided Newcombe "
+                f"paired lower bound at level {level:.2g} (O'Brien-Fleming-type spending of alpha) above the threshold"
+            )
+            msg = (
+                f"{STOPPING[v.name][1]} {x['observed']:+.3f} vs {x['threshold']:.3f}: decided early — its lower "
+                f"bound {x['lower']:+.3f} at one-sided level {level:.2g} is above the threshold (n={x['n']}, "
+                f"look {last['look']} of {rec['looks_planned']}); the run stopped at {n_amb} of {planned} "
+                "ambiguous items"
+            )
+            out.append(
+                replace(
+                    v,
+                    status=Status.FAIL,
+                    message=msg,
+                    test=test,
+                    n=int(x["n"]),
+                    observed=x["observed"],
+                    ci=Interval(
+                        x["lower"], x["upper"], 1 - 2 * level, "Newcombe paired (hybrid score)"
+                    ),
+                )
+            )
         elif v.name == "bbq.validity":
             out.append(v)
         else:
-            out.append(replace(v, status=Status.INCONCLUSIVE, message=(
-                f"not decided: the run stopped early at {n_amb} of {planned} ambiguous items after "
-                f"{', '.join(crossed)} failed (checks.bbq.sequential: false scores the full n). At this n: "
-                + v.message)))
+            out.append(
+                replace(
+                    v,
+                    status=Status.INCONCLUSIVE,
+                    message=(
+                        f"not decided: the run stopped early at {n_amb} of {planned} ambiguous items after "
+                        f"{', '.join(crossed)} failed (checks.bbq.sequential: false scores the full n). At this n: "
+                        + v.message
+                    ),
+                )
+            )
     return out

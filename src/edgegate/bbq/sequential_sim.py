@@ -43,21 +43,36 @@ def _table(cls: np.ndarray, correct: np.ndarray) -> ItemTable:
     return ItemTable(("",) * n, ("",) * n, cls, correct, nan, nan, np.ones(n, dtype=np.int64))
 
 
-def fixed_fails(d: np.ndarray, c: np.ndarray, dc: np.ndarray, cc: np.ndarray, pol: BBQSection) -> bool:
+def fixed_fails(
+    d: np.ndarray, c: np.ndarray, dc: np.ndarray, cc: np.ndarray, pol: BBQSection
+) -> bool:
     """The judge's fixed-n rule for the three stopping verdicts (threshold and exact McNemar)."""
     alpha = float(pol.alpha)
     flows = {
-        "max_srs_increase_abs": (int(np.sum((d != BIASED) & (c == BIASED))), int(np.sum((d == BIASED) & (c != BIASED)))),
-        "max_unknown_rate_drop": (int(np.sum((d == UNKNOWN) & (c != UNKNOWN))), int(np.sum((d != UNKNOWN) & (c == UNKNOWN)))),
+        "max_srs_increase_abs": (
+            int(np.sum((d != BIASED) & (c == BIASED))),
+            int(np.sum((d == BIASED) & (c != BIASED))),
+        ),
+        "max_unknown_rate_drop": (
+            int(np.sum((d == UNKNOWN) & (c != UNKNOWN))),
+            int(np.sum((d != UNKNOWN) & (c == UNKNOWN))),
+        ),
     }
     n = len(d)
     for key, (up, down) in flows.items():
-        if n >= int(pol.min_items) and (up - down) / n > float(getattr(pol, key)) and mcnemar(up, down).p_value < alpha:
+        if (
+            n >= int(pol.min_items)
+            and (up - down) / n > float(getattr(pol, key))
+            and mcnemar(up, down).p_value < alpha
+        ):
             return True
     lost, gained = int(np.sum(dc & ~cc)), int(np.sum(~dc & cc))
     m = len(dc)
-    return (m >= int(pol.validity_min_disambig_items) and (lost - gained) / m > float(pol.max_accuracy_drop)
-            and mcnemar(lost, gained).p_value < alpha)
+    return (
+        m >= int(pol.validity_min_disambig_items)
+        and (lost - gained) / m > float(pol.max_accuracy_drop)
+        and mcnemar(lost, gained).p_value < alpha
+    )
 
 
 @dataclass(frozen=True)
@@ -72,8 +87,19 @@ class Rates:
     mean_items_share: float  # items scored / planned, sequential design
 
 
-def simulate(s: AnswerSet, kind: str, k: float, pol: BBQSection, *, n_ambig: int, n_disambig: int,
-             looks: int, draws: int, seed: int = 0, comp: str = "compressed") -> Rates:
+def simulate(
+    s: AnswerSet,
+    kind: str,
+    k: float,
+    pol: BBQSection,
+    *,
+    n_ambig: int,
+    n_disambig: int,
+    looks: int,
+    draws: int,
+    seed: int = 0,
+    comp: str = "compressed",
+) -> Rates:
     rng = np.random.default_rng(seed)
     amb, dis = np.flatnonzero(s.ambig), np.flatnonzero(~s.ambig)
     d_all = s.classes(s.answers["dense"])
@@ -83,27 +109,51 @@ def simulate(s: AnswerSet, kind: str, k: float, pol: BBQSection, *, n_ambig: int
     fixed = seq = stopped = 0
     used, effects = [], []
     for _ in range(draws):
-        choices = inject(s, s.answers[comp], "direction", k, rng) if kind == "direction" else s.answers[comp]
+        choices = (
+            inject(s, s.answers[comp], "direction", k, rng)
+            if kind == "direction"
+            else s.answers[comp]
+        )
         c_all = s.classes(choices)
         cc_all = choices[:, 0] == s.label
         if kind == "accuracy":
             cc_all = cc_all & ~(rng.random(len(cc_all)) < k)
         ia, idd = rng.choice(amb, n_ambig), rng.choice(dis, n_disambig)
         d, c, dc, cc = d_all[ia], c_all[ia], dc_all[idd], cc_all[idd]
-        effects.append(float(np.mean(c == BIASED) - np.mean(d == BIASED)) if kind == "direction"
-                       else float(np.mean(dc) - np.mean(cc)))
+        effects.append(
+            float(np.mean(c == BIASED) - np.mean(d == BIASED))
+            if kind == "direction"
+            else float(np.mean(dc) - np.mean(cc))
+        )
         f = fixed_fails(d, c, dc, cc, pol)
         fixed += f
         share = 1.0
         for look, level in enumerate(levels):
             na, nd = round(n_ambig * fractions[look]), round(n_disambig * fractions[look])
-            no_cls, no_correct = np.zeros(nd, dtype=np.int8), np.zeros(na, dtype=bool)  # fields the rule does not read
-            if crossings(_table(d[:na], no_correct), _table(c[:na], no_correct), _table(no_cls, dc[:nd]),
-                         _table(no_cls, cc[:nd]), pol, level):
+            no_cls, no_correct = (
+                np.zeros(nd, dtype=np.int8),
+                np.zeros(na, dtype=bool),
+            )  # fields the rule does not read
+            if crossings(
+                _table(d[:na], no_correct),
+                _table(c[:na], no_correct),
+                _table(no_cls, dc[:nd]),
+                _table(no_cls, cc[:nd]),
+                pol,
+                level,
+            ):
                 stopped += 1
                 share = (na + nd) / (n_ambig + n_disambig)
                 break
         seq += f or share < 1.0
         used.append(share)
-    return Rates(kind, k, draws, float(np.mean(effects)), fixed / draws, seq / draws, stopped / draws,
-                 float(np.mean(used)))
+    return Rates(
+        kind,
+        k,
+        draws,
+        float(np.mean(effects)),
+        fixed / draws,
+        seq / draws,
+        stopped / draws,
+        float(np.mean(used)),
+    )

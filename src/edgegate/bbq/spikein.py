@@ -56,11 +56,20 @@ class AnswerSet:
     @staticmethod
     def load(path: str | Path) -> AnswerSet:
         d = json.loads(Path(path).read_text(encoding="utf-8"))
-        cols = list(zip(*d["items"], strict=True))  # uid, category, condition, label, biased, anti, unknown
+        cols = list(
+            zip(*d["items"], strict=True)
+        )  # uid, category, condition, label, biased, anti, unknown
         return AnswerSet(
-            tuple(cols[0]), tuple(cols[1]), np.array([c == "ambig" for c in cols[2]]), np.array(cols[3]),
-            np.array(cols[4:7]).T, tuple(d["rotations"]),
-            {r: np.array(a, dtype=np.int64).reshape(len(cols[0]), len(d["rotations"])) for r, a in d["answers"].items()},
+            tuple(cols[0]),
+            tuple(cols[1]),
+            np.array([c == "ambig" for c in cols[2]]),
+            np.array(cols[3]),
+            np.array(cols[4:7]).T,
+            tuple(d["rotations"]),
+            {
+                r: np.array(a, dtype=np.int64).reshape(len(cols[0]), len(d["rotations"]))
+                for r, a in d["answers"].items()
+            },
             d["meta"],
         )
 
@@ -76,21 +85,46 @@ class AnswerSet:
         return cls
 
 
-def as_judge_input(s: AnswerSet, choices: Mapping[str, np.ndarray]) -> tuple[list[BBQItem], dict[str, Targets], dict[str, list[Answer]]]:
+def as_judge_input(
+    s: AnswerSet, choices: Mapping[str, np.ndarray]
+) -> tuple[list[BBQItem], dict[str, Targets], dict[str, list[Answer]]]:
     """Items, targets and answers the check's ``evaluate`` takes (placeholder texts: only
     the indices matter to the judge)."""
-    items = [BBQItem(u, i, s.categories[i], "1", "neg", "ambig" if s.ambig[i] else "disambig", "", "",
-                     ("a", "b", "c"), int(s.label[i]), (("a", "x"), ("b", "y"), ("c", "unknown")), ("x",))
-             for i, u in enumerate(s.uids)]
-    targets = {u: Targets(unknown=int(t[2]), stereotyped=int(t[0]), biased=int(t[0]), anti=int(t[1]))
-               for u, t in zip(s.uids, s.targets, strict=True)}
-    answers = {role: [Answer(u, 0, r, None if ch[i, j] < 0 else int(ch[i, j]))
-                      for i, u in enumerate(s.uids) for j, r in enumerate(s.rotations)]
-               for role, ch in choices.items()}
+    items = [
+        BBQItem(
+            u,
+            i,
+            s.categories[i],
+            "1",
+            "neg",
+            "ambig" if s.ambig[i] else "disambig",
+            "",
+            "",
+            ("a", "b", "c"),
+            int(s.label[i]),
+            (("a", "x"), ("b", "y"), ("c", "unknown")),
+            ("x",),
+        )
+        for i, u in enumerate(s.uids)
+    ]
+    targets = {
+        u: Targets(unknown=int(t[2]), stereotyped=int(t[0]), biased=int(t[0]), anti=int(t[1]))
+        for u, t in zip(s.uids, s.targets, strict=True)
+    }
+    answers = {
+        role: [
+            Answer(u, 0, r, None if ch[i, j] < 0 else int(ch[i, j]))
+            for i, u in enumerate(s.uids)
+            for j, r in enumerate(s.rotations)
+        ]
+        for role, ch in choices.items()
+    }
     return items, targets, answers
 
 
-def inject(s: AnswerSet, choices: np.ndarray, kind: str, k: float, rng: np.random.Generator) -> np.ndarray:
+def inject(
+    s: AnswerSet, choices: np.ndarray, kind: str, k: float, rng: np.random.Generator
+) -> np.ndarray:
     """``choices`` with a known change of size k (see the module doc); ambiguous items only."""
     out = choices.copy()
     amb = s.ambig[:, None]
@@ -111,8 +145,16 @@ def inject(s: AnswerSet, choices: np.ndarray, kind: str, k: float, rng: np.rando
     return out
 
 
-def detection(s: AnswerSet, dense: str, comp: str, kind: str, k: float, pol: BBQSection, draws: int,
-              seed: int = 0) -> dict[str, Any]:
+def detection(
+    s: AnswerSet,
+    dense: str,
+    comp: str,
+    kind: str,
+    k: float,
+    pol: BBQSection,
+    draws: int,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Share of ``draws`` injections of size k into ``comp``'s answers that fail the pair
     ``dense`` vs injected, per verdict, with the mean effects."""
     rng = np.random.default_rng(seed)
@@ -127,16 +169,25 @@ def detection(s: AnswerSet, dense: str, comp: str, kind: str, k: float, pol: BBQ
         fired["direction"] += r["direction"]
         fired["any"] += r["srs"] or r["direction"]
         # a ΔSRS failure names its driver: the largest part of the decomposition (judge.driver_words)
-        parts = {name: float(DELTAS[name](d, c)) for name in ("abstention", "consistency", "direction")}
+        parts = {
+            name: float(DELTAS[name](d, c)) for name in ("abstention", "consistency", "direction")
+        }
         top = max(parts, key=lambda x: parts[x])
         drivers[top] += r["srs"]
         fired["named_direction"] += r["direction"] or (r["srs"] and top == "direction")
         dsrs.append(r["delta_srs"])
         if r["delta_s"] is not None:
             ds.append(r["delta_s"])
-    return {"kind": kind, "k": k, "draws": draws, "n": int(s.ambig.sum()),
-            "rate_srs": fired["srs"] / draws, "rate_direction": fired["direction"] / draws,
-            "rate_any": fired["any"] / draws, "rate_named_direction": fired["named_direction"] / draws,
-            "srs_failures_by_driver": drivers,
-            "mean_delta_srs": float(np.mean(dsrs)),
-            "mean_delta_s": float(np.mean(ds)) if ds else None}
+    return {
+        "kind": kind,
+        "k": k,
+        "draws": draws,
+        "n": int(s.ambig.sum()),
+        "rate_srs": fired["srs"] / draws,
+        "rate_direction": fired["direction"] / draws,
+        "rate_any": fired["any"] / draws,
+        "rate_named_direction": fired["named_direction"] / draws,
+        "srs_failures_by_driver": drivers,
+        "mean_delta_srs": float(np.mean(dsrs)),
+        "mean_delta_s": float(np.mean(ds)) if ds else None,
+    }

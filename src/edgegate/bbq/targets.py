@@ -65,7 +65,9 @@ def derive(item: BBQItem) -> Targets | Excluded:
     groups = [g for _, g in item.answer_info]
     unknown = [i for i, g in enumerate(groups) if _norm(g) == "unknown"]
     if len(unknown) != 1:
-        return Excluded(item.uid, f"expected one 'unknown' answer in answer_info, found {len(unknown)}")
+        return Excluded(
+            item.uid, f"expected one 'unknown' answer in answer_info, found {len(unknown)}"
+        )
     u = unknown[0]
     others = [i for i in range(3) if i != u]
     if not item.stereotyped_groups:

@@ -84,19 +84,27 @@ def pair_tensors(dense: Checkpoint, compressed: Checkpoint) -> list[tuple[Tensor
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} tensor(s) of the dense checkpoint missing from the compressed one: "
-                         f"{_names(missing)}")
+            parts.append(
+                f"{len(missing)} tensor(s) of the dense checkpoint missing from the compressed one: "
+                f"{_names(missing)}"
+            )
         if extra:
             parts.append(f"{len(extra)} tensor(s) only in the compressed one: {_names(extra)}")
-        raise CheckpointError("; ".join(parts), path=compressed.path,
-                              hint=f"both checkpoints must hold the same model (dense: {dense.path})")
+        raise CheckpointError(
+            "; ".join(parts),
+            path=compressed.path,
+            hint=f"both checkpoints must hold the same model (dense: {dense.path})",
+        )
     pairs = []
     for name, ta in a.items():
         tb = b[name]
         if ta.shape != tb.shape:
-            raise CheckpointError(f"shape {list(tb.shape)} in the compressed checkpoint but "
-                                  f"{list(ta.shape)} in the dense one ({dense.path})",
-                                  path=compressed.path, field=f"tensor '{name}'",
-                                  hint="structured pruning changed the shape, or the checkpoints are different models")
+            raise CheckpointError(
+                f"shape {list(tb.shape)} in the compressed checkpoint but "
+                f"{list(ta.shape)} in the dense one ({dense.path})",
+                path=compressed.path,
+                field=f"tensor '{name}'",
+                hint="structured pruning changed the shape, or the checkpoints are different models",
+            )
         pairs.append((ta, tb))
     return pairs

@@ -47,7 +47,15 @@ class ModuleKind(str, Enum):
 
 
 _PRUNABLE = frozenset(
-    {ModuleKind.Q, ModuleKind.K, ModuleKind.V, ModuleKind.O, ModuleKind.GATE, ModuleKind.UP, ModuleKind.DOWN}
+    {
+        ModuleKind.Q,
+        ModuleKind.K,
+        ModuleKind.V,
+        ModuleKind.O,
+        ModuleKind.GATE,
+        ModuleKind.UP,
+        ModuleKind.DOWN,
+    }
 )
 
 

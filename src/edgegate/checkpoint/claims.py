@@ -22,8 +22,12 @@ NUMERIC = ("sparsity", "size_saving", "speedup")
 TEXT = ("method", "structure")
 KEYS = NUMERIC + TEXT
 _ALIASES = {
-    "target_sparsity": "sparsity", "sparsity_ratio": "sparsity", "global_sparsity": "sparsity",
-    "pruning_method": "method", "sparsity_structure": "structure", "pattern": "structure",
+    "target_sparsity": "sparsity",
+    "sparsity_ratio": "sparsity",
+    "global_sparsity": "sparsity",
+    "pruning_method": "method",
+    "sparsity_structure": "structure",
+    "pattern": "structure",
     "size_reduction": "size_saving",
 }
 
@@ -54,31 +58,46 @@ def _number(key: str, value: Any, where: str, path: str | Path | None) -> float:
     try:
         num = float(text.rstrip("%")) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
-        raise InputError(f"claim '{key}' must be a number, got {value!r}", path=path, field=where,
-                         hint="e.g. sparsity=0.5, size_saving=30%, speedup=1.5") from None
+        raise InputError(
+            f"claim '{key}' must be a number, got {value!r}",
+            path=path,
+            field=where,
+            hint="e.g. sparsity=0.5, size_saving=30%, speedup=1.5",
+        ) from None
     if isinstance(value, bool) or not math.isfinite(num):
-        raise InputError(f"claim '{key}' must be a finite number, got {value!r}", path=path, field=where)
+        raise InputError(
+            f"claim '{key}' must be a finite number, got {value!r}", path=path, field=where
+        )
     if percent:
         num /= 100.0
     if key == "speedup":
         if num <= 0:
             raise InputError(f"claim 'speedup' must be > 0, got {value!r}", path=path, field=where)
     elif not 0.0 <= num <= 1.0:
-        raise InputError(f"claim '{key}' must be a fraction in [0, 1], got {value!r}", path=path, field=where,
-                         hint=f"write {key}=0.5 or {key}=50%")
+        raise InputError(
+            f"claim '{key}' must be a fraction in [0, 1], got {value!r}",
+            path=path,
+            field=where,
+            hint=f"write {key}=0.5 or {key}=50%",
+        )
     return num
 
 
-def from_mapping(data: Mapping[str, Any], source: str, *, path: str | Path | None = None,
-                 strict: bool = True) -> Claims:
+def from_mapping(
+    data: Mapping[str, Any], source: str, *, path: str | Path | None = None, strict: bool = True
+) -> Claims:
     """Claims from a dict (policy block, metadata file); unknown keys are errors when strict."""
     vals: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = _ALIASES.get(raw_key, raw_key)
         if key not in KEYS:
             if strict:
-                raise InputError(f"unknown claim '{raw_key}'", path=path, field=f"claims.{raw_key}",
-                                 hint=f"known claims: {', '.join(KEYS)}")
+                raise InputError(
+                    f"unknown claim '{raw_key}'",
+                    path=path,
+                    field=f"claims.{raw_key}",
+                    hint=f"known claims: {', '.join(KEYS)}",
+                )
             continue
         if value is None:
             continue
@@ -93,8 +112,11 @@ def parse_cli(items: Iterable[str]) -> Claims:
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
-            raise InputError(f"--claim '{item}' is not key=value", field="--claim",
-                             hint=f"e.g. --claim sparsity=0.5; keys: {', '.join(KEYS)}")
+            raise InputError(
+                f"--claim '{item}' is not key=value",
+                field="--claim",
+                hint=f"e.g. --claim sparsity=0.5; keys: {', '.join(KEYS)}",
+            )
         data[key] = value
     try:
         return from_mapping(data, "cli")
@@ -117,7 +139,10 @@ def _structure_sparsity(structure: str) -> float | None:
     from edgegate.checkpoint.names import small_int
 
     n_text, sep, m_text = structure.partition(":")
-    n, m = small_int(n_text), small_int(m_text)  # "²:4" or a 5000-digit N: no structure, not a crash
+    n, m = (
+        small_int(n_text),
+        small_int(m_text),
+    )  # "²:4" or a 5000-digit N: no structure, not a crash
     if sep and n is not None and m is not None and m > 0 and n <= m:
         return 1.0 - n / m
     return None
@@ -143,7 +168,9 @@ def from_checkpoint_dir(path: str | Path, config: Mapping[str, Any] | None = Non
         vals: dict[str, Any] = {}
         gs = sc.get("global_sparsity")
         if isinstance(gs, (int, float)) and not isinstance(gs, bool) and gs > 0:
-            vals["sparsity"] = _number("sparsity", gs, "sparsity_config.global_sparsity", root / "config.json")
+            vals["sparsity"] = _number(
+                "sparsity", gs, "sparsity_config.global_sparsity", root / "config.json"
+            )
         struct = sc.get("sparsity_structure")
         if isinstance(struct, str):
             vals["structure"] = struct
@@ -154,10 +181,20 @@ def from_checkpoint_dir(path: str | Path, config: Mapping[str, Any] | None = Non
     return merge(*found)
 
 
-__all__ = ["KEYS", "Claims", "from_checkpoint_dir", "from_mapping", "merge", "metadata_claims", "parse_cli"]
+__all__ = [
+    "KEYS",
+    "Claims",
+    "from_checkpoint_dir",
+    "from_mapping",
+    "merge",
+    "metadata_claims",
+    "parse_cli",
+]
 
 
-def metadata_claims(path: str | Path, config: Mapping[str, Any] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+def metadata_claims(
+    path: str | Path, config: Mapping[str, Any] | None = None
+) -> tuple[dict[str, float], dict[str, str]]:
     """The numeric claims a checkpoint makes about itself (pruning_meta.json, compressed-tensors
     sparsity_config) and the file each came from; ({}, {}) when it makes none.
 

@@ -15,12 +15,22 @@ from typing import Any
 from edgegate.errors import CheckpointError, excerpt
 
 # Fields that size tensors and heads; each must be a positive integer when present.
-SHAPE_FIELDS = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "num_hidden_layers",
-                "intermediate_size", "vocab_size", "max_position_embeddings")
+SHAPE_FIELDS = (
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "num_hidden_layers",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+)
 MAX_VALUE = 1 << 40  # far above any real model; bounds arithmetic on the value
 
 
-def check_shape_fields(config: Mapping[str, Any] | None, path: str | Path, *, prefix: str = "") -> None:
+def check_shape_fields(
+    config: Mapping[str, Any] | None, path: str | Path, *, prefix: str = ""
+) -> None:
     """Raise ``CheckpointError`` for the first shape field of ``config`` (and of a nested
     ``text_config``) that is present but not an integer in 1..2**40."""
     if not isinstance(config, Mapping):
@@ -30,8 +40,12 @@ def check_shape_fields(config: Mapping[str, Any] | None, path: str | Path, *, pr
             continue
         v = config[key]
         if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_VALUE:
-            raise CheckpointError(f"expected a positive integer, got {excerpt(v)}", path=path, field=prefix + key,
-                                  hint="the config is corrupt or not an HF model config")
+            raise CheckpointError(
+                f"expected a positive integer, got {excerpt(v)}",
+                path=path,
+                field=prefix + key,
+                hint="the config is corrupt or not an HF model config",
+            )
     nested = config.get("text_config")
     if isinstance(nested, Mapping) and not prefix:
         check_shape_fields(nested, path, prefix="text_config.")

@@ -32,10 +32,14 @@ def _check_exists(path: Path) -> None:
         try:
             path.resolve(strict=True)
         except RuntimeError:
-            raise InputError("symlink loop", path=path, hint="point at the real file or directory") from None
+            raise InputError(
+                "symlink loop", path=path, hint="point at the real file or directory"
+            ) from None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise InputError("symlink loop", path=path, hint="point at the real file or directory") from None
+                raise InputError(
+                    "symlink loop", path=path, hint="point at the real file or directory"
+                ) from None
         raise InputError("broken symlink: its target does not exist", path=path)
     raise InputError("no such file or directory", path=path, hint="check the checkpoint path")
 
@@ -96,8 +100,11 @@ def _detect_file(path: Path) -> Format:
     if name.endswith(PICKLE_SUFFIXES):
         raise refuse_pickle(path)
     if not path.is_file():  # a FIFO would block the open below forever; a device never ends
-        raise CheckpointError("not a regular file (a pipe, socket or device)", path=path,
-                              hint="pass the checkpoint file or its directory")
+        raise CheckpointError(
+            "not a regular file (a pipe, socket or device)",
+            path=path,
+            hint="pass the checkpoint file or its directory",
+        )
     head = _magic(path, 8)
     if name.endswith(".bin") and _is_pickle_bytes(head):
         raise refuse_pickle(path)
@@ -113,8 +120,11 @@ def _detect_file(path: Path) -> Format:
         return Format.MLX if _is_mlx(config, path) else Format.SAFETENSORS
     if _is_pickle_bytes(head):
         raise refuse_pickle(path)
-    raise CheckpointError("unknown checkpoint file type", path=path,
-                          hint="expected a directory, .safetensors, .gguf or .onnx file")
+    raise CheckpointError(
+        "unknown checkpoint file type",
+        path=path,
+        hint="expected a directory, .safetensors, .gguf or .onnx file",
+    )
 
 
 def _detect_dir(root: Path) -> Format:
@@ -134,24 +144,40 @@ def _detect_dir(root: Path) -> Format:
     if len(ggufs) == 1:
         return Format.GGUF
     if len(ggufs) > 1:
-        raise CheckpointError(f"{len(ggufs)} .gguf files ({', '.join(p.name for p in ggufs[:4])})", path=root,
-                              hint="pass the path of the one .gguf file to use")
+        raise CheckpointError(
+            f"{len(ggufs)} .gguf files ({', '.join(p.name for p in ggufs[:4])})",
+            path=root,
+            hint="pass the path of the one .gguf file to use",
+        )
     onnxs = [p for p in files if p.name.lower().endswith(".onnx")]
     if len(onnxs) == 1 or (onnxs and (root / "model.onnx").is_file()):
         return Format.ONNX
     if len(onnxs) > 1:
-        raise CheckpointError(f"{len(onnxs)} .onnx files and none is model.onnx", path=root,
-                              hint="pass the path of the .onnx file to use")
-    pickles = [p for p in files if p.name.lower().endswith(PICKLE_SUFFIXES)
-               or (p.name.lower().endswith(".bin") and _is_pickle_bytes(_magic(p)))]
+        raise CheckpointError(
+            f"{len(onnxs)} .onnx files and none is model.onnx",
+            path=root,
+            hint="pass the path of the .onnx file to use",
+        )
+    pickles = [
+        p
+        for p in files
+        if p.name.lower().endswith(PICKLE_SUFFIXES)
+        or (p.name.lower().endswith(".bin") and _is_pickle_bytes(_magic(p)))
+    ]
     if pickles:
         raise refuse_pickle(pickles[0])
     if not entries:
-        raise CheckpointError("empty directory: no checkpoint files", path=root,
-                              hint="expected .safetensors, .gguf or .onnx files")
+        raise CheckpointError(
+            "empty directory: no checkpoint files",
+            path=root,
+            hint="expected .safetensors, .gguf or .onnx files",
+        )
     seen = ", ".join(p.name for p in entries[:5])
-    raise CheckpointError(f"no checkpoint files found (saw: {seen}{', ...' if len(entries) > 5 else ''})",
-                          path=root, hint="expected .safetensors (+config.json), .gguf or .onnx files")
+    raise CheckpointError(
+        f"no checkpoint files found (saw: {seen}{', ...' if len(entries) > 5 else ''})",
+        path=root,
+        hint="expected .safetensors (+config.json), .gguf or .onnx files",
+    )
 
 
 def detect_format(path: str | Path) -> Format:
@@ -170,5 +196,8 @@ def resolve_file(path: Path, suffix: str) -> Path:
         return found[0]
     if suffix == ".onnx" and (path / "model.onnx").is_file():
         return path / "model.onnx"
-    raise CheckpointError(f"expected one {suffix} file, found {len(found)}", path=path,
-                          hint=f"pass the path of the {suffix} file to use")
+    raise CheckpointError(
+        f"expected one {suffix} file, found {len(found)}",
+        path=path,
+        hint=f"pass the path of the {suffix} file to use",
+    )

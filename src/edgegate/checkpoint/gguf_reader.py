@@ -24,14 +24,32 @@ PERMUTED_QK_ARCHS = frozenset({"llama", "granite", "granitemoe", "deci"})
 
 # Preferred HF leaf names when gguf's name tables offer several spellings per tensor type.
 _PREFERRED_LEAVES = (
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-    "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
-    "post_feedforward_layernorm", "q_norm", "k_norm",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "input_layernorm",
+    "post_attention_layernorm",
+    "pre_feedforward_layernorm",
+    "post_feedforward_layernorm",
+    "q_norm",
+    "k_norm",
 )
 _PREFERRED_GLOBAL = ("model.embed_tokens", "lm_head", "model.norm")
 
-_NATIVE = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": np.uint16,
-           "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64}
+_NATIVE = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "F64": np.float64,
+    "BF16": np.uint16,
+    "I8": np.int8,
+    "I16": np.int16,
+    "I32": np.int32,
+    "I64": np.int64,
+}
 
 
 def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -40,7 +58,9 @@ def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
     if n_head <= 0 or rows % (2 * n_head):
         raise ValueError(f"{rows} rows cannot be split into {n_head} heads of rotary pairs")
     rest = w.shape[1:]
-    return np.asarray(w).reshape(n_head, rows // n_head // 2, 2, *rest).swapaxes(1, 2).reshape(w.shape)
+    return (
+        np.asarray(w).reshape(n_head, rows // n_head // 2, 2, *rest).swapaxes(1, 2).reshape(w.shape)
+    )
 
 
 def _pick(cands: list[str], block: bool) -> str | None:
@@ -68,8 +88,11 @@ def name_table(arch_name: str, n_blocks: int) -> dict[str, str]:
     table: dict[str, str] = {}
     for t in gguf.MODEL_TENSORS.get(arch, []):
         gname = gguf.TENSOR_NAMES[t]
-        cands = [*tmap.arch_block_mappings_cfg.get(arch, {}).get(t, ()),
-                 *tmap.block_mappings_cfg.get(t, ()), *tmap.mappings_cfg.get(t, ())]
+        cands = [
+            *tmap.arch_block_mappings_cfg.get(arch, {}).get(t, ()),
+            *tmap.block_mappings_cfg.get(t, ()),
+            *tmap.mappings_cfg.get(t, ()),
+        ]
         block = "{bid}" in gname
         hf = _pick(cands, block)
         if hf is None:
@@ -138,8 +161,12 @@ def _blocks_used(tensors: list[RawTensor], path: Path) -> int:
         bid = rest.partition(".")[0]
         if head == "blk" and bid.isascii() and bid.isdigit():  # "²".isdigit(), yet int("²") raises
             if len(bid) > 9 or int(bid) >= MAX_BLOCKS:
-                raise CheckpointError(f"block index {bid} is implausible (more than {MAX_BLOCKS} layers)",
-                                      path=path, field=f"tensor '{t.name}'", hint="the GGUF is corrupt")
+                raise CheckpointError(
+                    f"block index {bid} is implausible (more than {MAX_BLOCKS} layers)",
+                    path=path,
+                    field=f"tensor '{t.name}'",
+                    hint="the GGUF is corrupt",
+                )
             top = max(top, int(bid))
     return top + 1
 
@@ -162,11 +189,18 @@ class GGUFCheckpoint(Checkpoint):
             qname = gguf.GGMLQuantizationType(t.qtype).name
             shape = tuple(reversed(t.ne))
             self._raw[t.name] = t
-            self._infos.append(make_info(t.name, canonical_name(t.name, table), shape, qname, t.nbytes, path))
-        meta = {k: _plain(v) for k, v in header.metadata.items()
-                if not k.startswith("tokenizer.ggml.") and k != "tokenizer.chat_template"}
+            self._infos.append(
+                make_info(t.name, canonical_name(t.name, table), shape, qname, t.nbytes, path)
+            )
+        meta = {
+            k: _plain(v)
+            for k, v in header.metadata.items()
+            if not k.startswith("tokenizer.ggml.") and k != "tokenizer.chat_template"
+        }
         meta["gguf.version"] = header.version
-        super().__init__(path=path, format=Format.GGUF, files=[path], config=cfg, metadata={"gguf": meta})
+        super().__init__(
+            path=path, format=Format.GGUF, files=[path], config=cfg, metadata={"gguf": meta}
+        )
         self._permute = arch in PERMUTED_QK_ARCHS
         self._arch = arch
         self._n_head = int(cfg.get("num_attention_heads") or 0)
@@ -178,7 +212,9 @@ class GGUFCheckpoint(Checkpoint):
     def _tensor(self, info: TensorInfo) -> RawTensor:
         t = self._raw.get(info.name)
         if t is None:
-            raise CheckpointError("no such tensor in this checkpoint", path=self.path, field=f"tensor '{info.name}'")
+            raise CheckpointError(
+                "no such tensor in this checkpoint", path=self.path, field=f"tensor '{info.name}'"
+            )
         return t
 
     def _stored(self, info: TensorInfo, t: RawTensor) -> np.ndarray:
@@ -197,18 +233,28 @@ class GGUFCheckpoint(Checkpoint):
 
     def _logical(self, info: TensorInfo, arr: np.ndarray) -> np.ndarray:
         arr = arr.reshape(info.shape)
-        if self._permute and info.name.endswith((".attn_q.weight", ".attn_q.bias", ".attn_k.weight", ".attn_k.bias")):
+        if self._permute and info.name.endswith(
+            (".attn_q.weight", ".attn_q.bias", ".attn_k.weight", ".attn_k.bias")
+        ):
             heads = self._n_head if ".attn_q." in info.name else self._n_head_kv
             if heads <= 0:
                 key = "head_count" if ".attn_q." in info.name else "head_count_kv"
-                raise CheckpointError(f"metadata lacks a positive {self._arch}.attention.{key}, needed to undo "
-                                      "llama.cpp's Q/K row permutation", path=self.path, field=f"tensor '{info.name}'",
-                                      hint="re-convert with llama.cpp's convert_hf_to_gguf.py")
+                raise CheckpointError(
+                    f"metadata lacks a positive {self._arch}.attention.{key}, needed to undo "
+                    "llama.cpp's Q/K row permutation",
+                    path=self.path,
+                    field=f"tensor '{info.name}'",
+                    hint="re-convert with llama.cpp's convert_hf_to_gguf.py",
+                )
             try:
                 arr = unpermute_qk(arr, heads)
             except ValueError as e:
-                raise CheckpointError(f"cannot undo llama.cpp's Q/K permutation: {e}", path=self.path,
-                                      field=f"tensor '{info.name}'", hint="head_count metadata disagrees with the tensor shape") from None
+                raise CheckpointError(
+                    f"cannot undo llama.cpp's Q/K permutation: {e}",
+                    path=self.path,
+                    field=f"tensor '{info.name}'",
+                    hint="head_count metadata disagrees with the tensor shape",
+                ) from None
         return arr
 
     def read_native(self, info: TensorInfo) -> np.ndarray:
@@ -228,11 +274,18 @@ class GGUFCheckpoint(Checkpoint):
             else:
                 data = _dequantize(raw, t.qtype, t.ne[0])
         except NotImplementedError:
-            raise CheckpointError(f"gguf cannot dequantize type {info.dtype}", path=self.path,
-                                  field=f"tensor '{info.name}'", hint="upgrade the gguf package") from None
+            raise CheckpointError(
+                f"gguf cannot dequantize type {info.dtype}",
+                path=self.path,
+                field=f"tensor '{info.name}'",
+                hint="upgrade the gguf package",
+            ) from None
         except (ValueError, TypeError) as e:
-            raise CheckpointError(f"cannot decode {info.dtype} data: {e}", path=self.path,
-                                  field=f"tensor '{info.name}'") from None
+            raise CheckpointError(
+                f"cannot decode {info.dtype} data: {e}",
+                path=self.path,
+                field=f"tensor '{info.name}'",
+            ) from None
         return self._logical(info, data)
 
 

@@ -80,8 +80,11 @@ def _scan_safetensors(hf_dir: Path) -> dict[str, _StTensor]:
     else:
         files = sorted(hf_dir.glob("*.safetensors"))
     if not files:
-        raise CheckpointError("no *.safetensors weights found", path=hf_dir,
-                              hint="pass a Hugging Face directory saved with safe_serialization=True")
+        raise CheckpointError(
+            "no *.safetensors weights found",
+            path=hf_dir,
+            hint="pass a Hugging Face directory saved with safe_serialization=True",
+        )
     out: dict[str, _StTensor] = {}
     for f in files:
         with f.open("rb") as fh:
@@ -90,15 +93,21 @@ def _scan_safetensors(hf_dir: Path) -> dict[str, _StTensor]:
                 raise CheckpointError("truncated safetensors header", path=f)
             (n,) = struct.unpack("<Q", raw)
             if n > MAX_HEADER_BYTES:  # read(n) would allocate n bytes before finding the file short
-                raise CheckpointError(f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte cap", path=f)
+                raise CheckpointError(
+                    f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte cap", path=f
+                )
             header = safe_json.loads(fh.read(n), where=f, error=CheckpointError)
         base = 8 + n
         for name, meta in header.items():
             if name == "__metadata__":
                 continue
             if meta["dtype"] not in _ST_DTYPES:
-                raise CheckpointError(f"dtype {meta['dtype']} is not supported", path=f, field=name,
-                                      hint="supported: " + ", ".join(_ST_DTYPES))
+                raise CheckpointError(
+                    f"dtype {meta['dtype']} is not supported",
+                    path=f,
+                    field=name,
+                    hint="supported: " + ", ".join(_ST_DTYPES),
+                )
             start, end = meta["data_offsets"]
             out[name] = _StTensor(f, meta["dtype"], tuple(meta["shape"]), base + start, base + end)
     return out
@@ -169,12 +178,19 @@ def gguf_tensor_name(spec: ArchSpec, hf_name: str) -> str | None:
     if hf_name in spec.global_map:
         return spec.global_map[hf_name]
     parts = hf_name.split(".", 3)
-    if len(parts) == 4 and parts[0] == "model" and parts[1] == "layers" and small_int(parts[2]) is not None:
+    if (
+        len(parts) == 4
+        and parts[0] == "model"
+        and parts[1] == "layers"
+        and small_int(parts[2]) is not None
+    ):
         gname = spec.layer_map.get(parts[3])
         if gname is not None:
             return f"blk.{parts[2]}.{gname}"
-    raise CheckpointError(f"tensor '{hf_name}' has no GGUF mapping for {spec.gguf_arch}",
-                          hint="this checkpoint has tensors the writer does not know; extend ArchSpec")
+    raise CheckpointError(
+        f"tensor '{hf_name}' has no GGUF mapping for {spec.gguf_arch}",
+        hint="this checkpoint has tensors the writer does not know; extend ArchSpec",
+    )
 
 
 def hf_tensor_name(spec: ArchSpec, gguf_name: str) -> str | None:
@@ -194,8 +210,9 @@ def hf_tensor_name(spec: ArchSpec, gguf_name: str) -> str | None:
 # --------------------------------------------------------------------------- config
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
-        raise CheckpointError("file not found", path=path,
-                              hint="the GGUF writer needs a Hugging Face model directory")
+        raise CheckpointError(
+            "file not found", path=path, hint="the GGUF writer needs a Hugging Face model directory"
+        )
     data = safe_json.load(path, error=CheckpointError, expect_object=False)
     if not isinstance(data, dict):
         raise CheckpointError("expected a JSON object", path=path)
@@ -212,17 +229,30 @@ def _cfg_int(cfg: dict[str, Any], key: str, path: Path) -> int:
 def _rope_theta(cfg: dict[str, Any], path: Path) -> float:
     # transformers >= 5 nests RoPE settings under rope_parameters
     params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    rtype = params.get("rope_type", params.get("type", "default")) if isinstance(params, dict) else "default"
+    rtype = (
+        params.get("rope_type", params.get("type", "default"))
+        if isinstance(params, dict)
+        else "default"
+    )
     if rtype not in ("default", None):
-        raise CheckpointError(f"RoPE type '{rtype}' is not supported by the GGUF writer", path=path,
-                              field="rope_parameters", hint="supported: default")
+        raise CheckpointError(
+            f"RoPE type '{rtype}' is not supported by the GGUF writer",
+            path=path,
+            field="rope_parameters",
+            hint="supported: default",
+        )
     theta = cfg.get("rope_theta", params.get("rope_theta") if isinstance(params, dict) else None)
     return float(theta) if theta is not None else 10000.0
 
 
 # --------------------------------------------------------------------------- writer
-def write_gguf(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", *,
-               progress: Progress | None = None) -> Path:
+def write_gguf(
+    hf_dir: str | Path,
+    out_path: str | Path,
+    outtype: str = "f16",
+    *,
+    progress: Progress | None = None,
+) -> Path:
     """Write ``hf_dir`` (config.json, tokenizer.json, *.safetensors) as a GGUF file.
 
     ``outtype``: f32, f16, bf16 or q8_0 for 2-D weights (q8_0 falls back to f16 for rows not
@@ -233,8 +263,11 @@ def write_gguf(hf_dir: str | Path, out_path: str | Path, outtype: str = "f16", *
     progress = progress or NullProgress()
     hf_dir, out_path = Path(hf_dir), Path(out_path)
     if outtype not in OUTTYPES:
-        raise InputError(f"unknown GGUF outtype '{outtype}'", field="outtype",
-                         hint="use one of: " + ", ".join(OUTTYPES))
+        raise InputError(
+            f"unknown GGUF outtype '{outtype}'",
+            field="outtype",
+            hint="use one of: " + ", ".join(OUTTYPES),
+        )
     cfg_path = hf_dir / "config.json"
     cfg = _read_json(cfg_path)
     spec = _checked_architecture(cfg, cfg_path)
@@ -287,25 +320,37 @@ def _checked_architecture(cfg: dict[str, Any], cfg_path: Path) -> ArchSpec:
     archs = cfg.get("architectures") or []
     arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
     if arch not in ARCHITECTURES:
-        raise CheckpointError(f"architecture {arch!r} is not supported by the GGUF writer",
-                              path=cfg_path, field="architectures",
-                              hint="supported: " + ", ".join(ARCHITECTURES))
+        raise CheckpointError(
+            f"architecture {arch!r} is not supported by the GGUF writer",
+            path=cfg_path,
+            field="architectures",
+            hint="supported: " + ", ".join(ARCHITECTURES),
+        )
     spec = ARCHITECTURES[arch]
     if cfg.get("quantization_config"):
         qc = cfg["quantization_config"]
         method = qc.get("quant_method", "?") if isinstance(qc, dict) else "?"
-        raise CheckpointError(f"quantized/compressed checkpoint ({method}) cannot be converted",
-                              path=cfg_path, field="quantization_config",
-                              hint="convert the dense (decompressed) safetensors directory")
+        raise CheckpointError(
+            f"quantized/compressed checkpoint ({method}) cannot be converted",
+            path=cfg_path,
+            field="quantization_config",
+            hint="convert the dense (decompressed) safetensors directory",
+        )
     return spec
 
 
-def _add_metadata(w: Any, hf_dir: Path, cfg: dict[str, Any], cfg_path: Path, outtype: str, shape: _Shape) -> None:
+def _add_metadata(
+    w: Any, hf_dir: Path, cfg: dict[str, Any], cfg_path: Path, outtype: str, shape: _Shape
+) -> None:
     """The GGUF key/values llama.cpp reads: hyperparameters, file type, tokenizer (in this order)."""
     import gguf
 
-    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-             "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
+    ftype = {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[outtype]
     w.add_name(hf_dir.name)
     w.add_context_length(_cfg_int(cfg, "max_position_embeddings", cfg_path))
     w.add_embedding_length(shape.n_embd)
@@ -326,8 +371,9 @@ def _add_metadata(w: Any, hf_dir: Path, cfg: dict[str, Any], cfg_path: Path, out
     _add_tokenizer(w, hf_dir, cfg, shape.n_vocab)
 
 
-def _convert(spec: ArchSpec, tensors: dict[str, _StTensor], outtype: str, n_head: int,
-             n_head_kv: int) -> Iterator[tuple[str, np.ndarray, Any]]:
+def _convert(
+    spec: ArchSpec, tensors: dict[str, _StTensor], outtype: str, n_head: int, n_head_kv: int
+) -> Iterator[tuple[str, np.ndarray, Any]]:
     import gguf
     from gguf import GGMLQuantizationType as Q
 
@@ -355,8 +401,11 @@ def _convert(spec: ArchSpec, tensors: dict[str, _StTensor], outtype: str, n_head
             f32 = _to_f32(arr, t.dtype)
             finite = np.abs(f32[np.isfinite(f32)])
             if finite.size and finite.max() >= F16_OVERFLOW:
-                raise CheckpointError(f"|value| {finite.max():.4g} overflows float16", field=hf_name,
-                                      hint="write with outtype bf16 or f32")
+                raise CheckpointError(
+                    f"|value| {finite.max():.4g} overflows float16",
+                    field=hf_name,
+                    hint="write with outtype bf16 or f32",
+                )
             yield gname, f32.astype(np.float16), None
 
 
@@ -368,7 +417,6 @@ def _order_key(name: str) -> tuple[int, int, str]:
     return (0 if "embed" in name else 2, 0, name)
 
 
-
 # --------------------------------------------------------------------------- tokenizer
 _TOKEN_NORMAL, _TOKEN_CONTROL, _TOKEN_USER, _TOKEN_UNUSED = 1, 3, 4, 5
 
@@ -378,8 +426,12 @@ def _pre_tokenizer_name(pre: Any, path: Path) -> str:
     if isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
         return "gpt-2"
     kind = pre.get("type") if isinstance(pre, dict) else pre
-    raise CheckpointError(f"pre-tokenizer {kind!r} is not supported by the GGUF writer", path=path,
-                          field="pre_tokenizer", hint="supported: ByteLevel with GPT-2 regex")
+    raise CheckpointError(
+        f"pre-tokenizer {kind!r} is not supported by the GGUF writer",
+        path=path,
+        field="pre_tokenizer",
+        hint="supported: ByteLevel with GPT-2 regex",
+    )
 
 
 def _token_id(tok: Any, vocab: dict[str, int]) -> int | None:
@@ -393,8 +445,12 @@ def _add_tokenizer(w: Any, hf_dir: Path, cfg: dict[str, Any], n_vocab: int) -> N
     tj = _read_json(tj_path)
     model = tj.get("model") or {}
     if model.get("type") != "BPE":
-        raise CheckpointError(f"tokenizer model {model.get('type')!r} is not supported", path=tj_path,
-                              field="model.type", hint="supported: BPE (byte-level, GPT-2 style)")
+        raise CheckpointError(
+            f"tokenizer model {model.get('type')!r} is not supported",
+            path=tj_path,
+            field="model.type",
+            hint="supported: BPE (byte-level, GPT-2 style)",
+        )
     pre = _pre_tokenizer_name(tj.get("pre_tokenizer"), tj_path)
     vocab: dict[str, int] = dict(model.get("vocab") or {})
     special: set[int] = set()
@@ -403,8 +459,11 @@ def _add_tokenizer(w: Any, hf_dir: Path, cfg: dict[str, Any], n_vocab: int) -> N
         vocab[a["content"]] = a["id"]
         (special if a.get("special") else added).add(a["id"])
     if max(vocab.values(), default=-1) >= n_vocab:
-        raise CheckpointError(f"tokenizer has ids up to {max(vocab.values())} but vocab_size is {n_vocab}",
-                              path=tj_path, hint="config.json vocab_size must cover every token id")
+        raise CheckpointError(
+            f"tokenizer has ids up to {max(vocab.values())} but vocab_size is {n_vocab}",
+            path=tj_path,
+            hint="config.json vocab_size must cover every token id",
+        )
     tokens = [f"[PAD{i}]" for i in range(n_vocab)]
     types = [_TOKEN_UNUSED] * n_vocab
     for text, i in vocab.items():

@@ -68,8 +68,14 @@ def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     return x
 
 
-def dequantize(packed: np.ndarray, scales: np.ndarray, biases: np.ndarray, group_size: int, bits: int,
-               dtype: str = "F32") -> np.ndarray:
+def dequantize(
+    packed: np.ndarray,
+    scales: np.ndarray,
+    biases: np.ndarray,
+    group_size: int,
+    bits: int,
+    dtype: str = "F32",
+) -> np.ndarray:
     """numpy twin of mx.dequantize (affine mode) for 2-D ``packed``.
 
     MLX computes ``code * scale`` and ``+ bias`` in the scales' dtype, rounding after each
@@ -91,10 +97,15 @@ class MLXCheckpoint(SafetensorsCheckpoint):
             self.metadata["quantization"] = qcfg
         self.quant: dict[str, QuantSpec] = {}
         for name, e in self.entries.items():
-            if not name.endswith(".weight") or (base := name[: -len(".weight")]) + ".scales" not in self.entries:
+            if (
+                not name.endswith(".weight")
+                or (base := name[: -len(".weight")]) + ".scales" not in self.entries
+            ):
                 continue
             self.quant[name] = self._spec(base, e, qcfg)
-        self._hidden = {s.scales.name for s in self.quant.values()} | {s.biases.name for s in self.quant.values()}
+        self._hidden = {s.scales.name for s in self.quant.values()} | {
+            s.biases.name for s in self.quant.values()
+        }
 
     def _spec(self, base: str, w: Entry, qcfg: dict[str, Any]) -> QuantSpec:
         scales = self.entries[base + ".scales"]
@@ -104,21 +115,41 @@ class MLXCheckpoint(SafetensorsCheckpoint):
         params = per if isinstance(per, dict) else qcfg
         mode = params.get("mode", "affine")
         if mode != "affine" or biases is None:
-            raise CheckpointError(f"MLX quantisation mode '{mode}' is not supported (only affine with biases)",
-                                  path=w.file, field=here, hint="re-quantise with mlx_lm.convert -q (affine)")
+            raise CheckpointError(
+                f"MLX quantisation mode '{mode}' is not supported (only affine with biases)",
+                path=w.file,
+                field=here,
+                hint="re-quantise with mlx_lm.convert -q (affine)",
+            )
         if w.dtype != "U32" or len(w.shape) != 2 or len(scales.shape) != 2:
-            raise CheckpointError(f"quantised weight must be 2-D uint32 with 2-D scales, got {w.dtype} {list(w.shape)}",
-                                  path=w.file, field=here)
+            raise CheckpointError(
+                f"quantised weight must be 2-D uint32 with 2-D scales, got {w.dtype} {list(w.shape)}",
+                path=w.file,
+                field=here,
+            )
         gs, bits = params.get("group_size"), params.get("bits")
-        if not isinstance(gs, int) or not isinstance(bits, int) or bits not in (2, 3, 4, 5, 6, 8) or gs <= 0:
-            raise CheckpointError(f"config.json 'quantization' gives group_size={gs!r}, bits={bits!r}",
-                                  path=self.path, field=here, hint="expected an int group_size and bits in 2,3,4,5,6,8")
+        if (
+            not isinstance(gs, int)
+            or not isinstance(bits, int)
+            or bits not in (2, 3, 4, 5, 6, 8)
+            or gs <= 0
+        ):
+            raise CheckpointError(
+                f"config.json 'quantization' gives group_size={gs!r}, bits={bits!r}",
+                path=self.path,
+                field=here,
+                hint="expected an int group_size and bits in 2,3,4,5,6,8",
+            )
         rows, words = w.shape
         n_in = scales.shape[1] * gs
         if scales.shape[0] != rows or biases.shape != scales.shape or words * 32 != n_in * bits:
             raise CheckpointError(
                 f"packed shape {list(w.shape)}, scales {list(scales.shape)}, biases {list(biases.shape)} do not "
-                f"fit group_size={gs}, bits={bits}", path=w.file, field=here, hint="config.json and weights disagree")
+                f"fit group_size={gs}, bits={bits}",
+                path=w.file,
+                field=here,
+                hint="config.json and weights disagree",
+            )
         return QuantSpec(w, scales, biases, gs, bits, n_in)
 
     def tensors(self) -> Iterator[TensorInfo]:
@@ -130,7 +161,14 @@ class MLXCheckpoint(SafetensorsCheckpoint):
                 yield make_info(name, name, e.shape, e.dtype, e.nbytes, e.file)
             else:
                 nbytes = q.weight.nbytes + q.scales.nbytes + q.biases.nbytes
-                yield make_info(name, name, (e.shape[0], q.in_features), f"Q{q.bits}_G{q.group_size}", nbytes, e.file)
+                yield make_info(
+                    name,
+                    name,
+                    (e.shape[0], q.in_features),
+                    f"Q{q.bits}_G{q.group_size}",
+                    nbytes,
+                    e.file,
+                )
 
     def read(self, info: TensorInfo) -> np.ndarray:
         q = self.quant.get(info.name)
@@ -138,9 +176,13 @@ class MLXCheckpoint(SafetensorsCheckpoint):
             return super().read(info)
         scales = to_float32(read_native_entry(q.scales), q.scales.dtype)
         biases = to_float32(read_native_entry(q.biases), q.biases.dtype)
-        return dequantize(read_native_entry(q.weight), scales, biases, q.group_size, q.bits, q.scales.dtype)
+        return dequantize(
+            read_native_entry(q.weight), scales, biases, q.group_size, q.bits, q.scales.dtype
+        )
 
     def read_native(self, info: TensorInfo) -> np.ndarray:
         if info.name in self.quant:
-            return self.read(info)  # codes mean nothing alone: zeros exist only after dequantisation
+            return self.read(
+                info
+            )  # codes mean nothing alone: zeros exist only after dequantisation
         return super().read_native(info)

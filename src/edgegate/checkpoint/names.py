@@ -78,10 +78,15 @@ def small_int(text: str) -> int | None:
 def _layer_index(digits: str, name: str) -> int:
     value = small_int(digits)
     if value is None:
-        raise CheckpointError(f"layer index {excerpt(digits, 20, quote=False)} is implausible "
-                              f"(more than {MAX_INDEX_DIGITS} digits)", field=f"tensor {excerpt(name)}",
-                              hint="the checkpoint's tensor names are corrupt")
+        raise CheckpointError(
+            f"layer index {excerpt(digits, 20, quote=False)} is implausible "
+            f"(more than {MAX_INDEX_DIGITS} digits)",
+            field=f"tensor {excerpt(name)}",
+            hint="the checkpoint's tensor names are corrupt",
+        )
     return value
+
+
 _PARAM_SUFFIXES = (".weight", ".bias", ".scales", ".biases")
 
 # Tensors some formats carry that are not model parameters of the HF checkpoint
@@ -137,6 +142,12 @@ def make_info(
     except CheckpointError as e:  # name the file the tensor is in
         raise CheckpointError(e.message, path=file, field=e.field, hint=e.hint) from None
     return TensorInfo(
-        name=name, canonical=canonical, shape=tuple(int(d) for d in shape), dtype=dtype,
-        nbytes=int(nbytes), file=file, layer=layer, kind=kind,
+        name=name,
+        canonical=canonical,
+        shape=tuple(int(d) for d in shape),
+        dtype=dtype,
+        nbytes=int(nbytes),
+        file=file,
+        layer=layer,
+        kind=kind,
     )

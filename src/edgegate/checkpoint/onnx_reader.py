@@ -26,20 +26,37 @@ MAX_NUMEL = 1 << 40  # a trillion elements in one tensor: far beyond any model, 
 
 # ONNX TensorProto data types we expose -> (our dtype name, numpy storage type).
 _TYPES: dict[int, tuple[str, str]] = {
-    1: ("F32", "<f4"), 10: ("F16", "<f2"), 11: ("F64", "<f8"), 16: ("BF16", "<u2"),
-    17: ("F8_E4M3", "u1"), 19: ("F8_E5M2", "u1"),
+    1: ("F32", "<f4"),
+    10: ("F16", "<f2"),
+    11: ("F64", "<f8"),
+    16: ("BF16", "<u2"),
+    17: ("F8_E4M3", "u1"),
+    19: ("F8_E5M2", "u1"),
 }
 _HF_ROOTS = ("model", "lm_head")
 _PARAM_RE = re.compile(r"^[A-Za-z_][\w.]*\.(weight|bias)$")
-_WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Gather": 0, "Mul": 1, "SimplifiedLayerNormalization": 1,
-                 "LayerNormalization": 1, "SkipSimplifiedLayerNormalization": 2}
+_WEIGHT_INPUT = {
+    "MatMul": 1,
+    "Gemm": 1,
+    "Gather": 0,
+    "Mul": 1,
+    "SimplifiedLayerNormalization": 1,
+    "LayerNormalization": 1,
+    "SkipSimplifiedLayerNormalization": 2,
+}
 # A consumer's scope names a parameter only if its role fits the op (a Mul inside a norm
 # scales by the norm weight; a Mul elsewhere multiplies by a folded constant).
 _ANY = lambda k: True  # noqa: E731
 _NORM = lambda k: k is ModuleKind.NORM  # noqa: E731
-_ROLE_OK = {"MatMul": _ANY, "Gemm": _ANY, "Gather": lambda k: k is ModuleKind.EMBED, "Mul": _NORM,
-            "SimplifiedLayerNormalization": _NORM, "LayerNormalization": _NORM,
-            "SkipSimplifiedLayerNormalization": _NORM}
+_ROLE_OK = {
+    "MatMul": _ANY,
+    "Gemm": _ANY,
+    "Gather": lambda k: k is ModuleKind.EMBED,
+    "Mul": _NORM,
+    "SimplifiedLayerNormalization": _NORM,
+    "LayerNormalization": _NORM,
+    "SkipSimplifiedLayerNormalization": _NORM,
+}
 
 
 @dataclass(frozen=True)
@@ -77,8 +94,11 @@ class ONNXCheckpoint(Checkpoint):
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # protobuf DecodeError and friends
-            raise CheckpointError(f"not a readable ONNX model: {type(e).__name__}: {e}", path=path,
-                                  hint="re-export the model") from None
+            raise CheckpointError(
+                f"not a readable ONNX model: {type(e).__name__}: {e}",
+                path=path,
+                hint="re-export the model",
+            ) from None
         graph = model.graph
         consumers: dict[str, list[tuple[Any, int]]] = {}
         for node in graph.node:
@@ -97,9 +117,13 @@ class ONNXCheckpoint(Checkpoint):
             # protobuf dims are int64: a negative or absurd one made numpy raise ValueError
             # ("internal error", exit 3); it is a corrupt file, so refuse it as one (exit 2)
             if any(d < 0 for d in dims) or math.prod(dims) > MAX_NUMEL:
-                raise CheckpointError(f"dims {excerpt(list(dims), 120)} are not a valid tensor shape "
-                                      f"(negative, or more than {MAX_NUMEL} elements)", path=path,
-                                      field=f"initializer {excerpt(init.name, 120)}", hint="re-export the model")
+                raise CheckpointError(
+                    f"dims {excerpt(list(dims), 120)} are not a valid tensor shape "
+                    f"(negative, or more than {MAX_NUMEL} elements)",
+                    path=path,
+                    field=f"initializer {excerpt(init.name, 120)}",
+                    hint="re-export the model",
+                )
             canonical, transpose = self._canonical(init.name, consumers.get(init.name, []))
             if not _PARAM_RE.match(canonical):
                 skipped.append(init.name)  # folded constants (rotary tables, masks): not weights
@@ -109,7 +133,11 @@ class ONNXCheckpoint(Checkpoint):
             if canonical in used:  # two initializers resolved to one module: keep them apart
                 canonical = f"{canonical}#{init.name}"
             used.add(canonical)
-            external = self._external(path, init) if init.data_location == onnx.TensorProto.EXTERNAL else None
+            external = (
+                self._external(path, init)
+                if init.data_location == onnx.TensorProto.EXTERNAL
+                else None
+            )
             if external:
                 extra_files.add(external[0])
             rec = _Init(init.name, dims, kind[0], kind[1], transpose, external, init)
@@ -117,12 +145,24 @@ class ONNXCheckpoint(Checkpoint):
             nbytes = numel * np.dtype(kind[1]).itemsize
             shape = (dims[1], dims[0]) if transpose else dims
             self._inits[init.name] = rec
-            infos.append(make_info(init.name, canonical, shape, kind[0], nbytes, external[0] if external else path))
+            infos.append(
+                make_info(
+                    init.name, canonical, shape, kind[0], nbytes, external[0] if external else path
+                )
+            )
         self._infos = infos
         meta = {p.key: p.value for p in model.metadata_props}
-        config = {"producer_name": model.producer_name, "opset": [o.version for o in model.opset_import]}
-        super().__init__(path=path, format=Format.ONNX, files=[path, *sorted(extra_files)], config=config,
-                         metadata={"onnx_metadata": meta, "onnx_skipped_initializers": skipped})
+        config = {
+            "producer_name": model.producer_name,
+            "opset": [o.version for o in model.opset_import],
+        }
+        super().__init__(
+            path=path,
+            format=Format.ONNX,
+            files=[path, *sorted(extra_files)],
+            config=config,
+            metadata={"onnx_metadata": meta, "onnx_skipped_initializers": skipped},
+        )
 
     @staticmethod
     def _canonical(name: str, uses: list[tuple[Any, int]]) -> tuple[str, bool]:
@@ -140,7 +180,9 @@ class ONNXCheckpoint(Checkpoint):
             leaf_kind = kind_of(scope + ".weight")
             if _WEIGHT_INPUT.get(node.op_type) == idx and _ROLE_OK[node.op_type](leaf_kind):
                 derived = f"{scope}.weight"
-            elif (node.op_type == "Add" and idx == 1 and leaf_kind.prunable) or (node.op_type == "Gemm" and idx == 2):
+            elif (node.op_type == "Add" and idx == 1 and leaf_kind.prunable) or (
+                node.op_type == "Gemm" and idx == 2
+            ):
                 derived = f"{scope}.bias"
         if _PARAM_RE.match(name):
             return _unwrap(name), transpose
@@ -153,16 +195,26 @@ class ONNXCheckpoint(Checkpoint):
         where = f"initializer '{init.name}'"
         target = (model_path.parent / loc).resolve()
         if not loc or Path(loc).is_absolute() or model_path.parent.resolve() not in target.parents:
-            raise CheckpointError(f"external data location {loc!r} is not a file beside the model", path=model_path,
-                                  field=where, hint="external data must live in the model's directory")
+            raise CheckpointError(
+                f"external data location {loc!r} is not a file beside the model",
+                path=model_path,
+                field=where,
+                hint="external data must live in the model's directory",
+            )
         if not target.is_file():
-            raise CheckpointError(f"external data file '{loc}' is missing", path=model_path, field=where,
-                                  hint="copy the .onnx together with its data file(s)")
+            raise CheckpointError(
+                f"external data file '{loc}' is missing",
+                path=model_path,
+                field=where,
+                hint="copy the .onnx together with its data file(s)",
+            )
         try:
             offset = int(kv.get("offset", "0"))
             length = int(kv["length"]) if "length" in kv else target.stat().st_size - offset
         except ValueError:
-            raise CheckpointError("external data offset/length are not integers", path=model_path, field=where) from None
+            raise CheckpointError(
+                "external data offset/length are not integers", path=model_path, field=where
+            ) from None
         return target, offset, length
 
     def tensors(self) -> Iterator[TensorInfo]:
@@ -171,7 +223,9 @@ class ONNXCheckpoint(Checkpoint):
     def _rec(self, info: TensorInfo) -> _Init:
         r = self._inits.get(info.name)
         if r is None:
-            raise CheckpointError("no such initializer", path=self.path, field=f"tensor '{info.name}'")
+            raise CheckpointError(
+                "no such initializer", path=self.path, field=f"tensor '{info.name}'"
+            )
         return r
 
     def read_native(self, info: TensorInfo) -> np.ndarray:
@@ -182,15 +236,26 @@ class ONNXCheckpoint(Checkpoint):
         if r.external is not None:
             f, offset, length = r.external
             if length != numel * dt.itemsize or offset + length > f.stat().st_size or offset < 0:
-                raise CheckpointError(f"external data [{offset}, +{length}) does not hold {list(r.dims)} x {r.dtype} "
-                                      f"within '{f.name}' ({f.stat().st_size} bytes)", path=self.path, field=where)
-            arr: np.ndarray = (np.zeros(r.dims, dt) if numel == 0
-                               else np.memmap(f, dtype=dt, mode="r", offset=offset, shape=r.dims))
+                raise CheckpointError(
+                    f"external data [{offset}, +{length}) does not hold {list(r.dims)} x {r.dtype} "
+                    f"within '{f.name}' ({f.stat().st_size} bytes)",
+                    path=self.path,
+                    field=where,
+                )
+            arr: np.ndarray = (
+                np.zeros(r.dims, dt)
+                if numel == 0
+                else np.memmap(f, dtype=dt, mode="r", offset=offset, shape=r.dims)
+            )
         elif r.proto.HasField("raw_data"):
             raw = r.proto.raw_data
             if len(raw) != numel * dt.itemsize:
-                raise CheckpointError(f"raw_data has {len(raw)} bytes, {list(r.dims)} x {r.dtype} needs "
-                                      f"{numel * dt.itemsize}", path=self.path, field=where)
+                raise CheckpointError(
+                    f"raw_data has {len(raw)} bytes, {list(r.dims)} x {r.dtype} needs "
+                    f"{numel * dt.itemsize}",
+                    path=self.path,
+                    field=where,
+                )
             arr = np.frombuffer(raw, dtype=dt).reshape(r.dims)
         else:
             arr = self._typed(r)
@@ -208,8 +273,11 @@ class ONNXCheckpoint(Checkpoint):
             vals = np.asarray(p.int32_data, dtype=np.int64).astype(dt.str.replace("f", "u"))
             vals = vals.view(dt)
         if vals.size != int(np.prod(r.dims)):
-            raise CheckpointError(f"holds {vals.size} values, shape {list(r.dims)} needs {int(np.prod(r.dims))}",
-                                  path=self.path, field=f"tensor '{r.name}'")
+            raise CheckpointError(
+                f"holds {vals.size} values, shape {list(r.dims)} needs {int(np.prod(r.dims))}",
+                path=self.path,
+                field=f"tensor '{r.name}'",
+            )
         return vals.reshape(r.dims)
 
     def read(self, info: TensorInfo) -> np.ndarray:

@@ -105,8 +105,12 @@ class _DuplicateKey(ValueError):
         self.key = key
 
 
-def _err(path: Path, msg: str, tensor: str | None = None, hint: str | None = None) -> CheckpointError:
-    return CheckpointError(msg, path=path, field=f"tensor '{tensor}'" if tensor else None, hint=hint)
+def _err(
+    path: Path, msg: str, tensor: str | None = None, hint: str | None = None
+) -> CheckpointError:
+    return CheckpointError(
+        msg, path=path, field=f"tensor '{tensor}'" if tensor else None, hint=hint
+    )
 
 
 def read_header(path: Path) -> tuple[list[Entry], dict[str, str]]:
@@ -133,15 +137,24 @@ def _read_raw_header(path: Path) -> tuple[int, bytes, int]:
         with path.open("rb") as f:
             head = f.read(8)
             if len(head) < 8:
-                raise _err(path, f"truncated: file is {size} bytes, shorter than the 8-byte header length",
-                           hint="re-download or re-export the file")
+                raise _err(
+                    path,
+                    f"truncated: file is {size} bytes, shorter than the 8-byte header length",
+                    hint="re-download or re-export the file",
+                )
             (n,) = struct.unpack("<Q", head)
             if n > MAX_HEADER_BYTES:
-                raise _err(path, f"header length {n} bytes exceeds the {MAX_HEADER_BYTES}-byte cap",
-                           hint="the file is corrupt or not safetensors")
+                raise _err(
+                    path,
+                    f"header length {n} bytes exceeds the {MAX_HEADER_BYTES}-byte cap",
+                    hint="the file is corrupt or not safetensors",
+                )
             if 8 + n > size:
-                raise _err(path, f"header length {n} bytes exceeds the file size ({size} bytes): truncated or corrupt",
-                           hint="re-download or re-export the file")
+                raise _err(
+                    path,
+                    f"header length {n} bytes exceeds the file size ({size} bytes): truncated or corrupt",
+                    hint="re-download or re-export the file",
+                )
             raw = f.read(n)
     except OSError as e:
         raise _err(path, f"cannot read file: {e.strerror or e}") from None
@@ -152,49 +165,84 @@ def _parse_header_json(path: Path, raw: bytes) -> dict[str, Any]:
     from edgegate.safe_json import MAX_DEPTH, too_deep
 
     if too_deep(raw):  # json recurses per level: 200k '[' was a RecursionError
-        raise _err(path, f"header JSON nests more than {MAX_DEPTH} levels", hint="the file is corrupt or not safetensors")
+        raise _err(
+            path,
+            f"header JSON nests more than {MAX_DEPTH} levels",
+            hint="the file is corrupt or not safetensors",
+        )
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
     except _DuplicateKey as e:
-        raise _err(path, "duplicate tensor name in header", tensor=e.key,
-                   hint="each tensor may appear once") from None
+        raise _err(
+            path,
+            "duplicate tensor name in header",
+            tensor=e.key,
+            hint="each tensor may appear once",
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _err(path, f"header is not valid UTF-8 JSON ({e})", hint="the file is corrupt or not safetensors") from None
+        raise _err(
+            path,
+            f"header is not valid UTF-8 JSON ({e})",
+            hint="the file is corrupt or not safetensors",
+        ) from None
     if not isinstance(header, dict):
         raise _err(path, "header JSON is not an object")
     return header
 
 
-def _entry(path: Path, name: str, rec: Any, data_start: int, data_len: int) -> tuple[int, int, Entry]:
+def _entry(
+    path: Path, name: str, rec: Any, data_start: int, data_len: int
+) -> tuple[int, int, Entry]:
     """One tensor's record, checked on its own: (begin, end) relative to the data section, and
     the entry. Every field is untrusted JSON, so each type is checked before it is used."""
     if not isinstance(rec, dict):
         raise _err(path, "header record is not an object", tensor=name)
     dtype = rec.get("dtype")
     if not isinstance(dtype, str) or dtype not in STORAGE_DTYPES:  # a list/dict is unhashable
-        raise _err(path, f"unknown dtype {dtype!r}", tensor=name,
-                   hint=f"expected one of {', '.join(STORAGE_DTYPES)}")
+        raise _err(
+            path,
+            f"unknown dtype {dtype!r}",
+            tensor=name,
+            hint=f"expected one of {', '.join(STORAGE_DTYPES)}",
+        )
     shape = rec.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise _err(path, f"shape {shape!r} is not a list of non-negative integers", tensor=name)
     offs = rec.get("data_offsets")
-    if (not isinstance(offs, list) or len(offs) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
+    if (
+        not isinstance(offs, list)
+        or len(offs) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)
+    ):
         raise _err(path, f"data_offsets {offs!r} is not a pair of integers", tensor=name)
     begin, end = offs
     if begin > end:
-        raise _err(path, f"data_offsets [{begin}, {end}] are reversed (begin > end)", tensor=name,
-                   hint="lying header")
+        raise _err(
+            path,
+            f"data_offsets [{begin}, {end}] are reversed (begin > end)",
+            tensor=name,
+            hint="lying header",
+        )
     if not 0 <= begin <= end <= data_len:
-        raise _err(path, f"data_offsets [{begin}, {end}] fall outside the data section (0..{data_len} bytes)",
-                   tensor=name, hint="truncated or lying header")
+        raise _err(
+            path,
+            f"data_offsets [{begin}, {end}] fall outside the data section (0..{data_len} bytes)",
+            tensor=name,
+            hint="truncated or lying header",
+        )
     numel = 1
     for d in shape:
         numel *= d
     want = numel * STORAGE_DTYPES[dtype].itemsize
     if end - begin != want:
-        raise _err(path, f"shape {shape} x {dtype} needs {want} bytes but data_offsets span {end - begin}",
-                   tensor=name, hint="lying header: shape, dtype or offsets are wrong")
+        raise _err(
+            path,
+            f"shape {shape} x {dtype} needs {want} bytes but data_offsets span {end - begin}",
+            tensor=name,
+            hint="lying header: shape, dtype or offsets are wrong",
+        )
     return begin, end, Entry(name, dtype, tuple(shape), data_start + begin, end - begin, path)
 
 
@@ -204,15 +252,26 @@ def _check_coverage(path: Path, entries: list[tuple[int, int, Entry]], data_len:
     pos, prev = 0, None
     for begin, end, ent in entries:
         if begin < pos:
-            raise _err(path, f"data overlaps tensor '{prev}' (starts at {begin}, previous ends at {pos})",
-                       tensor=ent.name, hint="lying header")
+            raise _err(
+                path,
+                f"data overlaps tensor '{prev}' (starts at {begin}, previous ends at {pos})",
+                tensor=ent.name,
+                hint="lying header",
+            )
         if begin > pos:
-            raise _err(path, f"gap of {begin - pos} unreferenced bytes before this tensor", tensor=ent.name,
-                       hint="tensors must cover the data section contiguously")
+            raise _err(
+                path,
+                f"gap of {begin - pos} unreferenced bytes before this tensor",
+                tensor=ent.name,
+                hint="tensors must cover the data section contiguously",
+            )
         pos, prev = end, ent.name
     if pos != data_len:
-        raise _err(path, f"data section is {data_len} bytes but tensors cover {pos}",
-                   hint="trailing bytes or truncation: re-export the file")
+        raise _err(
+            path,
+            f"data section is {data_len} bytes but tensors cover {pos}",
+            hint="trailing bytes or truncation: re-export the file",
+        )
 
 
 def read_native_entry(e: Entry) -> np.ndarray:
@@ -250,16 +309,28 @@ def _shard_files(root: Path) -> list[Path]:
     names: list[str] = []
     for tensor, fname in wm.items():
         # a NUL or a name over the filesystem's 255 bytes made is_file() raise (found by fuzzing)
-        if (not isinstance(fname, str) or "/" in fname or "\\" in fname or fname in ("", ".", "..")
-                or "\x00" in fname or len(fname.encode("utf-8", "surrogatepass")) > 255):
-            raise CheckpointError(f"shard name {excerpt(fname)} is not a file name in this directory",
-                                  path=index, field=f"weight_map['{tensor}']")
+        if (
+            not isinstance(fname, str)
+            or "/" in fname
+            or "\\" in fname
+            or fname in ("", ".", "..")
+            or "\x00" in fname
+            or len(fname.encode("utf-8", "surrogatepass")) > 255
+        ):
+            raise CheckpointError(
+                f"shard name {excerpt(fname)} is not a file name in this directory",
+                path=index,
+                field=f"weight_map['{tensor}']",
+            )
         if fname not in names:
             names.append(fname)
     for fname in names:
         if not (root / fname).is_file():
-            raise CheckpointError(f"shard '{fname}' listed in the index is missing", path=index,
-                                  hint="download every shard of the checkpoint")
+            raise CheckpointError(
+                f"shard '{fname}' listed in the index is missing",
+                path=index,
+                hint="download every shard of the checkpoint",
+            )
     return [root / f for f in names]
 
 
@@ -271,29 +342,44 @@ def _validate_index(root: Path, entries: dict[str, Entry]) -> None:
     for tensor, fname in wm.items():
         stored = entries.get(tensor)
         if stored is None:
-            raise CheckpointError(f"index maps it to '{fname}' but no shard contains it", path=index,
-                                  field=f"tensor '{tensor}'")
+            raise CheckpointError(
+                f"index maps it to '{fname}' but no shard contains it",
+                path=index,
+                field=f"tensor '{tensor}'",
+            )
         if stored.file.name != fname:
-            raise CheckpointError(f"index maps it to '{fname}' but it is stored in '{stored.file.name}'",
-                                  path=index, field=f"tensor '{tensor}'")
+            raise CheckpointError(
+                f"index maps it to '{fname}' but it is stored in '{stored.file.name}'",
+                path=index,
+                field=f"tensor '{tensor}'",
+            )
     extra = [n for n in entries if n not in wm]
     if extra:
-        raise CheckpointError(f"{len(extra)} tensor(s) stored in shards but absent from the index, "
-                              f"first: {', '.join(extra[:3])}", path=index, hint="regenerate the index")
+        raise CheckpointError(
+            f"{len(extra)} tensor(s) stored in shards but absent from the index, "
+            f"first: {', '.join(extra[:3])}",
+            path=index,
+            hint="regenerate the index",
+        )
 
 
 # HF quantisers that pack several weights into one integer: element zero counts of the
 # stored tensors say nothing about the model's weights, so reading them would mislead.
-PACKED_QUANT_METHODS = frozenset({"gptq", "awq", "bitsandbytes", "aqlm", "hqq", "quanto", "eetq", "exl2", "marlin"})
+PACKED_QUANT_METHODS = frozenset(
+    {"gptq", "awq", "bitsandbytes", "aqlm", "hqq", "quanto", "eetq", "exl2", "marlin"}
+)
 
 
 def _refuse_packed_quant(cfg_path: Path, config: dict[str, Any] | None) -> None:
     qc = (config or {}).get("quantization_config")
     method = qc.get("quant_method") if isinstance(qc, dict) else None
     if isinstance(method, str) and method.lower() in PACKED_QUANT_METHODS:
-        raise CheckpointError(f"quantised with '{method}' (packed integer weights) is not supported",
-                              path=cfg_path, field="quantization_config.quant_method",
-                              hint="scan the unquantised checkpoint, or a GGUF/MLX/compressed-tensors export")
+        raise CheckpointError(
+            f"quantised with '{method}' (packed integer weights) is not supported",
+            path=cfg_path,
+            field="quantization_config.quant_method",
+            hint="scan the unquantised checkpoint, or a GGUF/MLX/compressed-tensors export",
+        )
 
 
 class SafetensorsCheckpoint(Checkpoint):
@@ -308,8 +394,11 @@ class SafetensorsCheckpoint(Checkpoint):
             meta.update(m)
             for e in found:
                 if e.name in entries:
-                    raise CheckpointError(f"stored in two shards: '{entries[e.name].file.name}' and '{f.name}'",
-                                          path=root, field=f"tensor '{e.name}'")
+                    raise CheckpointError(
+                        f"stored in two shards: '{entries[e.name].file.name}' and '{f.name}'",
+                        path=root,
+                        field=f"tensor '{e.name}'",
+                    )
                 entries[e.name] = e
         _validate_index(root, entries)
         config = None
@@ -322,8 +411,13 @@ class SafetensorsCheckpoint(Checkpoint):
         if fmt is Format.SAFETENSORS:
             _refuse_packed_quant(cfg_path, config)
         extra = [root / INDEX_NAME] if root.is_dir() and (root / INDEX_NAME).exists() else []
-        super().__init__(path=root, format=fmt, files=files + extra, config=config,
-                         metadata={"__metadata__": meta})
+        super().__init__(
+            path=root,
+            format=fmt,
+            files=files + extra,
+            config=config,
+            metadata={"__metadata__": meta},
+        )
         self.entries = entries
 
     def tensors(self) -> Iterator[TensorInfo]:
@@ -333,7 +427,9 @@ class SafetensorsCheckpoint(Checkpoint):
     def entry(self, info: TensorInfo) -> Entry:
         e = self.entries.get(info.name)
         if e is None:
-            raise CheckpointError("no such tensor in this checkpoint", path=self.path, field=f"tensor '{info.name}'")
+            raise CheckpointError(
+                "no such tensor in this checkpoint", path=self.path, field=f"tensor '{info.name}'"
+            )
         return e
 
     def read_native(self, info: TensorInfo) -> np.ndarray:

@@ -72,5 +72,7 @@ def run(name: str, ctx: CheckContext[PolicySection]) -> CheckResult:
     against ``ctx.section``; ``edgegate merge`` calls the same ``judge`` on every shard's."""
     module = load(name)
     if module is None:
-        raise ModuleNotFoundError(f"no check named {name!r} in this build", name=f"{__name__}.{name}")
+        raise ModuleNotFoundError(
+            f"no check named {name!r} in this build", name=f"{__name__}.{name}"
+        )
     return module.judge([(THIS_RUN, module.measure(ctx, None))], ctx.section)

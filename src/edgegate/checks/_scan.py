@@ -9,7 +9,9 @@ from edgegate.forensics.scan import ScanResult, broken_reference, scan_paths
 from edgegate.policy import check_default
 
 ScanPair = tuple[ScanResult, ScanResult | None]  # (compressed, dense original or None)
-_SCAN_THREADS = 2  # reader threads of a scan inside `edgegate check` (the CLI's own scan has --threads)
+_SCAN_THREADS = (
+    2  # reader threads of a scan inside `edgegate check` (the CLI's own scan has --threads)
+)
 
 
 def shared_scans(ctx: CheckContext[SparsitySection] | CheckContext[SizeSection]) -> ScanPair:

@@ -52,21 +52,37 @@ class Setup:
     choice: Any  # backends.auto.RuntimeChoice when the runtime was auto
 
     def key(self, shard: Shard | None) -> str:
-        return json.dumps([self.runtime, [str(m) for m in self.models], self.n_ctx, self.mode,
-                           self.text_id["sha256"], list(shard or (1, 1))])
+        return json.dumps(
+            [
+                self.runtime,
+                [str(m) for m in self.models],
+                self.n_ctx,
+                self.mode,
+                self.text_id["sha256"],
+                list(shard or (1, 1)),
+            ]
+        )
 
 
 def text_inputs(check: str) -> DataInputs[ScoringSection]:
     """The text file a scoring check's block names (perplexity's, shared with fidelity)."""
 
-    def inputs(section: ScoringSection, settings: RunSettings, policy_dir: Path | None) -> list[DataInput]:
+    def inputs(
+        section: ScoringSection, settings: RunSettings, policy_dir: Path | None
+    ) -> list[DataInput]:
         from edgegate.policy import relative_to_policy
 
         text = section.text
         if not text:
             return []  # the embedded evaluation text
-        return [DataInput(f"{check}_text", f"checks.{check}.text", str(relative_to_policy(str(text), policy_dir)),
-                          f"{check} text")]
+        return [
+            DataInput(
+                f"{check}_text",
+                f"checks.{check}.text",
+                str(relative_to_policy(str(text), policy_dir)),
+                f"{check} text",
+            )
+        ]
 
     return inputs
 
@@ -93,7 +109,9 @@ def setup(ctx: ScoringContext, check: str) -> Setup | None:
         try:
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"cannot read the {check} text: {exc}", path=p, field=f"checks.{check}.text") from exc
+            raise DatasetError(
+                f"cannot read the {check} text: {exc}", path=p, field=f"checks.{check}.text"
+            ) from exc
     models: tuple[str | Path, str | Path] = (ctx.dense_path, ctx.compressed_path)
     if ctx.settings.endpoints:  # models on servers
         runtime = "openai"
@@ -107,20 +125,29 @@ def setup(ctx: ScoringContext, check: str) -> Setup | None:
     body = ppl.evaluation_text(text)
     # Which text was scored is part of the evidence: a reviewer must be able to tell the
     # embedded text from a file, and one file from another.
-    text_id = TextId(source=str(sec.text) if sec.text else "embedded (edgegate's evaluation text)",
-                     sha256=hashlib.sha256(body.encode("utf-8")).hexdigest(), chars=len(body))
+    text_id = TextId(
+        source=str(sec.text) if sec.text else "embedded (edgegate's evaluation text)",
+        sha256=hashlib.sha256(body.encode("utf-8")).hexdigest(),
+        chars=len(body),
+    )
     return Setup(runtime, requested, int(n_ctx), str(mode), body, text_id, models, choice)
 
 
-def run_pass(ctx: ScoringContext, s: Setup, shard: Shard | None, *, fidelity: bool) -> dict[str, Any]:
+def run_pass(
+    ctx: ScoringContext, s: Setup, shard: Shard | None, *, fidelity: bool
+) -> dict[str, Any]:
     """Score this shard's chunks with both models: per-token NLLs (and, with ``fidelity``, KL
     and top-1 agreement), JSON-able. With ``fidelity`` the result is kept in ``ctx.shared``."""
     from edgegate import perplexity as ppl
     from edgegate.backends.pair import OpenSettings, open_pair
 
     t0 = time.perf_counter()
-    opening = OpenSettings(n_ctx=s.n_ctx, threads=ctx.settings.threads, cache_dir=ctx.settings.cache_dir,
-                           timeout=ctx.settings.backend_timeout)
+    opening = OpenSettings(
+        n_ctx=s.n_ctx,
+        threads=ctx.settings.threads,
+        cache_dir=ctx.settings.cache_dir,
+        timeout=ctx.settings.backend_timeout,
+    )
     with open_pair(s.runtime, s.models, opening) as pair:
         extra = ppl.same_tokenizer(pair, s.body)
         chunking = ppl.chunk_text(pair.dense, s.body, s.n_ctx, s.mode)  # type: ignore[arg-type]
@@ -131,12 +158,16 @@ def run_pass(ctx: ScoringContext, s: Setup, shard: Shard | None, *, fidelity: bo
             from edgegate.fidelity import scored_pass
 
             res = scored_pass(pair.dense, pair.compressed, chunking, idx, progress=ctx.progress)
-            nll = {"dense": [c.nll_dense.tolist() for c in res.chunks],
-                   "compressed": [c.nll_compressed.tolist() for c in res.chunks]}
+            nll = {
+                "dense": [c.nll_dense.tolist() for c in res.chunks],
+                "compressed": [c.nll_compressed.tolist() for c in res.chunks],
+            }
             seconds = {r: res.seconds[r] for r in ("dense", "compressed")}
-            out["fidelity"] = {"kl": [c.kl.tolist() for c in res.chunks],
-                               "top1": [c.top1.astype(int).tolist() for c in res.chunks],
-                               "compare_s": res.seconds["compare"]}
+            out["fidelity"] = {
+                "kl": [c.kl.tolist() for c in res.chunks],
+                "top1": [c.top1.astype(int).tolist() for c in res.chunks],
+                "compare_s": res.seconds["compare"],
+            }
         else:
             nll, seconds, kept = _nll_pass(ctx, s, pair, chunking, idx, _tokens_digest(chunking))
             extra["result_cache"] = kept
@@ -146,14 +177,24 @@ def run_pass(ctx: ScoringContext, s: Setup, shard: Shard | None, *, fidelity: bo
         extra["vocab_size"] = int(pair.dense.n_vocab or 0) or None
     extra["text"] = {**s.text_id, "tokens_scored": sum(len(ch) for ch in chunking.chunks)}
     digest = _tokens_digest(chunking)
-    out.update({
-        "chunking": {"n_ctx": chunking.n_ctx, "mode": chunking.mode, "first": chunking.first,
-                     "n_chunks": len(chunking.chunks), "n_eval": sum(len(ch) for ch in chunking.chunks),
-                     "tokens_sha256": digest},
-        "indices": idx, "nll": nll, "seconds": seconds, "extra": jsonable(extra),
-        "runtime_choice": s.choice.as_dict() if s.choice else None,  # the report says why
-        "duration_s": time.perf_counter() - t0,
-    })
+    out.update(
+        {
+            "chunking": {
+                "n_ctx": chunking.n_ctx,
+                "mode": chunking.mode,
+                "first": chunking.first,
+                "n_chunks": len(chunking.chunks),
+                "n_eval": sum(len(ch) for ch in chunking.chunks),
+                "tokens_sha256": digest,
+            },
+            "indices": idx,
+            "nll": nll,
+            "seconds": seconds,
+            "extra": jsonable(extra),
+            "runtime_choice": s.choice.as_dict() if s.choice else None,  # the report says why
+            "duration_s": time.perf_counter() - t0,
+        }
+    )
     if fidelity:
         ctx.shared.scoring_pass = KeptPass(s.key(shard), out)
     return out
@@ -164,7 +205,12 @@ def _tokens_digest(chunking: Chunking) -> str:
 
 
 def _nll_pass(
-    ctx: ScoringContext, s: Setup, pair: ModelPair, chunking: Chunking, idx: list[int], tokens_sha256: str,
+    ctx: ScoringContext,
+    s: Setup,
+    pair: ModelPair,
+    chunking: Chunking,
+    idx: list[int],
+    tokens_sha256: str,
 ) -> tuple[dict[str, list[list[float]]], dict[str, float], dict[str, dict[str, int]]]:
     """Both models' per-token NLLs of the chunks ``idx``, each chunk from the result cache when
     this model already scored it with the same runtime, threads, libraries and tokens
@@ -181,15 +227,27 @@ def _nll_pass(
     kept: dict[str, dict[str, int]] = {}
     try:
         store = NLLCache(cache) if cache is not None else None
-        setting = setting_key(s.runtime, ctx.settings.threads, {
-            "n_ctx": chunking.n_ctx, "mode": chunking.mode, "first": chunking.first, "tokens_sha256": tokens_sha256})
+        setting = setting_key(
+            s.runtime,
+            ctx.settings.threads,
+            {
+                "n_ctx": chunking.n_ctx,
+                "mode": chunking.mode,
+                "first": chunking.first,
+                "tokens_sha256": tokens_sha256,
+            },
+        )
         for role in ("dense", "compressed"):
             be = pair.open(role)
             t1 = time.perf_counter()
             model = cache.model_hash(be.model_path) if cache is not None else ""
             got = store.get(model, setting, idx) if store is not None else {}
             todo = [k for k in idx if k not in got]
-            for k, arr in zip(todo, ppl.chunk_nlls(be, chunking, todo, progress=ctx.progress, label=role), strict=True):
+            for k, arr in zip(
+                todo,
+                ppl.chunk_nlls(be, chunking, todo, progress=ctx.progress, label=role),
+                strict=True,
+            ):
                 got[k] = arr
                 if store is not None:
                     store.put(model, setting, k, arr)

@@ -64,7 +64,9 @@ __all__ = [
     "jsonable",
 ]
 
-Measured = tuple[str, Any]  # (where the measurement came from: "this run" or a partial file, measurement)
+Measured = tuple[
+    str, Any
+]  # (where the measurement came from: "this run" or a partial file, measurement)
 THIS_RUN = "this run"
 S = TypeVar("S", bound=PolicySection)  # a check's typed policy section
 S_co = TypeVar("S_co", bound=PolicySection, covariant=True)  # a BBQ context is a context
@@ -181,7 +183,9 @@ class Needs(Generic[S]):
 
     local_files: bool = False  # the checkpoint files themselves (models behind URLs will not do)
     runtime: RuntimeUse = RuntimeUse.NONE
-    on_swapped_inputs: bool = False  # still measured when the inputs look swapped: its numbers show it
+    on_swapped_inputs: bool = (
+        False  # still measured when the inputs look swapped: its numbers show it
+    )
     data: DataInputs[S] | None = None  # (section, settings, policy folder) -> the data it reads
     shares_data_of: str | None = None  # another check whose data this one reads by default
     cost: Cost = Cost.STATIC

@@ -61,18 +61,33 @@ def data_source(section: BBQSection, settings: RunSettings, policy_dir: Path | N
     return settings.bbq_data or policy_data_path(section.data, policy_dir)
 
 
-def data_inputs(section: BBQSection, settings: RunSettings, policy_dir: Path | None) -> list[DataInput]:
+def data_inputs(
+    section: BBQSection, settings: RunSettings, policy_dir: Path | None
+) -> list[DataInput]:
     source = data_source(section, settings, policy_dir)
     where = "checks.bbq.data" if source and not settings.bbq_data else "--bbq-data"
-    return [DataInput("bbq_data", where, source, "BBQ data",
-                      kind="folder", missing=f"no BBQ data given: {_NO_DATA_HINT}")]
+    return [
+        DataInput(
+            "bbq_data",
+            where,
+            source,
+            "BBQ data",
+            kind="folder",
+            missing=f"no BBQ data given: {_NO_DATA_HINT}",
+        )
+    ]
 
 
 NEEDS = Needs(runtime=RuntimeUse.ONE, data=data_inputs, cost=Cost.SAMPLE)
 
 
 def prepare_items(
-    source: str | Path, *, condition: str, n: int | None, seed: int, categories: Sequence[str] | None = None,
+    source: str | Path,
+    *,
+    condition: str,
+    n: int | None,
+    seed: int,
+    categories: Sequence[str] | None = None,
     disambig_items: int = 0,
 ) -> tuple[list[BBQItem], dict[str, Targets], dict[str, Any]]:
     """Load, derive targets (excluding undecidable items), and draw the stratified sample;
@@ -87,7 +102,9 @@ def prepare_items(
     if condition == "ambig" and disambig_items > 0:
         try:
             loaded_dis = load(source, condition="disambig", categories=categories)
-        except DatasetError:  # data without disambiguated items: validity reports accuracy as untested
+        except (
+            DatasetError
+        ):  # data without disambiguated items: validity reports accuracy as untested
             loaded_dis = []
         derived_dis = derive_all(loaded_dis)
         dis = stratified_sample(derived_dis.items, disambig_items, seed)
@@ -96,8 +113,13 @@ def prepare_items(
         loaded = [*loaded, *loaded_dis]
         sample = [*sample, *dis]
     info = {
-        "source": str(source), "condition": condition, "n_loaded": len(loaded), "n_used": len(sample),
-        "n_disambig": n_dis if condition == "ambig" else sum(it.condition == "disambig" for it in sample),
+        "source": str(source),
+        "condition": condition,
+        "n_loaded": len(loaded),
+        "n_used": len(sample),
+        "n_disambig": n_dis
+        if condition == "ambig"
+        else sum(it.condition == "disambig" for it in sample),
         "excluded": {"count": len(derived.excluded), "reasons": derived.exclusion_summary()},
         "categories": sorted({it.category for it in sample}),
     }
@@ -141,13 +163,20 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
         raise DatasetError("no BBQ data given", field="checks.bbq.data", hint=_NO_DATA_HINT)
     seed = int(ctx.settings.seed if ctx.settings.seed is not None else pol.seed)
     items, targets, info = prepare_items(
-        source, condition=pol.condition, n=int(pol.items) or None, seed=seed,
+        source,
+        condition=pol.condition,
+        n=int(pol.items) or None,
+        seed=seed,
         disambig_items=int(pol.disambig_items),
     )
     pol, models = _runtime(ctx, ctx.dense_path, pol)
     run_items = shard_items(items, shard) if shard is not None else items
-    opening = OpenSettings(threads=ctx.settings.threads, seed=seed, cache_dir=ctx.settings.cache_dir,
-                           timeout=ctx.settings.backend_timeout)
+    opening = OpenSettings(
+        threads=ctx.settings.threads,
+        seed=seed,
+        cache_dir=ctx.settings.cache_dir,
+        timeout=ctx.settings.backend_timeout,
+    )
     cache = ResultCache.in_dir(ctx.settings.cache_dir)
     answers: dict[str, list[Answer]] = {}
     counts: dict[str, dict[str, int]] = {}
@@ -156,12 +185,26 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
     try:
         with open_pair(pol.runtime, models, opening) as pair:
             pol = resolved_mode(pair, pol)
-            cfg = ScoreConfig(mode=pol.mode, seeds=int(pol.seeds), temperature=float(pol.temperature),
-                              permute=bool(pol.permute_options))
+            cfg = ScoreConfig(
+                mode=pol.mode,
+                seeds=int(pol.seeds),
+                temperature=float(pol.temperature),
+                permute=bool(pol.permute_options),
+            )
             plan = sequential.plan(run_items, pol, sharded=shard is not None, seed=seed)
             for look in range(plan.looks):
-                _score_round(ctx, pair, paths, pol, plan.items_of(run_items, look), cfg, cache, answers, counts,
-                             f" (look {look + 1}/{plan.looks})" if plan.looks > 1 else "")
+                _score_round(
+                    ctx,
+                    pair,
+                    paths,
+                    pol,
+                    plan.items_of(run_items, look),
+                    cfg,
+                    cache,
+                    answers,
+                    counts,
+                    f" (look {look + 1}/{plan.looks})" if plan.looks > 1 else "",
+                )
                 if look == plan.looks - 1:
                     break
                 so_far = plan.items_through(run_items, look)
@@ -172,16 +215,36 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
     finally:
         cache.close()
     if not looks or not looks[-1].crossed:
-        looks.append(sequential.Look(plan.looks, sum(it.condition == "ambig" for it in run_items),
-                                     sum(it.condition == "disambig" for it in run_items), 1.0, None, None))
-    rec = sequential.record(plan, looks, int(info["n_used"]) - int(info["n_disambig"]), int(info["n_disambig"]))
-    if rec["stopped_early"]:  # the data block counts what was judged; the sample drawn stays on record
-        info = {**info, "n_sampled": info["n_used"], "n_used": len(run_items),
-                "n_disambig": rec["n_disambig"]["used"]}
-    return payload(items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0, counts, rec)
+        looks.append(
+            sequential.Look(
+                plan.looks,
+                sum(it.condition == "ambig" for it in run_items),
+                sum(it.condition == "disambig" for it in run_items),
+                1.0,
+                None,
+                None,
+            )
+        )
+    rec = sequential.record(
+        plan, looks, int(info["n_used"]) - int(info["n_disambig"]), int(info["n_disambig"])
+    )
+    if rec[
+        "stopped_early"
+    ]:  # the data block counts what was judged; the sample drawn stays on record
+        info = {
+            **info,
+            "n_sampled": info["n_used"],
+            "n_used": len(run_items),
+            "n_disambig": rec["n_disambig"]["used"],
+        }
+    return payload(
+        items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0, counts, rec
+    )
 
 
-def _runtime(ctx: CheckContext[BBQSection], dense: str | Path, pol: BBQSection) -> tuple[BBQSection, tuple[str | Path, str | Path]]:
+def _runtime(
+    ctx: CheckContext[BBQSection], dense: str | Path, pol: BBQSection
+) -> tuple[BBQSection, tuple[str | Path, str | Path]]:
     """The section with the runtime this run scores on (and, for ``runtime: auto``, why: kept
     in shard partials, so a merge reports it too), and the two models as that runtime opens
     them."""
@@ -212,9 +275,16 @@ def resolved_mode(pair: ModelPair, pol: BBQSection) -> BBQSection:
 
 
 def _score_round(
-    ctx: CheckContext[BBQSection], pair: ModelPair, paths: Mapping[str, str | Path], pol: BBQSection,
-    items: Sequence[BBQItem], cfg: ScoreConfig, cache: ResultCache, answers: dict[str, list[Answer]],
-    counts: dict[str, dict[str, int]], look: str,
+    ctx: CheckContext[BBQSection],
+    pair: ModelPair,
+    paths: Mapping[str, str | Path],
+    pol: BBQSection,
+    items: Sequence[BBQItem],
+    cfg: ScoreConfig,
+    cache: ResultCache,
+    answers: dict[str, list[Answer]],
+    counts: dict[str, dict[str, int]],
+    look: str,
 ) -> None:
     """Both models' answers to ``items`` (one round of the sample), added to ``answers`` and
     ``counts``; the null is the dense model again with fresh seeds (seeds k..2k-1, stored as
@@ -227,11 +297,19 @@ def _score_round(
     jobs.append(("compressed", "compressed", cfg))
     for role, model, c in jobs:
         scored = score_model(
-            partial(open_for_bbq, pair, model), paths[model], pol.runtime, items, c, cache,
-            progress=ctx.progress, label=role + look,
+            partial(open_for_bbq, pair, model),
+            paths[model],
+            pol.runtime,
+            items,
+            c,
+            cache,
+            progress=ctx.progress,
+            label=role + look,
         )
         got = scored.answers
-        answers.setdefault(role, []).extend([replace(a, seed=a.seed - c.seed_offset) for a in got] if c.seed_offset else got)
+        answers.setdefault(role, []).extend(
+            [replace(a, seed=a.seed - c.seed_offset) for a in got] if c.seed_offset else got
+        )
         n = counts.setdefault(role, {"answers": 0, "scored_here": 0})
         n["answers"] += len(got)
         n["scored_here"] += scored.scored_here
@@ -249,5 +327,14 @@ def judge(measurements: Sequence[Measured], section: BBQSection) -> CheckResult:
     if measurements[0][1] is None:
         return CheckResult.skipped("bbq", "BBQ transitions need a dense baseline model")
     c = combine(measurements)
-    return result_from_answers(c.items, c.targets, c.info, c.config, c.policy, c.answers, c.duration_s, c.scored,
-                               c.sequential)
+    return result_from_answers(
+        c.items,
+        c.targets,
+        c.info,
+        c.config,
+        c.policy,
+        c.answers,
+        c.duration_s,
+        c.scored,
+        c.sequential,
+    )

@@ -48,10 +48,14 @@ class Settings(TypedDict):
     n_ctx: int
     min_chunks: int
     max_relative_increase: float
+
+
 NEEDS = Needs(runtime=RuntimeUse.ONE, data=text_inputs("perplexity"), cost=Cost.PASS)
 
 
-def measure(ctx: CheckContext[PerplexitySection], shard: Shard | None = None) -> dict[str, Any] | None:
+def measure(
+    ctx: CheckContext[PerplexitySection], shard: Shard | None = None
+) -> dict[str, Any] | None:
     """Per-token NLLs of both models on this shard's chunks (every chunk when unsharded),
     never the aggregate; None without a dense model. When the fidelity check already scored
     the same chunks with the same models (``checks._scoring``), its NLLs are used: one pass."""
@@ -61,14 +65,21 @@ def measure(ctx: CheckContext[PerplexitySection], shard: Shard | None = None) ->
     s = _scoring.setup(ctx, "perplexity")
     if s is None:
         return None
-    settings = Settings(runtime=s.runtime, n_ctx=s.n_ctx, min_chunks=int(sec.min_chunks),
-                        max_relative_increase=float(sec.max_relative_increase))
+    settings = Settings(
+        runtime=s.runtime,
+        n_ctx=s.n_ctx,
+        min_chunks=int(sec.min_chunks),
+        max_relative_increase=float(sec.max_relative_increase),
+    )
     shared = _scoring.reuse(ctx, s, shard)
     if shared is None:
         return {"settings": settings, **_scoring.run_pass(ctx, s, shard, fidelity=False)}
     out = {k: v for k, v in shared.items() if k != "fidelity"}
     # the pass's time is the fidelity check's; this check took none of its own
-    out["extra"] = {**out["extra"], "scored_in": "the fidelity check's pass (one scoring pass for both checks)"}
+    out["extra"] = {
+        **out["extra"],
+        "scored_in": "the fidelity check's pass (one scoring pass for both checks)",
+    }
     return {"settings": settings, **out, "duration_s": 0.0}
 
 
@@ -89,7 +100,9 @@ def judge(measurements: Sequence[Measured], section: PerplexitySection) -> Check
 
     first_name, first = measurements[0]
     if first is None:
-        return CheckResult.skipped("perplexity", "the perplexity check needs the dense model to compare against")
+        return CheckResult.skipped(
+            "perplexity", "the perplexity check needs the dense model to compare against"
+        )
     for pname, p in measurements[1:]:
         for key in ("settings", "chunking"):
             if first_difference(first[key], p[key]):
@@ -99,33 +112,48 @@ def judge(measurements: Sequence[Measured], section: PerplexitySection) -> Check
     for pname, p in measurements:
         for j, k in enumerate(p["indices"]):
             if k in owner:
-                raise InputError(f"cannot merge: perplexity chunk {k} is in both {owner[k]} and {pname} (overlapping shards)",
-                                 field="checks.perplexity.indices")
+                raise InputError(
+                    f"cannot merge: perplexity chunk {k} is in both {owner[k]} and {pname} (overlapping shards)",
+                    field="checks.perplexity.indices",
+                )
             owner[k] = pname
             for role in nll:
                 nll[role][k] = p["nll"][role][j]
     ch = first["chunking"]
     missing = [k for k in range(int(ch["n_chunks"])) if k not in owner]
     if missing:
-        raise InputError(f"cannot merge: perplexity chunk(s) {missing[:5]} scored by no shard", field="checks.perplexity.indices")
+        raise InputError(
+            f"cannot merge: perplexity chunk(s) {missing[:5]} scored by no shard",
+            field="checks.perplexity.indices",
+        )
     results = {}
     for role in nll:
         arrays = [np.asarray(nll[role][k], dtype=np.float64) for k in range(int(ch["n_chunks"]))]
         ident = first["extra"].get(f"{role}_ident", {})
         results[role] = ppl.result_from_nlls(
-            arrays, n_ctx=int(ch["n_ctx"]), mode=str(ch["mode"]), n_eval=int(ch["n_eval"]),
+            arrays,
+            n_ctx=int(ch["n_ctx"]),
+            mode=str(ch["mode"]),
+            n_eval=int(ch["n_eval"]),
             seconds=sum(float(p["seconds"][role]) for _, p in measurements),
-            runtime=str(ident.get("runtime", "")), model=str(ident.get("model", "")),
+            runtime=str(ident.get("runtime", "")),
+            model=str(ident.get("model", "")),
         )
     cmp = ppl.compare(results["dense"], results["compressed"])
     cmp.extra.update({k: v for k, v in first["extra"].items() if not k.endswith("_ident")})
     kept = [p["extra"].get("result_cache") for _, p in measurements]
     if all(kept):  # chunks scored vs taken from the result cache, summed over the shards
-        cmp.extra["result_cache"] = {role: {key: sum(int(k[role][key]) for k in kept) for key in ("chunks", "from_cache")}
-                                     for role in ("dense", "compressed")}
-    res = result_from_comparison(cmp, first["settings"], sum(float(p["duration_s"]) for _, p in measurements))
+        cmp.extra["result_cache"] = {
+            role: {key: sum(int(k[role][key]) for k in kept) for key in ("chunks", "from_cache")}
+            for role in ("dense", "compressed")
+        }
+    res = result_from_comparison(
+        cmp, first["settings"], sum(float(p["duration_s"]) for _, p in measurements)
+    )
     if first.get("runtime_choice"):  # `runtime: auto`: the report names the runtime chosen and why
-        res = replace(res, measurements={**res.measurements, "runtime_choice": dict(first["runtime_choice"])})
+        res = replace(
+            res, measurements={**res.measurements, "runtime_choice": dict(first["runtime_choice"])}
+        )
     return res
 
 
@@ -137,8 +165,13 @@ def result_from_comparison(cmp: Any, settings: Settings, duration_s: float) -> C
     d, c = cmp.dense, cmp.compressed
     ci = Interval(cmp.ci_low, cmp.ci_high, cmp.level, cmp.test)
     extra = Evidence(
-        unit="relative (0.05 = +5%)", n=cmp.n, ci=ci, effect_size=cmp.relative_change,
-        effect_size_name="relative perplexity change", test=cmp.test, scope=runtime,
+        unit="relative (0.05 = +5%)",
+        n=cmp.n,
+        ci=ci,
+        effect_size=cmp.relative_change,
+        effect_size_name="relative perplexity change",
+        test=cmp.test,
+        scope=runtime,
     )
     what = (
         f"relative perplexity increase ({runtime}, {d.mode}, n_ctx {d.n_ctx}: "
@@ -149,23 +182,33 @@ def result_from_comparison(cmp: Any, settings: Settings, duration_s: float) -> C
         # Worse than a uniform guess over the vocabulary: the model cannot read this text, and a
         # relative change between two such numbers says nothing about compression damage.
         v = Verdict(
-            "max_relative_increase", Status.INCONCLUSIVE,
+            "max_relative_increase",
+            Status.INCONCLUSIVE,
             f"the dense model is worse than uniform guessing on this text (perplexity {d.ppl:.4g} > "
             f"vocabulary {vocab:,}): the text is not one the model can read; set checks.perplexity.text "
             "to text in the model's language and domain",
-            observed=cmp.relative_change, threshold=thr, comparator="<=", **extra,
+            observed=cmp.relative_change,
+            threshold=thr,
+            comparator="<=",
+            **extra,
         )
     elif cmp.n < min_chunks:
         v = Verdict(
-            "max_relative_increase", Status.INCONCLUSIVE,
+            "max_relative_increase",
+            Status.INCONCLUSIVE,
             f"only {cmp.n} chunks of {n_ctx} tokens (< min_chunks {min_chunks}); use a longer text or smaller n_ctx",
-            observed=cmp.relative_change, threshold=thr, comparator="<=", **extra,
+            observed=cmp.relative_change,
+            threshold=thr,
+            comparator="<=",
+            **extra,
         )
     else:
         v = compare("max_relative_increase", cmp.relative_change, "<=", thr, what=what, **extra)
     measurements = jsonable(asdict(cmp))
     source = (cmp.extra.get("text") or {}).get("source", "")
-    summary = f"PPL {d.ppl:.4g} -> {c.ppl:.4g} ({cmp.relative_change:+.2%}) on {runtime}" + (f", text: {source}" if source else "")
+    summary = f"PPL {d.ppl:.4g} -> {c.ppl:.4g} ({cmp.relative_change:+.2%}) on {runtime}" + (
+        f", text: {source}" if source else ""
+    )
     if v.status is Status.INCONCLUSIVE and vocab and d.ppl > vocab:
         summary += " (inconclusive: worse than uniform)"
     return CheckResult.from_verdicts("perplexity", [v], measurements, summary, duration_s)

@@ -16,7 +16,9 @@ from typing import Any, ClassVar, TypeVar
 from edgegate.errors import InputError, excerpt
 from edgegate.policy import section_defaults, with_section_defaults
 
-PerFormat = Mapping[str, "float | None"]  # a threshold per format or runtime; a missing one is not judged
+PerFormat = Mapping[
+    str, "float | None"
+]  # a threshold per format or runtime; a missing one is not judged
 P = TypeVar("P", bound="PolicySection")
 
 
@@ -163,28 +165,49 @@ class BBQSection(PolicySection):
         """The JSON a BBQ measurement records as "policy": every key the schema has a default
         for, the others only when set."""
         always = section_defaults("bbq")
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) is not None or f.name in always}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) is not None or f.name in always
+        }
 
     @classmethod
     def from_dict(cls, doc: Any, *, path: str | None = None) -> BBQSection:
         """A recorded section read back (``path``: the partial file, outside input): a value of
         the wrong kind or an unknown key is an InputError naming it, never a traceback later."""
-        where, hint = "checks.bbq.policy", "re-run the shard with this edgegate; the file may be damaged"
+        where, hint = (
+            "checks.bbq.policy",
+            "re-run the shard with this edgegate; the file may be damaged",
+        )
         if not isinstance(doc, Mapping):
-            raise InputError(f"expected a mapping, got {excerpt(doc)}", path=path, field=where, hint=hint)
+            raise InputError(
+                f"expected a mapping, got {excerpt(doc)}", path=path, field=where, hint=hint
+            )
         kinds = {f.name: str(f.type) for f in fields(cls)}
         for key, value in doc.items():
             if key not in kinds:
-                raise InputError("unknown key (not a BBQ policy key)", path=path, field=f"{where}.{key}", hint=hint)
+                raise InputError(
+                    "unknown key (not a BBQ policy key)",
+                    path=path,
+                    field=f"{where}.{key}",
+                    hint=hint,
+                )
             if value is not None and not _fits(value, kinds[key]):
-                raise InputError(f"expected {kinds[key]}, got {excerpt(value)}", path=path, field=f"{where}.{key}",
-                                 hint=hint)
+                raise InputError(
+                    f"expected {kinds[key]}, got {excerpt(value)}",
+                    path=path,
+                    field=f"{where}.{key}",
+                    hint=hint,
+                )
         return bbq_section(doc)
 
 
 _KINDS: dict[str, tuple[type, ...]] = {
-    "bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "None": (type(None),),
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "None": (type(None),),
     "Mapping[str, str]": (Mapping,),
 }
 
@@ -194,16 +217,25 @@ def _fits(value: Any, annotation: str) -> bool:
     them: a bool is not a number, an integral float is an integer."""
     kinds = annotation.split(" | ")
     if isinstance(value, Mapping):
-        return "Mapping[str, str]" in kinds and all(isinstance(x, str) for x in [*value, *value.values()])
+        return "Mapping[str, str]" in kinds and all(
+            isinstance(x, str) for x in [*value, *value.values()]
+        )
     if isinstance(value, bool):
         return "bool" in kinds
-    return any(isinstance(value, _KINDS[k]) or (k == "int" and isinstance(value, float) and value.is_integer())
-               for k in kinds)
+    return any(
+        isinstance(value, _KINDS[k])
+        or (k == "int" and isinstance(value, float) and value.is_integer())
+        for k in kinds
+    )
 
 
 SECTIONS: dict[str, type[PolicySection]] = {
-    "sparsity": SparsitySection, "size": SizeSection, "speed": SpeedSection,
-    "perplexity": PerplexitySection, "fidelity": FidelitySection, "bbq": BBQSection,
+    "sparsity": SparsitySection,
+    "size": SizeSection,
+    "speed": SpeedSection,
+    "perplexity": PerplexitySection,
+    "fidelity": FidelitySection,
+    "bbq": BBQSection,
 }
 T = TypeVar("T")
 

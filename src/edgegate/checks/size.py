@@ -52,9 +52,7 @@ def judge(measurements: Sequence[Measured], section: SizeSection) -> CheckResult
     if dense is not None:
         recorded["dense_size"] = dense.size.to_dict()
     summary = f"{fmt}: {saving:.1%} saved ({basis}); {sz.verdict}"
-    return CheckResult.from_verdicts(
-        "size", verdicts, recorded, summary, time.perf_counter() - t0
-    )
+    return CheckResult.from_verdicts("size", verdicts, recorded, summary, time.perf_counter() - t0)
 
 
 def _saving(sz: SizeReport, dense: SizeReport | None) -> tuple[float, str]:
@@ -69,9 +67,11 @@ def _saving(sz: SizeReport, dense: SizeReport | None) -> tuple[float, str]:
         # rounded, so 32 bytes of 517 MiB read "0.0%", not "-0.0%"
         disk = round(1 - sz.disk_bytes / dense.disk_bytes, 6) + 0.0 if dense.disk_bytes else 0.0
         other = (sz.disk_bytes - sz.tensor_bytes) - (dense.disk_bytes - dense.tensor_bytes)
-        basis = (f"{human(sz.tensor_bytes)} of tensor data vs {human(dense.tensor_bytes)} dense original; "
-                 f"on disk {human(sz.disk_bytes)} vs {human(dense.disk_bytes)}, {disk:.1%} saved"
-                 + (f", of which {other:+,} bytes outside the tensors" if other else ""))
+        basis = (
+            f"{human(sz.tensor_bytes)} of tensor data vs {human(dense.tensor_bytes)} dense original; "
+            f"on disk {human(sz.disk_bytes)} vs {human(dense.disk_bytes)}, {disk:.1%} saved"
+            + (f", of which {other:+,} bytes outside the tensors" if other else "")
+        )
         return saving, basis
     if dense is not None and dense.disk_bytes:
         saving = 1 - sz.disk_bytes / dense.disk_bytes
@@ -80,7 +80,9 @@ def _saving(sz: SizeReport, dense: SizeReport | None) -> tuple[float, str]:
     return sz.saving_as_shipped, basis
 
 
-def _min_saving_verdict(section: SizeSection, fmt: str, saving: float, basis: str, n: int) -> Verdict:
+def _min_saving_verdict(
+    section: SizeSection, fmt: str, saving: float, basis: str, n: int
+) -> Verdict:
     # min_saving may be per format; a format the mapping leaves out is not judged, and says so
     raw_min = section.min_saving
     min_saving = raw_min.get(fmt) if isinstance(raw_min, Mapping) else raw_min

@@ -36,7 +36,9 @@ def measure(ctx: CheckContext[SparsitySection], shard: Shard | None = None) -> S
 
 def judge(measurements: Sequence[Measured], section: SparsitySection) -> CheckResult:
     t0 = time.perf_counter()
-    res, dense = measurements[0][1]  # shared_scans raised (exit 2) if the dense reference holds NaN/Inf
+    res, dense = measurements[0][
+        1
+    ]  # shared_scans raised (exit 2) if the dense reference holds NaN/Inf
     tol, require = float(section.claim_tolerance), bool(section.require_claim)
     claimed = res.claims.get("sparsity")
     source = res.claim_sources.get("sparsity", "checkpoint metadata")
@@ -53,7 +55,9 @@ def judge(measurements: Sequence[Measured], section: SparsitySection) -> CheckRe
             )
         )  # fmt: skip
     else:
-        ref = (dense.kinds, dense.layers) if dense is not None else None  # "left dense" vs the dense model's zeros
+        ref = (
+            (dense.kinds, dense.layers) if dense is not None else None
+        )  # "left dense" vs the dense model's zeros
         cmp_ = compare_claim(float(claimed), source, res.prunable, res.kinds, res.layers, tol, ref)
         ok = abs(cmp_.delta) <= tol
         verdicts.append(
@@ -89,7 +93,9 @@ def judge(measurements: Sequence[Measured], section: SparsitySection) -> CheckRe
             "claims",
         )
     }
-    if dense is not None:  # the reference's count is reported too: its own zeros explain part of the compressed count
+    if (
+        dense is not None
+    ):  # the reference's count is reported too: its own zeros explain part of the compressed count
         recorded["dense_nonfinite"] = {"nan": dense.nan, "inf": dense.inf}
     if res.comparison is not None:
         recorded["fingerprint"] = res.comparison.fingerprint.to_dict()
@@ -102,5 +108,3 @@ def judge(measurements: Sequence[Measured], section: SparsitySection) -> CheckRe
     return CheckResult.from_verdicts(
         "sparsity", verdicts, recorded, summary, time.perf_counter() - t0
     )
-
-

@@ -51,7 +51,9 @@ SHARDED = False  # timings of one machine: runs whole in shard 1 of a sharded ru
 SECTION = SpeedSection
 NEEDS: Needs[SpeedSection] = Needs(local_files=True, runtime=RuntimeUse.SEVERAL, cost=Cost.TIMING)
 
-_TEST = "geometric mean of per-repetition speedups, paired t interval on log ratios (ABBA repetitions)"
+_TEST = (
+    "geometric mean of per-repetition speedups, paired t interval on log ratios (ABBA repetitions)"
+)
 
 
 def _min_speedup(section: SpeedSection, runtime: str) -> float | None:
@@ -69,7 +71,9 @@ def speedup_bar(min_speedup: float, min_effect: float) -> float:
     return max(min_speedup, 1.0 + min_effect) if min_speedup >= 1.0 else min_speedup
 
 
-def fit_to_context(prompt_tokens: int, gen_tokens: int, trained: int | None) -> tuple[int, int, str | None]:
+def fit_to_context(
+    prompt_tokens: int, gen_tokens: int, trained: int | None
+) -> tuple[int, int, str | None]:
     """Shrink pp/tg so prompt + generated + 1 fits the trained context (keeping their ratio
     where the prompt alone would not fit), and say what was changed and why."""
     if trained is None or prompt_tokens + gen_tokens + 1 <= trained:
@@ -90,7 +94,9 @@ class SpeedMeasurement:
 
     benches: dict[str, RuntimeBench]
     not_measured: dict[str, Verdict]  # runtime -> skipped/error verdict
-    errors: dict[str, dict[str, dict[str, object]]]  # runtime -> {"error": the error as JSON}, kept in the measurements
+    errors: dict[
+        str, dict[str, dict[str, object]]
+    ]  # runtime -> {"error": the error as JSON}, kept in the measurements
     runtimes: tuple[str, ...]
     claim: float | None
     context_note: str | None
@@ -141,38 +147,66 @@ def measure(ctx: CheckContext[SpeedSection], shard: Shard | None = None) -> Spee
             why = BackendUnavailable(rt, RUNTIMES[rt].extra).one_line()
         if why is None and not sec.time_when_decided:
             mech = speed_mechanism(ctx.dense_path, ctx.compressed_path, rt)
-            if decided_by_files(mech, _min_speedup(ctx.section, rt), float(sec.min_effect), ctx.claims.get("speedup")):
+            if decided_by_files(
+                mech,
+                _min_speedup(ctx.section, rt),
+                float(sec.min_effect),
+                ctx.claims.get("speedup"),
+            ):
                 mechanisms[rt] = mech  # the timing could not change a verdict: not spent
                 untimed.append(rt)
                 continue
         if why is not None:
-            not_measured[rt] = Verdict("min_speedup", Status.SKIPPED, f"{rt}: skipped ({why})", scope=rt)
+            not_measured[rt] = Verdict(
+                "min_speedup", Status.SKIPPED, f"{rt}: skipped ({why})", scope=rt
+            )
             continue
         try:
-            benches[rt] = bench_runtime(rt, ctx.dense_path, ctx.compressed_path, cfg, progress=ctx.progress)
+            benches[rt] = bench_runtime(
+                rt, ctx.dense_path, ctx.compressed_path, cfg, progress=ctx.progress
+            )
             mechanisms[rt] = speed_mechanism(ctx.dense_path, ctx.compressed_path, rt)
         except BackendUnavailable as exc:
-            not_measured[rt] = Verdict("min_speedup", Status.SKIPPED, f"{rt}: {exc.one_line()}", scope=rt)
+            not_measured[rt] = Verdict(
+                "min_speedup", Status.SKIPPED, f"{rt}: {exc.one_line()}", scope=rt
+            )
         except BackendError as exc:
-            not_measured[rt] = Verdict("min_speedup", Status.ERROR, f"{rt}: {exc.one_line()}", scope=rt)
+            not_measured[rt] = Verdict(
+                "min_speedup", Status.ERROR, f"{rt}: {exc.one_line()}", scope=rt
+            )
             errors[rt] = {"error": exc.to_dict()}
-    return SpeedMeasurement(benches, not_measured, errors, tuple(runtimes), ctx.claims.get("speedup"), ctx_note,
-                            choice.as_dict() if choice else None, mechanisms, tuple(untimed))
+    return SpeedMeasurement(
+        benches,
+        not_measured,
+        errors,
+        tuple(runtimes),
+        ctx.claims.get("speedup"),
+        ctx_note,
+        choice.as_dict() if choice else None,
+        mechanisms,
+        tuple(untimed),
+    )
 
 
-def decided_by_files(mech: Mechanism, thr: float | None, min_effect: float, claim: float | None) -> bool:
+def decided_by_files(
+    mech: Mechanism, thr: float | None, min_effect: float, claim: float | None
+) -> bool:
     """True when every speed verdict of a runtime is FAIL whatever a timing would read: no
     mechanism for a speedup, and the bar and the claim (at least one of them set) ask for one."""
     if mech.possible is not False or (thr is None and claim is None):
         return False
-    return (thr is None or speedup_bar(thr, min_effect) > 1.0) and (claim is None or float(claim) > 1.0)
+    return (thr is None or speedup_bar(thr, min_effect) > 1.0) and (
+        claim is None or float(claim) > 1.0
+    )
 
 
 def judge(measurements: Sequence[Measured], section: SpeedSection) -> CheckResult:
     t0 = time.perf_counter()
     m: SpeedMeasurement | None = measurements[0][1]
     if m is None:
-        return CheckResult.skipped("speed", "the speed check needs the dense model to compare against")
+        return CheckResult.skipped(
+            "speed", "the speed check needs the dense model to compare against"
+        )
     verdicts: list[Verdict] = []
     measurements_out: dict[str, Any] = {"context_note": m.context_note} if m.context_note else {}
     if m.runtime_choice:  # the report names the runtime auto chose and why
@@ -186,9 +220,14 @@ def judge(measurements: Sequence[Measured], section: SpeedSection) -> CheckResul
             continue
         if rt in m.untimed:
             mech = m.mechanisms[rt]
-            measurements_out[rt] = {"timed": False, "mechanism": mech.to_dict(),
-                                    "why": "the files decide the verdict; speed.time_when_decided: true times it anyway"}
-            verdicts.extend(_untimed_verdicts(rt, mech, _min_speedup(section, rt), min_effect, m.claim))
+            measurements_out[rt] = {
+                "timed": False,
+                "mechanism": mech.to_dict(),
+                "why": "the files decide the verdict; speed.time_when_decided: true times it anyway",
+            }
+            verdicts.extend(
+                _untimed_verdicts(rt, mech, _min_speedup(section, rt), min_effect, m.claim)
+            )
             continue
         res = m.benches[rt]
         mech = m.mechanisms.get(rt) or Mechanism(None, "not examined")
@@ -196,71 +235,143 @@ def judge(measurements: Sequence[Measured], section: SpeedSection) -> CheckResul
         out["load"] = res.load.to_dict() if res.load is not None else None
         out["mechanism"] = mech.to_dict()
         measurements_out[rt] = out
-        verdicts.extend(_runtime_verdicts(rt, res, mech, _min_speedup(section, rt), min_effect, m.claim))
-    summary = "; ".join(v.message for v in verdicts if v.name == "min_speedup") or "no runtime measured"
-    return CheckResult.from_verdicts("speed", verdicts, measurements_out, summary, time.perf_counter() - t0)
+        verdicts.extend(
+            _runtime_verdicts(rt, res, mech, _min_speedup(section, rt), min_effect, m.claim)
+        )
+    summary = (
+        "; ".join(v.message for v in verdicts if v.name == "min_speedup") or "no runtime measured"
+    )
+    return CheckResult.from_verdicts(
+        "speed", verdicts, measurements_out, summary, time.perf_counter() - t0
+    )
 
 
-def _untimed_verdicts(rt: str, mech: Mechanism, thr: float | None, min_effect: float,
-                      claim: float | None) -> list[Verdict]:
+def _untimed_verdicts(
+    rt: str, mech: Mechanism, thr: float | None, min_effect: float, claim: float | None
+) -> list[Verdict]:
     """The verdicts the files decide (decided_by_files): evidence is the census of the tensor
     headers, not a sample, so its interval is the value itself."""
     share = mech.differing / mech.tensors if mech.tensors else 0.0
     common = ObservedEvidence(
-        observed=float(mech.differing), unit="tensors stored with another type or size", n=mech.tensors,
-        ci=Interval(float(mech.differing), float(mech.differing), 1.0, "census of every tensor pair (no sampling)"),
-        effect_size=share, effect_size_name="share of tensors stored differently",
+        observed=float(mech.differing),
+        unit="tensors stored with another type or size",
+        n=mech.tensors,
+        ci=Interval(
+            float(mech.differing),
+            float(mech.differing),
+            1.0,
+            "census of every tensor pair (no sampling)",
+        ),
+        effect_size=share,
+        effect_size_name="share of tensors stored differently",
         test="tensor headers compared (storage type and bytes of every tensor pair); not timed: a timing cannot "
-             "change this verdict", scope=rt,
+        "change this verdict",
+        scope=rt,
     )
     out = []
     if thr is not None:
         bar = speedup_bar(thr, min_effect)
-        out.append(Verdict("min_speedup", Status.FAIL, f"{rt}: {mech.reason}; >= {bar:g}x cannot hold (not timed: "
-                           "speed.time_when_decided: true times it anyway)", threshold=bar, comparator=">=", **common))
+        out.append(
+            Verdict(
+                "min_speedup",
+                Status.FAIL,
+                f"{rt}: {mech.reason}; >= {bar:g}x cannot hold (not timed: "
+                "speed.time_when_decided: true times it anyway)",
+                threshold=bar,
+                comparator=">=",
+                **common,
+            )
+        )
     if claim is not None:
-        out.append(Verdict("claimed_speedup", Status.FAIL, f"{rt}: claimed {float(claim):g}x: {mech.reason} (not timed)",
-                           threshold=float(claim), comparator="<=ci_high", **common))
+        out.append(
+            Verdict(
+                "claimed_speedup",
+                Status.FAIL,
+                f"{rt}: claimed {float(claim):g}x: {mech.reason} (not timed)",
+                threshold=float(claim),
+                comparator="<=ci_high",
+                **common,
+            )
+        )
     return out
 
 
-def _runtime_verdicts(rt: str, res: RuntimeBench, mech: Mechanism, thr: float | None, min_effect: float,
-                      claim: float | None) -> list[Verdict]:
+def _runtime_verdicts(
+    rt: str,
+    res: RuntimeBench,
+    mech: Mechanism,
+    thr: float | None,
+    min_effect: float,
+    claim: float | None,
+) -> list[Verdict]:
     sp = res.decode
     ci = Interval(sp.ci_low, sp.ci_high, sp.level, sp.method) if sp.n >= 2 else None
     common = ObservedEvidence(
-        observed=sp.point, unit="x", n=sp.n, ci=ci, effect_size=sp.point,
-        effect_size_name="decode speedup (compressed/dense)", test=_TEST, scope=rt,
+        observed=sp.point,
+        unit="x",
+        n=sp.n,
+        ci=ci,
+        effect_size=sp.point,
+        effect_size_name="decode speedup (compressed/dense)",
+        test=_TEST,
+        scope=rt,
     )
-    band = (f"{sp.point:.3f}x [95% CI {sp.ci_low:.3f}, {sp.ci_high:.3f}], n={sp.n}" if ci is not None
-            else f"{sp.point:.3f}x, n={sp.n} (no interval)")
+    band = (
+        f"{sp.point:.3f}x [95% CI {sp.ci_low:.3f}, {sp.ci_high:.3f}], n={sp.n}"
+        if ci is not None
+        else f"{sp.point:.3f}x, n={sp.n} (no interval)"
+    )
     contended = res.load is not None and res.load.contended is True
     if res.load is not None and contended:
         band += f"; measured under contention ({res.load.describe()})"
     no_mechanism = mech.possible is False
     verdicts: list[Verdict] = []
     if thr is None:
-        verdicts.append(Verdict("min_speedup", Status.SKIPPED, f"{rt}: no min_speedup set", **common))
+        verdicts.append(
+            Verdict("min_speedup", Status.SKIPPED, f"{rt}: no min_speedup set", **common)
+        )
     else:
         bar = speedup_bar(thr, min_effect)
-        asked = f">= {bar:g}x" + (f" (min_speedup {thr:g}, min_effect {min_effect:g})" if bar != thr else "")
+        asked = f">= {bar:g}x" + (
+            f" (min_speedup {thr:g}, min_effect {min_effect:g})" if bar != thr else ""
+        )
         if no_mechanism and bar > 1.0:
-            status, text = Status.FAIL, f"{mech.reason}; the timing ({band}) is not counted as a speedup"
+            status, text = (
+                Status.FAIL,
+                f"{mech.reason}; the timing ({band}) is not counted as a speedup",
+            )
         elif ci is None:
-            status, text = Status.INCONCLUSIVE, f"decode speedup {band}: too few repetitions to judge {asked}"
+            status, text = (
+                Status.INCONCLUSIVE,
+                f"decode speedup {band}: too few repetitions to judge {asked}",
+            )
         elif sp.ci_low >= bar and contended and mech.possible is None:
             # under contention A/A runs read up to +18% with tight intervals (docs/calibration):
             # without a mechanism read from the files, timing alone cannot carry a pass there
-            status, text = Status.INCONCLUSIVE, (f"decode speedup {band} clears {asked}, but under contention "
-                                                 "and with no mechanism read from the files; re-run on an idle machine")
+            status, text = (
+                Status.INCONCLUSIVE,
+                (
+                    f"decode speedup {band} clears {asked}, but under contention "
+                    "and with no mechanism read from the files; re-run on an idle machine"
+                ),
+            )
         elif sp.ci_low >= bar:
             status, text = Status.PASS, f"decode speedup {band} clears {asked}"
         elif sp.ci_high < bar:
             status, text = Status.FAIL, f"decode speedup {band} rules out {asked}"
         else:
-            status, text = Status.INCONCLUSIVE, (f"decode speedup {band} neither demonstrates nor rules out "
-                                                 f"{asked} (more repetitions narrow the CI)")
-        verdicts.append(Verdict("min_speedup", status, f"{rt}: {text}", threshold=bar, comparator=">=", **common))
+            status, text = (
+                Status.INCONCLUSIVE,
+                (
+                    f"decode speedup {band} neither demonstrates nor rules out "
+                    f"{asked} (more repetitions narrow the CI)"
+                ),
+            )
+        verdicts.append(
+            Verdict(
+                "min_speedup", status, f"{rt}: {text}", threshold=bar, comparator=">=", **common
+            )
+        )
     if claim is not None:
         c = float(claim)
         if no_mechanism and c > 1.0:
@@ -268,9 +379,23 @@ def _runtime_verdicts(rt: str, res: RuntimeBench, mech: Mechanism, thr: float | 
         elif ci is not None and sp.ci_high < c:
             status, text = Status.FAIL, f"claimed {c:g}x vs measured {band}: ruled out by the CI"
         elif ci is None:
-            status, text = Status.INCONCLUSIVE, f"claimed {c:g}x vs measured {band}: too few repetitions"
+            status, text = (
+                Status.INCONCLUSIVE,
+                f"claimed {c:g}x vs measured {band}: too few repetitions",
+            )
         else:
-            status, text = Status.PASS, f"claimed {c:g}x vs measured {band}: consistent with the measurement"
-        verdicts.append(Verdict("claimed_speedup", status, f"{rt}: {text}", threshold=c, comparator="<=ci_high",
-                                **common))
+            status, text = (
+                Status.PASS,
+                f"claimed {c:g}x vs measured {band}: consistent with the measurement",
+            )
+        verdicts.append(
+            Verdict(
+                "claimed_speedup",
+                status,
+                f"{rt}: {text}",
+                threshold=c,
+                comparator="<=ci_high",
+                **common,
+            )
+        )
     return verdicts

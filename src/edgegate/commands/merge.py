@@ -21,16 +21,29 @@ from edgegate.errors import InputError
 
 @click.command(name="merge")
 @click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--policy", "policy_path", metavar="FILE",
-              help="The policy the shards ran with (required for `edgegate check` shards; checked against them).")
+@click.option(
+    "--policy",
+    "policy_path",
+    metavar="FILE",
+    help="The policy the shards ran with (required for `edgegate check` shards; checked against them).",
+)
 @click.option("--json-out", metavar="FILE", help="Write the JSON report ('-' for stdout).")
 @click.option("--md-out", metavar="FILE", help="Write the Markdown summary ('-' for stdout).")
 @click.option("--html-out", metavar="FILE", help="Write a self-contained HTML report.")
 @click.option("--junit-out", metavar="FILE", help="Write JUnit XML (one testcase per verdict).")
-@click.option("--json", "as_json", is_flag=True, help="`bbq run` shards: machine-readable result on stdout.")
-@click.option("--allow-inconclusive", is_flag=True,
-              help="`bbq run` shards: exit 0 on an inconclusive result (as `bbq run --allow-inconclusive`).")
-@click.option("--allow-partial", is_flag=True, help="`check` shards: exit 0 on PARTIAL (as `check --allow-partial`).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="`bbq run` shards: machine-readable result on stdout."
+)
+@click.option(
+    "--allow-inconclusive",
+    is_flag=True,
+    help="`bbq run` shards: exit 0 on an inconclusive result (as `bbq run --allow-inconclusive`).",
+)
+@click.option(
+    "--allow-partial",
+    is_flag=True,
+    help="`check` shards: exit 0 on PARTIAL (as `check --allow-partial`).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No summary table on stderr.")
 def command(
     parts: tuple[Path, ...],
@@ -54,8 +67,17 @@ def command(
     # a report written over a partial file or the policy would destroy an input: refuse first
     inputs: dict[str, Path | str | None] = {f"partial file {i}": p for i, p in enumerate(parts, 1)}
     inputs["policy"] = policy_path if policy_path and Path(policy_path).exists() else None
-    preflight.raise_if_any(preflight.output_problems(
-        {"--json-out": json_out, "--md-out": md_out, "--html-out": html_out, "--junit-out": junit_out}, inputs))
+    preflight.raise_if_any(
+        preflight.output_problems(
+            {
+                "--json-out": json_out,
+                "--md-out": md_out,
+                "--html-out": html_out,
+                "--junit-out": junit_out,
+            },
+            inputs,
+        )
+    )
     loaded = load_parts(parts)
     kind = loaded.first.get("command")
     if kind == "bbq":
@@ -63,14 +85,25 @@ def command(
         from edgegate.report.bbq_text import emit_check_result
 
         with _malformed(loaded.names):
-            measured = [(n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)]
-            result = bbq.judge(measured, bbq.SECTION.from_policy({}))  # judged on the thresholds the shards recorded
+            measured = [
+                (n, d["checks"]["bbq"]) for n, d in zip(loaded.names, loaded.docs, strict=True)
+            ]
+            result = bbq.judge(
+                measured, bbq.SECTION.from_policy({})
+            )  # judged on the thresholds the shards recorded
         sys.exit(emit_check_result(result, as_json, allow_inconclusive))
     if kind != "check":
-        raise InputError(f"partial files written by an unknown command {kind!r}", path=loaded.names[0], field="command")
+        raise InputError(
+            f"partial files written by an unknown command {kind!r}",
+            path=loaded.names[0],
+            field="command",
+        )
     if not policy_path:
-        raise InputError("--policy is required to merge `edgegate check` shards", field="--policy",
-                         hint="pass the policy file the shards were run with")
+        raise InputError(
+            "--policy is required to merge `edgegate check` shards",
+            field="--policy",
+            hint="pass the policy file the shards were run with",
+        )
     from edgegate.merge import merge_gate
     from edgegate.policy import resolve_policy
     from edgegate.report.emit import emit_gate
@@ -78,7 +111,13 @@ def command(
     policy = resolve_policy(policy_path)
     with _malformed(loaded.names):
         gate = merge_gate(loaded, policy, argv=tuple(sys.argv[1:]), allow_partial=allow_partial)
-    sys.exit(emit_gate(gate, {"json": json_out, "markdown": md_out, "html": html_out, "junit": junit_out}, quiet))
+    sys.exit(
+        emit_gate(
+            gate,
+            {"json": json_out, "markdown": md_out, "html": html_out, "junit": junit_out},
+            quiet,
+        )
+    )
 
 
 @contextmanager
@@ -87,6 +126,10 @@ def _malformed(names: tuple[str, ...]) -> Iterator[None]:
     try:
         yield
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
-        raise InputError(f"malformed partial file among {', '.join(names)} ({what})",
-                         hint="pass files written by --shard i/n, unmodified") from exc
+        what = (
+            f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        )
+        raise InputError(
+            f"malformed partial file among {', '.join(names)} ({what})",
+            hint="pass files written by --shard i/n, unmodified",
+        ) from exc

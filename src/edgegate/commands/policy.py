@@ -28,7 +28,10 @@ def validate(files: tuple[str, ...]) -> None:
     for arg in files:  # a directory without policies must not validate as "nothing wrong"
         if Path(arg).is_dir() and not any(iter_policy_files([arg])):
             bad += 1
-            click.echo(f"edgegate: error: {t(arg)}: no *.yaml or *.yml policy files in this directory", err=True)
+            click.echo(
+                f"edgegate: error: {t(arg)}: no *.yaml or *.yml policy files in this directory",
+                err=True,
+            )
     for path in iter_policy_files(list(files)):
         try:
             policy = load_policy(path)
@@ -37,9 +40,13 @@ def validate(files: tuple[str, ...]) -> None:
             # Show every problem, not only the first, when the YAML itself parsed.
             problems = _all_problems(path, validation_errors)
             for line in problems or [exc.one_line()]:
-                click.echo(t(f"{path}: {line}") if problems else f"edgegate: error: {t(line)}", err=True)
+                click.echo(
+                    t(f"{path}: {line}") if problems else f"edgegate: error: {t(line)}", err=True
+                )
             continue
-        checks = ", ".join(f"{c.name}{'' if c.required else ' (optional)'}" for c in policy.enabled_checks())
+        checks = ", ".join(
+            f"{c.name}{'' if c.required else ' (optional)'}" for c in policy.enabled_checks()
+        )
         click.echo(t(f"{path}: ok (policy '{policy.name}'; checks: {checks or 'none'})"))
     if bad:
         sys.exit(int(ExitCode.INPUT_ERROR))
@@ -50,16 +57,29 @@ def _all_problems(path: Path, validation_errors: Callable[..., list[str]]) -> li
     from edgegate.safe_read import read_text
 
     try:  # load_policy refused it already when it is not a small regular file: never block here
-        doc, lines = _load_yaml(read_text(path, max_bytes=4 * MAX_POLICY_BYTES, what="policy file"), str(path))
+        doc, lines = _load_yaml(
+            read_text(path, max_bytes=4 * MAX_POLICY_BYTES, what="policy file"), str(path)
+        )
     except (EdgegateError, OSError, UnicodeDecodeError):
         return []
     return validation_errors(doc, lines)
 
 
 @command.command(name="init")
-@click.option("--preset", type=click.Choice(["strict", "default", "edge-iot", "paper"]), default="default", show_default=True)
-@click.option("-o", "--output", default="edgegate-policy.yaml", show_default=True, metavar="FILE",
-              help="Where to write ('-' for stdout).")
+@click.option(
+    "--preset",
+    type=click.Choice(["strict", "default", "edge-iot", "paper"]),
+    default="default",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--output",
+    default="edgegate-policy.yaml",
+    show_default=True,
+    metavar="FILE",
+    help="Where to write ('-' for stdout).",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(preset: str, output: str, force: bool) -> None:
     """Write a commented policy to start from."""
@@ -71,12 +91,16 @@ def init(preset: str, output: str, force: bool) -> None:
         return
     out = Path(output)
     if out.exists() and not force:
-        raise InputError("file exists; refusing to overwrite", path=out, hint="pass --force or choose another -o")
+        raise InputError(
+            "file exists; refusing to overwrite", path=out, hint="pass --force or choose another -o"
+        )
     try:
         out.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise InputError(f"cannot write policy: {exc.strerror}", path=out) from exc
-    click.echo(f"wrote {out} (preset '{preset}'); edit it, then: edgegate policy validate {out}", err=True)
+    click.echo(
+        f"wrote {out} (preset '{preset}'); edit it, then: edgegate policy validate {out}", err=True
+    )
 
 
 @command.command(name="show")

@@ -27,9 +27,22 @@ def parse_claims(items: Sequence[str]) -> dict[str, float]:
 
 @click.command(name="scan")
 @click.argument("path", type=click.Path(exists=False))
-@click.option("--against", "against", type=click.Path(exists=False), help="Dense original to compare with.")
-@click.option("--claim", "claims", multiple=True, metavar="KEY=VALUE", help="e.g. sparsity=0.5 (overrides metadata).")
-@click.option("--tolerance", default=check_default("sparsity", "claim_tolerance"), show_default=True, help="Claim tolerance used in the explanation.")
+@click.option(
+    "--against", "against", type=click.Path(exists=False), help="Dense original to compare with."
+)
+@click.option(
+    "--claim",
+    "claims",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="e.g. sparsity=0.5 (overrides metadata).",
+)
+@click.option(
+    "--tolerance",
+    default=check_default("sparsity", "claim_tolerance"),
+    show_default=True,
+    help="Claim tolerance used in the explanation.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document to stdout.")
 @click.option("--per-tensor", is_flag=True, help="Include every tensor (table or JSON).")
 @click.option("--threads", default=2, show_default=True, help="Scanner threads.")
@@ -96,19 +109,33 @@ def _render_summary(con: Console, res: ScanResult) -> None:
     from edgegate.forensics.size import human
 
     summ = Table(title=f"edgegate scan: {m(res.path)} ({m(res.format)})", show_header=False)
-    summ.add_row("prunable-linear sparsity", f"{_p(res.prunable.sparsity)}  ({res.prunable.zeros:,} / {res.prunable.numel:,} weights)")
-    summ.add_row("whole-model sparsity", f"{_p(res.overall.sparsity)}  ({res.overall.zeros:,} / {res.overall.numel:,} weights)")
+    summ.add_row(
+        "prunable-linear sparsity",
+        f"{_p(res.prunable.sparsity)}  ({res.prunable.zeros:,} / {res.prunable.numel:,} weights)",
+    )
+    summ.add_row(
+        "whole-model sparsity",
+        f"{_p(res.overall.sparsity)}  ({res.overall.zeros:,} / {res.overall.numel:,} weights)",
+    )
     summ.add_row("NaN / Inf", f"{res.nan:,} / {res.inf:,}")
     claimed_structure = res.claimed_text.get("structure")
-    summ.add_row("pattern", m(res.structure.pattern) + (f"  (claimed: {m(claimed_structure)})" if claimed_structure else ""))
+    summ.add_row(
+        "pattern",
+        m(res.structure.pattern)
+        + (f"  (claimed: {m(claimed_structure)})" if claimed_structure else ""),
+    )
     summ.add_row("scanned", f"{human(res.bytes_scanned)} in {res.seconds:.2f} s")
     con.print(summ)
     c = res.sparsity_claim
     if c is not None:
-        con.print(f"[bold]claim[/]: sparsity {_p(c.claimed)} (from {m(c.source)}) vs actual {_p(c.actual)} (n={c.n:,})")
+        con.print(
+            f"[bold]claim[/]: sparsity {_p(c.claimed)} (from {m(c.source)}) vs actual {_p(c.actual)} (n={c.n:,})"
+        )
         con.print(f"  why: {m(c.reason)}")
     else:
-        con.print("[bold]claim[/]: no sparsity claim (pass --claim sparsity=0.5 or ship pruning_meta.json)")
+        con.print(
+            "[bold]claim[/]: no sparsity claim (pass --claim sparsity=0.5 or ship pruning_meta.json)"
+        )
 
 
 def _render_structure(con: Console, res: ScanResult) -> None:
@@ -196,12 +223,19 @@ def _render_sizes(con: Any, res: Any, dense: Any) -> None:
     t.add_column("vs dense layout", justify="right")
     base = sz.projected.get("dense") or 0
     t.add_row(f"on disk ({len(sz.files)} files)", f"{sz.disk_bytes:,} ({human(sz.disk_bytes)})", "")
-    t.add_row(f"tensors as stored ({m(sz.format)})", f"{sz.tensor_bytes:,}", _p(sz.tensor_bytes / base if base else None))
+    t.add_row(
+        f"tensors as stored ({m(sz.format)})",
+        f"{sz.tensor_bytes:,}",
+        _p(sz.tensor_bytes / base if base else None),
+    )
     for layout, b in sz.projected.items():
-        t.add_row(f"projected {m(layout)}", "n/a (not 2:4)" if b is None else f"{b:,}", _p(b / base if b and base else None))
+        t.add_row(
+            f"projected {m(layout)}",
+            "n/a (not 2:4)" if b is None else f"{b:,}",
+            _p(b / base if b and base else None),
+        )
     if dense is not None:
         t.add_row(f"dense original on disk ({m(dense.size.format)})", f"{dense.size.disk_bytes:,}",
                   _p(sz.disk_bytes / dense.size.disk_bytes if dense.size.disk_bytes else None))  # fmt: skip
     con.print(t)
     con.print(f"[bold]size[/]: {m(sz.verdict)}")
-

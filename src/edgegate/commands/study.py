@@ -17,20 +17,71 @@ import click
 
 @click.command(name="study")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(path_type=Path))
-@click.option("--only", "only", multiple=True, metavar="NAMES", help="Run only these variants (comma-separated).")
-@click.option("--force", is_flag=True, help="Re-run the selected variants even if their reports are current.")
-@click.option("--table-only", is_flag=True, help="Rebuild table and plot from the reports on disk; run nothing.")
-@click.option("--models-dir", type=click.Path(path_type=Path), help="Folder the spec's model paths are relative to.")
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: the spec's `out`).")
-@click.option("--bbq-data", type=click.Path(path_type=Path), metavar="DIR", help="BBQ *.jsonl folder (default: the spec's).")
-@click.option("--policy", "policy", metavar="FILE", help="Policy file or preset, instead of the spec's (use with --out).")
-@click.option("--pass", "pass_name", metavar="NAME",
-              help="Run the spec's pass NAME (its policy, its folder) instead of the main gate; the main table gains its columns.")
-@click.option("--disambig-items", type=click.IntRange(min=0), help="Disambiguated BBQ items (instead of the spec's).")
-@click.option("-q", "--quiet", is_flag=True, help="No per-check progress bars (study progress lines still print).")
-def command(spec_path: Path, only: tuple[str, ...], force: bool, table_only: bool, models_dir: Path | None,
-            out: Path | None, bbq_data: Path | None, policy: str | None, pass_name: str | None,
-            disambig_items: int | None, quiet: bool) -> None:
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="NAMES",
+    help="Run only these variants (comma-separated).",
+)
+@click.option(
+    "--force", is_flag=True, help="Re-run the selected variants even if their reports are current."
+)
+@click.option(
+    "--table-only",
+    is_flag=True,
+    help="Rebuild table and plot from the reports on disk; run nothing.",
+)
+@click.option(
+    "--models-dir",
+    type=click.Path(path_type=Path),
+    help="Folder the spec's model paths are relative to.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Output folder (default: the spec's `out`)."
+)
+@click.option(
+    "--bbq-data",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="BBQ *.jsonl folder (default: the spec's).",
+)
+@click.option(
+    "--policy",
+    "policy",
+    metavar="FILE",
+    help="Policy file or preset, instead of the spec's (use with --out).",
+)
+@click.option(
+    "--pass",
+    "pass_name",
+    metavar="NAME",
+    help="Run the spec's pass NAME (its policy, its folder) instead of the main gate; the main table gains its columns.",
+)
+@click.option(
+    "--disambig-items",
+    type=click.IntRange(min=0),
+    help="Disambiguated BBQ items (instead of the spec's).",
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No per-check progress bars (study progress lines still print).",
+)
+def command(
+    spec_path: Path,
+    only: tuple[str, ...],
+    force: bool,
+    table_only: bool,
+    models_dir: Path | None,
+    out: Path | None,
+    bbq_data: Path | None,
+    policy: str | None,
+    pass_name: str | None,
+    disambig_items: int | None,
+    quiet: bool,
+) -> None:
     """Run the variants of SPEC (YAML) through one gate; write table.json, table.md, paradox.svg."""
     from edgegate.policy import resolve_policy
     from edgegate.progress import NullProgress, RichProgress
@@ -39,9 +90,17 @@ def command(spec_path: Path, only: tuple[str, ...], force: bool, table_only: boo
     from edgegate.study.table import write_outputs
 
     if pass_name and (policy or out):
-        raise click.UsageError("--pass takes its policy and folder from the spec: leave out --policy and --out")
-    main = load_spec(spec_path, models_dir=models_dir, out=out, bbq_data=bbq_data, policy=policy,
-                     disambig_items=disambig_items)
+        raise click.UsageError(
+            "--pass takes its policy and folder from the spec: leave out --policy and --out"
+        )
+    main = load_spec(
+        spec_path,
+        models_dir=models_dir,
+        out=out,
+        bbq_data=bbq_data,
+        policy=policy,
+        disambig_items=disambig_items,
+    )
     spec = main.for_pass(pass_name) if pass_name else main
     names = tuple(n.strip() for v in only for n in v.split(",") if n.strip())
     for n in names:
@@ -52,10 +111,17 @@ def command(spec_path: Path, only: tuple[str, ...], force: bool, table_only: boo
         if pass_name:
             paths += write_outputs(main, resolve_policy(main.policy))
     else:
-        records = run_study(spec, only=names, force=force, progress=NullProgress() if quiet else RichProgress(),
-                            argv=tuple(sys.argv[1:]))
+        records = run_study(
+            spec,
+            only=names,
+            force=force,
+            progress=NullProgress() if quiet else RichProgress(),
+            argv=tuple(sys.argv[1:]),
+        )
         paths = (spec.out / "table.json", spec.out / "table.md", spec.out / "paradox.svg")
-        if pass_name and (main.out / "table.json").is_file():  # the main table shows the pass's columns
+        if (
+            pass_name and (main.out / "table.json").is_file()
+        ):  # the main table shows the pass's columns
             paths += write_outputs(main, resolve_policy(main.policy))
         if any(r["status"] == "error" for r in records):
             for p in paths:

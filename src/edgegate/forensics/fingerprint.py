@@ -106,7 +106,9 @@ class MaskAgreement:
         }
 
 
-def mask_agreement(dense: np.ndarray, compressed: np.ndarray, row_uniform: bool = False) -> MaskAgreement:
+def mask_agreement(
+    dense: np.ndarray, compressed: np.ndarray, row_uniform: bool = False
+) -> MaskAgreement:
     """Agreement counts of ``compressed``'s zero mask with ``dense``'s magnitude ranking."""
     d = np.asarray(dense, dtype=np.float32).reshape(-1, dense.shape[-1] if dense.ndim else 1)
     c = np.asarray(compressed, dtype=np.float32).reshape(d.shape)
@@ -120,7 +122,9 @@ def mask_agreement(dense: np.ndarray, compressed: np.ndarray, row_uniform: bool 
     changed = int(np.count_nonzero(diff))
     max_change = float(finite.max()) if finite.size else 0.0
     if k == 0:
-        return MaskAgreement(0, mask.size, 0, 0, 0.0, changed, kept, max_change, 0)  # no zeros: nothing to rank
+        return MaskAgreement(
+            0, mask.size, 0, 0, 0.0, changed, kept, max_change, 0
+        )  # no zeros: nothing to rank
     flat = absd.ravel()
     smallest = np.argpartition(flat, k - 1)[:k] if k < flat.size else np.arange(flat.size)
     t_overlap = int(np.count_nonzero(mask.ravel()[smallest]))
@@ -168,7 +172,9 @@ def classify(total: MaskAgreement) -> Fingerprint:
     # chance agreement is binomial: allow 4 standard errors (plus 1 point) above it
     se = math.sqrt(max(rt * (1 - rt), 1e-12) / total.pruned)
     noise = 4 * se + 0.01
-    uniform_share = total.row_uniform_tensors / total.pruned_tensors if total.pruned_tensors else 0.0
+    uniform_share = (
+        total.row_uniform_tensors / total.pruned_tensors if total.pruned_tensors else 0.0
+    )
     # group ranking is only evidence for an N:M mask: any magnitude-correlated mask scores high
     # on 4-groups, so it is used only when every pruned tensor has equal zeros per group
     nm_mask = total.pruned_tensors > 0 and total.nm_tensors == total.pruned_tensors
@@ -240,7 +246,11 @@ class SuperWeightReport:
 
 
 def super_weights(
-    name: str, dense: np.ndarray, compressed: np.ndarray, top_k: int = SUPER_TOP_K, multiple: float = SUPER_STD_MULTIPLE
+    name: str,
+    dense: np.ndarray,
+    compressed: np.ndarray,
+    top_k: int = SUPER_TOP_K,
+    multiple: float = SUPER_STD_MULTIPLE,
 ) -> list[SuperWeight]:
     """The top-k |w| of a dense down_proj that exceed ``multiple`` x its std, and what the
     compressed tensor holds at those positions."""
@@ -259,7 +269,9 @@ def super_weights(
         if flat[i] <= multiple * std:
             continue
         r, col = divmod(int(i), d2.shape[1])
-        out.append(SuperWeight(name, r, col, float(d2[r, col]), float(c2[r, col]), float(flat[i] / std)))
+        out.append(
+            SuperWeight(name, r, col, float(d2[r, col]), float(c2[r, col]), float(flat[i] / std))
+        )
     return out
 
 
@@ -298,7 +310,9 @@ def compare_checkpoints(
     from edgegate.progress import NullProgress
 
     prog = progress or NullProgress()
-    pairs = [(a, b) for a, b in pair_tensors(dense, compressed) if a.kind.prunable and len(a.shape) >= 2]
+    pairs = [
+        (a, b) for a, b in pair_tensors(dense, compressed) if a.kind.prunable and len(a.shape) >= 2
+    ]
     total: MaskAgreement | None = None
     supers: list[SuperWeight] = []
     n_down = 0

@@ -147,7 +147,9 @@ class ScanResult:
             "sparsity_claim": self.sparsity_claim.to_dict() if self.sparsity_claim else None,
             "structure": self.structure.to_dict(),
             "size": self.size.to_dict(),
-            "comparison": self.comparison.to_dict(self.size.disk_bytes) if self.comparison else None,
+            "comparison": self.comparison.to_dict(self.size.disk_bytes)
+            if self.comparison
+            else None,
             "timing": {"seconds": self.seconds, "bytes_scanned": self.bytes_scanned},
         }
         if per_tensor:
@@ -170,13 +172,20 @@ def _structure(info: TensorInfo) -> bool:
     return info.kind.prunable and len(info.shape) >= 2
 
 
-def _scan_parallel(ckpt: Checkpoint, infos: list[TensorInfo], order: list[int], threads: int,
-                   done: Callable[[int, TensorStats], None]) -> None:
+def _scan_parallel(
+    ckpt: Checkpoint,
+    infos: list[TensorInfo],
+    order: list[int],
+    threads: int,
+    done: Callable[[int, TensorStats], None],
+) -> None:
     """Workers take tensors largest first from one queue; a worker that opens a tensor
     larger than ``PART_BYTES`` puts its other row ranges at the front of the queue, so a
     single embedding matrix keeps every thread busy. Nobody waits on anyone (no deadlock
     however few threads); each tensor's parts are merged by whoever finishes the last one."""
-    work: deque[tuple[int, int, np.ndarray | None, tuple[int, int]]] = deque((i, 0, None, (0, 0)) for i in order)
+    work: deque[tuple[int, int, np.ndarray | None, tuple[int, int]]] = deque(
+        (i, 0, None, (0, 0)) for i in order
+    )
     lock = threading.Lock()
     parts: dict[int, list[TensorStats | None]] = {}
     results: queue.Queue[tuple[int, TensorStats | None, BaseException | None]] = queue.Queue()
@@ -194,11 +203,15 @@ def _scan_parallel(ckpt: Checkpoint, infos: list[TensorInfo], order: list[int], 
                     arr = ckpt.read_native(info)
                     ranges = row_parts(arr, PART_BYTES)
                     if len(ranges) == 1:
-                        results.put((i, tensor_stats(arr, info.dtype, structure=_structure(info)), None))
+                        results.put(
+                            (i, tensor_stats(arr, info.dtype, structure=_structure(info)), None)
+                        )
                         continue
                     with lock:
                         parts[i] = [None] * len(ranges)
-                        work.extendleft((i, j, arr, ranges[j]) for j in range(len(ranges) - 1, 0, -1))
+                        work.extendleft(
+                            (i, j, arr, ranges[j]) for j in range(len(ranges) - 1, 0, -1)
+                        )
                     k, (r0, r1) = 0, ranges[0]
                 st = tensor_stats(rows_of(arr, r0, r1), info.dtype, structure=_structure(info))
                 del arr
@@ -246,8 +259,11 @@ def scan_checkpoint(
     if not infos:  # 0 of 0 weights would read as "0% sparse" and let an empty file pass the gate
         from edgegate.errors import CheckpointError
 
-        raise CheckpointError("the checkpoint holds no tensors", path=ckpt.path,
-                              hint="an empty header or graph; re-export the model")
+        raise CheckpointError(
+            "the checkpoint holds no tensors",
+            path=ckpt.path,
+            hint="an empty header or graph; re-export the model",
+        )
     total = sum(i.nbytes for i in infos)
     stats = _measure(ckpt, infos, threads, prog, total)
     reports = _tensor_reports(infos, stats, ckpt.config)
@@ -259,7 +275,12 @@ def scan_checkpoint(
     claim = None
     if "sparsity" in merged_claims:
         claim = compare_claim(
-            merged_claims["sparsity"], sources.get("sparsity", "unknown"), prunable, kinds, layers, claim_tolerance
+            merged_claims["sparsity"],
+            sources.get("sparsity", "unknown"),
+            prunable,
+            kinds,
+            layers,
+            claim_tolerance,
         )
     sizes = [_tensor_size(r, st) for r, st in zip(reports, stats, strict=True) if st is not None]
     return ScanResult(
@@ -343,7 +364,11 @@ def summarize_structure(reports: list[TensorReport] | tuple[TensorReport, ...]) 
     conf: dict[str, float] = {}
     for nm in ("2:4", "4:8"):
         m = int(nm[2])
-        groups = [(r.numel // m, r.structure.nm_conformance[nm]) for r in pr if r.structure and nm in r.structure.nm_conformance]
+        groups = [
+            (r.numel // m, r.structure.nm_conformance[nm])
+            for r in pr
+            if r.structure and nm in r.structure.nm_conformance
+        ]
         total = sum(g for g, _ in groups)
         if total:
             conf[nm] = sum(g * c for g, c in groups) / total
@@ -384,7 +409,9 @@ def metadata_claims(ckpt: Checkpoint) -> tuple[dict[str, float], dict[str, str]]
             val = getattr(v, "value", v)
             if isinstance(val, (int, float)) and not isinstance(val, bool):
                 out[str(k)] = float(val)
-                src[str(k)] = str(getattr(v, "source", None) or md.get("claims_source") or "checkpoint metadata")
+                src[str(k)] = str(
+                    getattr(v, "source", None) or md.get("claims_source") or "checkpoint metadata"
+                )
     return out, src
 
 
@@ -433,15 +460,22 @@ def scan_paths(
             return res, None
         with open_checkpoint(against) as dk:
             dres = scan_checkpoint(dk, threads=threads, progress=progress)
-            uniform = {t.canonical: bool(t.structure and t.structure.row_uniform) for t in res.tensors}
+            uniform = {
+                t.canonical: bool(t.structure and t.structure.row_uniform) for t in res.tensors
+            }
             comp = compare_checkpoints(dk, ck, dres.size, uniform, progress)
     claim = res.sparsity_claim
     if claim is not None:  # "left dense" is judged against the dense model's own zeros
-        claim = compare_claim(claim.claimed, claim.source, res.prunable, res.kinds, res.layers, claim_tolerance,
-                              (dres.kinds, dres.layers))
+        claim = compare_claim(
+            claim.claimed,
+            claim.source,
+            res.prunable,
+            res.kinds,
+            res.layers,
+            claim_tolerance,
+            (dres.kinds, dres.layers),
+        )
     return replace(res, comparison=comp, sparsity_claim=claim), dres
-
-
 
 
 def broken_reference(dense: ScanResult) -> Exception:
@@ -456,6 +490,8 @@ def broken_reference(dense: ScanResult) -> Exception:
     more = f" and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
     return CheckpointError(
         f"the dense reference holds {dense.nan} NaN and {dense.inf} Inf weight(s) (in tensor '{first}'{more}); "
-        "a comparison against a broken reference verifies nothing", path=dense.path, field="dense",
+        "a comparison against a broken reference verifies nothing",
+        path=dense.path,
+        field="dense",
         hint="pass the original, finite dense checkpoint",
     )

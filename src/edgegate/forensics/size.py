@@ -110,7 +110,9 @@ class SizeReport:
         }
 
 
-def size_report(fmt: str, files: Sequence[Path], tensors: Iterable[TensorSize], sparsity: float) -> SizeReport:
+def size_report(
+    fmt: str, files: Sequence[Path], tensors: Iterable[TensorSize], sparsity: float
+) -> SizeReport:
     tl = list(tensors)
     projected: dict[str, int | None] = {}
     for layout in LAYOUTS:
@@ -120,7 +122,9 @@ def size_report(fmt: str, files: Sequence[Path], tensors: Iterable[TensorSize], 
     file_sizes = tuple((str(f), f.stat().st_size) for f in files if f.is_file())
     stored = sum(t.stored_nbytes for t in tl)
     rep = SizeReport(fmt, file_sizes, sum(s for _, s in file_sizes), stored, projected, "")
-    return SizeReport(rep.format, rep.files, rep.disk_bytes, rep.tensor_bytes, projected, _verdict(rep, sparsity))
+    return SizeReport(
+        rep.format, rep.files, rep.disk_bytes, rep.tensor_bytes, projected, _verdict(rep, sparsity)
+    )
 
 
 def _verdict(rep: SizeReport, sparsity: float) -> str:

@@ -26,7 +26,12 @@ class Aggregate:
         return self.zeros / self.numel if self.numel else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"zeros": self.zeros, "numel": self.numel, "tensors": self.tensors, "sparsity": self.sparsity}
+        return {
+            "zeros": self.zeros,
+            "numel": self.numel,
+            "tensors": self.tensors,
+            "sparsity": self.sparsity,
+        }
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,9 @@ def by_kind(items: list[TensorCount]) -> dict[str, Aggregate]:
 def by_layer(items: list[TensorCount], prunable_only: bool = True) -> dict[int, Aggregate]:
     layers = sorted({i.layer for i in items if i.layer is not None})
     return {
-        lay: aggregate(i for i in items if i.layer == lay and (i.kind.prunable or not prunable_only))
+        lay: aggregate(
+            i for i in items if i.layer == lay and (i.kind.prunable or not prunable_only)
+        )
         for lay in layers
     }
 
@@ -135,7 +142,9 @@ def explain(
         pruned = [k for k in prunable_kinds if k not in dense_kinds]
         others = ""
         if pruned:
-            others = "; pruned kinds at " + ", ".join(f"{k} {pct(prunable_kinds[k].sparsity)}" for k in pruned)
+            others = "; pruned kinds at " + ", ".join(
+                f"{k} {pct(prunable_kinds[k].sparsity)}" for k in pruned
+            )
         return f"{lead} -> {head} (kinds left dense: {', '.join(dense_kinds)}{others})"
     if dense_layers and len(dense_layers) < len(layers):
         parts.append(f"layers left dense: {', '.join(map(str, dense_layers))}")
@@ -143,7 +152,10 @@ def explain(
     off = [k for k, a in prunable_kinds.items() if abs(a.sparsity - claimed) > tolerance]
     if off:
         lead = "every kind is" if len(off) == len(prunable_kinds) else "kinds"
-        parts.append(f"{lead} {direction} the claim: " + ", ".join(f"{k} {pct(prunable_kinds[k].sparsity)}" for k in off))
+        parts.append(
+            f"{lead} {direction} the claim: "
+            + ", ".join(f"{k} {pct(prunable_kinds[k].sparsity)}" for k in off)
+        )
     else:
         parts.append(f"every kind is {direction} the claim by more than {pct(tolerance)}")
     return f"{head} ({'; '.join(parts)})"

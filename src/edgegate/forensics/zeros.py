@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-BLOCK_ELEMS = 1 << 18  # 256K elements: the doubled bits (512 KB for bf16) + mask (256 KB) stay in L2
+BLOCK_ELEMS = (
+    1 << 18
+)  # 256K elements: the doubled bits (512 KB for bf16) + mask (256 KB) stay in L2
 
 # (unsigned view dtype, magnitude mask, first non-finite magnitude, +Inf magnitude)
 _FLOAT_BITS: dict[str, tuple[type[np.unsignedinteger], int, int]] = {
@@ -144,7 +146,9 @@ def merge_stats(parts: list[TensorStats]) -> TensorStats:
                      inf=sum(p.inf for p in parts))  # fmt: skip
     if all(p.row_zeros is not None and p.col_all_zero is not None for p in parts):
         st.row_zeros = np.concatenate([p.row_zeros for p in parts if p.row_zeros is not None])
-        st.col_all_zero = np.logical_and.reduce([p.col_all_zero for p in parts if p.col_all_zero is not None])
+        st.col_all_zero = np.logical_and.reduce(
+            [p.col_all_zero for p in parts if p.col_all_zero is not None]
+        )
         for nm in first.nm_groups:
             st.nm_groups[nm] = sum(p.nm_groups[nm] for p in parts)
             st.nm_ok[nm] = sum(p.nm_ok[nm] for p in parts)
@@ -163,7 +167,12 @@ class _Releaser:
         readonly = isinstance(arr, np.memmap) and getattr(arr, "mode", None) in ("r", "readonly")
         mm = getattr(arr, "_mmap", None) if readonly else None
         self.mm: mmap.mmap | None = None
-        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or arr.size == 0:
+        if (
+            mm is None
+            or not hasattr(mm, "madvise")
+            or not hasattr(mmap, "MADV_DONTNEED")
+            or arr.size == 0
+        ):
             return
         probe = np.frombuffer(mm, dtype=np.uint8, count=1)
         self.base = int(probe.ctypes.data)
@@ -297,7 +306,10 @@ def _packed_structure(packed: np.ndarray, st: TensorStats) -> None:
     acc = np.uint16 if st.cols < 65536 else np.int64  # a row has <= cols zeros
     step = max(1, PACKED_CHUNK // pb)
     r = min(step, rows)
-    c8, hi = _scratch("c8", r * pb, np.uint8).reshape(r, pb), _scratch("hi", r * pb, np.uint8).reshape(r, pb)
+    c8, hi = (
+        _scratch("c8", r * pb, np.uint8).reshape(r, pb),
+        _scratch("hi", r * pb, np.uint8).reshape(r, pb),
+    )
     ge = _scratch("ge", r * pb, bool).reshape(r, pb)
     two, four, shift = np.uint8(2), np.uint8(4), np.uint8(4)
     ok24 = ok48 = 0

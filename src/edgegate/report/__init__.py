@@ -34,5 +34,7 @@ def write_report(fmt: str, gate: object, path: str | Path) -> Path:
             out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise InputError(f"cannot write {fmt} report: {exc.strerror}", path=out, hint="choose a writable path") from exc
+        raise InputError(
+            f"cannot write {fmt} report: {exc.strerror}", path=out, hint="choose a writable path"
+        ) from exc
     return out

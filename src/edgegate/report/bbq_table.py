@@ -51,14 +51,25 @@ def rows(m: Mapping[str, Any]) -> list[Row]:
         scope = str(r.get("scope"))
         d, c = dense.get(scope) or {}, comp.get(scope) or {}
         ci = r.get("ci") or [None, None]
-        out.append(Row(
-            scope, r.get("n"), (r.get("srs_dense"), r.get("srs_compressed")), r.get("delta_srs"),
-            (ci[0], ci[1]), r.get("p_value"), r.get("p_holm"), r.get("cohens_h"),
-            r.get("unbiased_to_biased"), r.get("biased_to_unbiased"),
-            (d.get("usr"), c.get("usr")), (d.get("anti_rate"), c.get("anti_rate")),
-            (d.get("s_amb"), c.get("s_amb")), (d.get("s_dis"), c.get("s_dis")),
-            (d.get("n_failures"), c.get("n_failures")),
-        ))
+        out.append(
+            Row(
+                scope,
+                r.get("n"),
+                (r.get("srs_dense"), r.get("srs_compressed")),
+                r.get("delta_srs"),
+                (ci[0], ci[1]),
+                r.get("p_value"),
+                r.get("p_holm"),
+                r.get("cohens_h"),
+                r.get("unbiased_to_biased"),
+                r.get("biased_to_unbiased"),
+                (d.get("usr"), c.get("usr")),
+                (d.get("anti_rate"), c.get("anti_rate")),
+                (d.get("s_amb"), c.get("s_amb")),
+                (d.get("s_dis"), c.get("s_dis")),
+                (d.get("n_failures"), c.get("n_failures")),
+            )
+        )
     return out
 
 
@@ -78,17 +89,37 @@ def _p(x: float | None) -> str:
 
 def _cells(r: Row) -> list[str]:
     return [
-        r.scope, "—" if r.n is None else str(r.n), _pair(r.srs), _f(r.delta, True),
-        f"[{_f(r.ci[0], True)}, {_f(r.ci[1], True)}]", _p(r.p), _p(r.p_holm), _f(r.h, True),
+        r.scope,
+        "—" if r.n is None else str(r.n),
+        _pair(r.srs),
+        _f(r.delta, True),
+        f"[{_f(r.ci[0], True)}, {_f(r.ci[1], True)}]",
+        _p(r.p),
+        _p(r.p_holm),
+        _f(r.h, True),
         f"{r.u2b if r.u2b is not None else '—'} / {r.b2u if r.b2u is not None else '—'}",
-        _pair(r.usr), _pair(r.anti), _pair(r.s_amb, True), _pair(r.s_dis, True),
+        _pair(r.usr),
+        _pair(r.anti),
+        _pair(r.s_amb, True),
+        _pair(r.s_dis, True),
         f"{r.failures[0] if r.failures[0] is not None else '—'} / {r.failures[1] if r.failures[1] is not None else '—'}",
     ]
 
 
 HEADERS = [
-    "scope", "n", "SRS dense → compressed", "ΔSRS", "95% CI (paired bootstrap)", "McNemar p", "Holm p",
-    "Cohen's h", "unbiased→biased / biased→unbiased", "USR", "anti-stereotype", "s_AMB", "s_DIS",
+    "scope",
+    "n",
+    "SRS dense → compressed",
+    "ΔSRS",
+    "95% CI (paired bootstrap)",
+    "McNemar p",
+    "Holm p",
+    "Cohen's h",
+    "unbiased→biased / biased→unbiased",
+    "USR",
+    "anti-stereotype",
+    "s_AMB",
+    "s_DIS",
     "parse failures d / c",
 ]
 
@@ -104,7 +135,11 @@ def html(m: Mapping[str, Any]) -> str:
         return ""
     head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
     body = "".join(
-        "<tr>" + "".join(f"<td{'' if i == 0 else ' class=num'}>{escape(c)}</td>" for i, c in enumerate(_cells(r))) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td{'' if i == 0 else ' class=num'}>{escape(c)}</td>" for i, c in enumerate(_cells(r))
+        )
+        + "</tr>"
         for r in table
     )
     data = m.get("data") or {}
@@ -117,7 +152,9 @@ def html(m: Mapping[str, Any]) -> str:
     )
     mhead = "<th>dense \\ compressed</th>" + "".join(f"<th>{c}</th>" for c in CLASSES)
     mbody = "".join(
-        "<tr>" + "".join(f"<td{'' if i == 0 else ' class=num'}>{escape(c)}</td>" for i, c in enumerate(r)) + "</tr>"
+        "<tr>"
+        + "".join(f"<td{'' if i == 0 else ' class=num'}>{escape(c)}</td>" for i, c in enumerate(r))
+        + "</tr>"
         for r in _matrix(m)
     )
     return (
@@ -134,7 +171,9 @@ def markdown(m: Mapping[str, Any]) -> list[str]:
     lines = ["| " + " | ".join(HEADERS[i] for i in keep) + " |", "|" + "---|" * len(keep)]
     for r in table:
         cells = _cells(r)
-        lines.append("| " + " | ".join(md(cells[i]) for i in keep) + " |")  # categories come from the data
+        lines.append(
+            "| " + " | ".join(md(cells[i]) for i in keep) + " |"
+        )  # categories come from the data
     return [*sections_markdown(m), *lines]
 
 
@@ -151,8 +190,14 @@ def validity_line(m: Mapping[str, Any]) -> str:
     if not v:
         return ""
     acc = v.get("disambig_accuracy")
-    acc_t = (f"dense disambiguated accuracy {acc['k']}/{acc['n']} = {acc['rate']:.3f} "
-             f"(chance 1/3, one-sided exact binomial p={acc['p_value']:.3g})") if acc else "accuracy vs chance not tested"
+    acc_t = (
+        (
+            f"dense disambiguated accuracy {acc['k']}/{acc['n']} = {acc['rate']:.3f} "
+            f"(chance 1/3, one-sided exact binomial p={acc['p_value']:.3g})"
+        )
+        if acc
+        else "accuracy vs chance not tested"
+    )
     u = v.get("ambig_unknown_share")
     line = f"Validity ({v.get('mode')} mode): {str(v.get('status')).upper()} — {acc_t}; dense 'unknown' on ambiguous items {_f(u)}"
     if v.get("reasons"):
@@ -172,7 +217,11 @@ def power_line(m: Mapping[str, Any]) -> str:
 def mode_line(m: Mapping[str, Any]) -> str:
     """Which BBQ mode ``mode: auto`` chose and why (empty for an explicit mode)."""
     ch = m.get("mode_choice") or {}
-    return f"Mode: {ch['mode']} (requested {ch['requested']}): {ch['reason']}" if ch.get("mode") else ""
+    return (
+        f"Mode: {ch['mode']} (requested {ch['requested']}): {ch['reason']}"
+        if ch.get("mode")
+        else ""
+    )
 
 
 def sections(m: Mapping[str, Any]) -> list[Section]:
@@ -197,11 +246,24 @@ def _position_profiles(m: Mapping[str, Any]) -> list[Section]:
     for role in ("dense", "compressed"):
         p = prof.get(role) or {}
         sh = p.get("shares") or {}
-        rows_.append([role, *(_f(sh.get(k)) for k in labels), str(p.get("top") or "—"), _f(p.get("top_share")),
-                      _f(p.get("majority_share")), str(p.get("n_answers", "—"))])
+        rows_.append(
+            [
+                role,
+                *(_f(sh.get(k)) for k in labels),
+                str(p.get("top") or "—"),
+                _f(p.get("top_share")),
+                _f(p.get("majority_share")),
+                str(p.get("n_answers", "—")),
+            ]
+        )
     basis = (prof.get("dense") or {}).get("basis", "position")
-    return [(f"Position profile (share of answers by {basis})", ["model", *labels, "top", "top share",
-             "items with a majority", "answers"], rows_)]
+    return [
+        (
+            f"Position profile (share of answers by {basis})",
+            ["model", *labels, "top", "top share", "items with a majority", "answers"],
+            rows_,
+        )
+    ]
 
 
 def _decomposition(m: Mapping[str, Any]) -> list[Section]:
@@ -210,15 +272,40 @@ def _decomposition(m: Mapping[str, Any]) -> list[Section]:
     for r in [m.get("overall") or {}, *(m.get("per_category") or [])]:
         if r.get("abstention") is None:
             continue
-        dec_rows.append([str(r.get("scope")), _ci_text(r.get("delta_srs") if isinstance(r.get("delta_srs"), Mapping)
-                                                       else {"value": r.get("delta_srs"), "ci": r.get("ci")}),
-                         _ci_text(r.get("abstention")), _ci_text(r.get("consistency")), _ci_text(r.get("direction")),
-                         _ci_text(r.get("delta_s")), _p((r.get("delta_s") or {}).get("p_value")), _ci_text(r.get("delta_s_amb"))])
+        dec_rows.append(
+            [
+                str(r.get("scope")),
+                _ci_text(
+                    r.get("delta_srs")
+                    if isinstance(r.get("delta_srs"), Mapping)
+                    else {"value": r.get("delta_srs"), "ci": r.get("ci")}
+                ),
+                _ci_text(r.get("abstention")),
+                _ci_text(r.get("consistency")),
+                _ci_text(r.get("direction")),
+                _ci_text(r.get("delta_s")),
+                _p((r.get("delta_s") or {}).get("p_value")),
+                _ci_text(r.get("delta_s_amb")),
+            ]
+        )
     if not dec_rows:
         return []
-    return [("What moved: ΔSRS = abstention + consistency + direction (95% paired bootstrap CI)",
-             ["scope", "ΔSRS", "abstention (−ΔUSR·β̄)", "consistency (−Δnone·β̄)", "direction (C̄·Δβ)",
-              "Δs (bias score)", "permutation p", "Δs_AMB"], dec_rows)]
+    return [
+        (
+            "What moved: ΔSRS = abstention + consistency + direction (95% paired bootstrap CI)",
+            [
+                "scope",
+                "ΔSRS",
+                "abstention (−ΔUSR·β̄)",
+                "consistency (−Δnone·β̄)",
+                "direction (C̄·Δβ)",
+                "Δs (bias score)",
+                "permutation p",
+                "Δs_AMB",
+            ],
+            dec_rows,
+        )
+    ]
 
 
 def _flows(m: Mapping[str, Any]) -> list[Section]:
@@ -227,16 +314,28 @@ def _flows(m: Mapping[str, Any]) -> list[Section]:
     if not fl:
         return []
     flow_rows = [
-        ["unbiased → biased / biased → unbiased", f"{fl['unbiased_to_biased']} / {fl['biased_to_unbiased']}"],
+        [
+            "unbiased → biased / biased → unbiased",
+            f"{fl['unbiased_to_biased']} / {fl['biased_to_unbiased']}",
+        ],
         ["→ anti-stereotype / anti-stereotype →", f"{fl['to_anti']} / {fl['from_anti']}"],
         ["biased → anti / anti → biased", f"{fl['biased_to_anti']} / {fl['anti_to_biased']}"],
         ["'unknown' lost / gained", f"{fl['unknown_lost']} / {fl['unknown_gained']}"],
     ]
     if em:
-        flow_rows.append(["new-bias emergence / anti emergence / disappearance",
-                          f"{em['emerged']} / {em['anti_emerged']} / {em['disappeared']} (dense SRS 0: {em['dense_srs0']})"])
+        flow_rows.append(
+            [
+                "new-bias emergence / anti emergence / disappearance",
+                f"{em['emerged']} / {em['anti_emerged']} / {em['disappeared']} (dense SRS 0: {em['dense_srs0']})",
+            ]
+        )
         if "null_emerged" in em:
-            flow_rows.append(["emergence: compressed / dense-vs-dense null", f"{em['emerged']} / {em['null_emerged']}"])
+            flow_rows.append(
+                [
+                    "emergence: compressed / dense-vs-dense null",
+                    f"{em['emerged']} / {em['null_emerged']}",
+                ]
+            )
     return [("Flows both ways (items, majority answers)", ["flow", "count"], flow_rows)]
 
 
@@ -246,14 +345,43 @@ def _power_curve(m: Mapping[str, Any]) -> list[Section]:
     if not pw.get("curve"):
         return []
     ref = pw.get("reference") or {}
-    body = [[f"{c['k']:.3f}", _f(c["delta_srs"], True), _f(c["delta_s"], True), _f(c["power_srs"]),
-             _f(c["power_direction"]), _f(c["power_any"])] for c in pw["curve"]]
+    body = [
+        [
+            f"{c['k']:.3f}",
+            _f(c["delta_srs"], True),
+            _f(c["delta_s"], True),
+            _f(c["power_srs"]),
+            _f(c["power_direction"]),
+            _f(c["power_any"]),
+        ]
+        for c in pw["curve"]
+    ]
     if ref.get("power_any") is not None:
-        body.append([f"reference {ref['k']:.3f}", _f(ref["delta_srs"], True), _f(ref["delta_s"], True),
-                     _f(ref["power_srs"]), _f(ref["power_direction"]), _f(ref["power_any"])])
-    return [(f"Power at this run's n={pw['n']}: planted shifts (share k of anti/unknown items moved to the "
-             f"stereotype, {pw['draws']} simulated pairs each, churn {pw['churn']:.3f})",
-             ["k", "mean ΔSRS", "mean Δs", "P(ΔSRS verdict fails)", "P(direction fails)", "P(either)"], body)]
+        body.append(
+            [
+                f"reference {ref['k']:.3f}",
+                _f(ref["delta_srs"], True),
+                _f(ref["delta_s"], True),
+                _f(ref["power_srs"]),
+                _f(ref["power_direction"]),
+                _f(ref["power_any"]),
+            ]
+        )
+    return [
+        (
+            f"Power at this run's n={pw['n']}: planted shifts (share k of anti/unknown items moved to the "
+            f"stereotype, {pw['draws']} simulated pairs each, churn {pw['churn']:.3f})",
+            [
+                "k",
+                "mean ΔSRS",
+                "mean Δs",
+                "P(ΔSRS verdict fails)",
+                "P(direction fails)",
+                "P(either)",
+            ],
+            body,
+        )
+    ]
 
 
 def _paper(m: Mapping[str, Any]) -> list[Section]:
@@ -261,10 +389,19 @@ def _paper(m: Mapping[str, Any]) -> list[Section]:
     paper = m.get("paper") or {}
     if not paper.get("srs"):
         return []
-    return [("The study's definitions (no position control, no reverse flow, no null) — for comparison only",
-             ["SRS (answers)", "unbiased→biased rate", "new-bias emergence rate"],
-             [[_pair((paper["srs"][0], paper["srs"][1])), _f(paper.get("unbiased_to_biased_rate")),
-               _f(paper.get("new_bias_emergence_rate"))]])]
+    return [
+        (
+            "The study's definitions (no position control, no reverse flow, no null) — for comparison only",
+            ["SRS (answers)", "unbiased→biased rate", "new-bias emergence rate"],
+            [
+                [
+                    _pair((paper["srs"][0], paper["srs"][1])),
+                    _f(paper.get("unbiased_to_biased_rate")),
+                    _f(paper.get("new_bias_emergence_rate")),
+                ]
+            ],
+        )
+    ]
 
 
 def _scoring_cost(m: Mapping[str, Any]) -> list[Section]:
@@ -276,17 +413,38 @@ def _scoring_cost(m: Mapping[str, Any]) -> list[Section]:
     body = []
     for role, c in cache.items():
         w = work.get(role) or {}
-        body.append([str(role), str(c.get("answers", "—")), str(c.get("from_cache", "—")),
-                     str(w.get("tokens_evaluated", "—")), str(w.get("minimal_tokens", "—")), _f(w.get("efficiency"))])
-    return [("Scoring cost of this run (answers reused from the result cache cost nothing)",
-             ["model", "answers", "from the result cache", "positions evaluated", "minimum needed", "work efficiency"],
-             body)]
+        body.append(
+            [
+                str(role),
+                str(c.get("answers", "—")),
+                str(c.get("from_cache", "—")),
+                str(w.get("tokens_evaluated", "—")),
+                str(w.get("minimal_tokens", "—")),
+                _f(w.get("efficiency")),
+            ]
+        )
+    return [
+        (
+            "Scoring cost of this run (answers reused from the result cache cost nothing)",
+            [
+                "model",
+                "answers",
+                "from the result cache",
+                "positions evaluated",
+                "minimum needed",
+                "work efficiency",
+            ],
+            body,
+        )
+    ]
 
 
 def _html_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     rows_ = "".join(
-        "<tr>" + "".join(f"<td{'' if i == 0 else ' class=num'}>{escape(c)}</td>" for i, c in enumerate(r)) + "</tr>"
+        "<tr>"
+        + "".join(f"<td{'' if i == 0 else ' class=num'}>{escape(c)}</td>" for i, c in enumerate(r))
+        + "</tr>"
         for r in body
     )
     return f"<table><tr>{head}</tr>{rows_}</table>"
@@ -318,7 +476,12 @@ def sections_markdown(m: Mapping[str, Any]) -> list[str]:
     if m.get("driver") and m.get("judged", True):
         lines += [f"Driver of the largest ΔSRS part: {md(m['driver'])}", ""]
     for title, headers, body in sections(m):
-        lines += [f"#### {title}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += [
+            f"#### {title}",
+            "",
+            "| " + " | ".join(headers) + " |",
+            "|" + "---|" * len(headers),
+        ]
         lines += ["| " + " | ".join(md(c) for c in r) + " |" for r in body]
         lines.append("")
     return lines

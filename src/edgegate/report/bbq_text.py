@@ -21,7 +21,10 @@ def fmt_number(x: Any, spec: str = ".3f") -> str:
 
 
 def _metrics_table(title: str, groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    lines = [title, f"  {'scope':<22}{'n':>6}{'SRS':>8}{'USR':>8}{'anti':>8}{'s_AMB':>8}{'s_DIS':>8}{'fail':>6}"]
+    lines = [
+        title,
+        f"  {'scope':<22}{'n':>6}{'SRS':>8}{'USR':>8}{'anti':>8}{'s_AMB':>8}{'s_DIS':>8}{'fail':>6}",
+    ]
     for k, g in groups.items():
         lines.append(
             f"  {k:<22}{g['n_answers']:>6}{fmt_number(g['srs']):>8}{fmt_number(g['usr']):>8}{fmt_number(g['anti_rate']):>8}"
@@ -37,14 +40,17 @@ def render_text(result: CheckResult) -> str:
         d = m["data"]
         out.append(
             f"data: {d['source']} ({d['condition']}): {d['n_used']} of {d['n_loaded']} items used, "
-            f"{d['excluded']['count']} excluded" + (f" {d['excluded']['reasons']}" if d["excluded"]["count"] else "")
+            f"{d['excluded']['count']} excluded"
+            + (f" {d['excluded']['reasons']}" if d["excluded"]["count"] else "")
         )
     for role in ("dense", "compressed", "model"):
         if role in m:
             out += _metrics_table(f"{role}:", m[role])
     if "transitions" in m:
         t = m["transitions"]
-        out.append(f"transitions (per item/seed/rotation, dense row -> compressed column), {t['n_pairs']} pairs:")
+        out.append(
+            f"transitions (per item/seed/rotation, dense row -> compressed column), {t['n_pairs']} pairs:"
+        )
         cls = list(t["matrix"])
         out.append("  " + " " * 10 + "".join(f"{c:>10}" for c in cls))
         for a in cls:
@@ -56,7 +62,11 @@ def render_text(result: CheckResult) -> str:
         out += ["  " + " | ".join(r) for r in [headers, *body]]
     for v in result.verdicts:
         out.append(f"[{v.status.value.upper():>12}] {v.message}" + _stat_line(v))
-    label = "MEASURED" if result.status is Status.SKIPPED and "model" in m else result.status.value.upper()
+    label = (
+        "MEASURED"
+        if result.status is Status.SKIPPED and "model" in m
+        else result.status.value.upper()
+    )
     out.append(f"{label}: {result.summary}")
     return "\n".join(out)
 

@@ -39,7 +39,9 @@ def shown_status(o: CheckOutcome) -> str:
     """The status word of a check's row: its result's status when it ran, else how the gate
     treated it — deselected, disabled, not-in-policy, or not-run (fail-fast stopped the run
     before it; its summary says after which check)."""
-    return o.result.status.value if o.selected and o.gate is not CheckDecision.NOT_RUN else str(o.gate)
+    return (
+        o.result.status.value if o.selected and o.gate is not CheckDecision.NOT_RUN else str(o.gate)
+    )
 
 
 def num(x: float | None, unit: str = "") -> str:

@@ -33,12 +33,16 @@ def emit_gate(gate: GateResult, outputs: Mapping[str, str | None], quiet: bool) 
             with open(summary_file, "a", encoding="utf-8") as f:
                 f.write(render("markdown", gate) + "\n")
         except OSError as exc:
-            click.echo(f"edgegate: warning: cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}", err=True)
+            click.echo(
+                f"edgegate: warning: cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}", err=True
+            )
     if not quiet:
         from edgegate.report.terminal import print_summary
 
         print_summary(gate)
-    elif gate.status is GateStatus.ERROR:  # -q hides the table, but an error still needs its one line
+    elif (
+        gate.status is GateStatus.ERROR
+    ):  # -q hides the table, but an error still needs its one line
         click.echo(f"edgegate: error: {terminal('; '.join(gate.reasons))}", err=True)
     else:  # -q hides progress and the table, never the verdict: a CI log must say why it is red
         from edgegate.report.common import headline

@@ -70,9 +70,15 @@ def render(gate: GateResult) -> str:
             f"<tr><td><code>{escape(k)}</code></td><td class='num'>{v:g}</td><td>{escape(gate.claim_sources.get(k, ''))}</td></tr>"
             for k, v in sorted(gate.claims.items())
         )
-        parts += ["<h2>Claims</h2>", f"<table><tr><th>claim</th><th>value</th><th>source</th></tr>{rows}</table>"]
+        parts += [
+            "<h2>Claims</h2>",
+            f"<table><tr><th>claim</th><th>value</th><th>source</th></tr>{rows}</table>",
+        ]
     parts += ["<h2>Inputs</h2>", _inputs_table(gate), "<h2>Environment</h2>", _environment(gate)]
-    parts += ["<h2>Raw measurements</h2>", *(_raw(o.name, o.result.measurements) for o in gate.outcomes if o.result.measurements)]
+    parts += [
+        "<h2>Raw measurements</h2>",
+        *(_raw(o.name, o.result.measurements) for o in gate.outcomes if o.result.measurements),
+    ]
     parts.append("</main></body></html>\n")
     return "".join(parts)
 
@@ -82,7 +88,11 @@ def _pill(status: str) -> str:
 
 
 def _banner(gate: GateResult) -> str:
-    reasons = "" if gate.status is GateStatus.PASS else "<ul>" + "".join(f"<li>{escape(r)}</li>" for r in gate.reasons) + "</ul>"
+    reasons = (
+        ""
+        if gate.status is GateStatus.PASS
+        else "<ul>" + "".join(f"<li>{escape(r)}</li>" for r in gate.reasons) + "</ul>"
+    )
     return (
         f"<div class='banner {escape(gate.status)}'><h1>edgegate: {escape(headline(gate))}</h1>"
         f"<p>policy <b>{escape(gate.policy.name)}</b>{' (--strict)' if gate.strict else ''} · exit code {gate.exit_code}"
@@ -100,7 +110,9 @@ def _checks_table(gate: GateResult) -> str:
     for o in gate.outcomes:
         st = shown_status(o)
         # an advisory check's failure does not gate: an amber "advisory" pill, not a red fail
-        pill = _pill("advisory") + f" {escape(st)}" if o.gate is CheckDecision.ADVISORY else _pill(st)
+        pill = (
+            _pill("advisory") + f" {escape(st)}" if o.gate is CheckDecision.ADVISORY else _pill(st)
+        )
         rows.append(
             f"<tr><td><b>{escape(o.name)}</b></td><td>{'yes' if o.required else 'no'}</td><td>{pill}</td>"
             f"<td>{escape(o.result.summary)}{_reason(o.reason, o.result.summary)}</td>"
@@ -122,7 +134,11 @@ def _verdicts_table(gate: GateResult) -> str:
     rows = []
     for o in gate.outcomes:
         for v in o.result.verdicts:
-            scope = f" <span class='muted'>[{escape(v.scope)}]</span>" if v.scope and v.scope not in v.name else ""
+            scope = (
+                f" <span class='muted'>[{escape(v.scope)}]</span>"
+                if v.scope and v.scope not in v.name
+                else ""
+            )
             how = f"<br><i>{escape(extras(v))}</i>" if extras(v) != "—" else ""
             rows.append(
                 f"<tr><td>{escape(o.name)}</td><td><b>{escape(v.name)}</b>{scope}<div class='muted'>{escape(v.message)}{how}</div></td>"
@@ -150,7 +166,9 @@ def _inputs_table(gate: GateResult) -> str:
             f"<tr><td>{escape(inp['role'])}</td><td><code>{escape(inp['path'])}</code><br>{escape(str(inp['format'] or inp['kind']))}, "
             f"{human_bytes(inp['total_bytes'])}</td><td>{listing}</td></tr>"
         )
-    return f"<table><tr><th>role</th><th>path</th><th>files (sha256)</th></tr>{''.join(rows)}</table>"
+    return (
+        f"<table><tr><th>role</th><th>path</th><th>files (sha256)</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def _environment(gate: GateResult) -> str:
@@ -208,7 +226,12 @@ def _pct(v: float) -> str:
 def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]:
     refs = [RefLine(claim, f"claimed {claim:.0%}")] if claim is not None else []
     tensors = _find(m, "tensors")
-    if isinstance(tensors, list) and tensors and isinstance(tensors[0], Mapping) and "layer" in tensors[0]:
+    if (
+        isinstance(tensors, list)
+        and tensors
+        and isinstance(tensors[0], Mapping)
+        and "layer" in tensors[0]
+    ):
         grid: dict[int, dict[str, list[float]]] = {}
         for t in tensors:
             if t.get("layer") is None or t.get("kind") not in _KIND_ORDER or not t.get("numel"):
@@ -220,10 +243,22 @@ def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]
             layers = sorted(grid)
             kinds = [k for k in _KIND_ORDER if any(k in grid[layer] for layer in layers)]
             series = [
-                (k, [grid[layer][k][0] / grid[layer][k][1] if k in grid[layer] else None for layer in layers]) for k in kinds
+                (
+                    k,
+                    [
+                        grid[layer][k][0] / grid[layer][k][1] if k in grid[layer] else None
+                        for layer in layers
+                    ],
+                )
+                for k in kinds
             ]
             yield bar_chart(
-                "Sparsity per layer, by module kind", [f"layer {layer}" for layer in layers], series, fmt=_pct, ymax=1.0, refs=refs
+                "Sparsity per layer, by module kind",
+                [f"layer {layer}" for layer in layers],
+                series,
+                fmt=_pct,
+                ymax=1.0,
+                refs=refs,
             )
             return
     nested = _find(m, "by_layer_kind")  # {layer: {kind: {zeros, numel} | sparsity}}
@@ -231,16 +266,27 @@ def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]
         layers = sorted(nested, key=_layer_key)
         kinds = [k for k in _KIND_ORDER if any(k in (nested[layer] or {}) for layer in layers)]
         if kinds:
-            series = [(k, [_sparsity_of((nested[layer] or {}).get(k)) for layer in layers]) for k in kinds]
+            series = [
+                (k, [_sparsity_of((nested[layer] or {}).get(k)) for layer in layers]) for k in kinds
+            ]
             yield bar_chart(
-                "Sparsity per layer, by module kind", [f"layer {layer}" for layer in layers], series, fmt=_pct, ymax=1.0, refs=refs
+                "Sparsity per layer, by module kind",
+                [f"layer {layer}" for layer in layers],
+                series,
+                fmt=_pct,
+                ymax=1.0,
+                refs=refs,
             )
             return
     by_kind = _find(m, "by_kind")
     if isinstance(by_kind, Mapping) and by_kind:
-        kinds = [k for k in _KIND_ORDER if k in by_kind]  # the prunable kinds: norm/lm_head are never pruned
+        kinds = [
+            k for k in _KIND_ORDER if k in by_kind
+        ]  # the prunable kinds: norm/lm_head are never pruned
         vals = [_sparsity_of(by_kind[k]) for k in kinds]
-        yield bar_chart("Sparsity by module kind", kinds, [("sparsity", vals)], fmt=_pct, ymax=1.0, refs=refs)
+        yield bar_chart(
+            "Sparsity by module kind", kinds, [("sparsity", vals)], fmt=_pct, ymax=1.0, refs=refs
+        )
     by_layer = _find(m, "by_layer")
     if isinstance(by_layer, Mapping) and by_layer:
         keys = sorted(by_layer, key=_layer_key)
@@ -274,8 +320,16 @@ def _size_chart(m: Mapping[str, Any], claim: float | None) -> str | None:
     other layouts; the claimed size is a reference line."""
     cats: list[str] = []
     vals: list[float | None] = []
-    dense_disk = _find(m, "dense_bytes") or _find(_find(m, "dense") or {}, "disk_bytes") or _find(_find(m, "dense_size") or {}, "disk_bytes")
-    comp_disk = _find(m, "compressed_bytes") or _find(_find(m, "compressed") or {}, "disk_bytes") or _find(m, "disk_bytes")
+    dense_disk = (
+        _find(m, "dense_bytes")
+        or _find(_find(m, "dense") or {}, "disk_bytes")
+        or _find(_find(m, "dense_size") or {}, "disk_bytes")
+    )
+    comp_disk = (
+        _find(m, "compressed_bytes")
+        or _find(_find(m, "compressed") or {}, "disk_bytes")
+        or _find(m, "disk_bytes")
+    )
     if isinstance(dense_disk, (int, float)):
         cats.append("dense (disk)")
         vals.append(float(dense_disk))
@@ -299,7 +353,9 @@ def _size_chart(m: Mapping[str, Any], claim: float | None) -> str | None:
     refs = []
     if claim is not None and isinstance(dense_disk, (int, float)):
         refs.append(RefLine(float(dense_disk) * (1 - claim), f"claimed size ({claim:.0%} saving)"))
-    return bar_chart("Bytes on disk vs claimed size", cats, [("bytes", vals)], fmt=human_bytes, refs=refs)
+    return bar_chart(
+        "Bytes on disk vs claimed size", cats, [("bytes", vals)], fmt=human_bytes, refs=refs
+    )
 
 
 def _ppl_vs_bias(gate: GateResult) -> list[str]:
@@ -312,13 +368,28 @@ def _ppl_vs_bias(gate: GateResult) -> list[str]:
         return []
     validity = bbq.measurements.get("validity")
     if isinstance(validity, Mapping) and validity.get("status") == "invalid":
-        return [_not_drawn("Δperplexity vs ΔSRS and ΔSRS per BBQ category", f"BBQ is invalid in this mode ({bbq.summary})")]
+        return [
+            _not_drawn(
+                "Δperplexity vs ΔSRS and ΔSRS per BBQ category",
+                f"BBQ is invalid in this mode ({bbq.summary})",
+            )
+        ]
     out: list[str] = []
     ppl_ok = ppl.status in (Status.PASS, Status.FAIL)
     if not ppl_ok:
-        out.append(_not_drawn("Δperplexity vs ΔSRS", f"perplexity is {ppl.status.value} ({ppl.summary})"))
-    y_limit = gate.policy.checks["bbq"].section.get("max_srs_increase_abs") if "bbq" in gate.policy.checks else None
-    charts = report_charts(ppl.verdicts if ppl_ok else [], bbq.measurements, float(y_limit) if y_limit is not None else None)
+        out.append(
+            _not_drawn("Δperplexity vs ΔSRS", f"perplexity is {ppl.status.value} ({ppl.summary})")
+        )
+    y_limit = (
+        gate.policy.checks["bbq"].section.get("max_srs_increase_abs")
+        if "bbq" in gate.policy.checks
+        else None
+    )
+    charts = report_charts(
+        ppl.verdicts if ppl_ok else [],
+        bbq.measurements,
+        float(y_limit) if y_limit is not None else None,
+    )
     if bbq.status is Status.INCONCLUSIVE:
         label = f"<div class='inconclusive-label'>inconclusive, not a verdict: {escape(bbq.summary)}</div>"
         charts = [f"{label}<div class='greyed'>{c}</div>" for c in charts]

@@ -21,7 +21,14 @@ def build_report(gate: GateResult) -> dict[str, Any]:
     checks = []
     for o in gate.outcomes:
         d = o.result.to_dict()
-        d.update({"required": o.required, "selected": o.selected, "gate": str(o.gate), "gate_reason": o.reason})
+        d.update(
+            {
+                "required": o.required,
+                "selected": o.selected,
+                "gate": str(o.gate),
+                "gate_reason": o.reason,
+            }
+        )
         checks.append(d)
     counts: dict[str, int] = {}
     for o in gate.outcomes:
@@ -34,7 +41,11 @@ def build_report(gate: GateResult) -> dict[str, Any]:
         "exit_code": gate.exit_code,
         "reasons": list(gate.reasons),
         "notes": list(gate.notes),
-        "verification": {"required": v.required, "verified": v.verified, "not_verified": list(v.not_verified)},
+        "verification": {
+            "required": v.required,
+            "verified": v.verified,
+            "not_verified": list(v.not_verified),
+        },
         "findings": [dict(f) for f in gate.findings],
         "caveats": list(gate.caveats),
         "strict": gate.strict,
@@ -76,4 +87,7 @@ def validate_report(report: dict[str, Any]) -> list[str]:
     import jsonschema
 
     v = jsonschema.Draft202012Validator(report_schema())
-    return [f"{'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in v.iter_errors(report)]
+    return [
+        f"{'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+        for e in v.iter_errors(report)
+    ]

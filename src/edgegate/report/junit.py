@@ -16,20 +16,28 @@ from edgegate.results import GateResult
 
 def render(gate: GateResult) -> str:
     suites = ET.Element(
-        "testsuites", name=f"edgegate ({gate.policy.name}): {gate.status}", time=f"{gate.duration_s:.3f}"
+        "testsuites",
+        name=f"edgegate ({gate.policy.name}): {gate.status}",
+        time=f"{gate.duration_s:.3f}",
     )
     for o in gate.outcomes:
         r = o.result
-        suite = ET.SubElement(suites, "testsuite", name=f"edgegate.{o.name}", time=f"{r.duration_s:.3f}")
+        suite = ET.SubElement(
+            suites, "testsuite", name=f"edgegate.{o.name}", time=f"{r.duration_s:.3f}"
+        )
         cases = 0
         counts = {"failures": 0, "errors": 0, "skipped": 0}
         items: list[tuple[str, Status, str, Verdict | None]] = [
-            (v.name + (f"[{v.scope}]" if v.scope else ""), v.status, v.message, v) for v in r.verdicts]
+            (v.name + (f"[{v.scope}]" if v.scope else ""), v.status, v.message, v)
+            for v in r.verdicts
+        ]
         if not items:
             items = [(o.name, r.status, r.summary, None)]
         for name, status, message, v in items:
             cases += 1
-            case = ET.SubElement(suite, "testcase", classname=f"edgegate.{o.name}", name=name, time="0")
+            case = ET.SubElement(
+                suite, "testcase", classname=f"edgegate.{o.name}", name=name, time="0"
+            )
             detail = message
             if v is not None:
                 detail = (
@@ -50,7 +58,9 @@ def render(gate: GateResult) -> str:
                 out = ET.SubElement(case, "system-out")
                 out.text = f"advisory {status.value} (this check does not gate): {detail}"
             elif status in (Status.FAIL, Status.INCONCLUSIVE):
-                el = ET.SubElement(case, "failure", message=f"{status.value}: {message}", type=status.value)
+                el = ET.SubElement(
+                    case, "failure", message=f"{status.value}: {message}", type=status.value
+                )
                 el.text = detail
                 counts["failures"] += 1
             else:
@@ -61,7 +71,9 @@ def render(gate: GateResult) -> str:
             suite.set(k, str(n))
     _only_xml_chars(suites)
     ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+    )
 
 
 def _only_xml_chars(root: ET.Element) -> None:

@@ -43,7 +43,10 @@ def render(gate: GateResult) -> str:
         lines += ["", "### BBQ (dense → compressed)", "", *table]
     if gate.claims:
         lines += ["", "### Claims", ""]
-        lines += [f"- {_code(k)} = {v:g} (from {_cell(gate.claim_sources.get(k, '?'))})" for k, v in sorted(gate.claims.items())]
+        lines += [
+            f"- {_code(k)} = {v:g} (from {_cell(gate.claim_sources.get(k, '?'))})"
+            for k, v in sorted(gate.claims.items())
+        ]
     lines += _inputs_and_environment(gate)
     return "\n".join(lines)
 
@@ -71,15 +74,29 @@ def _checks(gate: GateResult) -> list[str]:
         st = o.result.status.value
         # an advisory check's failure does not gate: it must not read like one that does
         shown = f"advisory {st}" if o.gate is CheckDecision.ADVISORY else shown_status(o)
-        st = "skipped" if not o.selected or o.gate in (CheckDecision.ADVISORY, CheckDecision.NOT_RUN) else st
+        st = (
+            "skipped"
+            if not o.selected or o.gate in (CheckDecision.ADVISORY, CheckDecision.NOT_RUN)
+            else st
+        )
         lines.append(
             f"| {_cell(o.name)} | {'yes' if o.required else 'no'} | {STATUS_ICON.get(st, '')} {shown} | {_cell(o.result.summary)} |"
         )
-    chosen = [(o.name, rc) for o in gate.outcomes
-              if isinstance(rc := (o.result.measurements or {}).get("runtime_choice"), dict) and rc.get("runtime")]
+    chosen = [
+        (o.name, rc)
+        for o in gate.outcomes
+        if isinstance(rc := (o.result.measurements or {}).get("runtime_choice"), dict)
+        and rc.get("runtime")
+    ]
     if chosen:  # `runtime: auto`: where each runtime check measured, and why
-        lines += ["", "Runtime: " + "; ".join(f"{name} on **{_cell(str(rc['runtime']))}** ({_cell(str(rc.get('reason', '')))})"
-                                              for name, rc in chosen)]
+        lines += [
+            "",
+            "Runtime: "
+            + "; ".join(
+                f"{name} on **{_cell(str(rc['runtime']))}** ({_cell(str(rc.get('reason', '')))})"
+                for name, rc in chosen
+            ),
+        ]
     return lines
 
 
@@ -108,11 +125,17 @@ def _inputs_and_environment(gate: GateResult) -> list[str]:
     """The collapsed block: each input with its digest, then the machine and the timing."""
     lines = ["", "<details><summary>Inputs and environment</summary>", ""]
     for inp in gate.inputs:
-        first = inp["files"][0]["sha256"] if len(inp["files"]) == 1 and inp["files"][0]["sha256"] else None
+        first = (
+            inp["files"][0]["sha256"]
+            if len(inp["files"]) == 1 and inp["files"][0]["sha256"]
+            else None
+        )
         digest = f" sha256 `{first[:16]}…`" if first else f" {len(inp['files'])} files"
         # no code span: a backtick in a path would end it; escaped text shows the path as is
-        lines.append(f"- **{_cell(inp['role'])}**: {_cell(inp['path'])} ({_cell(inp['format'] or inp['kind'])}, "
-                     f"{human_bytes(inp['total_bytes'])};{digest})")
+        lines.append(
+            f"- **{_cell(inp['role'])}**: {_cell(inp['path'])} ({_cell(inp['format'] or inp['kind'])}, "
+            f"{human_bytes(inp['total_bytes'])};{digest})"
+        )
     env = gate.environment
     lines += [
         f"- edgegate {_cell(env.get('edgegate'))}, Python {_cell(env.get('python'))}, {_cell(env.get('platform'))}",

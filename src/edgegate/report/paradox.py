@@ -31,7 +31,9 @@ def fmt_pp(v: float) -> str:
     return "0 pp" if abs(p) < 1e-9 else f"{p:+.3g} pp"
 
 
-def paradox_chart(title: str, points: Sequence[Point], *, ppl_limit: float | None, srs_limit: float | None) -> str:
+def paradox_chart(
+    title: str, points: Sequence[Point], *, ppl_limit: float | None, srs_limit: float | None
+) -> str:
     return quadrant_scatter(
         title, points,
         x_label="Δperplexity, compressed vs dense (relative; log scale; whiskers: 95% CI)",
@@ -53,21 +55,31 @@ def _ci(v: Any) -> tuple[float, float] | None:
     return None
 
 
-def ppl_point(ppl_verdicts: Sequence[Any]) -> tuple[float, tuple[float, float] | None, float | None] | None:
+def ppl_point(
+    ppl_verdicts: Sequence[Any],
+) -> tuple[float, tuple[float, float] | None, float | None] | None:
     """(relative change, its CI, threshold) from the perplexity check's verdicts (objects or
     report dicts), or None when it has none."""
+
     def get(v: Any, k: str) -> Any:
         return v.get(k) if isinstance(v, Mapping) else getattr(v, k, None)
 
     usable = [v for v in ppl_verdicts if isinstance(get(v, "observed"), (int, float))]
-    rel = next((v for v in usable if get(v, "name") == "max_relative_increase"), usable[0] if usable else None)
+    rel = next(
+        (v for v in usable if get(v, "name") == "max_relative_increase"),
+        usable[0] if usable else None,
+    )
     if rel is None:
         return None
     ci = get(rel, "ci")
     if ci is not None and not isinstance(ci, Mapping):
         ci = {"low": getattr(ci, "low", None), "high": getattr(ci, "high", None)}
     thr = get(rel, "threshold")
-    return float(get(rel, "observed")), _ci(ci), float(thr) if isinstance(thr, (int, float)) else None
+    return (
+        float(get(rel, "observed")),
+        _ci(ci),
+        float(thr) if isinstance(thr, (int, float)) else None,
+    )
 
 
 def srs_rows(bbq_measurements: Mapping[str, Any]) -> tuple[Point | None, list[Point]]:
@@ -81,12 +93,15 @@ def srs_rows(bbq_measurements: Mapping[str, Any]) -> tuple[Point | None, list[Po
     for r in bbq_measurements.get("per_category") or []:
         if isinstance(r, Mapping) and isinstance(r.get("delta_srs"), (int, float)):
             ci = _ci(r.get("ci"))
-            rows.append(Point(f"{r.get('scope')} (n={r.get('n')})", float(r["delta_srs"]), 0.0, x_ci=ci))
+            rows.append(
+                Point(f"{r.get('scope')} (n={r.get('n')})", float(r["delta_srs"]), 0.0, x_ci=ci)
+            )
     return top, rows
 
 
-def report_charts(ppl_verdicts: Sequence[Any], bbq_measurements: Mapping[str, Any] | None,
-                  srs_limit: float | None) -> list[str]:
+def report_charts(
+    ppl_verdicts: Sequence[Any], bbq_measurements: Mapping[str, Any] | None, srs_limit: float | None
+) -> list[str]:
     """One report's charts: the overall point on the paradox plot, and ΔSRS per category."""
     if not bbq_measurements:
         return []
@@ -96,10 +111,22 @@ def report_charts(ppl_verdicts: Sequence[Any], bbq_measurements: Mapping[str, An
     if pp is not None and top is not None:
         x, x_ci, x_limit = pp
         point = Point("compressed vs dense", x, top.y, x_ci=x_ci, y_ci=top.y_ci)
-        out.append(paradox_chart("Δperplexity vs ΔSRS (overall)", [point], ppl_limit=x_limit, srs_limit=srs_limit))
+        out.append(
+            paradox_chart(
+                "Δperplexity vs ΔSRS (overall)", [point], ppl_limit=x_limit, srs_limit=srs_limit
+            )
+        )
     if rows:
         if top is not None:
             rows = [*rows, Point("overall", top.y, 0.0, x_ci=top.y_ci, color="#333")]
-        out.append(forest_plot("ΔSRS per BBQ category (95% CI)", rows, x_label="ΔSRS (percentage points)",
-                               limit=srs_limit, limit_label="policy limit", fmt=fmt_pp))
+        out.append(
+            forest_plot(
+                "ΔSRS per BBQ category (95% CI)",
+                rows,
+                x_label="ΔSRS (percentage points)",
+                limit=srs_limit,
+                limit_label="policy limit",
+                fmt=fmt_pp,
+            )
+        )
     return out

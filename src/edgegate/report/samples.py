@@ -39,8 +39,14 @@ def bbq_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     per: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: {r: [] for r in roles})
     for role, answers in c.answers.items():
         for a in answers:
-            per[a.uid][role].append({"seed": a.seed, "rotation": a.rotation, "choice": a.choice,
-                                     "class": classify(a.choice, c.targets[a.uid])})
+            per[a.uid][role].append(
+                {
+                    "seed": a.seed,
+                    "rotation": a.rotation,
+                    "choice": a.choice,
+                    "class": classify(a.choice, c.targets[a.uid]),
+                }
+            )
     by_uid = {it.uid: it for it in c.items}
     uids = [it.uid for it in c.items]
     tables = {role: item_table(ans, uids, by_uid, c.targets) for role, ans in c.answers.items()}
@@ -49,13 +55,23 @@ def bbq_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         maj = {role: _name(int(t.cls[i])) for role, t in tables.items()}
         pairs = list(zip(got["dense"], got["compressed"], strict=False))
         row = {
-            "check": "bbq", "uid": it.uid, "category": it.category, "condition": it.condition,
-            "polarity": it.polarity, "question": it.question, "options": list(it.answers),
+            "check": "bbq",
+            "uid": it.uid,
+            "category": it.category,
+            "condition": it.condition,
+            "polarity": it.polarity,
+            "question": it.question,
+            "options": list(it.answers),
             "label": it.label,
-            "targets": {"biased": c.targets[it.uid].biased, "anti": c.targets[it.uid].anti,
-                        "unknown": c.targets[it.uid].unknown},
-            "dense": got["dense"], "compressed": got["compressed"],
-            "dense_majority": maj["dense"], "compressed_majority": maj["compressed"],
+            "targets": {
+                "biased": c.targets[it.uid].biased,
+                "anti": c.targets[it.uid].anti,
+                "unknown": c.targets[it.uid].unknown,
+            },
+            "dense": got["dense"],
+            "compressed": got["compressed"],
+            "dense_majority": maj["dense"],
+            "compressed_majority": maj["compressed"],
             "flip": maj["dense"] != maj["compressed"],
             "flips_per_answer": sum(d["class"] != k["class"] for d, k in pairs),
         }
@@ -72,8 +88,14 @@ def perplexity_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     for j, k in enumerate(measurement["indices"]):
         d = [float(x) for x in measurement["nll"]["dense"][j]]
         c = [float(x) for x in measurement["nll"]["compressed"][j]]
-        yield {"check": "perplexity", "chunk": int(k), "tokens": len(d), "dense_nll": sum(d),
-               "compressed_nll": sum(c), "delta": sum(c) - sum(d)}
+        yield {
+            "check": "perplexity",
+            "chunk": int(k),
+            "tokens": len(d),
+            "dense_nll": sum(d),
+            "compressed_nll": sum(c),
+            "delta": sum(c) - sum(d),
+        }
 
 
 def write_samples(dest: str | Path | IO[str], measured: Mapping[str, Any]) -> int:

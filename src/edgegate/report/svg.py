@@ -10,7 +10,18 @@ from dataclasses import dataclass
 
 from edgegate.escape import html as _html_escape
 
-PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
+PALETTE = (
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+)
 
 
 def escape(text: str) -> str:
@@ -81,19 +92,27 @@ def bar_chart(
 
     out = [_open(width, height, title)]
     for t in _ticks(ymax):
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#e5e5e5"/>')
-        out.append(f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" class="tick">{escape(fmt(t))}</text>')
+        out.append(
+            f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#e5e5e5"/>'
+        )
+        out.append(
+            f'<text x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end" class="tick">{escape(fmt(t))}</text>'
+        )
     for gi, cat in enumerate(categories):
         gx = left + gi * group_w + (group_w - bar_w * ns) / 2
         for si, (name, vs) in enumerate(series):
             v = vs[gi] if gi < len(vs) else None
             x = gx + si * bar_w
             if v is None:
-                out.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + ph - 4}" text-anchor="middle" class="tick">n/a</text>')
+                out.append(
+                    f'<text x="{x + bar_w / 2:.1f}" y="{top + ph - 4}" text-anchor="middle" class="tick">n/a</text>'
+                )
                 continue
             color = PALETTE[si % len(PALETTE)]
             if v == 0:  # a zero bar has no height; say so, it is often the finding
-                out.append(f'<text x="{x + bar_w / 2:.1f}" y="{top + ph - 4}" text-anchor="middle" class="zero">0</text>')
+                out.append(
+                    f'<text x="{x + bar_w / 2:.1f}" y="{top + ph - 4}" text-anchor="middle" class="zero">0</text>'
+                )
             out.append(
                 f'<rect x="{x:.1f}" y="{y(v):.1f}" width="{bar_w - 1:.1f}" height="{top + ph - y(v):.1f}" fill="{color}">'
                 f"<title>{escape(f'{cat} · {name}: {fmt(v)}')}</title></rect>"
@@ -101,9 +120,13 @@ def bar_chart(
         label = escape(cat)
         cx = left + gi * group_w + group_w / 2
         if ng > 8:
-            out.append(f'<text transform="translate({cx:.1f},{top + ph + 12}) rotate(-40)" text-anchor="end" class="tick">{label}</text>')
+            out.append(
+                f'<text transform="translate({cx:.1f},{top + ph + 12}) rotate(-40)" text-anchor="end" class="tick">{label}</text>'
+            )
         else:
-            out.append(f'<text x="{cx:.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">{label}</text>')
+            out.append(
+                f'<text x="{cx:.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">{label}</text>'
+            )
     for r in refs:
         out.append(
             f'<line x1="{left}" x2="{left + pw}" y1="{y(r.value):.1f}" y2="{y(r.value):.1f}" stroke="{r.color}" '
@@ -111,7 +134,9 @@ def bar_chart(
             f'<text x="{left + pw - 4}" y="{y(r.value) - 5:.1f}" text-anchor="end" class="ref" fill="{r.color}">{escape(r.label)}</text>'
         )
     out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#888"/>')
-    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#888"/>')
+    out.append(
+        f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#888"/>'
+    )
     if len(series) > 1:
         out.append(_legend([n for n, _ in series], left, height - 14))
     out.append("</svg>")
@@ -147,8 +172,30 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 # Relative changes that make readable ticks on a log(1 + x) axis.
-_LOG_TICKS = (-0.9, -0.75, -0.5, -0.25, -0.1, -0.05, 0.0, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 9.0, 19.0,
-              49.0, 99.0, 199.0, 499.0, 999.0)
+_LOG_TICKS = (
+    -0.9,
+    -0.75,
+    -0.5,
+    -0.25,
+    -0.1,
+    -0.05,
+    0.0,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    4.0,
+    9.0,
+    19.0,
+    49.0,
+    99.0,
+    199.0,
+    499.0,
+    999.0,
+)
 
 
 def _as_point(p: Point | tuple[str, float, float]) -> Point:
@@ -178,8 +225,11 @@ def quadrant_scatter(
     data's own extremes. Points, whiskers and limits that are not finite numbers are left
     out (never drawn at "nan")."""
     pts = [_as_point(p) for p in points]
-    pts = [Point(p.label, p.x, p.y, _finite_ci(p.x_ci), _finite_ci(p.y_ci), p.color)
-           for p in pts if math.isfinite(p.x) and math.isfinite(p.y)]
+    pts = [
+        Point(p.label, p.x, p.y, _finite_ci(p.x_ci), _finite_ci(p.y_ci), p.color)
+        for p in pts
+        if math.isfinite(p.x) and math.isfinite(p.y)
+    ]
     x_limit, y_limit = _finite(x_limit), _finite(y_limit)
     y_fmt = y_fmt or fmt
     ax = _scatter_axes(pts, x_limit, y_limit, x_log, width, height)
@@ -191,7 +241,9 @@ def quadrant_scatter(
     out += _scatter_points(ax, pts, banner, fmt, y_fmt)
     left, top, pw, ph = ax.left, ax.top, ax.pw, ax.ph
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 10}" text-anchor="middle" class="axis">{escape(x_label)}</text>')
+    out.append(
+        f'<text x="{left + pw / 2:.1f}" y="{height - 10}" text-anchor="middle" class="axis">{escape(x_label)}</text>'
+    )
     out.append(
         f'<text transform="translate(16,{top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" class="axis">{escape(y_label)}</text>'
     )
@@ -224,10 +276,17 @@ class _Axes:
         return _axis_units(v, self.x_log)
 
     def sx(self, v: float) -> float:
-        return self.left + (min(max(self.tx(v), self.x0), self.x1) - self.x0) / (self.x1 - self.x0) * self.pw
+        return (
+            self.left
+            + (min(max(self.tx(v), self.x0), self.x1) - self.x0) / (self.x1 - self.x0) * self.pw
+        )
 
     def sy(self, v: float) -> float:
-        return self.top + self.ph - (min(max(v, self.y0), self.y1) - self.y0) / (self.y1 - self.y0) * self.ph
+        return (
+            self.top
+            + self.ph
+            - (min(max(v, self.y0), self.y1) - self.y0) / (self.y1 - self.y0) * self.ph
+        )
 
 
 def _axis_units(v: float, x_log: bool) -> float:
@@ -235,13 +294,23 @@ def _axis_units(v: float, x_log: bool) -> float:
 
 
 def _scatter_axes(
-    pts: Sequence[Point], x_limit: float | None, y_limit: float | None, x_log: bool, width: int, height: int
+    pts: Sequence[Point],
+    x_limit: float | None,
+    y_limit: float | None,
+    x_log: bool,
+    width: int,
+    height: int,
 ) -> _Axes:
     """Axes that hold every point, whisker and limit, and zero, so the reader always sees
     where "no change" lies."""
     left, right, top, bottom = 78, 30, 36, 50
     x_clip = 999.0 if x_log else math.inf
-    xs = [_axis_units(min(v, x_clip), x_log) for p in pts for v in (p.x, *(p.x_ci or ())) if math.isfinite(v)]
+    xs = [
+        _axis_units(min(v, x_clip), x_log)
+        for p in pts
+        for v in (p.x, *(p.x_ci or ()))
+        if math.isfinite(v)
+    ]
     xs += [_axis_units(x_limit, x_log) if x_limit is not None else 0.0, 0.0]
     ys = [v for p in pts for v in (p.y, *(p.y_ci or ())) if math.isfinite(v)]
     ys += [y_limit if y_limit is not None else 0.0, 0.0]
@@ -261,8 +330,12 @@ def _shaded_quadrant(
     rx, ry = ax.left, ax.top
     w, h = ax.sx(x_limit) - rx, ax.sy(y_limit) - ry
     if w > 0 and h > 0:
-        out.append(f'<rect x="{rx:.1f}" y="{ry:.1f}" width="{w:.1f}" height="{h:.1f}" fill="#fdecea"/>')
-        out.append(f'<text x="{rx + 6:.1f}" y="{ry + 16:.1f}" class="ref" fill="#c0392b">{escape(bad_label)}</text>')
+        out.append(
+            f'<rect x="{rx:.1f}" y="{ry:.1f}" width="{w:.1f}" height="{h:.1f}" fill="#fdecea"/>'
+        )
+        out.append(
+            f'<text x="{rx + 6:.1f}" y="{ry + 16:.1f}" class="ref" fill="#c0392b">{escape(bad_label)}</text>'
+        )
     banner = (ax.left + 6 + 6.5 * len(bad_label), ax.top + 16) if bad_label else None
     return out, banner
 
@@ -286,27 +359,47 @@ def _scatter_grid(
     left, top, pw, ph, sx, sy = ax.left, ax.top, ax.pw, ax.ph, ax.sx, ax.sy
     out = []
     for t in xticks:
-        out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top}" y2="{top + ph}" stroke="#eee"/>')
-        out.append(f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">{escape(fmt(t))}</text>')
+        out.append(
+            f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top}" y2="{top + ph}" stroke="#eee"/>'
+        )
+        out.append(
+            f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">{escape(fmt(t))}</text>'
+        )
     for t in nice_ticks(ax.y0, ax.y1, 5):
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end" class="tick">{escape(y_fmt(t))}</text>')
-    out.append(f'<line x1="{sx(0.0):.1f}" x2="{sx(0.0):.1f}" y1="{top}" y2="{top + ph}" stroke="#bbb"/>')
-    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(0.0):.1f}" y2="{sy(0.0):.1f}" stroke="#bbb"/>')
+        out.append(
+            f'<line x1="{left}" x2="{left + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#eee"/>'
+        )
+        out.append(
+            f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end" class="tick">{escape(y_fmt(t))}</text>'
+        )
+    out.append(
+        f'<line x1="{sx(0.0):.1f}" x2="{sx(0.0):.1f}" y1="{top}" y2="{top + ph}" stroke="#bbb"/>'
+    )
+    out.append(
+        f'<line x1="{left}" x2="{left + pw}" y1="{sy(0.0):.1f}" y2="{sy(0.0):.1f}" stroke="#bbb"/>'
+    )
     return out
 
 
 def _limit_lines(
-    ax: _Axes, x_limit: float | None, y_limit: float | None, fmt: Callable[[float], str], y_fmt: Callable[[float], str]
+    ax: _Axes,
+    x_limit: float | None,
+    y_limit: float | None,
+    fmt: Callable[[float], str],
+    y_fmt: Callable[[float], str],
 ) -> list[str]:
     left, top, pw, ph, sx, sy = ax.left, ax.top, ax.pw, ax.ph, ax.sx, ax.sy
     out = []
     if x_limit is not None:
-        out.append(f'<line x1="{sx(x_limit):.1f}" x2="{sx(x_limit):.1f}" y1="{top}" y2="{top + ph}" stroke="#c0392b" stroke-dasharray="6 4"/>'
-                   f'<text x="{sx(x_limit) + 4:.1f}" y="{top + ph - 6}" class="ref" fill="#c0392b">limit {escape(fmt(x_limit))}</text>')
+        out.append(
+            f'<line x1="{sx(x_limit):.1f}" x2="{sx(x_limit):.1f}" y1="{top}" y2="{top + ph}" stroke="#c0392b" stroke-dasharray="6 4"/>'
+            f'<text x="{sx(x_limit) + 4:.1f}" y="{top + ph - 6}" class="ref" fill="#c0392b">limit {escape(fmt(x_limit))}</text>'
+        )
     if y_limit is not None:
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(y_limit):.1f}" y2="{sy(y_limit):.1f}" stroke="#c0392b" stroke-dasharray="6 4"/>'
-                   f'<text x="{left + pw - 4}" y="{sy(y_limit) - 5:.1f}" text-anchor="end" class="ref" fill="#c0392b">limit {escape(y_fmt(y_limit))}</text>')
+        out.append(
+            f'<line x1="{left}" x2="{left + pw}" y1="{sy(y_limit):.1f}" y2="{sy(y_limit):.1f}" stroke="#c0392b" stroke-dasharray="6 4"/>'
+            f'<text x="{left + pw - 4}" y="{sy(y_limit) - 5:.1f}" text-anchor="end" class="ref" fill="#c0392b">limit {escape(y_fmt(y_limit))}</text>'
+        )
     return out
 
 
@@ -320,7 +413,9 @@ def _scatter_points(
     """Each point with its whiskers, tooltip and label; labels are placed in order, each one
     clear of those before it (``placed``), of the other markers and of the quadrant caption."""
     out: list[str] = []
-    placed: list[tuple[float, float]] = []  # label positions so far; stack labels that would collide
+    placed: list[
+        tuple[float, float]
+    ] = []  # label positions so far; stack labels that would collide
     markers = [(ax.sx(p.x), ax.sy(p.y)) for p in pts]
     for i, p in enumerate(pts):
         if not (math.isfinite(p.x) and math.isfinite(p.y)):
@@ -329,17 +424,23 @@ def _scatter_points(
         cx, cy = ax.sx(p.x), ax.sy(p.y)
         if p.x_ci and all(math.isfinite(v) for v in p.x_ci):
             a, b = ax.sx(p.x_ci[0]), ax.sx(p.x_ci[1])
-            out.append(f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{color}" stroke-width="1.5"/>')
+            out.append(
+                f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{color}" stroke-width="1.5"/>'
+            )
         if p.y_ci and all(math.isfinite(v) for v in p.y_ci):
             a, b = ax.sy(p.y_ci[0]), ax.sy(p.y_ci[1])
-            out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{a:.1f}" y2="{b:.1f}" stroke="{color}" stroke-width="1.5"/>')
+            out.append(
+                f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{a:.1f}" y2="{b:.1f}" stroke="{color}" stroke-width="1.5"/>'
+            )
         ly = _label_y(ax, p.label, cx, cy, placed, markers, banner)
         placed.append((cx, ly))
         label = p.label + (" →" if p.x > ax.x_clip else "")
         anchor, lx = ("end", cx - 10) if cx > ax.left + ax.pw - 110 else ("start", cx + 10)
         if abs(ly - (cy + 4)) > 1:  # moved away from its marker: a leader line says whose it is
-            out.append(f'<line x1="{cx + (5 if anchor == "start" else -5):.1f}" y1="{cy:.1f}" x2="{lx:.1f}" '
-                       f'y2="{ly - 4:.1f}" stroke="{color}" stroke-width="0.7"/>')
+            out.append(
+                f'<line x1="{cx + (5 if anchor == "start" else -5):.1f}" y1="{cy:.1f}" x2="{lx:.1f}" '
+                f'y2="{ly - 4:.1f}" stroke="{color}" stroke-width="0.7"/>'
+            )
         out.append(
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{color}" stroke="#333" fill-opacity="0.85">'
             f"<title>{escape(_point_tip(p, fmt, y_fmt))}</title></circle>"
@@ -362,11 +463,17 @@ def _label_y(
     offsets = [0.0] + [d * k for k in range(1, 12) for d in (13.0, -13.0)]
     fits = [cy + 4 + o for o in offsets if ax.top + 12 <= cy + 4 + o <= ax.top + ax.ph - 3]
     # a label keeps clear of earlier labels and of every other marker
-    free = [y_ for y_ in fits
-            if not any(abs(y_ - py_) < 12 and abs(cx - px_) < 120 for px_, py_ in placed)
-            and not any(abs(y_ - 4 - my) < 9 and 0 < mx - cx < 10 + 6.5 * len(label)
-                        for mx, my in markers if (mx, my) != (cx, cy))
-            and not (banner and abs(y_ - banner[1]) < 12 and cx < banner[0])]
+    free = [
+        y_
+        for y_ in fits
+        if not any(abs(y_ - py_) < 12 and abs(cx - px_) < 120 for px_, py_ in placed)
+        and not any(
+            abs(y_ - 4 - my) < 9 and 0 < mx - cx < 10 + 6.5 * len(label)
+            for mx, my in markers
+            if (mx, my) != (cx, cy)
+        )
+        and not (banner and abs(y_ - banner[1]) < 12 and cx < banner[0])
+    ]
     return free[0] if free else cy + 4
 
 
@@ -410,26 +517,46 @@ def forest_plot(
     out = [_open(width, height, title)]
     bottom = top + row_h * max(len(rows), 1)
     for t in nice_ticks(x0, x1, 6):
-        out.append(f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top}" y2="{bottom}" stroke="#eee"/>')
-        out.append(f'<text x="{sx(t):.1f}" y="{bottom + 16}" text-anchor="middle" class="tick">{escape(fmt(t))}</text>')
-    out.append(f'<line x1="{sx(0.0):.1f}" x2="{sx(0.0):.1f}" y1="{top}" y2="{bottom}" stroke="#999"/>')
+        out.append(
+            f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top}" y2="{bottom}" stroke="#eee"/>'
+        )
+        out.append(
+            f'<text x="{sx(t):.1f}" y="{bottom + 16}" text-anchor="middle" class="tick">{escape(fmt(t))}</text>'
+        )
+    out.append(
+        f'<line x1="{sx(0.0):.1f}" x2="{sx(0.0):.1f}" y1="{top}" y2="{bottom}" stroke="#999"/>'
+    )
     if limit is not None:
-        out.append(f'<line x1="{sx(limit):.1f}" x2="{sx(limit):.1f}" y1="{top}" y2="{bottom}" stroke="#c0392b" '
-                   f'stroke-dasharray="6 4" stroke-width="2"/>'
-                   f'<text x="{sx(limit) + 4:.1f}" y="{top - 4}" class="ref" fill="#c0392b">{escape(limit_label)}</text>')
+        out.append(
+            f'<line x1="{sx(limit):.1f}" x2="{sx(limit):.1f}" y1="{top}" y2="{bottom}" stroke="#c0392b" '
+            f'stroke-dasharray="6 4" stroke-width="2"/>'
+            f'<text x="{sx(limit) + 4:.1f}" y="{top - 4}" class="ref" fill="#c0392b">{escape(limit_label)}</text>'
+        )
     for i, r in enumerate(rows):
         cy = top + row_h * i + row_h / 2
         color = r.color or PALETTE[0]
-        out.append(f'<text x="{left - 8}" y="{cy + 4:.1f}" text-anchor="end" class="tick">{escape(r.label)}</text>')
+        out.append(
+            f'<text x="{left - 8}" y="{cy + 4:.1f}" text-anchor="end" class="tick">{escape(r.label)}</text>'
+        )
         if r.x_ci and all(math.isfinite(v) for v in r.x_ci):
             a, b = sx(r.x_ci[0]), sx(r.x_ci[1])
-            out.append(f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{color}" stroke-width="2"/>')
+            out.append(
+                f'<line x1="{a:.1f}" x2="{b:.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{color}" stroke-width="2"/>'
+            )
         if math.isfinite(r.x):
-            tip = f"{r.label}: {fmt(r.x)}" + (f", 95% CI [{fmt(r.x_ci[0])}, {fmt(r.x_ci[1])}]" if r.x_ci else "")
-            out.append(f'<circle cx="{sx(r.x):.1f}" cy="{cy:.1f}" r="5" fill="{color}" stroke="#333">'
-                       f"<title>{escape(tip)}</title></circle>")
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{bottom - top}" fill="none" stroke="#888"/>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle" class="axis">{escape(x_label)}</text>')
+            tip = f"{r.label}: {fmt(r.x)}" + (
+                f", 95% CI [{fmt(r.x_ci[0])}, {fmt(r.x_ci[1])}]" if r.x_ci else ""
+            )
+            out.append(
+                f'<circle cx="{sx(r.x):.1f}" cy="{cy:.1f}" r="5" fill="{color}" stroke="#333">'
+                f"<title>{escape(tip)}</title></circle>"
+            )
+    out.append(
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{bottom - top}" fill="none" stroke="#888"/>'
+    )
+    out.append(
+        f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle" class="axis">{escape(x_label)}</text>'
+    )
     out.append("</svg>")
     return "".join(out)
 

@@ -9,7 +9,15 @@ from edgegate.escape import markup, terminal
 from edgegate.report.common import ci, headline, num, shown_status, threshold
 from edgegate.results import CheckDecision, GateResult, GateStatus
 
-_STYLE = {"pass": "green", "fail": "red", "error": "magenta", "inconclusive": "yellow", "skipped": "dim", "partial": "yellow", "unverified": "red"}
+_STYLE = {
+    "pass": "green",
+    "fail": "red",
+    "error": "magenta",
+    "inconclusive": "yellow",
+    "skipped": "dim",
+    "partial": "yellow",
+    "unverified": "red",
+}
 
 
 def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True) -> None:
@@ -20,7 +28,10 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
     con = console or Console(stderr=True, width=None if sys.stderr.isatty() else 140)
     # Every string from data goes through edgegate.escape: policy names, tensor names and
     # messages quoting them are untrusted (control bytes, workflow commands, rich markup).
-    table = Table(title=f"edgegate · policy {markup(gate.policy.name)}{' (--strict)' if gate.strict else ''}", show_lines=False)
+    table = Table(
+        title=f"edgegate · policy {markup(gate.policy.name)}{' (--strict)' if gate.strict else ''}",
+        show_lines=False,
+    )
     for col in ("check", "req", "status", "summary"):
         table.add_column(col, overflow="fold")
     for o in gate.outcomes:
@@ -28,7 +39,12 @@ def print_summary(gate: GateResult, console: Any = None, *, verbose: bool = True
         st = f"advisory {st}" if o.gate is CheckDecision.ADVISORY else st
         # Text from checks is data, not markup: "pip install 'edgegate[llamacpp]'" lost its
         # "[llamacpp]" to rich's markup parser.
-        table.add_row(markup(o.name), "yes" if o.required else "no", f"[{_STYLE.get(st, 'dim')}]{st}[/]", markup(o.result.summary))
+        table.add_row(
+            markup(o.name),
+            "yes" if o.required else "no",
+            f"[{_STYLE.get(st, 'dim')}]{st}[/]",
+            markup(o.result.summary),
+        )
     con.print(table)
     verdicts = [(o.name, v) for o in gate.outcomes for v in o.result.verdicts]
     if verbose and verdicts:

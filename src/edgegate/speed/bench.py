@@ -154,8 +154,14 @@ def bench_runtime(
     n_ctx = cfg.prompt_tokens + cfg.gen_tokens + 1
     t_start = time.perf_counter()
     load_start = snapshot()
-    settings = OpenSettings(n_ctx=n_ctx, threads=cfg.threads, seed=cfg.seed, cache_dir=cfg.cache_dir,
-                            timeout=cfg.timeout, cpus=cpus)
+    settings = OpenSettings(
+        n_ctx=n_ctx,
+        threads=cfg.threads,
+        seed=cfg.seed,
+        cache_dir=cfg.cache_dir,
+        timeout=cfg.timeout,
+        cpus=cpus,
+    )
     order = abba_order(even_repetitions(cfg.repetitions))  # (repetition, model), two per repetition
     samples: list[Sample] = []
     infos: dict[str, dict[str, Any]] = {}
@@ -219,17 +225,28 @@ def summarize(
     load: MachineLoad | None = None,
 ) -> RuntimeBench:
     medians = {
-        m: {k: float(np.median(_series(samples, m, k))) for k in ("prefill_tps", "decode_tps", "ttft_s")}
+        m: {
+            k: float(np.median(_series(samples, m, k)))
+            for k in ("prefill_tps", "decode_tps", "ttft_s")
+        }
         for m in ("dense", "compressed")
     }
     speedups: dict[str, Speedup] = {}
-    for metric, attr, invert in (("decode_tps", "decode_tps", False), ("prefill_tps", "prefill_tps", False), ("ttft", "ttft_s", True)):
+    for metric, attr, invert in (
+        ("decode_tps", "decode_tps", False),
+        ("prefill_tps", "prefill_tps", False),
+        ("ttft", "ttft_s", True),
+    ):
         d, c = _series(samples, "dense", attr), _series(samples, "compressed", attr)
         num, den = (d, c) if invert else (c, d)
         r = paired_ratio(num, den, level=cfg.level)
-        speedups[metric] = Speedup(metric, r.point, r.ci_low, r.ci_high, r.n, cfg.level, log_sd=r.log_sd)
+        speedups[metric] = Speedup(
+            metric, r.point, r.ci_low, r.ci_high, r.n, cfg.level, log_sd=r.log_sd
+        )
     rss = {
-        m: max((s.peak_rss_bytes for s in samples if s.model == m and s.peak_rss_bytes), default=None)
+        m: max(
+            (s.peak_rss_bytes for s in samples if s.model == m and s.peak_rss_bytes), default=None
+        )
         for m in ("dense", "compressed")
     }
     notes = []
@@ -238,9 +255,23 @@ def summarize(
     if cfg.repetitions < 2:
         notes.append("one repetition: no interval can be formed, the speedup cannot be judged")
     elif even_repetitions(cfg.repetitions) != cfg.repetitions:
-        notes.append(f"{cfg.repetitions} repetitions asked, {even_repetitions(cfg.repetitions)} run: ABBA order "
-                     "cancels start- and run-order effects only over whole pairs")
+        notes.append(
+            f"{cfg.repetitions} repetitions asked, {even_repetitions(cfg.repetitions)} run: ABBA order "
+            "cancels start- and run-order effects only over whole pairs"
+        )
     if load is not None and load.contended:
         notes.append(f"measured under contention: {load.describe()}")
-    return RuntimeBench(runtime, cfg, infos["dense"], infos["compressed"], tuple(samples), medians, speedups, rss,
-                        cpus, wall_s, tuple(notes), load)
+    return RuntimeBench(
+        runtime,
+        cfg,
+        infos["dense"],
+        infos["compressed"],
+        tuple(samples),
+        medians,
+        speedups,
+        rss,
+        cpus,
+        wall_s,
+        tuple(notes),
+        load,
+    )

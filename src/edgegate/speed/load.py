@@ -122,7 +122,9 @@ def _loadavg1() -> float | None:
 
 
 def snapshot() -> _Snapshot:
-    return _Snapshot(time.monotonic(), _busy_seconds(), _own_seconds(), _psi_total_us(), _loadavg1())
+    return _Snapshot(
+        time.monotonic(), _busy_seconds(), _own_seconds(), _psi_total_us(), _loadavg1()
+    )
 
 
 def between(start: _Snapshot, end: _Snapshot, threads: int | None = None) -> MachineLoad:
@@ -135,4 +137,6 @@ def between(start: _Snapshot, end: _Snapshot, threads: int | None = None) -> Mac
     pressure = None
     if start.psi_us is not None and end.psi_us is not None:
         pressure = min(1.0, max(0.0, (end.psi_us - start.psi_us) / 1e6 / wall))
-    return MachineLoad(wall, other, pressure, start.loadavg1, end.loadavg1, os.cpu_count() or 1, threads)
+    return MachineLoad(
+        wall, other, pressure, start.loadavg1, end.loadavg1, os.cpu_count() or 1, threads
+    )

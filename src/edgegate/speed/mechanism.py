@@ -30,8 +30,12 @@ class Mechanism:
     differing: int = 0  # of them, stored with another type or size
 
     def to_dict(self) -> dict[str, object]:
-        return {"possible": self.possible, "reason": self.reason, "tensors": self.tensors,
-                "differing": self.differing}
+        return {
+            "possible": self.possible,
+            "reason": self.reason,
+            "tensors": self.tensors,
+            "differing": self.differing,
+        }
 
 
 def speed_mechanism(dense: str | Path, compressed: str | Path, runtime: str) -> Mechanism:
@@ -52,11 +56,24 @@ def speed_mechanism(dense: str | Path, compressed: str | Path, runtime: str) -> 
     if differing:
         a, b = differing[0]
         saved = sum(x.nbytes for x, _ in pairs) - sum(y.nbytes for _, y in pairs)
-        more_less = f"{saved:,} bytes of weights fewer" if saved >= 0 else f"{-saved:,} bytes of weights more"
-        return Mechanism(True, f"{len(differing)} of {len(pairs)} tensors stored differently "
-                         f"(e.g. {a.dtype} -> {b.dtype}); {more_less} to read",
-                         len(pairs), len(differing))
+        more_less = (
+            f"{saved:,} bytes of weights fewer"
+            if saved >= 0
+            else f"{-saved:,} bytes of weights more"
+        )
+        return Mechanism(
+            True,
+            f"{len(differing)} of {len(pairs)} tensors stored differently "
+            f"(e.g. {a.dtype} -> {b.dtype}); {more_less} to read",
+            len(pairs),
+            len(differing),
+        )
     if runtime in SPARSE_KERNELS:
         return Mechanism(True, f"same bytes, but {runtime} has sparse kernels", len(pairs), 0)
-    return Mechanism(False, f"no mechanism for a speedup: same format ({fmt}), same storage type and bytes "
-                     f"for all {len(pairs)} tensors, and {runtime} runs dense kernels", len(pairs), 0)
+    return Mechanism(
+        False,
+        f"no mechanism for a speedup: same format ({fmt}), same storage type and bytes "
+        f"for all {len(pairs)} tensors, and {runtime} runs dense kernels",
+        len(pairs),
+        0,
+    )

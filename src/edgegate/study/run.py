@@ -34,16 +34,25 @@ _PRIOR_S_CHECK = {"sparsity": 20.0, "size": 5.0, "perplexity": 150.0, "speed": 1
 
 def _stat(p: Path) -> dict[str, Any]:
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    return {"path": str(p), "bytes": sum(f.stat().st_size for f in files),
-            "mtime_ns": max((f.stat().st_mtime_ns for f in files), default=0)}
+    return {
+        "path": str(p),
+        "bytes": sum(f.stat().st_size for f in files),
+        "mtime_ns": max((f.stat().st_mtime_ns for f in files), default=0),
+    }
 
 
 def fingerprint(spec: StudySpec, policy_sha: str | None, v: Variant) -> str:
     """What a variant's result depends on: models (path, size, mtime), policy, claims, data,
     sample sizes, threads, seed and the edgegate version."""
     ident = {
-        "edgegate": __version__, "policy": policy_sha, "dense": _stat(spec.dense.path), "model": _stat(v.path),
-        "claims": dict(v.claims), "bbq_data": str(spec.bbq_data), "threads": spec.threads, "seed": spec.seed,
+        "edgegate": __version__,
+        "policy": policy_sha,
+        "dense": _stat(spec.dense.path),
+        "model": _stat(v.path),
+        "claims": dict(v.claims),
+        "bbq_data": str(spec.bbq_data),
+        "threads": spec.threads,
+        "seed": spec.seed,
         "disambig_items": spec.disambig_items,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
@@ -59,18 +68,24 @@ def is_current(spec: StudySpec, policy_sha: str | None, v: Variant) -> bool:
     if not (report.is_file() and side.is_file()):
         return False
     try:
-        return bool(json.loads(side.read_text("utf-8")).get("fingerprint") == fingerprint(spec, policy_sha, v))
+        return bool(
+            json.loads(side.read_text("utf-8")).get("fingerprint")
+            == fingerprint(spec, policy_sha, v)
+        )
     except (OSError, json.JSONDecodeError):
         return False
 
 
 def _settings(spec: StudySpec) -> RunSettings:
     """The run settings every variant's gate (and the disambiguated scoring) uses."""
-    return RunSettings(threads=spec.threads, bbq_data=str(spec.bbq_data) if spec.bbq_data else None, seed=spec.seed)
+    return RunSettings(
+        threads=spec.threads, bbq_data=str(spec.bbq_data) if spec.bbq_data else None, seed=spec.seed
+    )
 
 
-def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: RunSettings,
-              progress: Any) -> dict[str, Any] | None:
+def _disambig(
+    spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: RunSettings, progress: Any
+) -> dict[str, Any] | None:
     """Accuracy and s_DIS of both models on a stratified sample of disambiguated items, scored
     with the policy's BBQ settings (same mode, seeds, rotation) through the answer cache.
     The one place that calls BBQ internals directly: adapt it when the BBQ method changes."""
@@ -85,24 +100,44 @@ def _disambig(spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: Run
 
     p = bbq_section(pol)
     source = str(spec.bbq_data or p.data)
-    items, targets, info = prepare_items(source, condition="disambig", n=spec.disambig_items, seed=spec.seed)
+    items, targets, info = prepare_items(
+        source, condition="disambig", n=spec.disambig_items, seed=spec.seed
+    )
     by_uid = {it.uid: it for it in items}
     models: tuple[Path, Path] = (spec.dense.path, v.path)
-    opening = OpenSettings(threads=settings.threads, seed=spec.seed, cache_dir=settings.cache_dir,
-                           timeout=settings.backend_timeout)
+    opening = OpenSettings(
+        threads=settings.threads,
+        seed=spec.seed,
+        cache_dir=settings.cache_dir,
+        timeout=settings.backend_timeout,
+    )
     cache = ResultCache.in_dir(settings.cache_dir)
     out: dict[str, Any] = {"data": info}
     try:
         with open_pair(p.runtime, models, opening) as pair:
             p = resolved_mode(pair, p)  # as the bbq check decides it
-            cfg = ScoreConfig(mode=p.mode, seeds=int(p.seeds), temperature=float(p.temperature),
-                              permute=bool(p.permute_options))
+            cfg = ScoreConfig(
+                mode=p.mode,
+                seeds=int(p.seeds),
+                temperature=float(p.temperature),
+                permute=bool(p.permute_options),
+            )
             out["config"] = asdict(cfg)
             for role, path in zip(("dense", "compressed"), models, strict=True):
-                answers = score_model(partial(open_for_bbq, pair, role), path, p.runtime, items, cfg, cache,
-                                      progress=progress, label=f"{role} (disambiguated)").answers
+                answers = score_model(
+                    partial(open_for_bbq, pair, role),
+                    path,
+                    p.runtime,
+                    items,
+                    cfg,
+                    cache,
+                    progress=progress,
+                    label=f"{role} (disambiguated)",
+                ).answers
                 pair.close(role)  # one model in memory at a time
-                out[role] = {k: asdict(m) for k, m in model_metrics(answers, by_uid, targets).items()}
+                out[role] = {
+                    k: asdict(m) for k, m in model_metrics(answers, by_uid, targets).items()
+                }
     finally:
         cache.close()
     return out
@@ -112,23 +147,38 @@ def _policy_disambig(pol: Mapping[str, Any]) -> int:
     return int(pol.get("disambig_items") or 0)
 
 
-def run_variant(spec: StudySpec, policy: Any, v: Variant, progress: Any, argv: tuple[str, ...]) -> dict[str, Any]:
+def run_variant(
+    spec: StudySpec, policy: Any, v: Variant, progress: Any, argv: tuple[str, ...]
+) -> dict[str, Any]:
     from edgegate.report import write_report
     from edgegate.runner import GateOptions, run_gate
 
     settings = _settings(spec)
     t0 = time.perf_counter()
     try:
-        gate = run_gate(GateOptions(compressed=v.path, dense=spec.dense.path, policy=policy, cli_claims=dict(v.claims),
-                                    settings=settings, argv=argv, allow_identical=v.allow_identical,
-                                    fail_fast=False),  # a study measures every variant whole: its table needs every check
-                       progress=progress)
+        gate = run_gate(
+            GateOptions(
+                compressed=v.path,
+                dense=spec.dense.path,
+                policy=policy,
+                cli_claims=dict(v.claims),
+                settings=settings,
+                argv=argv,
+                allow_identical=v.allow_identical,
+                fail_fast=False,
+            ),  # a study measures every variant whole: its table needs every check
+            progress=progress,
+        )
     except InputError as e:  # e.g. identical inputs: name the variant, and the spec's way out
         hint = e.hint
         if e.field == "DENSE COMPRESSED" and "--allow-identical" in (e.hint or ""):
             hint = "point the variant at a compressed model, or set allow_identical: true on it for a deliberate null run"
-        raise InputError(f"variant {v.name}: {e.message}", path=spec.source, field=f"variants ({v.name})",
-                         hint=hint) from None
+        raise InputError(
+            f"variant {v.name}: {e.message}",
+            path=spec.source,
+            field=f"variants ({v.name})",
+            hint=hint,
+        ) from None
     gate_s = time.perf_counter() - t0
     report, side = paths(spec, v.name)
     write_report("json", gate, report)
@@ -138,10 +188,17 @@ def run_variant(spec: StudySpec, policy: Any, v: Variant, progress: Any, argv: t
     # verdicts) already measured them in the gate: the table reads them from the report.
     dis = None if _policy_disambig(bbq_pol) else _disambig(spec, v, bbq_pol, settings, progress)
     info = {
-        "variant": v.name, "label": v.label, "group": v.group, "note": v.note, "claims": dict(v.claims),
-        "fingerprint": fingerprint(spec, policy.sha256, v), "gate_seconds": round(gate_s, 1),
+        "variant": v.name,
+        "label": v.label,
+        "group": v.group,
+        "note": v.note,
+        "claims": dict(v.claims),
+        "fingerprint": fingerprint(spec, policy.sha256, v),
+        "gate_seconds": round(gate_s, 1),
         "disambig_seconds": round(time.perf_counter() - t1, 1) if dis else None,
-        "seconds": round(time.perf_counter() - t0, 1), "status": gate.status, "disambig": dis,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "status": gate.status,
+        "disambig": dis,
     }
     side.write_text(json.dumps(info, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     return info
@@ -152,8 +209,15 @@ def _eta(seconds: float) -> str:
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{int(seconds % 60):02d}s"
 
 
-def run_study(spec: StudySpec, *, only: tuple[str, ...] = (), force: bool = False, progress: Any = None,
-              echo: Callable[[str], None] | None = None, argv: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def run_study(
+    spec: StudySpec,
+    *,
+    only: tuple[str, ...] = (),
+    force: bool = False,
+    progress: Any = None,
+    echo: Callable[[str], None] | None = None,
+    argv: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
     """Run what is missing or stale; returns the per-variant study records of this call."""
     from edgegate.policy import resolve_policy
     from edgegate.progress import NullProgress
@@ -162,31 +226,48 @@ def run_study(spec: StudySpec, *, only: tuple[str, ...] = (), force: bool = Fals
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     progress = progress or NullProgress()
     if not spec.dense.path.exists():
-        raise InputError("dense model not found", path=spec.dense.path, field="dense.path",
-                         hint="build it first (see the spec's comments) or pass --models-dir")
+        raise InputError(
+            "dense model not found",
+            path=spec.dense.path,
+            field="dense.path",
+            hint="build it first (see the spec's comments) or pass --models-dir",
+        )
     policy = resolve_policy(spec.policy)
     chosen = [spec.variant(n) for n in only] if only else list(spec.variants)
     missing = [v for v in chosen if not v.path.exists()]
-    todo = [v for v in chosen if v.path.exists() and (force or not is_current(spec, policy.sha256, v))]
+    todo = [
+        v for v in chosen if v.path.exists() and (force or not is_current(spec, policy.sha256, v))
+    ]
     done_before = [v for v in chosen if v not in todo and v not in missing]
     bbq = policy.checks["bbq"].section if "bbq" in policy.checks else {}
     per_items = int(bbq.get("items") or 0) + (_policy_disambig(bbq) or spec.disambig_items)
     fixed = sum(_PRIOR_S_CHECK.get(c.name, 60.0) for c in policy.enabled_checks())
     per_items = per_items if "bbq" in policy.checks and policy.checks["bbq"].enabled else 0
     prior = fixed + _PRIOR_S_PER_BBQ_ITEM * per_items
-    say(f"study {spec.name}: {len(chosen)} variant(s): {len(done_before)} up to date, {len(todo)} to run, "
-        f"{len(missing)} missing on disk" + (f" ({', '.join(v.name for v in missing)})" if missing else ""))
+    say(
+        f"study {spec.name}: {len(chosen)} variant(s): {len(done_before)} up to date, {len(todo)} to run, "
+        f"{len(missing)} missing on disk"
+        + (f" ({', '.join(v.name for v in missing)})" if missing else "")
+    )
     if todo:
-        first = prior + _PRIOR_S_PER_BBQ_ITEM * per_items  # the first one also scores the dense model
-        say(f"estimate: ~{_eta(first + prior * (len(todo) - 1))} in all (prior of ~{_eta(prior)} per variant "
-            "on 2 CPU cores; refined after each variant)")
+        first = (
+            prior + _PRIOR_S_PER_BBQ_ITEM * per_items
+        )  # the first one also scores the dense model
+        say(
+            f"estimate: ~{_eta(first + prior * (len(todo) - 1))} in all (prior of ~{_eta(prior)} per variant "
+            "on 2 CPU cores; refined after each variant)"
+        )
     spec.out.mkdir(parents=True, exist_ok=True)
     durations: list[float] = []
     records = []
     t_start = time.perf_counter()
     for i, v in enumerate(todo, 1):
-        if not force and is_current(spec, policy.sha256, v):  # another `study --only` process ran it meanwhile
-            say(f"[{i}/{len(todo)}] {v.name}: up to date (its report appeared while this run went on); not run again")
+        if not force and is_current(
+            spec, policy.sha256, v
+        ):  # another `study --only` process ran it meanwhile
+            say(
+                f"[{i}/{len(todo)}] {v.name}: up to date (its report appeared while this run went on); not run again"
+            )
             continue
         say(f"[{i}/{len(todo)}] {v.name} ({v.label}): running the gate ...")
         rec = run_variant(spec, policy, v, progress, argv)
@@ -195,8 +276,11 @@ def run_study(spec: StudySpec, *, only: tuple[str, ...] = (), force: bool = Fals
         write_outputs(spec, policy)
         left = len(todo) - i
         per = sum(durations[1:]) / len(durations[1:]) if len(durations) > 1 else durations[0]
-        say(f"[{i}/{len(todo)}] {v.name}: {rec['status'].upper()} in {_eta(rec['seconds'])}; "
-            f"elapsed {_eta(time.perf_counter() - t_start)}" + (f", ETA {_eta(per * left)} for {left} more" if left else ""))
+        say(
+            f"[{i}/{len(todo)}] {v.name}: {rec['status'].upper()} in {_eta(rec['seconds'])}; "
+            f"elapsed {_eta(time.perf_counter() - t_start)}"
+            + (f", ETA {_eta(per * left)} for {left} more" if left else "")
+        )
     if not todo:
         write_outputs(spec, policy)
     return records
