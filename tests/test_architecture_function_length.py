@@ -19,7 +19,6 @@ LIMIT = 80
 # "path/under/src/edgegate.py:qualified.name"
 ALLOWED = frozenset(
     {
-        "runner.py:_run",
         "checks/speed.py:_runtime_verdicts",
         "checks/speed.py:measure",
         "checks/bbq.py:measure",

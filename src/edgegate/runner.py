@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -200,79 +200,22 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
     inputs, findings = _describe_inputs(opts, policy, selected, progress)
 
     claims, sources = resolve_claims(opts.cli_claims, policy.claims, opts.compressed)
-    shared = SharedWork()
-    evidence: dict[str, Any] = {}
-    placeholders: set[str] = (
-        set()
-    )  # a shard's stand-ins for verdicts made elsewhere (fail-fast ignores them)
-
-    @cache
-    def section_of(name: str) -> PolicySection:  # built once per check and run
-        return _section(name, policy, opts.settings)
-
-    def ctx_for(name: str) -> Context:
-        return CheckContext(
-            compressed_path=opts.compressed,
-            dense_path=opts.dense,
-            section=section_of(name),
-            claims=dict(claims),
-            claim_sources=dict(sources),
-            settings=opts.settings,
-            shard=opts.shard,
-            shared=shared,
-            progress=progress,
-            policy_dir=policy.base_dir,
-        )
-
-    def result_of(name: str) -> CheckResult:
-        progress.log(f"edgegate: running check {name}")
-        ctx = ctx_for(name)
-        swapped = _swapped(shared)
-        if owned_by_shard_1(name, opts.shard):
-            assert opts.shard is not None
-            placeholders.add(name)
-            res = CheckResult.skipped(
-                name,
-                f"runs in shard 1 (not split): shard {opts.shard[0]}/{opts.shard[1]} has nothing of it to do",
-            )
-        elif swapped is not None and not checks.needs(name).on_swapped_inputs:
-            # the verdict will be an input error whatever this check measures: do not spend minutes on it
-            res = CheckResult.skipped(name, f"not run: {swapped.message}")
-        elif checks.needs(name).local_files and not all(
-            p.exists() for p in (opts.compressed, opts.dense) if p is not None
-        ):
-            res = CheckResult.skipped(
-                name, f"check '{name}' needs the local checkpoint files; only endpoints were given"
-            )
-        elif opts.shard is not None and _sharded(name):
-            res = run_one(name, ctx, lambda c: _measure_shard(name, c, measured))
-            if name in measured and res.status is Status.SKIPPED:  # measured here, judged by merge
-                placeholders.add(name)
-        elif opts.samples_out and _sharded(name):  # keep the raw measurement for the evidence file
-            res = run_one(name, ctx, lambda c: _measure_and_judge(name, c, evidence))
-        else:
-            res = run_one(name, ctx)
-        progress.log(f"edgegate: {name}: {res.status.value} ({res.duration_s:.2f}s) {res.summary}")
-        return res
-
+    run = _CheckRun(opts, policy, progress, measured, claims, sources)
     decision = decide(
         policy,
         opts.strict,
         opts.only,
         opts.skip,
-        result_of,
+        run.result_of,
         opts.allow_partial,
         fail_fast=policy.fail_fast,
-        judged_here=lambda name: name not in placeholders,
+        judged_here=run.judged_here,
         order=checks.run_order(CHECK_NAMES),
-        free=lambda name: checks.already_measured(name, ctx_for(name)),
+        free=run.already_measured,
     )
     if opts.samples_out:
-        from edgegate.report.samples import write_samples
-
-        rows = write_samples(sys.stdout if opts.samples_out == "-" else opts.samples_out, evidence)
-        progress.log(f"edgegate: wrote {rows} evidence row(s) to {opts.samples_out}")
-    swapped = _swapped(shared)
+        _write_evidence(opts.samples_out, run.evidence, progress)
+    swapped = _swapped(run.shared)
     findings += [swapped] if swapped else []
     status, code, reasons = decision.status, decision.exit_code, decision.reasons
     if swapped:  # the measurements stand, but a verdict on swapped inputs means nothing
@@ -300,6 +243,99 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
         duration_s=round(time.perf_counter() - t0, 6),
         argv=opts.argv,
     )
+
+
+@dataclass
+class _CheckRun:
+    """What the checks of one run (or shard) share: their contexts, the scan work done once,
+    the raw measurements kept for --samples-out, and the checks whose verdicts are made
+    elsewhere. ``result_of`` is what the gate calls to run a check."""
+
+    opts: GateOptions
+    policy: Policy
+    progress: Progress
+    measured: dict[str, Any]  # a shard's measurements, for its partial file
+    claims: Mapping[str, float]
+    sources: Mapping[str, str]
+    shared: SharedWork = field(default_factory=SharedWork)
+    evidence: dict[str, Any] = field(default_factory=dict)  # --samples-out: raw measurements
+    # a shard's stand-ins for verdicts made elsewhere (fail-fast ignores them)
+    placeholders: set[str] = field(default_factory=set)
+    _sections: dict[str, PolicySection] = field(default_factory=dict)
+
+    def section_of(self, name: str) -> PolicySection:
+        """The check's section, built once per check and run."""
+        if name not in self._sections:
+            self._sections[name] = _section(name, self.policy, self.opts.settings)
+        return self._sections[name]
+
+    def ctx_for(self, name: str) -> Context:
+        opts = self.opts
+        return CheckContext(
+            compressed_path=opts.compressed,
+            dense_path=opts.dense,
+            section=self.section_of(name),
+            claims=dict(self.claims),
+            claim_sources=dict(self.sources),
+            settings=opts.settings,
+            shard=opts.shard,
+            shared=self.shared,
+            progress=self.progress,
+            policy_dir=self.policy.base_dir,
+        )
+
+    def judged_here(self, name: str) -> bool:
+        return name not in self.placeholders
+
+    def already_measured(self, name: str) -> bool:
+        return checks.already_measured(name, self.ctx_for(name))
+
+    def result_of(self, name: str) -> CheckResult:
+        self.progress.log(f"edgegate: running check {name}")
+        res = self._result(name, self.ctx_for(name))
+        self.progress.log(
+            f"edgegate: {name}: {res.status.value} ({res.duration_s:.2f}s) {res.summary}"
+        )
+        return res
+
+    def _result(self, name: str, ctx: Context) -> CheckResult:
+        """The check's result in this run: skipped when another shard, swapped inputs or
+        missing local files make running it pointless, else run (a sharded check measured
+        only, in a shard)."""
+        opts = self.opts
+        swapped = _swapped(self.shared)
+        if owned_by_shard_1(name, opts.shard):
+            assert opts.shard is not None
+            self.placeholders.add(name)
+            return CheckResult.skipped(
+                name,
+                f"runs in shard 1 (not split): shard {opts.shard[0]}/{opts.shard[1]} has nothing of it to do",
+            )
+        if swapped is not None and not checks.needs(name).on_swapped_inputs:
+            # the verdict will be an input error whatever this check measures: do not spend minutes on it
+            return CheckResult.skipped(name, f"not run: {swapped.message}")
+        if checks.needs(name).local_files and not all(
+            p.exists() for p in (opts.compressed, opts.dense) if p is not None
+        ):
+            return CheckResult.skipped(
+                name, f"check '{name}' needs the local checkpoint files; only endpoints were given"
+            )
+        if opts.shard is not None and _sharded(name):
+            res = run_one(name, ctx, lambda c: _measure_shard(name, c, self.measured))
+            if name in self.measured and res.status is Status.SKIPPED:
+                self.placeholders.add(name)  # measured here, judged by merge
+            return res
+        if opts.samples_out and _sharded(name):  # keep the raw measurement for the evidence file
+            return run_one(name, ctx, lambda c: _measure_and_judge(name, c, self.evidence))
+        return run_one(name, ctx)
+
+
+def _write_evidence(dest: str, evidence: Mapping[str, Any], progress: Progress) -> None:
+    """--samples-out: the per-item evidence the run kept, as JSONL (``-``: stdout)."""
+    from edgegate.report.samples import write_samples
+
+    rows = write_samples(sys.stdout if dest == "-" else dest, evidence)
+    progress.log(f"edgegate: wrote {rows} evidence row(s) to {dest}")
 
 
 def _run_policy(opts: GateOptions) -> Policy:
