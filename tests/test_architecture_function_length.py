@@ -19,8 +19,6 @@ LIMIT = 80
 # "path/under/src/edgegate.py:qualified.name"
 ALLOWED = frozenset(
     {
-        "checks/speed.py:_runtime_verdicts",
-        "checks/speed.py:measure",
         "checks/bbq.py:measure",
         "bbq/judge.py:judge_pair",
     }

@@ -24,16 +24,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgegate.checks._speed_verdicts import runtime_verdicts, speedup_bar, untimed_verdicts
 from edgegate.checks.base import (
     CheckContext,
     CheckResult,
     Cost,
-    Interval,
     Measured,
     Needs,
-    ObservedEvidence,
     RuntimeUse,
     Shard,
     Status,
@@ -45,15 +45,12 @@ from edgegate.errors import BackendError, BackendUnavailable
 from edgegate.speed.mechanism import Mechanism, speed_mechanism
 
 if TYPE_CHECKING:
-    from edgegate.speed.bench import RuntimeBench
+    from edgegate.backends.auto import RuntimeChoice
+    from edgegate.speed.bench import BenchConfig, RuntimeBench
 
 SHARDED = False  # timings of one machine: runs whole in shard 1 of a sharded run
 SECTION = SpeedSection
 NEEDS: Needs[SpeedSection] = Needs(local_files=True, runtime=RuntimeUse.SEVERAL, cost=Cost.TIMING)
-
-_TEST = (
-    "geometric mean of per-repetition speedups, paired t interval on log ratios (ABBA repetitions)"
-)
 
 
 def _min_speedup(section: SpeedSection, runtime: str) -> float | None:
@@ -62,13 +59,6 @@ def _min_speedup(section: SpeedSection, runtime: str) -> float | None:
         v = raw.get(runtime)
         return None if v is None else float(v)
     return None if raw is None else float(raw)
-
-
-def speedup_bar(min_speedup: float, min_effect: float) -> float:
-    """The lower CI bound a pass needs: a bar that asks for a speedup (>= 1) asks for one of
-    at least ``1 + min_effect``; a non-inferiority bar (< 1, "at most this much slower") is
-    kept as written."""
-    return max(min_speedup, 1.0 + min_effect) if min_speedup >= 1.0 else min_speedup
 
 
 def fit_to_context(
@@ -107,44 +97,20 @@ class SpeedMeasurement:
 
 def measure(ctx: CheckContext[SpeedSection], shard: Shard | None = None) -> SpeedMeasurement | None:
     """Benchmark both models on every runtime asked for (None without a dense model)."""
-    from edgegate.backends import RUNTIMES, available, supports
-    from edgegate.backends.pair import trained_context
-    from edgegate.speed.bench import BenchConfig, bench_runtime
+    from edgegate.speed.bench import bench_runtime
 
     if ctx.dense_path is None:
         return None
     sec = ctx.section
-    runtimes = list(ctx.settings.runtimes or sec.runtimes or ["auto"])
-    choice = None  # `auto` in the list -> where the compressed artifact ships
-    if "auto" in runtimes:
-        from edgegate.backends.auto import resolve_pair
-
-        choice = resolve_pair(ctx.dense_path, ctx.compressed_path)
-        runtimes = list(dict.fromkeys(choice.runtime if r == "auto" else r for r in runtimes))
-    threads = ctx.settings.threads or sec.threads
-    prompt_tokens, gen_tokens, ctx_note = fit_to_context(
-        int(sec.prompt_tokens),
-        int(sec.gen_tokens),
-        trained_context(ctx.dense_path, ctx.compressed_path),
-    )
-    cfg = BenchConfig(
-        prompt_tokens=prompt_tokens,
-        gen_tokens=gen_tokens,
-        repetitions=int(sec.repetitions),
-        warmup=int(sec.warmup),
-        threads=int(threads) if threads else None,
-        seed=int(ctx.settings.seed or 0),
-        cache_dir=ctx.settings.cache_dir,
-    )
+    runtimes, choice = _runtimes(ctx, ctx.dense_path)
+    cfg, ctx_note = _bench_config(ctx, ctx.dense_path)
     benches: dict[str, RuntimeBench] = {}
     not_measured: dict[str, Verdict] = {}
     errors: dict[str, dict[str, dict[str, object]]] = {}
     mechanisms: dict[str, Mechanism] = {}
     untimed: list[str] = []
     for rt in runtimes:
-        why = supports(rt, ctx.dense_path) or supports(rt, ctx.compressed_path)
-        if why is None and not available(rt):
-            why = BackendUnavailable(rt, RUNTIMES[rt].extra).one_line()
+        why = _cannot_time(rt, ctx.dense_path, ctx.compressed_path)
         if why is None and not sec.time_when_decided:
             mech = speed_mechanism(ctx.dense_path, ctx.compressed_path, rt)
             if decided_by_files(
@@ -188,6 +154,57 @@ def measure(ctx: CheckContext[SpeedSection], shard: Shard | None = None) -> Spee
     )
 
 
+def _runtimes(
+    ctx: CheckContext[SpeedSection], dense: Path
+) -> tuple[list[str], RuntimeChoice | None]:
+    """The runtimes to time, in order and each once (``--runtime`` over the policy's list), with
+    ``auto`` replaced by where the compressed artifact ships, and that choice (None without
+    ``auto``)."""
+    runtimes = list(ctx.settings.runtimes or ctx.section.runtimes or ["auto"])
+    if "auto" not in runtimes:
+        return runtimes, None
+    from edgegate.backends.auto import resolve_pair
+
+    choice = resolve_pair(dense, ctx.compressed_path)
+    return list(dict.fromkeys(choice.runtime if r == "auto" else r for r in runtimes)), choice
+
+
+def _bench_config(ctx: CheckContext[SpeedSection], dense: Path) -> tuple[BenchConfig, str | None]:
+    """The benchmark settings (``--threads``/``--seed`` over the policy), with pp/tg shrunk to
+    the models' trained context, and the note saying so (None when they fit)."""
+    from edgegate.backends.pair import trained_context
+    from edgegate.speed.bench import BenchConfig
+
+    sec = ctx.section
+    threads = ctx.settings.threads or sec.threads
+    prompt_tokens, gen_tokens, ctx_note = fit_to_context(
+        int(sec.prompt_tokens),
+        int(sec.gen_tokens),
+        trained_context(dense, ctx.compressed_path),
+    )
+    cfg = BenchConfig(
+        prompt_tokens=prompt_tokens,
+        gen_tokens=gen_tokens,
+        repetitions=int(sec.repetitions),
+        warmup=int(sec.warmup),
+        threads=int(threads) if threads else None,
+        seed=int(ctx.settings.seed or 0),
+        cache_dir=ctx.settings.cache_dir,
+    )
+    return cfg, ctx_note
+
+
+def _cannot_time(rt: str, dense: Path, compressed: Path) -> str | None:
+    """Why runtime ``rt`` cannot time this pair (a format it does not load, not installed), or
+    None when it can."""
+    from edgegate.backends import RUNTIMES, available, supports
+
+    why = supports(rt, dense) or supports(rt, compressed)
+    if why is None and not available(rt):
+        why = BackendUnavailable(rt, RUNTIMES[rt].extra).one_line()
+    return why
+
+
 def decided_by_files(
     mech: Mechanism, thr: float | None, min_effect: float, claim: float | None
 ) -> bool:
@@ -226,7 +243,7 @@ def judge(measurements: Sequence[Measured], section: SpeedSection) -> CheckResul
                 "why": "the files decide the verdict; speed.time_when_decided: true times it anyway",
             }
             verdicts.extend(
-                _untimed_verdicts(rt, mech, _min_speedup(section, rt), min_effect, m.claim)
+                untimed_verdicts(rt, mech, _min_speedup(section, rt), min_effect, m.claim)
             )
             continue
         res = m.benches[rt]
@@ -236,7 +253,7 @@ def judge(measurements: Sequence[Measured], section: SpeedSection) -> CheckResul
         out["mechanism"] = mech.to_dict()
         measurements_out[rt] = out
         verdicts.extend(
-            _runtime_verdicts(rt, res, mech, _min_speedup(section, rt), min_effect, m.claim)
+            runtime_verdicts(rt, res, mech, _min_speedup(section, rt), min_effect, m.claim)
         )
     summary = (
         "; ".join(v.message for v in verdicts if v.name == "min_speedup") or "no runtime measured"
@@ -244,158 +261,3 @@ def judge(measurements: Sequence[Measured], section: SpeedSection) -> CheckResul
     return CheckResult.from_verdicts(
         "speed", verdicts, measurements_out, summary, time.perf_counter() - t0
     )
-
-
-def _untimed_verdicts(
-    rt: str, mech: Mechanism, thr: float | None, min_effect: float, claim: float | None
-) -> list[Verdict]:
-    """The verdicts the files decide (decided_by_files): evidence is the census of the tensor
-    headers, not a sample, so its interval is the value itself."""
-    share = mech.differing / mech.tensors if mech.tensors else 0.0
-    common = ObservedEvidence(
-        observed=float(mech.differing),
-        unit="tensors stored with another type or size",
-        n=mech.tensors,
-        ci=Interval(
-            float(mech.differing),
-            float(mech.differing),
-            1.0,
-            "census of every tensor pair (no sampling)",
-        ),
-        effect_size=share,
-        effect_size_name="share of tensors stored differently",
-        test="tensor headers compared (storage type and bytes of every tensor pair); not timed: a timing cannot "
-        "change this verdict",
-        scope=rt,
-    )
-    out = []
-    if thr is not None:
-        bar = speedup_bar(thr, min_effect)
-        out.append(
-            Verdict(
-                "min_speedup",
-                Status.FAIL,
-                f"{rt}: {mech.reason}; >= {bar:g}x cannot hold (not timed: "
-                "speed.time_when_decided: true times it anyway)",
-                threshold=bar,
-                comparator=">=",
-                **common,
-            )
-        )
-    if claim is not None:
-        out.append(
-            Verdict(
-                "claimed_speedup",
-                Status.FAIL,
-                f"{rt}: claimed {float(claim):g}x: {mech.reason} (not timed)",
-                threshold=float(claim),
-                comparator="<=ci_high",
-                **common,
-            )
-        )
-    return out
-
-
-def _runtime_verdicts(
-    rt: str,
-    res: RuntimeBench,
-    mech: Mechanism,
-    thr: float | None,
-    min_effect: float,
-    claim: float | None,
-) -> list[Verdict]:
-    sp = res.decode
-    ci = Interval(sp.ci_low, sp.ci_high, sp.level, sp.method) if sp.n >= 2 else None
-    common = ObservedEvidence(
-        observed=sp.point,
-        unit="x",
-        n=sp.n,
-        ci=ci,
-        effect_size=sp.point,
-        effect_size_name="decode speedup (compressed/dense)",
-        test=_TEST,
-        scope=rt,
-    )
-    band = (
-        f"{sp.point:.3f}x [95% CI {sp.ci_low:.3f}, {sp.ci_high:.3f}], n={sp.n}"
-        if ci is not None
-        else f"{sp.point:.3f}x, n={sp.n} (no interval)"
-    )
-    contended = res.load is not None and res.load.contended is True
-    if res.load is not None and contended:
-        band += f"; measured under contention ({res.load.describe()})"
-    no_mechanism = mech.possible is False
-    verdicts: list[Verdict] = []
-    if thr is None:
-        verdicts.append(
-            Verdict("min_speedup", Status.SKIPPED, f"{rt}: no min_speedup set", **common)
-        )
-    else:
-        bar = speedup_bar(thr, min_effect)
-        asked = f">= {bar:g}x" + (
-            f" (min_speedup {thr:g}, min_effect {min_effect:g})" if bar != thr else ""
-        )
-        if no_mechanism and bar > 1.0:
-            status, text = (
-                Status.FAIL,
-                f"{mech.reason}; the timing ({band}) is not counted as a speedup",
-            )
-        elif ci is None:
-            status, text = (
-                Status.INCONCLUSIVE,
-                f"decode speedup {band}: too few repetitions to judge {asked}",
-            )
-        elif sp.ci_low >= bar and contended and mech.possible is None:
-            # under contention A/A runs read up to +18% with tight intervals (docs/calibration):
-            # without a mechanism read from the files, timing alone cannot carry a pass there
-            status, text = (
-                Status.INCONCLUSIVE,
-                (
-                    f"decode speedup {band} clears {asked}, but under contention "
-                    "and with no mechanism read from the files; re-run on an idle machine"
-                ),
-            )
-        elif sp.ci_low >= bar:
-            status, text = Status.PASS, f"decode speedup {band} clears {asked}"
-        elif sp.ci_high < bar:
-            status, text = Status.FAIL, f"decode speedup {band} rules out {asked}"
-        else:
-            status, text = (
-                Status.INCONCLUSIVE,
-                (
-                    f"decode speedup {band} neither demonstrates nor rules out "
-                    f"{asked} (more repetitions narrow the CI)"
-                ),
-            )
-        verdicts.append(
-            Verdict(
-                "min_speedup", status, f"{rt}: {text}", threshold=bar, comparator=">=", **common
-            )
-        )
-    if claim is not None:
-        c = float(claim)
-        if no_mechanism and c > 1.0:
-            status, text = Status.FAIL, f"claimed {c:g}x: {mech.reason} (timing {band})"
-        elif ci is not None and sp.ci_high < c:
-            status, text = Status.FAIL, f"claimed {c:g}x vs measured {band}: ruled out by the CI"
-        elif ci is None:
-            status, text = (
-                Status.INCONCLUSIVE,
-                f"claimed {c:g}x vs measured {band}: too few repetitions",
-            )
-        else:
-            status, text = (
-                Status.PASS,
-                f"claimed {c:g}x vs measured {band}: consistent with the measurement",
-            )
-        verdicts.append(
-            Verdict(
-                "claimed_speedup",
-                status,
-                f"{rt}: {text}",
-                threshold=c,
-                comparator="<=ci_high",
-                **common,
-            )
-        )
-    return verdicts
