@@ -19,7 +19,6 @@ LIMIT = 80
 # "path/under/src/edgegate.py:qualified.name"
 ALLOWED = frozenset(
     {
-        "checks/bbq.py:measure",
         "bbq/judge.py:judge_pair",
     }
 )

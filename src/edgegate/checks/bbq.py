@@ -16,7 +16,7 @@ against.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from edgegate.backends.base import Backend
     from edgegate.backends.pair import ModelPair
     from edgegate.bbq.cache import ResultCache
-    from edgegate.bbq.sequential import Look
+    from edgegate.bbq.sequential import Look, Plan
 
 SHARDED = True  # items are split across shards by a stable hash of their uid
 SECTION = BBQSection
@@ -155,21 +155,11 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
     from edgegate.bbq.measurement import payload, shard_items
 
     t0 = time.perf_counter()
-    pol = ctx.section
     if ctx.dense_path is None:
         return None
-    source = data_source(ctx.section, ctx.settings, ctx.policy_dir)
-    if not source:
-        raise DatasetError("no BBQ data given", field="checks.bbq.data", hint=_NO_DATA_HINT)
-    seed = int(ctx.settings.seed if ctx.settings.seed is not None else pol.seed)
-    items, targets, info = prepare_items(
-        source,
-        condition=pol.condition,
-        n=int(pol.items) or None,
-        seed=seed,
-        disambig_items=int(pol.disambig_items),
-    )
-    pol, models = _runtime(ctx, ctx.dense_path, pol)
+    seed = int(ctx.settings.seed if ctx.settings.seed is not None else ctx.section.seed)
+    items, targets, info = _sample(ctx, seed)
+    pol, models = _runtime(ctx, ctx.dense_path, ctx.section)
     run_items = shard_items(items, shard) if shard is not None else items
     opening = OpenSettings(
         threads=ctx.settings.threads,
@@ -181,7 +171,6 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
     answers: dict[str, list[Answer]] = {}
     counts: dict[str, dict[str, int]] = {}
     paths = dict(zip(("dense", "compressed"), models, strict=True))
-    looks: list[Look] = []
     try:
         with open_pair(pol.runtime, models, opening) as pair:
             pol = resolved_mode(pair, pol)
@@ -192,29 +181,84 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
                 permute=bool(pol.permute_options),
             )
             plan = sequential.plan(run_items, pol, sharded=shard is not None, seed=seed)
-            for look in range(plan.looks):
-                _score_round(
-                    ctx,
-                    pair,
-                    paths,
-                    pol,
-                    plan.items_of(run_items, look),
-                    cfg,
-                    cache,
-                    answers,
-                    counts,
-                    f" (look {look + 1}/{plan.looks})" if plan.looks > 1 else "",
-                )
-                if look == plan.looks - 1:
-                    break
-                so_far = plan.items_through(run_items, look)
-                looks.append(sequential.interim(so_far, targets, answers, pol, plan, look))
-                if looks[-1].crossed:
-                    run_items = items = so_far  # the sample this run judges: the items scored
-                    break
+            looks, stopped_at = _score_in_looks(
+                plan,
+                run_items,
+                targets,
+                answers,
+                pol,
+                lambda its, label: _score_round(
+                    ctx, pair, paths, pol, its, cfg, cache, answers, counts, label
+                ),
+            )
     finally:
         cache.close()
-    if not looks or not looks[-1].crossed:
+    if stopped_at is not None:
+        run_items = items = stopped_at  # the sample this run judges: the items scored
+    rec, info = _sequential_record(plan, looks, run_items, stopped_at is not None, info)
+    return payload(
+        items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0, counts, rec
+    )
+
+
+def _sample(
+    ctx: CheckContext[BBQSection], seed: int
+) -> tuple[list[BBQItem], dict[str, Targets], dict[str, Any]]:
+    """The seeded sample of the run's BBQ data (``prepare_items``); no data given is an error."""
+    pol = ctx.section
+    source = data_source(pol, ctx.settings, ctx.policy_dir)
+    if not source:
+        raise DatasetError("no BBQ data given", field="checks.bbq.data", hint=_NO_DATA_HINT)
+    return prepare_items(
+        source,
+        condition=pol.condition,
+        n=int(pol.items) or None,
+        seed=seed,
+        disambig_items=int(pol.disambig_items),
+    )
+
+
+def _score_in_looks(
+    plan: Plan,
+    run_items: Sequence[BBQItem],
+    targets: Mapping[str, Targets],
+    answers: Mapping[str, Sequence[Answer]],
+    pol: BBQSection,
+    score_round: Callable[[Sequence[BBQItem], str], None],
+) -> tuple[list[Look], list[BBQItem] | None]:
+    """Score the sample round by round (one round in a fixed-n run), with an interim look after
+    every round but the last. The looks taken, and the items scored so far when a look crossed
+    its boundary and stopped the run early (else None)."""
+    from edgegate.bbq import sequential
+
+    looks: list[Look] = []
+    for look in range(plan.looks):
+        score_round(
+            plan.items_of(run_items, look),
+            f" (look {look + 1}/{plan.looks})" if plan.looks > 1 else "",
+        )
+        if look == plan.looks - 1:
+            break
+        so_far = plan.items_through(run_items, look)
+        looks.append(sequential.interim(so_far, targets, answers, pol, plan, look))
+        if looks[-1].crossed:
+            return looks, so_far
+    return looks, None
+
+
+def _sequential_record(
+    plan: Plan,
+    looks: list[Look],
+    run_items: Sequence[BBQItem],
+    stopped: bool,
+    info: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sequential record (``sequential.record``; a run that was not stopped ends with the
+    final, fixed-n look), and the data block: a run stopped early counts what was judged, the
+    sample drawn stays on record."""
+    from edgegate.bbq import sequential
+
+    if not stopped:
         looks.append(
             sequential.Look(
                 plan.looks,
@@ -228,18 +272,14 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
     rec = sequential.record(
         plan, looks, int(info["n_used"]) - int(info["n_disambig"]), int(info["n_disambig"])
     )
-    if rec[
-        "stopped_early"
-    ]:  # the data block counts what was judged; the sample drawn stays on record
+    if rec["stopped_early"]:
         info = {
             **info,
             "n_sampled": info["n_used"],
             "n_used": len(run_items),
             "n_disambig": rec["n_disambig"]["used"],
         }
-    return payload(
-        items, run_items, targets, info, cfg, pol, answers, time.perf_counter() - t0, counts, rec
-    )
+    return rec, info
 
 
 def _runtime(
