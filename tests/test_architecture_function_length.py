@@ -4,7 +4,7 @@ counted, nested functions counted in their parent), as the file stands: `make li
 the files `ruff format`-ed, so this is the length after formatting.
 
 ``ALLOWED`` names the functions still over the limit once formatted, each to be split by the
-owner of its file; an entry is removed when its function is split.
+owner of its file; an entry is removed when its function is split (none left now).
 """
 
 from __future__ import annotations
@@ -17,11 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LIMIT = 80
 
 # "path/under/src/edgegate.py:qualified.name"
-ALLOWED = frozenset(
-    {
-        "bbq/judge.py:judge_pair",
-    }
-)
+ALLOWED: frozenset[str] = frozenset()  # e.g. {"runner.py:_run"}; empty: every function fits
 
 
 def function_lengths(tree: ast.AST, prefix: str = "") -> Iterator[tuple[str, int]]:
