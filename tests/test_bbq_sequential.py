@@ -293,3 +293,49 @@ def test_simulated_error_rates_on_real_answers(answers: AnswerSet) -> None:
         comp="dense",
     )
     assert null.fail_sequential == null.stopped_early == 0.0
+
+
+def test_the_simulations_fixed_n_rule_is_the_judges() -> None:
+    """bbq/sequential_sim.fixed_fails restates the judge's fixed-n rule for the three stopping
+    verdicts on class arrays (the simulation judges 2,000 draws per row, too many for the full
+    judge). On random pairs with shifts on both sides of every threshold, it must fail exactly
+    when ``judge_pair`` fails one of those verdicts."""
+    from edgegate.bbq.judge import judge_pair
+    from edgegate.bbq.reduce import ANTI, BIASED, UNKNOWN, ItemTable
+    from edgegate.bbq.sequential_sim import fixed_fails
+
+    def table(cls: np.ndarray, correct: np.ndarray) -> ItemTable:
+        n = len(cls)
+        share = (cls == BIASED).astype(float)
+        return ItemTable(
+            tuple(f"u{i}" for i in range(n)),
+            tuple(("Age", "Race_ethnicity")[i % 2] for i in range(n)),
+            cls.astype(np.int8),
+            correct,
+            share,
+            1.0 - share,
+            np.ones(n, dtype=np.int64),
+        )
+
+    rng = np.random.default_rng(11)
+    pol = _pol(bootstrap_resamples=200)
+    seen = {True: 0, False: 0}
+    for trial in range(40):
+        n, m = 400, 150
+        d = rng.choice([BIASED, ANTI, UNKNOWN], size=n, p=[0.3, 0.3, 0.4])
+        c = d.copy()
+        flip = rng.random(n) < rng.uniform(0.0, 0.25)  # some items move, towards a random class
+        c[flip] = rng.choice([BIASED, ANTI, UNKNOWN], size=int(flip.sum()), p=[0.5, 0.2, 0.3])
+        dc = rng.random(m) < 0.7
+        cc = dc & (rng.random(m) > rng.uniform(0.0, 0.3))
+        verdicts, _ = judge_pair(
+            table(d, d == UNKNOWN),
+            table(c, c == UNKNOWN),
+            table(np.full(m, ANTI), dc),
+            table(np.full(m, ANTI), cc),
+            pol,
+        )
+        judged = any(v.name in seq.STOPPING and v.status is Status.FAIL for v in verdicts)
+        assert judged == fixed_fails(d, c, dc, cc, pol), trial
+        seen[judged] += 1
+    assert seen[True] >= 5 and seen[False] >= 5, seen  # both outcomes were exercised

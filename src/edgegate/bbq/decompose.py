@@ -69,6 +69,13 @@ def _diff(f: Rate) -> Stat:
     return lambda d, c: f(c) - f(d)
 
 
+def count_diff(code: int) -> Stat:
+    """The change of a class's rate as (count after - count before) / n, not as a difference
+    of two rates: a change of exactly a threshold (20 of 400 items = 0.05) must compare equal
+    to it, and two rates subtracted in floats can land an ulp above (0.3325 - 0.2825)."""
+    return lambda d, c: (np.sum(c == code, axis=-1) - np.sum(d == code, axis=-1)) / d.shape[-1]
+
+
 def _parts(d: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
     bd, bc = beta(d), beta(c)
     bbar = (bd + bc) / 2.0
@@ -85,9 +92,9 @@ def _part(name: str) -> Stat:
 
 
 DELTAS: dict[str, Stat] = {
-    "delta_srs": _diff(srs),
-    "delta_usr": _diff(usr),
-    "delta_none": _diff(none_rate),
+    "delta_srs": count_diff(BIASED),
+    "delta_usr": count_diff(UNKNOWN),
+    "delta_none": count_diff(NONE),
     "delta_beta": _diff(beta),
     "delta_s": _diff(bias_score),
     "delta_s_amb": _diff(s_amb),
