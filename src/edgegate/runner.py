@@ -36,12 +36,13 @@ from edgegate.checks.base import (
     Status,
 )
 from edgegate.claims import resolve_claims
-from edgegate.environment import describe_input, environment_info
-from edgegate.errors import BackendUnavailable, EdgegateError, ErrorRecord, ExitCode, InputError
+from edgegate.environment import environment_info
+from edgegate.errors import BackendUnavailable, EdgegateError, ErrorRecord, ExitCode
 from edgegate.gate import decide, select_checks
 from edgegate.policy import CHECK_NAMES, Policy
 from edgegate.progress import NullProgress, Progress
 from edgegate.results import GateResult, GateStatus
+from edgegate.run_inputs import describe_inputs, preflight_run
 from edgegate.sanity import Finding, summarize
 from edgegate.settings import RunSettings, Shard
 
@@ -196,8 +197,9 @@ def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> Gat
     t0 = time.perf_counter()
     policy = _run_policy(opts)
     selected = select_checks(policy, opts.only, opts.skip)
-    _preflight(opts, policy, selected)
-    inputs, findings = _describe_inputs(opts, policy, selected, progress)
+    # a registered check brings its own needs
+    preflight_run(opts, policy, [n for n in selected if n not in _REGISTRY])
+    inputs, findings = describe_inputs(opts, policy, selected, progress)
 
     claims, sources = resolve_claims(opts.cli_claims, policy.claims, opts.compressed)
     run = _CheckRun(opts, policy, progress, measured, claims, sources)
@@ -345,61 +347,6 @@ def _run_policy(opts: GateOptions) -> Policy:
     return policy if opts.fail_fast is None else replace(policy, fail_fast=opts.fail_fast)
 
 
-def _describe_inputs(
-    opts: GateOptions, policy: Policy, selected: list[str], progress: Progress
-) -> tuple[list[dict[str, Any]], list[Finding]]:
-    """Every input the run reads, described (sha256 of each file unless --no-hash), and the
-    findings about the model pair (identical inputs, two different models)."""
-    inputs = [_model_input("compressed", opts.compressed, opts, progress)]
-    if opts.dense is not None:
-        inputs.insert(0, _model_input("dense", opts.dense, opts, progress))
-    findings = _input_findings(opts, inputs, selected)
-    if policy.source and Path(policy.source).is_file():
-        inputs.append(describe_input("policy", Path(policy.source), hash_files=opts.hash_inputs))
-    for role, value in _data_inputs(policy, selected, opts.settings):
-        if Path(value).exists():  # hub datasets (hf:...) have no local files to hash
-            inputs.append(describe_input(role, Path(value), hash_files=opts.hash_inputs))
-    return inputs, findings
-
-
-def _preflight(opts: GateOptions, policy: Policy, selected: list[str]) -> None:
-    """Every problem the run would hit (data, outputs, cache, runtimes), at once, before the
-    first measurement."""
-    from edgegate import preflight
-
-    selected = [
-        n for n in selected if n not in _REGISTRY
-    ]  # a registered check brings its own needs
-    preflight.raise_if_any(
-        [
-            *preflight.data_problems(policy, selected, opts.settings),
-            *preflight.output_problems(opts.outputs, _inputs_read(opts, policy, selected)),
-            *preflight.cache_problems(opts.settings, selected),
-            *preflight.runtime_problems(
-                policy, selected, opts.settings, partial(_auto_runtime, opts)
-            ),
-            *preflight.runtime_flag_problems(selected, opts.settings),
-            *preflight.format_problems(
-                policy,
-                selected,
-                opts.settings,
-                {"dense": opts.dense, "compressed": opts.compressed},
-            ),
-        ]
-    )
-
-
-def _inputs_read(opts: GateOptions, policy: Policy, selected: list[str]) -> dict[str, Any]:
-    """Every file or folder the run reads: no report may be written over (or into) one."""
-    from edgegate.report_paths import input_paths
-
-    others: list[tuple[str, str | Path | None]] = [
-        ("policy", policy.source if policy.source and Path(policy.source).exists() else None)
-    ]
-    others += _data_inputs(policy, selected, opts.settings)
-    return input_paths(opts.dense, opts.compressed, others)
-
-
 def _section(name: str, policy: Policy, settings: RunSettings) -> PolicySection:
     """The check's typed policy section (its module's ``SECTION``), with ``--runtime`` applied to
     perplexity and BBQ too (the flag once reached only the speed check; preflight refuses
@@ -415,46 +362,6 @@ def _section(name: str, policy: Policy, settings: RunSettings) -> PolicySection:
     ):
         sec = {**sec, "runtime": check_runtime(name, sec, settings)}
     return checks.section(name, sec)
-
-
-def _auto_runtime(opts: GateOptions, check: str, requested: str) -> str:
-    """What ``runtime: auto`` will pick for these inputs (as the checks resolve it), or
-    ``auto`` itself when the inputs cannot tell (missing or unreadable: reported elsewhere)."""
-    from edgegate.backends.auto import resolve_pair
-
-    try:
-        return resolve_pair(opts.dense, opts.compressed, requested).runtime
-    except (EdgegateError, OSError):
-        return requested
-
-
-def _input_findings(
-    opts: GateOptions, inputs: list[dict[str, Any]], selected: list[str]
-) -> list[Finding]:
-    """Identical inputs or two different models: an input error before anything is measured,
-    except a null run the user asked for (--allow-identical), which is reported as such."""
-    from edgegate.checkpoint import open_checkpoint
-    from edgegate.preflight import input_findings
-
-    descs = {str(d["role"]): d for d in inputs if d.get("files") is not None}
-    configs: dict[str, Any] = {}
-    for role, path in (("dense", opts.dense), ("compressed", opts.compressed)):
-        if path is None or not path.exists():
-            continue
-        try:
-            with open_checkpoint(path) as ck:
-                configs[role] = ck.config
-        except EdgegateError:
-            pass  # best effort: the checks that read the checkpoint report it, with its exit code
-    findings = input_findings(descs, configs)
-    for f in findings:
-        if f.code == "identical-inputs" and opts.allow_identical:
-            continue
-        raise InputError(f.message, field="DENSE COMPRESSED", hint=f.hint)
-    return [
-        replace(f, severity="warning", message=f"null run (--allow-identical): {f.message}")
-        for f in findings
-    ]
 
 
 def _swapped(shared: SharedWork) -> Finding | None:
@@ -488,31 +395,3 @@ def _measure_shard(name: str, ctx: Context, measured: dict[str, Any]) -> CheckRe
     return CheckResult.skipped(
         name, f"shard {i}/{n}: measured; the verdict comes from `edgegate merge` of all shards"
     )
-
-
-def _model_input(role: str, path: Path, opts: GateOptions, progress: Progress) -> dict[str, Any]:
-    url = opts.settings.dense_endpoint if role == "dense" else opts.settings.compressed_endpoint
-    if not url:
-        return describe_input(role, path, hash_files=opts.hash_inputs, progress=progress)
-    from edgegate.environment import endpoint_input
-
-    ep = endpoint_input(role, str(url))  # what the server says it is: the runtime checks score that
-    if not path.exists():
-        return ep
-    return {
-        **describe_input(role, path, hash_files=opts.hash_inputs, progress=progress),
-        **{k: ep[k] for k in ("base_url", "model", "dialect")},
-    }
-
-
-def _data_inputs(
-    policy: Policy, selected: list[str], settings: RunSettings
-) -> list[tuple[str, str]]:
-    """Data files the selected checks will read: (report role, path), each path once."""
-    from edgegate.preflight import data_inputs
-
-    out: list[tuple[str, str]] = []
-    for _, d in data_inputs(policy, selected, settings):
-        if d.value and d.value not in {v for _, v in out}:
-            out.append((d.role, d.value))
-    return out

@@ -168,7 +168,7 @@ def detection(
         fired["srs"] += r["srs"]
         fired["direction"] += r["direction"]
         fired["any"] += r["srs"] or r["direction"]
-        # a ΔSRS failure names its driver: the largest part of the decomposition (judge.driver_words)
+        # a ΔSRS failure names its driver: the largest part of the decomposition (verdicts.driver_words)
         parts = {
             name: float(DELTAS[name](d, c)) for name in ("abstention", "consistency", "direction")
         }
