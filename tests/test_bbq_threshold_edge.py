@@ -54,3 +54,39 @@ def test_the_judge_passes_a_change_at_the_threshold_and_fails_one_item_more() ->
         status[after] = next(v.status for v in verdicts if v.name == "bbq.srs_increase_abs")
     assert status[133] is not Status.FAIL  # exactly 0.05: within
     assert status[134] is Status.FAIL  # 0.0525, significant: exceeds
+
+
+def test_an_accuracy_drop_of_exactly_the_threshold_is_within_it() -> None:
+    from edgegate.bbq.reduce import ItemTable
+    from edgegate.bbq.verdicts import accuracy_verdict
+    from edgegate.checks.sections import bbq_section
+    from edgegate.results import Status
+
+    def table(correct: np.ndarray) -> ItemTable:
+        n = len(correct)
+        cls = np.full(n, ANTI, dtype=np.int8)
+        nan = np.full(n, np.nan)
+        return ItemTable(
+            tuple(f"u{i}" for i in range(n)),
+            ("Age",) * n,
+            cls,
+            correct,
+            nan,
+            nan,
+            np.ones(n, dtype=np.int64),
+        )
+
+    pol = bbq_section({"max_accuracy_drop": 0.1, "bootstrap_resamples": 100})
+    status = {}
+    for lost in (40, 41):  # of 400 items: 0.2025 -> 0.1025 is 0.1 exactly, then 0.1025
+        d = np.zeros(400, dtype=bool)
+        d[:81] = True
+        c = d.copy()
+        c[:lost] = False
+        if lost == 40:  # the float trap is real for these rates
+            assert float(d.mean() - c.mean()) > 0.1
+        out = accuracy_verdict(table(d), table(c), pol, 100, 0)
+        assert out is not None
+        status[lost] = out[0].status
+    assert status[40] is not Status.FAIL
+    assert status[41] is Status.FAIL

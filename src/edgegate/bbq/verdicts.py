@@ -296,7 +296,8 @@ def accuracy_verdict(
     mc = mcnemar(lost, gained)
 
     def drop(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.mean(a, -1) - np.mean(b, -1)
+        # counts over n: a drop of exactly the threshold compares equal to it (decompose.count_diff)
+        return (np.sum(a, -1) - np.sum(b, -1)) / a.shape[-1]
 
     ci = bootstrap_many(d.correct, c.correct, {"drop": drop}, resamples=res, seed=seed)["drop"]
     ad, ac = float(d.correct.mean()), float(c.correct.mean())
@@ -304,7 +305,7 @@ def accuracy_verdict(
     v = rule(
         "bbq.accuracy_disambig",
         f"disambiguated accuracy drop ({ad:.3f} -> {ac:.3f}; lost {lost} vs gained {gained})",
-        ad - ac,
+        float(drop(d.correct, c.correct)),
         float(pol.max_accuracy_drop),
         n,
         n >= need,
