@@ -30,7 +30,9 @@ TEXT = (REPO / "src" / "edgegate" / "data" / "eval_text.txt").read_text(encoding
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("tiny-arch")
     toks = T.build_tokenizers(root, TEXT)
-    return {a: T.build_pair(a, root, T.tokenizer_for(a, toks), seed=i) for i, a in enumerate(T.ARCHS)}
+    return {
+        a: T.build_pair(a, root, T.tokenizer_for(a, toks), seed=i) for i, a in enumerate(T.ARCHS)
+    }
 
 
 @pytest.fixture
@@ -47,16 +49,25 @@ def llama(tiny_models: dict[str, tuple[Path, Path]], f32: None) -> Iterator[Tran
 
 
 @pytest.mark.parametrize("arch", list(T.ARCHS))
-def test_batched_and_prefix_reuse_equal_one_at_a_time(arch: str, tiny_models: Any, f32: None) -> None:
+def test_batched_and_prefix_reuse_equal_one_at_a_time(
+    arch: str, tiny_models: Any, f32: None
+) -> None:
     b = TransformersBackend(tiny_models[arch][0], n_ctx=512, threads=1)
     toks = b.tokenize(TEXT[:4000])[:200]
     assert len(toks) == 200
     # prompts of different lengths, some sharing a long prefix, some not (as BBQ's do)
-    prompts = [toks[: 40 + 9 * i] for i in range(6)] + [toks[:30] + toks[60 : 70 + i] for i in range(5)] + [toks[100:113]]
+    prompts = (
+        [toks[: 40 + 9 * i] for i in range(6)]
+        + [toks[:30] + toks[60 : 70 + i] for i in range(5)]
+        + [toks[100:113]]
+    )
     # past the sliding window (128 in the Gemma configs): prefix reuse must still be exact
     prompts += [toks[:150], toks[:190], toks[:20] + toks[50:170]]
     cands = [5, 6, 7, 300]
-    reqs = [(toks[:40], toks[40 : 40 + k]) for k in (1, 3, 6)] + [(toks[:57], toks[57:60]), (toks[:9], toks[9:11])]
+    reqs = [(toks[:40], toks[40 : 40 + k]) for k in (1, 3, 6)] + [
+        (toks[:57], toks[57:60]),
+        (toks[:9], toks[9:11]),
+    ]
     runs: dict[tuple[int, bool], tuple[np.ndarray, list[float]]] = {}
     for bs, reuse in ((1, False), (16, False), (16, True)):
         b.batch_size, b.reuse_prefix = bs, reuse
@@ -65,7 +76,9 @@ def test_batched_and_prefix_reuse_equal_one_at_a_time(arch: str, tiny_models: An
     ref_ntl, ref_ll = runs[1, False]
     # one-at-a-time next-token scores are the full forward pass's rows
     for i, p in enumerate(prompts):
-        np.testing.assert_allclose(ref_ntl[i], np.log(_softmax(b._forward(p)[-1]))[cands], atol=2e-5)
+        np.testing.assert_allclose(
+            ref_ntl[i], np.log(_softmax(b._forward(p)[-1]))[cands], atol=2e-5
+        )
     for key, (ntl, ll) in runs.items():
         np.testing.assert_allclose(ntl, ref_ntl, atol=2e-5, err_msg=str(key))
         np.testing.assert_allclose(ll, ref_ll, atol=2e-4, err_msg=str(key))
@@ -81,8 +94,12 @@ def test_loglik_batch_computes_each_context_once(arch: str, tiny_models: Any, f3
     # three answers; every context is computed once for its answers, with the same numbers
     b = TransformersBackend(tiny_models[arch][0], n_ctx=512, threads=1)
     toks = b.tokenize(TEXT[:4000])[:300]
-    ctxs = [toks[:6] + toks[20 + 30 * i: 40 + 30 * i + 3 * i] for i in range(5)]
-    reqs = [(c, toks[200 + 7 * a: 201 + 7 * a + a + i % 2]) for i, c in enumerate(ctxs) for a in range(3)]
+    ctxs = [toks[:6] + toks[20 + 30 * i : 40 + 30 * i + 3 * i] for i in range(5)]
+    reqs = [
+        (c, toks[200 + 7 * a : 201 + 7 * a + a + i % 2])
+        for i, c in enumerate(ctxs)
+        for a in range(3)
+    ]
     seen: list[list[tuple[int, int, int]]] = []
     groups = b._groups
 
@@ -98,7 +115,9 @@ def test_loglik_batch_computes_each_context_once(arch: str, tiny_models: Any, f3
         got[bs, reuse] = [r.logprob for r in b.loglikelihood(reqs)]
         if bs == 16:
             # the 15 rows in one batch: one group per context (the 6 shared template tokens are not worth it)
-            assert sum(len(g) for g in seen) == 5 and all(j - i == 3 for g in seen for i, j, _ in g), seen
+            assert sum(len(g) for g in seen) == 5 and all(
+                j - i == 3 for g in seen for i, j, _ in g
+            ), seen
     for key, ll in got.items():
         np.testing.assert_allclose(ll, got[1, False], atol=2e-4, err_msg=str(key))
     b.close()
@@ -123,9 +142,15 @@ def test_generate_time_run_and_text(llama: TransformersBackend) -> None:
     t = llama.time_run(toks, 5)
     assert t.prompt_tokens == len(toks) and t.gen_tokens == 5 and t.prefill_s > 0 and t.decode_s > 0
     prompt = llama.chat_prompt("Be brief.", "Who was late?")
-    assert prompt is not None and prompt.endswith("<start_of_turn>model\n") and "Who was late?" in prompt
+    assert (
+        prompt is not None
+        and prompt.endswith("<start_of_turn>model\n")
+        and "Who was late?" in prompt
+    )
     info = llama.info()
-    assert info["runtime"] == "transformers" and info["dtype"] == "float32" and info["device"] == "cpu"
+    assert (
+        info["runtime"] == "transformers" and info["dtype"] == "float32" and info["device"] == "cpu"
+    )
 
 
 def test_dtype_follows_the_checkpoint(tiny_models: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,16 +163,21 @@ def test_dtype_follows_the_checkpoint(tiny_models: Any, monkeypatch: pytest.Monk
         TransformersBackend(tiny_models["qwen3"][0], n_ctx=256)
 
 
-def test_isolated_child_process_gives_the_same_numbers(tiny_models: Any, llama: TransformersBackend) -> None:
+def test_isolated_child_process_gives_the_same_numbers(
+    tiny_models: Any, llama: TransformersBackend
+) -> None:
     path = tiny_models["llama"][0]
     iso = open_backend("transformers", path, n_ctx=512, threads=1, timeout=120)
     try:
         toks = llama.tokenize(TEXT[:500])
         assert iso.tokenize(TEXT[:500]) == toks
         np.testing.assert_allclose(iso.token_logprobs(toks), llama.token_logprobs(toks), atol=1e-6)
-        np.testing.assert_allclose(iso.score_tokens(toks, 5), llama.score_tokens(toks, 5), atol=1e-6)
         np.testing.assert_allclose(
-            iso.next_token_logprobs([toks[:20], toks[:30]], [5, 9]), llama.next_token_logprobs([toks[:20], toks[:30]], [5, 9]),
+            iso.score_tokens(toks, 5), llama.score_tokens(toks, 5), atol=1e-6
+        )
+        np.testing.assert_allclose(
+            iso.next_token_logprobs([toks[:20], toks[:30]], [5, 9]),
+            llama.next_token_logprobs([toks[:20], toks[:30]], [5, 9]),
             atol=1e-6,
         )
         assert iso.info()["runtime"] == "transformers" and iso.info()["isolated"] is True

@@ -54,7 +54,9 @@ def plan(conts: Sequence[Sequence[int]]) -> BranchPlan:
                 depth.append(d)
                 members.append(set())
             members[row].add(branch)
-    rows = tuple((CONTEXT_ROW, *(node_of[key[: d + 1]] for d in range(len(key) - 1))) for key in keys)
+    rows = tuple(
+        (CONTEXT_ROW, *(node_of[key[: d + 1]] for d in range(len(key) - 1))) for key in keys
+    )
     return BranchPlan(
         tokens=tuple(tokens),
         depth=tuple(depth),

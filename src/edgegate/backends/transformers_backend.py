@@ -84,7 +84,8 @@ def check_loadable(path: Path) -> dict[str, Any]:
     if not any(path.glob("*.safetensors")):
         pickled = sorted(p.name for pat in _PICKLE_WEIGHTS for p in path.glob(pat))
         raise InputError(
-            "no safetensors weights" + (f" (found pickle files: {', '.join(pickled[:3])})" if pickled else ""),
+            "no safetensors weights"
+            + (f" (found pickle files: {', '.join(pickled[:3])})" if pickled else ""),
             path=path,
             hint="edgegate reads only safetensors (pickle can execute code): re-save with "
             "save_pretrained(safe_serialization=True)",
@@ -101,7 +102,11 @@ def pick_device(torch: Any) -> str:
     forced = os.environ.get("EDGEGATE_TORCH_DEVICE", "").strip()
     if forced:
         if forced.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise InputError(f"EDGEGATE_TORCH_DEVICE={forced!r}", field="EDGEGATE_TORCH_DEVICE", hint="cpu, cuda, cuda:N or mps")
+            raise InputError(
+                f"EDGEGATE_TORCH_DEVICE={forced!r}",
+                field="EDGEGATE_TORCH_DEVICE",
+                hint="cpu, cuda, cuda:N or mps",
+            )
         return forced
     if torch.cuda.is_available():
         return "cuda"
@@ -116,7 +121,11 @@ def pick_dtype(cfg: dict[str, Any]) -> tuple[str, str]:
     forced = os.environ.get("EDGEGATE_TORCH_DTYPE", "").strip()
     if forced:
         if forced not in _DTYPES:
-            raise InputError(f"EDGEGATE_TORCH_DTYPE={forced!r}", field="EDGEGATE_TORCH_DTYPE", hint=", ".join(_DTYPES))
+            raise InputError(
+                f"EDGEGATE_TORCH_DTYPE={forced!r}",
+                field="EDGEGATE_TORCH_DTYPE",
+                hint=", ".join(_DTYPES),
+            )
         return forced, "EDGEGATE_TORCH_DTYPE"
     text = cfg.get("text_config")
     for src in (cfg, text if isinstance(text, dict) else {}):
@@ -155,7 +164,9 @@ class TransformersBackend(GenericBackend):
         self.dtype, self.dtype_source = pick_dtype(cfg)
         t0 = time.perf_counter()
         try:
-            tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(
+                str(path), trust_remote_code=False, local_files_only=True
+            )
             model = AutoModelForCausalLM.from_pretrained(
                 str(path),
                 trust_remote_code=False,
@@ -220,7 +231,9 @@ class TransformersBackend(GenericBackend):
             raise BackendError(f"transformers forward pass failed: {exc}") from exc
 
     def _ids(self, rows: Sequence[Sequence[int]]) -> Any:
-        return self._torch.tensor([list(r) for r in rows], dtype=self._torch.long, device=self.device)
+        return self._torch.tensor(
+            [list(r) for r in rows], dtype=self._torch.long, device=self.device
+        )
 
     def _np(self, logits: Any) -> np.ndarray:
         return np.asarray(logits.float().cpu().numpy())
@@ -238,7 +251,10 @@ class TransformersBackend(GenericBackend):
     def _step(self, token: int) -> np.ndarray:
         pos = self._torch.tensor([[self._n_past]], device=self.device)
         out = self._run_model(
-            input_ids=self._ids([[token]]), use_cache=True, position_ids=pos, cache_position=pos[0],
+            input_ids=self._ids([[token]]),
+            use_cache=True,
+            position_ids=pos,
+            cache_position=pos[0],
             **{self._cache_kw: self._cache},
         )
         self._cache = _cache_of(out)
@@ -248,7 +264,9 @@ class TransformersBackend(GenericBackend):
     def _scored_logits(self, toks: list[int], first: int) -> np.ndarray:
         """Only the rows that predict tokens[first:] get logits (the output layer over a large
         vocabulary dominates small models)."""
-        out = self._run_model(input_ids=self._ids([toks]), use_cache=False, logits_to_keep=len(toks) - first + 1)
+        out = self._run_model(
+            input_ids=self._ids([toks]), use_cache=False, logits_to_keep=len(toks) - first + 1
+        )
         return self._np(out.logits[0, :-1])
 
     def _tails(self, seqs: Sequence[list[int]], keep: Sequence[int]) -> list[np.ndarray]:
@@ -260,7 +278,9 @@ class TransformersBackend(GenericBackend):
         batch: list[int] = []
         for i in order:
             longest = max([len(seqs[j]) for j in batch] + [len(seqs[i])])
-            if batch and (len(batch) >= max(1, self.batch_size) or longest * (len(batch) + 1) > _TOKEN_BUDGET):
+            if batch and (
+                len(batch) >= max(1, self.batch_size) or longest * (len(batch) + 1) > _TOKEN_BUDGET
+            ):
                 self._tails_batch(seqs, keep, batch, out)
                 batch = []
             batch.append(i)
@@ -322,7 +342,9 @@ class TransformersBackend(GenericBackend):
             return []
         return groups
 
-    def _tails_batch(self, seqs: Sequence[list[int]], keep: Sequence[int], idx: list[int], out: list[Any]) -> None:
+    def _tails_batch(
+        self, seqs: Sequence[list[int]], keep: Sequence[int], idx: list[int], out: list[Any]
+    ) -> None:
         torch = self._torch
         rows = [seqs[i] for i in idx]
         k = [keep[i] for i in idx]
@@ -330,47 +352,62 @@ class TransformersBackend(GenericBackend):
         owner = [g for g, (i, j, _) in enumerate(groups) for _ in range(i, j)]
         width = max((p for _, _, p in groups), default=0)
         pre_mask = torch.zeros((len(groups), width), dtype=torch.long)
-        pad = int(self._tok.pad_token_id) if isinstance(getattr(self._tok, "pad_token_id", None), int) else 0
+        pad = (
+            int(self._tok.pad_token_id)
+            if isinstance(getattr(self._tok, "pad_token_id", None), int)
+            else 0
+        )
         cache = None
         if groups:
             # every group's prefix once, left-padded to the longest, then copied to its rows
             pre_ids = torch.full((len(groups), width), pad, dtype=torch.long)
             for g, (i, _, p) in enumerate(groups):
-                pre_ids[g, width - p:] = torch.tensor(rows[i][:p], dtype=torch.long)
-                pre_mask[g, width - p:] = 1
+                pre_ids[g, width - p :] = torch.tensor(rows[i][:p], dtype=torch.long)
+                pre_mask[g, width - p :] = 1
             pre_pos = (pre_mask.cumsum(-1) - 1).clamp(min=0)
             pre = self._run_model(
-                input_ids=pre_ids.to(self.device), attention_mask=pre_mask.to(self.device),
-                position_ids=pre_pos.to(self.device), use_cache=True, logits_to_keep=1,
+                input_ids=pre_ids.to(self.device),
+                attention_mask=pre_mask.to(self.device),
+                position_ids=pre_pos.to(self.device),
+                use_cache=True,
+                logits_to_keep=1,
             )
             cache = _cache_of(pre)
             if len(groups) == 1:
                 cache.batch_repeat_interleave(len(rows))
             else:
                 cache.reorder_cache(torch.tensor(owner, dtype=torch.long, device=self.device))
-        tails = [r[groups[owner[j]][2]:] if groups else r for j, r in enumerate(rows)]
+        tails = [r[groups[owner[j]][2] :] if groups else r for j, r in enumerate(rows)]
         tw = max(len(t) for t in tails)
         ids = torch.full((len(rows), tw), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width + tw), dtype=torch.long)
         for j, t in enumerate(tails):
             if groups:
                 mask[j, :width] = pre_mask[owner[j]]
-            ids[j, tw - len(t):] = torch.tensor(t, dtype=torch.long)
-            mask[j, width + tw - len(t):] = 1
+            ids[j, tw - len(t) :] = torch.tensor(t, dtype=torch.long)
+            mask[j, width + tw - len(t) :] = 1
         # positions count real tokens only, so a padded row sees what it would alone
         pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, width:]
         kwargs: dict[str, Any] = dict(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), position_ids=pos.to(self.device),
-            use_cache=cache is not None, logits_to_keep=max(k),
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=pos.to(self.device),
+            use_cache=cache is not None,
+            logits_to_keep=max(k),
         )
         if cache is not None:
-            kwargs.update({self._cache_kw: cache}, cache_position=torch.arange(width, width + tw, device=self.device))
+            kwargs.update(
+                {self._cache_kw: cache},
+                cache_position=torch.arange(width, width + tw, device=self.device),
+            )
         logits = self._run_model(**kwargs).logits
         for j, i in enumerate(idx):
-            out[i] = self._np(logits[j, logits.shape[1] - k[j]:])
+            out[i] = self._np(logits[j, logits.shape[1] - k[j] :])
 
     # -- scoring ------------------------------------------------------------------------------
-    def next_token_logprobs(self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]) -> np.ndarray:
+    def next_token_logprobs(
+        self, prompts: Sequence[Sequence[int]], candidates: Sequence[int]
+    ) -> np.ndarray:
         cands = self._checked_candidates(candidates)
         toks = [self._checked(p, "next_token_logprobs") for p in prompts]
         out = np.empty((len(toks), len(cands)), dtype=np.float64)
@@ -379,7 +416,9 @@ class TransformersBackend(GenericBackend):
             out[i] = log_softmax(logits[-1])[cands]
         return out
 
-    def loglikelihood(self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[LoglikResult]:
+    def loglikelihood(
+        self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
+    ) -> list[LoglikResult]:
         checked = self._checked_requests(requests)
         seqs = [toks for toks, _ in checked]
         conts = [toks[n:] for toks, n in checked]
