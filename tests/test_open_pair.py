@@ -16,7 +16,7 @@ from edgegate.backends import RUNTIMES, RuntimeSpec, register_runtime
 from edgegate.backends._subprocess import IsolatedBackend
 from edgegate.backends.pair import OpenSettings, open_pair
 from edgegate.checks.base import CheckContext
-from edgegate.checks.sections import bbq_section
+from edgegate.checks.sections import BBQSection, bbq_section
 from edgegate.errors import BackendError
 from edgegate.settings import RunSettings
 
@@ -76,20 +76,24 @@ def test_open_pair_is_lazy_isolated_and_closes_both(tmp_path: Path) -> None:
     dense.close()  # closing twice is harmless
 
 
-def test_bbq_runs_its_models_in_a_child_with_a_deadline(tmp_path: Path) -> None:
+def _bbq_context(tmp_path: Path, runtime: str, **settings: object) -> CheckContext[BBQSection]:
     dense, comp = _models(tmp_path)
     section = {
-        "runtime": "hanging",
+        "runtime": runtime,
         "data": str(ROOT / "fixtures" / "bbq"),
         "items": 12,
         "min_items": 1,
     }
-    ctx = CheckContext(
+    return CheckContext(
         compressed_path=comp,
         dense_path=dense,
         section=bbq_section(section),
-        settings=RunSettings(cache_dir=str(tmp_path / "cache"), backend_timeout=3.0),
+        settings=RunSettings(cache_dir=str(tmp_path / "cache"), **settings),  # type: ignore[arg-type]
     )
+
+
+def test_bbq_runs_its_models_in_a_child_with_a_deadline(tmp_path: Path) -> None:
+    ctx = _bbq_context(tmp_path, "hanging", backend_timeout=3.0)
     t0 = time.monotonic()
     with pytest.raises(BackendError, match=r"did not answer 'chat_prompt' within 3s \(hung\)"):
         checks.run("bbq", ctx)
@@ -118,23 +122,11 @@ def test_scoring_gets_every_cpu_unless_told(tmp_path: Path, given: int | None) -
 
     register_runtime(RuntimeSpec("recording", f"{__name__}:RecordingBackend", (), "recording"))
     try:
-        dense, comp = _models(tmp_path)
-        section = {
-            "runtime": "recording",
-            "data": str(ROOT / "fixtures" / "bbq"),
-            "items": 12,
-            "min_items": 1,
-        }
-        ctx = CheckContext(
-            compressed_path=comp,
-            dense_path=dense,
-            section=bbq_section(section),
-            settings=RunSettings(cache_dir=str(tmp_path / "cache"), threads=given),
-        )
+        ctx = _bbq_context(tmp_path, "recording", threads=given)
         with pytest.raises(BackendError, match="recorded"):
             checks.run("bbq", ctx)
     finally:
         RUNTIMES.pop("recording", None)
     want = given if given is not None else scoring_threads()
-    assert Path(f"{dense}.threads").read_text() == repr(want)
+    assert Path(f"{ctx.dense_path}.threads").read_text() == repr(want)
     assert scoring_threads() >= 1 and scoring_threads((3, 5)) == 2
