@@ -219,9 +219,16 @@ def test_sampled_mode_scores_a_dense_vs_dense_null_with_fresh_seeds(
     assert seeds == [0, 1, 2, 3] and total == 16 * 2 * 3
 
 
+_HOOKED_MAIN = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent / 'hostile')!r}); "
+    "import _signal_hook; from edgegate.cli import main; main()"
+)
+
+
 @pytest.mark.slow
 def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
-    """`edgegate bbq run` on llama.cpp, SIGKILLed after its first committed batch, then re-run:
+    """`edgegate bbq run` on llama.cpp, SIGKILLed while held after its second committed batch
+    (tests/hostile/_signal_hook: no race with a run that ends in seconds), then re-run:
     no answer lost or stored twice, and the result equals an uninterrupted run's."""
     import os
     import signal
@@ -232,11 +239,13 @@ def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
 
     d, c = PAIRS["llamacpp"]
 
-    def cmd(cache: Path) -> list[str]:
+    def cmd(cache: Path, *, held: bool = False) -> list[str]:
+        # held: the CLI under tests/hostile/_signal_hook, which stops after a committed batch
+        # (EDGEGATE_HOOK_HOLD_AFTER_PUTS) so the kill lands mid-run without a race
+        start = ["-c", _HOOKED_MAIN] if held else ["-m", "edgegate.cli"]
         return [
             sys.executable,
-            "-m",
-            "edgegate.cli",
+            *start,
             "bbq",
             "run",
             str(d),
@@ -249,6 +258,8 @@ def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
             "both",
             "--min-items",
             "5",
+            "--runtime",
+            "llamacpp",  # auto would pick transformers for the HF folder
             "--threads",
             "2",
             "--cache-dir",
@@ -258,22 +269,31 @@ def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
 
     count = count_answers
     db = tmp_path / "a" / "bbq.sqlite"
+    marker = tmp_path / "held"
+    env = {**os.environ, "EDGEGATE_HOOK_HOLD_AFTER_PUTS": "2", "EDGEGATE_HOOK_MARKER": str(marker)}
     proc = subprocess.Popen(
-        cmd(tmp_path / "a"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd(tmp_path / "a", held=True),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
-    while count(db) < 16 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the run never reached its second committed batch"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 16 <= count(db) < 64, "killed mid-way"
+    total = 32 * 2 * 3  # items x models x option rotations (letter mode)
+    assert 0 < count(db) < total, "killed mid-way"
     resumed = subprocess.run(cmd(tmp_path / "a"), capture_output=True, text=True, timeout=600)
     clean = subprocess.run(cmd(tmp_path / "b"), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == clean.returncode and resumed.returncode in (0, 1), resumed.stderr
     con = sqlite3.connect(db)
-    rows = con.execute("SELECT model, uid, COUNT(*) FROM answers GROUP BY model, uid").fetchall()
+    rows = con.execute(
+        "SELECT model, uid, seed, rotation, COUNT(*) FROM answers GROUP BY model, uid, seed, rotation"
+    ).fetchall()
     con.close()
-    assert len(rows) == 64 and all(r[2] == 1 for r in rows)
+    assert len(rows) == total and all(r[-1] == 1 for r in rows)
     got, want = json.loads(resumed.stdout)["measurements"], json.loads(clean.stdout)["measurements"]
     # the resumed run scored only what the killed one had not committed, and says so
     reuse = got.pop("result_cache")
