@@ -98,35 +98,3 @@ def test_bbq_runs_its_models_in_a_child_with_a_deadline(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match=r"did not answer 'chat_prompt' within 3s \(hung\)"):
         checks.run("bbq", ctx)
     assert time.monotonic() - t0 < 60
-
-
-class RecordingBackend(HangingBackend):
-    """Writes the threads it was opened with next to its model file, then refuses BBQ."""
-
-    runtime = "recording"
-
-    def __init__(self, path: Path, **options: object) -> None:
-        super().__init__(path)
-        Path(f"{path}.threads").write_text(repr(options.get("threads")))
-
-    def chat_prompt(self, system: str | None, user: str) -> str | None:
-        raise BackendError("recorded")
-
-
-@pytest.mark.parametrize("given", [None, 1])
-def test_scoring_gets_every_cpu_unless_told(tmp_path: Path, given: int | None) -> None:
-    """Models are scored one at a time: with no --threads each gets every CPU this process
-    may use (llama-cpp-python's own default, half of them, left a 2-core runner's second core
-    idle); --threads wins."""
-    from edgegate.backends.pair import scoring_threads
-
-    register_runtime(RuntimeSpec("recording", f"{__name__}:RecordingBackend", (), "recording"))
-    try:
-        ctx = _bbq_context(tmp_path, "recording", threads=given)
-        with pytest.raises(BackendError, match="recorded"):
-            checks.run("bbq", ctx)
-    finally:
-        RUNTIMES.pop("recording", None)
-    want = given if given is not None else scoring_threads()
-    assert Path(f"{ctx.dense_path}.threads").read_text() == repr(want)
-    assert scoring_threads() >= 1 and scoring_threads((3, 5)) == 2

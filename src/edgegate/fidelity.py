@@ -289,12 +289,10 @@ def run_kl(
     """``ppl.run_ppl`` and the fidelity of the pair from the same pass: (perplexity
     comparison, fidelity). Tokenizers must agree (InputError, exit 2)."""
     from edgegate import perplexity as ppl
-    from edgegate.backends.pair import OpenSettings, open_pair, scoring_threads
+    from edgegate.backends.pair import OpenSettings, open_pair
 
     body = ppl.evaluation_text(text)
-    opening = OpenSettings(
-        n_ctx=n_ctx, threads=threads or scoring_threads(), cache_dir=cache_dir, timeout=timeout
-    )
+    opening = OpenSettings(n_ctx=n_ctx, threads=threads, cache_dir=cache_dir, timeout=timeout)
     with open_pair(runtime, (dense_path, compressed_path), opening) as pair:
         extra = ppl.same_tokenizer(pair, body)
         chunking = ppl.chunk_text(pair.dense, body, n_ctx, mode)  # type: ignore[arg-type]

@@ -282,12 +282,10 @@ def run_ppl(
     """Open both models on ``runtime`` (each in its own process, ``timeout`` seconds per call),
     refuse differing tokenizers (InputError, exit 2), and compare them on ``text`` (default:
     the embedded evaluation text)."""
-    from edgegate.backends.pair import OpenSettings, open_pair, scoring_threads
+    from edgegate.backends.pair import OpenSettings, open_pair
 
     body = evaluation_text(text)
-    settings = OpenSettings(
-        n_ctx=n_ctx, threads=threads or scoring_threads(), cache_dir=cache_dir, timeout=timeout
-    )
+    settings = OpenSettings(n_ctx=n_ctx, threads=threads, cache_dir=cache_dir, timeout=timeout)
     with open_pair(runtime, (dense_path, compressed_path), settings) as pair:
         extra = same_tokenizer(pair, body)
         result = compare_models(

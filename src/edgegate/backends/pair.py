@@ -8,7 +8,6 @@ cached is never loaded. Models behind a server (``openai``) use their HTTP clien
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,19 +18,6 @@ from edgegate.backends.base import Backend
 from edgegate.settings import DEFAULT_BACKEND_TIMEOUT
 
 ROLES = ("dense", "compressed")
-
-
-def scoring_threads(cpus: tuple[int, ...] | None = None) -> int:
-    """Threads for a scoring pass the user gave no ``--threads`` for: every CPU this process
-    may use (or the pinned ones). The two models are scored one after the other, never at
-    once, so each may have them all; llama-cpp-python's own default (half the CPUs, assuming
-    hyper-threads) left one of a 2-core CI runner's cores idle."""
-    if cpus:
-        return len(cpus)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no affinity API (macOS)
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -139,12 +139,12 @@ def run_pass(
     """Score this shard's chunks with both models: per-token NLLs (and, with ``fidelity``, KL
     and top-1 agreement), JSON-able. With ``fidelity`` the result is kept in ``ctx.shared``."""
     from edgegate import perplexity as ppl
-    from edgegate.backends.pair import OpenSettings, open_pair, scoring_threads
+    from edgegate.backends.pair import OpenSettings, open_pair
 
     t0 = time.perf_counter()
     opening = OpenSettings(
         n_ctx=s.n_ctx,
-        threads=ctx.settings.threads or scoring_threads(),
+        threads=ctx.settings.threads,
         cache_dir=ctx.settings.cache_dir,
         timeout=ctx.settings.backend_timeout,
     )

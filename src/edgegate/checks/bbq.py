@@ -149,7 +149,7 @@ def open_for_bbq(pair: ModelPair, role: str, n_ctx: int | None = None) -> Backen
 def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[str, Any] | None:
     """Both models' answers to this shard's items of the seeded sample (every item when
     unsharded), as JSON; None without a dense model."""
-    from edgegate.backends.pair import OpenSettings, open_pair, scoring_threads
+    from edgegate.backends.pair import OpenSettings, open_pair
     from edgegate.bbq import sequential
     from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.measurement import payload, shard_items
@@ -162,7 +162,7 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
     pol, models = _runtime(ctx, ctx.dense_path, ctx.section)
     run_items = shard_items(items, shard) if shard is not None else items
     opening = OpenSettings(
-        threads=ctx.settings.threads or scoring_threads(),
+        threads=ctx.settings.threads,
         seed=seed,
         cache_dir=ctx.settings.cache_dir,
         timeout=ctx.settings.backend_timeout,

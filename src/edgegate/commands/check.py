@@ -85,11 +85,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     help=f"Runtime(s) for the speed check, comma-separated or repeated ({', '.join(LOCAL_RUNTIME_CHOICES)}; "
     "auto: where the compressed model ships); overrides the policy.",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    help="CPU threads for the runtimes (default: every CPU for scoring; speed: its policy's threads).",
-)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtimes.")
 @click.option(
     "--bbq-data",
     type=click.Path(path_type=Path),

@@ -91,7 +91,7 @@ def _disambig(
     The one place that calls BBQ internals directly: adapt it when the BBQ method changes."""
     if spec.disambig_items <= 0 or not (spec.bbq_data or pol.get("data")):
         return None
-    from edgegate.backends.pair import OpenSettings, open_pair, scoring_threads
+    from edgegate.backends.pair import OpenSettings, open_pair
     from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.metrics import model_metrics
     from edgegate.bbq.scoring import ScoreConfig, score_model
@@ -106,7 +106,7 @@ def _disambig(
     by_uid = {it.uid: it for it in items}
     models: tuple[Path, Path] = (spec.dense.path, v.path)
     opening = OpenSettings(
-        threads=settings.threads or scoring_threads(),
+        threads=settings.threads,
         seed=spec.seed,
         cache_dir=settings.cache_dir,
         timeout=settings.backend_timeout,
