@@ -79,9 +79,8 @@ class CheckResult:
     verdicts: tuple[Verdict, ...] = ()
     measurements: Mapping[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
-    error: ErrorRecord | None = (
-        None  # why it errored, or why it was skipped (missing runtime, fail-fast)
-    )
+    # why it errored, or why it was skipped (missing runtime, fail-fast)
+    error: ErrorRecord | None = None
 
     @staticmethod
     def from_verdicts(

@@ -115,9 +115,8 @@ class GateOptions:
     caveats: tuple[str, ...] = ()  # e.g. a quick --bbq-items run
     samples_out: str | None = None  # --samples-out: per-item evidence of BBQ and perplexity (JSONL)
     allow_partial: bool = False  # --allow-partial: PARTIAL exits 0 (default 1: not a pass)
-    fail_fast: bool | None = (
-        None  # --fail-fast/--no-fail-fast; None: the policy's fail_fast decides
-    )
+    # --fail-fast/--no-fail-fast; None: the policy's fail_fast decides
+    fail_fast: bool | None = None
 
 
 @dataclass(frozen=True)

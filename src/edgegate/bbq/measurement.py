@@ -99,9 +99,8 @@ class Combined:
     answers: dict[str, list[Answer]]  # role -> answers in ``config.keys(items)`` order
     duration_s: float
     scored: dict[str, dict[str, int]] | None = None  # summed over the parts; None if one lacks it
-    sequential: Mapping[str, Any] | None = (
-        None  # the looks of an unsharded run (bbq.sequential.record)
-    )
+    # the looks of an unsharded run (bbq.sequential.record)
+    sequential: Mapping[str, Any] | None = None
 
 
 def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:

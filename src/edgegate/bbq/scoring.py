@@ -125,9 +125,8 @@ class Scored:
 
     answers: list[Answer]
     scored_here: int
-    work: Work | None = (
-        None  # the scoring this run did (None: all from the cache, or not countable)
-    )
+    # the scoring this run did (None: all from the cache, or not countable)
+    work: Work | None = None
 
 
 @dataclass(frozen=True)
