@@ -32,6 +32,7 @@ class RunSettings:
 
     runtimes: tuple[str, ...] | None = None  # --runtime (speed check)
     threads: int | None = None  # --threads
+    workers: int | None = None  # --workers: processes per model scoring BBQ (None: auto)
     bbq_data: str | None = None  # --bbq-data (a directory or hf:NAME)
     seed: int | None = None  # --seed
     cache_dir: str | None = None  # --cache-dir

@@ -45,19 +45,24 @@ class ModelPair:
         """The model of ``role`` ("dense" or "compressed"); ``n_ctx`` overrides the pair's
         context for this model (BBQ fits the window to what the model was trained on)."""
         if role not in self._open:
-            s = self.settings
-            self._open[role] = open_backend(
-                self.runtime,
-                self.paths[role],
-                threads=s.threads,
-                n_ctx=n_ctx or s.n_ctx,
-                seed=s.seed,
-                cache_dir=s.cache_dir,
-                timeout=s.timeout,
-                isolate=True,
-                cpus=s.cpus,
-            )
+            self._open[role] = self.open_another(role, n_ctx=n_ctx)
         return self._open[role]
+
+    def open_another(self, role: str, *, n_ctx: int | None = None) -> Backend:
+        """A further process of the model of ``role``, with the same settings; the caller
+        closes it (BBQ scores one model on several processes where the cores allow)."""
+        s = self.settings
+        return open_backend(
+            self.runtime,
+            self.paths[role],
+            threads=s.threads,
+            n_ctx=n_ctx or s.n_ctx,
+            seed=s.seed,
+            cache_dir=s.cache_dir,
+            timeout=s.timeout,
+            isolate=True,
+            cpus=s.cpus,
+        )
 
     @property
     def dense(self) -> Backend:

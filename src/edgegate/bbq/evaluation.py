@@ -262,6 +262,8 @@ def _work(n: Mapping[str, int]) -> dict[str, Any]:
         "efficiency": round(minimal / ev, 4),
         "definition": "fewest positions any scorer evaluates for these answers (each distinct prompt "
         "prefix once) / positions the runtime evaluated",
+        # processes of the model that scored side by side (the positions are all of theirs)
+        "processes": int(n.get("processes", 1)),
     }
 
 

@@ -187,5 +187,7 @@ def _scored(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[st
         for role, n in counts.items():
             t = total.setdefault(str(role), {"answers": 0, "scored_here": 0})
             for key, value in n.items():  # answers, scored_here, and the work counts where known
-                t[str(key)] = t.get(str(key), 0) + int(value)
+                # processes: the most any part scored one model with (parts run side by side)
+                merge = max if key == "processes" else int.__add__
+                t[str(key)] = merge(t.get(str(key), 0), int(value))
     return total

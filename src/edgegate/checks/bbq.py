@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from edgegate.bbq.dataset import BBQItem, load, stratified_sample
 from edgegate.bbq.evaluation import result_from_answers
 from edgegate.bbq.metrics import Answer
-from edgegate.bbq.scoring import ScoreConfig
+from edgegate.bbq.scoring import Pool, ScoreConfig
 from edgegate.bbq.targets import Targets, derive_all
 from edgegate.checks.base import (
     CheckContext,
@@ -181,6 +181,7 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
                 permute=bool(pol.permute_options),
             )
             plan = sequential.plan(run_items, pol, sharded=shard is not None, seed=seed)
+            pools = {m: _pool(ctx, pair, m, pol.runtime) for m in ("dense", "compressed")}
             looks, stopped_at = _score_in_looks(
                 plan,
                 run_items,
@@ -188,7 +189,7 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
                 answers,
                 pol,
                 lambda its, label: _score_round(
-                    ctx, pair, paths, pol, its, cfg, cache, answers, counts, label
+                    ctx, pair, paths, pol, its, cfg, cache, answers, counts, label, pools
                 ),
             )
     finally:
@@ -325,6 +326,7 @@ def _score_round(
     answers: dict[str, list[Answer]],
     counts: dict[str, dict[str, int]],
     look: str,
+    pools: Mapping[str, Pool],
 ) -> None:
     """Both models' answers to ``items`` (one round of the sample), added to ``answers`` and
     ``counts``; the null is the dense model again with fresh seeds (seeds k..2k-1, stored as
@@ -345,6 +347,7 @@ def _score_round(
             cache,
             progress=ctx.progress,
             label=role + look,
+            pool=pools[model],
         )
         got = scored.answers
         answers.setdefault(role, []).extend(
@@ -353,10 +356,30 @@ def _score_round(
         n = counts.setdefault(role, {"answers": 0, "scored_here": 0})
         n["answers"] += len(got)
         n["scored_here"] += scored.scored_here
+        if scored.processes:
+            n["processes"] = max(n.get("processes", 0), scored.processes)
         if scored.work is not None:
             n["tokens_evaluated"] = n.get("tokens_evaluated", 0) + scored.work.tokens_evaluated
             n["minimal_tokens"] = n.get("minimal_tokens", 0) + scored.work.minimal_tokens
         pair.close(model)  # one model in memory at a time; score_model closed its backend
+
+
+def _pool(ctx: CheckContext[BBQSection], pair: ModelPair, model: str, runtime: str) -> Pool:
+    """The processes ``model`` may be scored on (backends/pool.py); more than one is said."""
+    from edgegate.backends.pool import scoring_processes
+
+    size = scoring_processes(
+        runtime, pair.paths[model], threads=ctx.settings.threads, requested=ctx.settings.workers
+    )
+    if size.processes > 1 and model == "dense":
+        ctx.progress.log(
+            f"edgegate: BBQ scores each model on up to {size.processes} processes ({size.reason})"
+        )
+    return Pool(size.processes, partial(_open_another, pair, model))
+
+
+def _open_another(pair: ModelPair, model: str, n_ctx: int) -> Backend:
+    return pair.open_another(model, n_ctx=n_ctx or None)
 
 
 def judge(measurements: Sequence[Measured], section: BBQSection) -> CheckResult:

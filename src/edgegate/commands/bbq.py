@@ -145,6 +145,12 @@ def command() -> None:
 )
 @click.option("--threads", type=int, default=None)
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Processes per model scoring BBQ on llama.cpp (default: as many as the CPUs hold at "
+    "the runtime's threads per process, within free memory; answers do not depend on it).",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
@@ -194,6 +200,7 @@ def run_cmd(
     sequential: bool,
     looks: int,
     threads: int | None,
+    workers: int | None,
     cache_dir: Path | None,
     http_timeout: float | None,
     http_retries: int | None,
@@ -225,7 +232,10 @@ def run_cmd(
         **_policy(**policy),
     }
     settings = RunSettings(
-        threads=threads, cache_dir=str(cache_dir) if cache_dir else None, seed=seed
+        threads=threads,
+        workers=workers,
+        cache_dir=str(cache_dir) if cache_dir else None,
+        seed=seed,
     )
     shard = parse_shard(shard_text) if shard_text else None
     if partial_out and shard is None:

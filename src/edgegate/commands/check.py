@@ -87,6 +87,12 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtimes.")
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Processes per model scoring BBQ on llama.cpp (default: as many as the CPUs hold at "
+    "the runtime's threads per process, within free memory; answers do not depend on it).",
+)
+@click.option(
     "--bbq-data",
     type=click.Path(path_type=Path),
     metavar="DIR",
@@ -193,6 +199,7 @@ class CheckFlags:
     junit_out: str | None
     runtimes: tuple[str, ...]
     threads: int | None
+    workers: int | None
     bbq_data: Path | None
     seed: int | None
     cache_dir: Path | None
@@ -230,6 +237,7 @@ class CheckFlags:
         return RunSettings(
             runtimes=parse_runtimes(self.runtimes) or None,
             threads=self.threads,
+            workers=self.workers,
             bbq_data=str(self.bbq_data) if self.bbq_data else None,
             seed=self.seed,
             cache_dir=str(self.cache_dir) if self.cache_dir else None,

@@ -1,0 +1,109 @@
+"""How many processes may score one model at once.
+
+llama.cpp on a CPU scales poorly across threads for a small model (two threads of one decode
+wait on each other at every layer; measured on gemma-3-270m: 2 threads 5% faster than 1, and
+6x slower than 1 when a peer job takes the other core), while two processes, each with its
+own threads, share nothing and each runs at one process's speed. So a model's BBQ items are
+split over several processes of the same model when the cores and the free memory allow it.
+Answers do not depend on the split: an item's scores are the same bits whatever else a
+process scored before or with it (tests/test_scoring_workers.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Runtimes whose processes can be multiplied: in-process CPU runtimes with a thread setting
+# below the machine's cores. transformers (torch) already uses every core; servers and
+# accelerators are not ours to multiply.
+PARALLEL_RUNTIMES = frozenset({"llamacpp"})
+# A process beyond its model's file size: runtime, context (KV for 8 branches) and Python.
+_OVERHEAD_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class PoolSize:
+    """The processes one model is scored with, and why (recorded in the report)."""
+
+    processes: int
+    reason: str
+
+    def as_dict(self) -> dict[str, int | str]:
+        return {"processes": self.processes, "reason": self.reason}
+
+
+def usable_cpus(cpus: Sequence[int] | None = None) -> int:
+    if cpus:
+        return len(cpus)
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else (os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """llama-cpp-python's default threads per process: half the machine's CPUs."""
+    return max((os.cpu_count() or 1) // 2, 1)
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can be allocated without swapping (Linux), else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def model_bytes(path: str | Path) -> int | None:
+    """Bytes a model's files hold (a folder: its weight files), None for what is not a file."""
+    p = Path(path)
+    try:
+        if p.is_file():
+            return p.stat().st_size
+        if p.is_dir():
+            return sum(
+                f.stat().st_size
+                for f in p.iterdir()
+                if f.is_file() and f.suffix in (".safetensors", ".gguf", ".bin")
+            )
+    except OSError:
+        return None
+    return None
+
+
+def scoring_processes(
+    runtime: str,
+    model: str | Path,
+    *,
+    threads: int | None,
+    requested: int | None = None,
+    cpus: Sequence[int] | None = None,
+) -> PoolSize:
+    """``requested`` (the user's ``--workers``) when given; else as many processes as the
+    usable CPUs hold at the runtime's threads per process, within the free memory (one
+    copy of the model per process: repacked weights are not shared)."""
+    if requested is not None:
+        return PoolSize(max(1, requested), "--workers")
+    if runtime not in PARALLEL_RUNTIMES:
+        return PoolSize(1, f"{runtime} runs one process per model")
+    per = threads or default_threads()
+    by_cpu = max(1, usable_cpus(cpus) // per)
+    if by_cpu == 1:
+        return PoolSize(1, f"{usable_cpus(cpus)} usable CPUs at {per} threads per process")
+    size, free = model_bytes(model), available_memory()
+    if size is None or free is None:
+        return PoolSize(1, "free memory or model size unknown")
+    # the first process is loaded anyway; each further one needs its own copy
+    by_mem = 1 + int(free * 0.8 // (size + _OVERHEAD_BYTES))
+    n = min(by_cpu, by_mem)
+    why = "CPUs" if n == by_cpu else "free memory"
+    return PoolSize(
+        n,
+        f"{usable_cpus(cpus)} usable CPUs at {per} threads per process; "
+        f"{free / 2**30:.1f} GiB free for a {size / 2**30:.2f} GiB model (bound: {why})",
+    )
