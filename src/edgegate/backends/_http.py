@@ -8,12 +8,10 @@ name the URL and the last status but never the API key.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import json
 import logging
 import math
-import os
 import random
 import re
 import threading
@@ -22,78 +20,31 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgegate.backends._http_settings import HttpSettings, current_http_settings, http_settings
 from edgegate.errors import BackendError, InputError
+
+__all__ = [
+    "FEATURES",
+    "FEATURE_HINTS",
+    "FeatureUnsupported",
+    "HttpClient",
+    "HttpError",
+    "HttpSettings",
+    "current_http_settings",
+    "http_settings",
+    "public_url",
+    "refused",
+    "split_url",
+]
 
 log = logging.getLogger("edgegate.backends.http")
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0  # a server asking for more than this is treated as down
 _SNIPPET = 300
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    """Per-request timeout and retries for servers (the openai runtime). Defaults 60 s and 5
-    retries, or EDGEGATE_HTTP_TIMEOUT / EDGEGATE_HTTP_MAX_RETRIES; the --timeout and
-    --max-retries flags of check, bbq run and ppl win over both. A hung server then costs
-    (max_retries + 1) x timeout plus backoff, not a fixed 6 x 60 s."""
-
-    timeout_s: float = 60.0
-    max_retries: int = 5
-
-    @classmethod
-    def from_env(cls) -> HttpSettings:
-        t, r = os.environ.get("EDGEGATE_HTTP_TIMEOUT"), os.environ.get("EDGEGATE_HTTP_MAX_RETRIES")
-        try:
-            timeout = float(t) if t else cls.timeout_s
-            retries = int(r) if r else cls.max_retries
-        except ValueError:
-            raise InputError(
-                f"EDGEGATE_HTTP_TIMEOUT={t!r:.40} / EDGEGATE_HTTP_MAX_RETRIES={r!r:.40} are not numbers",
-                field="environment",
-            ) from None
-        return cls(timeout, retries).checked("environment")
-
-    def checked(self, field: str) -> HttpSettings:
-        if (
-            not (math.isfinite(self.timeout_s) and self.timeout_s > 0)
-            or not 0 <= self.max_retries <= 100
-        ):
-            raise InputError(
-                f"timeout must be > 0 s and max retries 0..100, got {self.timeout_s:g} s and "
-                f"{self.max_retries}",
-                field=field,
-            )
-        return self
-
-
-_settings: HttpSettings | None = None  # set for one command by ``http_settings``
-
-
-def current_http_settings() -> HttpSettings:
-    return _settings if _settings is not None else HttpSettings.from_env()
-
-
-@contextlib.contextmanager
-def http_settings(
-    timeout_s: float | None = None, max_retries: int | None = None
-) -> Iterator[HttpSettings]:
-    """Within the block, servers opened without explicit values use these (flag > env > default)."""
-    global _settings
-    base = current_http_settings()
-    new = HttpSettings(
-        base.timeout_s if timeout_s is None else float(timeout_s),
-        base.max_retries if max_retries is None else int(max_retries),
-    ).checked("--timeout/--max-retries")
-    previous, _settings = _settings, new
-    try:
-        yield new
-    finally:
-        _settings = previous
 
 
 class HttpError(BackendError):
@@ -198,27 +149,6 @@ def split_url(base_url: str | Path) -> tuple[str, str | None]:
             hint="e.g. http://127.0.0.1:8000",
         )
     return url, urllib.parse.parse_qs(query).get("model", [None])[0]
-
-
-def pick_model(client: HttpClient, model: str | None) -> dict[str, Any]:
-    """The ``/v1/models`` entry for ``model`` (the first one when None)."""
-    where = public_url(client.url("/v1/models"))
-    models = client.get_json("/v1/models")
-    data = models.get("data") if isinstance(models, dict) else None
-    if not isinstance(data, list) or not data or not all(isinstance(m, dict) for m in data):
-        raise BackendError(
-            f"{where} returned no models", hint="is this an OpenAI-compatible server?"
-        )
-    ids = [str(m.get("id")) for m in data]
-    if model is None:
-        return data[0]
-    if model not in ids:
-        raise InputError(
-            f"model {model!r} is not served at {where}",
-            field="model",
-            hint=f"served: {', '.join(ids[:10])}",
-        )
-    return data[ids.index(model)]
 
 
 class HttpClient:
@@ -409,67 +339,3 @@ def _status_hint(status: int) -> str | None:
     if status == 404:
         return "the endpoint does not exist on this server; check --base-url (it usually ends in the host:port, without /v1)"
     return None
-
-
-# ---------------------------------------------------------------- completions wire format
-@dataclass(frozen=True)
-class Pos:
-    """One position of a completions ``logprobs`` block."""
-
-    token_id: int | None
-    token: str | None
-    logprob: float | None
-    top: tuple[tuple[int | None, str | None, float], ...]
-
-
-def _finite(x: Any, what: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise BackendError(f"server returned a non-number {what}: {x!r:.60}")
-    v = float(x)
-    if math.isnan(v) or v == math.inf or v > 1e-3:  # a log-probability is <= 0
-        raise BackendError(f"server returned an invalid log-probability {what}: {v}")
-    return v
-
-
-def _key(k: str) -> tuple[int | None, str]:
-    if k.startswith("token_id:") and k[9:].lstrip("-").isdigit():
-        return int(k[9:]), k
-    return None, k
-
-
-def parse_logprobs(choice: Any) -> list[Pos]:
-    """Both shapes in the wild: legacy OpenAI (tokens/token_logprobs/top_logprobs) and the
-    chat-style ``content`` list that llama-server returns."""
-    if not isinstance(choice, dict) or not isinstance(choice.get("logprobs"), dict):
-        raise BackendError(
-            "server response has no 'logprobs' in choices[0]",
-            hint="the server must support logprobs on /v1/completions",
-        )
-    lp = choice["logprobs"]
-    out: list[Pos] = []
-    if isinstance(lp.get("content"), list):
-        for i, e in enumerate(lp["content"]):
-            if not isinstance(e, dict) or "logprob" not in e:
-                raise BackendError(f"malformed logprobs.content[{i}]: {e!r:.80}")
-            ctops = tuple(
-                (t.get("id"), t.get("token"), _finite(t.get("logprob"), "top_logprob"))
-                for t in e.get("top_logprobs") or []
-                if isinstance(t, dict)
-            )
-            out.append(Pos(e.get("id"), e.get("token"), _finite(e["logprob"], "logprob"), ctops))
-        return out
-    toks, lps, tops_l = lp.get("tokens"), lp.get("token_logprobs"), lp.get("top_logprobs")
-    if not isinstance(toks, list) or not isinstance(lps, list) or len(toks) != len(lps):
-        raise BackendError(
-            "malformed logprobs block: 'tokens'/'token_logprobs' missing or of different lengths"
-        )
-    if tops_l is not None and (not isinstance(tops_l, list) or len(tops_l) != len(toks)):
-        raise BackendError("malformed logprobs block: 'top_logprobs' length differs")
-    for i, (tok, val) in enumerate(zip(toks, lps, strict=True)):
-        tid, text = _key(tok) if isinstance(tok, str) else (None, None)
-        top_d = tops_l[i] if tops_l is not None else None
-        tops: tuple[tuple[int | None, str | None, float], ...] = ()
-        if isinstance(top_d, dict):
-            tops = tuple((*_key(k), _finite(v, "top_logprob")) for k, v in top_d.items())
-        out.append(Pos(tid, text, None if val is None else _finite(val, "logprob"), tops))
-    return out

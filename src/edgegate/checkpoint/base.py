@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -87,6 +87,20 @@ class TensorInfo:
         return n
 
 
+class CheckpointMetadata(TypedDict, total=False):
+    """``Checkpoint.metadata``: what a reader found beside the tensors (each sets its own keys).
+    The blocks copied from a config or a header keep their arbitrary keys."""
+
+    __metadata__: dict[str, str]  # safetensors: the headers' __metadata__ (every shard's)
+    sparsity_config: dict[str, Any] | None  # compressed-tensors: config.json's block
+    quantization: dict[str, Any]  # MLX: config.json's quantization block
+    gguf: dict[str, Any]  # GGUF: the header's key/values (arrays summarised) and gguf.version
+    onnx_metadata: dict[str, str]  # ONNX: the model's metadata_props
+    onnx_skipped_initializers: list[str]  # ONNX: folded constants that are not weights
+    claims: Mapping[str, Any]  # claims a reader found: numbers, or objects with .value/.source
+    claims_source: str  # where those claims came from
+
+
 @dataclass
 class Checkpoint(ABC):
     """An opened checkpoint. Use as a context manager or call ``close()``."""
@@ -95,7 +109,7 @@ class Checkpoint(ABC):
     format: Format
     files: list[Path] = field(default_factory=list)  # every file that makes up the checkpoint
     config: Mapping[str, Any] | None = None  # config.json (or GGUF/ONNX metadata mapped to it)
-    metadata: dict[str, Any] = field(default_factory=dict)  # claims, quantisation, provenance
+    metadata: CheckpointMetadata = field(default_factory=CheckpointMetadata)
 
     @abstractmethod
     def tensors(self) -> Iterator[TensorInfo]:

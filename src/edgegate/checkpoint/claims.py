@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from edgegate import safe_json
 from edgegate.checkpoint.detect import sparsity_config
@@ -32,6 +32,17 @@ _ALIASES = {
 }
 
 
+class ClaimsDict(TypedDict):
+    """``Claims.to_dict()``: every claim key (None where not claimed) and where each came from."""
+
+    sparsity: float | None
+    size_saving: float | None
+    speedup: float | None
+    method: str | None
+    structure: str | None
+    source: dict[str, str]
+
+
 @dataclass(frozen=True)
 class Claims:
     sparsity: float | None = None  # fraction of prunable weights that are zero
@@ -44,10 +55,37 @@ class Claims:
     def is_empty(self) -> bool:
         return all(getattr(self, k) is None for k in KEYS)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: getattr(self, k) for k in KEYS}
-        out["source"] = dict(self.source)
-        return out
+    def to_dict(self) -> ClaimsDict:
+        return {
+            "sparsity": self.sparsity,
+            "size_saving": self.size_saving,
+            "speedup": self.speedup,
+            "method": self.method,
+            "structure": self.structure,
+            "source": dict(self.source),
+        }
+
+
+def _claims(vals: Mapping[str, float | str], source: str) -> Claims:
+    """``Claims`` from parsed values (numeric claims as floats, text claims as strings), each
+    recorded as coming from ``source``."""
+
+    def number(key: str) -> float | None:
+        v = vals.get(key)
+        return v if isinstance(v, float) else None
+
+    def text(key: str) -> str | None:
+        v = vals.get(key)
+        return v if isinstance(v, str) else None
+
+    return Claims(
+        sparsity=number("sparsity"),
+        size_saving=number("size_saving"),
+        speedup=number("speedup"),
+        method=text("method"),
+        structure=text("structure"),
+        source={k: source for k in vals},
+    )
 
 
 def _number(key: str, value: Any, where: str, path: str | Path | None) -> float:
@@ -87,7 +125,7 @@ def from_mapping(
     data: Mapping[str, Any], source: str, *, path: str | Path | None = None, strict: bool = True
 ) -> Claims:
     """Claims from a dict (policy block, metadata file); unknown keys are errors when strict."""
-    vals: dict[str, Any] = {}
+    vals: dict[str, float | str] = {}
     for raw_key, value in data.items():
         key = _ALIASES.get(raw_key, raw_key)
         if key not in KEYS:
@@ -102,7 +140,7 @@ def from_mapping(
         if value is None:
             continue
         vals[key] = _number(key, value, f"claims.{raw_key}", path) if key in NUMERIC else str(value)
-    return Claims(**vals, source={k: source for k in vals})
+    return _claims(vals, source)
 
 
 def parse_cli(items: Iterable[str]) -> Claims:
@@ -165,7 +203,7 @@ def from_checkpoint_dir(path: str | Path, config: Mapping[str, Any] | None = Non
     sc = sparsity_config(dict(config) if isinstance(config, Mapping) else None)
     if sc:
         src = "config.json sparsity_config"
-        vals: dict[str, Any] = {}
+        vals: dict[str, float | str] = {}
         gs = sc.get("global_sparsity")
         if isinstance(gs, (int, float)) and not isinstance(gs, bool) and gs > 0:
             vals["sparsity"] = _number(
@@ -177,7 +215,7 @@ def from_checkpoint_dir(path: str | Path, config: Mapping[str, Any] | None = Non
             implied = _structure_sparsity(struct)
             if "sparsity" not in vals and implied is not None:
                 vals["sparsity"] = implied
-        found.append(Claims(**vals, source={k: src for k in vals}))
+        found.append(_claims(vals, src))
     return merge(*found)
 
 

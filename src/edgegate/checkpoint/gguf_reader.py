@@ -126,11 +126,12 @@ _CONFIG_KEYS = {
 }
 
 
-def gguf_config(meta: dict[str, Any]) -> dict[str, Any]:
-    """An HF-config-like dict from GGUF metadata (per-layer arrays give their first value)."""
+def gguf_config(meta: dict[str, Any]) -> dict[str, str | int | float]:
+    """An HF-config-like dict from GGUF metadata (per-layer arrays give their first value):
+    the architecture's name, and the numbers of the keys in ``_CONFIG_KEYS``."""
     arch = meta.get("general.architecture")
     arch = arch if isinstance(arch, str) else "unknown"
-    cfg: dict[str, Any] = {"model_type": arch, "architecture": arch}
+    cfg: dict[str, str | int | float] = {"model_type": arch, "architecture": arch}
     for key, hf in _CONFIG_KEYS.items():
         v = meta.get(f"{arch}.{key}")
         if isinstance(v, list):

@@ -3,246 +3,57 @@
 Pure numpy + the ``gguf`` package: no torch, no model code, nothing from the checkpoint is
 executed. bf16 is handled as raw ``uint16`` bit patterns (a bf16 value is the top half of
 the float32 with the same value), so ``outtype="bf16"`` copies bf16 weights bit-exactly.
-
-Q/K row permutation
--------------------
-HF Llama applies RoPE with ``rotate_half``: inside each head the first ``d/2`` rows of the
-query/key projection pair with the last ``d/2`` rows. llama.cpp's LLAMA architecture rotates
-*adjacent* pairs (rows ``2j`` and ``2j+1``). To make the GGUF compute the same function the
-rows of ``q_proj`` (with ``n_head``) and ``k_proj`` (with ``n_head_kv``) are reordered per head:
-
-    W.reshape(n_head, 2, d // 2, in).swapaxes(1, 2).reshape(n_head * d, in)
-
-i.e. GGUF row ``h*d + 2j + s`` is HF row ``h*d + s*d/2 + j`` (``s`` in {0, 1}). This is the
-same reordering llama.cpp's own converter applies for LlamaForCausalLM. It is a pure row
-shuffle, so it commutes with row-wise quantisation (Q8_0 blocks lie along rows) and keeps
-every zero count. ``unpermute_qk`` is its exact inverse: a GGUF reader applies it to
-``attn_q`` / ``attn_k`` (after dequantising) to get tensors equal to the HF ones.
+The tensor names and the q/k row permutation are in ``gguf_layout`` (re-exported here);
+reading the HF directory is in ``gguf_source``.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgegate import safe_json
+from edgegate.checkpoint.gguf_layout import (
+    ARCHITECTURES,
+    ArchSpec,
+    gguf_tensor_name,
+    hf_tensor_name,
+    permute_qk,
+    unpermute_qk,
+)
+from edgegate.checkpoint.gguf_source import (
+    _cfg_int,
+    _load,
+    _read_json,
+    _rope_theta,
+    _scan_safetensors,
+    _Shape,
+    _StTensor,
+    _to_f32,
+)
 from edgegate.checkpoint.names import small_int
-from edgegate.checkpoint.safetensors_reader import MAX_HEADER_BYTES
 from edgegate.errors import CheckpointError, InputError
 from edgegate.progress import NullProgress, Progress
+
+if TYPE_CHECKING:
+    from gguf import GGMLQuantizationType, GGUFWriter
+
+__all__ = [
+    "ARCHITECTURES",
+    "OUTTYPES",
+    "ArchSpec",
+    "gguf_tensor_name",
+    "hf_tensor_name",
+    "permute_qk",
+    "unpermute_qk",
+    "write_gguf",
+]
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 Q8_0_BLOCK = 32
 F16_OVERFLOW = 65520.0  # the smallest magnitude that rounds to inf in float16
-
-
-def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
-    """HF (rotate_half) row order -> llama.cpp (adjacent pairs) row order, per head."""
-    rows = w.shape[0]
-    if rows % (2 * n_head):
-        raise ValueError(f"{rows} rows cannot be split into {n_head} heads of even size")
-    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
-    """Inverse of ``permute_qk``: llama.cpp row order -> HF row order."""
-    rows = w.shape[0]
-    if rows % (2 * n_head):
-        raise ValueError(f"{rows} rows cannot be split into {n_head} heads of even size")
-    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-# --------------------------------------------------------------------------- safetensors
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
-
-
-@dataclass(frozen=True)
-class _StTensor:
-    file: Path
-    dtype: str
-    shape: tuple[int, ...]
-    start: int  # absolute byte offset in file
-    end: int
-
-
-def _scan_safetensors(hf_dir: Path) -> dict[str, _StTensor]:
-    index = hf_dir / "model.safetensors.index.json"
-    if index.exists():
-        weight_map = _read_json(index).get("weight_map", {})
-        if not isinstance(weight_map, dict):
-            raise CheckpointError("weight_map is not an object", path=index, field="weight_map")
-        files = sorted({hf_dir / f for f in weight_map.values()})
-    else:
-        files = sorted(hf_dir.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(
-            "no *.safetensors weights found",
-            path=hf_dir,
-            hint="pass a Hugging Face directory saved with safe_serialization=True",
-        )
-    out: dict[str, _StTensor] = {}
-    for f in files:
-        with f.open("rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise CheckpointError("truncated safetensors header", path=f)
-            (n,) = struct.unpack("<Q", raw)
-            if n > MAX_HEADER_BYTES:  # read(n) would allocate n bytes before finding the file short
-                raise CheckpointError(
-                    f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte cap", path=f
-                )
-            header = safe_json.loads(fh.read(n), where=f, error=CheckpointError)
-        base = 8 + n
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            if meta["dtype"] not in _ST_DTYPES:
-                raise CheckpointError(
-                    f"dtype {meta['dtype']} is not supported",
-                    path=f,
-                    field=name,
-                    hint="supported: " + ", ".join(_ST_DTYPES),
-                )
-            start, end = meta["data_offsets"]
-            out[name] = _StTensor(f, meta["dtype"], tuple(meta["shape"]), base + start, base + end)
-    return out
-
-
-def _load(t: _StTensor) -> np.ndarray:
-    """The tensor in its stored type (bf16 as uint16 bits)."""
-    dt = np.dtype(_ST_DTYPES[t.dtype]).newbyteorder("<")
-    count = (t.end - t.start) // dt.itemsize
-    arr = np.fromfile(t.file, dtype=dt, count=count, offset=t.start)
-    return arr.reshape(t.shape)
-
-
-def _to_f32(arr: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "BF16":
-        return (arr.astype(np.uint32) << 16).view(np.float32)
-    return arr.astype(np.float32)
-
-
-# --------------------------------------------------------------------------- architectures
-@dataclass(frozen=True)
-class ArchSpec:
-    """How one HF architecture maps onto a llama.cpp architecture.
-
-    ``layer_map`` maps the suffix after ``model.layers.{i}.`` to the GGUF name after
-    ``blk.{i}.``; ``global_map`` maps whole names. ``permute_qk`` says whether q/k rows are
-    reordered (see the module docstring). Add an entry to ``ARCHITECTURES`` to extend.
-    """
-
-    gguf_arch: str
-    global_map: dict[str, str]
-    layer_map: dict[str, str]
-    permute_qk: bool
-    skip_suffixes: tuple[str, ...] = ("rotary_emb.inv_freq",)
-
-
-_LLAMA = ArchSpec(
-    gguf_arch="llama",
-    global_map={
-        "model.embed_tokens.weight": "token_embd.weight",
-        "model.norm.weight": "output_norm.weight",
-        "lm_head.weight": "output.weight",
-    },
-    layer_map={
-        "input_layernorm.weight": "attn_norm.weight",
-        "self_attn.q_proj.weight": "attn_q.weight",
-        "self_attn.k_proj.weight": "attn_k.weight",
-        "self_attn.v_proj.weight": "attn_v.weight",
-        "self_attn.o_proj.weight": "attn_output.weight",
-        "post_attention_layernorm.weight": "ffn_norm.weight",
-        "mlp.gate_proj.weight": "ffn_gate.weight",
-        "mlp.up_proj.weight": "ffn_up.weight",
-        "mlp.down_proj.weight": "ffn_down.weight",
-    },
-    permute_qk=True,
-)
-
-ARCHITECTURES: dict[str, ArchSpec] = {
-    "LlamaForCausalLM": _LLAMA,
-    "MistralForCausalLM": _LLAMA,  # same tensors and RoPE layout as Llama
-}
-
-
-def gguf_tensor_name(spec: ArchSpec, hf_name: str) -> str | None:
-    """The GGUF name for an HF tensor name, or None for tensors that are not written."""
-    if any(hf_name.endswith(s) for s in spec.skip_suffixes):
-        return None
-    if hf_name in spec.global_map:
-        return spec.global_map[hf_name]
-    parts = hf_name.split(".", 3)
-    if (
-        len(parts) == 4
-        and parts[0] == "model"
-        and parts[1] == "layers"
-        and small_int(parts[2]) is not None
-    ):
-        gname = spec.layer_map.get(parts[3])
-        if gname is not None:
-            return f"blk.{parts[2]}.{gname}"
-    raise CheckpointError(
-        f"tensor '{hf_name}' has no GGUF mapping for {spec.gguf_arch}",
-        hint="this checkpoint has tensors the writer does not know; extend ArchSpec",
-    )
-
-
-def hf_tensor_name(spec: ArchSpec, gguf_name: str) -> str | None:
-    """Inverse of ``gguf_tensor_name`` (for readers): ``blk.3.attn_q.weight`` ->
-    ``model.layers.3.self_attn.q_proj.weight``; None for names this table does not write."""
-    for hf, g in spec.global_map.items():
-        if g == gguf_name:
-            return hf
-    parts = gguf_name.split(".", 2)
-    if len(parts) == 3 and parts[0] == "blk" and small_int(parts[1]) is not None:
-        for hf, g in spec.layer_map.items():
-            if g == parts[2]:
-                return f"model.layers.{parts[1]}.{hf}"
-    return None
-
-
-# --------------------------------------------------------------------------- config
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise CheckpointError(
-            "file not found", path=path, hint="the GGUF writer needs a Hugging Face model directory"
-        )
-    data = safe_json.load(path, error=CheckpointError, expect_object=False)
-    if not isinstance(data, dict):
-        raise CheckpointError("expected a JSON object", path=path)
-    return data
-
-
-def _cfg_int(cfg: dict[str, Any], key: str, path: Path) -> int:
-    v = cfg.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise CheckpointError(f"expected a positive integer, got {v!r}", path=path, field=key)
-    return v
-
-
-def _rope_theta(cfg: dict[str, Any], path: Path) -> float:
-    # transformers >= 5 nests RoPE settings under rope_parameters
-    params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    rtype = (
-        params.get("rope_type", params.get("type", "default"))
-        if isinstance(params, dict)
-        else "default"
-    )
-    if rtype not in ("default", None):
-        raise CheckpointError(
-            f"RoPE type '{rtype}' is not supported by the GGUF writer",
-            path=path,
-            field="rope_parameters",
-            hint="supported: default",
-        )
-    theta = cfg.get("rope_theta", params.get("rope_theta") if isinstance(params, dict) else None)
-    return float(theta) if theta is not None else 10000.0
 
 
 # --------------------------------------------------------------------------- writer
@@ -289,28 +100,6 @@ def write_gguf(
     return out_path
 
 
-@dataclass(frozen=True)
-class _Shape:
-    """The model dimensions the GGUF header needs, read from config.json."""
-
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_layer: int
-    n_vocab: int
-
-    @classmethod
-    def of(cls, cfg: dict[str, Any], cfg_path: Path) -> _Shape:
-        n_embd = _cfg_int(cfg, "hidden_size", cfg_path)
-        n_head = _cfg_int(cfg, "num_attention_heads", cfg_path)
-        n_head_kv = cfg.get("num_key_value_heads") or n_head
-        head_dim = cfg.get("head_dim") or n_embd // n_head
-        n_layer = _cfg_int(cfg, "num_hidden_layers", cfg_path)
-        n_vocab = _cfg_int(cfg, "vocab_size", cfg_path)
-        return cls(n_embd, n_head, int(n_head_kv), int(head_dim), n_layer, n_vocab)
-
-
 def _checked_architecture(cfg: dict[str, Any], cfg_path: Path) -> ArchSpec:
     """The writer's mapping for the config's architecture; refuses odd shape fields, an
     unsupported architecture and a quantized checkpoint."""
@@ -340,7 +129,7 @@ def _checked_architecture(cfg: dict[str, Any], cfg_path: Path) -> ArchSpec:
 
 
 def _add_metadata(
-    w: Any, hf_dir: Path, cfg: dict[str, Any], cfg_path: Path, outtype: str, shape: _Shape
+    w: GGUFWriter, hf_dir: Path, cfg: dict[str, Any], cfg_path: Path, outtype: str, shape: _Shape
 ) -> None:
     """The GGUF key/values llama.cpp reads: hyperparameters, file type, tokenizer (in this order)."""
     import gguf
@@ -373,7 +162,7 @@ def _add_metadata(
 
 def _convert(
     spec: ArchSpec, tensors: dict[str, _StTensor], outtype: str, n_head: int, n_head_kv: int
-) -> Iterator[tuple[str, np.ndarray, Any]]:
+) -> Iterator[tuple[str, np.ndarray, GGMLQuantizationType | None]]:
     import gguf
     from gguf import GGMLQuantizationType as Q
 
@@ -440,7 +229,7 @@ def _token_id(tok: Any, vocab: dict[str, int]) -> int | None:
     return vocab.get(tok) if isinstance(tok, str) else None
 
 
-def _add_tokenizer(w: Any, hf_dir: Path, cfg: dict[str, Any], n_vocab: int) -> None:
+def _add_tokenizer(w: GGUFWriter, hf_dir: Path, cfg: dict[str, Any], n_vocab: int) -> None:
     tj_path = hf_dir / "tokenizer.json"
     tj = _read_json(tj_path)
     model = tj.get("model") or {}

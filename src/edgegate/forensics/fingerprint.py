@@ -12,17 +12,76 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from edgegate.checkpoint.base import Checkpoint, ModuleKind
+from edgegate.forensics.size import SizeReport
+from edgegate.progress import Progress
 
 # >= this fraction of zeros on the smallest weights: magnitude-ranked (exact magnitude pruning
 # scores ~100%, bf16 ties aside; Wanda on a model with flat activation norms reaches ~94%)
 MAGNITUDE_AGREEMENT = 0.98
 SUPER_TOP_K = 8
 SUPER_STD_MULTIPLE = 6.0  # an outlier is > 6 std of its tensor (Gaussian max of 1e8 draws ~ 6)
+
+
+class MaskAgreementDict(TypedDict):
+    """``MaskAgreement.to_dict()``: counts and agreement rates (NaN where nothing was pruned)."""
+
+    pruned: int
+    numel: int
+    tensors: int
+    tensor_agreement: float
+    row_agreement: float
+    random_tensor_agreement: float
+    random_row_agreement: float
+    group4_agreement: float
+    random_group4_agreement: float
+    changed_beyond_pruning: int
+    kept: int
+    max_abs_change: float
+    row_uniform_tensors: int
+    pruned_tensors: int
+    nm_tensors: int
+
+
+class FingerprintDict(MaskAgreementDict):
+    """``Fingerprint.to_dict()``: the method, its evidence, then the summed counts."""
+
+    method: str
+    evidence: str
+
+
+class SuperWeightDict(TypedDict):
+    tensor: str
+    row: int
+    col: int
+    dense_value: float
+    compressed_value: float
+    std_multiple: float
+    zeroed: bool
+
+
+class SuperWeightReportDict(TypedDict):
+    tensors_examined: int
+    top_k: int
+    std_multiple: float
+    candidates: int
+    zeroed: int
+    weights: list[SuperWeightDict]
+
+
+class ComparisonDict(TypedDict):
+    """``Comparison.to_dict()``: what ``--against DENSE`` adds to a scan report."""
+
+    dense_path: str
+    paired_tensors: int
+    fingerprint: FingerprintDict
+    super_weights: SuperWeightReportDict
+    dense_size: dict[str, Any]  # SizeReport.to_dict()
+    disk_saving_vs_dense: float | None
 
 
 @dataclass(frozen=True)
@@ -86,7 +145,7 @@ class MaskAgreement:
             self.nm_tensors + o.nm_tensors,
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> MaskAgreementDict:
         return {
             "pruned": self.pruned,
             "numel": self.numel,
@@ -159,7 +218,7 @@ class Fingerprint:
     evidence: str
     totals: MaskAgreement
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> FingerprintDict:
         return {"method": self.method, "evidence": self.evidence, **self.totals.to_dict()}
 
 
@@ -211,7 +270,7 @@ class SuperWeight:
     def zeroed(self) -> bool:
         return self.compressed_value == 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SuperWeightDict:
         return {
             "tensor": self.tensor,
             "row": self.row,
@@ -234,7 +293,7 @@ class SuperWeightReport:
     def zeroed(self) -> int:
         return sum(s.zeroed for s in self.candidates)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SuperWeightReportDict:
         return {
             "tensors_examined": self.tensors_examined,
             "top_k": self.top_k,
@@ -282,10 +341,10 @@ class Comparison:
     dense_path: str
     fingerprint: Fingerprint
     super_weights: SuperWeightReport
-    dense_size: Any  # edgegate.forensics.size.SizeReport
+    dense_size: SizeReport
     paired: int
 
-    def to_dict(self, compressed_disk: int) -> dict[str, Any]:
+    def to_dict(self, compressed_disk: int) -> ComparisonDict:
         d = self.dense_size.disk_bytes
         return {
             "dense_path": self.dense_path,
@@ -300,9 +359,9 @@ class Comparison:
 def compare_checkpoints(
     dense: Checkpoint,
     compressed: Checkpoint,
-    dense_size: Any,
+    dense_size: SizeReport,
     row_uniform: Mapping[str, bool],
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> Comparison:
     """Fingerprint the mask and look for destroyed outliers, tensor by tensor (float32,
     one pair in memory at a time). ``row_uniform`` maps canonical names to the scan's flag."""

@@ -6,7 +6,8 @@ matrix does not leave the other threads idle), each read as a memory map of its 
 bytes whose pages are handed back as the kernel moves on, so memory stays at a few MB per
 worker (formats that must be dequantised cost one float32 tensor per worker). Structure statistics are computed only for
 prunable linears; ``compare`` adds the dense-vs-compressed forensics (mask fingerprint,
-super weights, weights changed beyond pruning).
+super weights, weights changed beyond pruning). The result types and their JSON document
+are in ``scan_result`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -17,25 +18,31 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgegate.checkpoint.base import Checkpoint, ModuleKind, TensorInfo
-from edgegate.forensics.fingerprint import Comparison, compare_checkpoints
-from edgegate.forensics.size import SizeReport, TensorSize, elem_bytes, size_report
+from edgegate.checkpoint.base import Checkpoint, TensorInfo
+from edgegate.forensics.fingerprint import compare_checkpoints
+from edgegate.forensics.scan_result import (
+    ScanDict,
+    ScanResult,
+    StructureSummary,
+    TensorReport,
+    TensorReportDict,
+    summarize_structure,
+)
+from edgegate.forensics.size import TensorSize, elem_bytes, size_report
 from edgegate.forensics.sparsity import (
-    Aggregate,
-    ClaimComparison,
     TensorCount,
     aggregate,
     by_kind,
     by_layer,
     compare_claim,
 )
-from edgegate.forensics.structure import TensorStructure, structure_of
+from edgegate.forensics.structure import structure_of
 from edgegate.forensics.zeros import (
     TensorStats,
     drop_scratch,
@@ -46,115 +53,21 @@ from edgegate.forensics.zeros import (
 )
 from edgegate.progress import NullProgress, Progress
 
-
-@dataclass(frozen=True)
-class TensorReport:
-    name: str
-    canonical: str
-    kind: ModuleKind
-    layer: int | None
-    shape: tuple[int, ...]
-    dtype: str
-    numel: int
-    zeros: int
-    nan: int
-    inf: int
-    nbytes: int
-    structure: TensorStructure | None = None
-
-    @property
-    def sparsity(self) -> float:
-        return self.zeros / self.numel if self.numel else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "canonical": self.canonical,
-            "kind": self.kind.value,
-            "layer": self.layer,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "numel": self.numel,
-            "zeros": self.zeros,
-            "sparsity": self.sparsity,
-            "nan": self.nan,
-            "inf": self.inf,
-            "nbytes": self.nbytes,
-            "structure": self.structure.to_dict() if self.structure else None,
-        }
-
-
-@dataclass(frozen=True)
-class StructureSummary:
-    """Over prunable linears: how the zeros are laid out."""
-
-    nm_conformance: Mapping[str, float]  # weighted by groups
-    zero_rows: int
-    zero_cols: int
-    zero_heads: int
-    row_uniform_tensors: int
-    pruned_tensors: int  # prunable tensors with any zeros
-    pattern: str  # "2:4", "4:8", "unstructured (row-uniform)", "unstructured", "dense"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "nm_conformance": dict(self.nm_conformance),
-            "zero_rows": self.zero_rows,
-            "zero_cols": self.zero_cols,
-            "zero_heads": self.zero_heads,
-            "row_uniform_tensors": self.row_uniform_tensors,
-            "pruned_tensors": self.pruned_tensors,
-            "pattern": self.pattern,
-        }
-
-
-@dataclass(frozen=True)
-class ScanResult:
-    path: str
-    format: str
-    tensors: tuple[TensorReport, ...]
-    overall: Aggregate
-    prunable: Aggregate
-    kinds: Mapping[str, Aggregate]
-    layers: Mapping[int, Aggregate]
-    nan: int
-    inf: int
-    structure: StructureSummary
-    size: SizeReport
-    claims: Mapping[str, float] = field(default_factory=dict)
-    claim_sources: Mapping[str, str] = field(default_factory=dict)
-    claimed_text: Mapping[str, str] = field(default_factory=dict)  # "method", "structure"
-    sparsity_claim: ClaimComparison | None = None
-    comparison: Comparison | None = None
-    seconds: float = 0.0
-    bytes_scanned: int = 0
-
-    def to_dict(self, per_tensor: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "schema": "edgegate.scan/1",
-            "path": self.path,
-            "format": self.format,
-            "sparsity": {
-                "overall": self.overall.to_dict(),
-                "prunable": self.prunable.to_dict(),
-                "by_kind": {k: a.to_dict() for k, a in self.kinds.items()},
-                "by_layer": {str(k): a.to_dict() for k, a in self.layers.items()},
-            },
-            "nonfinite": {"nan": self.nan, "inf": self.inf},
-            "claims": dict(self.claims),
-            "claim_sources": dict(self.claim_sources),
-            "claimed_text": dict(self.claimed_text),
-            "sparsity_claim": self.sparsity_claim.to_dict() if self.sparsity_claim else None,
-            "structure": self.structure.to_dict(),
-            "size": self.size.to_dict(),
-            "comparison": self.comparison.to_dict(self.size.disk_bytes)
-            if self.comparison
-            else None,
-            "timing": {"seconds": self.seconds, "bytes_scanned": self.bytes_scanned},
-        }
-        if per_tensor:
-            out["tensors"] = [t.to_dict() for t in self.tensors]
-        return out
+__all__ = [
+    "PART_BYTES",
+    "ScanDict",
+    "ScanResult",
+    "StructureSummary",
+    "TensorReport",
+    "TensorReportDict",
+    "broken_reference",
+    "merged",
+    "metadata_claims",
+    "scan_checkpoint",
+    "scan_paths",
+    "summarize_structure",
+    "text_claims",
+]
 
 
 PART_BYTES = 32 << 20  # tensors larger than this are split by rows between the threads
@@ -249,7 +162,7 @@ def scan_checkpoint(
     claim_sources: Mapping[str, str] | None = None,
     claim_tolerance: float = 0.02,
     threads: int = 2,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> ScanResult:
     """Measure every tensor of ``ckpt``. ``claims`` (e.g. {"sparsity": 0.5}) are merged by
     the caller; without them the checkpoint's own metadata claims are used."""
@@ -358,43 +271,6 @@ def _tensor_size(r: TensorReport, st: TensorStats) -> TensorSize:
     )
 
 
-def summarize_structure(reports: list[TensorReport] | tuple[TensorReport, ...]) -> StructureSummary:
-    pr = [r for r in reports if r.kind.prunable and r.structure is not None]
-    pruned = [r for r in pr if r.zeros > 0]
-    conf: dict[str, float] = {}
-    for nm in ("2:4", "4:8"):
-        m = int(nm[2])
-        groups = [
-            (r.numel // m, r.structure.nm_conformance[nm])
-            for r in pr
-            if r.structure and nm in r.structure.nm_conformance
-        ]
-        total = sum(g for g, _ in groups)
-        if total:
-            conf[nm] = sum(g * c for g, c in groups) / total
-    s = [r.structure for r in pr if r.structure is not None]
-    uniform = sum(1 for r in pruned if r.structure and r.structure.row_uniform)
-    if not pruned:
-        pattern = "dense"
-    elif conf.get("2:4", 0.0) == 1.0:
-        pattern = "2:4"
-    elif conf.get("4:8", 0.0) == 1.0:
-        pattern = "4:8"
-    elif uniform == len(pruned):
-        pattern = "unstructured (row-uniform)"
-    else:
-        pattern = "unstructured"
-    return StructureSummary(
-        nm_conformance=conf,
-        zero_rows=sum(x.zero_rows for x in s),
-        zero_cols=sum(x.zero_cols for x in s),
-        zero_heads=sum(x.zero_heads or 0 for x in s),
-        row_uniform_tensors=uniform,
-        pruned_tensors=len(pruned),
-        pattern=pattern,
-    )
-
-
 def metadata_claims(ckpt: Checkpoint) -> tuple[dict[str, float], dict[str, str]]:
     """Claims a checkpoint makes about itself: pruning_meta.json / compressed-tensors
     sparsity_config beside the weights, or a ``claims`` mapping its reader put in metadata."""
@@ -445,7 +321,7 @@ def scan_paths(
     claim_sources: Mapping[str, str] | None = None,
     claim_tolerance: float = 0.02,
     threads: int = 2,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> tuple[ScanResult, ScanResult | None]:
     """Scan ``path`` (and ``against``, the dense original, with the comparison attached to
     the first result). Returns (compressed scan, dense scan or None)."""

@@ -8,11 +8,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from edgegate.checkpoint.base import ModuleKind
 
 DENSE_BELOW = 0.01  # a kind/layer with < 1% zeros was not pruned
+
+
+class AggregateDict(TypedDict):
+    """``Aggregate.to_dict()``."""
+
+    zeros: int
+    numel: int
+    tensors: int
+    sparsity: float
+
+
+class ClaimComparisonDict(TypedDict):
+    """``ClaimComparison.to_dict()``."""
+
+    claimed: float
+    actual: float
+    delta: float
+    source: str
+    scope: str
+    n: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -25,7 +46,7 @@ class Aggregate:
     def sparsity(self) -> float:
         return self.zeros / self.numel if self.numel else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> AggregateDict:
         return {
             "zeros": self.zeros,
             "numel": self.numel,
@@ -85,7 +106,7 @@ class ClaimComparison:
     def delta(self) -> float:
         return self.actual - self.claimed
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ClaimComparisonDict:
         return {
             "claimed": self.claimed,
             "actual": self.actual,

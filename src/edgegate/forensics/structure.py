@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -18,6 +18,20 @@ from edgegate.checkpoint.base import ModuleKind
 from edgegate.forensics.zeros import TensorStats
 
 UNIFORM_SPREAD = 0.01  # rows within 1% of the width of each other count as uniform
+
+
+class TensorStructureDict(TypedDict):
+    """``TensorStructure.to_dict()``."""
+
+    nm_conformance: dict[str, float]
+    zero_rows: int
+    zero_cols: int
+    zero_heads: int | None
+    heads: int | None
+    row_sparsity_min: float
+    row_sparsity_max: float
+    row_sparsity_std: float
+    row_uniform: bool
 
 
 @dataclass(frozen=True)
@@ -32,7 +46,7 @@ class TensorStructure:
     row_sparsity_std: float
     row_uniform: bool
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TensorStructureDict:
         return {
             "nm_conformance": dict(self.nm_conformance),
             "zero_rows": self.zero_rows,
