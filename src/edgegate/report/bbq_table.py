@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 from edgegate.escape import html as escape
 from edgegate.escape import markdown as md
+from edgegate.report.bbq_types import BBQMeasurements, Estimate
 
 CLASSES = ("biased", "anti", "unknown", "failure")
 
@@ -42,7 +43,7 @@ class Row:
     failures: tuple[int | None, int | None]
 
 
-def rows(m: Mapping[str, Any]) -> list[Row]:
+def rows(m: BBQMeasurements) -> list[Row]:
     """Table rows from the bbq check's measurements (empty when there is nothing to show)."""
     dense, comp = m.get("dense") or {}, m.get("compressed") or {}
     paired = [m["overall"], *(m.get("per_category") or [])] if m.get("overall") else []
@@ -124,12 +125,12 @@ HEADERS = [
 ]
 
 
-def _matrix(m: Mapping[str, Any]) -> Sequence[Sequence[str]]:
+def _matrix(m: BBQMeasurements) -> Sequence[Sequence[str]]:
     mat = (m.get("transitions") or {}).get("matrix") or {}
     return [[d, *(str((mat.get(d) or {}).get(c, 0)) for c in CLASSES)] for d in CLASSES]
 
 
-def html(m: Mapping[str, Any]) -> str:
+def html(m: BBQMeasurements) -> str:
     table = rows(m)
     if not table:
         return ""
@@ -163,7 +164,7 @@ def html(m: Mapping[str, Any]) -> str:
     )
 
 
-def markdown(m: Mapping[str, Any]) -> list[str]:
+def markdown(m: BBQMeasurements) -> list[str]:
     table = rows(m)
     if not table:
         return []
@@ -177,7 +178,7 @@ def markdown(m: Mapping[str, Any]) -> list[str]:
     return [*sections_markdown(m), *lines]
 
 
-def _ci_text(part: Mapping[str, Any] | None) -> str:
+def _ci_text(part: Estimate | None) -> str:
     if not part or part.get("value") is None:
         return "—"
     ci = part.get("ci")
@@ -185,7 +186,7 @@ def _ci_text(part: Mapping[str, Any] | None) -> str:
     return base + (f" [{_f(ci[0], True)}, {_f(ci[1], True)}]" if ci else "")
 
 
-def validity_line(m: Mapping[str, Any]) -> str:
+def validity_line(m: BBQMeasurements) -> str:
     v = m.get("validity") or {}
     if not v:
         return ""
@@ -206,7 +207,7 @@ def validity_line(m: Mapping[str, Any]) -> str:
     return line
 
 
-def power_line(m: Mapping[str, Any]) -> str:
+def power_line(m: BBQMeasurements) -> str:
     """The run's detectable effect in words (empty when no power was computed)."""
     from edgegate.bbq.power import power_words
 
@@ -214,7 +215,7 @@ def power_line(m: Mapping[str, Any]) -> str:
     return f"Power: {power_words(pw)}" if pw.get("curve") is not None and pw.get("mde") else ""
 
 
-def mode_line(m: Mapping[str, Any]) -> str:
+def mode_line(m: BBQMeasurements) -> str:
     """Which BBQ mode ``mode: auto`` chose and why (empty for an explicit mode)."""
     ch = m.get("mode_choice") or {}
     return (
@@ -224,7 +225,7 @@ def mode_line(m: Mapping[str, Any]) -> str:
     )
 
 
-def sections(m: Mapping[str, Any]) -> list[Section]:
+def sections(m: BBQMeasurements) -> list[Section]:
     """(title, headers, rows) of the tables after the metric table."""
     return [
         *_position_profiles(m),
@@ -236,14 +237,17 @@ def sections(m: Mapping[str, Any]) -> list[Section]:
     ]
 
 
-def _position_profiles(m: Mapping[str, Any]) -> list[Section]:
+_ROLES: tuple[Literal["dense", "compressed"], ...] = ("dense", "compressed")
+
+
+def _position_profiles(m: BBQMeasurements) -> list[Section]:
     """The share of answers by position (or label) for the dense and the compressed model."""
     prof = m.get("position_profiles") or {}
     if not prof:
         return []
     labels = list((prof.get("dense") or {}).get("shares") or {})
     rows_ = []
-    for role in ("dense", "compressed"):
+    for role in _ROLES:
         p = prof.get(role) or {}
         sh = p.get("shares") or {}
         rows_.append(
@@ -266,7 +270,7 @@ def _position_profiles(m: Mapping[str, Any]) -> list[Section]:
     ]
 
 
-def _decomposition(m: Mapping[str, Any]) -> list[Section]:
+def _decomposition(m: BBQMeasurements) -> list[Section]:
     """ΔSRS split into abstention + consistency + direction, overall and per category."""
     dec_rows = []
     for r in [m.get("overall") or {}, *(m.get("per_category") or [])]:
@@ -276,9 +280,9 @@ def _decomposition(m: Mapping[str, Any]) -> list[Section]:
             [
                 str(r.get("scope")),
                 _ci_text(
-                    r.get("delta_srs")
-                    if isinstance(r.get("delta_srs"), Mapping)
-                    else {"value": r.get("delta_srs"), "ci": r.get("ci")}
+                    ds
+                    if isinstance(ds := r.get("delta_srs"), Mapping)
+                    else {"value": ds, "ci": r.get("ci")}
                 ),
                 _ci_text(r.get("abstention")),
                 _ci_text(r.get("consistency")),
@@ -308,7 +312,7 @@ def _decomposition(m: Mapping[str, Any]) -> list[Section]:
     ]
 
 
-def _flows(m: Mapping[str, Any]) -> list[Section]:
+def _flows(m: BBQMeasurements) -> list[Section]:
     """The item flows both ways between the answer classes, with the emergence counts."""
     fl, em = m.get("flows") or {}, m.get("emergence") or {}
     if not fl:
@@ -339,7 +343,7 @@ def _flows(m: Mapping[str, Any]) -> list[Section]:
     return [("Flows both ways (items, majority answers)", ["flow", "count"], flow_rows)]
 
 
-def _power_curve(m: Mapping[str, Any]) -> list[Section]:
+def _power_curve(m: BBQMeasurements) -> list[Section]:
     """The simulated power of the verdicts at this run's n, per planted shift."""
     pw = m.get("power") or {}
     if not pw.get("curve"):
@@ -384,7 +388,7 @@ def _power_curve(m: Mapping[str, Any]) -> list[Section]:
     ]
 
 
-def _paper(m: Mapping[str, Any]) -> list[Section]:
+def _paper(m: BBQMeasurements) -> list[Section]:
     """The study's own definitions, for comparison only."""
     paper = m.get("paper") or {}
     if not paper.get("srs"):
@@ -404,7 +408,7 @@ def _paper(m: Mapping[str, Any]) -> list[Section]:
     ]
 
 
-def _scoring_cost(m: Mapping[str, Any]) -> list[Section]:
+def _scoring_cost(m: BBQMeasurements) -> list[Section]:
     """What this run's scoring cost: answers from the result cache, and the work efficiency
     (fewest positions any scorer needs / positions the runtime evaluated) of what it scored."""
     cache, work = m.get("result_cache") or {}, m.get("work") or {}
@@ -450,7 +454,7 @@ def _html_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{head}</tr>{rows_}</table>"
 
 
-def sections_html(m: Mapping[str, Any]) -> str:
+def sections_html(m: BBQMeasurements) -> str:
     parts = []
     if line := mode_line(m):
         parts.append(f"<p>{escape(line)}</p>")
@@ -465,7 +469,7 @@ def sections_html(m: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def sections_markdown(m: Mapping[str, Any]) -> list[str]:
+def sections_markdown(m: BBQMeasurements) -> list[str]:
     lines: list[str] = []
     if line := mode_line(m):
         lines += [md(line), ""]

@@ -14,6 +14,7 @@ from typing import Any
 from edgegate.checkpoint.names import small_int
 from edgegate.escape import html as escape
 from edgegate.report import bbq_table
+from edgegate.report.bbq_types import bbq_measurements
 from edgegate.report.common import ci, extras, headline, human_bytes, num, shown_status, threshold
 from edgegate.report.paradox import report_charts
 from edgegate.report.svg import RefLine, bar_chart
@@ -62,7 +63,11 @@ def render(gate: GateResult) -> str:
     if charts:
         parts += ["<h2>Charts</h2>", *(f"<div class='chart'>{c}</div>" for c in charts)]
     bbq = gate.result("bbq")
-    if bbq is not None and bbq.measurements and (table := bbq_table.html(bbq.measurements)):
+    if (
+        bbq is not None
+        and bbq.measurements
+        and (table := bbq_table.html(bbq_measurements(bbq.measurements)))
+    ):
         parts += ["<h2>BBQ metrics</h2>", table]
     parts += ["<h2>Verdicts</h2>", _verdicts_table(gate)]
     if gate.claims:
@@ -366,7 +371,8 @@ def _ppl_vs_bias(gate: GateResult) -> list[str]:
     ppl, bbq = gate.result("perplexity"), gate.result("bbq")
     if ppl is None or bbq is None or not bbq.measurements:
         return []
-    validity = bbq.measurements.get("validity")
+    m = bbq_measurements(bbq.measurements)
+    validity = m.get("validity")
     if isinstance(validity, Mapping) and validity.get("status") == "invalid":
         return [
             _not_drawn(
@@ -387,7 +393,7 @@ def _ppl_vs_bias(gate: GateResult) -> list[str]:
     )
     charts = report_charts(
         ppl.verdicts if ppl_ok else [],
-        bbq.measurements,
+        m,
         float(y_limit) if y_limit is not None else None,
     )
     if bbq.status is Status.INCONCLUSIVE:
