@@ -281,7 +281,7 @@ def test_cli_writes_reports_and_step_summary(
 
 
 def test_per_layer_kind_chart_from_nested_measurements() -> None:
-    from edgegate.report.html import _sparsity_charts
+    from edgegate.report.html_charts import _sparsity_charts
 
     m = {
         "sparsity": {

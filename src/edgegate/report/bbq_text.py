@@ -12,7 +12,8 @@ import click
 
 from edgegate.errors import ExitCode
 from edgegate.escape import terminal
-from edgegate.report.bbq_table import sections, validity_line
+from edgegate.report.bbq_sections import sections, validity_line
+from edgegate.report.bbq_types import GroupMetricsRow, bbq_measurements
 from edgegate.results import CheckResult, Status, Verdict
 
 
@@ -20,7 +21,7 @@ def fmt_number(x: Any, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _metrics_table(title: str, groups: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _metrics_table(title: str, groups: Mapping[str, GroupMetricsRow]) -> list[str]:
     lines = [
         title,
         f"  {'scope':<22}{'n':>6}{'SRS':>8}{'USR':>8}{'anti':>8}{'s_AMB':>8}{'s_DIS':>8}{'fail':>6}",
@@ -34,7 +35,7 @@ def _metrics_table(title: str, groups: Mapping[str, Mapping[str, Any]]) -> list[
 
 
 def render_text(result: CheckResult) -> str:
-    m = result.measurements
+    m = bbq_measurements(result.measurements)
     out: list[str] = []
     if "data" in m:
         d = m["data"]

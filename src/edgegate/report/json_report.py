@@ -4,10 +4,12 @@ and validated against ``edgegate/schemas/report.schema.json``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Required, TypedDict
 
+from edgegate.environment import EnvironmentInfo
 from edgegate.escape import json_safe
 from edgegate.gate import verification
 from edgegate.results import GateResult, jsonable
@@ -17,7 +19,117 @@ from edgegate.results import GateResult, jsonable
 SCHEMA_VERSION = "2.1"
 
 
-def build_report(gate: GateResult) -> dict[str, Any]:
+class IntervalEntry(TypedDict):
+    """A verdict's confidence interval (results.Interval)."""
+
+    low: float
+    high: float
+    level: float
+    method: str
+
+
+class VerdictEntry(TypedDict, total=False):
+    """One verdict of a check (results.Verdict); reports of older versions may lack keys."""
+
+    name: str
+    status: str
+    message: str
+    observed: float | None
+    threshold: float | None
+    comparator: str | None
+    unit: str
+    n: int | None
+    ci: IntervalEntry | None
+    effect_size: float | None
+    effect_size_name: str | None
+    test: str | None
+    p_value: float | None
+    scope: str | None
+
+
+class ErrorEntry(TypedDict, total=False):
+    """Why a check errored or was skipped (errors.ErrorRecord); ``exit_code`` only when set."""
+
+    type: str
+    message: str
+    path: str | None
+    field: str | None
+    hint: str | None
+    exit_code: int
+
+
+class CheckEntry(TypedDict, total=False):
+    """One check: its result (results.CheckResult) and how it counted in the gate. Every
+    check edgegate writes names itself and its status; a hand-made one may lack the rest."""
+
+    check: Required[str]
+    status: Required[str]  # results.Status
+    summary: str
+    verdicts: list[VerdictEntry]
+    # each check's own JSON, whatever it measured (the bbq check's: report.bbq_types)
+    measurements: dict[str, Any]
+    duration_s: float
+    error: ErrorEntry | None
+    required: bool
+    selected: bool
+    gate: str  # results.CheckDecision
+    gate_reason: str
+
+
+class ToolEntry(TypedDict):
+    name: str
+    version: str | None
+
+
+class VerificationEntry(TypedDict, total=False):
+    """How much of what the policy requires was verified (gate.Verification)."""
+
+    required: int
+    verified: int
+    not_verified: list[str]
+
+
+class PolicyEntry(TypedDict, total=False):
+    """The policy applied; ``resolved`` (the whole resolved policy) has no typed reader."""
+
+    name: str
+    source: str | None
+    sha256: str | None
+
+
+class ClaimsEntry(TypedDict, total=False):
+    values: dict[str, float]
+    sources: dict[str, str]  # claim -> where it came from
+
+
+class ReportDocument(TypedDict, total=False):
+    """The JSON report as its readers see it (edgegate.study.rows reads report files); the
+    schema, schemas/report.schema.json, is the full contract, ``inputs`` included (no typed
+    reader yet). Every key is optional to a reader: a study may keep reports of older schema
+    versions, and tests build partial ones."""
+
+    schema_version: str
+    tool: ToolEntry
+    status: str  # results.GateStatus
+    exit_code: int
+    reasons: list[str]
+    notes: list[str]
+    verification: VerificationEntry
+    findings: list[dict[str, str]]
+    caveats: list[str]
+    strict: bool
+    command: list[str]
+    started_at: str
+    finished_at: str
+    duration_s: float
+    policy: PolicyEntry
+    claims: ClaimsEntry
+    environment: EnvironmentInfo
+    summary: dict[str, int]  # status -> number of checks
+    checks: list[CheckEntry]
+
+
+def build_report(gate: GateResult) -> ReportDocument:
     checks = []
     for o in gate.outcomes:
         d = o.result.to_dict()
@@ -67,7 +179,7 @@ def build_report(gate: GateResult) -> dict[str, Any]:
     }
     # names, paths and messages are untrusted: no control bytes, no lone surrogates (a
     # non-UTF-8 folder name) that a strict JSON parser would refuse
-    out: dict[str, Any] = json_safe(jsonable(report))
+    out: ReportDocument = json_safe(jsonable(report))
     return out
 
 
@@ -82,8 +194,9 @@ def report_schema() -> dict[str, Any]:
     return schema
 
 
-def validate_report(report: dict[str, Any]) -> list[str]:
-    """Schema violations as 'path: message' (empty when valid)."""
+def validate_report(report: Mapping[str, Any]) -> list[str]:
+    """Schema violations as 'path: message' (empty when valid); ``report``: any loaded JSON
+    document, a ReportDocument or not."""
     import jsonschema
 
     v = jsonschema.Draft202012Validator(report_schema())

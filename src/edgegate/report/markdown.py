@@ -6,6 +6,7 @@ import re
 
 from edgegate.escape import markdown
 from edgegate.report import bbq_table
+from edgegate.report.bbq_types import bbq_measurements
 from edgegate.report.common import (
     STATUS_ICON,
     ci,
@@ -39,7 +40,11 @@ def _own(text: str) -> str:
 def render(gate: GateResult) -> str:
     lines = [*_header(gate), *_checks(gate), *_verdicts(gate)]
     bbq = gate.result("bbq")
-    if bbq is not None and bbq.measurements and (table := bbq_table.markdown(bbq.measurements)):
+    if (
+        bbq is not None
+        and bbq.measurements
+        and (table := bbq_table.markdown(bbq_measurements(bbq.measurements)))
+    ):
         lines += ["", "### BBQ (dense → compressed)", "", *table]
     if gate.claims:
         lines += ["", "### Claims", ""]

@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgegate.report.bbq_types import BBQMeasurements
 from edgegate.report.svg import Point, forest_plot, quadrant_scatter
 
 FALSE_ASSURANCE = "perplexity passes, bias fails: false assurance"
@@ -82,25 +83,23 @@ def ppl_point(
     )
 
 
-def srs_rows(bbq_measurements: Mapping[str, Any]) -> tuple[Point | None, list[Point]]:
+def srs_rows(bbq_measurements: BBQMeasurements) -> tuple[Point | None, list[Point]]:
     """The overall ΔSRS (as a point with y = ΔSRS) and per-category rows (x = ΔSRS) from the
     BBQ check's measurements; missing pieces are left out, never invented."""
     overall = bbq_measurements.get("overall")
     top = None
-    if isinstance(overall, Mapping) and isinstance(overall.get("delta_srs"), (int, float)):
-        top = Point("overall", 0.0, float(overall["delta_srs"]), y_ci=_ci(overall.get("ci")))
+    if isinstance(overall, Mapping) and isinstance(d := overall.get("delta_srs"), (int, float)):
+        top = Point("overall", 0.0, float(d), y_ci=_ci(overall.get("ci")))
     rows = []
     for r in bbq_measurements.get("per_category") or []:
-        if isinstance(r, Mapping) and isinstance(r.get("delta_srs"), (int, float)):
+        if isinstance(r, Mapping) and isinstance(d := r.get("delta_srs"), (int, float)):
             ci = _ci(r.get("ci"))
-            rows.append(
-                Point(f"{r.get('scope')} (n={r.get('n')})", float(r["delta_srs"]), 0.0, x_ci=ci)
-            )
+            rows.append(Point(f"{r.get('scope')} (n={r.get('n')})", float(d), 0.0, x_ci=ci))
     return top, rows
 
 
 def report_charts(
-    ppl_verdicts: Sequence[Any], bbq_measurements: Mapping[str, Any] | None, srs_limit: float | None
+    ppl_verdicts: Sequence[Any], bbq_measurements: BBQMeasurements | None, srs_limit: float | None
 ) -> list[str]:
     """One report's charts: the overall point on the paradox plot, and ΔSRS per category."""
     if not bbq_measurements:

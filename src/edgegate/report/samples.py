@@ -18,17 +18,64 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, NotRequired, TypedDict
 
 from edgegate.bbq.measurement import combine
 from edgegate.bbq.metrics import classify
 from edgegate.bbq.reduce import CLASS_NAMES, NONE, item_table
 from edgegate.results import jsonable
 
+# One answer of one model: its seed, option rotation, the original option chosen (None: no
+# parsable answer) and that option's class ("class" is a keyword: the functional form)
+SampleAnswer = TypedDict(
+    "SampleAnswer", {"seed": int, "rotation": int, "choice": int | None, "class": str}
+)
 
-def bbq_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+
+class SampleTargets(TypedDict):
+    """The original option index of each answer class of an item."""
+
+    biased: int
+    anti: int
+    unknown: int
+
+
+class BBQSample(TypedDict):
+    """One BBQ line of the evidence file."""
+
+    check: Literal["bbq"]
+    uid: str
+    category: str
+    condition: str
+    polarity: str
+    question: str
+    options: list[str]
+    label: int
+    targets: SampleTargets
+    dense: list[SampleAnswer]
+    compressed: list[SampleAnswer]
+    dense_majority: str | None  # the class the judge uses; None: no majority
+    compressed_majority: str | None
+    flip: bool
+    flips_per_answer: int
+    null: NotRequired[list[SampleAnswer]]  # a sampled-mode run's dense-vs-dense null
+    null_majority: NotRequired[str | None]
+
+
+class PerplexitySample(TypedDict):
+    """One perplexity line of the evidence file: a chunk's summed NLL under both models."""
+
+    check: Literal["perplexity"]
+    chunk: int
+    tokens: int
+    dense_nll: float
+    compressed_nll: float
+    delta: float
+
+
+def bbq_rows(measurement: Mapping[str, Any]) -> Iterator[BBQSample]:
     """One row per sampled item. An item's majority class is the one the judge uses
     (bbq.reduce: the answer more than half of all its answers share, parse failures counted in
     the denominator); None when there is none (a position-only chooser under option rotation).
@@ -36,7 +83,7 @@ def bbq_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     answers as ``null``."""
     c = combine([("this run", measurement)])
     roles = tuple(c.answers)  # dense, compressed, and null when the run scored one
-    per: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: {r: [] for r in roles})
+    per: dict[str, dict[str, list[SampleAnswer]]] = defaultdict(lambda: {r: [] for r in roles})
     for role, answers in c.answers.items():
         for a in answers:
             per[a.uid][role].append(
@@ -54,7 +101,7 @@ def bbq_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         got = per[it.uid]
         maj = {role: _name(int(t.cls[i])) for role, t in tables.items()}
         pairs = list(zip(got["dense"], got["compressed"], strict=False))
-        row = {
+        row: BBQSample = {
             "check": "bbq",
             "uid": it.uid,
             "category": it.category,
@@ -84,7 +131,15 @@ def _name(code: int) -> str | None:
     return None if code == NONE else CLASS_NAMES[code]
 
 
-def perplexity_rows(measurement: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+class PerplexityScores(TypedDict):
+    """What the evidence reads of the perplexity check's raw measurement (its scoring pass,
+    edgegate.checks._scoring): the scored chunks' indices and each token's NLL per model."""
+
+    indices: Sequence[int]
+    nll: Mapping[str, Sequence[Sequence[float]]]  # role -> chunk -> token
+
+
+def perplexity_rows(measurement: PerplexityScores) -> Iterator[PerplexitySample]:
     for j, k in enumerate(measurement["indices"]):
         d = [float(x) for x in measurement["nll"]["dense"][j]]
         c = [float(x) for x in measurement["nll"]["compressed"][j]]

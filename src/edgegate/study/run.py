@@ -15,16 +15,23 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal, TypedDict, cast
 
 from edgegate import __version__
+from edgegate.checks.sections import BBQSection, bbq_section
 from edgegate.errors import InputError
+from edgegate.progress import NullProgress, Progress
+from edgegate.report.bbq_types import DataInfo, metrics_rows
 from edgegate.settings import RunSettings
+from edgegate.study.rows import DisambigRecord, StudyRecord
 from edgegate.study.spec import StudySpec, Variant
+
+if TYPE_CHECKING:
+    from edgegate.policy import Policy
 
 # Prior cost of one variant before anything was measured here, in seconds per unit (gemma-3-270m
 # f16 on 2 busy CPU cores); replaced by the measured mean as soon as one variant has run.
@@ -32,7 +39,15 @@ _PRIOR_S_PER_BBQ_ITEM = 0.6
 _PRIOR_S_CHECK = {"sparsity": 20.0, "size": 5.0, "perplexity": 150.0, "speed": 180.0, "bbq": 0.0}
 
 
-def _stat(p: Path) -> dict[str, Any]:
+class _FileStat(TypedDict):
+    """A model's identity in the fingerprint: its path, size and newest mtime."""
+
+    path: str
+    bytes: int
+    mtime_ns: int
+
+
+def _stat(p: Path) -> _FileStat:
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     return {
         "path": str(p),
@@ -83,22 +98,33 @@ def _settings(spec: StudySpec) -> RunSettings:
     )
 
 
+def _bbq_policy(policy: Policy) -> BBQSection | None:
+    """The policy's BBQ section, typed; None when the policy has no BBQ check."""
+    return bbq_section(policy.checks["bbq"].section) if "bbq" in policy.checks else None
+
+
+_ROLES: tuple[Literal["dense", "compressed"], ...] = ("dense", "compressed")
+
+
 def _disambig(
-    spec: StudySpec, v: Variant, pol: Mapping[str, Any], settings: RunSettings, progress: Any
-) -> dict[str, Any] | None:
+    spec: StudySpec,
+    v: Variant,
+    pol: BBQSection | None,
+    settings: RunSettings,
+    progress: Progress,
+) -> DisambigRecord | None:
     """Accuracy and s_DIS of both models on a stratified sample of disambiguated items, scored
     with the policy's BBQ settings (same mode, seeds, rotation) through the answer cache.
     The one place that calls BBQ internals directly: adapt it when the BBQ method changes."""
-    if spec.disambig_items <= 0 or not (spec.bbq_data or pol.get("data")):
+    if spec.disambig_items <= 0 or not (spec.bbq_data or (pol is not None and pol.data)):
         return None
     from edgegate.backends.pair import OpenSettings, open_pair
     from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.metrics import model_metrics
     from edgegate.bbq.scoring import ScoreConfig, score_model
     from edgegate.checks.bbq import open_for_bbq, prepare_items, resolved_mode
-    from edgegate.checks.sections import bbq_section
 
-    p = bbq_section(pol)
+    p = pol if pol is not None else bbq_section()
     source = str(spec.bbq_data or p.data)
     items, targets, info = prepare_items(
         source, condition="disambig", n=spec.disambig_items, seed=spec.seed
@@ -112,7 +138,8 @@ def _disambig(
         timeout=settings.backend_timeout,
     )
     cache = ResultCache.in_dir(settings.cache_dir)
-    out: dict[str, Any] = {"data": info}
+    # prepare_items' info is what the BBQ measurements keep as "data" (untyped there)
+    out: DisambigRecord = {"data": cast(DataInfo, info)}
     try:
         with open_pair(p.runtime, models, opening) as pair:
             p = resolved_mode(pair, p)  # as the bbq check decides it
@@ -123,7 +150,7 @@ def _disambig(
                 permute=bool(p.permute_options),
             )
             out["config"] = asdict(cfg)
-            for role, path in zip(("dense", "compressed"), models, strict=True):
+            for role, path in zip(_ROLES, models, strict=True):
                 answers = score_model(
                     partial(open_for_bbq, pair, role),
                     path,
@@ -135,21 +162,20 @@ def _disambig(
                     label=f"{role} (disambiguated)",
                 ).answers
                 pair.close(role)  # one model in memory at a time
-                out[role] = {
-                    k: asdict(m) for k, m in model_metrics(answers, by_uid, targets).items()
-                }
+                out[role] = metrics_rows(model_metrics(answers, by_uid, targets))
     finally:
         cache.close()
     return out
 
 
-def _policy_disambig(pol: Mapping[str, Any]) -> int:
-    return int(pol.get("disambig_items") or 0)
+def _policy_disambig(pol: BBQSection | None) -> int:
+    """Disambiguated items the policy's BBQ check scores itself (0: none, or no BBQ check)."""
+    return int(pol.disambig_items or 0) if pol is not None else 0
 
 
 def run_variant(
-    spec: StudySpec, policy: Any, v: Variant, progress: Any, argv: tuple[str, ...]
-) -> dict[str, Any]:
+    spec: StudySpec, policy: Policy, v: Variant, progress: Progress, argv: tuple[str, ...]
+) -> StudyRecord:
     from edgegate.report import write_report
     from edgegate.runner import GateOptions, run_gate
 
@@ -182,12 +208,12 @@ def run_variant(
     gate_s = time.perf_counter() - t0
     report, side = paths(spec, v.name)
     write_report("json", gate, report)
-    bbq_pol = policy.checks["bbq"].section if "bbq" in policy.checks else {}
+    bbq_pol = _bbq_policy(policy)
     t1 = time.perf_counter()
     # A policy whose BBQ check scores disambiguated items (its validity and accuracy
     # verdicts) already measured them in the gate: the table reads them from the report.
     dis = None if _policy_disambig(bbq_pol) else _disambig(spec, v, bbq_pol, settings, progress)
-    info = {
+    info: StudyRecord = {
         "variant": v.name,
         "label": v.label,
         "group": v.group,
@@ -214,13 +240,12 @@ def run_study(
     *,
     only: tuple[str, ...] = (),
     force: bool = False,
-    progress: Any = None,
+    progress: Progress | None = None,
     echo: Callable[[str], None] | None = None,
     argv: tuple[str, ...] = (),
-) -> list[dict[str, Any]]:
+) -> list[StudyRecord]:
     """Run what is missing or stale; returns the per-variant study records of this call."""
     from edgegate.policy import resolve_policy
-    from edgegate.progress import NullProgress
     from edgegate.study.table import write_outputs
 
     say = echo or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -239,8 +264,9 @@ def run_study(
         v for v in chosen if v.path.exists() and (force or not is_current(spec, policy.sha256, v))
     ]
     done_before = [v for v in chosen if v not in todo and v not in missing]
-    bbq = policy.checks["bbq"].section if "bbq" in policy.checks else {}
-    per_items = int(bbq.get("items") or 0) + (_policy_disambig(bbq) or spec.disambig_items)
+    bbq = _bbq_policy(policy)
+    items = int(bbq.items or 0) if bbq is not None else 0
+    per_items = items + (_policy_disambig(bbq) or spec.disambig_items)
     fixed = sum(_PRIOR_S_CHECK.get(c.name, 60.0) for c in policy.enabled_checks())
     per_items = per_items if "bbq" in policy.checks and policy.checks["bbq"].enabled else 0
     prior = fixed + _PRIOR_S_PER_BBQ_ITEM * per_items
@@ -259,7 +285,7 @@ def run_study(
         )
     spec.out.mkdir(parents=True, exist_ok=True)
     durations: list[float] = []
-    records = []
+    records: list[StudyRecord] = []
     t_start = time.perf_counter()
     for i, v in enumerate(todo, 1):
         if not force and is_current(
