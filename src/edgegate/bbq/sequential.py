@@ -49,6 +49,7 @@ from scipy.stats import norm
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.reduce import BIASED, UNKNOWN, ItemTable
+from edgegate.bbq.shapes import SequentialRecord
 from edgegate.bbq.targets import Targets
 from edgegate.checks.sections import BBQSection
 from edgegate.results import Interval, Status, Verdict
@@ -283,13 +284,14 @@ def record(
     }
 
 
-def apply(verdicts: Sequence[Verdict], rec: Mapping[str, Any]) -> list[Verdict]:
+def apply(verdicts: Sequence[Verdict], rec: SequentialRecord) -> list[Verdict]:
     """The verdicts of a run that stopped early: crossing verdicts FAIL on the boundary, every
     other verdict of the pair is not decided (validity stays as judged)."""
     if not rec.get("stopped_early"):
         return list(verdicts)
     last = rec["looks"][-1]
     crossed = {x["verdict"]: x for x in last["crossed"]}
+    assert last["level"] is not None  # a run stops early at an interim look, and those have one
     level = float(last["level"])
     n_amb, planned = rec["n_ambig"]["used"], rec["n_ambig"]["planned"]
     out = []

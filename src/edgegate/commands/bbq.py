@@ -382,6 +382,8 @@ def score_files(
             "bbq", Status.SKIPPED if o.n_valid else Status.INCONCLUSIVE, summary, (), m
         )
     b_ans = [a for a in base.answers if a.uid in keep]
-    verdicts, m = evaluate(list(derived.items), derived.targets, b_ans, c_ans, bbq_section(policy))
-    m = {"data": info, **m}
-    return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m))
+    verdicts, evaluated = evaluate(
+        list(derived.items), derived.targets, b_ans, c_ans, bbq_section(policy)
+    )
+    m = {"data": info, **evaluated}
+    return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, evaluated))
