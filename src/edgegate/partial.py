@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from edgegate.errors import InputError
 from edgegate.policy import Policy
 from edgegate.results import GateResult, jsonable
-from edgegate.settings import RunSettings, Shard
+from edgegate.settings import RunSettings, SettingsFingerprint, Shard
 
 if TYPE_CHECKING:
     from edgegate.environment import HubInput, InputDescription, InputFile
@@ -116,6 +116,24 @@ def input_identity(desc: InputDescription | HubInput) -> InputIdentity:
     return ident
 
 
+class RunOptions(TypedDict):
+    strict: bool
+    only: list[str]
+    skip: list[str]
+    claims: dict[str, float]  # --claim
+    options: SettingsFingerprint
+
+
+class Fingerprint(TypedDict):
+    """Everything that decides a shard's results of ``edgegate check`` (``fingerprint``)."""
+
+    policy: dict[str, Any]  # the resolved policy (Policy.to_dict)
+    inputs: list[InputIdentity]
+    settings: RunOptions
+    software: dict[str, str | None]
+    shard_count: int
+
+
 def fingerprint(
     policy: Policy,
     strict: bool,
@@ -125,7 +143,7 @@ def fingerprint(
     settings: RunSettings,
     inputs: Sequence[InputDescription],
     shard_count: int,
-) -> dict[str, Any]:
+) -> Fingerprint:
     """Everything that decides a shard's results of ``edgegate check``; shards of one run
     must agree on all of it."""
     pol = policy.strict() if strict else policy
