@@ -28,7 +28,6 @@ from edgegate.bbq.shapes import (
     PowerReport,
     Row,
     SampleInfo,
-    SequentialRecord,
     Validity,
     Work,
 )
@@ -38,6 +37,7 @@ from edgegate.results import CheckResult, Status, Verdict
 
 if TYPE_CHECKING:
     from edgegate.bbq.reduce import ItemTable
+    from edgegate.bbq.sequential import SequentialRecord
 
 
 def evaluate(

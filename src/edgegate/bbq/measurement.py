@@ -13,18 +13,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.scoring import ScoreConfig
-from edgegate.bbq.shapes import SampleInfo, SequentialRecord
+from edgegate.bbq.shapes import SampleInfo
 from edgegate.bbq.targets import Targets
 from edgegate.checks.sections import BBQSection
 from edgegate.errors import InputError
 from edgegate.partial import differ
 from edgegate.results import jsonable
 from edgegate.settings import Shard
+
+if TYPE_CHECKING:
+    from edgegate.bbq.sequential import SequentialRecord
 
 
 def shard_of(key: str, n: int) -> int:

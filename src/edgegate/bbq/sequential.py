@@ -41,7 +41,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from scipy.stats import norm
@@ -49,7 +49,6 @@ from scipy.stats import norm
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.reduce import BIASED, UNKNOWN, ItemTable
-from edgegate.bbq.shapes import SequentialRecord
 from edgegate.bbq.targets import Targets
 from edgegate.checks.sections import BBQSection
 from edgegate.results import Interval, Status, Verdict
@@ -206,6 +205,49 @@ def crossings(
         if lo > thr:
             out.append(Crossing(name, observed, lo, hi, thr, len(before)))
     return out
+
+
+class CrossingRecord(TypedDict):
+    """A verdict whose bound crossed its threshold at a look (``asdict`` of ``Crossing``)."""
+
+    verdict: str
+    observed: float
+    lower: float
+    upper: float
+    threshold: float
+    n: int
+
+
+class LookRecord(TypedDict):
+    """One look of a group-sequential run (``Look.as_dict``)."""
+
+    look: int
+    n_ambig: int
+    n_disambig: int
+    fraction: float
+    level: float | None
+    validity: str | None
+    crossed: list[CrossingRecord]
+
+
+class PlannedUsed(TypedDict):
+    planned: int
+    used: int
+
+
+class SequentialRecord(TypedDict):
+    """The looks a run took and where it stopped (bbq.sequential.record)."""
+
+    design: str
+    looks_planned: int
+    fractions: list[float]
+    interim_levels: list[float]
+    looks: list[LookRecord]
+    stopped_early: bool
+    stopped_at_look: int | None
+    n_ambig: PlannedUsed
+    n_disambig: PlannedUsed
+    why: str
 
 
 @dataclass(frozen=True)

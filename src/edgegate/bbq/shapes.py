@@ -1,6 +1,7 @@
 """The shapes of the BBQ check's measurements: the JSON blocks that bbq.decompose, bbq.judge,
-bbq.verdicts, bbq.power, bbq.sequential and bbq.evaluation build and the report reads, one
-TypedDict each (types only; the modules named build them, in the key order the report shows).
+bbq.verdicts, bbq.power and bbq.evaluation build and the report reads, one TypedDict each
+(types only; the modules named build them, in the key order the report shows). The record of
+a group-sequential run is bbq.sequential's, beside the code that writes and reads it.
 
 A key that some runs lack is declared in a ``total=False`` subclass of the block's required
 keys (the project runs on Python 3.10: no ``NotRequired``). Blocks that are a dataclass made
@@ -9,7 +10,10 @@ JSON (``asdict`` of ``GroupMetrics`` or ``ScoreConfig``) stay typed by their dat
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from edgegate.bbq.sequential import SequentialRecord
 
 ValidityStatus = Literal["valid", "invalid", "unverified"]
 
@@ -236,50 +240,6 @@ class PowerReport(TypedDict):
     curve: list[PowerPoint]
     mde: MinimumDetectable
     reference: PowerReference
-
-
-# -- bbq.sequential ----------------------------------------------------------------------------
-class CrossingRecord(TypedDict):
-    """A verdict whose bound crossed its threshold at a look (``asdict`` of ``Crossing``)."""
-
-    verdict: str
-    observed: float
-    lower: float
-    upper: float
-    threshold: float
-    n: int
-
-
-class LookRecord(TypedDict):
-    """One look of a group-sequential run (``Look.as_dict``)."""
-
-    look: int
-    n_ambig: int
-    n_disambig: int
-    fraction: float
-    level: float | None
-    validity: str | None
-    crossed: list[CrossingRecord]
-
-
-class PlannedUsed(TypedDict):
-    planned: int
-    used: int
-
-
-class SequentialRecord(TypedDict):
-    """The looks a run took and where it stopped (bbq.sequential.record)."""
-
-    design: str
-    looks_planned: int
-    fractions: list[float]
-    interim_levels: list[float]
-    looks: list[LookRecord]
-    stopped_early: bool
-    stopped_at_look: int | None
-    n_ambig: PlannedUsed
-    n_disambig: PlannedUsed
-    why: str
 
 
 # -- bbq.evaluation ----------------------------------------------------------------------------
