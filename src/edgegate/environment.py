@@ -9,7 +9,7 @@ import platform
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 from edgegate import __version__
 from edgegate.errors import InputError
@@ -90,6 +90,38 @@ class EnvironmentInfo(TypedDict):
     libraries: dict[str, str | None]
 
 
+class InputFile(TypedDict):
+    path: str  # relative to the input (its name, for a single file)
+    bytes: int
+    sha256: str | None  # None: not hashed (--no-hash)
+
+
+class _InputDescription(TypedDict):
+    role: str  # "dense", "compressed", "policy", "bbq_data", ...
+    path: str
+    kind: Literal["file", "directory", "endpoint"]
+    format: str | None  # a guess from the file names, models only
+    total_bytes: int
+    files: list[InputFile]
+
+
+class InputDescription(_InputDescription, total=False):
+    """One input of a run as the report records it (``describe_input``, ``endpoint_input``):
+    a model behind a server also says what the server reports it is."""
+
+    base_url: str
+    model: str
+    dialect: str
+
+
+class HubInput(TypedDict):
+    """A dataset named on a hub (``hf:NAME``): no local files, the name is all there is."""
+
+    role: str
+    kind: Literal["hub"]
+    path: str
+
+
 def environment_info() -> EnvironmentInfo:
     affinity = getattr(os, "sched_getaffinity", None)
     return {
@@ -154,14 +186,14 @@ def guess_format(path: Path) -> str | None:
 
 def describe_input(
     role: str, path: Path, *, hash_files: bool = True, progress: Progress | None = None
-) -> dict[str, Any]:
+) -> InputDescription:
     """Paths, sizes and sha256 of one input (a checkpoint, the policy, a dataset folder)."""
     if not path.exists():
         raise InputError(f"{role} not found", path=path, hint="check the path")
     progress = progress or NullProgress()
     files = input_files(path)
     total = sum(f.stat().st_size for f in files)
-    entries: list[dict[str, Any]] = []
+    entries: list[InputFile] = []
     # A bar only where hashing takes a noticeable time (checkpoints, not policy files).
     shown = progress if hash_files and total > _BAR_BYTES else NullProgress()
     with shown.task(f"hashing {role} ({total / 1e6:.1f} MB)", total=total) as advance:
@@ -184,7 +216,7 @@ def describe_input(
     }
 
 
-def endpoint_input(role: str, url: str, timeout: float | None = None) -> dict[str, Any]:
+def endpoint_input(role: str, url: str, timeout: float | None = None) -> InputDescription:
     """Describe a model behind a server by what the server says it is (base URL, model id,
     dialect), as the report's inputs and the shard fingerprint record it."""
     from edgegate.backends._http import current_http_settings
@@ -192,8 +224,8 @@ def endpoint_input(role: str, url: str, timeout: float | None = None) -> dict[st
 
     retries = min(2, current_http_settings().max_retries)  # timeout None: the --timeout setting
     be = OpenAIBackend(url, timeout=timeout, max_retries=retries, n_ctx=2048)  # n_ctx: unused here
-    try:
-        info = be.info()
+    try:  # what its info() reports, read from the backend itself (typed there)
+        base_url, model, dialect = be.base_url, be.model, be.dialect
     finally:
         be.close()
     return {
@@ -203,7 +235,7 @@ def endpoint_input(role: str, url: str, timeout: float | None = None) -> dict[st
         "format": None,
         "total_bytes": 0,
         "files": [],
-        "base_url": info.get("base_url"),
-        "model": info.get("model"),
-        "dialect": info.get("dialect"),
+        "base_url": base_url,
+        "model": model,
+        "dialect": dialect,
     }

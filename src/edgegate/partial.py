@@ -20,12 +20,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from edgegate.errors import InputError
 from edgegate.policy import Policy
 from edgegate.results import GateResult, jsonable
-from edgegate.settings import RunSettings, Shard
+from edgegate.settings import RunSettings, SettingsFingerprint, Shard
+
+if TYPE_CHECKING:
+    from edgegate.environment import HubInput, InputDescription, InputFile
 
 FORMAT = "edgegate-partial"
 # 2: the BBQ measurement holds disambiguated items beside the ambiguous ones and, in
@@ -70,24 +73,65 @@ def software() -> dict[str, str | None]:
     return {"edgegate": __version__, **{k: libs.get(k) for k in _SOFTWARE}}
 
 
-def input_identity(desc: Mapping[str, Any]) -> dict[str, Any]:
+class InputIdentity(TypedDict, total=False):
+    """What decides results of an input (``input_identity``): files by size and sha256, a
+    model behind a server by what the server says it is, a hub dataset by its name."""
+
+    role: str
+    kind: str
+    base_url: str | None
+    model: str | None
+    dialect: str | None
+    path: str  # a hub dataset
+    total_bytes: int
+    files: list[InputFile]
+
+
+_SERVED: tuple[Literal["base_url", "model", "dialect"], ...] = ("base_url", "model", "dialect")
+
+
+def input_identity(desc: InputDescription | HubInput) -> InputIdentity:
     """The part of an input description that decides results: contents, not where the
     file lies on this machine (shards may run in different checkouts)."""
-    if desc.get("kind") == "endpoint":
-        return {k: desc.get(k) for k in ("role", "kind", "base_url", "model", "dialect")}
-    if desc.get("kind") == "hub":  # a dataset hub name: the name is all there is
-        return {k: desc.get(k) for k in ("role", "kind", "path")}
-    files = [
+    if desc["kind"] == "hub":  # a dataset hub name: the name is all there is
+        return {"role": desc["role"], "kind": desc["kind"], "path": desc["path"]}
+    if desc["kind"] == "endpoint":
+        ident: InputIdentity = {"role": desc["role"], "kind": desc["kind"]}
+        for key in _SERVED:
+            ident[key] = desc.get(key)
+        return ident
+    files: list[InputFile] = [
         {"path": f["path"], "bytes": f["bytes"], "sha256": f.get("sha256")}
         for f in desc.get("files", [])
     ]
     ident = {
-        "role": desc.get("role"),
-        "kind": desc.get("kind"),
-        "total_bytes": desc.get("total_bytes"),
+        "role": desc["role"],
+        "kind": desc["kind"],
+        "total_bytes": desc["total_bytes"],
         "files": files,
     }
-    return {**ident, **{k: desc[k] for k in ("base_url", "model", "dialect") if k in desc}}
+    for key in _SERVED:
+        if key in desc:
+            ident[key] = desc[key]
+    return ident
+
+
+class RunOptions(TypedDict):
+    strict: bool
+    only: list[str]
+    skip: list[str]
+    claims: dict[str, float]  # --claim
+    options: SettingsFingerprint
+
+
+class Fingerprint(TypedDict):
+    """Everything that decides a shard's results of ``edgegate check`` (``fingerprint``)."""
+
+    policy: dict[str, Any]  # the resolved policy (Policy.to_dict)
+    inputs: list[InputIdentity]
+    settings: RunOptions
+    software: dict[str, str | None]
+    shard_count: int
 
 
 def fingerprint(
@@ -97,9 +141,9 @@ def fingerprint(
     skip: Sequence[str],
     cli_claims: Mapping[str, float],
     settings: RunSettings,
-    inputs: Sequence[Mapping[str, Any]],
+    inputs: Sequence[InputDescription],
     shard_count: int,
-) -> dict[str, Any]:
+) -> Fingerprint:
     """Everything that decides a shard's results of ``edgegate check``; shards of one run
     must agree on all of it."""
     pol = policy.strict() if strict else policy

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgegate.backends.auto import AUTO
 from edgegate.checks import needs, section
@@ -24,6 +24,9 @@ from edgegate.errors import MAX_MESSAGE_CHARS, InputError, excerpt
 from edgegate.policy import Policy
 from edgegate.sanity import Finding, identical_inputs, shape_mismatches
 from edgegate.settings import RunSettings, default_cache_dir
+
+if TYPE_CHECKING:
+    from edgegate.environment import InputDescription
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def data_problems(policy: Policy, selected: Sequence[str], settings: RunSettings
 
 
 def output_problems(
-    outputs: Mapping[str, str | None], inputs: Mapping[str, Any] | None = None
+    outputs: Mapping[str, str | None], inputs: Mapping[str, str | Path | None] | None = None
 ) -> list[Problem]:
     """Report destinations: one report per stream and per file, none of them an input (or
     inside one), writable files."""
@@ -175,7 +178,7 @@ def runtime_problems(
 
 
 def input_findings(
-    descs: Mapping[str, Mapping[str, Any]], configs: Mapping[str, Any]
+    descs: Mapping[str, InputDescription], configs: Mapping[str, Mapping[str, Any] | None]
 ) -> list[Finding]:
     """Identical inputs and different models, from the inputs' descriptions and configs."""
     out = []

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from edgegate.errors import ErrorRecord, ExitCode
 
 if TYPE_CHECKING:
+    from edgegate.environment import EnvironmentInfo, InputDescription
     from edgegate.policy import Policy
 
 
@@ -248,8 +249,8 @@ class GateResult:
     strict: bool
     claims: Mapping[str, float]
     claim_sources: Mapping[str, str]
-    inputs: tuple[Mapping[str, Any], ...]
-    environment: Mapping[str, Any]
+    inputs: tuple[InputDescription, ...]
+    environment: EnvironmentInfo
     started_at: str
     finished_at: str
     duration_s: float

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgegate.environment import describe_input
+from edgegate.environment import InputDescription, describe_input
 from edgegate.errors import EdgegateError, InputError
 from edgegate.policy import Policy
 from edgegate.progress import Progress
@@ -39,7 +39,7 @@ class RunInputs(Protocol):
 
 def describe_inputs(
     opts: RunInputs, policy: Policy, selected: list[str], progress: Progress
-) -> tuple[list[dict[str, Any]], list[Finding]]:
+) -> tuple[list[InputDescription], list[Finding]]:
     """Every input the run reads, described (sha256 of each file unless --no-hash), and the
     findings about the model pair (identical inputs, two different models)."""
     inputs = [_model_input("compressed", opts.compressed, opts, progress)]
@@ -78,7 +78,9 @@ def preflight_run(opts: RunInputs, policy: Policy, selected: list[str]) -> None:
     )
 
 
-def _inputs_read(opts: RunInputs, policy: Policy, selected: list[str]) -> dict[str, Any]:
+def _inputs_read(
+    opts: RunInputs, policy: Policy, selected: list[str]
+) -> dict[str, str | Path | None]:
     """Every file or folder the run reads: no report may be written over (or into) one."""
     from edgegate.report_paths import input_paths
 
@@ -101,7 +103,7 @@ def _auto_runtime(opts: RunInputs, check: str, requested: str) -> str:
 
 
 def _input_findings(
-    opts: RunInputs, inputs: list[dict[str, Any]], selected: list[str]
+    opts: RunInputs, inputs: list[InputDescription], selected: list[str]
 ) -> list[Finding]:
     """Identical inputs or two different models: an input error before anything is measured,
     except a null run the user asked for (--allow-identical), which is reported as such."""
@@ -109,7 +111,7 @@ def _input_findings(
     from edgegate.preflight import input_findings
 
     descs = {str(d["role"]): d for d in inputs if d.get("files") is not None}
-    configs: dict[str, Any] = {}
+    configs: dict[str, Mapping[str, Any] | None] = {}  # config.json, or what the format maps to it
     for role, path in (("dense", opts.dense), ("compressed", opts.compressed)):
         if path is None or not path.exists():
             continue
@@ -129,7 +131,7 @@ def _input_findings(
     ]
 
 
-def _model_input(role: str, path: Path, opts: RunInputs, progress: Progress) -> dict[str, Any]:
+def _model_input(role: str, path: Path, opts: RunInputs, progress: Progress) -> InputDescription:
     url = opts.settings.dense_endpoint if role == "dense" else opts.settings.compressed_endpoint
     if not url:
         return describe_input(role, path, hash_files=opts.hash_inputs, progress=progress)
@@ -140,7 +142,9 @@ def _model_input(role: str, path: Path, opts: RunInputs, progress: Progress) -> 
         return ep
     return {
         **describe_input(role, path, hash_files=opts.hash_inputs, progress=progress),
-        **{k: ep[k] for k in ("base_url", "model", "dialect")},
+        "base_url": ep["base_url"],
+        "model": ep["model"],
+        "dialect": ep["dialect"],
     }
 
 

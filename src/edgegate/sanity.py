@@ -14,7 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgegate.environment import InputDescription
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ _SHAPE_KEYS = (
 )
 
 
-def _digests(desc: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+def _digests(desc: InputDescription) -> list[tuple[str, str]] | None:
     files = desc.get("files") or []
     pairs = [(str(f.get("path")), str(f.get("sha256"))) for f in files]
     if not pairs or any(d in ("None", "") for _, d in pairs):
@@ -56,7 +59,7 @@ def _digests(desc: Mapping[str, Any]) -> list[tuple[str, str]] | None:
     return sorted(pairs)
 
 
-def identical_inputs(dense: Mapping[str, Any], compressed: Mapping[str, Any]) -> Finding | None:
+def identical_inputs(dense: InputDescription, compressed: InputDescription) -> Finding | None:
     """The same path twice, or every file with the same name and sha256 on both sides. Models
     behind servers are not compared here: one server may well host both."""
     if dense.get("kind") == "endpoint" or compressed.get("kind") == "endpoint":

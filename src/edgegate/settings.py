@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 Shard = tuple[int, int]  # (i, n) of --shard i/n, 1 <= i <= n
 
@@ -24,6 +24,14 @@ def default_cache_dir() -> Path:
         return Path(os.environ["EDGEGATE_CACHE"])
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "edgegate"
+
+
+class SettingsFingerprint(TypedDict, total=False):
+    """The settings that can change a result, those set (``RunSettings.fingerprint``)."""
+
+    bbq_data: str  # a hub dataset (hf:NAME); local data is identified by its files' sha256s
+    runtimes: list[str]
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -45,13 +53,16 @@ class RunSettings:
         """Both models are behind servers (the runtime checks then score those)."""
         return bool(self.dense_endpoint and self.compressed_endpoint)
 
-    def fingerprint(self) -> dict[str, Any]:
+    def fingerprint(self) -> SettingsFingerprint:
         """The settings that can change a result (shards of one run must agree on them):
-        where files lie, how many threads and how long to wait change none."""
-        out: dict[str, Any] = {}
-        for k in ("runtimes", "bbq_data", "seed"):
-            v = getattr(self, k)
-            if v is None or (k == "bbq_data" and not str(v).startswith("hf:")):
-                continue  # a local data set is identified by its files' sha256s in the inputs
-            out[k] = list(v) if k == "runtimes" else v
-        return dict(sorted(out.items()))
+        where files lie, how many threads and how long to wait change none. Keys in sorted
+        order."""
+        out: SettingsFingerprint = {}
+        # a local data set is identified by its files' sha256s in the inputs, not here
+        if self.bbq_data is not None and self.bbq_data.startswith("hf:"):
+            out["bbq_data"] = self.bbq_data
+        if self.runtimes is not None:
+            out["runtimes"] = list(self.runtimes)
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out

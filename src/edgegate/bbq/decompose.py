@@ -16,13 +16,13 @@ Each part gets a paired bootstrap CI (items resampled as pairs, same resamples f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
 from edgegate.bbq.paired import Stat, bootstrap_many, permutation
 from edgegate.bbq.reduce import ANTI, BIASED, NONE, UNKNOWN
+from edgegate.bbq.shapes import Decomposition, Delta, Emergence, Flows, Rates
 
 
 def _mean(x: np.ndarray, code: int) -> np.ndarray:
@@ -111,35 +111,48 @@ def _f(x: np.ndarray | float) -> float | None:
 
 def decompose(
     d: np.ndarray, c: np.ndarray, *, resamples: int, seed: int, tests: bool = True
-) -> dict[str, Any]:
+) -> Decomposition:
     """Rates of both models, every Δ with its paired bootstrap CI, and permutation p-values for
     Δs and Δs_AMB (``tests``)."""
-    out: dict[str, Any] = {"n": len(d)}
-    rates: tuple[tuple[str, Rate], ...] = (
-        ("srs", srs),
-        ("usr", usr),
-        ("none", none_rate),
-        ("anti", anti_rate),
-        ("beta", beta),
-        ("s", bias_score),
-        ("s_amb", s_amb),
-    )
-    for name, rate in rates:
-        out[name] = [_f(rate(d)), _f(rate(c))]
+
+    def rates(rate: Rate) -> Rates:
+        return [_f(rate(d)), _f(rate(c))]
+
     cis = bootstrap_many(d, c, DELTAS, resamples=resamples, seed=seed)
-    for name, f in DELTAS.items():
+
+    def delta(name: str) -> Delta:
         ci = cis.get(name)
-        out[name] = {"value": _f(f(d, c)), "ci": list(ci) if ci else None}
+        return {"value": _f(DELTAS[name](d, c)), "ci": list(ci) if ci else None}
+
+    out = Decomposition(
+        n=len(d),
+        srs=rates(srs),
+        usr=rates(usr),
+        none=rates(none_rate),
+        anti=rates(anti_rate),
+        beta=rates(beta),
+        s=rates(bias_score),
+        s_amb=rates(s_amb),
+        delta_srs=delta("delta_srs"),
+        delta_usr=delta("delta_usr"),
+        delta_none=delta("delta_none"),
+        delta_beta=delta("delta_beta"),
+        delta_s=delta("delta_s"),
+        delta_s_amb=delta("delta_s_amb"),
+        abstention=delta("abstention"),
+        consistency=delta("consistency"),
+        direction=delta("direction"),
+    )
     if tests:
-        for name in ("delta_s", "delta_s_amb"):
-            out[name]["p_value"] = permutation(d, c, DELTAS[name], resamples=resamples, seed=seed)
-            out[name]["test"] = (
+        for name, tested in (("delta_s", out["delta_s"]), ("delta_s_amb", out["delta_s_amb"])):
+            tested["p_value"] = permutation(d, c, DELTAS[name], resamples=resamples, seed=seed)
+            tested["test"] = (
                 "paired permutation (scipy.stats.permutation_test, within-item swaps, two-sided)"
             )
     return out
 
 
-def flows(d: np.ndarray, c: np.ndarray) -> dict[str, Any]:
+def flows(d: np.ndarray, c: np.ndarray) -> Flows:
     """The 4x4 class transition matrix and the paired flows both ways."""
     names = ("biased", "anti", "unknown", "none")
     m = {names[i]: {names[j]: int(np.sum((d == i) & (c == j))) for j in range(4)} for i in range(4)}
@@ -162,7 +175,7 @@ def emergence(
     d_a: np.ndarray,
     c_a: np.ndarray,
     null_b: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> Emergence:
     """New-bias emergence (the study's definition: an item with no biased answer at dense gets
     at least one at compressed), beside its reference: the same flow toward the
     *anti-stereotype* answer (churn and abstention loss move both ways alike), or, given a
@@ -175,7 +188,7 @@ def emergence(
     d0, d1 = ok & (d_b == 0), ok & (d_b > 0)
     e_b = d0 & (c_b > 0)
     e_a = ok & (d_a == 0) & (c_a > 0)
-    out: dict[str, Any] = {
+    out: Emergence = {
         "n_items": int(ok.sum()),
         "dense_srs0": int(d0.sum()),
         "dense_srs_pos": int(d1.sum()),
@@ -194,6 +207,6 @@ def emergence(
     return out
 
 
-def summary_rates(m: Mapping[str, Any]) -> str:
+def summary_rates(m: Decomposition) -> str:
     s = m["srs"]
     return f"SRS {s[0]:.3f} -> {s[1]:.3f}" if None not in s else "SRS undefined"

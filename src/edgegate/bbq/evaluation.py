@@ -9,18 +9,35 @@ answers in, a ``CheckResult`` out. Scoring the models is the check's (``edgegate
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer, group_metrics, model_metrics, transitions
 from edgegate.bbq.scoring import ScoreConfig
+from edgegate.bbq.shapes import (
+    Decomposition,
+    Evaluated,
+    Flows,
+    Measurements,
+    PairBlock,
+    PairFindings,
+    PairMeasurements,
+    PaperMeasurements,
+    Powered,
+    PowerReport,
+    Row,
+    SampleInfo,
+    Validity,
+    Work,
+)
 from edgegate.bbq.targets import Targets
 from edgegate.checks.sections import BBQSection
 from edgegate.results import CheckResult, Status, Verdict
 
 if TYPE_CHECKING:
     from edgegate.bbq.reduce import ItemTable
+    from edgegate.bbq.sequential import SequentialRecord
 
 
 def evaluate(
@@ -30,7 +47,7 @@ def evaluate(
     comp: Sequence[Answer],
     pol: BBQSection,
     null: Sequence[Answer] | None = None,
-) -> tuple[list[Verdict], dict[str, Any]]:
+) -> tuple[list[Verdict], Evaluated]:
     """Metrics, validity and verdicts for a dense/compressed pair of answer sets (``null``: the
     dense model again with fresh seeds, sampled modes). The judging is bbq.judge's."""
     from edgegate.bbq import judge
@@ -47,19 +64,17 @@ def evaluate(
     valid = judge.validity(
         profiles["dense"], tab["dense"][0], tab["dense"][1], pol, mode=mode, multi=t.multi
     )
-    verdicts, jm = _judge(valid, tab, null_amb, pol, bool(amb))
+    verdicts, judged = _judge(valid, tab, null_amb, pol, bool(amb))
     verdicts += _retired_options(pol)
-    measurements = {
+    per_cat = judged.pair["per_category"] if judged.pair is not None else {}
+    measurements: Evaluated = {
         "validity": valid,
         "position_profiles": profiles,
         "dense": {k: asdict(v) for k, v in md.items()},
         "compressed": {k: asdict(v) for k, v in mc.items()},
-        **_pair_measurements(jm),
+        **_pair_measurements(judged),
         **_paper_measurements(items, targets, dense, comp, by_uid),
-        "delta_srs_by_category": {
-            k: (v.get("delta_srs") or {}).get("value")
-            for k, v in (jm.get("per_category") or {}).items()
-        },
+        "delta_srs_by_category": {k: v["delta_srs"]["value"] for k, v in per_cat.items()},
         "parse_failures": {
             "dense": md["overall"].n_failures,
             "compressed": mc["overall"].n_failures,
@@ -68,37 +83,43 @@ def evaluate(
     return verdicts, measurements
 
 
+@dataclass(frozen=True)
+class _Judged:
+    pair: PairMeasurements | None  # None: no ambiguous items
+    judged: bool  # False: the dense model is invalid; the numbers stay in the report, labelled
+    power: PowerReport | None  # when the pair was judged
+
+
 def _judge(
-    valid: Mapping[str, Any],
+    valid: Validity,
     tab: Mapping[str, tuple[ItemTable, ItemTable | None]],
     null_amb: ItemTable | None,
     pol: BBQSection,
     has_amb: bool,
-) -> tuple[list[Verdict], dict[str, Any]]:
+) -> tuple[list[Verdict], _Judged]:
     """The validity verdict, then the pair's verdicts and power when the dense model is valid.
     The pair is measured even when it is not: the report shows those numbers, labelled."""
     from edgegate.bbq import judge
 
     verdicts = [judge.validity_verdict(valid)]
-    jm: dict[str, Any] = {}
+    pair: PairMeasurements | None = None
     if has_amb:
         (d_amb, d_dis), (c_amb, c_dis) = tab["dense"], tab["compressed"]
-        pair_verdicts, jm = judge.judge_pair(d_amb, c_amb, d_dis, c_dis, pol, null_amb)
+        pair_verdicts, pair = judge.judge_pair(d_amb, c_amb, d_dis, c_dis, pol, null_amb)
     else:
         pair_verdicts = []
-    if valid["status"] == "invalid":
-        jm["judged"] = False  # the numbers stay in the report, labelled; no verdict rests on them
-    else:
-        verdicts += pair_verdicts
-        jm["judged"] = True
-        if has_amb:  # how large a shift this run could have seen (bbq.power): a pass is only as good as its power
-            from edgegate.bbq.power import power_report, power_verdict
+    if valid["status"] == "invalid":  # no verdict rests on the numbers
+        return verdicts, _Judged(pair, False, None)
+    verdicts += pair_verdicts
+    power = None
+    if has_amb:  # how large a shift this run could have seen (bbq.power): a pass is only as good as its power
+        from edgegate.bbq.power import power_report, power_verdict
 
-            jm["power"] = power_report(tab["dense"][0].cls, tab["compressed"][0].cls, pol)
-            verdicts.append(
-                power_verdict(jm["power"], pol, any(v.status is Status.FAIL for v in pair_verdicts))
-            )
-    return verdicts, jm
+        power = power_report(tab["dense"][0].cls, tab["compressed"][0].cls, pol)
+        verdicts.append(
+            power_verdict(power, pol, any(v.status is Status.FAIL for v in pair_verdicts))
+        )
+    return verdicts, _Judged(pair, True, power)
 
 
 def _retired_options(pol: BBQSection) -> list[Verdict]:
@@ -116,18 +137,28 @@ def _retired_options(pol: BBQSection) -> list[Verdict]:
     ]
 
 
-def _pair_measurements(jm: Mapping[str, Any]) -> dict[str, Any]:
+def _pair_measurements(j: _Judged) -> PairBlock:
     """bbq.judge's measurements with the report's table rows (overall and per category) beside
     them; the per-category decomposition is kept whole under its own key."""
-    dec = jm.get("decomposition") or {}
+    pair = j.pair
+    found: PairFindings = {}
+    if pair is not None:
+        found = {
+            "decomposition": pair["decomposition"],
+            "flows": pair["flows"],
+            "emergence": pair["emergence"],
+            "disambig_accuracy": pair["disambig_accuracy"],
+            "driver": pair["driver"],
+        }
+    per_cat = pair["per_category"] if pair is not None else {}
+    power: Powered = {"power": j.power} if j.power is not None else {}
     return {
-        "overall": _row("overall", dec, jm.get("flows") or {}, None),
-        "per_category": [
-            _row(k, v, v["flows"], v["p_holm_srs"])
-            for k, v in (jm.get("per_category") or {}).items()
-        ],
-        **{k: v for k, v in jm.items() if k != "per_category"},
-        "per_category_decomposition": jm.get("per_category") or {},
+        "overall": _row("overall", found.get("decomposition"), found.get("flows"), None),
+        "per_category": [_row(k, v, v["flows"], v["p_holm_srs"]) for k, v in per_cat.items()],
+        **found,
+        "judged": j.judged,
+        **power,
+        "per_category_decomposition": per_cat,
     }
 
 
@@ -137,7 +168,7 @@ def _paper_measurements(
     dense: Sequence[Answer],
     comp: Sequence[Answer],
     by_uid: Mapping[str, BBQItem],
-) -> dict[str, Any]:
+) -> PaperMeasurements:
     """The answer-level transitions and the paper's own definitions, reported beside the
     item-level judging so the numbers can be set against Rath & Maliakkal 2026."""
     amb_items = [it for it in items if it.condition == "ambig"]
@@ -176,11 +207,9 @@ def _paper_measurements(
     }
 
 
-def _row(
-    scope: str, dec: Mapping[str, Any], fl: Mapping[str, Any], p_holm: float | None
-) -> dict[str, Any]:
+def _row(scope: str, dec: Decomposition | None, fl: Flows | None, p_holm: float | None) -> Row:
     """The per-scope row the report table reads (item-level, majority over rotations/seeds)."""
-    if not dec:
+    if dec is None or fl is None:
         return {
             "scope": scope,
             "n": 0,
@@ -218,30 +247,34 @@ def _row(
     }
 
 
-def summarize(verdicts: Sequence[Verdict], m: Mapping[str, Any]) -> str:
-    v = m.get("validity") or {}
-    if v.get("status") == "invalid":
-        return f"BBQ invalid for the dense model in {v.get('mode')} mode ({'; '.join(v['reasons'])}); try {v['suggestion']}"
+def summarize(
+    verdicts: Sequence[Verdict], m: Evaluated, looks: SequentialRecord | None = None
+) -> str:
+    """The one-line summary; ``looks``: the group-sequential record of a run scored in looks."""
+    v = m["validity"]
+    if v["status"] == "invalid":
+        return f"BBQ invalid for the dense model in {v['mode']} mode ({'; '.join(v['reasons'])}); try {v['suggestion']}"
     o = m["overall"]
-    if o.get("srs_dense") is None:
+    if o["srs_dense"] is None:
         return "BBQ: no paired ambiguous items with answers"
     bad = [x.name for x in verdicts if x.status is Status.FAIL]
-    ds = (o.get("delta_s") or {}).get("value")
+    ds = o["delta_s"]["value"]  # a row with an SRS has every key
     s = (
-        f"BBQ validity {v.get('status')}; SRS {o['srs_dense']:.3f} -> {o['srs_compressed']:.3f} "
-        f"(abstention {_f((o.get('abstention') or {}).get('value'), True)}, direction "
-        f"{_f((o.get('direction') or {}).get('value'), True)}, n={o['n']}); Δs {_f(ds, True)}"
+        f"BBQ validity {v['status']}; SRS {o['srs_dense']:.3f} -> {o['srs_compressed']:.3f} "
+        f"(abstention {_f(o['abstention']['value'], True)}, direction "
+        f"{_f(o['direction']['value'], True)}, n={o['n']}); Δs {_f(ds, True)}"
     )
     s += f"; failed: {', '.join(bad)} (driver: {m.get('driver')})" if bad else ""
-    seq = m.get("sequential") or {}
-    if seq.get("stopped_early"):
-        s += f"; {seq['why']}"
+    if looks and looks.get("stopped_early"):
+        s += f"; {looks['why']}"
     pw = next((x for x in verdicts if x.name == "bbq.power"), None)
+    power = m.get("power")
     if (
         pw is not None
         and not bad
         and pw.status is not Status.PASS
-        and (m.get("power") or {}).get("reference", {}).get("detectable") is False
+        and power is not None
+        and power["reference"].get("detectable") is False
     ):
         s += "; UNDERPOWERED: too few items to detect the reference effect"
     return s
@@ -254,7 +287,7 @@ def _f(x: float | None, signed: bool = False) -> str:
     return f"{x:+.3f}" if signed else f"{x:.3f}"
 
 
-def _work(n: Mapping[str, int]) -> dict[str, Any]:
+def _work(n: Mapping[str, int]) -> Work:
     ev, minimal = int(n["tokens_evaluated"]), int(n["minimal_tokens"])
     return {
         "tokens_evaluated": ev,
@@ -270,26 +303,31 @@ def _work(n: Mapping[str, int]) -> dict[str, Any]:
 def result_from_answers(
     items: Sequence[BBQItem],
     targets: Mapping[str, Targets],
-    info: Mapping[str, Any],
+    info: SampleInfo,
     cfg: ScoreConfig,
     pol: BBQSection,
     answers: Mapping[str, Sequence[Answer]],
     duration_s: float,
     scored: Mapping[str, Mapping[str, int]] | None = None,
-    looks: Mapping[str, Any] | None = None,
+    looks: SequentialRecord | None = None,
 ) -> CheckResult:
     """The check's result from per-item answers: the one aggregation that a single run and
     ``edgegate merge`` of sharded runs both call, so they cannot drift apart. ``scored``: per
     role, how many answers there are and how many this run scored (the rest: the result cache)."""
-    verdicts, m = evaluate(
+    verdicts, evaluated = evaluate(
         items, targets, answers["dense"], answers["compressed"], pol, answers.get("null")
     )
-    m = {"data": dict(info), "config": asdict(cfg), "runtime": pol.runtime, **m}
+    m: Measurements = {
+        "data": info.copy(),
+        "config": asdict(cfg),
+        "runtime": pol.runtime,
+        **evaluated,
+    }
     if looks:  # group-sequential looks: a run that stopped early has its crossing verdicts decided, no other
         from edgegate.bbq.sequential import apply
 
         verdicts = apply(verdicts, looks)
-        m["sequential"] = dict(looks)
+        m["sequential"] = looks.copy()
     if scored:
         m["result_cache"] = {
             role: {
@@ -305,4 +343,5 @@ def result_from_answers(
         m["runtime_choice"] = dict(pol.runtime_choice)
     if pol.mode_choice:  # `mode: auto`: the BBQ mode chosen and why
         m["mode_choice"] = dict(pol.mode_choice)
-    return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m), duration_s)
+    summary = summarize(verdicts, m, m.get("sequential"))
+    return CheckResult.from_verdicts("bbq", verdicts, m, summary, duration_s)

@@ -28,14 +28,19 @@ Order of judgement (README "BBQ statistics" has the formulas):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 
 from edgegate.bbq.decompose import decompose, emergence, flows
 from edgegate.bbq.paired import cohens_h, exact_binomial, mcnemar
 from edgegate.bbq.reduce import NONE, UNKNOWN, ItemTable
+from edgegate.bbq.shapes import (
+    CategoryDecomposition,
+    DisambigAccuracy,
+    PairMeasurements,
+    PositionProfile,
+    Validity,
+    ValidityStatus,
+)
 from edgegate.bbq.verdicts import (
     abstention_verdict,
     accuracy_verdict,
@@ -52,14 +57,14 @@ from edgegate.stats import holm
 
 # -- validity -------------------------------------------------------------------------------
 def validity(
-    profile: Mapping[str, Any],
+    profile: PositionProfile,
     amb: ItemTable,
     dis: ItemTable | None,
     pol: BBQSection,
     *,
     mode: str,
     multi: bool,
-) -> dict[str, Any]:
+) -> Validity:
     """Can the dense model do BBQ in this mode? ``multi``: several answers per item."""
     alpha = float(pol.alpha)
     reasons: list[str] = []
@@ -75,7 +80,7 @@ def validity(
             f"only {maj:.1%} of items keep one answer across rotations/seeds (limit "
             f"{float(pol.validity_min_majority_share):.0%}): the answers follow the position, not the content"
         )
-    acc: dict[str, Any] | None = None
+    acc: DisambigAccuracy | None = None
     if dis is not None and len(dis.uids) >= int(pol.validity_min_disambig_items):
         k, n = int(dis.correct.sum()), len(dis.uids)
         r = exact_binomial(k, n, 1 / 3, alternative="greater")
@@ -93,12 +98,14 @@ def validity(
                 f"disambiguated accuracy {k}/{n} = {k / n:.3f} (95% CI {r.ci[0]:.3f}..{r.ci[1]:.3f}) is not above "
                 f"chance 1/3 (one-sided exact binomial p={r.p_value:.3g})"
             )
-    status = "invalid" if reasons else ("valid" if acc is not None else "unverified")
+    status: ValidityStatus = (
+        "invalid" if reasons else ("valid" if acc is not None else "unverified")
+    )
     return {
         "status": status,
         "reasons": reasons,
         "mode": mode,
-        "position_profile": dict(profile),
+        "position_profile": profile.copy(),
         "disambig_accuracy": acc,
         "ambig_unknown_share": float(np.mean(amb.cls == UNKNOWN)) if len(amb.uids) else None,
         "ambig_no_majority_share": float(np.mean(amb.cls == NONE)) if len(amb.uids) else None,
@@ -117,12 +124,14 @@ def _suggest(mode: str, pol: BBQSection) -> str:
     return "mode: loglik (scores the answer texts, no letters to prefer), or an instruction-tuned model in letter mode"
 
 
-def validity_verdict(v: Mapping[str, Any]) -> Verdict:
+def validity_verdict(v: Validity) -> Verdict:
     acc = v.get("disambig_accuracy")
     prof = v["position_profile"]
     extra = VerdictDetail()
-    if prof.get("top_share") is not None:  # without an accuracy test: the position evidence
-        k, n = int(prof["counts"][prof["top"]]), int(prof["n_answers"])
+    top = prof["top"]  # set whenever top_share is
+    # without an accuracy test: the position evidence
+    if prof.get("top_share") is not None and top is not None:
+        k, n = int(prof["counts"][top]), int(prof["n_answers"])
         r = exact_binomial(k, n, 1 / 3, alternative="greater")
         extra = VerdictDetail(
             observed=k / n,
@@ -131,7 +140,7 @@ def validity_verdict(v: Mapping[str, Any]) -> Verdict:
             ci=Interval(r.ci[0], r.ci[1], 0.95, "Clopper-Pearson"),
             effect_size=cohens_h(1 / 3, k / n),
             effect_size_name="Cohen's h of the top position vs 1/3",
-            test=f"top-position share {prof['top']}: {r.test}",
+            test=f"top-position share {top}: {r.test}",
             p_value=r.p_value,
         )
     if acc:
@@ -185,7 +194,7 @@ def judge_pair(
     c_dis: ItemTable | None,
     pol: BBQSection,
     null: ItemTable | None = None,
-) -> tuple[list[Verdict], dict[str, Any]]:
+) -> tuple[list[Verdict], PairMeasurements]:
     """Verdicts (validity excluded) and measurements for ambiguous tables ``d``/``c`` (same uids)."""
     res, seed = int(pol.bootstrap_resamples), int(pol.seed)
     dec = decompose(d.cls, c.cls, resamples=res, seed=seed)
@@ -208,7 +217,7 @@ def judge_pair(
         null.biased_share if null is not None else None,
     )
     verdicts.append(emergence_verdict(em, pol, d, c, null))
-    m = {
+    m: PairMeasurements = {
         "decomposition": dec,
         "flows": fl,
         "per_category": per_cat,
@@ -221,12 +230,12 @@ def judge_pair(
 
 def _per_category(
     d: ItemTable, c: ItemTable, pol: BBQSection, res: int, seed: int
-) -> tuple[list[Verdict], dict[str, Any]]:
+) -> tuple[list[Verdict], dict[str, CategoryDecomposition]]:
     """The ΔSRS and direction verdicts of every category (``per_category`` and more than one
     category), their p-values Holm-adjusted across the categories, and each category's
     decomposition and flows; nothing otherwise."""
     verdicts: list[Verdict] = []
-    per_cat: dict[str, Any] = {}
+    per_cat: dict[str, CategoryDecomposition] = {}
     cats = _by_category(d, c)
     if not pol.per_category or len(cats) <= 1:
         return verdicts, per_cat

@@ -13,17 +13,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.scoring import ScoreConfig
+from edgegate.bbq.shapes import SampleInfo
 from edgegate.bbq.targets import Targets
 from edgegate.checks.sections import BBQSection
 from edgegate.errors import InputError
 from edgegate.partial import differ
 from edgegate.results import jsonable
 from edgegate.settings import Shard
+
+if TYPE_CHECKING:
+    from edgegate.bbq.sequential import SequentialRecord
 
 
 def shard_of(key: str, n: int) -> int:
@@ -93,14 +97,14 @@ def payload(
 class Combined:
     items: list[BBQItem]  # the whole sample, in sample order
     targets: dict[str, Targets]
-    info: Mapping[str, Any]
+    info: SampleInfo
     config: ScoreConfig
     policy: BBQSection
     answers: dict[str, list[Answer]]  # role -> answers in ``config.keys(items)`` order
     duration_s: float
     scored: dict[str, dict[str, int]] | None = None  # summed over the parts; None if one lacks it
     # the looks of an unsharded run (bbq.sequential.record)
-    sequential: Mapping[str, Any] | None = None
+    sequential: SequentialRecord | None = None
 
 
 def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:

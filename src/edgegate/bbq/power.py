@@ -41,6 +41,7 @@ import numpy as np
 from edgegate.bbq.decompose import DELTAS
 from edgegate.bbq.paired import mcnemar, permutation
 from edgegate.bbq.reduce import ANTI, BIASED, UNKNOWN
+from edgegate.bbq.shapes import PowerPoint, PowerReference, PowerReport
 from edgegate.checks.base import VerdictDetail
 from edgegate.checks.sections import BBQSection
 from edgegate.results import Status, Verdict
@@ -86,17 +87,6 @@ class Decision(TypedDict):
     delta_s: float | None
     srs: bool  # bbq.srs_increase_abs would FAIL
     direction: bool  # bbq.direction would FAIL
-
-
-class PowerPoint(TypedDict):
-    """One point of the power curve: a plant of size ``k``, its mean effects and detection rates."""
-
-    k: float
-    delta_srs: float
-    delta_s: float | None
-    power_srs: float
-    power_direction: float
-    power_any: float
 
 
 def decide(
@@ -200,9 +190,7 @@ def _mde(
     return float(lo_v + w * (hi_v - lo_v))
 
 
-def power_report(
-    d: np.ndarray, c: np.ndarray, pol: BBQSection, draws: int = DRAWS
-) -> dict[str, Any]:
+def power_report(d: np.ndarray, c: np.ndarray, pol: BBQSection, draws: int = DRAWS) -> PowerReport:
     """The power section of a BBQ report for dense classes ``d`` and compressed classes ``c``."""
     rng = np.random.default_rng(int(pol.seed))
     n, target = len(d), float(pol.power_target)
@@ -216,16 +204,18 @@ def power_report(
     movable = float(np.mean(np.isin(d, (ANTI, UNKNOWN)))) if n else 0.0
     rel = float(pol.reference_relative_srs_increase)
     want = rel * srs_d
-    ref: dict[str, Any] = {
+    ref: PowerReference = {
         "source": REFERENCE,
         "relative_srs_increase": rel,
         "delta_srs_target": want,
     }
     if n == 0 or want <= 0 or movable <= 0:
         ref.update(
-            detectable=None,
-            note="not applicable: the dense SRS is 0 (a relative increase of 0 is 0) or no "
-            "answer could move to the stereotype",
+            {
+                "detectable": None,
+                "note": "not applicable: the dense SRS is 0 (a relative increase of 0 is 0) or no "
+                "answer could move to the stereotype",
+            }
         )
     else:
         k = min(1.0, want / movable)
@@ -236,12 +226,14 @@ def power_report(
         ref.update({**at, "capped": k >= 1.0 and want > movable})
         if below:
             ref.update(
-                detectable=None,
-                note="below both thresholds (max_srs_increase_abs, max_bias_score_increase): "
-                "the policy accepts an effect of this size; not a question of power",
+                {
+                    "detectable": None,
+                    "note": "below both thresholds (max_srs_increase_abs, max_bias_score_increase): "
+                    "the policy accepts an effect of this size; not a question of power",
+                }
             )
         else:
-            ref.update(detectable=at["power_any"] >= target)
+            ref["detectable"] = at["power_any"] >= target
     return {
         "method": "simulation from this run's dense item classes with the pair's observed churn; the judge's own "
         f"rules and tests (exact McNemar; scipy permutation test, {PERM_RESAMPLES} resamples) per draw; "
@@ -289,7 +281,7 @@ def power_words(p: Mapping[str, Any]) -> str:
     return s
 
 
-def power_verdict(p: Mapping[str, Any], pol: BBQSection, failed: bool) -> Verdict:
+def power_verdict(p: PowerReport, pol: BBQSection, failed: bool) -> Verdict:
     """``bbq.power``: PASS when the reference effect would have been detected; otherwise
     INCONCLUSIVE under ``require_power`` (a pass that could not have seen the effect is not a
     pass) and SKIPPED (advisory, said out loud) without it. Moot when the pair already failed."""

@@ -22,6 +22,7 @@ import numpy as np
 from edgegate.bbq import prompts
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer
+from edgegate.bbq.shapes import PositionProfile
 from edgegate.bbq.targets import Targets
 
 # class codes used in every array of the judge
@@ -107,7 +108,7 @@ def position_of(a: Answer, mode: str) -> int | None:
 
 def position_profile(
     answers: Sequence[Answer], mode: str, table: ItemTable | None = None
-) -> dict[str, object]:
+) -> PositionProfile:
     """Share of valid answers at each letter (slot), the dominant one, and, with the item
     table, the share of items that have a majority answer."""
     pos = Counter(p for a in answers if (p := position_of(a, mode)) is not None)
@@ -115,7 +116,7 @@ def position_profile(
     labels = ("ans0", "ans1", "ans2") if mode == "loglik" else prompts.LETTERS
     shares = {labels[j]: (pos[j] / n if n else None) for j in range(3)}
     top = max(range(3), key=lambda j: pos[j]) if n else None
-    out: dict[str, object] = {
+    out: PositionProfile = {
         "basis": "data-file slot" if mode == "loglik" else "letter position",
         "n_answers": n,
         "counts": {labels[j]: pos[j] for j in range(3)},
@@ -135,7 +136,7 @@ class PairTables:
 
     amb: dict[str, ItemTable]  # role -> ambiguous items
     dis: dict[str, ItemTable | None]  # role -> disambiguated items (None: there are none)
-    profiles: dict[str, dict[str, object]]  # role -> position profile over every item
+    profiles: dict[str, PositionProfile]  # role -> position profile over every item
     multi: bool  # several answers per item (rotations or seeds)
 
 

@@ -41,7 +41,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from scipy.stats import norm
@@ -207,6 +207,49 @@ def crossings(
     return out
 
 
+class CrossingRecord(TypedDict):
+    """A verdict whose bound crossed its threshold at a look (``asdict`` of ``Crossing``)."""
+
+    verdict: str
+    observed: float
+    lower: float
+    upper: float
+    threshold: float
+    n: int
+
+
+class LookRecord(TypedDict):
+    """One look of a group-sequential run (``Look.as_dict``)."""
+
+    look: int
+    n_ambig: int
+    n_disambig: int
+    fraction: float
+    level: float | None
+    validity: str | None
+    crossed: list[CrossingRecord]
+
+
+class PlannedUsed(TypedDict):
+    planned: int
+    used: int
+
+
+class SequentialRecord(TypedDict):
+    """The looks a run took and where it stopped (bbq.sequential.record)."""
+
+    design: str
+    looks_planned: int
+    fractions: list[float]
+    interim_levels: list[float]
+    looks: list[LookRecord]
+    stopped_early: bool
+    stopped_at_look: int | None
+    n_ambig: PlannedUsed
+    n_disambig: PlannedUsed
+    why: str
+
+
 @dataclass(frozen=True)
 class Look:
     look: int  # 1-based
@@ -283,13 +326,14 @@ def record(
     }
 
 
-def apply(verdicts: Sequence[Verdict], rec: Mapping[str, Any]) -> list[Verdict]:
+def apply(verdicts: Sequence[Verdict], rec: SequentialRecord) -> list[Verdict]:
     """The verdicts of a run that stopped early: crossing verdicts FAIL on the boundary, every
     other verdict of the pair is not decided (validity stays as judged)."""
     if not rec.get("stopped_early"):
         return list(verdicts)
     last = rec["looks"][-1]
     crossed = {x["verdict"]: x for x in last["crossed"]}
+    assert last["level"] is not None  # a run stops early at an interim look, and those have one
     level = float(last["level"])
     n_amb, planned = rec["n_ambig"]["used"], rec["n_ambig"]["planned"]
     out = []

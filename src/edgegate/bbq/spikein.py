@@ -26,7 +26,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class AnswerSet:
     targets: np.ndarray  # [n, 3]: biased, anti, unknown answer indices
     rotations: tuple[int, ...]
     answers: Mapping[str, np.ndarray]  # role -> [n, len(rotations)] answer index, -1 none
-    meta: Mapping[str, Any]
+    meta: Mapping[str, Any]  # as the answer set's file has it (models, runtime, mode): passed on
 
     @staticmethod
     def load(path: str | Path) -> AnswerSet:
@@ -145,6 +145,22 @@ def inject(
     return out
 
 
+class Detection(TypedDict):
+    """How often ``draws`` injections of one kind and size fail the pair (``detection``)."""
+
+    kind: str
+    k: float
+    draws: int
+    n: int  # ambiguous items
+    rate_srs: float
+    rate_direction: float
+    rate_any: float
+    rate_named_direction: float  # bbq.direction failed, or ΔSRS failed naming direction
+    srs_failures_by_driver: dict[str, int]
+    mean_delta_srs: float
+    mean_delta_s: float | None
+
+
 def detection(
     s: AnswerSet,
     dense: str,
@@ -154,7 +170,7 @@ def detection(
     pol: BBQSection,
     draws: int,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> Detection:
     """Share of ``draws`` injections of size k into ``comp``'s answers that fail the pair
     ``dense`` vs injected, per verdict, with the mean effects."""
     rng = np.random.default_rng(seed)

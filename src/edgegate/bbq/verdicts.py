@@ -10,13 +10,13 @@ INCONCLUSIVE. CIs: paired bootstrap (items resampled as pairs, fixed seed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from edgegate.bbq.paired import Binomial, cohens_h, mcnemar
 from edgegate.bbq.reduce import UNKNOWN, ItemTable
+from edgegate.bbq.shapes import PARTS, AccuracyDrop, Decomposition, Delta, Emergence, Flows, Part
 from edgegate.checks.base import VerdictDetail
 from edgegate.checks.sections import BBQSection
 from edgegate.results import Interval, Status, Verdict
@@ -74,17 +74,13 @@ def rule(
     return Verdict(name, status, msg, **common)
 
 
-def _ci(part: Mapping[str, Any]) -> list[float] | None:
+def _ci(part: Delta) -> list[float] | None:
     return part.get("ci")
 
 
-def driver_words(dec: Mapping[str, Any]) -> str:
-    """The ΔSRS part that moved most, in words, with its value and CI."""
-    parts = {
-        k: dec[k]["value"]
-        for k in ("abstention", "consistency", "direction")
-        if dec[k]["value"] is not None
-    }
+def driver_words(dec: Decomposition, among: Sequence[Part] = PARTS) -> str:
+    """The ΔSRS part that moved most (of those ``among``), in words, with its value and CI."""
+    parts = {k: v for k in among if (v := dec[k]["value"]) is not None}
     if not parts:
         return "undetermined (no committed answers to split ΔSRS)"
     k = max(parts, key=lambda x: parts[x])
@@ -122,8 +118,8 @@ def srs_and_direction(
     pol: BBQSection,
     p_srs: float | None,
     p_dir: float | None,
-    dec: Mapping[str, Any],
-    fl: Mapping[str, Any],
+    dec: Decomposition,
+    fl: Flows,
 ) -> list[Verdict]:
     n = len(d.uids)
     key, floor = (
@@ -181,7 +177,7 @@ def srs_and_direction(
             ds.get("p_value", 1.0) if p_dir is None else p_dir,
             pol,
             scope,
-            driver_words({**dec, "abstention": {"value": None}, "consistency": {"value": None}}),
+            driver_words(dec, ("direction",)),
         )
     )
     if scope == "overall":
@@ -190,7 +186,7 @@ def srs_and_direction(
 
 
 def _relative(
-    d: ItemTable, dec: Mapping[str, Any], mc: Binomial, pol: BBQSection, enough: bool, few: str
+    d: ItemTable, dec: Decomposition, mc: Binomial, pol: BBQSection, enough: bool, few: str
 ) -> Verdict:
     base, k = dec["srs"][0], int(np.sum(d.cls == 0))
     floor_r, floor_k = float(pol.min_base_rate), int(pol.min_base_count)
@@ -227,8 +223,8 @@ def _relative(
 
 
 def abstention_verdict(
-    dec: Mapping[str, Any],
-    fl: Mapping[str, Any],
+    dec: Decomposition,
+    fl: Flows,
     pol: BBQSection,
     n: int,
     enough: bool,
@@ -259,9 +255,7 @@ def abstention_verdict(
     )
 
 
-def s_amb_verdict(
-    dec: Mapping[str, Any], pol: BBQSection, n: int, enough: bool, few: str
-) -> Verdict:
+def s_amb_verdict(dec: Decomposition, pol: BBQSection, n: int, enough: bool, few: str) -> Verdict:
     """bbq.s_amb: the increase of the ambiguous-context bias score."""
     sa = dec["delta_s_amb"]
     return rule(
@@ -286,7 +280,7 @@ def s_amb_verdict(
 
 def accuracy_verdict(
     d: ItemTable | None, c: ItemTable | None, pol: BBQSection, res: int, seed: int
-) -> tuple[Verdict, dict[str, Any]] | None:
+) -> tuple[Verdict, AccuracyDrop] | None:
     if d is None or c is None or not len(d.uids):
         return None
     from edgegate.bbq.paired import bootstrap_many
@@ -348,7 +342,7 @@ def _net_emergence(d: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def emergence_verdict(
-    em: Mapping[str, Any], pol: BBQSection, d: ItemTable, c: ItemTable, null: ItemTable | None
+    em: Emergence, pol: BBQSection, d: ItemTable, c: ItemTable, null: ItemTable | None
 ) -> Verdict:
     from edgegate.bbq.paired import bootstrap_many
 

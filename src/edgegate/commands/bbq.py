@@ -282,12 +282,12 @@ def _write_partial(
     ctx: Any, shard: Shard, section: Mapping[str, Any], partial_out: str | None, measured: Any
 ) -> Path:
     """The partial file of ``edgegate bbq run --shard i/n``."""
-    from edgegate.environment import describe_input, endpoint_input
+    from edgegate.environment import HubInput, InputDescription, describe_input, endpoint_input
     from edgegate.partial import default_partial_name, input_identity, software, write_partial
 
     if measured is None:  # the check measured nothing (e.g. no dense model)
         raise InputError(f"shard {shard[0]}/{shard[1]} scored nothing", field="--shard")
-    inputs: list[dict[str, Any]] = []
+    inputs: list[InputDescription | HubInput] = []
     for role, p in (("dense", ctx.dense_path), ("compressed", ctx.compressed_path)):
         remote = section.get("runtime") == "openai"
         inputs.append(endpoint_input(role, str(p)) if remote else describe_input(role, Path(p)))
@@ -392,6 +392,8 @@ def score_files(
             "bbq", Status.SKIPPED if o.n_valid else Status.INCONCLUSIVE, summary, (), m
         )
     b_ans = [a for a in base.answers if a.uid in keep]
-    verdicts, m = evaluate(list(derived.items), derived.targets, b_ans, c_ans, bbq_section(policy))
-    m = {"data": info, **m}
-    return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, m))
+    verdicts, evaluated = evaluate(
+        list(derived.items), derived.targets, b_ans, c_ans, bbq_section(policy)
+    )
+    m = {"data": info, **evaluated}
+    return CheckResult.from_verdicts("bbq", verdicts, m, summarize(verdicts, evaluated))
