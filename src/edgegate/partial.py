@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from edgegate.errors import InputError
-from edgegate.policy import Policy
+from edgegate.policy import Policy, ResolvedPolicy
 from edgegate.results import GateResult, jsonable
 from edgegate.settings import RunSettings, SettingsFingerprint, Shard
 
@@ -127,7 +127,7 @@ class RunOptions(TypedDict):
 class Fingerprint(TypedDict):
     """Everything that decides a shard's results of ``edgegate check`` (``fingerprint``)."""
 
-    policy: dict[str, Any]  # the resolved policy (Policy.to_dict)
+    policy: ResolvedPolicy
     inputs: list[InputIdentity]
     settings: RunOptions
     software: dict[str, str | None]

@@ -356,6 +356,7 @@ class Work(TypedDict):
     minimal_tokens: int
     efficiency: float
     definition: str
+    processes: int  # processes of the model that scored side by side
 
 
 class _Measurements(Evaluated):
