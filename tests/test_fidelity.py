@@ -485,3 +485,26 @@ def test_a_missing_fidelity_text_is_found_before_measuring(tmp_path: Path) -> No
     pol.write_text("version: 1\nchecks:\n  fidelity: {runtime: llamacpp, text: nope.txt}\n")
     code, text = run_cli("check", str(DENSE), str(WANDA), "--policy", str(pol), "-q")
     assert code == 2 and "checks.fidelity.text" in text and "nope.txt" in text, text
+
+
+@needs_llama
+def test_side_by_side_gives_the_numbers_of_in_turn() -> None:
+    """The two models' processes scoring (and handing over logits) at the same time, as a
+    2-core machine runs them, give the same bits as one after the other."""
+    opened = [
+        open_backend("llamacpp", p, n_ctx=128, threads=1, timeout=300) for p in (DENSE, WANDA)
+    ]
+    try:
+        d, c = opened
+        ch = chunk_text(d, EVAL.read_text()[:6000], 128, "chunked")
+        turn = fid.scored_pass(d, c, ch, range(len(ch.chunks)))
+        both = fid.scored_pass(d, c, ch, range(len(ch.chunks)), side_by_side=True)
+    finally:
+        for be in opened:
+            be.close()
+    assert len(both.chunks) == len(turn.chunks) > 1
+    for s, t in zip(both.chunks, turn.chunks, strict=True):
+        assert np.array_equal(s.kl, t.kl) and np.array_equal(s.top1, t.top1)
+        assert np.array_equal(s.nll_dense, t.nll_dense)
+        assert np.array_equal(s.nll_compressed, t.nll_compressed)
+    assert set(both.seconds) == {"dense", "compressed", "compare"}

@@ -27,8 +27,9 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from edgegate.backends.base import Backend
     from edgegate.perplexity import Chunking, PPLComparison
 
+T = TypeVar("T")
 # floats of one model's logits per read: 16 rows of a 262k vocabulary (64 MB once in float64)
 ROW_BUDGET = 1 << 22
 TEST = "paired bootstrap over chunks (BCa, scipy.stats.bootstrap; chunks resampled, n = chunks)"
@@ -96,9 +98,12 @@ def scored_pass(
     *,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    side_by_side: bool = False,
 ) -> PassResult:
     """Score the chunks ``indices`` with both models, keeping each chunk's logits in the
-    models' processes just long enough to compare them ``ROW_BUDGET`` floats at a time."""
+    models' processes just long enough to compare them ``ROW_BUDGET`` floats at a time.
+    ``side_by_side``: the two processes score (and hand over logits) at the same time, where
+    the cores hold both (backends/pool.py); the numbers are the same either way."""
     if dense.n_vocab != comp.n_vocab or dense.n_vocab <= 0:
         raise InputError(
             f"the models' vocabularies differ ({dense.n_vocab:,} vs {comp.n_vocab:,} tokens): "
@@ -110,29 +115,66 @@ def scored_pass(
     seconds = {"dense": 0.0, "compressed": 0.0, "compare": 0.0}
     out: list[ChunkScores] = []
     prog = progress or NullProgress()
-    with prog.task("perplexity + fidelity", total=len(indices)) as advance:
-        for k in indices:
-            chunk = chunking.chunks[k]
-            nll = {}
-            for role, be in (("dense", dense), ("compressed", comp)):
+    both = _Both(dense, comp, side_by_side)
+    try:
+        with prog.task("perplexity + fidelity", total=len(indices)) as advance:
+            for k in indices:
+                chunk = chunking.chunks[k]
+                n = len(chunk) - chunking.first
+                (nll_d, s_d), (nll_c, s_c) = both(
+                    partial(_chunk_nll, chunk=chunk, first=chunking.first, clock=clock)
+                )
+                seconds["dense"] += s_d
+                seconds["compressed"] += s_c
                 t0 = clock()
-                lp = np.asarray(be.score_tokens_kept(chunk, chunking.first), dtype=np.float64)
-                seconds[role] += clock() - t0
-                if lp.shape != (len(chunk) - chunking.first,) or not np.all(np.isfinite(lp)):
-                    raise BackendError(
-                        f"{be.runtime} returned invalid log-probabilities for a chunk"
-                    )
-                nll[role] = -lp
-            t0 = clock()
-            n = len(chunk) - chunking.first
-            kl, top1 = np.empty(n, dtype=np.float64), np.empty(n, dtype=bool)
-            for a in range(0, n, rows):
-                b = min(n, a + rows)
-                kl[a:b], top1[a:b] = compare_rows(dense.kept_logits(a, b), comp.kept_logits(a, b))
-            seconds["compare"] += clock() - t0
-            out.append(ChunkScores(nll["dense"], nll["compressed"], kl, top1))
-            advance(1)
+                kl, top1 = np.empty(n, dtype=np.float64), np.empty(n, dtype=bool)
+                for a in range(0, n, rows):
+                    b = min(n, a + rows)
+                    d, c = both(partial(_kept, start=a, stop=b))
+                    kl[a:b], top1[a:b] = compare_rows(d, c)
+                seconds["compare"] += clock() - t0
+                out.append(ChunkScores(nll_d, nll_c, kl, top1))
+                advance(1)
+    finally:
+        both.close()
     return PassResult(tuple(out), seconds)
+
+
+def _chunk_nll(
+    be: Backend, *, chunk: Sequence[int], first: int, clock: Callable[[], float]
+) -> tuple[np.ndarray, float]:
+    """One model's per-token NLLs of a chunk (its logits kept in its process), and the time."""
+    t0 = clock()
+    lp = np.asarray(be.score_tokens_kept(chunk, first), dtype=np.float64)
+    if lp.shape != (len(chunk) - first,) or not np.all(np.isfinite(lp)):
+        raise BackendError(f"{be.runtime} returned invalid log-probabilities for a chunk")
+    return -lp, clock() - t0
+
+
+def _kept(be: Backend, *, start: int, stop: int) -> np.ndarray:
+    return np.asarray(be.kept_logits(start, stop))
+
+
+class _Both:
+    """Call a function on the dense and on the compressed model: in turn, or at once on two
+    threads (each blocks on its own model's process, so the two processes work together)."""
+
+    def __init__(self, dense: Backend, comp: Backend, side_by_side: bool) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.models = (dense, comp)
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="fidelity") if side_by_side else None
+
+    def __call__(self, fn: Callable[[Backend], T]) -> tuple[T, T]:
+        if self.pool is None:
+            return fn(self.models[0]), fn(self.models[1])
+        later = self.pool.submit(fn, self.models[1])
+        first = fn(self.models[0])
+        return first, later.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 # -- aggregation ------------------------------------------------------------------------------

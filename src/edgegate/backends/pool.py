@@ -76,6 +76,24 @@ def model_bytes(path: str | Path) -> int | None:
     return None
 
 
+def cpu_processes(
+    runtime: str,
+    *,
+    threads: int | None,
+    requested: int | None = None,
+    cpus: Sequence[int] | None = None,
+) -> PoolSize:
+    """Processes of ``runtime`` the CPUs hold at once: ``requested`` (``--workers``) when
+    given, else the usable CPUs over the runtime's threads per process."""
+    if requested is not None:
+        return PoolSize(max(1, requested), "--workers")
+    if runtime not in PARALLEL_RUNTIMES:
+        return PoolSize(1, f"{runtime} runs one process per model")
+    per = threads or default_threads()
+    n = max(1, usable_cpus(cpus) // per)
+    return PoolSize(n, f"{usable_cpus(cpus)} usable CPUs at {per} threads per process")
+
+
 def scoring_processes(
     runtime: str,
     model: str | Path,
@@ -84,26 +102,23 @@ def scoring_processes(
     requested: int | None = None,
     cpus: Sequence[int] | None = None,
 ) -> PoolSize:
-    """``requested`` (the user's ``--workers``) when given; else as many processes as the
-    usable CPUs hold at the runtime's threads per process, within the free memory (one
-    copy of the model per process: repacked weights are not shared)."""
-    if requested is not None:
-        return PoolSize(max(1, requested), "--workers")
-    if runtime not in PARALLEL_RUNTIMES:
-        return PoolSize(1, f"{runtime} runs one process per model")
-    per = threads or default_threads()
-    by_cpu = max(1, usable_cpus(cpus) // per)
-    if by_cpu == 1:
-        return PoolSize(1, f"{usable_cpus(cpus)} usable CPUs at {per} threads per process")
+    """Processes to score one model on: what the CPUs hold (``cpu_processes``), within the
+    free memory (one copy of the model per process: repacked weights are not shared)."""
+    by_cpu = cpu_processes(runtime, threads=threads, requested=requested, cpus=cpus)
+    if by_cpu.processes == 1 or requested is not None:
+        return by_cpu
     size, free = model_bytes(model), available_memory()
     if size is None or free is None:
         return PoolSize(1, "free memory or model size unknown")
     # the first process is loaded anyway; each further one needs its own copy
     by_mem = 1 + int(free * 0.8 // (size + _OVERHEAD_BYTES))
-    n = min(by_cpu, by_mem)
-    why = "CPUs" if n == by_cpu else "free memory"
+    if by_mem >= by_cpu.processes:
+        return PoolSize(
+            by_cpu.processes,
+            f"{by_cpu.reason}; {free / 2**30:.1f} GiB free for a {size / 2**30:.2f} GiB model",
+        )
     return PoolSize(
-        n,
-        f"{usable_cpus(cpus)} usable CPUs at {per} threads per process; "
-        f"{free / 2**30:.1f} GiB free for a {size / 2**30:.2f} GiB model (bound: {why})",
+        by_mem,
+        f"bound by free memory: {free / 2**30:.1f} GiB for a {size / 2**30:.2f} GiB model "
+        f"({by_cpu.reason})",
     )

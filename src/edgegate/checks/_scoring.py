@@ -157,7 +157,14 @@ def run_pass(
         if fidelity:
             from edgegate.fidelity import scored_pass
 
-            res = scored_pass(pair.dense, pair.compressed, chunking, idx, progress=ctx.progress)
+            res = scored_pass(
+                pair.dense,
+                pair.compressed,
+                chunking,
+                idx,
+                progress=ctx.progress,
+                side_by_side=_side_by_side(ctx, s.runtime),
+            )
             nll = {
                 "dense": [c.nll_dense.tolist() for c in res.chunks],
                 "compressed": [c.nll_compressed.tolist() for c in res.chunks],
@@ -198,6 +205,15 @@ def run_pass(
     if fidelity:
         ctx.shared.scoring_pass = KeptPass(s.key(shard), out)
     return out
+
+
+def _side_by_side(ctx: ScoringContext, runtime: str) -> bool:
+    """Whether the two models (both loaded for the pass anyway) score at the same time: where
+    the CPUs hold two processes at the runtime's threads (backends/pool.py)."""
+    from edgegate.backends.pool import cpu_processes
+
+    got = cpu_processes(runtime, threads=ctx.settings.threads, requested=ctx.settings.workers)
+    return got.processes >= 2
 
 
 def _tokens_digest(chunking: Chunking) -> str:
