@@ -280,6 +280,7 @@ def _scoring_cost(m: BBQMeasurements) -> list[Section]:
                 str(w.get("tokens_evaluated", "—")),
                 str(w.get("minimal_tokens", "—")),
                 fmt3(w.get("efficiency")),
+                str(w.get("processes", "—")),
             ]
         )
     return [
@@ -292,6 +293,7 @@ def _scoring_cost(m: BBQMeasurements) -> list[Section]:
                 "positions evaluated",
                 "minimum needed",
                 "work efficiency",
+                "processes",
             ],
             body,
         )

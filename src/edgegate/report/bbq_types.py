@@ -206,6 +206,7 @@ class Work(TypedDict, total=False):
     tokens_evaluated: int
     minimal_tokens: int
     efficiency: float
+    processes: int
 
 
 class InGateAccuracy(TypedDict, total=False):
