@@ -375,3 +375,27 @@ def test_items_sharing_a_context_score_the_same_together_or_apart(backend: Any) 
     together = Scorer(backend, cfg).score(twins)
     apart = [Scorer(backend, cfg).score([it])[0] for it in twins]
     assert [a.detail for a in together] == [a.detail for a in apart]
+
+
+def test_answers_of_a_runtime_that_cannot_branch_are_kept_apart(
+    backend: Any, tmp_path: Path
+) -> None:
+    """The answer cache keys loglik answers by how the opened model scores them: a
+    llama-cpp-python too old to branch (simulated by the flag the backend sets) neither
+    reuses branched answers nor leaves its own where a branching run would take them."""
+    from edgegate.bbq.cache import ResultCache
+
+    items = stratified_sample(load(REAL, condition="ambig"), 4, seed=2)
+    cache = ResultCache(tmp_path / "bbq.sqlite")
+    first = Scorer(backend, ScoreConfig(mode="loglik"), cache=cache)
+    first.score(items)
+    backend.branching = False
+    try:
+        old = Scorer(backend, ScoreConfig(mode="loglik"), cache=cache)
+        old.score(items)
+    finally:
+        backend.branching = True
+    again = Scorer(backend, ScoreConfig(mode="loglik"), cache=cache)
+    again.score(items)
+    assert (first.backend_key, old.backend_key) == ("llamacpp/branched", "llamacpp")
+    assert first.n_scored == old.n_scored == len(items) and again.n_scored == 0

@@ -423,6 +423,8 @@ class LlamaCppBackend(GenericBackend):
 
     def info(self) -> dict[str, object]:
         out = super().info()
+        # how a context's answers are scored: the answer cache keys them by it
+        out["loglik_scoring"] = "branched" if self.branching else "one by one"
         out["extra_buffers"] = self.extra_buffers
         out["extra_buffers_reason"] = self._extra_buffers_why
         if (

@@ -60,6 +60,7 @@ class ScoreConfig:
 _SCORING = {("llamacpp", "loglik"): "llamacpp/branched"}
 
 
-def answer_key(runtime: str, mode: str) -> str:
-    """The result cache's backend key for answers scored by ``runtime`` in ``mode``."""
-    return _SCORING.get((runtime, mode), runtime)
+def answer_key(runtime: str, mode: str, *, branched: bool = True) -> str:
+    """The result cache's backend key for answers scored by ``runtime`` in ``mode``;
+    ``branched``: False for a llama-cpp-python too old to branch (its answers are another way's)."""
+    return _SCORING.get((runtime, mode), runtime) if branched else runtime

@@ -127,7 +127,9 @@ class Scorer:
         self.progress: Progress = progress or NullProgress()
         self.chat = backend.chat_prompt(prompts.SYSTEM, "test") is not None
         self.prompt_key = prompts.template_hash(config.mode, temperature=config.temperature)
-        self.backend_key = answer_key(backend.runtime, config.mode)
+        # from the opened model: a runtime that cannot branch keeps its answers apart
+        branched = backend.info().get("loglik_scoring", "branched") == "branched"
+        self.backend_key = answer_key(backend.runtime, config.mode, branched=branched)
         if cache is not None and model_key is None:
             model_key = cache.model_hash(backend.model_path)
         self.model_key = model_key or str(backend.model_path)
