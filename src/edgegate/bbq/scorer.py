@@ -128,7 +128,9 @@ class Scorer:
         self.chat = backend.chat_prompt(prompts.SYSTEM, "test") is not None
         self.prompt_key = prompts.template_hash(config.mode, temperature=config.temperature)
         # from the opened model: a runtime that cannot branch keeps its answers apart
-        branched = backend.info().get("loglik_scoring", "branched") == "branched"
+        # (a plugin runtime may leave out info(): its answers keep its runtime's key)
+        info = backend.info() if callable(getattr(backend, "info", None)) else {}
+        branched = info.get("loglik_scoring", "branched") == "branched"
         self.backend_key = answer_key(backend.runtime, config.mode, branched=branched)
         if cache is not None and model_key is None:
             model_key = cache.model_hash(backend.model_path)
