@@ -133,8 +133,6 @@ def run(root: Path, out_dir: Path) -> int:
         "sparsity=0.5",
         "--bbq-data",
         bbq,
-        "--threads",
-        "2",
         "--json-out",
         str(dest / "edgegate.json"),
         "--md-out",
