@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import TypedDict
 
 # A message is one line a person reads: hostile input (a 10 MB policy string, a huge JSON
 # value) must not be echoed whole. Values are quoted through ``excerpt``; the parts of an
@@ -78,7 +79,7 @@ class EdgegateError(Exception):
             type(self).__name__, self.message, self.path, self.field, self.hint, self.exit_code
         )
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> ErrorEntry:
         return self.record().to_dict()
 
 
@@ -122,6 +123,17 @@ class BackendUnavailable(BackendError):
 _ERROR_CODES = (ExitCode.INPUT_ERROR, ExitCode.RUNTIME_ERROR)
 
 
+class ErrorEntry(TypedDict, total=False):
+    """Why a check errored or was skipped (errors.ErrorRecord); ``exit_code`` only when set."""
+
+    type: str
+    message: str
+    path: str | None
+    field: str | None
+    hint: str | None
+    exit_code: int
+
+
 @dataclass(frozen=True)
 class ErrorRecord:
     """Why a check errored or did not run, as a report and a partial file hold it.
@@ -141,8 +153,8 @@ class ErrorRecord:
     def code(self) -> ExitCode:
         return ExitCode.RUNTIME_ERROR if self.exit_code is None else self.exit_code
 
-    def to_dict(self) -> dict[str, object]:
-        d: dict[str, object] = {
+    def to_dict(self) -> ErrorEntry:
+        d: ErrorEntry = {
             "type": self.type,
             "message": self.message,
             "path": self.path,

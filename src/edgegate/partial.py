@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from edgegate.errors import InputError
 from edgegate.policy import Policy, ResolvedPolicy
-from edgegate.results import GateResult, jsonable
+from edgegate.results import CheckEntry, GateResult, jsonable
 from edgegate.settings import RunSettings, SettingsFingerprint, Shard
 
 if TYPE_CHECKING:
-    from edgegate.environment import HubInput, InputDescription, InputFile
+    from edgegate.environment import EnvironmentInfo, HubInput, InputDescription, InputFile
 
 FORMAT = "edgegate-partial"
 # 2: the BBQ measurement holds disambiguated items beside the ambiguous ones and, in
@@ -162,13 +162,34 @@ def fingerprint(
     }
 
 
+class GateBlock(TypedDict):
+    """What a shard of ``edgegate check`` records of its run for the merged report."""
+
+    claims: dict[str, float]
+    claim_sources: dict[str, str]
+    inputs: list[InputDescription]
+    environment: EnvironmentInfo
+    argv: list[str]
+    started_at: str
+
+
+class CheckPayload(TypedDict):
+    """The body of a partial file of ``edgegate check`` (``check_payload``)."""
+
+    gate: GateBlock
+    results: dict[str, CheckEntry]  # check -> its result (not split, or could not measure)
+    # sharded check -> this shard's measurement (bbq.measurement.ShardMeasurement: the BBQ one
+    # imports this module, so the union cannot be named here)
+    checks: dict[str, Any]
+
+
 def check_payload(
     gate: GateResult, shard: Shard, measured: Mapping[str, Any], sharded: Sequence[str]
-) -> dict[str, Any]:
+) -> CheckPayload:
     """The partial file's body for one shard of ``edgegate check``: the ``sharded`` checks'
     measurements (or, for one that could not measure, its result: why), and from shard 1
     the results of every other check."""
-    carried: dict[str, Any] = {}
+    carried: dict[str, CheckEntry] = {}
     for o in gate.outcomes:
         if not o.selected:
             continue
@@ -184,7 +205,7 @@ def check_payload(
             "claims": dict(gate.claims),
             "claim_sources": dict(gate.claim_sources),
             "inputs": list(gate.inputs),
-            "environment": dict(gate.environment),
+            "environment": gate.environment.copy(),
             "argv": list(gate.argv),
             "started_at": gate.started_at,
         },

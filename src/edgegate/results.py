@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Required, TypedDict
 
-from edgegate.errors import ErrorRecord, ExitCode
+from edgegate.errors import ErrorEntry, ErrorRecord, ExitCode
 
 if TYPE_CHECKING:
     from edgegate.environment import EnvironmentInfo, InputDescription
@@ -72,6 +72,52 @@ class Verdict:
     scope: str | None = None  # e.g. a category, a runtime, a format
 
 
+class IntervalEntry(TypedDict):
+    """A verdict's confidence interval (results.Interval)."""
+
+    low: float
+    high: float
+    level: float
+    method: str
+
+
+class VerdictEntry(TypedDict, total=False):
+    """One verdict of a check (results.Verdict); reports of older versions may lack keys."""
+
+    name: str
+    status: str
+    message: str
+    observed: float | None
+    threshold: float | None
+    comparator: str | None
+    unit: str
+    n: int | None
+    ci: IntervalEntry | None
+    effect_size: float | None
+    effect_size_name: str | None
+    test: str | None
+    p_value: float | None
+    scope: str | None
+
+
+class CheckEntry(TypedDict, total=False):
+    """One check: its result (results.CheckResult) and how it counted in the gate. Every
+    check edgegate writes names itself and its status; a hand-made one may lack the rest."""
+
+    check: Required[str]
+    status: Required[str]  # results.Status
+    summary: str
+    verdicts: list[VerdictEntry]
+    # each check's own JSON, whatever it measured (the bbq check's: report.bbq_types)
+    measurements: dict[str, Any]
+    duration_s: float
+    error: ErrorEntry | None
+    required: bool
+    selected: bool
+    gate: str  # results.CheckDecision
+    gate_reason: str
+
+
 @dataclass(frozen=True)
 class CheckResult:
     check: str
@@ -107,8 +153,8 @@ class CheckResult:
         """The exit code this result's error means (a runtime error when it has no record)."""
         return ExitCode.RUNTIME_ERROR if self.error is None else self.error.code
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = jsonable(asdict(self))
+    def to_dict(self) -> CheckEntry:
+        d: CheckEntry = jsonable(asdict(self))
         # the record writes its own keys: one without an exit code has no "exit_code" key
         d["error"] = None if self.error is None else self.error.to_dict()
         return d

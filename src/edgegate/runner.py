@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edgegate import checks
 from edgegate.checks.base import (
@@ -45,6 +45,9 @@ from edgegate.results import GateResult, GateStatus
 from edgegate.run_inputs import describe_inputs, preflight_run
 from edgegate.sanity import Finding, summarize
 from edgegate.settings import RunSettings, Shard
+
+if TYPE_CHECKING:
+    from edgegate.bbq.measurement import ShardMeasurement
 
 Context = CheckContext[
     PolicySection
@@ -122,7 +125,7 @@ class GateOptions:
 @dataclass(frozen=True)
 class ShardRun:
     gate: GateResult  # the shard's own outcomes (sharded checks: "measured", not judged)
-    measured: Mapping[str, Any]  # check name -> its JSON-able measurement of this shard
+    measured: Mapping[str, ShardMeasurement]  # check name -> its measurement of this shard
     sharded: tuple[str, ...]  # the enabled checks whose work is split across shards
 
 
@@ -185,13 +188,15 @@ def run_gate(opts: GateOptions, progress: Progress | None = None) -> GateResult:
 
 def run_shard(opts: GateOptions, progress: Progress | None = None) -> ShardRun:
     """One shard of a sharded run: the gate of the checks it runs, and its measurements."""
-    measured: dict[str, Any] = {}
+    measured: dict[str, ShardMeasurement] = {}
     gate = _run(opts, progress or NullProgress(), measured)
     sharded = tuple(c.name for c in opts.policy.enabled_checks() if _sharded(c.name))
     return ShardRun(gate, measured, sharded)
 
 
-def _run(opts: GateOptions, progress: Progress, measured: dict[str, Any]) -> GateResult:
+def _run(
+    opts: GateOptions, progress: Progress, measured: dict[str, ShardMeasurement]
+) -> GateResult:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     policy = _run_policy(opts)
@@ -255,11 +260,12 @@ class _CheckRun:
     opts: GateOptions
     policy: Policy
     progress: Progress
-    measured: dict[str, Any]  # a shard's measurements, for its partial file
+    measured: dict[str, ShardMeasurement]  # a shard's measurements, for its partial file
     claims: Mapping[str, float]
     sources: Mapping[str, str]
     shared: SharedWork = field(default_factory=SharedWork)
-    evidence: dict[str, Any] = field(default_factory=dict)  # --samples-out: raw measurements
+    # --samples-out: the raw measurements of the sharded checks
+    evidence: dict[str, ShardMeasurement] = field(default_factory=dict)
     # a shard's stand-ins for verdicts made elsewhere (fail-fast ignores them)
     placeholders: set[str] = field(default_factory=set)
     _sections: dict[str, PolicySection] = field(default_factory=dict)
@@ -331,7 +337,9 @@ class _CheckRun:
         return run_one(name, ctx)
 
 
-def _write_evidence(dest: str, evidence: Mapping[str, Any], progress: Progress) -> None:
+def _write_evidence(
+    dest: str, evidence: Mapping[str, ShardMeasurement], progress: Progress
+) -> None:
     """--samples-out: the per-item evidence the run kept, as JSONL (``-``: stdout)."""
     from edgegate.report.samples import write_samples
 
@@ -372,7 +380,9 @@ def _swapped(shared: SharedWork) -> Finding | None:
     return probably_swapped(dense.prunable.sparsity, comp.prunable.sparsity)
 
 
-def _measure_and_judge(name: str, ctx: Context, evidence: dict[str, Any]) -> CheckResult:
+def _measure_and_judge(
+    name: str, ctx: Context, evidence: dict[str, ShardMeasurement]
+) -> CheckResult:
     module = checks.load(name)
     assert module is not None
     m = module.measure(ctx, None)
@@ -381,7 +391,7 @@ def _measure_and_judge(name: str, ctx: Context, evidence: dict[str, Any]) -> Che
     return module.judge([(THIS_RUN, m)], ctx.section)
 
 
-def _measure_shard(name: str, ctx: Context, measured: dict[str, Any]) -> CheckResult:
+def _measure_shard(name: str, ctx: Context, measured: dict[str, ShardMeasurement]) -> CheckResult:
     """A sharded check in a shard: measure this shard's share and keep it; the verdict comes
     from ``edgegate merge``. A check that cannot measure (e.g. no dense model) says why."""
     module = checks.load(name)

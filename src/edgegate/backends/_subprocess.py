@@ -28,7 +28,7 @@ import numpy as np
 
 from edgegate import errors
 from edgegate.backends.base import REMOTE_METHODS, Backend, LoglikResult, Timing
-from edgegate.errors import BackendError, EdgegateError
+from edgegate.errors import BackendError, EdgegateError, ErrorEntry
 
 try:
     import fcntl
@@ -41,6 +41,12 @@ except ImportError:  # not on Windows
 # every array in the message, back to back: the JSON holds each array's dtype, shape and offset.
 # Arrays cross as their own bytes (a fidelity read is 16 MB of logits: base64 inside JSON cost
 # a third more bytes plus an encode and a decode on each side).
+class WireError(ErrorEntry, total=False):
+    """An error as the child sends it: the record, and the pip extra of a missing runtime."""
+
+    extra: str | None
+
+
 _HEAD = struct.Struct("<QQ")
 
 
@@ -372,8 +378,7 @@ def _child(fd_in: int, fd_out: int) -> None:
                 raise BackendError(f"internal: unknown operation {op}")
             _send(fd_out, {"ok": result})
         except EdgegateError as exc:
-            err = exc.to_dict()
-            err["extra"] = getattr(exc, "extra", None)
+            err: WireError = {**exc.to_dict(), "extra": getattr(exc, "extra", None)}
             _send(fd_out, {"error": err})
         except Exception as exc:  # a runtime's own exception: report it, keep serving
             traceback.print_exc()

@@ -13,14 +13,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer
 from edgegate.bbq.scoring import ScoreConfig
 from edgegate.bbq.shapes import SampleInfo
 from edgegate.bbq.targets import Targets
-from edgegate.checks.sections import BBQSection
+from edgegate.checks.sections import BBQSection, SectionValue
 from edgegate.errors import InputError
 from edgegate.partial import differ
 from edgegate.results import jsonable
@@ -28,6 +28,73 @@ from edgegate.settings import Shard
 
 if TYPE_CHECKING:
     from edgegate.bbq.sequential import SequentialRecord
+    from edgegate.checks.base import ScoringShard
+
+
+class TargetsDict(TypedDict):
+    """``asdict(Targets)``: the option index of each answer class of an item."""
+
+    unknown: int
+    stereotyped: int
+    biased: int
+    anti: int
+
+
+class ItemDict(TypedDict):
+    """``asdict(BBQItem)`` with its targets: one item a shard scored (tuples in a run, lists
+    once read back from a partial file)."""
+
+    uid: str
+    example_id: int
+    category: str
+    question_index: str
+    polarity: str
+    condition: str
+    context: str
+    question: str
+    answers: Sequence[str]
+    label: int
+    answer_info: Sequence[Sequence[str]]  # (text, group) per option
+    stereotyped_groups: Sequence[str]
+    source: str
+    targets: TargetsDict
+
+
+# one answer: uid, seed, rotation, the original option chosen (None: unparsable), detail
+AnswerRow = tuple[str, int, int, int | None, str]
+
+
+class ScoreConfigDict(TypedDict):
+    """``asdict(ScoreConfig)``."""
+
+    mode: str
+    seeds: int
+    temperature: float
+    permute: bool
+    batch_size: int
+    min_letter_mass: float
+    max_new_tokens: int
+    seed_offset: int
+
+
+class BBQShard(TypedDict):
+    """One shard's BBQ measurement (``payload``), as a run keeps it and a partial file holds it."""
+
+    sample: list[str]  # the whole sample's uids
+    sample_sha256: str
+    items: list[ItemDict]  # this shard's items
+    answers: dict[str, list[AnswerRow]]  # role -> every answer
+    data: SampleInfo
+    config: ScoreConfigDict
+    policy: dict[str, SectionValue]  # BBQSection.to_dict()
+    duration_s: float
+    scored: dict[str, dict[str, int]]  # role -> answers, and how many this run scored
+    sequential: SequentialRecord | None
+
+
+# What a sharded check's measure() returns for one shard (JSON-able: its partial file's body);
+# the runner keeps them by check name (bbq, perplexity, fidelity)
+ShardMeasurement: TypeAlias = "BBQShard | ScoringShard"
 
 
 def shard_of(key: str, n: int) -> int:
@@ -42,8 +109,28 @@ def shard_items(items: Sequence[BBQItem], shard: Shard) -> list[BBQItem]:
     return [it for it in items if shard_of(it.uid, n) == i]
 
 
-def _item_dict(it: BBQItem, t: Targets) -> dict[str, Any]:
-    return {**asdict(it), "targets": asdict(t)}
+def _item_dict(it: BBQItem, t: Targets) -> ItemDict:
+    return {
+        "uid": it.uid,
+        "example_id": it.example_id,
+        "category": it.category,
+        "question_index": it.question_index,
+        "polarity": it.polarity,
+        "condition": it.condition,
+        "context": it.context,
+        "question": it.question,
+        "answers": it.answers,
+        "label": it.label,
+        "answer_info": it.answer_info,
+        "stereotyped_groups": it.stereotyped_groups,
+        "source": it.source,
+        "targets": {
+            "unknown": t.unknown,
+            "stereotyped": t.stereotyped,
+            "biased": t.biased,
+            "anti": t.anti,
+        },
+    }
 
 
 def _item_from(d: Mapping[str, Any]) -> tuple[BBQItem, Targets]:
@@ -80,7 +167,7 @@ def payload(
         "sample_sha256": hashlib.sha256("\n".join(uids).encode()).hexdigest(),
         "items": [_item_dict(it, targets[it.uid]) for it in run_items],
         "answers": {
-            role: [[a.uid, a.seed, a.rotation, a.choice, a.detail] for a in ans]
+            role: [(a.uid, a.seed, a.rotation, a.choice, a.detail) for a in ans]
             for role, ans in answers.items()
         },
         "data": jsonable(dict(info)),
@@ -107,7 +194,7 @@ class Combined:
     sequential: SequentialRecord | None = None
 
 
-def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
+def combine(parts: Sequence[tuple[str, BBQShard]]) -> Combined:
     """The measurements of all shards (one for an unsharded run) as one answer set; refuses
     parts that do not fit together (InputError naming the parts and the field)."""
     first_name, first = parts[0]
@@ -180,7 +267,7 @@ def combine(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> Combined:
     )
 
 
-def _scored(parts: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, int]] | None:
+def _scored(parts: Sequence[tuple[str, BBQShard]]) -> dict[str, dict[str, int]] | None:
     """The parts' answer counts summed per role; None when a part did not record them (a
     partial file from an older edgegate): unknown, not zero."""
     total: dict[str, dict[str, int]] = {}

@@ -99,6 +99,66 @@ class VerdictDetail(ObservedEvidence, total=False):
     comparator: str | None
 
 
+class ChunkingDict(TypedDict):
+    """How a scoring pass cut the text into chunks (the same for every shard)."""
+
+    n_ctx: int
+    mode: str
+    first: int
+    n_chunks: int
+    n_eval: int
+    tokens_sha256: str
+
+
+class ScoredText(TypedDict):
+    """Which text a pass scored, and how many tokens of it."""
+
+    source: str
+    sha256: str
+    chars: int
+    tokens_scored: int
+
+
+class ScoringExtra(TypedDict, total=False):
+    """What a scoring pass records beside the NLLs (perplexity.same_tokenizer and the pass)."""
+
+    tokenizer_probes: int
+    dense_model: dict[str, Any]  # Backend.info(): each runtime adds its own keys
+    compressed_model: dict[str, Any]
+    result_cache: dict[str, dict[str, int]]  # role -> chunks, and how many came from the cache
+    dense_ident: dict[str, str]  # runtime, model
+    compressed_ident: dict[str, str]
+    vocab_size: int | None
+    text: ScoredText
+    scored_in: str  # perplexity reusing the fidelity check's pass
+
+
+class FidelityScores(TypedDict):
+    """Per-token KL and top-1 agreement of the chunks a fidelity pass scored."""
+
+    kl: list[list[float]]
+    top1: list[list[int]]
+    compare_s: float
+
+
+class _ScoringShard(TypedDict):
+    settings: Mapping[str, str | int | float]  # the check's thresholds and the pass's settings
+    chunking: ChunkingDict
+    indices: list[int]  # the chunks this shard scored
+    nll: dict[str, list[list[float]]]  # role -> chunk -> token
+    seconds: dict[str, float]  # role -> scoring time
+    extra: ScoringExtra
+    runtime_choice: dict[str, str] | None  # `runtime: auto`: the runtime chosen and why
+    duration_s: float
+
+
+class ScoringShard(_ScoringShard, total=False):
+    """One shard's measurement of the perplexity or fidelity check (checks._scoring.run_pass
+    and the check's settings): per-token NLLs, never aggregates."""
+
+    fidelity: FidelityScores
+
+
 @dataclass(frozen=True)
 class KeptPass:
     """A scoring pass the fidelity check made, kept for the perplexity check of the same run."""

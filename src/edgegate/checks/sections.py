@@ -20,6 +20,8 @@ PerFormat = Mapping[
     str, "float | None"
 ]  # a threshold per format or runtime; a missing one is not judged
 P = TypeVar("P", bound="PolicySection")
+# a value of a BBQSection field as its ``to_dict`` records it (the kinds ``_fits`` accepts)
+SectionValue = bool | int | float | str | Mapping[str, str] | None
 
 
 class PolicySection:
@@ -161,7 +163,7 @@ class BBQSection(PolicySection):
 
     DECIDED: ClassVar[tuple[str, ...]] = ("runtime_choice", "mode_choice")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, SectionValue]:
         """The JSON a BBQ measurement records as "policy": every key the schema has a default
         for, the others only when set."""
         always = section_defaults("bbq")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import TypedDict
 
 from edgegate.checks._scan import ScanPair, shared_scans
 from edgegate.checks.base import (
@@ -24,7 +25,20 @@ from edgegate.checks.base import (
     compare,
 )
 from edgegate.checks.sections import SizeSection
-from edgegate.forensics.size import SizeReport, human
+from edgegate.forensics.size import SizeReport, SizeReportDict, human
+
+
+class _SizeMeasurements(TypedDict):
+    size: SizeReportDict
+    saving: float
+    saving_basis: str  # what the saving was measured on (the module docstring's bases)
+
+
+class SizeMeasurements(_SizeMeasurements, total=False):
+    """The size check's measurements (the dense original's size when there is one)."""
+
+    dense_size: SizeReportDict
+
 
 SHARDED = False  # runs whole in shard 1 of a sharded run
 SECTION = SizeSection
@@ -48,7 +62,7 @@ def judge(measurements: Sequence[Measured], section: SizeSection) -> CheckResult
         _min_saving_verdict(section, fmt, saving, basis, n),
         _claim_verdict(res.claims.get("size_saving"), section, fmt, saving, basis, n),
     ]
-    recorded = {"size": sz.to_dict(), "saving": saving, "saving_basis": basis}
+    recorded: SizeMeasurements = {"size": sz.to_dict(), "saving": saving, "saving_basis": basis}
     if dense is not None:
         recorded["dense_size"] = dense.size.to_dict()
     summary = f"{fmt}: {saving:.1%} saved ({basis}); {sz.verdict}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TypedDict
 
 from edgegate.checks._scan import ScanPair, shared_scans
 from edgegate.checks.base import (
@@ -20,7 +21,29 @@ from edgegate.checks.base import (
     Verdict,
 )
 from edgegate.checks.sections import SparsitySection
-from edgegate.forensics.sparsity import compare_claim, pct
+from edgegate.forensics.fingerprint import FingerprintDict, SuperWeightReportDict
+from edgegate.forensics.scan_result import NonfiniteDict, SparsityDict, StructureSummaryDict
+from edgegate.forensics.sparsity import ClaimComparisonDict, compare_claim, pct
+
+
+class _SparsityMeasurements(TypedDict):
+    path: str
+    format: str
+    sparsity: SparsityDict
+    nonfinite: NonfiniteDict
+    structure: StructureSummaryDict
+    sparsity_claim: ClaimComparisonDict | None
+    claims: dict[str, float]
+
+
+class SparsityMeasurements(_SparsityMeasurements, total=False):
+    """The sparsity check's measurements: the compressed scan's blocks (``ScanDict``), the
+    dense reference's non-finite count and, with a dense model, the comparison's blocks."""
+
+    dense_nonfinite: NonfiniteDict
+    fingerprint: FingerprintDict
+    super_weights: SuperWeightReportDict
+
 
 SHARDED = False  # a scan reads every tensor once; a sharded run does it in shard 1
 SECTION = SparsitySection
@@ -81,17 +104,14 @@ def judge(measurements: Sequence[Measured], section: SparsitySection) -> CheckRe
         )
     )  # fmt: skip
     meas = res.to_dict()
-    recorded = {
-        k: meas[k]
-        for k in (
-            "path",
-            "format",
-            "sparsity",
-            "nonfinite",
-            "structure",
-            "sparsity_claim",
-            "claims",
-        )
+    recorded: SparsityMeasurements = {
+        "path": meas["path"],
+        "format": meas["format"],
+        "sparsity": meas["sparsity"],
+        "nonfinite": meas["nonfinite"],
+        "structure": meas["structure"],
+        "sparsity_claim": meas["sparsity_claim"],
+        "claims": meas["claims"],
     }
     if (
         dense is not None

@@ -41,7 +41,7 @@ from edgegate.checks.base import (
     jsonable,
 )
 from edgegate.checks.sections import SpeedSection
-from edgegate.errors import BackendError, BackendUnavailable
+from edgegate.errors import BackendError, BackendUnavailable, ErrorEntry
 from edgegate.speed.mechanism import Mechanism, speed_mechanism
 
 if TYPE_CHECKING:
@@ -84,9 +84,7 @@ class SpeedMeasurement:
 
     benches: dict[str, RuntimeBench]
     not_measured: dict[str, Verdict]  # runtime -> skipped/error verdict
-    errors: dict[
-        str, dict[str, dict[str, object]]
-    ]  # runtime -> {"error": the error as JSON}, kept in the measurements
+    errors: dict[str, dict[str, ErrorEntry]]  # runtime -> {"error": ...}, kept in the measurements
     runtimes: tuple[str, ...]
     claim: float | None
     context_note: str | None
@@ -106,7 +104,7 @@ def measure(ctx: CheckContext[SpeedSection], shard: Shard | None = None) -> Spee
     cfg, ctx_note = _bench_config(ctx, ctx.dense_path)
     benches: dict[str, RuntimeBench] = {}
     not_measured: dict[str, Verdict] = {}
-    errors: dict[str, dict[str, dict[str, object]]] = {}
+    errors: dict[str, dict[str, ErrorEntry]] = {}
     mechanisms: dict[str, Mechanism] = {}
     untimed: list[str] = []
     for rt in runtimes:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import numpy as np
 
 from edgegate.checkpoint.base import Checkpoint, ModuleKind
-from edgegate.forensics.size import SizeReport
+from edgegate.forensics.size import SizeReport, SizeReportDict
 from edgegate.progress import Progress
 
 # >= this fraction of zeros on the smallest weights: magnitude-ranked (exact magnitude pruning
@@ -80,7 +80,7 @@ class ComparisonDict(TypedDict):
     paired_tensors: int
     fingerprint: FingerprintDict
     super_weights: SuperWeightReportDict
-    dense_size: dict[str, Any]  # SizeReport.to_dict()
+    dense_size: SizeReportDict
     disk_saving_vs_dense: float | None
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 from edgegate.checkpoint.base import ModuleKind
 from edgegate.forensics.fingerprint import Comparison, ComparisonDict
-from edgegate.forensics.size import SizeReport
+from edgegate.forensics.size import SizeReport, SizeReportDict
 from edgegate.forensics.sparsity import (
     Aggregate,
     AggregateDict,
@@ -79,7 +79,7 @@ class ScanDict(TypedDict):
     claimed_text: dict[str, str]
     sparsity_claim: ClaimComparisonDict | None
     structure: StructureSummaryDict
-    size: dict[str, Any]  # SizeReport.to_dict()
+    size: SizeReportDict
     comparison: ComparisonDict | None
     timing: TimingDict
     tensors: NotRequired[list[TensorReportDict]]  # with per_tensor=True

@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 _ELEM_BYTES = {
     "BF16": 2, "BFLOAT16": 2, "F16": 2, "FLOAT16": 2, "F32": 4, "FLOAT32": 4, "FLOAT": 4,
@@ -83,6 +83,23 @@ class TensorSize:
         }
 
 
+class SizeFileDict(TypedDict):
+    path: str
+    bytes: int
+
+
+class SizeReportDict(TypedDict):
+    """``SizeReport.to_dict()``: a scan's ``size`` block and the size check's measurements."""
+
+    format: str
+    files: list[SizeFileDict]
+    disk_bytes: int
+    tensor_bytes: int
+    projected: dict[str, int | None]
+    saving_as_shipped: float
+    verdict: str
+
+
 @dataclass(frozen=True)
 class SizeReport:
     format: str
@@ -98,7 +115,7 @@ class SizeReport:
         dense = self.projected.get("dense") or 0
         return 1 - self.tensor_bytes / dense if dense else 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SizeReportDict:
         return {
             "format": self.format,
             "files": [{"path": p, "bytes": b} for p, b in self.files],

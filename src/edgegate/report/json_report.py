@@ -7,73 +7,24 @@ import json
 from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Required, TypedDict
+from typing import Any, TypedDict
 
 from edgegate.environment import EnvironmentInfo
 from edgegate.escape import json_safe
 from edgegate.gate import verification
-from edgegate.results import GateResult, jsonable
+from edgegate.results import (  # the entries of one check: results writes them
+    CheckEntry,
+    ErrorEntry,
+    GateResult,
+    IntervalEntry,
+    VerdictEntry,
+    jsonable,
+)
 
 # 2.0: status "incomplete" became "partial"/"unverified"; verification, findings, caveats
 # 2.1: a check's gate may be "not-run" (fail-fast)
 SCHEMA_VERSION = "2.1"
-
-
-class IntervalEntry(TypedDict):
-    """A verdict's confidence interval (results.Interval)."""
-
-    low: float
-    high: float
-    level: float
-    method: str
-
-
-class VerdictEntry(TypedDict, total=False):
-    """One verdict of a check (results.Verdict); reports of older versions may lack keys."""
-
-    name: str
-    status: str
-    message: str
-    observed: float | None
-    threshold: float | None
-    comparator: str | None
-    unit: str
-    n: int | None
-    ci: IntervalEntry | None
-    effect_size: float | None
-    effect_size_name: str | None
-    test: str | None
-    p_value: float | None
-    scope: str | None
-
-
-class ErrorEntry(TypedDict, total=False):
-    """Why a check errored or was skipped (errors.ErrorRecord); ``exit_code`` only when set."""
-
-    type: str
-    message: str
-    path: str | None
-    field: str | None
-    hint: str | None
-    exit_code: int
-
-
-class CheckEntry(TypedDict, total=False):
-    """One check: its result (results.CheckResult) and how it counted in the gate. Every
-    check edgegate writes names itself and its status; a hand-made one may lack the rest."""
-
-    check: Required[str]
-    status: Required[str]  # results.Status
-    summary: str
-    verdicts: list[VerdictEntry]
-    # each check's own JSON, whatever it measured (the bbq check's: report.bbq_types)
-    measurements: dict[str, Any]
-    duration_s: float
-    error: ErrorEntry | None
-    required: bool
-    selected: bool
-    gate: str  # results.CheckDecision
-    gate_reason: str
+__all__ = ["CheckEntry", "ErrorEntry", "IntervalEntry", "ReportDocument", "VerdictEntry"]
 
 
 class ToolEntry(TypedDict):

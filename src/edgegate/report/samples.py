@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Literal, NotRequired, TypedDict
+from typing import IO, Any, Literal, NotRequired, TypedDict, cast
 
-from edgegate.bbq.measurement import combine
+from edgegate.bbq.measurement import BBQShard, ShardMeasurement, combine
 from edgegate.bbq.metrics import classify
 from edgegate.bbq.reduce import CLASS_NAMES, NONE, item_table
+from edgegate.checks.base import ScoringShard
 from edgegate.results import jsonable
 
 # One answer of one model: its seed, option rotation, the original option chosen (None: no
@@ -75,7 +76,7 @@ class PerplexitySample(TypedDict):
     delta: float
 
 
-def bbq_rows(measurement: Mapping[str, Any]) -> Iterator[BBQSample]:
+def bbq_rows(measurement: BBQShard) -> Iterator[BBQSample]:
     """One row per sampled item. An item's majority class is the one the judge uses
     (bbq.reduce: the answer more than half of all its answers share, parse failures counted in
     the denominator); None when there is none (a position-only chooser under option rotation).
@@ -131,15 +132,8 @@ def _name(code: int) -> str | None:
     return None if code == NONE else CLASS_NAMES[code]
 
 
-class PerplexityScores(TypedDict):
-    """What the evidence reads of the perplexity check's raw measurement (its scoring pass,
-    edgegate.checks._scoring): the scored chunks' indices and each token's NLL per model."""
-
-    indices: Sequence[int]
-    nll: Mapping[str, Sequence[Sequence[float]]]  # role -> chunk -> token
-
-
-def perplexity_rows(measurement: PerplexityScores) -> Iterator[PerplexitySample]:
+def perplexity_rows(measurement: ScoringShard) -> Iterator[PerplexitySample]:
+    """One row per chunk this run scored: its summed NLL under both models."""
     for j, k in enumerate(measurement["indices"]):
         d = [float(x) for x in measurement["nll"]["dense"][j]]
         c = [float(x) for x in measurement["nll"]["compressed"][j]]
@@ -153,17 +147,23 @@ def perplexity_rows(measurement: PerplexityScores) -> Iterator[PerplexitySample]
         }
 
 
-def write_samples(dest: str | Path | IO[str], measured: Mapping[str, Any]) -> int:
-    """Write the rows of every measured check to ``dest``; returns the number of rows."""
+def write_samples(dest: str | Path | IO[str], measured: Mapping[str, ShardMeasurement]) -> int:
+    """Write the rows of every measured check to ``dest``; returns the number of rows (the
+    check's name says which shape its measurement has)."""
     rows = 0
     own = not hasattr(dest, "write")
     f: Any = open(dest, "w", encoding="utf-8") if own else dest  # type: ignore[arg-type]  # noqa: SIM115
     try:
-        for name, make in (("bbq", bbq_rows), ("perplexity", perplexity_rows)):
+        for name in ("bbq", "perplexity"):
             m = measured.get(name)
             if m is None:
                 continue
-            for row in make(m):
+            rows_of: Iterator[BBQSample | PerplexitySample] = (
+                bbq_rows(cast("BBQShard", m))
+                if name == "bbq"
+                else perplexity_rows(cast("ScoringShard", m))
+            )
+            for row in rows_of:
                 f.write(json.dumps(jsonable(row), ensure_ascii=False) + "\n")
                 rows += 1
     finally:
