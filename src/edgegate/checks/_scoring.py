@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from edgegate.checks.base import CheckContext, DataInput, DataInputs, KeptPass, Shard, jsonable
+from edgegate.checks.base import (
+    CheckContext,
+    DataInput,
+    DataInputs,
+    FidelityScores,
+    KeptPass,
+    ScoringPass,
+    ScoringPassBody,
+    Shard,
+    jsonable,
+)
 from edgegate.checks.sections import FidelitySection, PerplexitySection
 from edgegate.errors import DatasetError
 from edgegate.settings import RunSettings
@@ -133,9 +143,7 @@ def setup(ctx: ScoringContext, check: str) -> Setup | None:
     return Setup(runtime, requested, int(n_ctx), str(mode), body, text_id, models, choice)
 
 
-def run_pass(
-    ctx: ScoringContext, s: Setup, shard: Shard | None, *, fidelity: bool
-) -> dict[str, Any]:
+def run_pass(ctx: ScoringContext, s: Setup, shard: Shard | None, *, fidelity: bool) -> ScoringPass:
     """Score this shard's chunks with both models: per-token NLLs (and, with ``fidelity``, KL
     and top-1 agreement), JSON-able. With ``fidelity`` the result is kept in ``ctx.shared``."""
     from edgegate import perplexity as ppl
@@ -153,7 +161,7 @@ def run_pass(
         chunking = ppl.chunk_text(pair.dense, s.body, s.n_ctx, s.mode)  # type: ignore[arg-type]
         i, n = shard or (1, 1)
         idx = [k for k in range(len(chunking.chunks)) if k % n == i - 1]
-        out: dict[str, Any] = {}
+        fid: FidelityScores | None = None
         if fidelity:
             from edgegate.fidelity import scored_pass
 
@@ -170,7 +178,7 @@ def run_pass(
                 "compressed": [c.nll_compressed.tolist() for c in res.chunks],
             }
             seconds = {r: res.seconds[r] for r in ("dense", "compressed")}
-            out["fidelity"] = {
+            fid = {
                 "kl": [c.kl.tolist() for c in res.chunks],
                 "top1": [c.top1.astype(int).tolist() for c in res.chunks],
                 "compare_s": res.seconds["compare"],
@@ -183,25 +191,24 @@ def run_pass(
             extra[f"{role}_ident"] = {"runtime": str(be.runtime), "model": str(be.model_path)}
         extra["vocab_size"] = int(pair.dense.n_vocab or 0) or None
     extra["text"] = {**s.text_id, "tokens_scored": sum(len(ch) for ch in chunking.chunks)}
-    digest = _tokens_digest(chunking)
-    out.update(
-        {
-            "chunking": {
-                "n_ctx": chunking.n_ctx,
-                "mode": chunking.mode,
-                "first": chunking.first,
-                "n_chunks": len(chunking.chunks),
-                "n_eval": sum(len(ch) for ch in chunking.chunks),
-                "tokens_sha256": digest,
-            },
-            "indices": idx,
-            "nll": nll,
-            "seconds": seconds,
-            "extra": jsonable(extra),
-            "runtime_choice": s.choice.as_dict() if s.choice else None,  # the report says why
-            "duration_s": time.perf_counter() - t0,
-        }
-    )
+    body: ScoringPassBody = {
+        "chunking": {
+            "n_ctx": chunking.n_ctx,
+            "mode": chunking.mode,
+            "first": chunking.first,
+            "n_chunks": len(chunking.chunks),
+            "n_eval": sum(len(ch) for ch in chunking.chunks),
+            "tokens_sha256": _tokens_digest(chunking),
+        },
+        "indices": idx,
+        "nll": nll,
+        "seconds": seconds,
+        "extra": jsonable(extra),
+        "runtime_choice": s.choice.as_dict() if s.choice else None,  # the report says why
+        "duration_s": time.perf_counter() - t0,
+    }
+    # the fidelity numbers first, as the partial files have always had them
+    out: ScoringPass = {"fidelity": fid, **body} if fid is not None else {**body}
     if fidelity:
         ctx.shared.scoring_pass = KeptPass(s.key(shard), out)
     return out
@@ -276,7 +283,7 @@ def _nll_pass(
     return nll, seconds, kept
 
 
-def reuse(ctx: ScoringContext, s: Setup, shard: Shard | None) -> dict[str, Any] | None:
+def reuse(ctx: ScoringContext, s: Setup, shard: Shard | None) -> ScoringPass | None:
     """The pass the fidelity check already made with the same key, or None."""
     kept = ctx.shared.scoring_pass
     return kept.measured if kept is not None and kept.key == s.key(shard) else None

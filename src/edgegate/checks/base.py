@@ -141,8 +141,7 @@ class FidelityScores(TypedDict):
     compare_s: float
 
 
-class _ScoringShard(TypedDict):
-    settings: Mapping[str, str | int | float]  # the check's thresholds and the pass's settings
+class ScoringPassBody(TypedDict):
     chunking: ChunkingDict
     indices: list[int]  # the chunks this shard scored
     nll: dict[str, list[list[float]]]  # role -> chunk -> token
@@ -152,11 +151,18 @@ class _ScoringShard(TypedDict):
     duration_s: float
 
 
-class ScoringShard(_ScoringShard, total=False):
-    """One shard's measurement of the perplexity or fidelity check (checks._scoring.run_pass
-    and the check's settings): per-token NLLs, never aggregates."""
+class ScoringPass(ScoringPassBody, total=False):
+    """What one scoring pass over a shard's chunks measured (checks._scoring.run_pass): per-token
+    NLLs of both models, and with the fidelity check per-token KL and top-1 agreement."""
 
     fidelity: FidelityScores
+
+
+class ScoringShard(ScoringPass):
+    """One shard's measurement of the perplexity or fidelity check: the pass and the check's
+    settings; per-token numbers, never aggregates."""
+
+    settings: Mapping[str, str | int | float]  # the check's thresholds and the pass's settings
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,7 @@ class KeptPass:
     """A scoring pass the fidelity check made, kept for the perplexity check of the same run."""
 
     key: str  # runtime, models, text, n_ctx, mode and shard: reused only on an exact match
-    measured: dict[str, Any]
+    measured: ScoringPass
 
 
 @dataclass

@@ -27,6 +27,7 @@ from edgegate.checks.base import (
     Measured,
     Needs,
     RuntimeUse,
+    ScoringPass,
     Shard,
     Status,
     Verdict,
@@ -74,7 +75,8 @@ def measure(
     shared = _scoring.reuse(ctx, s, shard)
     if shared is None:
         return {"settings": settings, **_scoring.run_pass(ctx, s, shard, fidelity=False)}
-    out = {k: v for k, v in shared.items() if k != "fidelity"}
+    out: ScoringPass = {**shared}
+    out.pop("fidelity", None)
     # the pass's time is the fidelity check's; this check took none of its own
     out["extra"] = {
         **out["extra"],
