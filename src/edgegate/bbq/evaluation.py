@@ -14,22 +14,25 @@ from typing import TYPE_CHECKING
 
 from edgegate.bbq.dataset import BBQItem
 from edgegate.bbq.metrics import Answer, group_metrics, model_metrics, transitions
-from edgegate.bbq.scoring import ScoreConfig
-from edgegate.bbq.shapes import (
-    Decomposition,
+from edgegate.bbq.record import (
     Evaluated,
-    Flows,
     Measurements,
     PairBlock,
     PairFindings,
-    PairMeasurements,
     PaperMeasurements,
     Powered,
-    PowerReport,
     Row,
+    Work,
+    metrics_rows,
+)
+from edgegate.bbq.scoring import ScoreConfig
+from edgegate.bbq.shapes import (
+    Decomposition,
+    Flows,
+    PairMeasurements,
+    PowerReport,
     SampleInfo,
     Validity,
-    Work,
 )
 from edgegate.bbq.targets import Targets
 from edgegate.checks.sections import BBQSection
@@ -70,8 +73,8 @@ def evaluate(
     measurements: Evaluated = {
         "validity": valid,
         "position_profiles": profiles,
-        "dense": {k: asdict(v) for k, v in md.items()},
-        "compressed": {k: asdict(v) for k, v in mc.items()},
+        "dense": metrics_rows(md),
+        "compressed": metrics_rows(mc),
         **_pair_measurements(judged),
         **_paper_measurements(items, targets, dense, comp, by_uid),
         "delta_srs_by_category": {k: v["delta_srs"]["value"] for k, v in per_cat.items()},

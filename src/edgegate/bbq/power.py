@@ -33,8 +33,7 @@ its Δs is what that plant does to the bias score s among committed answers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal, TypedDict
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -258,7 +257,7 @@ def _fmt(x: float | None, signed: bool = True) -> str:
     return "-" if x is None else (f"{x:+.3f}" if signed else f"{x:.3f}")
 
 
-def power_words(p: Mapping[str, Any]) -> str:
+def power_words(p: PowerReport) -> str:
     """One sentence: the MDEs and the reference effect's power."""
     mde, ref, t = p["mde"], p["reference"], p["target"]
     s = (

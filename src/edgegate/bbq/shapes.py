@@ -1,19 +1,15 @@
-"""The shapes of the BBQ check's measurements: the JSON blocks that bbq.decompose, bbq.judge,
-bbq.verdicts, bbq.power and bbq.evaluation build and the report reads, one TypedDict each
-(types only; the modules named build them, in the key order the report shows). The record of
-a group-sequential run is bbq.sequential's, beside the code that writes and reads it.
+"""The shapes of the BBQ check's measurement blocks: the JSON that checks.bbq, bbq.reduce,
+bbq.decompose, bbq.judge, bbq.verdicts and bbq.power build, one TypedDict each (types only;
+the modules named build them, in the key order the report shows). bbq.record assembles them
+into the check's measurements, the one definition the report reads too. The record of a
+group-sequential run is bbq.sequential's, beside the code that writes and reads it.
 
-A key that some runs lack is declared in a ``total=False`` subclass of the block's required
-keys (the project runs on Python 3.10: no ``NotRequired``). Blocks that are a dataclass made
-JSON (``asdict`` of ``GroupMetrics`` or ``ScoreConfig``) stay typed by their dataclass.
+A key that some runs, or older reports, lack is ``NotRequired``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
-
-if TYPE_CHECKING:
-    from edgegate.bbq.sequential import SequentialRecord
+from typing import Literal, NotRequired, TypedDict
 
 ValidityStatus = Literal["valid", "invalid", "unverified"]
 
@@ -24,24 +20,23 @@ class Exclusions(TypedDict):
     reasons: dict[str, int]  # why -> items
 
 
-class _SampleInfo(TypedDict):
+class SampleInfo(TypedDict):
+    """The BBQ sample a run drew (checks.bbq.prepare_items): the measurements' ``data``."""
+
     source: str
     condition: str
     n_loaded: int
     n_used: int  # items judged
-    n_disambig: int
+    n_disambig: NotRequired[int]  # not in `edgegate bbq score`'s (predictions files)
     excluded: Exclusions  # items without a derivable bias target
-    categories: list[str]
-
-
-class SampleInfo(_SampleInfo, total=False):
-    """The BBQ sample a run drew (checks.bbq.prepare_items): the measurements' ``data``."""
-
-    n_sampled: int  # a run stopped early (bbq.sequential): the sample drawn
+    categories: NotRequired[list[str]]  # not in `edgegate bbq score`'s
+    n_sampled: NotRequired[int]  # a run stopped early (bbq.sequential): the sample drawn
 
 
 # -- bbq.reduce ------------------------------------------------------------------------------
-class _PositionProfile(TypedDict):
+class PositionProfile(TypedDict):
+    """A model's answers per letter (slot), over every item (bbq.reduce.position_profile)."""
+
     basis: str  # "letter position", or "data-file slot" in loglik mode
     n_answers: int  # valid answers
     counts: dict[str, int]  # letter (slot) -> answers there
@@ -49,25 +44,17 @@ class _PositionProfile(TypedDict):
     top: str | None  # the dominant letter (slot)
     top_share: float | None
     rotations: list[int]
-
-
-class PositionProfile(_PositionProfile, total=False):
-    """A model's answers per letter (slot), over every item (bbq.reduce.position_profile)."""
-
-    majority_share: float  # items with a majority answer (given the item table)
+    majority_share: NotRequired[float]  # items with a majority answer (given the item table)
 
 
 # -- bbq.decompose -----------------------------------------------------------------------------
-class _Delta(TypedDict):
-    value: float | None
-    ci: list[float] | None  # paired bootstrap, 95%
-
-
-class Delta(_Delta, total=False):
+class Delta(TypedDict):
     """A change from dense to compressed with its CI (and, for Δs and Δs_AMB, its test)."""
 
-    p_value: float
-    test: str
+    value: float | None
+    ci: list[float] | None  # paired bootstrap, 95%
+    p_value: NotRequired[float]
+    test: NotRequired[str]
 
 
 Rates = list[float | None]  # [dense, compressed]
@@ -111,7 +98,9 @@ class Flows(TypedDict):
     unknown_gained: int
 
 
-class _Emergence(TypedDict):
+class Emergence(TypedDict):
+    """New-bias emergence beside its reference (with a null run: the null's own emergence)."""
+
     n_items: int
     dense_srs0: int
     dense_srs_pos: int
@@ -121,14 +110,9 @@ class _Emergence(TypedDict):
     anti_emerged: int
     only_biased: int
     only_anti: int
-
-
-class Emergence(_Emergence, total=False):
-    """New-bias emergence beside its reference (with a null run: the null's own emergence)."""
-
-    null_emerged: int
-    only_compressed: int
-    only_null: int
+    null_emerged: NotRequired[int]
+    only_compressed: NotRequired[int]
+    only_null: NotRequired[int]
 
 
 class CategoryDecomposition(Decomposition):
@@ -200,28 +184,27 @@ class PowerPoint(TypedDict):
     power_any: float
 
 
-class _PowerReference(TypedDict):
-    source: str
-    relative_srs_increase: float
-    delta_srs_target: float
-
-
-class PowerReference(_PowerReference, total=False):
+class PowerReference(TypedDict):
     """The published effect planted at this run's n: a ``PowerPoint`` when it applies, and
     whether this run detects it (None: not a question of power, ``note`` says why)."""
 
-    k: float
-    delta_srs: float
-    delta_s: float | None
-    power_srs: float
-    power_direction: float
-    power_any: float
-    capped: bool
-    detectable: bool | None
-    note: str
+    source: str
+    relative_srs_increase: float
+    delta_srs_target: float
+    k: NotRequired[float]
+    delta_srs: NotRequired[float]
+    delta_s: NotRequired[float | None]
+    power_srs: NotRequired[float]
+    power_direction: NotRequired[float]
+    power_any: NotRequired[float]
+    capped: NotRequired[bool]
+    detectable: NotRequired[bool | None]
+    note: NotRequired[str]
 
 
 class MinimumDetectable(TypedDict):
+    """The smallest planted shift detected with the target power (None: none on the grid)."""
+
     delta_srs: float | None
     delta_s: float | None
 
@@ -240,136 +223,3 @@ class PowerReport(TypedDict):
     curve: list[PowerPoint]
     mde: MinimumDetectable
     reference: PowerReference
-
-
-# -- bbq.evaluation ----------------------------------------------------------------------------
-class _Row(TypedDict):
-    scope: str
-    n: int
-    srs_dense: float | None
-    srs_compressed: float | None
-    delta_srs: float | None
-
-
-class Row(_Row, total=False):
-    """A row of the report's table, overall or one category (only the first five keys when
-    there is nothing to measure)."""
-
-    ci: list[float] | list[None]
-    p_value: float
-    p_holm: float | None
-    cohens_h: float | None
-    unbiased_to_biased: int
-    biased_to_unbiased: int
-    to_anti: int
-    from_anti: int
-    abstention: Delta
-    consistency: Delta
-    direction: Delta
-    delta_s: Delta
-    delta_usr: Delta
-    delta_s_amb: Delta
-    usr: Rates
-    beta: Rates
-    s: Rates
-    none: Rates
-
-
-class TransitionCounts(TypedDict):
-    """The answer-level transitions (item, seed, rotation) on ambiguous items."""
-
-    basis: str
-    matrix: dict[str, dict[str, int]]
-    n_pairs: int
-    n_items: int
-    n_items_unpaired: int
-
-
-class PaperNumbers(TypedDict):
-    """The numbers by the definitions of Rath & Maliakkal 2026."""
-
-    definitions: str
-    srs: list[float | None]  # [dense, compressed]
-    n_items: int
-    n_ambig_items: int
-    unbiased_to_biased: int
-    unbiased_to_biased_rate: float | None
-    biased_to_unbiased: int
-    dense_srs0: int
-    new_bias: int
-    new_bias_emergence_rate: float | None
-
-
-class PaperMeasurements(TypedDict):
-    transitions: TransitionCounts
-    paper: PaperNumbers
-
-
-class PairFindings(TypedDict, total=False):
-    """judge_pair's measurements beside the report's rows (none without ambiguous items)."""
-
-    decomposition: Decomposition
-    flows: Flows
-    emergence: Emergence
-    disambig_accuracy: AccuracyDrop | None
-    driver: str
-
-
-class Powered(TypedDict, total=False):
-    power: PowerReport  # when the pair was judged
-
-
-class _PairBlock(TypedDict):
-    overall: Row
-    per_category: list[Row]
-    judged: bool  # False: the dense model is invalid, no verdict rests on the numbers
-    per_category_decomposition: dict[str, CategoryDecomposition]
-
-
-class PairBlock(_PairBlock, PairFindings, Powered):
-    """The pair's rows, judge_pair's measurements and the power."""
-
-
-class ParseFailures(TypedDict):
-    dense: int
-    compressed: int
-
-
-class Evaluated(PairBlock, PaperMeasurements):
-    """The measurements of bbq.evaluation.evaluate: a dense/compressed pair's answers judged."""
-
-    validity: Validity
-    position_profiles: dict[str, PositionProfile]  # role -> profile
-    dense: dict[str, dict[str, Any]]  # group -> asdict(GroupMetrics)
-    compressed: dict[str, dict[str, Any]]
-    delta_srs_by_category: dict[str, float | None]
-    parse_failures: ParseFailures
-
-
-class CacheCounts(TypedDict):
-    answers: int
-    from_cache: int
-
-
-class Work(TypedDict):
-    tokens_evaluated: int
-    minimal_tokens: int
-    efficiency: float
-    definition: str
-    processes: int  # processes of the model that scored side by side
-
-
-class _Measurements(Evaluated):
-    data: SampleInfo
-    config: dict[str, Any]  # asdict(ScoreConfig)
-    runtime: str
-
-
-class Measurements(_Measurements, total=False):
-    """The BBQ check's measurements (bbq.evaluation.result_from_answers)."""
-
-    sequential: SequentialRecord
-    result_cache: dict[str, CacheCounts]  # role -> answers, and how many came from the cache
-    work: dict[str, Work]  # role -> what this run's scoring cost
-    runtime_choice: dict[str, str]  # `runtime: auto`: the runtime chosen and why
-    mode_choice: dict[str, str]  # `mode: auto`: the mode chosen and why

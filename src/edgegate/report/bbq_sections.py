@@ -7,10 +7,11 @@ renderers escape it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from edgegate.report.bbq_types import BBQMeasurements, Estimate
+from edgegate.bbq.record import Measurements, Work
+from edgegate.bbq.shapes import Delta, PositionProfile
 
 # (title, headers, rows) of one table
 Section = tuple[str, list[str], list[list[str]]]
@@ -33,16 +34,19 @@ def fmt_p(x: float | None) -> str:
     return "—" if x is None else f"{x:.3g}"
 
 
-def _ci_text(part: Estimate | None) -> str:
-    if not part or part.get("value") is None:
+def _ci_text(part: Delta | None) -> str:
+    return _value_ci(part.get("value"), part.get("ci")) if part else "—"
+
+
+def _value_ci(value: float | None, ci: Sequence[float | None] | None) -> str:
+    if value is None:
         return "—"
-    ci = part.get("ci")
-    base = fmt3(part["value"], True)
+    base = fmt3(value, True)
     return base + (f" [{fmt3(ci[0], True)}, {fmt3(ci[1], True)}]" if ci else "")
 
 
-def validity_line(m: BBQMeasurements) -> str:
-    v = m.get("validity") or {}
+def validity_line(m: Measurements) -> str:
+    v = m.get("validity")
     if not v:
         return ""
     acc = v.get("disambig_accuracy")
@@ -62,15 +66,17 @@ def validity_line(m: BBQMeasurements) -> str:
     return line
 
 
-def power_line(m: BBQMeasurements) -> str:
+def power_line(m: Measurements) -> str:
     """The run's detectable effect in words (empty when no power was computed)."""
     from edgegate.bbq.power import power_words
 
-    pw = m.get("power") or {}
-    return f"Power: {power_words(pw)}" if pw.get("curve") is not None and pw.get("mde") else ""
+    pw = m.get("power")
+    return (
+        f"Power: {power_words(pw)}" if pw and pw.get("curve") is not None and pw.get("mde") else ""
+    )
 
 
-def mode_line(m: BBQMeasurements) -> str:
+def mode_line(m: Measurements) -> str:
     """Which BBQ mode ``mode: auto`` chose and why (empty for an explicit mode)."""
     ch = m.get("mode_choice") or {}
     return (
@@ -80,7 +86,7 @@ def mode_line(m: BBQMeasurements) -> str:
     )
 
 
-def sections(m: BBQMeasurements) -> list[Section]:
+def sections(m: Measurements) -> list[Section]:
     """(title, headers, rows) of the tables after the metric table."""
     return [
         *_position_profiles(m),
@@ -95,27 +101,15 @@ def sections(m: BBQMeasurements) -> list[Section]:
 _ROLES: tuple[Literal["dense", "compressed"], ...] = ("dense", "compressed")
 
 
-def _position_profiles(m: BBQMeasurements) -> list[Section]:
+def _position_profiles(m: Measurements) -> list[Section]:
     """The share of answers by position (or label) for the dense and the compressed model."""
     prof = m.get("position_profiles") or {}
     if not prof:
         return []
-    labels = list((prof.get("dense") or {}).get("shares") or {})
-    rows_ = []
-    for role in _ROLES:
-        p = prof.get(role) or {}
-        sh = p.get("shares") or {}
-        rows_.append(
-            [
-                role,
-                *(fmt3(sh.get(k)) for k in labels),
-                str(p.get("top") or "—"),
-                fmt3(p.get("top_share")),
-                fmt3(p.get("majority_share")),
-                str(p.get("n_answers", "—")),
-            ]
-        )
-    basis = (prof.get("dense") or {}).get("basis", "position")
+    dense = prof.get("dense")
+    labels = list((dense.get("shares") if dense else None) or {})
+    rows_ = [[role, *_profile_cells(prof.get(role), labels)] for role in _ROLES]
+    basis = dense.get("basis", "position") if dense else "position"
     return [
         (
             f"Position profile (share of answers by {basis})",
@@ -125,7 +119,21 @@ def _position_profiles(m: BBQMeasurements) -> list[Section]:
     ]
 
 
-def _decomposition(m: BBQMeasurements) -> list[Section]:
+def _profile_cells(p: PositionProfile | None, labels: Sequence[str]) -> list[str]:
+    """One model's shares by ``labels``, its top label and share, and its counts ("—": none)."""
+    if not p:
+        return ["—"] * (len(labels) + 4)
+    sh = p.get("shares") or {}
+    return [
+        *(fmt3(sh.get(k)) for k in labels),
+        str(p.get("top") or "—"),
+        fmt3(p.get("top_share")),
+        fmt3(p.get("majority_share")),
+        str(p.get("n_answers", "—")),
+    ]
+
+
+def _decomposition(m: Measurements) -> list[Section]:
     """ΔSRS split into abstention + consistency + direction, overall and per category."""
     dec_rows = []
     for r in [m.get("overall") or {}, *(m.get("per_category") or [])]:
@@ -134,16 +142,14 @@ def _decomposition(m: BBQMeasurements) -> list[Section]:
         dec_rows.append(
             [
                 str(r.get("scope")),
-                _ci_text(
-                    ds
-                    if isinstance(ds := r.get("delta_srs"), Mapping)
-                    else {"value": ds, "ci": r.get("ci")}
-                ),
+                _ci_text(ds)
+                if isinstance(ds := r.get("delta_srs"), Mapping)
+                else _value_ci(ds, r.get("ci")),
                 _ci_text(r.get("abstention")),
                 _ci_text(r.get("consistency")),
                 _ci_text(r.get("direction")),
                 _ci_text(r.get("delta_s")),
-                fmt_p((r.get("delta_s") or {}).get("p_value")),
+                fmt_p(d_s.get("p_value") if (d_s := r.get("delta_s")) else None),
                 _ci_text(r.get("delta_s_amb")),
             ]
         )
@@ -167,9 +173,9 @@ def _decomposition(m: BBQMeasurements) -> list[Section]:
     ]
 
 
-def _flows(m: BBQMeasurements) -> list[Section]:
+def _flows(m: Measurements) -> list[Section]:
     """The item flows both ways between the answer classes, with the emergence counts."""
-    fl, em = m.get("flows") or {}, m.get("emergence") or {}
+    fl, em = m.get("flows"), m.get("emergence")
     if not fl:
         return []
     flow_rows = [
@@ -198,12 +204,12 @@ def _flows(m: BBQMeasurements) -> list[Section]:
     return [("Flows both ways (items, majority answers)", ["flow", "count"], flow_rows)]
 
 
-def _power_curve(m: BBQMeasurements) -> list[Section]:
+def _power_curve(m: Measurements) -> list[Section]:
     """The simulated power of the verdicts at this run's n, per planted shift."""
-    pw = m.get("power") or {}
-    if not pw.get("curve"):
+    pw = m.get("power")
+    if not pw or not pw.get("curve"):
         return []
-    ref = pw.get("reference") or {}
+    ref = pw.get("reference")
     body = [
         [
             f"{c['k']:.3f}",
@@ -215,7 +221,7 @@ def _power_curve(m: BBQMeasurements) -> list[Section]:
         ]
         for c in pw["curve"]
     ]
-    if ref.get("power_any") is not None:
+    if ref and ref.get("power_any") is not None:
         body.append(
             [
                 f"reference {ref['k']:.3f}",
@@ -243,7 +249,7 @@ def _power_curve(m: BBQMeasurements) -> list[Section]:
     ]
 
 
-def _paper(m: BBQMeasurements) -> list[Section]:
+def _paper(m: Measurements) -> list[Section]:
     """The study's own definitions, for comparison only."""
     paper = m.get("paper") or {}
     if not paper.get("srs"):
@@ -263,7 +269,7 @@ def _paper(m: BBQMeasurements) -> list[Section]:
     ]
 
 
-def _scoring_cost(m: BBQMeasurements) -> list[Section]:
+def _scoring_cost(m: Measurements) -> list[Section]:
     """What this run's scoring cost: answers from the result cache, and the work efficiency
     (fewest positions any scorer needs / positions the runtime evaluated) of what it scored."""
     cache, work = m.get("result_cache") or {}, m.get("work") or {}
@@ -271,16 +277,12 @@ def _scoring_cost(m: BBQMeasurements) -> list[Section]:
         return []
     body = []
     for role, c in cache.items():
-        w = work.get(role) or {}
         body.append(
             [
                 str(role),
                 str(c.get("answers", "—")),
                 str(c.get("from_cache", "—")),
-                str(w.get("tokens_evaluated", "—")),
-                str(w.get("minimal_tokens", "—")),
-                fmt3(w.get("efficiency")),
-                str(w.get("processes", "—")),
+                *_work_cells(work.get(role)),
             ]
         )
     return [
@@ -297,4 +299,16 @@ def _scoring_cost(m: BBQMeasurements) -> list[Section]:
             ],
             body,
         )
+    ]
+
+
+def _work_cells(w: Work | None) -> list[str]:
+    """Positions evaluated, the fewest needed, the efficiency and the processes ("—": none)."""
+    if not w:
+        return ["—"] * 4
+    return [
+        str(w.get("tokens_evaluated", "—")),
+        str(w.get("minimal_tokens", "—")),
+        fmt3(w.get("efficiency")),
+        str(w.get("processes", "—")),
     ]

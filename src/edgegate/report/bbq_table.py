@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edgegate.bbq.record import Measurements
 from edgegate.escape import html as escape
 from edgegate.escape import markdown as md
 from edgegate.report.bbq_sections import (
@@ -24,7 +25,6 @@ from edgegate.report.bbq_sections import (
     sections,
     validity_line,
 )
-from edgegate.report.bbq_types import BBQMeasurements
 
 CLASSES = ("biased", "anti", "unknown", "failure")
 
@@ -48,7 +48,7 @@ class Row:
     failures: tuple[int | None, int | None]
 
 
-def rows(m: BBQMeasurements) -> list[Row]:
+def rows(m: Measurements) -> list[Row]:
     """Table rows from the bbq check's measurements (empty when there is nothing to show)."""
     dense, comp = m.get("dense") or {}, m.get("compressed") or {}
     paired = [m["overall"], *(m.get("per_category") or [])] if m.get("overall") else []
@@ -116,12 +116,12 @@ HEADERS = [
 ]
 
 
-def _matrix(m: BBQMeasurements) -> Sequence[Sequence[str]]:
+def _matrix(m: Measurements) -> Sequence[Sequence[str]]:
     mat = (m.get("transitions") or {}).get("matrix") or {}
     return [[d, *(str((mat.get(d) or {}).get(c, 0)) for c in CLASSES)] for d in CLASSES]
 
 
-def html(m: BBQMeasurements) -> str:
+def html(m: Measurements) -> str:
     table = rows(m)
     if not table:
         return ""
@@ -155,7 +155,7 @@ def html(m: BBQMeasurements) -> str:
     )
 
 
-def markdown(m: BBQMeasurements) -> list[str]:
+def markdown(m: Measurements) -> list[str]:
     table = rows(m)
     if not table:
         return []
@@ -180,7 +180,7 @@ def _html_table(headers: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{head}</tr>{rows_}</table>"
 
 
-def sections_html(m: BBQMeasurements) -> str:
+def sections_html(m: Measurements) -> str:
     parts = []
     if line := mode_line(m):
         parts.append(f"<p>{escape(line)}</p>")
@@ -195,7 +195,7 @@ def sections_html(m: BBQMeasurements) -> str:
     return "".join(parts)
 
 
-def sections_markdown(m: BBQMeasurements) -> list[str]:
+def sections_markdown(m: Measurements) -> list[str]:
     lines: list[str] = []
     if line := mode_line(m):
         lines += [md(line), ""]

@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
+from edgegate.bbq.record import GroupMetricsRow, bbq_measurements
 from edgegate.errors import ExitCode
 from edgegate.escape import terminal
 from edgegate.report.bbq_sections import sections, validity_line
-from edgegate.report.bbq_types import GroupMetricsRow, bbq_measurements
 from edgegate.results import CheckResult, Status, Verdict
 
 

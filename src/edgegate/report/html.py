@@ -11,9 +11,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from edgegate.bbq.record import bbq_measurements
 from edgegate.escape import html as escape
 from edgegate.report import bbq_table
-from edgegate.report.bbq_types import bbq_measurements
 from edgegate.report.common import ci, extras, headline, human_bytes, num, shown_status, threshold
 from edgegate.report.html_charts import gate_charts
 from edgegate.results import CheckDecision, GateResult, GateStatus, jsonable

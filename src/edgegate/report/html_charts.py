@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from edgegate.bbq.record import bbq_measurements
 from edgegate.checkpoint.names import small_int
 from edgegate.escape import html as escape
-from edgegate.report.bbq_types import bbq_measurements
 from edgegate.report.common import human_bytes
 from edgegate.report.paradox import report_charts
 from edgegate.report.svg import RefLine, bar_chart

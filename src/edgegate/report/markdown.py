@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
+from edgegate.bbq.record import bbq_measurements
 from edgegate.escape import markdown
 from edgegate.report import bbq_table
-from edgegate.report.bbq_types import bbq_measurements
 from edgegate.report.common import (
     STATUS_ICON,
     ci,

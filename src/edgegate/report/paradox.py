@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from edgegate.report.bbq_types import BBQMeasurements
+from edgegate.bbq.record import Measurements
 from edgegate.report.svg import Point, forest_plot, quadrant_scatter
 
 FALSE_ASSURANCE = "perplexity passes, bias fails: false assurance"
@@ -83,7 +83,7 @@ def ppl_point(
     )
 
 
-def srs_rows(bbq_measurements: BBQMeasurements) -> tuple[Point | None, list[Point]]:
+def srs_rows(bbq_measurements: Measurements) -> tuple[Point | None, list[Point]]:
     """The overall ΔSRS (as a point with y = ΔSRS) and per-category rows (x = ΔSRS) from the
     BBQ check's measurements; missing pieces are left out, never invented."""
     overall = bbq_measurements.get("overall")
@@ -99,7 +99,7 @@ def srs_rows(bbq_measurements: BBQMeasurements) -> tuple[Point | None, list[Poin
 
 
 def report_charts(
-    ppl_verdicts: Sequence[Any], bbq_measurements: BBQMeasurements | None, srs_limit: float | None
+    ppl_verdicts: Sequence[Any], bbq_measurements: Measurements | None, srs_limit: float | None
 ) -> list[str]:
     """One report's charts: the overall point on the paradox plot, and ΔSRS per category."""
     if not bbq_measurements:

@@ -11,7 +11,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
-from edgegate.report.bbq_types import DataInfo, GroupMetricsRow, bbq_measurements
+from edgegate.bbq.record import GroupMetricsRow, bbq_measurements
+from edgegate.bbq.shapes import SampleInfo
 from edgegate.report.json_report import CheckEntry, ReportDocument, VerdictEntry
 from edgegate.study.spec import StudySpec
 
@@ -20,7 +21,7 @@ class DisambigRecord(TypedDict, total=False):
     """The study's own scoring of disambiguated BBQ items (study.run), for a policy whose
     BBQ check scores none."""
 
-    data: DataInfo
+    data: SampleInfo
     config: dict[str, str | int | float | bool]  # bbq.scoring.ScoreConfig
     dense: dict[str, GroupMetricsRow]  # scope -> metrics
     compressed: dict[str, GroupMetricsRow]
@@ -204,9 +205,9 @@ def row(
         (dis.get("compressed") or {}).get("overall") or {},
         (dis.get("dense") or {}).get("overall") or {},
     )
-    in_gate = bm.get("disambig_accuracy") or {}  # the BBQ check scored them (policy disambig_items)
-    if not dis and in_gate.get("n"):
-        acc = in_gate.get("accuracy") or [None, None]
+    in_gate = bm.get("disambig_accuracy")  # the BBQ check scored them (policy disambig_items)
+    if not dis and in_gate and in_gate.get("n"):
+        acc: Sequence[float | None] = in_gate.get("accuracy") or [None, None]
         dis_d = {"n_items": in_gate["n"], "accuracy": acc[0], "s_dis": dense_o.get("s_dis")}
         dis_c = {"n_items": in_gate["n"], "accuracy": acc[1], "s_dis": comp_o.get("s_dis")}
     n_tr = overall.get("n")

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypedDict, cast
 
 from edgegate import __version__
+from edgegate.bbq.record import metrics_rows
+from edgegate.bbq.shapes import SampleInfo
 from edgegate.checks.sections import BBQSection, bbq_section
 from edgegate.errors import InputError
 from edgegate.progress import NullProgress, Progress
-from edgegate.report.bbq_types import DataInfo, metrics_rows
 from edgegate.settings import RunSettings
 from edgegate.study.rows import DisambigRecord, StudyRecord
 from edgegate.study.spec import StudySpec, Variant
@@ -139,7 +140,7 @@ def _disambig(
     )
     cache = ResultCache.in_dir(settings.cache_dir)
     # prepare_items' info is what the BBQ measurements keep as "data" (untyped there)
-    out: DisambigRecord = {"data": cast(DataInfo, info)}
+    out: DisambigRecord = {"data": cast(SampleInfo, info)}
     try:
         with open_pair(p.runtime, models, opening) as pair:
             p = resolved_mode(pair, p)  # as the bbq check decides it
