@@ -1,6 +1,7 @@
 """BBQ loglik items/s: edgegate's scorer against llama.cpp's own multiple-choice scorer
 (``llama-perplexity --multiple-choice``), same model file, same items, same prompt text, same
-threads, measured in the same run (issue 21's anchor).
+threads, measured in the same run (issue 21's anchor). ``--processes 2 --threads 2``: edgegate
+as `check` runs it on two cores (two processes of one thread) against llama.cpp on two threads.
 
     bash benchmarks/build_llama_tools.sh          # llama-perplexity from the llama-cpp-python sdist
     python benchmarks/bbq_llamacpp_anchor.py --llama-perplexity build/llama.cpp/bin/llama-perplexity \\
@@ -28,11 +29,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from edgegate.backends import open_backend
 from edgegate.bbq import prompts
 from edgegate.bbq.dataset import BBQItem
-from edgegate.bbq.scoring import ScoreConfig, Scorer, tokens_evaluated
+from edgegate.bbq.scoring import Pool, ScoreConfig, Scorer, tokens_evaluated
 from edgegate.checks.bbq import prepare_items
 
 
@@ -95,18 +97,31 @@ def run_llama(
 
 
 def run_edgegate(
-    model: Path, items: list[BBQItem], threads: int, n_ctx: int
+    model: Path, items: list[BBQItem], threads: int, n_ctx: int, processes: int = 1
 ) -> tuple[float, int | None]:
+    """edgegate's scorer on ``threads`` CPU threads in all: one process, or ``processes``
+    processes of the model with ``threads // processes`` each (what `check` does by default)."""
     t0 = time.perf_counter()
-    backend = open_backend("llamacpp", model, n_ctx=n_ctx, threads=threads)
+    per = max(1, threads // processes)
+
+    def open_one(ctx: int = n_ctx) -> Any:
+        # several processes: each in its own child process, as `edgegate check` opens them
+        return open_backend(
+            "llamacpp", model, n_ctx=ctx, threads=per, timeout=3600 if processes > 1 else None
+        )
+
+    backend = open_one()
     try:
         before = tokens_evaluated(backend)
-        Scorer(backend, ScoreConfig(mode="loglik", permute=False)).score(items)
+        scorer = Scorer(
+            backend, ScoreConfig(mode="loglik", permute=False), pool=Pool(processes, open_one)
+        )
+        scorer.score(items)
         after = tokens_evaluated(backend)
     finally:
         backend.close()
     return time.perf_counter() - t0, (
-        after - before
+        after - before + scorer.peer_tokens
     ) if before is not None and after is not None else None
 
 
@@ -120,7 +135,14 @@ def main() -> int:
         "--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "bbq" / "data"
     )
     ap.add_argument("--items", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of each side, in all")
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="edgegate's processes of the model (threads split among them; `check` runs as "
+        "many as the CPUs hold at llama-cpp-python's default threads)",
+    )
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument(
@@ -149,7 +171,9 @@ def main() -> int:
                         args.no_repack,
                     )
                 else:
-                    wall, evaluated = run_edgegate(args.model, items, args.threads, args.n_ctx)
+                    wall, evaluated = run_edgegate(
+                        args.model, items, args.threads, args.n_ctx, args.processes
+                    )
                 best[side] = min(best[side], wall)
                 print(f"round {r + 1}: {side} {wall:.1f} s", file=sys.stderr, flush=True)
     n = len(items)
@@ -157,7 +181,10 @@ def main() -> int:
         print(
             f"{side:10s} {wall:7.1f} s  {n / wall:6.2f} items/s (best of {args.reps}, model load included)"
         )
-    print(f"edgegate / llama.cpp items/s: {best['llama.cpp'] / best['edgegate']:.2f}x")
+    print(
+        f"edgegate / llama.cpp items/s: {best['llama.cpp'] / best['edgegate']:.2f}x "
+        f"({args.threads} threads each; edgegate on {args.processes} process(es))"
+    )
     if evaluated is not None:
         print(f"edgegate positions evaluated per item: {evaluated / n:.1f}")
     return 0

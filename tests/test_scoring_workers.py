@@ -101,6 +101,11 @@ def test_pool_size(tmp_path: Path) -> None:
     assert scoring_processes("transformers", model, threads=None).processes == 1
     one_per_cpu = scoring_processes("llamacpp", model, threads=1, cpus=[0, 1])
     assert one_per_cpu.processes == 2, one_per_cpu.reason
+    # several processes are opened with their threads said: a runtime's default for batches
+    # (llama-cpp-python: every CPU) would have each process wait on the others' cores
+    assert one_per_cpu.threads == 1
+    asked = scoring_processes("llamacpp", model, threads=None, requested=2, cpus=[0, 1, 2, 3])
+    assert (asked.processes, asked.threads) == (2, 2)
     assert scoring_processes("llamacpp", model, threads=2, cpus=[0, 1]).processes == 1
     huge = tmp_path / "huge.gguf"
     with open(huge, "wb") as f:  # a sparse file: its size, no disk

@@ -108,7 +108,7 @@ class CheckEntry(TypedDict, total=False):
     status: Required[str]  # results.Status
     summary: str
     verdicts: list[VerdictEntry]
-    # each check's own JSON, whatever it measured (the bbq check's: report.bbq_types)
+    # each check's own JSON, whatever it measured (the bbq check's: bbq.record)
     measurements: dict[str, Any]
     duration_s: float
     error: ErrorEntry | None

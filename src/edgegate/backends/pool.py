@@ -1,10 +1,13 @@
 """How many processes may score one model at once.
 
-llama.cpp on a CPU scales poorly across threads for a small model (two threads of one decode
-wait on each other at every layer; measured on gemma-3-270m: 2 threads 5% faster than 1, and
-6x slower than 1 when a peer job takes the other core), while two processes, each with its
-own threads, share nothing and each runs at one process's speed. So a model's BBQ items are
-split over several processes of the same model when the cores and the free memory allow it.
+The threads of one llama.cpp decode wait on each other at every layer, so a decode slows to
+its slowest thread: on a busy machine (a CI runner with another job on one of two cores) a
+two-thread decode collapses, while two one-thread processes, sharing nothing, each lose only
+their own share. Measured on this project's 2-core machine, gemma-3-270m F16 vs Q8_0, BBQ
+loglik: idle, 200 items per model, one process (llama-cpp-python's default: every CPU for
+batches) 64.6 s, two one-thread processes 64.1 s; with another job coming and going on one
+core (shared/tools/contend), 100 items per model, 57.1 s vs 38.4 s (1.49x). So a model's BBQ
+items are split over several processes of it where the cores and the free memory allow.
 Answers do not depend on the split: an item's scores are the same bits whatever else a
 process scored before or with it (tests/test_scoring_workers.py).
 """
@@ -26,13 +29,12 @@ _OVERHEAD_BYTES = 512 << 20
 
 @dataclass(frozen=True)
 class PoolSize:
-    """The processes one model is scored with, and why (recorded in the report)."""
+    """The processes one model is scored with, why (said on stderr), and the threads each
+    is opened with when there are several (None: the runtime's own default)."""
 
     processes: int
     reason: str
-
-    def as_dict(self) -> dict[str, int | str]:
-        return {"processes": self.processes, "reason": self.reason}
+    threads: int | None = None
 
 
 def usable_cpus(cpus: Sequence[int] | None = None) -> int:
@@ -43,7 +45,9 @@ def usable_cpus(cpus: Sequence[int] | None = None) -> int:
 
 
 def default_threads() -> int:
-    """llama-cpp-python's default threads per process: half the machine's CPUs."""
+    """Threads per process when several share the CPUs: half the machine's CPUs, as
+    llama-cpp-python's default for single-token decoding (its default for batches, which
+    scoring is, is every CPU: two processes with that would wait on each other's cores)."""
     return max((os.cpu_count() or 1) // 2, 1)
 
 
@@ -84,14 +88,20 @@ def cpu_processes(
     cpus: Sequence[int] | None = None,
 ) -> PoolSize:
     """Processes of ``runtime`` the CPUs hold at once: ``requested`` (``--workers``) when
-    given, else the usable CPUs over the runtime's threads per process."""
+    given, else the usable CPUs over the threads per process (``--threads``, else
+    ``default_threads``). Several processes are opened with those threads explicitly."""
+    have = usable_cpus(cpus)
     if requested is not None:
-        return PoolSize(max(1, requested), "--workers")
+        n = max(1, requested)
+        per = threads or max(1, have // n)
+        return PoolSize(n, "--workers", per if n > 1 else threads)
     if runtime not in PARALLEL_RUNTIMES:
         return PoolSize(1, f"{runtime} runs one process per model")
     per = threads or default_threads()
-    n = max(1, usable_cpus(cpus) // per)
-    return PoolSize(n, f"{usable_cpus(cpus)} usable CPUs at {per} threads per process")
+    n = max(1, have // per)
+    return PoolSize(
+        n, f"{have} usable CPUs at {per} threads per process", per if n > 1 else threads
+    )
 
 
 def scoring_processes(
@@ -116,9 +126,11 @@ def scoring_processes(
         return PoolSize(
             by_cpu.processes,
             f"{by_cpu.reason}; {free / 2**30:.1f} GiB free for a {size / 2**30:.2f} GiB model",
+            by_cpu.threads,
         )
     return PoolSize(
         by_mem,
         f"bound by free memory: {free / 2**30:.1f} GiB for a {size / 2**30:.2f} GiB model "
         f"({by_cpu.reason})",
+        by_cpu.threads if by_mem > 1 else threads,
     )

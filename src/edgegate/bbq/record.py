@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
+
+from typing_extensions import NotRequired  # typing has it from Python 3.11
 
 from edgegate.bbq.shapes import (
     AccuracyDrop,

@@ -9,7 +9,9 @@ A key that some runs, or older reports, lack is ``NotRequired``.
 
 from __future__ import annotations
 
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal, TypedDict
+
+from typing_extensions import NotRequired  # typing has it from Python 3.11
 
 ValidityStatus = Literal["valid", "invalid", "unverified"]
 

@@ -150,9 +150,10 @@ def run_pass(ctx: ScoringContext, s: Setup, shard: Shard | None, *, fidelity: bo
     from edgegate.backends.pair import OpenSettings, open_pair
 
     t0 = time.perf_counter()
+    together = _side_by_side(ctx, s.runtime) if fidelity else None
     opening = OpenSettings(
         n_ctx=s.n_ctx,
-        threads=ctx.settings.threads,
+        threads=together or ctx.settings.threads,
         cache_dir=ctx.settings.cache_dir,
         timeout=ctx.settings.backend_timeout,
     )
@@ -171,7 +172,7 @@ def run_pass(ctx: ScoringContext, s: Setup, shard: Shard | None, *, fidelity: bo
                 chunking,
                 idx,
                 progress=ctx.progress,
-                side_by_side=_side_by_side(ctx, s.runtime),
+                side_by_side=together is not None,
             )
             nll = {
                 "dense": [c.nll_dense.tolist() for c in res.chunks],
@@ -214,13 +215,14 @@ def run_pass(ctx: ScoringContext, s: Setup, shard: Shard | None, *, fidelity: bo
     return out
 
 
-def _side_by_side(ctx: ScoringContext, runtime: str) -> bool:
-    """Whether the two models (both loaded for the pass anyway) score at the same time: where
-    the CPUs hold two processes at the runtime's threads (backends/pool.py)."""
+def _side_by_side(ctx: ScoringContext, runtime: str) -> int | None:
+    """Threads per model when the two models (both loaded for the pass anyway) score at the
+    same time, or None to score in turn: side by side where the CPUs hold two processes at
+    the threads per process (backends/pool.py)."""
     from edgegate.backends.pool import cpu_processes
 
     got = cpu_processes(runtime, threads=ctx.settings.threads, requested=ctx.settings.workers)
-    return got.processes >= 2
+    return got.threads if got.processes >= 2 else None
 
 
 def _tokens_digest(chunking: Chunking) -> str:

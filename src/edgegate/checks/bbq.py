@@ -44,6 +44,7 @@ from edgegate.settings import RunSettings
 if TYPE_CHECKING:
     from edgegate.backends.base import Backend
     from edgegate.backends.pair import ModelPair
+    from edgegate.backends.pool import PoolSize
     from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.sequential import Look, Plan
 
@@ -161,8 +162,10 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
     items, targets, info = _sample(ctx, seed)
     pol, models = _runtime(ctx, ctx.dense_path, ctx.section)
     run_items = shard_items(items, shard) if shard is not None else items
+    paths = dict(zip(("dense", "compressed"), models, strict=True))
+    sizes = _pool_sizes(ctx, paths, pol.runtime)
     opening = OpenSettings(
-        threads=ctx.settings.threads,
+        threads=ctx.settings.threads or _pool_threads(sizes),
         seed=seed,
         cache_dir=ctx.settings.cache_dir,
         timeout=ctx.settings.backend_timeout,
@@ -170,7 +173,6 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
     cache = ResultCache.in_dir(ctx.settings.cache_dir)
     answers: dict[str, list[Answer]] = {}
     counts: dict[str, dict[str, int]] = {}
-    paths = dict(zip(("dense", "compressed"), models, strict=True))
     try:
         with open_pair(pol.runtime, models, opening) as pair:
             pol = resolved_mode(pair, pol)
@@ -181,7 +183,7 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
                 permute=bool(pol.permute_options),
             )
             plan = sequential.plan(run_items, pol, sharded=shard is not None, seed=seed)
-            pools = {m: _pool(ctx, pair, m, pol.runtime) for m in ("dense", "compressed")}
+            pools = {m: Pool(sizes[m].processes, partial(_open_another, pair, m)) for m in paths}
             looks, stopped_at = _score_in_looks(
                 plan,
                 run_items,
@@ -364,18 +366,33 @@ def _score_round(
         pair.close(model)  # one model in memory at a time; score_model closed its backend
 
 
-def _pool(ctx: CheckContext[BBQSection], pair: ModelPair, model: str, runtime: str) -> Pool:
-    """The processes ``model`` may be scored on (backends/pool.py); more than one is said."""
+def _pool_sizes(
+    ctx: CheckContext[BBQSection], paths: Mapping[str, str | Path], runtime: str
+) -> dict[str, PoolSize]:
+    """The processes each model may be scored on (backends/pool.py); more than one is said."""
     from edgegate.backends.pool import scoring_processes
 
-    size = scoring_processes(
-        runtime, pair.paths[model], threads=ctx.settings.threads, requested=ctx.settings.workers
-    )
-    if size.processes > 1 and model == "dense":
-        ctx.progress.log(
-            f"edgegate: BBQ scores each model on up to {size.processes} processes ({size.reason})"
+    sizes = {
+        m: scoring_processes(
+            runtime, p, threads=ctx.settings.threads, requested=ctx.settings.workers
         )
-    return Pool(size.processes, partial(_open_another, pair, model))
+        for m, p in paths.items()
+    }
+    if any(s.processes > 1 for s in sizes.values()):
+        ctx.progress.log(
+            "edgegate: BBQ scores "
+            + "; ".join(
+                f"the {m} model on up to {s.processes} processes ({s.reason})"
+                for m, s in sizes.items()
+            )
+        )
+    return sizes
+
+
+def _pool_threads(sizes: Mapping[str, PoolSize]) -> int | None:
+    """Threads each process is opened with: explicit when a model has several processes (a
+    runtime's default may take every CPU per process), else the runtime's default."""
+    return next((s.threads for s in sizes.values() if s.processes > 1), None)
 
 
 def _open_another(pair: ModelPair, model: str, n_ctx: int) -> Backend:

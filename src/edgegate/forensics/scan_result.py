@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NotRequired, TypedDict
+from typing import TypedDict
+
+from typing_extensions import NotRequired  # typing has it from Python 3.11
 
 from edgegate.checkpoint.base import ModuleKind
 from edgegate.forensics.fingerprint import Comparison, ComparisonDict

@@ -20,7 +20,9 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Literal, NotRequired, TypedDict, cast
+from typing import IO, Any, Literal, TypedDict, cast
+
+from typing_extensions import NotRequired  # typing has it from Python 3.11
 
 from edgegate.bbq.measurement import BBQShard, ShardMeasurement, combine
 from edgegate.bbq.metrics import classify
