@@ -150,14 +150,14 @@ def payload(
     items: Sequence[BBQItem],
     run_items: Sequence[BBQItem],
     targets: Mapping[str, Targets],
-    info: Mapping[str, Any],
+    info: SampleInfo,
     cfg: ScoreConfig,
     pol: BBQSection,
     answers: Mapping[str, Sequence[Answer]],
     duration_s: float,
     scored: Mapping[str, Mapping[str, int]] | None = None,
-    sequential: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+    sequential: SequentialRecord | None = None,
+) -> BBQShard:
     """One shard's measurement: the whole sample's uids (so a merge can prove the shards
     cover it exactly), this shard's items with their targets, and every answer. A run that
     stopped early (bbq.sequential) has the items it scored as its sample."""

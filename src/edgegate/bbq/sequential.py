@@ -40,8 +40,8 @@ import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
-from typing import Any, TypedDict
+from dataclasses import dataclass, replace
+from typing import TypedDict
 
 import numpy as np
 from scipy.stats import norm
@@ -260,8 +260,26 @@ class Look:
     validity: str | None  # the dense model's validity on the items so far (interim looks)
     crossed: tuple[Crossing, ...] = ()
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "crossed": [asdict(x) for x in self.crossed]}
+    def as_dict(self) -> LookRecord:
+        return {
+            "look": self.look,
+            "n_ambig": self.n_ambig,
+            "n_disambig": self.n_disambig,
+            "fraction": self.fraction,
+            "level": self.level,
+            "validity": self.validity,
+            "crossed": [
+                {
+                    "verdict": x.verdict,
+                    "observed": x.observed,
+                    "lower": x.lower,
+                    "upper": x.upper,
+                    "threshold": x.threshold,
+                    "n": x.n,
+                }
+                for x in self.crossed
+            ],
+        }
 
 
 def interim(
@@ -292,7 +310,7 @@ def interim(
 
 def record(
     p: Plan, done: Sequence[Look], n_ambig_planned: int, n_disambig_planned: int
-) -> dict[str, Any]:
+) -> SequentialRecord:
     """The report's account: design, every look taken, where the run stopped and why."""
     last = done[-1] if done else None
     stopped = (

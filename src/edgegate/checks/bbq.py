@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgegate.bbq.dataset import BBQItem, load, stratified_sample
 from edgegate.bbq.evaluation import result_from_answers
@@ -46,7 +46,9 @@ if TYPE_CHECKING:
     from edgegate.backends.pair import ModelPair
     from edgegate.backends.pool import PoolSize
     from edgegate.bbq.cache import ResultCache
-    from edgegate.bbq.sequential import Look, Plan
+    from edgegate.bbq.measurement import BBQShard
+    from edgegate.bbq.sequential import Look, Plan, SequentialRecord
+    from edgegate.bbq.shapes import SampleInfo
 
 SHARDED = True  # items are split across shards by a stable hash of their uid
 SECTION = BBQSection
@@ -90,7 +92,7 @@ def prepare_items(
     seed: int,
     categories: Sequence[str] | None = None,
     disambig_items: int = 0,
-) -> tuple[list[BBQItem], dict[str, Targets], dict[str, Any]]:
+) -> tuple[list[BBQItem], dict[str, Targets], SampleInfo]:
     """Load, derive targets (excluding undecidable items), and draw the stratified sample;
     with ``condition="ambig"`` and ``disambig_items``, also that many disambiguated items (the
     validity and accuracy verdicts' sample, drawn with the same seed)."""
@@ -113,7 +115,7 @@ def prepare_items(
         derived.targets.update(derived_dis.targets)
         loaded = [*loaded, *loaded_dis]
         sample = [*sample, *dis]
-    info = {
+    info: SampleInfo = {
         "source": str(source),
         "condition": condition,
         "n_loaded": len(loaded),
@@ -147,7 +149,7 @@ def open_for_bbq(pair: ModelPair, role: str, n_ctx: int | None = None) -> Backen
     raise AssertionError("unreachable")
 
 
-def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[str, Any] | None:
+def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> BBQShard | None:
     """Both models' answers to this shard's items of the seeded sample (every item when
     unsharded), as JSON; None without a dense model."""
     from edgegate.backends.pair import OpenSettings, open_pair
@@ -206,7 +208,7 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> dict[s
 
 def _sample(
     ctx: CheckContext[BBQSection], seed: int
-) -> tuple[list[BBQItem], dict[str, Targets], dict[str, Any]]:
+) -> tuple[list[BBQItem], dict[str, Targets], SampleInfo]:
     """The seeded sample of the run's BBQ data (``prepare_items``); no data given is an error."""
     pol = ctx.section
     source = data_source(pol, ctx.settings, ctx.policy_dir)
@@ -254,8 +256,8 @@ def _sequential_record(
     looks: list[Look],
     run_items: Sequence[BBQItem],
     stopped: bool,
-    info: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    info: SampleInfo,
+) -> tuple[SequentialRecord, SampleInfo]:
     """The sequential record (``sequential.record``; a run that was not stopped ends with the
     final, fixed-n look), and the data block: a run stopped early counts what was judged, the
     sample drawn stays on record."""
