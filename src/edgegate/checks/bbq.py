@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from edgegate.bbq.measurement import BBQShard
     from edgegate.bbq.sequential import Look, Plan, SequentialRecord
     from edgegate.bbq.shapes import SampleInfo
+    from edgegate.progress import Progress
 
 SHARDED = True  # items are split across shards by a stable hash of their uid
 SECTION = BBQSection
@@ -165,9 +166,9 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> BBQSha
     pol, models = _runtime(ctx, ctx.dense_path, ctx.section)
     run_items = shard_items(items, shard) if shard is not None else items
     paths = dict(zip(("dense", "compressed"), models, strict=True))
-    sizes = _pool_sizes(ctx, paths, pol.runtime)
+    sizes = scoring_processes(ctx.settings, paths, pol.runtime, ctx.progress)
     opening = OpenSettings(
-        threads=ctx.settings.threads or _pool_threads(sizes),
+        threads=ctx.settings.threads or process_threads(sizes),
         seed=seed,
         cache_dir=ctx.settings.cache_dir,
         timeout=ctx.settings.backend_timeout,
@@ -185,7 +186,7 @@ def measure(ctx: CheckContext[BBQSection], shard: Shard | None = None) -> BBQSha
                 permute=bool(pol.permute_options),
             )
             plan = sequential.plan(run_items, pol, sharded=shard is not None, seed=seed)
-            pools = {m: Pool(sizes[m].processes, partial(_open_another, pair, m)) for m in paths}
+            pools = {m: pool(pair, m, sizes[m]) for m in paths}
             looks, stopped_at = _score_in_looks(
                 plan,
                 run_items,
@@ -368,20 +369,19 @@ def _score_round(
         pair.close(model)  # one model in memory at a time; score_model closed its backend
 
 
-def _pool_sizes(
-    ctx: CheckContext[BBQSection], paths: Mapping[str, str | Path], runtime: str
+def scoring_processes(
+    settings: RunSettings, paths: Mapping[str, str | Path], runtime: str, progress: Progress
 ) -> dict[str, PoolSize]:
-    """The processes each model may be scored on (backends/pool.py); more than one is said."""
-    from edgegate.backends.pool import scoring_processes
+    """The processes each model may be scored on (backends/pool.py); more than one is said.
+    ``edgegate study`` sizes its own BBQ scoring with it too."""
+    from edgegate.backends.pool import scoring_processes as size
 
     sizes = {
-        m: scoring_processes(
-            runtime, p, threads=ctx.settings.threads, requested=ctx.settings.workers
-        )
+        m: size(runtime, p, threads=settings.threads, requested=settings.workers)
         for m, p in paths.items()
     }
     if any(s.processes > 1 for s in sizes.values()):
-        ctx.progress.log(
+        progress.log(
             "edgegate: BBQ scores "
             + "; ".join(
                 f"the {m} model on up to {s.processes} processes ({s.reason})"
@@ -391,10 +391,15 @@ def _pool_sizes(
     return sizes
 
 
-def _pool_threads(sizes: Mapping[str, PoolSize]) -> int | None:
+def process_threads(sizes: Mapping[str, PoolSize]) -> int | None:
     """Threads each process is opened with: explicit when a model has several processes (a
     runtime's default may take every CPU per process), else the runtime's default."""
     return next((s.threads for s in sizes.values() if s.processes > 1), None)
+
+
+def pool(pair: ModelPair, model: str, size: PoolSize) -> Pool:
+    """``model``'s processes for ``score_model``: the pair's own and ``size`` - 1 more."""
+    return Pool(size.processes, partial(_open_another, pair, model))
 
 
 def _open_another(pair: ModelPair, model: str, n_ctx: int) -> Backend:

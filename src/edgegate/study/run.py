@@ -123,7 +123,14 @@ def _disambig(
     from edgegate.bbq.cache import ResultCache
     from edgegate.bbq.metrics import model_metrics
     from edgegate.bbq.scoring import ScoreConfig, score_model
-    from edgegate.checks.bbq import open_for_bbq, prepare_items, resolved_mode
+    from edgegate.checks.bbq import (
+        open_for_bbq,
+        pool,
+        prepare_items,
+        process_threads,
+        resolved_mode,
+        scoring_processes,
+    )
 
     p = pol if pol is not None else bbq_section()
     source = str(spec.bbq_data or p.data)
@@ -132,8 +139,9 @@ def _disambig(
     )
     by_uid = {it.uid: it for it in items}
     models: tuple[Path, Path] = (spec.dense.path, v.path)
+    sizes = scoring_processes(settings, dict(zip(_ROLES, models, strict=True)), p.runtime, progress)
     opening = OpenSettings(
-        threads=settings.threads,
+        threads=settings.threads or process_threads(sizes),
         seed=spec.seed,
         cache_dir=settings.cache_dir,
         timeout=settings.backend_timeout,
@@ -161,6 +169,7 @@ def _disambig(
                     cache,
                     progress=progress,
                     label=f"{role} (disambiguated)",
+                    pool=pool(pair, role, sizes[role]),
                 ).answers
                 pair.close(role)  # one model in memory at a time
                 out[role] = metrics_rows(model_metrics(answers, by_uid, targets))
