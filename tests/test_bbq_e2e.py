@@ -226,10 +226,12 @@ _HOOKED_MAIN = (
 
 
 @pytest.mark.slow
-def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_kill_and_resume_real_llamacpp(tmp_path: Path, workers: str) -> None:
     """`edgegate bbq run` on llama.cpp, SIGKILLed while held after its second committed batch
     (tests/hostile/_signal_hook: no race with a run that ends in seconds), then re-run:
-    no answer lost or stored twice, and the result equals an uninterrupted run's."""
+    no answer lost or stored twice, and the result equals an uninterrupted run's. With two
+    scoring processes per model the other process is mid-batch when the kill lands."""
     import os
     import signal
     import sqlite3
@@ -261,7 +263,9 @@ def test_kill_and_resume_real_llamacpp(tmp_path: Path) -> None:
             "--runtime",
             "llamacpp",  # auto would pick transformers for the HF folder
             "--threads",
-            "2",
+            "1",
+            "--workers",
+            workers,
             "--cache-dir",
             str(cache),
             "--json",
@@ -330,7 +334,9 @@ def test_a_warm_run_scores_only_the_compressed_side(tmp_path: Path) -> None:
             "--min-items",
             "5",
             "--threads",
-            "2",
+            "1",
+            "--workers",
+            workers,
             "--cache-dir",
             str(tmp_path),
             "--json",
