@@ -1,4 +1,5 @@
-"""Name classification, claims parsing/merging and tensor pairing across checkpoints."""
+"""Name classification, what a checkpoint claims about itself, and tensor pairing across
+checkpoints (parsing ``--claim`` and its precedence: tests/test_runner.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from edgegate.checkpoint import ModuleKind, kind_of, open_checkpoint, pair_tensors
-from edgegate.checkpoint.claims import Claims, from_checkpoint_dir, from_mapping, merge, parse_cli
+from edgegate.checkpoint.claims import Claims, from_checkpoint_dir, from_mapping
 from edgegate.checkpoint.names import classify, is_artifact
 from edgegate.errors import CheckpointError, InputError
 
@@ -56,45 +57,43 @@ def test_prunable_and_artifacts() -> None:
     assert not is_artifact("model.norm.weight")
 
 
-def test_parse_cli_claims() -> None:
-    c = parse_cli(["sparsity=50%", "speedup=1.5x", "size_saving=0.3", "method=wanda"])
+def test_from_mapping_values_and_sources() -> None:
+    c = from_mapping(
+        {"sparsity": "50%", "speedup": "1.5x", "size_reduction": 0.3, "method": "wanda"}, "policy"
+    )
     assert (c.sparsity, c.speedup, c.size_saving, c.method) == (0.5, 1.5, 0.3, "wanda")
-    assert c.source == {"sparsity": "cli", "speedup": "cli", "size_saving": "cli", "method": "cli"}
+    assert c.source == dict.fromkeys(("sparsity", "speedup", "size_saving", "method"), "policy")
+    meta = from_mapping({"sparsity": 0.5, "scope": "row"}, "pruning_meta.json", strict=False)
+    assert meta.to_dict()["source"] == {"sparsity": "pruning_meta.json"}
+    assert Claims().is_empty() and not meta.is_empty()
+    with pytest.raises(InputError, match=r"unknown claim 'scope' \(known claims: sparsity"):
+        from_mapping({"scope": "row"}, "policy")
 
 
 @pytest.mark.parametrize(
-    ("item", "message"),
+    ("value", "message"),
     [
-        ("sparsity", r"--claim: --claim 'sparsity' is not key=value"),
-        ("sparsity=", r"not key=value"),
-        ("sparsty=0.5", r"--claim: unknown claim 'sparsty' \(known claims: sparsity, size_saving"),
-        ("sparsity=half", r"claim 'sparsity' must be a number, got 'half'"),
-        (
-            "sparsity=50",
-            r"claim 'sparsity' must be a fraction in \[0, 1\], got '50' \(write sparsity=0.5",
-        ),
-        ("speedup=0", r"claim 'speedup' must be > 0"),
-        ("speedup=nan", r"must be a finite number"),
+        ("half", r"claim 'sparsity' must be a number, got 'half'"),
+        ("50", r"claim 'sparsity' must be a fraction in \[0, 1\], got '50' \(write sparsity=0.5"),
+        ("nan", r"must be a finite number"),
     ],
 )
-def test_parse_cli_errors(item: str, message: str) -> None:
+def test_from_mapping_errors(value: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as ei:
-        parse_cli([item])
+        from_mapping({"sparsity": value}, "policy")
     assert "\n" not in str(ei.value)
 
 
-def test_merge_later_wins_with_sources() -> None:
-    meta = from_mapping(
-        {"sparsity": 0.5, "method": "wanda", "scope": "row"}, "pruning_meta.json", strict=False
-    )
-    policy = from_mapping({"sparsity": 0.4, "speedup": 2}, "policy")
-    cli = parse_cli(["speedup=1.2"])
-    m = merge(meta, policy, cli)
-    assert (m.sparsity, m.speedup, m.method) == (0.4, 1.2, "wanda")
-    assert m.source == {"sparsity": "policy", "method": "pruning_meta.json", "speedup": "cli"}
-    assert merge().is_empty() and not m.is_empty()
-    assert m.to_dict()["source"]["speedup"] == "cli"
-    assert isinstance(m, Claims)
+def test_config_sparsity_wins_over_pruning_meta(tmp_path: Path) -> None:
+    (tmp_path / "pruning_meta.json").write_text(json.dumps({"sparsity": 0.4, "method": "wanda"}))
+    sc = {"format": "sparse-bitmask", "global_sparsity": 0.5, "sparsity_structure": "2:4"}
+    c = from_checkpoint_dir(tmp_path, {"quantization_config": {"sparsity_config": sc}})
+    assert (c.sparsity, c.structure, c.method) == (0.5, "2:4", "wanda")
+    assert c.source == {
+        "sparsity": "config.json sparsity_config",
+        "structure": "config.json sparsity_config",
+        "method": "pruning_meta.json",
+    }
 
 
 def test_pruning_meta_claims(tmp_path: Path) -> None:

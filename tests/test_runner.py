@@ -22,7 +22,7 @@ from edgegate.checks.base import (
     Verdict,
     compare,
 )
-from edgegate.claims import merge_claims, parse_claim
+from edgegate.claims import merge_claims, overlay, parse_claim, parse_claims
 from edgegate.errors import BackendError, BackendUnavailable, CheckpointError, InputError
 from edgegate.policy import CHECK_NAMES, parse_policy
 from edgegate.results import GateResult
@@ -292,15 +292,29 @@ def test_parse_claim(text: str, expected: tuple[str, float]) -> None:
     ("text", "fragment"),
     [
         ("sparsity", "expected KEY=VALUE"),
+        ("sparsity=", "expected KEY=VALUE"),
         ("sparsty=0.5", "did you mean 'sparsity'"),
-        ("sparsity=half", "must be a number"),
+        ("method=wanda", r"--claim: unknown claim 'method' \(keys: size_saving, sparsity, speedup"),
+        ("sparsity=half", "--claim: claim 'sparsity' must be a number"),
         ("sparsity=1.5", r"fraction in \[0, 1\]"),
+        ("sparsity=150%", r"fraction in \[0, 1\], got '150%'"),
         ("speedup=0", "> 0"),
+        ("speedup=nan", "must be a finite number"),
     ],
 )
 def test_parse_claim_errors(text: str, fragment: str) -> None:
-    with pytest.raises(InputError, match=fragment):
+    with pytest.raises(InputError, match=fragment) as ei:
         parse_claim(text)
+    assert "\n" not in str(ei.value)
+
+
+def test_parse_claims_repeated() -> None:
+    assert parse_claims(["sparsity=0.5", "sparsity=50%", "speedup=2x"]) == {
+        "sparsity": 0.5,
+        "speedup": 2.0,
+    }
+    with pytest.raises(InputError, match="given twice with different values"):
+        parse_claims(["sparsity=0.4", "sparsity=0.6"])
 
 
 def test_claim_precedence() -> None:
@@ -313,6 +327,12 @@ def test_claim_precedence() -> None:
         "speedup": "policy",
         "size_saving": "checkpoint metadata",
     }
+    # the rule itself: later layers win per key, the winning value's source goes with it
+    assert overlay(({"sparsity": 0.3}, {"sparsity": "pruning_meta.json"}), ({}, {})) == (
+        {"sparsity": 0.3},
+        {"sparsity": "pruning_meta.json"},
+    )
+    assert merge_claims({}, {}, {"sparsity": 0.3}, {"sparsity": "x"})[1] == {"sparsity": "x"}
 
 
 def test_skipped_verdicts_do_not_decide_a_check() -> None:

@@ -181,6 +181,11 @@ def test_missing_path_and_bad_claim_exit_2(tmp_path: Path) -> None:
     _write_model(tmp_path / "m")
     r = _run(str(tmp_path / "m"), "--claim", "sparsity=lots", "-q")
     assert r.returncode == 2 and "sparsity" in r.stderr and "Traceback" not in r.stderr
+    # the same parser as `edgegate check`: a claim scan cannot use is refused, not dropped
+    r = _run(str(tmp_path / "m"), "--claim", "method=wanda", "-q")
+    assert r.returncode == 2 and "unknown claim 'method'" in r.stderr
+    r = _run(str(tmp_path / "m"), "--claim", "sparsity=0.4", "--claim", "sparsity=0.6", "-q")
+    assert r.returncode == 2 and "given twice with different values" in r.stderr
 
 
 @needs_fixtures

@@ -1,10 +1,15 @@
-"""Publisher claims as a gate run resolves them, once: CLI ``--claim`` > policy ``claims:`` >
-what the checkpoint says about itself, each value with where it came from."""
+"""Publisher claims as a command resolves them, once: CLI ``--claim`` > policy ``claims:`` >
+what the checkpoint says about itself, each value with where it came from.
+
+The one parser of ``--claim`` text (``parse_claim``, ``parse_claims``) and the one precedence
+rule (``overlay``), for ``edgegate check`` and ``edgegate scan`` alike; reading what a
+checkpoint claims about itself, and the rules a claim's value obeys, stay in
+``edgegate.checkpoint.claims``."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from edgegate.errors import InputError
@@ -41,6 +46,22 @@ def parse_claim(text: str) -> tuple[str, float]:
     return key, float(getattr(parsed, key))
 
 
+def parse_claims(texts: Iterable[str]) -> dict[str, float]:
+    """--claim KEY=VALUE, repeatable; the same key twice with different values is a mistake,
+    not "the last one wins"."""
+    out: dict[str, float] = {}
+    for text in texts:
+        key, value = parse_claim(text)
+        if key in out and out[key] != value:
+            raise InputError(
+                f"--claim {key} given twice with different values ({out[key]:g} and {value:g})",
+                field="--claim",
+                hint="pass each claim once",
+            )
+        out[key] = value
+    return out
+
+
 def metadata_claims(compressed: Path) -> tuple[dict[str, float], dict[str, str]]:
     """Claims the checkpoint makes about itself (pruning_meta.json, compressed-tensors
     sparsity_config), with where each came from; ({}, {}) when it makes none (or the model
@@ -56,6 +77,20 @@ def metadata_claims(compressed: Path) -> tuple[dict[str, float], dict[str, str]]
     }
 
 
+def overlay(
+    *layers: tuple[Mapping[str, float], Mapping[str, str]],
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The precedence rule: ``(values, sources)`` layers, lowest precedence first; per key the
+    last layer that gives a value wins, and its source goes with it."""
+    values: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    for claims, where in layers:
+        for k, v in claims.items():
+            values[k] = float(v)
+            sources[k] = where[k]
+    return values, sources
+
+
 def merge_claims(
     cli: Mapping[str, float],
     policy: Mapping[str, float],
@@ -63,15 +98,11 @@ def merge_claims(
     meta_sources: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """CLI --claim > policy claims: > checkpoint metadata; also where each value came from."""
-    values: dict[str, float] = {}
-    sources: dict[str, str] = {}
-    for source, claims in (("checkpoint metadata", meta), ("policy", policy), ("--claim", cli)):
-        for k, v in claims.items():
-            values[k] = float(v)
-            sources[k] = (
-                (meta_sources or {}).get(k, source) if source == "checkpoint metadata" else source
-            )
-    return values, sources
+    return overlay(
+        (meta, {k: (meta_sources or {}).get(k, "checkpoint metadata") for k in meta}),
+        (policy, dict.fromkeys(policy, "policy")),
+        (cli, dict.fromkeys(cli, "--claim")),
+    )
 
 
 def resolve_claims(

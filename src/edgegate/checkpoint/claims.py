@@ -1,14 +1,15 @@
 """What a compressed checkpoint claims about itself, and where each claim came from.
 
-Sources, lowest to highest precedence: ``pruning_meta.json`` beside the weights,
-compressed-tensors ``sparsity_config`` in config.json, the policy file's ``claims`` block,
-CLI ``--claim key=value``. ``merge`` keeps the last source that gives each value.
+Its sources, lowest to highest precedence: ``pruning_meta.json`` beside the weights, then
+compressed-tensors ``sparsity_config`` in config.json. Also the rules every claim value obeys
+(``from_mapping``: fractions in [0, 1], ``50%``, ``1.5x``), which ``edgegate.claims`` applies
+to ``--claim`` text too; parsing ``--claim`` and ranking CLI > policy > checkpoint live there.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict
@@ -143,27 +144,9 @@ def from_mapping(
     return _claims(vals, source)
 
 
-def parse_cli(items: Iterable[str]) -> Claims:
-    """``--claim key=value`` strings -> Claims (source "cli")."""
-    data: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise InputError(
-                f"--claim '{item}' is not key=value",
-                field="--claim",
-                hint=f"e.g. --claim sparsity=0.5; keys: {', '.join(KEYS)}",
-            )
-        data[key] = value
-    try:
-        return from_mapping(data, "cli")
-    except InputError as e:
-        raise InputError(e.message, field="--claim", hint=e.hint) from None
-
-
-def merge(*claims: Claims) -> Claims:
-    """Later arguments win, per key; sources follow the winning value."""
+def _merge(*claims: Claims) -> Claims:
+    """The checkpoint's own files, in order: a later one wins, per key; sources follow the
+    winning value."""
     out = Claims()
     for c in claims:
         upd = {k: getattr(c, k) for k in KEYS if getattr(c, k) is not None}
@@ -216,7 +199,7 @@ def from_checkpoint_dir(path: str | Path, config: Mapping[str, Any] | None = Non
             if "sparsity" not in vals and implied is not None:
                 vals["sparsity"] = implied
         found.append(_claims(vals, src))
-    return merge(*found)
+    return _merge(*found)
 
 
 __all__ = [
@@ -224,9 +207,7 @@ __all__ = [
     "Claims",
     "from_checkpoint_dir",
     "from_mapping",
-    "merge",
     "metadata_claims",
-    "parse_cli",
 ]
 
 

@@ -296,7 +296,7 @@ assert {f.name for f in fields(CheckFlags)} == {
 
 
 def run_check(flags: CheckFlags) -> None:
-    from edgegate.claims import parse_claim
+    from edgegate.claims import parse_claims
     from edgegate.progress import make_progress
     from edgegate.runner import GateOptions, run_gate, run_shard
 
@@ -315,7 +315,7 @@ def run_check(flags: CheckFlags) -> None:
         only=_split(flags.only),
         skip=user_skip,
         strict=flags.strict,
-        cli_claims=_claims(flags.claims, parse_claim),
+        cli_claims=parse_claims(flags.claims),
         settings=flags.settings(),
         shard=shard,
         hash_inputs=not flags.no_hash,
@@ -358,22 +358,6 @@ def _written(flags: CheckFlags, shard: Shard | None) -> dict[str, str | None]:
     out = flags.report_flags()
     if shard is not None:
         out["--partial-out"] = flags.partial_out or str(default_partial_name(shard))
-    return out
-
-
-def _claims(texts: tuple[str, ...], parse: Any) -> dict[str, float]:
-    """--claim KEY=VALUE, repeatable; the same key twice with different values is a mistake,
-    not "the last one wins"."""
-    out: dict[str, float] = {}
-    for text in texts:
-        key, value = parse(text)
-        if key in out and out[key] != value:
-            raise InputError(
-                f"--claim {key} given twice with different values ({out[key]:g} and {value:g})",
-                field="--claim",
-                hint="pass each claim once",
-            )
-        out[key] = value
     return out
 
 

@@ -4,7 +4,6 @@ bytes). Measures only; judging against a policy is `edgegate check`'s job."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -15,14 +14,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from edgegate.forensics.scan import ScanResult
-
-
-def parse_claims(items: Sequence[str]) -> dict[str, float]:
-    """``--claim sparsity=0.5`` / ``sparsity=50%`` -> {"sparsity": 0.5} (numeric claims)."""
-    from edgegate.checkpoint.claims import NUMERIC, parse_cli
-
-    parsed = parse_cli(items)
-    return {k: float(getattr(parsed, k)) for k in NUMERIC if getattr(parsed, k) is not None}
 
 
 @click.command(name="scan")
@@ -52,6 +43,7 @@ def command(
     per_tensor: bool, threads: int, quiet: bool,
 ) -> None:  # fmt: skip
     """Measure actual sparsity, structure and bytes of the checkpoint at PATH."""
+    from edgegate.claims import parse_claims
     from edgegate.forensics.scan import scan_paths
     from edgegate.progress import make_progress
 

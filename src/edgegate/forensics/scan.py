@@ -306,11 +306,12 @@ def merged(
     claims: Mapping[str, float] | None, sources: Mapping[str, str] | None, ckpt: Checkpoint
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Caller's claims (CLI/policy) win over what the checkpoint says about itself."""
-    out, src = metadata_claims(ckpt)
-    for k, v in (claims or {}).items():
-        out[k] = float(v)
-        src[k] = (sources or {}).get(k, "cli")
-    return out, src
+    from edgegate.claims import overlay
+
+    given = claims or {}
+    return overlay(
+        metadata_claims(ckpt), (given, {k: (sources or {}).get(k, "cli") for k in given})
+    )
 
 
 def scan_paths(
