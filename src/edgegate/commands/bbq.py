@@ -147,8 +147,9 @@ def command() -> None:
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Processes per model scoring BBQ on llama.cpp (default: as many as the CPUs hold at "
-    "the runtime's threads per process, within free memory; answers do not depend on it).",
+    help="Processes per model scoring BBQ on llama.cpp, and whether the fidelity pass runs its "
+    "two models at once (default: the usable CPUs over --threads, or over half the CPUs, within "
+    "free memory; answers do not depend on it).",
 )
 @click.option(
     "--cache-dir",
