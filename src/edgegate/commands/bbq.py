@@ -19,6 +19,7 @@ from edgegate import checks
 from edgegate.backends import RUNTIME_CHOICES, parse_runtimes
 from edgegate.checks.base import CheckResult, Status
 from edgegate.checks.sections import bbq_section
+from edgegate.cli_options import workers_option
 from edgegate.errors import DatasetError, InputError
 from edgegate.escape import terminal
 from edgegate.partial import parse_shard
@@ -144,13 +145,7 @@ def command() -> None:
     help="Looks of a sequential run (the first needs --min-items ambiguous items).",
 )
 @click.option("--threads", type=int, default=None)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    help="Processes per model scoring BBQ on llama.cpp, and whether the fidelity pass runs its "
-    "two models at once (default: the usable CPUs over --threads, or over half the CPUs, within "
-    "free memory; answers do not depend on it).",
-)
+@workers_option
 @click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),

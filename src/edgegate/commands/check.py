@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgegate.backends import LOCAL_RUNTIME_CHOICES, parse_runtimes
+from edgegate.cli_options import workers_option
 from edgegate.errors import InputError
 from edgegate.escape import terminal
 from edgegate.partial import parse_shard
@@ -86,13 +87,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     "auto: where the compressed model ships); overrides the policy.",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the runtimes.")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    help="Processes per model scoring BBQ on llama.cpp, and whether the fidelity pass runs its "
-    "two models at once (default: the usable CPUs over --threads, or over half the CPUs, within "
-    "free memory; answers do not depend on it).",
-)
+@workers_option
 @click.option(
     "--bbq-data",
     type=click.Path(path_type=Path),
