@@ -80,14 +80,7 @@ def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]
                 )
                 for k in kinds
             ]
-            yield bar_chart(
-                "Sparsity per layer, by module kind",
-                [f"layer {layer}" for layer in layers],
-                series,
-                fmt=_pct,
-                ymax=1.0,
-                refs=refs,
-            )
+            yield _per_layer_chart(layers, series, refs)
             return
     nested = _find(m, "by_layer_kind")  # {layer: {kind: {zeros, numel} | sparsity}}
     if isinstance(nested, Mapping) and nested:
@@ -97,14 +90,7 @@ def _sparsity_charts(m: Mapping[str, Any], claim: float | None) -> Iterator[str]
             series = [
                 (k, [_sparsity_of((nested[layer] or {}).get(k)) for layer in layers]) for k in kinds
             ]
-            yield bar_chart(
-                "Sparsity per layer, by module kind",
-                [f"layer {layer}" for layer in layers],
-                series,
-                fmt=_pct,
-                ymax=1.0,
-                refs=refs,
-            )
+            yield _per_layer_chart(layers, series, refs)
             return
     by_kind = _find(m, "by_kind")
     if isinstance(by_kind, Mapping) and by_kind:
@@ -227,3 +213,17 @@ def _ppl_vs_bias(gate: GateResult) -> list[str]:
 
 def _not_drawn(what: str, why: str) -> str:
     return f"<div class='not-drawn'><b>{escape(what)}: not drawn</b> — {escape(why)}</div>"
+
+
+def _per_layer_chart(
+    layers: list[Any], series: list[tuple[str, list[float | None]]], refs: list[RefLine]
+) -> str:
+    """The sparsity of each layer by module kind, from either layout the scan reports."""
+    return bar_chart(
+        "Sparsity per layer, by module kind",
+        [f"layer {layer}" for layer in layers],
+        series,
+        fmt=_pct,
+        ymax=1.0,
+        refs=refs,
+    )
