@@ -17,6 +17,7 @@ from edgegate.bbq.evaluation import result_from_answers
 from edgegate.bbq.spikein import AnswerSet, as_judge_input, inject
 from edgegate.checks.sections import BBQSection, bbq_section
 from edgegate.results import Status
+from edgegate.stats import look_levels, obf_spent
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "bbq" / "data"  # ../shared/bbq/data: never copied into the repo
@@ -40,12 +41,12 @@ def _erfcinv(y: float) -> float:
 @pytest.mark.parametrize("alpha", [0.05, 0.01])
 def test_spending_function(alpha: float) -> None:
     ts = [0.1, 1 / 3, 0.5, 2 / 3, 0.9, 1.0]
-    got = [seq.spent(t, alpha) for t in ts]
+    got = [obf_spent(t, alpha) for t in ts]
     assert got == sorted(got) and got[-1] == alpha
     for t, g in zip(ts, got, strict=True):
         assert g == pytest.approx(_obf(t, alpha), rel=1e-6)
-    levels = seq.look_levels([1 / 3, 2 / 3], alpha)
-    assert sum(levels) == pytest.approx(seq.spent(2 / 3, alpha))
+    levels = look_levels([1 / 3, 2 / 3], alpha)
+    assert sum(levels) == pytest.approx(obf_spent(2 / 3, alpha))
     assert levels[0] < levels[1] < alpha  # O'Brien-Fleming: almost nothing spent early
 
 

@@ -50,6 +50,27 @@ def mean_t_interval(
     return m, m - q * se, m + q * se
 
 
+# -- group-sequential looks ------------------------------------------------------------------
+def obf_spent(t: float, alpha: float) -> float:
+    """Alpha spent by information fraction t (0 < t <= 1): the Lan-DeMets O'Brien-Fleming-type
+    spending function ``2 * (1 - Phi(z_{1-alpha/2} / sqrt(t)))``. Group-sequential looks (BBQ
+    items, speed repetitions) judge each interim look at this function's increment."""
+    if t >= 1.0:
+        return alpha
+    return float(2.0 * stats.norm.sf(stats.norm.isf(alpha / 2.0) / math.sqrt(t)))
+
+
+def look_levels(fractions: Sequence[float], alpha: float) -> list[float]:
+    """The alpha each look may spend: the spending function's increments at the looks'
+    information fractions (Bonferroni over looks, so valid whatever their correlation)."""
+    out, before = [], 0.0
+    for t in fractions:
+        now = obf_spent(t, alpha)
+        out.append(max(0.0, now - before))
+        before = now
+    return out
+
+
 @dataclass(frozen=True)
 class PairedRatio:
     """Geometric mean of per-pair ratios num/den with a t interval on the log ratios."""

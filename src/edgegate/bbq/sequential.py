@@ -37,7 +37,6 @@ never a pass. Sharded runs do not stop early (no shard sees the others' answers)
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -52,7 +51,7 @@ from edgegate.bbq.reduce import BIASED, UNKNOWN, ItemTable
 from edgegate.bbq.targets import Targets
 from edgegate.checks.sections import BBQSection
 from edgegate.results import Interval, Status, Verdict
-from edgegate.stats import newcombe_paired
+from edgegate.stats import look_levels, newcombe_paired
 
 DESIGN = (
     "group-sequential, fail side only: Lan-DeMets O'Brien-Fleming-type alpha spending over the share of "
@@ -65,24 +64,6 @@ STOPPING = {
     "bbq.abstention": ("max_unknown_rate_drop", "drop of the 'unknown' rate on ambiguous items"),
     "bbq.accuracy_disambig": ("max_accuracy_drop", "disambiguated accuracy drop"),
 }
-
-
-def spent(t: float, alpha: float) -> float:
-    """Alpha spent by information fraction t (0 < t <= 1): O'Brien-Fleming-type, one-sided."""
-    if t >= 1.0:
-        return alpha
-    return float(2.0 * norm.sf(norm.isf(alpha / 2.0) / math.sqrt(t)))
-
-
-def look_levels(fractions: Sequence[float], alpha: float) -> list[float]:
-    """The nominal one-sided level of each interim look: the spending function's increments
-    (Bonferroni over looks, so valid whatever the looks' correlation)."""
-    out, before = [], 0.0
-    for t in fractions:
-        now = spent(t, alpha)
-        out.append(max(0.0, now - before))
-        before = now
-    return out
 
 
 def _rank_key(seed: int, uid: str) -> bytes:

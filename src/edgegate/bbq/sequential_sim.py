@@ -32,9 +32,10 @@ import numpy as np
 
 from edgegate.bbq.paired import mcnemar
 from edgegate.bbq.reduce import BIASED, UNKNOWN, ItemTable
-from edgegate.bbq.sequential import crossings, look_levels
+from edgegate.bbq.sequential import crossings
 from edgegate.bbq.spikein import AnswerSet, inject
 from edgegate.checks.sections import BBQSection
+from edgegate.stats import look_levels
 
 
 def _table(cls: np.ndarray, correct: np.ndarray) -> ItemTable:

@@ -98,10 +98,16 @@ def runtime_verdicts(
         scope=rt,
     )
     band = (
-        f"{sp.point:.3f}x [95% CI {sp.ci_low:.3f}, {sp.ci_high:.3f}], n={sp.n}"
+        f"{sp.point:.3f}x [{_level(sp.level)} CI {sp.ci_low:.3f}, {sp.ci_high:.3f}], n={sp.n}"
         if ci is not None
         else f"{sp.point:.3f}x, n={sp.n} (no interval)"
     )
+    seq = res.sequential
+    if seq is not None and seq.stopped_early:
+        band += (
+            f"; stopped at look {len(seq.looks)} of {len(seq.looks_planned) + 1} "
+            f"({seq.repetitions_run} of {seq.planned_repetitions} repetitions)"
+        )
     contended = res.load is not None and res.load.contended is True
     if res.load is not None and contended:
         band += f"; measured under contention ({res.load.describe()})"
@@ -131,6 +137,11 @@ def runtime_verdicts(
             )
         )
     return verdicts
+
+
+def _level(level: float) -> str:
+    """95% for the fixed-n interval; an interim look's stricter level with its digits."""
+    return f"{level * 100:.4g}%"
 
 
 def _min_speedup_outcome(

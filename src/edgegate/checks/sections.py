@@ -72,6 +72,7 @@ class SpeedSection(PolicySection):
     min_speedup: float | PerFormat | None
     min_effect: float
     repetitions: int
+    sequential: bool
     warmup: int
     prompt_tokens: int
     gen_tokens: int

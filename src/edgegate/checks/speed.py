@@ -22,7 +22,7 @@ A runtime that is not installed, or cannot load the format given, is SKIPPED for
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,10 +126,12 @@ def measure(ctx: CheckContext[SpeedSection], shard: Shard | None = None) -> Spee
             )
             continue
         try:
+            mech = speed_mechanism(ctx.dense_path, ctx.compressed_path, rt)
+            rule = _stopping_rule(rt, mech, ctx.section, ctx.claims.get("speedup"))
             benches[rt] = bench_runtime(
-                rt, ctx.dense_path, ctx.compressed_path, cfg, progress=ctx.progress
+                rt, ctx.dense_path, ctx.compressed_path, cfg, progress=ctx.progress, decided=rule
             )
-            mechanisms[rt] = speed_mechanism(ctx.dense_path, ctx.compressed_path, rt)
+            mechanisms[rt] = mech
         except BackendUnavailable as exc:
             not_measured[rt] = Verdict(
                 "min_speedup", Status.SKIPPED, f"{rt}: {exc.one_line()}", scope=rt
@@ -150,6 +152,31 @@ def measure(ctx: CheckContext[SpeedSection], shard: Shard | None = None) -> Spee
         mechanisms,
         tuple(untimed),
     )
+
+
+def _stopping_rule(
+    rt: str, mech: Mechanism, sec: SpeedSection, claim: float | None
+) -> Callable[[RuntimeBench], bool]:
+    """Whether the timing so far decides every verdict of ``rt``: the judge's own rules on the
+    interim interval (``edgegate.speed.sequential``), at least one verdict PASS or FAIL and none
+    inconclusive. A claim passes at the end unless the interval falls below it, which a wider
+    interval makes easier: at a look it counts as decided only when the interval clears it. A
+    FAIL the files decide (no mechanism) is not the timing's decision: with
+    ``time_when_decided`` the timing is judged on its own, as if the mechanism were unknown."""
+    timing_mech = Mechanism(None, mech.reason) if mech.possible is False else mech
+    thr, min_effect = _min_speedup(sec, rt), float(sec.min_effect)
+
+    def decided(res: RuntimeBench) -> bool:
+        verdicts = runtime_verdicts(rt, res, timing_mech, thr, min_effect, claim)
+        for v in verdicts:
+            if v.status in (Status.INCONCLUSIVE, Status.ERROR):
+                return False
+            consistent_only = claim is None or not res.decode.ci_low >= float(claim)
+            if v.name == "claimed_speedup" and v.status is Status.PASS and consistent_only:
+                return False
+        return any(v.status in (Status.PASS, Status.FAIL) for v in verdicts)
+
+    return decided
 
 
 def _runtimes(
@@ -184,6 +211,7 @@ def _bench_config(ctx: CheckContext[SpeedSection], dense: Path) -> tuple[BenchCo
         prompt_tokens=prompt_tokens,
         gen_tokens=gen_tokens,
         repetitions=int(sec.repetitions),
+        sequential=bool(sec.sequential),
         warmup=int(sec.warmup),
         threads=int(threads) if threads else None,
         seed=int(ctx.settings.seed or 0),

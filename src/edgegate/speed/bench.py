@@ -14,6 +14,9 @@ Method (llama-bench's pp/tg tests and mlx_lm.benchmark, tightened for a comparis
   variance the interval covers, and ABBA cancels start- and run-order effects in the mean;
 - per metric: medians, and the speedup as the geometric mean of per-repetition ratios with
   a paired t interval on the log ratios (pairs = the two runs of one repetition);
+- with ``sequential`` and a ``decided`` rule, the timings are judged after every ABBA pair
+  from the 4th repetition on, and the run stops once the rule says every verdict is decided
+  on an interval at that look's stricter level (``edgegate.speed.sequential``);
 - the machine's load over the whole benchmark (other processes' CPU, CPU pressure) is kept,
   so a reading taken under contention is marked as such.
 Raw samples are kept in the result.
@@ -23,8 +26,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from edgegate.backends.pair import OpenSettings, open_pair
 from edgegate.errors import InputError
 from edgegate.progress import NullProgress, Progress
 from edgegate.speed.load import MachineLoad, between, snapshot
+from edgegate.speed.sequential import SpeedLook, SpeedSequential, plan, record
 from edgegate.stats import PairedRatio, paired_ratio
 
 
@@ -49,6 +53,7 @@ class BenchConfig:
     timeout: float = 1800.0  # seconds per runtime call before the child is killed
     cache_dir: str | None = None
     level: float = 0.95
+    sequential: bool = False  # interim looks (edgegate.speed.sequential) when a rule is given
 
     def validate(self) -> None:
         for name in ("prompt_tokens", "gen_tokens", "repetitions"):
@@ -101,6 +106,7 @@ class RuntimeBench:
     wall_s: float
     notes: tuple[str, ...] = field(default_factory=tuple)
     load: MachineLoad | None = None  # the machine's load over the benchmark
+    sequential: SpeedSequential | None = None  # looks taken, when timed sequentially
 
     @property
     def decode(self) -> Speedup:
@@ -147,7 +153,10 @@ def bench_runtime(
     cfg: BenchConfig,
     *,
     progress: Progress | None = None,
+    decided: Callable[[RuntimeBench], bool] | None = None,
 ) -> RuntimeBench:
+    """Time both models. ``decided``: the judge's rule, asked at each interim look (with
+    ``cfg.sequential``) whether every verdict is decided on the timing so far."""
     cfg.validate()
     prog = progress or NullProgress()
     cpus = _cpus(cfg.threads, cfg.pin)
@@ -163,6 +172,11 @@ def bench_runtime(
         cpus=cpus,
     )
     order = abba_order(even_repetitions(cfg.repetitions))  # (repetition, model), two per repetition
+    planned = len(order) // 2
+    looks_planned = plan(planned, cfg.level) if cfg.sequential and decided is not None else ()
+    due = {lp.repetitions: lp for lp in looks_planned}
+    looks: list[SpeedLook] = []
+    level = cfg.level
     samples: list[Sample] = []
     infos: dict[str, dict[str, Any]] = {}
     prompt: list[int] | None = None
@@ -198,9 +212,26 @@ def bench_runtime(
                     )
                     advance(1)
                 infos = {name: b.info() for name, b in opened.items()}
-    # after the last pair closed: its processes are reaped, so their CPU time counts as ours
+            look = due.get(rep + 1)
+            if look is None or decided is None:
+                continue
+            # after the pair closed: its processes are reaped, so their CPU time counts as ours
+            so_far = summarize(
+                runtime, cfg, samples, infos, cpus, time.perf_counter() - t_start,
+                between(load_start, snapshot(), cfg.threads), level=look.level,
+            )  # fmt: skip
+            sp = so_far.decode
+            looks.append(
+                SpeedLook(look.repetitions, look.level, sp.point, sp.ci_low, sp.ci_high, False)
+            )
+            if decided(so_far):
+                looks[-1] = replace(looks[-1], decided=True)
+                level = look.level
+                break
     load = between(load_start, snapshot(), cfg.threads)
-    return summarize(runtime, cfg, samples, infos, cpus, time.perf_counter() - t_start, load)
+    seq = record(planned, looks_planned, looks, len(samples) // 2) if cfg.sequential else None
+    wall = time.perf_counter() - t_start
+    return summarize(runtime, cfg, samples, infos, cpus, wall, load, level=level, sequential=seq)
 
 
 def _loadavg1() -> float | None:
@@ -223,7 +254,13 @@ def summarize(
     cpus: tuple[int, ...] | None,
     wall_s: float,
     load: MachineLoad | None = None,
+    *,
+    level: float | None = None,
+    sequential: SpeedSequential | None = None,
 ) -> RuntimeBench:
+    """Medians and speedups of the samples; intervals at ``level`` (default ``cfg.level``: a
+    run stopped at an interim look reports the interval it stopped on)."""
+    level = cfg.level if level is None else level
     medians = {
         m: {
             k: float(np.median(_series(samples, m, k)))
@@ -239,9 +276,9 @@ def summarize(
     ):
         d, c = _series(samples, "dense", attr), _series(samples, "compressed", attr)
         num, den = (d, c) if invert else (c, d)
-        r = paired_ratio(num, den, level=cfg.level)
+        r = paired_ratio(num, den, level=level)
         speedups[metric] = Speedup(
-            metric, r.point, r.ci_low, r.ci_high, r.n, cfg.level, log_sd=r.log_sd
+            metric, r.point, r.ci_low, r.ci_high, r.n, level, log_sd=r.log_sd
         )
     rss = {
         m: max(
@@ -261,6 +298,8 @@ def summarize(
         )
     if load is not None and load.contended:
         notes.append(f"measured under contention: {load.describe()}")
+    if sequential is not None and sequential.stopped_early:
+        notes.append(f"stopped early: {sequential.why}")
     return RuntimeBench(
         runtime,
         cfg,
@@ -274,4 +313,5 @@ def summarize(
         wall_s,
         tuple(notes),
         load,
+        sequential,
     )
