@@ -139,3 +139,59 @@ def test_nm_magnitude_only_for_nm_masks() -> None:
     )
     assert agr2.nm_tensors == 0
     assert classify(agr2).method.startswith("activation-aware-like")
+
+
+def reference_agreement(d: np.ndarray, c: np.ndarray) -> tuple[int, int, int, int, int, float]:
+    """mask_agreement's counts the plain way: stable argsorts per row and per 4-group, the
+    changed entries by compaction (the tensor overlap keeps argpartition, its definition)."""
+    mask = c == 0
+    absd = np.abs(d)
+    k = int(mask.sum())
+    smallest = np.argpartition(absd.ravel(), k - 1)[:k] if 0 < k < d.size else np.arange(k)
+    kr = mask.sum(axis=1)
+    ranked = np.take_along_axis(mask, np.argsort(absd, axis=1, kind="stable"), axis=1)
+    row = int((ranked & (np.arange(d.shape[1]) < kr[:, None])).sum())
+    group = 0
+    if d.shape[1] % 4 == 0:
+        m, g = mask.reshape(-1, 4), absd.reshape(-1, 4)
+        ranked = np.take_along_axis(m, np.argsort(g, axis=1, kind="stable"), axis=1)
+        group = int((ranked & (np.arange(4) < m.sum(axis=1)[:, None])).sum())
+    diff = np.abs(c - d)[~mask]
+    finite = diff[np.isfinite(diff)]
+    max_change = float(finite.max()) if finite.size else 0.0
+    return k, int(mask.ravel()[smallest].sum()), row, group, int(np.count_nonzero(diff)), max_change
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_agreement_matches_plain_ranking_with_ties_zeros_and_nan(seed: int) -> None:
+    """The fast ranking (value sort per row, pairwise ranks per 4-group, a multiply for the
+    changed entries) must give the stable argsort's counts exactly: few distinct magnitudes
+    make ties at every threshold, plus exact zeros (also -0.0), NaN and Inf."""
+    rng = np.random.default_rng(seed)
+    for case in range(150):
+        rows, cols = int(rng.integers(1, 9)), int(rng.choice([1, 3, 4, 8, 12, 16]))
+        levels = int(rng.choice([1, 2, 3, 8, 1000]))
+        d = rng.integers(-levels, levels + 1, (rows, cols)).astype(np.float32) * 0.5
+        d[rng.random(d.shape) < 0.1] = -0.0
+        if case % 3 == 0:  # random mask
+            m = rng.random(d.shape) < rng.random()
+        elif case % 3 == 1:  # magnitude with ties at the threshold, a few flipped
+            m = np.abs(d) <= np.quantile(np.abs(d), rng.random())
+            m ^= rng.random(d.shape) < 0.1
+        else:  # per row: any count of zeros from none to all, on stably-ranked entries
+            m = np.zeros(d.shape, bool)
+            for r in range(rows):
+                m[r, np.argsort(np.abs(d[r]), kind="stable")[: rng.integers(0, cols + 1)]] = True
+        c = np.where(m, np.float32(-0.0) if case % 2 else np.float32(0.0), d)
+        c[rng.random(d.shape) < 0.1] += 0.25  # changed beyond pruning
+        if case % 10 == 0:
+            d.flat[rng.integers(d.size)] = rng.choice([np.nan, np.inf, -np.inf])
+        if case % 10 == 5:
+            c.flat[rng.integers(c.size)] = rng.choice([np.nan, np.inf])
+        with np.errstate(invalid="ignore"):
+            a = mask_agreement(d, c)
+            want = reference_agreement(d, c)
+        got = (a.pruned, a.tensor_overlap, a.row_overlap, a.group_overlap, a.changed)
+        assert (*got, a.max_abs_change) == want, (case, d, c)
+        kr = (c == 0).sum(axis=1).astype(np.float64)
+        assert a.row_random == (float((kr**2).sum() / cols) if kr.any() else 0.0)
