@@ -323,6 +323,30 @@ def test_transformers_null_control_and_known_positive(tiny: tuple[Path, Path, Pa
     )
 
 
+def test_transformers_overlapped_pass_gives_the_bits_of_in_turn(
+    tiny: tuple[Path, Path, Path],
+) -> None:
+    """transformers (rows kept by ``_generic``) side by side, each chunk compared while both
+    models score the next: the bits of in turn."""
+    dense, _, pruned = tiny
+    opened = [
+        open_backend("transformers", p, n_ctx=64, threads=1, timeout=300) for p in (dense, pruned)
+    ]
+    try:
+        d, c = opened
+        ch = chunk_text(d, (dense.parent / "text.txt").read_text(), 64, "chunked")
+        turn = fid.scored_pass(d, c, ch, range(6))
+        both = fid.scored_pass(d, c, ch, range(6), side_by_side=True)
+    finally:
+        for be in opened:
+            be.close()
+    for s, t in zip(both.chunks, turn.chunks, strict=True):
+        assert np.array_equal(s.kl, t.kl) and np.array_equal(s.top1, t.top1)
+        assert np.array_equal(s.nll_dense, t.nll_dense)
+        assert np.array_equal(s.nll_compressed, t.nll_compressed)
+    assert len(both.chunks) == 6 and max(float(s.kl.max()) for s in both.chunks) > 0
+
+
 # -- what is not measured is said so -------------------------------------------------------------
 def test_models_behind_servers_are_skipped_with_the_reason() -> None:
     ctx = CheckContext(

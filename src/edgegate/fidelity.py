@@ -12,8 +12,9 @@ loses). Per scored token t, with P the dense and Q the compressed next-token dis
 
 Memory: the logits of a chunk stay in each model's own process (the pass that scores
 perplexity keeps them, ``Backend.score_tokens_kept``); this process reads ``ROW_BUDGET`` floats
-of each at a time and keeps only the per-token numbers, so it never holds a chunk's logits
-(Gemma's 262,144-token vocabulary makes a 512-token chunk 0.5 GB in float32).
+of each at a time and keeps only the per-token numbers (Gemma's 262,144-token vocabulary makes
+a 512-token chunk 0.5 GB in float32). Side by side, it holds at most ``HANDOVER_BUDGET`` floats
+of each model's chunk, to compare them while both models score the next chunk.
 
 Statistics: tokens of one chunk share their context, so chunks are the independent units:
 every aggregate gets a 95% bootstrap CI with chunks resampled (the same chunks for both models:
@@ -29,10 +30,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgegate.backends.together import Both
 from edgegate.errors import BackendError, InputError
 from edgegate.progress import NullProgress, Progress
 from edgegate.settings import DEFAULT_BACKEND_TIMEOUT
@@ -41,9 +43,13 @@ if TYPE_CHECKING:
     from edgegate.backends.base import Backend
     from edgegate.perplexity import Chunking, PPLComparison
 
-T = TypeVar("T")
 # floats of one model's logits per read: 16 rows of a 262k vocabulary (64 MB once in float64)
 ROW_BUDGET = 1 << 22
+# floats of one model's chunk handed over to this process (side by side) to be compared while
+# the models score the next chunk: 256 rows of a 262k vocabulary, 256 MiB in float32 per model,
+# so 512 MiB for both at most (a 512-token chunk scores 255 rows: all of it); the rows beyond
+# are compared before the next chunk is scored, the models waiting as they do in turn
+HANDOVER_BUDGET = 1 << 26
 TEST = "paired bootstrap over chunks (BCa, scipy.stats.bootstrap; chunks resampled, n = chunks)"
 QUANTILES = {"median_kl": 0.5, "p90_kl": 0.9, "p99_kl": 0.99, "p999_kl": 0.999}
 
@@ -85,9 +91,11 @@ class ChunkScores:
 @dataclass(frozen=True)
 class PassResult:
     chunks: tuple[ChunkScores, ...]
-    seconds: dict[
-        str, float
-    ]  # per model: its forward passes; "compare": reading and comparing logits
+    # per model ("dense", "compressed"): the wall time of its forward passes; "compare": this
+    # process reading and comparing the logits. Side by side, a chunk is compared while both
+    # models score the next one: the three overlap, so their sum exceeds the pass's wall time
+    # (and the forward passes, sharing the cores with the comparison, take a little longer)
+    seconds: dict[str, float]
 
 
 def scored_pass(
@@ -103,7 +111,10 @@ def scored_pass(
     """Score the chunks ``indices`` with both models, keeping each chunk's logits in the
     models' processes just long enough to compare them ``ROW_BUDGET`` floats at a time.
     ``side_by_side``: the two processes score (and hand over logits) at the same time, where
-    the cores hold both (backends/pool.py); the numbers are the same either way."""
+    the cores hold both (backends/pool.py), and a chunk's logits, once handed over (up to
+    ``HANDOVER_BUDGET`` floats per model), are compared while both score the next chunk; in
+    turn, each chunk is scored and then compared. The numbers are the same either way: every
+    block of rows is compared by the same call on the same bits."""
     if dense.n_vocab != comp.n_vocab or dense.n_vocab <= 0:
         raise InputError(
             f"the models' vocabularies differ ({dense.n_vocab:,} vs {comp.n_vocab:,} tokens): "
@@ -112,31 +123,42 @@ def scored_pass(
             hint="compare models that share a tokenizer and output layer",
         )
     rows = max(1, ROW_BUDGET // dense.n_vocab)
+    held = HANDOVER_BUDGET // dense.n_vocab if side_by_side else 0  # rows handed over
     seconds = {"dense": 0.0, "compressed": 0.0, "compare": 0.0}
     out: list[ChunkScores] = []
     prog = progress or NullProgress()
-    both = _Both(dense, comp, side_by_side)
-    try:
-        with prog.task("perplexity + fidelity", total=len(indices)) as advance:
-            for k in indices:
-                chunk = chunking.chunks[k]
-                n = len(chunk) - chunking.first
-                (nll_d, s_d), (nll_c, s_c) = both(
-                    partial(_chunk_nll, chunk=chunk, first=chunking.first, clock=clock)
-                )
-                seconds["dense"] += s_d
-                seconds["compressed"] += s_c
-                t0 = clock()
-                kl, top1 = np.empty(n, dtype=np.float64), np.empty(n, dtype=bool)
-                for a in range(0, n, rows):
-                    b = min(n, a + rows)
-                    d, c = both(partial(_kept, start=a, stop=b))
-                    kl[a:b], top1[a:b] = compare_rows(d, c)
-                seconds["compare"] += clock() - t0
-                out.append(ChunkScores(nll_d, nll_c, kl, top1))
-                advance(1)
-    finally:
-        both.close()
+    score = partial(_chunk_nll, first=chunking.first, clock=clock)
+    todo = [chunking.chunks[k] for k in indices]
+    with (
+        Both(dense, comp, side_by_side) as both,
+        prog.task("perplexity + fidelity", total=len(todo)) as advance,
+    ):
+        scoring = both.start(partial(score, chunk=todo[0])) if todo else None
+        for i, chunk in enumerate(todo):
+            assert scoring is not None
+            (nll_d, s_d), (nll_c, s_c) = scoring.result()
+            seconds["dense"] += s_d
+            seconds["compressed"] += s_c
+            n = len(chunk) - chunking.first
+            kl, top1 = np.empty(n, dtype=np.float64), np.empty(n, dtype=bool)
+            blocks = [(a, min(n, a + rows)) for a in range(0, n, rows)]
+            t0 = clock()
+            handed = [
+                (a, b, *both(partial(_kept, start=a, stop=b))) for a, b in blocks if b <= held
+            ]
+            for a, b in blocks[len(handed) :]:
+                d, c = both(partial(_kept, start=a, stop=b))
+                kl[a:b], top1[a:b] = compare_rows(d, c)
+            t1 = clock()
+            if i + 1 < len(todo):  # side by side both score the next chunk from here on
+                scoring = both.start(partial(score, chunk=todo[i + 1]))
+            t2 = clock()
+            for a, b, d, c in handed:
+                kl[a:b], top1[a:b] = compare_rows(d, c)
+            del handed  # this chunk's logits, before the next chunk's are read
+            seconds["compare"] += (t1 - t0) + (clock() - t2)
+            out.append(ChunkScores(nll_d, nll_c, kl, top1))
+            advance(1)
     return PassResult(tuple(out), seconds)
 
 
@@ -153,28 +175,6 @@ def _chunk_nll(
 
 def _kept(be: Backend, *, start: int, stop: int) -> np.ndarray:
     return np.asarray(be.kept_logits(start, stop))
-
-
-class _Both:
-    """Call a function on the dense and on the compressed model: in turn, or at once on two
-    threads (each blocks on its own model's process, so the two processes work together)."""
-
-    def __init__(self, dense: Backend, comp: Backend, side_by_side: bool) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.models = (dense, comp)
-        self.pool = ThreadPoolExecutor(2, thread_name_prefix="fidelity") if side_by_side else None
-
-    def __call__(self, fn: Callable[[Backend], T]) -> tuple[T, T]:
-        if self.pool is None:
-            return fn(self.models[0]), fn(self.models[1])
-        later = self.pool.submit(fn, self.models[1])
-        first = fn(self.models[0])
-        return first, later.result()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
 
 
 # -- aggregation ------------------------------------------------------------------------------

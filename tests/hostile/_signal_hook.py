@@ -50,9 +50,8 @@ class HangingBackend:
         tmp.replace(marker)  # appears whole
         time.sleep(3600)
 
-    token_logprobs = score_tokens = next_token_logprobs = loglikelihood = generate = time_run = (
-        _hang
-    )
+    token_logprobs = score_tokens = score_tokens_kept = next_token_logprobs = loglikelihood = _hang
+    generate = time_run = _hang
 
     def info(self) -> dict[str, Any]:
         return {"runtime": "llamacpp"}

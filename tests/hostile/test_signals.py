@@ -38,6 +38,21 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _in_session(sid: int) -> list[int]:
+    """The live processes of session ``sid`` (the gate's, started in a session of its own):
+    the gate and every runtime child it started."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.append(int(d.name))
+    return found
+
+
 def _wait_for(marker: Path, proc: subprocess.Popen[str]) -> int:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -56,11 +71,19 @@ def _wait_for(marker: Path, proc: subprocess.Popen[str]) -> int:
     ("sig", "code", "said"),
     [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
 )
+@pytest.mark.parametrize(
+    ("check", "extra"),
+    [
+        ("perplexity", []),
+        # both models at once: the gate waits on two threads, each blocked on a model's call
+        ("fidelity", ["--workers", "2"]),
+    ],
+)
 def test_signal_to_the_gate_pid_stops_gate_and_child(
-    sig: signal.Signals, code: int, said: str, tmp_path: Path
+    sig: signal.Signals, code: int, said: str, check: str, extra: list[str], tmp_path: Path
 ) -> None:
     (tmp_path / "policy.yaml").write_text(
-        "version: 1\nname: sig\nchecks:\n  perplexity: {runtime: llamacpp, n_ctx: 64, min_chunks: 1}\n",
+        f"version: 1\nname: sig\nchecks:\n  {check}: {{runtime: llamacpp, n_ctx: 64, min_chunks: 2}}\n",
         "utf-8",
     )
     marker = tmp_path / "busy"
@@ -79,6 +102,7 @@ def test_signal_to_the_gate_pid_stops_gate_and_child(
             "--cache-dir",
             "cache",
             "-q",
+            *extra,
         ],
         cwd=tmp_path,
         env=env,
@@ -99,8 +123,10 @@ def test_signal_to_the_gate_pid_stops_gate_and_child(
         assert proc.returncode == code, err
         assert f"edgegate: {said}" in err and "Traceback" not in err, err
         assert not _alive(child), f"runtime child {child} still running after the gate exited"
+        # fidelity side by side has both models' children busy: neither is left
+        assert _in_session(proc.pid) == [], "runtime children still running after the gate exited"
     finally:
-        for pid in (proc.pid, child):
+        for pid in (proc.pid, child, *_in_session(proc.pid)):
             if pid is not None and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()

@@ -129,6 +129,7 @@ class GenericBackend(ABC):
             raise InputError(
                 f"kept_logits: rows {start}..{stop} outside the {len(kept)} kept", field="rows"
             )
+        # may be a view: the kept array is replaced by the next scoring call, never written
         return np.ascontiguousarray(kept[start:stop], dtype=np.float32)
 
     def next_token_logprobs(

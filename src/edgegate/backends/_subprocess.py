@@ -244,6 +244,12 @@ class IsolatedBackend:
             self._proc.kill()
             self._proc.wait()
 
+    def abort(self) -> None:
+        """Kill the child now, a call in flight on another thread included (it then raises
+        BackendError): Ctrl-C or SIGTERM while the fidelity pass's threads wait on both
+        models (backends/together.py)."""
+        self._kill()
+
     # -- Backend protocol ---------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return list(self._call("tokenize", text=text, add_special=add_special))

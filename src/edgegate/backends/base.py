@@ -73,7 +73,9 @@ class Backend(Protocol):
     def kept_logits(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start..stop-1`` of the logits ``score_tokens_kept`` kept (row i predicts
         tokens[first + i]): float32 [stop - start, n_vocab]. Read a few rows at a time: a chunk
-        of a 262k vocabulary is hundreds of MB."""
+        of a 262k vocabulary is hundreds of MB. The rows returned are the caller's: a later
+        scoring call leaves them as they are (the fidelity pass compares a chunk's rows while
+        the model scores the next chunk)."""
         ...
 
     def next_token_logprobs(
