@@ -9,7 +9,6 @@ down_proj survive, and were the surviving weights changed (quantisation, SparseG
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import TypedDict
 import numpy as np
 
 from edgegate.checkpoint.base import Checkpoint, ModuleKind
+from edgegate.forensics.ranking import changes, group_overlap, rank_keys, row_overlap
 from edgegate.forensics.size import SizeReport, SizeReportDict
 from edgegate.progress import Progress
 
@@ -176,7 +176,7 @@ def mask_agreement(
     k = int(np.count_nonzero(mask))
     cols = d.shape[1]
     kept = mask.size - k
-    changed, max_change = _changes(d, c, mask)
+    changed, max_change = changes(d, c, mask)
     if k == 0:
         return MaskAgreement(
             0, mask.size, 0, 0, 0.0, changed, kept, max_change, 0
@@ -186,81 +186,15 @@ def mask_agreement(
     # argpartition picks among ties at the k-th value in its own way: kept as the definition
     smallest = np.argpartition(flat, k - 1)[:k] if k < flat.size else np.arange(flat.size)
     t_overlap = int(np.count_nonzero(mask.ravel()[smallest]))
-    keys = _rank_keys(absd)
+    keys = rank_keys(absd)
     kr = mask.sum(axis=1, dtype=np.int32)  # (the default int64 sum is ~2x slower)
-    r_overlap = _row_overlap(keys, mask, kr)
+    r_overlap = row_overlap(keys, mask, kr)
     r_random = float((kr.astype(np.float64) ** 2).sum() / cols)
-    g_overlap, g_random, nm = _group_overlap(keys, mask) if cols % 4 == 0 else (0, 0.0, False)
+    g_overlap, g_random, nm = group_overlap(keys, mask) if cols % 4 == 0 else (0, 0.0, False)
     return MaskAgreement(
         k, mask.size, t_overlap, r_overlap, r_random, changed, kept, max_change, int(row_uniform), 1,
         g_overlap, g_random, 1, int(nm),
     )  # fmt: skip
-
-
-def _changes(d: np.ndarray, c: np.ndarray, mask: np.ndarray) -> tuple[int, float]:
-    """How many kept (non-zero) compressed entries differ from the dense value, and the
-    largest finite difference (0.0 if none)."""
-    diff = c - d
-    np.abs(diff, out=diff)
-    # zero the pruned entries by a multiply (a masked write or compaction is ~10x slower);
-    # exact unless a pruned |d| is Inf or NaN (x * 0 is NaN), which the max then shows
-    with np.errstate(invalid="ignore"):
-        diff *= ~mask
-    top = float(diff.max()) if diff.size else 0.0
-    if math.isfinite(top):  # max propagates NaN and Inf: every entry is finite
-        return int(np.count_nonzero(diff != 0)), top  # (counting a bool array is ~3x faster)
-    kept = np.abs(c - d)[~mask]  # rare: NaN or Inf somewhere; NaN counts as a change
-    finite = kept[np.isfinite(kept)]
-    return int(np.count_nonzero(kept)), float(finite.max()) if finite.size else 0.0
-
-
-def _rank_keys(absd: np.ndarray) -> np.ndarray:
-    """Keys that order like numpy's sort of ``absd``: ``absd`` itself, or with NaN (which
-    numpy sorts last, all equal) its bit patterns with every NaN made one value above Inf,
-    as ``<`` and ``==`` on NaN would not order them."""
-    if not np.isnan(absd.max()):  # the max is NaN iff some entry is
-        return absd
-    bits = absd.view(np.uint32)  # non-negative floats order as their bit patterns
-    return np.where(np.isnan(absd), np.uint32(0x7FC00000), bits)
-
-
-def _row_overlap(keys: np.ndarray, mask: np.ndarray, kr: np.ndarray) -> int:
-    """Zeros among each row's kr smallest in the order of ``argsort(kind="stable")``, which
-    takes every entry below the row's kr-th smallest value t, then entries equal to t in
-    column order. Finding t needs only a value sort (~20x faster than the stable argsort)."""
-    t = np.take_along_axis(np.sort(keys, axis=1), np.maximum(kr - 1, 0)[:, None], axis=1)
-    below = keys < t
-    overlap = int(np.count_nonzero(below & mask))
-    need = kr - below.sum(axis=1, dtype=np.int32)  # how many entries equal to t are taken
-    # each tie's rank among its row's ties (flat indices come row by row, columns ascending)
-    tied = np.flatnonzero(keys == t)
-    r = tied // keys.shape[1]
-    tie_rank = np.arange(r.size) - np.searchsorted(r, r)
-    overlap += int(np.count_nonzero(mask.ravel()[tied] & (tie_rank < need[r])))
-    return overlap
-
-
-def _group_overlap(keys: np.ndarray, mask: np.ndarray) -> tuple[int, float, bool]:
-    """Overlap of the mask with each 4-group's k_g smallest |w| (what 2:4 magnitude keeps),
-    its chance level, and whether every group has the same zero count (an N:M mask)."""
-    g = keys.reshape(-1, 4)
-    m = mask.reshape(-1, 4)
-    mu = m.view(np.uint8)  # four column adds: a sum over an axis of width 4 is ~10x slower
-    kg = mu[:, 0] + mu[:, 1] + mu[:, 2] + mu[:, 3]
-    # ranked as by a stable argsort of each group (one call per group: slow), from the 6
-    # pairwise comparisons: for i < j, the sort puts i first iff g_i <= g_j
-    first = {(i, j): g[:, i] <= g[:, j] for i, j in itertools.combinations(range(4), 2)}
-    overlap = 0
-    for j in range(4):
-        place = np.zeros(kg.shape, dtype=np.uint8)  # entries the sort puts before j
-        for i in range(4):
-            if i < j:
-                place += first[i, j]
-            elif i > j:
-                place += ~first[j, i]
-        overlap += int(np.count_nonzero(m[:, j] & (place < kg)))
-    nm = bool(kg.size and (kg == kg[0]).all())
-    return overlap, float((kg.astype(np.float64) ** 2).sum() / 4), nm
 
 
 @dataclass(frozen=True)
