@@ -9,13 +9,14 @@ import math
 from pathlib import Path
 
 import pytest
+from _support import synthetic_bench
 
 from edgegate import checks
 from edgegate.backends import available
 from edgegate.checks import speed
 from edgegate.checks.base import CheckContext, Status
 from edgegate.speed import sequential as seq
-from edgegate.speed.bench import BenchConfig, RuntimeBench, Sample, bench_runtime, summarize
+from edgegate.speed.bench import BenchConfig, RuntimeBench, bench_runtime
 from edgegate.speed.load import MachineLoad
 from edgegate.speed.mechanism import Mechanism
 from edgegate.stats import obf_spent
@@ -95,15 +96,7 @@ def test_without_sequential_or_a_rule_there_is_no_look() -> None:
 
 def _bench(ratios: list[float], level: float, load: MachineLoad = QUIET) -> RuntimeBench:
     """Repetition i ran the compressed model ratios[i] times as fast; intervals at ``level``."""
-    cfg = BenchConfig(repetitions=6, threads=1, sequential=True)
-    samples = []
-    for i, r in enumerate(ratios):
-        for model, tps in (("dense", 40.0), ("compressed", 40.0 * r)):
-            samples.append(
-                Sample(model, i, len(samples), 0.1, 128 / tps, 0.1 + 128 / tps, 5120.0, tps, None)
-            )
-    infos: dict[str, dict[str, object]] = {"dense": {}, "compressed": {}}
-    return summarize("llamacpp", cfg, samples, infos, None, 1.0, load, level=level)
+    return synthetic_bench(ratios, load, level=level, repetitions=6)
 
 
 LOOK = seq.plan(6, 0.95)[0].level

@@ -8,13 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _support import synthetic_bench
 
 from edgegate import checks
 from edgegate.backends import available
 from edgegate.checks import speed
 from edgegate.checks.base import CheckContext, Status
 from edgegate.policy import check_default, parse_policy, policy_schema
-from edgegate.speed.bench import BenchConfig, RuntimeBench, Sample, summarize
+from edgegate.speed.bench import RuntimeBench
 from edgegate.speed.load import MachineLoad, _Snapshot, between
 from edgegate.speed.mechanism import Mechanism, speed_mechanism
 
@@ -35,15 +36,7 @@ BUSY = MachineLoad(10.0, 0.9, 0.45, 1.9, 2.1, 2)
 
 def _bench(ratios: list[float], load: MachineLoad | None = QUIET) -> RuntimeBench:
     """A benchmark whose repetition i ran the compressed model ratios[i] times as fast."""
-    cfg = BenchConfig(repetitions=len(ratios), threads=1)
-    samples = []
-    for i, r in enumerate(ratios):
-        for model, tps in (("dense", 40.0), ("compressed", 40.0 * r)):
-            samples.append(
-                Sample(model, i, len(samples), 0.1, 128 / tps, 0.1 + 128 / tps, 5120.0, tps, None)
-            )
-    infos: dict[str, dict[str, object]] = {"dense": {}, "compressed": {}}
-    return summarize("llamacpp", cfg, samples, infos, None, 1.0, load)
+    return synthetic_bench(ratios, load)
 
 
 def _judge(
