@@ -229,7 +229,8 @@ def bench_runtime(
                 level = look.level
                 break
     load = between(load_start, snapshot(), cfg.threads)
-    seq = record(planned, looks_planned, looks, len(samples) // 2) if cfg.sequential else None
+    judged = cfg.sequential and decided is not None
+    seq = record(planned, looks_planned, looks, len(samples) // 2) if judged else None
     wall = time.perf_counter() - t_start
     return summarize(runtime, cfg, samples, infos, cpus, wall, load, level=level, sequential=seq)
 
