@@ -183,35 +183,10 @@ def bench_runtime(
     with prog.task(f"bench {runtime}", total=len(order)) as advance:
         for rep in range(len(order) // 2):
             roles = [m for _, m in order[2 * rep : 2 * rep + 2]]
-            with open_pair(runtime, (dense_path, compressed_path), settings) as pair:
-                opened = {name: pair.open(name) for name in roles}  # started in run order
-                if prompt is None:
-                    vocab = min(int(b.n_vocab) for b in opened.values())
-                    prompt = random_prompt(cfg.prompt_tokens, vocab, cfg.seed)
-                for name in roles:
-                    for _ in range(cfg.warmup):
-                        # the whole prompt (every prefill buffer) and a short decode: a fresh
-                        # process's first pass faults in its weights; more decode adds nothing
-                        opened[name].time_run(prompt, min(cfg.gen_tokens, WARMUP_GEN_TOKENS))
-                for name in roles:
-                    t = opened[name].time_run(prompt, cfg.gen_tokens)
-                    samples.append(
-                        Sample(
-                            name,
-                            rep,
-                            len(samples),
-                            t.prefill_s,
-                            t.decode_s,
-                            t.ttft_s,
-                            t.prompt_tokens / t.prefill_s,
-                            t.gen_tokens / t.decode_s,
-                            t.peak_rss_bytes,
-                            _loadavg1(),
-                            getattr(opened[name], "pid", None),
-                        )
-                    )
-                    advance(1)
-                infos = {name: b.info() for name, b in opened.items()}
+            infos, prompt = _repetition(
+                runtime, (dense_path, compressed_path), settings, cfg, rep, roles, prompt, samples
+            )
+            advance(2)
             look = due.get(rep + 1)
             if look is None or decided is None:
                 continue
@@ -233,6 +208,49 @@ def bench_runtime(
     seq = record(planned, looks_planned, looks, len(samples) // 2) if judged else None
     wall = time.perf_counter() - t_start
     return summarize(runtime, cfg, samples, infos, cpus, wall, load, level=level, sequential=seq)
+
+
+def _repetition(
+    runtime: str,
+    paths: tuple[str | Path, str | Path],
+    settings: OpenSettings,
+    cfg: BenchConfig,
+    rep: int,
+    roles: list[str],
+    prompt: list[int] | None,
+    samples: list[Sample],
+) -> tuple[dict[str, dict[str, Any]], list[int]]:
+    """One repetition: both models started fresh in ``roles`` order, each warmed up and then
+    timed once (its sample appended to ``samples``). Returns what was loaded, and the prompt
+    (drawn from the first repetition's vocabulary when ``prompt`` is None)."""
+    with open_pair(runtime, paths, settings) as pair:
+        opened = {name: pair.open(name) for name in roles}  # started in run order
+        if prompt is None:
+            vocab = min(int(b.n_vocab) for b in opened.values())
+            prompt = random_prompt(cfg.prompt_tokens, vocab, cfg.seed)
+        for name in roles:
+            for _ in range(cfg.warmup):
+                # the whole prompt (every prefill buffer) and a short decode: a fresh
+                # process's first pass faults in its weights; more decode adds nothing
+                opened[name].time_run(prompt, min(cfg.gen_tokens, WARMUP_GEN_TOKENS))
+        for name in roles:
+            t = opened[name].time_run(prompt, cfg.gen_tokens)
+            samples.append(
+                Sample(
+                    name,
+                    rep,
+                    len(samples),
+                    t.prefill_s,
+                    t.decode_s,
+                    t.ttft_s,
+                    t.prompt_tokens / t.prefill_s,
+                    t.gen_tokens / t.decode_s,
+                    t.peak_rss_bytes,
+                    _loadavg1(),
+                    getattr(opened[name], "pid", None),
+                )
+            )
+        return {name: b.info() for name, b in opened.items()}, prompt
 
 
 def _loadavg1() -> float | None:
