@@ -45,7 +45,9 @@ class HangingBackend:
 
     def _hang(self, *args: Any, **kwargs: Any) -> Any:
         marker = Path(os.environ["EDGEGATE_HOOK_HANG_RUNTIME"])
-        tmp = marker.with_suffix(".tmp")
+        # one name per process: with both models' processes hanging (the fidelity pass side by
+        # side) two of them write the marker, and a shared temporary name made one fail
+        tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
         tmp.write_text(str(os.getpid()))
         tmp.replace(marker)  # appears whole
         time.sleep(3600)
