@@ -168,11 +168,11 @@ def _stopping_rule(
 
     def decided(res: RuntimeBench) -> bool:
         verdicts = runtime_verdicts(rt, res, timing_mech, thr, min_effect, claim)
+        claim_cleared = claim is not None and res.decode.ci_low >= float(claim)  # NaN: not
         for v in verdicts:
             if v.status in (Status.INCONCLUSIVE, Status.ERROR):
                 return False
-            consistent_only = claim is None or not res.decode.ci_low >= float(claim)
-            if v.name == "claimed_speedup" and v.status is Status.PASS and consistent_only:
+            if v.name == "claimed_speedup" and v.status is Status.PASS and not claim_cleared:
                 return False
         return any(v.status in (Status.PASS, Status.FAIL) for v in verdicts)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,8 @@ def bench_runtime(
     )
     order = abba_order(even_repetitions(cfg.repetitions))  # (repetition, model), two per repetition
     planned = len(order) // 2
-    looks_planned = plan(planned, cfg.level) if cfg.sequential and decided is not None else ()
+    judged = cfg.sequential and decided is not None
+    looks_planned = plan(planned, cfg.level) if judged else ()
     due = {lp.repetitions: lp for lp in looks_planned}
     looks: list[SpeedLook] = []
     level = cfg.level
@@ -195,16 +196,14 @@ def bench_runtime(
                 runtime, cfg, samples, infos, cpus, time.perf_counter() - t_start,
                 between(load_start, snapshot(), cfg.threads), level=look.level,
             )  # fmt: skip
-            sp = so_far.decode
+            sp, stop = so_far.decode, decided(so_far)
             looks.append(
-                SpeedLook(look.repetitions, look.level, sp.point, sp.ci_low, sp.ci_high, False)
+                SpeedLook(look.repetitions, look.level, sp.point, sp.ci_low, sp.ci_high, stop)
             )
-            if decided(so_far):
-                looks[-1] = replace(looks[-1], decided=True)
+            if stop:
                 level = look.level
                 break
     load = between(load_start, snapshot(), cfg.threads)
-    judged = cfg.sequential and decided is not None
     seq = record(planned, looks_planned, looks, len(samples) // 2) if judged else None
     wall = time.perf_counter() - t_start
     return summarize(runtime, cfg, samples, infos, cpus, wall, load, level=level, sequential=seq)
