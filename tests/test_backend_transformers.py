@@ -1,5 +1,5 @@
 """The transformers runtime on tiny checkpoints of six architectures built here (benchmarks/_tiny_arch.py):
-batched and prefix-sharing scoring equal one-prompt-at-a-time scoring, the whole protocol runs in
+batched and token-tree scoring equal one-prompt-at-a-time scoring, the whole protocol runs in
 a child process, and checkpoints that would need remote code or pickle are refused (exit 2)."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_batched_and_prefix_reuse_equal_one_at_a_time(
         + [toks[:30] + toks[60 : 70 + i] for i in range(5)]
         + [toks[100:113]]
     )
-    # past the sliding window (128 in the Gemma configs): prefix reuse must still be exact
+    # past the sliding window (128 in the Gemma configs): those go plain, the rest as trees
     prompts += [toks[:150], toks[:190], toks[:20] + toks[50:170]]
     cands = [5, 6, 7, 300]
     reqs = [(toks[:40], toks[40 : 40 + k]) for k in (1, 3, 6)] + [
@@ -91,7 +91,9 @@ def test_batched_and_prefix_reuse_equal_one_at_a_time(
 @pytest.mark.parametrize("arch", list(T.ARCHS))
 def test_loglik_batch_computes_each_context_once(arch: str, tiny_models: Any, f32: None) -> None:
     # BBQ loglik: a batch holds several contexts (sharing a short template start), each with
-    # three answers; every context is computed once for its answers, with the same numbers
+    # three answers; as token trees every distinct prefix is evaluated once (the fewest
+    # positions any scorer needs: no padding here, the 15 rows fit one tree), with the same
+    # numbers as one request at a time
     b = TransformersBackend(tiny_models[arch][0], n_ctx=512, threads=1)
     toks = b.tokenize(TEXT[:4000])[:300]
     ctxs = [toks[:6] + toks[20 + 30 * i : 40 + 30 * i + 3 * i] for i in range(5)]
@@ -100,24 +102,18 @@ def test_loglik_batch_computes_each_context_once(arch: str, tiny_models: Any, f3
         for i, c in enumerate(ctxs)
         for a in range(3)
     ]
-    seen: list[list[tuple[int, int, int]]] = []
-    groups = b._groups
-
-    def spy(rows: list[list[int]], keep: list[int]) -> list[tuple[int, int, int]]:
-        seen.append(groups(rows, keep))
-        return seen[-1]
-
-    b._groups = spy  # type: ignore[method-assign]
+    # a row ends before its answer's last token: those logits predict past the end
+    rows = [c + a[:-1] for c, a in reqs]
+    distinct = len({tuple(r[:n]) for r in rows for n in range(1, len(r) + 1)})
     got = {}
     for bs, reuse in ((1, False), (16, True), (4, True)):
         b.batch_size, b.reuse_prefix = bs, reuse
-        seen.clear()
+        before = b.tokens_evaluated
         got[bs, reuse] = [r.logprob for r in b.loglikelihood(reqs)]
         if bs == 16:
-            # the 15 rows in one batch: one group per context (the 6 shared template tokens are not worth it)
-            assert sum(len(g) for g in seen) == 5 and all(
-                j - i == 3 for g in seen for i, j, _ in g
-            ), seen
+            assert b.tokens_evaluated - before == distinct
+        elif bs == 1:
+            assert b.tokens_evaluated - before == sum(len(r) for r in rows)
     for key, ll in got.items():
         np.testing.assert_allclose(ll, got[1, False], atol=2e-4, err_msg=str(key))
     b.close()

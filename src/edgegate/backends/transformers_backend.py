@@ -10,11 +10,14 @@ checkpoint's ``dtype``/``torch_dtype`` unless ``EDGEGATE_TORCH_DTYPE`` names one
 (``float32``, ``bfloat16``, ``float16``). Logits are scored in float64 by ``_common``, as for
 every other runtime.
 
-Scoring calls batch their prompts (left padding + attention mask + explicit position ids, so
-a padded row computes what it would alone) and split each batch into groups of rows sharing a
-prefix: each group's prefix is computed once and its KV cache copied to the group's rows (a
-loglik context is shared by its three answers; letter prompts share the system prompt). ``batch_size`` and ``reuse_prefix`` switch both off for the
-benchmark (``benchmarks/transformers_batching.py``) and for the tests that compare the paths.
+Scoring calls pack the prompts that share a prefix into token trees (``tree_pack``): a loglik
+context and its three answers, a letter prompt's option rotations and the system prompt their
+items share are each evaluated once, in one forward pass whose 4D mask lets a token see its own
+sequence's earlier tokens only, at its own position. Trees of similar length share a padded
+pass. A prompt past a sliding window, and every prompt under an attention kernel that ignores
+custom masks, goes as a plain left-padded row. ``batch_size`` and ``reuse_prefix`` switch this
+off for the benchmark (``benchmarks/transformers_batching.py``) and for the tests that compare
+the paths.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import inspect
 import os
 import time
 from collections.abc import Sequence
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +41,17 @@ from edgegate.backends._common import (
 )
 from edgegate.backends._generic import GenericBackend
 from edgegate.backends.base import LoglikResult
+from edgegate.backends.tree_pack import Limits, Tree, plan
 from edgegate.errors import BackendError, BackendUnavailable, InputError
 
 _DTYPES = ("float32", "bfloat16", "float16")
 _PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
-# A shared prefix shorter than this is cheaper to recompute than to copy into every row.
-_MIN_SHARED_PREFIX = 8
 # Rows x padded length per forward pass: bounds activation memory (logits are kept only for
 # the rows scored, so the vocabulary does not enter this budget).
 _TOKEN_BUDGET = 8192
+# The longest token tree packed into one row (attention over a row grows with its square):
+# two BBQ letter items with their three rotations each, or a few loglik contexts.
+_TREE_LEN = 1024
 
 
 def check_loadable(path: Path) -> dict[str, Any]:
@@ -269,140 +273,93 @@ class TransformersBackend(GenericBackend):
         )
         return self._np(out.logits[0, :-1])
 
+    def _pad_id(self) -> int:
+        pad = getattr(self._tok, "pad_token_id", None)
+        return int(pad) if isinstance(pad, int) else 0
+
     def _tails(self, seqs: Sequence[list[int]], keep: Sequence[int]) -> list[np.ndarray]:
-        """Logits of the last ``keep[i]`` positions of each sequence, batched: sequences sorted
-        so neighbours share prefixes, cut into batches within the token budget, each batch's
-        shared prefix computed once (when it pays) and its rows left-padded."""
-        order = sorted(range(len(seqs)), key=lambda i: seqs[i])
+        """Logits of the last ``keep[i]`` positions of each sequence. Sequences sharing prefixes
+        go as token trees (``tree_pack``: each distinct prefix evaluated once); a sequence past
+        a sliding window goes plain, as the tree mask replaces the model's own, window included."""
         out: list[np.ndarray | None] = [None] * len(seqs)
+        fits = [self._trees and (self._window is None or len(s) <= self._window) for s in seqs]
+        if self._trees and any(fits):
+            lim = Limits(self.batch_size, _TOKEN_BUDGET, _TREE_LEN)
+            for trees in plan(seqs, keep, lim, rows=[i for i, f in enumerate(fits) if f]):
+                self._tree_pass(trees, out)
+        order = sorted((i for i, f in enumerate(fits) if not f), key=lambda i: seqs[i])
         batch: list[int] = []
         for i in order:
-            longest = max([len(seqs[j]) for j in batch] + [len(seqs[i])])
+            wide = max([len(seqs[j]) for j in batch] + [len(seqs[i])])
             if batch and (
-                len(batch) >= max(1, self.batch_size) or longest * (len(batch) + 1) > _TOKEN_BUDGET
+                len(batch) >= max(1, self.batch_size) or wide * (len(batch) + 1) > _TOKEN_BUDGET
             ):
-                self._tails_batch(seqs, keep, batch, out)
+                self._plain_pass(seqs, keep, batch, out)
                 batch = []
             batch.append(i)
         if batch:
-            self._tails_batch(seqs, keep, batch, out)
+            self._plain_pass(seqs, keep, batch, out)
         return [o for o in out if o is not None]
 
-    def _groups(self, rows: list[list[int]], keep: list[int]) -> list[tuple[int, int, int]]:
-        """How a batch of sorted rows shares prefixes: contiguous groups ``(start, end, p)``
-        whose first ``p`` tokens are computed once per group; [] for one plain pass.
+    @property
+    def _trees(self) -> bool:
+        # a custom 4D mask is honoured by the sdpa and eager kernels; flash-attention kernels
+        # read only a padding mask and would let every node see every earlier column
+        impl = getattr(self._model.config, "_attn_implementation", None)
+        return self.reuse_prefix and self.batch_size > 1 and impl in ("sdpa", "eager")
 
-        A loglik batch holds several contexts, each followed by its answers: one prefix for
-        the whole batch would be the few tokens all contexts share, so each context gets its
-        own. Groups are chosen to save the most tokens (a row alone keeps everything before
-        its scored positions as its prefix); no prefix may reach a scored position, and a
-        shared one under ``_MIN_SHARED_PREFIX`` tokens is not worth copying into every row.
-        """
-        n = len(rows)
-        if not self.reuse_prefix or n < 2:
-            return []
-        cap = [len(r) - k for r, k in zip(rows, keep, strict=True)]
-        adj = []  # common prefix of neighbours; sorted rows: a range shares its minimum
-        for a, b in pairwise(rows):
-            m = min(len(a), len(b))
-            i = 0
-            while i < m and a[i] == b[i]:
-                i += 1
-            adj.append(i)
-        best = [0] * (n + 1)  # tokens saved by the best grouping of rows[:j]
-        cut: list[tuple[int, int]] = [(0, 0)] * (n + 1)
-        for j in range(1, n + 1):
-            best[j], cut[j] = best[j - 1], (j - 1, cap[j - 1])
-            shared, limit = len(rows[j - 1]), cap[j - 1]
-            for i in range(j - 2, -1, -1):
-                shared, limit = min(shared, adj[i]), min(limit, cap[i])
-                p = min(shared, limit)
-                if p < _MIN_SHARED_PREFIX:
-                    break  # only shrinks as the group grows
-                if best[i] + (j - i - 1) * p > best[j]:
-                    best[j], cut[j] = best[i] + (j - i - 1) * p, (i, p)
-        groups: list[tuple[int, int, int]] = []
-        j = n
-        while j > 0:
-            i, p = cut[j]
-            groups.append((i, j, p))
-            j = i
-        groups.reverse()
-        if best[n] == 0 or min(p for _, _, p in groups) < 1:
-            return []
-        # padded cost: the prefixes left-padded to the longest, then every row's tail
-        width = max(p for _, _, p in groups)
-        tail = max(len(rows[r]) - p for i, j, p in groups for r in range(i, j))
-        if len(groups) * width + n * tail >= n * max(len(r) for r in rows):
-            return []
-        # sliding-window layers: a kept prefix is exact only while the padded row (prefix
-        # padding, prefix, tail padding, tail) fits the window; past it the cache and mask
-        # of the expanded prefix diverge from a fresh pass (measured up to 0.17 nats)
-        if self._window is not None and width + tail > self._window:
-            return []
-        return groups
-
-    def _tails_batch(
+    def _plain_pass(
         self, seqs: Sequence[list[int]], keep: Sequence[int], idx: list[int], out: list[Any]
     ) -> None:
+        """Whole rows, left-padded, with positions counting real tokens only (a padded row sees
+        what it would alone)."""
         torch = self._torch
-        rows = [seqs[i] for i in idx]
-        k = [keep[i] for i in idx]
-        groups = self._groups(rows, k)
-        owner = [g for g, (i, j, _) in enumerate(groups) for _ in range(i, j)]
-        width = max((p for _, _, p in groups), default=0)
-        pre_mask = torch.zeros((len(groups), width), dtype=torch.long)
-        pad = (
-            int(self._tok.pad_token_id)
-            if isinstance(getattr(self._tok, "pad_token_id", None), int)
-            else 0
-        )
-        cache = None
-        if groups:
-            # every group's prefix once, left-padded to the longest, then copied to its rows
-            pre_ids = torch.full((len(groups), width), pad, dtype=torch.long)
-            for g, (i, _, p) in enumerate(groups):
-                pre_ids[g, width - p :] = torch.tensor(rows[i][:p], dtype=torch.long)
-                pre_mask[g, width - p :] = 1
-            pre_pos = (pre_mask.cumsum(-1) - 1).clamp(min=0)
-            pre = self._run_model(
-                input_ids=pre_ids.to(self.device),
-                attention_mask=pre_mask.to(self.device),
-                position_ids=pre_pos.to(self.device),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache = _cache_of(pre)
-            if len(groups) == 1:
-                cache.batch_repeat_interleave(len(rows))
-            else:
-                cache.reorder_cache(torch.tensor(owner, dtype=torch.long, device=self.device))
-        tails = [r[groups[owner[j]][2] :] if groups else r for j, r in enumerate(rows)]
-        tw = max(len(t) for t in tails)
-        ids = torch.full((len(rows), tw), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width + tw), dtype=torch.long)
-        for j, t in enumerate(tails):
-            if groups:
-                mask[j, :width] = pre_mask[owner[j]]
-            ids[j, tw - len(t) :] = torch.tensor(t, dtype=torch.long)
-            mask[j, width + tw - len(t) :] = 1
-        # positions count real tokens only, so a padded row sees what it would alone
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, width:]
-        kwargs: dict[str, Any] = dict(
+        width = max(len(seqs[i]) for i in idx)
+        ids = torch.full((len(idx), width), self._pad_id(), dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for j, i in enumerate(idx):
+            ids[j, width - len(seqs[i]) :] = torch.tensor(seqs[i], dtype=torch.long)
+            mask[j, width - len(seqs[i]) :] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        k = max(keep[i] for i in idx)
+        logits = self._run_model(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=pos.to(self.device),
-            use_cache=cache is not None,
-            logits_to_keep=max(k),
-        )
-        if cache is not None:
-            kwargs.update(
-                {self._cache_kw: cache},
-                cache_position=torch.arange(width, width + tw, device=self.device),
-            )
-        logits = self._run_model(**kwargs).logits
+            use_cache=False,
+            logits_to_keep=k,
+        ).logits
         for j, i in enumerate(idx):
-            out[i] = self._np(logits[j, logits.shape[1] - k[j] :])
+            out[i] = self._np(logits[j, k - keep[i] :])
+
+    def _tree_pass(self, trees: list[Tree], out: list[Any]) -> None:
+        """Trees right-aligned in one forward pass: a 4D mask lets a node see its ancestors
+        only, positions are depths, and a padding column sees itself (no empty softmax row)."""
+        torch = self._torch
+        width = max(len(t.tokens) for t in trees)
+        ids = torch.full((len(trees), width), self._pad_id(), dtype=torch.long)
+        pos = torch.zeros((len(trees), width), dtype=torch.long)
+        allowed = np.zeros((len(trees), 1, width, width), dtype=bool)
+        for b, t in enumerate(trees):
+            off = width - len(t.tokens)
+            ids[b, off:] = torch.tensor(t.tokens, dtype=torch.long)
+            pos[b, off:] = torch.tensor(t.depth, dtype=torch.long)
+            allowed[b, 0, off:, off:] = t.ancestors
+            allowed[b, 0, np.arange(off), np.arange(off)] = True
+        dtype = self._model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype)
+        mask.masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
+        k = max(t.n_scored for t in trees)
+        logits = self._run_model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=pos.to(self.device),
+            use_cache=False,
+            logits_to_keep=k,
+        ).logits
+        for b, t in enumerate(trees):
+            for r, cols in t.scored.items():
+                out[r] = self._np(logits[b, [c - len(t.tokens) + k for c in cols]])
 
     # -- scoring ------------------------------------------------------------------------------
     def next_token_logprobs(
@@ -420,12 +377,11 @@ class TransformersBackend(GenericBackend):
         self, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     ) -> list[LoglikResult]:
         checked = self._checked_requests(requests)
-        seqs = [toks for toks, _ in checked]
+        # a row ends before the continuation's last token: its logits would predict past the end
+        seqs = [toks[:-1] for toks, _ in checked]
         conts = [toks[n:] for toks, n in checked]
-        # the rows predicting the continuation: the context's last token .. the one before the end
         results: list[LoglikResult] = []
-        for c, tail in zip(conts, self._tails(seqs, [len(c) + 1 for c in conts]), strict=True):
-            logits = tail[:-1]
+        for c, logits in zip(conts, self._tails(seqs, [len(c) for c in conts]), strict=True):
             check_finite(logits, self.runtime, "loglikelihood")
             lp = picked_logprobs(logits, c)
             greedy = bool(np.all(np.argmax(logits, axis=-1) == np.asarray(c)))

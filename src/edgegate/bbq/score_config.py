@@ -56,8 +56,14 @@ class ScoreConfig:
 
 # Where a runtime's way of scoring changed the numbers an answer rests on, its answers are
 # cached under a new key, so one run never mixes answers from both ways (llama.cpp loglik:
-# a context's answers are branches of one decode since this version; see backends/branching.py).
-_SCORING = {("llamacpp", "loglik"): "llamacpp/branched"}
+# a context's answers are branches of one decode since this version; see backends/branching.py.
+# transformers: prompts sharing a prefix go as token trees since this version, and with bf16
+# weights the batch layout moves scores by float noise; see backends/tree_pack.py).
+_SCORING = {
+    ("llamacpp", "loglik"): "llamacpp/branched",
+    ("transformers", "loglik"): "transformers/trees",
+    ("transformers", "letter"): "transformers/trees",
+}
 
 
 def answer_key(runtime: str, mode: str, *, branched: bool = True) -> str:
