@@ -102,6 +102,23 @@ def _cache_of(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
+TREES = "token trees"
+
+
+def _packing(cfg: Any, text_cfg: Any) -> str:
+    """How scoring calls lay out prompts sharing a prefix. Token trees need a model that takes
+    positions from ``position_ids`` (rotary embeddings) and a custom 4D mask (the sdpa and eager
+    kernels): ALiBi biases come from column distances, and flash-attention kernels read only a
+    padding mask, so either would let the tree layout change the scores."""
+    impl = getattr(cfg, "_attn_implementation", None)
+    rotary = any(getattr(text_cfg, a, None) is not None for a in ("rope_parameters", "rope_theta"))
+    if impl not in ("sdpa", "eager"):
+        return f"plain rows (attention kernel {impl} ignores a custom mask)"
+    if not rotary or getattr(text_cfg, "alibi", False):
+        return "plain rows (positions not from rotary embeddings)"
+    return TREES
+
+
 def pick_device(torch: Any) -> str:
     forced = os.environ.get("EDGEGATE_TORCH_DEVICE", "").strip()
     if forced:
@@ -210,6 +227,8 @@ class TransformersBackend(GenericBackend):
         # diverge from a fresh pass: measured up to 0.17 nats), so reuse stops there
         window = getattr(text_cfg, "sliding_window", None)
         self._window = int(window) if isinstance(window, int) and window > 0 else None
+        self.packing = _packing(model.config, text_cfg)
+        self._tree_passes = 0
         self.batch_size = 16  # 1: one prompt per forward pass
         self.reuse_prefix = True  # False: every row computes its whole prompt
 
@@ -285,8 +304,15 @@ class TransformersBackend(GenericBackend):
         fits = [self._trees and (self._window is None or len(s) <= self._window) for s in seqs]
         if self._trees and any(fits):
             lim = Limits(self.batch_size, _TOKEN_BUDGET, _TREE_LEN)
-            for trees in plan(seqs, keep, lim, rows=[i for i, f in enumerate(fits) if f]):
-                self._tree_pass(trees, out)
+            try:
+                for trees in plan(seqs, keep, lim, rows=[i for i, f in enumerate(fits) if f]):
+                    self._tree_pass(trees, out)
+            except BackendError as exc:
+                if self._tree_passes:
+                    raise
+                # a model whose forward pass cannot take a 4D mask: plain rows from the start
+                self.packing = f"plain rows (the tree mask failed: {exc})"
+                fits = [False] * len(seqs)
         order = sorted((i for i, f in enumerate(fits) if not f), key=lambda i: seqs[i])
         batch: list[int] = []
         for i in order:
@@ -303,10 +329,7 @@ class TransformersBackend(GenericBackend):
 
     @property
     def _trees(self) -> bool:
-        # a custom 4D mask is honoured by the sdpa and eager kernels; flash-attention kernels
-        # read only a padding mask and would let every node see every earlier column
-        impl = getattr(self._model.config, "_attn_implementation", None)
-        return self.reuse_prefix and self.batch_size > 1 and impl in ("sdpa", "eager")
+        return self.reuse_prefix and self.batch_size > 1 and self.packing == TREES
 
     def _plain_pass(
         self, seqs: Sequence[list[int]], keep: Sequence[int], idx: list[int], out: list[Any]
@@ -357,6 +380,7 @@ class TransformersBackend(GenericBackend):
             use_cache=False,
             logits_to_keep=k,
         ).logits
+        self._tree_passes += 1
         for b, t in enumerate(trees):
             for r, cols in t.scored.items():
                 out[r] = self._np(logits[b, [c - len(t.tokens) + k for c in cols]])
@@ -408,6 +432,7 @@ class TransformersBackend(GenericBackend):
             "device": self.device,
             "dtype": self.dtype,
             "dtype_source": self.dtype_source,
+            "prompt_packing": self.packing,
             "versions": dict(self.versions),
         }
 
