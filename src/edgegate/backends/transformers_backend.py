@@ -49,8 +49,9 @@ _PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 # Rows x padded length per forward pass: bounds activation memory (logits are kept only for
 # the rows scored, so the vocabulary does not enter this budget).
 _TOKEN_BUDGET = 8192
-# The longest token tree packed into one row (attention over a row grows with its square):
-# two BBQ letter items with their three rotations each, or a few loglik contexts.
+# The longest token tree packed into one row (attention over a row grows with its square): a
+# BBQ scoring call of 16 loglik items or 16 rotated letter prompts fits one tree (~550-750
+# positions on gemma-3-270m), which is what lets them share the system prompt.
 _TREE_LEN = 1024
 
 
@@ -222,9 +223,8 @@ class TransformersBackend(GenericBackend):
         # transformers 5.2x renamed the cache argument (the old name still works, with a warning)
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        # sliding-window layers (Gemma 2/3, Mistral with a window): a kept prefix is exact only
-        # while every row fits the window (past it the cache and mask of the expanded prefix
-        # diverge from a fresh pass: measured up to 0.17 nats), so reuse stops there
+        # sliding-window layers (Gemma 2/3, Mistral with a window): a token tree's mask replaces
+        # the model's own, window included, so only sequences that fit the window go as trees
         window = getattr(text_cfg, "sliding_window", None)
         self._window = int(window) if isinstance(window, int) and window > 0 else None
         self.packing = _packing(model.config, text_cfg)
