@@ -331,6 +331,16 @@ class TransformersBackend(GenericBackend):
     def _trees(self) -> bool:
         return self.reuse_prefix and self.batch_size > 1 and self.packing == TREES
 
+    def _padded_forward(self, ids: Any, mask: Any, pos: Any, keep: int) -> Any:
+        """Logits of the last ``keep`` columns of a padded batch, no cache kept."""
+        return self._run_model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=pos.to(self.device),
+            use_cache=False,
+            logits_to_keep=keep,
+        ).logits
+
     def _plain_pass(
         self, seqs: Sequence[list[int]], keep: Sequence[int], idx: list[int], out: list[Any]
     ) -> None:
@@ -345,13 +355,7 @@ class TransformersBackend(GenericBackend):
             mask[j, width - len(seqs[i]) :] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         k = max(keep[i] for i in idx)
-        logits = self._run_model(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=pos.to(self.device),
-            use_cache=False,
-            logits_to_keep=k,
-        ).logits
+        logits = self._padded_forward(ids, mask, pos, k)
         for j, i in enumerate(idx):
             out[i] = self._np(logits[j, k - keep[i] :])
 
@@ -373,13 +377,7 @@ class TransformersBackend(GenericBackend):
         mask = torch.zeros(allowed.shape, dtype=dtype)
         mask.masked_fill_(torch.from_numpy(~allowed), torch.finfo(dtype).min)
         k = max(t.n_scored for t in trees)
-        logits = self._run_model(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=pos.to(self.device),
-            use_cache=False,
-            logits_to_keep=k,
-        ).logits
+        logits = self._padded_forward(ids, mask, pos, k)
         self._tree_passes += 1
         for b, t in enumerate(trees):
             for r, cols in t.scored.items():
