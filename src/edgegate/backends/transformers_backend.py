@@ -302,8 +302,8 @@ class TransformersBackend(GenericBackend):
         a sliding window goes plain, as the tree mask replaces the model's own, window included."""
         out: list[np.ndarray | None] = [None] * len(seqs)
         fits = [self._trees and (self._window is None or len(s) <= self._window) for s in seqs]
-        if self._trees and any(fits):
-            lim = Limits(self.batch_size, _TOKEN_BUDGET, _TREE_LEN)
+        if any(fits):
+            lim = Limits(max_rows=self.batch_size, token_budget=_TOKEN_BUDGET, max_len=_TREE_LEN)
             try:
                 for trees in plan(seqs, keep, lim, rows=[i for i, f in enumerate(fits) if f]):
                     self._tree_pass(trees, out)

@@ -15,6 +15,10 @@ A tree's row holds every node once: its unscored nodes first, then its scored on
 every scored position. A node attends to itself and its ancestors only, at the position of its
 depth, so it computes what it would in its own sequence alone (up to float summation order).
 
+llama.cpp needs no such packing for one context and its answers: KV-cache sequence ids branch
+them in one decode (``branching``). This module serves a runtime without sequence ids, over a
+whole call's prompts, with any scored positions.
+
 Pure planning over token ids (numpy only): no runtime is imported here.
 """
 
