@@ -4,9 +4,9 @@ token by token, on the very tokens perplexity scores.
 Two models can share a perplexity and still disagree on many tokens (one gains where the other
 loses). Per scored token t, with P the dense and Q the compressed next-token distribution:
 
-- KL(P || Q) = sum over the whole vocabulary of p(v) (log p(v) - log q(v)), from a log-softmax
-  in float64 of the runtime's float32 logits (max subtracted first: no overflow, no underflow
-  into log 0); a negative rounding residue is clipped to 0;
+- KL(P || Q) = sum over the whole vocabulary of p(v) (log p(v) - log q(v)), from the runtime's
+  float32 logits (max subtracted first: no overflow, no underflow into log 0; exponentials in
+  float32, sums in float64: ``compare_rows``); a negative rounding residue is clipped to 0;
 - top-1 agreement: both models' most likely next token is the same;
 - each model's probability of the token that actually follows (exp of its perplexity NLL).
 
@@ -54,26 +54,38 @@ TEST = "paired bootstrap over chunks (BCa, scipy.stats.bootstrap; chunks resampl
 QUANTILES = {"median_kl": 0.5, "p90_kl": 0.9, "p99_kl": 0.99, "p999_kl": 0.999}
 
 
-def _log_softmax64(logits: np.ndarray) -> np.ndarray:
-    x = np.array(logits, dtype=np.float64)  # a fresh copy, changed in place below
-    x -= x.max(axis=1, keepdims=True)
-    x -= np.log(np.exp(x).sum(axis=1, keepdims=True))
-    return x
+def _exp_shifted(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: exp(x - max) in float32 (numpy's vectorized exp), its sum accumulated in float64,
+    and the log-sum-exp in float64."""
+    m = x.max(axis=1, keepdims=True)
+    e = x - m
+    np.exp(e, out=e)
+    s = e.sum(axis=1, dtype=np.float64)
+    return e, s, m[:, 0].astype(np.float64) + np.log(s)
 
 
 def compare_rows(dense: np.ndarray, comp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(KL(dense || compressed) per row in nats, top-1 agreement per row) of two blocks of
-    logits [rows, vocab]. Identical rows give exactly 0 and True."""
+    logits [rows, vocab]. Identical rows give exactly 0 and True.
+
+    KL = sum p (d - c) - (lse_d - lse_c), with p = exp(d - lse_d): the exponentials and the
+    products in float32, every sum and the log-sum-exps in float64. It agrees with a float64
+    log-softmax of the same logits to 1e-7 nats plus 1e-6 of the value per token (measured on
+    real gemma-3-270m logits, Q8_0 and 50% pruned: at most 4e-8 and 1e-6 nats), far below any
+    threshold, at a third of the cost; this process compares while both models share its cores."""
     if dense.shape != comp.shape:
         raise InputError(
             f"the two models' logits differ in shape: {dense.shape} vs {comp.shape}",
             hint="both models must have the same vocabulary",
         )
-    agree = np.argmax(dense, axis=1) == np.argmax(comp, axis=1)
-    lp = _log_softmax64(dense)
-    diff = lp - _log_softmax64(comp)
-    np.exp(lp, out=lp)  # p, in place: one array of rows x vocab fewer
-    kl = np.einsum("ij,ij->i", lp, diff)
+    d = np.asarray(dense, dtype=np.float32)
+    c = np.asarray(comp, dtype=np.float32)
+    agree = np.argmax(d, axis=1) == np.argmax(c, axis=1)
+    e, s, lse_d = _exp_shifted(d)
+    lse_c = _exp_shifted(c)[2]
+    weighted = d - c  # exact 0 where the logits agree, so identical rows give exactly 0
+    weighted *= e
+    kl = weighted.sum(axis=1, dtype=np.float64) / s - (lse_d - lse_c)
     return np.maximum(kl, 0.0), agree
 
 
