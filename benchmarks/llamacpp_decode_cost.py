@@ -98,20 +98,18 @@ def packed_rows(items: Sequence[list[int]], order: Sequence[int], pad: int) -> l
     return rows
 
 
-def packing_exact(path: str, flash: bool, pad: int) -> tuple[bool, float]:
-    dec = Decoder(path, 1, flash)
-    try:
-        items = [dec.tokens(p) for p in PROMPTS]
-        alone = [dec.decode(packed_rows(items, [i], pad)) for i in range(len(items))]
-        exact, worst = True, 0.0
-        for order in ((0, 1, 2, 3), (3, 2, 1, 0), (1, 3, 0, 2)):
-            got = np.split(dec.decode(packed_rows(items, order, pad)), len(order))
-            for part, i in zip(got, order, strict=True):
-                exact &= bool(np.array_equal(part, alone[i]))
-                worst = max(worst, float(np.abs(part - alone[i]).max()))
-        return exact, worst
-    finally:
-        dec.close()
+def packing_exact(dec: Decoder, pad: int) -> tuple[bool, float]:
+    """Whether four items packed into one decode get each item's bits decoded alone (both
+    padded to ``pad`` rows), in three orders; and the largest difference seen."""
+    items = [dec.tokens(p) for p in PROMPTS]
+    alone = [dec.decode(packed_rows(items, [i], pad)) for i in range(len(items))]
+    exact, worst = True, 0.0
+    for order in ((0, 1, 2, 3), (3, 2, 1, 0), (1, 3, 0, 2)):
+        got = np.split(dec.decode(packed_rows(items, order, pad)), len(order))
+        for part, i in zip(got, order, strict=True):
+            exact &= bool(np.array_equal(part, alone[i]))
+            worst = max(worst, float(np.abs(part - alone[i]).max()))
+    return exact, worst
 
 
 def main() -> None:
@@ -137,12 +135,14 @@ def main() -> None:
     print(f"48 rows + 9 logits: one thread {nine * 1e3:.1f} ms, two {nine2 * 1e3:.1f} ms "
           f"({nine / nine2:.2f}x; two one-thread processes: 2x)")  # fmt: skip
     for flash in (False, True):
+        dec = Decoder(args.model, 1, flash)  # one load per setting, every padding on it
         for pad in (1, 4, 16, 64):
-            exact, worst = packing_exact(args.model, flash, pad)
+            exact, worst = packing_exact(dec, pad)
             print(
                 f"packing 4 items, flash attention {'on' if flash else 'off'}, rows padded to "
                 f"{pad:>2}: {'exact' if exact else 'NOT exact'} (max |diff| {worst:.3g})"
             )
+        dec.close()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ pytest.importorskip("sentencepiece")
 import _tiny_arch as T
 
 from edgegate.backends import open_backend
-from edgegate.backends.transformers_backend import TransformersBackend
+from edgegate.backends.transformers_backend import TREES, TransformersBackend
 from edgegate.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_non_rotary_models_score_plain_rows(arch: str, non_rotary: Any, f32: Non
     if arch == "bloom":
         # forced onto trees, Bloom's forward pass refuses the 4D mask: the call falls back to
         # plain rows, says so, and scores the same
-        b.packing = "token trees"
+        b.packing = TREES
         got = [r.logprob for r in b.loglikelihood(reqs)]
         assert b.info()["prompt_packing"].startswith("plain rows (the tree mask failed")
         np.testing.assert_allclose(got, ref, atol=2e-5)
@@ -178,7 +178,7 @@ def test_non_rotary_models_score_plain_rows(arch: str, non_rotary: Any, f32: Non
 def test_rotary_models_score_token_trees(tiny_models: Any) -> None:
     for arch in T.ARCHS:
         b = TransformersBackend(tiny_models[arch][0], n_ctx=256, threads=1)
-        assert b.info()["prompt_packing"] == "token trees", arch
+        assert b.info()["prompt_packing"] == TREES, arch
         b.close()
 
 
